@@ -1,0 +1,157 @@
+//! The filter API: factories turn typed config into shared filter state once per
+//! config load; filters run per request in three phases.
+//!
+//! Phases, in the order the proxy calls them for one stream:
+//!
+//! 1. [`HttpFilter::on_request`] after the request head is decoded, normalised and
+//!    routed, before anything is sent upstream. A filter may edit the head or answer
+//!    locally with [`Action::Respond`]; later filters' `on_request` then do not run.
+//! 2. [`HttpFilter::on_response`] when the response head is known: from the upstream,
+//!    or a local reply (the proxy's own, or another filter's). Runs in reverse chain
+//!    order, like Envoy's encoder filters. `Respond` replaces the response.
+//! 3. [`HttpFilter::on_complete`] once the stream has ended (body finished, failed or
+//!    the client went away). Always runs, for every filter on the chain; metrics and
+//!    logs go here.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{request, response, Response, StatusCode};
+use serde::de::DeserializeOwned;
+
+use crate::stats::Stats;
+
+/// What a filter wants the proxy to do next.
+#[derive(Debug)]
+pub enum Action {
+    /// Carry on with the next filter, then the upstream.
+    Continue,
+    /// Answer the client with this response; the upstream is never contacted.
+    Respond(Response<Bytes>),
+}
+
+impl Action {
+    /// A small local reply with a plain-text body.
+    pub fn respond(status: StatusCode, body: &'static str) -> Action {
+        let mut rsp = Response::new(Bytes::from_static(body.as_bytes()));
+        *rsp.status_mut() = status;
+        rsp.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain"),
+        );
+        Action::Respond(rsp)
+    }
+}
+
+/// One segment of a path into the YAML document, relative to the filter's config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathSeg {
+    Key(String),
+    Index(usize),
+}
+
+/// A problem with a filter's config. `path` is relative to the filter's own config
+/// mapping (empty = the whole config); the config loader turns it into FILE:LINE:COL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: Vec<PathSeg>,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(message: impl Into<String>) -> ConfigError {
+        ConfigError { path: Vec::new(), message: message.into() }
+    }
+
+    /// An error located at `key` (a dotted path such as `csrf.allowed_origins`).
+    pub fn at(key: &str, message: impl Into<String>) -> ConfigError {
+        let path = key
+            .split('.')
+            .filter(|s| !s.is_empty())
+            .map(|s| match s.parse::<usize>() {
+                Ok(i) => PathSeg::Index(i),
+                Err(_) => PathSeg::Key(s.to_string()),
+            })
+            .collect();
+        ConfigError { path, message: message.into() }
+    }
+
+    /// Prefix this error's path with `seg`.
+    pub fn under(mut self, seg: PathSeg) -> ConfigError {
+        self.path.insert(0, seg);
+        self
+    }
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// What a factory gets when it builds a filter: where to register metrics and which
+/// listener (and, for per-route overrides, which route) the filter serves.
+pub struct FactoryContext<'a> {
+    /// The proxy's stats; register metrics here, never in a global registry.
+    pub stats: &'a Stats,
+    /// The listener's configured name (a bounded metric label).
+    pub listener: &'a str,
+    /// Whether the listener terminates TLS (e.g. HSTS only makes sense then).
+    pub tls: bool,
+}
+
+/// Turns typed config into a filter. One implementation per filter; registered in
+/// [`crate::registry`].
+pub trait HttpFilterFactory: Send + Sync + 'static {
+    /// The YAML key: `- headers: {...}`.
+    const NAME: &'static str;
+    /// The filter's config, `#[serde(deny_unknown_fields)]`.
+    type Config: DeserializeOwned;
+    /// Every semantic problem with the config, all at once.
+    fn validate(_cfg: &Self::Config) -> Vec<ConfigError> {
+        Vec::new()
+    }
+    /// Build shared state once per config load (compiled regexes, metric handles).
+    fn build(cfg: Self::Config, cx: &FactoryContext<'_>) -> Result<Arc<dyn HttpFilter>, ConfigError>;
+}
+
+/// Per-stream facts and scratch space shared by the filters of one chain.
+#[derive(Debug, Default)]
+pub struct StreamCtx {
+    /// The matched route's name ("" when no route matched).
+    pub route: Arc<str>,
+    /// The cluster the request went to, when known.
+    pub cluster: Option<Arc<str>>,
+    /// Final response status, set before `on_response` and `on_complete`.
+    pub status: Option<StatusCode>,
+    /// The response was produced by the proxy (no route, upstream failure, a filter).
+    pub local_reply: bool,
+    /// Short response flag (NR, UH, UF, UO, UT, UR, URX, DC) when the proxy answered.
+    pub response_flag: Option<&'static str>,
+    /// Host (or :authority) of the request, without port.
+    pub host: Option<String>,
+    /// True when the downstream connection is TLS.
+    pub downstream_tls: bool,
+    /// The verified peer certificate's SANs (mTLS listeners).
+    pub peer_sans: Vec<String>,
+    /// Request method, kept for the response side.
+    pub method: http::Method,
+    /// Seconds from request start to `on_complete`.
+    pub duration: Option<std::time::Duration>,
+    /// Per-filter scratch state, indexed by the filter's position in the chain.
+    pub scratch: Vec<Option<Box<dyn std::any::Any + Send + Sync>>>,
+}
+
+/// A filter instance: shared by every stream on the listener (or route).
+pub trait HttpFilter: Send + Sync + std::fmt::Debug {
+    /// Request head phase. See the module docs for ordering.
+    fn on_request(&self, _req: &mut request::Parts, _cx: &mut StreamCtx) -> Action {
+        Action::Continue
+    }
+    /// Response head phase, reverse chain order.
+    fn on_response(&self, _rsp: &mut response::Parts, _cx: &mut StreamCtx) -> Action {
+        Action::Continue
+    }
+    /// After the stream ended. Always runs.
+    fn on_complete(&self, _cx: &StreamCtx) {}
+}
