@@ -1,0 +1,468 @@
+//! Raw config types: exactly the YAML schema (v1), `deny_unknown_fields` everywhere.
+//! Values are checked and compiled in `compile.rs`; this file only describes shape.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::duration::Dur;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub admin: Admin,
+    /// How long SIGTERM / `quitquitquit` wait for in-flight requests (default 10s).
+    #[serde(default)]
+    pub drain_timeout: Option<Dur>,
+    #[serde(default)]
+    pub listeners: Vec<Listener>,
+    #[serde(default)]
+    pub clusters: Vec<Cluster>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// Default `127.0.0.1:9901`.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// Bearer token required on every POST when set.
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ListenerProtocol {
+    #[default]
+    Http,
+    Tcp,
+    Thrift,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    pub name: String,
+    pub address: String,
+    #[serde(default)]
+    pub protocol: ListenerProtocol,
+    #[serde(default)]
+    pub tls: Option<ListenerTls>,
+    #[serde(default)]
+    pub access_log: Option<AccessLog>,
+    /// Ordered filter chain; each item is a one-key mapping `name: config`.
+    #[serde(default)]
+    pub filters: Vec<BTreeMap<String, serde_yaml::Value>>,
+    #[serde(default)]
+    pub http: Option<HttpOptions>,
+    #[serde(default)]
+    pub virtual_hosts: Vec<VirtualHost>,
+    #[serde(default)]
+    pub thrift: Option<ThriftListener>,
+    #[serde(default)]
+    pub tcp: Option<TcpListener>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HttpOptions {
+    /// Total request header bytes (default 60 KiB, as Envoy).
+    #[serde(default)]
+    pub max_request_headers_kb: Option<u32>,
+    /// Number of request headers (default 100).
+    #[serde(default)]
+    pub max_headers: Option<u32>,
+    /// Merge `//` in paths before routing (default true).
+    #[serde(default)]
+    pub merge_slashes: Option<bool>,
+    /// `%2F` / `%5C` in paths: `reject` (400, default) or `keep` (left encoded).
+    #[serde(default)]
+    pub escaped_slashes: Option<EscapedSlashes>,
+    /// Close idle downstream keep-alive connections after this (default 1h).
+    #[serde(default)]
+    pub idle_timeout: Option<Dur>,
+    /// Generate `x-request-id` when absent (default true).
+    #[serde(default)]
+    pub generate_request_id: Option<bool>,
+    /// Request bodies up to this size are buffered so retries can replay them
+    /// (default 64 KiB); larger or unknown-length bodies stream and are not retried.
+    #[serde(default)]
+    pub retry_buffer_bytes: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum EscapedSlashes {
+    Reject,
+    Keep,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    #[serde(default)]
+    pub cert_chain: Option<String>,
+    #[serde(default)]
+    pub private_key: Option<String>,
+    /// Extra certificates chosen by SNI.
+    #[serde(default)]
+    pub certificates: Vec<SniCertificate>,
+    #[serde(default)]
+    pub client_ca: Option<String>,
+    #[serde(default)]
+    pub require_client_cert: Option<bool>,
+    #[serde(default)]
+    pub allowed_client_sans: Vec<SanMatcher>,
+    #[serde(default)]
+    pub alpn: Option<Vec<String>>,
+    /// `"1.2"` (default) or `"1.3"`.
+    #[serde(default)]
+    pub min_version: Option<String>,
+    #[serde(default)]
+    pub handshake_timeout: Option<Dur>,
+    #[serde(default)]
+    pub forward_client_cert: Option<ForwardClientCert>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SniCertificate {
+    pub server_names: Vec<String>,
+    pub cert_chain: String,
+    pub private_key: String,
+}
+
+/// A SAN matcher: a bare string is exact.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum SanMatcher {
+    Exact(String),
+    Rule(SanRule),
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SanRule {
+    #[serde(default)]
+    pub exact: Option<String>,
+    #[serde(default)]
+    pub prefix: Option<String>,
+    #[serde(default)]
+    pub suffix: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ForwardClientCert {
+    Sanitize,
+    AppendForward,
+    SanitizeSet,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLog {
+    /// `stdout` or a file path.
+    pub path: String,
+    #[serde(default)]
+    pub format: AccessLogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessLogFormat {
+    #[default]
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VirtualHost {
+    pub name: String,
+    pub domains: Vec<String>,
+    #[serde(default)]
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(rename = "match")]
+    pub matcher: RouteMatch,
+    #[serde(default)]
+    pub route: Option<RouteAction>,
+    #[serde(default)]
+    pub redirect: Option<Redirect>,
+    #[serde(default)]
+    pub direct_response: Option<DirectResponse>,
+    /// Per-route filter config: `name: disabled` or `name: {config}`.
+    #[serde(default)]
+    pub filter_overrides: BTreeMap<String, serde_yaml::Value>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RouteMatch {
+    #[serde(default)]
+    pub prefix: Option<String>,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub regex: Option<String>,
+    #[serde(default)]
+    pub headers: Vec<HeaderMatcher>,
+    #[serde(default)]
+    pub query: Vec<QueryMatcher>,
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Matches when any verified peer SAN matches (mTLS listeners).
+    #[serde(default)]
+    pub peer_san: Option<SanRule>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderMatcher {
+    pub name: String,
+    #[serde(default)]
+    pub exact: Option<String>,
+    #[serde(default)]
+    pub prefix: Option<String>,
+    #[serde(default)]
+    pub suffix: Option<String>,
+    #[serde(default)]
+    pub regex: Option<String>,
+    #[serde(default)]
+    pub present: Option<bool>,
+    #[serde(default)]
+    pub invert: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryMatcher {
+    pub name: String,
+    #[serde(default)]
+    pub exact: Option<String>,
+    #[serde(default)]
+    pub regex: Option<String>,
+    #[serde(default)]
+    pub present: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RouteAction {
+    #[serde(default)]
+    pub cluster: Option<String>,
+    #[serde(default)]
+    pub weighted_clusters: Option<Vec<WeightedCluster>>,
+    #[serde(default)]
+    pub cluster_header: Option<String>,
+    /// Time to the upstream's response headers, retries included (default 15s; `0s` = none).
+    #[serde(default)]
+    pub timeout: Option<Dur>,
+    #[serde(default)]
+    pub retries: Option<Retries>,
+    #[serde(default)]
+    pub prefix_rewrite: Option<String>,
+    #[serde(default)]
+    pub host_rewrite: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightedCluster {
+    pub cluster: String,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retries {
+    pub attempts: u32,
+    #[serde(default)]
+    pub retry_on: Vec<String>,
+    #[serde(default)]
+    pub retriable_status_codes: Vec<u16>,
+    #[serde(default)]
+    pub per_try_timeout: Option<Dur>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Redirect {
+    #[serde(default)]
+    pub scheme_redirect: Option<String>,
+    #[serde(default)]
+    pub host_redirect: Option<String>,
+    #[serde(default)]
+    pub port_redirect: Option<u16>,
+    #[serde(default)]
+    pub path_redirect: Option<String>,
+    #[serde(default)]
+    pub prefix_rewrite: Option<String>,
+    #[serde(default)]
+    pub response_code: Option<u16>,
+    #[serde(default)]
+    pub strip_query: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectResponse {
+    pub status: u16,
+    #[serde(default)]
+    pub body: Option<String>,
+    #[serde(default)]
+    pub content_type: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LbPolicy {
+    #[default]
+    RoundRobin,
+    LeastRequest,
+    Random,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    #[default]
+    Http1,
+    Http2,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    pub name: String,
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+    #[serde(default)]
+    pub lb_policy: LbPolicy,
+    #[serde(default)]
+    pub connect_timeout: Option<Dur>,
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
+    /// Idle pooled connections are closed after this (default 60s).
+    #[serde(default)]
+    pub idle_timeout: Option<Dur>,
+    /// Idle connections kept per endpoint (default 128).
+    #[serde(default)]
+    pub max_idle_per_endpoint: Option<u32>,
+    #[serde(default)]
+    pub tls: Option<ClusterTls>,
+    /// Thrift upstream framing, when the cluster serves a thrift listener.
+    #[serde(default)]
+    pub thrift: Option<ThriftUpstream>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterTls {
+    #[serde(default)]
+    pub ca: Option<String>,
+    #[serde(default)]
+    pub sni: Option<String>,
+    #[serde(default)]
+    pub verify_sans: Vec<String>,
+    #[serde(default)]
+    pub cert_chain: Option<String>,
+    #[serde(default)]
+    pub private_key: Option<String>,
+    #[serde(default)]
+    pub alpn: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ThriftTransport {
+    #[default]
+    Framed,
+    Unframed,
+    Auto,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ThriftProtocol {
+    #[default]
+    Binary,
+    Compact,
+    Auto,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ThriftUpstream {
+    #[serde(default)]
+    pub transport: Option<ThriftTransport>,
+    #[serde(default)]
+    pub protocol: Option<ThriftProtocol>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ThriftListener {
+    #[serde(default)]
+    pub transport: ThriftTransport,
+    #[serde(default)]
+    pub protocol: ThriftProtocol,
+    /// Default 16 MiB.
+    #[serde(default)]
+    pub max_message_size: Option<u32>,
+    #[serde(default)]
+    pub routes: Vec<ThriftRoute>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThriftRoute {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(rename = "match", default)]
+    pub matcher: ThriftMatch,
+    pub route: ThriftRouteAction,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ThriftMatch {
+    #[serde(default)]
+    pub method: Option<String>,
+    #[serde(default)]
+    pub method_prefix: Option<String>,
+    #[serde(default)]
+    pub service: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ThriftRouteAction {
+    #[serde(default)]
+    pub cluster: Option<String>,
+    #[serde(default)]
+    pub weighted_clusters: Option<Vec<WeightedCluster>>,
+    #[serde(default)]
+    pub timeout: Option<Dur>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpListener {
+    pub cluster: String,
+    /// Close the pair after this long with no bytes either way (default 1h).
+    #[serde(default)]
+    pub idle_timeout: Option<Dur>,
+    /// Endpoints tried on connect failure (default 3).
+    #[serde(default)]
+    pub connect_attempts: Option<u32>,
+}
