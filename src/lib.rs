@@ -1,3 +1,11 @@
 //! attache: an Envoy-style proxy for HTTP/1.1, HTTP/2, TCP and Thrift.
 
+pub mod accesslog;
+pub mod admin;
 pub mod config;
+pub mod error;
+pub mod http;
+pub mod router;
+pub mod server;
+pub mod stats;
+pub mod upstream;

@@ -1,1 +1,232 @@
-fn main() {}
+//! The `attache` command: parse the CLI, set up logging, load the config, run.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use attache::config::{self, Diagnostic};
+use attache::server::{Server, StartError};
+use attache::stats::Stats;
+use attache_filters::Services;
+use clap::{Parser, Subcommand, ValueEnum};
+use tracing_subscriber::prelude::*;
+use tracing_subscriber::{reload, EnvFilter};
+
+#[derive(Parser)]
+#[command(
+    name = "attache",
+    version,
+    about = "An Envoy-style proxy: HTTP/1.1, HTTP/2, TCP and Thrift"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve the config until SIGTERM/SIGINT (drain, then exit 0).
+    Run {
+        #[arg(long, short)]
+        config: String,
+        /// Worker threads (default: the number of cores).
+        #[arg(long)]
+        concurrency: Option<usize>,
+        /// Write the bound addresses as JSON here once serving.
+        #[arg(long)]
+        ready_file: Option<String>,
+        /// Log filter (tracing EnvFilter syntax), default `info` or $ATTACHE_LOG.
+        #[arg(long)]
+        log_level: Option<String>,
+        /// Log format on stderr.
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: Format,
+    },
+    /// Check a config file: every error at once as FILE:LINE:COL; exit 1 on any.
+    Validate {
+        #[arg(long, short)]
+        config: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+}
+
+fn print_diags(diags: &[Diagnostic], format: Format) {
+    match format {
+        Format::Text => {
+            for d in diags {
+                eprintln!("{d}");
+            }
+            eprintln!(
+                "{} error{}",
+                diags.len(),
+                if diags.len() == 1 { "" } else { "s" }
+            );
+        }
+        Format::Json => {
+            let v: Vec<_> = diags
+                .iter()
+                .map(|d| serde_json::json!({"file": d.file, "line": d.line, "column": d.col, "severity": "error", "message": d.message}))
+                .collect();
+            println!("{}", serde_json::json!({ "ok": false, "errors": v }));
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Validate {
+            config: path,
+            format,
+        } => {
+            let stats = Stats::new();
+            let services = Services::default();
+            match config::load_file(&path, &stats, &services, true) {
+                Ok((snap, _)) => {
+                    let routes: usize = snap
+                        .listeners
+                        .iter()
+                        .filter_map(|l| l.http.as_ref())
+                        .flat_map(|h| h.router.vhosts.iter())
+                        .map(|v| v.routes.len())
+                        .sum();
+                    match format {
+                        Format::Text => println!(
+                            "{path}: ok ({} listeners, {} clusters, {routes} routes)",
+                            snap.listeners.len(),
+                            snap.clusters.len()
+                        ),
+                        Format::Json => {
+                            println!("{}", serde_json::json!({"ok": true, "errors": []}))
+                        }
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(diags) => {
+                    print_diags(&diags, format);
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Cmd::Run {
+            config: path,
+            concurrency,
+            ready_file,
+            log_level,
+            log_format,
+        } => {
+            let level = log_level
+                .or_else(|| std::env::var("ATTACHE_LOG").ok())
+                .unwrap_or_else(|| "info".to_string());
+            let filter = EnvFilter::try_new(&level).unwrap_or_else(|_| EnvFilter::new("info"));
+            let (filter, handle) = reload::Layer::new(filter);
+            let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+            let registry = tracing_subscriber::registry().with(filter);
+            if log_format == Format::Json {
+                registry.with(fmt.json()).init();
+            } else {
+                registry.with(fmt).init();
+            }
+            let setter: attache::server::LogLevelSetter = Box::new(move |l: &str| {
+                let f = EnvFilter::try_new(l).map_err(|e| format!("invalid level `{l}`: {e}"))?;
+                handle.reload(f).map_err(|e| e.to_string())
+            });
+
+            let threads = concurrency
+                .filter(|n| *n > 0)
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .thread_name("attache-worker")
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("attache: cannot start the runtime: {e}");
+                    return ExitCode::from(70);
+                }
+            };
+            match rt.block_on(run(path, threads, ready_file, setter)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    if let Some(StartError::Config(diags)) = e.downcast_ref::<StartError>() {
+                        print_diags(diags, Format::Text);
+                        eprintln!("attache: refusing to start with an invalid config");
+                        return ExitCode::from(64);
+                    }
+                    eprintln!("attache: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}
+
+async fn run(
+    path: String,
+    threads: usize,
+    ready_file: Option<String>,
+    setter: attache::server::LogLevelSetter,
+) -> anyhow::Result<()> {
+    let stats = Arc::new(Stats::new());
+    let services = Arc::new(Services::default());
+    let (snap, hash) =
+        config::load_file(&path, &stats, &services, true).map_err(StartError::Config)?;
+    let admin_addr = snap.admin_address;
+    let server = Server::new(path, snap, hash, stats, services, threads, setter);
+    server.bind_all().await?;
+    let admin = tokio::net::TcpListener::bind(admin_addr)
+        .await
+        .map_err(|source| StartError::AdminBind {
+            addr: admin_addr,
+            source,
+        })?;
+    let admin_local = admin.local_addr().context("admin address")?;
+    if let Ok(mut a) = server.admin_local.lock() {
+        *a = Some(admin_local);
+    }
+    tracing::info!(address = %admin_local, "admin listening");
+    tokio::spawn(attache::admin::serve(admin, server.clone()));
+
+    if let Some(rf) = ready_file {
+        let listeners: serde_json::Map<String, serde_json::Value> = server
+            .bound_addresses()
+            .into_iter()
+            .map(|(n, a)| (n, serde_json::Value::from(a.to_string())))
+            .collect();
+        let body = serde_json::json!({ "admin": admin_local.to_string(), "listeners": listeners, "pid": std::process::id() });
+        let tmp = format!("{rf}.tmp");
+        std::fs::write(&tmp, body.to_string()).with_context(|| format!("writing {tmp}"))?;
+        std::fs::rename(&tmp, &rf).with_context(|| format!("writing {rf}"))?;
+    }
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        workers = threads,
+        "attache serving"
+    );
+
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                let _ = server.reload().await;
+            }
+        }
+    }
+    server.drain().await;
+    Ok(())
+}

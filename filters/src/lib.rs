@@ -6,7 +6,11 @@
 pub mod api;
 pub mod headers;
 pub mod registry;
+pub mod services;
 pub mod stats;
 
-pub use api::{Action, ConfigError, FactoryContext, HttpFilter, HttpFilterFactory, PathSeg, StreamCtx};
+pub use api::{
+    Action, ConfigError, FactoryContext, HttpFilter, HttpFilterFactory, PathSeg, StreamCtx,
+};
+pub use services::Services;
 pub use stats::Stats;

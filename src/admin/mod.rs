@@ -1,0 +1,420 @@
+//! The admin endpoint: stats, clusters, config dump, readiness, server info, and the
+//! POST-only operations (health check toggles, drain and exit, log level, reload).
+//! Plain HTTP/1.1 on `admin.address`; runs beside the data path, never blocks it.
+
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+
+use crate::server::Server;
+
+type Rsp = Response<Full<Bytes>>;
+
+const GET_PATHS: &[(&str, &str)] = &[
+    ("/", "this index"),
+    (
+        "/stats",
+        "all metrics, `name{labels}: value`; ?filter=REGEX, ?format=json",
+    ),
+    (
+        "/stats/prometheus",
+        "all metrics in Prometheus text exposition format",
+    ),
+    (
+        "/clusters",
+        "every cluster endpoint with its counters; ?format=json",
+    ),
+    (
+        "/config_dump",
+        "the effective config as JSON, secrets redacted",
+    ),
+    (
+        "/ready",
+        "200 while serving, 503 while draining or failing health checks",
+    ),
+    ("/server_info", "version, uptime, state, config hash"),
+    (
+        "/sli",
+        "request SLIs per route and objective (sli filter); ?format=json",
+    ),
+];
+
+const POST_PATHS: &[(&str, &str)] = &[
+    (
+        "/healthcheck/fail",
+        "make /ready answer 503 (take this proxy out of rotation)",
+    ),
+    ("/healthcheck/ok", "undo /healthcheck/fail"),
+    ("/quitquitquit", "drain, then exit 0"),
+    (
+        "/logging",
+        "set the log level: ?level=trace|debug|info|warn|error",
+    ),
+    (
+        "/reload",
+        "re-read and validate the config file, then apply it",
+    ),
+];
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Rsp {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn json(status: StatusCode, body: impl Into<Bytes>) -> Rsp {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn query(req: &Request<Incoming>, name: &str) -> Option<String> {
+    crate::router::query_param(req.uri().query(), name)
+}
+
+/// Accept admin connections until shutdown (the admin endpoint keeps answering while
+/// the data path drains, so `/ready` can say 503).
+pub async fn serve(listener: TcpListener, server: Arc<Server>) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "admin accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let server = server.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let s = server.clone();
+                async move { Ok::<_, Infallible>(handle(req, s).await) }
+            });
+            let mut b = hyper::server::conn::http1::Builder::new();
+            b.timer(TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(30));
+            let _ = b.serve_connection(TokioIo::new(stream), svc).await;
+        });
+    }
+}
+
+fn redact(v: &mut serde_yaml::Value) {
+    match v {
+        serde_yaml::Value::Mapping(m) => {
+            for (k, val) in m.iter_mut() {
+                let secret = matches!(k.as_str(), Some("private_key" | "token"));
+                if secret && !val.is_null() {
+                    *val = serde_yaml::Value::String("[redacted]".into());
+                } else {
+                    redact(val);
+                }
+            }
+        }
+        serde_yaml::Value::Sequence(s) => s.iter_mut().for_each(redact),
+        serde_yaml::Value::Tagged(t) => redact(&mut t.value),
+        _ => {}
+    }
+}
+
+async fn handle(req: Request<Incoming>, server: Arc<Server>) -> Rsp {
+    let path = req.uri().path().to_string();
+    let is_get_path = GET_PATHS.iter().any(|(p, _)| *p == path);
+    let is_post_path = POST_PATHS.iter().any(|(p, _)| *p == path);
+    match (req.method(), is_get_path, is_post_path) {
+        (&Method::GET | &Method::HEAD, true, _) => get(&req, &path, server).await,
+        (&Method::POST, _, true) => {
+            let token = server.snapshot.load().admin_token.clone();
+            if let Some(t) = token {
+                let ok = req
+                    .headers()
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .is_some_and(|given| constant_time_eq(given.as_bytes(), t.as_bytes()));
+                if !ok {
+                    let mut r = text(
+                        StatusCode::UNAUTHORIZED,
+                        "admin token required: Authorization: Bearer <token>\n",
+                    );
+                    r.headers_mut()
+                        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                    return r;
+                }
+            }
+            post(&req, &path, server).await
+        }
+        (_, true, _) => {
+            let mut r = text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{path} only answers GET\n"),
+            );
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            r
+        }
+        (_, _, true) => {
+            let mut r = text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{path} only answers POST\n"),
+            );
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            r
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            format!("no admin endpoint {path}; GET / lists them\n"),
+        ),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn get(req: &Request<Incoming>, path: &str, server: Arc<Server>) -> Rsp {
+    let want_json = query(req, "format").as_deref() == Some("json");
+    match path {
+        "/" => {
+            let mut s = String::from("attache admin\n\nGET\n");
+            for (p, d) in GET_PATHS {
+                s.push_str(&format!("  {p:<20} {d}\n"));
+            }
+            s.push_str("POST\n");
+            for (p, d) in POST_PATHS {
+                s.push_str(&format!("  {p:<20} {d}\n"));
+            }
+            text(StatusCode::OK, s)
+        }
+        "/stats" => {
+            let filter = match query(req, "filter") {
+                Some(f) => match regex::Regex::new(&f) {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        return text(
+                            StatusCode::BAD_REQUEST,
+                            format!("invalid filter regex: {e}\n"),
+                        )
+                    }
+                },
+                None => None,
+            };
+            let stats = server.stats.clone();
+            let out = tokio::task::spawn_blocking(move || {
+                if want_json {
+                    crate::stats::render_json(&stats, filter.as_ref())
+                } else {
+                    crate::stats::render_text(&stats, filter.as_ref())
+                }
+            })
+            .await
+            .unwrap_or_default();
+            if want_json {
+                json(StatusCode::OK, out)
+            } else {
+                text(StatusCode::OK, out)
+            }
+        }
+        "/stats/prometheus" => {
+            let stats = server.stats.clone();
+            let out = tokio::task::spawn_blocking(move || crate::stats::render_prometheus(&stats))
+                .await
+                .unwrap_or_default();
+            let mut r = text(StatusCode::OK, out);
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            r
+        }
+        "/clusters" => {
+            let snap = server.snapshot.load_full();
+            let mut names: Vec<&String> = snap.clusters.keys().collect();
+            names.sort();
+            if want_json {
+                let v: Vec<serde_json::Value> = names
+                    .iter()
+                    .filter_map(|n| snap.clusters.get(*n))
+                    .map(|c| {
+                        serde_json::json!({
+                            "name": &*c.name,
+                            "lb_policy": format!("{:?}", c.lb.policy()).to_lowercase(),
+                            "endpoints": c.endpoints.iter().map(|e| serde_json::json!({
+                                "address": &*e.authority,
+                                "health": "healthy",
+                                "weight": 1,
+                                "rq_active": e.active.load(Ordering::Relaxed),
+                                "rq_total": e.rq_total.load(Ordering::Relaxed),
+                                "rq_error": e.rq_error.load(Ordering::Relaxed),
+                                "cx_connect_fail": e.connect_fail.load(Ordering::Relaxed),
+                            })).collect::<Vec<_>>(),
+                        })
+                    })
+                    .collect();
+                return json(
+                    StatusCode::OK,
+                    serde_json::json!({ "clusters": v }).to_string(),
+                );
+            }
+            let mut s = String::new();
+            for n in names {
+                let Some(c) = snap.clusters.get(n) else {
+                    continue;
+                };
+                for e in &c.endpoints {
+                    let p = format!("{}::{}", c.name, e.authority);
+                    s.push_str(&format!("{p}::health_flags::healthy\n"));
+                    s.push_str(&format!("{p}::weight::1\n"));
+                    s.push_str(&format!(
+                        "{p}::rq_active::{}\n",
+                        e.active.load(Ordering::Relaxed)
+                    ));
+                    s.push_str(&format!(
+                        "{p}::rq_total::{}\n",
+                        e.rq_total.load(Ordering::Relaxed)
+                    ));
+                    s.push_str(&format!(
+                        "{p}::rq_error::{}\n",
+                        e.rq_error.load(Ordering::Relaxed)
+                    ));
+                    s.push_str(&format!(
+                        "{p}::cx_connect_fail::{}\n",
+                        e.connect_fail.load(Ordering::Relaxed)
+                    ));
+                }
+            }
+            text(StatusCode::OK, s)
+        }
+        "/config_dump" => {
+            let mut v = server.snapshot.load().effective.clone();
+            redact(&mut v);
+            let load = server.load.load();
+            let body = serde_json::json!({
+                "config_path": server.config_path,
+                "config_hash": format!("{:016x}", load.hash),
+                "loaded_at": crate::http::rfc3339(load.at),
+                "config": v,
+            });
+            json(
+                StatusCode::OK,
+                serde_json::to_string_pretty(&body).unwrap_or_default(),
+            )
+        }
+        "/ready" => {
+            if server.draining.load(Ordering::SeqCst) {
+                text(StatusCode::SERVICE_UNAVAILABLE, "DRAINING\n")
+            } else if server.health_failed.load(Ordering::SeqCst) {
+                text(StatusCode::SERVICE_UNAVAILABLE, "FAILED\n")
+            } else {
+                text(StatusCode::OK, "LIVE\n")
+            }
+        }
+        "/server_info" => {
+            let load = server.load.load();
+            let state = if server.draining.load(Ordering::SeqCst) {
+                "DRAINING"
+            } else if server.health_failed.load(Ordering::SeqCst) {
+                "FAILED"
+            } else {
+                "LIVE"
+            };
+            let listeners: serde_json::Map<String, serde_json::Value> = server
+                .bound_addresses()
+                .into_iter()
+                .map(|(n, a)| (n, serde_json::Value::from(a.to_string())))
+                .collect();
+            let body = serde_json::json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "state": state,
+                "uptime_seconds": server.started.elapsed().as_secs(),
+                "concurrency": server.concurrency,
+                "config_path": server.config_path,
+                "config_hash": format!("{:016x}", load.hash),
+                "config_loaded_at": crate::http::rfc3339(load.at),
+                "listeners": listeners,
+            });
+            json(
+                StatusCode::OK,
+                serde_json::to_string_pretty(&body).unwrap_or_default(),
+            )
+        }
+        "/sli" => sli(&server, want_json),
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+fn sli(_server: &Server, want_json: bool) -> Rsp {
+    if want_json {
+        json(StatusCode::OK, "{\"routes\":[],\"objectives\":[]}")
+    } else {
+        text(StatusCode::OK, "no sli filter data\n")
+    }
+}
+
+async fn post(req: &Request<Incoming>, path: &str, server: Arc<Server>) -> Rsp {
+    match path {
+        "/healthcheck/fail" => {
+            server.health_failed.store(true, Ordering::SeqCst);
+            text(StatusCode::OK, "OK\n")
+        }
+        "/healthcheck/ok" => {
+            server.health_failed.store(false, Ordering::SeqCst);
+            text(StatusCode::OK, "OK\n")
+        }
+        "/quitquitquit" => {
+            let s = server.clone();
+            tokio::spawn(async move {
+                s.drain().await;
+                std::process::exit(0);
+            });
+            text(StatusCode::OK, "OK, draining\n")
+        }
+        "/logging" => match query(req, "level") {
+            None => text(
+                StatusCode::BAD_REQUEST,
+                "give ?level=trace|debug|info|warn|error\n",
+            ),
+            Some(l) => match (server.log_level)(&l) {
+                Ok(()) => text(StatusCode::OK, format!("log level: {l}\n")),
+                Err(e) => text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+            },
+        },
+        "/reload" => match server.reload().await {
+            Ok(()) => text(
+                StatusCode::OK,
+                format!("reloaded; config hash {:016x}\n", server.config_hash()),
+            ),
+            Err(crate::server::StartError::Config(diags)) => {
+                let mut s = String::from("config rejected; still serving the previous config\n");
+                for d in diags {
+                    s.push_str(&format!("{d}\n"));
+                }
+                text(StatusCode::BAD_REQUEST, s)
+            }
+            Err(e) => text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("{e}; still serving the previous config\n"),
+            ),
+        },
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}

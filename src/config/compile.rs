@@ -1,0 +1,1042 @@
+//! Validation and compilation: raw config -> immutable [`Snapshot`], reporting every
+//! semantic problem (unknown clusters, duplicates, shadowed routes, bad regexes, ...)
+//! with its position. `validate` and `run` share this one code path.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use attache_filters::{registry, FactoryContext, HttpFilter, PathSeg};
+use http::{HeaderName, HeaderValue, Method, StatusCode};
+use regex::Regex;
+
+use super::load::{did_you_mean, Diagnostic, SourceMap};
+use super::raw;
+use super::snapshot::{AccessLogCfg, HttpSettings, Listener, Snapshot, TcpSettings};
+use crate::router::{
+    self, Action, DirectResponse, HeaderMatch, Matcher, PathMatch, QueryMatch, Redirect,
+    RetryPolicy, Route, RouteAction, Router, SanMatch, Target, ValueMatch, VirtualHost,
+};
+use crate::stats::{ClusterStats, ListenerStats, Stats};
+use crate::upstream::Cluster;
+
+/// What compilation needs besides the config.
+pub struct Options<'a> {
+    pub stats: &'a Stats,
+    pub services: &'a attache_filters::Services,
+    /// Check TLS and discovery file contents (off for `validate --skip-files`).
+    pub check_files: bool,
+}
+
+struct Cx<'a> {
+    map: &'a SourceMap,
+    errors: Vec<Diagnostic>,
+}
+
+impl Cx<'_> {
+    fn err(&mut self, path: &str, msg: impl Into<String>) {
+        self.errors.push(self.map.diag(path, msg));
+    }
+    fn err_key(&mut self, path: &str, msg: impl Into<String>) {
+        self.errors.push(self.map.diag_key(path, msg));
+    }
+    fn line(&self, path: &str) -> usize {
+        self.map.locate(path, false).0
+    }
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+fn valid_cluster_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+}
+
+fn is_loopback(addr: &SocketAddr) -> bool {
+    addr.ip().is_loopback()
+}
+
+fn parse_addr(cx: &mut Cx<'_>, path: &str, s: &str) -> Option<SocketAddr> {
+    match s.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            cx.err(
+                path,
+                format!(
+                    "`{s}` is not an address; write IP:PORT, e.g. `127.0.0.1:8080` or `[::1]:8080`"
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn regex(cx: &mut Cx<'_>, path: &str, pattern: &str) -> Option<Regex> {
+    // Anchored like Envoy's safe_regex: the whole value must match.
+    match Regex::new(&format!("^(?:{pattern})$")) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            let e = e.to_string();
+            let detail = e.lines().last().unwrap_or("invalid").trim().to_string();
+            cx.err(path, format!("invalid regex `{pattern}`: {detail}"));
+            None
+        }
+    }
+}
+
+fn unknown_cluster(
+    cx: &mut Cx<'_>,
+    path: &str,
+    name: &str,
+    clusters: &HashMap<String, Arc<Cluster>>,
+) {
+    let hint = match did_you_mean(name, clusters.keys().map(String::as_str)) {
+        Some(s) => format!("; did you mean `{s}`?"),
+        None if clusters.is_empty() => String::from("; no clusters are defined"),
+        None => String::new(),
+    };
+    cx.err(
+        path,
+        format!("route references unknown cluster `{name}`{hint}"),
+    );
+}
+
+fn join_seg(path: &str, segs: &[PathSeg]) -> String {
+    let mut out = path.to_string();
+    for s in segs {
+        out.push('.');
+        match s {
+            PathSeg::Key(k) => out.push_str(k),
+            PathSeg::Index(i) => out.push_str(&i.to_string()),
+        }
+    }
+    out
+}
+
+/// Validate and compile. On any error, every error.
+pub fn compile(
+    cfg: &raw::Config,
+    map: &SourceMap,
+    effective: serde_yaml::Value,
+    opts: &Options<'_>,
+) -> Result<Snapshot, Vec<Diagnostic>> {
+    let mut cx = Cx {
+        map,
+        errors: Vec::new(),
+    };
+
+    // Admin.
+    let admin_addr = match &cfg.admin.address {
+        Some(a) => parse_addr(&mut cx, "admin.address", a),
+        None => Some(SocketAddr::from(([127, 0, 0, 1], 9901))),
+    };
+    let token = cfg.admin.token.clone().filter(|t| !t.is_empty());
+    if let Some(a) = admin_addr {
+        if !is_loopback(&a) && token.is_none() {
+            cx.err(
+                "admin.address",
+                format!("admin address {a} is not loopback and no admin.token is set; set `token: ${{ATTACHE_ADMIN_TOKEN}}` or bind 127.0.0.1"),
+            );
+        }
+    }
+
+    // Clusters first: routes refer to them.
+    let mut clusters: HashMap<String, Arc<Cluster>> = HashMap::new();
+    let mut cluster_lines: HashMap<String, usize> = HashMap::new();
+    for (i, c) in cfg.clusters.iter().enumerate() {
+        let p = format!("clusters.{i}");
+        if !valid_cluster_name(&c.name) {
+            cx.err(
+                &format!("{p}.name"),
+                format!(
+                    "cluster name `{}` must be letters, digits, `_`, `-` or `.`",
+                    c.name
+                ),
+            );
+        }
+        if let Some(line) = cluster_lines.get(&c.name) {
+            cx.err(
+                &format!("{p}.name"),
+                format!(
+                    "duplicate cluster name `{}` (first defined at line {line})",
+                    c.name
+                ),
+            );
+            continue;
+        }
+        cluster_lines.insert(c.name.clone(), cx.line(&format!("{p}.name")));
+        let mut eps = Vec::new();
+        if c.endpoints.is_empty() {
+            cx.err(
+                &p,
+                format!(
+                    "cluster `{}` has no endpoints; add `endpoints: [\"127.0.0.1:8080\"]`",
+                    c.name
+                ),
+            );
+        }
+        for (j, e) in c.endpoints.iter().enumerate() {
+            if let Some(a) = parse_addr(&mut cx, &format!("{p}.endpoints.{j}"), e) {
+                if a.port() == 0 {
+                    cx.err(
+                        &format!("{p}.endpoints.{j}"),
+                        format!("endpoint `{e}` needs a port other than 0"),
+                    );
+                }
+                eps.push(a);
+            }
+        }
+        if let Some(t) = c.connect_timeout {
+            if t.0.is_zero() {
+                cx.err(
+                    &format!("{p}.connect_timeout"),
+                    "connect_timeout must be greater than 0s",
+                );
+            }
+        }
+        if c.tls.is_some() {
+            cx.err_key(
+                &format!("{p}.tls"),
+                "upstream TLS is not supported by this build yet",
+            );
+        }
+        let stats = ClusterStats::new(opts.stats, &c.name);
+        clusters.insert(c.name.clone(), Arc::new(Cluster::new(c, eps, stats)));
+    }
+    let clusters = Arc::new(clusters);
+
+    // Listeners.
+    let mut listeners = Vec::new();
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut addrs: HashMap<SocketAddr, usize> = HashMap::new();
+    for (i, l) in cfg.listeners.iter().enumerate() {
+        let p = format!("listeners.{i}");
+        if !valid_name(&l.name) {
+            cx.err(
+                &format!("{p}.name"),
+                format!("listener name `{}` must match [a-z0-9_]+", l.name),
+            );
+        }
+        if let Some(line) = names.get(l.name.as_str()) {
+            cx.err(
+                &format!("{p}.name"),
+                format!(
+                    "duplicate listener name `{}` (first defined at line {line})",
+                    l.name
+                ),
+            );
+        } else {
+            names.insert(&l.name, cx.line(&format!("{p}.name")));
+        }
+        let address = parse_addr(&mut cx, &format!("{p}.address"), &l.address);
+        if let Some(a) = address {
+            if a.port() != 0 {
+                if let Some(line) = addrs.get(&a) {
+                    cx.err(
+                        &format!("{p}.address"),
+                        format!("address {a} is already used by the listener at line {line}"),
+                    );
+                } else {
+                    addrs.insert(a, cx.line(&format!("{p}.address")));
+                }
+                if admin_addr == Some(a) {
+                    cx.err(
+                        &format!("{p}.address"),
+                        format!("address {a} is the admin address"),
+                    );
+                }
+            }
+        }
+        let stats = ListenerStats::new(opts.stats, &l.name);
+        let access_log = l.access_log.as_ref().map(|a| AccessLogCfg {
+            path: a.path.clone(),
+            format: a.format,
+        });
+        if let Some(a) = &l.access_log {
+            if a.path.is_empty() {
+                cx.err(
+                    &format!("{p}.access_log.path"),
+                    "access_log.path must be `stdout` or a file path",
+                );
+            }
+        }
+        if l.tls.is_some() {
+            cx.err_key(
+                &format!("{p}.tls"),
+                "TLS listeners are not supported by this build yet",
+            );
+        }
+
+        let mut http = None;
+        let mut tcp = None;
+        let thrift = None;
+        match l.protocol {
+            raw::ListenerProtocol::Http => {
+                if l.tcp.is_some() {
+                    cx.err_key(
+                        &format!("{p}.tcp"),
+                        "`tcp` is only valid on a `protocol: tcp` listener",
+                    );
+                }
+                if l.thrift.is_some() {
+                    cx.err_key(
+                        &format!("{p}.thrift"),
+                        "`thrift` is only valid on a `protocol: thrift` listener",
+                    );
+                }
+                if l.virtual_hosts.is_empty() {
+                    cx.err(
+                        &p,
+                        format!("http listener `{}` needs at least one virtual host", l.name),
+                    );
+                }
+                let fcx = FactoryContext {
+                    stats: opts.stats,
+                    listener: &l.name,
+                    tls: l.tls.is_some(),
+                    services: opts.services,
+                };
+                http = Some(compile_http(&mut cx, &p, l, &clusters, &fcx));
+            }
+            raw::ListenerProtocol::Tcp => {
+                if !l.virtual_hosts.is_empty() || !l.filters.is_empty() {
+                    cx.err_key(
+                        &format!("{p}.protocol"),
+                        "a tcp listener takes `tcp: { cluster }`, not virtual_hosts or filters",
+                    );
+                }
+                match &l.tcp {
+                    None => cx.err(&p, "a tcp listener needs `tcp: { cluster: NAME }`"),
+                    Some(t) => match clusters.get(&t.cluster) {
+                        None => unknown_cluster(
+                            &mut cx,
+                            &format!("{p}.tcp.cluster"),
+                            &t.cluster,
+                            &clusters,
+                        ),
+                        Some(c) => {
+                            tcp = Some(TcpSettings {
+                                cluster: c.clone(),
+                                idle_timeout: t
+                                    .idle_timeout
+                                    .map(|d| d.0)
+                                    .unwrap_or(Duration::from_secs(3600)),
+                                connect_attempts: t.connect_attempts.unwrap_or(3).max(1),
+                            })
+                        }
+                    },
+                }
+            }
+            raw::ListenerProtocol::Thrift => {
+                if !l.virtual_hosts.is_empty() || !l.filters.is_empty() {
+                    cx.err_key(
+                        &format!("{p}.protocol"),
+                        "a thrift listener takes `thrift: {...}`, not virtual_hosts or filters",
+                    );
+                }
+                cx.err_key(
+                    &format!("{p}.protocol"),
+                    "thrift listeners are not supported by this build yet",
+                );
+            }
+        }
+
+        if let Some(address) = address {
+            listeners.push(Arc::new(Listener {
+                name: Arc::from(l.name.as_str()),
+                address,
+                protocol: l.protocol,
+                stats,
+                access_log,
+                http,
+                tcp,
+                thrift,
+            }));
+        }
+    }
+
+    if !cx.errors.is_empty() {
+        cx.errors.sort_by_key(|d| (d.line, d.col));
+        cx.errors.dedup();
+        return Err(cx.errors);
+    }
+    Ok(Snapshot {
+        admin_address: admin_addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9901))),
+        admin_token: token,
+        drain_timeout: cfg
+            .drain_timeout
+            .map(|d| d.0)
+            .unwrap_or(Duration::from_secs(10)),
+        listeners,
+        clusters,
+        effective,
+    })
+}
+
+fn compile_http(
+    cx: &mut Cx<'_>,
+    p: &str,
+    l: &raw::Listener,
+    clusters: &Arc<HashMap<String, Arc<Cluster>>>,
+    fcx: &FactoryContext<'_>,
+) -> HttpSettings {
+    // The listener's filter chain.
+    let mut chain: Vec<(String, Arc<dyn HttpFilter>)> = Vec::new();
+    let mut chain_raw: Vec<(String, usize)> = Vec::new();
+    for (j, item) in l.filters.iter().enumerate() {
+        let fp = format!("{p}.filters.{j}");
+        if item.len() != 1 {
+            cx.err(&fp, "each filter item is one `name: config` mapping");
+            continue;
+        }
+        let Some((name, value)) = item.iter().next() else {
+            continue;
+        };
+        let np = format!("{fp}.{name}");
+        let Some(factory) = registry::get(name) else {
+            let hint = did_you_mean(name, registry::names())
+                .map(|s| format!("; did you mean `{s}`?"))
+                .unwrap_or_else(|| {
+                    format!("; compiled-in filters: {}", registry::names().join(", "))
+                });
+            cx.err_key(&np, format!("unknown filter `{name}`{hint}"));
+            continue;
+        };
+        if chain_raw.iter().any(|(n, _)| n == name) {
+            cx.err_key(&np, format!("filter `{name}` appears twice on the chain"));
+            continue;
+        }
+        chain_raw.push((name.clone(), j));
+        match factory.build(value, fcx) {
+            Ok(f) => chain.push((name.clone(), f)),
+            Err(errs) => {
+                for e in errs {
+                    let path = join_seg(&np, &e.path);
+                    cx.err(&path, format!("filter `{name}`: {}", e.message));
+                }
+            }
+        }
+    }
+    let listener_chain: Arc<[Arc<dyn HttpFilter>]> = chain.iter().map(|(_, f)| f.clone()).collect();
+
+    let opts = l.http.clone().unwrap_or_default();
+    let mut vhosts = Vec::new();
+    let mut vh_names: HashSet<&str> = HashSet::new();
+    let mut domains_seen: HashMap<String, usize> = HashMap::new();
+    for (v, vh) in l.virtual_hosts.iter().enumerate() {
+        let vp = format!("{p}.virtual_hosts.{v}");
+        if !vh_names.insert(&vh.name) {
+            cx.err(
+                &format!("{vp}.name"),
+                format!("duplicate virtual host name `{}`", vh.name),
+            );
+        }
+        if vh.domains.is_empty() {
+            cx.err(
+                &vp,
+                format!(
+                    "virtual host `{}` needs at least one domain (`\"*\"` matches all)",
+                    vh.name
+                ),
+            );
+        }
+        for (d, dom) in vh.domains.iter().enumerate() {
+            let dp = format!("{vp}.domains.{d}");
+            let lower = dom.to_ascii_lowercase();
+            let valid = lower == "*"
+                || (!lower.is_empty()
+                    && lower
+                        .strip_prefix('*')
+                        .unwrap_or(&lower)
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-'));
+            if !valid {
+                cx.err(
+                    &dp,
+                    format!("domain `{dom}` must be a host name, `*.suffix` or `*`"),
+                );
+            }
+            if let Some(line) = domains_seen.get(&lower) {
+                cx.err(
+                    &dp,
+                    format!("domain `{dom}` is already served by the virtual host at line {line}"),
+                );
+            } else {
+                domains_seen.insert(lower, cx.line(&dp));
+            }
+        }
+        let mut routes = Vec::new();
+        let mut catch_alls: Vec<(String, String, usize)> = Vec::new(); // (prefix, name, line)
+        let mut route_names: HashSet<String> = HashSet::new();
+        for (r, route) in vh.routes.iter().enumerate() {
+            let rp = format!("{vp}.routes.{r}");
+            let name = route
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("{}/{}", vh.name, r));
+            if !route_names.insert(name.clone()) {
+                cx.err(
+                    &format!("{rp}.name"),
+                    format!(
+                        "duplicate route name `{name}` in virtual host `{}`",
+                        vh.name
+                    ),
+                );
+            }
+            let Some(matcher) = compile_match(cx, &format!("{rp}.match"), &route.matcher) else {
+                continue;
+            };
+            // Shadowing: an earlier route with only a prefix matches everything this
+            // route would.
+            let key = match &matcher.path {
+                PathMatch::Prefix(s) | PathMatch::Exact(s) => Some(s.clone()),
+                PathMatch::Regex(_) => None,
+            };
+            if let Some(k) = &key {
+                if let Some((pre, n, line)) = catch_alls
+                    .iter()
+                    .find(|(pre, _, _)| k.starts_with(pre.as_str()))
+                {
+                    let what = if pre == "/" {
+                        String::from("a catch-all")
+                    } else {
+                        format!("prefix `{pre}`")
+                    };
+                    cx.err(
+                        &format!("{rp}.match"),
+                        format!("route `{name}` can never match: route `{n}` at line {line} ({what}) matches every request it would; move it above or narrow that route"),
+                    );
+                }
+            }
+            let simple = matcher.headers.is_empty()
+                && matcher.query.is_empty()
+                && matcher.methods.is_empty()
+                && matcher.peer_san.is_none();
+            if let (PathMatch::Prefix(pre), true) = (&matcher.path, simple) {
+                catch_alls.push((pre.clone(), name.clone(), cx.line(&format!("{rp}.match"))));
+            }
+            let action = compile_action(cx, &rp, route, &matcher, clusters);
+            let filters =
+                compile_overrides(cx, &rp, route, &chain, &chain_raw, fcx, &listener_chain);
+            if let Some(action) = action {
+                routes.push(Route {
+                    name: Arc::from(name.as_str()),
+                    matcher,
+                    action,
+                    filters,
+                });
+            }
+        }
+        vhosts.push((
+            VirtualHost {
+                name: Arc::from(vh.name.as_str()),
+                routes,
+            },
+            vh.domains.clone(),
+        ));
+    }
+
+    let hp = format!("{p}.http");
+    let max_kb = opts.max_request_headers_kb.unwrap_or(60);
+    if max_kb == 0 || max_kb > 8192 {
+        cx.err(
+            &format!("{hp}.max_request_headers_kb"),
+            "max_request_headers_kb must be between 1 and 8192",
+        );
+    }
+    let max_headers = opts.max_headers.unwrap_or(100);
+    if max_headers == 0 || max_headers > 10_000 {
+        cx.err(
+            &format!("{hp}.max_headers"),
+            "max_headers must be between 1 and 10000",
+        );
+    }
+    HttpSettings {
+        router: Router::new(vhosts, clusters.clone()),
+        filters: listener_chain,
+        max_header_bytes: max_kb as usize * 1024,
+        max_headers: max_headers as usize,
+        merge_slashes: opts.merge_slashes.unwrap_or(true),
+        reject_escaped_slashes: opts.escaped_slashes != Some(raw::EscapedSlashes::Keep),
+        idle_timeout: opts
+            .idle_timeout
+            .map(|d| d.0)
+            .unwrap_or(Duration::from_secs(3600)),
+        generate_request_id: opts.generate_request_id.unwrap_or(true),
+        retry_buffer_bytes: opts.retry_buffer_bytes.unwrap_or(64 * 1024) as usize,
+    }
+}
+
+fn compile_overrides(
+    cx: &mut Cx<'_>,
+    rp: &str,
+    route: &raw::Route,
+    chain: &[(String, Arc<dyn HttpFilter>)],
+    chain_raw: &[(String, usize)],
+    fcx: &FactoryContext<'_>,
+    listener_chain: &Arc<[Arc<dyn HttpFilter>]>,
+) -> Arc<[Arc<dyn HttpFilter>]> {
+    if route.filter_overrides.is_empty() {
+        return listener_chain.clone();
+    }
+    let mut out: Vec<Arc<dyn HttpFilter>> = Vec::new();
+    for (name, _) in route.filter_overrides.iter() {
+        if !chain_raw.iter().any(|(n, _)| n == name) {
+            let op = format!("{rp}.filter_overrides.{name}");
+            let hint = did_you_mean(name, chain_raw.iter().map(|(n, _)| n.as_str()))
+                .map(|s| format!("; did you mean `{s}`?"))
+                .unwrap_or_default();
+            cx.err_key(
+                &op,
+                format!("override of filter `{name}`, which is not on this listener's chain{hint}"),
+            );
+        }
+    }
+    for (name, f) in chain {
+        match route.filter_overrides.get(name) {
+            None => out.push(f.clone()),
+            Some(serde_yaml::Value::String(s)) if s == "disabled" => {}
+            Some(v) => {
+                let op = format!("{rp}.filter_overrides.{name}");
+                let Some(factory) = registry::get(name) else {
+                    continue;
+                };
+                match factory.build(v, fcx) {
+                    Ok(f) => out.push(f),
+                    Err(errs) => {
+                        for e in errs {
+                            cx.err(
+                                &join_seg(&op, &e.path),
+                                format!("filter `{name}` override: {}", e.message),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out.into()
+}
+
+fn value_match(
+    cx: &mut Cx<'_>,
+    path: &str,
+    exact: &Option<String>,
+    prefix: &Option<String>,
+    suffix: &Option<String>,
+    re: &Option<String>,
+    present: Option<bool>,
+) -> Option<ValueMatch> {
+    let n = [
+        exact.is_some(),
+        prefix.is_some(),
+        suffix.is_some(),
+        re.is_some(),
+        present.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
+    if n != 1 {
+        cx.err(
+            path,
+            "give exactly one of `exact`, `prefix`, `suffix`, `regex` or `present`",
+        );
+        return None;
+    }
+    Some(if let Some(e) = exact {
+        ValueMatch::Exact(e.clone())
+    } else if let Some(p) = prefix {
+        ValueMatch::Prefix(p.clone())
+    } else if let Some(s) = suffix {
+        ValueMatch::Suffix(s.clone())
+    } else if let Some(r) = re {
+        ValueMatch::Regex(regex(cx, &format!("{path}.regex"), r)?)
+    } else {
+        ValueMatch::Present(present.unwrap_or(true))
+    })
+}
+
+fn compile_match(cx: &mut Cx<'_>, mp: &str, m: &raw::RouteMatch) -> Option<Matcher> {
+    let n = [m.prefix.is_some(), m.path.is_some(), m.regex.is_some()]
+        .iter()
+        .filter(|b| **b)
+        .count();
+    let path = match (n, &m.prefix, &m.path, &m.regex) {
+        (1, Some(p), _, _) => {
+            if !p.starts_with('/') {
+                cx.err(
+                    &format!("{mp}.prefix"),
+                    format!("prefix `{p}` must start with `/`"),
+                );
+            }
+            PathMatch::Prefix(p.clone())
+        }
+        (1, _, Some(p), _) => {
+            if !p.starts_with('/') {
+                cx.err(
+                    &format!("{mp}.path"),
+                    format!("path `{p}` must start with `/`"),
+                );
+            }
+            PathMatch::Exact(p.clone())
+        }
+        (1, _, _, Some(r)) => PathMatch::Regex(regex(cx, &format!("{mp}.regex"), r)?),
+        _ => {
+            cx.err(
+                mp,
+                "a route match needs exactly one of `prefix`, `path` or `regex`",
+            );
+            return None;
+        }
+    };
+    let mut ok = true;
+    let mut headers = Vec::new();
+    for (i, h) in m.headers.iter().enumerate() {
+        let hp = format!("{mp}.headers.{i}");
+        let name = match HeaderName::from_bytes(h.name.as_bytes()) {
+            Ok(n) => n,
+            Err(_) => {
+                cx.err(
+                    &format!("{hp}.name"),
+                    format!("`{}` is not a valid header name", h.name),
+                );
+                ok = false;
+                continue;
+            }
+        };
+        match value_match(cx, &hp, &h.exact, &h.prefix, &h.suffix, &h.regex, h.present) {
+            Some(value) => headers.push(HeaderMatch {
+                name,
+                value,
+                invert: h.invert,
+            }),
+            None => ok = false,
+        }
+    }
+    let mut query = Vec::new();
+    for (i, q) in m.query.iter().enumerate() {
+        let qp = format!("{mp}.query.{i}");
+        match value_match(cx, &qp, &q.exact, &None, &None, &q.regex, q.present) {
+            Some(value) => query.push(QueryMatch {
+                name: q.name.clone(),
+                value,
+            }),
+            None => ok = false,
+        }
+    }
+    let mut methods = Vec::new();
+    for (i, meth) in m.methods.iter().enumerate() {
+        match Method::from_bytes(meth.as_bytes()) {
+            Ok(mm) if meth.bytes().all(|b| b.is_ascii_uppercase()) => methods.push(mm),
+            _ => {
+                cx.err(
+                    &format!("{mp}.methods.{i}"),
+                    format!("`{meth}` is not an HTTP method (use upper case, e.g. GET)"),
+                );
+                ok = false;
+            }
+        }
+    }
+    let peer_san = match &m.peer_san {
+        None => None,
+        Some(s) => match (&s.exact, &s.prefix, &s.suffix) {
+            (Some(e), None, None) => Some(SanMatch::Exact(e.clone())),
+            (None, Some(p), None) => Some(SanMatch::Prefix(p.clone())),
+            (None, None, Some(x)) => Some(SanMatch::Suffix(x.clone())),
+            _ => {
+                cx.err(
+                    &format!("{mp}.peer_san"),
+                    "give exactly one of `exact`, `prefix` or `suffix`",
+                );
+                ok = false;
+                None
+            }
+        },
+    };
+    ok.then_some(Matcher {
+        path,
+        headers,
+        query,
+        methods,
+        peer_san,
+    })
+}
+
+const RETRY_ON: &[&str] = &[
+    "5xx",
+    "gateway-error",
+    "connect-failure",
+    "reset",
+    "retriable-status-codes",
+];
+
+fn compile_action(
+    cx: &mut Cx<'_>,
+    rp: &str,
+    route: &raw::Route,
+    matcher: &Matcher,
+    clusters: &Arc<HashMap<String, Arc<Cluster>>>,
+) -> Option<Action> {
+    let n = [
+        route.route.is_some(),
+        route.redirect.is_some(),
+        route.direct_response.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
+    if n != 1 {
+        cx.err(
+            rp,
+            "a route needs exactly one of `route`, `redirect` or `direct_response`",
+        );
+        return None;
+    }
+    if let Some(d) = &route.direct_response {
+        let dp = format!("{rp}.direct_response");
+        let Ok(status) = StatusCode::from_u16(d.status) else {
+            cx.err(
+                &format!("{dp}.status"),
+                format!("status {} is not between 100 and 599", d.status),
+            );
+            return None;
+        };
+        if !(200..=599).contains(&d.status) {
+            cx.err(
+                &format!("{dp}.status"),
+                format!("status {} is not between 200 and 599", d.status),
+            );
+        }
+        let ct = d.content_type.as_deref().unwrap_or("text/plain");
+        let Ok(content_type) = HeaderValue::from_str(ct) else {
+            cx.err(
+                &format!("{dp}.content_type"),
+                "content_type is not a valid header value",
+            );
+            return None;
+        };
+        return Some(Action::Direct(DirectResponse {
+            status,
+            body: bytes::Bytes::from(d.body.clone().unwrap_or_default()),
+            content_type,
+        }));
+    }
+    if let Some(r) = &route.redirect {
+        let dp = format!("{rp}.redirect");
+        let code = r.response_code.unwrap_or(301);
+        let status = match StatusCode::from_u16(code) {
+            Ok(s) if matches!(code, 301 | 302 | 303 | 307 | 308) => s,
+            _ => {
+                cx.err(
+                    &format!("{dp}.response_code"),
+                    format!("response_code {code} must be 301, 302, 303, 307 or 308"),
+                );
+                return None;
+            }
+        };
+        if let Some(s) = &r.scheme_redirect {
+            if s != "http" && s != "https" {
+                cx.err(
+                    &format!("{dp}.scheme_redirect"),
+                    "scheme_redirect must be `http` or `https`",
+                );
+            }
+        }
+        if r.path_redirect.is_some() && r.prefix_rewrite.is_some() {
+            cx.err(
+                &dp,
+                "give at most one of `path_redirect` and `prefix_rewrite`",
+            );
+        }
+        if r.prefix_rewrite.is_some() && !matches!(matcher.path, PathMatch::Prefix(_)) {
+            cx.err(
+                &format!("{dp}.prefix_rewrite"),
+                "prefix_rewrite needs a `prefix` match",
+            );
+        }
+        return Some(Action::Redirect(Redirect {
+            scheme: r.scheme_redirect.clone(),
+            host: r.host_redirect.clone(),
+            port: r.port_redirect,
+            path: r.path_redirect.clone(),
+            prefix_rewrite: r.prefix_rewrite.clone(),
+            status,
+            strip_query: r.strip_query,
+        }));
+    }
+    let a = route.route.as_ref()?;
+    let ap = format!("{rp}.route");
+    let n = [
+        a.cluster.is_some(),
+        a.weighted_clusters.is_some(),
+        a.cluster_header.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
+    if n != 1 {
+        cx.err(&ap, "a route action needs exactly one of `cluster`, `weighted_clusters` or `cluster_header`");
+        return None;
+    }
+    let target = if let Some(c) = &a.cluster {
+        match clusters.get(c) {
+            Some(cl) => Target::Cluster(cl.clone()),
+            None => {
+                unknown_cluster(cx, &format!("{ap}.cluster"), c, clusters);
+                return None;
+            }
+        }
+    } else if let Some(ws) = &a.weighted_clusters {
+        let mut out = Vec::new();
+        let mut total: u64 = 0;
+        for (i, w) in ws.iter().enumerate() {
+            match clusters.get(&w.cluster) {
+                Some(cl) => out.push((cl.clone(), w.weight)),
+                None => unknown_cluster(
+                    cx,
+                    &format!("{ap}.weighted_clusters.{i}.cluster"),
+                    &w.cluster,
+                    clusters,
+                ),
+            }
+            total += u64::from(w.weight);
+        }
+        if ws.is_empty() {
+            cx.err(
+                &format!("{ap}.weighted_clusters"),
+                "weighted_clusters needs at least one cluster",
+            );
+            return None;
+        }
+        if total == 0 {
+            cx.err(
+                &format!("{ap}.weighted_clusters"),
+                "weights sum to zero; no request could be routed",
+            );
+            return None;
+        }
+        if total > u64::from(u32::MAX) {
+            cx.err(
+                &format!("{ap}.weighted_clusters"),
+                "weights sum to more than 4294967295",
+            );
+            return None;
+        }
+        if out.len() != ws.len() {
+            return None;
+        }
+        Target::Weighted {
+            clusters: out,
+            total: total as u32,
+        }
+    } else {
+        let h = a.cluster_header.as_deref().unwrap_or_default();
+        match HeaderName::from_bytes(h.as_bytes()) {
+            Ok(n) => Target::Header(n),
+            Err(_) => {
+                cx.err(
+                    &format!("{ap}.cluster_header"),
+                    format!("`{h}` is not a valid header name"),
+                );
+                return None;
+            }
+        }
+    };
+    let retry = match &a.retries {
+        None => None,
+        Some(r) => {
+            let rp2 = format!("{ap}.retries");
+            let mut pol = RetryPolicy {
+                attempts: r.attempts,
+                on_5xx: false,
+                on_gateway_error: false,
+                on_connect_failure: false,
+                on_reset: false,
+                statuses: r.retriable_status_codes.clone(),
+                per_try_timeout: r.per_try_timeout.map(|d| d.0),
+            };
+            if r.attempts > 10 {
+                cx.err(&format!("{rp2}.attempts"), "attempts must be at most 10");
+            }
+            for (i, on) in r.retry_on.iter().enumerate() {
+                match on.as_str() {
+                    "5xx" => pol.on_5xx = true,
+                    "gateway-error" => pol.on_gateway_error = true,
+                    "connect-failure" => pol.on_connect_failure = true,
+                    "reset" => pol.on_reset = true,
+                    "retriable-status-codes" => {}
+                    other => {
+                        let hint = did_you_mean(other, RETRY_ON.iter().copied())
+                            .map(|s| format!("; did you mean `{s}`?"))
+                            .unwrap_or_else(|| {
+                                format!("; expected one of {}", RETRY_ON.join(", "))
+                            });
+                        cx.err(
+                            &format!("{rp2}.retry_on.{i}"),
+                            format!("unknown retry condition `{other}`{hint}"),
+                        );
+                    }
+                }
+            }
+            for (i, s) in r.retriable_status_codes.iter().enumerate() {
+                if !(100..=599).contains(s) {
+                    cx.err(
+                        &format!("{rp2}.retriable_status_codes.{i}"),
+                        format!("{s} is not an HTTP status"),
+                    );
+                }
+            }
+            if !r.retriable_status_codes.is_empty()
+                && !r.retry_on.iter().any(|s| s == "retriable-status-codes")
+            {
+                pol.statuses.clear();
+                cx.err(
+                    &format!("{rp2}.retriable_status_codes"),
+                    "retriable_status_codes needs `retriable-status-codes` in retry_on",
+                );
+            }
+            Some(pol)
+        }
+    };
+    if a.prefix_rewrite.is_some() && matches!(matcher.path, PathMatch::Regex(_)) {
+        cx.err(
+            &format!("{ap}.prefix_rewrite"),
+            "prefix_rewrite needs a `prefix` or `path` match",
+        );
+    }
+    let host_rewrite = match &a.host_rewrite {
+        None => None,
+        Some(h) => match HeaderValue::from_str(h) {
+            Ok(v) => Some(v),
+            Err(_) => {
+                cx.err(
+                    &format!("{ap}.host_rewrite"),
+                    "host_rewrite is not a valid host",
+                );
+                None
+            }
+        },
+    };
+    let timeout = match a.timeout {
+        None => Some(Duration::from_secs(15)),
+        Some(d) if d.0.is_zero() => None,
+        Some(d) => Some(d.0),
+    };
+    Some(Action::Route(RouteAction {
+        target,
+        timeout,
+        retry,
+        prefix_rewrite: a.prefix_rewrite.clone(),
+        host_rewrite,
+    }))
+}
+
+// Re-exported for the router benchmark and tests.
+pub use router::RequestView;

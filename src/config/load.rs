@@ -1,0 +1,544 @@
+//! Reading a config file: YAML with positions, `${VAR}` expansion, and typed
+//! deserialization that reports every shape error (not just the first) as
+//! FILE:LINE:COL with a did-you-mean for typos.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use serde_yaml::Value;
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::Marker;
+
+use super::raw;
+
+/// One problem in a config file, located.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub file: String,
+    pub line: usize,
+    pub col: usize,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.col, self.message
+        )
+    }
+}
+
+/// Positions of every node in the document, by dotted path (`listeners.0.name`).
+/// `path` maps to the value's position; `path#key` to the position of its key.
+#[derive(Debug, Default, Clone)]
+pub struct SourceMap {
+    file: String,
+    pos: HashMap<String, (usize, usize)>,
+}
+
+impl SourceMap {
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
+    /// The position of `path`, or of its nearest ancestor that has one.
+    pub fn locate(&self, path: &str, key: bool) -> (usize, usize) {
+        if key {
+            if let Some(p) = self.pos.get(&format!("{path}#key")) {
+                return *p;
+            }
+        }
+        let mut p = path;
+        loop {
+            if let Some(v) = self.pos.get(p) {
+                return *v;
+            }
+            match p.rfind('.') {
+                Some(i) => p = &p[..i],
+                None => return self.pos.get("").copied().unwrap_or((1, 1)),
+            }
+        }
+    }
+
+    pub fn diag(&self, path: &str, message: impl Into<String>) -> Diagnostic {
+        let (line, col) = self.locate(path, false);
+        Diagnostic {
+            file: self.file.clone(),
+            line,
+            col,
+            message: message.into(),
+        }
+    }
+
+    pub fn diag_key(&self, path: &str, message: impl Into<String>) -> Diagnostic {
+        let (line, col) = self.locate(path, true);
+        Diagnostic {
+            file: self.file.clone(),
+            line,
+            col,
+            message: message.into(),
+        }
+    }
+}
+
+enum Frame {
+    Map {
+        path: String,
+        pending_key: Option<String>,
+    },
+    Seq {
+        path: String,
+        next: usize,
+    },
+}
+
+struct Indexer {
+    stack: Vec<Frame>,
+    map: HashMap<String, (usize, usize)>,
+}
+
+fn join(parent: &str, seg: &str) -> String {
+    if parent.is_empty() {
+        seg.to_string()
+    } else {
+        format!("{parent}.{seg}")
+    }
+}
+
+impl Indexer {
+    /// The path the next value event belongs to (None = it is a mapping key).
+    fn next_value_path(&mut self) -> Option<String> {
+        match self.stack.last_mut() {
+            None => Some(String::new()),
+            Some(Frame::Seq { path, next }) => {
+                let p = join(path, &next.to_string());
+                *next += 1;
+                Some(p)
+            }
+            Some(Frame::Map { path, pending_key }) => pending_key.take().map(|k| join(path, &k)),
+        }
+    }
+}
+
+impl MarkedEventReceiver for Indexer {
+    fn on_event(&mut self, ev: Event, mark: Marker) {
+        // yaml-rust2 lines are 1-based and columns 0-based.
+        let pos = (mark.line(), mark.col() + 1);
+        match ev {
+            Event::Scalar(s, ..) => match self.next_value_path() {
+                Some(p) => {
+                    self.map.entry(p).or_insert(pos);
+                }
+                None => {
+                    if let Some(Frame::Map { path, pending_key }) = self.stack.last_mut() {
+                        self.map
+                            .entry(format!("{}#key", join(path, &s)))
+                            .or_insert(pos);
+                        *pending_key = Some(s);
+                    }
+                }
+            },
+            Event::Alias(_) => {
+                if let Some(p) = self.next_value_path() {
+                    self.map.entry(p).or_insert(pos);
+                }
+            }
+            Event::MappingStart(..) => {
+                let p = self.next_value_path().unwrap_or_default();
+                self.map.entry(p.clone()).or_insert(pos);
+                self.stack.push(Frame::Map {
+                    path: p,
+                    pending_key: None,
+                });
+            }
+            Event::SequenceStart(..) => {
+                let p = self.next_value_path().unwrap_or_default();
+                self.map.entry(p.clone()).or_insert(pos);
+                self.stack.push(Frame::Seq { path: p, next: 0 });
+            }
+            Event::MappingEnd | Event::SequenceEnd => {
+                self.stack.pop();
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Index positions; complex (non-scalar) keys are ignored.
+pub fn index(file: &str, text: &str) -> SourceMap {
+    let mut ix = Indexer {
+        stack: Vec::new(),
+        map: HashMap::new(),
+    };
+    let mut parser = Parser::new_from_str(text);
+    // A syntax error is reported by serde_yaml with its own position.
+    let _ = parser.load(&mut ix, false);
+    SourceMap {
+        file: file.to_string(),
+        pos: ix.map,
+    }
+}
+
+/// Expand `${VAR}` and `${VAR:-default}` in every string scalar. `lookup` is the
+/// environment (a parameter so tests never touch the process environment).
+pub fn expand_env(
+    value: &mut Value,
+    path: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Vec<(String, String)>,
+) {
+    match value {
+        Value::String(s) if s.contains("${") => match expand_str(s, lookup) {
+            Ok(out) => *s = out,
+            Err(msg) => errors.push((path.to_string(), msg)),
+        },
+        Value::Sequence(seq) => {
+            for (i, v) in seq.iter_mut().enumerate() {
+                expand_env(v, &join(path, &i.to_string()), lookup, errors);
+            }
+        }
+        Value::Mapping(map) => {
+            for (k, v) in map.iter_mut() {
+                let key = match k {
+                    Value::String(s) => s.clone(),
+                    _ => continue,
+                };
+                expand_env(v, &join(path, &key), lookup, errors);
+            }
+        }
+        Value::Tagged(t) => expand_env(&mut t.value, path, lookup, errors),
+        _ => {}
+    }
+}
+
+fn expand_str(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            return Err(format!("unterminated `${{` in `{s}`"));
+        };
+        let expr = &after[..end];
+        let (name, default) = match expr.find(":-") {
+            Some(i) => (&expr[..i], Some(&expr[i + 2..])),
+            None => (expr, None),
+        };
+        let valid = !name.is_empty()
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !name.starts_with(|c: char| c.is_ascii_digit());
+        if !valid {
+            return Err(format!("`${{{expr}}}` is not a valid variable reference"));
+        }
+        match (lookup(name), default) {
+            (Some(v), _) => out.push_str(&v),
+            (None, Some(d)) => out.push_str(d),
+            (None, None) => {
+                return Err(format!(
+                    "environment variable `{name}` is not set and has no default; set it or write `${{{name}:-default}}`"
+                ))
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Edit distance, for did-you-mean.
+pub fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// The closest candidate within a small edit distance.
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (levenshtein(word, c), c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// Backquoted names in a serde message (`expected one of `a`, `b``).
+fn backquoted(msg: &str) -> Vec<&str> {
+    msg.split('`').skip(1).step_by(2).collect()
+}
+
+enum Shape {
+    UnknownKey(String),
+    Other,
+}
+
+/// Turn a serde error into our wording. serde's messages for unknown fields and
+/// variants have a fixed, documented format (`serde::de::Error::unknown_field`), which
+/// is the only way to recover the expected names from a derived Deserialize.
+fn reword(msg: &str) -> (Shape, String) {
+    let msg = msg.split(" at line ").next().unwrap_or(msg);
+    if let Some(rest) = msg.strip_prefix("unknown field ") {
+        let names = backquoted(rest);
+        let Some((bad, expected)) = names.split_first() else {
+            return (Shape::Other, msg.to_string());
+        };
+        let hint = match did_you_mean(bad, expected.iter().copied()) {
+            Some(s) => format!("; did you mean `{s}`?"),
+            None if expected.is_empty() => String::from("; this mapping takes no keys"),
+            None => format!(
+                "; expected one of {}",
+                expected
+                    .iter()
+                    .map(|e| format!("`{e}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        return (
+            Shape::UnknownKey((*bad).to_string()),
+            format!("unknown key `{bad}`{hint}"),
+        );
+    }
+    if let Some(rest) = msg.strip_prefix("unknown variant ") {
+        let names = backquoted(rest);
+        if let Some((bad, expected)) = names.split_first() {
+            let hint = match did_you_mean(bad, expected.iter().copied()) {
+                Some(s) => format!("; did you mean `{s}`?"),
+                None => format!(
+                    "; expected one of {}",
+                    expected
+                        .iter()
+                        .map(|e| format!("`{e}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+            return (Shape::Other, format!("unknown value `{bad}`{hint}"));
+        }
+    }
+    if let Some(rest) = msg.strip_prefix("missing field ") {
+        return (Shape::Other, format!("missing required key {rest}"));
+    }
+    (Shape::Other, msg.to_string())
+}
+
+fn path_string(p: &serde_path_to_error::Path) -> String {
+    let mut segs = Vec::new();
+    for seg in p.iter() {
+        match seg {
+            serde_path_to_error::Segment::Seq { index } => segs.push(index.to_string()),
+            serde_path_to_error::Segment::Map { key } => segs.push(key.clone()),
+            serde_path_to_error::Segment::Enum { variant } => segs.push(variant.clone()),
+            serde_path_to_error::Segment::Unknown => {}
+        }
+    }
+    segs.join(".")
+}
+
+fn remove_at(value: &mut Value, path: &[&str]) -> bool {
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut cur = value;
+    for seg in parents {
+        cur = match cur {
+            Value::Mapping(m) => match m.get_mut(*seg) {
+                Some(v) => v,
+                None => return false,
+            },
+            Value::Sequence(s) => match seg.parse::<usize>().ok().and_then(|i| s.get_mut(i)) {
+                Some(v) => v,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match cur {
+        Value::Mapping(m) => m.remove(*last).is_some(),
+        Value::Sequence(s) => match last.parse::<usize>() {
+            // Keep indices stable for later errors: replace with an empty mapping
+            // only once; a second failure at the same place stops the loop.
+            Ok(i) if i < s.len() => {
+                if s[i] == Value::Mapping(Default::default()) {
+                    false
+                } else {
+                    s[i] = Value::Mapping(Default::default());
+                    true
+                }
+            }
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// Parse, expand and deserialize. On failure, every problem found.
+pub fn parse(
+    file: &str,
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<(raw::Config, SourceMap, Value), Vec<Diagnostic>> {
+    let map = index(file, text);
+    let mut value: Value = match serde_yaml::from_str(text) {
+        Ok(Value::Null) => Value::Mapping(Default::default()),
+        Ok(v) => v,
+        Err(e) => {
+            let (line, col) = e
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((1, 1));
+            let msg = e.to_string();
+            let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+            return Err(vec![Diagnostic {
+                file: file.to_string(),
+                line,
+                col,
+                message: format!("invalid YAML: {msg}"),
+            }]);
+        }
+    };
+    let mut diags = Vec::new();
+    let mut env_errors = Vec::new();
+    expand_env(&mut value, "", lookup, &mut env_errors);
+    for (path, msg) in env_errors {
+        diags.push(map.diag(&path, msg));
+    }
+
+    let mut removed: Vec<String> = Vec::new();
+    for _ in 0..200 {
+        match serde_path_to_error::deserialize::<_, raw::Config>(value.clone()) {
+            Ok(cfg) => {
+                if diags.is_empty() {
+                    return Ok((cfg, map, value));
+                }
+                break;
+            }
+            Err(e) => {
+                let path = path_string(e.path());
+                let (shape, msg) = reword(&e.inner().to_string());
+                let is_missing = msg.starts_with("missing required key");
+                // A key we removed ourselves is "missing" now: already reported.
+                let echo = is_missing
+                    && removed
+                        .iter()
+                        .any(|r| r.rsplit_once('.').map_or("", |(p, _)| p) == path || r == &path);
+                let segs: Vec<&str> = if path.is_empty() {
+                    Vec::new()
+                } else {
+                    path.split('.').collect()
+                };
+                match shape {
+                    Shape::UnknownKey(key) => {
+                        let full = if segs.last() == Some(&key.as_str()) {
+                            path.clone()
+                        } else if path.is_empty() {
+                            key.clone()
+                        } else {
+                            format!("{path}.{key}")
+                        };
+                        diags.push(map.diag_key(&full, msg));
+                        let fsegs: Vec<&str> = full.split('.').collect();
+                        if !remove_at(&mut value, &fsegs) {
+                            break;
+                        }
+                        removed.push(full);
+                    }
+                    Shape::Other => {
+                        if !echo {
+                            diags.push(map.diag(&path, msg));
+                        }
+                        if is_missing || !remove_at(&mut value, &segs) {
+                            break;
+                        }
+                        removed.push(path);
+                    }
+                }
+            }
+        }
+    }
+    Err(diags)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn reports_every_unknown_key_with_position_and_hint() {
+        let text = "admin:\n  adress: 127.0.0.1:1\nlisteners:\n  - name: a\n    address: 127.0.0.1:0\n    protocl: http\n";
+        let errs = parse("f.yaml", text, &no_env).expect_err("must fail");
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert_eq!((errs[0].line, errs[0].col), (2, 3));
+        assert!(
+            errs[0].message.contains("did you mean `address`"),
+            "{}",
+            errs[0].message
+        );
+        assert_eq!((errs[1].line, errs[1].col), (6, 5));
+        assert!(
+            errs[1].message.contains("did you mean `protocol`"),
+            "{}",
+            errs[1].message
+        );
+    }
+
+    #[test]
+    fn wrong_types_and_values_are_located() {
+        let text = "listeners:\n  - name: a\n    address: 127.0.0.1:0\n    protocol: htp\n";
+        let errs = parse("f.yaml", text, &no_env).expect_err("must fail");
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!((errs[0].line, errs[0].col), (4, 15));
+        assert!(
+            errs[0].message.contains("did you mean `http`"),
+            "{}",
+            errs[0].message
+        );
+    }
+
+    #[test]
+    fn syntax_errors_have_positions() {
+        let errs = parse("f.yaml", "listeners: [\n  - a\n", &no_env).expect_err("must fail");
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].message.starts_with("invalid YAML"));
+        assert!(errs[0].line >= 2);
+    }
+
+    #[test]
+    fn expands_env_with_defaults_and_reports_undefined() {
+        let env = |k: &str| (k == "PORT").then(|| "8080".to_string());
+        let text = "admin:\n  address: 127.0.0.1:${PORT}\n  token: ${TOKEN:-dev}\n";
+        let (cfg, _, _) = parse("f.yaml", text, &env).expect("parses");
+        assert_eq!(cfg.admin.address.as_deref(), Some("127.0.0.1:8080"));
+        assert_eq!(cfg.admin.token.as_deref(), Some("dev"));
+        let errs = parse("f.yaml", "admin:\n  token: ${NOPE}\n", &env).expect_err("must fail");
+        assert_eq!((errs[0].line, errs[0].col), (2, 10));
+        assert!(errs[0].message.contains("`NOPE` is not set"));
+    }
+
+    #[test]
+    fn did_you_mean_picks_close_names() {
+        assert_eq!(
+            did_you_mean("clustr", ["cluster", "timeout"]),
+            Some("cluster")
+        );
+        assert_eq!(did_you_mean("zzzzzz", ["cluster", "timeout"]), None);
+    }
+}

@@ -1,0 +1,292 @@
+//! The response body handed to the client: streamed from the upstream or a local
+//! reply, carrying the stream's [`Completion`], which runs exactly once when the body
+//! ends, fails or is dropped (client gone): filters' `on_complete`, the access log.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime};
+
+use attache_filters::{HttpFilter, StreamCtx};
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use super::{ConnCtx, Runtime};
+use crate::accesslog::Record;
+use crate::stats::ListenerStats;
+use crate::upstream::ActiveGuard;
+
+enum Inner {
+    Full(Option<Bytes>),
+    Upstream(Incoming),
+}
+
+pub struct RespBody {
+    inner: Inner,
+    done: Option<Box<Completion>>,
+}
+
+impl RespBody {
+    pub fn full(b: Bytes) -> RespBody {
+        let inner = if b.is_empty() {
+            Inner::Full(None)
+        } else {
+            Inner::Full(Some(b))
+        };
+        RespBody { inner, done: None }
+    }
+
+    pub fn upstream(b: Incoming) -> RespBody {
+        RespBody {
+            inner: Inner::Upstream(b),
+            done: None,
+        }
+    }
+
+    pub(super) fn attach(&mut self, done: Box<Completion>) {
+        self.done = Some(done);
+    }
+
+    fn finish(&mut self, complete: bool) {
+        if let Some(mut d) = self.done.take() {
+            d.finish(complete);
+        }
+    }
+}
+
+impl Body for RespBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let r = match &mut this.inner {
+            Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Inner::Upstream(b) => Pin::new(b).poll_frame(cx),
+        };
+        match &r {
+            Poll::Ready(Some(Ok(f))) => {
+                if let (Some(d), Some(data)) = (this.done.as_mut(), f.data_ref()) {
+                    d.bytes_out += data.len() as u64;
+                }
+                if this.is_end_stream() {
+                    this.finish(true);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                if let Some(d) = this.done.as_mut() {
+                    if d.flag.is_empty() {
+                        d.flag = "UR";
+                        d.listener_stats().count_flag("UR");
+                    }
+                }
+                this.finish(false);
+            }
+            Poll::Ready(None) => this.finish(true),
+            Poll::Pending => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Full(b) => b.is_none(),
+            Inner::Upstream(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Inner::Upstream(b) => b.size_hint(),
+        }
+    }
+}
+
+impl Drop for RespBody {
+    fn drop(&mut self) {
+        let complete = self.is_end_stream();
+        self.finish(complete);
+    }
+}
+
+/// Per-stream facts for the end of the stream.
+pub struct Completion {
+    start: Instant,
+    start_wall: SystemTime,
+    rt: Arc<Runtime>,
+    conn: Arc<ConnCtx>,
+    method: http::Method,
+    version: http::Version,
+    /// Original request path and query (access log only).
+    path: String,
+    authority: String,
+    user_agent: String,
+    pub request_id: String,
+    pub route: Arc<str>,
+    pub cluster: Option<Arc<str>>,
+    pub upstream: Option<Arc<str>>,
+    pub flag: &'static str,
+    pub status: u16,
+    pub bytes_in: Arc<AtomicU64>,
+    pub bytes_out: u64,
+    pub active: Option<ActiveGuard>,
+    pub chain: Option<Arc<[Arc<dyn HttpFilter>]>>,
+    pub sc: Option<StreamCtx>,
+    pub close_connection: bool,
+}
+
+impl Completion {
+    pub(super) fn new(
+        start: Instant,
+        conn: &Arc<ConnCtx>,
+        rt: Arc<Runtime>,
+        parts: &http::request::Parts,
+    ) -> Completion {
+        let logging = rt.sink.is_some();
+        let s = |h: http::header::HeaderName| {
+            parts
+                .headers
+                .get(h)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        Completion {
+            start,
+            start_wall: SystemTime::now(),
+            conn: conn.clone(),
+            method: parts.method.clone(),
+            version: parts.version,
+            path: if logging {
+                parts
+                    .uri
+                    .path_and_query()
+                    .map_or("/", |p| p.as_str())
+                    .to_string()
+            } else {
+                String::new()
+            },
+            authority: if logging {
+                parts
+                    .uri
+                    .authority()
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|| s(http::header::HOST))
+            } else {
+                String::new()
+            },
+            user_agent: if logging {
+                s(http::header::USER_AGENT)
+            } else {
+                String::new()
+            },
+            rt,
+            request_id: String::new(),
+            route: Arc::from(""),
+            cluster: None,
+            upstream: None,
+            flag: "",
+            status: 0,
+            bytes_in: Arc::new(AtomicU64::new(0)),
+            bytes_out: 0,
+            active: None,
+            chain: None,
+            sc: None,
+            close_connection: false,
+        }
+    }
+
+    pub fn listener_stats(&self) -> &ListenerStats {
+        &self.rt.listener.stats
+    }
+
+    fn finish(&mut self, complete: bool) {
+        if !complete && self.flag.is_empty() {
+            self.flag = "DC";
+            self.rt.listener.stats.count_flag("DC");
+        }
+        self.active = None;
+        let elapsed = self.start.elapsed();
+        if let (Some(chain), Some(sc)) = (self.chain.take(), self.sc.as_mut()) {
+            sc.duration = Some(elapsed);
+            if sc.response_flag.is_none() && !self.flag.is_empty() {
+                sc.response_flag = Some(self.flag);
+            }
+            for f in chain.iter() {
+                f.on_complete(sc);
+            }
+        }
+        if let Some(sink) = &self.rt.sink {
+            let peer = self
+                .conn
+                .peer_sans
+                .first()
+                .map(String::as_str)
+                .unwrap_or("");
+            let rec = Record {
+                start_time: rfc3339(self.start_wall),
+                method: self.method.as_str(),
+                path: &self.path,
+                protocol: super::proxy::protocol_name(self.version),
+                status: self.status,
+                bytes_received: self.bytes_in.load(Ordering::Relaxed),
+                bytes_sent: self.bytes_out,
+                duration_ms: elapsed.as_secs_f64() * 1000.0,
+                route: &self.route,
+                cluster: self.cluster.as_deref().unwrap_or(""),
+                upstream: self.upstream.as_deref().unwrap_or(""),
+                response_flag: self.flag,
+                request_id: &self.request_id,
+                authority: &self.authority,
+                downstream: &self.conn.remote_str,
+                user_agent: &self.user_agent,
+                peer_san: peer,
+            };
+            sink.write(&rec);
+        }
+    }
+}
+
+/// `2026-11-25T23:59:59.123Z`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let ms = d.subsec_millis();
+    let days = secs.div_euclid(86400);
+    let rem = secs.rem_euclid(86400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = if month <= 2 { y + 1 } else { y };
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_rfc3339() {
+        let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_764_115_199_123);
+        assert_eq!(rfc3339(t), "2025-11-25T23:59:59.123Z");
+        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+    }
+}

@@ -1,0 +1,93 @@
+//! Downstream HTTP: one task per connection (HTTP/1.1 with keep-alive and pipelining,
+//! or HTTP/2 by prior knowledge or ALPN, detected per connection), proxying each
+//! request through the listener's current route table.
+
+mod body;
+pub use body::rfc3339;
+pub mod normalize;
+mod proxy;
+pub mod respond;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+
+pub use body::RespBody;
+pub use proxy::strip_hop_by_hop;
+
+use crate::accesslog::Sink;
+use crate::config::snapshot::Listener;
+
+/// What a running listener serves right now; swapped on reload.
+pub struct Runtime {
+    pub listener: Arc<Listener>,
+    pub sink: Option<Arc<Sink>>,
+}
+
+/// Per-connection facts.
+pub struct ConnCtx {
+    pub slot: Arc<ArcSwap<Runtime>>,
+    pub remote: SocketAddr,
+    pub remote_ip: String,
+    pub remote_str: String,
+    pub tls: bool,
+    /// Verified client certificate SANs (`URI=...`, `DNS=...`).
+    pub peer_sans: Vec<String>,
+}
+
+/// Serve one downstream connection until it closes, or until `drain` fires, then
+/// shut it down gracefully (GOAWAY / `Connection: close` after the current request),
+/// waiting at most `drain_timeout`.
+pub async fn serve_connection<IO>(
+    io: IO,
+    conn: Arc<ConnCtx>,
+    mut drain: watch::Receiver<bool>,
+    drain_timeout: Duration,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let rt = conn.slot.load_full();
+    let Some(h) = rt.listener.http.as_ref() else {
+        return;
+    };
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(h.idle_timeout)
+        .max_buf_size(h.max_header_bytes.max(8192))
+        .max_headers(h.max_headers);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(h.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(1024)
+        .keep_alive_interval(Some(Duration::from_secs(60)));
+    drop(rt);
+    let svc = service_fn(move |req| {
+        let c = conn.clone();
+        async move { Ok::<_, Infallible>(proxy::handle(req, c).await) }
+    });
+    let fut = b.serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(fut);
+    if *drain.borrow() {
+        fut.as_mut().graceful_shutdown();
+    }
+    tokio::select! {
+        r = fut.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "downstream connection ended with an error");
+            }
+        }
+        _ = drain.changed() => {
+            fut.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(drain_timeout, fut.as_mut()).await;
+        }
+    }
+}

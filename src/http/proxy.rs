@@ -1,0 +1,607 @@
+//! One downstream request: checks, normalization, routing, filters, the upstream
+//! call with timeout and retries, and the response back with its completion hook.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use attache_filters::{Action as FilterAction, HttpFilter, StreamCtx};
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use super::body::{Completion, RespBody};
+use super::normalize::{normalize, Rejected};
+use super::respond::local_reply;
+use super::ConnCtx;
+use crate::error::ErrorKind;
+use crate::router::{Action, RequestView, RetryPolicy, RouteAction};
+use crate::upstream::{ActiveGuard, Cluster, Endpoint, UpBody};
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Remove hop-by-hop headers (RFC 9110 7.6.1), including those `Connection` names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if let Some(conn) = headers.get(header::CONNECTION) {
+        if let Ok(list) = conn.to_str() {
+            let named: Vec<HeaderName> = list
+                .split(',')
+                .filter_map(|s| HeaderName::from_bytes(s.trim().as_bytes()).ok())
+                .collect();
+            for n in named {
+                headers.remove(n);
+            }
+        }
+    }
+    for h in [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+        &header::TRAILER,
+        &header::PROXY_AUTHENTICATE,
+        &header::PROXY_AUTHORIZATION,
+    ] {
+        headers.remove(h);
+    }
+    // `te: trailers` is the one TE value that may go on (gRPC needs it).
+    if let Some(te) = headers.get(header::TE) {
+        if te.as_bytes() != b"trailers" {
+            headers.remove(header::TE);
+        }
+    }
+}
+
+/// A random v4 UUID for `x-request-id`.
+fn request_id() -> HeaderValue {
+    let a = fastrand::u64(..);
+    let b = fastrand::u64(..);
+    let b = (b & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
+    let a = (a & 0xffff_ffff_ffff_0fff) | 0x0000_0000_0000_4000;
+    let s = format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xffff,
+        b >> 48,
+        b & 0xffff_ffff_ffff
+    );
+    HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+fn host_of(parts: &http::request::Parts) -> String {
+    let raw = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| {
+            parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
+        .unwrap_or("");
+    strip_port(raw).to_ascii_lowercase()
+}
+
+/// `host:port` -> `host`; `[v6]:port` -> `[v6]`.
+fn strip_port(raw: &str) -> &str {
+    if raw.starts_with('[') {
+        match raw.find(']') {
+            Some(j) => &raw[..=j],
+            None => raw,
+        }
+    } else {
+        match raw.rfind(':') {
+            Some(i) if raw[i + 1..].bytes().all(|b| b.is_ascii_digit()) => &raw[..i],
+            _ => raw,
+        }
+    }
+}
+
+fn version_str(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/?",
+    }
+}
+
+/// What the request body is for the upstream call.
+enum ReqBody {
+    Empty,
+    /// Buffered: can be replayed by retries.
+    Buffered(Bytes),
+    /// Streamed once.
+    Stream(Incoming),
+}
+
+/// Serve one request. Never fails: every problem becomes a local reply.
+pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<RespBody> {
+    let start = Instant::now();
+    let rt = conn.slot.load_full();
+    let listener = rt.listener.clone();
+    let (mut parts, body) = req.into_parts();
+
+    let mut sc = StreamCtx {
+        method: parts.method.clone(),
+        downstream_tls: conn.tls,
+        peer_sans: conn.peer_sans.clone(),
+        ..Default::default()
+    };
+    let mut done = Box::new(Completion::new(start, &conn, rt.clone(), &parts));
+    let Some(http) = listener.http.as_ref() else {
+        let empty: Arc<[Arc<dyn HttpFilter>]> = Arc::from(Vec::new());
+        return finish_local(ErrorKind::Internal, false, &mut sc, done, &empty);
+    };
+
+    // Framing the parser let through but we will not forward: both Content-Length and
+    // Transfer-Encoding, or several different Content-Lengths (request smuggling).
+    let cls: Vec<&HeaderValue> = parts
+        .headers
+        .get_all(header::CONTENT_LENGTH)
+        .iter()
+        .collect();
+    let conflicting = (cls.len() > 1 && cls.windows(2).any(|w| w[0] != w[1]))
+        || (!cls.is_empty() && parts.headers.contains_key(header::TRANSFER_ENCODING));
+    if conflicting {
+        done.close_connection = true;
+        return finish_local(ErrorKind::BadRequest, false, &mut sc, done, &http.filters);
+    }
+
+    // Normalize the path; the normalized one is routed and sent upstream.
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let (raw_path, query) = match path_and_query.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path_and_query, None),
+    };
+    let path = match normalize(raw_path, http.merge_slashes, http.reject_escaped_slashes) {
+        Ok(p) => p.into_owned(),
+        Err(Rejected::EscapedSlash) | Err(Rejected::Malformed) => {
+            if parts.method == Method::OPTIONS && raw_path == "*" {
+                raw_path.to_string()
+            } else {
+                return finish_local(ErrorKind::BadRequest, false, &mut sc, done, &http.filters);
+            }
+        }
+    };
+    let query = query.map(str::to_string);
+    let host = host_of(&parts);
+    sc.host = Some(host.clone());
+
+    // Request id.
+    if !parts.headers.contains_key(&X_REQUEST_ID) && http.generate_request_id {
+        parts.headers.insert(X_REQUEST_ID.clone(), request_id());
+    }
+    done.request_id = parts
+        .headers
+        .get(&X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+
+    // Route.
+    let view = RequestView {
+        host: &host,
+        path: &path,
+        query: query.as_deref(),
+        headers: &parts.headers,
+        method: &parts.method,
+        peer_sans: &conn.peer_sans,
+    };
+    let Some((_vh, route)) = http.router.route(&view) else {
+        let chain = http.filters.clone();
+        if let Some(r) = run_request_filters(&chain, &mut parts, &mut sc) {
+            return finish_filter_reply(r, &mut sc, done, chain);
+        }
+        return finish_local(ErrorKind::NoRoute, false, &mut sc, done, &chain);
+    };
+    sc.route = route.name.clone();
+    done.route = route.name.clone();
+    let chain = route.filters.clone();
+
+    // Filters, request side.
+    if let Some(r) = run_request_filters(&chain, &mut parts, &mut sc) {
+        return finish_filter_reply(r, &mut sc, done, chain);
+    }
+
+    match &route.action {
+        Action::Direct(d) => {
+            let mut rsp = Response::new(d.body.clone());
+            *rsp.status_mut() = d.status;
+            rsp.headers_mut()
+                .insert(header::CONTENT_TYPE, d.content_type.clone());
+            sc.local_reply = true;
+            finish_response(rsp.map(RespBody::full), &mut sc, done, chain)
+        }
+        Action::Redirect(r) => {
+            let scheme = r
+                .scheme
+                .as_deref()
+                .unwrap_or(if conn.tls { "https" } else { "http" });
+            let authority = match (&r.host, r.port) {
+                (Some(h), Some(p)) => format!("{h}:{p}"),
+                (Some(h), None) => h.clone(),
+                (None, Some(p)) => format!("{host}:{p}"),
+                (None, None) => parts
+                    .headers
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_string)
+                    .or_else(|| parts.uri.authority().map(|a| a.to_string()))
+                    .unwrap_or_else(|| host.clone()),
+            };
+            let new_path = if let Some(p) = &r.path {
+                p.clone()
+            } else if let (Some(rw), crate::router::PathMatch::Prefix(pre)) =
+                (&r.prefix_rewrite, &route.matcher.path)
+            {
+                format!("{rw}{}", &path[pre.len().min(path.len())..])
+            } else {
+                path.clone()
+            };
+            let mut location = format!("{scheme}://{authority}{new_path}");
+            if let (Some(q), false) = (&query, r.strip_query) {
+                location.push('?');
+                location.push_str(q);
+            }
+            let mut rsp = Response::new(Bytes::new());
+            *rsp.status_mut() = r.status;
+            match HeaderValue::from_str(&location) {
+                Ok(v) => {
+                    rsp.headers_mut().insert(header::LOCATION, v);
+                }
+                Err(_) => return finish_local(ErrorKind::BadRequest, false, &mut sc, done, &chain),
+            }
+            sc.local_reply = true;
+            finish_response(rsp.map(RespBody::full), &mut sc, done, chain)
+        }
+        Action::Route(ra) => {
+            let Some(cluster) = ra.cluster(&http.router, &parts.headers).cloned() else {
+                return finish_local(ErrorKind::NoCluster, false, &mut sc, done, &chain);
+            };
+            sc.cluster = Some(cluster.name.clone());
+            done.cluster = Some(cluster.name.clone());
+
+            // Upstream path.
+            let mut up_path = path.clone();
+            if let Some(rw) = &ra.prefix_rewrite {
+                up_path = match &route.matcher.path {
+                    crate::router::PathMatch::Prefix(pre) => {
+                        let rest = &path[pre.len().min(path.len())..];
+                        let mut s = rw.clone();
+                        if s.ends_with('/') && rest.starts_with('/') {
+                            s.pop();
+                        }
+                        s.push_str(rest);
+                        if s.is_empty() {
+                            s.push('/');
+                        }
+                        s
+                    }
+                    _ => rw.clone(),
+                };
+            }
+            let mut pq = up_path;
+            if let Some(q) = &query {
+                pq.push('?');
+                pq.push_str(q);
+            }
+
+            // Headers for the upstream.
+            let h1_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+                parts
+                    .uri
+                    .authority()
+                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            });
+            strip_hop_by_hop(&mut parts.headers);
+            match (&ra.host_rewrite, h1_host) {
+                (Some(h), _) => {
+                    parts.headers.insert(header::HOST, h.clone());
+                }
+                (None, Some(h)) => {
+                    parts.headers.insert(header::HOST, h);
+                }
+                (None, None) => {}
+            }
+            append_xff(&mut parts.headers, &conn.remote_ip);
+            parts.headers.insert(
+                X_FORWARDED_PROTO.clone(),
+                HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
+            );
+
+            // Body: buffered (replayable) when a retry policy could use it and it is
+            // small enough, streamed otherwise.
+            let bytes_in = done.bytes_in.clone();
+            let req_body = if body.is_end_stream() {
+                ReqBody::Empty
+            } else {
+                let small = body
+                    .size_hint()
+                    .exact()
+                    .is_some_and(|n| n as usize <= http.retry_buffer_bytes);
+                if ra.retry.is_some() && small {
+                    match http_body_util::Limited::new(body, http.retry_buffer_bytes)
+                        .collect()
+                        .await
+                    {
+                        Ok(c) => {
+                            let b = c.to_bytes();
+                            bytes_in.fetch_add(b.len() as u64, Ordering::Relaxed);
+                            ReqBody::Buffered(b)
+                        }
+                        Err(_) => {
+                            done.close_connection = true;
+                            return finish_local(
+                                ErrorKind::BadRequest,
+                                false,
+                                &mut sc,
+                                done,
+                                &chain,
+                            );
+                        }
+                    }
+                } else {
+                    ReqBody::Stream(body)
+                }
+            };
+
+            match forward(ra, &cluster, parts, pq, req_body, bytes_in, &mut done).await {
+                Ok(rsp) => {
+                    let status = rsp.status().as_u16();
+                    cluster.stats.count_status(status);
+                    let (mut rp, incoming) = rsp.into_parts();
+                    strip_hop_by_hop(&mut rp.headers);
+                    let rsp = Response::from_parts(rp, RespBody::upstream(incoming));
+                    finish_response(rsp, &mut sc, done, chain)
+                }
+                Err((kind, exhausted)) => finish_local(kind, exhausted, &mut sc, done, &chain),
+            }
+        }
+    }
+}
+
+fn append_xff(headers: &mut HeaderMap, ip: &str) {
+    let v = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
+        _ => ip.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&v) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+}
+
+/// Send the request upstream with the route's timeout and retry policy.
+async fn forward(
+    ra: &RouteAction,
+    cluster: &Arc<Cluster>,
+    parts: http::request::Parts,
+    pq: String,
+    body: ReqBody,
+    bytes_in: Arc<AtomicU64>,
+    done: &mut Completion,
+) -> Result<Response<Incoming>, (ErrorKind, bool)> {
+    let deadline = ra.timeout.map(|t| tokio::time::Instant::now() + t);
+    let retry: Option<&RetryPolicy> = match &body {
+        ReqBody::Stream(_) => None,
+        _ => ra.retry.as_ref(),
+    };
+    let max_attempts = 1 + retry.map_or(0, |r| r.attempts);
+    let mut body = Some(body);
+    let mut last_ep: Option<Arc<Endpoint>> = None;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let last = attempt >= max_attempts;
+        let Some(ep) = cluster.pick(last_ep.as_ref()) else {
+            return Err((ErrorKind::NoHealthyUpstream, false));
+        };
+        done.upstream = Some(ep.authority.clone());
+        let up_body = match body.as_ref() {
+            Some(ReqBody::Empty) => UpBody::Empty,
+            Some(ReqBody::Buffered(b)) => UpBody::Full(Some(b.clone())),
+            Some(ReqBody::Stream(_)) => match body.take() {
+                Some(ReqBody::Stream(s)) => UpBody::Stream {
+                    inner: s,
+                    counter: bytes_in.clone(),
+                },
+                _ => UpBody::Empty,
+            },
+            None => UpBody::Empty,
+        };
+        let uri = match Uri::builder()
+            .scheme("http")
+            .authority(&*ep.authority)
+            .path_and_query(pq.as_str())
+            .build()
+        {
+            Ok(u) => u,
+            Err(_) => return Err((ErrorKind::BadRequest, false)),
+        };
+        let mut req = Request::new(up_body);
+        *req.method_mut() = parts.method.clone();
+        *req.uri_mut() = uri;
+        *req.version_mut() = match cluster.protocol {
+            crate::config::raw::UpstreamProtocol::Http1 => Version::HTTP_11,
+            crate::config::raw::UpstreamProtocol::Http2 => Version::HTTP_2,
+        };
+        *req.headers_mut() = parts.headers.clone();
+
+        let guard = ActiveGuard::new(ep.clone());
+        let sent = Instant::now();
+        let call = cluster.client.request(req);
+        let per_try = retry.and_then(|r| r.per_try_timeout);
+        let limit = match (deadline, per_try) {
+            (Some(d), Some(p)) => Some(d.min(tokio::time::Instant::now() + p)),
+            (Some(d), None) => Some(d),
+            (None, Some(p)) => Some(tokio::time::Instant::now() + p),
+            (None, None) => None,
+        };
+        let result = match limit {
+            Some(l) => match tokio::time::timeout_at(l, call).await {
+                Ok(r) => Some(r),
+                Err(_) => None,
+            },
+            None => Some(call.await),
+        };
+        let overall_expired = deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
+        let outcome: Result<Response<Incoming>, ErrorKind> = match result {
+            None => {
+                cluster.stats.timeout.inc();
+                Err(ErrorKind::Timeout)
+            }
+            Some(Ok(rsp)) => {
+                cluster.stats.duration.observe(sent.elapsed().as_secs_f64());
+                Ok(rsp)
+            }
+            Some(Err(e)) => {
+                if e.is_connect() {
+                    cluster.stats.connect_fail.inc();
+                    ep.connect_fail.fetch_add(1, Ordering::Relaxed);
+                    Err(ErrorKind::ConnectFailure)
+                } else {
+                    tracing::debug!(cluster = %cluster.name, upstream = %ep.authority, error = %e, "upstream request failed");
+                    Err(ErrorKind::UpstreamReset)
+                }
+            }
+        };
+        let can_retry = !last && !overall_expired && body.is_some();
+        match outcome {
+            Ok(rsp) => {
+                let status = rsp.status().as_u16();
+                if status >= 500 {
+                    ep.rq_error.fetch_add(1, Ordering::Relaxed);
+                }
+                if can_retry && retry.is_some_and(|r| r.retry_status(status)) {
+                    cluster.stats.count_status(status);
+                    cluster.stats.retry.inc();
+                    last_ep = Some(ep);
+                    drop(guard);
+                    continue;
+                }
+                done.active = Some(guard);
+                return Ok(rsp);
+            }
+            Err(kind) => {
+                ep.rq_error.fetch_add(1, Ordering::Relaxed);
+                let retriable = match kind {
+                    ErrorKind::ConnectFailure => retry
+                        .is_some_and(|r| r.on_connect_failure || r.on_5xx || r.on_gateway_error),
+                    ErrorKind::UpstreamReset => {
+                        retry.is_some_and(|r| r.on_reset || r.on_5xx || r.on_gateway_error)
+                    }
+                    ErrorKind::Timeout => {
+                        per_try.is_some()
+                            && retry.is_some_and(|r| r.on_5xx || r.on_gateway_error || r.on_reset)
+                    }
+                    _ => false,
+                };
+                if can_retry && retriable {
+                    cluster.stats.retry.inc();
+                    last_ep = Some(ep);
+                    continue;
+                }
+                let kind = if overall_expired {
+                    ErrorKind::Timeout
+                } else {
+                    kind
+                };
+                return Err((kind, attempt > 1));
+            }
+        }
+    }
+}
+
+/// Run `on_request` in order; the first local reply wins.
+fn run_request_filters(
+    chain: &[Arc<dyn HttpFilter>],
+    parts: &mut http::request::Parts,
+    sc: &mut StreamCtx,
+) -> Option<Response<Bytes>> {
+    for f in chain.iter() {
+        if let FilterAction::Respond(r) = f.on_request(parts, sc) {
+            return Some(r);
+        }
+    }
+    None
+}
+
+fn finish_filter_reply(
+    rsp: Response<Bytes>,
+    sc: &mut StreamCtx,
+    done: Box<Completion>,
+    chain: Arc<[Arc<dyn HttpFilter>]>,
+) -> Response<RespBody> {
+    sc.local_reply = true;
+    finish_response(rsp.map(RespBody::full), sc, done, chain)
+}
+
+fn finish_local(
+    kind: ErrorKind,
+    exhausted: bool,
+    sc: &mut StreamCtx,
+    mut done: Box<Completion>,
+    chain: &Arc<[Arc<dyn HttpFilter>]>,
+) -> Response<RespBody> {
+    let (rsp, flag) = local_reply(kind, exhausted);
+    sc.local_reply = true;
+    sc.response_flag = Some(flag);
+    done.flag = flag;
+    done.listener_stats().count_flag(flag);
+    finish_response(rsp.map(RespBody::full), sc, done, chain.clone())
+}
+
+/// Response side: filters in reverse, stats, and hand the completion to the body.
+fn finish_response(
+    rsp: Response<RespBody>,
+    sc: &mut StreamCtx,
+    mut done: Box<Completion>,
+    chain: Arc<[Arc<dyn HttpFilter>]>,
+) -> Response<RespBody> {
+    let (mut parts, mut body) = rsp.into_parts();
+    sc.status = Some(parts.status);
+    for f in chain.iter().rev() {
+        if let FilterAction::Respond(r) = f.on_response(&mut parts, sc) {
+            let (p, b) = r.into_parts();
+            parts = p;
+            body = RespBody::full(b);
+            sc.local_reply = true;
+            sc.status = Some(parts.status);
+        }
+    }
+    if done.close_connection {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+        // Upgrades are not proxied; never let a 101 through without the tunnel.
+        parts.status = StatusCode::BAD_GATEWAY;
+    }
+    done.status = parts.status.as_u16();
+    done.listener_stats().count_status(done.status);
+    done.chain = Some(chain);
+    done.sc = Some(std::mem::take(sc));
+    body.attach(done);
+    Response::from_parts(parts, body)
+}
+
+pub(super) fn protocol_name(v: Version) -> &'static str {
+    version_str(v)
+}

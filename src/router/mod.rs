@@ -1,0 +1,366 @@
+//! Compiled route tables: virtual hosts by domain, routes by path/header/query/method
+//! matchers, first match wins. Everything here is built once per config load; matching
+//! does no allocation for the common cases.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use attache_filters::HttpFilter;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use regex::Regex;
+
+use crate::upstream::Cluster;
+
+#[cfg(test)]
+mod tests;
+
+/// What a route match sees of a request.
+pub struct RequestView<'a> {
+    /// Lower-case host without port.
+    pub host: &'a str,
+    /// The normalized path, without query.
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub headers: &'a HeaderMap,
+    pub method: &'a Method,
+    pub peer_sans: &'a [String],
+}
+
+#[derive(Debug)]
+pub enum PathMatch {
+    Prefix(String),
+    Exact(String),
+    Regex(Regex),
+}
+
+#[derive(Debug)]
+pub enum ValueMatch {
+    Exact(String),
+    Prefix(String),
+    Suffix(String),
+    Regex(Regex),
+    Present(bool),
+}
+
+impl ValueMatch {
+    fn matches(&self, v: Option<&str>) -> bool {
+        match (self, v) {
+            (ValueMatch::Present(p), v) => *p == v.is_some(),
+            (_, None) => false,
+            (ValueMatch::Exact(e), Some(v)) => e == v,
+            (ValueMatch::Prefix(p), Some(v)) => v.starts_with(p.as_str()),
+            (ValueMatch::Suffix(s), Some(v)) => v.ends_with(s.as_str()),
+            (ValueMatch::Regex(r), Some(v)) => r.is_match(v),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct HeaderMatch {
+    pub name: HeaderName,
+    pub value: ValueMatch,
+    pub invert: bool,
+}
+
+#[derive(Debug)]
+pub struct QueryMatch {
+    pub name: String,
+    pub value: ValueMatch,
+}
+
+#[derive(Debug)]
+pub enum SanMatch {
+    Exact(String),
+    Prefix(String),
+    Suffix(String),
+}
+
+impl SanMatch {
+    pub fn matches(&self, san: &str) -> bool {
+        match self {
+            SanMatch::Exact(e) => san == e,
+            SanMatch::Prefix(p) => san.starts_with(p.as_str()),
+            SanMatch::Suffix(s) => san.ends_with(s.as_str()),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Matcher {
+    pub path: PathMatch,
+    pub headers: Vec<HeaderMatch>,
+    pub query: Vec<QueryMatch>,
+    pub methods: Vec<Method>,
+    pub peer_san: Option<SanMatch>,
+}
+
+impl Matcher {
+    pub fn matches(&self, rq: &RequestView<'_>) -> bool {
+        let path_ok = match &self.path {
+            PathMatch::Prefix(p) => rq.path.starts_with(p.as_str()),
+            PathMatch::Exact(p) => rq.path == p,
+            PathMatch::Regex(r) => r.is_match(rq.path),
+        };
+        if !path_ok {
+            return false;
+        }
+        if !self.methods.is_empty() && !self.methods.iter().any(|m| m == rq.method) {
+            return false;
+        }
+        for h in &self.headers {
+            // Several values of one header are matched joined by `,` as Envoy does.
+            let mut values = rq.headers.get_all(&h.name).iter();
+            let ok = match (values.next(), values.next()) {
+                (None, _) => h.value.matches(None),
+                (Some(v), None) => h.value.matches(v.to_str().ok()),
+                (Some(_), Some(_)) => {
+                    let joined: Vec<&str> = rq
+                        .headers
+                        .get_all(&h.name)
+                        .iter()
+                        .filter_map(|v| v.to_str().ok())
+                        .collect();
+                    h.value.matches(Some(&joined.join(",")))
+                }
+            };
+            if ok == h.invert {
+                return false;
+            }
+        }
+        for q in &self.query {
+            if !q.value.matches(query_param(rq.query, &q.name).as_deref()) {
+                return false;
+            }
+        }
+        if let Some(san) = &self.peer_san {
+            if !rq.peer_sans.iter().any(|s| san.matches(strip_san_kind(s))) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+fn strip_san_kind(s: &str) -> &str {
+    s.strip_prefix("URI=")
+        .or_else(|| s.strip_prefix("DNS="))
+        .unwrap_or(s)
+}
+
+/// The first value of `name` in a query string, percent-decoded.
+pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    for pair in query?.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k == name {
+            return Some(percent_decode(v));
+        }
+    }
+    None
+}
+
+fn percent_decode(s: &str) -> String {
+    if !s.contains('%') && !s.contains('+') {
+        return s.to_string();
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(v) => {
+                        out.push(v);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub on_5xx: bool,
+    pub on_gateway_error: bool,
+    pub on_connect_failure: bool,
+    pub on_reset: bool,
+    pub statuses: Vec<u16>,
+    pub per_try_timeout: Option<Duration>,
+}
+
+impl RetryPolicy {
+    pub fn retry_status(&self, status: u16) -> bool {
+        (self.on_5xx && status >= 500)
+            || (self.on_gateway_error && matches!(status, 502..=504))
+            || self.statuses.contains(&status)
+    }
+}
+
+pub enum Target {
+    Cluster(Arc<Cluster>),
+    Weighted {
+        clusters: Vec<(Arc<Cluster>, u32)>,
+        total: u32,
+    },
+    /// The header names a configured cluster; an unknown name is a 503.
+    Header(HeaderName),
+}
+
+pub struct RouteAction {
+    pub target: Target,
+    /// Time to response headers, retries included; None = no limit.
+    pub timeout: Option<Duration>,
+    pub retry: Option<RetryPolicy>,
+    pub prefix_rewrite: Option<String>,
+    pub host_rewrite: Option<HeaderValue>,
+}
+
+impl RouteAction {
+    /// The cluster for this request (weighted choice, or the header's cluster).
+    pub fn cluster<'a>(
+        &'a self,
+        router: &'a Router,
+        headers: &HeaderMap,
+    ) -> Option<&'a Arc<Cluster>> {
+        match &self.target {
+            Target::Cluster(c) => Some(c),
+            Target::Weighted { clusters, total } => {
+                let mut n = fastrand::u32(..(*total).max(1));
+                for (c, w) in clusters {
+                    if n < *w {
+                        return Some(c);
+                    }
+                    n -= w;
+                }
+                clusters.last().map(|(c, _)| c)
+            }
+            Target::Header(h) => {
+                let name = headers.get(h)?.to_str().ok()?;
+                router.clusters.get(name)
+            }
+        }
+    }
+}
+
+pub struct Redirect {
+    pub scheme: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub path: Option<String>,
+    pub prefix_rewrite: Option<String>,
+    pub status: StatusCode,
+    pub strip_query: bool,
+}
+
+pub struct DirectResponse {
+    pub status: StatusCode,
+    pub body: bytes::Bytes,
+    pub content_type: HeaderValue,
+}
+
+pub enum Action {
+    Route(RouteAction),
+    Redirect(Redirect),
+    Direct(DirectResponse),
+}
+
+pub struct Route {
+    /// Configured name, or `<vhost>/<index>`.
+    pub name: Arc<str>,
+    pub matcher: Matcher,
+    pub action: Action,
+    /// The listener's chain with this route's overrides applied.
+    pub filters: Arc<[Arc<dyn HttpFilter>]>,
+}
+
+pub struct VirtualHost {
+    pub name: Arc<str>,
+    pub routes: Vec<Route>,
+}
+
+/// A listener's route table.
+pub struct Router {
+    pub vhosts: Vec<VirtualHost>,
+    exact: HashMap<String, usize>,
+    suffixes: Vec<(String, usize)>,
+    wildcard: Option<usize>,
+    pub clusters: Arc<HashMap<String, Arc<Cluster>>>,
+}
+
+impl Router {
+    pub fn new(
+        vhosts: Vec<(VirtualHost, Vec<String>)>,
+        clusters: Arc<HashMap<String, Arc<Cluster>>>,
+    ) -> Router {
+        let mut exact = HashMap::new();
+        let mut suffixes = Vec::new();
+        let mut wildcard = None;
+        let mut out = Vec::new();
+        for (i, (vh, domains)) in vhosts.into_iter().enumerate() {
+            for d in domains {
+                let d = d.to_ascii_lowercase();
+                if d == "*" {
+                    wildcard.get_or_insert(i);
+                } else if let Some(s) = d.strip_prefix('*') {
+                    suffixes.push((s.to_string(), i));
+                } else {
+                    exact.entry(d).or_insert(i);
+                }
+            }
+            out.push(vh);
+        }
+        Router {
+            vhosts: out,
+            exact,
+            suffixes,
+            wildcard,
+            clusters,
+        }
+    }
+
+    /// The virtual host for `host` (lower-case, no port): the first in config order
+    /// whose domains match.
+    pub fn vhost(&self, host: &str) -> Option<&VirtualHost> {
+        let mut best = self.exact.get(host).copied();
+        for (s, i) in &self.suffixes {
+            if best.is_some_and(|b| b < *i) {
+                continue;
+            }
+            if host.len() > s.len() && host.ends_with(s.as_str()) {
+                best = Some(best.map_or(*i, |b| b.min(*i)));
+            }
+        }
+        if let Some(w) = self.wildcard {
+            best = Some(best.map_or(w, |b| b.min(w)));
+        }
+        best.and_then(|i| self.vhosts.get(i))
+    }
+
+    /// The first matching route.
+    pub fn route(&self, rq: &RequestView<'_>) -> Option<(&VirtualHost, &Route)> {
+        let vh = self.vhost(rq.host)?;
+        vh.routes
+            .iter()
+            .find(|r| r.matcher.matches(rq))
+            .map(|r| (vh, r))
+    }
+}

@@ -1,0 +1,368 @@
+//! The listener manager: binds listeners, runs accept loops, swaps snapshots on
+//! reload, and drains on shutdown.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use attache_filters::Services;
+use prometheus::IntCounter;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::accesslog::Sinks;
+use crate::config::raw::ListenerProtocol;
+use crate::config::snapshot::Listener;
+use crate::config::{Diagnostic, Snapshot};
+use crate::http::{ConnCtx, Runtime};
+use crate::stats::{Stats, CONFIG_RELOAD_TOTAL};
+
+/// Sets the log filter at runtime (`POST /logging?level=debug`).
+pub type LogLevelSetter = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// Why the server could not start or reload.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid config")]
+    Config(Vec<Diagnostic>),
+    #[error("listener `{name}`: cannot bind {addr}: {source}")]
+    Bind {
+        name: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("admin: cannot bind {addr}: {source}")]
+    AdminBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+struct RunningListener {
+    slot: Arc<ArcSwap<Runtime>>,
+    address: SocketAddr,
+    protocol: ListenerProtocol,
+    local: SocketAddr,
+    stop: watch::Sender<bool>,
+}
+
+pub struct LoadInfo {
+    pub hash: u64,
+    pub at: SystemTime,
+}
+
+/// Process-wide state shared by the accept loops and the admin endpoint.
+pub struct Server {
+    pub stats: Arc<Stats>,
+    pub services: Arc<Services>,
+    pub config_path: String,
+    pub snapshot: ArcSwap<Snapshot>,
+    pub load: ArcSwap<LoadInfo>,
+    pub started: Instant,
+    pub concurrency: usize,
+    pub health_failed: AtomicBool,
+    pub draining: AtomicBool,
+    /// Fires once: stop accepting and drain.
+    pub shutdown: watch::Sender<bool>,
+    active_connections: Arc<AtomicUsize>,
+    sinks: Sinks,
+    running: Mutex<HashMap<String, RunningListener>>,
+    reload_lock: tokio::sync::Mutex<()>,
+    reload_ok: IntCounter,
+    reload_failed: IntCounter,
+    pub log_level: LogLevelSetter,
+    pub admin_local: Mutex<Option<SocketAddr>>,
+}
+
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let domain = socket2::Domain::for_address(addr);
+    let sock = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    sock.set_reuse_address(true)?;
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(4096)?;
+    TcpListener::from_std(sock.into())
+}
+
+impl Server {
+    pub fn new(
+        config_path: String,
+        snapshot: Snapshot,
+        hash: u64,
+        stats: Arc<Stats>,
+        services: Arc<Services>,
+        concurrency: usize,
+        log_level: LogLevelSetter,
+    ) -> Arc<Server> {
+        let reload =
+            stats.counter_vec(CONFIG_RELOAD_TOTAL, "Config reloads by result", &["result"]);
+        let (shutdown, _) = watch::channel(false);
+        Arc::new(Server {
+            config_path,
+            snapshot: ArcSwap::from_pointee(snapshot),
+            load: ArcSwap::from_pointee(LoadInfo {
+                hash,
+                at: SystemTime::now(),
+            }),
+            started: Instant::now(),
+            concurrency,
+            health_failed: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            shutdown,
+            active_connections: Arc::new(AtomicUsize::new(0)),
+            sinks: Sinks::default(),
+            running: Mutex::new(HashMap::new()),
+            reload_lock: tokio::sync::Mutex::new(()),
+            reload_ok: reload.with_label_values(&["ok"]),
+            reload_failed: reload.with_label_values(&["failed"]),
+            stats,
+            services,
+            log_level,
+            admin_local: Mutex::new(None),
+        })
+    }
+
+    fn runtime_for(&self, l: &Arc<Listener>) -> Runtime {
+        let sink = l.access_log.as_ref().and_then(|cfg| match self.sinks.get(cfg, &l.name, &self.stats) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!(listener = %l.name, path = %cfg.path, error = %e, "cannot open access log");
+                None
+            }
+        });
+        Runtime {
+            listener: l.clone(),
+            sink,
+        }
+    }
+
+    /// Bind every listener of the current snapshot; nothing is served until all bind.
+    pub async fn bind_all(self: &Arc<Self>) -> Result<(), StartError> {
+        let snap = self.snapshot.load_full();
+        let mut bound = Vec::new();
+        for l in &snap.listeners {
+            let sock = bind(l.address).map_err(|source| StartError::Bind {
+                name: l.name.to_string(),
+                addr: l.address,
+                source,
+            })?;
+            bound.push((l.clone(), sock));
+        }
+        for (l, sock) in bound {
+            self.start_listener(&l, sock);
+        }
+        Ok(())
+    }
+
+    fn start_listener(self: &Arc<Self>, l: &Arc<Listener>, sock: TcpListener) {
+        let local = sock.local_addr().unwrap_or(l.address);
+        let slot = Arc::new(ArcSwap::from_pointee(self.runtime_for(l)));
+        let (stop, stop_rx) = watch::channel(false);
+        tracing::info!(listener = %l.name, address = %local, protocol = ?l.protocol, "listening");
+        let me = self.clone();
+        let s2 = slot.clone();
+        tokio::spawn(async move { me.accept_loop(sock, s2, stop_rx).await });
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        running.insert(
+            l.name.to_string(),
+            RunningListener {
+                slot,
+                address: l.address,
+                protocol: l.protocol,
+                local,
+                stop,
+            },
+        );
+    }
+
+    /// Addresses actually bound, by listener name.
+    pub fn bound_addresses(&self) -> Vec<(String, SocketAddr)> {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<_> = running.iter().map(|(n, r)| (n.clone(), r.local)).collect();
+        v.sort();
+        v
+    }
+
+    async fn accept_loop(
+        self: Arc<Self>,
+        sock: TcpListener,
+        slot: Arc<ArcSwap<Runtime>>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut shutdown = self.shutdown.subscribe();
+        loop {
+            let accepted = tokio::select! {
+                r = sock.accept() => r,
+                _ = shutdown.changed() => break,
+                _ = stop.changed() => break,
+            };
+            let (stream, remote) = match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let rt = slot.load();
+            let stats = rt.listener.stats.clone();
+            let protocol = rt.listener.protocol;
+            drop(rt);
+            stats.cx_total.inc();
+            stats.cx_active.inc();
+            let active = self.active_connections.clone();
+            active.fetch_add(1, Ordering::SeqCst);
+            let drain = self.shutdown.subscribe();
+            let drain_timeout = self.snapshot.load().drain_timeout;
+            let slot = slot.clone();
+            tokio::spawn(async move {
+                let ip = remote.ip().to_string();
+                let conn = Arc::new(ConnCtx {
+                    slot,
+                    remote,
+                    remote_str: remote.to_string(),
+                    remote_ip: ip,
+                    tls: false,
+                    peer_sans: Vec::new(),
+                });
+                match protocol {
+                    ListenerProtocol::Http => {
+                        crate::http::serve_connection(stream, conn, drain, drain_timeout).await
+                    }
+                    ListenerProtocol::Tcp | ListenerProtocol::Thrift => {
+                        tracing::error!("listener protocol not supported by this build");
+                    }
+                }
+                stats.cx_active.dec();
+                active.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+        tracing::info!("listener stopped accepting");
+    }
+
+    /// Re-read the config file; on success swap it in (new listeners bind, removed
+    /// ones stop accepting and drain, changed ones serve new requests from the new
+    /// snapshot). On failure the running config stays.
+    pub async fn reload(self: &Arc<Self>) -> Result<(), StartError> {
+        let _guard = self.reload_lock.lock().await;
+        let result = self.reload_inner();
+        match &result {
+            Ok(()) => {
+                self.reload_ok.inc();
+                tracing::info!(config = %self.config_path, "config reloaded");
+            }
+            Err(StartError::Config(diags)) => {
+                self.reload_failed.inc();
+                for d in diags {
+                    tracing::error!(error = %d, "config reload rejected");
+                }
+            }
+            Err(e) => {
+                self.reload_failed.inc();
+                tracing::error!(error = %e, "config reload failed");
+            }
+        }
+        result
+    }
+
+    fn reload_inner(self: &Arc<Self>) -> Result<(), StartError> {
+        let (snap, hash) =
+            crate::config::load_file(&self.config_path, &self.stats, &self.services, true)
+                .map_err(StartError::Config)?;
+        let old = self.snapshot.load_full();
+        if snap.admin_address != old.admin_address {
+            tracing::warn!("admin.address changes apply on restart only");
+        }
+        // Bind new listeners first: if one fails, nothing changes.
+        let mut to_bind = Vec::new();
+        {
+            let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            for l in &snap.listeners {
+                match running.get(&*l.name) {
+                    Some(r) if r.address == l.address && r.protocol == l.protocol => {}
+                    _ => to_bind.push(l.clone()),
+                }
+            }
+        }
+        let mut bound = Vec::new();
+        for l in to_bind {
+            // A listener whose address changed keeps its old socket until the new
+            // one is bound; same address + different protocol is rebound below.
+            let sock = match bind(l.address) {
+                Ok(s) => s,
+                Err(source) => {
+                    return Err(StartError::Bind {
+                        name: l.name.to_string(),
+                        addr: l.address,
+                        source,
+                    })
+                }
+            };
+            bound.push((l, sock));
+        }
+        let new_names: std::collections::HashSet<&str> =
+            snap.listeners.iter().map(|l| &*l.name).collect();
+        {
+            let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            // Removed or replaced listeners stop accepting; their connections drain.
+            let replaced: Vec<String> = bound.iter().map(|(l, _)| l.name.to_string()).collect();
+            running.retain(|name, r| {
+                let keep = new_names.contains(name.as_str()) && !replaced.contains(name);
+                if !keep {
+                    let _ = r.stop.send(true);
+                }
+                keep
+            });
+            for l in &snap.listeners {
+                if let Some(r) = running.get(&*l.name) {
+                    r.slot.store(Arc::new(self.runtime_for(l)));
+                }
+            }
+        }
+        for (l, sock) in bound {
+            self.start_listener(&l, sock);
+        }
+        self.snapshot.store(Arc::new(snap));
+        self.load.store(Arc::new(LoadInfo {
+            hash,
+            at: SystemTime::now(),
+        }));
+        Ok(())
+    }
+
+    /// Stop accepting, let in-flight requests finish (up to the drain timeout).
+    pub async fn drain(&self) {
+        if self.draining.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let timeout = self.snapshot.load().drain_timeout;
+        tracing::info!(timeout = ?timeout, "draining");
+        let _ = self.shutdown.send(true);
+        let deadline = Instant::now() + timeout;
+        while self.active_connections.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = self.active_connections.load(Ordering::SeqCst);
+        if left > 0 {
+            tracing::warn!(
+                connections = left,
+                "drain timeout; closing remaining connections"
+            );
+        } else {
+            tracing::info!("drained");
+        }
+    }
+
+    pub fn ready(&self) -> bool {
+        !self.draining.load(Ordering::SeqCst) && !self.health_failed.load(Ordering::SeqCst)
+    }
+
+    pub fn config_hash(&self) -> u64 {
+        self.load.load().hash
+    }
+}
