@@ -6,6 +6,8 @@
 pub enum ErrorKind {
     /// The request could not be accepted as it is (400).
     BadRequest,
+    /// Request headers over the listener's limits (431).
+    HeadersTooLarge,
     /// No route matched (404).
     NoRoute,
     /// `cluster_header` named no configured cluster (503).
@@ -44,6 +46,7 @@ impl std::fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let s = match self {
             ErrorKind::BadRequest => "bad request",
+            ErrorKind::HeadersTooLarge => "request header fields too large",
             ErrorKind::NoRoute => "no route matched",
             ErrorKind::NoCluster => "cluster not found",
             ErrorKind::NoHealthyUpstream => "no healthy upstream",

@@ -7,6 +7,7 @@ pub use body::rfc3339;
 pub mod normalize;
 mod proxy;
 pub mod respond;
+mod sniff;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -41,6 +42,8 @@ pub struct ConnCtx {
     pub tls: bool,
     /// Verified client certificate SANs (`URI=...`, `DNS=...`).
     pub peer_sans: Vec<String>,
+    /// Set when an HTTP/1 head carried both Content-Length and Transfer-Encoding.
+    pub framing_conflict: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Serve one downstream connection until it closes, or until `drain` fires, then
@@ -70,10 +73,12 @@ pub async fn serve_connection<IO>(
         .max_concurrent_streams(1024)
         .keep_alive_interval(Some(Duration::from_secs(60)));
     drop(rt);
+    let c2 = conn.clone();
     let svc = service_fn(move |req| {
-        let c = conn.clone();
+        let c = c2.clone();
         async move { Ok::<_, Infallible>(proxy::handle(req, c).await) }
     });
+    let io = sniff::Sniff::new(io, conn.framing_conflict.clone());
     let fut = b.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(fut);
     if *drain.borrow() {

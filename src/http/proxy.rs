@@ -154,10 +154,27 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Resp
         .iter()
         .collect();
     let conflicting = (cls.len() > 1 && cls.windows(2).any(|w| w[0] != w[1]))
-        || (!cls.is_empty() && parts.headers.contains_key(header::TRANSFER_ENCODING));
+        || (!cls.is_empty() && parts.headers.contains_key(header::TRANSFER_ENCODING))
+        || conn.framing_conflict.load(Ordering::Acquire);
     if conflicting {
         done.close_connection = true;
         return finish_local(ErrorKind::BadRequest, false, &mut sc, done, &http.filters);
+    }
+
+    // Header limits (hyper's read buffer bound is not an exact header limit).
+    let mut header_bytes = parts.uri.path_and_query().map_or(0, |p| p.as_str().len());
+    for (k, v) in parts.headers.iter() {
+        header_bytes += k.as_str().len() + v.len() + 4;
+    }
+    if header_bytes > http.max_header_bytes || parts.headers.len() > http.max_headers {
+        done.close_connection = true;
+        return finish_local(
+            ErrorKind::HeadersTooLarge,
+            false,
+            &mut sc,
+            done,
+            &http.filters,
+        );
     }
 
     // Normalize the path; the normalized one is routed and sent upstream.

@@ -9,6 +9,7 @@ use crate::error::ErrorKind;
 pub fn status_and_flag(kind: ErrorKind, retries_exhausted: bool) -> (StatusCode, &'static str) {
     let (status, flag) = match kind {
         ErrorKind::BadRequest => (StatusCode::BAD_REQUEST, "DPE"),
+        ErrorKind::HeadersTooLarge => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "DPE"),
         ErrorKind::NoRoute => (StatusCode::NOT_FOUND, "NR"),
         ErrorKind::NoCluster => (StatusCode::SERVICE_UNAVAILABLE, "NC"),
         ErrorKind::NoHealthyUpstream => (StatusCode::SERVICE_UNAVAILABLE, "UH"),

@@ -229,6 +229,7 @@ impl Server {
                     remote_ip: ip,
                     tls: false,
                     peer_sans: Vec::new(),
+                    framing_conflict: Default::default(),
                 });
                 match protocol {
                     ListenerProtocol::Http => {

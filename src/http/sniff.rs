@@ -1,0 +1,289 @@
+//! A read-side watcher for HTTP/1 request framing. hyper, following RFC 9112, drops
+//! `Content-Length` when `Transfer-Encoding` is also present and uses chunked framing;
+//! we want such requests (a request-smuggling signature) rejected, never forwarded.
+//! The watcher follows message boundaries in the byte stream (heads, counted and
+//! chunked bodies) and raises a flag on the connection when a head carries both.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+const MAX_LINE: usize = 128;
+
+#[derive(Debug)]
+enum State {
+    /// Reading a head; `line` keeps the start of the current line.
+    Head {
+        line: Vec<u8>,
+        first: bool,
+        cl: Option<u64>,
+        te: bool,
+        te_chunked: bool,
+        overflow: bool,
+    },
+    /// Skipping a counted body.
+    Body(u64),
+    /// Reading a chunk-size line.
+    ChunkSize(Vec<u8>),
+    /// Skipping chunk data (+ its CRLF).
+    ChunkData(u64),
+    /// Trailers after the last chunk, until an empty line.
+    Trailers { line_len: usize },
+    /// Not HTTP/1 (h2 preface) or unparseable: hyper decides.
+    Off,
+}
+
+fn new_head() -> State {
+    State::Head {
+        line: Vec::new(),
+        first: true,
+        cl: None,
+        te: false,
+        te_chunked: false,
+        overflow: false,
+    }
+}
+
+pub struct Sniff<IO> {
+    io: IO,
+    state: State,
+    flag: Arc<AtomicBool>,
+}
+
+impl<IO> Sniff<IO> {
+    pub fn new(io: IO, flag: Arc<AtomicBool>) -> Sniff<IO> {
+        Sniff {
+            io,
+            state: new_head(),
+            flag,
+        }
+    }
+
+    fn feed(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            match &mut self.state {
+                State::Off => return,
+                State::Body(n) => {
+                    let take = (*n).min(data.len() as u64);
+                    *n -= take;
+                    data = &data[take as usize..];
+                    if *n == 0 {
+                        self.state = new_head();
+                    }
+                }
+                State::ChunkData(n) => {
+                    let take = (*n).min(data.len() as u64);
+                    *n -= take;
+                    data = &data[take as usize..];
+                    if *n == 0 {
+                        self.state = State::ChunkSize(Vec::new());
+                    }
+                }
+                State::ChunkSize(line) => {
+                    let b = data[0];
+                    data = &data[1..];
+                    if b == b'\n' {
+                        let s = String::from_utf8_lossy(line);
+                        let s = s.trim();
+                        if s.is_empty() {
+                            // The CRLF after chunk data.
+                            line.clear();
+                            continue;
+                        }
+                        let hex = s.split(';').next().unwrap_or("").trim();
+                        match u64::from_str_radix(hex, 16) {
+                            Ok(0) => self.state = State::Trailers { line_len: 0 },
+                            Ok(n) => self.state = State::ChunkData(n),
+                            Err(_) => self.state = State::Off,
+                        }
+                    } else if line.len() < MAX_LINE {
+                        line.push(b);
+                    } else {
+                        self.state = State::Off;
+                    }
+                }
+                State::Trailers { line_len } => {
+                    let b = data[0];
+                    data = &data[1..];
+                    if b == b'\n' {
+                        if *line_len == 0 {
+                            self.state = new_head();
+                        } else {
+                            *line_len = 0;
+                        }
+                    } else if b != b'\r' {
+                        *line_len += 1;
+                    }
+                }
+                State::Head {
+                    line,
+                    first,
+                    cl,
+                    te,
+                    te_chunked,
+                    overflow,
+                } => {
+                    let b = data[0];
+                    data = &data[1..];
+                    if b != b'\n' {
+                        if line.len() < MAX_LINE {
+                            line.push(b);
+                        } else {
+                            *overflow = true;
+                        }
+                        continue;
+                    }
+                    if line.last() == Some(&b'\r') {
+                        line.pop();
+                    }
+                    if *first {
+                        if line.is_empty() {
+                            // Stray CRLF between messages is tolerated.
+                            continue;
+                        }
+                        if line.starts_with(b"PRI * HTTP/2") {
+                            self.state = State::Off;
+                            return;
+                        }
+                        *first = false;
+                        line.clear();
+                        *overflow = false;
+                        continue;
+                    }
+                    if line.is_empty() && !*overflow {
+                        // End of head.
+                        if cl.is_some() && *te {
+                            self.flag.store(true, Ordering::Release);
+                        }
+                        self.state = if *te {
+                            if *te_chunked {
+                                State::ChunkSize(Vec::new())
+                            } else {
+                                State::Off
+                            }
+                        } else {
+                            match *cl {
+                                Some(0) | None => new_head(),
+                                Some(n) => State::Body(n),
+                            }
+                        };
+                        continue;
+                    }
+                    let lower = line.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix(b"content-length:") {
+                        match std::str::from_utf8(v)
+                            .ok()
+                            .and_then(|s| s.trim().parse::<u64>().ok())
+                        {
+                            Some(n) => *cl = Some(n),
+                            None => {
+                                // hyper rejects it; stop following the stream.
+                                self.state = State::Off;
+                                return;
+                            }
+                        }
+                    } else if let Some(v) = lower.strip_prefix(b"transfer-encoding:") {
+                        *te = true;
+                        *te_chunked = v.trim_ascii().ends_with(b"chunked");
+                    }
+                    line.clear();
+                    *overflow = false;
+                }
+            }
+        }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Sniff<IO> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.io).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = &r {
+            if !matches!(this.state, State::Off) {
+                let new = buf.filled()[before..].to_vec();
+                this.feed(&new);
+            }
+        }
+        r
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Sniff<IO> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(chunks: &[&[u8]]) -> bool {
+        let flag = Arc::new(AtomicBool::new(false));
+        let mut s = Sniff::new((), flag.clone());
+        for c in chunks {
+            s.feed(c);
+        }
+        flag.load(Ordering::Acquire)
+    }
+
+    #[test]
+    fn flags_cl_and_te_in_either_order() {
+        assert!(run(&[b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"]));
+        assert!(run(&[
+            b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\ncontent-length: 5\r\n\r\n"
+        ]));
+    }
+
+    #[test]
+    fn follows_bodies_so_body_bytes_are_not_heads() {
+        let body = b"Content-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let mut req =
+            format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+        req.extend_from_slice(body);
+        req.extend_from_slice(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert!(!run(&[&req]));
+        // Byte by byte makes no difference.
+        let bytes: Vec<&[u8]> = req.chunks(1).collect();
+        assert!(!run(&bytes));
+        // Chunked bodies are followed too.
+        let chunked = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\nGET / HTTP/1.1\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert!(run(&[chunked]));
+    }
+
+    #[test]
+    fn ignores_h2_preface() {
+        assert!(!run(&[
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\ncontent-length: 1\r\ntransfer-encoding: x\r\n\r\n"
+        ]));
+    }
+}
