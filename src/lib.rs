@@ -1,3 +1,5 @@
 //! attache: an Envoy-style proxy for HTTP/1.1, HTTP/2, TCP and Thrift.
 
 pub mod config;
+pub mod tcp;
+pub mod tls;
