@@ -18,7 +18,7 @@ use tokio_rustls::TlsConnector;
 
 use crate::config::raw;
 
-use super::material::{self, load_identity, load_roots, Problems};
+use super::material::{self, load_pair, load_roots, Problems};
 use super::reload::{self, Reload};
 use super::validate::{usable, validate_cluster_with};
 use super::verify::SanServerVerifier;
@@ -45,7 +45,9 @@ pub struct ClientTls {
 
 impl std::fmt::Debug for ClientTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientTls").field("cluster", &self.cluster).finish_non_exhaustive()
+        f.debug_struct("ClientTls")
+            .field("cluster", &self.cluster)
+            .finish_non_exhaustive()
     }
 }
 
@@ -65,7 +67,10 @@ impl ClientTls {
         let paths = watched_paths(tls);
         let initial = reload::fingerprint(&paths);
         let loaded = load(tls)?;
-        let sni = tls.sni.as_deref().and_then(|s| ServerName::try_from(s.to_string()).ok());
+        let sni = tls
+            .sni
+            .as_deref()
+            .and_then(|s| ServerName::try_from(s.to_string()).ok());
 
         let hs = stats.counter_vec(
             CLUSTER_HANDSHAKE_TOTAL,
@@ -129,7 +134,10 @@ impl ClientTls {
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
-        let name = self.sni.clone().unwrap_or(ServerName::IpAddress(endpoint_ip.into()));
+        let name = self
+            .sni
+            .clone()
+            .unwrap_or(ServerName::IpAddress(endpoint_ip.into()));
         let connector = TlsConnector::from(self.config());
         match connector.connect(name, io).await {
             Ok(s) => {
@@ -163,7 +171,11 @@ impl Reload for ClientTls {
 }
 
 fn watched_paths(tls: &raw::ClusterTls) -> Vec<String> {
-    [&tls.ca, &tls.cert_chain, &tls.private_key].into_iter().flatten().cloned().collect()
+    [&tls.ca, &tls.cert_chain, &tls.private_key]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect()
 }
 
 /// Read every file of a cluster `tls:` block and build its rustls config.
@@ -172,16 +184,21 @@ pub(crate) fn load(tls: &raw::ClusterTls) -> Result<Loaded, Problems> {
     let now = material::now_unix();
     let mut problems = Problems::new();
     let roots = usable(&tls.ca).and_then(|p| load_roots(p, "ca", &mut problems));
-    let identity = match (usable(&tls.cert_chain), usable(&tls.private_key)) {
-        (Some(c), Some(k)) => {
-            load_identity(c, k, "cert_chain", "private_key", &provider, now, &mut problems)
-        }
-        _ => None,
-    };
+    let identity = load_pair(
+        usable(&tls.cert_chain),
+        usable(&tls.private_key),
+        "cert_chain",
+        "private_key",
+        &provider,
+        now,
+        &mut problems,
+    );
     if !problems.is_empty() {
         return Err(problems);
     }
-    let Some(roots) = roots else { return Err(problems) };
+    let Some(roots) = roots else {
+        return Err(problems);
+    };
     if tls.cert_chain.is_some() && identity.is_none() {
         return Err(problems);
     }
@@ -192,21 +209,37 @@ pub(crate) fn load(tls: &raw::ClusterTls) -> Result<Loaded, Problems> {
     let builder = if tls.verify_sans.is_empty() {
         let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
             .build()
-            .map_err(|e| vec![("ca".to_string(), format!("cannot verify servers with it: {e}"))])?;
+            .map_err(|e| {
+                vec![(
+                    "ca".to_string(),
+                    format!("cannot verify servers with it: {e}"),
+                )]
+            })?;
         builder.with_webpki_verifier(verifier)
     } else {
         let algs = provider.signature_verification_algorithms;
-        builder.dangerous().with_custom_certificate_verifier(Arc::new(SanServerVerifier::new(
-            roots,
-            algs,
-            tls.verify_sans.clone(),
-        )))
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(SanServerVerifier::new(
+                roots,
+                algs,
+                tls.verify_sans.clone(),
+            )))
     };
     let client_cert_not_after = identity.as_ref().map(|id| id.leaf.not_after);
     let mut config = match identity {
-        Some(id) => builder.with_client_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(id.key))),
+        Some(id) => builder
+            .with_client_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(id.key))),
         None => builder.with_no_client_auth(),
     };
-    config.alpn_protocols = tls.alpn.iter().flatten().map(|p| p.as_bytes().to_vec()).collect();
-    Ok(Loaded { config: Arc::new(config), client_cert_not_after })
+    config.alpn_protocols = tls
+        .alpn
+        .iter()
+        .flatten()
+        .map(|p| p.as_bytes().to_vec())
+        .collect();
+    Ok(Loaded {
+        config: Arc::new(config),
+        client_cert_not_after,
+    })
 }

@@ -71,7 +71,10 @@ pub fn parse_certs(pem: &[u8], path: &str) -> Result<Vec<CertificateDer<'static>
     }
     for (i, c) in certs.iter().enumerate() {
         if X509Certificate::from_der(c.as_ref()).is_err() {
-            return Err(format!("certificate {} in `{path}` does not parse as X.509", i + 1));
+            return Err(format!(
+                "certificate {} in `{path}` does not parse as X.509",
+                i + 1
+            ));
         }
     }
     Ok(certs)
@@ -198,10 +201,16 @@ fn describe_time(ts: i64) -> String {
 /// Check a certificate is inside its validity period at `now`.
 pub fn check_validity(facts: &CertFacts, now: i64, what: &str) -> Result<(), String> {
     if now > facts.not_after {
-        return Err(format!("{what} expired on {}", describe_time(facts.not_after)));
+        return Err(format!(
+            "{what} expired on {}",
+            describe_time(facts.not_after)
+        ));
     }
     if now < facts.not_before {
-        return Err(format!("{what} is not valid before {}", describe_time(facts.not_before)));
+        return Err(format!(
+            "{what} is not valid before {}",
+            describe_time(facts.not_before)
+        ));
     }
     Ok(())
 }
@@ -273,7 +282,41 @@ pub fn load_identity(
     if problems.len() != before {
         return None;
     }
-    Some(Identity { key: Arc::new(certified), leaf: leaf? })
+    Some(Identity {
+        key: Arc::new(certified),
+        leaf: leaf?,
+    })
+}
+
+/// Like [`load_identity`] for a pair where either side may be missing (a shape
+/// problem reported elsewhere): the side that is there is still read and checked,
+/// so every file problem shows up in one run.
+#[allow(clippy::too_many_arguments)]
+pub fn load_pair(
+    chain: Option<&str>,
+    key: Option<&str>,
+    chain_key: &str,
+    key_key: &str,
+    provider: &CryptoProvider,
+    now: i64,
+    problems: &mut Problems,
+) -> Option<Identity> {
+    match (chain, key) {
+        (Some(c), Some(k)) => load_identity(c, k, chain_key, key_key, provider, now, problems),
+        (Some(c), None) => {
+            if let Err(e) = read_file(c).and_then(|b| parse_certs(&b, c)) {
+                problems.push((chain_key.to_string(), e));
+            }
+            None
+        }
+        (None, Some(k)) => {
+            if let Err(e) = read_file(k).and_then(|b| parse_key(&b, k)) {
+                problems.push((key_key.to_string(), e));
+            }
+            None
+        }
+        (None, None) => None,
+    }
 }
 
 /// Load a CA bundle into a root store; every certificate must parse.
@@ -291,7 +334,10 @@ pub fn load_roots(path: &str, key: &str, problems: &mut Problems) -> Option<Root
         if let Err(e) = roots.add(c) {
             problems.push((
                 key.to_string(),
-                format!("certificate {} in CA bundle `{path}` is not a usable trust anchor: {e}", i + 1),
+                format!(
+                    "certificate {} in CA bundle `{path}` is not a usable trust anchor: {e}",
+                    i + 1
+                ),
             ));
             ok = false;
         }

@@ -23,12 +23,18 @@ mod xfcc;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+pub(crate) mod testutil;
 
 pub use client::ClientTls;
 pub use material::{CertFacts, Problems};
 pub use reload::POLL_INTERVAL;
-pub use server::{HandshakeError, HandshakeFailure, PeerInfo, ServerTls, DEFAULT_HANDSHAKE_TIMEOUT};
-pub use validate::{validate_cluster, validate_cluster_with, validate_listener, validate_listener_with};
+pub use server::{
+    HandshakeError, HandshakeFailure, PeerInfo, ServerTls, DEFAULT_HANDSHAKE_TIMEOUT,
+};
+pub use validate::{
+    validate_cluster, validate_cluster_with, validate_listener, validate_listener_with,
+};
 pub use verify::SanMatch;
 pub use xfcc::{apply_xfcc, xfcc_value, XFCC};
 

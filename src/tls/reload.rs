@@ -46,7 +46,9 @@ pub(crate) fn fingerprint(paths: &[String]) -> u64 {
 /// Start the poller when a tokio runtime is running; without one (a plain `validate`
 /// or a unit test) material is loaded once and never reloaded.
 pub(crate) fn spawn<T: Reload>(target: &Arc<T>, paths: Vec<String>, initial: u64) {
-    let Ok(handle) = tokio::runtime::Handle::try_current() else { return };
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
     let weak: Weak<T> = Arc::downgrade(target);
     handle.spawn(watch(weak, paths, initial));
 }

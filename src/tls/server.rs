@@ -19,7 +19,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::raw;
 
-use super::material::{self, cert_facts, load_identity, load_roots, sha256_hex, Identity, Problems};
+use super::material::{self, cert_facts, load_pair, load_roots, sha256_hex, Identity, Problems};
 use super::reload::{self, Reload};
 use super::validate::{usable, validate_listener_with, versions};
 use super::verify::{AllowlistClientVerifier, SanMatch, SAN_DENIED};
@@ -53,7 +53,10 @@ pub struct PeerInfo {
 impl PeerInfo {
     /// All SANs, URI first then DNS (what a route's `peer_san` match looks at).
     pub fn sans(&self) -> impl Iterator<Item = &str> {
-        self.uri_sans.iter().chain(self.dns_sans.iter()).map(String::as_str)
+        self.uri_sans
+            .iter()
+            .chain(self.dns_sans.iter())
+            .map(String::as_str)
     }
 }
 
@@ -88,10 +91,14 @@ impl HandshakeFailure {
 
     /// Classify what tokio-rustls returned from a server handshake.
     pub fn classify(err: &std::io::Error) -> HandshakeFailure {
-        let rustls_err = err.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>());
+        let rustls_err = err
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<rustls::Error>());
         match rustls_err {
             Some(rustls::Error::NoCertificatesPresented) => HandshakeFailure::NoClientCert,
-            Some(rustls::Error::InvalidCertificate(c)) if *c == SAN_DENIED => HandshakeFailure::SanDenied,
+            Some(rustls::Error::InvalidCertificate(c)) if *c == SAN_DENIED => {
+                HandshakeFailure::SanDenied
+            }
             Some(rustls::Error::InvalidCertificate(_)) => HandshakeFailure::BadClientCert,
             _ => HandshakeFailure::Protocol,
         }
@@ -177,7 +184,9 @@ pub struct ServerTls {
 
 impl std::fmt::Debug for ServerTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerTls").field("listener", &self.listener).finish_non_exhaustive()
+        f.debug_struct("ServerTls")
+            .field("listener", &self.listener)
+            .finish_non_exhaustive()
     }
 }
 
@@ -205,7 +214,12 @@ impl ServerTls {
         let expiry: HashMap<String, IntGauge> = loaded
             .expiries
             .iter()
-            .map(|(label, _)| (label.clone(), expiry_vec.with_label_values(&[listener, label])))
+            .map(|(label, _)| {
+                (
+                    label.clone(),
+                    expiry_vec.with_label_values(&[listener, label]),
+                )
+            })
             .collect();
         let reloads = stats.counter_vec(
             RELOAD_TOTAL,
@@ -216,7 +230,10 @@ impl ServerTls {
             listener: listener.to_string(),
             raw: tls.clone(),
             current: ArcSwap::from_pointee(loaded),
-            handshake_timeout: tls.handshake_timeout.map(|d| d.0).unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT),
+            handshake_timeout: tls
+                .handshake_timeout
+                .map(|d| d.0)
+                .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT),
             handshakes: HandshakeCounters::new(stats, listener),
             reload_ok: reloads.with_label_values(&[listener, "ok"]),
             reload_failed: reloads.with_label_values(&[listener, "failed"]),
@@ -256,13 +273,19 @@ impl ServerTls {
         match tokio::time::timeout(self.handshake_timeout, acceptor.accept(io)).await {
             Err(_) => {
                 self.handshakes.timeout.inc();
-                Err(HandshakeError { kind: HandshakeFailure::Timeout, source: None })
+                Err(HandshakeError {
+                    kind: HandshakeFailure::Timeout,
+                    source: None,
+                })
             }
             Ok(Err(e)) => {
                 let kind = HandshakeFailure::classify(&e);
                 self.handshakes.failed(kind).inc();
                 tracing::debug!(listener = %self.listener, result = kind.as_str(), error = %e, "tls handshake failed");
-                Err(HandshakeError { kind, source: Some(e) })
+                Err(HandshakeError {
+                    kind,
+                    source: Some(e),
+                })
             }
             Ok(Ok(stream)) => {
                 let peer = peer_info(stream.get_ref().1, current.local_uri.clone());
@@ -355,21 +378,25 @@ pub(crate) fn load(tls: &raw::ListenerTls) -> Result<Loaded, Problems> {
     let now = material::now_unix();
     let mut problems = Problems::new();
 
-    let default = match (usable(&tls.cert_chain), usable(&tls.private_key)) {
-        (Some(c), Some(k)) => {
-            load_identity(c, k, "cert_chain", "private_key", &provider, now, &mut problems)
-        }
-        _ => None,
-    };
+    let default = load_pair(
+        usable(&tls.cert_chain),
+        usable(&tls.private_key),
+        "cert_chain",
+        "private_key",
+        &provider,
+        now,
+        &mut problems,
+    );
     let mut by_name: Vec<(&raw::SniCertificate, Identity)> = Vec::new();
     for (i, c) in tls.certificates.iter().enumerate() {
-        let (ck, kk) = (format!("certificates.{i}.cert_chain"), format!("certificates.{i}.private_key"));
-        if material::check_path(&c.cert_chain).is_err() || material::check_path(&c.private_key).is_err() {
-            continue;
-        }
-        if let Some(id) =
-            load_identity(&c.cert_chain, &c.private_key, &ck, &kk, &provider, now, &mut problems)
-        {
+        let (ck, kk) = (
+            format!("certificates.{i}.cert_chain"),
+            format!("certificates.{i}.private_key"),
+        );
+        let ok = |p: &'_ str| material::check_path(p).is_ok();
+        let chain = Some(c.cert_chain.as_str()).filter(|p| ok(p));
+        let key = Some(c.private_key.as_str()).filter(|p| ok(p));
+        if let Some(id) = load_pair(chain, key, &ck, &kk, &provider, now, &mut problems) {
             by_name.push((c, id));
         }
     }
@@ -389,7 +416,9 @@ pub(crate) fn load(tls: &raw::ListenerTls) -> Result<Loaded, Problems> {
     if tls.client_ca.is_some() && roots.is_none() {
         return Err(problems);
     }
-    let Some(versions) = versions(&tls.min_version) else { return Err(problems) };
+    let Some(versions) = versions(&tls.min_version) else {
+        return Err(problems);
+    };
 
     let mut expiries = Vec::new();
     let mut exact = HashMap::new();
@@ -403,7 +432,9 @@ pub(crate) fn load(tls: &raw::ListenerTls) -> Result<Loaded, Problems> {
         for name in &c.server_names {
             let name = name.to_ascii_lowercase();
             match name.strip_prefix("*.") {
-                Some(parent) => wildcard.entry(parent.to_string()).or_insert_with(|| id.key.clone()),
+                Some(parent) => wildcard
+                    .entry(parent.to_string())
+                    .or_insert_with(|| id.key.clone()),
                 None => exact.entry(name).or_insert_with(|| id.key.clone()),
             };
         }
@@ -413,7 +444,11 @@ pub(crate) fn load(tls: &raw::ListenerTls) -> Result<Loaded, Problems> {
         None => return Err(problems),
     };
     let local_uri = default_id.leaf.uri_sans.first().cloned();
-    let resolver = SniResolver { exact, wildcard, default: default_id.key };
+    let resolver = SniResolver {
+        exact,
+        wildcard,
+        default: default_id.key,
+    };
 
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions)
@@ -425,10 +460,16 @@ pub(crate) fn load(tls: &raw::ListenerTls) -> Result<Loaded, Problems> {
                 vb = vb.allow_unauthenticated();
             }
             let webpki = vb.build().map_err(|e| {
-                vec![("client_ca".to_string(), format!("cannot verify client certificates with it: {e}"))]
+                vec![(
+                    "client_ca".to_string(),
+                    format!("cannot verify client certificates with it: {e}"),
+                )]
             })?;
-            let allow: Vec<SanMatch> =
-                tls.allowed_client_sans.iter().filter_map(SanMatch::compile).collect();
+            let allow: Vec<SanMatch> = tls
+                .allowed_client_sans
+                .iter()
+                .filter_map(SanMatch::compile)
+                .collect();
             let verifier: Arc<dyn ClientCertVerifier> = if allow.is_empty() {
                 webpki
             } else {
@@ -439,7 +480,15 @@ pub(crate) fn load(tls: &raw::ListenerTls) -> Result<Loaded, Problems> {
         None => builder.with_no_client_auth(),
     };
     let mut config = builder.with_cert_resolver(Arc::new(resolver));
-    config.alpn_protocols =
-        tls.alpn.iter().flatten().map(|p| p.as_bytes().to_vec()).collect();
-    Ok(Loaded { config: Arc::new(config), local_uri, expiries })
+    config.alpn_protocols = tls
+        .alpn
+        .iter()
+        .flatten()
+        .map(|p| p.as_bytes().to_vec())
+        .collect();
+    Ok(Loaded {
+        config: Arc::new(config),
+        local_uri,
+        expiries,
+    })
 }

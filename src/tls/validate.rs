@@ -101,7 +101,10 @@ fn check_min_version(problems: &mut Problems, min_version: &Option<String>) {
 fn check_alpn(problems: &mut Problems, alpn: &Option<Vec<String>>) {
     let Some(list) = alpn else { return };
     if list.is_empty() {
-        problems.push(("alpn".to_string(), "alpn is empty; remove it or list protocols".to_string()));
+        problems.push((
+            "alpn".to_string(),
+            "alpn is empty; remove it or list protocols".to_string(),
+        ));
     }
     for (i, p) in list.iter().enumerate() {
         let bad = if p.is_empty() {
@@ -109,7 +112,9 @@ fn check_alpn(problems: &mut Problems, alpn: &Option<Vec<String>>) {
         } else if p.len() > 255 {
             Some("protocol name is longer than 255 bytes".to_string())
         } else if !p.bytes().all(|b| b.is_ascii_graphic()) {
-            Some(format!("protocol name `{p}` has spaces or non-ASCII characters"))
+            Some(format!(
+                "protocol name `{p}` has spaces or non-ASCII characters"
+            ))
         } else if list[..i].contains(p) {
             Some(format!("protocol `{p}` is listed twice"))
         } else {
@@ -124,7 +129,9 @@ fn check_alpn(problems: &mut Problems, alpn: &Option<Vec<String>>) {
 fn check_server_name(name: &str) -> Result<(), String> {
     let host = name.strip_prefix("*.").unwrap_or(name);
     if host.contains('*') {
-        return Err(format!("server name `{name}`: only a leading `*.` wildcard is supported"));
+        return Err(format!(
+            "server name `{name}`: only a leading `*.` wildcard is supported"
+        ));
     }
     match ServerName::try_from(host) {
         Ok(ServerName::DnsName(_)) => Ok(()),
@@ -143,9 +150,17 @@ fn listener_static(tls: &raw::ListenerTls) -> Problems {
     pair(&mut problems, "", &tls.cert_chain, &tls.private_key);
     for (i, c) in tls.certificates.iter().enumerate() {
         let prefix = format!("certificates.{i}.");
-        pair(&mut problems, &prefix, &Some(c.cert_chain.clone()), &Some(c.private_key.clone()));
+        pair(
+            &mut problems,
+            &prefix,
+            &Some(c.cert_chain.clone()),
+            &Some(c.private_key.clone()),
+        );
         if c.server_names.is_empty() {
-            problems.push((format!("{prefix}server_names"), "server_names is empty".to_string()));
+            problems.push((
+                format!("{prefix}server_names"),
+                "server_names is empty".to_string(),
+            ));
         }
         for (j, name) in c.server_names.iter().enumerate() {
             if let Err(e) = check_server_name(name) {
@@ -182,8 +197,13 @@ fn listener_static(tls: &raw::ListenerTls) -> Problems {
                 format!("allowed_client_sans.{i}"),
                 "set exactly one of exact, prefix, suffix".to_string(),
             )),
-            Some(SanMatch::Exact(s) | SanMatch::Prefix(s) | SanMatch::Suffix(s)) if s.is_empty() => {
-                problems.push((format!("allowed_client_sans.{i}"), "matcher value is empty".to_string()))
+            Some(SanMatch::Exact(s) | SanMatch::Prefix(s) | SanMatch::Suffix(s))
+                if s.is_empty() =>
+            {
+                problems.push((
+                    format!("allowed_client_sans.{i}"),
+                    "matcher value is empty".to_string(),
+                ))
             }
             Some(_) => {}
         }
@@ -192,7 +212,10 @@ fn listener_static(tls: &raw::ListenerTls) -> Problems {
     check_min_version(&mut problems, &tls.min_version);
     if let Some(d) = tls.handshake_timeout {
         if d.0.is_zero() {
-            problems.push(("handshake_timeout".to_string(), "handshake_timeout must be above zero".to_string()));
+            problems.push((
+                "handshake_timeout".to_string(),
+                "handshake_timeout must be above zero".to_string(),
+            ));
         }
     }
     problems
@@ -211,7 +234,10 @@ fn cluster_static(tls: &raw::ClusterTls) -> Problems {
     pair(&mut problems, "", &tls.cert_chain, &tls.private_key);
     if let Some(sni) = &tls.sni {
         if ServerName::try_from(sni.as_str()).is_err() {
-            problems.push(("sni".to_string(), format!("sni `{sni}` is not a DNS name or IP address")));
+            problems.push((
+                "sni".to_string(),
+                format!("sni `{sni}` is not a DNS name or IP address"),
+            ));
         }
     }
     for (i, s) in tls.verify_sans.iter().enumerate() {

@@ -87,7 +87,9 @@ impl ClientCertVerifier for AllowlistClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
-        let verified = self.inner.verify_client_cert(end_entity, intermediates, now)?;
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
         let facts = cert_facts(end_entity.as_ref())
             .map_err(|_| Error::InvalidCertificate(CertificateError::BadEncoding))?;
         let allowed = facts
@@ -137,7 +139,11 @@ pub struct SanServerVerifier {
 }
 
 impl SanServerVerifier {
-    pub fn new(roots: Arc<RootCertStore>, algs: WebPkiSupportedAlgorithms, sans: Vec<String>) -> Self {
+    pub fn new(
+        roots: Arc<RootCertStore>,
+        algs: WebPkiSupportedAlgorithms,
+        sans: Vec<String>,
+    ) -> Self {
         SanServerVerifier { roots, algs, sans }
     }
 }

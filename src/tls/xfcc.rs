@@ -144,7 +144,10 @@ mod tests {
 
     fn forged() -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(XFCC.clone(), HeaderValue::from_static("URI=spiffe://evil/admin"));
+        h.insert(
+            XFCC.clone(),
+            HeaderValue::from_static("URI=spiffe://evil/admin"),
+        );
         h
     }
 
@@ -152,9 +155,15 @@ mod tests {
     fn sanitize_set_replaces_a_forged_header() {
         let mut h = forged();
         apply_xfcc(&mut h, ForwardClientCert::SanitizeSet, Some(&peer()));
-        let v = h.get(&XFCC).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let v = h
+            .get(&XFCC)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
         assert!(!v.contains("evil"), "{v}");
-        assert!(v.contains("URI=spiffe://example.org/ns/web/sa/frontend"), "{v}");
+        assert!(
+            v.contains("URI=spiffe://example.org/ns/web/sa/frontend"),
+            "{v}"
+        );
         assert_eq!(h.get_all(&XFCC).iter().count(), 1);
     }
 
@@ -167,14 +176,19 @@ mod tests {
 
     #[test]
     fn forged_header_without_client_cert_is_removed_under_every_policy() {
-        for policy in
-            [ForwardClientCert::Sanitize, ForwardClientCert::SanitizeSet, ForwardClientCert::AppendForward]
-        {
+        for policy in [
+            ForwardClientCert::Sanitize,
+            ForwardClientCert::SanitizeSet,
+            ForwardClientCert::AppendForward,
+        ] {
             let mut h = forged();
             apply_xfcc(&mut h, policy, None);
             assert!(h.get(&XFCC).is_none(), "{policy:?}");
             let mut h = forged();
-            let no_cert = PeerInfo { alpn_h2: true, ..PeerInfo::default() };
+            let no_cert = PeerInfo {
+                alpn_h2: true,
+                ..PeerInfo::default()
+            };
             apply_xfcc(&mut h, policy, Some(&no_cert));
             assert!(h.get(&XFCC).is_none(), "{policy:?}");
         }
@@ -185,8 +199,15 @@ mod tests {
         let mut h = forged();
         h.append(XFCC.clone(), HeaderValue::from_static("URI=spiffe://hop2"));
         apply_xfcc(&mut h, ForwardClientCert::AppendForward, Some(&peer()));
-        let v = h.get(&XFCC).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-        assert!(v.starts_with("URI=spiffe://evil/admin,URI=spiffe://hop2,By="), "{v}");
+        let v = h
+            .get(&XFCC)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            v.starts_with("URI=spiffe://evil/admin,URI=spiffe://hop2,By="),
+            "{v}"
+        );
         assert_eq!(h.get_all(&XFCC).iter().count(), 1);
     }
 }
