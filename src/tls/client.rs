@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use arc_swap::ArcSwap;
 use attache_filters::Stats;
@@ -19,7 +19,7 @@ use tokio_rustls::TlsConnector;
 use crate::config::raw;
 
 use super::material::{self, load_pair, load_roots, Problems};
-use super::reload::{self, Reload};
+use super::reload::{self, Reload, Watch};
 use super::validate::{usable, validate_cluster_with};
 use super::verify::SanServerVerifier;
 use super::{CLUSTER_CERT_EXPIRY, CLUSTER_HANDSHAKE_TOTAL, CLUSTER_RELOAD_TOTAL};
@@ -41,6 +41,8 @@ pub struct ClientTls {
     reload_ok: IntCounter,
     reload_failed: IntCounter,
     expiry: IntGauge,
+    me: Weak<ClientTls>,
+    watch: Watch,
 }
 
 impl std::fmt::Debug for ClientTls {
@@ -89,7 +91,9 @@ impl ClientTls {
                 &["cluster", "cert"],
             )
             .with_label_values(&[cluster, "client"]);
-        let client = Arc::new(ClientTls {
+        let client = Arc::new_cyclic(|me| ClientTls {
+            me: me.clone(),
+            watch: Watch::new(paths, initial),
             cluster: cluster.to_string(),
             raw: tls.clone(),
             sni,
@@ -101,7 +105,7 @@ impl ClientTls {
             expiry,
         });
         client.publish_expiry();
-        reload::spawn(&client, paths, initial);
+        client.watch.ensure_started(&client.me);
         Ok(client)
     }
 
@@ -138,6 +142,7 @@ impl ClientTls {
             .sni
             .clone()
             .unwrap_or(ServerName::IpAddress(endpoint_ip.into()));
+        self.watch.ensure_started(&self.me);
         let connector = TlsConnector::from(self.config());
         match connector.connect(name, io).await {
             Ok(s) => {

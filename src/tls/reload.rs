@@ -5,6 +5,7 @@
 //! files; no inotify. The task holds only a `Weak` and ends once its owner is gone.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -43,14 +44,39 @@ pub(crate) fn fingerprint(paths: &[String]) -> u64 {
     h.finish()
 }
 
-/// Start the poller when a tokio runtime is running; without one (a plain `validate`
-/// or a unit test) material is loaded once and never reloaded.
-pub(crate) fn spawn<T: Reload>(target: &Arc<T>, paths: Vec<String>, initial: u64) {
-    let Ok(handle) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
-    let weak: Weak<T> = Arc::downgrade(target);
-    handle.spawn(watch(weak, paths, initial));
+/// The watched files of one owner and whether its poller runs yet.
+pub(crate) struct Watch {
+    paths: Vec<String>,
+    initial: u64,
+    started: AtomicBool,
+}
+
+impl Watch {
+    /// `initial` is the fingerprint taken just before the material was loaded.
+    pub(crate) fn new(paths: Vec<String>, initial: u64) -> Watch {
+        Watch {
+            paths,
+            initial,
+            started: AtomicBool::new(false),
+        }
+    }
+
+    /// Start the poller once, on the current tokio runtime. Called at build and on
+    /// every handshake, so material built before the runtime started (e.g. while
+    /// `main` validates the config) is still watched once traffic flows. Without a
+    /// runtime this does nothing.
+    pub(crate) fn ensure_started<T: Reload>(&self, owner: &Weak<T>) {
+        if self.started.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        handle.spawn(watch(owner.clone(), self.paths.clone(), self.initial));
+    }
 }
 
 async fn watch<T: Reload>(weak: Weak<T>, paths: Vec<String>, mut applied: u64) {

@@ -3,7 +3,7 @@
 //! metric, and the verified peer's identity.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -20,7 +20,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::raw;
 
 use super::material::{self, cert_facts, load_pair, load_roots, sha256_hex, Identity, Problems};
-use super::reload::{self, Reload};
+use super::reload::{self, Reload, Watch};
 use super::validate::{usable, validate_listener_with, versions};
 use super::verify::{AllowlistClientVerifier, SanMatch, SAN_DENIED};
 use super::{CERT_EXPIRY, HANDSHAKE_TOTAL, RELOAD_TOTAL};
@@ -180,6 +180,8 @@ pub struct ServerTls {
     reload_ok: IntCounter,
     reload_failed: IntCounter,
     expiry: HashMap<String, IntGauge>,
+    me: Weak<ServerTls>,
+    watch: Watch,
 }
 
 impl std::fmt::Debug for ServerTls {
@@ -226,7 +228,9 @@ impl ServerTls {
             "Listener certificate reloads by result",
             &["listener", "result"],
         );
-        let server = Arc::new(ServerTls {
+        let server = Arc::new_cyclic(|me| ServerTls {
+            me: me.clone(),
+            watch: Watch::new(paths, initial),
             listener: listener.to_string(),
             raw: tls.clone(),
             current: ArcSwap::from_pointee(loaded),
@@ -240,7 +244,7 @@ impl ServerTls {
             expiry,
         });
         server.publish_expiry();
-        reload::spawn(&server, paths, initial);
+        server.watch.ensure_started(&server.me);
         Ok(server)
     }
 
@@ -257,6 +261,14 @@ impl ServerTls {
         &self.listener
     }
 
+    /// The effective `forward_client_cert` policy (default `sanitize_set`), for
+    /// [`apply_xfcc`](super::apply_xfcc).
+    pub fn forward_client_cert(&self) -> raw::ForwardClientCert {
+        self.raw
+            .forward_client_cert
+            .unwrap_or(raw::ForwardClientCert::SanitizeSet)
+    }
+
     /// The rustls config new handshakes use now.
     pub fn config(&self) -> Arc<ServerConfig> {
         self.current.load().config.clone()
@@ -268,6 +280,7 @@ impl ServerTls {
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
+        self.watch.ensure_started(&self.me);
         let current = self.current.load_full();
         let acceptor = TlsAcceptor::from(current.config.clone());
         match tokio::time::timeout(self.handshake_timeout, acceptor.accept(io)).await {

@@ -101,11 +101,18 @@ fn validate_reports_every_problem_at_once() {
         allowed_client_sans: vec![SanMatcher::Exact(FRONTEND.into())],
         alpn: Some(vec!["h2".into(), "".into(), "h2".into()]),
         min_version: Some("1.1".into()),
-        certificates: vec![SniCertificate {
-            server_names: vec!["bad name".into()],
-            cert_chain: "/nonexistent/a.pem".into(),
-            private_key: "".into(),
-        }],
+        certificates: vec![
+            SniCertificate {
+                server_names: vec!["bad name".into(), "api.example.com".into()],
+                cert_chain: "/nonexistent/a.pem".into(),
+                private_key: "".into(),
+            },
+            SniCertificate {
+                server_names: vec!["API.example.com".into()],
+                cert_chain: "/nonexistent/b.pem".into(),
+                private_key: "/nonexistent/b.key".into(),
+            },
+        ],
         ..Default::default()
     };
     let problems = validate_listener(&raw);
@@ -119,6 +126,10 @@ fn validate_reports_every_problem_at_once() {
         "min_version",
         "certificates.0.server_names.0",
         "certificates.0.private_key",
+        "certificates.0.cert_chain",
+        "certificates.1.server_names.0",
+        "certificates.1.cert_chain",
+        "certificates.1.private_key",
     ] {
         assert!(k.contains(want), "missing {want} in {problems:?}");
     }
@@ -742,6 +753,42 @@ async fn rotation_picks_up_new_files_and_keeps_old_on_a_broken_one() -> Result<(
     let got = rustls_ping(addr, cfg, "localhost").await?;
     assert!(got.server_cert == staged.der);
     Ok(())
+}
+
+#[test]
+fn material_built_before_the_runtime_is_watched_once_traffic_flows() -> Result<()> {
+    let f = fixture()?;
+    let stats = Stats::new();
+    // Built with no runtime (as `main` may do while validating).
+    let tls = ServerTls::build(&mtls_raw(&f), "l", &stats).map_err(|p| anyhow::anyhow!("{p:?}"))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let (addr, _seen) = echo_server(tls).await?;
+        let cfg = client_config(f.pki.roots()?, Some(&f.client), &[])?;
+        rustls_ping(addr, cfg.clone(), "localhost").await?;
+        let staged = f.pki.issue(
+            "server-next",
+            &Leaf {
+                dns: &["localhost"],
+                ..Leaf::new("next")
+            },
+        )?;
+        std::fs::copy(&staged.cert, &f.server.cert)?;
+        std::fs::copy(&staged.key, &f.server.key)?;
+        eventually(Duration::from_secs(5), || {
+            let (cfg, want) = (cfg.clone(), staged.der.clone());
+            async move {
+                rustls_ping(addr, cfg, "localhost")
+                    .await
+                    .map(|r| r.server_cert == want)
+                    .unwrap_or(false)
+            }
+        })
+        .await
+    })
 }
 
 // ---- upstream (ClientTls) ----

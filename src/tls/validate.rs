@@ -148,6 +148,7 @@ fn listener_static(tls: &raw::ListenerTls) -> Problems {
         ));
     }
     pair(&mut problems, "", &tls.cert_chain, &tls.private_key);
+    let mut seen_names = std::collections::HashSet::new();
     for (i, c) in tls.certificates.iter().enumerate() {
         let prefix = format!("certificates.{i}.");
         pair(
@@ -165,6 +166,11 @@ fn listener_static(tls: &raw::ListenerTls) -> Problems {
         for (j, name) in c.server_names.iter().enumerate() {
             if let Err(e) = check_server_name(name) {
                 problems.push((format!("{prefix}server_names.{j}"), e));
+            } else if !seen_names.insert(name.to_ascii_lowercase()) {
+                problems.push((
+                    format!("{prefix}server_names.{j}"),
+                    format!("server name `{name}` is already served by an earlier certificate"),
+                ));
             }
         }
     }
