@@ -8,4 +8,6 @@ pub mod http;
 pub mod router;
 pub mod server;
 pub mod stats;
+pub mod tcp;
+pub mod tls;
 pub mod upstream;

@@ -1,0 +1,507 @@
+//! Downstream TLS termination: the listener's rustls `ServerConfig` (SNI certificate
+//! choice, client certificate verification, ALPN), the timed handshake with its
+//! metric, and the verified peer's identity.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use attache_filters::Stats;
+use prometheus::{IntCounter, IntGauge};
+use rustls::server::danger::ClientCertVerifier;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{ServerConfig, ServerConnection};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::raw;
+
+use super::material::{self, cert_facts, load_pair, load_roots, sha256_hex, Identity, Problems};
+use super::reload::{self, Reload, Watch};
+use super::validate::{usable, validate_listener_with, versions};
+use super::verify::{AllowlistClientVerifier, SanMatch, SAN_DENIED};
+use super::{CERT_EXPIRY, HANDSHAKE_TOTAL, RELOAD_TOTAL};
+
+/// Handshake timeout when the config sets none.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The identity of a downstream peer after a successful handshake.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// The client presented a certificate and it verified (chain, validity, allowlist).
+    pub has_client_cert: bool,
+    /// URI SANs of the client certificate (SPIFFE IDs), in certificate order.
+    pub uri_sans: Vec<String>,
+    /// DNS SANs of the client certificate, in certificate order.
+    pub dns_sans: Vec<String>,
+    /// Client certificate subject in RFC 2253 form (`CN=web,O=Example`); empty without one.
+    pub subject: String,
+    /// Lowercase hex SHA-256 of the client certificate's DER; empty without one.
+    pub cert_sha256_hex: String,
+    /// ALPN settled on `h2`: serve HTTP/2.
+    pub alpn_h2: bool,
+    /// The SNI name the client asked for, if any.
+    pub sni: Option<String>,
+    /// Our own identity: the first URI SAN of the listener's default certificate
+    /// (XFCC `By=`).
+    pub local_uri: Option<String>,
+}
+
+impl PeerInfo {
+    /// All SANs, URI first then DNS (what a route's `peer_san` match looks at).
+    pub fn sans(&self) -> impl Iterator<Item = &str> {
+        self.uri_sans
+            .iter()
+            .chain(self.dns_sans.iter())
+            .map(String::as_str)
+    }
+}
+
+/// Why a handshake failed; also the `result` label of `attache_tls_handshake_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HandshakeFailure {
+    /// Client certificate required and none sent.
+    NoClientCert,
+    /// Client certificate did not verify: unknown CA, expired, not yet valid, bad EKU,
+    /// bad signature or encoding.
+    BadClientCert,
+    /// Verified client certificate, but no SAN on `allowed_client_sans`.
+    SanDenied,
+    /// Not TLS, an unsupported version, no shared cipher/ALPN, a truncated hello, a
+    /// reset or EOF mid-handshake.
+    Protocol,
+    /// The handshake did not finish within `handshake_timeout`.
+    Timeout,
+}
+
+impl HandshakeFailure {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandshakeFailure::NoClientCert => "no_client_cert",
+            HandshakeFailure::BadClientCert => "bad_client_cert",
+            HandshakeFailure::SanDenied => "san_denied",
+            HandshakeFailure::Protocol => "protocol_error",
+            HandshakeFailure::Timeout => "timeout",
+        }
+    }
+
+    /// Classify what tokio-rustls returned from a server handshake.
+    pub fn classify(err: &std::io::Error) -> HandshakeFailure {
+        let rustls_err = err
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<rustls::Error>());
+        match rustls_err {
+            Some(rustls::Error::NoCertificatesPresented) => HandshakeFailure::NoClientCert,
+            Some(rustls::Error::InvalidCertificate(c)) if *c == SAN_DENIED => {
+                HandshakeFailure::SanDenied
+            }
+            Some(rustls::Error::InvalidCertificate(_)) => HandshakeFailure::BadClientCert,
+            _ => HandshakeFailure::Protocol,
+        }
+    }
+}
+
+/// A failed downstream handshake. Branch on [`HandshakeError::kind`], not the text.
+#[derive(Debug, thiserror::Error)]
+#[error("tls handshake failed: {}", kind.as_str())]
+pub struct HandshakeError {
+    kind: HandshakeFailure,
+    #[source]
+    source: Option<std::io::Error>,
+}
+
+impl HandshakeError {
+    pub fn kind(&self) -> HandshakeFailure {
+        self.kind
+    }
+
+    pub fn is_timeout(&self) -> bool {
+        self.kind == HandshakeFailure::Timeout
+    }
+}
+
+struct HandshakeCounters {
+    ok: IntCounter,
+    no_client_cert: IntCounter,
+    bad_client_cert: IntCounter,
+    san_denied: IntCounter,
+    protocol_error: IntCounter,
+    timeout: IntCounter,
+}
+
+impl HandshakeCounters {
+    fn new(stats: &Stats, listener: &str) -> Self {
+        let vec = stats.counter_vec(
+            HANDSHAKE_TOTAL,
+            "Downstream TLS handshakes by outcome",
+            &["listener", "result"],
+        );
+        let h = |r: &str| vec.with_label_values(&[listener, r]);
+        HandshakeCounters {
+            ok: h("ok"),
+            no_client_cert: h(HandshakeFailure::NoClientCert.as_str()),
+            bad_client_cert: h(HandshakeFailure::BadClientCert.as_str()),
+            san_denied: h(HandshakeFailure::SanDenied.as_str()),
+            protocol_error: h(HandshakeFailure::Protocol.as_str()),
+            timeout: h(HandshakeFailure::Timeout.as_str()),
+        }
+    }
+
+    fn failed(&self, kind: HandshakeFailure) -> &IntCounter {
+        match kind {
+            HandshakeFailure::NoClientCert => &self.no_client_cert,
+            HandshakeFailure::BadClientCert => &self.bad_client_cert,
+            HandshakeFailure::SanDenied => &self.san_denied,
+            HandshakeFailure::Protocol => &self.protocol_error,
+            HandshakeFailure::Timeout => &self.timeout,
+        }
+    }
+}
+
+/// What one load of the files produced.
+pub(crate) struct Loaded {
+    config: Arc<ServerConfig>,
+    local_uri: Option<String>,
+    /// (cert label, not_after) in `cert_labels` order.
+    expiries: Vec<(String, i64)>,
+}
+
+/// A listener's TLS: the current rustls config (swapped on rotation) and its metrics.
+pub struct ServerTls {
+    listener: String,
+    raw: raw::ListenerTls,
+    current: ArcSwap<Loaded>,
+    handshake_timeout: Duration,
+    handshakes: HandshakeCounters,
+    reload_ok: IntCounter,
+    reload_failed: IntCounter,
+    expiry: HashMap<String, IntGauge>,
+    me: Weak<ServerTls>,
+    watch: Watch,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("listener", &self.listener)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerTls {
+    /// Validate and load everything, register metrics, and (inside a tokio runtime)
+    /// start the file watcher. Errors are every problem, keyed as in `validate_listener`.
+    pub fn build(
+        tls: &raw::ListenerTls,
+        listener: &str,
+        stats: &Stats,
+    ) -> Result<Arc<ServerTls>, Problems> {
+        let problems = validate_listener_with(tls, true);
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let paths = watched_paths(tls);
+        let initial = reload::fingerprint(&paths);
+        let loaded = load(tls)?;
+
+        let expiry_vec = stats.gauge_vec(
+            CERT_EXPIRY,
+            "Unix time at which a serving certificate expires",
+            &["listener", "cert"],
+        );
+        let expiry: HashMap<String, IntGauge> = loaded
+            .expiries
+            .iter()
+            .map(|(label, _)| {
+                (
+                    label.clone(),
+                    expiry_vec.with_label_values(&[listener, label]),
+                )
+            })
+            .collect();
+        let reloads = stats.counter_vec(
+            RELOAD_TOTAL,
+            "Listener certificate reloads by result",
+            &["listener", "result"],
+        );
+        let server = Arc::new_cyclic(|me| ServerTls {
+            me: me.clone(),
+            watch: Watch::new(paths, initial),
+            listener: listener.to_string(),
+            raw: tls.clone(),
+            current: ArcSwap::from_pointee(loaded),
+            handshake_timeout: tls
+                .handshake_timeout
+                .map(|d| d.0)
+                .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT),
+            handshakes: HandshakeCounters::new(stats, listener),
+            reload_ok: reloads.with_label_values(&[listener, "ok"]),
+            reload_failed: reloads.with_label_values(&[listener, "failed"]),
+            expiry,
+        });
+        server.publish_expiry();
+        server.watch.ensure_started(&server.me);
+        Ok(server)
+    }
+
+    fn publish_expiry(&self) {
+        for (label, not_after) in &self.current.load().expiries {
+            if let Some(g) = self.expiry.get(label) {
+                g.set(*not_after);
+            }
+        }
+    }
+
+    /// The listener this belongs to.
+    pub fn listener(&self) -> &str {
+        &self.listener
+    }
+
+    /// The effective `forward_client_cert` policy (default `sanitize_set`), for
+    /// [`apply_xfcc`](super::apply_xfcc).
+    pub fn forward_client_cert(&self) -> raw::ForwardClientCert {
+        self.raw
+            .forward_client_cert
+            .unwrap_or(raw::ForwardClientCert::SanitizeSet)
+    }
+
+    /// The rustls config new handshakes use now.
+    pub fn config(&self) -> Arc<ServerConfig> {
+        self.current.load().config.clone()
+    }
+
+    /// Run the server handshake under the handshake timeout and count its outcome.
+    /// On failure the connection is dropped (closed); nothing else is affected.
+    pub async fn accept<IO>(&self, io: IO) -> Result<(TlsStream<IO>, PeerInfo), HandshakeError>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        self.watch.ensure_started(&self.me);
+        let current = self.current.load_full();
+        let acceptor = TlsAcceptor::from(current.config.clone());
+        match tokio::time::timeout(self.handshake_timeout, acceptor.accept(io)).await {
+            Err(_) => {
+                self.handshakes.timeout.inc();
+                Err(HandshakeError {
+                    kind: HandshakeFailure::Timeout,
+                    source: None,
+                })
+            }
+            Ok(Err(e)) => {
+                let kind = HandshakeFailure::classify(&e);
+                self.handshakes.failed(kind).inc();
+                tracing::debug!(listener = %self.listener, result = kind.as_str(), error = %e, "tls handshake failed");
+                Err(HandshakeError {
+                    kind,
+                    source: Some(e),
+                })
+            }
+            Ok(Ok(stream)) => {
+                let peer = peer_info(stream.get_ref().1, current.local_uri.clone());
+                self.handshakes.ok.inc();
+                Ok((stream, peer))
+            }
+        }
+    }
+}
+
+impl Reload for ServerTls {
+    fn scope(&self) -> (&'static str, &str) {
+        ("listener", &self.listener)
+    }
+
+    fn reload(&self) -> Result<(), Problems> {
+        let loaded = load(&self.raw)?;
+        self.current.store(Arc::new(loaded));
+        self.publish_expiry();
+        Ok(())
+    }
+
+    fn counters(&self) -> (&IntCounter, &IntCounter) {
+        (&self.reload_ok, &self.reload_failed)
+    }
+}
+
+fn peer_info(conn: &ServerConnection, local_uri: Option<String>) -> PeerInfo {
+    let mut peer = PeerInfo {
+        alpn_h2: conn.alpn_protocol() == Some(b"h2"),
+        sni: conn.server_name().map(str::to_string),
+        local_uri,
+        ..PeerInfo::default()
+    };
+    if let Some(leaf) = conn.peer_certificates().and_then(|c| c.first()) {
+        peer.has_client_cert = true;
+        peer.cert_sha256_hex = sha256_hex(leaf.as_ref());
+        if let Ok(facts) = cert_facts(leaf.as_ref()) {
+            peer.uri_sans = facts.uri_sans;
+            peer.dns_sans = facts.dns_sans;
+            peer.subject = facts.subject;
+        }
+    }
+    peer
+}
+
+/// Every file a listener's TLS reads (watched for rotation).
+fn watched_paths(tls: &raw::ListenerTls) -> Vec<String> {
+    let mut paths: Vec<String> = Vec::new();
+    paths.extend(tls.cert_chain.iter().cloned());
+    paths.extend(tls.private_key.iter().cloned());
+    for c in &tls.certificates {
+        paths.push(c.cert_chain.clone());
+        paths.push(c.private_key.clone());
+    }
+    paths.extend(tls.client_ca.iter().cloned());
+    paths
+}
+
+/// Chooses the certificate by SNI: exact name, then `*.parent`, then the default.
+#[derive(Debug)]
+struct SniResolver {
+    exact: HashMap<String, Arc<CertifiedKey>>,
+    wildcard: HashMap<String, Arc<CertifiedKey>>,
+    default: Arc<CertifiedKey>,
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let Some(name) = hello.server_name() else {
+            return Some(self.default.clone());
+        };
+        let name = name.to_ascii_lowercase();
+        if let Some(k) = self.exact.get(&name) {
+            return Some(k.clone());
+        }
+        if let Some((_, parent)) = name.split_once('.') {
+            if let Some(k) = self.wildcard.get(parent) {
+                return Some(k.clone());
+            }
+        }
+        Some(self.default.clone())
+    }
+}
+
+/// Read every file of a listener `tls:` block and build its rustls config.
+/// Only well-formed paths are read; shape problems are `validate`'s to report.
+pub(crate) fn load(tls: &raw::ListenerTls) -> Result<Loaded, Problems> {
+    let provider = material::provider();
+    let now = material::now_unix();
+    let mut problems = Problems::new();
+
+    let default = load_pair(
+        usable(&tls.cert_chain),
+        usable(&tls.private_key),
+        "cert_chain",
+        "private_key",
+        &provider,
+        now,
+        &mut problems,
+    );
+    let mut by_name: Vec<(&raw::SniCertificate, Identity)> = Vec::new();
+    for (i, c) in tls.certificates.iter().enumerate() {
+        let (ck, kk) = (
+            format!("certificates.{i}.cert_chain"),
+            format!("certificates.{i}.private_key"),
+        );
+        let ok = |p: &'_ str| material::check_path(p).is_ok();
+        let chain = Some(c.cert_chain.as_str()).filter(|p| ok(p));
+        let key = Some(c.private_key.as_str()).filter(|p| ok(p));
+        if let Some(id) = load_pair(chain, key, &ck, &kk, &provider, now, &mut problems) {
+            by_name.push((c, id));
+        }
+    }
+    let roots = match (&tls.client_ca, usable(&tls.client_ca)) {
+        (None, _) => None,
+        (Some(_), Some(p)) => load_roots(p, "client_ca", &mut problems),
+        (Some(_), None) => return Err(problems),
+    };
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let expected = usize::from(tls.cert_chain.is_some()) + tls.certificates.len();
+    if expected != usize::from(default.is_some()) + by_name.len() || expected == 0 {
+        // A shape problem (reported by the static check) left something unloaded.
+        return Err(problems);
+    }
+    if tls.client_ca.is_some() && roots.is_none() {
+        return Err(problems);
+    }
+    let Some(versions) = versions(&tls.min_version) else {
+        return Err(problems);
+    };
+
+    let mut expiries = Vec::new();
+    let mut exact = HashMap::new();
+    let mut wildcard = HashMap::new();
+    if let Some(d) = &default {
+        expiries.push(("default".to_string(), d.leaf.not_after));
+    }
+    for (c, id) in &by_name {
+        let label = c.server_names.first().cloned().unwrap_or_default();
+        expiries.push((label, id.leaf.not_after));
+        for name in &c.server_names {
+            let name = name.to_ascii_lowercase();
+            match name.strip_prefix("*.") {
+                Some(parent) => wildcard
+                    .entry(parent.to_string())
+                    .or_insert_with(|| id.key.clone()),
+                None => exact.entry(name).or_insert_with(|| id.key.clone()),
+            };
+        }
+    }
+    let default_id = match default.as_ref().or(by_name.first().map(|(_, id)| id)) {
+        Some(id) => id.clone(),
+        None => return Err(problems),
+    };
+    let local_uri = default_id.leaf.uri_sans.first().cloned();
+    let resolver = SniResolver {
+        exact,
+        wildcard,
+        default: default_id.key,
+    };
+
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+        .map_err(|e| vec![("min_version".to_string(), format!("unsupported: {e}"))])?;
+    let builder = match roots {
+        Some(roots) => {
+            let mut vb = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            if tls.require_client_cert == Some(false) {
+                vb = vb.allow_unauthenticated();
+            }
+            let webpki = vb.build().map_err(|e| {
+                vec![(
+                    "client_ca".to_string(),
+                    format!("cannot verify client certificates with it: {e}"),
+                )]
+            })?;
+            let allow: Vec<SanMatch> = tls
+                .allowed_client_sans
+                .iter()
+                .filter_map(SanMatch::compile)
+                .collect();
+            let verifier: Arc<dyn ClientCertVerifier> = if allow.is_empty() {
+                webpki
+            } else {
+                Arc::new(AllowlistClientVerifier::new(webpki, allow))
+            };
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(Arc::new(resolver));
+    config.alpn_protocols = tls
+        .alpn
+        .iter()
+        .flatten()
+        .map(|p| p.as_bytes().to_vec())
+        .collect();
+    Ok(Loaded {
+        config: Arc::new(config),
+        local_uri,
+        expiries,
+    })
+}

@@ -1,0 +1,256 @@
+//! Validation of `tls:` blocks: every problem at once, keyed by the dotted path
+//! relative to the block. The static part never touches the filesystem (that is
+//! what `--skip-files` runs); the file part reads and parses every PEM file.
+
+use rustls::pki_types::ServerName;
+
+use crate::config::raw;
+
+use super::material::{check_path, Problems};
+use super::verify::SanMatch;
+use super::{client, server};
+
+/// Full validation of a listener `tls:` block, files included.
+pub fn validate_listener(tls: &raw::ListenerTls) -> Problems {
+    validate_listener_with(tls, false)
+}
+
+/// Validation of a listener `tls:` block; with `skip_files` only the shape of
+/// paths is checked, nothing is read.
+pub fn validate_listener_with(tls: &raw::ListenerTls, skip_files: bool) -> Problems {
+    let mut problems = listener_static(tls);
+    if !skip_files {
+        if let Err(mut file_problems) = server::load(tls) {
+            problems.append(&mut file_problems);
+        }
+    }
+    problems
+}
+
+/// Full validation of a cluster `tls:` block, files included.
+pub fn validate_cluster(tls: &raw::ClusterTls) -> Problems {
+    validate_cluster_with(tls, false)
+}
+
+/// Validation of a cluster `tls:` block; with `skip_files` nothing is read.
+pub fn validate_cluster_with(tls: &raw::ClusterTls, skip_files: bool) -> Problems {
+    let mut problems = cluster_static(tls);
+    if !skip_files {
+        if let Err(mut file_problems) = client::load(tls) {
+            problems.append(&mut file_problems);
+        }
+    }
+    problems
+}
+
+/// True when a configured path is present and well-formed (files are read only then).
+pub(crate) fn usable(path: &Option<String>) -> Option<&str> {
+    path.as_deref().filter(|p| check_path(p).is_ok())
+}
+
+fn check_opt_path(problems: &mut Problems, key: &str, path: &Option<String>) {
+    if let Some(p) = path {
+        if let Err(e) = check_path(p) {
+            problems.push((key.to_string(), e));
+        }
+    }
+}
+
+fn pair(problems: &mut Problems, prefix: &str, chain: &Option<String>, key: &Option<String>) {
+    match (chain, key) {
+        (Some(_), None) => problems.push((
+            format!("{prefix}private_key"),
+            "cert_chain is set but private_key is missing".to_string(),
+        )),
+        (None, Some(_)) => problems.push((
+            format!("{prefix}cert_chain"),
+            "private_key is set but cert_chain is missing".to_string(),
+        )),
+        _ => {}
+    }
+    check_opt_path(problems, &format!("{prefix}cert_chain"), chain);
+    check_opt_path(problems, &format!("{prefix}private_key"), key);
+}
+
+/// The TLS versions a `min_version` allows; `None` for a bad value.
+pub(crate) fn versions(
+    min_version: &Option<String>,
+) -> Option<&'static [&'static rustls::SupportedProtocolVersion]> {
+    static BOTH: &[&rustls::SupportedProtocolVersion] =
+        &[&rustls::version::TLS13, &rustls::version::TLS12];
+    static ONLY13: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+    match min_version.as_deref().map(str::trim) {
+        None | Some("1.2") => Some(BOTH),
+        Some("1.3") => Some(ONLY13),
+        Some(_) => None,
+    }
+}
+
+fn check_min_version(problems: &mut Problems, min_version: &Option<String>) {
+    if versions(min_version).is_none() {
+        let v = min_version.as_deref().unwrap_or_default();
+        let msg = if matches!(v.trim(), "1.0" | "1.1") {
+            format!("TLS {} is not supported; use \"1.2\" or \"1.3\"", v.trim())
+        } else {
+            format!("min_version `{v}` is not one of \"1.2\", \"1.3\"")
+        };
+        problems.push(("min_version".to_string(), msg));
+    }
+}
+
+fn check_alpn(problems: &mut Problems, alpn: &Option<Vec<String>>) {
+    let Some(list) = alpn else { return };
+    if list.is_empty() {
+        problems.push((
+            "alpn".to_string(),
+            "alpn is empty; remove it or list protocols".to_string(),
+        ));
+    }
+    for (i, p) in list.iter().enumerate() {
+        let bad = if p.is_empty() {
+            Some("protocol name is empty".to_string())
+        } else if p.len() > 255 {
+            Some("protocol name is longer than 255 bytes".to_string())
+        } else if !p.bytes().all(|b| b.is_ascii_graphic()) {
+            Some(format!(
+                "protocol name `{p}` has spaces or non-ASCII characters"
+            ))
+        } else if list[..i].contains(p) {
+            Some(format!("protocol `{p}` is listed twice"))
+        } else {
+            None
+        };
+        if let Some(msg) = bad {
+            problems.push((format!("alpn.{i}"), msg));
+        }
+    }
+}
+
+fn check_server_name(name: &str) -> Result<(), String> {
+    let host = name.strip_prefix("*.").unwrap_or(name);
+    if host.contains('*') {
+        return Err(format!(
+            "server name `{name}`: only a leading `*.` wildcard is supported"
+        ));
+    }
+    match ServerName::try_from(host) {
+        Ok(ServerName::DnsName(_)) => Ok(()),
+        _ => Err(format!("server name `{name}` is not a DNS name")),
+    }
+}
+
+fn listener_static(tls: &raw::ListenerTls) -> Problems {
+    let mut problems = Problems::new();
+    if tls.cert_chain.is_none() && tls.private_key.is_none() && tls.certificates.is_empty() {
+        problems.push((
+            "cert_chain".to_string(),
+            "a tls block needs cert_chain and private_key, or certificates".to_string(),
+        ));
+    }
+    pair(&mut problems, "", &tls.cert_chain, &tls.private_key);
+    let mut seen_names = std::collections::HashSet::new();
+    for (i, c) in tls.certificates.iter().enumerate() {
+        let prefix = format!("certificates.{i}.");
+        pair(
+            &mut problems,
+            &prefix,
+            &Some(c.cert_chain.clone()),
+            &Some(c.private_key.clone()),
+        );
+        if c.server_names.is_empty() {
+            problems.push((
+                format!("{prefix}server_names"),
+                "server_names is empty".to_string(),
+            ));
+        }
+        for (j, name) in c.server_names.iter().enumerate() {
+            if let Err(e) = check_server_name(name) {
+                problems.push((format!("{prefix}server_names.{j}"), e));
+            } else if !seen_names.insert(name.to_ascii_lowercase()) {
+                problems.push((
+                    format!("{prefix}server_names.{j}"),
+                    format!("server name `{name}` is already served by an earlier certificate"),
+                ));
+            }
+        }
+    }
+    check_opt_path(&mut problems, "client_ca", &tls.client_ca);
+    if tls.client_ca.is_none() {
+        if !tls.allowed_client_sans.is_empty() {
+            problems.push((
+                "allowed_client_sans".to_string(),
+                "allowed_client_sans needs client_ca (client certificates are not verified without it)"
+                    .to_string(),
+            ));
+        }
+        if tls.require_client_cert == Some(true) {
+            problems.push((
+                "require_client_cert".to_string(),
+                "require_client_cert needs client_ca".to_string(),
+            ));
+        }
+    }
+    if tls.require_client_cert == Some(false) && !tls.allowed_client_sans.is_empty() {
+        problems.push((
+            "allowed_client_sans".to_string(),
+            "allowed_client_sans with require_client_cert: false would let clients without a certificate through"
+                .to_string(),
+        ));
+    }
+    for (i, m) in tls.allowed_client_sans.iter().enumerate() {
+        match SanMatch::compile(m) {
+            None => problems.push((
+                format!("allowed_client_sans.{i}"),
+                "set exactly one of exact, prefix, suffix".to_string(),
+            )),
+            Some(SanMatch::Exact(s) | SanMatch::Prefix(s) | SanMatch::Suffix(s))
+                if s.is_empty() =>
+            {
+                problems.push((
+                    format!("allowed_client_sans.{i}"),
+                    "matcher value is empty".to_string(),
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    check_alpn(&mut problems, &tls.alpn);
+    check_min_version(&mut problems, &tls.min_version);
+    if let Some(d) = tls.handshake_timeout {
+        if d.0.is_zero() {
+            problems.push((
+                "handshake_timeout".to_string(),
+                "handshake_timeout must be above zero".to_string(),
+            ));
+        }
+    }
+    problems
+}
+
+fn cluster_static(tls: &raw::ClusterTls) -> Problems {
+    let mut problems = Problems::new();
+    match &tls.ca {
+        None => problems.push((
+            "ca".to_string(),
+            "ca is required: upstream certificates are verified against it (there are no system roots)"
+                .to_string(),
+        )),
+        Some(_) => check_opt_path(&mut problems, "ca", &tls.ca),
+    }
+    pair(&mut problems, "", &tls.cert_chain, &tls.private_key);
+    if let Some(sni) = &tls.sni {
+        if ServerName::try_from(sni.as_str()).is_err() {
+            problems.push((
+                "sni".to_string(),
+                format!("sni `{sni}` is not a DNS name or IP address"),
+            ));
+        }
+    }
+    for (i, s) in tls.verify_sans.iter().enumerate() {
+        if s.trim().is_empty() {
+            problems.push((format!("verify_sans.{i}"), "name is empty".to_string()));
+        }
+    }
+    check_alpn(&mut problems, &tls.alpn);
+    problems
+}
