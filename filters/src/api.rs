@@ -19,6 +19,7 @@ use bytes::Bytes;
 use http::{request, response, Response, StatusCode};
 use serde::de::DeserializeOwned;
 
+use crate::services::Services;
 use crate::stats::Stats;
 
 /// What a filter wants the proxy to do next.
@@ -60,7 +61,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(message: impl Into<String>) -> ConfigError {
-        ConfigError { path: Vec::new(), message: message.into() }
+        ConfigError {
+            path: Vec::new(),
+            message: message.into(),
+        }
     }
 
     /// An error located at `key` (a dotted path such as `csrf.allowed_origins`).
@@ -73,7 +77,10 @@ impl ConfigError {
                 Err(_) => PathSeg::Key(s.to_string()),
             })
             .collect();
-        ConfigError { path, message: message.into() }
+        ConfigError {
+            path,
+            message: message.into(),
+        }
     }
 
     /// Prefix this error's path with `seg`.
@@ -98,6 +105,9 @@ pub struct FactoryContext<'a> {
     pub listener: &'a str,
     /// Whether the listener terminates TLS (e.g. HSTS only makes sense then).
     pub tls: bool,
+    /// Process-lifetime state that survives config reloads (e.g. the `/sli` board).
+    /// The proxy creates one [`Services`] per process and hands it to every factory.
+    pub services: &'a Services,
 }
 
 /// Turns typed config into a filter. One implementation per filter; registered in
@@ -112,7 +122,10 @@ pub trait HttpFilterFactory: Send + Sync + 'static {
         Vec::new()
     }
     /// Build shared state once per config load (compiled regexes, metric handles).
-    fn build(cfg: Self::Config, cx: &FactoryContext<'_>) -> Result<Arc<dyn HttpFilter>, ConfigError>;
+    fn build(
+        cfg: Self::Config,
+        cx: &FactoryContext<'_>,
+    ) -> Result<Arc<dyn HttpFilter>, ConfigError>;
 }
 
 /// Per-stream facts and scratch space shared by the filters of one chain.
@@ -140,6 +153,10 @@ pub struct StreamCtx {
     pub duration: Option<std::time::Duration>,
     /// Per-filter scratch state, indexed by the filter's position in the chain.
     pub scratch: Vec<Option<Box<dyn std::any::Any + Send + Sync>>>,
+    /// Typed per-stream state a filter carries from `on_request` to `on_response`
+    /// (filters do not know their chain position, so `scratch` is hard for them to
+    /// use). Keyed by type; each filter uses a private type. The core leaves it empty.
+    pub extensions: http::Extensions,
 }
 
 /// A filter instance: shared by every stream on the listener (or route).

@@ -4,9 +4,20 @@
 //! tests; [`registry`] maps YAML names to factories.
 
 pub mod api;
+pub mod duration;
 pub mod headers;
+pub mod origin;
+pub mod ratelimit;
 pub mod registry;
+pub mod services;
+pub mod sli;
 pub mod stats;
 
-pub use api::{Action, ConfigError, FactoryContext, HttpFilter, HttpFilterFactory, PathSeg, StreamCtx};
+pub use api::{
+    Action, ConfigError, FactoryContext, HttpFilter, HttpFilterFactory, PathSeg, StreamCtx,
+};
+pub use services::Services;
 pub use stats::Stats;
+
+#[cfg(test)]
+mod testing;

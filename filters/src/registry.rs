@@ -37,7 +37,10 @@ fn parse<F: HttpFilterFactory>(raw: &serde_yaml::Value) -> Result<F::Config, Con
                 serde_path_to_error::Segment::Unknown => None,
             })
             .collect();
-        ConfigError { path, message: e.into_inner().to_string() }
+        ConfigError {
+            path,
+            message: e.into_inner().to_string(),
+        }
     })
 }
 
@@ -74,7 +77,10 @@ fn erase<F: HttpFilterFactory>() -> &'static dyn DynFactory {
 
 /// Every compiled-in filter, in documentation order.
 pub fn all() -> Vec<&'static dyn DynFactory> {
-    vec![erase::<crate::headers::Factory>()]
+    vec![
+        erase::<crate::headers::Factory>(),
+        erase::<crate::sli::Factory>(),
+    ]
 }
 
 /// The factory for `name`, if compiled in.
