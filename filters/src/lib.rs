@@ -4,6 +4,7 @@
 //! tests; [`registry`] maps YAML names to factories.
 
 pub mod api;
+pub mod cookie_audit;
 pub mod duration;
 pub mod headers;
 pub mod origin;

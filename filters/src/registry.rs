@@ -79,6 +79,7 @@ fn erase<F: HttpFilterFactory>() -> &'static dyn DynFactory {
 pub fn all() -> Vec<&'static dyn DynFactory> {
     vec![
         erase::<crate::headers::Factory>(),
+        erase::<crate::cookie_audit::Factory>(),
         erase::<crate::sli::Factory>(),
     ]
 }

@@ -40,6 +40,21 @@ impl Harness {
             .unwrap_or(0)
     }
 
+    /// The sum of every series of counter `name`.
+    pub fn counter_sum(&self, name: &str) -> u64 {
+        self.stats
+            .registry()
+            .gather()
+            .iter()
+            .filter(|f| f.name() == name)
+            .flat_map(|f| {
+                f.get_metric()
+                    .iter()
+                    .map(|m| m.get_counter().get_value() as u64)
+            })
+            .sum()
+    }
+
     /// Sample count of histogram `name` with these labels.
     pub fn histogram_count(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
         self.series(name, labels)
