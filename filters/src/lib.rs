@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod cookie_audit;
+pub mod cors;
 pub mod duration;
 pub mod headers;
 pub mod origin;
@@ -13,6 +14,7 @@ pub mod registry;
 pub mod services;
 pub mod sli;
 pub mod stats;
+pub mod web_security;
 
 pub use api::{
     Action, ConfigError, FactoryContext, HttpFilter, HttpFilterFactory, PathSeg, StreamCtx,

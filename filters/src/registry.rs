@@ -81,6 +81,8 @@ pub fn all() -> Vec<&'static dyn DynFactory> {
         erase::<crate::headers::Factory>(),
         erase::<crate::cookie_audit::Factory>(),
         erase::<crate::sli::Factory>(),
+        erase::<crate::web_security::Factory>(),
+        erase::<crate::cors::Factory>(),
     ]
 }
 
