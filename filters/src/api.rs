@@ -19,6 +19,7 @@ use bytes::Bytes;
 use http::{request, response, Response, StatusCode};
 use serde::de::DeserializeOwned;
 
+use crate::services::Services;
 use crate::stats::Stats;
 
 /// What a filter wants the proxy to do next.
@@ -104,8 +105,9 @@ pub struct FactoryContext<'a> {
     pub listener: &'a str,
     /// Whether the listener terminates TLS (e.g. HSTS only makes sense then).
     pub tls: bool,
-    /// Process-lifetime state (survives reloads).
-    pub services: &'a crate::services::Services,
+    /// Process-lifetime state that survives config reloads (e.g. the `/sli` board).
+    /// The proxy creates one [`Services`] per process and hands it to every factory.
+    pub services: &'a Services,
 }
 
 /// Turns typed config into a filter. One implementation per filter; registered in
@@ -151,6 +153,10 @@ pub struct StreamCtx {
     pub duration: Option<std::time::Duration>,
     /// Per-filter scratch state, indexed by the filter's position in the chain.
     pub scratch: Vec<Option<Box<dyn std::any::Any + Send + Sync>>>,
+    /// Typed per-stream state a filter carries from `on_request` to `on_response`
+    /// (filters do not know their chain position, so `scratch` is hard for them to
+    /// use). Keyed by type; each filter uses a private type. The core leaves it empty.
+    pub extensions: http::Extensions,
 }
 
 /// A filter instance: shared by every stream on the listener (or route).

@@ -4,13 +4,23 @@
 //! tests; [`registry`] maps YAML names to factories.
 
 pub mod api;
+pub mod cookie_audit;
+pub mod cors;
+pub mod duration;
 pub mod headers;
+pub mod origin;
+pub mod ratelimit;
 pub mod registry;
 pub mod services;
+pub mod sli;
 pub mod stats;
+pub mod web_security;
 
 pub use api::{
     Action, ConfigError, FactoryContext, HttpFilter, HttpFilterFactory, PathSeg, StreamCtx,
 };
 pub use services::Services;
 pub use stats::Stats;
+
+#[cfg(test)]
+mod testing;

@@ -77,7 +77,13 @@ fn erase<F: HttpFilterFactory>() -> &'static dyn DynFactory {
 
 /// Every compiled-in filter, in documentation order.
 pub fn all() -> Vec<&'static dyn DynFactory> {
-    vec![erase::<crate::headers::Factory>()]
+    vec![
+        erase::<crate::headers::Factory>(),
+        erase::<crate::cookie_audit::Factory>(),
+        erase::<crate::sli::Factory>(),
+        erase::<crate::web_security::Factory>(),
+        erase::<crate::cors::Factory>(),
+    ]
 }
 
 /// The factory for `name`, if compiled in.

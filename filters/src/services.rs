@@ -1,5 +1,12 @@
-//! Process-lifetime state shared with filters; survives config reloads.
+//! Process-lifetime state shared by filters (and the Thrift proxy) that must survive
+//! config reloads: the proxy creates one [`Services`] at start-up and hands the same
+//! instance to every factory through [`crate::FactoryContext::services`].
 
-/// Handed to every factory through [`crate::FactoryContext`].
+use crate::sli;
+
+/// State that outlives any one config snapshot.
 #[derive(Debug, Default)]
-pub struct Services {}
+pub struct Services {
+    /// The SLI board behind the admin endpoint `GET /sli`.
+    pub sli: sli::Board,
+}
