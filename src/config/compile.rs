@@ -200,14 +200,35 @@ pub fn compile(
                 );
             }
         }
-        if c.tls.is_some() {
-            cx.err_key(
-                &format!("{p}.tls"),
-                "upstream TLS is not supported by this build yet",
-            );
-        }
+        let tls = match &c.tls {
+            None => None,
+            Some(t) => {
+                let mut t = t.clone();
+                if c.protocol == raw::UpstreamProtocol::Http2 && t.alpn.is_none() {
+                    t.alpn = Some(vec!["h2".to_string()]);
+                }
+                let problems = crate::tls::validate_cluster_with(&t, !opts.check_files);
+                let ok = problems.is_empty();
+                for (k, m) in problems {
+                    cx.err(&format!("{p}.tls.{k}"), m);
+                }
+                if ok && opts.check_files {
+                    match crate::tls::ClientTls::build(&t, &c.name, opts.stats) {
+                        Ok(x) => Some(x),
+                        Err(problems) => {
+                            for (k, m) in problems {
+                                cx.err(&format!("{p}.tls.{k}"), m);
+                            }
+                            None
+                        }
+                    }
+                } else {
+                    None
+                }
+            }
+        };
         let stats = ClusterStats::new(opts.stats, &c.name);
-        clusters.insert(c.name.clone(), Arc::new(Cluster::new(c, eps, stats)));
+        clusters.insert(c.name.clone(), Arc::new(Cluster::new(c, eps, stats, tls)));
     }
     let clusters = Arc::new(clusters);
 
@@ -266,12 +287,33 @@ pub fn compile(
                 );
             }
         }
-        if l.tls.is_some() {
-            cx.err_key(
-                &format!("{p}.tls"),
-                "TLS listeners are not supported by this build yet",
-            );
-        }
+        let tls = match &l.tls {
+            None => None,
+            Some(t) => {
+                let mut t = t.clone();
+                if l.protocol == raw::ListenerProtocol::Http && t.alpn.is_none() {
+                    t.alpn = Some(vec!["h2".to_string(), "http/1.1".to_string()]);
+                }
+                let problems = crate::tls::validate_listener_with(&t, !opts.check_files);
+                let ok = problems.is_empty();
+                for (k, m) in problems {
+                    cx.err(&format!("{p}.tls.{k}"), m);
+                }
+                if ok && opts.check_files {
+                    match crate::tls::ServerTls::build(&t, &l.name, opts.stats) {
+                        Ok(x) => Some(x),
+                        Err(problems) => {
+                            for (k, m) in problems {
+                                cx.err(&format!("{p}.tls.{k}"), m);
+                            }
+                            None
+                        }
+                    }
+                } else {
+                    None
+                }
+            }
+        };
 
         let mut http = None;
         let mut tcp = None;
@@ -323,11 +365,8 @@ pub fn compile(
                         Some(c) => {
                             tcp = Some(TcpSettings {
                                 cluster: c.clone(),
-                                idle_timeout: t
-                                    .idle_timeout
-                                    .map(|d| d.0)
-                                    .unwrap_or(Duration::from_secs(3600)),
-                                connect_attempts: t.connect_attempts.unwrap_or(3).max(1),
+                                settings: crate::tcp::Settings::from_config(t, c.connect_timeout),
+                                counters: crate::tcp::TcpCounters::new(opts.stats, &l.name),
                             })
                         }
                     },
@@ -357,6 +396,7 @@ pub fn compile(
                 http,
                 tcp,
                 thrift,
+                tls,
             }));
         }
     }

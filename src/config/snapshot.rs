@@ -38,6 +38,8 @@ pub struct Listener {
     pub http: Option<HttpSettings>,
     pub tcp: Option<TcpSettings>,
     pub thrift: Option<raw::ThriftListener>,
+    /// TLS termination (certificates rotate underneath without a reload).
+    pub tls: Option<Arc<crate::tls::ServerTls>>,
 }
 
 pub struct HttpSettings {
@@ -55,6 +57,6 @@ pub struct HttpSettings {
 
 pub struct TcpSettings {
     pub cluster: Arc<Cluster>,
-    pub idle_timeout: Duration,
-    pub connect_attempts: u32,
+    pub settings: crate::tcp::Settings,
+    pub counters: crate::tcp::TcpCounters,
 }

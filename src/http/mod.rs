@@ -40,8 +40,12 @@ pub struct ConnCtx {
     pub remote_ip: String,
     pub remote_str: String,
     pub tls: bool,
-    /// Verified client certificate SANs (`URI=...`, `DNS=...`).
+    /// Verified client certificate SANs (URI SANs, then DNS SANs).
     pub peer_sans: Vec<String>,
+    /// The verified client certificate, on mTLS listeners.
+    pub peer: Option<crate::tls::PeerInfo>,
+    /// What to do with `x-forwarded-client-cert`.
+    pub xfcc: crate::config::raw::ForwardClientCert,
     /// Set when an HTTP/1 head carried both Content-Length and Transfer-Encoding.
     pub framing_conflict: Arc<std::sync::atomic::AtomicBool>,
 }

@@ -338,6 +338,7 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Resp
                 (None, None) => {}
             }
             append_xff(&mut parts.headers, &conn.remote_ip);
+            crate::tls::apply_xfcc(&mut parts.headers, conn.xfcc, conn.peer.as_ref());
             parts.headers.insert(
                 X_FORWARDED_PROTO.clone(),
                 HeaderValue::from_static(if conn.tls { "https" } else { "http" }),

@@ -209,10 +209,7 @@ impl Server {
                 }
             };
             let _ = stream.set_nodelay(true);
-            let rt = slot.load();
-            let stats = rt.listener.stats.clone();
-            let protocol = rt.listener.protocol;
-            drop(rt);
+            let stats = slot.load().listener.stats.clone();
             stats.cx_total.inc();
             stats.cx_active.inc();
             let active = self.active_connections.clone();
@@ -221,24 +218,7 @@ impl Server {
             let drain_timeout = self.snapshot.load().drain_timeout;
             let slot = slot.clone();
             tokio::spawn(async move {
-                let ip = remote.ip().to_string();
-                let conn = Arc::new(ConnCtx {
-                    slot,
-                    remote,
-                    remote_str: remote.to_string(),
-                    remote_ip: ip,
-                    tls: false,
-                    peer_sans: Vec::new(),
-                    framing_conflict: Default::default(),
-                });
-                match protocol {
-                    ListenerProtocol::Http => {
-                        crate::http::serve_connection(stream, conn, drain, drain_timeout).await
-                    }
-                    ListenerProtocol::Tcp | ListenerProtocol::Thrift => {
-                        tracing::error!("listener protocol not supported by this build");
-                    }
-                }
+                serve_accepted(stream, remote, slot, drain, drain_timeout).await;
                 stats.cx_active.dec();
                 active.fetch_sub(1, Ordering::SeqCst);
             });
@@ -365,5 +345,94 @@ impl Server {
 
     pub fn config_hash(&self) -> u64 {
         self.load.load().hash
+    }
+}
+
+/// One accepted connection: TLS handshake when the listener terminates TLS, then the
+/// listener's protocol.
+async fn serve_accepted(
+    stream: tokio::net::TcpStream,
+    remote: SocketAddr,
+    slot: Arc<ArcSwap<Runtime>>,
+    drain: watch::Receiver<bool>,
+    drain_timeout: Duration,
+) {
+    let listener = slot.load().listener.clone();
+    let mut conn = ConnCtx {
+        slot,
+        remote,
+        remote_str: remote.to_string(),
+        remote_ip: remote.ip().to_string(),
+        tls: false,
+        peer_sans: Vec::new(),
+        peer: None,
+        xfcc: crate::config::raw::ForwardClientCert::SanitizeSet,
+        framing_conflict: Default::default(),
+    };
+    match &listener.tls {
+        None => serve_io(stream, conn, &listener, drain, drain_timeout).await,
+        Some(tls) => match tls.accept(stream).await {
+            Ok((s, peer)) => {
+                conn.tls = true;
+                conn.peer_sans = peer.sans().map(str::to_string).collect();
+                conn.xfcc = tls.forward_client_cert();
+                if peer.has_client_cert {
+                    conn.peer = Some(peer);
+                }
+                serve_io(s, conn, &listener, drain, drain_timeout).await
+            }
+            Err(e) => {
+                tracing::debug!(listener = %listener.name, remote = %remote, error = %e, "tls handshake failed");
+            }
+        },
+    }
+}
+
+async fn serve_io<IO>(
+    io: IO,
+    conn: ConnCtx,
+    listener: &Arc<Listener>,
+    drain: watch::Receiver<bool>,
+    drain_timeout: Duration,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    match listener.protocol {
+        ListenerProtocol::Http => {
+            crate::http::serve_connection(io, Arc::new(conn), drain, drain_timeout).await
+        }
+        ListenerProtocol::Tcp => {
+            let Some(tcp) = listener.tcp.as_ref() else {
+                return;
+            };
+            let cluster = tcp.cluster.clone();
+            let outcome = crate::tcp::proxy_connection(
+                io,
+                |_attempt| {
+                    let cluster = cluster.clone();
+                    async move {
+                        let ep = cluster.pick(None).ok_or_else(|| {
+                            std::io::Error::new(
+                                std::io::ErrorKind::NotConnected,
+                                "no healthy upstream",
+                            )
+                        })?;
+                        let r = cluster.connector.connect_addr(ep.addr).await;
+                        if r.is_err() {
+                            cluster.stats.connect_fail.inc();
+                            ep.connect_fail.fetch_add(1, Ordering::Relaxed);
+                        }
+                        r
+                    }
+                },
+                tcp.settings,
+                &tcp.counters,
+            )
+            .await;
+            tracing::debug!(listener = %listener.name, remote = %conn.remote, ?outcome, "tcp connection closed");
+        }
+        ListenerProtocol::Thrift => {
+            tracing::error!(listener = %listener.name, "thrift listeners are not supported by this build");
+        }
     }
 }

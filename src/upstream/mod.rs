@@ -2,6 +2,7 @@
 //! pool per endpoint, HTTP/1.1 or multiplexed HTTP/2).
 
 mod body;
+pub mod connector;
 mod lb;
 
 use std::net::SocketAddr;
@@ -9,7 +10,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
@@ -62,7 +62,7 @@ impl Drop for ActiveGuard {
     }
 }
 
-pub type HttpClient = Client<HttpConnector, UpBody>;
+pub type HttpClient = Client<connector::Connector, UpBody>;
 
 /// A named group of endpoints with a load balancer and a client.
 pub struct Cluster {
@@ -74,6 +74,7 @@ pub struct Cluster {
     pub client: HttpClient,
     pub stats: ClusterStats,
     pub thrift: Option<raw::ThriftUpstream>,
+    pub connector: connector::Connector,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -83,15 +84,20 @@ impl std::fmt::Debug for Cluster {
 }
 
 impl Cluster {
-    pub fn new(cfg: &raw::Cluster, endpoints: Vec<SocketAddr>, stats: ClusterStats) -> Cluster {
+    pub fn new(
+        cfg: &raw::Cluster,
+        endpoints: Vec<SocketAddr>,
+        stats: ClusterStats,
+        tls: Option<std::sync::Arc<crate::tls::ClientTls>>,
+    ) -> Cluster {
         let connect_timeout = cfg
             .connect_timeout
             .map(|d| d.0)
             .unwrap_or(Duration::from_secs(1));
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(connect_timeout));
-        connector.set_nodelay(true);
-        connector.enforce_http(false);
+        let connector = connector::Connector {
+            connect_timeout,
+            tls,
+        };
         let mut builder = Client::builder(TokioExecutor::new());
         builder
             .pool_timer(TokioTimer::new())
@@ -116,7 +122,8 @@ impl Cluster {
             lb: Lb::new(cfg.lb_policy),
             connect_timeout,
             protocol: cfg.protocol,
-            client: builder.build(connector),
+            client: builder.build(connector.clone()),
+            connector,
             stats,
             thrift: cfg.thrift.clone(),
         }
