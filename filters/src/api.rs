@@ -60,7 +60,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(message: impl Into<String>) -> ConfigError {
-        ConfigError { path: Vec::new(), message: message.into() }
+        ConfigError {
+            path: Vec::new(),
+            message: message.into(),
+        }
     }
 
     /// An error located at `key` (a dotted path such as `csrf.allowed_origins`).
@@ -73,7 +76,10 @@ impl ConfigError {
                 Err(_) => PathSeg::Key(s.to_string()),
             })
             .collect();
-        ConfigError { path, message: message.into() }
+        ConfigError {
+            path,
+            message: message.into(),
+        }
     }
 
     /// Prefix this error's path with `seg`.
@@ -112,7 +118,10 @@ pub trait HttpFilterFactory: Send + Sync + 'static {
         Vec::new()
     }
     /// Build shared state once per config load (compiled regexes, metric handles).
-    fn build(cfg: Self::Config, cx: &FactoryContext<'_>) -> Result<Arc<dyn HttpFilter>, ConfigError>;
+    fn build(
+        cfg: Self::Config,
+        cx: &FactoryContext<'_>,
+    ) -> Result<Arc<dyn HttpFilter>, ConfigError>;
 }
 
 /// Per-stream facts and scratch space shared by the filters of one chain.

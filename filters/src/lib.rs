@@ -8,5 +8,7 @@ pub mod headers;
 pub mod registry;
 pub mod stats;
 
-pub use api::{Action, ConfigError, FactoryContext, HttpFilter, HttpFilterFactory, PathSeg, StreamCtx};
+pub use api::{
+    Action, ConfigError, FactoryContext, HttpFilter, HttpFilterFactory, PathSeg, StreamCtx,
+};
 pub use stats::Stats;

@@ -37,7 +37,10 @@ fn parse<F: HttpFilterFactory>(raw: &serde_yaml::Value) -> Result<F::Config, Con
                 serde_path_to_error::Segment::Unknown => None,
             })
             .collect();
-        ConfigError { path, message: e.into_inner().to_string() }
+        ConfigError {
+            path,
+            message: e.into_inner().to_string(),
+        }
     })
 }
 

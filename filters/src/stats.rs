@@ -9,8 +9,7 @@ use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, 
 
 /// Latency buckets in seconds, shared by every duration histogram.
 pub const LATENCY_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-    30.0,
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
 #[derive(Clone)]
@@ -41,7 +40,10 @@ impl std::fmt::Debug for Stats {
 
 impl Stats {
     pub fn new() -> Stats {
-        Stats { registry: Registry::new(), families: Mutex::new(HashMap::new()) }
+        Stats {
+            registry: Registry::new(),
+            families: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The underlying registry, for rendering.

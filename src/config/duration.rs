@@ -11,10 +11,14 @@ pub struct Dur(pub Duration);
 /// Parse `<number><unit>` with unit one of `ms`, `s`, `m`, `h`, `d`.
 pub fn parse(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     if num.is_empty() {
-        return Err(format!("`{s}` is not a duration; write e.g. `250ms`, `5s`, `2m`"));
+        return Err(format!(
+            "`{s}` is not a duration; write e.g. `250ms`, `5s`, `2m`"
+        ));
     }
     let n: f64 = num
         .parse()
@@ -26,7 +30,11 @@ pub fn parse(s: &str) -> Result<Duration, String> {
         "h" => n * 3600.0,
         "d" => n * 86400.0,
         "" => return Err(format!("duration `{s}` needs a unit: ms, s, m, h or d")),
-        other => return Err(format!("unknown duration unit `{other}` in `{s}`; use ms, s, m, h or d")),
+        other => {
+            return Err(format!(
+                "unknown duration unit `{other}` in `{s}`; use ms, s, m, h or d"
+            ))
+        }
     };
     if !secs.is_finite() || secs > 1e9 {
         return Err(format!("duration `{s}` is too large"));

@@ -35,7 +35,10 @@ fn compile(edits: &Edits, side: &str, errors: &mut Vec<ConfigError>) -> Compiled
         for (n, val) in map {
             let key = format!("{side}.{op}.{n}");
             let Ok(h) = HeaderName::from_bytes(n.as_bytes()) else {
-                errors.push(ConfigError::at(&key, format!("`{n}` is not a valid header name")));
+                errors.push(ConfigError::at(
+                    &key,
+                    format!("`{n}` is not a valid header name"),
+                ));
                 continue;
             };
             match HeaderValue::from_str(val) {

@@ -7,8 +7,15 @@ use crate::FactoryContext;
 fn build(yaml: &str) -> std::sync::Arc<dyn crate::HttpFilter> {
     let raw: serde_yaml::Value = serde_yaml::from_str(yaml).expect("yaml");
     let stats = Stats::new();
-    let cx = FactoryContext { stats: &stats, listener: "l", tls: false };
-    registry::get("headers").expect("registered").build(&raw, &cx).expect("builds")
+    let cx = FactoryContext {
+        stats: &stats,
+        listener: "l",
+        tls: false,
+    };
+    registry::get("headers")
+        .expect("registered")
+        .build(&raw, &cx)
+        .expect("builds")
 }
 
 #[test]
@@ -22,7 +29,10 @@ fn sets_adds_and_removes_request_headers() {
         .expect("request")
         .into_parts();
     let mut cx = StreamCtx::default();
-    assert!(matches!(f.on_request(&mut parts, &mut cx), crate::Action::Continue));
+    assert!(matches!(
+        f.on_request(&mut parts, &mut cx),
+        crate::Action::Continue
+    ));
     assert_eq!(parts.headers["x-env"], "prod");
     let via: Vec<_> = parts.headers.get_all("via").iter().collect();
     assert_eq!(via, ["1.1 lb", "attache"]);

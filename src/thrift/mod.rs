@@ -1,0 +1,3 @@
+//! Apache Thrift: the wire codec and the per-connection proxy.
+
+pub mod codec;
