@@ -136,7 +136,7 @@ impl Walker {
             proto,
             pos: 0,
             pending: None,
-            stack: Vec::new(),
+            stack: Vec::with_capacity(8),
         }
     }
 
