@@ -170,9 +170,9 @@ impl Routes {
                     _ => *slot = value.clone(),
                 }
             }
-            let is_catch_all = matcher.method.is_none()
-                && matcher.method_prefix.is_none()
-                && matcher.service.is_none();
+            let is_catch_all = r.matcher.method.is_none()
+                && r.matcher.method_prefix.is_none()
+                && r.matcher.service.is_none();
             if let Some(first) = catch_all {
                 errors.push((
                     format!("{at}.match"),
