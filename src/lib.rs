@@ -9,5 +9,6 @@ pub mod router;
 pub mod server;
 pub mod stats;
 pub mod tcp;
+pub mod thrift;
 pub mod tls;
 pub mod upstream;

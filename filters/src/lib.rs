@@ -19,7 +19,10 @@ pub mod web_security;
 pub use api::{
     Action, ConfigError, FactoryContext, HttpFilter, HttpFilterFactory, PathSeg, StreamCtx,
 };
+<<<<<<< HEAD
 pub use services::Services;
+=======
+>>>>>>> thrift
 pub use stats::Stats;
 
 #[cfg(test)]

@@ -1,0 +1,263 @@
+//! The incremental decoder: transport and protocol detection, frames, and splitting
+//! complete messages off the read buffer.
+
+use bytes::{Bytes, BytesMut};
+
+use super::binary::{self, RawHeader};
+use super::compact;
+use super::skip::{Input, Progress, Stop, Walker};
+use super::{Error, ErrorKind, Header, Message, Protocol, Transport, DEFAULT_MAX_MESSAGE_SIZE};
+
+/// What a connection is expected to speak. `None` means detect it from the first
+/// message and then hold the connection to what was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecoderConfig {
+    pub transport: Option<Transport>,
+    pub protocol: Option<Protocol>,
+    /// Largest message (frame payload, or unframed message) accepted.
+    pub max_message_size: usize,
+}
+
+impl Default for DecoderConfig {
+    fn default() -> Self {
+        DecoderConfig {
+            transport: None,
+            protocol: None,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+        }
+    }
+}
+
+/// An unframed message whose header is parsed and whose body walk is under way.
+#[derive(Debug)]
+struct Partial {
+    raw: RawHeader,
+    protocol: Protocol,
+}
+
+/// Decodes the messages of one connection, in order.
+///
+/// Call [`Decoder::decode`] after each read with the same buffer, appending new bytes
+/// at its end and never consuming from it in between: the decoder resumes partial
+/// work (an unframed body walk) from where it stopped.
+#[derive(Debug)]
+pub struct Decoder {
+    max: usize,
+    transport: Option<Transport>,
+    protocol: Option<Protocol>,
+    partial: Option<Partial>,
+    walker: Walker,
+}
+
+impl Decoder {
+    pub fn new(config: DecoderConfig) -> Decoder {
+        Decoder {
+            max: config.max_message_size,
+            transport: config.transport,
+            protocol: config.protocol,
+            partial: None,
+            walker: Walker::new(Protocol::Binary),
+        }
+    }
+
+    /// The transport, once configured or detected.
+    pub fn transport(&self) -> Option<Transport> {
+        self.transport
+    }
+
+    /// The protocol, once configured or detected.
+    pub fn protocol(&self) -> Option<Protocol> {
+        self.protocol
+    }
+
+    /// The next complete message, split off the front of `buf`; `Ok(None)` when more
+    /// bytes are needed. After an error the connection's byte stream cannot be
+    /// trusted: answer (when the error carries a header) and close.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Message>, Error> {
+        let transport = match self.transport {
+            Some(t) => t,
+            None => match detect_transport(buf)? {
+                Some(t) => {
+                    self.transport = Some(t);
+                    t
+                }
+                None => return Ok(None),
+            },
+        };
+        match transport {
+            Transport::Framed => self.decode_framed(buf),
+            Transport::Unframed => self.decode_unframed(buf),
+        }
+    }
+
+    /// Check (or, when auto, fix) the protocol from a payload's first byte.
+    fn protocol_for(&mut self, first: u8) -> Result<Protocol, ErrorKind> {
+        let seen = match first {
+            compact::PROTOCOL_ID => Protocol::Compact,
+            // 0x80 is the strict binary version; below it, an old-style name length.
+            b if b <= 0x80 => Protocol::Binary,
+            _ => return Err(ErrorKind::UnknownProtocol),
+        };
+        match self.protocol {
+            None => {
+                self.protocol = Some(seen);
+                Ok(seen)
+            }
+            Some(p) if p == seen => Ok(p),
+            Some(Protocol::Compact) if first < 0x80 => Err(ErrorKind::UnknownProtocol),
+            Some(_) => Err(ErrorKind::ProtocolMismatch),
+        }
+    }
+
+    fn decode_framed(&mut self, buf: &mut BytesMut) -> Result<Option<Message>, Error> {
+        let Some(&[a, b, c, d]) = buf.get(..4) else {
+            return Ok(None);
+        };
+        let len = i32::from_be_bytes([a, b, c, d]);
+        let len = usize::try_from(len).map_err(|_| ErrorKind::NegativeLength)?;
+        if len > self.max {
+            return Err(ErrorKind::FrameTooLarge.into());
+        }
+        if len == 0 {
+            return Err(ErrorKind::EmptyFrame.into());
+        }
+        let Some(payload) = buf.get(4..4 + len) else {
+            return Ok(None);
+        };
+        let protocol = self.protocol_for(payload[0])?;
+        let input = Input {
+            buf: payload,
+            limit: len,
+        };
+        let raw = parse_header(protocol, &input).map_err(|s| match s {
+            // The frame is complete, so anything missing means it is too short.
+            Stop::More | Stop::Fail(ErrorKind::MessageTooLarge) => ErrorKind::Truncated,
+            Stop::Fail(k) => k,
+        })?;
+        self.walker.reset_struct(protocol, raw.body_start);
+        let walked = self.walker.run(&input);
+        let fail = match walked {
+            Ok(Progress::Done(end)) if end == len => None,
+            Ok(Progress::Done(_)) => Some(ErrorKind::TrailingBytes),
+            Ok(Progress::NeedMore) | Err(ErrorKind::MessageTooLarge) => Some(ErrorKind::Truncated),
+            Err(k) => Some(k),
+        };
+        if let Some(kind) = fail {
+            let name = Bytes::copy_from_slice(payload.get(raw.name.clone()).unwrap_or(&[]));
+            let header = header(name, &raw, protocol, Transport::Framed);
+            return Err(Error::with_header(kind, header));
+        }
+        let wire = buf.split_to(4 + len).freeze();
+        Ok(Some(message(wire, 4, &raw, protocol, Transport::Framed)))
+    }
+
+    fn decode_unframed(&mut self, buf: &mut BytesMut) -> Result<Option<Message>, Error> {
+        let input = Input {
+            buf,
+            limit: self.max,
+        };
+        if self.partial.is_none() {
+            let Some(&first) = buf.first() else {
+                return Ok(None);
+            };
+            let protocol = self.protocol_for(first)?;
+            let raw = match parse_header(protocol, &input) {
+                Ok(raw) => raw,
+                Err(Stop::More) => return Ok(None),
+                Err(Stop::Fail(k)) => return Err(k.into()),
+            };
+            self.walker.reset_struct(protocol, raw.body_start);
+            self.partial = Some(Partial { raw, protocol });
+        }
+        let Some(partial) = &self.partial else {
+            return Ok(None);
+        };
+        match self.walker.run(&input) {
+            Ok(Progress::NeedMore) => Ok(None),
+            Ok(Progress::Done(end)) => {
+                let Partial { raw, protocol } = &partial;
+                let wire = buf.split_to(end).freeze();
+                let msg = message(wire, 0, raw, *protocol, Transport::Unframed);
+                self.partial = None;
+                Ok(Some(msg))
+            }
+            Err(kind) => {
+                let name = Bytes::copy_from_slice(buf.get(partial.raw.name.clone()).unwrap_or(&[]));
+                let header = header(name, &partial.raw, partial.protocol, Transport::Unframed);
+                self.partial = None;
+                Err(Error::with_header(kind, header))
+            }
+        }
+    }
+}
+
+fn parse_header(protocol: Protocol, input: &Input<'_>) -> Result<RawHeader, Stop> {
+    match protocol {
+        Protocol::Binary => binary::parse_header(input),
+        Protocol::Compact => compact::parse_header(input),
+    }
+}
+
+fn header(name: Bytes, raw: &RawHeader, protocol: Protocol, transport: Transport) -> Header {
+    Header {
+        name,
+        message_type: raw.message_type,
+        seq_id: raw.seq_id,
+        protocol,
+        transport,
+        strict: raw.strict,
+    }
+}
+
+fn message(
+    wire: Bytes,
+    payload_start: usize,
+    raw: &RawHeader,
+    protocol: Protocol,
+    transport: Transport,
+) -> Message {
+    let name = wire.slice(payload_start + raw.name.start..payload_start + raw.name.end);
+    Message {
+        header: header(name, raw, protocol, transport),
+        wire,
+        payload_start,
+        seq_start: raw.seq_start,
+        body_start: raw.body_start,
+    }
+}
+
+/// Decide framed or unframed from a connection's first bytes (`None`: need more).
+///
+/// A protocol magic first (`0x80` strict binary, `0x82` compact) means unframed: a
+/// frame length that large would be negative. Otherwise the first four bytes are a
+/// frame length if a magic follows them. Failing both, this is old-style binary,
+/// framed when bytes 4..8 read as a name length that fits inside the frame the first
+/// four bytes would describe, unframed when those four bytes are the name length.
+pub(crate) fn detect_transport(buf: &[u8]) -> Result<Option<Transport>, ErrorKind> {
+    let Some(&b0) = buf.first() else {
+        return Ok(None);
+    };
+    if b0 == 0x80 || b0 == compact::PROTOCOL_ID {
+        return Ok(Some(Transport::Unframed));
+    }
+    if b0 > 0x7f {
+        return Err(ErrorKind::UnknownProtocol);
+    }
+    let Some(&b4) = buf.get(4) else {
+        return Ok(None);
+    };
+    if b4 == 0x80 || b4 == compact::PROTOCOL_ID {
+        return Ok(Some(Transport::Framed));
+    }
+    let Some(&[a0, a1, a2, a3, n0, n1, n2, n3]) = buf.get(..8) else {
+        return Ok(None);
+    };
+    let frame = i64::from(i32::from_be_bytes([a0, a1, a2, a3]));
+    let name = i64::from(i32::from_be_bytes([n0, n1, n2, n3]));
+    // Old-style framed: length, then name length, name, type byte, seq id.
+    if name >= 0 && name + 9 <= frame {
+        Ok(Some(Transport::Framed))
+    } else {
+        Ok(Some(Transport::Unframed))
+    }
+}

@@ -1,0 +1,295 @@
+//! A hand-written, incremental Thrift codec: framed/unframed transports, binary
+//! (strict and old-style) and compact protocols, per-connection auto detection.
+//!
+//! The decoder never copies a message body: a complete message is split off the
+//! read buffer as one `Bytes`, with its header parsed and its struct walked (but not
+//! materialised) to validate it and, for unframed transports, to find where it ends.
+//! Every length read from the wire is checked against `max_message_size` before it
+//! is used, and nothing here panics on any input.
+
+mod binary;
+mod compact;
+mod decoder;
+mod reply;
+mod skip;
+
+#[cfg(test)]
+mod tests;
+
+use bytes::Bytes;
+
+pub use decoder::{Decoder, DecoderConfig};
+pub use reply::{encode_app_exception, inspect_reply, AppExceptionKind, ReplyOutcome};
+
+/// Default `max_message_size`: 16 MiB.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
+
+/// Deepest struct/container nesting accepted in a message body.
+pub const MAX_DEPTH: usize = 64;
+
+/// How messages are delimited on a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// Each message is preceded by its 4-byte big-endian length.
+    Framed,
+    /// Messages follow one another; the end is found by walking the struct.
+    Unframed,
+}
+
+/// How a message is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// `TBinaryProtocol`, strict (`0x8001` versioned) or old-style (non-strict).
+    Binary,
+    /// `TCompactProtocol` (`0x82`, version 1).
+    Compact,
+}
+
+/// The transport and protocol of one side of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Framing {
+    pub transport: Transport,
+    pub protocol: Protocol,
+}
+
+/// The message type from the header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MessageType {
+    Call,
+    Reply,
+    Exception,
+    Oneway,
+}
+
+impl MessageType {
+    fn from_wire(b: u8) -> Option<MessageType> {
+        match b {
+            1 => Some(MessageType::Call),
+            2 => Some(MessageType::Reply),
+            3 => Some(MessageType::Exception),
+            4 => Some(MessageType::Oneway),
+            _ => None,
+        }
+    }
+
+    fn to_wire(self) -> u8 {
+        match self {
+            MessageType::Call => 1,
+            MessageType::Reply => 2,
+            MessageType::Exception => 3,
+            MessageType::Oneway => 4,
+        }
+    }
+}
+
+/// A decoded message header. The name is a zero-copy slice of the message and is
+/// valid UTF-8 (checked when decoded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    name: Bytes,
+    pub message_type: MessageType,
+    pub seq_id: i32,
+    pub protocol: Protocol,
+    pub transport: Transport,
+    /// Binary only: the header carried the `0x8001` version (always true for compact).
+    pub strict: bool,
+}
+
+impl Header {
+    /// The full message name, e.g. `getUser` or `UserService:getUser`.
+    pub fn name(&self) -> &str {
+        // Validated when the header was decoded; the fallback is unreachable.
+        std::str::from_utf8(&self.name).unwrap_or("")
+    }
+
+    /// The method: the part after the first `:` of a multiplexed name, else the name.
+    pub fn method(&self) -> &str {
+        let name = self.name();
+        match name.split_once(':') {
+            Some((_, m)) => m,
+            None => name,
+        }
+    }
+
+    /// The service of a multiplexed name (`Service:method`), if any.
+    pub fn service(&self) -> Option<&str> {
+        self.name().split_once(':').map(|(s, _)| s)
+    }
+
+    /// The transport and protocol this message arrived in.
+    pub fn framing(&self) -> Framing {
+        Framing {
+            transport: self.transport,
+            protocol: self.protocol,
+        }
+    }
+}
+
+/// One complete message, split off the read buffer without copying.
+#[derive(Debug, Clone)]
+pub struct Message {
+    header: Header,
+    /// The bytes exactly as received (frame length included when framed).
+    wire: Bytes,
+    /// Where the protocol message starts in `wire`: 4 when framed, else 0.
+    payload_start: usize,
+    /// Where the seq id starts, relative to the payload.
+    seq_start: usize,
+    /// Where the body struct starts, relative to the payload.
+    body_start: usize,
+}
+
+impl Message {
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The message as received, frame length included when framed.
+    pub fn wire(&self) -> &Bytes {
+        &self.wire
+    }
+
+    /// The protocol message without any frame length.
+    pub fn payload(&self) -> Bytes {
+        self.wire.slice(self.payload_start..)
+    }
+
+    /// The encoded body struct (the arguments or the result), after the header.
+    pub fn body(&self) -> &[u8] {
+        self.wire
+            .get(self.payload_start + self.body_start..)
+            .unwrap_or(&[])
+    }
+
+    /// The message for a peer using `transport`: an optional 4-byte frame length to
+    /// write first, then the payload. Zero-copy in both directions (framed <->
+    /// unframed translation is dropping or prepending the length).
+    pub fn wire_for(&self, transport: Transport) -> (Option<[u8; 4]>, Bytes) {
+        match (self.header.transport, transport) {
+            (Transport::Framed, Transport::Framed) | (Transport::Unframed, Transport::Unframed) => {
+                (None, self.wire.clone())
+            }
+            (Transport::Framed, Transport::Unframed) => (None, self.payload()),
+            (Transport::Unframed, Transport::Framed) => {
+                // The decoder bounds a message by max_message_size (a u32 in config),
+                // so the length fits; saturate rather than panic regardless.
+                let len = u32::try_from(self.wire.len()).unwrap_or(u32::MAX);
+                (Some(len.to_be_bytes()), self.wire.clone())
+            }
+        }
+    }
+
+    /// The same message with another sequence id, for `transport`. Binary patches the
+    /// fixed-width id in a copy; compact re-encodes the header (the id is a varint).
+    ///
+    /// The proxy does not need this: it keeps one call in flight per upstream
+    /// connection, so client sequence ids pass through unchanged. It exists for an
+    /// upstream multiplexing mode.
+    pub fn with_seq_id(&self, seq_id: i32, transport: Transport) -> Bytes {
+        let payload = &self.wire[self.payload_start..];
+        let mut out = bytes::BytesMut::with_capacity(payload.len() + 8);
+        if transport == Transport::Framed {
+            out.extend_from_slice(&[0; 4]);
+        }
+        match self.header.protocol {
+            Protocol::Binary => {
+                out.extend_from_slice(payload);
+                let at = out.len() - payload.len() + self.seq_start;
+                if let Some(slot) = out.get_mut(at..at + 4) {
+                    slot.copy_from_slice(&seq_id.to_be_bytes());
+                }
+            }
+            Protocol::Compact => {
+                compact::write_header(
+                    &mut out,
+                    self.header.name(),
+                    self.header.message_type,
+                    seq_id,
+                );
+                out.extend_from_slice(payload.get(self.body_start..).unwrap_or(&[]));
+            }
+        }
+        if transport == Transport::Framed {
+            let len = u32::try_from(out.len() - 4).unwrap_or(u32::MAX);
+            out[..4].copy_from_slice(&len.to_be_bytes());
+        }
+        out.freeze()
+    }
+}
+
+/// What was wrong with the input. Callers branch on this, never on message text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum ErrorKind {
+    #[error("frame length exceeds max_message_size")]
+    FrameTooLarge,
+    #[error("negative length")]
+    NegativeLength,
+    #[error("empty frame")]
+    EmptyFrame,
+    #[error("message exceeds max_message_size")]
+    MessageTooLarge,
+    #[error("nesting deeper than {MAX_DEPTH}")]
+    DepthExceeded,
+    #[error("unknown field type id")]
+    UnknownType,
+    #[error("unknown protocol or version")]
+    UnknownProtocol,
+    #[error("protocol differs from the one configured or detected on this connection")]
+    ProtocolMismatch,
+    #[error("message name is not valid utf-8")]
+    InvalidName,
+    #[error("unknown message type")]
+    UnknownMessageType,
+    #[error("varint too long")]
+    InvalidVarint,
+    #[error("frame ends inside the message")]
+    Truncated,
+    #[error("frame has bytes after the message")]
+    TrailingBytes,
+}
+
+/// A decode error: its kind, and the header when it decoded before the body failed
+/// (so a proxy can answer with an exception carrying the caller's seq id before
+/// closing, rather than only closing).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("thrift decode: {kind}")]
+pub struct Error {
+    kind: ErrorKind,
+    header: Option<Box<Header>>,
+}
+
+impl Error {
+    pub(crate) fn new(kind: ErrorKind) -> Error {
+        Error { kind, header: None }
+    }
+
+    pub(crate) fn with_header(kind: ErrorKind, header: Header) -> Error {
+        Error {
+            kind,
+            header: Some(Box::new(header)),
+        }
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The header, when it decoded before the error.
+    pub fn header(&self) -> Option<&Header> {
+        self.header.as_deref()
+    }
+
+    /// A size limit was hit (frame, string, container or message).
+    pub fn is_too_large(&self) -> bool {
+        matches!(
+            self.kind,
+            ErrorKind::FrameTooLarge | ErrorKind::MessageTooLarge
+        )
+    }
+}
+
+impl From<ErrorKind> for Error {
+    fn from(kind: ErrorKind) -> Error {
+        Error::new(kind)
+    }
+}

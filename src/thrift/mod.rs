@@ -1,0 +1,19 @@
+//! Apache Thrift: the wire codec, compiled routes, and the per-connection proxy.
+//!
+//! Integration: build a [`ListenerCtx`] per listener at config compile time (from
+//! `raw::ThriftListener`, the metrics registry and an [`Upstreams`] implementation
+//! over the real clusters), then run [`serve_connection`] for each accepted (and,
+//! when configured, TLS-terminated) connection.
+
+pub mod codec;
+pub mod proxy;
+pub mod routes;
+pub mod stats;
+pub mod upstream;
+
+#[cfg(test)]
+mod tests;
+
+pub use proxy::{serve_connection, ListenerCtx};
+pub use routes::{upstream_framing, ConfigError, Routes};
+pub use upstream::{BoxIo, ConnectFuture, UpstreamIo, Upstreams};

@@ -1,0 +1,408 @@
+//! The per-connection Thrift proxy: decode calls, route them, forward each over a
+//! pooled upstream connection, write replies back in order, count outcomes.
+//!
+//! Calls on one downstream connection are handled one after another, so pipelined
+//! calls are answered in the order they arrived. Each upstream connection carries
+//! one call at a time, so sequence ids pass through unchanged in both directions.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use attache_filters::Stats;
+use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::config::raw;
+
+use super::codec::{
+    self, encode_app_exception, inspect_reply, AppExceptionKind, Decoder, DecoderConfig, ErrorKind,
+    Header, Message, MessageType, Protocol, ReplyOutcome, Transport,
+};
+use super::routes::{ConfigError, Routes};
+use super::stats::{Metrics, Outcome};
+use super::upstream::{Conn, Pool, Upstreams};
+
+/// Read buffer growth step.
+const READ_CHUNK: usize = 16 * 1024;
+/// Below this much spare room the read buffer grows before the next read.
+const MIN_READ_ROOM: usize = 4 * 1024;
+/// Idle upstream connections kept per endpoint.
+const MAX_IDLE_PER_ENDPOINT: usize = 64;
+/// A frame length and a payload up to this size go out in one write.
+const COALESCE_LIMIT: usize = 16 * 1024;
+
+/// Everything a Thrift listener's connections share: compiled routes, metric
+/// handles, the upstream side and its connection pool. Built once per config load.
+pub struct ListenerCtx {
+    name: String,
+    routes: Routes,
+    metrics: Metrics,
+    upstreams: Arc<dyn Upstreams>,
+    pool: Pool,
+}
+
+impl std::fmt::Debug for ListenerCtx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenerCtx")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ListenerCtx {
+    /// Compile a listener's `thrift:` block and resolve its metrics. Errors carry
+    /// paths relative to the listener (`thrift.routes.2.route`). Unknown cluster
+    /// names are for the caller to check, with [`Routes::clusters`].
+    pub fn new(
+        listener: &str,
+        raw: &raw::ThriftListener,
+        stats: &Stats,
+        upstreams: Arc<dyn Upstreams>,
+    ) -> Result<ListenerCtx, Vec<ConfigError>> {
+        let routes = Routes::compile(raw)?;
+        let metrics = Metrics::new(stats, listener, routes.method_labels());
+        Ok(ListenerCtx {
+            name: listener.to_owned(),
+            routes,
+            metrics,
+            upstreams,
+            pool: Pool::new(MAX_IDLE_PER_ENDPOINT),
+        })
+    }
+
+    pub fn routes(&self) -> &Routes {
+        &self.routes
+    }
+}
+
+/// Why a call could not be forwarded; each becomes an `INTERNAL_ERROR` reply.
+#[derive(Debug, thiserror::Error)]
+enum CallError {
+    #[error("no healthy upstream")]
+    NoHealthyUpstream,
+    #[error("upstream connect failed: {0}")]
+    ConnectFailed(io::Error),
+    #[error("upstream connect timeout")]
+    ConnectTimeout,
+    #[error("upstream request timeout")]
+    Timeout,
+    #[error("upstream connection reset: {0}")]
+    Reset(io::Error),
+    #[error("upstream closed the connection before replying")]
+    Closed,
+    #[error("upstream protocol error: {0}")]
+    Protocol(codec::Error),
+    #[error("upstream reply does not answer the call")]
+    Mismatch,
+    #[error("cluster protocol differs from the client's (only framing is translated)")]
+    Translation,
+}
+
+impl CallError {
+    /// The access-log response flag (Envoy's meanings).
+    fn flag(&self) -> &'static str {
+        match self {
+            CallError::NoHealthyUpstream => "UH",
+            CallError::ConnectFailed(_) | CallError::ConnectTimeout => "UF",
+            CallError::Timeout => "UT",
+            CallError::Reset(_) | CallError::Closed => "UR",
+            CallError::Protocol(_) | CallError::Mismatch => "UPE",
+            CallError::Translation => "UPE",
+        }
+    }
+}
+
+/// What to write back for one call.
+enum Answer {
+    Nothing,
+    /// A local reply, already encoded into the connection's scratch buffer.
+    Local,
+    Forward(Option<[u8; 4]>, Bytes),
+}
+
+/// Serve one downstream connection until the peer closes it or sends something
+/// undecodable (answered with an exception when its header decoded, then closed).
+pub async fn serve_connection<IO>(mut io: IO, peer: SocketAddr, ctx: Arc<ListenerCtx>)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let mut decoder = Decoder::new(ctx.routes.decoder_config());
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut out = BytesMut::new();
+    loop {
+        match decoder.decode(&mut buf) {
+            Ok(Some(msg)) => {
+                let answer = match ctx.handle(msg, peer, &mut out).await {
+                    Ok(a) => a,
+                    Err(()) => return,
+                };
+                let written = match answer {
+                    Answer::Nothing => Ok(()),
+                    Answer::Local => write_all_flush(&mut io, &out).await,
+                    Answer::Forward(prefix, payload) => {
+                        write_parts(&mut io, prefix, &payload, &mut out).await
+                    }
+                };
+                out.clear();
+                if written.is_err() {
+                    return;
+                }
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                ctx.metrics.decode_error(Some(e.kind()));
+                tracing::debug!(listener = %ctx.name, %peer, error = %e, "closing thrift connection");
+                if let Some(h) = e.header() {
+                    if h.message_type == MessageType::Call {
+                        local_reply(&mut out, h, AppExceptionKind::ProtocolError, &e.to_string());
+                        let _ = write_all_flush(&mut io, &out).await;
+                    }
+                }
+                let _ = io.shutdown().await;
+                return;
+            }
+        }
+        if buf.capacity() - buf.len() < MIN_READ_ROOM {
+            buf.reserve(READ_CHUNK);
+        }
+        match io.read_buf(&mut buf).await {
+            Ok(0) => {
+                if !buf.is_empty() {
+                    ctx.metrics.decode_error(Some(ErrorKind::Truncated));
+                }
+                return;
+            }
+            Ok(_) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Encode a `TApplicationException` answering `h` in the client's own framing. The
+/// name is the bare method, as a multiplexing server replies.
+fn local_reply(out: &mut BytesMut, h: &Header, kind: AppExceptionKind, message: &str) {
+    encode_app_exception(out, h.framing(), h.method(), h.seq_id, kind, message);
+}
+
+async fn write_all_flush<W: AsyncWrite + Unpin + ?Sized>(w: &mut W, b: &[u8]) -> io::Result<()> {
+    w.write_all(b).await?;
+    w.flush().await
+}
+
+/// Write an optional frame length and a payload, coalesced into `scratch` when small.
+async fn write_parts<W: AsyncWrite + Unpin + ?Sized>(
+    w: &mut W,
+    prefix: Option<[u8; 4]>,
+    payload: &[u8],
+    scratch: &mut BytesMut,
+) -> io::Result<()> {
+    match prefix {
+        None => w.write_all(payload).await?,
+        Some(p) if payload.len() <= COALESCE_LIMIT => {
+            scratch.clear();
+            scratch.extend_from_slice(&p);
+            scratch.extend_from_slice(payload);
+            w.write_all(scratch).await?;
+            scratch.clear();
+        }
+        Some(p) => {
+            w.write_all(&p).await?;
+            w.write_all(payload).await?;
+        }
+    }
+    w.flush().await
+}
+
+impl ListenerCtx {
+    /// Route and forward one message; `Err` closes the connection.
+    async fn handle(
+        &self,
+        msg: Message,
+        peer: SocketAddr,
+        out: &mut BytesMut,
+    ) -> Result<Answer, ()> {
+        let start = Instant::now();
+        let h = msg.header().clone();
+        if matches!(h.message_type, MessageType::Reply | MessageType::Exception) {
+            // A client does not send replies: the stream is not what we think it is.
+            self.metrics.decode_error(None);
+            tracing::debug!(listener = %self.name, %peer, "reply received from a client; closing");
+            return Err(());
+        }
+        let oneway = h.message_type == MessageType::Oneway;
+        let stats = self.metrics.for_call(&h);
+        let Some(route) = self.routes.route(&h) else {
+            stats.count(Outcome::LocalError);
+            stats.duration.observe(start.elapsed().as_secs_f64());
+            tracing::debug!(listener = %self.name, %peer, method = h.name(), flag = "NR", "no thrift route");
+            if oneway {
+                return Ok(Answer::Nothing);
+            }
+            let message = format!("no route for method {}", h.name());
+            local_reply(out, &h, AppExceptionKind::UnknownMethod, &message);
+            return Ok(Answer::Local);
+        };
+        let cluster = route.cluster();
+        let forwarded = match route.timeout() {
+            Some(t) => tokio::time::timeout(t, self.forward(cluster, &msg))
+                .await
+                .unwrap_or(Err(CallError::Timeout)),
+            None => self.forward(cluster, &msg).await,
+        };
+        let (outcome, answer) = match forwarded {
+            Ok(None) => (Outcome::Success, Answer::Nothing),
+            Ok(Some(reply)) => {
+                let outcome = match inspect_reply(&reply) {
+                    Ok(ReplyOutcome::Success) => Outcome::Success,
+                    Ok(ReplyOutcome::IdlException { .. }) => Outcome::Error,
+                    Ok(ReplyOutcome::AppException { .. }) | Err(_) => Outcome::Exception,
+                };
+                let (prefix, payload) = reply.wire_for(h.transport);
+                (outcome, Answer::Forward(prefix, payload))
+            }
+            Err(e) => {
+                tracing::debug!(
+                    listener = %self.name, %peer, route = %route.name, cluster,
+                    method = h.name(), flag = e.flag(), error = %e, "thrift local reply"
+                );
+                if oneway {
+                    (Outcome::LocalError, Answer::Nothing)
+                } else {
+                    local_reply(out, &h, AppExceptionKind::InternalError, &e.to_string());
+                    (Outcome::LocalError, Answer::Local)
+                }
+            }
+        };
+        stats.count(outcome);
+        stats.duration.observe(start.elapsed().as_secs_f64());
+        Ok(answer)
+    }
+
+    async fn forward(&self, cluster: &str, msg: &Message) -> Result<Option<Message>, CallError> {
+        let h = msg.header();
+        let (t, p) = self.upstreams.framing(cluster);
+        let transport = t.unwrap_or(h.transport);
+        let protocol = p.unwrap_or(h.protocol);
+        if protocol != h.protocol {
+            return Err(CallError::Translation);
+        }
+        let addr = self
+            .upstreams
+            .pick(cluster)
+            .ok_or(CallError::NoHealthyUpstream)?;
+        let result = self.exchange(cluster, addr, transport, protocol, msg).await;
+        self.upstreams.complete(cluster, addr, result.is_ok());
+        result
+    }
+
+    async fn exchange(
+        &self,
+        cluster: &str,
+        addr: SocketAddr,
+        transport: Transport,
+        protocol: Protocol,
+        msg: &Message,
+    ) -> Result<Option<Message>, CallError> {
+        let key = (addr, transport, protocol);
+        let (prefix, payload) = msg.wire_for(transport);
+        let mut scratch = BytesMut::new();
+        // Idle connections the upstream closed are skipped before anything is sent.
+        // A call is never re-sent once written: it may have been processed.
+        let mut conn = loop {
+            match self.pool.take(cluster, key) {
+                Some(mut c) => {
+                    if still_open(&mut c) {
+                        break c;
+                    }
+                }
+                None => break self.connect(cluster, key).await?,
+            }
+        };
+        match round_trip(&mut conn, prefix, &payload, msg.header(), &mut scratch).await {
+            Ok(reply) => {
+                self.release(cluster, key, conn);
+                Ok(reply)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn release(&self, cluster: &str, key: (SocketAddr, Transport, Protocol), conn: Conn) {
+        // Bytes after the reply mean the upstream is out of step with us.
+        if conn.buf.is_empty() {
+            self.pool.put(cluster, key, conn);
+        }
+    }
+
+    async fn connect(
+        &self,
+        cluster: &str,
+        (addr, transport, protocol): (SocketAddr, Transport, Protocol),
+    ) -> Result<Conn, CallError> {
+        let limit = self.upstreams.connect_timeout(cluster);
+        let io = match tokio::time::timeout(limit, self.upstreams.connect(cluster, addr)).await {
+            Err(_) => return Err(CallError::ConnectTimeout),
+            Ok(Err(e)) => return Err(CallError::ConnectFailed(e)),
+            Ok(Ok(io)) => io,
+        };
+        let decoder = Decoder::new(DecoderConfig {
+            transport: Some(transport),
+            protocol: Some(protocol),
+            max_message_size: self.routes.decoder_config().max_message_size,
+        });
+        Ok(Conn {
+            io,
+            buf: BytesMut::with_capacity(READ_CHUNK),
+            decoder,
+        })
+    }
+}
+
+/// An idle connection is reusable if reading from it would block: not closed by the
+/// upstream, and no unsolicited bytes.
+fn still_open(conn: &mut Conn) -> bool {
+    conn.io.read_buf(&mut conn.buf).now_or_never().is_none() && conn.buf.is_empty()
+}
+
+/// Send one call and, unless it is oneway, read its reply.
+async fn round_trip(
+    conn: &mut Conn,
+    prefix: Option<[u8; 4]>,
+    payload: &[u8],
+    call: &Header,
+    scratch: &mut BytesMut,
+) -> Result<Option<Message>, CallError> {
+    if let Err(e) = write_parts(&mut conn.io, prefix, payload, scratch).await {
+        return Err(CallError::Reset(e));
+    }
+    if call.message_type == MessageType::Oneway {
+        return Ok(None);
+    }
+    loop {
+        match conn.decoder.decode(&mut conn.buf) {
+            Ok(Some(reply)) => {
+                let r = reply.header();
+                let answers = r.seq_id == call.seq_id
+                    && matches!(r.message_type, MessageType::Reply | MessageType::Exception);
+                if !answers {
+                    return Err(CallError::Mismatch);
+                }
+                return Ok(Some(reply));
+            }
+            Ok(None) => {}
+            Err(e) => return Err(CallError::Protocol(e)),
+        }
+        if conn.buf.capacity() - conn.buf.len() < MIN_READ_ROOM {
+            conn.buf.reserve(READ_CHUNK);
+        }
+        match conn.io.read_buf(&mut conn.buf).await {
+            Ok(0) => return Err(CallError::Closed),
+            Ok(_) => {}
+            Err(e) => return Err(CallError::Reset(e)),
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! Thrift route tables compiled from `raw::ThriftListener`: match by method, method
+//! prefix, multiplexed service, or everything; pick a cluster or a weighted one.
+
+use std::time::Duration;
+
+use crate::config::raw;
+
+use super::codec::{DecoderConfig, Protocol};
+use super::codec::{Header, Transport, DEFAULT_MAX_MESSAGE_SIZE};
+
+/// Default per-call timeout (connect, send and reply), as HTTP routes; `0s` = none.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A config problem: (dotted path relative to the listener, message).
+pub type ConfigError = (String, String);
+
+/// The compiled route table of one Thrift listener.
+#[derive(Debug, Clone)]
+pub struct Routes {
+    routes: Vec<Route>,
+    decoder: DecoderConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The route's `name`, or `routes.<index>`.
+    pub name: String,
+    matcher: Match,
+    action: Action,
+    timeout: Option<Duration>,
+}
+
+/// All present conditions must hold; none present matches every call.
+#[derive(Debug, Clone, Default)]
+struct Match {
+    /// Equal to the method part of the name, or to the whole name.
+    method: Option<String>,
+    /// Prefix of the method part.
+    method_prefix: Option<String>,
+    /// The multiplexed service (`Service:` prefix).
+    service: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+enum Action {
+    Cluster(String),
+    /// (cluster, cumulative weight upper bound); total is the last bound.
+    Weighted(Vec<(String, u64)>),
+}
+
+impl Match {
+    fn matches(&self, h: &Header) -> bool {
+        if let Some(m) = &self.method {
+            if h.method() != m && h.name() != m {
+                return false;
+            }
+        }
+        if let Some(p) = &self.method_prefix {
+            if !h.method().starts_with(p.as_str()) {
+                return false;
+            }
+        }
+        if let Some(s) = &self.service {
+            if h.service() != Some(s.as_str()) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+impl Route {
+    /// The cluster for one call (weighted clusters draw a random number).
+    pub fn cluster(&self) -> &str {
+        match &self.action {
+            Action::Cluster(c) => c,
+            Action::Weighted(ws) => {
+                let total = ws.last().map_or(0, |(_, w)| *w);
+                let draw = fastrand::u64(0..total.max(1));
+                ws.iter()
+                    .find(|(_, upper)| draw < *upper)
+                    .or(ws.last())
+                    .map_or("", |(c, _)| c)
+            }
+        }
+    }
+
+    /// The per-call timeout; `None` means no timeout.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+}
+
+fn transport(t: raw::ThriftTransport) -> Option<Transport> {
+    match t {
+        raw::ThriftTransport::Framed => Some(Transport::Framed),
+        raw::ThriftTransport::Unframed => Some(Transport::Unframed),
+        raw::ThriftTransport::Auto => None,
+    }
+}
+
+fn protocol(p: raw::ThriftProtocol) -> Option<Protocol> {
+    match p {
+        raw::ThriftProtocol::Binary => Some(Protocol::Binary),
+        raw::ThriftProtocol::Compact => Some(Protocol::Compact),
+        raw::ThriftProtocol::Auto => None,
+    }
+}
+
+/// A cluster's upstream framing from its `thrift:` block: `None` parts follow the
+/// downstream message (`auto` has no meaning upstream and means the same).
+pub fn upstream_framing(
+    raw: Option<&raw::ThriftUpstream>,
+) -> (Option<Transport>, Option<Protocol>) {
+    match raw {
+        None => (None, None),
+        Some(u) => (
+            u.transport.and_then(transport),
+            u.protocol.and_then(protocol),
+        ),
+    }
+}
+
+impl Routes {
+    /// Compile and check a listener's `thrift:` block, reporting every problem.
+    /// Paths are relative to the listener, e.g. `thrift.routes.2.match`.
+    pub fn compile(raw: &raw::ThriftListener) -> Result<Routes, Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let max = match raw.max_message_size {
+            None => DEFAULT_MAX_MESSAGE_SIZE,
+            Some(0) => {
+                errors.push((
+                    "thrift.max_message_size".to_owned(),
+                    "must be greater than 0".to_owned(),
+                ));
+                DEFAULT_MAX_MESSAGE_SIZE
+            }
+            Some(n) if n > i32::MAX as u32 => {
+                errors.push((
+                    "thrift.max_message_size".to_owned(),
+                    format!("must be at most {} (a frame length is an i32)", i32::MAX),
+                ));
+                DEFAULT_MAX_MESSAGE_SIZE
+            }
+            Some(n) => n as usize,
+        };
+        let mut routes = Vec::with_capacity(raw.routes.len());
+        let mut catch_all: Option<usize> = None;
+        for (i, r) in raw.routes.iter().enumerate() {
+            let at = format!("thrift.routes.{i}");
+            let mut matcher = Match::default();
+            for (key, value, slot) in [
+                ("method", &r.matcher.method, &mut matcher.method),
+                (
+                    "method_prefix",
+                    &r.matcher.method_prefix,
+                    &mut matcher.method_prefix,
+                ),
+                ("service", &r.matcher.service, &mut matcher.service),
+            ] {
+                match value {
+                    Some(v) if v.is_empty() => errors.push((
+                        format!("{at}.match.{key}"),
+                        "must not be empty; omit `match` to match every call".to_owned(),
+                    )),
+                    Some(v) if key == "service" && v.contains(':') => errors.push((
+                        format!("{at}.match.{key}"),
+                        "a service name cannot contain `:`".to_owned(),
+                    )),
+                    _ => *slot = value.clone(),
+                }
+            }
+            let is_catch_all = r.matcher.method.is_none()
+                && r.matcher.method_prefix.is_none()
+                && r.matcher.service.is_none();
+            if let Some(first) = catch_all {
+                errors.push((
+                    format!("{at}.match"),
+                    format!("unreachable: thrift.routes.{first} before it matches every call"),
+                ));
+            } else if is_catch_all {
+                catch_all = Some(i);
+            }
+            let action = match (&r.route.cluster, &r.route.weighted_clusters) {
+                (Some(c), None) if c.is_empty() => {
+                    errors.push((
+                        format!("{at}.route.cluster"),
+                        "must not be empty".to_owned(),
+                    ));
+                    None
+                }
+                (Some(c), None) => Some(Action::Cluster(c.clone())),
+                (None, Some(ws)) => {
+                    let mut upper = 0u64;
+                    let mut compiled = Vec::with_capacity(ws.len());
+                    for (j, w) in ws.iter().enumerate() {
+                        if w.cluster.is_empty() {
+                            errors.push((
+                                format!("{at}.route.weighted_clusters.{j}.cluster"),
+                                "must not be empty".to_owned(),
+                            ));
+                        }
+                        upper += u64::from(w.weight);
+                        compiled.push((w.cluster.clone(), upper));
+                    }
+                    if upper == 0 {
+                        errors.push((
+                            format!("{at}.route.weighted_clusters"),
+                            "weights sum to zero".to_owned(),
+                        ));
+                    }
+                    Some(Action::Weighted(compiled))
+                }
+                _ => {
+                    errors.push((
+                        format!("{at}.route"),
+                        "set exactly one of `cluster` or `weighted_clusters`".to_owned(),
+                    ));
+                    None
+                }
+            };
+            let timeout = match r.route.timeout {
+                None => Some(DEFAULT_TIMEOUT),
+                Some(d) if d.0.is_zero() => None,
+                Some(d) => Some(d.0),
+            };
+            if let Some(action) = action {
+                let name = r.name.clone().unwrap_or_else(|| format!("routes.{i}"));
+                routes.push(Route {
+                    name,
+                    matcher,
+                    action,
+                    timeout,
+                });
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Routes {
+            routes,
+            decoder: DecoderConfig {
+                transport: transport(raw.transport),
+                protocol: protocol(raw.protocol),
+                max_message_size: max,
+            },
+        })
+    }
+
+    /// The first route matching the call, if any.
+    pub fn route(&self, h: &Header) -> Option<&Route> {
+        self.routes.iter().find(|r| r.matcher.matches(h))
+    }
+
+    /// The downstream decoder settings (transport, protocol, max_message_size).
+    pub fn decoder_config(&self) -> DecoderConfig {
+        self.decoder
+    }
+
+    /// Every cluster a route may send to, with its config path, so the caller can
+    /// report unknown clusters: (`thrift.routes.N.route...`, cluster).
+    pub fn clusters(&self) -> Vec<(String, &str)> {
+        let mut out = Vec::new();
+        for (i, r) in self.routes.iter().enumerate() {
+            match &r.action {
+                Action::Cluster(c) => {
+                    out.push((format!("thrift.routes.{i}.route.cluster"), c.as_str()))
+                }
+                Action::Weighted(ws) => {
+                    for (j, (c, _)) in ws.iter().enumerate() {
+                        out.push((
+                            format!("thrift.routes.{i}.route.weighted_clusters.{j}.cluster"),
+                            c.as_str(),
+                        ));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Method names that appear in `match.method`: the only values of the `method`
+    /// metric label besides `other`.
+    pub fn method_labels(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .routes
+            .iter()
+            .filter_map(|r| r.matcher.method.as_deref())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+}

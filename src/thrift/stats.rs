@@ -1,0 +1,158 @@
+//! Thrift metric names and the pre-resolved handles a listener uses per call.
+//!
+//! | name | type | labels |
+//! |---|---|---|
+//! | `attache_thrift_rq_total` | counter | `listener`, `method`, `outcome` (`success`, `error`, `exception`, `local_error`) |
+//! | `attache_thrift_rq_duration_seconds` | histogram | `listener`, `method` |
+//! | `attache_thrift_downstream_decode_error_total` | counter | `listener`, `reason` |
+//!
+//! `method` is a name from the listener's `match.method` config, else `other`.
+
+use std::collections::HashMap;
+
+use attache_filters::Stats;
+use prometheus::{Histogram, IntCounter};
+
+use super::codec::{ErrorKind, Header};
+
+pub const RQ_TOTAL: &str = "attache_thrift_rq_total";
+pub const RQ_DURATION: &str = "attache_thrift_rq_duration_seconds";
+pub const DECODE_ERROR_TOTAL: &str = "attache_thrift_downstream_decode_error_total";
+
+/// How one call ended, as counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A reply whose result struct set field 0 or is empty; or a forwarded oneway.
+    Success,
+    /// A reply that set a declared IDL exception.
+    Error,
+    /// A `TApplicationException` from the upstream.
+    Exception,
+    /// The proxy answered (or, for oneway, dropped) the call itself.
+    LocalError,
+}
+
+/// The handles for one `method` label value.
+#[derive(Debug, Clone)]
+pub struct MethodStats {
+    success: IntCounter,
+    error: IntCounter,
+    exception: IntCounter,
+    local_error: IntCounter,
+    pub duration: Histogram,
+}
+
+impl MethodStats {
+    pub fn count(&self, outcome: Outcome) {
+        match outcome {
+            Outcome::Success => self.success.inc(),
+            Outcome::Error => self.error.inc(),
+            Outcome::Exception => self.exception.inc(),
+            Outcome::LocalError => self.local_error.inc(),
+        }
+    }
+}
+
+/// Every metric handle of one listener, resolved when the config is compiled.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    by_method: HashMap<String, MethodStats>,
+    other: MethodStats,
+    decode_errors: HashMap<ErrorKind, IntCounter>,
+    decode_other: IntCounter,
+}
+
+const ALL_KINDS: [ErrorKind; 13] = [
+    ErrorKind::FrameTooLarge,
+    ErrorKind::NegativeLength,
+    ErrorKind::EmptyFrame,
+    ErrorKind::MessageTooLarge,
+    ErrorKind::DepthExceeded,
+    ErrorKind::UnknownType,
+    ErrorKind::UnknownProtocol,
+    ErrorKind::ProtocolMismatch,
+    ErrorKind::InvalidName,
+    ErrorKind::UnknownMessageType,
+    ErrorKind::InvalidVarint,
+    ErrorKind::Truncated,
+    ErrorKind::TrailingBytes,
+];
+
+impl Metrics {
+    pub fn new<'a>(
+        stats: &Stats,
+        listener: &str,
+        methods: impl IntoIterator<Item = &'a str>,
+    ) -> Metrics {
+        let total = stats.counter_vec(
+            RQ_TOTAL,
+            "Thrift calls by listener, method and outcome",
+            &["listener", "method", "outcome"],
+        );
+        let duration = stats.histogram_vec(
+            RQ_DURATION,
+            "Thrift call latency through the proxy, seconds",
+            &["listener", "method"],
+        );
+        let decode = stats.counter_vec(
+            DECODE_ERROR_TOTAL,
+            "Downstream Thrift connections closed on undecodable input, by reason",
+            &["listener", "reason"],
+        );
+        let method = |m: &str| MethodStats {
+            success: total.with_label_values(&[listener, m, "success"]),
+            error: total.with_label_values(&[listener, m, "error"]),
+            exception: total.with_label_values(&[listener, m, "exception"]),
+            local_error: total.with_label_values(&[listener, m, "local_error"]),
+            duration: duration.with_label_values(&[listener, m]),
+        };
+        let by_method = methods
+            .into_iter()
+            .map(|m| (m.to_owned(), method(m)))
+            .collect();
+        let decode_errors = ALL_KINDS
+            .iter()
+            .map(|k| (*k, decode.with_label_values(&[listener, reason(*k)])))
+            .collect();
+        Metrics {
+            by_method,
+            other: method("other"),
+            decode_errors,
+            decode_other: decode.with_label_values(&[listener, "unexpected_message"]),
+        }
+    }
+
+    /// The handles for a call: by its full name, then its method part, else `other`.
+    pub fn for_call(&self, h: &Header) -> &MethodStats {
+        self.by_method
+            .get(h.name())
+            .or_else(|| self.by_method.get(h.method()))
+            .unwrap_or(&self.other)
+    }
+
+    pub fn decode_error(&self, kind: Option<ErrorKind>) {
+        match kind.and_then(|k| self.decode_errors.get(&k)) {
+            Some(c) => c.inc(),
+            None => self.decode_other.inc(),
+        }
+    }
+}
+
+/// The `reason` label of a decode error.
+pub fn reason(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::FrameTooLarge => "frame_too_large",
+        ErrorKind::NegativeLength => "negative_length",
+        ErrorKind::EmptyFrame => "empty_frame",
+        ErrorKind::MessageTooLarge => "message_too_large",
+        ErrorKind::DepthExceeded => "depth_exceeded",
+        ErrorKind::UnknownType => "unknown_type",
+        ErrorKind::UnknownProtocol => "unknown_protocol",
+        ErrorKind::ProtocolMismatch => "protocol_mismatch",
+        ErrorKind::InvalidName => "invalid_name",
+        ErrorKind::UnknownMessageType => "unknown_message_type",
+        ErrorKind::InvalidVarint => "invalid_varint",
+        ErrorKind::Truncated => "truncated",
+        ErrorKind::TrailingBytes => "trailing_bytes",
+    }
+}

@@ -1,0 +1,856 @@
+//! Proxy tests with real Thrift peers: origins and clients built on the Apache
+//! `thrift` crate (synchronous, on std threads), `serve_connection` on a tokio
+//! listener, everything on 127.0.0.1:0.
+//!
+//! The service, written as generated code would be:
+//! ```thrift
+//! exception NotFound { 1: string why }
+//! service Users {
+//!   string getUser(1: i64 id) throws (1: NotFound nf)   // also served as findUser
+//!   void ping()
+//!   oneway void log(1: string line)
+//! }
+//! ```
+//! `getUser(0)` throws NotFound, `getUser(-1)` fails with a TApplicationException,
+//! `getUser(950)` answers after 200ms and `getUser(999)` after 1.5s.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use attache_filters::Stats;
+use thrift::protocol::{
+    TBinaryInputProtocol, TBinaryOutputProtocol, TCompactInputProtocol, TCompactOutputProtocol,
+    TFieldIdentifier, TInputProtocol, TMessageIdentifier, TMessageType, TMultiplexedOutputProtocol,
+    TOutputProtocol, TStructIdentifier, TType,
+};
+use thrift::transport::{
+    TBufferedReadTransport, TBufferedWriteTransport, TFramedReadTransport, TFramedWriteTransport,
+};
+use thrift::{ApplicationError, ApplicationErrorKind};
+
+use super::codec::{Protocol, Transport};
+use super::{serve_connection, ListenerCtx, Upstreams};
+use crate::config::raw;
+
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+// ---- peers -----------------------------------------------------------------------
+
+type In = Box<dyn TInputProtocol + Send>;
+type Out = Box<dyn TOutputProtocol + Send>;
+
+fn protocols(s: &TcpStream, protocol: Protocol, transport: Transport) -> (In, Out) {
+    let r = s.try_clone().expect("clone");
+    let w = s.try_clone().expect("clone");
+    let (r, w): (Box<dyn Read + Send>, Box<dyn Write + Send>) = match transport {
+        Transport::Framed => (
+            Box::new(TFramedReadTransport::new(r)),
+            Box::new(TFramedWriteTransport::new(w)),
+        ),
+        Transport::Unframed => (
+            Box::new(TBufferedReadTransport::new(r)),
+            Box::new(TBufferedWriteTransport::new(w)),
+        ),
+    };
+    match protocol {
+        Protocol::Binary => (
+            Box::new(TBinaryInputProtocol::new(r, false)),
+            Box::new(TBinaryOutputProtocol::new(w, true)),
+        ),
+        Protocol::Compact => (
+            Box::new(TCompactInputProtocol::new(r)),
+            Box::new(TCompactOutputProtocol::new(w)),
+        ),
+    }
+}
+
+struct Origin {
+    addr: SocketAddr,
+    logs: mpsc::Receiver<String>,
+}
+
+/// A Thrift server speaking `protocol` over `transport`; replies to `getUser(id)`
+/// with `"<name>:<id>"`.
+fn start_origin(name: &'static str, protocol: Protocol, transport: Transport) -> Origin {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind origin");
+    let addr = l.local_addr().expect("addr");
+    let (tx, logs) = mpsc::channel();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(s) = s else { return };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let (mut i, mut o) = protocols(&s, protocol, transport);
+                while serve_one(name, &mut *i, &mut *o, &tx).is_ok() {}
+            });
+        }
+    });
+    Origin { addr, logs }
+}
+
+/// Read a struct's fields: field 1 as i64 or string, everything else skipped.
+fn read_args(i: &mut dyn TInputProtocol) -> thrift::Result<(Option<i64>, Option<String>)> {
+    let (mut n, mut s) = (None, None);
+    i.read_struct_begin()?;
+    loop {
+        let f = i.read_field_begin()?;
+        match (f.field_type, f.id) {
+            (TType::Stop, _) => break,
+            (TType::I64, Some(1)) => n = Some(i.read_i64()?),
+            (TType::String, Some(1)) => s = Some(i.read_string()?),
+            (t, _) => i.skip(t)?,
+        }
+        i.read_field_end()?;
+    }
+    i.read_struct_end()?;
+    i.read_message_end()?;
+    Ok((n, s))
+}
+
+fn serve_one(
+    origin: &str,
+    i: &mut dyn TInputProtocol,
+    o: &mut dyn TOutputProtocol,
+    logs: &mpsc::Sender<String>,
+) -> thrift::Result<()> {
+    let m = i.read_message_begin()?;
+    let method = m.name.rsplit(':').next().unwrap_or_default().to_owned();
+    let (n, s) = read_args(i)?;
+    let reply = |o: &mut dyn TOutputProtocol, kind: TMessageType| {
+        o.write_message_begin(&TMessageIdentifier::new(&method, kind, m.sequence_number))
+    };
+    match method.as_str() {
+        "log" => {
+            let _ = logs.send(s.unwrap_or_default());
+            return Ok(());
+        }
+        "getUser" | "findUser" => {
+            let id = n.unwrap_or_default();
+            match id {
+                950 => std::thread::sleep(Duration::from_millis(200)),
+                999 => std::thread::sleep(Duration::from_millis(1500)),
+                _ => {}
+            }
+            if id == -1 {
+                reply(o, TMessageType::Exception)?;
+                let e = ApplicationError::new(ApplicationErrorKind::InternalError, "boom");
+                thrift::Error::write_application_error_to_out_protocol(&e, o)?;
+            } else {
+                reply(o, TMessageType::Reply)?;
+                o.write_struct_begin(&TStructIdentifier::new("getUser_result"))?;
+                if id == 0 {
+                    o.write_field_begin(&TFieldIdentifier::new("nf", TType::Struct, 1))?;
+                    o.write_struct_begin(&TStructIdentifier::new("NotFound"))?;
+                    o.write_field_begin(&TFieldIdentifier::new("why", TType::String, 1))?;
+                    o.write_string("no such user")?;
+                    o.write_field_end()?;
+                    o.write_field_stop()?;
+                    o.write_struct_end()?;
+                } else {
+                    o.write_field_begin(&TFieldIdentifier::new("success", TType::String, 0))?;
+                    o.write_string(&format!("{origin}:{id}"))?;
+                }
+                o.write_field_end()?;
+                o.write_field_stop()?;
+                o.write_struct_end()?;
+            }
+        }
+        "ping" => {
+            reply(o, TMessageType::Reply)?;
+            o.write_struct_begin(&TStructIdentifier::new("ping_result"))?;
+            o.write_field_stop()?;
+            o.write_struct_end()?;
+        }
+        _ => {
+            reply(o, TMessageType::Exception)?;
+            let e = ApplicationError::new(ApplicationErrorKind::UnknownMethod, "unknown");
+            thrift::Error::write_application_error_to_out_protocol(&e, o)?;
+        }
+    }
+    o.write_message_end()?;
+    o.flush()
+}
+
+/// Compared through `Debug` in the assertions.
+#[derive(Debug)]
+#[allow(dead_code)]
+enum CallErr {
+    NotFound,
+    App(ApplicationErrorKind),
+    Other(String),
+}
+
+/// The hand-written equivalent of a generated client.
+struct Client {
+    i: In,
+    o: Out,
+    seq: i32,
+}
+
+impl Client {
+    fn connect(
+        addr: SocketAddr,
+        protocol: Protocol,
+        transport: Transport,
+        service: Option<&str>,
+    ) -> Client {
+        let s = TcpStream::connect(addr).expect("connect to proxy");
+        s.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        let (i, o) = protocols(&s, protocol, transport);
+        let o: Out = match service {
+            Some(svc) => Box::new(TMultiplexedOutputProtocol::new(svc, o)),
+            None => o,
+        };
+        Client { i, o, seq: 0 }
+    }
+
+    fn send(&mut self, name: &str, kind: TMessageType, arg: Option<(TType, &str)>) {
+        self.seq += 1;
+        let o = &mut self.o;
+        let w = |o: &mut Out| -> thrift::Result<()> {
+            o.write_message_begin(&TMessageIdentifier::new(name, kind, self.seq))?;
+            o.write_struct_begin(&TStructIdentifier::new("args"))?;
+            match arg {
+                Some((TType::I64, v)) => {
+                    o.write_field_begin(&TFieldIdentifier::new("id", TType::I64, 1))?;
+                    o.write_i64(v.parse().unwrap_or_default())?;
+                    o.write_field_end()?;
+                }
+                Some((_, v)) => {
+                    o.write_field_begin(&TFieldIdentifier::new("line", TType::String, 1))?;
+                    o.write_string(v)?;
+                    o.write_field_end()?;
+                }
+                None => {}
+            }
+            o.write_field_stop()?;
+            o.write_struct_end()?;
+            o.write_message_end()?;
+            o.flush()
+        };
+        w(o).expect("send call");
+    }
+
+    /// Read a reply: Ok(Some(string)) for field 0, Ok(None) for void.
+    fn receive(&mut self) -> Result<Option<String>, CallErr> {
+        let i = &mut self.i;
+        let m = i
+            .read_message_begin()
+            .map_err(|e| CallErr::Other(e.to_string()))?;
+        if m.sequence_number != self.seq {
+            return Err(CallErr::Other(format!(
+                "seq {} != {}",
+                m.sequence_number, self.seq
+            )));
+        }
+        if m.message_type == TMessageType::Exception {
+            let e = thrift::Error::read_application_error_from_in_protocol(&mut **i)
+                .map_err(|e| CallErr::Other(e.to_string()))?;
+            return Err(CallErr::App(e.kind));
+        }
+        let mut value = None;
+        let mut nf = false;
+        let r: thrift::Result<()> = (|| {
+            i.read_struct_begin()?;
+            loop {
+                let f = i.read_field_begin()?;
+                match (f.field_type, f.id) {
+                    (TType::Stop, _) => break,
+                    (TType::String, Some(0)) => value = Some(i.read_string()?),
+                    (t, Some(1)) => {
+                        nf = true;
+                        i.skip(t)?;
+                    }
+                    (t, _) => i.skip(t)?,
+                }
+                i.read_field_end()?;
+            }
+            i.read_struct_end()?;
+            i.read_message_end()
+        })();
+        r.map_err(|e| CallErr::Other(e.to_string()))?;
+        if nf {
+            return Err(CallErr::NotFound);
+        }
+        Ok(value)
+    }
+
+    fn get_user(&mut self, id: i64) -> Result<String, CallErr> {
+        self.call_named("getUser", id)
+    }
+
+    fn call_named(&mut self, name: &str, id: i64) -> Result<String, CallErr> {
+        self.send(
+            name,
+            TMessageType::Call,
+            Some((TType::I64, &id.to_string())),
+        );
+        self.receive()?
+            .ok_or_else(|| CallErr::Other("void reply".to_owned()))
+    }
+
+    fn ping(&mut self) -> Result<(), CallErr> {
+        self.send("ping", TMessageType::Call, None);
+        self.receive().map(|_| ())
+    }
+
+    fn log(&mut self, line: &str) {
+        self.send("log", TMessageType::OneWay, Some((TType::String, line)));
+    }
+}
+
+// ---- the proxy under test --------------------------------------------------------
+
+struct TestUpstreams {
+    clusters: HashMap<String, (Vec<SocketAddr>, Option<Transport>)>,
+    next: AtomicUsize,
+}
+
+impl TestUpstreams {
+    fn new(clusters: &[(&str, Vec<SocketAddr>, Option<Transport>)]) -> TestUpstreams {
+        TestUpstreams {
+            clusters: clusters
+                .iter()
+                .map(|(n, a, t)| ((*n).to_owned(), (a.clone(), *t)))
+                .collect(),
+            next: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Upstreams for TestUpstreams {
+    fn pick(&self, cluster: &str) -> Option<SocketAddr> {
+        let (addrs, _) = self.clusters.get(cluster)?;
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        addrs.get(n % addrs.len().max(1)).copied()
+    }
+
+    fn connect_timeout(&self, _: &str) -> Duration {
+        Duration::from_secs(1)
+    }
+
+    fn framing(&self, cluster: &str) -> (Option<Transport>, Option<Protocol>) {
+        (self.clusters.get(cluster).and_then(|(_, t)| *t), None)
+    }
+}
+
+struct Proxy {
+    addr: SocketAddr,
+    stats: Arc<Stats>,
+}
+
+impl Proxy {
+    /// `attache_thrift_rq_total{listener="t",method,outcome}`.
+    fn count(&self, method: &str, outcome: &str) -> u64 {
+        self.metric(
+            "attache_thrift_rq_total",
+            &[("method", method), ("outcome", outcome)],
+        )
+    }
+
+    fn metric(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
+        let mut total = 0;
+        for fam in self.stats.registry().gather() {
+            if fam.name() != name {
+                continue;
+            }
+            for m in fam.get_metric() {
+                let has = |k: &str, v: &str| {
+                    m.get_label()
+                        .iter()
+                        .any(|l| l.name() == k && l.value() == v)
+                };
+                if labels.iter().all(|(k, v)| has(k, v)) {
+                    total += m.get_counter().get_value() as u64;
+                    total += m.get_histogram().get_sample_count();
+                }
+            }
+        }
+        total
+    }
+}
+
+async fn start_proxy(yaml: &str, upstreams: TestUpstreams) -> Proxy {
+    let raw: raw::ThriftListener = serde_yaml::from_str(yaml).expect("listener yaml");
+    let stats = Arc::new(Stats::new());
+    let ctx = ListenerCtx::new("t", &raw, &stats, Arc::new(upstreams)).expect("config compiles");
+    let ctx = Arc::new(ctx);
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind proxy");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((s, peer)) = l.accept().await {
+            tokio::spawn(serve_connection(s, peer, ctx.clone()));
+        }
+    });
+    Proxy { addr, stats }
+}
+
+/// Run blocking client code off the runtime, under a deadline.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::time::timeout(Duration::from_secs(30), tokio::task::spawn_blocking(f))
+        .await
+        .expect("client finished in time")
+        .expect("client did not panic")
+}
+
+const BY_METHOD: &str = "
+transport: auto
+protocol: auto
+routes:
+  - match: { method: getUser }
+    route: { cluster: a }
+  - match: { method_prefix: find }
+    route: { cluster: b }
+  - match: { method: ping }
+    route: { cluster: a }
+  - match: { method: log }
+    route: { cluster: a }
+";
+
+// ---- tests -----------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_by_method_in_every_protocol_and_framing_with_translation() {
+    for protocol in [Protocol::Binary, Protocol::Compact] {
+        for upstream in [Transport::Framed, Transport::Unframed] {
+            let a = start_origin("a", protocol, upstream);
+            let b = start_origin("b", protocol, upstream);
+            let ups = TestUpstreams::new(&[
+                ("a", vec![a.addr], Some(upstream)),
+                ("b", vec![b.addr], Some(upstream)),
+            ]);
+            let proxy = start_proxy(BY_METHOD, ups).await;
+            for downstream in [Transport::Framed, Transport::Unframed] {
+                let addr = proxy.addr;
+                let case = format!("{protocol:?} client {downstream:?} -> upstream {upstream:?}");
+                let got = blocking(move || {
+                    let mut c = Client::connect(addr, protocol, downstream, None);
+                    let r = (c.get_user(7), c.call_named("findUser", 8), c.ping());
+                    (format!("{:?}", r.0), format!("{:?}", r.1), r.2.is_ok())
+                })
+                .await;
+                assert_eq!(
+                    got,
+                    ("Ok(\"a:7\")".into(), "Ok(\"b:8\")".into(), true),
+                    "{case}"
+                );
+            }
+            assert_eq!(proxy.count("getUser", "success"), 2);
+            assert_eq!(
+                proxy.count("other", "success"),
+                2,
+                "findUser is not a configured method"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multiplexed_clients_are_routed_by_service() {
+    let a = start_origin("a", Protocol::Binary, Transport::Framed);
+    let b = start_origin("b", Protocol::Binary, Transport::Framed);
+    let ups = TestUpstreams::new(&[("a", vec![a.addr], None), ("b", vec![b.addr], None)]);
+    let yaml = "
+routes:
+  - match: { service: Users }
+    route: { cluster: a }
+  - match: { service: Admin, method: getUser }
+    route: { cluster: b }
+";
+    let proxy = start_proxy(yaml, ups).await;
+    let addr = proxy.addr;
+    let got = blocking(move || {
+        let (bin, fr) = (Protocol::Binary, Transport::Framed);
+        let users = Client::connect(addr, bin, fr, Some("Users")).get_user(1);
+        let admin = Client::connect(addr, bin, fr, Some("Admin")).get_user(2);
+        let plain = Client::connect(addr, bin, fr, None).get_user(3);
+        format!("{users:?} {admin:?} {plain:?}")
+    })
+    .await;
+    assert_eq!(got, "Ok(\"a:1\") Ok(\"b:2\") Err(App(UnknownMethod))");
+    // `getUser` is a configured method name, so both services count under it.
+    assert_eq!(proxy.count("getUser", "success"), 2);
+    assert_eq!(proxy.count("getUser", "local_error"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_calls_are_answered_in_order() {
+    for protocol in [Protocol::Binary, Protocol::Compact] {
+        let a = start_origin("a", protocol, Transport::Unframed);
+        let ups = TestUpstreams::new(&[("a", vec![a.addr], Some(Transport::Unframed))]);
+        let proxy = start_proxy(BY_METHOD, ups).await;
+        let addr = proxy.addr;
+        let got = blocking(move || {
+            // Write five calls back to back (the slow one first), then read.
+            let mut c = Client::connect(addr, protocol, Transport::Framed, None);
+            let ids = [950, 1, 2, 3, 4];
+            for id in ids {
+                c.send(
+                    "getUser",
+                    TMessageType::Call,
+                    Some((TType::I64, &id.to_string())),
+                );
+            }
+            let mut replies = Vec::new();
+            for (n, _) in ids.iter().enumerate() {
+                c.seq = n as i32 + 1;
+                replies.push(format!("{:?}", c.receive()));
+            }
+            replies
+        })
+        .await;
+        let want: Vec<String> = [950, 1, 2, 3, 4]
+            .iter()
+            .map(|id| format!("Ok(Some(\"a:{id}\"))"))
+            .collect();
+        assert_eq!(got, want, "{protocol:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oneway_calls_are_forwarded_and_get_no_reply() {
+    let a = start_origin("a", Protocol::Compact, Transport::Framed);
+    let ups = TestUpstreams::new(&[("a", vec![a.addr], None)]);
+    let proxy = start_proxy(BY_METHOD, ups).await;
+    let addr = proxy.addr;
+    let pinged = blocking(move || {
+        let mut c = Client::connect(addr, Protocol::Compact, Transport::Framed, None);
+        c.log("hello");
+        c.log("again");
+        // The next reply read is ping's, so no reply was sent for the oneways.
+        c.ping().is_ok()
+    })
+    .await;
+    assert!(pinged);
+    let logs = tokio::task::spawn_blocking(move || {
+        let first = a.logs.recv_timeout(IO_TIMEOUT);
+        let second = a.logs.recv_timeout(IO_TIMEOUT);
+        (first, second)
+    })
+    .await
+    .expect("join");
+    assert_eq!(logs, (Ok("hello".to_owned()), Ok("again".to_owned())));
+    assert_eq!(proxy.count("log", "success"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_are_counted_success_error_exception_and_local_error() {
+    let a = start_origin("a", Protocol::Binary, Transport::Unframed);
+    let ups = TestUpstreams::new(&[("a", vec![a.addr], None)]);
+    let proxy = start_proxy(BY_METHOD, ups).await;
+    let addr = proxy.addr;
+    let got = blocking(move || {
+        let mut c = Client::connect(addr, Protocol::Binary, Transport::Unframed, None);
+        let r = [
+            format!("{:?}", c.get_user(5)),
+            format!("{:?}", c.get_user(0)),
+            format!("{:?}", c.get_user(-1)),
+            format!("{:?}", c.call_named("deleteUser", 1)),
+            format!("{:?}", c.ping()),
+        ];
+        r
+    })
+    .await;
+    assert_eq!(
+        got,
+        [
+            "Ok(\"a:5\")",
+            "Err(NotFound)",
+            "Err(App(InternalError))",
+            "Err(App(UnknownMethod))",
+            "Ok(())"
+        ]
+    );
+    assert_eq!(proxy.count("getUser", "success"), 1);
+    assert_eq!(proxy.count("getUser", "error"), 1);
+    assert_eq!(proxy.count("getUser", "exception"), 1);
+    assert_eq!(proxy.count("other", "local_error"), 1);
+    assert_eq!(proxy.count("ping", "success"), 1);
+    let durations = proxy.metric(
+        "attache_thrift_rq_duration_seconds",
+        &[("method", "getUser")],
+    );
+    assert_eq!(durations, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_down_answers_internal_error_without_hanging() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead = closed.local_addr().expect("addr");
+    drop(closed);
+    let ups = TestUpstreams::new(&[("a", vec![dead], None), ("b", vec![], None)]);
+    let proxy = start_proxy(BY_METHOD, ups).await;
+    let addr = proxy.addr;
+    let started = Instant::now();
+    let got = blocking(move || {
+        let mut c = Client::connect(addr, Protocol::Binary, Transport::Framed, None);
+        // Connect refused, then no endpoint at all.
+        format!("{:?} {:?}", c.get_user(1), c.call_named("findUser", 1))
+    })
+    .await;
+    assert_eq!(got, "Err(App(InternalError)) Err(App(InternalError))");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(proxy.count("getUser", "local_error"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_timeout_answers_internal_error_and_the_connection_goes_on() {
+    let a = start_origin("a", Protocol::Compact, Transport::Unframed);
+    let ups = TestUpstreams::new(&[("a", vec![a.addr], Some(Transport::Unframed))]);
+    let yaml = "
+protocol: compact
+routes:
+  - match: {}
+    route: { cluster: a, timeout: 300ms }
+";
+    let proxy = start_proxy(yaml, ups).await;
+    let addr = proxy.addr;
+    let (slow, elapsed, next) = blocking(move || {
+        let mut c = Client::connect(addr, Protocol::Compact, Transport::Framed, None);
+        let t = Instant::now();
+        let slow = format!("{:?}", c.get_user(999));
+        (slow, t.elapsed(), format!("{:?}", c.get_user(2)))
+    })
+    .await;
+    assert_eq!(slow, "Err(App(InternalError))");
+    assert!(
+        elapsed < Duration::from_millis(1400),
+        "answered after {elapsed:?}"
+    );
+    assert_eq!(next, "Ok(\"a:2\")");
+}
+
+/// Send raw bytes and collect everything until the proxy closes the connection.
+fn send_raw(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    s.write_all(bytes).expect("write");
+    let mut got = Vec::new();
+    match s.read_to_end(&mut got) {
+        Ok(_) => {}
+        // A reset also closes; a timeout means the proxy kept waiting.
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("connection was not closed: {e}"),
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_closes_the_connection_and_the_proxy_keeps_serving() {
+    let a = start_origin("a", Protocol::Binary, Transport::Framed);
+    let ups = TestUpstreams::new(&[("a", vec![a.addr], None)]);
+    let yaml = "
+transport: framed
+protocol: binary
+max_message_size: 1024
+routes:
+  - match: {}
+    route: { cluster: a }
+";
+    let proxy = start_proxy(yaml, ups).await;
+    let addr = proxy.addr;
+    let results = blocking(move || {
+        let mut deep = vec![0x80, 1, 0, 1, 0, 0, 0, 7];
+        deep.extend_from_slice(b"getUser");
+        deep.extend_from_slice(&42i32.to_be_bytes());
+        deep.extend_from_slice(&[15, 0, 1]);
+        for _ in 0..70 {
+            deep.extend_from_slice(&[15, 0, 0, 0, 1]);
+        }
+        deep.extend_from_slice(&[8, 0, 0, 0, 0, 0]);
+        let mut framed_deep = (deep.len() as u32).to_be_bytes().to_vec();
+        framed_deep.extend_from_slice(&deep);
+        let frame = |payload: &[u8]| {
+            let mut v = (payload.len() as u32).to_be_bytes().to_vec();
+            v.extend_from_slice(payload);
+            v
+        };
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("garbage", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
+            ("frame over the limit", vec![0, 0, 4, 1, 0x80, 1, 0, 1]),
+            (
+                "negative length",
+                vec![0xff, 0xff, 0xff, 0xfe, 0x80, 1, 0, 1],
+            ),
+            (
+                "unknown version",
+                frame(&[0x80, 9, 0, 1, 0, 0, 0, 1, b'm', 0, 0, 0, 1, 0]),
+            ),
+            (
+                "invalid utf-8 name",
+                frame(&[0x80, 1, 0, 1, 0, 0, 0, 2, 0xc3, 0x28, 0, 0, 0, 1, 0]),
+            ),
+            ("truncated then closed", vec![0, 0, 0, 20, 0x80, 1, 0, 1]),
+        ];
+        let mut out = Vec::new();
+        for (case, bytes) in cases {
+            let reply = if case == "truncated then closed" {
+                let mut s = TcpStream::connect(addr).expect("connect");
+                s.write_all(&bytes).expect("write");
+                drop(s);
+                Vec::new()
+            } else {
+                send_raw(addr, &bytes)
+            };
+            out.push((case, reply.is_empty()));
+        }
+        // The header decodes, the body does not: an exception with the caller's
+        // seq id, then the connection is closed.
+        let reply = send_raw(addr, &framed_deep);
+        let mut p = TBinaryInputProtocol::new(TFramedReadTransport::new(&reply[..]), true);
+        let m = p.read_message_begin().expect("an exception reply");
+        let e = thrift::Error::read_application_error_from_in_protocol(&mut p).expect("app error");
+        let deep_reply = (m.name, m.sequence_number, e.kind);
+        // And a well-behaved client is still served.
+        let mut c = Client::connect(addr, Protocol::Binary, Transport::Framed, None);
+        (out, deep_reply, format!("{:?}", c.get_user(3)))
+    })
+    .await;
+    let (closed, deep_reply, good) = results;
+    for (case, empty) in closed {
+        assert!(empty, "{case}: no reply expected");
+    }
+    assert_eq!(
+        deep_reply,
+        (
+            "getUser".to_owned(),
+            42,
+            ApplicationErrorKind::ProtocolError
+        )
+    );
+    assert_eq!(good, "Ok(\"a:3\")");
+    let errors = |reason: &str| {
+        proxy.metric(
+            "attache_thrift_downstream_decode_error_total",
+            &[("reason", reason)],
+        )
+    };
+    assert_eq!(
+        errors("frame_too_large"),
+        2,
+        "garbage reads as a huge frame"
+    );
+    assert_eq!(errors("negative_length"), 1);
+    assert_eq!(errors("unknown_protocol"), 1);
+    assert_eq!(errors("invalid_name"), 1);
+    assert_eq!(errors("depth_exceeded"), 1);
+    // The truncated connection is counted once the proxy sees the close.
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while errors("truncated") == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(errors("truncated"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_concurrent_clients_each_get_their_own_replies() {
+    let a = start_origin("a", Protocol::Binary, Transport::Framed);
+    let b = start_origin("b", Protocol::Binary, Transport::Framed);
+    let ups = TestUpstreams::new(&[("a", vec![a.addr, b.addr], Some(Transport::Framed))]);
+    let yaml = "
+transport: auto
+routes:
+  - match: {}
+    route: { cluster: a }
+";
+    let proxy = start_proxy(yaml, ups).await;
+    let addr = proxy.addr;
+    let failures = blocking(move || {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..200)
+                .map(|client| {
+                    scope.spawn(move || {
+                        let (p, t) = if client % 2 == 0 {
+                            (Protocol::Binary, Transport::Framed)
+                        } else {
+                            (Protocol::Binary, Transport::Unframed)
+                        };
+                        let mut c = Client::connect(addr, p, t, None);
+                        let mut bad = Vec::new();
+                        for k in 1..=5 {
+                            let id = client * 100 + k;
+                            match c.get_user(id) {
+                                Ok(s) if s == format!("a:{id}") || s == format!("b:{id}") => {}
+                                other => bad.push(format!("client {client} id {id}: {other:?}")),
+                            }
+                        }
+                        bad
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| vec!["client panicked".to_owned()])
+                })
+                .collect::<Vec<_>>()
+        })
+    })
+    .await;
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(proxy.count("other", "success"), 1000);
+}
+
+#[test]
+fn config_errors_are_reported_with_paths() {
+    let yaml = "
+max_message_size: 0
+routes:
+  - match: { method: '' }
+    route: { cluster: a }
+  - match: {}
+    route: {}
+  - match: { service: 'A:b' }
+    route: { weighted_clusters: [{ cluster: a, weight: 0 }] }
+";
+    let raw: raw::ThriftListener = serde_yaml::from_str(yaml).expect("yaml");
+    let errors = super::Routes::compile(&raw).expect_err("invalid");
+    let paths: Vec<&str> = errors.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "thrift.max_message_size",
+            "thrift.routes.0.match.method",
+            "thrift.routes.1.route",
+            "thrift.routes.2.match.service",
+            "thrift.routes.2.match",
+            "thrift.routes.2.route.weighted_clusters",
+        ]
+    );
+}
+
+#[test]
+fn weighted_clusters_follow_weights() {
+    let yaml = "
+routes:
+  - route: { weighted_clusters: [{ cluster: a, weight: 90 }, { cluster: b, weight: 10 }] }
+";
+    let raw: raw::ThriftListener = serde_yaml::from_str(yaml).expect("yaml");
+    let routes = super::Routes::compile(&raw).expect("valid");
+    assert_eq!(routes.clusters().len(), 2);
+    let mut buf = bytes::BytesMut::new();
+    let framing = super::codec::Framing {
+        transport: Transport::Framed,
+        protocol: Protocol::Binary,
+    };
+    super::codec::encode_app_exception(
+        &mut buf,
+        framing,
+        "m",
+        1,
+        super::codec::AppExceptionKind::Unknown,
+        "",
+    );
+    let mut d = super::codec::Decoder::new(routes.decoder_config());
+    let msg = d.decode(&mut buf).expect("ok").expect("msg");
+    let route = routes.route(msg.header()).expect("catch-all");
+    let a = (0..10_000).filter(|_| route.cluster() == "a").count();
+    assert!((8_500..9_500).contains(&a), "a chosen {a} times in 10000");
+}
