@@ -19,10 +19,7 @@ pub mod web_security;
 pub use api::{
     Action, ConfigError, FactoryContext, HttpFilter, HttpFilterFactory, PathSeg, StreamCtx,
 };
-<<<<<<< HEAD
 pub use services::Services;
-=======
->>>>>>> thrift
 pub use stats::Stats;
 
 #[cfg(test)]

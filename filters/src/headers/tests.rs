@@ -7,18 +7,12 @@ use crate::FactoryContext;
 fn build(yaml: &str) -> std::sync::Arc<dyn crate::HttpFilter> {
     let raw: serde_yaml::Value = serde_yaml::from_str(yaml).expect("yaml");
     let stats = Stats::new();
-<<<<<<< HEAD
     let services = crate::Services::default();
-=======
->>>>>>> thrift
     let cx = FactoryContext {
         stats: &stats,
         listener: "l",
         tls: false,
-<<<<<<< HEAD
         services: &services,
-=======
->>>>>>> thrift
     };
     registry::get("headers")
         .expect("registered")
