@@ -362,11 +362,11 @@ async fn get(req: &Request<Incoming>, path: &str, server: Arc<Server>) -> Rsp {
     }
 }
 
-fn sli(_server: &Server, want_json: bool) -> Rsp {
+fn sli(server: &Server, want_json: bool) -> Rsp {
     if want_json {
-        json(StatusCode::OK, "{\"routes\":[],\"objectives\":[]}")
+        json(StatusCode::OK, server.services.sli.render_json())
     } else {
-        text(StatusCode::OK, "no sli filter data\n")
+        text(StatusCode::OK, server.services.sli.render_text())
     }
 }
 

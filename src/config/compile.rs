@@ -317,7 +317,7 @@ pub fn compile(
 
         let mut http = None;
         let mut tcp = None;
-        let thrift = None;
+        let mut thrift = None;
         match l.protocol {
             raw::ListenerProtocol::Http => {
                 if l.tcp.is_some() {
@@ -379,10 +379,34 @@ pub fn compile(
                         "a thrift listener takes `thrift: {...}`, not virtual_hosts or filters",
                     );
                 }
-                cx.err_key(
-                    &format!("{p}.protocol"),
-                    "thrift listeners are not supported by this build yet",
-                );
+                match &l.thrift {
+                    None => cx.err(&p, "a thrift listener needs `thrift: { routes: [...] }`"),
+                    Some(t) => {
+                        let ups = Arc::new(crate::upstream::ThriftUpstreams {
+                            clusters: clusters.clone(),
+                        });
+                        match crate::thrift::ListenerCtx::new(&l.name, t, opts.stats, ups) {
+                            Ok(ctx) => {
+                                for (path, name) in ctx.routes().clusters() {
+                                    if !clusters.contains_key(name) {
+                                        unknown_cluster(
+                                            &mut cx,
+                                            &format!("{p}.{path}"),
+                                            name,
+                                            &clusters,
+                                        );
+                                    }
+                                }
+                                thrift = Some(Arc::new(ctx));
+                            }
+                            Err(errs) => {
+                                for (path, msg) in errs {
+                                    cx.err(&format!("{p}.{path}"), msg);
+                                }
+                            }
+                        }
+                    }
+                }
             }
         }
 

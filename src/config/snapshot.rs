@@ -37,7 +37,7 @@ pub struct Listener {
     pub access_log: Option<AccessLogCfg>,
     pub http: Option<HttpSettings>,
     pub tcp: Option<TcpSettings>,
-    pub thrift: Option<raw::ThriftListener>,
+    pub thrift: Option<Arc<crate::thrift::ListenerCtx>>,
     /// TLS termination (certificates rotate underneath without a reload).
     pub tls: Option<Arc<crate::tls::ServerTls>>,
 }

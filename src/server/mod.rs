@@ -432,7 +432,9 @@ async fn serve_io<IO>(
             tracing::debug!(listener = %listener.name, remote = %conn.remote, ?outcome, "tcp connection closed");
         }
         ListenerProtocol::Thrift => {
-            tracing::error!(listener = %listener.name, "thrift listeners are not supported by this build");
+            if let Some(ctx) = listener.thrift.clone() {
+                crate::thrift::serve_connection(io, conn.remote, ctx).await;
+            }
         }
     }
 }

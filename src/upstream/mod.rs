@@ -135,3 +135,66 @@ impl Cluster {
         self.lb.pick(&self.endpoints, avoid).cloned()
     }
 }
+
+/// The Thrift proxy's view of the clusters: the same load balancers, connectors
+/// (including upstream TLS) and counters as HTTP.
+pub struct ThriftUpstreams {
+    pub clusters: Arc<std::collections::HashMap<String, Arc<Cluster>>>,
+}
+
+impl crate::thrift::Upstreams for ThriftUpstreams {
+    fn pick(&self, cluster: &str) -> Option<SocketAddr> {
+        self.clusters.get(cluster)?.pick(None).map(|e| e.addr)
+    }
+
+    fn connect_timeout(&self, cluster: &str) -> Duration {
+        self.clusters
+            .get(cluster)
+            .map_or(Duration::from_secs(1), |c| c.connect_timeout)
+    }
+
+    fn framing(
+        &self,
+        cluster: &str,
+    ) -> (
+        Option<crate::thrift::codec::Transport>,
+        Option<crate::thrift::codec::Protocol>,
+    ) {
+        crate::thrift::upstream_framing(self.clusters.get(cluster).and_then(|c| c.thrift.as_ref()))
+    }
+
+    fn connect<'a>(
+        &'a self,
+        cluster: &'a str,
+        addr: SocketAddr,
+    ) -> crate::thrift::ConnectFuture<'a> {
+        Box::pin(async move {
+            let c = self.clusters.get(cluster).ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::NotFound, "unknown cluster")
+            })?;
+            match c.connector.connect_addr(addr).await {
+                Ok(s) => Ok(Box::new(s) as crate::thrift::BoxIo),
+                Err(e) => {
+                    c.stats.connect_fail.inc();
+                    if let Some(ep) = c.endpoints.iter().find(|e| e.addr == addr) {
+                        ep.connect_fail.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e)
+                }
+            }
+        })
+    }
+
+    fn complete(&self, cluster: &str, addr: SocketAddr, ok: bool) {
+        if let Some(ep) = self
+            .clusters
+            .get(cluster)
+            .and_then(|c| c.endpoints.iter().find(|e| e.addr == addr))
+        {
+            ep.rq_total.fetch_add(1, Ordering::Relaxed);
+            if !ok {
+                ep.rq_error.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
