@@ -392,6 +392,29 @@ pub fn parse(
     text: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(raw::Config, SourceMap, Value), Vec<Diagnostic>> {
+    let p = parse_partial(file, text, lookup);
+    match (p.diags.is_empty(), p.partial) {
+        (true, Some(ok)) => Ok(ok),
+        _ => Err(p.diags),
+    }
+}
+
+/// The result of reading a file that may have shape errors: the errors, and the
+/// config with the offending nodes removed (when what is left still deserializes), so
+/// semantic checks can report their problems in the same run.
+pub struct Partial {
+    pub diags: Vec<Diagnostic>,
+    pub partial: Option<(raw::Config, SourceMap, Value)>,
+    /// Lines of removed or unexpanded nodes: semantic errors there are echoes.
+    pub noisy_lines: Vec<usize>,
+}
+
+pub fn parse_partial(file: &str, text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Partial {
+    let fail = |diags| Partial {
+        diags,
+        partial: None,
+        noisy_lines: Vec::new(),
+    };
     let map = index(file, text);
     let mut value: Value = match serde_yaml::from_str(text) {
         Ok(Value::Null) => Value::Mapping(Default::default()),
@@ -403,7 +426,7 @@ pub fn parse(
                 .unwrap_or((1, 1));
             let msg = e.to_string();
             let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
-            return Err(vec![Diagnostic {
+            return fail(vec![Diagnostic {
                 file: file.to_string(),
                 line,
                 col,
@@ -414,18 +437,25 @@ pub fn parse(
     let mut diags = Vec::new();
     let mut env_errors = Vec::new();
     expand_env(&mut value, "", lookup, &mut env_errors);
+    let mut noisy_lines = Vec::new();
     for (path, msg) in env_errors {
-        diags.push(map.diag(&path, msg));
+        let d = map.diag(&path, msg);
+        noisy_lines.push(d.line);
+        diags.push(d);
     }
 
     let mut removed: Vec<String> = Vec::new();
     for _ in 0..200 {
         match serde_path_to_error::deserialize::<_, raw::Config>(value.clone()) {
             Ok(cfg) => {
-                if diags.is_empty() {
-                    return Ok((cfg, map, value));
+                for r in &removed {
+                    noisy_lines.push(map.locate(r, false).0);
                 }
-                break;
+                return Partial {
+                    diags,
+                    partial: Some((cfg, map, value)),
+                    noisy_lines,
+                };
             }
             Err(e) => {
                 let path = path_string(e.path());
@@ -470,7 +500,11 @@ pub fn parse(
             }
         }
     }
-    Err(diags)
+    Partial {
+        diags,
+        partial: None,
+        noisy_lines,
+    }
 }
 
 #[cfg(test)]

@@ -41,14 +41,31 @@ pub fn load_str(
     services: &Services,
     check_files: bool,
 ) -> Result<(Snapshot, u64), Vec<Diagnostic>> {
-    let (cfg, map, effective) = load::parse(path, text, lookup)?;
+    let parsed = load::parse_partial(path, text, lookup);
+    let Some((cfg, map, effective)) = parsed.partial else {
+        return Err(parsed.diags);
+    };
     let opts = compile::Options {
         stats,
         services,
         check_files,
     };
-    let snap = compile::compile(&cfg, &map, effective, &opts)?;
-    Ok((snap, hash(text)))
+    match compile::compile(&cfg, &map, effective, &opts) {
+        Ok(snap) if parsed.diags.is_empty() => Ok((snap, hash(text))),
+        Ok(_) => Err(parsed.diags),
+        Err(semantic) => {
+            // Shape errors first, then semantic ones not caused by a removed node.
+            let mut all = parsed.diags;
+            all.extend(
+                semantic
+                    .into_iter()
+                    .filter(|d| !parsed.noisy_lines.contains(&d.line)),
+            );
+            all.sort_by_key(|d| (d.line, d.col));
+            all.dedup();
+            Err(all)
+        }
+    }
 }
 
 /// FNV-1a of the config text: stable across runs and builds, shown by /server_info.
