@@ -513,13 +513,16 @@ fn compile_http(
         for (d, dom) in vh.domains.iter().enumerate() {
             let dp = format!("{vp}.domains.{d}");
             let lower = dom.to_ascii_lowercase();
+            let host_chars = |h: &str| {
+                !h.is_empty()
+                    && h.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+            };
             let valid = lower == "*"
-                || (!lower.is_empty()
-                    && lower
-                        .strip_prefix('*')
-                        .unwrap_or(&lower)
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-'));
+                || match lower.strip_prefix("*.") {
+                    Some(rest) => host_chars(rest),
+                    None => !lower.contains('*') && host_chars(&lower),
+                };
             if !valid {
                 cx.err(
                     &dp,
