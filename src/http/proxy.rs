@@ -409,7 +409,7 @@ fn append_xff(headers: &mut HeaderMap, ip: &str) {
 async fn forward(
     ra: &RouteAction,
     cluster: &Arc<Cluster>,
-    parts: http::request::Parts,
+    mut parts: http::request::Parts,
     pq: String,
     body: ReqBody,
     bytes_in: Arc<AtomicU64>,
@@ -459,7 +459,12 @@ async fn forward(
             crate::config::raw::UpstreamProtocol::Http1 => Version::HTTP_11,
             crate::config::raw::UpstreamProtocol::Http2 => Version::HTTP_2,
         };
-        *req.headers_mut() = parts.headers.clone();
+        // The last possible attempt takes the headers; earlier ones copy them.
+        *req.headers_mut() = if last {
+            std::mem::take(&mut parts.headers)
+        } else {
+            parts.headers.clone()
+        };
 
         let guard = ActiveGuard::new(ep.clone());
         let sent = Instant::now();
