@@ -624,11 +624,19 @@ fn compile_http(
             "max_headers must be between 1 and 10000",
         );
     }
+    let max_uri = opts.max_uri_bytes.unwrap_or(16 * 1024);
+    if !(256..=1024 * 1024).contains(&max_uri) {
+        cx.err(
+            &format!("{hp}.max_uri_bytes"),
+            "max_uri_bytes must be between 256 and 1048576",
+        );
+    }
     HttpSettings {
         router: Router::new(vhosts, clusters.clone()),
         filters: listener_chain,
         max_header_bytes: max_kb as usize * 1024,
         max_headers: max_headers as usize,
+        max_uri_bytes: max_uri as usize,
         merge_slashes: opts.merge_slashes.unwrap_or(true),
         reject_escaped_slashes: opts.escaped_slashes != Some(raw::EscapedSlashes::Keep),
         idle_timeout: opts

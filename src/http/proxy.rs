@@ -161,6 +161,10 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Resp
         return finish_local(ErrorKind::BadRequest, false, &mut sc, done, &http.filters);
     }
 
+    if parts.uri.path_and_query().map_or(0, |p| p.as_str().len()) > http.max_uri_bytes {
+        done.close_connection = true;
+        return finish_local(ErrorKind::UriTooLong, false, &mut sc, done, &http.filters);
+    }
     // Header limits (hyper's read buffer bound is not an exact header limit).
     let mut header_bytes = parts.uri.path_and_query().map_or(0, |p| p.as_str().len());
     for (k, v) in parts.headers.iter() {
