@@ -1,0 +1,394 @@
+#!/usr/bin/env bash
+# Load comparison: attache vs NGINX vs HAProxy as reverse proxies to one origin on
+# loopback. See benches/README.md for how to read the output.
+#
+#   benches/load/run.sh                      # ROUNDS=3 DURATION=10s
+#   ROUNDS=1 DURATION=3s benches/load/run.sh # a quick smoke run
+#
+# Environment (defaults in brackets):
+#   ROUNDS [3]  DURATION [10s]  CONNECTIONS [64] (wrk)
+#   H2_CLIENTS [16]  H2_STREAMS [4] (h2load: clients x streams in flight)
+#   RATE [5000] req/s and RATE_CONNECTIONS [32] for the fixed-rate latency run
+#   WARMUP [2s] per contender before round 1
+#   CONTENDERS ["attache nginx haproxy"]  TESTS ["h1 h2 rate"]
+#   PROXY_CPU [0] (the proxies)  LOAD_CPU [1] (load generator and origin)
+#   OUT [a new directory under /tmp] where results.tsv, results.md and logs go
+#   SKIP_INSTALL=1 (never apt-get)  SKIP_BUILD=1 (use the existing binaries)
+#   CARGO_TARGET_DIR [<repo>/target]
+set -euo pipefail
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-64}
+H2_CLIENTS=${H2_CLIENTS:-16}
+H2_STREAMS=${H2_STREAMS:-4}
+RATE=${RATE:-5000}
+RATE_CONNECTIONS=${RATE_CONNECTIONS:-32}
+WARMUP=${WARMUP:-2s}
+CONTENDERS=${CONTENDERS:-attache nginx haproxy}
+TESTS=${TESTS:-h1 h2 rate}
+PROXY_CPU=${PROXY_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+TARGET=${CARGO_TARGET_DIR:-$REPO/target}
+OUT=${OUT:-$(mktemp -d /tmp/attache-load.XXXXXX)}
+mkdir -p "$OUT"
+WORK="$OUT/run"
+mkdir -p "$WORK"
+
+log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() {
+	log "error: $*"
+	exit 1
+}
+
+# "10s" / "2m" / "10" -> whole seconds.
+seconds() {
+	case $1 in
+	*ms) echo $((${1%ms} / 1000)) ;;
+	*s) echo "${1%s}" ;;
+	*m) echo $((${1%m} * 60)) ;;
+	*) echo "$1" ;;
+	esac
+}
+DUR_S=$(seconds "$DURATION")
+WARMUP_S=$(seconds "$WARMUP")
+[[ $DUR_S =~ ^[0-9]+$ && $DUR_S -gt 0 ]] || die "DURATION must be whole seconds, got $DURATION"
+# Every load run is killed if it overruns its duration by this much.
+RUN_LIMIT=$((DUR_S + 30))
+
+# ---------------------------------------------------------------- processes ---
+PIDS=()
+cleanup() {
+	local rc=$?
+	trap - EXIT INT TERM
+	for pid in "${PIDS[@]}"; do
+		kill -TERM "$pid" 2>/dev/null || true
+	done
+	local deadline=$((SECONDS + 10))
+	for pid in "${PIDS[@]}"; do
+		while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do
+			sleep 0.1
+		done
+		kill -KILL "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+	done
+	if ((rc != 0)); then
+		log "failed (exit $rc); logs are in $WORK"
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Wait until something accepts on 127.0.0.1:$1, or fail after $3 seconds; $2 is the
+# pid that should be serving it (fail early if it dies).
+wait_port() {
+	local port=$1 pid=$2 limit=${3:-20}
+	local deadline=$((SECONDS + limit))
+	while ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+		kill -0 "$pid" 2>/dev/null || die "process $pid exited before listening on $port"
+		((SECONDS < deadline)) || die "nothing listening on 127.0.0.1:$port after ${limit}s"
+		sleep 0.05
+	done
+}
+
+# N distinct free loopback ports (held open together while choosing).
+free_ports() {
+	python3 - "$1" <<'EOF'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+EOF
+}
+
+# --------------------------------------------------------------- /proc reads ---
+CLK_TCK=$(getconf CLK_TCK)
+
+# utime + stime in clock ticks, summed over the given pids (all threads included).
+cpu_ticks() {
+	local total=0 pid stat rest
+	local -a f
+	for pid in "$@"; do
+		stat=$(<"/proc/$pid/stat") || die "process $pid is gone"
+		rest=${stat##*) } # fields from 3 on; comm may contain spaces
+		read -r -a f <<<"$rest"
+		total=$((total + f[11] + f[12])) # fields 14 and 15
+	done
+	echo "$total"
+}
+
+status_kib() { # $1 = pid, $2 = VmRSS | VmHWM
+	awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"
+}
+
+# Reset VmHWM so the next read is this run's peak (Linux >= 4.0, needs owner/root).
+HWM_RESET=yes
+reset_hwm() {
+	echo 5 >"/proc/$1/clear_refs" 2>/dev/null || HWM_RESET=no
+}
+
+# ------------------------------------------------------------------ tooling ---
+install_tools() {
+	local missing=() pkgs=()
+	command -v nginx >/dev/null || missing+=(nginx)
+	command -v haproxy >/dev/null || missing+=(haproxy)
+	command -v wrk >/dev/null || missing+=(wrk)
+	command -v h2load >/dev/null || missing+=(nghttp2-client)
+	command -v python3 >/dev/null || missing+=(python3)
+	command -v taskset >/dev/null || missing+=(util-linux)
+	((${#missing[@]} == 0)) && return 0
+	[[ ${SKIP_INSTALL:-} == 1 ]] && die "missing tools: ${missing[*]} (SKIP_INSTALL=1)"
+	((EUID == 0)) || die "missing tools: ${missing[*]}; run as root or install them"
+	log "installing ${missing[*]} with apt-get"
+	timeout 300 apt-get update -qq
+	for p in "${missing[@]}"; do
+		if [[ $p == nginx ]]; then
+			if apt-cache show nginx-light >/dev/null 2>&1; then pkgs+=(nginx-light); else pkgs+=(nginx); fi
+		else
+			pkgs+=("$p")
+		fi
+	done
+	DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+	# Debian's postinst may start a system nginx on :80; it is not ours to keep.
+	if [[ " ${pkgs[*]} " == *" nginx"* ]] && command -v service >/dev/null; then
+		service nginx stop >/dev/null 2>&1 || true
+	fi
+}
+
+build() {
+	if [[ ${SKIP_BUILD:-} == 1 ]]; then
+		log "SKIP_BUILD=1: using binaries in $TARGET/release"
+	else
+		log "building attache and the load generator (release; fat LTO takes minutes)"
+		# Two invocations: building the example pulls in dev-dependency features, and
+		# attache should be the same binary a plain `cargo build --release` makes.
+		(cd "$REPO" && CARGO_TARGET_DIR=$TARGET cargo build --release --quiet --bin attache)
+		(cd "$REPO" && CARGO_TARGET_DIR=$TARGET cargo build --release --quiet --example loadgen)
+	fi
+	ATTACHE=$TARGET/release/attache
+	LOADGEN=$TARGET/release/examples/loadgen
+	[[ -x $ATTACHE ]] || die "$ATTACHE not built"
+	[[ -x $LOADGEN ]] || die "$LOADGEN not built"
+}
+
+# Fill @KEY@ placeholders: render TEMPLATE OUTPUT KEY=VALUE...
+render() {
+	local tmpl=$1 out=$2 kv text
+	shift 2
+	text=$(<"$tmpl")
+	for kv in "$@"; do
+		text=${text//@${kv%%=*}@/${kv#*=}}
+	done
+	printf '%s\n' "$text" >"$out"
+}
+
+USER_LINE=""
+((EUID == 0)) && USER_LINE="user root;"
+
+# ---------------------------------------------------------------- contenders ---
+declare -A PORT H2PORT PROCS SERVING IDLE_KIB
+
+start_origin() {
+	mkdir -p "$WORK/origin-tmp"
+	render "$HERE/origin.conf.in" "$WORK/origin.conf" DIR="$WORK" ORIGIN_PORT="$ORIGIN_PORT" USER="$USER_LINE"
+	taskset -c "$LOAD_CPU" nginx -p "$WORK" -c "$WORK/origin.conf" -e "$WORK/origin-error.log" 2>>"$WORK/origin-error.log" &
+	PIDS+=($!)
+	wait_port "$ORIGIN_PORT" "$!"
+	log "origin (nginx, 1 worker) on 127.0.0.1:$ORIGIN_PORT, cpu $LOAD_CPU"
+}
+
+NGINX_H2=no
+start_nginx() {
+	local port=$1 h2port=$2 h2listen="listen 127.0.0.1:$2 http2;"
+	mkdir -p "$WORK/nginx-tmp"
+	render "$HERE/nginx.conf.in" "$WORK/nginx.conf" DIR="$WORK" ORIGIN_PORT="$ORIGIN_PORT" \
+		PROXY_PORT="$port" H2_LISTEN="$h2listen" USER="$USER_LINE"
+	if nginx -t -p "$WORK" -c "$WORK/nginx.conf" -e "$WORK/nginx-error.log" >/dev/null 2>&1; then
+		NGINX_H2=yes
+	else
+		log "this nginx cannot serve h2c on a cleartext listener; skipping it for h2load"
+		render "$HERE/nginx.conf.in" "$WORK/nginx.conf" DIR="$WORK" ORIGIN_PORT="$ORIGIN_PORT" \
+			PROXY_PORT="$port" H2_LISTEN="" USER="$USER_LINE"
+	fi
+	taskset -c "$PROXY_CPU" nginx -p "$WORK" -c "$WORK/nginx.conf" -e "$WORK/nginx-error.log" 2>>"$WORK/nginx-error.log" &
+	local master=$!
+	PIDS+=("$master")
+	wait_port "$port" "$master"
+	local worker="" deadline=$((SECONDS + 10))
+	while [[ -z $worker ]]; do
+		worker=$(pgrep -P "$master" | head -n1 || true)
+		[[ -n $worker ]] || ((SECONDS < deadline)) || die "nginx worker did not start"
+		[[ -n $worker ]] || sleep 0.05
+	done
+	PROCS[nginx]="$master $worker"
+	SERVING[nginx]=$worker
+	[[ $NGINX_H2 == yes ]] && H2PORT[nginx]=$h2port
+	return 0
+}
+
+start_haproxy() {
+	local port=$1 h2port=$2
+	render "$HERE/haproxy.cfg.in" "$WORK/haproxy.cfg" ORIGIN_PORT="$ORIGIN_PORT" PROXY_PORT="$port" H2_PORT="$h2port"
+	haproxy -c -q -f "$WORK/haproxy.cfg" || die "haproxy rejected $WORK/haproxy.cfg"
+	taskset -c "$PROXY_CPU" haproxy -db -f "$WORK/haproxy.cfg" >>"$WORK/haproxy.log" 2>&1 &
+	local pid=$!
+	PIDS+=("$pid")
+	wait_port "$port" "$pid"
+	wait_port "$h2port" "$pid"
+	PROCS[haproxy]=$pid
+	SERVING[haproxy]=$pid
+	H2PORT[haproxy]=$h2port
+}
+
+start_attache() {
+	local port=$1
+	render "$HERE/attache.yaml.in" "$WORK/attache.yaml" ORIGIN_PORT="$ORIGIN_PORT" PROXY_PORT="$port"
+	"$ATTACHE" validate --config "$WORK/attache.yaml" >/dev/null || die "attache rejected $WORK/attache.yaml"
+	rm -f "$WORK/attache.ready"
+	ATTACHE_LOG=warn taskset -c "$PROXY_CPU" "$ATTACHE" run --config "$WORK/attache.yaml" \
+		--concurrency 1 --ready-file "$WORK/attache.ready" >>"$WORK/attache.log" 2>&1 &
+	local pid=$!
+	PIDS+=("$pid")
+	local deadline=$((SECONDS + 20))
+	until [[ -s $WORK/attache.ready ]]; do
+		kill -0 "$pid" 2>/dev/null || die "attache exited; see $WORK/attache.log"
+		((SECONDS < deadline)) || die "attache not ready after 20s"
+		sleep 0.05
+	done
+	wait_port "$port" "$pid"
+	PROCS[attache]=$pid
+	SERVING[attache]=$pid
+	H2PORT[attache]=$port # h1 and h2c on one listener
+}
+
+# ---------------------------------------------------------------- load runs ---
+# Each prints "requests rps p50_us p99_us errors" on stdout.
+load_h1() { # port seconds tag
+	local f="$WORK/$3.wrk"
+	taskset -c "$LOAD_CPU" timeout "$RUN_LIMIT" \
+		wrk -t1 -c"$CONNECTIONS" -d"$2s" --latency "http://127.0.0.1:$1/" >"$f" 2>&1 ||
+		die "wrk failed; see $f"
+	python3 "$HERE/report.py" parse wrk "$f"
+}
+
+load_h2() {
+	local f="$WORK/$3.h2load" lf="$WORK/$3.h2log"
+	taskset -c "$LOAD_CPU" timeout "$RUN_LIMIT" \
+		h2load -t1 -c"$H2_CLIENTS" -m"$H2_STREAMS" -D"$2" --log-file="$lf" "http://127.0.0.1:$1/" >"$f" 2>&1 ||
+		die "h2load failed; see $f"
+	python3 "$HERE/report.py" parse h2load "$f" "$lf"
+	rm -f "$lf"
+}
+
+load_rate() {
+	local f="$WORK/$3.loadgen"
+	taskset -c "$LOAD_CPU" timeout "$RUN_LIMIT" \
+		"$LOADGEN" --url "http://127.0.0.1:$1/" --rate "$RATE" --duration "$2" \
+		--connections "$RATE_CONNECTIONS" >"$f" 2>&1 || die "loadgen failed; see $f"
+	python3 "$HERE/report.py" parse loadgen "$f"
+}
+
+RESULTS="$OUT/results.tsv"
+
+# measure ROUND TEST CONTENDER: one recorded run, appended to results.tsv.
+measure() {
+	local round=$1 test=$2 who=$3 port
+	if [[ $test == h2 ]]; then
+		port=${H2PORT[$who]:-}
+		[[ -n $port ]] || return 0
+	else
+		port=${PORT[$who]}
+	fi
+	local serving=${SERVING[$who]} procs=${PROCS[$who]}
+	reset_hwm "$serving"
+	local before t0 after t1 vals
+	# shellcheck disable=SC2086 # procs is a list of pids
+	before=$(cpu_ticks $procs)
+	t0=$(date +%s.%N)
+	vals=$("load_$test" "$port" "$DUR_S" "r$round-$test-$who")
+	t1=$(date +%s.%N)
+	# shellcheck disable=SC2086
+	after=$(cpu_ticks $procs)
+	local peak cpu wall
+	peak=$(status_kib "$serving" VmHWM)
+	cpu=$(awk -v a="$after" -v b="$before" -v t="$CLK_TCK" 'BEGIN { printf "%.3f", (a - b) / t }')
+	wall=$(awk -v a="$t1" -v b="$t0" 'BEGIN { printf "%.3f", a - b }')
+	read -r requests rps p50 p99 errors <<<"$vals"
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$test" "$who" \
+		"$requests" "$rps" "$p50" "$p99" "$errors" "$cpu" "$wall" "$peak" "${IDLE_KIB[$who]}" >>"$RESULTS"
+	log "round $round $test $who: $(printf '%.0f' "$rps") req/s, p50 ${p50}us, p99 ${p99}us, cpu ${cpu}s, errors $errors"
+}
+
+# ---------------------------------------------------------------------- main ---
+install_tools
+build
+command -v taskset >/dev/null || die "taskset not found"
+(($(nproc) >= 2)) || log "warning: fewer than 2 cores; the pinning below cannot isolate anything"
+
+read -r ORIGIN_PORT P_ATTACHE P_NGINX P_NGINX_H2 P_HAPROXY P_HAPROXY_H2 <<<"$(free_ports 6)"
+start_origin
+
+read -r -a order <<<"$CONTENDERS"
+for who in "${order[@]}"; do
+	case $who in
+	attache) PORT[attache]=$P_ATTACHE && start_attache "$P_ATTACHE" ;;
+	nginx) PORT[nginx]=$P_NGINX && start_nginx "$P_NGINX" "$P_NGINX_H2" ;;
+	haproxy) PORT[haproxy]=$P_HAPROXY && start_haproxy "$P_HAPROXY" "$P_HAPROXY_H2" ;;
+	*) die "unknown contender $who" ;;
+	esac
+	IDLE_KIB[$who]=$(status_kib "${SERVING[$who]}" VmRSS)
+	log "$who on 127.0.0.1:${PORT[$who]} (h2c: ${H2PORT[$who]:-none}), cpu $PROXY_CPU, idle RSS ${IDLE_KIB[$who]} KiB"
+done
+
+# Every contender must answer 200 before anything is measured.
+for who in "${order[@]}"; do
+	code=$(timeout 10 python3 -c 'import sys, urllib.request as u
+try:
+    print(u.urlopen(sys.argv[1], timeout=5).status)
+except Exception as e:
+    print(getattr(e, "code", e))' "http://127.0.0.1:${PORT[$who]}/")
+	[[ $code == 200 ]] || die "$who answered $code instead of 200"
+done
+
+if ((WARMUP_S > 0)); then
+	for who in "${order[@]}"; do
+		log "warming up $who for ${WARMUP_S}s"
+		load_h1 "${PORT[$who]}" "$WARMUP_S" "warmup-$who" >/dev/null
+	done
+fi
+
+printf '# round\ttest\tcontender\trequests\trps\tp50_us\tp99_us\terrors\tcpu_s\twall_s\tpeak_kib\tidle_kib\n' >"$RESULTS"
+read -r -a tests <<<"$TESTS"
+for ((round = 1; round <= ROUNDS; round++)); do
+	# Rotate the order each round so no contender always runs first or last.
+	n=${#order[@]}
+	rotated=()
+	for ((i = 0; i < n; i++)); do rotated+=("${order[$(((i + round - 1) % n))]}"); done
+	for test in "${tests[@]}"; do
+		for who in "${rotated[@]}"; do
+			measure "$round" "$test" "$who"
+		done
+	done
+done
+
+{
+	echo "# attache load comparison, $(date -u '+%Y-%m-%d %H:%M UTC')"
+	echo
+	echo "- machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), kernel $(uname -r)"
+	echo "- proxies pinned to cpu $PROXY_CPU; load generator and origin (nginx, 1 worker) to cpu $LOAD_CPU"
+	echo "- attache $("$ATTACHE" --version | awk '{print $2}') --concurrency 1; $(nginx -v 2>&1 | sed 's/^nginx version: //') 1 worker, upstream keepalive; $(haproxy -v | head -n1 | awk '{print "haproxy " $3}') nbthread 1, http-reuse always"
+	echo "- h1: wrk -t1 -c$CONNECTIONS -d${DUR_S}s; h2: h2load -t1 -c$H2_CLIENTS -m$H2_STREAMS -D$DUR_S (nginx h2c: $NGINX_H2); rate: loadgen $RATE req/s over $RATE_CONNECTIONS connections, ${DUR_S}s"
+	echo "- VmHWM reset per run: $HWM_RESET"
+	echo
+	python3 "$HERE/report.py" table "$RESULTS"
+} >"$OUT/results.md"
+cat "$OUT/results.md"
+log "raw results: $RESULTS; logs: $WORK"
