@@ -12,6 +12,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::{reload, EnvFilter};
 
+// mimalloc: glibc malloc/free was ~17% of per-request instructions (benches/RESULTS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "attache",
@@ -151,12 +155,16 @@ fn main() -> ExitCode {
             let threads = concurrency
                 .filter(|n| *n > 0)
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(threads)
-                .thread_name("attache-worker")
-                .enable_all()
-                .build()
-            {
+            // One worker: a current-thread runtime, no work-stealing or cross-thread
+            // wake-ups. More: the multi-threaded scheduler.
+            let mut builder = if threads == 1 {
+                tokio::runtime::Builder::new_current_thread()
+            } else {
+                let mut b = tokio::runtime::Builder::new_multi_thread();
+                b.worker_threads(threads);
+                b
+            };
+            let rt = match builder.thread_name("attache-worker").enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("attache: cannot start the runtime: {e}");

@@ -128,8 +128,8 @@ pub struct Completion {
     path: String,
     authority: String,
     user_agent: String,
-    pub request_id: String,
-    pub route: Arc<str>,
+    pub request_id: Option<http::HeaderValue>,
+    pub route: Option<Arc<str>>,
     pub cluster: Option<Arc<str>>,
     pub upstream: Option<Arc<str>>,
     pub flag: &'static str,
@@ -188,8 +188,8 @@ impl Completion {
                 String::new()
             },
             rt,
-            request_id: String::new(),
-            route: Arc::from(""),
+            request_id: None,
+            route: None,
             cluster: None,
             upstream: None,
             flag: "",
@@ -201,6 +201,11 @@ impl Completion {
             sc: None,
             close_connection: false,
         }
+    }
+
+    /// Whether this stream will write an access log line.
+    pub fn logging(&self) -> bool {
+        self.rt.sink.is_some()
     }
 
     pub fn listener_stats(&self) -> &ListenerStats {
@@ -238,11 +243,15 @@ impl Completion {
                 bytes_received: self.bytes_in.load(Ordering::Relaxed),
                 bytes_sent: self.bytes_out,
                 duration_ms: elapsed.as_secs_f64() * 1000.0,
-                route: &self.route,
+                route: self.route.as_deref().unwrap_or(""),
                 cluster: self.cluster.as_deref().unwrap_or(""),
                 upstream: self.upstream.as_deref().unwrap_or(""),
                 response_flag: self.flag,
-                request_id: &self.request_id,
+                request_id: self
+                    .request_id
+                    .as_ref()
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or(""),
                 authority: &self.authority,
                 downstream: &self.conn.remote_str,
                 user_agent: &self.user_agent,

@@ -37,7 +37,7 @@ pub struct Runtime {
 pub struct ConnCtx {
     pub slot: Arc<ArcSwap<Runtime>>,
     pub remote: SocketAddr,
-    pub remote_ip: String,
+    pub remote_ip: http::HeaderValue,
     pub remote_str: String,
     pub tls: bool,
     /// Verified client certificate SANs (URI SANs, then DNS SANs).

@@ -27,8 +27,24 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == header::TRAILER
+        || name == header::PROXY_AUTHENTICATE
+        || name == header::PROXY_AUTHORIZATION
+        || name == header::TE
+}
+
 /// Remove hop-by-hop headers (RFC 9110 7.6.1), including those `Connection` names.
+/// One scan of the names first: most messages have none, and then nothing is hashed.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     if let Some(conn) = headers.get(header::CONNECTION) {
         if let Ok(list) = conn.to_str() {
             let named: Vec<HeaderName> = list
@@ -60,21 +76,24 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// A random v4 UUID for `x-request-id`.
+/// A random v4 UUID for `x-request-id`, hex written by hand (no `fmt`).
 fn request_id() -> HeaderValue {
-    let a = fastrand::u64(..);
-    let b = fastrand::u64(..);
-    let b = (b & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
-    let a = (a & 0xffff_ffff_ffff_0fff) | 0x0000_0000_0000_4000;
-    let s = format!(
-        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-        a >> 32,
-        (a >> 16) & 0xffff,
-        a & 0xffff,
-        b >> 48,
-        b & 0xffff_ffff_ffff
-    );
-    HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let a = (fastrand::u64(..) & 0xffff_ffff_ffff_0fff) | 0x0000_0000_0000_4000;
+    let b = (fastrand::u64(..) & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
+    let bytes = ((u128::from(a)) << 64 | u128::from(b)).to_be_bytes();
+    let mut out = [0u8; 36];
+    let mut i = 0;
+    for (n, byte) in bytes.iter().enumerate() {
+        if matches!(n, 4 | 6 | 8 | 10) {
+            out[i] = b'-';
+            i += 1;
+        }
+        out[i] = HEX[usize::from(byte >> 4)];
+        out[i + 1] = HEX[usize::from(byte & 0xf)];
+        i += 2;
+    }
+    HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 fn host_of(parts: &http::request::Parts) -> String {
@@ -209,12 +228,9 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Resp
     if !parts.headers.contains_key(&X_REQUEST_ID) && http.generate_request_id {
         parts.headers.insert(X_REQUEST_ID.clone(), request_id());
     }
-    done.request_id = parts
-        .headers
-        .get(&X_REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    if done.logging() {
+        done.request_id = parts.headers.get(&X_REQUEST_ID).cloned();
+    }
 
     // Route.
     let view = RequestView {
@@ -233,7 +249,7 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Resp
         return finish_local(ErrorKind::NoRoute, false, &mut sc, done, &chain);
     };
     sc.route = route.name.clone();
-    done.route = route.name.clone();
+    done.route = Some(route.name.clone());
     let chain = route.filters.clone();
 
     // Filters, request side.
@@ -399,13 +415,20 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Resp
     }
 }
 
-fn append_xff(headers: &mut HeaderMap, ip: &str) {
-    let v = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
-        _ => ip.to_string(),
-    };
-    if let Ok(v) = HeaderValue::from_str(&v) {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
+fn append_xff(headers: &mut HeaderMap, ip: &HeaderValue) {
+    match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.is_empty() => {
+            let mut v = Vec::with_capacity(prev.len() + 2 + ip.len());
+            v.extend_from_slice(prev.as_bytes());
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(ip.as_bytes());
+            if let Ok(v) = HeaderValue::from_bytes(&v) {
+                headers.insert(X_FORWARDED_FOR.clone(), v);
+            }
+        }
+        _ => {
+            headers.insert(X_FORWARDED_FOR.clone(), ip.clone());
+        }
     }
 }
 

@@ -362,7 +362,8 @@ async fn serve_accepted(
         slot,
         remote,
         remote_str: remote.to_string(),
-        remote_ip: remote.ip().to_string(),
+        remote_ip: http::HeaderValue::from_str(&remote.ip().to_string())
+            .unwrap_or_else(|_| http::HeaderValue::from_static("unknown")),
         tls: false,
         peer_sans: Vec::new(),
         peer: None,
