@@ -32,10 +32,14 @@ impl fmt::Display for Diagnostic {
 
 /// Positions of every node in the document, by dotted path (`listeners.0.name`).
 /// `path` maps to the value's position; `path#key` to the position of its key.
+/// With `include:` (see `include.rs`) a document is assembled from several files:
+/// `origin` says which of `files` a node came from (absent = `file`).
 #[derive(Debug, Default, Clone)]
 pub struct SourceMap {
     file: String,
     pos: HashMap<String, (usize, usize)>,
+    files: Vec<String>,
+    origin: HashMap<String, usize>,
 }
 
 impl SourceMap {
@@ -43,29 +47,73 @@ impl SourceMap {
         &self.file
     }
 
+    /// An empty map for a document assembled from `file` and its includes.
+    pub(crate) fn assembled(file: &str) -> SourceMap {
+        SourceMap {
+            file: file.to_string(),
+            ..Default::default()
+        }
+    }
+
+    /// Record that `path` (or `path#key`) is at `pos` of `file`.
+    pub(crate) fn insert(&mut self, path: String, file: &str, pos: (usize, usize)) {
+        if file != self.file {
+            let idx = match self.files.iter().position(|f| f == file) {
+                Some(i) => i,
+                None => {
+                    self.files.push(file.to_string());
+                    self.files.len() - 1
+                }
+            };
+            self.origin.insert(path.clone(), idx);
+        }
+        self.pos.insert(path, pos);
+    }
+
+    /// The recorded position of exactly `path` (no ancestor fallback).
+    pub(crate) fn get(&self, path: &str) -> Option<(usize, usize)> {
+        self.pos.get(path).copied()
+    }
+
     /// The position of `path`, or of its nearest ancestor that has one.
     pub fn locate(&self, path: &str, key: bool) -> (usize, usize) {
+        let (_, line, col) = self.locate_in(path, key);
+        (line, col)
+    }
+
+    /// As [`SourceMap::locate`], with the file the position is in.
+    pub fn locate_in(&self, path: &str, key: bool) -> (&str, usize, usize) {
+        let found = |p: &str| {
+            self.pos.get(p).map(|(l, c)| {
+                let f = self
+                    .origin
+                    .get(p)
+                    .and_then(|i| self.files.get(*i))
+                    .unwrap_or(&self.file);
+                (f.as_str(), *l, *c)
+            })
+        };
         if key {
-            if let Some(p) = self.pos.get(&format!("{path}#key")) {
-                return *p;
+            if let Some(x) = found(&format!("{path}#key")) {
+                return x;
             }
         }
         let mut p = path;
         loop {
-            if let Some(v) = self.pos.get(p) {
-                return *v;
+            if let Some(x) = found(p) {
+                return x;
             }
             match p.rfind('.') {
                 Some(i) => p = &p[..i],
-                None => return self.pos.get("").copied().unwrap_or((1, 1)),
+                None => return found("").unwrap_or((self.file.as_str(), 1, 1)),
             }
         }
     }
 
     pub fn diag(&self, path: &str, message: impl Into<String>) -> Diagnostic {
-        let (line, col) = self.locate(path, false);
+        let (file, line, col) = self.locate_in(path, false);
         Diagnostic {
-            file: self.file.clone(),
+            file: file.to_string(),
             line,
             col,
             message: message.into(),
@@ -73,9 +121,9 @@ impl SourceMap {
     }
 
     pub fn diag_key(&self, path: &str, message: impl Into<String>) -> Diagnostic {
-        let (line, col) = self.locate(path, true);
+        let (file, line, col) = self.locate_in(path, true);
         Diagnostic {
-            file: self.file.clone(),
+            file: file.to_string(),
             line,
             col,
             message: message.into(),
@@ -178,6 +226,7 @@ pub fn index(file: &str, text: &str) -> SourceMap {
     SourceMap {
         file: file.to_string(),
         pos: ix.map,
+        ..Default::default()
     }
 }
 
@@ -393,9 +442,15 @@ pub fn parse(
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(raw::Config, SourceMap, Value), Vec<Diagnostic>> {
     let map = index(file, text);
-    let mut value: Value = match serde_yaml::from_str(text) {
-        Ok(Value::Null) => Value::Mapping(Default::default()),
-        Ok(v) => v,
+    let value = parse_yaml(file, text).map_err(|d| vec![d])?;
+    parse_value(value, map, lookup)
+}
+
+/// YAML text to a value; an empty document is an empty mapping.
+pub fn parse_yaml(file: &str, text: &str) -> Result<Value, Diagnostic> {
+    match serde_yaml::from_str(text) {
+        Ok(Value::Null) => Ok(Value::Mapping(Default::default())),
+        Ok(v) => Ok(v),
         Err(e) => {
             let (line, col) = e
                 .location()
@@ -403,27 +458,51 @@ pub fn parse(
                 .unwrap_or((1, 1));
             let msg = e.to_string();
             let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
-            return Err(vec![Diagnostic {
+            Err(Diagnostic {
                 file: file.to_string(),
                 line,
                 col,
                 message: format!("invalid YAML: {msg}"),
-            }]);
+            })
         }
-    };
+    }
+}
+
+/// Expand and deserialize a document already read (and assembled from includes).
+pub fn parse_value(
+    mut value: Value,
+    map: SourceMap,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<(raw::Config, SourceMap, Value), Vec<Diagnostic>> {
     let mut diags = Vec::new();
     let mut env_errors = Vec::new();
     expand_env(&mut value, "", lookup, &mut env_errors);
     for (path, msg) in env_errors {
         diags.push(map.diag(&path, msg));
     }
+    match deserialize_all::<raw::Config>(value.clone(), &map) {
+        Ok(cfg) if diags.is_empty() => Ok((cfg, map, value)),
+        Ok(_) => Err(diags),
+        Err(more) => {
+            diags.extend(more);
+            Err(diags)
+        }
+    }
+}
 
+/// Deserialize `value` as `T`, reporting every shape error (unknown keys with a
+/// did-you-mean, wrong types, missing keys) located through `map`.
+pub fn deserialize_all<T: serde::de::DeserializeOwned>(
+    mut value: Value,
+    map: &SourceMap,
+) -> Result<T, Vec<Diagnostic>> {
+    let mut diags = Vec::new();
     let mut removed: Vec<String> = Vec::new();
     for _ in 0..200 {
-        match serde_path_to_error::deserialize::<_, raw::Config>(value.clone()) {
+        match serde_path_to_error::deserialize::<_, T>(value.clone()) {
             Ok(cfg) => {
                 if diags.is_empty() {
-                    return Ok((cfg, map, value));
+                    return Ok(cfg);
                 }
                 break;
             }

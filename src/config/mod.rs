@@ -2,6 +2,7 @@
 
 pub mod compile;
 pub mod duration;
+pub mod include;
 pub mod load;
 pub mod raw;
 pub mod snapshot;
@@ -13,23 +14,51 @@ use attache_filters::Services;
 
 use crate::stats::Stats;
 
-/// Read, validate and compile a config file; every problem at once on failure.
+/// Read, validate and compile a config file (and its includes); every problem at
+/// once on failure.
 pub fn load_file(
     path: &str,
     stats: &Stats,
     services: &Services,
     check_files: bool,
 ) -> Result<(Snapshot, u64), Vec<Diagnostic>> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        vec![Diagnostic {
-            file: path.to_string(),
-            line: 1,
-            col: 1,
-            message: format!("cannot read config: {e}"),
-        }]
-    })?;
     let lookup = |k: &str| std::env::var(k).ok();
-    load_str(path, &text, &lookup, stats, services, check_files)
+    let src = read(path, None, &lookup)?;
+    let opts = compile::Options {
+        stats,
+        services,
+        check_files,
+    };
+    let snap = compile::compile(&src.cfg, &src.map, src.effective, &opts)?;
+    Ok((snap, src.hash))
+}
+
+/// A config file read, assembled from its includes, expanded and deserialized, but
+/// not yet compiled.
+pub struct Source {
+    pub cfg: raw::Config,
+    pub map: load::SourceMap,
+    /// The document after includes and `${VAR}` expansion.
+    pub effective: serde_yaml::Value,
+    /// [`hash`] of every file's text, top-level first.
+    pub hash: u64,
+}
+
+/// Read `path` with its includes (bounded by `root`, default the file's directory).
+pub fn read(
+    path: &str,
+    root: Option<&std::path::Path>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Source, Vec<Diagnostic>> {
+    let doc = include::assemble(path, root)?;
+    let all: String = doc.files.iter().map(|(_, t)| t.as_str()).collect();
+    let (cfg, map, effective) = load::parse_value(doc.value, doc.map, lookup)?;
+    Ok(Source {
+        cfg,
+        map,
+        effective,
+        hash: hash(&all),
+    })
 }
 
 /// As [`load_file`], for text already in memory; `lookup` resolves `${VAR}`.
