@@ -203,6 +203,23 @@ fn walk(cx: &mut Cx, value: Value, orig: &str, fin: &str) -> Value {
     }
 }
 
+/// `a/b/../c` -> `a/c`, lexically, for display.
+fn tidy(p: &Path) -> String {
+    use std::path::Component;
+    let mut out: Vec<Component<'_>> = Vec::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.last(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    let pb: PathBuf = out.iter().collect();
+    pb.to_string_lossy().into_owned()
+}
+
 /// Resolve and read an include; on success the file is pushed on the stack (the
 /// caller pops it) and its parsed value returned.
 fn open(cx: &mut Cx, target: &Value, at: &str) -> Option<Value> {
@@ -226,7 +243,7 @@ fn open(cx: &mut Cx, target: &Value, at: &str) -> Option<Value> {
     }
     let dir = from_canonical.parent().unwrap_or(Path::new("/"));
     let shown_dir = Path::new(&from_name).parent().unwrap_or(Path::new(""));
-    let name = shown_dir.join(rel).to_string_lossy().into_owned();
+    let name = tidy(&shown_dir.join(rel));
     let canonical = match std::fs::canonicalize(dir.join(rel)) {
         Ok(c) => c,
         Err(e) => fail!(format!("cannot read include `{rel}`: {e}")),

@@ -55,7 +55,10 @@ pub fn render(name: &str, template: &str, vars: &serde_yaml::Value) -> Result<St
         let line = e.line().unwrap_or(1);
         let col = e.range().map_or(1, |r| column(template, r.start));
         let what = match e.kind() {
-            minijinja::ErrorKind::UndefinedError => "undefined variable".to_string(),
+            minijinja::ErrorKind::UndefinedError => match e.range().and_then(|r| template.get(r)) {
+                Some(expr) => format!("undefined variable in `{}`", expr.trim()),
+                None => "undefined variable".to_string(),
+            },
             minijinja::ErrorKind::OutOfFuel => format!(
                 "template ran out of fuel ({FUEL} instructions): a loop that does not end or is far too large"
             ),

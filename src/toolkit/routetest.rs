@@ -339,7 +339,7 @@ pub fn run(
         }
         results.push(TestResult {
             name: t.name.clone(),
-            at: tests_map.diag(&tp, ""),
+            at: tests_map.diag_key(&format!("{tp}.name"), ""),
             mismatches,
         });
     }
@@ -347,7 +347,7 @@ pub fn run(
     let unreached = all
         .iter()
         .filter(|(id, _, _)| !reached.contains(id))
-        .map(|(_, name, p)| (name.clone(), cfg_map.diag(p, "")))
+        .map(|(_, name, p)| (name.clone(), cfg_map.diag_key(&format!("{p}.name"), "")))
         .collect();
     Report {
         coverage: Coverage {
