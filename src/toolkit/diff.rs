@@ -52,11 +52,9 @@ struct Cx<'a> {
 
 impl Cx<'_> {
     fn push(&mut self, kind: Kind, sign: char, subject: &str, msg: String, path: &str, old: bool) {
-        let at = if old {
-            self.old.diag(path, "")
-        } else {
-            self.new.diag(path, "")
-        };
+        // A list item is located at its `name` key when it has one.
+        let map = if old { self.old } else { self.new };
+        let at = map.diag_key(&format!("{path}.name"), "");
         self.out.push(Change {
             kind,
             sign,
@@ -207,8 +205,9 @@ fn weight_shift(old: &[raw::WeightedCluster], new: &[raw::WeightedCluster]) -> O
     }
     let get = |ws: &[raw::WeightedCluster], n: &str| {
         ws.iter()
-            .find(|w| w.cluster == n)
-            .map_or(0, |w| u64::from(w.weight))
+            .filter(|w| w.cluster == n)
+            .map(|w| u64::from(w.weight))
+            .sum::<u64>()
     };
     let parts: Vec<String> = names
         .iter()
