@@ -6,6 +6,8 @@
 pub enum ErrorKind {
     /// The request could not be accepted as it is (400).
     BadRequest,
+    /// Request target over the listener's limit (414).
+    UriTooLong,
     /// Request headers over the listener's limits (431).
     HeadersTooLarge,
     /// No route matched (404).
@@ -47,6 +49,7 @@ impl std::fmt::Display for ErrorKind {
         let s = match self {
             ErrorKind::BadRequest => "bad request",
             ErrorKind::HeadersTooLarge => "request header fields too large",
+            ErrorKind::UriTooLong => "request uri too long",
             ErrorKind::NoRoute => "no route matched",
             ErrorKind::NoCluster => "cluster not found",
             ErrorKind::NoHealthyUpstream => "no healthy upstream",

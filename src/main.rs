@@ -103,7 +103,10 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|| "info".to_string());
             let filter = EnvFilter::try_new(&level).unwrap_or_else(|_| EnvFilter::new("info"));
             let (filter, handle) = reload::Layer::new(filter);
-            let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let fmt = tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(ansi);
             let registry = tracing_subscriber::registry().with(filter);
             if log_format == Format::Json {
                 registry.with(fmt.json()).init();
@@ -111,6 +114,11 @@ fn main() -> ExitCode {
                 registry.with(fmt).init();
             }
             let setter: attache::server::LogLevelSetter = Box::new(move |l: &str| {
+                // A bare word would be read as a target name and silence everything.
+                const LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
+                if !l.contains('=') && !LEVELS.contains(&l) {
+                    return Err(format!("invalid level `{l}`; use trace, debug, info, warn, error, off or target=level directives"));
+                }
                 let f = EnvFilter::try_new(l).map_err(|e| format!("invalid level `{l}`: {e}"))?;
                 handle.reload(f).map_err(|e| e.to_string())
             });
@@ -161,9 +169,9 @@ async fn run(
     server.bind_all().await?;
     let admin = tokio::net::TcpListener::bind(admin_addr)
         .await
-        .map_err(|source| StartError::AdminBind {
+        .map_err(|error| StartError::AdminBind {
             addr: admin_addr,
-            source,
+            error,
         })?;
     let admin_local = admin.local_addr().context("admin address")?;
     if let Ok(mut a) = server.admin_local.lock() {

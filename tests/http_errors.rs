@@ -21,6 +21,7 @@ async fn proxy_with(clusters: &[(&str, Vec<String>)], extra_routes: &str) -> Pro
 listeners:
   - name: main
     address: 127.0.0.1:0
+    access_log: {{ path: stdout, format: json }}
     virtual_hosts:
       - name: web
         domains: ["*"]
@@ -226,6 +227,12 @@ async fn malformed_and_smuggling_requests_get_400_and_are_not_forwarded() {
     );
     let out = raw_exchange(addr, big.as_bytes(), t).await;
     assert!(out.starts_with("HTTP/1.1 431"), "{out}");
+    let long = format!(
+        "GET /public/{} HTTP/1.1\r\nHost: a\r\n\r\n",
+        "p".repeat(20 * 1024)
+    );
+    let out = raw_exchange(addr, long.as_bytes(), t).await;
+    assert!(out.starts_with("HTTP/1.1 414"), "{out}");
     let many: String = (0..150).map(|i| format!("X-H{i}: v\r\n")).collect();
     let out = raw_exchange(
         addr,
@@ -288,9 +295,23 @@ async fn upstream_reset_mid_response_leaves_others_served() {
     assert!(!ok, "curl must see a truncated body");
     assert_eq!(out, "200");
     assert_eq!(get(&p.url("main", "/fine"), &[]).await.status, 200);
+    // Headers had gone out, so this is not a local reply; the access log says UR.
     assert_eq!(
         p.stat("attache_local_reply_total{flag=\"UR\",listener=\"main\"}")
             .await,
-        1.0
+        0.0
     );
+    let line = support::eventually(Duration::from_secs(5), "access log line", || {
+        let log = p.log();
+        async move {
+            log.lines()
+                .find(|l| l.contains("\"path\":\"/broken\""))
+                .map(str::to_string)
+        }
+    })
+    .await;
+    let v: serde_json::Value = serde_json::from_str(&line).expect("json log line");
+    assert_eq!(v["response_flags"], "UR");
+    assert_eq!(v["status"], 200);
+    assert_eq!(v["bytes_sent"], 7);
 }

@@ -64,7 +64,7 @@ fn errors_in_included_files_name_that_file_and_line() {
     let d = tree();
     d.write(
         "cfg/routes/common.yaml",
-        &ROUTES.replace("cluster: api }", "cluster: apx }"),
+        &ROUTES.replace("cluster: api }", "cluster: apis }"),
     )
     .write(
         "cfg/clusters.yaml",
@@ -75,10 +75,13 @@ fn errors_in_included_files_name_that_file_and_line() {
     );
     let out = d.run(&["validate", "--config", "cfg/main.yaml"]);
     assert_eq!(out.code, 1);
-    // Shape errors come first (nothing is compiled until the shape is right).
+    // Shape and semantic errors and lints in one run, each in its own file.
     assert_eq!(
         out.stderr,
-        "cfg/clusters.yaml:5:3: error: unknown key `lb_polcy`; did you mean `lb_policy`?\n1 error, 0 warnings\n"
+        "cfg/clusters.yaml:3:9: warning[A105]: cluster `api` is not used by any route or listener\n\
+         cfg/clusters.yaml:5:3: unknown key `lb_polcy`; did you mean `lb_policy`?\n\
+         cfg/routes/common.yaml:6:21: route references unknown cluster `apis`; did you mean `api`?\n\
+         2 errors, 1 warning\n"
     );
     d.write("cfg/clusters.yaml", CLUSTERS);
     let out = d.run(&["validate", "--config", "cfg/main.yaml", "--format", "json"]);
@@ -86,7 +89,7 @@ fn errors_in_included_files_name_that_file_and_line() {
     assert_eq!(
         v["errors"][0],
         serde_json::json!({"file": "cfg/routes/common.yaml", "line": 6, "column": 21, "severity": "error",
-            "code": null, "message": "route references unknown cluster `apx`; did you mean `api`?"})
+            "code": null, "message": "route references unknown cluster `apis`; did you mean `api`?"})
     );
     assert_eq!(v["warnings"][0]["file"], "cfg/clusters.yaml");
     assert_eq!(v["warnings"][0]["code"], "A105");
@@ -100,7 +103,7 @@ fn include_cycles_are_errors_naming_the_chain() {
     assert_eq!(out.code, 1);
     assert_eq!(
         out.stderr,
-        "cfg/routes/common.yaml:1:12: error: include cycle: cfg/main.yaml -> cfg/routes/common.yaml -> cfg/main.yaml\n1 error, 0 warnings\n"
+        "cfg/routes/common.yaml:1:12: include cycle: cfg/main.yaml -> cfg/routes/common.yaml -> cfg/main.yaml\n1 error, 0 warnings\n"
     );
 }
 
@@ -118,7 +121,7 @@ fn includes_may_not_escape_the_root() {
     assert_eq!(
         out.stderr,
         format!(
-            "cfg/main.yaml:8:22: error: include `../secret.yaml` escapes the include root `{}`\n1 error, 0 warnings\n",
+            "cfg/main.yaml:8:22: include `../secret.yaml` escapes the include root `{}`\n1 error, 0 warnings\n",
             root.display()
         )
     );
@@ -133,7 +136,7 @@ fn includes_may_not_escape_the_root() {
     assert_eq!(out.code, 1);
     assert!(
         out.stderr
-            .starts_with("secret.yaml:1:7: error: missing required key `match`"),
+            .starts_with("secret.yaml:1:7: missing required key `match`"),
         "{}",
         out.stderr
     );
@@ -192,7 +195,7 @@ fn render_then_validate() {
     assert_eq!(out.stdout, "");
     assert_eq!(
         out.stderr,
-        "t.yaml.j2 (rendered):2:11: error: listener name `Web` must match [a-z0-9_]+\n1 error, 0 warnings\n"
+        "t.yaml.j2 (rendered):2:11: listener name `Web` must match [a-z0-9_]+\n1 error, 0 warnings\n"
     );
 }
 
@@ -205,7 +208,7 @@ fn undefined_template_variables_point_at_the_template_line() {
     assert_eq!(out.code, 1);
     assert_eq!(
         out.stderr,
-        "t.yaml.j2:3:27: error: template error: undefined variable in `port`\n1 error, 0 warnings\n"
+        "t.yaml.j2:3:27: template error: undefined variable in `port`\n1 error, 0 warnings\n"
     );
 }
 

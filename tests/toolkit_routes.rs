@@ -154,8 +154,8 @@ fn tests_file_with_unknown_keys_is_located_and_exits_2() {
     assert_eq!(out.code, 2);
     assert_eq!(
         out.stderr,
-        "t.yaml:3:25: error: unknown key `pth`; did you mean `path`?\n\
-         t.yaml:4:15: error: unknown key `rout`; did you mean `route`?\n\
+        "t.yaml:3:25: unknown key `pth`; did you mean `path`?\n\
+         t.yaml:4:15: unknown key `rout`; did you mean `route`?\n\
          2 errors, 0 warnings\n"
     );
 }

@@ -182,7 +182,7 @@ fn skip_files_accepts_missing_cert_paths_that_plain_validate_rejects() {
     assert!(
         plain
             .stderr
-            .starts_with("c.yaml:4:24: error: cannot read `/nonexistent/server.pem`"),
+            .starts_with("c.yaml:4:24: cannot read `/nonexistent/server.pem`"),
         "{}",
         plain.stderr
     );

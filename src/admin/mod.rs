@@ -261,7 +261,11 @@ async fn get(req: &Request<Incoming>, path: &str, server: Arc<Server>) -> Rsp {
                     .map(|c| {
                         serde_json::json!({
                             "name": &*c.name,
-                            "lb_policy": format!("{:?}", c.lb.policy()).to_lowercase(),
+                            "lb_policy": match c.lb.policy() {
+                                crate::config::raw::LbPolicy::RoundRobin => "round_robin",
+                                crate::config::raw::LbPolicy::LeastRequest => "least_request",
+                                crate::config::raw::LbPolicy::Random => "random",
+                            },
                             "endpoints": c.endpoints.iter().map(|e| serde_json::json!({
                                 "address": &*e.authority,
                                 "health": "healthy",

@@ -513,13 +513,16 @@ fn compile_http(
         for (d, dom) in vh.domains.iter().enumerate() {
             let dp = format!("{vp}.domains.{d}");
             let lower = dom.to_ascii_lowercase();
+            let host_chars = |h: &str| {
+                !h.is_empty()
+                    && h.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+            };
             let valid = lower == "*"
-                || (!lower.is_empty()
-                    && lower
-                        .strip_prefix('*')
-                        .unwrap_or(&lower)
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-'));
+                || match lower.strip_prefix("*.") {
+                    Some(rest) => host_chars(rest),
+                    None => !lower.contains('*') && host_chars(&lower),
+                };
             if !valid {
                 cx.err(
                     &dp,
@@ -621,11 +624,19 @@ fn compile_http(
             "max_headers must be between 1 and 10000",
         );
     }
+    let max_uri = opts.max_uri_bytes.unwrap_or(16 * 1024);
+    if !(256..=1024 * 1024).contains(&max_uri) {
+        cx.err(
+            &format!("{hp}.max_uri_bytes"),
+            "max_uri_bytes must be between 256 and 1048576",
+        );
+    }
     HttpSettings {
         router: Router::new(vhosts, clusters.clone()),
         filters: listener_chain,
         max_header_bytes: max_kb as usize * 1024,
         max_headers: max_headers as usize,
+        max_uri_bytes: max_uri as usize,
         merge_slashes: opts.merge_slashes.unwrap_or(true),
         reject_escaped_slashes: opts.escaped_slashes != Some(raw::EscapedSlashes::Keep),
         idle_timeout: opts

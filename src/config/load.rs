@@ -441,9 +441,33 @@ pub fn parse(
     text: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(raw::Config, SourceMap, Value), Vec<Diagnostic>> {
+    let p = parse_partial(file, text, lookup);
+    match (p.diags.is_empty(), p.partial) {
+        (true, Some(ok)) => Ok(ok),
+        _ => Err(p.diags),
+    }
+}
+
+/// The result of reading a file that may have shape errors: the errors, and the
+/// config with the offending nodes removed (when what is left still deserializes), so
+/// semantic checks can report their problems in the same run.
+pub struct Partial {
+    pub diags: Vec<Diagnostic>,
+    pub partial: Option<(raw::Config, SourceMap, Value)>,
+    /// Lines of removed or unexpanded nodes: semantic errors there are echoes.
+    pub noisy_lines: Vec<usize>,
+}
+
+pub fn parse_partial(file: &str, text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Partial {
     let map = index(file, text);
-    let value = parse_yaml(file, text).map_err(|d| vec![d])?;
-    parse_value(value, map, lookup)
+    match parse_yaml(file, text) {
+        Ok(value) => parse_value_partial(value, map, lookup),
+        Err(d) => Partial {
+            diags: vec![d],
+            partial: None,
+            noisy_lines: Vec::new(),
+        },
+    }
 }
 
 /// YAML text to a value; an empty document is an empty mapping.
@@ -470,42 +494,68 @@ pub fn parse_yaml(file: &str, text: &str) -> Result<Value, Diagnostic> {
 
 /// Expand and deserialize a document already read (and assembled from includes).
 pub fn parse_value(
-    mut value: Value,
+    value: Value,
     map: SourceMap,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(raw::Config, SourceMap, Value), Vec<Diagnostic>> {
+    let p = parse_value_partial(value, map, lookup);
+    match (p.diags.is_empty(), p.partial) {
+        (true, Some(ok)) => Ok(ok),
+        _ => Err(p.diags),
+    }
+}
+
+/// As [`parse_partial`], for a document already read (and assembled from includes).
+pub fn parse_value_partial(
+    mut value: Value,
+    map: SourceMap,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Partial {
     let mut diags = Vec::new();
     let mut env_errors = Vec::new();
     expand_env(&mut value, "", lookup, &mut env_errors);
+    let mut noisy_lines = Vec::new();
     for (path, msg) in env_errors {
-        diags.push(map.diag(&path, msg));
+        let d = map.diag(&path, msg);
+        noisy_lines.push(d.line);
+        diags.push(d);
     }
-    match deserialize_all::<raw::Config>(value.clone(), &map) {
-        Ok(cfg) if diags.is_empty() => Ok((cfg, map, value)),
-        Ok(_) => Err(diags),
-        Err(more) => {
-            diags.extend(more);
-            Err(diags)
-        }
+    let (more, ok, removed) = deserialize_partial::<raw::Config>(value, &map);
+    diags.extend(more);
+    for r in &removed {
+        noisy_lines.push(map.locate(r, false).0);
+    }
+    Partial {
+        diags,
+        partial: ok.map(|(cfg, value)| (cfg, map, value)),
+        noisy_lines,
     }
 }
 
 /// Deserialize `value` as `T`, reporting every shape error (unknown keys with a
 /// did-you-mean, wrong types, missing keys) located through `map`.
 pub fn deserialize_all<T: serde::de::DeserializeOwned>(
-    mut value: Value,
+    value: Value,
     map: &SourceMap,
 ) -> Result<T, Vec<Diagnostic>> {
+    match deserialize_partial::<T>(value, map) {
+        (d, Some((t, _)), _) if d.is_empty() => Ok(t),
+        (d, _, _) => Err(d),
+    }
+}
+
+/// Every shape error, and the value as deserialized once the offending nodes are
+/// removed (with the value and the removed paths), if it then deserializes.
+#[allow(clippy::type_complexity)]
+pub fn deserialize_partial<T: serde::de::DeserializeOwned>(
+    mut value: Value,
+    map: &SourceMap,
+) -> (Vec<Diagnostic>, Option<(T, Value)>, Vec<String>) {
     let mut diags = Vec::new();
     let mut removed: Vec<String> = Vec::new();
     for _ in 0..200 {
         match serde_path_to_error::deserialize::<_, T>(value.clone()) {
-            Ok(cfg) => {
-                if diags.is_empty() {
-                    return Ok(cfg);
-                }
-                break;
-            }
+            Ok(cfg) => return (diags, Some((cfg, value)), removed),
             Err(e) => {
                 let path = path_string(e.path());
                 let (shape, msg) = reword(&e.inner().to_string());
@@ -549,7 +599,10 @@ pub fn deserialize_all<T: serde::de::DeserializeOwned>(
             }
         }
     }
-    Err(diags)
+    if diags.is_empty() {
+        diags.push(map.diag("", "config could not be read"));
+    }
+    (diags, None, removed)
 }
 
 #[cfg(test)]

@@ -23,14 +23,61 @@ pub fn load_file(
     check_files: bool,
 ) -> Result<(Snapshot, u64), Vec<Diagnostic>> {
     let lookup = |k: &str| std::env::var(k).ok();
-    let src = read(path, None, &lookup)?;
+    let (parsed, h) = read_partial(path, None, &lookup)?;
+    finish(parsed, h, stats, services, check_files)
+}
+
+/// As [`load_file`], for text already in memory (no includes); `lookup` resolves
+/// `${VAR}`.
+pub fn load_str(
+    path: &str,
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    stats: &Stats,
+    services: &Services,
+    check_files: bool,
+) -> Result<(Snapshot, u64), Vec<Diagnostic>> {
+    let parsed = load::parse_partial(path, text, lookup);
+    finish(parsed, hash(text), stats, services, check_files)
+}
+
+fn finish(
+    parsed: load::Partial,
+    h: u64,
+    stats: &Stats,
+    services: &Services,
+    check_files: bool,
+) -> Result<(Snapshot, u64), Vec<Diagnostic>> {
+    let Some((cfg, map, effective)) = parsed.partial else {
+        return Err(parsed.diags);
+    };
     let opts = compile::Options {
         stats,
         services,
         check_files,
     };
-    let snap = compile::compile(&src.cfg, &src.map, src.effective, &opts)?;
-    Ok((snap, src.hash))
+    match compile::compile(&cfg, &map, effective, &opts) {
+        Ok(snap) if parsed.diags.is_empty() => Ok((snap, h)),
+        Ok(_) => Err(parsed.diags),
+        Err(semantic) => Err(merge_semantic(parsed.diags, semantic, &parsed.noisy_lines)),
+    }
+}
+
+/// Shape errors first, then semantic ones not caused by a removed node.
+pub fn merge_semantic(
+    shape: Vec<Diagnostic>,
+    semantic: Vec<Diagnostic>,
+    noisy_lines: &[usize],
+) -> Vec<Diagnostic> {
+    let mut all = shape;
+    all.extend(
+        semantic
+            .into_iter()
+            .filter(|d| !noisy_lines.contains(&d.line)),
+    );
+    all.sort_by(|a, b| (&a.file, a.line, a.col).cmp(&(&b.file, b.line, b.col)));
+    all.dedup();
+    all
 }
 
 /// A config file read, assembled from its includes, expanded and deserialized, but
@@ -44,40 +91,38 @@ pub struct Source {
     pub hash: u64,
 }
 
-/// Read `path` with its includes (bounded by `root`, default the file's directory).
+/// Read `path` with its includes (bounded by `root`, default the file's directory);
+/// any shape error fails.
 pub fn read(
     path: &str,
     root: Option<&std::path::Path>,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Source, Vec<Diagnostic>> {
-    let doc = include::assemble(path, root)?;
-    let all: String = doc.files.iter().map(|(_, t)| t.as_str()).collect();
-    let (cfg, map, effective) = load::parse_value(doc.value, doc.map, lookup)?;
-    Ok(Source {
-        cfg,
-        map,
-        effective,
-        hash: hash(&all),
-    })
+    let (p, h) = read_partial(path, root, lookup)?;
+    match (p.diags.is_empty(), p.partial) {
+        (true, Some((cfg, map, effective))) => Ok(Source {
+            cfg,
+            map,
+            effective,
+            hash: h,
+        }),
+        _ => Err(p.diags),
+    }
 }
 
-/// As [`load_file`], for text already in memory; `lookup` resolves `${VAR}`.
-pub fn load_str(
+/// Read `path` with its includes, keeping what deserializes despite shape errors
+/// (see [`load::Partial`]). Err only when the files cannot be read or assembled.
+pub fn read_partial(
     path: &str,
-    text: &str,
+    root: Option<&std::path::Path>,
     lookup: &dyn Fn(&str) -> Option<String>,
-    stats: &Stats,
-    services: &Services,
-    check_files: bool,
-) -> Result<(Snapshot, u64), Vec<Diagnostic>> {
-    let (cfg, map, effective) = load::parse(path, text, lookup)?;
-    let opts = compile::Options {
-        stats,
-        services,
-        check_files,
-    };
-    let snap = compile::compile(&cfg, &map, effective, &opts)?;
-    Ok((snap, hash(text)))
+) -> Result<(load::Partial, u64), Vec<Diagnostic>> {
+    let doc = include::assemble(path, root)?;
+    let all: String = doc.files.iter().map(|(_, t)| t.as_str()).collect();
+    Ok((
+        load::parse_value_partial(doc.value, doc.map, lookup),
+        hash(&all),
+    ))
 }
 
 /// FNV-1a of the config text: stable across runs and builds, shown by /server_info.

@@ -71,6 +71,9 @@ pub struct HttpOptions {
     /// Total request header bytes (default 60 KiB, as Envoy).
     #[serde(default)]
     pub max_request_headers_kb: Option<u32>,
+    /// Request target (path + query) bytes (default 16384); longer gets 414.
+    #[serde(default)]
+    pub max_uri_bytes: Option<u32>,
     /// Number of request headers (default 100).
     #[serde(default)]
     pub max_headers: Option<u32>,

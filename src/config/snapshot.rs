@@ -48,6 +48,7 @@ pub struct HttpSettings {
     pub filters: Arc<[Arc<dyn HttpFilter>]>,
     pub max_header_bytes: usize,
     pub max_headers: usize,
+    pub max_uri_bytes: usize,
     pub merge_slashes: bool,
     pub reject_escaped_slashes: bool,
     pub idle_timeout: Duration,

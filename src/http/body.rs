@@ -81,8 +81,9 @@ impl Body for RespBody {
             Poll::Ready(Some(Err(_))) => {
                 if let Some(d) = this.done.as_mut() {
                     if d.flag.is_empty() {
+                        // Headers already went out: not a local reply, but the log and
+                        // filters learn the stream broke upstream.
                         d.flag = "UR";
-                        d.listener_stats().count_flag("UR");
                     }
                 }
                 this.finish(false);
@@ -209,7 +210,6 @@ impl Completion {
     fn finish(&mut self, complete: bool) {
         if !complete && self.flag.is_empty() {
             self.flag = "DC";
-            self.rt.listener.stats.count_flag("DC");
         }
         self.active = None;
         let elapsed = self.start.elapsed();

@@ -161,6 +161,10 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Resp
         return finish_local(ErrorKind::BadRequest, false, &mut sc, done, &http.filters);
     }
 
+    if parts.uri.path_and_query().map_or(0, |p| p.as_str().len()) > http.max_uri_bytes {
+        done.close_connection = true;
+        return finish_local(ErrorKind::UriTooLong, false, &mut sc, done, &http.filters);
+    }
     // Header limits (hyper's read buffer bound is not an exact header limit).
     let mut header_bytes = parts.uri.path_and_query().map_or(0, |p| p.as_str().len());
     for (k, v) in parts.headers.iter() {
@@ -381,7 +385,7 @@ fn append_xff(headers: &mut HeaderMap, ip: &str) {
 async fn forward(
     ra: &RouteAction,
     cluster: &Arc<Cluster>,
-    parts: http::request::Parts,
+    mut parts: http::request::Parts,
     pq: String,
     body: ReqBody,
     bytes_in: Arc<AtomicU64>,
@@ -431,7 +435,12 @@ async fn forward(
             crate::config::raw::UpstreamProtocol::Http1 => Version::HTTP_11,
             crate::config::raw::UpstreamProtocol::Http2 => Version::HTTP_2,
         };
-        *req.headers_mut() = parts.headers.clone();
+        // The last possible attempt takes the headers; earlier ones copy them.
+        *req.headers_mut() = if last {
+            std::mem::take(&mut parts.headers)
+        } else {
+            parts.headers.clone()
+        };
 
         let guard = ActiveGuard::new(ep.clone());
         let sent = Instant::now();
@@ -444,10 +453,7 @@ async fn forward(
             (None, None) => None,
         };
         let result = match limit {
-            Some(l) => match tokio::time::timeout_at(l, call).await {
-                Ok(r) => Some(r),
-                Err(_) => None,
-            },
+            Some(l) => tokio::time::timeout_at(l, call).await.ok(),
             None => Some(call.await),
         };
         let overall_expired = deadline.is_some_and(|d| tokio::time::Instant::now() >= d);

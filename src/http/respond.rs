@@ -10,6 +10,7 @@ pub fn status_and_flag(kind: ErrorKind, retries_exhausted: bool) -> (StatusCode,
     let (status, flag) = match kind {
         ErrorKind::BadRequest => (StatusCode::BAD_REQUEST, "DPE"),
         ErrorKind::HeadersTooLarge => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "DPE"),
+        ErrorKind::UriTooLong => (StatusCode::URI_TOO_LONG, "DPE"),
         ErrorKind::NoRoute => (StatusCode::NOT_FOUND, "NR"),
         ErrorKind::NoCluster => (StatusCode::SERVICE_UNAVAILABLE, "NC"),
         ErrorKind::NoHealthyUpstream => (StatusCode::SERVICE_UNAVAILABLE, "UH"),

@@ -28,16 +28,16 @@ pub type LogLevelSetter = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 pub enum StartError {
     #[error("invalid config")]
     Config(Vec<Diagnostic>),
-    #[error("listener `{name}`: cannot bind {addr}: {source}")]
+    #[error("listener `{name}`: cannot bind {addr}: {error}")]
     Bind {
         name: String,
         addr: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("admin: cannot bind {addr}: {source}")]
+    #[error("admin: cannot bind {addr}: {error}")]
     AdminBind {
         addr: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -144,10 +144,10 @@ impl Server {
         let snap = self.snapshot.load_full();
         let mut bound = Vec::new();
         for l in &snap.listeners {
-            let sock = bind(l.address).map_err(|source| StartError::Bind {
+            let sock = bind(l.address).map_err(|error| StartError::Bind {
                 name: l.name.to_string(),
                 addr: l.address,
-                source,
+                error,
             })?;
             bound.push((l.clone(), sock));
         }
@@ -276,11 +276,11 @@ impl Server {
             // one is bound; same address + different protocol is rebound below.
             let sock = match bind(l.address) {
                 Ok(s) => s,
-                Err(source) => {
+                Err(error) => {
                     return Err(StartError::Bind {
                         name: l.name.to_string(),
                         addr: l.address,
-                        source,
+                        error,
                     })
                 }
             };

@@ -8,7 +8,7 @@ use attache_filters::Services;
 use clap::{Args, ValueEnum};
 
 use super::{diff, explain, lint, render, routetest, Finding, Severity};
-use crate::config::{self, compile, Diagnostic};
+use crate::config::{self, compile, load, Diagnostic};
 use crate::stats::Stats;
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -164,6 +164,23 @@ fn print_findings(f: &[Finding], format: Format, ok_line: Option<String>) {
 
 /// Core checks and lints for a config already read. Returns (findings, snapshot).
 pub fn check(src: &config::Source, check_files: bool) -> (Vec<Finding>, Option<config::Snapshot>) {
+    let p = load::Partial {
+        diags: Vec::new(),
+        partial: Some((src.cfg.clone(), src.map.clone(), src.effective.clone())),
+        noisy_lines: Vec::new(),
+    };
+    check_partial(p, check_files)
+}
+
+/// As [`check`], for a config that may have shape errors: those, the semantic
+/// errors of what still deserialized, and its lints.
+pub fn check_partial(
+    p: load::Partial,
+    check_files: bool,
+) -> (Vec<Finding>, Option<config::Snapshot>) {
+    let Some((cfg, map, effective)) = p.partial else {
+        return (p.diags.into_iter().map(Finding::error).collect(), None);
+    };
     let stats = Stats::new();
     let services = Services::default();
     let opts = compile::Options {
@@ -171,10 +188,11 @@ pub fn check(src: &config::Source, check_files: bool) -> (Vec<Finding>, Option<c
         services: &services,
         check_files,
     };
-    let lints = lint::lint(&src.cfg, &src.map);
-    let (errs, snap) = match compile::compile(&src.cfg, &src.map, src.effective.clone(), &opts) {
-        Ok(s) => (Vec::new(), Some(s)),
-        Err(e) => (e, None),
+    let lints = lint::lint(&cfg, &map);
+    let clean = p.diags.is_empty();
+    let (errs, snap) = match compile::compile(&cfg, &map, effective, &opts) {
+        Ok(s) => (p.diags, clean.then_some(s)),
+        Err(e) => (config::merge_semantic(p.diags, e, &p.noisy_lines), None),
     };
     let mut out: Vec<Finding> = errs
         .into_iter()
@@ -210,7 +228,7 @@ fn summary(path: &str, snap: &config::Snapshot) -> String {
 
 fn validate_source(
     path: &str,
-    src: Result<config::Source, Vec<Diagnostic>>,
+    src: Result<load::Partial, Vec<Diagnostic>>,
     skip_files: bool,
     strict: bool,
     format: Format,
@@ -222,7 +240,7 @@ fn validate_source(
             return 1;
         }
     };
-    let (findings, snap) = check(&src, !skip_files);
+    let (findings, snap) = check_partial(src, !skip_files);
     let errors = findings.iter().any(|f| f.severity == Severity::Error);
     let failed = errors || (strict && !findings.is_empty());
     let ok = match (&snap, failed) {
@@ -234,7 +252,8 @@ fn validate_source(
 }
 
 pub fn validate(a: &ValidateArgs) -> u8 {
-    let src = config::read(&a.config, a.include_root.as_deref(), &env_lookup);
+    let src =
+        config::read_partial(&a.config, a.include_root.as_deref(), &env_lookup).map(|(p, _)| p);
     validate_source(&a.config, src, a.skip_files, a.strict, a.format)
 }
 
@@ -375,7 +394,7 @@ pub fn render(a: &RenderArgs) -> u8 {
                 return 2;
             }
             if a.validate {
-                let src = config::read(out, None, &env_lookup);
+                let src = config::read_partial(out, None, &env_lookup).map(|(p, _)| p);
                 return validate_source(out, src, a.skip_files, a.strict, a.format);
             }
             0

@@ -243,7 +243,12 @@ pub fn lint(cfg: &raw::Config, map: &SourceMap) -> Vec<Finding> {
                     );
                     used.extend(ws.iter().map(|w| w.cluster.as_str()));
                 }
-                if a.retries.is_some() && !retry_limit {
+                // Connect failures are retried before any byte reached the upstream.
+                let after_send = a.retries.as_ref().is_some_and(|r| {
+                    r.retry_on.iter().any(|x| x != "connect-failure")
+                        || !r.retriable_status_codes.is_empty()
+                });
+                if after_send && !retry_limit {
                     let m = &route.matcher.methods;
                     let risky: Vec<&str> = if m.is_empty() {
                         NON_IDEMPOTENT.to_vec()

@@ -69,18 +69,14 @@ impl Finding {
 
 impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: {}",
-            self.file,
-            self.line,
-            self.col,
-            self.severity.as_str()
-        )?;
-        if let Some(c) = self.code {
-            write!(f, "[{c}]")?;
+        write!(f, "{}:{}:{}: ", self.file, self.line, self.col)?;
+        // Core errors keep the plain `FILE:LINE:COL: message` form `run` prints too.
+        match (self.severity, self.code) {
+            (Severity::Error, None) => {}
+            (s, None) => write!(f, "{}: ", s.as_str())?,
+            (s, Some(c)) => write!(f, "{}[{c}]: ", s.as_str())?,
         }
-        write!(f, ": {}", self.message)
+        f.write_str(&self.message)
     }
 }
 

@@ -1,0 +1,99 @@
+//! Process lifecycle: SIGTERM drains in-flight requests then exits 0; a port in use
+//! fails startup clearly.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{Origin, Proxy};
+
+fn yaml(origin: &Origin, address: &str) -> String {
+    format!(
+        r#"
+drain_timeout: 10s
+listeners:
+  - name: main
+    address: {address}
+    virtual_hosts:
+      - name: web
+        domains: ["*"]
+        routes:
+          - match: {{ prefix: / }}
+            route: {{ cluster: o, timeout: 30s }}
+clusters:
+  - name: o
+    endpoints: ["{}"]
+"#,
+        origin.addr
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_an_in_flight_slow_request_then_exits_zero() {
+    let o = Origin::start("o").await;
+    let mut p = Proxy::start(&yaml(&o, "127.0.0.1:0"));
+    let url = p.url("main", "/slow/1500");
+    let inflight = tokio::spawn(async move { support::get(&url, &[]).await });
+    // Wait until the origin has the request, then signal.
+    support::eventually(Duration::from_secs(10), "request at origin", || {
+        let o = o.clone();
+        async move { (o.hits() >= 1).then_some(()) }
+    })
+    .await;
+    p.signal(15);
+    // While draining, /ready says so and new connections are refused.
+    support::eventually(Duration::from_secs(5), "ready 503", || {
+        let admin = p.admin;
+        async move {
+            let r = support::get(&format!("http://{admin}/ready"), &[]).await;
+            (r.status == 503).then_some(())
+        }
+    })
+    .await;
+    assert!(
+        tokio::net::TcpStream::connect(p.addr("main"))
+            .await
+            .is_err(),
+        "listener closed while draining"
+    );
+    let r = tokio::time::timeout(Duration::from_secs(10), inflight)
+        .await
+        .expect("in time")
+        .expect("task");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "slow o");
+    let code = tokio::task::block_in_place(|| p.wait_exit(Duration::from_secs(10)));
+    assert_eq!(code, Some(0));
+}
+
+#[tokio::test]
+async fn port_in_use_fails_startup_clearly() {
+    let o = Origin::start("o").await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "admin: {{ address: 127.0.0.1:0 }}\n{}",
+            yaml(&o, &addr.to_string())
+        ),
+    )
+    .expect("write");
+    let out = tokio::process::Command::new(support::bin())
+        .args(["run", "--config"])
+        .arg(&path)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(20), out)
+        .await
+        .expect("exits")
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("listener `main`: cannot bind {addr}")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("in use"), "{stderr}");
+}
