@@ -11,4 +11,5 @@ pub mod stats;
 pub mod tcp;
 pub mod thrift;
 pub mod tls;
+pub mod toolkit;
 pub mod upstream;

@@ -52,14 +52,17 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "text")]
         log_format: Format,
     },
-    /// Check a config file: every error at once as FILE:LINE:COL; exit 1 on any.
-    Validate {
-        #[arg(long, short)]
-        config: String,
-        /// Output format.
-        #[arg(long, value_enum, default_value = "text")]
-        format: Format,
-    },
+    /// Check a config file: every error at once as FILE:LINE:COL, plus lints; exit 1
+    /// on any error (or warning, with --strict).
+    Validate(attache::toolkit::cli::ValidateArgs),
+    /// Check which route each request in a tests file takes; exit 1 on any failure.
+    TestRoutes(attache::toolkit::cli::TestRoutesArgs),
+    /// Show the route, action, filters, timeout and retries for one request.
+    Explain(attache::toolkit::cli::ExplainArgs),
+    /// Summarize behaviour changes between two configs; exit 1 when they differ.
+    Diff(attache::toolkit::cli::DiffArgs),
+    /// Render a config template with variables (optionally validating it).
+    Render(attache::toolkit::cli::RenderArgs),
 }
 
 fn print_diags(diags: &[Diagnostic], format: Format) {
@@ -87,39 +90,11 @@ fn print_diags(diags: &[Diagnostic], format: Format) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Validate {
-            config: path,
-            format,
-        } => {
-            let stats = Stats::new();
-            let services = Services::default();
-            match config::load_file(&path, &stats, &services, true) {
-                Ok((snap, _)) => {
-                    let routes: usize = snap
-                        .listeners
-                        .iter()
-                        .filter_map(|l| l.http.as_ref())
-                        .flat_map(|h| h.router.vhosts.iter())
-                        .map(|v| v.routes.len())
-                        .sum();
-                    match format {
-                        Format::Text => println!(
-                            "{path}: ok ({} listeners, {} clusters, {routes} routes)",
-                            snap.listeners.len(),
-                            snap.clusters.len()
-                        ),
-                        Format::Json => {
-                            println!("{}", serde_json::json!({"ok": true, "errors": []}))
-                        }
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(diags) => {
-                    print_diags(&diags, format);
-                    ExitCode::from(1)
-                }
-            }
-        }
+        Cmd::Validate(a) => ExitCode::from(attache::toolkit::cli::validate(&a)),
+        Cmd::TestRoutes(a) => ExitCode::from(attache::toolkit::cli::test_routes(&a)),
+        Cmd::Explain(a) => ExitCode::from(attache::toolkit::cli::explain(&a)),
+        Cmd::Diff(a) => ExitCode::from(attache::toolkit::cli::diff(&a)),
+        Cmd::Render(a) => ExitCode::from(attache::toolkit::cli::render(&a)),
         Cmd::Run {
             config: path,
             concurrency,

@@ -86,7 +86,7 @@ fn broken_configs_report_line_column_and_what_to_fix() {
         ),
         (
             format!("admin:\n  address: 0.0.0.0:9901\n{BASE_CLUSTERS}"),
-            vec!["F:2:12: admin address 0.0.0.0:9901 is not loopback and no admin.token is set"],
+            vec!["F:2:12: error[A108]: admin address 0.0.0.0:9901 is not loopback and no admin.token is set"],
         ),
         (
             format!("admin:\n  token: ${{UNSET_FOR_TEST}}\n{BASE_CLUSTERS}"),

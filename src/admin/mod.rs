@@ -42,6 +42,10 @@ const GET_PATHS: &[(&str, &str)] = &[
     ),
     ("/server_info", "version, uptime, state, config hash"),
     (
+        "/explain",
+        "the route for ?listener=&host=&path=&method=&header=name:value; ?format=json",
+    ),
+    (
         "/sli",
         "request SLIs per route and objective (sli filter); ?format=json",
     ),
@@ -362,6 +366,20 @@ async fn get(req: &Request<Incoming>, path: &str, server: Arc<Server>) -> Rsp {
             )
         }
         "/sli" => sli(&server, want_json),
+        "/explain" => {
+            let snap = server.snapshot.load_full();
+            let (ok, body) = crate::toolkit::explain::admin(&snap, req.uri().query(), want_json);
+            let status = if ok {
+                StatusCode::OK
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            if want_json {
+                json(status, body)
+            } else {
+                text(status, body)
+            }
+        }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }

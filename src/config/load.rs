@@ -32,10 +32,14 @@ impl fmt::Display for Diagnostic {
 
 /// Positions of every node in the document, by dotted path (`listeners.0.name`).
 /// `path` maps to the value's position; `path#key` to the position of its key.
+/// With `include:` (see `include.rs`) a document is assembled from several files:
+/// `origin` says which of `files` a node came from (absent = `file`).
 #[derive(Debug, Default, Clone)]
 pub struct SourceMap {
     file: String,
     pos: HashMap<String, (usize, usize)>,
+    files: Vec<String>,
+    origin: HashMap<String, usize>,
 }
 
 impl SourceMap {
@@ -43,29 +47,73 @@ impl SourceMap {
         &self.file
     }
 
+    /// An empty map for a document assembled from `file` and its includes.
+    pub(crate) fn assembled(file: &str) -> SourceMap {
+        SourceMap {
+            file: file.to_string(),
+            ..Default::default()
+        }
+    }
+
+    /// Record that `path` (or `path#key`) is at `pos` of `file`.
+    pub(crate) fn insert(&mut self, path: String, file: &str, pos: (usize, usize)) {
+        if file != self.file {
+            let idx = match self.files.iter().position(|f| f == file) {
+                Some(i) => i,
+                None => {
+                    self.files.push(file.to_string());
+                    self.files.len() - 1
+                }
+            };
+            self.origin.insert(path.clone(), idx);
+        }
+        self.pos.insert(path, pos);
+    }
+
+    /// The recorded position of exactly `path` (no ancestor fallback).
+    pub(crate) fn get(&self, path: &str) -> Option<(usize, usize)> {
+        self.pos.get(path).copied()
+    }
+
     /// The position of `path`, or of its nearest ancestor that has one.
     pub fn locate(&self, path: &str, key: bool) -> (usize, usize) {
+        let (_, line, col) = self.locate_in(path, key);
+        (line, col)
+    }
+
+    /// As [`SourceMap::locate`], with the file the position is in.
+    pub fn locate_in(&self, path: &str, key: bool) -> (&str, usize, usize) {
+        let found = |p: &str| {
+            self.pos.get(p).map(|(l, c)| {
+                let f = self
+                    .origin
+                    .get(p)
+                    .and_then(|i| self.files.get(*i))
+                    .unwrap_or(&self.file);
+                (f.as_str(), *l, *c)
+            })
+        };
         if key {
-            if let Some(p) = self.pos.get(&format!("{path}#key")) {
-                return *p;
+            if let Some(x) = found(&format!("{path}#key")) {
+                return x;
             }
         }
         let mut p = path;
         loop {
-            if let Some(v) = self.pos.get(p) {
-                return *v;
+            if let Some(x) = found(p) {
+                return x;
             }
             match p.rfind('.') {
                 Some(i) => p = &p[..i],
-                None => return self.pos.get("").copied().unwrap_or((1, 1)),
+                None => return found("").unwrap_or((self.file.as_str(), 1, 1)),
             }
         }
     }
 
     pub fn diag(&self, path: &str, message: impl Into<String>) -> Diagnostic {
-        let (line, col) = self.locate(path, false);
+        let (file, line, col) = self.locate_in(path, false);
         Diagnostic {
-            file: self.file.clone(),
+            file: file.to_string(),
             line,
             col,
             message: message.into(),
@@ -73,9 +121,9 @@ impl SourceMap {
     }
 
     pub fn diag_key(&self, path: &str, message: impl Into<String>) -> Diagnostic {
-        let (line, col) = self.locate(path, true);
+        let (file, line, col) = self.locate_in(path, true);
         Diagnostic {
-            file: self.file.clone(),
+            file: file.to_string(),
             line,
             col,
             message: message.into(),
@@ -178,6 +226,7 @@ pub fn index(file: &str, text: &str) -> SourceMap {
     SourceMap {
         file: file.to_string(),
         pos: ix.map,
+        ..Default::default()
     }
 }
 
@@ -410,15 +459,22 @@ pub struct Partial {
 }
 
 pub fn parse_partial(file: &str, text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Partial {
-    let fail = |diags| Partial {
-        diags,
-        partial: None,
-        noisy_lines: Vec::new(),
-    };
     let map = index(file, text);
-    let mut value: Value = match serde_yaml::from_str(text) {
-        Ok(Value::Null) => Value::Mapping(Default::default()),
-        Ok(v) => v,
+    match parse_yaml(file, text) {
+        Ok(value) => parse_value_partial(value, map, lookup),
+        Err(d) => Partial {
+            diags: vec![d],
+            partial: None,
+            noisy_lines: Vec::new(),
+        },
+    }
+}
+
+/// YAML text to a value; an empty document is an empty mapping.
+pub fn parse_yaml(file: &str, text: &str) -> Result<Value, Diagnostic> {
+    match serde_yaml::from_str(text) {
+        Ok(Value::Null) => Ok(Value::Mapping(Default::default())),
+        Ok(v) => Ok(v),
         Err(e) => {
             let (line, col) = e
                 .location()
@@ -426,14 +482,35 @@ pub fn parse_partial(file: &str, text: &str, lookup: &dyn Fn(&str) -> Option<Str
                 .unwrap_or((1, 1));
             let msg = e.to_string();
             let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
-            return fail(vec![Diagnostic {
+            Err(Diagnostic {
                 file: file.to_string(),
                 line,
                 col,
                 message: format!("invalid YAML: {msg}"),
-            }]);
+            })
         }
-    };
+    }
+}
+
+/// Expand and deserialize a document already read (and assembled from includes).
+pub fn parse_value(
+    value: Value,
+    map: SourceMap,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<(raw::Config, SourceMap, Value), Vec<Diagnostic>> {
+    let p = parse_value_partial(value, map, lookup);
+    match (p.diags.is_empty(), p.partial) {
+        (true, Some(ok)) => Ok(ok),
+        _ => Err(p.diags),
+    }
+}
+
+/// As [`parse_partial`], for a document already read (and assembled from includes).
+pub fn parse_value_partial(
+    mut value: Value,
+    map: SourceMap,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Partial {
     let mut diags = Vec::new();
     let mut env_errors = Vec::new();
     expand_env(&mut value, "", lookup, &mut env_errors);
@@ -443,20 +520,42 @@ pub fn parse_partial(file: &str, text: &str, lookup: &dyn Fn(&str) -> Option<Str
         noisy_lines.push(d.line);
         diags.push(d);
     }
+    let (more, ok, removed) = deserialize_partial::<raw::Config>(value, &map);
+    diags.extend(more);
+    for r in &removed {
+        noisy_lines.push(map.locate(r, false).0);
+    }
+    Partial {
+        diags,
+        partial: ok.map(|(cfg, value)| (cfg, map, value)),
+        noisy_lines,
+    }
+}
 
+/// Deserialize `value` as `T`, reporting every shape error (unknown keys with a
+/// did-you-mean, wrong types, missing keys) located through `map`.
+pub fn deserialize_all<T: serde::de::DeserializeOwned>(
+    value: Value,
+    map: &SourceMap,
+) -> Result<T, Vec<Diagnostic>> {
+    match deserialize_partial::<T>(value, map) {
+        (d, Some((t, _)), _) if d.is_empty() => Ok(t),
+        (d, _, _) => Err(d),
+    }
+}
+
+/// Every shape error, and the value as deserialized once the offending nodes are
+/// removed (with the value and the removed paths), if it then deserializes.
+#[allow(clippy::type_complexity)]
+pub fn deserialize_partial<T: serde::de::DeserializeOwned>(
+    mut value: Value,
+    map: &SourceMap,
+) -> (Vec<Diagnostic>, Option<(T, Value)>, Vec<String>) {
+    let mut diags = Vec::new();
     let mut removed: Vec<String> = Vec::new();
     for _ in 0..200 {
-        match serde_path_to_error::deserialize::<_, raw::Config>(value.clone()) {
-            Ok(cfg) => {
-                for r in &removed {
-                    noisy_lines.push(map.locate(r, false).0);
-                }
-                return Partial {
-                    diags,
-                    partial: Some((cfg, map, value)),
-                    noisy_lines,
-                };
-            }
+        match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            Ok(cfg) => return (diags, Some((cfg, value)), removed),
             Err(e) => {
                 let path = path_string(e.path());
                 let (shape, msg) = reword(&e.inner().to_string());
@@ -500,11 +599,10 @@ pub fn parse_partial(file: &str, text: &str, lookup: &dyn Fn(&str) -> Option<Str
             }
         }
     }
-    Partial {
-        diags,
-        partial: None,
-        noisy_lines,
+    if diags.is_empty() {
+        diags.push(map.diag("", "config could not be read"));
     }
+    (diags, None, removed)
 }
 
 #[cfg(test)]

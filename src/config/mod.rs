@@ -2,6 +2,7 @@
 
 pub mod compile;
 pub mod duration;
+pub mod include;
 pub mod load;
 pub mod raw;
 pub mod snapshot;
@@ -13,26 +14,21 @@ use attache_filters::Services;
 
 use crate::stats::Stats;
 
-/// Read, validate and compile a config file; every problem at once on failure.
+/// Read, validate and compile a config file (and its includes); every problem at
+/// once on failure.
 pub fn load_file(
     path: &str,
     stats: &Stats,
     services: &Services,
     check_files: bool,
 ) -> Result<(Snapshot, u64), Vec<Diagnostic>> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        vec![Diagnostic {
-            file: path.to_string(),
-            line: 1,
-            col: 1,
-            message: format!("cannot read config: {e}"),
-        }]
-    })?;
     let lookup = |k: &str| std::env::var(k).ok();
-    load_str(path, &text, &lookup, stats, services, check_files)
+    let (parsed, h) = read_partial(path, None, &lookup)?;
+    finish(parsed, h, stats, services, check_files)
 }
 
-/// As [`load_file`], for text already in memory; `lookup` resolves `${VAR}`.
+/// As [`load_file`], for text already in memory (no includes); `lookup` resolves
+/// `${VAR}`.
 pub fn load_str(
     path: &str,
     text: &str,
@@ -42,6 +38,16 @@ pub fn load_str(
     check_files: bool,
 ) -> Result<(Snapshot, u64), Vec<Diagnostic>> {
     let parsed = load::parse_partial(path, text, lookup);
+    finish(parsed, hash(text), stats, services, check_files)
+}
+
+fn finish(
+    parsed: load::Partial,
+    h: u64,
+    stats: &Stats,
+    services: &Services,
+    check_files: bool,
+) -> Result<(Snapshot, u64), Vec<Diagnostic>> {
     let Some((cfg, map, effective)) = parsed.partial else {
         return Err(parsed.diags);
     };
@@ -51,21 +57,72 @@ pub fn load_str(
         check_files,
     };
     match compile::compile(&cfg, &map, effective, &opts) {
-        Ok(snap) if parsed.diags.is_empty() => Ok((snap, hash(text))),
+        Ok(snap) if parsed.diags.is_empty() => Ok((snap, h)),
         Ok(_) => Err(parsed.diags),
-        Err(semantic) => {
-            // Shape errors first, then semantic ones not caused by a removed node.
-            let mut all = parsed.diags;
-            all.extend(
-                semantic
-                    .into_iter()
-                    .filter(|d| !parsed.noisy_lines.contains(&d.line)),
-            );
-            all.sort_by_key(|d| (d.line, d.col));
-            all.dedup();
-            Err(all)
-        }
+        Err(semantic) => Err(merge_semantic(parsed.diags, semantic, &parsed.noisy_lines)),
     }
+}
+
+/// Shape errors first, then semantic ones not caused by a removed node.
+pub fn merge_semantic(
+    shape: Vec<Diagnostic>,
+    semantic: Vec<Diagnostic>,
+    noisy_lines: &[usize],
+) -> Vec<Diagnostic> {
+    let mut all = shape;
+    all.extend(
+        semantic
+            .into_iter()
+            .filter(|d| !noisy_lines.contains(&d.line)),
+    );
+    all.sort_by(|a, b| (&a.file, a.line, a.col).cmp(&(&b.file, b.line, b.col)));
+    all.dedup();
+    all
+}
+
+/// A config file read, assembled from its includes, expanded and deserialized, but
+/// not yet compiled.
+pub struct Source {
+    pub cfg: raw::Config,
+    pub map: load::SourceMap,
+    /// The document after includes and `${VAR}` expansion.
+    pub effective: serde_yaml::Value,
+    /// [`hash`] of every file's text, top-level first.
+    pub hash: u64,
+}
+
+/// Read `path` with its includes (bounded by `root`, default the file's directory);
+/// any shape error fails.
+pub fn read(
+    path: &str,
+    root: Option<&std::path::Path>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Source, Vec<Diagnostic>> {
+    let (p, h) = read_partial(path, root, lookup)?;
+    match (p.diags.is_empty(), p.partial) {
+        (true, Some((cfg, map, effective))) => Ok(Source {
+            cfg,
+            map,
+            effective,
+            hash: h,
+        }),
+        _ => Err(p.diags),
+    }
+}
+
+/// Read `path` with its includes, keeping what deserializes despite shape errors
+/// (see [`load::Partial`]). Err only when the files cannot be read or assembled.
+pub fn read_partial(
+    path: &str,
+    root: Option<&std::path::Path>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<(load::Partial, u64), Vec<Diagnostic>> {
+    let doc = include::assemble(path, root)?;
+    let all: String = doc.files.iter().map(|(_, t)| t.as_str()).collect();
+    Ok((
+        load::parse_value_partial(doc.value, doc.map, lookup),
+        hash(&all),
+    ))
 }
 
 /// FNV-1a of the config text: stable across runs and builds, shown by /server_info.

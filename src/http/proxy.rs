@@ -267,36 +267,21 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Resp
             finish_response(rsp.map(RespBody::full), &mut sc, done, chain)
         }
         Action::Redirect(r) => {
-            let scheme = r
-                .scheme
-                .as_deref()
-                .unwrap_or(if conn.tls { "https" } else { "http" });
-            let authority = match (&r.host, r.port) {
-                (Some(h), Some(p)) => format!("{h}:{p}"),
-                (Some(h), None) => h.clone(),
-                (None, Some(p)) => format!("{host}:{p}"),
-                (None, None) => parts
-                    .headers
-                    .get(header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_string)
-                    .or_else(|| parts.uri.authority().map(|a| a.to_string()))
-                    .unwrap_or_else(|| host.clone()),
-            };
-            let new_path = if let Some(p) = &r.path {
-                p.clone()
-            } else if let (Some(rw), crate::router::PathMatch::Prefix(pre)) =
-                (&r.prefix_rewrite, &route.matcher.path)
-            {
-                format!("{rw}{}", &path[pre.len().min(path.len())..])
-            } else {
-                path.clone()
-            };
-            let mut location = format!("{scheme}://{authority}{new_path}");
-            if let (Some(q), false) = (&query, r.strip_query) {
-                location.push('?');
-                location.push_str(q);
-            }
+            let authority = parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+                .or_else(|| parts.uri.authority().map(|a| a.to_string()));
+            let location = crate::router::redirect_location(
+                r,
+                &route.matcher.path,
+                conn.tls,
+                &host,
+                authority.as_deref(),
+                &path,
+                query.as_deref(),
+            );
             let mut rsp = Response::new(Bytes::new());
             *rsp.status_mut() = r.status;
             match HeaderValue::from_str(&location) {
@@ -316,24 +301,11 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Resp
             done.cluster = Some(cluster.name.clone());
 
             // Upstream path.
-            let mut up_path = path.clone();
-            if let Some(rw) = &ra.prefix_rewrite {
-                up_path = match &route.matcher.path {
-                    crate::router::PathMatch::Prefix(pre) => {
-                        let rest = &path[pre.len().min(path.len())..];
-                        let mut s = rw.clone();
-                        if s.ends_with('/') && rest.starts_with('/') {
-                            s.pop();
-                        }
-                        s.push_str(rest);
-                        if s.is_empty() {
-                            s.push('/');
-                        }
-                        s
-                    }
-                    _ => rw.clone(),
-                };
-            }
+            let up_path = crate::router::rewrite_path(
+                &route.matcher.path,
+                ra.prefix_rewrite.as_deref(),
+                &path,
+            );
             let mut pq = up_path;
             if let Some(q) = &query {
                 pq.push('?');

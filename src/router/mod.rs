@@ -364,3 +364,65 @@ impl Router {
             .map(|r| (vh, r))
     }
 }
+
+/// The path sent upstream after a route's `prefix_rewrite` (the path itself when
+/// there is none). Shared by the proxy and the route test tool.
+pub fn rewrite_path(matcher: &PathMatch, prefix_rewrite: Option<&str>, path: &str) -> String {
+    let Some(rw) = prefix_rewrite else {
+        return path.to_string();
+    };
+    match matcher {
+        PathMatch::Prefix(pre) => {
+            let rest = path.get(pre.len().min(path.len())..).unwrap_or("");
+            let mut s = rw.to_string();
+            if s.ends_with('/') && rest.starts_with('/') {
+                s.pop();
+            }
+            s.push_str(rest);
+            if s.is_empty() {
+                s.push('/');
+            }
+            s
+        }
+        _ => rw.to_string(),
+    }
+}
+
+/// The `Location` of a redirect. `host` is the routed host (lower case, no port);
+/// `authority` the request's Host / :authority as sent, if any.
+pub fn redirect_location(
+    r: &Redirect,
+    matcher: &PathMatch,
+    tls: bool,
+    host: &str,
+    authority: Option<&str>,
+    path: &str,
+    query: Option<&str>,
+) -> String {
+    let scheme = r
+        .scheme
+        .as_deref()
+        .unwrap_or(if tls { "https" } else { "http" });
+    let authority = match (&r.host, r.port) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.clone(),
+        (None, Some(p)) => format!("{host}:{p}"),
+        (None, None) => authority.unwrap_or(host).to_string(),
+    };
+    let new_path = if let Some(p) = &r.path {
+        p.clone()
+    } else if let (Some(rw), PathMatch::Prefix(pre)) = (&r.prefix_rewrite, matcher) {
+        format!(
+            "{rw}{}",
+            path.get(pre.len().min(path.len())..).unwrap_or("")
+        )
+    } else {
+        path.to_string()
+    };
+    let mut location = format!("{scheme}://{authority}{new_path}");
+    if let (Some(q), false) = (query, r.strip_query) {
+        location.push('?');
+        location.push_str(q);
+    }
+    location
+}

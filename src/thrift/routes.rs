@@ -50,18 +50,27 @@ enum Action {
 
 impl Match {
     fn matches(&self, h: &Header) -> bool {
+        self.matches_name(h.name())
+    }
+
+    /// As [`Header::method`] and [`Header::service`] split a message name.
+    fn matches_name(&self, name: &str) -> bool {
+        let (service, method) = match name.split_once(':') {
+            Some((s, m)) => (Some(s), m),
+            None => (None, name),
+        };
         if let Some(m) = &self.method {
-            if h.method() != m && h.name() != m {
+            if method != m && name != m {
                 return false;
             }
         }
         if let Some(p) = &self.method_prefix {
-            if !h.method().starts_with(p.as_str()) {
+            if !method.starts_with(p.as_str()) {
                 return false;
             }
         }
         if let Some(s) = &self.service {
-            if h.service() != Some(s.as_str()) {
+            if service != Some(s.as_str()) {
                 return false;
             }
         }
@@ -81,6 +90,24 @@ impl Route {
                     .find(|(_, upper)| draw < *upper)
                     .or(ws.last())
                     .map_or("", |(c, _)| c)
+            }
+        }
+    }
+
+    /// The configured targets: one cluster with weight `None`, or each weighted
+    /// cluster with its weight.
+    pub fn targets(&self) -> Vec<(&str, Option<u64>)> {
+        match &self.action {
+            Action::Cluster(c) => vec![(c.as_str(), None)],
+            Action::Weighted(ws) => {
+                let mut prev = 0;
+                ws.iter()
+                    .map(|(c, upper)| {
+                        let w = upper - prev;
+                        prev = *upper;
+                        (c.as_str(), Some(w))
+                    })
+                    .collect()
             }
         }
     }
@@ -250,6 +277,16 @@ impl Routes {
     /// The first route matching the call, if any.
     pub fn route(&self, h: &Header) -> Option<&Route> {
         self.routes.iter().find(|r| r.matcher.matches(h))
+    }
+
+    /// The first route matching a message name (`method` or `Service:method`).
+    pub fn route_name(&self, name: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.matcher.matches_name(name))
+    }
+
+    /// Every route, in order.
+    pub fn all(&self) -> &[Route] {
+        &self.routes
     }
 
     /// The downstream decoder settings (transport, protocol, max_message_size).

@@ -1,0 +1,324 @@
+//! Semantic lints: configs that validate but are probably wrong. Each lint has a
+//! stable code and a severity; the table in docs/validation.md is the reference.
+//! Lints read the raw (typed, expanded) config, so they run even when compilation
+//! found errors elsewhere.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+use attache_filters::origin::Pattern;
+use attache_filters::{cookie_audit, cors, web_security};
+
+use super::{Finding, Severity};
+use crate::config::load::SourceMap;
+use crate::config::raw;
+
+/// Every lint: (code, severity, one-line summary). docs/validation.md explains each.
+pub const LINTS: &[(&str, Severity, &str)] = &[
+    (
+        "A101",
+        Severity::Warning,
+        "HSTS configured on a plaintext listener",
+    ),
+    (
+        "A102",
+        Severity::Warning,
+        "cookie policy requires `Secure` on a plaintext listener",
+    ),
+    (
+        "A103",
+        Severity::Warning,
+        "require_client_cert without allowed_client_sans",
+    ),
+    (
+        "A104",
+        Severity::Error,
+        "CORS allows any origin (`*`) with credentials",
+    ),
+    ("A105", Severity::Warning, "cluster no route uses"),
+    (
+        "A106",
+        Severity::Warning,
+        "weighted clusters whose weights do not sum to 100",
+    ),
+    (
+        "A107",
+        Severity::Warning,
+        "retries on a route that matches non-idempotent methods, without a body limit",
+    ),
+    (
+        "A108",
+        Severity::Error,
+        "admin on a non-loopback address without a token",
+    ),
+];
+
+fn severity(code: &str) -> Severity {
+    LINTS
+        .iter()
+        .find(|(c, _, _)| *c == code)
+        .map_or(Severity::Warning, |(_, s, _)| *s)
+}
+
+struct Out<'a> {
+    map: &'a SourceMap,
+    findings: Vec<Finding>,
+}
+
+impl Out<'_> {
+    fn push(&mut self, code: &'static str, path: &str, key: bool, msg: String) {
+        let d = if key {
+            self.map.diag_key(path, msg)
+        } else {
+            self.map.diag(path, msg)
+        };
+        self.findings
+            .push(Finding::new(d, severity(code), Some(code)));
+    }
+}
+
+/// A filter config in effect somewhere: the listener chain or a route override.
+struct FilterUse<'a> {
+    /// Dotted path of the filter's config value.
+    path: String,
+    name: &'a str,
+    value: &'a serde_yaml::Value,
+}
+
+fn filter_uses<'a>(lp: &str, l: &'a raw::Listener) -> Vec<FilterUse<'a>> {
+    let mut out = Vec::new();
+    for (j, item) in l.filters.iter().enumerate() {
+        for (name, value) in item {
+            out.push(FilterUse {
+                path: format!("{lp}.filters.{j}.{name}"),
+                name,
+                value,
+            });
+        }
+    }
+    for (v, vh) in l.virtual_hosts.iter().enumerate() {
+        for (r, route) in vh.routes.iter().enumerate() {
+            for (name, value) in &route.filter_overrides {
+                if value.as_str() == Some("disabled") {
+                    continue;
+                }
+                out.push(FilterUse {
+                    path: format!("{lp}.virtual_hosts.{v}.routes.{r}.filter_overrides.{name}"),
+                    name,
+                    value,
+                });
+            }
+        }
+    }
+    out
+}
+
+fn typed<T: serde::de::DeserializeOwned>(v: &serde_yaml::Value) -> Option<T> {
+    let empty = serde_yaml::Value::Mapping(Default::default());
+    serde_yaml::from_value(if v.is_null() { empty } else { v.clone() }).ok()
+}
+
+const NON_IDEMPOTENT: &[&str] = &["POST", "PATCH", "CONNECT"];
+
+/// Run every lint.
+pub fn lint(cfg: &raw::Config, map: &SourceMap) -> Vec<Finding> {
+    let mut out = Out {
+        map,
+        findings: Vec::new(),
+    };
+
+    // A108: admin reachable from the network with no token.
+    if let Some(a) = &cfg.admin.address {
+        if let Ok(addr) = a.parse::<SocketAddr>() {
+            let token = cfg.admin.token.as_deref().is_some_and(|t| !t.is_empty());
+            if !addr.ip().is_loopback() && !token {
+                out.push(
+                    "A108",
+                    "admin.address",
+                    false,
+                    format!("admin address {addr} is not loopback and no admin.token is set; anyone who reaches it can drain or reload this proxy"),
+                );
+            }
+        }
+    }
+
+    let mut used: HashSet<&str> = HashSet::new();
+    let mut dynamic = false;
+    for (i, l) in cfg.listeners.iter().enumerate() {
+        let lp = format!("listeners.{i}");
+        let plaintext = l.tls.is_none();
+
+        if let Some(t) = &l.tls {
+            if t.require_client_cert == Some(true) && t.allowed_client_sans.is_empty() {
+                out.push(
+                    "A103",
+                    &format!("{lp}.tls.require_client_cert"),
+                    false,
+                    format!("listener `{}` requires a client certificate but allowed_client_sans is empty: any certificate the CA signed is accepted; list the SANs allowed in", l.name),
+                );
+            }
+        }
+
+        for f in filter_uses(&lp, l) {
+            match f.name {
+                "web_security" if plaintext => {
+                    let Some(c) = typed::<web_security::Config>(f.value) else {
+                        continue;
+                    };
+                    let on = match &c.hsts {
+                        Some(web_security::Setting::On(b)) => *b,
+                        Some(web_security::Setting::Value(_)) => true,
+                        None => false,
+                    };
+                    if on {
+                        out.push(
+                            "A101",
+                            &format!("{}.hsts", f.path),
+                            false,
+                            format!("HSTS on plaintext listener `{}` is never sent (browsers ignore it over http); terminate TLS here or remove `hsts`", l.name),
+                        );
+                    }
+                }
+                "cookie_audit" if plaintext => {
+                    let Some(c) = typed::<cookie_audit::Config>(f.value) else {
+                        continue;
+                    };
+                    for (k, p) in c.cookies.iter().enumerate() {
+                        if p.secure {
+                            out.push(
+                                "A102",
+                                &format!("{}.cookies.{k}", f.path),
+                                false,
+                                format!("cookie `{}` must be `Secure`, but listener `{}` is plaintext: browsers will not send it back over http; set `secure: false` or terminate TLS", p.name, l.name),
+                            );
+                        }
+                    }
+                }
+                "cors" => {
+                    let Some(c) = typed::<cors::Config>(f.value) else {
+                        continue;
+                    };
+                    if !c.allow_credentials {
+                        continue;
+                    }
+                    for (k, p) in c.allowed_origins.iter().enumerate() {
+                        if matches!(p, Pattern::Exact(s) if s == "*") {
+                            out.push(
+                                "A104",
+                                &format!("{}.allowed_origins.{k}", f.path),
+                                false,
+                                "CORS allows any origin (`*`) with allow_credentials: true; any site could read authenticated responses; list the origins".to_string(),
+                            );
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+
+        let retry_limit = l
+            .http
+            .as_ref()
+            .is_some_and(|h| h.retry_buffer_bytes.is_some());
+        for (v, vh) in l.virtual_hosts.iter().enumerate() {
+            for (r, route) in vh.routes.iter().enumerate() {
+                let rp = format!("{lp}.virtual_hosts.{v}.routes.{r}");
+                let name = route
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| format!("{}/{}", vh.name, r));
+                let Some(a) = &route.route else { continue };
+                if let Some(c) = &a.cluster {
+                    used.insert(c);
+                }
+                if a.cluster_header.is_some() {
+                    dynamic = true;
+                }
+                if let Some(ws) = &a.weighted_clusters {
+                    weights(
+                        &mut out,
+                        &format!("{rp}.route.weighted_clusters"),
+                        &name,
+                        ws,
+                    );
+                    used.extend(ws.iter().map(|w| w.cluster.as_str()));
+                }
+                // Connect failures are retried before any byte reached the upstream.
+                let after_send = a.retries.as_ref().is_some_and(|r| {
+                    r.retry_on.iter().any(|x| x != "connect-failure")
+                        || !r.retriable_status_codes.is_empty()
+                });
+                if after_send && !retry_limit {
+                    let m = &route.matcher.methods;
+                    let risky: Vec<&str> = if m.is_empty() {
+                        NON_IDEMPOTENT.to_vec()
+                    } else {
+                        m.iter()
+                            .map(String::as_str)
+                            .filter(|x| NON_IDEMPOTENT.contains(x))
+                            .collect()
+                    };
+                    if !risky.is_empty() {
+                        out.push(
+                            "A107",
+                            &format!("{rp}.route.retries"),
+                            true,
+                            format!("route `{name}` retries and can match {} without a body limit; restrict `match.methods` to idempotent ones or set the listener's `http.retry_buffer_bytes`", risky.join(", ")),
+                        );
+                    }
+                }
+            }
+        }
+        if let Some(t) = &l.tcp {
+            used.insert(&t.cluster);
+        }
+        if let Some(t) = &l.thrift {
+            for (r, route) in t.routes.iter().enumerate() {
+                let rp = format!("{lp}.thrift.routes.{r}");
+                let name = route.name.clone().unwrap_or_else(|| format!("routes.{r}"));
+                if let Some(c) = &route.route.cluster {
+                    used.insert(c);
+                }
+                if let Some(ws) = &route.route.weighted_clusters {
+                    weights(
+                        &mut out,
+                        &format!("{rp}.route.weighted_clusters"),
+                        &name,
+                        ws,
+                    );
+                    used.extend(ws.iter().map(|w| w.cluster.as_str()));
+                }
+            }
+        }
+    }
+
+    // A105: with a `cluster_header` route any cluster may be chosen at run time.
+    if !dynamic {
+        for (i, c) in cfg.clusters.iter().enumerate() {
+            if !used.contains(c.name.as_str()) {
+                out.push(
+                    "A105",
+                    &format!("clusters.{i}.name"),
+                    false,
+                    format!("cluster `{}` is not used by any route or listener", c.name),
+                );
+            }
+        }
+    }
+
+    out.findings
+        .sort_by(|a, b| (&a.file, a.line, a.col).cmp(&(&b.file, b.line, b.col)));
+    out.findings
+}
+
+fn weights(out: &mut Out<'_>, path: &str, route: &str, ws: &[raw::WeightedCluster]) {
+    let total: u64 = ws.iter().map(|w| u64::from(w.weight)).sum();
+    if total != 100 && total != 0 {
+        out.push(
+            "A106",
+            path,
+            false,
+            format!("weights of route `{route}` sum to {total}, not 100; shares are weight/{total}, which reviewers easily misread as percent"),
+        );
+    }
+}

@@ -1,0 +1,455 @@
+//! `attache test-routes`: a YAML file of requests and what must happen to each,
+//! checked against the compiled config with [`super::explain::evaluate`]. Every
+//! test runs; each mismatch shows expected and actual. Coverage lists the routes no
+//! test reached.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use serde::Deserialize;
+
+use super::explain::{self, Act, Outcome, RouteId};
+use crate::config::load::{self, Diagnostic, SourceMap};
+use crate::config::{raw, Snapshot};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    pub tests: Vec<Test>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Test {
+    pub name: String,
+    pub request: Req,
+    pub expect: Expect,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Req {
+    #[serde(default)]
+    pub listener: Option<String>,
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub path: Option<String>,
+    /// HTTP method (default GET), or the Thrift method on a Thrift listener.
+    #[serde(default)]
+    pub method: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
+    /// Thrift: the multiplexed service.
+    #[serde(default)]
+    pub service: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    #[serde(default)]
+    pub virtual_host: Option<String>,
+    #[serde(default)]
+    pub route: Option<String>,
+    /// `true`: no route matches (404).
+    #[serde(default)]
+    pub no_route: Option<bool>,
+    #[serde(default)]
+    pub cluster: Option<String>,
+    #[serde(default)]
+    pub weighted_clusters: Option<BTreeMap<String, u64>>,
+    /// The redirect's `Location`.
+    #[serde(default)]
+    pub redirect: Option<String>,
+    /// The direct response's status.
+    #[serde(default)]
+    pub direct_response: Option<u16>,
+    /// The status of a local reply (redirect, direct response, 404, 400).
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// The path sent upstream, after `prefix_rewrite`.
+    #[serde(default)]
+    pub rewritten_path: Option<String>,
+    /// The filters that run for the request, in order.
+    #[serde(default)]
+    pub filters: Option<Vec<String>>,
+    #[serde(default)]
+    pub timeout: Option<String>,
+}
+
+/// One expectation that did not hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    pub field: &'static str,
+    pub expected: String,
+    pub actual: String,
+    pub at: Diagnostic,
+}
+
+pub struct TestResult {
+    pub name: String,
+    pub at: Diagnostic,
+    pub mismatches: Vec<Mismatch>,
+}
+
+pub struct Coverage {
+    pub total: usize,
+    pub reached: usize,
+    /// (`listener/vhost/route`, position) of every route no test reached.
+    pub unreached: Vec<(String, Diagnostic)>,
+}
+
+impl Coverage {
+    pub fn percent(&self) -> f64 {
+        if self.total == 0 {
+            100.0
+        } else {
+            self.reached as f64 * 100.0 / self.total as f64
+        }
+    }
+}
+
+pub struct Report {
+    pub results: Vec<TestResult>,
+    pub coverage: Coverage,
+}
+
+/// Read and check a tests file: YAML with positions, unknown keys rejected.
+pub fn read(path: &str) -> Result<(File, SourceMap), Vec<Diagnostic>> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![Diagnostic {
+            file: path.to_string(),
+            line: 1,
+            col: 1,
+            message: format!("cannot read tests: {e}"),
+        }]
+    })?;
+    let map = load::index(path, &text);
+    let value = load::parse_yaml(path, &text).map_err(|d| vec![d])?;
+    let file = load::deserialize_all::<File>(value, &map)?;
+    Ok((file, map))
+}
+
+fn status_of(a: &Act) -> Option<u16> {
+    match a {
+        Act::NoRoute => Some(404),
+        Act::Rejected(_) => Some(400),
+        Act::Redirect { status, .. } | Act::Direct { status } => Some(*status),
+        _ => None,
+    }
+}
+
+fn weights_str(ws: &[(String, u64)]) -> String {
+    let mut v: Vec<&(String, u64)> = ws.iter().collect();
+    v.sort();
+    v.iter()
+        .map(|(c, w)| format!("{c}: {w}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn check(e: &Expect, o: &Outcome, map: &SourceMap, tp: &str, out: &mut Vec<Mismatch>) {
+    let mut mm = |field: &'static str, expected: String, actual: String| {
+        if expected != actual {
+            out.push(Mismatch {
+                field,
+                expected,
+                actual,
+                at: map.diag(&format!("{tp}.expect.{field}"), ""),
+            });
+        }
+    };
+    let none = || "(none)".to_string();
+    if let Some(v) = &e.virtual_host {
+        mm(
+            "virtual_host",
+            v.clone(),
+            o.virtual_host.clone().unwrap_or_else(none),
+        );
+    }
+    if let Some(r) = &e.route {
+        mm("route", r.clone(), o.route.clone().unwrap_or_else(none));
+    }
+    if let Some(n) = e.no_route {
+        let actual = o.route.is_none() && matches!(o.action, Act::NoRoute);
+        mm(
+            "no_route",
+            n.to_string(),
+            if actual {
+                "true".into()
+            } else {
+                format!("false (route {})", o.route.clone().unwrap_or_else(none))
+            },
+        );
+    }
+    if let Some(c) = &e.cluster {
+        let actual = match &o.action {
+            Act::Cluster(c) | Act::Tcp(c) => c.clone(),
+            Act::ClusterHeader {
+                resolved: Some(c), ..
+            } => c.clone(),
+            other => other.describe(),
+        };
+        mm("cluster", c.clone(), actual);
+    }
+    if let Some(ws) = &e.weighted_clusters {
+        let expected: Vec<(String, u64)> = ws.iter().map(|(c, w)| (c.clone(), *w)).collect();
+        let actual = match &o.action {
+            Act::Weighted(a) => weights_str(a),
+            other => other.describe(),
+        };
+        mm("weighted_clusters", weights_str(&expected), actual);
+    }
+    if let Some(r) = &e.redirect {
+        let actual = match &o.action {
+            Act::Redirect { location, .. } => location.clone(),
+            other => other.describe(),
+        };
+        mm("redirect", r.clone(), actual);
+    }
+    if let Some(s) = e.direct_response {
+        let actual = match &o.action {
+            Act::Direct { status } => status.to_string(),
+            other => other.describe(),
+        };
+        mm("direct_response", s.to_string(), actual);
+    }
+    if let Some(s) = e.status {
+        let actual = status_of(&o.action).map_or_else(
+            || format!("proxied ({})", o.action.describe()),
+            |s| s.to_string(),
+        );
+        mm("status", s.to_string(), actual);
+    }
+    if let Some(p) = &e.rewritten_path {
+        mm(
+            "rewritten_path",
+            p.clone(),
+            o.upstream_path
+                .clone()
+                .unwrap_or_else(|| "(not proxied)".into()),
+        );
+    }
+    if let Some(f) = &e.filters {
+        mm("filters", f.join(", "), o.filters.join(", "));
+    }
+    if let Some(t) = &e.timeout {
+        let expected = crate::config::duration::parse(t)
+            .map(explain::fmt_dur)
+            .unwrap_or_else(|_| t.clone());
+        mm(
+            "timeout",
+            expected,
+            o.timeout.map_or("none".into(), explain::fmt_dur),
+        );
+    }
+}
+
+/// Every route of the config, for coverage: (id, `listener/vhost/route`, path).
+pub fn all_routes(cfg: &raw::Config) -> Vec<(RouteId, String, String)> {
+    let mut out = Vec::new();
+    for (li, l) in cfg.listeners.iter().enumerate() {
+        for (vi, vh) in l.virtual_hosts.iter().enumerate() {
+            for (ri, r) in vh.routes.iter().enumerate() {
+                let name = r
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| format!("{}/{}", vh.name, ri));
+                out.push((
+                    RouteId {
+                        listener: li,
+                        vhost: Some(vi),
+                        route: ri,
+                    },
+                    format!("{}/{}/{}", l.name, vh.name, name),
+                    format!("listeners.{li}.virtual_hosts.{vi}.routes.{ri}"),
+                ));
+            }
+        }
+        if let Some(t) = &l.thrift {
+            for (ri, r) in t.routes.iter().enumerate() {
+                let name = r.name.clone().unwrap_or_else(|| format!("routes.{ri}"));
+                out.push((
+                    RouteId {
+                        listener: li,
+                        vhost: None,
+                        route: ri,
+                    },
+                    format!("{}/{}", l.name, name),
+                    format!("listeners.{li}.thrift.routes.{ri}"),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Run every test.
+pub fn run(
+    snap: &Snapshot,
+    cfg: &raw::Config,
+    cfg_map: &SourceMap,
+    tests: &File,
+    tests_map: &SourceMap,
+) -> Report {
+    let mut reached: BTreeSet<RouteId> = BTreeSet::new();
+    let mut results = Vec::new();
+    for (i, t) in tests.tests.iter().enumerate() {
+        let tp = format!("tests.{i}");
+        let mut path = t.request.path.clone().unwrap_or_else(|| "/".into());
+        if path.is_empty() {
+            path.push('/');
+        }
+        let rq = explain::Request {
+            listener: t.request.listener.clone(),
+            host: t.request.host.clone().unwrap_or_default(),
+            path,
+            method: t.request.method.clone(),
+            headers: t
+                .request
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            query: t
+                .request
+                .query
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            service: t.request.service.clone(),
+        };
+        let mut mismatches = Vec::new();
+        match explain::evaluate(snap, cfg, &rq) {
+            Ok(o) => {
+                if let Some(id) = &o.route_id {
+                    reached.insert(id.clone());
+                }
+                check(&t.expect, &o, tests_map, &tp, &mut mismatches);
+            }
+            Err(e) => mismatches.push(Mismatch {
+                field: "request",
+                expected: "a valid request".into(),
+                actual: e,
+                at: tests_map.diag(&format!("{tp}.request"), ""),
+            }),
+        }
+        results.push(TestResult {
+            name: t.name.clone(),
+            at: tests_map.diag_key(&format!("{tp}.name"), ""),
+            mismatches,
+        });
+    }
+    let all = all_routes(cfg);
+    let unreached = all
+        .iter()
+        .filter(|(id, _, _)| !reached.contains(id))
+        .map(|(_, name, p)| (name.clone(), cfg_map.diag_key(&format!("{p}.name"), "")))
+        .collect();
+    Report {
+        coverage: Coverage {
+            total: all.len(),
+            reached: all.iter().filter(|(id, _, _)| reached.contains(id)).count(),
+            unreached,
+        },
+        results,
+    }
+}
+
+fn loc(d: &Diagnostic) -> String {
+    format!("{}:{}:{}", d.file, d.line, d.col)
+}
+
+impl Report {
+    pub fn failed(&self) -> usize {
+        self.results
+            .iter()
+            .filter(|r| !r.mismatches.is_empty())
+            .count()
+    }
+
+    pub fn to_text(&self, coverage: bool) -> String {
+        let mut s = String::new();
+        for r in &self.results {
+            if r.mismatches.is_empty() {
+                let _ = writeln!(s, "PASS {}", r.name);
+            } else {
+                let _ = writeln!(s, "FAIL {} ({})", r.name, loc(&r.at));
+                for m in &r.mismatches {
+                    let _ = writeln!(s, "  {}:", m.field);
+                    let _ = writeln!(s, "    expected: {}", m.expected);
+                    let _ = writeln!(s, "    actual:   {}", m.actual);
+                }
+            }
+        }
+        let failed = self.failed();
+        let _ = writeln!(
+            s,
+            "{}: {} passed, {} failed",
+            super::plural(self.results.len(), "test"),
+            self.results.len() - failed,
+            failed
+        );
+        if coverage {
+            let c = &self.coverage;
+            let _ = writeln!(
+                s,
+                "coverage: {} of {} routes reached ({:.1}%)",
+                c.reached,
+                c.total,
+                c.percent()
+            );
+            for (name, d) in &c.unreached {
+                let _ = writeln!(s, "  not reached: {name} ({})", loc(d));
+            }
+        }
+        s
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        let failed = self.failed();
+        let mut diags = Vec::new();
+        let tests: Vec<_> = self
+            .results
+            .iter()
+            .map(|r| {
+                for m in &r.mismatches {
+                    diags.push(json!({
+                        "file": m.at.file, "line": m.at.line, "column": m.at.col,
+                        "severity": "error", "code": "route-test",
+                        "message": format!("test `{}`: {}: expected {}, actual {}", r.name, m.field, m.expected, m.actual),
+                    }));
+                }
+                json!({
+                    "name": r.name,
+                    "file": r.at.file, "line": r.at.line, "column": r.at.col,
+                    "passed": r.mismatches.is_empty(),
+                    "mismatches": r.mismatches.iter().map(|m| json!({
+                        "field": m.field, "expected": m.expected, "actual": m.actual,
+                        "line": m.at.line, "column": m.at.col,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let c = &self.coverage;
+        json!({
+            "ok": failed == 0,
+            "passed": self.results.len() - failed,
+            "failed": failed,
+            "tests": tests,
+            "diagnostics": diags,
+            "coverage": {
+                "routes": c.total,
+                "reached": c.reached,
+                "percent": (c.percent() * 10.0).round() / 10.0,
+                "unreached": c.unreached.iter().map(|(n, d)| json!({
+                    "route": n, "file": d.file, "line": d.line, "column": d.col,
+                })).collect::<Vec<_>>(),
+            },
+        })
+    }
+}
