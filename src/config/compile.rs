@@ -673,9 +673,16 @@ fn compile_overrides(
             );
         }
     }
-    for (name, f) in chain {
+    // Walk the chain as written (not only the filters that built), so an override
+    // is validated even when the listener's own config for that filter is broken.
+    for (name, _) in chain_raw {
+        let base = chain.iter().find(|(n, _)| n == name).map(|(_, f)| f);
         match route.filter_overrides.get(name) {
-            None => out.push(f.clone()),
+            None => {
+                if let Some(f) = base {
+                    out.push(f.clone());
+                }
+            }
             Some(serde_yaml::Value::String(s)) if s == "disabled" => {}
             Some(v) => {
                 let op = format!("{rp}.filter_overrides.{name}");

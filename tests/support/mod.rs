@@ -204,6 +204,42 @@ impl Proxy {
         }
         0.0
     }
+
+    /// Every `/stats` line whose name starts with `prefix`: (`name{labels}`, value).
+    pub async fn stats_with_prefix(&self, prefix: &str) -> Vec<(String, f64)> {
+        let (_, body) = self.admin_get("/stats").await;
+        body.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| {
+                let (k, v) = l.split_once(": ")?;
+                Some((k.to_string(), v.trim().parse().unwrap_or(0.0)))
+            })
+            .collect()
+    }
+}
+
+/// `attache validate --config FILE` on `yaml` written to a temp file named
+/// `name`; (exit code, stdout + stderr, the file's path).
+pub fn validate(name: &str, yaml: &str) -> (i32, String, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join(name);
+    std::fs::write(&path, yaml).expect("write config");
+    let (code, out) = validate_file(&path);
+    // Keep the file's path meaningful in messages; the directory goes away here.
+    (code, out, path)
+}
+
+/// `attache validate --config PATH`; (exit code, stdout + stderr).
+pub fn validate_file(path: &std::path::Path) -> (i32, String) {
+    let out = Command::new(bin())
+        .arg("validate")
+        .arg("--config")
+        .arg(path)
+        .output()
+        .expect("run attache validate");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
 }
 
 impl Drop for Proxy {
@@ -296,7 +332,9 @@ pub async fn curl(args: &[&str]) -> (bool, String) {
 /// - `/status/<code>`: answer with that status
 /// - `/download/<bytes>`: stream that many bytes
 /// - `/upload`: count the request body, answer with the count
-/// - anything else: echo JSON `{name, method, path, headers}`
+/// - anything else: echo JSON `{name, method, path, headers, all_headers}`
+///
+/// On every path, [`RESPOND_HEADER`] request headers become response headers.
 #[derive(Clone)]
 pub struct Origin {
     pub addr: SocketAddr,
@@ -357,7 +395,32 @@ impl Origin {
     }
 }
 
+/// The request header with which a test asks the origin to add a response header:
+/// each `x-origin-respond-header: name: value` becomes `name: value` on the response
+/// (repeat it for several, e.g. several `Set-Cookie`).
+pub const RESPOND_HEADER: &str = "x-origin-respond-header";
+
 async fn origin_handle(req: Request<Incoming>, name: String) -> Result<Response<Body>, Infallible> {
+    let extra: Vec<(http::HeaderName, http::HeaderValue)> = req
+        .headers()
+        .get_all(RESPOND_HEADER)
+        .iter()
+        .filter_map(|v| {
+            let (k, v) = v.to_str().ok()?.split_once(':')?;
+            Some((
+                http::HeaderName::from_bytes(k.trim().as_bytes()).ok()?,
+                http::HeaderValue::from_str(v.trim()).ok()?,
+            ))
+        })
+        .collect();
+    let mut rsp = origin_route(req, name).await?;
+    for (k, v) in extra {
+        rsp.headers_mut().append(k, v);
+    }
+    Ok(rsp)
+}
+
+async fn origin_route(req: Request<Incoming>, name: String) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_string();
     let full = |status: u16, s: String| {
         let mut r = Response::new(Full::new(Bytes::from(s)).map_err(|e| match e {}).boxed());
@@ -414,8 +477,15 @@ async fn origin_handle(req: Request<Incoming>, name: String) -> Result<Response<
             )
         })
         .collect();
+    // Every header line in order, repeats included (`headers` keeps the last one).
+    let all_headers: Vec<serde_json::Value> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| serde_json::json!([k.as_str(), String::from_utf8_lossy(v.as_bytes())]))
+        .collect();
     let body = serde_json::json!({
         "name": name,
+        "all_headers": all_headers,
         "method": req.method().as_str(),
         "path": req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/"),
         "version": format!("{:?}", req.version()),

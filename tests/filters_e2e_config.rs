@@ -1,0 +1,175 @@
+//! Filter configs through `attache validate` (every error at once, each at its own
+//! FILE:LINE) and the shipped `config/internal-web.yaml` (validates, starts, protects).
+
+mod support;
+
+use std::path::Path;
+
+use bytes::Bytes;
+use support::{send, validate, validate_file, Origin, Proxy};
+
+/// The 1-based line of the first line of `yaml` containing `marker`.
+fn line_of(yaml: &str, marker: &str) -> usize {
+    yaml.lines()
+        .position(|l| l.contains(marker))
+        .unwrap_or_else(|| panic!("marker `{marker}` not in yaml"))
+        + 1
+}
+
+/// `FILE:LINE:COL: message` lines from `attache validate`'s text output.
+fn diagnostic_lines(out: &str, file: &Path) -> Vec<usize> {
+    let prefix = format!("{}:", file.display());
+    out.lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .filter_map(|rest| rest.split(':').next()?.parse().ok())
+        .collect()
+}
+
+const BAD: &str = r#"admin:
+  address: 127.0.0.1:0
+listeners:
+  - name: web
+    address: 127.0.0.1:0
+    filters:
+      - cookie_audit:
+          cookies:
+            - name: session
+              same_sites: Lax                      # unknown cookie attribute
+      - web_security:
+          csrf:
+            allowed_origins:
+              - { regex: '^https://(unclosed$' }   # bad regex
+      - cors:
+          allowed_origins: ["*"]                   # star with credentials
+          allow_credentials: true
+    virtual_hosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - name: api
+            match: { prefix: /api/ }
+            route: { cluster: origin }
+            filter_overrides:
+              sli: disabled                        # not on this chain
+          - name: app
+            match: { prefix: / }
+            route: { cluster: origin }
+            filter_overrides:
+              cors: { allowed_origins: ["https://a.example.com"], max_age: soon }   # bad override
+clusters:
+  - name: origin
+    endpoints: ["127.0.0.1:9"]
+"#;
+
+#[test]
+fn validate_reports_every_filter_error_at_its_line() {
+    let (code, out, path) = validate("bad-filters.yaml", BAD);
+    assert_eq!(code, 1, "{out}");
+    let mut got = diagnostic_lines(&out, &path);
+    got.sort_unstable();
+    let mut want = vec![
+        line_of(BAD, "same_sites"),
+        line_of(BAD, "unclosed"),
+        line_of(BAD, "star with credentials"),
+        line_of(BAD, "sli: disabled"),
+        line_of(BAD, "bad override"),
+    ];
+    want.sort_unstable();
+    assert_eq!(got, want, "validate output:\n{out}");
+    // `run` refuses the same file before binding anything.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("bad.yaml");
+    std::fs::write(&file, BAD).expect("write");
+    let st = std::process::Command::new(support::bin())
+        .args(["run", "--config"])
+        .arg(&file)
+        .output()
+        .expect("run attache");
+    assert_eq!(st.status.code(), Some(64));
+}
+
+#[test]
+fn validate_accepts_a_good_filter_config() {
+    let good = BAD
+        .replace("same_sites: Lax", "same_site: Lax")
+        .replace("(unclosed$", "[a-z]+\\.example\\.com$")
+        .replace(
+            "[\"*\"]                   # star",
+            "[\"https://b.example.com\"] # star",
+        )
+        .replace("sli: disabled", "cookie_audit: disabled")
+        .replace("max_age: soon", "max_age: 10m");
+    let (code, out, _) = validate("good-filters.yaml", &good);
+    assert_eq!(code, 0, "{out}\n{good}");
+}
+
+fn internal_web() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("config/internal-web.yaml")
+}
+
+#[test]
+fn internal_web_example_validates() {
+    let (code, out) = validate_file(&internal_web());
+    assert_eq!(code, 0, "{out}");
+}
+
+/// Start the shipped example with its addresses and origin swapped for loopback test
+/// ones, and check that all three filters protect the site.
+#[tokio::test]
+async fn internal_web_example_starts_and_protects() {
+    let origin = Origin::start("web").await;
+    let yaml = std::fs::read_to_string(internal_web()).expect("read example");
+    let (code, out) = validate_file(&internal_web());
+    assert_eq!(code, 0, "{out}");
+    let p = Proxy::start_with_env(
+        &yaml,
+        &[
+            ("ATTACHE_ADMIN_ADDRESS", "127.0.0.1:0"),
+            ("ATTACHE_WEB_ADDRESS", "127.0.0.1:0"),
+            ("ATTACHE_WEB_ORIGIN", &origin.addr.to_string()),
+        ],
+    );
+    let url = |path: &str| p.url("internal_web", path);
+    let host = [("host", "intranet.example.com")];
+
+    // web_security: headers on every response.
+    let r = send("GET", &url("/"), &host, Bytes::new()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.headers.contains_key("x-frame-options"));
+    assert!(r.headers.contains_key("content-security-policy"));
+    assert!(r.headers.contains_key("x-content-type-options"));
+
+    // web_security: CSRF (cross-site POST rejected and not forwarded).
+    let before = origin.hits();
+    let r = send(
+        "POST",
+        &url("/app/save"),
+        &[host[0], ("origin", "https://evil.example.net")],
+        Bytes::from_static(b"x"),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(origin.hits(), before);
+
+    // cookie_audit: unknown request cookies never reach the site.
+    let r = send(
+        "GET",
+        &url("/app/"),
+        &[host[0], ("cookie", "session=s; tracker=t")],
+        Bytes::new(),
+    )
+    .await;
+    let v: serde_json::Value = serde_json::from_slice(&r.body).expect("echo json");
+    assert_eq!(v["headers"]["cookie"], "session=s");
+
+    // sli: counted per route.
+    let (status, sli) = p.admin_get("/sli?format=json").await;
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&sli).expect("sli json");
+    assert!(
+        v["routes"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|r| r["route"] == "app")),
+        "{sli}"
+    );
+}
