@@ -669,3 +669,69 @@ clusters:
     .await;
     assert_eq!(plain, "true");
 }
+
+/// Sums of (rq_active, rq_total, rq_error) over a cluster's endpoints, from `/clusters`.
+async fn endpoint_counters(proxy: &Proxy, cluster: &str) -> (u64, u64, u64) {
+    let (_, body) = proxy.admin_get("/clusters?format=json").await;
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let mut sums = (0, 0, 0);
+    for c in v["clusters"].as_array().expect("clusters") {
+        if c["name"] != cluster {
+            continue;
+        }
+        for e in c["endpoints"].as_array().expect("endpoints") {
+            sums.0 += e["rq_active"].as_u64().unwrap_or(0);
+            sums.1 += e["rq_total"].as_u64().unwrap_or(0);
+            sums.2 += e["rq_error"].as_u64().unwrap_or(0);
+        }
+    }
+    sums
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_in_flight_are_visible_to_least_request_and_timeouts_release_them() {
+    let a = start_origin("a", Protocol::Binary, Transport::Framed);
+    let b = start_origin("b", Protocol::Binary, Transport::Framed);
+    let proxy = Proxy::start(&one_listener(
+        "
+      routes:
+        - match: { method: getUser }
+          route: { cluster: lr, timeout: 5s }
+        - match: { method: findUser }
+          route: { cluster: lr, timeout: 300ms }
+",
+        &format!(
+            "  - {{ name: lr, lb_policy: least_request, endpoints: [\"{}\", \"{}\"] }}\n",
+            a.addr, b.addr
+        ),
+    ));
+    let addr = proxy.addr("t");
+    // A 1.5s call is in flight: its endpoint shows one active request.
+    let slow = tokio::task::spawn_blocking(move || {
+        let mut c = Client::connect(addr, Protocol::Binary, Transport::Framed, None);
+        format!("{:?}", c.get_user(999).map(|s| s.len() > 2))
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut seen = (0, 0, 0);
+    while Instant::now() < deadline {
+        seen = endpoint_counters(&proxy, "lr").await;
+        if seen.0 == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(seen.0, 1, "one call in flight: {seen:?}");
+    let slow = tokio::time::timeout(Duration::from_secs(10), slow)
+        .await
+        .expect("slow call done")
+        .expect("join");
+    assert_eq!(slow, "Ok(true)");
+    // A call cut off by its route timeout is released and counted as an error.
+    let timed_out = blocking(move || {
+        let mut c = Client::connect(addr, Protocol::Binary, Transport::Framed, None);
+        format!("{:?}", c.call_named("findUser", 999))
+    })
+    .await;
+    assert_eq!(timed_out, "Err(App(InternalError))");
+    assert_eq!(endpoint_counters(&proxy, "lr").await, (0, 2, 1));
+}

@@ -389,8 +389,15 @@ impl ListenerCtx {
             .upstreams
             .pick(cluster)
             .ok_or(CallError::NoHealthyUpstream)?;
+        // `complete` runs even when the route timeout drops this future mid-call.
+        let mut call = Completion {
+            upstreams: &*self.upstreams,
+            cluster,
+            addr,
+            ok: false,
+        };
         let result = self.exchange(cluster, addr, transport, protocol, msg).await;
-        self.upstreams.complete(cluster, addr, result.is_ok());
+        call.ok = result.is_ok();
         result
     }
 
@@ -454,6 +461,21 @@ impl ListenerCtx {
             buf: BytesMut::with_capacity(READ_CHUNK),
             decoder,
         })
+    }
+}
+
+/// Reports one picked call's end to [`Upstreams::complete`] when dropped: after the
+/// exchange, or on cancellation (a timeout), which counts as a failure.
+struct Completion<'a> {
+    upstreams: &'a dyn Upstreams,
+    cluster: &'a str,
+    addr: SocketAddr,
+    ok: bool,
+}
+
+impl Drop for Completion<'_> {
+    fn drop(&mut self) {
+        self.upstreams.complete(self.cluster, self.addr, self.ok);
     }
 }
 
