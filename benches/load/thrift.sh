@@ -3,10 +3,12 @@
 # through attache (framed binary both sides).
 #
 #   attache: --concurrency 1, pinned to core 0
-#   origin + load generator: pinned to core 1 (the same in both runs)
+#   load generator: pinned to core 1
+#   origin: core ORIGIN_CPU (default 1; the same in both runs)
 #
 # Usage: benches/load/thrift.sh [connections] [seconds]
-# Env:   CARGO_TARGET_DIR (default target), NO_BUILD=1 to reuse release binaries.
+# Env:   CARGO_TARGET_DIR (default target), NO_BUILD=1 to reuse release binaries,
+#        ORIGIN_CPU=0|1.
 set -euo pipefail
 
 CONNS=${1:-32}
@@ -42,7 +44,7 @@ ORIGIN_PORT=$(free_port)
 PROXY_PORT=$(free_port)
 ADMIN_PORT=$(free_port)
 
-taskset -c 1 "$REL/examples/thrift_origin" "127.0.0.1:$ORIGIN_PORT" binary framed >"$WORK/origin.log" 2>&1 &
+taskset -c "${ORIGIN_CPU:-1}" "$REL/examples/thrift_origin" "127.0.0.1:$ORIGIN_PORT" binary framed >"$WORK/origin.log" 2>&1 &
 PIDS+=($!)
 wait_port "$ORIGIN_PORT"
 
@@ -77,6 +79,8 @@ taskset -c 1 "$REL/examples/thrift_load" --addr "127.0.0.1:$PROXY_PORT" --connec
 
 DIRECT=$(load "$ORIGIN_PORT")
 PROXIED=$(load "$PROXY_PORT")
+read -r _ _ _ _ _ _ _ _ _ _ _ _ _ UT ST _ < "/proc/${PIDS[1]}/stat"
+echo "attache cpu: $((UT + ST)) ticks in total (100 ticks = 1 core-second)"
 echo "direct:  $DIRECT"
 echo "attache: $PROXIED"
 python3 - "$DIRECT" "$PROXIED" <<'PY'
