@@ -28,7 +28,7 @@ fn every_shipped_config_validates() {
         );
         n += 1;
     }
-    assert!(n >= 3, "expected the shipped configs, found {n}");
+    assert!(n >= 5, "expected the shipped configs, found {n}");
 }
 
 #[tokio::test]

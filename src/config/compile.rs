@@ -387,6 +387,7 @@ pub fn compile(
                         });
                         match crate::thrift::ListenerCtx::new(&l.name, t, opts.stats, ups) {
                             Ok(ctx) => {
+                                let ctx = ctx.with_sli(opts.services.sli.clone());
                                 for (path, name) in ctx.routes().clusters() {
                                     if !clusters.contains_key(name) {
                                         unknown_cluster(

@@ -422,6 +422,10 @@ pub struct ThriftListener {
     /// Default 16 MiB.
     #[serde(default)]
     pub max_message_size: Option<u32>,
+    /// Close a downstream connection after this long with no bytes from the client
+    /// while no call is in flight (default 1h; `0s` = never).
+    #[serde(default)]
+    pub idle_timeout: Option<Dur>,
     #[serde(default)]
     pub routes: Vec<ThriftRoute>,
 }

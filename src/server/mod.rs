@@ -434,7 +434,7 @@ async fn serve_io<IO>(
         }
         ListenerProtocol::Thrift => {
             if let Some(ctx) = listener.thrift.clone() {
-                crate::thrift::serve_connection(io, conn.remote, ctx).await;
+                crate::thrift::serve_connection_until(io, conn.remote, ctx, Some(drain)).await;
             }
         }
     }

@@ -14,6 +14,6 @@ pub mod upstream;
 #[cfg(test)]
 mod tests;
 
-pub use proxy::{serve_connection, ListenerCtx};
+pub use proxy::{serve_connection, serve_connection_until, ListenerCtx};
 pub use routes::{upstream_framing, ConfigError, Routes};
 pub use upstream::{BoxIo, ConnectFuture, UpstreamIo, Upstreams};

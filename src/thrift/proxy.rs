@@ -8,12 +8,13 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use attache_filters::Stats;
+use attache_filters::{sli, Stats};
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
 
 use crate::config::raw;
 
@@ -33,6 +34,8 @@ const MIN_READ_ROOM: usize = 4 * 1024;
 const MAX_IDLE_PER_ENDPOINT: usize = 64;
 /// A frame length and a payload up to this size go out in one write.
 const COALESCE_LIMIT: usize = 16 * 1024;
+/// Default downstream idle timeout (no bytes from the client, no call in flight).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Everything a Thrift listener's connections share: compiled routes, metric
 /// handles, the upstream side and its connection pool. Built once per config load.
@@ -42,6 +45,10 @@ pub struct ListenerCtx {
     metrics: Metrics,
     upstreams: Arc<dyn Upstreams>,
     pool: Pool,
+    /// `None`: connections may stay idle forever.
+    idle_timeout: Option<Duration>,
+    /// The process's `/sli` board, when the caller wires one in.
+    sli: Option<sli::Board>,
 }
 
 impl std::fmt::Debug for ListenerCtx {
@@ -64,13 +71,29 @@ impl ListenerCtx {
     ) -> Result<ListenerCtx, Vec<ConfigError>> {
         let routes = Routes::compile(raw)?;
         let metrics = Metrics::new(stats, listener, routes.method_labels());
+        let idle_timeout = match raw.idle_timeout {
+            None => Some(DEFAULT_IDLE_TIMEOUT),
+            Some(d) if d.0.is_zero() => None,
+            Some(d) => Some(d.0),
+        };
         Ok(ListenerCtx {
             name: listener.to_owned(),
             routes,
             metrics,
             upstreams,
             pool: Pool::new(MAX_IDLE_PER_ENDPOINT),
+            idle_timeout,
+            sli: None,
         })
+    }
+
+    /// Record every call's outcome on the `/sli` board too, under (listener, route
+    /// name); calls with no route under [`sli::NO_ROUTE`]. A call is an SLI error
+    /// when the upstream raised a `TApplicationException` or the proxy answered
+    /// itself; a declared IDL exception is the service's answer, not an error.
+    pub fn with_sli(mut self, board: sli::Board) -> ListenerCtx {
+        self.sli = Some(board);
+        self
     }
 
     pub fn routes(&self) -> &Routes {
@@ -123,15 +146,31 @@ enum Answer {
     Forward(Option<[u8; 4]>, Bytes),
 }
 
-/// Serve one downstream connection until the peer closes it or sends something
-/// undecodable (answered with an exception when its header decoded, then closed).
-pub async fn serve_connection<IO>(mut io: IO, peer: SocketAddr, ctx: Arc<ListenerCtx>)
+/// Serve one downstream connection until the peer closes it, stays idle past the
+/// listener's `idle_timeout`, or sends something undecodable (answered with an
+/// exception when its header decoded, then closed).
+pub async fn serve_connection<IO>(io: IO, peer: SocketAddr, ctx: Arc<ListenerCtx>)
 where
+    IO: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    serve_connection_until(io, peer, ctx, None).await
+}
+
+/// [`serve_connection`], and once `drain` turns true: finish the call in flight and
+/// any complete calls already received, then close between calls (a client that
+/// has sent part of a call gets to finish it, bounded by the idle timeout).
+pub async fn serve_connection_until<IO>(
+    mut io: IO,
+    peer: SocketAddr,
+    ctx: Arc<ListenerCtx>,
+    mut drain: Option<watch::Receiver<bool>>,
+) where
     IO: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let mut decoder = Decoder::new(ctx.routes.decoder_config());
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut out = BytesMut::new();
+    let mut draining = drain.as_ref().is_some_and(|d| *d.borrow());
     loop {
         match decoder.decode(&mut buf) {
             Ok(Some(msg)) => {
@@ -152,7 +191,12 @@ where
                 }
                 continue;
             }
-            Ok(None) => {}
+            Ok(None) => {
+                if draining && buf.is_empty() {
+                    let _ = io.shutdown().await;
+                    return;
+                }
+            }
             Err(e) => {
                 ctx.metrics.decode_error(Some(e.kind()));
                 tracing::debug!(listener = %ctx.name, %peer, error = %e, "closing thrift connection");
@@ -169,7 +213,14 @@ where
         if buf.capacity() - buf.len() < MIN_READ_ROOM {
             buf.reserve(READ_CHUNK);
         }
-        match io.read_buf(&mut buf).await {
+        let read = tokio::select! {
+            r = read_idle(&mut io, &mut buf, ctx.idle_timeout) => r,
+            () = drained(&mut drain), if !draining => {
+                draining = true;
+                continue;
+            }
+        };
+        match read {
             Ok(0) => {
                 if !buf.is_empty() {
                     ctx.metrics.decode_error(Some(ErrorKind::Truncated));
@@ -177,8 +228,41 @@ where
                 return;
             }
             Ok(_) => {}
-            Err(_) => return,
+            Err(e) => {
+                if e.kind() == io::ErrorKind::TimedOut {
+                    tracing::debug!(listener = %ctx.name, %peer, "thrift connection idle; closing");
+                    let _ = io.shutdown().await;
+                }
+                return;
+            }
         }
+    }
+}
+
+/// One read, failing with `TimedOut` after `limit` without bytes.
+async fn read_idle<R: AsyncRead + Unpin>(
+    io: &mut R,
+    buf: &mut BytesMut,
+    limit: Option<Duration>,
+) -> io::Result<usize> {
+    match limit {
+        None => io.read_buf(buf).await,
+        Some(t) => tokio::time::timeout(t, io.read_buf(buf))
+            .await
+            .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())),
+    }
+}
+
+/// Resolves when the drain signal turns true; never without a signal (or once its
+/// sender is gone).
+async fn drained(drain: &mut Option<watch::Receiver<bool>>) {
+    match drain {
+        Some(rx) => {
+            if rx.wait_for(|d| *d).await.is_err() {
+                std::future::pending::<()>().await
+            }
+        }
+        None => std::future::pending::<()>().await,
     }
 }
 
@@ -237,7 +321,9 @@ impl ListenerCtx {
         let stats = self.metrics.for_call(&h);
         let Some(route) = self.routes.route(&h) else {
             stats.count(Outcome::LocalError);
-            stats.duration.observe(start.elapsed().as_secs_f64());
+            let elapsed = start.elapsed();
+            stats.duration.observe(elapsed.as_secs_f64());
+            self.record_sli(sli::NO_ROUTE, Outcome::LocalError, elapsed);
             tracing::debug!(listener = %self.name, %peer, method = h.name(), flag = "NR", "no thrift route");
             if oneway {
                 return Ok(Answer::Nothing);
@@ -278,8 +364,17 @@ impl ListenerCtx {
             }
         };
         stats.count(outcome);
-        stats.duration.observe(start.elapsed().as_secs_f64());
+        let elapsed = start.elapsed();
+        stats.duration.observe(elapsed.as_secs_f64());
+        self.record_sli(&route.name, outcome, elapsed);
         Ok(answer)
+    }
+
+    fn record_sli(&self, route: &str, outcome: Outcome, elapsed: Duration) {
+        if let Some(board) = &self.sli {
+            let ok = matches!(outcome, Outcome::Success | Outcome::Error);
+            board.record(&self.name, route, ok, elapsed);
+        }
     }
 
     async fn forward(&self, cluster: &str, msg: &Message) -> Result<Option<Message>, CallError> {
@@ -294,8 +389,15 @@ impl ListenerCtx {
             .upstreams
             .pick(cluster)
             .ok_or(CallError::NoHealthyUpstream)?;
+        // `complete` runs even when the route timeout drops this future mid-call.
+        let mut call = Completion {
+            upstreams: &*self.upstreams,
+            cluster,
+            addr,
+            ok: false,
+        };
         let result = self.exchange(cluster, addr, transport, protocol, msg).await;
-        self.upstreams.complete(cluster, addr, result.is_ok());
+        call.ok = result.is_ok();
         result
     }
 
@@ -359,6 +461,21 @@ impl ListenerCtx {
             buf: BytesMut::with_capacity(READ_CHUNK),
             decoder,
         })
+    }
+}
+
+/// Reports one picked call's end to [`Upstreams::complete`] when dropped: after the
+/// exchange, or on cancellation (a timeout), which counts as a failure.
+struct Completion<'a> {
+    upstreams: &'a dyn Upstreams,
+    cluster: &'a str,
+    addr: SocketAddr,
+    ok: bool,
+}
+
+impl Drop for Completion<'_> {
+    fn drop(&mut self) {
+        self.upstreams.complete(self.cluster, self.addr, self.ok);
     }
 }
 

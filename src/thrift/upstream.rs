@@ -44,9 +44,10 @@ pub trait Upstreams: Send + Sync {
         })
     }
 
-    /// The outcome of one call to `addr` (for least-request accounting or passive
-    /// health). `ok` is false for connect failures, resets, timeouts and protocol
-    /// errors. Default: nothing.
+    /// The end of one call to `addr` (for least-request accounting or passive
+    /// health): every `Some` from [`Upstreams::pick`] is followed by exactly one
+    /// `complete`, also when the call is cancelled by its timeout. `ok` is false for
+    /// connect failures, resets, timeouts and protocol errors. Default: nothing.
     fn complete(&self, _cluster: &str, _addr: SocketAddr, _ok: bool) {}
 }
 

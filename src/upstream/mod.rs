@@ -143,8 +143,13 @@ pub struct ThriftUpstreams {
 }
 
 impl crate::thrift::Upstreams for ThriftUpstreams {
+    /// Picks by the cluster's policy and counts the call as active on the endpoint
+    /// (least_request reads that) until [`complete`](Self::complete).
     fn pick(&self, cluster: &str) -> Option<SocketAddr> {
-        self.clusters.get(cluster)?.pick(None).map(|e| e.addr)
+        let ep = self.clusters.get(cluster)?.pick(None)?;
+        ep.active.fetch_add(1, Ordering::Relaxed);
+        ep.rq_total.fetch_add(1, Ordering::Relaxed);
+        Some(ep.addr)
     }
 
     fn connect_timeout(&self, cluster: &str) -> Duration {
@@ -191,7 +196,7 @@ impl crate::thrift::Upstreams for ThriftUpstreams {
             .get(cluster)
             .and_then(|c| c.endpoints.iter().find(|e| e.addr == addr))
         {
-            ep.rq_total.fetch_add(1, Ordering::Relaxed);
+            ep.active.fetch_sub(1, Ordering::Relaxed);
             if !ok {
                 ep.rq_error.fetch_add(1, Ordering::Relaxed);
             }

@@ -1,6 +1,8 @@
 //! Test support: spawn the real binary on loopback ports, real origins, real clients.
 #![allow(dead_code)]
 
+pub mod thrift_peer;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
