@@ -2,6 +2,7 @@
 
 pub mod compile;
 pub mod duration;
+pub mod endpoints;
 pub mod load;
 pub mod raw;
 pub mod snapshot;
@@ -9,7 +10,12 @@ pub mod snapshot;
 pub use load::Diagnostic;
 pub use snapshot::Snapshot;
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use attache_filters::Services;
+
+use crate::upstream::Cluster;
 
 use crate::stats::Stats;
 
@@ -20,6 +26,18 @@ pub fn load_file(
     services: &Services,
     check_files: bool,
 ) -> Result<(Snapshot, u64), Vec<Diagnostic>> {
+    load_file_with(path, stats, services, check_files, None)
+}
+
+/// As [`load_file`]; clusters identical to one in `previous` (the running config)
+/// are reused rather than rebuilt.
+pub fn load_file_with(
+    path: &str,
+    stats: &Stats,
+    services: &Services,
+    check_files: bool,
+    previous: Option<&HashMap<String, Arc<Cluster>>>,
+) -> Result<(Snapshot, u64), Vec<Diagnostic>> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         vec![Diagnostic {
             file: path.to_string(),
@@ -29,7 +47,15 @@ pub fn load_file(
         }]
     })?;
     let lookup = |k: &str| std::env::var(k).ok();
-    load_str(path, &text, &lookup, stats, services, check_files)
+    let (cfg, map, effective) = load::parse(path, &text, &lookup)?;
+    let opts = compile::Options {
+        stats,
+        services,
+        check_files,
+        previous,
+    };
+    let snap = compile::compile(&cfg, &map, effective, &opts)?;
+    Ok((snap, hash(&text)))
 }
 
 /// As [`load_file`], for text already in memory; `lookup` resolves `${VAR}`.
@@ -46,6 +72,7 @@ pub fn load_str(
         stats,
         services,
         check_files,
+        previous: None,
     };
     let snap = compile::compile(&cfg, &map, effective, &opts)?;
     Ok((snap, hash(text)))

@@ -296,6 +296,11 @@ impl ListenerCtx {
             .ok_or(CallError::NoHealthyUpstream)?;
         let result = self.exchange(cluster, addr, transport, protocol, msg).await;
         self.upstreams.complete(cluster, addr, result.is_ok());
+        if let Ok(Some(reply)) = &result {
+            if reply.header().message_type == MessageType::Exception {
+                self.upstreams.exception(cluster, addr);
+            }
+        }
         result
     }
 
