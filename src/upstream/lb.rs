@@ -386,10 +386,7 @@ mod tests {
             .chain(r.schedule.iter())
             .copied()
             .collect();
-        assert!(
-            s.windows(4).all(|w| w.iter().any(|i| *i != 2)),
-            "{s:?}"
-        );
+        assert!(s.windows(4).all(|w| w.iter().any(|i| *i != 2)), "{s:?}");
     }
 
     #[test]
