@@ -198,22 +198,33 @@ async fn ring_hash_keeps_a_key_on_one_endpoint_and_moves_only_the_departed_ones_
     let path = dir.path().join("app.yaml");
     let all: Vec<(&Node, u32)> = nodes.iter().map(|n| (n, 1)).collect();
     write_eps(&path, &all);
-    let p = proxy_with_file(&path, "lb_policy: ring_hash\n    hash_on: { header: x-user }");
+    let p = proxy_with_file(
+        &path,
+        "lb_policy: ring_hash\n    hash_on: { header: x-user }",
+    );
     let c = client(true);
     let url = p.url("web", "/");
     let mut owner = std::collections::HashMap::new();
     for u in 0..200 {
         let user = format!("user-{u}");
-        let (st, first) = request(&c, &url, &[("x-user", &user)]).await.expect("request");
+        let (st, first) = request(&c, &url, &[("x-user", &user)])
+            .await
+            .expect("request");
         assert_eq!(st, 200);
         for _ in 0..3 {
-            let (_, again) = request(&c, &url, &[("x-user", &user)]).await.expect("request");
+            let (_, again) = request(&c, &url, &[("x-user", &user)])
+                .await
+                .expect("request");
             assert_eq!(again, first, "{user} moved");
         }
         owner.insert(user, first);
     }
     // n3 leaves.
-    let fewer: Vec<(&Node, u32)> = nodes.iter().filter(|n| n.name != "n3").map(|n| (n, 1)).collect();
+    let fewer: Vec<(&Node, u32)> = nodes
+        .iter()
+        .filter(|n| n.name != "n3")
+        .map(|n| (n, 1))
+        .collect();
     write_eps(&path, &fewer);
     eventually(Duration::from_secs(3), "n3 removed", || async {
         (addresses(&p).await.len() == 9).then_some(())
@@ -221,7 +232,9 @@ async fn ring_hash_keeps_a_key_on_one_endpoint_and_moves_only_the_departed_ones_
     .await;
     let mut moved = 0;
     for (user, before) in &owner {
-        let (_, now) = request(&c, &url, &[("x-user", user)]).await.expect("request");
+        let (_, now) = request(&c, &url, &[("x-user", user)])
+            .await
+            .expect("request");
         if before == "n3" {
             assert_ne!(now, "n3");
         } else if &now != before {

@@ -35,7 +35,10 @@ async fn stat_containing(p: &Proxy, name: &str, labels: &[&str]) -> f64 {
     let (_, body) = p.admin_get("/stats").await;
     body.lines()
         .filter(|l| l.starts_with(name) && labels.iter().all(|x| l.contains(x)))
-        .filter_map(|l| l.rsplit_once(": ").and_then(|(_, v)| v.trim().parse::<f64>().ok()))
+        .filter_map(|l| {
+            l.rsplit_once(": ")
+                .and_then(|(_, v)| v.trim().parse::<f64>().ok())
+        })
         .sum()
 }
 
@@ -79,7 +82,9 @@ async fn endpoint_killed_mid_load_is_ejected_then_no_more_errors() {
     let (before, kinds) = failures(&samples);
     eprintln!("failures before ejection: {before} {kinds:?}");
     assert!(
-        p.stat("attache_outlier_ejections_total{cluster=\"app\"}").await >= 1.0,
+        p.stat("attache_outlier_ejections_total{cluster=\"app\"}")
+            .await
+            >= 1.0,
         "ejection counted"
     );
 }
@@ -128,7 +133,11 @@ async fn failing_health_checks_remove_an_endpoint_and_recovery_returns_it() {
     let samples = load.stop().await;
     let (n, kinds) = failures(&samples);
     assert_eq!(n, 0, "{kinds:?}");
-    assert!(p.stat("attache_health_check_total{cluster=\"app\",result=\"failure\"}").await >= 2.0);
+    assert!(
+        p.stat("attache_health_check_total{cluster=\"app\",result=\"failure\"}")
+            .await
+            >= 2.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -145,7 +154,10 @@ async fn all_endpoints_unhealthy_enters_panic_mode_and_keeps_serving() {
     .await;
     let (ha, hb) = (a.hits(), b.hits());
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(a.hits() > ha && b.hits() > hb, "panic mode balances over all");
+    assert!(
+        a.hits() > ha && b.hits() > hb,
+        "panic mode balances over all"
+    );
     let samples = load.stop().await;
     let (n, kinds) = failures(&samples);
     assert_eq!(n, 0, "{kinds:?}");
@@ -195,7 +207,12 @@ clusters:
     assert_eq!(ok, 2, "max_requests admits two");
     assert_eq!(uo, 6);
     assert_eq!(
-        stat_containing(&p, "attache_upstream_rq_overflow_total", &["max_requests", "cluster=\"app\""]).await,
+        stat_containing(
+            &p,
+            "attache_upstream_rq_overflow_total",
+            &["max_requests", "cluster=\"app\""]
+        )
+        .await,
         6.0
     );
     assert_eq!(

@@ -307,14 +307,8 @@ impl Server {
             active.fetch_add(1, Ordering::SeqCst);
             let drain_timeout = self.snapshot.load().drain_timeout;
             let slot = slot.clone();
-            // Let the client's first request in before asking the connection to
-            // close (a graceful shutdown before any request closes it unanswered).
-            let (tx, rx) = watch::channel(false);
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                let _ = tx.send(true);
-                tx.closed().await;
-            });
+            // Drained like any connection (a young one gets a short grace first).
+            let rx = self.shutdown.subscribe();
             tokio::spawn(async move {
                 serve_accepted(stream, remote, slot, rx, drain_timeout).await;
                 stats.cx_active.dec();

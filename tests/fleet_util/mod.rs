@@ -39,7 +39,12 @@ impl Node {
         let health = Arc::new(AtomicU16::new(200));
         let status = Arc::new(AtomicU16::new(200));
         let (kill, mut killed) = watch::channel(false);
-        let (h, hh, st, n) = (hits.clone(), health.clone(), status.clone(), name.to_string());
+        let (h, hh, st, n) = (
+            hits.clone(),
+            health.clone(),
+            status.clone(),
+            name.to_string(),
+        );
         tokio::spawn(async move {
             loop {
                 let s = tokio::select! {
@@ -59,8 +64,7 @@ impl Node {
                                 st.load(Ordering::SeqCst)
                             };
                             let mut r = Response::new(Full::new(Bytes::from(n)));
-                            *r.status_mut() =
-                                hyper::StatusCode::from_u16(code).unwrap_or_default();
+                            *r.status_mut() = hyper::StatusCode::from_u16(code).unwrap_or_default();
                             Ok::<_, Infallible>(r)
                         }
                     });
@@ -124,7 +128,11 @@ pub fn client(keep_alive: bool) -> Client {
     b.build(hyper_util::client::legacy::connect::HttpConnector::new())
 }
 
-pub async fn request(c: &Client, url: &str, headers: &[(&str, &str)]) -> Result<(u16, String), String> {
+pub async fn request(
+    c: &Client,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Result<(u16, String), String> {
     let mut b = Request::builder().uri(url);
     for (k, v) in headers {
         b = b.header(*k, *v);
@@ -155,10 +163,10 @@ impl Load {
                     let c = client(keep_alive);
                     while !stop.load(Ordering::SeqCst) {
                         let result = request(&c, &url, &[]).await;
-                        samples
-                            .lock()
-                            .expect("samples")
-                            .push(Sample { at: Instant::now(), result });
+                        samples.lock().expect("samples").push(Sample {
+                            at: Instant::now(),
+                            result,
+                        });
                         tokio::time::sleep(Duration::from_millis(2)).await;
                     }
                 })
@@ -217,4 +225,88 @@ pub async fn cluster_json(admin: SocketAddr, name: &str) -> serde_json::Value {
         .as_array()
         .and_then(|a| a.iter().find(|c| c["name"] == name).cloned())
         .unwrap_or(serde_json::Value::Null)
+}
+
+/// Start `attache run` like `support::Proxy::start`, with extra CLI args.
+pub fn start_with_args(yaml: &str, args: &[&str]) -> crate::support::Proxy {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config_path = dir.path().join("attache.yaml");
+    std::fs::write(&config_path, yaml).expect("write config");
+    spawn_in(dir, config_path, args)
+}
+
+/// Start another `attache run` on an existing config file (hot restart).
+pub fn start_on_config(config_path: &std::path::Path, args: &[&str]) -> crate::support::Proxy {
+    let dir = tempfile::tempdir().expect("tempdir");
+    spawn_in(dir, config_path.to_path_buf(), args)
+}
+
+fn spawn_in(
+    dir: tempfile::TempDir,
+    config_path: std::path::PathBuf,
+    args: &[&str],
+) -> crate::support::Proxy {
+    use std::process::{Command, Stdio};
+    let ready = dir.path().join("ready.json");
+    let log_path = dir.path().join("attache.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let log2 = log.try_clone().expect("log file");
+    let mut child = Command::new(crate::support::bin())
+        .arg("run")
+        .arg("--config")
+        .arg(&config_path)
+        .arg("--ready-file")
+        .arg(&ready)
+        .arg("--concurrency")
+        .arg("2")
+        .args(args)
+        .env("ATTACHE_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .spawn()
+        .expect("spawn attache");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let info = loop {
+        if let Ok(text) = std::fs::read_to_string(&ready) {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+                break v;
+            }
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            panic!("attache exited early with {status}:\n{log}");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            panic!("attache did not become ready:\n{log}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let admin = info["admin"]
+        .as_str()
+        .expect("admin")
+        .parse()
+        .expect("admin addr");
+    let listeners = info["listeners"]
+        .as_object()
+        .expect("listeners")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().expect("addr").parse().expect("addr")))
+        .collect();
+    crate::support::Proxy {
+        child: Some(child),
+        dir,
+        admin,
+        listeners,
+        config_path,
+        log_path,
+    }
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
 }
