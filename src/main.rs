@@ -51,6 +51,17 @@ enum Cmd {
         /// Log format on stderr.
         #[arg(long, value_enum, default_value = "text")]
         log_format: Format,
+        /// This proxy's zone, for zone-aware load balancing (default $ATTACHE_ZONE).
+        #[arg(long)]
+        zone: Option<String>,
+        /// Poll the config file (every second) and reload when its content changes.
+        #[arg(long)]
+        watch_config: bool,
+        /// Hot restart: take over the listeners of the attache whose admin endpoint
+        /// is at this address (bind beside it with SO_REUSEPORT, then tell it to
+        /// drain and exit).
+        #[arg(long, value_name = "ADMIN_ADDR")]
+        hot_restart_from: Option<String>,
     },
     /// Check a config file: every error at once as FILE:LINE:COL, plus lints; exit 1
     /// on any error (or warning, with --strict).
@@ -101,7 +112,13 @@ fn main() -> ExitCode {
             ready_file,
             log_level,
             log_format,
+            zone,
+            watch_config,
+            hot_restart_from,
         } => {
+            if let Some(z) = zone.or_else(|| std::env::var("ATTACHE_ZONE").ok()) {
+                attache::upstream::set_local_zone(&z);
+            }
             let level = log_level
                 .or_else(|| std::env::var("ATTACHE_LOG").ok())
                 .unwrap_or_else(|| "info".to_string());
@@ -146,7 +163,11 @@ fn main() -> ExitCode {
                     return ExitCode::from(70);
                 }
             };
-            match rt.block_on(run(path, threads, ready_file, setter)) {
+            let opts = RunOpts {
+                watch_config,
+                hot_restart_from,
+            };
+            match rt.block_on(run(path, threads, ready_file, setter, opts)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     if let Some(StartError::Config(diags)) = e.downcast_ref::<StartError>() {
@@ -162,25 +183,53 @@ fn main() -> ExitCode {
     }
 }
 
+struct RunOpts {
+    watch_config: bool,
+    hot_restart_from: Option<String>,
+}
+
 async fn run(
     path: String,
     threads: usize,
     ready_file: Option<String>,
     setter: attache::server::LogLevelSetter,
+    opts: RunOpts,
 ) -> anyhow::Result<()> {
     let stats = Arc::new(Stats::new());
     let services = Arc::new(Services::default());
     let (snap, hash) =
         config::load_file(&path, &stats, &services, true).map_err(StartError::Config)?;
     let admin_addr = snap.admin_address;
+    let admin_token = snap.admin_token.clone();
+    let drain_timeout = snap.drain_timeout;
     let server = Server::new(path, snap, hash, stats, services, threads, setter);
+    if opts.hot_restart_from.is_some() {
+        server
+            .takeover
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
     server.bind_all().await?;
-    let admin = tokio::net::TcpListener::bind(admin_addr)
-        .await
-        .map_err(|error| StartError::AdminBind {
-            addr: admin_addr,
-            error,
-        })?;
+    if let Some(old) = &opts.hot_restart_from {
+        // Our listeners accept now; the old process may stop.
+        attache::server::hot_restart::tell_old_to_drain(old, admin_token.as_deref())
+            .await
+            .with_context(|| format!("hot restart: asking {old} to drain"))?;
+    }
+    let admin = match opts.hot_restart_from {
+        // The old process frees the admin address when it exits.
+        Some(_) => {
+            attache::server::hot_restart::bind_admin_when_free(
+                admin_addr,
+                drain_timeout + std::time::Duration::from_secs(10),
+            )
+            .await
+        }
+        None => tokio::net::TcpListener::bind(admin_addr).await,
+    }
+    .map_err(|error| StartError::AdminBind {
+        addr: admin_addr,
+        error,
+    })?;
     let admin_local = admin.local_addr().context("admin address")?;
     if let Ok(mut a) = server.admin_local.lock() {
         *a = Some(admin_local);
@@ -204,6 +253,10 @@ async fn run(
         workers = threads,
         "attache serving"
     );
+
+    if opts.watch_config {
+        tokio::spawn(attache::server::watch_config(server.clone()));
+    }
 
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;

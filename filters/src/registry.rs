@@ -83,6 +83,7 @@ pub fn all() -> Vec<&'static dyn DynFactory> {
         erase::<crate::sli::Factory>(),
         erase::<crate::web_security::Factory>(),
         erase::<crate::cors::Factory>(),
+        erase::<crate::local_rate_limit::Factory>(),
     ]
 }
 

@@ -254,61 +254,18 @@ async fn get(req: &Request<Incoming>, path: &str, server: Arc<Server>) -> Rsp {
             let snap = server.snapshot.load_full();
             let mut names: Vec<&String> = snap.clusters.keys().collect();
             names.sort();
+            let clusters: Vec<&Arc<crate::upstream::Cluster>> =
+                names.iter().filter_map(|n| snap.clusters.get(*n)).collect();
             if want_json {
-                let v: Vec<serde_json::Value> = names
-                    .iter()
-                    .filter_map(|n| snap.clusters.get(*n))
-                    .map(|c| {
-                        serde_json::json!({
-                            "name": &*c.name,
-                            "lb_policy": match c.lb.policy() {
-                                crate::config::raw::LbPolicy::RoundRobin => "round_robin",
-                                crate::config::raw::LbPolicy::LeastRequest => "least_request",
-                                crate::config::raw::LbPolicy::Random => "random",
-                            },
-                            "endpoints": c.endpoints.iter().map(|e| serde_json::json!({
-                                "address": &*e.authority,
-                                "health": "healthy",
-                                "weight": 1,
-                                "rq_active": e.active.load(Ordering::Relaxed),
-                                "rq_total": e.rq_total.load(Ordering::Relaxed),
-                                "rq_error": e.rq_error.load(Ordering::Relaxed),
-                                "cx_connect_fail": e.connect_fail.load(Ordering::Relaxed),
-                            })).collect::<Vec<_>>(),
-                        })
-                    })
-                    .collect();
+                let v: Vec<serde_json::Value> = clusters.iter().map(|c| cluster_json(c)).collect();
                 return json(
                     StatusCode::OK,
                     serde_json::json!({ "clusters": v }).to_string(),
                 );
             }
             let mut s = String::new();
-            for n in names {
-                let Some(c) = snap.clusters.get(n) else {
-                    continue;
-                };
-                for e in &c.endpoints {
-                    let p = format!("{}::{}", c.name, e.authority);
-                    s.push_str(&format!("{p}::health_flags::healthy\n"));
-                    s.push_str(&format!("{p}::weight::1\n"));
-                    s.push_str(&format!(
-                        "{p}::rq_active::{}\n",
-                        e.active.load(Ordering::Relaxed)
-                    ));
-                    s.push_str(&format!(
-                        "{p}::rq_total::{}\n",
-                        e.rq_total.load(Ordering::Relaxed)
-                    ));
-                    s.push_str(&format!(
-                        "{p}::rq_error::{}\n",
-                        e.rq_error.load(Ordering::Relaxed)
-                    ));
-                    s.push_str(&format!(
-                        "{p}::cx_connect_fail::{}\n",
-                        e.connect_fail.load(Ordering::Relaxed)
-                    ));
-                }
+            for c in clusters {
+                cluster_text(&mut s, c);
             }
             text(StatusCode::OK, s)
         }
@@ -381,6 +338,111 @@ async fn get(req: &Request<Incoming>, path: &str, server: Arc<Server>) -> Rsp {
             }
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+fn health_name(h: crate::upstream::Health) -> &'static str {
+    match h {
+        crate::upstream::Health::Healthy => "healthy",
+        crate::upstream::Health::Unhealthy => "unhealthy",
+        crate::upstream::Health::Pending => "pending",
+    }
+}
+
+fn source_name(c: &crate::upstream::Cluster) -> String {
+    match &c.settings.source {
+        crate::upstream::Source::Static => "static".to_string(),
+        crate::upstream::Source::Dns { name, .. } => format!("dns:{name}"),
+        crate::upstream::Source::File { path } => format!("file:{path}"),
+    }
+}
+
+fn cluster_json(c: &crate::upstream::Cluster) -> serde_json::Value {
+    let hosts = c.hosts();
+    let b = &c.breakers;
+    let limit = |m: u64| (m != u64::MAX).then_some(m);
+    serde_json::json!({
+        "name": &*c.name,
+        "lb_policy": format!("{:?}", c.lb.policy()).to_lowercase(),
+        "discovery": source_name(c),
+        "healthy": hosts.healthy,
+        "panic": hosts.panic,
+        "zone_local": hosts.zone_local,
+        "circuit_breakers": {
+            "connections": { "open": b.connections.load(), "max": limit(b.connections.max) },
+            "pending_requests": { "open": b.pending.load(), "max": limit(b.pending.max) },
+            "requests": { "open": b.requests.load(), "max": limit(b.requests.max) },
+            "retries": { "open": b.retries.load(), "max": limit(b.retries.max) },
+        },
+        "endpoints": hosts.all.iter().map(|e| {
+            let until = e.outlier.ejected_until_ms.load(Ordering::Relaxed);
+            serde_json::json!({
+                "address": &*e.authority,
+                "health": health_name(e.health()),
+                "ejected": e.outlier.is_ejected(),
+                "ejected_until_ms": (until > 0).then_some(until),
+                "ejections": e.outlier.ejections.load(Ordering::Relaxed),
+                "weight": e.weight(),
+                "zone": e.zone().as_deref(),
+                "rq_active": e.active.load(Ordering::Relaxed),
+                "rq_total": e.rq_total.load(Ordering::Relaxed),
+                "rq_error": e.rq_error.load(Ordering::Relaxed),
+                "cx_connect_fail": e.connect_fail.load(Ordering::Relaxed),
+                "hc_fail_total": e.hc_fail_total.load(Ordering::Relaxed),
+            })
+        }).collect::<Vec<_>>(),
+    })
+}
+
+/// Envoy's `/clusters` text shape: `cluster::address::key::value`.
+fn cluster_text(s: &mut String, c: &crate::upstream::Cluster) {
+    use std::fmt::Write;
+    let hosts = c.hosts();
+    let n = &c.name;
+    let _ = writeln!(s, "{n}::discovery::{}", source_name(c));
+    let _ = writeln!(s, "{n}::healthy::{}/{}", hosts.healthy, hosts.all.len());
+    let _ = writeln!(s, "{n}::panic::{}", hosts.panic);
+    let _ = writeln!(s, "{n}::zone_local::{}", hosts.zone_local);
+    for (k, g) in [
+        ("connections", &*c.breakers.connections),
+        ("pending_requests", &c.breakers.pending),
+        ("requests", &c.breakers.requests),
+        ("retries", &c.breakers.retries),
+    ] {
+        let max = if g.max == u64::MAX {
+            "unlimited".to_string()
+        } else {
+            g.max.to_string()
+        };
+        let _ = writeln!(s, "{n}::circuit_breakers::{k}::{}/{max}", g.load());
+    }
+    for e in &hosts.all {
+        let p = format!("{n}::{}", e.authority);
+        let mut flags = health_name(e.health()).to_string();
+        if e.outlier.is_ejected() {
+            flags.push_str("|ejected");
+        }
+        let _ = writeln!(s, "{p}::health_flags::{flags}");
+        let _ = writeln!(s, "{p}::weight::{}", e.weight());
+        let _ = writeln!(s, "{p}::zone::{}", e.zone().as_deref().unwrap_or(""));
+        let _ = writeln!(
+            s,
+            "{p}::ejections::{}",
+            e.outlier.ejections.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(s, "{p}::rq_active::{}", e.active.load(Ordering::Relaxed));
+        let _ = writeln!(s, "{p}::rq_total::{}", e.rq_total.load(Ordering::Relaxed));
+        let _ = writeln!(s, "{p}::rq_error::{}", e.rq_error.load(Ordering::Relaxed));
+        let _ = writeln!(
+            s,
+            "{p}::cx_connect_fail::{}",
+            e.connect_fail.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            s,
+            "{p}::hc_fail_total::{}",
+            e.hc_fail_total.load(Ordering::Relaxed)
+        );
     }
 }
 

@@ -2,6 +2,7 @@
 
 pub mod compile;
 pub mod duration;
+pub mod endpoints;
 pub mod include;
 pub mod load;
 pub mod raw;
@@ -10,7 +11,12 @@ pub mod snapshot;
 pub use load::Diagnostic;
 pub use snapshot::Snapshot;
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use attache_filters::Services;
+
+use crate::upstream::Cluster;
 
 use crate::stats::Stats;
 
@@ -22,9 +28,21 @@ pub fn load_file(
     services: &Services,
     check_files: bool,
 ) -> Result<(Snapshot, u64), Vec<Diagnostic>> {
+    load_file_with(path, stats, services, check_files, None)
+}
+
+/// As [`load_file`]; clusters identical to one in `previous` (the running config)
+/// are reused rather than rebuilt, so pools, health and counters survive a reload.
+pub fn load_file_with(
+    path: &str,
+    stats: &Stats,
+    services: &Services,
+    check_files: bool,
+    previous: Option<&HashMap<String, Arc<Cluster>>>,
+) -> Result<(Snapshot, u64), Vec<Diagnostic>> {
     let lookup = |k: &str| std::env::var(k).ok();
     let (parsed, h) = read_partial(path, None, &lookup)?;
-    finish(parsed, h, stats, services, check_files)
+    finish(parsed, h, stats, services, check_files, previous)
 }
 
 /// As [`load_file`], for text already in memory (no includes); `lookup` resolves
@@ -38,7 +56,7 @@ pub fn load_str(
     check_files: bool,
 ) -> Result<(Snapshot, u64), Vec<Diagnostic>> {
     let parsed = load::parse_partial(path, text, lookup);
-    finish(parsed, hash(text), stats, services, check_files)
+    finish(parsed, hash(text), stats, services, check_files, None)
 }
 
 fn finish(
@@ -47,6 +65,7 @@ fn finish(
     stats: &Stats,
     services: &Services,
     check_files: bool,
+    previous: Option<&HashMap<String, Arc<Cluster>>>,
 ) -> Result<(Snapshot, u64), Vec<Diagnostic>> {
     let Some((cfg, map, effective)) = parsed.partial else {
         return Err(parsed.diags);
@@ -55,6 +74,7 @@ fn finish(
         stats,
         services,
         check_files,
+        previous,
     };
     match compile::compile(&cfg, &map, effective, &opts) {
         Ok(snap) if parsed.diags.is_empty() => Ok((snap, h)),

@@ -333,6 +333,8 @@ pub enum LbPolicy {
     RoundRobin,
     LeastRequest,
     Random,
+    /// Consistent hashing on `hash_on` (header, cookie or source IP).
+    RingHash,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -343,12 +345,37 @@ pub enum UpstreamProtocol {
     Http2,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Cluster {
     pub name: String,
+    /// Static endpoints (weight 1, no zone); or use `discovery:`.
     #[serde(default)]
     pub endpoints: Vec<String>,
+    /// Where endpoints come from: `static`, `dns` or `file` (exactly one).
+    #[serde(default)]
+    pub discovery: Option<Discovery>,
+    /// Upper bound on the endpoint set from discovery (default 10,000).
+    #[serde(default)]
+    pub max_endpoints: Option<u32>,
+    /// Active health checking.
+    #[serde(default)]
+    pub health_check: Option<HealthCheck>,
+    /// Below this share (percent) of healthy endpoints, balance over all (default 50).
+    #[serde(default)]
+    pub panic_threshold: Option<f64>,
+    /// Passive health: eject endpoints after consecutive failures.
+    #[serde(default)]
+    pub outlier_detection: Option<OutlierDetection>,
+    #[serde(default)]
+    pub circuit_breakers: Option<CircuitBreakers>,
+    /// The request key for `lb_policy: ring_hash`.
+    #[serde(default)]
+    pub hash_on: Option<HashOn>,
+    /// Prefer endpoints in the proxy's own zone (`--zone`) when enough are healthy
+    /// (default true; no effect without a zone).
+    #[serde(default)]
+    pub zone_aware: Option<bool>,
     #[serde(default)]
     pub lb_policy: LbPolicy,
     #[serde(default)]
@@ -368,7 +395,144 @@ pub struct Cluster {
     pub thrift: Option<ThriftUpstream>,
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+/// One endpoint as discovery describes it (the `static` list and discovery files).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointEntry {
+    pub address: String,
+    /// Relative share of traffic, 1..=10000 (default 1).
+    #[serde(default)]
+    pub weight: Option<u32>,
+    #[serde(default)]
+    pub zone: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Discovery {
+    #[serde(rename = "static", default)]
+    pub static_endpoints: Option<Vec<EndpointEntry>>,
+    #[serde(default)]
+    pub dns: Option<DnsDiscovery>,
+    #[serde(default)]
+    pub file: Option<FileDiscovery>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DnsDiscovery {
+    /// `host:port`; every A/AAAA record becomes an endpoint.
+    pub name: String,
+    /// Re-resolve this often (default 5s).
+    #[serde(default)]
+    pub refresh: Option<Dur>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileDiscovery {
+    /// A YAML list of `{ address, weight, zone }`, polled for changes.
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    #[serde(default)]
+    pub http: Option<HttpHealthCheck>,
+    #[serde(default)]
+    pub tcp: Option<TcpHealthCheck>,
+    #[serde(default)]
+    pub thrift: Option<ThriftHealthCheck>,
+    /// Default 5s.
+    #[serde(default)]
+    pub interval: Option<Dur>,
+    /// Default 1s.
+    #[serde(default)]
+    pub timeout: Option<Dur>,
+    /// Consecutive failures that make a healthy endpoint unhealthy (default 3).
+    #[serde(default)]
+    pub unhealthy_threshold: Option<u32>,
+    /// Consecutive successes that make an unhealthy endpoint healthy (default 2).
+    #[serde(default)]
+    pub healthy_threshold: Option<u32>,
+    /// Up to this much random extra delay per interval (default 0s).
+    #[serde(default)]
+    pub jitter: Option<Dur>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HttpHealthCheck {
+    pub path: String,
+    /// Statuses that count as healthy (default: any 2xx).
+    #[serde(default)]
+    pub expected_statuses: Vec<u16>,
+    /// Host header (default: the cluster name).
+    #[serde(default)]
+    pub host: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TcpHealthCheck {}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ThriftHealthCheck {
+    /// The method to call (no arguments); any reply is healthy.
+    pub method: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierDetection {
+    /// Consecutive 5xx (and resets, timeouts, connect failures) to eject; 0 = off (default 5).
+    #[serde(default)]
+    pub consecutive_5xx: Option<u32>,
+    /// Consecutive connect failures to eject; 0 = off (default 5).
+    #[serde(default)]
+    pub consecutive_connect_failure: Option<u32>,
+    /// Consecutive Thrift exceptions / transport failures to eject; 0 = off (default 5).
+    #[serde(default)]
+    pub consecutive_exceptions: Option<u32>,
+    /// Ejection time = this x the endpoint's number of ejections (default 30s).
+    #[serde(default)]
+    pub base_ejection_time: Option<Dur>,
+    /// Cap on one ejection (default 300s).
+    #[serde(default)]
+    pub max_ejection_time: Option<Dur>,
+    /// At most this share of the cluster is ejected at once (default 10; at least one
+    /// endpoint may always be ejected unless 0).
+    #[serde(default)]
+    pub max_ejection_percent: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreakers {
+    #[serde(default)]
+    pub max_connections: Option<u32>,
+    #[serde(default)]
+    pub max_pending_requests: Option<u32>,
+    #[serde(default)]
+    pub max_requests: Option<u32>,
+    #[serde(default)]
+    pub max_retries: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HashOn {
+    #[serde(default)]
+    pub header: Option<String>,
+    #[serde(default)]
+    pub cookie: Option<String>,
+    #[serde(default)]
+    pub source_ip: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterTls {
     #[serde(default)]
@@ -403,7 +567,7 @@ pub enum ThriftProtocol {
     Auto,
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ThriftUpstream {
     #[serde(default)]

@@ -85,18 +85,29 @@ pub async fn serve_connection<IO>(
     let io = sniff::Sniff::new(io, conn.framing_conflict.clone());
     let fut = b.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(fut);
-    if *drain.borrow() {
-        fut.as_mut().graceful_shutdown();
-    }
-    tokio::select! {
-        r = fut.as_mut() => {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "downstream connection ended with an error");
+    let opened = tokio::time::Instant::now();
+    if !*drain.borrow() {
+        tokio::select! {
+            r = fut.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "downstream connection ended with an error");
+                }
+                return;
             }
-        }
-        _ = drain.changed() => {
-            fut.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(drain_timeout, fut.as_mut()).await;
+            _ = drain.changed() => {}
         }
     }
+    // Draining. A connection opened moments ago most likely carries a request the
+    // server has not read yet; shutting it down now would close it unanswered (or
+    // reset it). Give it a short grace first; older idle ones close right away.
+    let grace = opened + YOUNG_CONNECTION_GRACE;
+    let deadline = opened.max(tokio::time::Instant::now()) + drain_timeout;
+    if tokio::time::timeout_at(grace, fut.as_mut()).await.is_ok() {
+        return;
+    }
+    fut.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout_at(deadline, fut.as_mut()).await;
 }
+
+/// How long a just-accepted connection may run before a drain shuts it down.
+const YOUNG_CONNECTION_GRACE: Duration = Duration::from_millis(300);

@@ -19,7 +19,7 @@ use super::respond::local_reply;
 use super::ConnCtx;
 use crate::error::ErrorKind;
 use crate::router::{Action, RequestView, RetryPolicy, RouteAction};
-use crate::upstream::{ActiveGuard, Cluster, Endpoint, UpBody};
+use crate::upstream::{ActiveGuard, Cluster, Endpoint, Outcome, UpBody};
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -372,7 +372,8 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Resp
                 }
             };
 
-            match forward(ra, &cluster, parts, pq, req_body, bytes_in, &mut done).await {
+            let hash = cluster.lb.request_hash(&parts.headers, conn.remote_ip.to_str().unwrap_or(""));
+            match forward(ra, &cluster, parts, pq, req_body, bytes_in, hash, &mut done).await {
                 Ok(rsp) => {
                     let status = rsp.status().as_u16();
                     cluster.stats.count_status(status);
@@ -404,7 +405,9 @@ fn append_xff(headers: &mut HeaderMap, ip: &HeaderValue) {
     }
 }
 
-/// Send the request upstream with the route's timeout and retry policy.
+/// Send the request upstream with the route's timeout and retry policy, within the
+/// cluster's circuit breakers; every attempt's outcome feeds outlier detection.
+#[allow(clippy::too_many_arguments)]
 async fn forward(
     ra: &RouteAction,
     cluster: &Arc<Cluster>,
@@ -412,6 +415,7 @@ async fn forward(
     pq: String,
     body: ReqBody,
     bytes_in: Arc<AtomicU64>,
+    hash: Option<u64>,
     done: &mut Completion,
 ) -> Result<Response<Incoming>, (ErrorKind, bool)> {
     let deadline = ra.timeout.map(|t| tokio::time::Instant::now() + t);
@@ -423,10 +427,15 @@ async fn forward(
     let mut body = Some(body);
     let mut last_ep: Option<Arc<Endpoint>> = None;
     let mut attempt = 0;
+    // Held while a retry is in flight (`max_retries`).
+    let mut _retry_permit: Option<crate::upstream::breakers::Permit> = None;
     loop {
         attempt += 1;
         let last = attempt >= max_attempts;
-        let Some(ep) = cluster.pick(last_ep.as_ref()) else {
+        let Some(rq_permit) = cluster.breakers.requests.try_acquire() else {
+            return Err((ErrorKind::Overflow, attempt > 1));
+        };
+        let Some(ep) = cluster.pick_hashed(last_ep.as_ref(), hash) else {
             return Err((ErrorKind::NoHealthyUpstream, false));
         };
         done.upstream = Some(ep.authority.clone());
@@ -465,7 +474,10 @@ async fn forward(
             parts.headers.clone()
         };
 
-        let guard = ActiveGuard::new(ep.clone());
+        let guard = ActiveGuard::new(ep.clone(), Some(rq_permit));
+        let Some(pending) = cluster.breakers.pending.try_acquire() else {
+            return Err((ErrorKind::Overflow, attempt > 1));
+        };
         let sent = Instant::now();
         let call = cluster.client.request(req);
         let per_try = retry.and_then(|r| r.per_try_timeout);
@@ -479,6 +491,7 @@ async fn forward(
             Some(l) => tokio::time::timeout_at(l, call).await.ok(),
             None => Some(call.await),
         };
+        drop(pending);
         let overall_expired = deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
         let outcome: Result<Response<Incoming>, ErrorKind> = match result {
             None => {
@@ -490,7 +503,9 @@ async fn forward(
                 Ok(rsp)
             }
             Some(Err(e)) => {
-                if e.is_connect() {
+                if crate::upstream::connector::is_overflow(&e) {
+                    Err(ErrorKind::Overflow)
+                } else if e.is_connect() {
                     cluster.stats.connect_fail.inc();
                     ep.connect_fail.fetch_add(1, Ordering::Relaxed);
                     Err(ErrorKind::ConnectFailure)
@@ -500,14 +515,29 @@ async fn forward(
                 }
             }
         };
-        let can_retry = !last && !overall_expired && body.is_some();
+        cluster.report(
+            &ep,
+            match &outcome {
+                Ok(r) if r.status().as_u16() < 500 => Outcome::Success,
+                Ok(_) | Err(ErrorKind::UpstreamReset) | Err(ErrorKind::Timeout) => Outcome::Failure,
+                Err(ErrorKind::ConnectFailure) => Outcome::ConnectFailure,
+                // Overflow is the proxy's own limit, not the endpoint's fault.
+                Err(_) => Outcome::Success,
+            },
+        );
+        let mut can_retry = !last && !overall_expired && body.is_some();
         match outcome {
             Ok(rsp) => {
                 let status = rsp.status().as_u16();
                 if status >= 500 {
                     ep.rq_error.fetch_add(1, Ordering::Relaxed);
                 }
-                if can_retry && retry.is_some_and(|r| r.retry_status(status)) {
+                let wants_retry = can_retry && retry.is_some_and(|r| r.retry_status(status));
+                if wants_retry {
+                    _retry_permit = cluster.breakers.retries.try_acquire();
+                    can_retry = _retry_permit.is_some();
+                }
+                if wants_retry && can_retry {
                     cluster.stats.count_status(status);
                     cluster.stats.retry.inc();
                     last_ep = Some(ep);
@@ -531,6 +561,10 @@ async fn forward(
                     }
                     _ => false,
                 };
+                if can_retry && retriable {
+                    _retry_permit = cluster.breakers.retries.try_acquire();
+                    can_retry = _retry_permit.is_some();
+                }
                 if can_retry && retriable {
                     cluster.stats.retry.inc();
                     last_ep = Some(ep);

@@ -1,6 +1,8 @@
 //! The listener manager: binds listeners, runs accept loops, swaps snapshots on
 //! reload, and drains on shutdown.
 
+pub mod hot_restart;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -75,16 +77,60 @@ pub struct Server {
     reload_failed: IntCounter,
     pub log_level: LogLevelSetter,
     pub admin_local: Mutex<Option<SocketAddr>>,
+    /// Hot restart: bind listeners that the previous process still holds.
+    pub takeover: AtomicBool,
 }
 
-fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+/// Bind a listener with SO_REUSEPORT, so a hot restart's new process can bind the
+/// same address while this one still serves. Unless `takeover`, first check that
+/// no other socket holds the address (SO_REUSEPORT would otherwise silently share
+/// a port with an unrelated process of the same user).
+fn bind(addr: SocketAddr, takeover: bool) -> std::io::Result<TcpListener> {
     let domain = socket2::Domain::for_address(addr);
+    if !takeover && addr.port() != 0 {
+        let probe =
+            socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+        probe.set_reuse_address(true)?;
+        probe.bind(&addr.into())?;
+    }
     let sock = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
     sock.set_reuse_address(true)?;
+    sock.set_reuse_port(true)?;
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;
     sock.listen(4096)?;
     TcpListener::from_std(sock.into())
+}
+
+/// `--watch-config`: poll the config file every second; reload when its content
+/// (hash) differs from the running config's. A rejected file is reported once per
+/// content change.
+pub async fn watch_config(server: Arc<Server>) {
+    let mut last_seen = server.config_hash();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let path = server.config_path.clone();
+        let text = tokio::task::spawn_blocking(move || std::fs::read_to_string(path)).await;
+        let Ok(Ok(text)) = text else {
+            continue;
+        };
+        let h = crate::config::hash(&text);
+        if h == last_seen || h == server.config_hash() {
+            last_seen = h;
+            continue;
+        }
+        last_seen = h;
+        tracing::info!(config = %server.config_path, "config file changed; reloading");
+        let _ = server.reload().await;
+    }
+}
+
+/// Start discovery and health checking for every cluster of `snap` (clusters reused
+/// from the running config are already started).
+pub async fn start_clusters(snap: &Snapshot) {
+    for c in snap.clusters.values() {
+        c.start().await;
+    }
 }
 
 impl Server {
@@ -122,6 +168,7 @@ impl Server {
             services,
             log_level,
             admin_local: Mutex::new(None),
+            takeover: AtomicBool::new(false),
         })
     }
 
@@ -142,9 +189,11 @@ impl Server {
     /// Bind every listener of the current snapshot; nothing is served until all bind.
     pub async fn bind_all(self: &Arc<Self>) -> Result<(), StartError> {
         let snap = self.snapshot.load_full();
+        start_clusters(&snap).await;
+        let takeover = self.takeover.load(Ordering::SeqCst);
         let mut bound = Vec::new();
         for l in &snap.listeners {
-            let sock = bind(l.address).map_err(|error| StartError::Bind {
+            let sock = bind(l.address, takeover).map_err(|error| StartError::Bind {
                 name: l.name.to_string(),
                 addr: l.address,
                 error,
@@ -196,8 +245,14 @@ impl Server {
         loop {
             let accepted = tokio::select! {
                 r = sock.accept() => r,
-                _ = shutdown.changed() => break,
-                _ = stop.changed() => break,
+                _ = shutdown.changed() => {
+                    self.accept_backlog(sock, &slot);
+                    break;
+                }
+                _ = stop.changed() => {
+                    self.accept_backlog(sock, &slot);
+                    break;
+                }
             };
             let (stream, remote) = match accepted {
                 Ok(x) => x,
@@ -226,12 +281,61 @@ impl Server {
         tracing::info!("listener stopped accepting");
     }
 
+    /// Before a listening socket closes: accept what the kernel already queued on it
+    /// (closing would reset those connections; with SO_REUSEPORT during a hot
+    /// restart, new connections go to the new process's socket once this one is
+    /// closed). Synchronous from the last accept to the close, so the window in
+    /// which a connection can still land here is as short as possible.
+    fn accept_backlog(&self, sock: TcpListener, slot: &Arc<ArcSwap<Runtime>>) {
+        let Ok(std_sock) = sock.into_std() else {
+            return;
+        };
+        let mut n = 0usize;
+        while let Ok((s, remote)) = std_sock.accept() {
+            if s.set_nonblocking(true).is_err() {
+                continue;
+            }
+            let Ok(stream) = tokio::net::TcpStream::from_std(s) else {
+                continue;
+            };
+            n += 1;
+            let _ = stream.set_nodelay(true);
+            let stats = slot.load().listener.stats.clone();
+            stats.cx_total.inc();
+            stats.cx_active.inc();
+            let active = self.active_connections.clone();
+            active.fetch_add(1, Ordering::SeqCst);
+            let drain_timeout = self.snapshot.load().drain_timeout;
+            let slot = slot.clone();
+            // Drained like any connection (a young one gets a short grace first).
+            let rx = self.shutdown.subscribe();
+            tokio::spawn(async move {
+                serve_accepted(stream, remote, slot, rx, drain_timeout).await;
+                stats.cx_active.dec();
+                active.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+        drop(std_sock);
+        if n > 0 {
+            tracing::info!(
+                connections = n,
+                "accepted queued connections before closing the listener"
+            );
+        }
+    }
+
     /// Re-read the config file; on success swap it in (new listeners bind, removed
     /// ones stop accepting and drain, changed ones serve new requests from the new
     /// snapshot). On failure the running config stays.
     pub async fn reload(self: &Arc<Self>) -> Result<(), StartError> {
         let _guard = self.reload_lock.lock().await;
-        let result = self.reload_inner();
+        let result = match self.load_new() {
+            Ok((snap, hash)) => {
+                start_clusters(&snap).await;
+                self.apply(snap, hash)
+            }
+            Err(e) => Err(e),
+        };
         match &result {
             Ok(()) => {
                 self.reload_ok.inc();
@@ -251,18 +355,32 @@ impl Server {
         result
     }
 
-    fn reload_inner(self: &Arc<Self>) -> Result<(), StartError> {
-        let (snap, hash) =
-            crate::config::load_file(&self.config_path, &self.stats, &self.services, true)
-                .map_err(StartError::Config)?;
+    /// Load and validate the config file; unchanged clusters are reused.
+    fn load_new(&self) -> Result<(Snapshot, u64), StartError> {
+        let old = self.snapshot.load_full();
+        crate::config::load_file_with(
+            &self.config_path,
+            &self.stats,
+            &self.services,
+            true,
+            Some(&old.clusters),
+        )
+        .map_err(StartError::Config)
+    }
+
+    /// Swap in a loaded snapshot: bind new listeners (all or nothing), stop removed
+    /// ones, point running ones at the new config.
+    fn apply(self: &Arc<Self>, snap: Snapshot, hash: u64) -> Result<(), StartError> {
         let old = self.snapshot.load_full();
         if snap.admin_address != old.admin_address {
             tracing::warn!("admin.address changes apply on restart only");
         }
         // Bind new listeners first: if one fails, nothing changes.
         let mut to_bind = Vec::new();
+        let own: std::collections::HashSet<SocketAddr>;
         {
             let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            own = running.values().map(|r| r.address).collect();
             for l in &snap.listeners {
                 match running.get(&*l.name) {
                     Some(r) if r.address == l.address && r.protocol == l.protocol => {}
@@ -273,8 +391,9 @@ impl Server {
         let mut bound = Vec::new();
         for l in to_bind {
             // A listener whose address changed keeps its old socket until the new
-            // one is bound; same address + different protocol is rebound below.
-            let sock = match bind(l.address) {
+            // one is bound; same address + different protocol binds beside the old
+            // socket (SO_REUSEPORT), which then stops.
+            let sock = match bind(l.address, own.contains(&l.address)) {
                 Ok(s) => s,
                 Err(error) => {
                     return Err(StartError::Bind {

@@ -18,6 +18,20 @@ pub const LOCAL_REPLY_TOTAL: &str = "attache_local_reply_total";
 pub const TLS_HANDSHAKE_TOTAL: &str = "attache_tls_handshake_total";
 pub const CONFIG_RELOAD_TOTAL: &str = "attache_config_reload_total";
 pub const ACCESS_LOG_DROPPED: &str = "attache_access_log_dropped_total";
+pub const UPSTREAM_RQ_OVERFLOW: &str = "attache_upstream_rq_overflow_total";
+pub const UPSTREAM_ENDPOINTS: &str = "attache_upstream_endpoints";
+pub const UPSTREAM_ENDPOINTS_HEALTHY: &str = "attache_upstream_endpoints_healthy";
+pub const OUTLIER_EJECTIONS: &str = "attache_outlier_ejections_total";
+pub const DISCOVERY_UPDATE_TOTAL: &str = "attache_discovery_update_total";
+pub const HEALTH_CHECK_TOTAL: &str = "attache_health_check_total";
+
+/// Circuit breakers, in the order of [`FleetStats::overflow`].
+pub const BREAKERS: &[&str] = &[
+    "max_connections",
+    "max_pending_requests",
+    "max_requests",
+    "max_retries",
+];
 
 /// Response flags the proxy can set, in label order.
 pub const FLAGS: &[&str] = &["NR", "NC", "UH", "UF", "UO", "UT", "UR", "URX", "DC", "DPE"];
@@ -135,6 +149,64 @@ impl ClusterStats {
     pub fn count_status(&self, status: u16) {
         if let Some(c) = class_index(status).and_then(|i| self.rq.get(i)) {
             c.inc();
+        }
+    }
+}
+
+/// Handles for one cluster's living-fleet machinery: breakers, discovery, health.
+#[derive(Debug, Clone)]
+pub struct FleetStats {
+    /// Indexed like [`BREAKERS`].
+    pub overflow: [IntCounter; 4],
+    pub endpoints: IntGauge,
+    pub healthy: IntGauge,
+    pub ejections: IntCounter,
+    pub discovery_ok: IntCounter,
+    pub discovery_rejected: IntCounter,
+    pub hc_success: IntCounter,
+    pub hc_failure: IntCounter,
+}
+
+impl FleetStats {
+    pub fn new(stats: &Stats, cluster: &str) -> FleetStats {
+        let overflow = stats.counter_vec(
+            UPSTREAM_RQ_OVERFLOW,
+            "Requests refused (503 UO) or retries skipped by a circuit breaker",
+            &["cluster", "breaker"],
+        );
+        let disc = stats.counter_vec(
+            DISCOVERY_UPDATE_TOTAL,
+            "Endpoint discovery updates by result (ok, rejected)",
+            &["cluster", "result"],
+        );
+        let hc = stats.counter_vec(
+            HEALTH_CHECK_TOTAL,
+            "Active health checks by result (success, failure)",
+            &["cluster", "result"],
+        );
+        FleetStats {
+            overflow: [0, 1, 2, 3].map(|i| overflow.with_label_values(&[cluster, BREAKERS[i]])),
+            endpoints: stats
+                .gauge_vec(UPSTREAM_ENDPOINTS, "Endpoints in the cluster", &["cluster"])
+                .with_label_values(&[cluster]),
+            healthy: stats
+                .gauge_vec(
+                    UPSTREAM_ENDPOINTS_HEALTHY,
+                    "Endpoints passing health checks and not ejected",
+                    &["cluster"],
+                )
+                .with_label_values(&[cluster]),
+            ejections: stats
+                .counter_vec(
+                    OUTLIER_EJECTIONS,
+                    "Endpoints ejected by outlier detection",
+                    &["cluster"],
+                )
+                .with_label_values(&[cluster]),
+            discovery_ok: disc.with_label_values(&[cluster, "ok"]),
+            discovery_rejected: disc.with_label_values(&[cluster, "rejected"]),
+            hc_success: hc.with_label_values(&[cluster, "success"]),
+            hc_failure: hc.with_label_values(&[cluster, "failure"]),
         }
     }
 }

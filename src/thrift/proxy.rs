@@ -397,7 +397,13 @@ impl ListenerCtx {
             ok: false,
         };
         let result = self.exchange(cluster, addr, transport, protocol, msg).await;
+        // The guard reports completion to the upstreams (also on timeout/cancel).
         call.ok = result.is_ok();
+        if let Ok(Some(reply)) = &result {
+            if reply.header().message_type == MessageType::Exception {
+                self.upstreams.exception(cluster, addr);
+            }
+        }
         result
     }
 

@@ -49,6 +49,10 @@ pub trait Upstreams: Send + Sync {
     /// `complete`, also when the call is cancelled by its timeout. `ok` is false for
     /// connect failures, resets, timeouts and protocol errors. Default: nothing.
     fn complete(&self, _cluster: &str, _addr: SocketAddr, _ok: bool) {}
+
+    /// The upstream answered a call with a `TApplicationException` (after
+    /// `complete(.., true)`); feeds outlier detection. Default: nothing.
+    fn exception(&self, _cluster: &str, _addr: SocketAddr) {}
 }
 
 /// One upstream connection with its read buffer and decoder.

@@ -187,6 +187,7 @@ pub fn check_partial(
         stats: &stats,
         services: &services,
         check_files,
+        previous: None,
     };
     let lints = lint::lint(&cfg, &map);
     let clean = p.diags.is_empty();

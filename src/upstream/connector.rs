@@ -25,6 +25,25 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub struct Connector {
     pub connect_timeout: Duration,
     pub tls: Option<Arc<ClientTls>>,
+    /// The cluster's `max_connections` breaker (HTTP pool connections).
+    pub limit: Option<Arc<super::breakers::Gate>>,
+}
+
+/// The connection was not opened: the cluster is at `max_connections`.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream connection limit reached")]
+pub struct Overflow;
+
+/// True when `e` (or its cause chain) is a connection-limit overflow.
+pub fn is_overflow(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.is::<Overflow>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// A connected upstream byte stream (tokio traits), plain or TLS.
@@ -87,12 +106,16 @@ impl tokio::io::AsyncWrite for Stream {
     }
 }
 
-/// [`Stream`] for hyper's client, reporting ALPN h2 to the pool.
-pub struct UpstreamIo(TokioIo<Stream>);
+/// [`Stream`] for hyper's client, reporting ALPN h2 to the pool; holds its slot in
+/// the connection breaker while open.
+pub struct UpstreamIo {
+    io: TokioIo<Stream>,
+    _slot: Option<super::breakers::Permit>,
+}
 
 impl Connection for UpstreamIo {
     fn connected(&self) -> Connected {
-        match self.0.inner() {
+        match self.io.inner() {
             Stream::Tls(s) if s.get_ref().1.alpn_protocol() == Some(b"h2") => {
                 Connected::new().negotiated_h2()
             }
@@ -107,7 +130,7 @@ impl Read for UpstreamIo {
         cx: &mut Context<'_>,
         buf: ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
     }
 }
 
@@ -117,23 +140,23 @@ impl Write for UpstreamIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write_vectored(cx, bufs)
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
+        self.io.is_write_vectored()
     }
 }
 
@@ -169,6 +192,13 @@ impl tower_service::Service<Uri> for Connector {
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         let me = self.clone();
+        let permit = match &self.limit {
+            None => None,
+            Some(g) => match g.try_acquire() {
+                Some(p) => Some(p),
+                None => return Box::pin(async { Err(Box::new(Overflow) as BoxError) }),
+            },
+        };
         Box::pin(async move {
             // URIs are built from endpoint socket addresses, so this always parses.
             let addr: std::net::SocketAddr = uri
@@ -179,7 +209,10 @@ impl tower_service::Service<Uri> for Connector {
                 .map_err(|_| -> BoxError { format!("bad upstream authority in {uri}").into() })?;
             me.connect_addr(addr)
                 .await
-                .map(|s| UpstreamIo(TokioIo::new(s)))
+                .map(|s| UpstreamIo {
+                    io: TokioIo::new(s),
+                    _slot: permit,
+                })
                 .map_err(|e| -> BoxError { Box::new(e) })
         })
     }

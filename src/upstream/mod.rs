@@ -1,34 +1,84 @@
-//! Clusters: endpoints, load balancing and the upstream HTTP client (a keep-alive
-//! pool per endpoint, HTTP/1.1 or multiplexed HTTP/2).
+//! Clusters: a living endpoint set (static, DNS or file discovery), active health
+//! checks, outlier ejection, circuit breakers, load balancing and the upstream HTTP
+//! client (a keep-alive pool per endpoint, HTTP/1.1 or multiplexed HTTP/2).
+//!
+//! The data path reads the current [`HostSet`] through an `ArcSwap` (no lock); every
+//! change (membership, weight, health, ejection) builds a new one off the request
+//! path. Endpoints are identified by address: one that stays across a change keeps
+//! its `Arc<Endpoint>` (counters, health) and its pooled connections (the pool is
+//! keyed by authority).
 
 mod body;
+pub mod breakers;
 pub mod connector;
+mod discovery;
+mod health;
 mod lb;
+pub mod outlier;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 pub use body::UpBody;
-pub use lb::Lb;
+pub use breakers::Breakers;
+pub use lb::{hash_bytes, HashKey, Lb, Rotation};
+pub use outlier::Outcome;
 
+use crate::config::endpoints::Spec;
 use crate::config::raw;
-use crate::stats::ClusterStats;
+use crate::stats::{ClusterStats, FleetStats};
 
-/// One upstream address with its live counters.
+static LOCAL_ZONE: OnceLock<Arc<str>> = OnceLock::new();
+
+/// Set the proxy's own zone once at startup (`--zone` / `ATTACHE_ZONE`).
+pub fn set_local_zone(zone: &str) {
+    if !zone.is_empty() {
+        let _ = LOCAL_ZONE.set(Arc::from(zone));
+    }
+}
+
+pub fn local_zone() -> Option<&'static Arc<str>> {
+    LOCAL_ZONE.get()
+}
+
+/// Active health check state of an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    Healthy,
+    Unhealthy,
+    /// Added after the cluster started; out of rotation until its first check passes.
+    Pending,
+}
+
+const HEALTHY: u8 = 0;
+const UNHEALTHY: u8 = 1;
+const PENDING: u8 = 2;
+
+/// One upstream address with its live counters and health.
 #[derive(Debug)]
 pub struct Endpoint {
     pub addr: SocketAddr,
     /// `addr` as a string, for building URIs and logs without formatting per request.
     pub authority: Arc<str>,
+    weight: AtomicU32,
+    zone: Mutex<Option<Arc<str>>>,
     pub active: AtomicUsize,
     pub rq_total: AtomicU64,
     pub rq_error: AtomicU64,
     pub connect_fail: AtomicU64,
+    health: AtomicU8,
+    /// Consecutive check results (checker task only).
+    hc_ok_run: AtomicU32,
+    hc_fail_run: AtomicU32,
+    pub hc_fail_total: AtomicU64,
+    pub outlier: outlier::EndpointState,
 }
 
 impl Endpoint {
@@ -36,29 +86,175 @@ impl Endpoint {
         Endpoint {
             addr,
             authority: Arc::from(addr.to_string()),
+            weight: AtomicU32::new(1),
+            zone: Mutex::new(None),
             active: AtomicUsize::new(0),
             rq_total: AtomicU64::new(0),
             rq_error: AtomicU64::new(0),
             connect_fail: AtomicU64::new(0),
+            health: AtomicU8::new(HEALTHY),
+            hc_ok_run: AtomicU32::new(0),
+            hc_fail_run: AtomicU32::new(0),
+            hc_fail_total: AtomicU64::new(0),
+            outlier: outlier::EndpointState::default(),
+        }
+    }
+
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    pub fn set_weight(&self, w: u32) {
+        self.weight.store(w.max(1), Ordering::Relaxed);
+    }
+
+    pub fn zone(&self) -> Option<Arc<str>> {
+        self.zone.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_zone(&self, z: Option<Arc<str>>) {
+        *self.zone.lock().unwrap_or_else(|p| p.into_inner()) = z;
+    }
+
+    pub fn health(&self) -> Health {
+        match self.health.load(Ordering::Relaxed) {
+            HEALTHY => Health::Healthy,
+            UNHEALTHY => Health::Unhealthy,
+            _ => Health::Pending,
+        }
+    }
+
+    /// In rotation: passing health checks and not ejected.
+    pub fn is_healthy(&self) -> bool {
+        self.health.load(Ordering::Relaxed) == HEALTHY && !self.outlier.is_ejected()
+    }
+
+    /// Record one active check; true when the health state changed.
+    fn record_check(&self, ok: bool, healthy_threshold: u32, unhealthy_threshold: u32) -> bool {
+        let state = self.health.load(Ordering::Relaxed);
+        if ok {
+            self.hc_fail_run.store(0, Ordering::Relaxed);
+            let run = self.hc_ok_run.fetch_add(1, Ordering::Relaxed) + 1;
+            let flip = match state {
+                PENDING => true,
+                UNHEALTHY => run >= healthy_threshold,
+                _ => false,
+            };
+            if flip {
+                self.health.store(HEALTHY, Ordering::Relaxed);
+            }
+            flip
+        } else {
+            self.hc_fail_total.fetch_add(1, Ordering::Relaxed);
+            self.hc_ok_run.store(0, Ordering::Relaxed);
+            let run = self.hc_fail_run.fetch_add(1, Ordering::Relaxed) + 1;
+            let flip = state == HEALTHY && run >= unhealthy_threshold;
+            if flip {
+                self.health.store(UNHEALTHY, Ordering::Relaxed);
+            }
+            flip
         }
     }
 }
 
-/// Decrements an endpoint's active-request count when dropped.
+/// Holds one request's place on an endpoint (active count, least-request input) and
+/// in the cluster's `max_requests` breaker; both are released when dropped.
 #[derive(Debug)]
-pub struct ActiveGuard(pub Arc<Endpoint>);
+pub struct ActiveGuard {
+    pub ep: Arc<Endpoint>,
+    _rq: Option<breakers::Permit>,
+}
 
 impl ActiveGuard {
-    pub fn new(ep: Arc<Endpoint>) -> ActiveGuard {
+    pub fn new(ep: Arc<Endpoint>, rq: Option<breakers::Permit>) -> ActiveGuard {
         ep.active.fetch_add(1, Ordering::Relaxed);
         ep.rq_total.fetch_add(1, Ordering::Relaxed);
-        ActiveGuard(ep)
+        ActiveGuard { ep, _rq: rq }
     }
 }
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::Relaxed);
+        self.ep.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The endpoint set as the data path sees it: every endpoint, and the rotation the
+/// load balancer picks from (healthy ones, the local zone's healthy ones, or all of
+/// them in panic mode).
+#[derive(Debug, Default)]
+pub struct HostSet {
+    /// Every endpoint, sorted by address.
+    pub all: Vec<Arc<Endpoint>>,
+    by_addr: HashMap<SocketAddr, usize>,
+    pub healthy: usize,
+    /// Fewer than `panic_threshold` percent are healthy: balancing over all.
+    pub panic: bool,
+    /// The rotation is the local zone's healthy endpoints.
+    pub zone_local: bool,
+    rotation: Rotation,
+}
+
+impl HostSet {
+    pub fn get(&self, addr: SocketAddr) -> Option<&Arc<Endpoint>> {
+        self.by_addr.get(&addr).and_then(|i| self.all.get(*i))
+    }
+
+    pub fn rotation_len(&self) -> usize {
+        self.rotation.len()
+    }
+}
+
+/// Where a cluster's endpoints come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    Static,
+    Dns { name: String, refresh: Duration },
+    File { path: String },
+}
+
+/// Cluster settings derived from config (validated in `config::compile`).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub source: Source,
+    pub max_endpoints: usize,
+    pub panic_threshold: f64,
+    pub zone_aware: bool,
+    pub health: Option<health::Config>,
+    pub outlier: Option<outlier::Config>,
+}
+
+impl Settings {
+    pub fn from_config(cfg: &raw::Cluster) -> Settings {
+        let d = cfg.discovery.clone().unwrap_or_default();
+        let source = if let Some(dns) = d.dns {
+            Source::Dns {
+                name: dns.name,
+                refresh: dns.refresh.map_or(Duration::from_secs(5), |r| r.0),
+            }
+        } else if let Some(f) = d.file {
+            Source::File { path: f.path }
+        } else {
+            Source::Static
+        };
+        Settings {
+            source,
+            max_endpoints: cfg
+                .max_endpoints
+                .map_or(crate::config::endpoints::DEFAULT_MAX_ENDPOINTS, |m| {
+                    m as usize
+                }),
+            panic_threshold: cfg.panic_threshold.unwrap_or(50.0),
+            zone_aware: cfg.zone_aware.unwrap_or(true),
+            health: cfg
+                .health_check
+                .as_ref()
+                .map(|h| health::Config::from_config(h, cfg)),
+            outlier: cfg
+                .outlier_detection
+                .as_ref()
+                .map(outlier::Config::from_config),
+        }
     }
 }
 
@@ -67,14 +263,26 @@ pub type HttpClient = Client<connector::Connector, UpBody>;
 /// A named group of endpoints with a load balancer and a client.
 pub struct Cluster {
     pub name: Arc<str>,
-    pub endpoints: Vec<Arc<Endpoint>>,
     pub lb: Lb,
     pub connect_timeout: Duration,
     pub protocol: raw::UpstreamProtocol,
     pub client: HttpClient,
     pub stats: ClusterStats,
+    pub fleet: FleetStats,
     pub thrift: Option<raw::ThriftUpstream>,
     pub connector: connector::Connector,
+    pub breakers: Breakers,
+    pub settings: Settings,
+    /// The config this cluster was built from: a reload with an identical entry
+    /// reuses this cluster (pools, health, counters).
+    pub raw: raw::Cluster,
+    hosts: ArcSwap<HostSet>,
+    /// Serializes endpoint-set rebuilds (control path only; never held across await).
+    update: Mutex<()>,
+    started: AtomicBool,
+    /// Wakes the health checker early (new endpoints to check).
+    hc_now: Arc<tokio::sync::Notify>,
+    me: Weak<Cluster>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -86,17 +294,20 @@ impl std::fmt::Debug for Cluster {
 impl Cluster {
     pub fn new(
         cfg: &raw::Cluster,
-        endpoints: Vec<SocketAddr>,
+        endpoints: Vec<Spec>,
         stats: ClusterStats,
-        tls: Option<std::sync::Arc<crate::tls::ClientTls>>,
-    ) -> Cluster {
+        fleet: FleetStats,
+        tls: Option<Arc<crate::tls::ClientTls>>,
+    ) -> Arc<Cluster> {
         let connect_timeout = cfg
             .connect_timeout
             .map(|d| d.0)
             .unwrap_or(Duration::from_secs(1));
+        let breakers = Breakers::new(cfg.circuit_breakers.as_ref(), &fleet);
         let connector = connector::Connector {
             connect_timeout,
             tls,
+            limit: breakers.connection_limit(),
         };
         let mut builder = Client::builder(TokioExecutor::new());
         builder
@@ -113,33 +324,247 @@ impl Cluster {
         if cfg.protocol == raw::UpstreamProtocol::Http2 {
             builder.http2_only(true);
         }
-        Cluster {
+        let hash = cfg.hash_on.as_ref().and_then(|h| {
+            if let Some(n) = &h.header {
+                http::HeaderName::from_bytes(n.as_bytes())
+                    .ok()
+                    .map(HashKey::Header)
+            } else if let Some(c) = &h.cookie {
+                Some(HashKey::Cookie(c.clone()))
+            } else if h.source_ip == Some(true) {
+                Some(HashKey::SourceIp)
+            } else {
+                None
+            }
+        });
+        let settings = Settings::from_config(cfg);
+        let c = Arc::new_cyclic(|me| Cluster {
             name: Arc::from(cfg.name.as_str()),
-            endpoints: endpoints
-                .into_iter()
-                .map(|a| Arc::new(Endpoint::new(a)))
-                .collect(),
-            lb: Lb::new(cfg.lb_policy),
+            lb: Lb::new(cfg.lb_policy, hash),
             connect_timeout,
             protocol: cfg.protocol,
             client: builder.build(connector.clone()),
             connector,
             stats,
+            fleet,
             thrift: cfg.thrift.clone(),
-        }
+            breakers,
+            settings,
+            raw: cfg.clone(),
+            hosts: ArcSwap::from_pointee(HostSet::default()),
+            update: Mutex::new(()),
+            started: AtomicBool::new(false),
+            hc_now: Arc::new(tokio::sync::Notify::new()),
+            me: me.clone(),
+        });
+        c.set_endpoints(&endpoints, false);
+        c
+    }
+
+    /// The current endpoint set (lock-free).
+    pub fn hosts(&self) -> arc_swap::Guard<Arc<HostSet>> {
+        self.hosts.load()
     }
 
     /// The next endpoint by the cluster's policy, skipping `avoid` when possible
     /// (a retry prefers another endpoint).
     pub fn pick(&self, avoid: Option<&Arc<Endpoint>>) -> Option<Arc<Endpoint>> {
-        self.lb.pick(&self.endpoints, avoid).cloned()
+        self.pick_hashed(avoid, None)
+    }
+
+    /// As [`Cluster::pick`], with the request's hash for `ring_hash`.
+    pub fn pick_hashed(
+        &self,
+        avoid: Option<&Arc<Endpoint>>,
+        hash: Option<u64>,
+    ) -> Option<Arc<Endpoint>> {
+        let hosts = self.hosts.load();
+        self.lb.pick(&hosts.rotation, avoid, hash).cloned()
+    }
+
+    /// Replace the endpoint set. Endpoints that stay keep their `Arc` (counters,
+    /// health, pooled connections); new ones start `Pending` when `pending` and
+    /// health checking is on. Returns whether membership or weights changed.
+    pub fn set_endpoints(&self, specs: &[Spec], pending: bool) -> bool {
+        let _g = self.update.lock().unwrap_or_else(|p| p.into_inner());
+        let old = self.hosts.load_full();
+        let mut changed = old.all.len() != specs.len();
+        let mut all = Vec::with_capacity(specs.len());
+        let mut added = false;
+        for s in specs {
+            let ep = match old.get(s.addr) {
+                Some(e) => {
+                    if e.weight() != s.weight || e.zone() != s.zone {
+                        changed = true;
+                    }
+                    e.clone()
+                }
+                None => {
+                    changed = true;
+                    added = true;
+                    let e = Endpoint::new(s.addr);
+                    if pending && self.settings.health.is_some() {
+                        e.health.store(PENDING, Ordering::Relaxed);
+                    }
+                    Arc::new(e)
+                }
+            };
+            ep.set_weight(s.weight);
+            ep.set_zone(s.zone.clone());
+            all.push(ep);
+        }
+        if !changed {
+            return false;
+        }
+        all.sort_by_key(|e| e.addr);
+        self.store(all);
+        if added {
+            self.hc_now.notify_one();
+        }
+        true
+    }
+
+    /// Rebuild the rotation after a health or ejection change.
+    pub fn rebuild(&self) {
+        let _g = self.update.lock().unwrap_or_else(|p| p.into_inner());
+        let all = self.hosts.load().all.clone();
+        self.store(all);
+    }
+
+    /// Build and publish a host set; the caller holds `update`.
+    fn store(&self, all: Vec<Arc<Endpoint>>) {
+        let set = build_hostset(
+            all,
+            self.lb.policy(),
+            self.settings.panic_threshold,
+            if self.settings.zone_aware {
+                local_zone().map(|z| &**z)
+            } else {
+                None
+            },
+        );
+        self.fleet.endpoints.set(set.all.len() as i64);
+        self.fleet.healthy.set(set.healthy as i64);
+        self.hosts.store(Arc::new(set));
+    }
+
+    /// Start discovery and health checking (idempotent; needs a tokio runtime). For
+    /// a DNS cluster, waits (bounded) for the first answer.
+    pub async fn start(self: &Arc<Self>) {
+        if self.started.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        match &self.settings.source {
+            Source::Static => {}
+            Source::File { path } => {
+                tokio::spawn(discovery::watch_file(Arc::downgrade(self), path.clone()));
+            }
+            Source::Dns { name, refresh } => {
+                let first = discovery::resolve_once(self, name);
+                let _ = tokio::time::timeout(Duration::from_secs(5), first).await;
+                tokio::spawn(discovery::refresh_dns(
+                    Arc::downgrade(self),
+                    name.clone(),
+                    *refresh,
+                ));
+            }
+        }
+        if self.settings.health.is_some() {
+            tokio::spawn(health::run(Arc::downgrade(self), self.hc_now.clone()));
+        }
+    }
+
+    /// Feed one call's outcome to outlier detection.
+    pub fn report(&self, ep: &Arc<Endpoint>, outcome: Outcome) {
+        if let Some(cfg) = &self.settings.outlier {
+            if ep.outlier.record(cfg, outcome) {
+                self.eject(ep, cfg);
+            }
+        }
+    }
+
+    fn eject(&self, ep: &Arc<Endpoint>, cfg: &outlier::Config) {
+        let duration = {
+            let _g = self.update.lock().unwrap_or_else(|p| p.into_inner());
+            let hosts = self.hosts.load();
+            let ejected = hosts.all.iter().filter(|e| e.outlier.is_ejected()).count();
+            let Some(d) = ep.outlier.eject(cfg, hosts.all.len(), ejected) else {
+                return;
+            };
+            let all = hosts.all.clone();
+            drop(hosts);
+            self.store(all);
+            d
+        };
+        self.fleet.ejections.inc();
+        tracing::warn!(cluster = %self.name, upstream = %ep.authority, ejection_time = ?duration, "endpoint ejected");
+        let me = self.me.clone();
+        let ep = ep.clone();
+        if let Ok(h) = tokio::runtime::Handle::try_current() {
+            h.spawn(async move {
+                tokio::time::sleep(duration).await;
+                ep.outlier.uneject();
+                if let Some(c) = me.upgrade() {
+                    tracing::info!(cluster = %c.name, upstream = %ep.authority, "endpoint returned from ejection");
+                    c.rebuild();
+                }
+            });
+        }
+    }
+}
+
+/// Decide the rotation: local zone's healthy endpoints when enough of them are
+/// healthy; else all healthy ones; all of them in panic mode.
+fn build_hostset(
+    all: Vec<Arc<Endpoint>>,
+    policy: raw::LbPolicy,
+    panic_threshold: f64,
+    zone: Option<&str>,
+) -> HostSet {
+    let by_addr = all.iter().enumerate().map(|(i, e)| (e.addr, i)).collect();
+    let healthy: Vec<Arc<Endpoint>> = all.iter().filter(|e| e.is_healthy()).cloned().collect();
+    let n_healthy = healthy.len();
+    let panic = !all.is_empty() && (n_healthy as f64) * 100.0 < panic_threshold * all.len() as f64;
+    let mut zone_local = false;
+    let members = if panic {
+        all.clone()
+    } else {
+        match zone {
+            Some(z) => {
+                let local_total = all
+                    .iter()
+                    .filter(|e| e.zone().as_deref() == Some(z))
+                    .count();
+                let local: Vec<Arc<Endpoint>> = healthy
+                    .iter()
+                    .filter(|e| e.zone().as_deref() == Some(z))
+                    .cloned()
+                    .collect();
+                // Enough: at least one, and at least half the zone's endpoints.
+                if !local.is_empty() && local.len() * 2 >= local_total {
+                    zone_local = true;
+                    local
+                } else {
+                    healthy
+                }
+            }
+            None => healthy,
+        }
+    };
+    HostSet {
+        rotation: Rotation::build(members, policy),
+        all,
+        by_addr,
+        healthy: n_healthy,
+        panic,
+        zone_local,
     }
 }
 
 /// The Thrift proxy's view of the clusters: the same load balancers, connectors
-/// (including upstream TLS) and counters as HTTP.
+/// (including upstream TLS), health state and counters as HTTP.
 pub struct ThriftUpstreams {
-    pub clusters: Arc<std::collections::HashMap<String, Arc<Cluster>>>,
+    pub clusters: Arc<HashMap<String, Arc<Cluster>>>,
 }
 
 impl crate::thrift::Upstreams for ThriftUpstreams {
@@ -181,8 +606,10 @@ impl crate::thrift::Upstreams for ThriftUpstreams {
                 Ok(s) => Ok(Box::new(s) as crate::thrift::BoxIo),
                 Err(e) => {
                     c.stats.connect_fail.inc();
-                    if let Some(ep) = c.endpoints.iter().find(|e| e.addr == addr) {
+                    let ep = c.hosts().get(addr).cloned();
+                    if let Some(ep) = ep {
                         ep.connect_fail.fetch_add(1, Ordering::Relaxed);
+                        c.report(&ep, Outcome::ConnectFailure);
                     }
                     Err(e)
                 }
@@ -191,15 +618,83 @@ impl crate::thrift::Upstreams for ThriftUpstreams {
     }
 
     fn complete(&self, cluster: &str, addr: SocketAddr, ok: bool) {
-        if let Some(ep) = self
-            .clusters
-            .get(cluster)
-            .and_then(|c| c.endpoints.iter().find(|e| e.addr == addr))
-        {
+        let Some(c) = self.clusters.get(cluster) else {
+            return;
+        };
+        let ep = c.hosts().get(addr).cloned();
+        if let Some(ep) = ep {
+            // `pick` counted the call as active and in rq_total.
             ep.active.fetch_sub(1, Ordering::Relaxed);
-            if !ok {
+            if ok {
+                c.report(&ep, Outcome::Success);
+            } else {
                 ep.rq_error.fetch_add(1, Ordering::Relaxed);
+                c.report(&ep, Outcome::ThriftFailure);
             }
         }
+    }
+
+    fn exception(&self, cluster: &str, addr: SocketAddr) {
+        let Some(c) = self.clusters.get(cluster) else {
+            return;
+        };
+        let ep = c.hosts().get(addr).cloned();
+        if let Some(ep) = ep {
+            c.report(&ep, Outcome::ThriftFailure);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn specs(ports: &[u16]) -> Vec<Arc<Endpoint>> {
+        ports
+            .iter()
+            .map(|p| Arc::new(Endpoint::new(([127, 0, 0, 1], *p).into())))
+            .collect()
+    }
+
+    #[test]
+    fn unhealthy_endpoints_leave_rotation_and_panic_spreads_over_all() {
+        let all = specs(&[1, 2, 3, 4]);
+        all[0].health.store(UNHEALTHY, Ordering::Relaxed);
+        let s = build_hostset(all.clone(), raw::LbPolicy::RoundRobin, 50.0, None);
+        assert_eq!((s.healthy, s.panic, s.rotation_len()), (3, false, 3));
+        all[1].health.store(UNHEALTHY, Ordering::Relaxed);
+        all[2].health.store(UNHEALTHY, Ordering::Relaxed);
+        let s = build_hostset(all.clone(), raw::LbPolicy::RoundRobin, 50.0, None);
+        assert_eq!((s.healthy, s.panic, s.rotation_len()), (1, true, 4));
+        let s = build_hostset(all, raw::LbPolicy::RoundRobin, 0.0, None);
+        assert_eq!((s.panic, s.rotation_len()), (false, 1));
+    }
+
+    #[test]
+    fn zone_aware_prefers_local_endpoints_while_enough_are_healthy() {
+        let all = specs(&[1, 2, 3, 4]);
+        all[0].set_zone(Some(Arc::from("a")));
+        all[1].set_zone(Some(Arc::from("a")));
+        let s = build_hostset(all.clone(), raw::LbPolicy::Random, 50.0, Some("a"));
+        assert!(s.zone_local);
+        assert_eq!(s.rotation_len(), 2);
+        all[0].health.store(UNHEALTHY, Ordering::Relaxed);
+        all[1].health.store(UNHEALTHY, Ordering::Relaxed);
+        let s = build_hostset(all, raw::LbPolicy::Random, 50.0, Some("a"));
+        assert!(!s.zone_local);
+        assert_eq!(s.rotation_len(), 2);
+    }
+
+    #[test]
+    fn health_transitions_follow_thresholds() {
+        let e = Endpoint::new(([127, 0, 0, 1], 1).into());
+        assert!(!e.record_check(false, 2, 2));
+        assert!(e.record_check(false, 2, 2));
+        assert_eq!(e.health(), Health::Unhealthy);
+        assert!(!e.record_check(true, 2, 2));
+        assert!(e.record_check(true, 2, 2));
+        assert_eq!(e.health(), Health::Healthy);
+        e.health.store(PENDING, Ordering::Relaxed);
+        assert!(e.record_check(true, 2, 2));
     }
 }

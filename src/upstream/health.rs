@@ -1,0 +1,268 @@
+//! Active health checking: one task per cluster checks every endpoint each interval
+//! (plus jitter), at most 64 at a time, with an HTTP GET, a TCP connect (with the
+//! cluster's TLS) or a Thrift call. Thresholds move endpoints in and out of
+//! rotation; the host set is rebuilt only when some endpoint's state changed.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_util::StreamExt;
+use http::{HeaderValue, Request, Uri};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{Cluster, Endpoint, UpBody};
+use crate::config::raw;
+use crate::thrift::codec::{Decoder, DecoderConfig, Protocol, Transport};
+
+#[derive(Debug, Clone)]
+pub enum Kind {
+    Http {
+        path: String,
+        statuses: Vec<u16>,
+        host: HeaderValue,
+    },
+    Tcp,
+    Thrift {
+        method: String,
+        transport: Transport,
+        protocol: Protocol,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub kind: Kind,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub unhealthy_threshold: u32,
+    pub healthy_threshold: u32,
+    pub jitter: Duration,
+}
+
+impl Config {
+    pub fn from_config(h: &raw::HealthCheck, cluster: &raw::Cluster) -> Config {
+        let kind = if let Some(x) = &h.http {
+            Kind::Http {
+                path: x.path.clone(),
+                statuses: x.expected_statuses.clone(),
+                host: HeaderValue::from_str(x.host.as_deref().unwrap_or(&cluster.name))
+                    .unwrap_or(HeaderValue::from_static("localhost")),
+            }
+        } else if let Some(t) = &h.thrift {
+            let (tr, pr) = crate::thrift::upstream_framing(cluster.thrift.as_ref());
+            Kind::Thrift {
+                method: t.method.clone(),
+                transport: tr.unwrap_or(Transport::Framed),
+                protocol: pr.unwrap_or(Protocol::Binary),
+            }
+        } else {
+            Kind::Tcp
+        };
+        Config {
+            kind,
+            interval: h.interval.map_or(Duration::from_secs(5), |d| d.0),
+            timeout: h.timeout.map_or(Duration::from_secs(1), |d| d.0),
+            unhealthy_threshold: h.unhealthy_threshold.unwrap_or(3).max(1),
+            healthy_threshold: h.healthy_threshold.unwrap_or(2).max(1),
+            jitter: h.jitter.map_or(Duration::ZERO, |d| d.0),
+        }
+    }
+}
+
+pub(super) async fn run(cluster: Weak<Cluster>, wake: Arc<tokio::sync::Notify>) {
+    loop {
+        let (interval, jitter) = {
+            let Some(c) = cluster.upgrade() else {
+                return;
+            };
+            let Some(cfg) = c.settings.health.clone() else {
+                return;
+            };
+            let eps = c.hosts().all.clone();
+            let results: Vec<(Arc<Endpoint>, bool)> = futures_util::stream::iter(eps)
+                .map(|ep| {
+                    let c = c.clone();
+                    let cfg = &cfg;
+                    async move {
+                        let ok = matches!(
+                            tokio::time::timeout(cfg.timeout, check(&c, cfg, &ep)).await,
+                            Ok(true)
+                        );
+                        (ep, ok)
+                    }
+                })
+                .buffer_unordered(64)
+                .collect()
+                .await;
+            let mut changed = false;
+            for (ep, ok) in results {
+                if ok {
+                    c.fleet.hc_success.inc();
+                } else {
+                    c.fleet.hc_failure.inc();
+                }
+                if ep.record_check(ok, cfg.healthy_threshold, cfg.unhealthy_threshold) {
+                    changed = true;
+                    tracing::warn!(cluster = %c.name, upstream = %ep.authority, health = ?ep.health(), "endpoint health changed");
+                }
+            }
+            if changed {
+                c.rebuild();
+            }
+            (cfg.interval, cfg.jitter)
+        };
+        let extra = if jitter.is_zero() {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(fastrand::u64(..=jitter.as_millis() as u64))
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(interval + extra) => {}
+            _ = wake.notified() => {}
+        }
+    }
+}
+
+async fn check(c: &Cluster, cfg: &Config, ep: &Endpoint) -> bool {
+    match &cfg.kind {
+        Kind::Tcp => c.connector.connect_addr(ep.addr).await.is_ok(),
+        Kind::Http {
+            path,
+            statuses,
+            host,
+        } => {
+            let Ok(uri) = Uri::builder()
+                .scheme("http")
+                .authority(&*ep.authority)
+                .path_and_query(path.as_str())
+                .build()
+            else {
+                return false;
+            };
+            let mut req = Request::new(UpBody::Empty);
+            *req.uri_mut() = uri;
+            if c.protocol == raw::UpstreamProtocol::Http2 {
+                *req.version_mut() = http::Version::HTTP_2;
+            }
+            req.headers_mut().insert(http::header::HOST, host.clone());
+            req.headers_mut().insert(
+                http::header::USER_AGENT,
+                HeaderValue::from_static("attache-health-check"),
+            );
+            match c.client.request(req).await {
+                Ok(rsp) => {
+                    let status = rsp.status().as_u16();
+                    // Read the (bounded) body so the connection can be reused.
+                    let _ = http_body_util::Limited::new(rsp.into_body(), 64 * 1024)
+                        .collect()
+                        .await;
+                    if statuses.is_empty() {
+                        (200..300).contains(&status)
+                    } else {
+                        statuses.contains(&status)
+                    }
+                }
+                Err(_) => false,
+            }
+        }
+        Kind::Thrift {
+            method,
+            transport,
+            protocol,
+        } => thrift_check(c, ep, method, *transport, *protocol)
+            .await
+            .is_ok(),
+    }
+}
+
+/// A call with no arguments, framed/unframed and binary/compact.
+pub fn encode_call(method: &str, transport: Transport, protocol: Protocol) -> Vec<u8> {
+    let mut body = Vec::with_capacity(method.len() + 16);
+    match protocol {
+        Protocol::Binary => {
+            body.extend_from_slice(&0x8001_0001u32.to_be_bytes());
+            body.extend_from_slice(&(method.len() as u32).to_be_bytes());
+            body.extend_from_slice(method.as_bytes());
+            body.extend_from_slice(&1i32.to_be_bytes());
+        }
+        Protocol::Compact => {
+            body.push(0x82);
+            body.push(0x21); // call (1) << 5 | version 1
+            body.push(1); // seq id varint
+            let mut n = method.len();
+            loop {
+                let b = (n & 0x7f) as u8;
+                n >>= 7;
+                if n == 0 {
+                    body.push(b);
+                    break;
+                }
+                body.push(b | 0x80);
+            }
+            body.extend_from_slice(method.as_bytes());
+        }
+    }
+    body.push(0); // empty args struct: field stop
+    match transport {
+        Transport::Framed => {
+            let mut out = (body.len() as u32).to_be_bytes().to_vec();
+            out.extend_from_slice(&body);
+            out
+        }
+        Transport::Unframed => body,
+    }
+}
+
+/// Any decodable reply (result, declared exception or TApplicationException) is
+/// healthy; a transport failure or garbage is not.
+async fn thrift_check(
+    c: &Cluster,
+    ep: &Endpoint,
+    method: &str,
+    transport: Transport,
+    protocol: Protocol,
+) -> std::io::Result<()> {
+    let mut s = c.connector.connect_addr(ep.addr).await?;
+    s.write_all(&encode_call(method, transport, protocol))
+        .await?;
+    let mut dec = Decoder::new(DecoderConfig {
+        transport: Some(transport),
+        protocol: Some(protocol),
+        max_message_size: 1 << 20,
+    });
+    let mut buf = BytesMut::with_capacity(4096);
+    loop {
+        if s.read_buf(&mut buf).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        match dec.decode(&mut buf) {
+            Ok(Some(_)) => return Ok(()),
+            Ok(None) => {}
+            Err(e) => return Err(std::io::Error::other(e.to_string())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoded_health_check_calls_decode_as_calls() {
+        for (t, p) in [
+            (Transport::Framed, Protocol::Binary),
+            (Transport::Unframed, Protocol::Binary),
+            (Transport::Framed, Protocol::Compact),
+            (Transport::Unframed, Protocol::Compact),
+        ] {
+            let mut buf = BytesMut::from(&encode_call("ping", t, p)[..]);
+            let mut dec = Decoder::new(DecoderConfig::default());
+            let m = dec.decode(&mut buf).expect("decodes").expect("a message");
+            assert_eq!(m.header().name(), "ping");
+            assert_eq!(m.header().transport, t);
+            assert_eq!(m.header().protocol, p);
+        }
+    }
+}
