@@ -472,10 +472,7 @@ async fn forward(
             (None, None) => None,
         };
         let result = match limit {
-            Some(l) => match tokio::time::timeout_at(l, call).await {
-                Ok(r) => Some(r),
-                Err(_) => None,
-            },
+            Some(l) => tokio::time::timeout_at(l, call).await.ok(),
             None => Some(call.await),
         };
         let overall_expired = deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
