@@ -993,3 +993,123 @@ listeners:
         1.0
     );
 }
+
+#[tokio::test]
+async fn http2_cluster_over_tls_negotiates_h2_upstream() {
+    let certs = Certs::new();
+    let svc = Origin::start("svc").await;
+    let log_dir = tempfile::tempdir().expect("tempdir");
+    let access = log_dir.path().join("inner-access.log");
+    let inner = Proxy::start(&certs.fill(&format!(
+        r#"
+listeners:
+  - name: inner
+    address: 127.0.0.1:0
+    tls: {{ cert_chain: @CERT@, private_key: @KEY@ }}
+    access_log: {{ path: "{}", format: json }}
+    virtual_hosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - match: {{ prefix: / }}
+            route: {{ cluster: svc }}
+clusters:
+  - name: svc
+    endpoints: ["{}"]
+"#,
+        access.display(),
+        svc.addr
+    )));
+    let outer = Proxy::start(&certs.fill(&format!(
+        r#"
+listeners:
+  - name: out
+    address: 127.0.0.1:0
+    virtual_hosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - match: {{ prefix: / }}
+            route: {{ cluster: inner }}
+clusters:
+  - name: inner
+    endpoints: ["{}"]
+    protocol: http2
+    tls: {{ ca: @CA@, sni: server.test }}
+"#,
+        inner.addr("inner")
+    )));
+    for i in 0..3 {
+        let r = support::get(&outer.url("out", &format!("/h2/{i}")), &[]).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let lines = eventually(T, "three access log lines", || {
+        let access = access.clone();
+        async move {
+            let text = std::fs::read_to_string(&access).ok()?;
+            let lines: Vec<serde_json::Value> = text
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect();
+            (lines.len() >= 3).then_some(lines)
+        }
+    })
+    .await;
+    for l in &lines {
+        assert_eq!(l["protocol"], "HTTP/2", "{l}");
+    }
+    // One TLS connection carries every request (h2 multiplexing / reuse).
+    assert_eq!(
+        inner
+            .stat_labels(
+                "attache_tls_handshake_total",
+                &[("listener", "inner"), ("result", "ok")]
+            )
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn config_reload_keeps_serving_tls() {
+    let certs = Certs::new();
+    let yaml = |body: &str| {
+        certs.fill(&format!(
+            r#"
+listeners:
+  - name: tls
+    address: 127.0.0.1:0
+    tls: {{ cert_chain: @CERT@, private_key: @KEY@ }}
+    virtual_hosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - match: {{ prefix: / }}
+            direct_response: {{ status: 200, body: "{body}" }}
+"#
+        ))
+    };
+    let proxy = Proxy::start(&yaml("one"));
+    let addr = proxy.addr("tls");
+    let ca = certs.pki.ca_path.clone();
+    let r = curl_https(addr, "/", &ca, &[]).await;
+    assert_eq!((r.status, r.body.as_str()), (200, "one"));
+
+    let with_admin = std::fs::read_to_string(&proxy.config_path).expect("config");
+    let admin_line = with_admin.lines().take(2).collect::<Vec<_>>().join("\n");
+    std::fs::write(&proxy.config_path, format!("{admin_line}\n{}", yaml("two"))).expect("write");
+    let (status, body) = proxy.admin_post("/reload").await;
+    assert_eq!(status, 200, "{body}");
+    let r = curl_https(addr, "/", &ca, &[]).await;
+    assert_eq!((r.status, r.body.as_str()), (200, "two"));
+    // The handshake counter carries on across the reload.
+    assert_eq!(
+        proxy
+            .stat_labels(
+                "attache_tls_handshake_total",
+                &[("listener", "tls"), ("result", "ok")]
+            )
+            .await,
+        2.0
+    );
+}
