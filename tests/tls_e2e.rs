@@ -1113,3 +1113,58 @@ listeners:
         2.0
     );
 }
+
+#[tokio::test]
+async fn client_ca_rotation_admits_the_new_ca() {
+    let certs = Certs::new();
+    let next = Pki::new(certs.dir.path(), "next");
+    let newcomer = next.issue("newcomer", &Leaf::new("newcomer").uri(&[FRONTEND]));
+    // The listener trusts its own copy of the CA bundle, which the test rotates.
+    let bundle = certs.dir.path().join("client-ca-bundle.pem");
+    std::fs::copy(&certs.pki.ca_path, &bundle).expect("copy ca");
+    let yaml = certs
+        .fill(
+            r#"
+listeners:
+  - name: mtls
+    address: 127.0.0.1:0
+    tls: { cert_chain: @CERT@, private_key: @KEY@, client_ca: @BUNDLE@ }
+    virtual_hosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - match: { prefix: / }
+            direct_response: { status: 200, body: "in" }
+"#,
+        )
+        .replace("@BUNDLE@", &bundle.display().to_string());
+    let proxy = Proxy::start(&yaml);
+    let addr = proxy.addr("mtls");
+    let ca = certs.pki.ca_path.clone();
+
+    let r = curl_https(addr, "/", &ca, &client_args(&newcomer)).await;
+    assert!(
+        !r.ok && r.status == 0,
+        "a client of the new CA got in early"
+    );
+    let r = curl_https(addr, "/", &ca, &client_args(&certs.frontend)).await;
+    assert_eq!((r.status, r.body.as_str()), (200, "in"));
+
+    // Trust both CAs during the changeover.
+    let both = format!(
+        "{}{}",
+        std::fs::read_to_string(&certs.pki.ca_path).expect("ca"),
+        std::fs::read_to_string(&next.ca_path).expect("next ca")
+    );
+    replace_file(&bundle.display().to_string(), &both);
+    eventually(Duration::from_secs(10), "the new CA trusted", || {
+        let (ca, newcomer) = (ca.clone(), newcomer.clone());
+        async move {
+            let r = curl_https(addr, "/", &ca, &client_args(&newcomer)).await;
+            (r.status == 200).then_some(())
+        }
+    })
+    .await;
+    let r = curl_https(addr, "/", &ca, &client_args(&certs.frontend)).await;
+    assert_eq!(r.status, 200, "the old CA must still be trusted");
+}
