@@ -35,11 +35,12 @@ fn line_of(yaml: &str, needle: &str) -> usize {
 }
 
 #[test]
-fn validate_points_at_missing_and_mismatched_tls_files() {
+fn validate_points_at_missing_mismatched_and_expired_tls_files() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pki = Pki::new(dir.path(), "main");
     let a = pki.issue("a", &Leaf::new("a").dns(&["a.test"]));
     let b = pki.issue("b", &Leaf::new("b").dns(&["b.test"]));
+    let old = pki.issue("old", &Leaf::new("old").dns(&["old.test"]).expired());
     let missing = dir.path().join("nope.key");
     let yaml = format!(
         r#"admin:
@@ -67,12 +68,21 @@ listeners:
         routes:
           - match: {{ prefix: / }}
             direct_response: {{ status: 200 }}
+  - name: expired
+    address: 127.0.0.1:0
+    protocol: tcp
+    tcp: {{ cluster: up }}
+    tls:
+      cert_chain: {old_cert}
+      private_key: {old_key}
 clusters:
   - name: up
     endpoints: ["127.0.0.1:1"]
     tls:
       ca: {missing_ca}
 "#,
+        old_cert = old.cert,
+        old_key = old.key,
         a_cert = a.cert,
         missing = missing.display(),
         b_key = b.key,
@@ -86,10 +96,12 @@ clusters:
     let missing_line = line_of(&yaml, &format!("private_key: {}", missing.display()));
     let mismatch_line = line_of(&yaml, &format!("private_key: {}", b.key));
     let ca_line = line_of(&yaml, "ca: ");
+    let expired_line = line_of(&yaml, &format!("cert_chain: {}", old.cert));
     for (line, what) in [
         (missing_line, "missing key file"),
         (mismatch_line, "mismatched key"),
         (ca_line, "missing CA file"),
+        (expired_line, "expired certificate"),
     ] {
         let prefix = format!("{file}:{line}:");
         assert!(
