@@ -1,6 +1,7 @@
 //! Test support: spawn the real binary on loopback ports, real origins, real clients.
 #![allow(dead_code)]
 
+pub mod pki;
 pub mod thrift_peer;
 
 use std::collections::HashMap;
@@ -217,6 +218,34 @@ impl Proxy {
                 Some((k.to_string(), v.trim().parse().unwrap_or(0.0)))
             })
             .collect()
+    }
+
+    /// The value of `name` with exactly these labels (any order), 0 when absent.
+    pub async fn stat_labels(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let (_, body) = self.admin_get("/stats").await;
+        let mut want: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+        want.sort();
+        for line in body.lines() {
+            let Some((k, v)) = line.split_once(": ") else {
+                continue;
+            };
+            let Some((n, rest)) = k.split_once('{') else {
+                continue;
+            };
+            if n != name {
+                continue;
+            }
+            let mut have: Vec<String> = rest
+                .trim_end_matches('}')
+                .split(',')
+                .map(str::to_string)
+                .collect();
+            have.sort();
+            if have == want {
+                return v.trim().parse().unwrap_or(0.0);
+            }
+        }
+        0.0
     }
 }
 
