@@ -4,8 +4,19 @@ mod support;
 
 use std::process::Command;
 
+/// The certificates `config/mtls-sidecar.yaml` names under `${ATTACHE_CERT_DIR}`.
+fn example_certs(dir: &std::path::Path) {
+    let pki = support::pki::Pki::new(dir, "mesh");
+    std::fs::copy(&pki.ca_path, dir.join("ca.pem")).expect("copy ca");
+    let id = ["spiffe://example.org/ns/svc/sa/svc"];
+    pki.issue("server", &support::pki::Leaf::new("svc").uri(&id));
+    pki.issue("client", &support::pki::Leaf::new("svc").uri(&id));
+}
+
 #[test]
 fn every_shipped_config_validates() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    example_certs(certs.path());
     let mut n = 0;
     let mut entries: Vec<_> = std::fs::read_dir("config")
         .expect("config dir")
@@ -18,6 +29,7 @@ fn every_shipped_config_validates() {
         let out = Command::new(env!("CARGO_BIN_EXE_attache"))
             .args(["validate", "--config"])
             .arg(&path)
+            .env("ATTACHE_CERT_DIR", certs.path())
             .output()
             .expect("run attache");
         assert!(

@@ -372,7 +372,9 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Resp
                 }
             };
 
-            let hash = cluster.lb.request_hash(&parts.headers, conn.remote_ip.to_str().unwrap_or(""));
+            let hash = cluster
+                .lb
+                .request_hash(&parts.headers, conn.remote_ip.to_str().unwrap_or(""));
             match forward(ra, &cluster, parts, pq, req_body, bytes_in, hash, &mut done).await {
                 Ok(rsp) => {
                     let status = rsp.status().as_u16();
