@@ -52,13 +52,13 @@ async fn sli_counts_and_ratios_match_a_scripted_mix() {
     // app: 40 x 200, 3 x 404 and 2 x 429 (successes by default), 6 x 500, 4 timeouts.
     // throttled (429 is an error there): 3 x 429, 2 x 200.
     let mut script: Vec<(&str, u16)> = Vec::new();
-    script.extend(std::iter::repeat(("/status/200", 200)).take(40));
-    script.extend(std::iter::repeat(("/status/404", 404)).take(3));
-    script.extend(std::iter::repeat(("/status/429", 429)).take(2));
-    script.extend(std::iter::repeat(("/status/500", 500)).take(6));
-    script.extend(std::iter::repeat(("/slow/3000", 504)).take(4));
-    script.extend(std::iter::repeat(("/t/429", 429)).take(3));
-    script.extend(std::iter::repeat(("/t/200", 200)).take(2));
+    script.extend(std::iter::repeat_n(("/status/200", 200), 40));
+    script.extend(std::iter::repeat_n(("/status/404", 404), 3));
+    script.extend(std::iter::repeat_n(("/status/429", 429), 2));
+    script.extend(std::iter::repeat_n(("/status/500", 500), 6));
+    script.extend(std::iter::repeat_n(("/slow/3000", 504), 4));
+    script.extend(std::iter::repeat_n(("/t/429", 429), 3));
+    script.extend(std::iter::repeat_n(("/t/200", 200), 2));
     let mut tasks = Vec::new();
     for (path, want) in script {
         let url = p.url("web", path);

@@ -137,6 +137,8 @@ pub struct Completion {
     pub bytes_in: Arc<AtomicU64>,
     pub bytes_out: u64,
     pub active: Option<ActiveGuard>,
+    /// The HTTP/1.1 upstream connection, back to its pool when the body completes.
+    pub lease: Option<crate::upstream::pool::Lease>,
     pub chain: Option<Arc<[Arc<dyn HttpFilter>]>>,
     pub sc: Option<StreamCtx>,
     pub close_connection: bool,
@@ -197,6 +199,7 @@ impl Completion {
             bytes_in: Arc::new(AtomicU64::new(0)),
             bytes_out: 0,
             active: None,
+            lease: None,
             chain: None,
             sc: None,
             close_connection: false,
@@ -217,6 +220,12 @@ impl Completion {
             self.flag = "DC";
         }
         self.active = None;
+        if let Some(lease) = self.lease.take() {
+            // Only a fully read response leaves the connection reusable.
+            if complete {
+                lease.release();
+            }
+        }
         let elapsed = self.start.elapsed();
         if let (Some(chain), Some(sc)) = (self.chain.take(), self.sc.as_mut()) {
             sc.duration = Some(elapsed);

@@ -19,6 +19,7 @@ use super::respond::local_reply;
 use super::ConnCtx;
 use crate::error::ErrorKind;
 use crate::router::{Action, RequestView, RetryPolicy, RouteAction};
+use crate::upstream::pool::SendError;
 use crate::upstream::{ActiveGuard, Cluster, Endpoint, Outcome, UpBody};
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -453,12 +454,26 @@ async fn forward(
             },
             None => UpBody::Empty,
         };
-        let uri = match Uri::builder()
-            .scheme("http")
-            .authority(&*ep.authority)
-            .path_and_query(pq.as_str())
-            .build()
-        {
+        // HTTP/1.1 takes the origin form (Host is a header); HTTP/2 the absolute
+        // form, whose authority becomes :authority.
+        let built = match cluster.protocol {
+            crate::config::raw::UpstreamProtocol::Http1 => {
+                Uri::try_from(pq.as_str()).map_err(http::Error::from)
+            }
+            crate::config::raw::UpstreamProtocol::Http2 => {
+                let authority = parts
+                    .headers
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or(&ep.authority);
+                Uri::builder()
+                    .scheme("http")
+                    .authority(authority)
+                    .path_and_query(pq.as_str())
+                    .build()
+            }
+        };
+        let uri = match built {
             Ok(u) => u,
             Err(_) => return Err((ErrorKind::BadRequest, false)),
         };
@@ -475,13 +490,16 @@ async fn forward(
         } else {
             parts.headers.clone()
         };
+        if cluster.protocol == crate::config::raw::UpstreamProtocol::Http2 {
+            req.headers_mut().remove(header::HOST);
+        }
 
         let guard = ActiveGuard::new(ep.clone(), Some(rq_permit));
         let Some(pending) = cluster.breakers.pending.try_acquire() else {
             return Err((ErrorKind::Overflow, attempt > 1));
         };
         let sent = Instant::now();
-        let call = cluster.client.request(req);
+        let call = crate::upstream::pool::send(&ep, &cluster.pool, req);
         let per_try = retry.and_then(|r| r.per_try_timeout);
         let limit = match (deadline, per_try) {
             (Some(d), Some(p)) => Some(d.min(tokio::time::Instant::now() + p)),
@@ -495,26 +513,27 @@ async fn forward(
         };
         drop(pending);
         let overall_expired = deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
+        let mut lease = None;
         let outcome: Result<Response<Incoming>, ErrorKind> = match result {
             None => {
                 cluster.stats.timeout.inc();
                 Err(ErrorKind::Timeout)
             }
-            Some(Ok(rsp)) => {
+            Some(Ok((rsp, l))) => {
                 cluster.stats.duration.observe(sent.elapsed().as_secs_f64());
+                lease = l;
                 Ok(rsp)
             }
-            Some(Err(e)) => {
-                if crate::upstream::connector::is_overflow(&e) {
-                    Err(ErrorKind::Overflow)
-                } else if e.is_connect() {
-                    cluster.stats.connect_fail.inc();
-                    ep.connect_fail.fetch_add(1, Ordering::Relaxed);
-                    Err(ErrorKind::ConnectFailure)
-                } else {
-                    tracing::debug!(cluster = %cluster.name, upstream = %ep.authority, error = %e, "upstream request failed");
-                    Err(ErrorKind::UpstreamReset)
-                }
+            Some(Err(SendError::Overflow)) => Err(ErrorKind::Overflow),
+            Some(Err(SendError::Connect(e))) => {
+                tracing::debug!(cluster = %cluster.name, upstream = %ep.authority, error = %e, "upstream connect failed");
+                cluster.stats.connect_fail.inc();
+                ep.connect_fail.fetch_add(1, Ordering::Relaxed);
+                Err(ErrorKind::ConnectFailure)
+            }
+            Some(Err(SendError::Protocol(e))) => {
+                tracing::debug!(cluster = %cluster.name, upstream = %ep.authority, error = %e, "upstream request failed");
+                Err(ErrorKind::UpstreamReset)
             }
         };
         cluster.report(
@@ -547,6 +566,7 @@ async fn forward(
                     continue;
                 }
                 done.active = Some(guard);
+                done.lease = lease;
                 return Ok(rsp);
             }
             Err(kind) => {

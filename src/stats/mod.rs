@@ -227,7 +227,7 @@ pub fn render_text(stats: &Stats, filter: Option<&regex::Regex>) -> String {
                 format!("{{{}}}", labels.join(","))
             };
             let mut push = |name: String, v: String| {
-                if filter.map_or(true, |re| re.is_match(&name)) {
+                if filter.is_none_or(|re| re.is_match(&name)) {
                     lines.push(format!("{name}{lab}: {v}"));
                 }
             };
@@ -262,7 +262,7 @@ pub fn render_json(stats: &Stats, filter: Option<&regex::Regex>) -> String {
                 .map(|l| (l.name().to_string(), serde_json::Value::from(l.value())))
                 .collect();
             let mut push = |name: String, v: f64| {
-                if filter.map_or(true, |re| re.is_match(&name)) {
+                if filter.is_none_or(|re| re.is_match(&name)) {
                     items.push((
                         name.clone(),
                         serde_json::json!({"name": name, "labels": labels.clone(), "value": v}),

@@ -133,12 +133,16 @@ async fn check(c: &Cluster, cfg: &Config, ep: &Endpoint) -> bool {
             statuses,
             host,
         } => {
-            let Ok(uri) = Uri::builder()
-                .scheme("http")
-                .authority(&*ep.authority)
-                .path_and_query(path.as_str())
-                .build()
-            else {
+            let built = if c.protocol == raw::UpstreamProtocol::Http2 {
+                Uri::builder()
+                    .scheme("http")
+                    .authority(host.to_str().unwrap_or(&ep.authority))
+                    .path_and_query(path.as_str())
+                    .build()
+            } else {
+                Uri::try_from(path.as_str()).map_err(http::Error::from)
+            };
+            let Ok(uri) = built else {
                 return false;
             };
             let mut req = Request::new(UpBody::Empty);
@@ -146,18 +150,23 @@ async fn check(c: &Cluster, cfg: &Config, ep: &Endpoint) -> bool {
             if c.protocol == raw::UpstreamProtocol::Http2 {
                 *req.version_mut() = http::Version::HTTP_2;
             }
-            req.headers_mut().insert(http::header::HOST, host.clone());
+            if c.protocol == raw::UpstreamProtocol::Http1 {
+                req.headers_mut().insert(http::header::HOST, host.clone());
+            }
             req.headers_mut().insert(
                 http::header::USER_AGENT,
                 HeaderValue::from_static("attache-health-check"),
             );
-            match c.client.request(req).await {
-                Ok(rsp) => {
+            match super::pool::send(ep, &c.pool, req).await {
+                Ok((rsp, lease)) => {
                     let status = rsp.status().as_u16();
                     // Read the (bounded) body so the connection can be reused.
-                    let _ = http_body_util::Limited::new(rsp.into_body(), 64 * 1024)
+                    let read = http_body_util::Limited::new(rsp.into_body(), 64 * 1024)
                         .collect()
                         .await;
+                    if let (Ok(_), Some(lease)) = (read, lease) {
+                        lease.release();
+                    }
                     if statuses.is_empty() {
                         (200..300).contains(&status)
                     } else {

@@ -15,6 +15,7 @@ mod discovery;
 mod health;
 mod lb;
 pub mod outlier;
+pub mod pool;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -23,8 +24,6 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 pub use body::UpBody;
 pub use breakers::Breakers;
@@ -79,6 +78,8 @@ pub struct Endpoint {
     hc_fail_run: AtomicU32,
     pub hc_fail_total: AtomicU64,
     pub outlier: outlier::EndpointState,
+    /// Idle upstream connections to this endpoint.
+    pub pool: Arc<pool::Pool>,
 }
 
 impl Endpoint {
@@ -86,6 +87,7 @@ impl Endpoint {
         Endpoint {
             addr,
             authority: Arc::from(addr.to_string()),
+            pool: Arc::new(pool::Pool::default()),
             weight: AtomicU32::new(1),
             zone: Mutex::new(None),
             active: AtomicUsize::new(0),
@@ -258,15 +260,14 @@ impl Settings {
     }
 }
 
-pub type HttpClient = Client<connector::Connector, UpBody>;
-
 /// A named group of endpoints with a load balancer and a client.
 pub struct Cluster {
     pub name: Arc<str>,
     pub lb: Lb,
     pub connect_timeout: Duration,
     pub protocol: raw::UpstreamProtocol,
-    pub client: HttpClient,
+    /// How requests reach endpoints (each endpoint owns its idle connections).
+    pub pool: pool::Settings,
     pub stats: ClusterStats,
     pub fleet: FleetStats,
     pub thrift: Option<raw::ThriftUpstream>,
@@ -309,21 +310,16 @@ impl Cluster {
             tls,
             limit: breakers.connection_limit(),
         };
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(
-                cfg.idle_timeout
-                    .map(|d| d.0)
-                    .unwrap_or(Duration::from_secs(60)),
-            )
-            .pool_max_idle_per_host(cfg.max_idle_per_endpoint.unwrap_or(128) as usize)
-            .retry_canceled_requests(false)
-            .set_host(false);
-        if cfg.protocol == raw::UpstreamProtocol::Http2 {
-            builder.http2_only(true);
-        }
+        let pool = pool::Settings {
+            protocol: cfg.protocol,
+            idle_timeout: cfg
+                .idle_timeout
+                .map(|d| d.0)
+                .unwrap_or(Duration::from_secs(60)),
+            max_idle: cfg.max_idle_per_endpoint.unwrap_or(128) as usize,
+            connector: connector.clone(),
+            limit: breakers.connection_limit(),
+        };
         let hash = cfg.hash_on.as_ref().and_then(|h| {
             if let Some(n) = &h.header {
                 http::HeaderName::from_bytes(n.as_bytes())
@@ -343,7 +339,7 @@ impl Cluster {
             lb: Lb::new(cfg.lb_policy, hash),
             connect_timeout,
             protocol: cfg.protocol,
-            client: builder.build(connector.clone()),
+            pool,
             connector,
             stats,
             fleet,
