@@ -5,8 +5,7 @@ mod support;
 
 use std::path::Path;
 
-use bytes::Bytes;
-use support::{send, validate, validate_file, Origin, Proxy};
+use support::{validate, validate_file_env, Origin, Proxy};
 
 /// The 1-based line of the first line of `yaml` containing `marker`.
 fn line_of(yaml: &str, marker: &str) -> usize {
@@ -107,10 +106,56 @@ fn internal_web() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("config/internal-web.yaml")
 }
 
+/// A server certificate for intranet.example.com in `dir` (server.pem, server.key),
+/// as the example expects under `${ATTACHE_CERT_DIR}`; returns the CA path.
+fn web_certs(dir: &Path) -> String {
+    let pki = support::pki::Pki::new(dir, "web");
+    pki.issue(
+        "server",
+        &support::pki::Leaf::new("intranet").dns(&["intranet.example.com"]),
+    );
+    pki.ca_path.clone()
+}
+
 #[test]
 fn internal_web_example_validates() {
-    let (code, out) = validate_file(&internal_web());
+    let dir = tempfile::tempdir().expect("tempdir");
+    web_certs(dir.path());
+    let certs = dir.path().display().to_string();
+    let (code, out) = validate_file_env(&internal_web(), &[("ATTACHE_CERT_DIR", &certs)]);
     assert_eq!(code, 0, "{out}");
+}
+
+/// One HTTPS request with curl against the TLS listener: (status, headers, body).
+async fn https(
+    port: u16,
+    ca: &str,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &str,
+) -> (u16, String, String) {
+    let resolve = format!("intranet.example.com:{port}:127.0.0.1");
+    let url = format!("https://intranet.example.com:{port}{path}");
+    let mut args: Vec<&str> = vec!["-i", "--cacert", ca, "--resolve", &resolve, "-X", method];
+    for h in headers {
+        args.push("-H");
+        args.push(h);
+    }
+    if !body.is_empty() {
+        args.push("--data-binary");
+        args.push(body);
+    }
+    args.push(&url);
+    let (ok, out) = support::curl(&args).await;
+    assert!(ok, "curl failed: {out}");
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_ascii_lowercase(), body.to_string())
 }
 
 /// Start the shipped example with its addresses and origin swapped for loopback test
@@ -119,7 +164,10 @@ fn internal_web_example_validates() {
 async fn internal_web_example_starts_and_protects() {
     let origin = Origin::start("web").await;
     let yaml = std::fs::read_to_string(internal_web()).expect("read example");
-    let (code, out) = validate_file(&internal_web());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = web_certs(dir.path());
+    let certs = dir.path().display().to_string();
+    let (code, out) = validate_file_env(&internal_web(), &[("ATTACHE_CERT_DIR", &certs)]);
     assert_eq!(code, 0, "{out}");
     let p = Proxy::start_with_env(
         &yaml,
@@ -127,39 +175,37 @@ async fn internal_web_example_starts_and_protects() {
             ("ATTACHE_ADMIN_ADDRESS", "127.0.0.1:0"),
             ("ATTACHE_WEB_ADDRESS", "127.0.0.1:0"),
             ("ATTACHE_WEB_ORIGIN", &origin.addr.to_string()),
+            ("ATTACHE_CERT_DIR", &certs),
         ],
     );
-    let url = |path: &str| p.url("internal_web", path);
-    let host = [("host", "intranet.example.com")];
+    let port = p.addr("internal_web").port();
 
-    // web_security: headers on every response.
-    let r = send("GET", &url("/"), &host, Bytes::new()).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert!(r.headers.contains_key("x-frame-options"));
-    assert!(r.headers.contains_key("content-security-policy"));
-    assert!(r.headers.contains_key("x-content-type-options"));
+    // web_security: headers on every response, HSTS because the listener is TLS.
+    let (status, head, body) = https(port, &ca, "GET", "/", &[], "").await;
+    assert_eq!(status, 200, "{head}{body}");
+    assert!(head.contains("x-frame-options: deny"), "{head}");
+    assert!(head.contains("content-security-policy:"), "{head}");
+    assert!(head.contains("x-content-type-options: nosniff"), "{head}");
+    assert!(head.contains("strict-transport-security:"), "{head}");
 
     // web_security: CSRF (cross-site POST rejected and not forwarded).
     let before = origin.hits();
-    let r = send(
+    let (status, _, _) = https(
+        port,
+        &ca,
         "POST",
-        &url("/app/save"),
-        &[host[0], ("origin", "https://evil.example.net")],
-        Bytes::from_static(b"x"),
+        "/app/save",
+        &["origin: https://evil.example.net"],
+        "x",
     )
     .await;
-    assert_eq!(r.status, 403);
+    assert_eq!(status, 403);
     assert_eq!(origin.hits(), before);
 
     // cookie_audit: unknown request cookies never reach the site.
-    let r = send(
-        "GET",
-        &url("/app/"),
-        &[host[0], ("cookie", "session=s; tracker=t")],
-        Bytes::new(),
-    )
-    .await;
-    let v: serde_json::Value = serde_json::from_slice(&r.body).expect("echo json");
+    let (status, _, body) = https(port, &ca, "GET", "/app/", &["cookie: session=s; tracker=t"], "").await;
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).expect("echo json");
     assert_eq!(v["headers"]["cookie"], "session=s");
 
     // sli: counted per route.

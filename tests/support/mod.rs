@@ -262,10 +262,16 @@ pub fn validate(name: &str, yaml: &str) -> (i32, String, PathBuf) {
 
 /// `attache validate --config PATH`; (exit code, stdout + stderr).
 pub fn validate_file(path: &std::path::Path) -> (i32, String) {
+    validate_file_env(path, &[])
+}
+
+/// `attache validate --config PATH` with extra environment for the child only.
+pub fn validate_file_env(path: &std::path::Path, env: &[(&str, &str)]) -> (i32, String) {
     let out = Command::new(bin())
         .arg("validate")
         .arg("--config")
         .arg(path)
+        .envs(env.iter().copied())
         .output()
         .expect("run attache validate");
     let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
