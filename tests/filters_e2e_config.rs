@@ -203,7 +203,15 @@ async fn internal_web_example_starts_and_protects() {
     assert_eq!(origin.hits(), before);
 
     // cookie_audit: unknown request cookies never reach the site.
-    let (status, _, body) = https(port, &ca, "GET", "/app/", &["cookie: session=s; tracker=t"], "").await;
+    let (status, _, body) = https(
+        port,
+        &ca,
+        "GET",
+        "/app/",
+        &["cookie: session=s; tracker=t"],
+        "",
+    )
+    .await;
     assert_eq!(status, 200);
     let v: serde_json::Value = serde_json::from_str(&body).expect("echo json");
     assert_eq!(v["headers"]["cookie"], "session=s");

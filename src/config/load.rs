@@ -455,7 +455,9 @@ pub struct Partial {
     pub diags: Vec<Diagnostic>,
     pub partial: Option<(raw::Config, SourceMap, Value)>,
     /// Lines of removed or unexpanded nodes: semantic errors there are echoes.
-    pub noisy_lines: Vec<usize>,
+    /// Positions (file, line, column) of removed or unexpanded nodes and of their
+    /// parents: semantic errors exactly there are echoes of a shape error.
+    pub noisy: Vec<(String, usize, usize)>,
 }
 
 pub fn parse_partial(file: &str, text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Partial {
@@ -465,7 +467,7 @@ pub fn parse_partial(file: &str, text: &str, lookup: &dyn Fn(&str) -> Option<Str
         Err(d) => Partial {
             diags: vec![d],
             partial: None,
-            noisy_lines: Vec::new(),
+            noisy: Vec::new(),
         },
     }
 }
@@ -514,21 +516,25 @@ pub fn parse_value_partial(
     let mut diags = Vec::new();
     let mut env_errors = Vec::new();
     expand_env(&mut value, "", lookup, &mut env_errors);
-    let mut noisy_lines = Vec::new();
+    let mut noisy = Vec::new();
+    let pos = |path: &str| {
+        let d = map.diag(path, "");
+        (d.file, d.line, d.col)
+    };
     for (path, msg) in env_errors {
-        let d = map.diag(&path, msg);
-        noisy_lines.push(d.line);
-        diags.push(d);
+        noisy.push(pos(&path));
+        diags.push(map.diag(&path, msg));
     }
     let (more, ok, removed) = deserialize_partial::<raw::Config>(value, &map);
     diags.extend(more);
     for r in &removed {
-        noisy_lines.push(map.locate(r, false).0);
+        noisy.push(pos(r));
+        noisy.push(pos(r.rsplit_once('.').map_or("", |(p, _)| p)));
     }
     Partial {
         diags,
         partial: ok.map(|(cfg, value)| (cfg, map, value)),
-        noisy_lines,
+        noisy,
     }
 }
 

@@ -79,7 +79,7 @@ fn finish(
     match compile::compile(&cfg, &map, effective, &opts) {
         Ok(snap) if parsed.diags.is_empty() => Ok((snap, h)),
         Ok(_) => Err(parsed.diags),
-        Err(semantic) => Err(merge_semantic(parsed.diags, semantic, &parsed.noisy_lines)),
+        Err(semantic) => Err(merge_semantic(parsed.diags, semantic, &parsed.noisy)),
     }
 }
 
@@ -87,14 +87,14 @@ fn finish(
 pub fn merge_semantic(
     shape: Vec<Diagnostic>,
     semantic: Vec<Diagnostic>,
-    noisy_lines: &[usize],
+    noisy: &[(String, usize, usize)],
 ) -> Vec<Diagnostic> {
     let mut all = shape;
-    all.extend(
-        semantic
-            .into_iter()
-            .filter(|d| !noisy_lines.contains(&d.line)),
-    );
+    all.extend(semantic.into_iter().filter(|d| {
+        !noisy
+            .iter()
+            .any(|(f, l, c)| *f == d.file && *l == d.line && *c == d.col)
+    }));
     all.sort_by(|a, b| (&a.file, a.line, a.col).cmp(&(&b.file, b.line, b.col)));
     all.dedup();
     all
@@ -143,6 +143,19 @@ pub fn read_partial(
         load::parse_value_partial(doc.value, doc.map, lookup),
         hash(&all),
     ))
+}
+
+/// The hash [`load_file`] records for `path`: the file and everything it includes
+/// (falls back to the top-level file alone when the includes cannot be assembled,
+/// so a broken include still triggers a reload that reports it).
+pub fn source_hash(path: &str) -> Option<u64> {
+    match include::assemble(path, None) {
+        Ok(doc) => {
+            let all: String = doc.files.iter().map(|(_, t)| t.as_str()).collect();
+            Some(hash(&all))
+        }
+        Err(_) => std::fs::read_to_string(path).ok().map(|t| hash(&t) ^ 1),
+    }
 }
 
 /// FNV-1a of the config text: stable across runs and builds, shown by /server_info.

@@ -110,11 +110,11 @@ pub async fn watch_config(server: Arc<Server>) {
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let path = server.config_path.clone();
-        let text = tokio::task::spawn_blocking(move || std::fs::read_to_string(path)).await;
-        let Ok(Ok(text)) = text else {
+        // The same hash the loader records: the file and its includes.
+        let h = tokio::task::spawn_blocking(move || crate::config::source_hash(&path)).await;
+        let Ok(Some(h)) = h else {
             continue;
         };
-        let h = crate::config::hash(&text);
         if h == last_seen || h == server.config_hash() {
             last_seen = h;
             continue;

@@ -34,7 +34,7 @@ pub const BREAKERS: &[&str] = &[
 ];
 
 /// Response flags the proxy can set, in label order.
-pub const FLAGS: &[&str] = &["NR", "NC", "UH", "UF", "UO", "UT", "UR", "URX", "DC", "DPE"];
+pub const FLAGS: &[&str] = &["NR", "NC", "UH", "UF", "UO", "UT", "UR", "URX", "DPE"];
 
 /// Handles for one listener.
 #[derive(Debug, Clone)]

@@ -24,8 +24,8 @@ pub struct ValidateArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
-    /// Check everything except the contents of TLS files (paths must still be
-    /// well-formed), so CI can validate without production secrets.
+    /// Check everything except the contents of TLS and discovery files (paths must
+    /// still be well-formed), so CI can validate without production secrets.
     #[arg(long)]
     pub skip_files: bool,
     /// Fail on warnings too.
@@ -167,7 +167,7 @@ pub fn check(src: &config::Source, check_files: bool) -> (Vec<Finding>, Option<c
     let p = load::Partial {
         diags: Vec::new(),
         partial: Some((src.cfg.clone(), src.map.clone(), src.effective.clone())),
-        noisy_lines: Vec::new(),
+        noisy: Vec::new(),
     };
     check_partial(p, check_files)
 }
@@ -193,7 +193,7 @@ pub fn check_partial(
     let clean = p.diags.is_empty();
     let (errs, snap) = match compile::compile(&cfg, &map, effective, &opts) {
         Ok(s) => (p.diags, clean.then_some(s)),
-        Err(e) => (config::merge_semantic(p.diags, e, &p.noisy_lines), None),
+        Err(e) => (config::merge_semantic(p.diags, e, &p.noisy), None),
     };
     let mut out: Vec<Finding> = errs
         .into_iter()

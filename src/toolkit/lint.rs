@@ -154,7 +154,7 @@ pub fn lint(cfg: &raw::Config, map: &SourceMap) -> Vec<Finding> {
                     "A103",
                     &format!("{lp}.tls.require_client_cert"),
                     false,
-                    format!("listener `{}` requires a client certificate but allowed_client_sans is empty: any certificate the CA signed is accepted; list the SANs allowed in", l.name),
+                    format!("listener `{}` requires a client certificate but allowed_client_sans is empty: any certificate the CA signed is accepted; list the allowed SANs in `allowed_client_sans`", l.name),
                 );
             }
         }

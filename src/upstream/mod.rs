@@ -468,6 +468,7 @@ impl Cluster {
         if self.settings.health.is_some() {
             tokio::spawn(health::run(Arc::downgrade(self), self.hc_now.clone()));
         }
+        tokio::spawn(sweep_pools(Arc::downgrade(self), self.pool.idle_timeout));
     }
 
     /// Feed one call's outcome to outlier detection.
@@ -554,6 +555,19 @@ fn build_hostset(
         healthy: n_healthy,
         panic,
         zone_local,
+    }
+}
+
+/// Close idle upstream connections past the cluster's `idle_timeout`, for as long as
+/// the cluster is in use.
+async fn sweep_pools(cluster: Weak<Cluster>, idle_timeout: Duration) {
+    let every = (idle_timeout / 2).clamp(Duration::from_millis(500), Duration::from_secs(30));
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(c) = cluster.upgrade() else { return };
+        for ep in c.hosts().all.iter() {
+            ep.pool.sweep(idle_timeout);
+        }
     }
 }
 

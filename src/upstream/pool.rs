@@ -55,7 +55,9 @@ struct Idle {
 #[derive(Default)]
 pub struct Pool {
     h1: Mutex<Vec<Idle>>,
-    h2: Mutex<Option<http2::SendRequest<UpBody>>>,
+    h2: Mutex<Option<(http2::SendRequest<UpBody>, Instant)>>,
+    /// One HTTP/2 dial at a time, so a burst of first requests shares a connection.
+    h2_dial: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -116,6 +118,24 @@ impl Pool {
             return Some(i.tx);
         }
         None
+    }
+
+    /// Close connections idle for `idle_timeout` or longer: pooled HTTP/1.1 ones,
+    /// and the HTTP/2 connection when no request used it for that long (its
+    /// in-flight streams, if any, finish first).
+    pub fn sweep(&self, idle_timeout: Duration) {
+        let now = Instant::now();
+        {
+            let mut idle = self.h1.lock().unwrap_or_else(|p| p.into_inner());
+            idle.retain(|i| !i.tx.is_closed() && now.duration_since(i.since) < idle_timeout);
+        }
+        let mut h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
+        if h2
+            .as_ref()
+            .is_some_and(|(tx, used)| tx.is_closed() || now.duration_since(*used) >= idle_timeout)
+        {
+            *h2 = None;
+        }
     }
 
     /// Number of idle HTTP/1.1 connections (for /clusters).
@@ -206,10 +226,22 @@ pub async fn send(
             Ok((rsp, Some(lease)))
         }
         UpstreamProtocol::Http2 => {
-            let existing = {
-                let g = ep.pool.h2.lock().unwrap_or_else(|p| p.into_inner());
-                g.as_ref().filter(|tx| !tx.is_closed()).cloned()
+            let current = || {
+                let mut g = ep.pool.h2.lock().unwrap_or_else(|p| p.into_inner());
+                match g.as_mut() {
+                    Some((tx, used)) if !tx.is_closed() => {
+                        *used = Instant::now();
+                        Some(tx.clone())
+                    }
+                    _ => None,
+                }
             };
+            let mut dial_guard = None;
+            let mut existing = current();
+            if existing.is_none() {
+                dial_guard = Some(ep.pool.h2_dial.lock().await);
+                existing = current();
+            }
             let mut tx = match existing {
                 Some(tx) => tx,
                 None => {
@@ -226,10 +258,12 @@ pub async fn send(
                         }
                         drop(permit);
                     });
-                    *ep.pool.h2.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx.clone());
+                    *ep.pool.h2.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some((tx.clone(), Instant::now()));
                     tx
                 }
             };
+            drop(dial_guard);
             tx.ready().await.map_err(SendError::Protocol)?;
             let rsp = tx.send_request(req).await.map_err(SendError::Protocol)?;
             Ok((rsp, None))

@@ -376,6 +376,8 @@ pub async fn curl(args: &[&str]) -> (bool, String) {
 pub struct Origin {
     pub addr: SocketAddr,
     pub hits: Arc<AtomicU64>,
+    /// TCP connections accepted.
+    pub conns: Arc<AtomicU64>,
     pub name: String,
 }
 
@@ -394,9 +396,11 @@ impl Origin {
             .expect("bind origin");
         let addr = l.local_addr().expect("addr");
         let hits = Arc::new(AtomicU64::new(0));
+        let conns = Arc::new(AtomicU64::new(0));
         let origin = Origin {
             addr,
             hits: hits.clone(),
+            conns: conns.clone(),
             name: name.to_string(),
         };
         let name = name.to_string();
@@ -405,6 +409,7 @@ impl Origin {
                 let Ok((s, _)) = l.accept().await else {
                     continue;
                 };
+                conns.fetch_add(1, Ordering::SeqCst);
                 let hits = hits.clone();
                 let name = name.clone();
                 tokio::spawn(async move {
@@ -429,6 +434,10 @@ impl Origin {
 
     pub fn hits(&self) -> u64 {
         self.hits.load(Ordering::SeqCst)
+    }
+
+    pub fn conns(&self) -> u64 {
+        self.conns.load(Ordering::SeqCst)
     }
 }
 
