@@ -315,3 +315,48 @@ async fn upstream_reset_mid_response_leaves_others_served() {
     assert_eq!(v["status"], 200);
     assert_eq!(v["bytes_sent"], 7);
 }
+
+#[tokio::test]
+async fn client_gone_before_the_response_is_logged_as_dc() {
+    let slow = Origin::start("slow").await;
+    let routes = r#"
+          - name: slow_route
+            match: { prefix: /slow/ }
+            route: { cluster: slow }
+"#;
+    let p = proxy_with(&[("slow", vec![slow.addr.to_string()])], routes).await;
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut s = tokio::net::TcpStream::connect(p.addr("main"))
+            .await
+            .expect("connect");
+        s.write_all(b"GET /slow/1500 HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .expect("write");
+        support::eventually(Duration::from_secs(5), "request at origin", || {
+            let o = slow.clone();
+            async move { (o.hits() >= 1).then_some(()) }
+        })
+        .await;
+        // Drop the connection while the proxy waits for the upstream.
+    }
+    let line = support::eventually(Duration::from_secs(5), "access log line", || {
+        let log = p.log();
+        async move {
+            log.lines()
+                .find(|l| l.contains("\"path\":\"/slow/1500\""))
+                .map(str::to_string)
+        }
+    })
+    .await;
+    let v: serde_json::Value = serde_json::from_str(&line).expect("json log line");
+    assert_eq!(v["response_flags"], "DC");
+    assert_eq!(v["route"], "slow_route");
+    assert_eq!(v["status"], 0);
+    // Not a local reply: nothing was sent.
+    assert_eq!(
+        p.stat("attache_downstream_rq_total{code_class=\"5xx\",listener=\"main\"}")
+            .await,
+        0.0
+    );
+}

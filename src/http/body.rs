@@ -109,6 +109,14 @@ impl Body for RespBody {
     }
 }
 
+impl Drop for Completion {
+    fn drop(&mut self) {
+        // Dropped without a response body taking it over: the request future was
+        // cancelled. `finish` is idempotent.
+        self.finish(false);
+    }
+}
+
 impl Drop for RespBody {
     fn drop(&mut self) {
         let complete = self.is_end_stream();
@@ -142,6 +150,7 @@ pub struct Completion {
     pub chain: Option<Arc<[Arc<dyn HttpFilter>]>>,
     pub sc: Option<StreamCtx>,
     pub close_connection: bool,
+    finished: bool,
 }
 
 impl Completion {
@@ -203,6 +212,7 @@ impl Completion {
             chain: None,
             sc: None,
             close_connection: false,
+            finished: false,
         }
     }
 
@@ -216,8 +226,23 @@ impl Completion {
     }
 
     fn finish(&mut self, complete: bool) {
+        if std::mem::replace(&mut self.finished, true) {
+            return;
+        }
         if !complete && self.flag.is_empty() {
             self.flag = "DC";
+        }
+        if self.chain.is_some() && self.sc.is_none() {
+            // The stream ended before a response (client reset or disconnect while
+            // waiting on the upstream): filters still learn about it.
+            self.sc = Some(StreamCtx {
+                route: self.route.clone().unwrap_or_else(|| Arc::from("")),
+                cluster: self.cluster.clone(),
+                method: self.method.clone(),
+                downstream_tls: self.conn.tls,
+                peer_sans: self.conn.peer_sans.clone(),
+                ..Default::default()
+            });
         }
         self.active = None;
         if let Some(lease) = self.lease.take() {

@@ -252,6 +252,7 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Resp
     sc.route = route.name.clone();
     done.route = Some(route.name.clone());
     let chain = route.filters.clone();
+    done.chain = Some(chain.clone());
 
     // Filters, request side.
     if let Some(r) = run_request_filters(&chain, &mut parts, &mut sc) {
