@@ -50,6 +50,10 @@ fn new_head() -> State {
 
 pub struct Sniff<IO> {
     io: IO,
+    tracker: Tracker,
+}
+
+struct Tracker {
     state: State,
     flag: Arc<AtomicBool>,
 }
@@ -58,11 +62,15 @@ impl<IO> Sniff<IO> {
     pub fn new(io: IO, flag: Arc<AtomicBool>) -> Sniff<IO> {
         Sniff {
             io,
-            state: new_head(),
-            flag,
+            tracker: Tracker {
+                state: new_head(),
+                flag,
+            },
         }
     }
+}
 
+impl Tracker {
     fn feed(&mut self, mut data: &[u8]) {
         while !data.is_empty() {
             match &mut self.state {
@@ -127,15 +135,20 @@ impl<IO> Sniff<IO> {
                     te_chunked,
                     overflow,
                 } => {
-                    let b = data[0];
-                    data = &data[1..];
-                    if b != b'\n' {
-                        if line.len() < MAX_LINE {
-                            line.push(b);
-                        } else {
-                            *overflow = true;
+                    // A whole line (or what this read has of it) at a time.
+                    let end = data.iter().position(|b| *b == b'\n');
+                    let part = &data[..end.unwrap_or(data.len())];
+                    let room = MAX_LINE.saturating_sub(line.len());
+                    line.extend_from_slice(&part[..part.len().min(room)]);
+                    if part.len() > room {
+                        *overflow = true;
+                    }
+                    match end {
+                        None => {
+                            data = &[];
+                            continue;
                         }
-                        continue;
+                        Some(i) => data = &data[i + 1..],
                     }
                     if line.last() == Some(&b'\r') {
                         line.pop();
@@ -204,13 +217,12 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Sniff<IO> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
+        let Sniff { io, tracker } = self.get_mut();
         let before = buf.filled().len();
-        let r = Pin::new(&mut this.io).poll_read(cx, buf);
+        let r = Pin::new(io).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = &r {
-            if !matches!(this.state, State::Off) {
-                let new = buf.filled()[before..].to_vec();
-                this.feed(&new);
+            if !matches!(tracker.state, State::Off) {
+                tracker.feed(&buf.filled()[before..]);
             }
         }
         r
@@ -249,7 +261,10 @@ mod tests {
 
     fn run(chunks: &[&[u8]]) -> bool {
         let flag = Arc::new(AtomicBool::new(false));
-        let mut s = Sniff::new((), flag.clone());
+        let mut s = Tracker {
+            state: new_head(),
+            flag: flag.clone(),
+        };
         for c in chunks {
             s.feed(c);
         }
