@@ -321,7 +321,9 @@ pub fn did_you_mean<'a>(
         .into_iter()
         .map(|c| (levenshtein(word, c), c))
         .filter(|(d, c)| *d <= 2.max(c.len() / 3))
-        .min_by_key(|(d, _)| *d)
+        // Ties go to the alphabetically first name, so output is stable run to run
+        // (candidates often come from a HashMap).
+        .min_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)))
         .map(|(_, c)| c)
 }
 
@@ -678,5 +680,6 @@ mod tests {
             Some("cluster")
         );
         assert_eq!(did_you_mean("zzzzzz", ["cluster", "timeout"]), None);
+        assert_eq!(did_you_mean("api_v", ["api_v2", "api_v1"]), Some("api_v1"));
     }
 }

@@ -216,6 +216,11 @@ impl Completion {
         }
     }
 
+    /// HTTP/1 while the proxy drains: tell the client to close after this response.
+    pub fn closing_for_drain(&self) -> bool {
+        self.version < http::Version::HTTP_2 && self.conn.draining.load(Ordering::Acquire)
+    }
+
     /// Whether this stream will write an access log line.
     pub fn logging(&self) -> bool {
         self.rt.sink.is_some()

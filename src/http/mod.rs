@@ -48,6 +48,10 @@ pub struct ConnCtx {
     pub xfcc: crate::config::raw::ForwardClientCert,
     /// Set when an HTTP/1 head carried both Content-Length and Transfer-Encoding.
     pub framing_conflict: Arc<std::sync::atomic::AtomicBool>,
+    /// Set when the proxy drains: HTTP/1 responses then carry `Connection: close`,
+    /// so keep-alive clients close the connection themselves instead of racing a
+    /// request against our close.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 /// Serve one downstream connection until it closes, or until `drain` fires, then
@@ -100,7 +104,10 @@ pub async fn serve_connection<IO>(
     // Draining. A connection opened moments ago most likely carries a request the
     // server has not read yet; shutting it down now would close it unanswered (or
     // reset it). Give it a short grace first; older idle ones close right away.
-    let grace = opened + YOUNG_CONNECTION_GRACE;
+    conn.draining
+        .store(true, std::sync::atomic::Ordering::Release);
+    let now = tokio::time::Instant::now();
+    let grace = (opened + YOUNG_CONNECTION_GRACE).max(now + KEEPALIVE_GRACE.min(drain_timeout / 2));
     let deadline = opened.max(tokio::time::Instant::now()) + drain_timeout;
     if tokio::time::timeout_at(grace, fut.as_mut()).await.is_ok() {
         return;
@@ -111,3 +118,6 @@ pub async fn serve_connection<IO>(
 
 /// How long a just-accepted connection may run before a drain shuts it down.
 const YOUNG_CONNECTION_GRACE: Duration = Duration::from_millis(300);
+/// How long a busy keep-alive connection may keep sending requests once draining
+/// (each answered with `Connection: close`) before an idle close.
+const KEEPALIVE_GRACE: Duration = Duration::from_secs(1);

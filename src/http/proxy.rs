@@ -661,7 +661,7 @@ fn finish_response(
             sc.status = Some(parts.status);
         }
     }
-    if done.close_connection {
+    if done.close_connection || done.closing_for_drain() {
         parts
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("close"));

@@ -488,6 +488,7 @@ async fn serve_accepted(
         peer: None,
         xfcc: crate::config::raw::ForwardClientCert::SanitizeSet,
         framing_conflict: Default::default(),
+        draining: Default::default(),
     };
     match &listener.tls {
         None => serve_io(stream, conn, &listener, drain, drain_timeout).await,
