@@ -110,6 +110,35 @@ fn unknown_cluster(
     );
 }
 
+/// Report a `tls:` block's problems under `<path>.tls`; build the material when the
+/// block is clean and file contents are being checked.
+fn tls_material<T>(
+    cx: &mut Cx<'_>,
+    path: &str,
+    problems: crate::tls::Problems,
+    check_files: bool,
+    build: impl FnOnce() -> Result<T, crate::tls::Problems>,
+) -> Option<T> {
+    if !problems.is_empty() {
+        for (k, m) in problems {
+            cx.err(&format!("{path}.tls.{k}"), m);
+        }
+        return None;
+    }
+    if !check_files {
+        return None;
+    }
+    match build() {
+        Ok(x) => Some(x),
+        Err(problems) => {
+            for (k, m) in problems {
+                cx.err(&format!("{path}.tls.{k}"), m);
+            }
+            None
+        }
+    }
+}
+
 fn join_seg(path: &str, segs: &[PathSeg]) -> String {
     let mut out = path.to_string();
     for s in segs {
@@ -200,23 +229,9 @@ pub fn compile(
                     t.alpn = Some(vec!["h2".to_string()]);
                 }
                 let problems = crate::tls::validate_cluster_with(&t, !opts.check_files);
-                let ok = problems.is_empty();
-                for (k, m) in problems {
-                    cx.err(&format!("{p}.tls.{k}"), m);
-                }
-                if ok && opts.check_files {
-                    match crate::tls::ClientTls::build(&t, &c.name, opts.stats) {
-                        Ok(x) => Some(x),
-                        Err(problems) => {
-                            for (k, m) in problems {
-                                cx.err(&format!("{p}.tls.{k}"), m);
-                            }
-                            None
-                        }
-                    }
-                } else {
-                    None
-                }
+                tls_material(&mut cx, &p, problems, opts.check_files, || {
+                    crate::tls::ClientTls::build(&t, &c.name, opts.stats)
+                })
             }
         };
         let stats = ClusterStats::new(opts.stats, &c.name);
@@ -288,23 +303,9 @@ pub fn compile(
                     t.alpn = Some(vec!["h2".to_string(), "http/1.1".to_string()]);
                 }
                 let problems = crate::tls::validate_listener_with(&t, !opts.check_files);
-                let ok = problems.is_empty();
-                for (k, m) in problems {
-                    cx.err(&format!("{p}.tls.{k}"), m);
-                }
-                if ok && opts.check_files {
-                    match crate::tls::ServerTls::build(&t, &l.name, opts.stats) {
-                        Ok(x) => Some(x),
-                        Err(problems) => {
-                            for (k, m) in problems {
-                                cx.err(&format!("{p}.tls.{k}"), m);
-                            }
-                            None
-                        }
-                    }
-                } else {
-                    None
-                }
+                tls_material(&mut cx, &p, problems, opts.check_files, || {
+                    crate::tls::ServerTls::build(&t, &l.name, opts.stats)
+                })
             }
         };
 

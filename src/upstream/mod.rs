@@ -308,7 +308,6 @@ impl Cluster {
         let connector = connector::Connector {
             connect_timeout,
             tls,
-            limit: breakers.connection_limit(),
         };
         let pool = pool::Settings {
             protocol: cfg.protocol,
