@@ -43,6 +43,38 @@ fn every_shipped_config_validates() {
     assert!(n >= 5, "expected the shipped configs, found {n}");
 }
 
+/// Every shipped example by name, so none can disappear unnoticed.
+#[test]
+fn each_named_example_validates() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    example_certs(certs.path());
+    for name in [
+        "quickstart.yaml",
+        "sidecar.yaml",
+        "ingress.yaml",
+        "mtls-sidecar.yaml",
+        "thrift-sidecar.yaml",
+        "internal-web.yaml",
+        "fleet.yaml",
+    ] {
+        let path = std::path::Path::new("config").join(name);
+        assert!(path.exists(), "config/{name} is missing");
+        let out = Command::new(env!("CARGO_BIN_EXE_attache"))
+            .args(["validate", "--config"])
+            .arg(&path)
+            .env("ATTACHE_CERT_DIR", certs.path())
+            .output()
+            .expect("run attache");
+        assert!(
+            out.status.success(),
+            "config/{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let summary = String::from_utf8_lossy(&out.stdout);
+        assert!(summary.contains(": ok ("), "config/{name}: {summary}");
+    }
+}
+
 #[tokio::test]
 async fn quickstart_serves_direct_and_proxied_routes() {
     // The quickstart's fixed ports are rewritten to ephemeral ones; the proxied route
@@ -67,5 +99,91 @@ async fn quickstart_serves_direct_and_proxied_routes() {
         r.text().contains("attache_downstream_rq_total"),
         "{}",
         r.text()
+    );
+}
+
+/// `config/fleet.yaml` starts (its fixed ports swapped for ephemeral ones) and loads
+/// the discovery file it names, with weights and zones.
+#[tokio::test]
+async fn fleet_example_starts_with_its_discovery_file() {
+    let text = std::fs::read_to_string("config/fleet.yaml").expect("read");
+    let text = text
+        .replace("127.0.0.1:9901", "127.0.0.1:0")
+        .replace("127.0.0.1:8080", "127.0.0.1:0");
+    let p = support::Proxy::start(&text);
+    let (status, body) = p.admin_get("/clusters?format=json").await;
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let api = v["clusters"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == "api"))
+        .expect("api cluster");
+    let eps: Vec<(String, u64, String)> = api["endpoints"]
+        .as_array()
+        .expect("endpoints")
+        .iter()
+        .map(|e| {
+            (
+                e["address"].as_str().unwrap_or("").to_string(),
+                e["weight"].as_u64().unwrap_or(0),
+                e["zone"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        eps,
+        vec![
+            ("127.0.0.1:9101".to_string(), 3, "us-east-1a".to_string()),
+            ("127.0.0.1:9102".to_string(), 1, "us-east-1a".to_string()),
+            ("127.0.0.1:9103".to_string(), 1, "us-east-1b".to_string()),
+        ]
+    );
+}
+
+/// `config/thrift-sidecar.yaml` routes real Thrift calls: by method and method
+/// prefix to `users`, and a multiplexed `Billing` call to the unframed
+/// `billing_legacy` (re-framed by the proxy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thrift_sidecar_example_routes_real_calls() {
+    use support::thrift_peer::{start_origin, Client, Protocol, Transport};
+    let users = start_origin("users", Protocol::Binary, Transport::Framed);
+    let billing = start_origin("billing", Protocol::Binary, Transport::Unframed);
+    let text = std::fs::read_to_string("config/thrift-sidecar.yaml").expect("read");
+    let text = text
+        .replace("127.0.0.1:9901", "127.0.0.1:0")
+        .replace("127.0.0.1:9090", "127.0.0.1:0")
+        .replace(
+            "\"127.0.0.1:9191\", \"127.0.0.1:9192\"",
+            &format!("\"{}\"", users.addr),
+        )
+        .replace("127.0.0.1:9291", &billing.addr.to_string());
+    let p = support::Proxy::start(&text);
+    let addr = p.addr("thrift_out");
+    let (user, found) = tokio::task::spawn_blocking(move || {
+        let mut c = Client::connect(addr, Protocol::Binary, Transport::Framed, None);
+        let user = c.get_user(7);
+        let found = c.call_named("findUser", 9);
+        let mut m = Client::connect(addr, Protocol::Binary, Transport::Framed, Some("Billing"));
+        m.log("charged 8");
+        (user, found)
+    })
+    .await
+    .expect("client thread");
+    assert_eq!(user.expect("getUser reply"), "users:7");
+    assert_eq!(found.expect("findUser reply"), "users:9");
+    let line = tokio::task::spawn_blocking(move || {
+        billing.logs.recv_timeout(std::time::Duration::from_secs(5))
+    })
+    .await
+    .expect("log thread");
+    assert_eq!(
+        line.as_deref(),
+        Ok("charged 8"),
+        "Billing:log reached billing_legacy"
+    );
+    let (_, stats) = p.admin_get("/stats?filter=attache_thrift_rq_total").await;
+    assert!(
+        stats.contains("attache_thrift_rq_total{listener=\"thrift_out\",method=\"getUser\",outcome=\"success\"}: 1"),
+        "{stats}"
     );
 }
