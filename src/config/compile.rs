@@ -110,33 +110,29 @@ fn unknown_cluster(
     );
 }
 
-/// Report a `tls:` block's problems under `<path>.tls`; build the material when the
-/// block is clean and file contents are being checked.
+/// A `tls:` block: with file checks, build it (building validates every file and
+/// setting first and returns all problems, so nothing is read twice); without, only
+/// check the settings and that paths are well-formed. Problems are reported under
+/// `<path>.tls`.
 fn tls_material<T>(
     cx: &mut Cx<'_>,
     path: &str,
-    problems: crate::tls::Problems,
     check_files: bool,
+    check_without_files: impl FnOnce() -> crate::tls::Problems,
     build: impl FnOnce() -> Result<T, crate::tls::Problems>,
 ) -> Option<T> {
-    if !problems.is_empty() {
-        for (k, m) in problems {
-            cx.err(&format!("{path}.tls.{k}"), m);
+    let problems = if check_files {
+        match build() {
+            Ok(x) => return Some(x),
+            Err(problems) => problems,
         }
-        return None;
+    } else {
+        check_without_files()
+    };
+    for (k, m) in problems {
+        cx.err(&format!("{path}.tls.{k}"), m);
     }
-    if !check_files {
-        return None;
-    }
-    match build() {
-        Ok(x) => Some(x),
-        Err(problems) => {
-            for (k, m) in problems {
-                cx.err(&format!("{path}.tls.{k}"), m);
-            }
-            None
-        }
-    }
+    None
 }
 
 fn join_seg(path: &str, segs: &[PathSeg]) -> String {
@@ -228,10 +224,13 @@ pub fn compile(
                 if c.protocol == raw::UpstreamProtocol::Http2 && t.alpn.is_none() {
                     t.alpn = Some(vec!["h2".to_string()]);
                 }
-                let problems = crate::tls::validate_cluster_with(&t, !opts.check_files);
-                tls_material(&mut cx, &p, problems, opts.check_files, || {
-                    crate::tls::ClientTls::build(&t, &c.name, opts.stats)
-                })
+                tls_material(
+                    &mut cx,
+                    &p,
+                    opts.check_files,
+                    || crate::tls::validate_cluster_with(&t, true),
+                    || crate::tls::ClientTls::build(&t, &c.name, opts.stats),
+                )
             }
         };
         let stats = ClusterStats::new(opts.stats, &c.name);
@@ -302,10 +301,13 @@ pub fn compile(
                 if l.protocol == raw::ListenerProtocol::Http && t.alpn.is_none() {
                     t.alpn = Some(vec!["h2".to_string(), "http/1.1".to_string()]);
                 }
-                let problems = crate::tls::validate_listener_with(&t, !opts.check_files);
-                tls_material(&mut cx, &p, problems, opts.check_files, || {
-                    crate::tls::ServerTls::build(&t, &l.name, opts.stats)
-                })
+                tls_material(
+                    &mut cx,
+                    &p,
+                    opts.check_files,
+                    || crate::tls::validate_listener_with(&t, true),
+                    || crate::tls::ServerTls::build(&t, &l.name, opts.stats),
+                )
             }
         };
 
