@@ -246,63 +246,7 @@ fn spawn_in(
     config_path: std::path::PathBuf,
     args: &[&str],
 ) -> crate::support::Proxy {
-    use std::process::{Command, Stdio};
-    let ready = dir.path().join("ready.json");
-    let log_path = dir.path().join("attache.log");
-    let log = std::fs::File::create(&log_path).expect("log file");
-    let log2 = log.try_clone().expect("log file");
-    let mut child = Command::new(crate::support::bin())
-        .arg("run")
-        .arg("--config")
-        .arg(&config_path)
-        .arg("--ready-file")
-        .arg(&ready)
-        .arg("--concurrency")
-        .arg("2")
-        .args(args)
-        .env("ATTACHE_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log2)
-        .spawn()
-        .expect("spawn attache");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let info = loop {
-        if let Ok(text) = std::fs::read_to_string(&ready) {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
-                break v;
-            }
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-            panic!("attache exited early with {status}:\n{log}");
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-            panic!("attache did not become ready:\n{log}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let admin = info["admin"]
-        .as_str()
-        .expect("admin")
-        .parse()
-        .expect("admin addr");
-    let listeners = info["listeners"]
-        .as_object()
-        .expect("listeners")
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_str().expect("addr").parse().expect("addr")))
-        .collect();
-    crate::support::Proxy {
-        child: Some(child),
-        dir,
-        admin,
-        listeners,
-        config_path,
-        log_path,
-    }
+    crate::support::Proxy::spawn(dir, config_path, args, &[], Duration::from_secs(30))
 }
 
 /// A loopback port that was free a moment ago.

@@ -70,6 +70,18 @@ impl Proxy {
         };
         let config_path = dir.path().join("attache.yaml");
         std::fs::write(&config_path, yaml).expect("write config");
+        Self::spawn(dir, config_path, &[], env, Duration::from_secs(20))
+    }
+
+    /// `attache run` on `config_path` with extra CLI `args` and environment; `dir`
+    /// holds the ready file and the log. Waits for the ready file up to `ready_within`.
+    pub fn spawn(
+        dir: tempfile::TempDir,
+        config_path: PathBuf,
+        args: &[&str],
+        env: &[(&str, &str)],
+        ready_within: Duration,
+    ) -> Proxy {
         let ready = dir.path().join("ready.json");
         let log_path = dir.path().join("attache.log");
         let log = std::fs::File::create(&log_path).expect("log file");
@@ -82,6 +94,7 @@ impl Proxy {
             .arg(&ready)
             .arg("--concurrency")
             .arg("2")
+            .args(args)
             .env("ATTACHE_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log)
@@ -90,7 +103,7 @@ impl Proxy {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("spawn attache");
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + ready_within;
         let info = loop {
             if let Ok(text) = std::fs::read_to_string(&ready) {
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
