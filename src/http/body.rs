@@ -11,16 +11,16 @@ use std::time::{Instant, SystemTime};
 use attache_filters::{HttpFilter, StreamCtx};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 
 use super::{ConnCtx, Runtime};
 use crate::accesslog::Record;
 use crate::stats::ListenerStats;
-use crate::upstream::ActiveGuard;
+use crate::upstream::h1::BoxError;
+use crate::upstream::{ActiveGuard, UpstreamBody};
 
 enum Inner {
     Full(Option<Bytes>),
-    Upstream(Incoming),
+    Upstream(UpstreamBody),
 }
 
 pub struct RespBody {
@@ -38,7 +38,7 @@ impl RespBody {
         RespBody { inner, done: None }
     }
 
-    pub fn upstream(b: Incoming) -> RespBody {
+    pub fn upstream(b: UpstreamBody) -> RespBody {
         RespBody {
             inner: Inner::Upstream(b),
             done: None,
@@ -58,12 +58,12 @@ impl RespBody {
 
 impl Body for RespBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         let r = match &mut this.inner {
             Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
@@ -145,8 +145,6 @@ pub struct Completion {
     pub bytes_in: Arc<AtomicU64>,
     pub bytes_out: u64,
     pub active: Option<ActiveGuard>,
-    /// The HTTP/1.1 upstream connection, back to its pool when the body completes.
-    pub lease: Option<crate::upstream::pool::Lease>,
     pub chain: Option<Arc<[Arc<dyn HttpFilter>]>>,
     pub sc: Option<StreamCtx>,
     pub close_connection: bool,
@@ -208,7 +206,6 @@ impl Completion {
             bytes_in: Arc::new(AtomicU64::new(0)),
             bytes_out: 0,
             active: None,
-            lease: None,
             chain: None,
             sc: None,
             close_connection: false,
@@ -250,12 +247,6 @@ impl Completion {
             });
         }
         self.active = None;
-        if let Some(lease) = self.lease.take() {
-            // Only a fully read response leaves the connection reusable.
-            if complete {
-                lease.release();
-            }
-        }
         let elapsed = self.start.elapsed();
         if let (Some(chain), Some(sc)) = (self.chain.take(), self.sc.as_mut()) {
             sc.duration = Some(elapsed);

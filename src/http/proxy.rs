@@ -20,7 +20,7 @@ use super::ConnCtx;
 use crate::error::ErrorKind;
 use crate::router::{Action, RequestView, RetryPolicy, RouteAction};
 use crate::upstream::pool::SendError;
-use crate::upstream::{ActiveGuard, Cluster, Endpoint, Outcome, UpBody};
+use crate::upstream::{ActiveGuard, Cluster, Endpoint, Outcome, UpBody, UpstreamBody};
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -421,7 +421,7 @@ async fn forward(
     bytes_in: Arc<AtomicU64>,
     hash: Option<u64>,
     done: &mut Completion,
-) -> Result<Response<Incoming>, (ErrorKind, bool)> {
+) -> Result<Response<UpstreamBody>, (ErrorKind, bool)> {
     let deadline = ra.timeout.map(|t| tokio::time::Instant::now() + t);
     let retry: Option<&RetryPolicy> = match &body {
         ReqBody::Stream(_) => None,
@@ -514,15 +514,13 @@ async fn forward(
         };
         drop(pending);
         let overall_expired = deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
-        let mut lease = None;
-        let outcome: Result<Response<Incoming>, ErrorKind> = match result {
+        let outcome: Result<Response<UpstreamBody>, ErrorKind> = match result {
             None => {
                 cluster.stats.timeout.inc();
                 Err(ErrorKind::Timeout)
             }
-            Some(Ok((rsp, l))) => {
+            Some(Ok(rsp)) => {
                 cluster.stats.duration.observe(sent.elapsed().as_secs_f64());
-                lease = l;
                 Ok(rsp)
             }
             Some(Err(SendError::Overflow)) => Err(ErrorKind::Overflow),
@@ -567,7 +565,6 @@ async fn forward(
                     continue;
                 }
                 done.active = Some(guard);
-                done.lease = lease;
                 return Ok(rsp);
             }
             Err(kind) => {

@@ -158,15 +158,13 @@ async fn check(c: &Cluster, cfg: &Config, ep: &Endpoint) -> bool {
                 HeaderValue::from_static("attache-health-check"),
             );
             match super::pool::send(ep, &c.pool, req).await {
-                Ok((rsp, lease)) => {
+                Ok(rsp) => {
                     let status = rsp.status().as_u16();
-                    // Read the (bounded) body so the connection can be reused.
-                    let read = http_body_util::Limited::new(rsp.into_body(), 64 * 1024)
+                    // Read the (bounded) body: a complete one returns the connection
+                    // to the pool.
+                    let _ = http_body_util::Limited::new(rsp.into_body(), 64 * 1024)
                         .collect()
                         .await;
-                    if let (Ok(_), Some(lease)) = (read, lease) {
-                        lease.release();
-                    }
                     if statuses.is_empty() {
                         (200..300).contains(&status)
                     } else {

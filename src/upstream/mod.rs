@@ -12,6 +12,7 @@ mod body;
 pub mod breakers;
 pub mod connector;
 mod discovery;
+pub mod h1;
 mod health;
 mod lb;
 pub mod outlier;
@@ -25,7 +26,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-pub use body::UpBody;
+pub use body::{UpBody, UpstreamBody};
 pub use breakers::Breakers;
 pub use lb::{hash_bytes, HashKey, Lb, Rotation};
 pub use outlier::Outcome;

@@ -1,27 +1,29 @@
-//! Per-endpoint upstream connection pools on hyper's connection-level client.
+//! Per-endpoint upstream connection pools.
 //!
-//! HTTP/1.1: a LIFO stack of idle connections (the most recently used is the warmest);
-//! a connection goes back when its response body has been read to the end, and is
-//! closed instead when the body is abandoned. HTTP/2: one multiplexed connection per
-//! endpoint, replaced when it closes. A request that hyper hands back unsent (the
-//! pooled connection had just been closed by the upstream) is retried on the next
-//! connection, so keep-alive races never surface as 502s.
+//! HTTP/1.1 (the in-task client in `h1.rs`): a LIFO stack of idle connections (the
+//! most recently used is the warmest); a connection goes back when its response body
+//! has been read to the end, and is closed instead when the body is abandoned. An idle
+//! connection is checked without blocking before it is reused; one the upstream closed
+//! a moment ago (nothing of a response came back) is replaced and a replayable request
+//! sent again, so keep-alive races never surface as 502s. HTTP/2: hyper's
+//! connection-level client, one multiplexed connection per endpoint, replaced when it
+//! closes.
 //!
 //! Compared with hyper-util's pooled `Client` this does no per-request key hashing,
-//! boxing or task spawning: the profile in benches/RESULTS.md put that at ~15% of the
-//! proxy's per-request instructions.
+//! boxing or task spawning, and for HTTP/1.1 no channel hop to a connection task
+//! (benches/RESULTS.md has the profiles).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use super::breakers::Gate;
 use super::connector::Connector;
-use super::UpBody;
+use super::h1::{self, Conn};
+use super::{UpBody, UpstreamBody};
 use crate::config::raw::UpstreamProtocol;
 
 /// Why a request could not be exchanged.
@@ -32,7 +34,7 @@ pub enum SendError {
     /// The cluster's `max_connections` breaker is full.
     Overflow,
     /// The upstream reset the stream or broke the protocol.
-    Protocol(hyper::Error),
+    Protocol(h1::BoxError),
 }
 
 impl std::fmt::Display for SendError {
@@ -46,7 +48,7 @@ impl std::fmt::Display for SendError {
 }
 
 struct Idle {
-    tx: http1::SendRequest<UpBody>,
+    conn: Conn,
     since: Instant,
 }
 
@@ -76,48 +78,32 @@ pub struct Settings {
     pub limit: Option<Arc<Gate>>,
 }
 
-/// An HTTP/1.1 connection lent to one exchange; goes back to the pool with
-/// [`Lease::release`] once the response body has been fully read.
-pub struct Lease {
-    pool: Arc<Pool>,
-    tx: http1::SendRequest<UpBody>,
-    idle_timeout: Duration,
-    max_idle: usize,
-}
-
-impl Lease {
-    pub fn release(self) {
-        if self.tx.is_closed() {
-            return;
-        }
+impl Pool {
+    fn pop_h1(&self, idle_timeout: Duration) -> Option<Conn> {
         let now = Instant::now();
-        let mut idle = self.pool.h1.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = self.h1.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(mut i) = idle.pop() {
+            if now.duration_since(i.since) >= idle_timeout || !i.conn.is_reusable() {
+                continue;
+            }
+            return Some(i.conn);
+        }
+        None
+    }
+
+    /// A connection whose exchange completed cleanly goes back (most recent last).
+    pub(super) fn put_h1(&self, conn: Conn, idle_timeout: Duration, max_idle: usize) {
+        let now = Instant::now();
+        let mut idle = self.h1.lock().unwrap_or_else(|p| p.into_inner());
         // Oldest first: expire them while we are here.
         let expired = idle
             .iter()
-            .take_while(|i| now.duration_since(i.since) >= self.idle_timeout)
+            .take_while(|i| now.duration_since(i.since) >= idle_timeout)
             .count();
         idle.drain(..expired);
-        if idle.len() < self.max_idle {
-            idle.push(Idle {
-                tx: self.tx,
-                since: now,
-            });
+        if idle.len() < max_idle {
+            idle.push(Idle { conn, since: now });
         }
-    }
-}
-
-impl Pool {
-    fn pop_h1(&self, idle_timeout: Duration) -> Option<http1::SendRequest<UpBody>> {
-        let now = Instant::now();
-        let mut idle = self.h1.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some(i) = idle.pop() {
-            if i.tx.is_closed() || now.duration_since(i.since) >= idle_timeout {
-                continue;
-            }
-            return Some(i.tx);
-        }
-        None
     }
 
     /// Close connections idle for `idle_timeout` or longer: pooled HTTP/1.1 ones,
@@ -127,7 +113,7 @@ impl Pool {
         let now = Instant::now();
         {
             let mut idle = self.h1.lock().unwrap_or_else(|p| p.into_inner());
-            idle.retain(|i| !i.tx.is_closed() && now.duration_since(i.since) < idle_timeout);
+            idle.retain_mut(|i| now.duration_since(i.since) < idle_timeout && i.conn.is_reusable());
         }
         let mut h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
         if h2
@@ -147,13 +133,7 @@ impl Pool {
 async fn connect(
     ep: &super::Endpoint,
     s: &Settings,
-) -> Result<
-    (
-        TokioIo<super::connector::Stream>,
-        Option<super::breakers::Permit>,
-    ),
-    SendError,
-> {
+) -> Result<(super::connector::Stream, Option<super::breakers::Permit>), SendError> {
     let permit = match &s.limit {
         None => None,
         Some(g) => Some(g.try_acquire().ok_or(SendError::Overflow)?),
@@ -163,7 +143,7 @@ async fn connect(
         .connect_addr(ep.addr)
         .await
         .map_err(SendError::Connect)?;
-    Ok((TokioIo::new(io), permit))
+    Ok((io, permit))
 }
 
 fn handshake_error(e: hyper::Error) -> SendError {
@@ -172,58 +152,59 @@ fn handshake_error(e: hyper::Error) -> SendError {
 
 /// Exchange `req` with endpoint `ep`: a pooled connection when one is idle, a new
 /// one otherwise. `req`'s URI must be origin-form for HTTP/1.1 and absolute for
-/// HTTP/2.
+/// HTTP/2. HTTP/1.1 responses bring their connection back to the pool themselves
+/// once their body has been read to the end.
 pub async fn send(
     ep: &super::Endpoint,
     s: &Settings,
-    mut req: Request<UpBody>,
-) -> Result<(Response<Incoming>, Option<Lease>), SendError> {
+    req: Request<UpBody>,
+) -> Result<Response<UpstreamBody>, SendError> {
     match s.protocol {
         UpstreamProtocol::Http1 => {
-            while let Some(mut tx) = ep.pool.pop_h1(s.idle_timeout) {
-                if !tx.is_ready() {
-                    // Just released: the connection task may not have noticed yet.
-                    match tokio::time::timeout(Duration::from_millis(100), tx.ready()).await {
-                        Ok(Ok(())) => {}
-                        _ => continue,
+            let (parts, body) = req.into_parts();
+            let head = h1::encode_head(&parts, &body);
+            // A copy to send again when a pooled connection turns out to be closed.
+            let replay = match &body {
+                UpBody::Empty => Some(UpBody::Empty),
+                UpBody::Full(b) => Some(UpBody::Full(b.clone())),
+                UpBody::Stream { .. } => None,
+            };
+            let mut body = Some(body);
+            loop {
+                let (mut conn, reused) = match ep.pool.pop_h1(s.idle_timeout) {
+                    Some(c) => (c, true),
+                    None => {
+                        let (io, permit) = connect(ep, s).await?;
+                        (h1::Conn::new(io, permit), false)
                     }
-                }
-                match tx.try_send_request(req).await {
-                    Ok(rsp) => {
-                        let lease = Lease {
+                };
+                let Some(b) = body.take().or_else(|| match &replay {
+                    Some(UpBody::Full(b)) => Some(UpBody::Full(b.clone())),
+                    Some(_) => Some(UpBody::Empty),
+                    None => None,
+                }) else {
+                    return Err(SendError::Protocol("request body already sent".into()));
+                };
+                match h1::exchange(&mut conn, &head, b).await {
+                    Ok((parsed, sent)) => {
+                        let home = h1::Home {
                             pool: ep.pool.clone(),
-                            tx,
                             idle_timeout: s.idle_timeout,
                             max_idle: s.max_idle,
                         };
-                        return Ok((rsp, Some(lease)));
+                        let body = h1::H1Body::new(conn, &parsed, sent, home);
+                        let mut rsp = Response::new(UpstreamBody::H1(body));
+                        *rsp.status_mut() = parsed.status;
+                        *rsp.version_mut() = parsed.version;
+                        *rsp.headers_mut() = parsed.headers;
+                        return Ok(rsp);
                     }
-                    Err(mut e) => match e.take_message() {
-                        // Never written: the connection was already gone. Next one.
-                        Some(r) => req = r,
-                        None => return Err(SendError::Protocol(e.into_error())),
-                    },
+                    // The keep-alive race: the upstream closed the idle connection
+                    // as we picked it. Nothing was answered; send it again.
+                    Err(h1::ExchangeError::Closed(_)) if reused && replay.is_some() => continue,
+                    Err(e) => return Err(SendError::Protocol(Box::new(e))),
                 }
             }
-            let (io, permit) = connect(ep, s).await?;
-            let (mut tx, conn) = http1::Builder::new()
-                .handshake::<_, UpBody>(io)
-                .await
-                .map_err(handshake_error)?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "upstream connection closed with an error");
-                }
-                drop(permit);
-            });
-            let rsp = tx.send_request(req).await.map_err(SendError::Protocol)?;
-            let lease = Lease {
-                pool: ep.pool.clone(),
-                tx,
-                idle_timeout: s.idle_timeout,
-                max_idle: s.max_idle,
-            };
-            Ok((rsp, Some(lease)))
         }
         UpstreamProtocol::Http2 => {
             let current = || {
@@ -249,7 +230,7 @@ pub async fn send(
                     let (tx, conn) = http2::Builder::new(TokioExecutor::new())
                         .timer(TokioTimer::new())
                         .keep_alive_interval(Some(Duration::from_secs(30)))
-                        .handshake::<_, UpBody>(io)
+                        .handshake::<_, UpBody>(TokioIo::new(io))
                         .await
                         .map_err(handshake_error)?;
                     tokio::spawn(async move {
@@ -264,9 +245,14 @@ pub async fn send(
                 }
             };
             drop(dial_guard);
-            tx.ready().await.map_err(SendError::Protocol)?;
-            let rsp = tx.send_request(req).await.map_err(SendError::Protocol)?;
-            Ok((rsp, None))
+            tx.ready()
+                .await
+                .map_err(|e| SendError::Protocol(Box::new(e)))?;
+            let rsp = tx
+                .send_request(req)
+                .await
+                .map_err(|e| SendError::Protocol(Box::new(e)))?;
+            Ok(rsp.map(UpstreamBody::H2))
         }
     }
 }

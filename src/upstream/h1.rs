@@ -1,0 +1,805 @@
+//! The upstream HTTP/1.1 client: a hand-written codec driven inside the request's own
+//! task.
+//!
+//! hyper's connection-level client runs every upstream connection as its own task and
+//! hands each request to it through a channel and the response back through a
+//! oneshot: two extra task wake-ups, a channel round trip and several moves of the
+//! request per exchange. Here the request's task writes the head (and body) straight
+//! into the socket and parses the response head with `httparse`; the response body
+//! owns the connection while it streams and puts it back into the endpoint's pool the
+//! moment the last byte is read. A body dropped early closes the connection instead.
+//!
+//! Framing follows RFC 9112 section 6: no body for HEAD, 1xx, 204 and 304; chunked
+//! when it is the final transfer coding (Content-Length is then dropped); another
+//! transfer coding or no length reads until the upstream closes; a Content-Length
+//! must be one valid number. Interim 1xx responses are skipped. The request body is
+//! written while the response head is read, so an upstream that answers early (413,
+//! a redirect) is heard without waiting for the whole upload.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::breakers::Permit;
+use super::connector::Stream;
+use super::UpBody;
+
+/// Largest response head accepted (status line and headers).
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Most response headers accepted.
+const MAX_HEADERS: usize = 128;
+/// Largest chunk-size line or trailer section accepted in a chunked body.
+const MAX_CHUNK_LINE: usize = 4 * 1024;
+const MAX_TRAILER_BYTES: usize = 64 * 1024;
+/// Read granularity: a response head fits; bodies are read up to this much at a time.
+const READ_CHUNK: usize = 16 * 1024;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// One upstream HTTP/1.1 connection with its unread input.
+pub struct Conn {
+    io: Stream,
+    rbuf: BytesMut,
+    /// The cluster's `max_connections` slot, held while the connection lives.
+    _permit: Option<Permit>,
+}
+
+impl Conn {
+    pub fn new(io: Stream, permit: Option<Permit>) -> Conn {
+        Conn {
+            io,
+            rbuf: BytesMut::new(),
+            _permit: permit,
+        }
+    }
+
+    /// Whether an idle connection can carry another request: nothing unread, and the
+    /// upstream has not closed it (a read would block). Never blocks.
+    pub fn is_reusable(&mut self) -> bool {
+        if !self.rbuf.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut probe = [0u8; 1];
+        let mut buf = ReadBuf::new(&mut probe);
+        matches!(
+            Pin::new(&mut self.io).poll_read(&mut cx, &mut buf),
+            Poll::Pending
+        )
+    }
+
+    fn poll_fill(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
+        if self.rbuf.capacity() - self.rbuf.len() < want.min(READ_CHUNK) {
+            self.rbuf.reserve(want.clamp(1024, READ_CHUNK));
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf)
+    }
+}
+
+/// Why an exchange failed.
+#[derive(Debug)]
+pub enum ExchangeError {
+    /// The connection closed or reset before any byte of a response arrived. On a
+    /// reused connection this is the keep-alive race (the upstream closed it while it
+    /// sat in the pool); a replayable request may go again on another connection.
+    Closed(io::Error),
+    /// A transport error after part of the response arrived.
+    Io(io::Error),
+    /// The upstream broke HTTP/1.1.
+    Protocol(&'static str),
+    /// The downstream request body failed (client gone or malformed upload).
+    Body(BoxError),
+}
+
+impl std::fmt::Display for ExchangeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExchangeError::Closed(e) => write!(f, "connection closed before the response: {e}"),
+            ExchangeError::Io(e) => write!(f, "{e}"),
+            ExchangeError::Protocol(m) => f.write_str(m),
+            ExchangeError::Body(e) => write!(f, "request body: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ExchangeError {}
+
+/// The serialized request head and how its body is framed on the wire.
+#[derive(Clone)]
+pub struct Head {
+    bytes: Bytes,
+    chunked: bool,
+    is_head: bool,
+}
+
+/// Serialize the request head. Hop-by-hop headers are the caller's business (the
+/// proxy strips them); `Expect` is dropped because the downstream side already
+/// answered `100-continue`. The body framing comes from `Content-Length` when the
+/// request has one, else a buffered body gets one and a streamed body is chunked.
+pub fn encode_head(parts: &http::request::Parts, body: &UpBody) -> Head {
+    let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut len = parts.method.as_str().len() + pq.len() + 64;
+    for (k, v) in parts.headers.iter() {
+        len += k.as_str().len() + v.len() + 4;
+    }
+    let mut buf = BytesMut::with_capacity(len);
+    buf.put_slice(parts.method.as_str().as_bytes());
+    buf.put_u8(b' ');
+    buf.put_slice(pq.as_bytes());
+    buf.put_slice(b" HTTP/1.1\r\n");
+    for (k, v) in parts.headers.iter() {
+        if k == header::EXPECT {
+            continue;
+        }
+        buf.put_slice(k.as_str().as_bytes());
+        buf.put_slice(b": ");
+        buf.put_slice(v.as_bytes());
+        buf.put_slice(b"\r\n");
+    }
+    let mut chunked = false;
+    if !parts.headers.contains_key(header::CONTENT_LENGTH) {
+        match body {
+            UpBody::Empty | UpBody::Full(None) => {}
+            UpBody::Full(Some(b)) => {
+                buf.put_slice(b"content-length: ");
+                buf.put_slice(itoa::Buffer::new().format(b.len()).as_bytes());
+                buf.put_slice(b"\r\n");
+            }
+            UpBody::Stream { .. } => {
+                buf.put_slice(b"transfer-encoding: chunked\r\n");
+                chunked = true;
+            }
+        }
+    }
+    buf.put_slice(b"\r\n");
+    Head {
+        bytes: buf.freeze(),
+        chunked,
+        is_head: parts.method == Method::HEAD,
+    }
+}
+
+/// A parsed response head and how its body is framed.
+pub struct Parsed {
+    pub status: StatusCode,
+    pub version: Version,
+    pub headers: HeaderMap,
+    framing: Framing,
+    keep_alive: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Length(u64),
+    Chunked,
+    /// Read until the upstream closes.
+    Close,
+}
+
+/// Up to three buffers still to be written, in order.
+struct Out {
+    bufs: [Bytes; 3],
+}
+
+impl Out {
+    fn is_empty(&self) -> bool {
+        self.bufs.iter().all(Bytes::is_empty)
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        for b in self.bufs.iter_mut() {
+            let k = n.min(b.len());
+            b.advance(k);
+            n -= k;
+            if n == 0 {
+                break;
+            }
+        }
+    }
+}
+
+fn chunk_prefix(len: usize) -> Bytes {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut digits = [0u8; 18];
+    let mut i = 16;
+    let mut n = len;
+    loop {
+        i -= 1;
+        digits[i] = HEX[n & 0xf];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    digits[16] = b'\r';
+    digits[17] = b'\n';
+    Bytes::copy_from_slice(&digits[i..])
+}
+
+/// Write the request and read the response head. Returns the head and whether the
+/// whole request went out (if the upstream answered before the body was sent, the
+/// connection cannot be reused).
+pub async fn exchange(
+    conn: &mut Conn,
+    head: &Head,
+    mut body: UpBody,
+) -> Result<(Parsed, bool), ExchangeError> {
+    let mut out = Out {
+        bufs: [head.bytes.clone(), Bytes::new(), Bytes::new()],
+    };
+    let mut body_done = match &mut body {
+        UpBody::Empty => true,
+        UpBody::Full(b) => {
+            if let Some(b) = b.take() {
+                out.bufs[1] = b;
+            }
+            true
+        }
+        UpBody::Stream { .. } => false,
+    };
+    let mut flushed = false;
+    let mut write_failed = false;
+    let mut received = false;
+    std::future::poll_fn(|cx| {
+        // Write side: as much of the request as the socket and the body allow.
+        while !write_failed && !flushed {
+            if !out.is_empty() {
+                let slices = [
+                    io::IoSlice::new(&out.bufs[0]),
+                    io::IoSlice::new(&out.bufs[1]),
+                    io::IoSlice::new(&out.bufs[2]),
+                ];
+                match Pin::new(&mut conn.io).poll_write_vectored(cx, &slices) {
+                    Poll::Ready(Ok(0)) => write_failed = true,
+                    Poll::Ready(Ok(n)) => out.advance(n),
+                    Poll::Ready(Err(_)) => write_failed = true,
+                    Poll::Pending => break,
+                }
+                continue;
+            }
+            if body_done {
+                match Pin::new(&mut conn.io).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => flushed = true,
+                    Poll::Ready(Err(_)) => write_failed = true,
+                    Poll::Pending => {}
+                }
+                break;
+            }
+            match Pin::new(&mut body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    // Request trailers are not forwarded over HTTP/1.1.
+                    if let Ok(data) = frame.into_data() {
+                        if data.is_empty() {
+                            continue;
+                        }
+                        if head.chunked {
+                            out.bufs =
+                                [chunk_prefix(data.len()), data, Bytes::from_static(b"\r\n")];
+                        } else {
+                            out.bufs[0] = data;
+                        }
+                    }
+                }
+                Poll::Ready(None) => {
+                    body_done = true;
+                    if head.chunked {
+                        out.bufs[0] = Bytes::from_static(b"0\r\n\r\n");
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    return Poll::Ready(Err(ExchangeError::Body(Box::new(e))));
+                }
+                Poll::Pending => break,
+            }
+        }
+        // Read side: the response head, possibly before the request is all out.
+        loop {
+            match parse_head(&mut conn.rbuf, head.is_head) {
+                Ok(Some(parsed)) => return Poll::Ready(Ok((parsed, flushed))),
+                Ok(None) => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+            if conn.rbuf.len() >= MAX_HEAD_BYTES {
+                return Poll::Ready(Err(ExchangeError::Protocol("response head too large")));
+            }
+            match conn.poll_fill(cx, READ_CHUNK) {
+                Poll::Ready(Ok(0)) => {
+                    let e = io::Error::from(io::ErrorKind::UnexpectedEof);
+                    return Poll::Ready(Err(if received {
+                        ExchangeError::Protocol("upstream closed inside the response head")
+                    } else {
+                        ExchangeError::Closed(e)
+                    }));
+                }
+                Poll::Ready(Ok(_)) => received = true,
+                Poll::Ready(Err(e)) => {
+                    return Poll::Ready(Err(if received {
+                        ExchangeError::Io(e)
+                    } else {
+                        ExchangeError::Closed(e)
+                    }));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    })
+    .await
+}
+
+/// Parse one final response head from the front of `rbuf` (skipping interim 1xx
+/// responses). `Ok(None)`: incomplete.
+fn parse_head(rbuf: &mut BytesMut, is_head: bool) -> Result<Option<Parsed>, ExchangeError> {
+    loop {
+        if rbuf.is_empty() {
+            return Ok(None);
+        }
+        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut rsp = httparse::Response::new(&mut slots);
+        let n = match rsp.parse(rbuf) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(ExchangeError::Protocol("too many response headers"))
+            }
+            Err(_) => return Err(ExchangeError::Protocol("malformed response head")),
+        };
+        let code = rsp.code.unwrap_or(0);
+        let status = StatusCode::from_u16(code)
+            .map_err(|_| ExchangeError::Protocol("invalid response status"))?;
+        if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+            rbuf.advance(n);
+            continue;
+        }
+        let version = if rsp.version == Some(0) {
+            Version::HTTP_10
+        } else {
+            Version::HTTP_11
+        };
+        // Offsets of names and values, so the head can be frozen and shared.
+        let base = rbuf.as_ptr() as usize;
+        let count = rsp.headers.len();
+        let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+        for (slot, h) in spans.iter_mut().zip(rsp.headers.iter()) {
+            let name = h.name.as_ptr() as usize - base;
+            let value = h.value.as_ptr() as usize - base;
+            *slot = (name, name + h.name.len(), value, value + h.value.len());
+        }
+        let raw = rbuf.split_to(n).freeze();
+        let mut headers = HeaderMap::with_capacity(count);
+        for &(ns, ne, vs, ve) in &spans[..count] {
+            let name = HeaderName::from_bytes(&raw[ns..ne])
+                .map_err(|_| ExchangeError::Protocol("invalid response header name"))?;
+            let value = HeaderValue::from_maybe_shared(raw.slice(vs..ve))
+                .map_err(|_| ExchangeError::Protocol("invalid response header value"))?;
+            headers.append(name, value);
+        }
+        let (framing, keep_alive) = framing_of(status, version, &mut headers, is_head)?;
+        return Ok(Some(Parsed {
+            status,
+            version,
+            headers,
+            framing,
+            keep_alive,
+        }));
+    }
+}
+
+fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    })
+}
+
+fn framing_of(
+    status: StatusCode,
+    version: Version,
+    headers: &mut HeaderMap,
+    is_head: bool,
+) -> Result<(Framing, bool), ExchangeError> {
+    let mut keep_alive = if version == Version::HTTP_11 {
+        !has_token(headers, header::CONNECTION, "close")
+    } else {
+        has_token(headers, header::CONNECTION, "keep-alive")
+    };
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        // Upgrades are not proxied; the connection is not HTTP any more.
+        return Ok((Framing::Length(0), false));
+    }
+    if is_head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        return Ok((Framing::Length(0), keep_alive));
+    }
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        // Content-Length is ignored (and must not be forwarded) with a transfer coding.
+        headers.remove(header::CONTENT_LENGTH);
+        let last_is_chunked = headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .next_back()
+            .and_then(|v| v.as_bytes().rsplit(|&b| b == b',').next())
+            .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        if last_is_chunked {
+            return Ok((Framing::Chunked, keep_alive));
+        }
+        return Ok((Framing::Close, false));
+    }
+    let mut length: Option<u64> = None;
+    for v in headers.get_all(header::CONTENT_LENGTH) {
+        for part in v.as_bytes().split(|&b| b == b',') {
+            let part = part.trim_ascii();
+            if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+                return Err(ExchangeError::Protocol("invalid content-length"));
+            }
+            let n: u64 = std::str::from_utf8(part)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or(ExchangeError::Protocol("invalid content-length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(ExchangeError::Protocol("conflicting content-length"));
+            }
+            length = Some(n);
+        }
+    }
+    match length {
+        Some(n) => Ok((Framing::Length(n), keep_alive)),
+        None => {
+            keep_alive = false;
+            Ok((Framing::Close, keep_alive))
+        }
+    }
+}
+
+/// Where a finished connection goes back to.
+pub struct Home {
+    pub pool: Arc<super::pool::Pool>,
+    pub idle_timeout: Duration,
+    pub max_idle: usize,
+}
+
+enum State {
+    Length(u64),
+    ChunkSize,
+    ChunkData(u64),
+    ChunkEnd,
+    Trailers(usize),
+    Close,
+    Done,
+}
+
+/// A response body read from an upstream HTTP/1.1 connection.
+pub struct H1Body {
+    conn: Option<Conn>,
+    state: State,
+    keep_alive: bool,
+    home: Option<Home>,
+}
+
+impl H1Body {
+    pub fn new(conn: Conn, parsed: &Parsed, request_sent: bool, home: Home) -> H1Body {
+        let state = match parsed.framing {
+            Framing::Length(0) => State::Done,
+            Framing::Length(n) => State::Length(n),
+            Framing::Chunked => State::ChunkSize,
+            Framing::Close => State::Close,
+        };
+        let mut body = H1Body {
+            conn: Some(conn),
+            state,
+            keep_alive: parsed.keep_alive && request_sent,
+            home: Some(home),
+        };
+        if matches!(body.state, State::Done) {
+            body.release();
+        }
+        body
+    }
+
+    /// The body is complete: the connection goes back to its pool when it can carry
+    /// another exchange, and is closed otherwise.
+    fn release(&mut self) {
+        self.state = State::Done;
+        let (Some(conn), Some(home)) = (self.conn.take(), self.home.take()) else {
+            return;
+        };
+        if self.keep_alive && conn.rbuf.is_empty() {
+            home.pool.put_h1(conn, home.idle_timeout, home.max_idle);
+        }
+    }
+
+    /// Decode what is buffered. `Ok(Some)`: a data frame; `Ok(None)`: need more
+    /// input (or done, see `state`).
+    fn decode(&mut self) -> Result<Option<Bytes>, &'static str> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(None);
+        };
+        let rbuf = &mut conn.rbuf;
+        loop {
+            match &mut self.state {
+                State::Done => return Ok(None),
+                State::Length(rem) => {
+                    if rbuf.is_empty() {
+                        return Ok(None);
+                    }
+                    let take = (*rem).min(rbuf.len() as u64) as usize;
+                    *rem -= take as u64;
+                    if *rem == 0 {
+                        self.state = State::Done;
+                    }
+                    return Ok(Some(rbuf.split_to(take).freeze()));
+                }
+                State::Close => {
+                    if rbuf.is_empty() {
+                        return Ok(None);
+                    }
+                    return Ok(Some(rbuf.split().freeze()));
+                }
+                State::ChunkSize => {
+                    let Some(eol) = rbuf.iter().position(|&b| b == b'\n') else {
+                        if rbuf.len() > MAX_CHUNK_LINE {
+                            return Err("chunk size line too long");
+                        }
+                        return Ok(None);
+                    };
+                    if eol > MAX_CHUNK_LINE {
+                        return Err("chunk size line too long");
+                    }
+                    let line = &rbuf[..eol];
+                    let line = line
+                        .strip_suffix(b"\r")
+                        .ok_or("bare LF in chunk size line")?;
+                    let digits = line
+                        .split(|&b| b == b';')
+                        .next()
+                        .unwrap_or(b"")
+                        .trim_ascii();
+                    if digits.is_empty() || digits.len() > 15 {
+                        return Err("invalid chunk size");
+                    }
+                    let mut size: u64 = 0;
+                    for &d in digits {
+                        let v = (d as char).to_digit(16).ok_or("invalid chunk size")?;
+                        size = size * 16 + u64::from(v);
+                    }
+                    rbuf.advance(eol + 1);
+                    self.state = if size == 0 {
+                        State::Trailers(0)
+                    } else {
+                        State::ChunkData(size)
+                    };
+                }
+                State::ChunkData(rem) => {
+                    if rbuf.is_empty() {
+                        return Ok(None);
+                    }
+                    let take = (*rem).min(rbuf.len() as u64) as usize;
+                    *rem -= take as u64;
+                    if *rem == 0 {
+                        self.state = State::ChunkEnd;
+                    }
+                    let data = rbuf.split_to(take).freeze();
+                    // Peek ahead: when the terminator is already here the body ends
+                    // with this frame, and the caller learns it from is_end_stream.
+                    self.peek_end();
+                    return Ok(Some(data));
+                }
+                State::ChunkEnd => {
+                    if rbuf.len() < 2 {
+                        return Ok(None);
+                    }
+                    if &rbuf[..2] != b"\r\n" {
+                        return Err("missing CRLF after chunk data");
+                    }
+                    rbuf.advance(2);
+                    self.state = State::ChunkSize;
+                }
+                State::Trailers(seen) => {
+                    // Trailer fields are read and dropped; an empty line ends them.
+                    let Some(eol) = rbuf.iter().position(|&b| b == b'\n') else {
+                        if *seen + rbuf.len() > MAX_TRAILER_BYTES {
+                            return Err("trailers too large");
+                        }
+                        return Ok(None);
+                    };
+                    let empty = eol == 0 || (eol == 1 && rbuf[0] == b'\r');
+                    *seen += eol + 1;
+                    if *seen > MAX_TRAILER_BYTES {
+                        return Err("trailers too large");
+                    }
+                    rbuf.advance(eol + 1);
+                    if empty {
+                        self.state = State::Done;
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// After a chunk's data: consume the chunk end and a zero-size last chunk with an
+    /// empty trailer section when they are already buffered.
+    fn peek_end(&mut self) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        if matches!(self.state, State::ChunkEnd) && conn.rbuf.starts_with(b"\r\n0\r\n\r\n") {
+            conn.rbuf.advance(7);
+            self.state = State::Done;
+        }
+    }
+}
+
+impl Body for H1Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        loop {
+            match this.decode() {
+                Ok(Some(data)) => {
+                    if matches!(this.state, State::Done) {
+                        this.release();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Ok(None) => {}
+                Err(m) => {
+                    this.conn = None;
+                    this.state = State::Done;
+                    return Poll::Ready(Some(Err(m.into())));
+                }
+            }
+            if matches!(this.state, State::Done) {
+                this.release();
+                return Poll::Ready(None);
+            }
+            let want = match this.state {
+                State::Length(rem) | State::ChunkData(rem) => {
+                    usize::try_from(rem).unwrap_or(usize::MAX)
+                }
+                _ => READ_CHUNK,
+            };
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match conn.poll_fill(cx, want) {
+                Poll::Ready(Ok(0)) => {
+                    if matches!(this.state, State::Close) {
+                        this.keep_alive = false;
+                        this.release();
+                        return Poll::Ready(None);
+                    }
+                    this.conn = None;
+                    this.state = State::Done;
+                    return Poll::Ready(Some(Err(
+                        "upstream closed before the end of the body".into()
+                    )));
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => {
+                    this.conn = None;
+                    this.state = State::Done;
+                    return Poll::Ready(Some(Err(Box::new(e))));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.state {
+            State::Length(n) => SizeHint::with_exact(n),
+            State::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(raw: &[u8], is_head: bool) -> Result<Option<Parsed>, ExchangeError> {
+        let mut b = BytesMut::from(raw);
+        parse_head(&mut b, is_head)
+    }
+
+    fn head(raw: &[u8], is_head: bool) -> Parsed {
+        parse(raw, is_head)
+            .expect("valid head")
+            .expect("complete head")
+    }
+
+    #[test]
+    fn framing_follows_rfc9112() {
+        let p = head(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", false);
+        assert_eq!(p.framing, Framing::Length(5));
+        assert!(p.keep_alive);
+        let p = head(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: gzip, chunked\r\n\r\n",
+            false,
+        );
+        assert_eq!(p.framing, Framing::Chunked);
+        assert!(!p.headers.contains_key(header::CONTENT_LENGTH));
+        let p = head(b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n", false);
+        assert_eq!(p.framing, Framing::Close);
+        assert!(!p.keep_alive);
+        let p = head(b"HTTP/1.1 200 OK\r\n\r\n", false);
+        assert_eq!(p.framing, Framing::Close);
+        let p = head(b"HTTP/1.1 204 No Content\r\n\r\n", false);
+        assert_eq!(p.framing, Framing::Length(0));
+        let p = head(b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n", true);
+        assert_eq!(p.framing, Framing::Length(0));
+        let p = head(b"HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\n", false);
+        assert!(!p.keep_alive);
+        let p = head(
+            b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\ncontent-length: 1\r\n\r\n",
+            false,
+        );
+        assert!(p.keep_alive);
+        let p = head(
+            b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 1\r\n\r\n",
+            false,
+        );
+        assert!(!p.keep_alive);
+    }
+
+    #[test]
+    fn interim_responses_are_skipped_and_partial_heads_wait() {
+        let p = head(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n",
+            false,
+        );
+        assert_eq!(p.status, StatusCode::CREATED);
+        assert!(matches!(
+            parse(b"HTTP/1.1 200 OK\r\ncontent-le", false),
+            Ok(None)
+        ));
+    }
+
+    #[test]
+    fn bad_heads_are_protocol_errors() {
+        for raw in [
+            &b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 1x\r\n\r\n",
+            b"HTTP/1.1 999x OK\r\n\r\n",
+            b"SMTP ready\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nbad header\r\n\r\n",
+        ] {
+            assert!(
+                matches!(parse(raw, false), Err(ExchangeError::Protocol(_))),
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+        let same = head(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\ncontent-length: 5\r\n\r\n",
+            false,
+        );
+        assert_eq!(same.framing, Framing::Length(5));
+    }
+
+    #[test]
+    fn chunk_prefix_is_hex() {
+        assert_eq!(&chunk_prefix(1)[..], b"1\r\n");
+        assert_eq!(&chunk_prefix(255)[..], b"ff\r\n");
+        assert_eq!(&chunk_prefix(65536)[..], b"10000\r\n");
+    }
+}
