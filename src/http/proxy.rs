@@ -422,7 +422,9 @@ async fn forward(
     hash: Option<u64>,
     done: &mut Completion,
 ) -> Result<Response<UpstreamBody>, (ErrorKind, bool)> {
-    let deadline = ra.timeout.map(|t| tokio::time::Instant::now() + t);
+    // One clock read covers the first attempt; retries read it again.
+    let first = tokio::time::Instant::now();
+    let deadline = ra.timeout.map(|t| first + t);
     let retry: Option<&RetryPolicy> = match &body {
         ReqBody::Stream(_) => None,
         _ => ra.retry.as_ref(),
@@ -499,13 +501,17 @@ async fn forward(
         let Some(pending) = cluster.breakers.pending.try_acquire() else {
             return Err((ErrorKind::Overflow, attempt > 1));
         };
-        let sent = Instant::now();
+        let sent = if attempt == 1 {
+            first
+        } else {
+            tokio::time::Instant::now()
+        };
         let call = crate::upstream::pool::send(&ep, &cluster.pool, req);
         let per_try = retry.and_then(|r| r.per_try_timeout);
         let limit = match (deadline, per_try) {
-            (Some(d), Some(p)) => Some(d.min(tokio::time::Instant::now() + p)),
+            (Some(d), Some(p)) => Some(d.min(sent + p)),
             (Some(d), None) => Some(d),
-            (None, Some(p)) => Some(tokio::time::Instant::now() + p),
+            (None, Some(p)) => Some(sent + p),
             (None, None) => None,
         };
         let result = match limit {
@@ -513,7 +519,7 @@ async fn forward(
             None => Some(call.await),
         };
         drop(pending);
-        let overall_expired = deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
+        let overall_expired = || deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
         let outcome: Result<Response<UpstreamBody>, ErrorKind> = match result {
             None => {
                 cluster.stats.timeout.inc();
@@ -545,7 +551,7 @@ async fn forward(
                 Err(_) => Outcome::Success,
             },
         );
-        let mut can_retry = !last && !overall_expired && body.is_some();
+        let mut can_retry = !last && body.is_some() && !overall_expired();
         match outcome {
             Ok(rsp) => {
                 let status = rsp.status().as_u16();
@@ -590,7 +596,7 @@ async fn forward(
                     last_ep = Some(ep);
                     continue;
                 }
-                let kind = if overall_expired {
+                let kind = if overall_expired() {
                     ErrorKind::Timeout
                 } else {
                     kind

@@ -174,7 +174,10 @@ pub async fn send(
                 let (mut conn, reused) = match ep.pool.pop_h1(s.idle_timeout) {
                     Some(c) => (c, true),
                     None => {
-                        let (io, permit) = connect(ep, s).await?;
+                        // Boxed: dialing (TCP, maybe TLS) is the rare path and
+                        // its future is large; inline it would be copied with
+                        // every request's future.
+                        let (io, permit) = Box::pin(connect(ep, s)).await?;
                         (h1::Conn::new(io, permit), false)
                     }
                 };
@@ -225,24 +228,7 @@ pub async fn send(
             }
             let mut tx = match existing {
                 Some(tx) => tx,
-                None => {
-                    let (io, permit) = connect(ep, s).await?;
-                    let (tx, conn) = http2::Builder::new(TokioExecutor::new())
-                        .timer(TokioTimer::new())
-                        .keep_alive_interval(Some(Duration::from_secs(30)))
-                        .handshake::<_, UpBody>(TokioIo::new(io))
-                        .await
-                        .map_err(handshake_error)?;
-                    tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            tracing::debug!(error = %e, "upstream h2 connection closed with an error");
-                        }
-                        drop(permit);
-                    });
-                    *ep.pool.h2.lock().unwrap_or_else(|p| p.into_inner()) =
-                        Some((tx.clone(), Instant::now()));
-                    tx
-                }
+                None => Box::pin(dial_h2(ep, s)).await?,
             };
             drop(dial_guard);
             tx.ready()
@@ -255,4 +241,26 @@ pub async fn send(
             Ok(rsp.map(UpstreamBody::H2))
         }
     }
+}
+
+/// A new HTTP/2 connection to `ep`, installed as the endpoint's shared one.
+async fn dial_h2(
+    ep: &super::Endpoint,
+    s: &Settings,
+) -> Result<http2::SendRequest<UpBody>, SendError> {
+    let (io, permit) = connect(ep, s).await?;
+    let (tx, conn) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .handshake::<_, UpBody>(TokioIo::new(io))
+        .await
+        .map_err(handshake_error)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "upstream h2 connection closed with an error");
+        }
+        drop(permit);
+    });
+    *ep.pool.h2.lock().unwrap_or_else(|p| p.into_inner()) = Some((tx.clone(), Instant::now()));
+    Ok(tx)
 }
