@@ -126,8 +126,10 @@ impl Drop for RespBody {
 
 /// Per-stream facts for the end of the stream.
 pub struct Completion {
-    start: Instant,
-    start_wall: SystemTime,
+    /// When the request started: only on listeners that use durations
+    /// ([`Runtime::timed`]); the wall clock only with an access log.
+    start: Option<Instant>,
+    start_wall: Option<SystemTime>,
     rt: Arc<Runtime>,
     conn: Arc<ConnCtx>,
     method: http::Method,
@@ -153,7 +155,7 @@ pub struct Completion {
 
 impl Completion {
     pub(super) fn new(
-        start: Instant,
+        start: Option<Instant>,
         conn: &Arc<ConnCtx>,
         rt: Arc<Runtime>,
         parts: &http::request::Parts,
@@ -169,7 +171,7 @@ impl Completion {
         };
         Completion {
             start,
-            start_wall: SystemTime::now(),
+            start_wall: logging.then(SystemTime::now),
             conn: conn.clone(),
             method: parts.method.clone(),
             version: parts.version,
@@ -247,9 +249,10 @@ impl Completion {
             });
         }
         self.active = None;
-        let elapsed = self.start.elapsed();
+        // `start` is set whenever a filter chain or the access log is configured.
+        let elapsed = self.start.map(|s| s.elapsed());
         if let (Some(chain), Some(sc)) = (self.chain.take(), self.sc.as_mut()) {
-            sc.duration = Some(elapsed);
+            sc.duration = elapsed;
             if sc.response_flag.is_none() && !self.flag.is_empty() {
                 sc.response_flag = Some(self.flag);
             }
@@ -265,14 +268,14 @@ impl Completion {
                 .map(String::as_str)
                 .unwrap_or("");
             let rec = Record {
-                start_time: rfc3339(self.start_wall),
+                start_time: rfc3339(self.start_wall.unwrap_or_else(SystemTime::now)),
                 method: self.method.as_str(),
                 path: &self.path,
                 protocol: super::proxy::protocol_name(self.version),
                 status: self.status,
                 bytes_received: self.bytes_in.load(Ordering::Relaxed),
                 bytes_sent: self.bytes_out,
-                duration_ms: elapsed.as_secs_f64() * 1000.0,
+                duration_ms: elapsed.unwrap_or_default().as_secs_f64() * 1000.0,
                 route: self.route.as_deref().unwrap_or(""),
                 cluster: self.cluster.as_deref().unwrap_or(""),
                 upstream: self.upstream.as_deref().unwrap_or(""),

@@ -31,6 +31,28 @@ use crate::config::snapshot::Listener;
 pub struct Runtime {
     pub listener: Arc<Listener>,
     pub sink: Option<Arc<Sink>>,
+    /// Whether a stream's duration is used: by the access log or by a filter (any
+    /// chain of the listener is non-empty; `on_complete` gets `StreamCtx.duration`).
+    /// When not, no clock is read per request.
+    pub timed: bool,
+}
+
+impl Runtime {
+    pub fn new(listener: Arc<Listener>, sink: Option<Arc<Sink>>) -> Runtime {
+        let filters = listener.http.as_ref().is_some_and(|h| {
+            !h.filters.is_empty()
+                || h.router
+                    .vhosts
+                    .iter()
+                    .flat_map(|vh| vh.routes.iter())
+                    .any(|r| !r.filters.is_empty())
+        });
+        Runtime {
+            timed: sink.is_some() || filters,
+            listener,
+            sink,
+        }
+    }
 }
 
 /// Per-connection facts.
@@ -121,3 +143,38 @@ const YOUNG_CONNECTION_GRACE: Duration = Duration::from_millis(300);
 /// How long a busy keep-alive connection may keep sending requests once draining
 /// (each answered with `Connection: close`) before an idle close.
 const KEEPALIVE_GRACE: Duration = Duration::from_secs(1);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runtime(filters: &str) -> Runtime {
+        let yaml = format!(
+            r#"
+admin: {{ address: "127.0.0.1:0" }}
+listeners:
+  - name: l
+    address: 127.0.0.1:0
+    protocol: http{filters}
+    virtual_hosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - match: {{ prefix: / }}
+            direct_response: {{ status: 200 }}
+"#
+        );
+        let stats = crate::stats::Stats::new();
+        let services = attache_filters::Services::default();
+        let (snap, _) =
+            crate::config::load_str("t.yaml", &yaml, &|_| None, &stats, &services, false)
+                .unwrap_or_else(|d| panic!("{d:?}"));
+        Runtime::new(snap.listeners[0].clone(), None)
+    }
+
+    #[test]
+    fn streams_are_timed_only_when_a_filter_or_access_log_uses_it() {
+        assert!(!runtime("").timed);
+        assert!(runtime("\n    filters:\n      - sli: {}").timed);
+    }
+}

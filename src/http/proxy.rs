@@ -151,8 +151,9 @@ enum ReqBody {
 
 /// Serve one request. Never fails: every problem becomes a local reply.
 pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<RespBody> {
-    let start = Instant::now();
     let rt = conn.slot.load_full();
+    // The clock is read only when something uses the stream's duration.
+    let start = rt.timed.then(Instant::now);
     let listener = rt.listener.clone();
     let (mut parts, body) = req.into_parts();
 

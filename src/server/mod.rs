@@ -180,10 +180,7 @@ impl Server {
                 None
             }
         });
-        Runtime {
-            listener: l.clone(),
-            sink,
-        }
+        Runtime::new(l.clone(), sink)
     }
 
     /// Bind every listener of the current snapshot; nothing is served until all bind.
