@@ -144,7 +144,10 @@ pub struct Completion {
     pub upstream: Option<Arc<str>>,
     pub flag: &'static str,
     pub status: u16,
-    pub bytes_in: Arc<AtomicU64>,
+    /// Request body bytes read here (a buffered body).
+    pub bytes_in: u64,
+    /// Request body bytes the upstream call streamed, when the access log wants them.
+    pub bytes_in_stream: Option<Arc<AtomicU64>>,
     pub bytes_out: u64,
     pub active: Option<ActiveGuard>,
     pub chain: Option<Arc<[Arc<dyn HttpFilter>]>>,
@@ -205,7 +208,8 @@ impl Completion {
             upstream: None,
             flag: "",
             status: 0,
-            bytes_in: Arc::new(AtomicU64::new(0)),
+            bytes_in: 0,
+            bytes_in_stream: None,
             bytes_out: 0,
             active: None,
             chain: None,
@@ -273,7 +277,11 @@ impl Completion {
                 path: &self.path,
                 protocol: super::proxy::protocol_name(self.version),
                 status: self.status,
-                bytes_received: self.bytes_in.load(Ordering::Relaxed),
+                bytes_received: self.bytes_in
+                    + self
+                        .bytes_in_stream
+                        .as_ref()
+                        .map_or(0, |c| c.load(Ordering::Relaxed)),
                 bytes_sent: self.bytes_out,
                 duration_ms: elapsed.unwrap_or_default().as_secs_f64() * 1000.0,
                 route: self.route.as_deref().unwrap_or(""),

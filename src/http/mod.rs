@@ -74,6 +74,10 @@ pub struct ConnCtx {
     /// so keep-alive clients close the connection themselves instead of racing a
     /// request against our close.
     pub draining: std::sync::atomic::AtomicBool,
+    /// Handed to the upstream call as the request-byte counter when nothing will read
+    /// the count (no access log, or no streamed body), instead of allocating one
+    /// per request. Written, never read.
+    pub unread_bytes_in: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Serve one downstream connection until it closes, or until `drain` fires, then

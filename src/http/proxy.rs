@@ -347,7 +347,6 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Resp
 
             // Body: buffered (replayable) when a retry policy could use it and it is
             // small enough, streamed otherwise.
-            let bytes_in = done.bytes_in.clone();
             let req_body = if body.is_end_stream() {
                 ReqBody::Empty
             } else {
@@ -362,7 +361,7 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Resp
                     {
                         Ok(c) => {
                             let b = c.to_bytes();
-                            bytes_in.fetch_add(b.len() as u64, Ordering::Relaxed);
+                            done.bytes_in += b.len() as u64;
                             ReqBody::Buffered(b)
                         }
                         Err(_) => {
@@ -379,6 +378,17 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Resp
                 } else {
                     ReqBody::Stream(body)
                 }
+            };
+            // The upstream call counts a streamed body's bytes as it sends them. A
+            // counter of its own only when the access log will read it; otherwise
+            // the connection's write-only one (no allocation per request).
+            let bytes_in = match &req_body {
+                ReqBody::Stream(_) if done.logging() => {
+                    let c = Arc::new(AtomicU64::new(0));
+                    done.bytes_in_stream = Some(c.clone());
+                    c
+                }
+                _ => conn.unread_bytes_in.clone(),
             };
 
             let hash = cluster

@@ -486,6 +486,7 @@ async fn serve_accepted(
         xfcc: crate::config::raw::ForwardClientCert::SanitizeSet,
         framing_conflict: Default::default(),
         draining: Default::default(),
+        unread_bytes_in: Default::default(),
     };
     match &listener.tls {
         None => serve_io(stream, conn, &listener, drain, drain_timeout).await,
