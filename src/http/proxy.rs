@@ -154,7 +154,6 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Resp
     let rt = conn.slot.load_full();
     // The clock is read only when something uses the stream's duration.
     let start = rt.timed.then(Instant::now);
-    let listener = rt.listener.clone();
     let (mut parts, body) = req.into_parts();
 
     let mut sc = StreamCtx {
@@ -164,7 +163,7 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Resp
         ..Default::default()
     };
     let mut done = Box::new(Completion::new(start, &conn, rt.clone(), &parts));
-    let Some(http) = listener.http.as_ref() else {
+    let Some(http) = rt.listener.http.as_ref() else {
         let empty: Arc<[Arc<dyn HttpFilter>]> = Arc::from(Vec::new());
         return finish_local(ErrorKind::Internal, false, &mut sc, done, &empty);
     };
