@@ -294,7 +294,7 @@ impl Completion {
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or(""),
                 authority: &self.authority,
-                downstream: &self.conn.remote_str,
+                downstream: self.conn.remote_str(),
                 user_agent: &self.user_agent,
                 peer_san: peer,
             };
