@@ -360,3 +360,43 @@ async fn client_gone_before_the_response_is_logged_as_dc() {
         0.0
     );
 }
+
+#[tokio::test]
+async fn access_log_counts_request_bytes_and_times_streams() {
+    let o = Origin::start("o").await;
+    let routes = r#"
+          - match: { prefix: /streamed }
+            route: { cluster: o }
+          - match: { prefix: /buffered }
+            route: { cluster: o, retries: { attempts: 2, retry_on: [reset] } }
+"#;
+    let p = proxy_with(&[("o", vec![o.addr.to_string()])], routes).await;
+    let body = Bytes::from(vec![b'x'; 3000]);
+    for path in ["/streamed", "/buffered"] {
+        let r = support::send("POST", &p.url("main", path), &[], body.clone()).await;
+        assert_eq!(r.status, 200, "{path}");
+    }
+    assert_eq!(get(&p.url("main", "/streamed/get"), &[]).await.status, 200);
+    for (path, bytes) in [
+        ("/streamed", 3000),
+        ("/buffered", 3000),
+        ("/streamed/get", 0),
+    ] {
+        let needle = format!("\"path\":\"{path}\"");
+        let line = support::eventually(Duration::from_secs(5), "access log line", || {
+            let log = p.log();
+            let needle = needle.clone();
+            async move {
+                log.lines()
+                    .find(|l| l.contains(&needle))
+                    .map(str::to_string)
+            }
+        })
+        .await;
+        let v: serde_json::Value = serde_json::from_str(&line).expect("json log line");
+        assert_eq!(v["bytes_received"], bytes, "{line}");
+        assert!(v["duration_ms"].as_f64().is_some_and(|d| d > 0.0), "{line}");
+        let start = v["start_time"].as_str().unwrap_or_default();
+        assert!(start.len() == 24 && start.ends_with('Z'), "{line}");
+    }
+}

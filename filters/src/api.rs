@@ -141,8 +141,8 @@ pub struct StreamCtx {
     pub local_reply: bool,
     /// Short response flag (NR, UH, UF, UO, UT, UR, URX, DC) when the proxy answered.
     pub response_flag: Option<&'static str>,
-    /// Host (or :authority) of the request, without port.
-    pub host: Option<String>,
+    /// Host (or :authority) of the request, lower case, without port.
+    pub host: Option<Host>,
     /// True when the downstream connection is TLS.
     pub downstream_tls: bool,
     /// The verified peer certificate's SANs (mTLS listeners).
@@ -159,6 +159,104 @@ pub struct StreamCtx {
     pub extensions: http::Extensions,
 }
 
+/// A request's host as [`StreamCtx::host`] carries it (lower case, no port). Reads as a
+/// `&str` (`Deref`). Hosts up to [`Host::INLINE`] bytes, nearly all of them, are kept
+/// inline: setting the host of a stream does not allocate.
+#[derive(Clone)]
+pub struct Host(HostRepr);
+
+#[derive(Clone)]
+enum HostRepr {
+    Inline { len: u8, buf: [u8; Host::INLINE] },
+    Heap(Box<str>),
+}
+
+impl Host {
+    /// The longest host kept without a heap allocation.
+    pub const INLINE: usize = 62;
+
+    pub fn new(host: &str) -> Host {
+        let b = host.as_bytes();
+        if b.len() <= Host::INLINE {
+            let mut buf = [0u8; Host::INLINE];
+            buf[..b.len()].copy_from_slice(b);
+            Host(HostRepr::Inline {
+                len: b.len() as u8,
+                buf,
+            })
+        } else {
+            Host(HostRepr::Heap(host.into()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            // Always whole UTF-8: `new` copies a complete `&str`.
+            HostRepr::Inline { len, buf } => {
+                std::str::from_utf8(&buf[..usize::from(*len)]).unwrap_or_default()
+            }
+            HostRepr::Heap(s) => s,
+        }
+    }
+}
+
+impl Default for Host {
+    fn default() -> Host {
+        Host::new("")
+    }
+}
+
+impl std::ops::Deref for Host {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for Host {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl From<&str> for Host {
+    fn from(s: &str) -> Host {
+        Host::new(s)
+    }
+}
+
+impl PartialEq for Host {
+    fn eq(&self, other: &Host) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Host {}
+
+impl PartialEq<str> for Host {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Host {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A filter instance: shared by every stream on the listener (or route).
 pub trait HttpFilter: Send + Sync + std::fmt::Debug {
     /// Request head phase. See the module docs for ordering.
@@ -171,4 +269,29 @@ pub trait HttpFilter: Send + Sync + std::fmt::Debug {
     }
     /// After the stream ended. Always runs.
     fn on_complete(&self, _cx: &StreamCtx) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Host;
+
+    #[test]
+    fn host_reads_back_inline_and_heap() {
+        for s in [
+            "",
+            "a",
+            "api.example.com",
+            &"h".repeat(Host::INLINE),
+            &"l".repeat(300),
+        ] {
+            let h = Host::new(s);
+            assert_eq!(h.as_str(), s);
+            assert_eq!(&*h, s);
+            assert_eq!(h.clone(), Host::from(s));
+            assert_eq!(format!("{h}"), s);
+            assert_eq!(format!("{h:?}"), format!("{s:?}"));
+        }
+        assert_eq!(Host::new("é.example"), "é.example");
+        assert_eq!(Host::default(), "");
+    }
 }

@@ -18,7 +18,7 @@ pub mod stats;
 pub mod web_security;
 
 pub use api::{
-    Action, ConfigError, FactoryContext, HttpFilter, HttpFilterFactory, PathSeg, StreamCtx,
+    Action, ConfigError, FactoryContext, Host, HttpFilter, HttpFilterFactory, PathSeg, StreamCtx,
 };
 pub use services::Services;
 pub use stats::Stats;

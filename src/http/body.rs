@@ -126,8 +126,10 @@ impl Drop for RespBody {
 
 /// Per-stream facts for the end of the stream.
 pub struct Completion {
-    start: Instant,
-    start_wall: SystemTime,
+    /// When the request started: only on listeners that use durations
+    /// ([`Runtime::timed`]); the wall clock only with an access log.
+    start: Option<Instant>,
+    start_wall: Option<SystemTime>,
     rt: Arc<Runtime>,
     conn: Arc<ConnCtx>,
     method: http::Method,
@@ -142,7 +144,10 @@ pub struct Completion {
     pub upstream: Option<Arc<str>>,
     pub flag: &'static str,
     pub status: u16,
-    pub bytes_in: Arc<AtomicU64>,
+    /// Request body bytes read here (a buffered body).
+    pub bytes_in: u64,
+    /// Request body bytes the upstream call streamed, when the access log wants them.
+    pub bytes_in_stream: Option<Arc<AtomicU64>>,
     pub bytes_out: u64,
     pub active: Option<ActiveGuard>,
     pub chain: Option<Arc<[Arc<dyn HttpFilter>]>>,
@@ -153,7 +158,7 @@ pub struct Completion {
 
 impl Completion {
     pub(super) fn new(
-        start: Instant,
+        start: Option<Instant>,
         conn: &Arc<ConnCtx>,
         rt: Arc<Runtime>,
         parts: &http::request::Parts,
@@ -169,7 +174,7 @@ impl Completion {
         };
         Completion {
             start,
-            start_wall: SystemTime::now(),
+            start_wall: logging.then(SystemTime::now),
             conn: conn.clone(),
             method: parts.method.clone(),
             version: parts.version,
@@ -203,7 +208,8 @@ impl Completion {
             upstream: None,
             flag: "",
             status: 0,
-            bytes_in: Arc::new(AtomicU64::new(0)),
+            bytes_in: 0,
+            bytes_in_stream: None,
             bytes_out: 0,
             active: None,
             chain: None,
@@ -247,9 +253,10 @@ impl Completion {
             });
         }
         self.active = None;
-        let elapsed = self.start.elapsed();
+        // `start` is set whenever a filter chain or the access log is configured.
+        let elapsed = self.start.map(|s| s.elapsed());
         if let (Some(chain), Some(sc)) = (self.chain.take(), self.sc.as_mut()) {
-            sc.duration = Some(elapsed);
+            sc.duration = elapsed;
             if sc.response_flag.is_none() && !self.flag.is_empty() {
                 sc.response_flag = Some(self.flag);
             }
@@ -265,14 +272,18 @@ impl Completion {
                 .map(String::as_str)
                 .unwrap_or("");
             let rec = Record {
-                start_time: rfc3339(self.start_wall),
+                start_time: rfc3339(self.start_wall.unwrap_or_else(SystemTime::now)),
                 method: self.method.as_str(),
                 path: &self.path,
                 protocol: super::proxy::protocol_name(self.version),
                 status: self.status,
-                bytes_received: self.bytes_in.load(Ordering::Relaxed),
+                bytes_received: self.bytes_in
+                    + self
+                        .bytes_in_stream
+                        .as_ref()
+                        .map_or(0, |c| c.load(Ordering::Relaxed)),
                 bytes_sent: self.bytes_out,
-                duration_ms: elapsed.as_secs_f64() * 1000.0,
+                duration_ms: elapsed.unwrap_or_default().as_secs_f64() * 1000.0,
                 route: self.route.as_deref().unwrap_or(""),
                 cluster: self.cluster.as_deref().unwrap_or(""),
                 upstream: self.upstream.as_deref().unwrap_or(""),
@@ -283,7 +294,7 @@ impl Completion {
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or(""),
                 authority: &self.authority,
-                downstream: &self.conn.remote_str,
+                downstream: self.conn.remote_str(),
                 user_agent: &self.user_agent,
                 peer_san: peer,
             };

@@ -31,6 +31,28 @@ use crate::config::snapshot::Listener;
 pub struct Runtime {
     pub listener: Arc<Listener>,
     pub sink: Option<Arc<Sink>>,
+    /// Whether a stream's duration is used: by the access log or by a filter (any
+    /// chain of the listener is non-empty; `on_complete` gets `StreamCtx.duration`).
+    /// When not, no clock is read per request.
+    pub timed: bool,
+}
+
+impl Runtime {
+    pub fn new(listener: Arc<Listener>, sink: Option<Arc<Sink>>) -> Runtime {
+        let filters = listener.http.as_ref().is_some_and(|h| {
+            !h.filters.is_empty()
+                || h.router
+                    .vhosts
+                    .iter()
+                    .flat_map(|vh| vh.routes.iter())
+                    .any(|r| !r.filters.is_empty())
+        });
+        Runtime {
+            timed: sink.is_some() || filters,
+            listener,
+            sink,
+        }
+    }
 }
 
 /// Per-connection facts.
@@ -38,7 +60,8 @@ pub struct ConnCtx {
     pub slot: Arc<ArcSwap<Runtime>>,
     pub remote: SocketAddr,
     pub remote_ip: http::HeaderValue,
-    pub remote_str: String,
+    /// `remote` as text, made on first use (only the access log needs it).
+    remote_str: std::sync::OnceLock<String>,
     pub tls: bool,
     /// Verified client certificate SANs (URI SANs, then DNS SANs).
     pub peer_sans: Vec<String>,
@@ -52,6 +75,47 @@ pub struct ConnCtx {
     /// so keep-alive clients close the connection themselves instead of racing a
     /// request against our close.
     pub draining: std::sync::atomic::AtomicBool,
+    /// Handed to the upstream call as the request-byte counter when nothing will read
+    /// the count (no access log, or no streamed body), instead of allocating one
+    /// per request. Written, never read.
+    pub unread_bytes_in: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl ConnCtx {
+    /// A plain-TCP connection's facts; TLS fills in the peer afterwards.
+    pub fn new(slot: Arc<ArcSwap<Runtime>>, remote: SocketAddr) -> ConnCtx {
+        ConnCtx {
+            slot,
+            remote,
+            remote_ip: ip_header(remote.ip()),
+            remote_str: std::sync::OnceLock::new(),
+            tls: false,
+            peer_sans: Vec::new(),
+            peer: None,
+            xfcc: crate::config::raw::ForwardClientCert::SanitizeSet,
+            framing_conflict: Default::default(),
+            draining: Default::default(),
+            unread_bytes_in: Default::default(),
+        }
+    }
+
+    /// The peer's `ip:port`.
+    pub fn remote_str(&self) -> &str {
+        self.remote_str.get_or_init(|| self.remote.to_string())
+    }
+}
+
+/// The peer address as a header value (`x-forwarded-for`), formatted on the stack.
+fn ip_header(ip: std::net::IpAddr) -> http::HeaderValue {
+    use std::io::Write;
+    let unknown = http::HeaderValue::from_static("unknown");
+    let mut buf = [0u8; 64];
+    let mut w = &mut buf[..];
+    if write!(w, "{ip}").is_err() {
+        return unknown;
+    }
+    let len = 64 - w.len();
+    http::HeaderValue::from_bytes(&buf[..len]).unwrap_or(unknown)
 }
 
 /// Serve one downstream connection until it closes, or until `drain` fires, then
@@ -121,3 +185,56 @@ const YOUNG_CONNECTION_GRACE: Duration = Duration::from_millis(300);
 /// How long a busy keep-alive connection may keep sending requests once draining
 /// (each answered with `Connection: close`) before an idle close.
 const KEEPALIVE_GRACE: Duration = Duration::from_secs(1);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runtime(filters: &str) -> Runtime {
+        let yaml = format!(
+            r#"
+admin: {{ address: "127.0.0.1:0" }}
+listeners:
+  - name: l
+    address: 127.0.0.1:0
+    protocol: http{filters}
+    virtual_hosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - match: {{ prefix: / }}
+            direct_response: {{ status: 200 }}
+"#
+        );
+        let stats = crate::stats::Stats::new();
+        let services = attache_filters::Services::default();
+        let (snap, _) =
+            crate::config::load_str("t.yaml", &yaml, &|_| None, &stats, &services, false)
+                .unwrap_or_else(|d| panic!("{d:?}"));
+        Runtime::new(snap.listeners[0].clone(), None)
+    }
+
+    #[test]
+    fn peer_address_texts() {
+        for (addr, ip) in [
+            ("192.0.2.7:4431", "192.0.2.7"),
+            ("[2001:db8::1]:80", "2001:db8::1"),
+            (
+                "[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255]:1",
+                "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            ),
+        ] {
+            let addr: SocketAddr = addr.parse().unwrap_or_else(|e| panic!("{addr}: {e}"));
+            let slot = Arc::new(ArcSwap::from_pointee(runtime("")));
+            let conn = ConnCtx::new(slot, addr);
+            assert_eq!(conn.remote_ip, ip);
+            assert_eq!(conn.remote_str(), addr.to_string());
+        }
+    }
+
+    #[test]
+    fn streams_are_timed_only_when_a_filter_or_access_log_uses_it() {
+        assert!(!runtime("").timed);
+        assert!(runtime("\n    filters:\n      - sli: {}").timed);
+    }
+}

@@ -1,6 +1,7 @@
 //! One downstream request: checks, normalization, routing, filters, the upstream
 //! call with timeout and retries, and the response back with its completion hook.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -97,19 +98,20 @@ fn request_id() -> HeaderValue {
     HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
-fn host_of(parts: &http::request::Parts) -> String {
-    let raw = parts
-        .uri
+/// The routed host: the request's authority, else its Host header, without port and
+/// lower case. Borrowed unless it has upper-case letters.
+fn host_of<'a>(uri: &'a Uri, host_header: Option<&'a HeaderValue>) -> Cow<'a, str> {
+    let raw = uri
         .authority()
         .map(|a| a.as_str())
-        .or_else(|| {
-            parts
-                .headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-        })
+        .or_else(|| host_header.and_then(|h| h.to_str().ok()))
         .unwrap_or("");
-    strip_port(raw).to_ascii_lowercase()
+    let host = strip_port(raw);
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
 }
 
 /// `host:port` -> `host`; `[v6]:port` -> `[v6]`.
@@ -149,9 +151,9 @@ enum ReqBody {
 
 /// Serve one request. Never fails: every problem becomes a local reply.
 pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<RespBody> {
-    let start = Instant::now();
     let rt = conn.slot.load_full();
-    let listener = rt.listener.clone();
+    // The clock is read only when something uses the stream's duration.
+    let start = rt.timed.then(Instant::now);
     let (mut parts, body) = req.into_parts();
 
     let mut sc = StreamCtx {
@@ -161,21 +163,20 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Resp
         ..Default::default()
     };
     let mut done = Box::new(Completion::new(start, &conn, rt.clone(), &parts));
-    let Some(http) = listener.http.as_ref() else {
+    let Some(http) = rt.listener.http.as_ref() else {
         let empty: Arc<[Arc<dyn HttpFilter>]> = Arc::from(Vec::new());
         return finish_local(ErrorKind::Internal, false, &mut sc, done, &empty);
     };
 
     // Framing the parser let through but we will not forward: both Content-Length and
     // Transfer-Encoding, or several different Content-Lengths (request smuggling).
-    let cls: Vec<&HeaderValue> = parts
-        .headers
-        .get_all(header::CONTENT_LENGTH)
-        .iter()
-        .collect();
-    let conflicting = (cls.len() > 1 && cls.windows(2).any(|w| w[0] != w[1]))
-        || (!cls.is_empty() && parts.headers.contains_key(header::TRANSFER_ENCODING))
-        || conn.framing_conflict.load(Ordering::Acquire);
+    let mut cls = parts.headers.get_all(header::CONTENT_LENGTH).iter();
+    let conflicting = match cls.next() {
+        Some(first) => {
+            cls.any(|cl| cl != first) || parts.headers.contains_key(header::TRANSFER_ENCODING)
+        }
+        None => false,
+    } || conn.framing_conflict.load(Ordering::Acquire);
     if conflicting {
         done.close_connection = true;
         return finish_local(ErrorKind::BadRequest, false, &mut sc, done, &http.filters);
@@ -201,29 +202,31 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Resp
         );
     }
 
-    // Normalize the path; the normalized one is routed and sent upstream.
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
+    // Normalize the path; the normalized one is routed and sent upstream. Path, query
+    // and host borrow from copies of the URI and Host header (reference counted, not
+    // copied), so filters can still take the request head mutably.
+    let uri = parts.uri.clone();
+    let host_header = match uri.authority() {
+        Some(_) => None,
+        None => parts.headers.get(header::HOST).cloned(),
+    };
+    let path_and_query = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let (raw_path, query) = match path_and_query.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (path_and_query, None),
     };
     let path = match normalize(raw_path, http.merge_slashes, http.reject_escaped_slashes) {
-        Ok(p) => p.into_owned(),
+        Ok(p) => p,
         Err(Rejected::EscapedSlash) | Err(Rejected::Malformed) => {
             if parts.method == Method::OPTIONS && raw_path == "*" {
-                raw_path.to_string()
+                Cow::Borrowed(raw_path)
             } else {
                 return finish_local(ErrorKind::BadRequest, false, &mut sc, done, &http.filters);
             }
         }
     };
-    let query = query.map(str::to_string);
-    let host = host_of(&parts);
-    sc.host = Some(host.clone());
+    let host = host_of(&uri, host_header.as_ref());
+    sc.host = Some(attache_filters::Host::new(&host));
 
     // Request id.
     if !parts.headers.contains_key(&X_REQUEST_ID) && http.generate_request_id {
@@ -237,7 +240,7 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Resp
     let view = RequestView {
         host: &host,
         path: &path,
-        query: query.as_deref(),
+        query,
         headers: &parts.headers,
         method: &parts.method,
         peer_sans: &conn.peer_sans,
@@ -282,7 +285,7 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Resp
                 &host,
                 authority.as_deref(),
                 &path,
-                query.as_deref(),
+                query,
             );
             let mut rsp = Response::new(Bytes::new());
             *rsp.status_mut() = r.status;
@@ -302,14 +305,17 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Resp
             sc.cluster = Some(cluster.name.clone());
             done.cluster = Some(cluster.name.clone());
 
-            // Upstream path.
-            let up_path = crate::router::rewrite_path(
-                &route.matcher.path,
-                ra.prefix_rewrite.as_deref(),
-                &path,
-            );
-            let mut pq = up_path;
-            if let Some(q) = &query {
+            // Upstream path, in one allocation when there is no prefix rewrite.
+            let mut pq = match ra.prefix_rewrite.as_deref() {
+                None => {
+                    let mut pq =
+                        String::with_capacity(path.len() + query.map_or(0, |q| q.len() + 1));
+                    pq.push_str(&path);
+                    pq
+                }
+                Some(rw) => crate::router::rewrite_path(&route.matcher.path, Some(rw), &path),
+            };
+            if let Some(q) = query {
                 pq.push('?');
                 pq.push_str(q);
             }
@@ -340,7 +346,6 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Resp
 
             // Body: buffered (replayable) when a retry policy could use it and it is
             // small enough, streamed otherwise.
-            let bytes_in = done.bytes_in.clone();
             let req_body = if body.is_end_stream() {
                 ReqBody::Empty
             } else {
@@ -355,7 +360,7 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Resp
                     {
                         Ok(c) => {
                             let b = c.to_bytes();
-                            bytes_in.fetch_add(b.len() as u64, Ordering::Relaxed);
+                            done.bytes_in += b.len() as u64;
                             ReqBody::Buffered(b)
                         }
                         Err(_) => {
@@ -372,6 +377,17 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Resp
                 } else {
                     ReqBody::Stream(body)
                 }
+            };
+            // The upstream call counts a streamed body's bytes as it sends them. A
+            // counter of its own only when the access log will read it; otherwise
+            // the connection's write-only one (no allocation per request).
+            let bytes_in = match &req_body {
+                ReqBody::Stream(_) if done.logging() => {
+                    let c = Arc::new(AtomicU64::new(0));
+                    done.bytes_in_stream = Some(c.clone());
+                    c
+                }
+                _ => conn.unread_bytes_in.clone(),
             };
 
             let hash = cluster
@@ -683,4 +699,28 @@ fn finish_response(
 
 pub(super) fn protocol_name(v: Version) -> &'static str {
     version_str(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_of_strips_the_port_and_lowercases_only_when_needed() {
+        let origin = Uri::from_static("/p");
+        let (port, upper, v6) = (
+            HeaderValue::from_static("api.example.com:8080"),
+            HeaderValue::from_static("API.Example.com"),
+            HeaderValue::from_static("[::1]:80"),
+        );
+        let host = host_of(&origin, Some(&port));
+        assert!(matches!(host, Cow::Borrowed("api.example.com")));
+        let host = host_of(&origin, Some(&upper));
+        assert!(matches!(&host, Cow::Owned(s) if s == "api.example.com"));
+        assert_eq!(host_of(&origin, Some(&v6)), "[::1]");
+        assert_eq!(host_of(&origin, None), "");
+        // The authority of an absolute-form (or HTTP/2) request wins over Host.
+        let absolute = Uri::from_static("http://Other.example:9/p");
+        assert_eq!(host_of(&absolute, Some(&port)), "other.example");
+    }
 }

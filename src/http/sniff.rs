@@ -16,19 +16,21 @@ const MAX_LINE: usize = 128;
 
 #[derive(Debug)]
 enum State {
-    /// Reading a head; `line` keeps the start of the current line.
+    /// Reading a head; the tracker's `line` keeps the start of the current line.
     Head {
-        line: Vec<u8>,
         first: bool,
         cl: Option<u64>,
         te: bool,
         te_chunked: bool,
         overflow: bool,
+        /// The current line cannot be Content-Length or Transfer-Encoding (or the
+        /// end of the head): it is passed over without being copied.
+        skip: bool,
     },
     /// Skipping a counted body.
     Body(u64),
-    /// Reading a chunk-size line.
-    ChunkSize(Vec<u8>),
+    /// Reading a chunk-size line (into the tracker's `line`).
+    ChunkSize,
     /// Skipping chunk data (+ its CRLF).
     ChunkData(u64),
     /// Trailers after the last chunk, until an empty line.
@@ -39,12 +41,12 @@ enum State {
 
 fn new_head() -> State {
     State::Head {
-        line: Vec::new(),
         first: true,
         cl: None,
         te: false,
         te_chunked: false,
         overflow: false,
+        skip: false,
     }
 }
 
@@ -56,31 +58,46 @@ pub struct Sniff<IO> {
 struct Tracker {
     state: State,
     flag: Arc<AtomicBool>,
+    /// The start (at most `MAX_LINE` bytes) of the head or chunk-size line being
+    /// read; one buffer for the connection's lifetime.
+    line: Vec<u8>,
 }
 
 impl<IO> Sniff<IO> {
     pub fn new(io: IO, flag: Arc<AtomicBool>) -> Sniff<IO> {
         Sniff {
             io,
-            tracker: Tracker {
-                state: new_head(),
-                flag,
-            },
+            tracker: Tracker::new(flag),
         }
     }
 }
 
+/// `line` without `prefix`, compared ignoring ASCII case.
+fn strip_prefix_ci<'a>(line: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
+    let (head, rest) = line.split_at_checked(prefix.len())?;
+    head.eq_ignore_ascii_case(prefix).then_some(rest)
+}
+
 impl Tracker {
+    fn new(flag: Arc<AtomicBool>) -> Tracker {
+        Tracker {
+            state: new_head(),
+            flag,
+            line: Vec::with_capacity(MAX_LINE),
+        }
+    }
+
     fn feed(&mut self, mut data: &[u8]) {
+        let Tracker { state, flag, line } = self;
         while !data.is_empty() {
-            match &mut self.state {
+            match state {
                 State::Off => return,
                 State::Body(n) => {
                     let take = (*n).min(data.len() as u64);
                     *n -= take;
                     data = &data[take as usize..];
                     if *n == 0 {
-                        self.state = new_head();
+                        *state = new_head();
                     }
                 }
                 State::ChunkData(n) => {
@@ -88,38 +105,43 @@ impl Tracker {
                     *n -= take;
                     data = &data[take as usize..];
                     if *n == 0 {
-                        self.state = State::ChunkSize(Vec::new());
+                        line.clear();
+                        *state = State::ChunkSize;
                     }
                 }
-                State::ChunkSize(line) => {
-                    let b = data[0];
-                    data = &data[1..];
-                    if b == b'\n' {
-                        let s = String::from_utf8_lossy(line);
-                        let s = s.trim();
-                        if s.is_empty() {
-                            // The CRLF after chunk data.
-                            line.clear();
-                            continue;
-                        }
-                        let hex = s.split(';').next().unwrap_or("").trim();
-                        match u64::from_str_radix(hex, 16) {
-                            Ok(0) => self.state = State::Trailers { line_len: 0 },
-                            Ok(n) => self.state = State::ChunkData(n),
-                            Err(_) => self.state = State::Off,
-                        }
-                    } else if line.len() < MAX_LINE {
-                        line.push(b);
-                    } else {
-                        self.state = State::Off;
+                State::ChunkSize => {
+                    let end = memchr::memchr(b'\n', data);
+                    let part = &data[..end.unwrap_or(data.len())];
+                    if line.len() + part.len() > MAX_LINE {
+                        *state = State::Off;
+                        return;
                     }
+                    line.extend_from_slice(part);
+                    match end {
+                        None => return,
+                        Some(i) => data = &data[i + 1..],
+                    }
+                    let s = String::from_utf8_lossy(line);
+                    let s = s.trim();
+                    if s.is_empty() {
+                        // The CRLF after chunk data.
+                        line.clear();
+                        continue;
+                    }
+                    let hex = s.split(';').next().unwrap_or("").trim();
+                    *state = match u64::from_str_radix(hex, 16) {
+                        Ok(0) => State::Trailers { line_len: 0 },
+                        Ok(n) => State::ChunkData(n),
+                        Err(_) => State::Off,
+                    };
+                    line.clear();
                 }
                 State::Trailers { line_len } => {
                     let b = data[0];
                     data = &data[1..];
                     if b == b'\n' {
                         if *line_len == 0 {
-                            self.state = new_head();
+                            *state = new_head();
                         } else {
                             *line_len = 0;
                         }
@@ -128,27 +150,36 @@ impl Tracker {
                     }
                 }
                 State::Head {
-                    line,
                     first,
                     cl,
                     te,
                     te_chunked,
                     overflow,
+                    skip,
                 } => {
                     // A whole line (or what this read has of it) at a time.
-                    let end = data.iter().position(|b| *b == b'\n');
+                    let end = memchr::memchr(b'\n', data);
                     let part = &data[..end.unwrap_or(data.len())];
-                    let room = MAX_LINE.saturating_sub(line.len());
-                    line.extend_from_slice(&part[..part.len().min(room)]);
-                    if part.len() > room {
-                        *overflow = true;
+                    if !*first && !*skip && !*overflow && line.is_empty() {
+                        // Only Content-Length, Transfer-Encoding and the empty line
+                        // ending the head matter here; most lines start otherwise.
+                        if let Some(b) = part.first() {
+                            *skip = !matches!(b.to_ascii_lowercase(), b'c' | b't' | b'\r');
+                        }
+                    }
+                    if !*skip {
+                        let room = MAX_LINE.saturating_sub(line.len());
+                        line.extend_from_slice(&part[..part.len().min(room)]);
+                        if part.len() > room {
+                            *overflow = true;
+                        }
                     }
                     match end {
-                        None => {
-                            data = &[];
-                            continue;
-                        }
+                        None => return,
                         Some(i) => data = &data[i + 1..],
+                    }
+                    if std::mem::take(skip) {
+                        continue;
                     }
                     if line.last() == Some(&b'\r') {
                         line.pop();
@@ -159,7 +190,7 @@ impl Tracker {
                             continue;
                         }
                         if line.starts_with(b"PRI * HTTP/2") {
-                            self.state = State::Off;
+                            *state = State::Off;
                             return;
                         }
                         *first = false;
@@ -170,11 +201,11 @@ impl Tracker {
                     if line.is_empty() && !*overflow {
                         // End of head.
                         if cl.is_some() && *te {
-                            self.flag.store(true, Ordering::Release);
+                            flag.store(true, Ordering::Release);
                         }
-                        self.state = if *te {
+                        *state = if *te {
                             if *te_chunked {
-                                State::ChunkSize(Vec::new())
+                                State::ChunkSize
                             } else {
                                 State::Off
                             }
@@ -186,8 +217,7 @@ impl Tracker {
                         };
                         continue;
                     }
-                    let lower = line.to_ascii_lowercase();
-                    if let Some(v) = lower.strip_prefix(b"content-length:") {
+                    if let Some(v) = strip_prefix_ci(line, b"content-length:") {
                         match std::str::from_utf8(v)
                             .ok()
                             .and_then(|s| s.trim().parse::<u64>().ok())
@@ -195,13 +225,15 @@ impl Tracker {
                             Some(n) => *cl = Some(n),
                             None => {
                                 // hyper rejects it; stop following the stream.
-                                self.state = State::Off;
+                                *state = State::Off;
                                 return;
                             }
                         }
-                    } else if let Some(v) = lower.strip_prefix(b"transfer-encoding:") {
+                    } else if let Some(v) = strip_prefix_ci(line, b"transfer-encoding:") {
                         *te = true;
-                        *te_chunked = v.trim_ascii().ends_with(b"chunked");
+                        let v = v.trim_ascii();
+                        *te_chunked =
+                            v.len() >= 7 && v[v.len() - 7..].eq_ignore_ascii_case(b"chunked");
                     }
                     line.clear();
                     *overflow = false;
@@ -261,10 +293,7 @@ mod tests {
 
     fn run(chunks: &[&[u8]]) -> bool {
         let flag = Arc::new(AtomicBool::new(false));
-        let mut s = Tracker {
-            state: new_head(),
-            flag: flag.clone(),
-        };
+        let mut s = Tracker::new(flag.clone());
         for c in chunks {
             s.feed(c);
         }
@@ -293,6 +322,28 @@ mod tests {
         // Chunked bodies are followed too.
         let chunked = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\nGET / HTTP/1.1\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n";
         assert!(run(&[chunked]));
+    }
+
+    #[test]
+    fn any_case_and_any_split_and_long_lines() {
+        let long = "v".repeat(300);
+        let req = format!(
+            "POST / HTTP/1.1\r\nX-Long: {long}\r\nCONTENT-length: 5\r\nx-other: content-length: 1\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n"
+        );
+        let req = req.as_bytes();
+        assert!(run(&[req]));
+        for at in 1..req.len() {
+            assert!(run(&[&req[..at], &req[at..]]), "split at {at}");
+        }
+        // A header that only mentions the names is not one of them.
+        assert!(!run(&[
+            b"POST / HTTP/1.1\r\nX-A: content-length: 1\r\nX-B: transfer-encoding: chunked\r\n\r\n"
+        ]));
+        // An upper-case `Chunked` body is followed to the next head.
+        assert!(run(&[
+            b"POST / HTTP/1.1\r\ntransfer-encoding: CHUNKED\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            b"GET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ]));
     }
 
     #[test]

@@ -180,10 +180,7 @@ impl Server {
                 None
             }
         });
-        Runtime {
-            listener: l.clone(),
-            sink,
-        }
+        Runtime::new(l.clone(), sink)
     }
 
     /// Bind every listener of the current snapshot; nothing is served until all bind.
@@ -477,19 +474,7 @@ async fn serve_accepted(
     drain_timeout: Duration,
 ) {
     let listener = slot.load().listener.clone();
-    let mut conn = ConnCtx {
-        slot,
-        remote,
-        remote_str: remote.to_string(),
-        remote_ip: http::HeaderValue::from_str(&remote.ip().to_string())
-            .unwrap_or_else(|_| http::HeaderValue::from_static("unknown")),
-        tls: false,
-        peer_sans: Vec::new(),
-        peer: None,
-        xfcc: crate::config::raw::ForwardClientCert::SanitizeSet,
-        framing_conflict: Default::default(),
-        draining: Default::default(),
-    };
+    let mut conn = ConnCtx::new(slot, remote);
     match &listener.tls {
         None => serve_io(stream, conn, &listener, drain, drain_timeout).await,
         Some(tls) => match tls.accept(stream).await {
