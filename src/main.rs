@@ -183,6 +183,20 @@ fn main() -> ExitCode {
     }
 }
 
+/// Keep the timer wheel's next deadline near. tokio wakes its driver (an eventfd
+/// write, then an extra `epoll_wait` round) whenever a newly registered timer expires
+/// before the driver's planned wake-up. On an otherwise empty wheel that is every
+/// request's route timeout: two syscalls per request at moderate load (seen with
+/// strace at a fixed 5k req/s). With this tick pending, timers of 250 ms or more
+/// never become the earliest deadline; it costs four wake-ups a second when idle.
+async fn timer_heartbeat() {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+    }
+}
+
 struct RunOpts {
     watch_config: bool,
     hot_restart_from: Option<String>,
@@ -253,6 +267,7 @@ async fn run(
         workers = threads,
         "attache serving"
     );
+    tokio::spawn(timer_heartbeat());
 
     if opts.watch_config {
         tokio::spawn(attache::server::watch_config(server.clone()));
