@@ -1350,12 +1350,45 @@ fn compile_action(
         Some(d) if d.0.is_zero() => None,
         Some(d) => Some(d.0),
     };
+    let mut upgrades = Vec::new();
+    for (i, u) in a.upgrades.iter().enumerate() {
+        let token = !u.is_empty()
+            && u.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !token {
+            cx.err(
+                &format!("{ap}.upgrades.{i}"),
+                format!("`{u}` is not an upgrade protocol name (e.g. `websocket`)"),
+            );
+        } else {
+            upgrades.push(Box::from(u.to_ascii_lowercase()));
+        }
+    }
+    if !upgrades.is_empty() {
+        let h2 = match &target {
+            Target::Cluster(c) => vec![c.clone()],
+            Target::Weighted { clusters, .. } => clusters.iter().map(|(c, _)| c.clone()).collect(),
+            Target::Header(_) => Vec::new(),
+        }
+        .into_iter()
+        .find(|c| c.protocol == crate::config::raw::UpstreamProtocol::Http2);
+        if let Some(c) = h2 {
+            cx.err(
+                &format!("{ap}.upgrades"),
+                format!(
+                    "cluster `{}` speaks HTTP/2 upstream; upgrades are tunnelled over HTTP/1.1 only",
+                    c.name
+                ),
+            );
+        }
+    }
     Some(Action::Route(RouteAction {
         target,
         timeout,
         retry,
         prefix_rewrite: a.prefix_rewrite.clone(),
         host_rewrite,
+        upgrades: upgrades.into_boxed_slice(),
     }))
 }
 

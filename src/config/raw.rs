@@ -276,6 +276,10 @@ pub struct RouteAction {
     pub prefix_rewrite: Option<String>,
     #[serde(default)]
     pub host_rewrite: Option<String>,
+    /// Upgrade protocols (the `Upgrade` header's token, e.g. `websocket`) tunnelled
+    /// to the upstream for HTTP/1.1 requests; others have `Upgrade` stripped.
+    #[serde(default)]
+    pub upgrades: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

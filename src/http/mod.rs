@@ -151,7 +151,7 @@ pub async fn serve_connection<IO>(
         async move { Ok::<_, Infallible>(proxy::handle(req, c).await) }
     });
     let io = sniff::Sniff::new(io, conn.framing_conflict.clone());
-    let fut = b.serve_connection(TokioIo::new(io), svc);
+    let fut = b.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(fut);
     let opened = tokio::time::Instant::now();
     if !*drain.borrow() {

@@ -327,7 +327,27 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Resp
                     .authority()
                     .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
             });
+            // An upgrade this route tunnels (HTTP/1.1 both sides): keep the
+            // handshake headers and the downstream connection's upgrade handle.
+            let upgrade = if parts.version == Version::HTTP_11
+                && cluster.protocol == crate::config::raw::UpstreamProtocol::Http1
+            {
+                ra.upgrade_of(&parts.headers).and_then(|proto| {
+                    parts
+                        .extensions
+                        .remove::<hyper::upgrade::OnUpgrade>()
+                        .map(|on| (proto, on))
+                })
+            } else {
+                None
+            };
             strip_hop_by_hop(&mut parts.headers);
+            if let Some((proto, _)) = &upgrade {
+                parts.headers.insert(header::UPGRADE, proto.clone());
+                parts
+                    .headers
+                    .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            }
             match (&ra.host_rewrite, h1_host) {
                 (Some(h), _) => {
                     parts.headers.insert(header::HOST, h.clone());
@@ -398,14 +418,60 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Resp
                     let status = rsp.status().as_u16();
                     cluster.stats.count_status(status);
                     let (mut rp, incoming) = rsp.into_parts();
+                    let switched = match (status, upgrade, incoming) {
+                        (101, Some((_, on)), UpstreamBody::H1(b)) => {
+                            let proto = rp.headers.get(header::UPGRADE).cloned();
+                            match (b.into_upgraded(), proto) {
+                                (Some(conn), Some(proto)) => {
+                                    tunnel(on, conn);
+                                    Ok(proto)
+                                }
+                                _ => Err(RespBody::full(Bytes::new())),
+                            }
+                        }
+                        (_, _, incoming) => Err(RespBody::upstream(incoming)),
+                    };
                     strip_hop_by_hop(&mut rp.headers);
-                    let rsp = Response::from_parts(rp, RespBody::upstream(incoming));
+                    let body = match switched {
+                        Ok(proto) => {
+                            rp.headers.insert(header::UPGRADE, proto);
+                            rp.headers
+                                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                            RespBody::full(Bytes::new())
+                        }
+                        Err(body) => body,
+                    };
+                    let rsp = Response::from_parts(rp, body);
                     finish_response(rsp, &mut sc, done, chain)
                 }
                 Err((kind, exhausted)) => finish_local(kind, exhausted, &mut sc, done, &chain),
             }
         }
     }
+}
+
+/// Splice an upgraded downstream connection and the upstream connection that
+/// answered `101`, until either side closes. Bytes the upstream sent right after its
+/// `101` go to the client first.
+fn tunnel(on: hyper::upgrade::OnUpgrade, conn: crate::upstream::h1::Conn) {
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let (mut up, pending) = conn.into_parts();
+        let down = match on.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(error = %e, "downstream upgrade failed");
+                return;
+            }
+        };
+        let mut down = hyper_util::rt::TokioIo::new(down);
+        if !pending.is_empty() && down.write_all(&pending).await.is_err() {
+            return;
+        }
+        if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
+            tracing::debug!(error = %e, "upgrade tunnel closed with an error");
+        }
+    });
 }
 
 fn append_xff(headers: &mut HeaderMap, ip: &HeaderValue) {
@@ -685,8 +751,10 @@ fn finish_response(
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    if parts.status == StatusCode::SWITCHING_PROTOCOLS {
-        // Upgrades are not proxied; never let a 101 through without the tunnel.
+    if parts.status == StatusCode::SWITCHING_PROTOCOLS
+        && !parts.headers.contains_key(header::UPGRADE)
+    {
+        // Only a tunnelled upgrade (which sets `Upgrade`) may answer 101.
         parts.status = StatusCode::BAD_GATEWAY;
     }
     done.status = parts.status.as_u16();

@@ -232,9 +232,35 @@ pub struct RouteAction {
     pub retry: Option<RetryPolicy>,
     pub prefix_rewrite: Option<String>,
     pub host_rewrite: Option<HeaderValue>,
+    /// Upgrade protocols tunnelled for this route, lowercase (`websocket`).
+    pub upgrades: Box<[Box<str>]>,
 }
 
 impl RouteAction {
+    /// The protocol of an HTTP/1.1 upgrade request this route tunnels: the request
+    /// says `Connection: upgrade` and its `Upgrade` names one of `upgrades`.
+    pub fn upgrade_of(&self, headers: &HeaderMap) -> Option<HeaderValue> {
+        if self.upgrades.is_empty() {
+            return None;
+        }
+        let asks = headers.get_all(http::header::CONNECTION).iter().any(|v| {
+            v.as_bytes()
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
+        });
+        if !asks {
+            return None;
+        }
+        let up = headers.get(http::header::UPGRADE)?;
+        // `websocket`, or `h2c, websocket/13`: the first offer's name is checked.
+        let first = up.as_bytes().split(|&b| b == b',').next()?.trim_ascii();
+        let name = first.split(|&b| b == b'/').next()?.trim_ascii();
+        self.upgrades
+            .iter()
+            .any(|u| u.as_bytes().eq_ignore_ascii_case(name))
+            .then(|| up.clone())
+    }
+
     /// The cluster for this request (weighted choice, or the header's cluster).
     pub fn cluster<'a>(
         &'a self,

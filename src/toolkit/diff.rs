@@ -178,6 +178,9 @@ fn describe_action(r: &raw::Route) -> String {
     if let Some(h) = &a.host_rewrite {
         let _ = write!(s, ", host_rewrite {h}");
     }
+    if !a.upgrades.is_empty() {
+        let _ = write!(s, ", upgrades {}", a.upgrades.join("|"));
+    }
     s
 }
 

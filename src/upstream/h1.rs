@@ -76,6 +76,12 @@ impl Conn {
         )
     }
 
+    /// The byte stream and what was read past the response head: an upgraded
+    /// connection's first tunnelled bytes.
+    pub fn into_parts(self) -> (Stream, BytesMut) {
+        (self.io, self.rbuf)
+    }
+
     fn poll_fill(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
         if self.rbuf.capacity() - self.rbuf.len() < want.min(READ_CHUNK) {
             self.rbuf.reserve(want.clamp(1024, READ_CHUNK));
@@ -484,7 +490,25 @@ pub struct H1Body {
 }
 
 impl H1Body {
+    /// After a `101 Switching Protocols`: the connection, now a tunnel. `None` for
+    /// any other response.
+    pub fn into_upgraded(mut self) -> Option<Conn> {
+        if self.home.is_some() {
+            return None;
+        }
+        self.conn.take()
+    }
+
     pub fn new(conn: Conn, parsed: &Parsed, request_sent: bool, home: Home) -> H1Body {
+        if parsed.status == StatusCode::SWITCHING_PROTOCOLS {
+            // The connection is not HTTP any more: the caller tunnels it or drops it.
+            return H1Body {
+                conn: Some(conn),
+                state: State::Done,
+                keep_alive: false,
+                home: None,
+            };
+        }
         let state = match parsed.framing {
             Framing::Length(0) => State::Done,
             Framing::Length(n) => State::Length(n),
