@@ -25,6 +25,8 @@ enum Step {
     Close,
     /// Keep reading (and dropping) whatever the client sends, then close.
     Drain,
+    /// Read (and drop) the request body up to and including this marker.
+    ReadUntil(&'static [u8]),
 }
 
 /// An origin whose answer to every request head is `script(path)`. Counts accepted
@@ -85,6 +87,20 @@ async fn serve(mut s: TcpStream, script: fn(&str) -> Vec<Step>) {
                 }
                 Step::Pause(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
                 Step::Close => return,
+                Step::ReadUntil(marker) => loop {
+                    if let Some(i) = buf.windows(marker.len()).position(|w| w == marker) {
+                        buf.drain(..i + marker.len());
+                        break;
+                    }
+                    // Keep only a marker's length of tail while scanning.
+                    let keep = buf.len().saturating_sub(marker.len());
+                    buf.drain(..keep);
+                    let mut chunk = [0u8; 65536];
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                },
                 Step::Drain => {
                     let mut sink = [0u8; 65536];
                     while let Ok(n) = s.read(&mut sink).await {
@@ -117,6 +133,9 @@ clusters:
 "#
     )
 }
+
+/// Requests the origin saw on `/crash` (it closes without answering).
+static CRASHES: AtomicU64 = AtomicU64::new(0);
 
 fn script(path: &str) -> Vec<Step> {
     use Step::*;
@@ -158,6 +177,16 @@ fn script(path: &str) -> Vec<Step> {
             Write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly part"),
             Close,
         ],
+        "/duplex" => vec![
+            // Answer at once, then read the whole upload before the body ends.
+            Write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"),
+            ReadUntil(b"END"),
+            Write(b"8\r\nreceived\r\n0\r\n\r\n"),
+        ],
+        "/crash" => {
+            CRASHES.fetch_add(1, Ordering::SeqCst);
+            vec![Close]
+        }
         "/upload" => vec![
             Write(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\nconnection: close\r\n\r\ntoo big\n"),
             Drain,
@@ -265,4 +294,46 @@ async fn an_origin_answering_before_the_upload_ends_is_heard() {
     .expect("answered before the route timeout");
     assert_eq!(r.status, 413);
     assert_eq!(r.text(), "too big\n");
+}
+
+#[tokio::test]
+async fn an_upstream_streaming_its_answer_during_the_upload_gets_the_whole_upload() {
+    let o = RawOrigin::start(script).await;
+    let p = Proxy::start(&yaml(o.addr));
+    // 8 MB ending in a marker the origin waits for after it sent its head.
+    let mut body = vec![b'x'; 8 * 1024 * 1024];
+    body.extend_from_slice(b"END");
+    let r = tokio::time::timeout(
+        Duration::from_secs(15),
+        send("POST", &p.url("main", "/duplex"), &[], Bytes::from(body)),
+    )
+    .await
+    .expect("the upload reached the origin and the response ended");
+    assert_eq!((r.status, r.text().as_str()), (200, "received"));
+    // The connection carried the whole exchange, so it is reused.
+    let r = get(&p.url("main", "/"), &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(o.conns(), 1);
+}
+
+#[tokio::test]
+async fn a_post_the_upstream_read_then_dropped_is_not_sent_twice() {
+    let o = RawOrigin::start(script).await;
+    let p = Proxy::start(&yaml(o.addr));
+    // A pooled keep-alive connection first.
+    assert_eq!(get(&p.url("main", "/"), &[]).await.status, 200);
+    let before = CRASHES.load(Ordering::SeqCst);
+    let r = send(
+        "POST",
+        &p.url("main", "/crash"),
+        &[],
+        Bytes::from_static(b"pay=10"),
+    )
+    .await;
+    assert_eq!(r.status, 502);
+    assert_eq!(
+        CRASHES.load(Ordering::SeqCst) - before,
+        1,
+        "a non-idempotent request that reached the upstream is not replayed"
+    );
 }

@@ -456,7 +456,8 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Resp
 fn tunnel(on: hyper::upgrade::OnUpgrade, conn: crate::upstream::h1::Conn) {
     tokio::spawn(async move {
         use tokio::io::AsyncWriteExt;
-        let (mut up, pending) = conn.into_parts();
+        // The permit keeps the tunnel inside the cluster's `max_connections`.
+        let (mut up, pending, _permit) = conn.into_parts();
         let down = match on.await {
             Ok(u) => u,
             Err(e) => {

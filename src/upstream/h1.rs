@@ -78,8 +78,8 @@ impl Conn {
 
     /// The byte stream and what was read past the response head: an upgraded
     /// connection's first tunnelled bytes.
-    pub fn into_parts(self) -> (Stream, BytesMut) {
-        (self.io, self.rbuf)
+    pub fn into_parts(self) -> (Stream, BytesMut, Option<Permit>) {
+        (self.io, self.rbuf, self._permit)
     }
 
     fn poll_fill(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
@@ -95,8 +95,9 @@ impl Conn {
 pub enum ExchangeError {
     /// The connection closed or reset before any byte of a response arrived. On a
     /// reused connection this is the keep-alive race (the upstream closed it while it
-    /// sat in the pool); a replayable request may go again on another connection.
-    Closed(io::Error),
+    /// sat in the pool). `unwritten`: not a byte of the request went out, so any
+    /// request may go again; otherwise the upstream may have acted on it.
+    Closed { error: io::Error, unwritten: bool },
     /// A transport error after part of the response arrived.
     Io(io::Error),
     /// The upstream broke HTTP/1.1.
@@ -108,7 +109,9 @@ pub enum ExchangeError {
 impl std::fmt::Display for ExchangeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ExchangeError::Closed(e) => write!(f, "connection closed before the response: {e}"),
+            ExchangeError::Closed { error, .. } => {
+                write!(f, "connection closed before the response: {error}")
+            }
             ExchangeError::Io(e) => write!(f, "{e}"),
             ExchangeError::Protocol(m) => f.write_str(m),
             ExchangeError::Body(e) => write!(f, "request body: {e}"),
@@ -230,86 +233,151 @@ fn chunk_prefix(len: usize) -> Bytes {
     Bytes::copy_from_slice(&digits[i..])
 }
 
-/// Write the request and read the response head. Returns the head and whether the
-/// whole request went out (if the upstream answered before the body was sent, the
-/// connection cannot be reused).
-pub async fn exchange(
-    conn: &mut Conn,
-    head: &Head,
-    mut body: UpBody,
-) -> Result<(Parsed, bool), ExchangeError> {
-    let mut out = Out {
-        bufs: [head.bytes.clone(), Bytes::new(), Bytes::new()],
-    };
-    let mut body_done = match &mut body {
-        UpBody::Empty => true,
-        UpBody::Full(b) => {
-            if let Some(b) = b.take() {
-                out.bufs[1] = b;
+/// The request still being written: buffers in flight and the body they come from.
+/// The response body keeps driving it after the head arrived, so an upstream that
+/// answers while it reads the upload (full duplex) gets the whole request.
+pub struct Writer {
+    out: Out,
+    body: UpBody,
+    chunked: bool,
+    body_done: bool,
+    /// Bytes of this request written so far.
+    written: u64,
+}
+
+/// How far the write side got.
+enum WriteState {
+    /// Everything written and flushed.
+    Sent,
+    /// The socket refused more (the upstream closed or reset); stop writing.
+    Failed,
+    /// Waiting on the socket or the client's body (wakers registered).
+    Pending,
+}
+
+impl Writer {
+    fn new(head: &Head, mut body: UpBody) -> Writer {
+        let mut out = Out {
+            bufs: [head.bytes.clone(), Bytes::new(), Bytes::new()],
+        };
+        let body_done = match &mut body {
+            UpBody::Empty => true,
+            UpBody::Full(b) => {
+                if let Some(b) = b.take() {
+                    out.bufs[1] = b;
+                }
+                true
             }
-            true
+            UpBody::Stream { .. } => false,
+        };
+        Writer {
+            out,
+            body,
+            chunked: head.chunked,
+            body_done,
+            written: 0,
         }
-        UpBody::Stream { .. } => false,
-    };
-    let mut flushed = false;
-    let mut write_failed = false;
-    let mut received = false;
-    std::future::poll_fn(|cx| {
-        // Write side: as much of the request as the socket and the body allow.
-        while !write_failed && !flushed {
-            if !out.is_empty() {
+    }
+
+    /// Write as much of the request as the socket and the client's body allow.
+    /// `Err`: the client's body failed.
+    fn poll_write(
+        &mut self,
+        io: &mut Stream,
+        cx: &mut Context<'_>,
+    ) -> Result<WriteState, BoxError> {
+        loop {
+            if !self.out.is_empty() {
                 let slices = [
-                    io::IoSlice::new(&out.bufs[0]),
-                    io::IoSlice::new(&out.bufs[1]),
-                    io::IoSlice::new(&out.bufs[2]),
+                    io::IoSlice::new(&self.out.bufs[0]),
+                    io::IoSlice::new(&self.out.bufs[1]),
+                    io::IoSlice::new(&self.out.bufs[2]),
                 ];
-                match Pin::new(&mut conn.io).poll_write_vectored(cx, &slices) {
-                    Poll::Ready(Ok(0)) => write_failed = true,
-                    Poll::Ready(Ok(n)) => out.advance(n),
-                    Poll::Ready(Err(_)) => write_failed = true,
-                    Poll::Pending => break,
+                match Pin::new(&mut *io).poll_write_vectored(cx, &slices) {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Ok(WriteState::Failed),
+                    Poll::Ready(Ok(n)) => {
+                        self.out.advance(n);
+                        self.written += n as u64;
+                    }
+                    Poll::Pending => return Ok(WriteState::Pending),
                 }
                 continue;
             }
-            if body_done {
-                match Pin::new(&mut conn.io).poll_flush(cx) {
-                    Poll::Ready(Ok(())) => flushed = true,
-                    Poll::Ready(Err(_)) => write_failed = true,
-                    Poll::Pending => {}
-                }
-                break;
+            if self.body_done {
+                return Ok(match Pin::new(&mut *io).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => WriteState::Sent,
+                    Poll::Ready(Err(_)) => WriteState::Failed,
+                    Poll::Pending => WriteState::Pending,
+                });
             }
-            match Pin::new(&mut body).poll_frame(cx) {
+            match Pin::new(&mut self.body).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     // Request trailers are not forwarded over HTTP/1.1.
                     if let Ok(data) = frame.into_data() {
                         if data.is_empty() {
                             continue;
                         }
-                        if head.chunked {
-                            out.bufs =
+                        if self.chunked {
+                            self.out.bufs =
                                 [chunk_prefix(data.len()), data, Bytes::from_static(b"\r\n")];
                         } else {
-                            out.bufs[0] = data;
+                            self.out.bufs[0] = data;
                         }
                     }
                 }
                 Poll::Ready(None) => {
-                    body_done = true;
-                    if head.chunked {
-                        out.bufs[0] = Bytes::from_static(b"0\r\n\r\n");
+                    self.body_done = true;
+                    if self.chunked {
+                        self.out.bufs[0] = Bytes::from_static(b"0\r\n\r\n");
                     }
                 }
-                Poll::Ready(Some(Err(e))) => {
-                    return Poll::Ready(Err(ExchangeError::Body(Box::new(e))));
+                Poll::Ready(Some(Err(e))) => return Err(Box::new(e)),
+                Poll::Pending => {
+                    // A TLS stream may hold records it accepted but could not send
+                    // yet; push them out while the client's body is quiet.
+                    let _ = Pin::new(&mut *io).poll_flush(cx);
+                    return Ok(WriteState::Pending);
                 }
-                Poll::Pending => break,
             }
         }
+    }
+}
+
+/// Write the request and read the response head. Returns the head and, when the
+/// upstream answered before the whole request went out, the writer to keep
+/// driving while the response body streams.
+pub async fn exchange(
+    conn: &mut Conn,
+    head: &Head,
+    body: UpBody,
+) -> Result<(Parsed, Option<Writer>), ExchangeError> {
+    let mut writer = Some(Writer::new(head, body));
+    let mut written: u64 = 0;
+    let mut received = false;
+    std::future::poll_fn(|cx| {
+        // Write side: as much of the request as the socket and the body allow.
+        if let Some(w) = writer.as_mut() {
+            let state = w.poll_write(&mut conn.io, cx);
+            written = w.written;
+            match state {
+                Ok(WriteState::Sent) => writer = None,
+                // Keep reading: the upstream may still have answered.
+                Ok(WriteState::Failed) => writer = None,
+                Ok(WriteState::Pending) => {}
+                Err(e) => return Poll::Ready(Err(ExchangeError::Body(e))),
+            }
+        }
+        let unsent = || ExchangeError::Closed {
+            error: io::Error::from(io::ErrorKind::UnexpectedEof),
+            unwritten: written == 0,
+        };
         // Read side: the response head, possibly before the request is all out.
         loop {
             match parse_head(&mut conn.rbuf, head.is_head) {
-                Ok(Some(parsed)) => return Poll::Ready(Ok((parsed, flushed))),
+                Ok(Some(parsed)) => {
+                    let w = writer.take();
+                    return Poll::Ready(Ok((parsed, w)));
+                }
                 Ok(None) => {}
                 Err(e) => return Poll::Ready(Err(e)),
             }
@@ -318,11 +386,10 @@ pub async fn exchange(
             }
             match conn.poll_fill(cx, READ_CHUNK) {
                 Poll::Ready(Ok(0)) => {
-                    let e = io::Error::from(io::ErrorKind::UnexpectedEof);
                     return Poll::Ready(Err(if received {
                         ExchangeError::Protocol("upstream closed inside the response head")
                     } else {
-                        ExchangeError::Closed(e)
+                        unsent()
                     }));
                 }
                 Poll::Ready(Ok(_)) => received = true,
@@ -330,7 +397,10 @@ pub async fn exchange(
                     return Poll::Ready(Err(if received {
                         ExchangeError::Io(e)
                     } else {
-                        ExchangeError::Closed(e)
+                        ExchangeError::Closed {
+                            error: e,
+                            unwritten: written == 0,
+                        }
                     }));
                 }
                 Poll::Pending => return Poll::Pending,
@@ -487,6 +557,9 @@ pub struct H1Body {
     state: State,
     keep_alive: bool,
     home: Option<Home>,
+    /// The rest of the request, when the upstream answered before it was sent
+    /// (rare: boxed to keep the body small).
+    writer: Option<Box<Writer>>,
 }
 
 impl H1Body {
@@ -499,7 +572,7 @@ impl H1Body {
         self.conn.take()
     }
 
-    pub fn new(conn: Conn, parsed: &Parsed, request_sent: bool, home: Home) -> H1Body {
+    pub fn new(conn: Conn, parsed: &Parsed, writer: Option<Writer>, home: Home) -> H1Body {
         if parsed.status == StatusCode::SWITCHING_PROTOCOLS {
             // The connection is not HTTP any more: the caller tunnels it or drops it.
             return H1Body {
@@ -507,6 +580,7 @@ impl H1Body {
                 state: State::Done,
                 keep_alive: false,
                 home: None,
+                writer: None,
             };
         }
         let state = match parsed.framing {
@@ -518,8 +592,9 @@ impl H1Body {
         let mut body = H1Body {
             conn: Some(conn),
             state,
-            keep_alive: parsed.keep_alive && request_sent,
+            keep_alive: parsed.keep_alive,
             home: Some(home),
+            writer: writer.map(Box::new),
         };
         if matches!(body.state, State::Done) {
             body.release();
@@ -534,9 +609,11 @@ impl H1Body {
         let (Some(conn), Some(home)) = (self.conn.take(), self.home.take()) else {
             return;
         };
-        if self.keep_alive && conn.rbuf.is_empty() {
+        // Reusable only when the whole request went out too.
+        if self.keep_alive && self.writer.is_none() && conn.rbuf.is_empty() {
             home.pool.put_h1(conn, home.idle_timeout, home.max_idle);
         }
+        self.writer = None;
     }
 
     /// Decode what is buffered. `Ok(Some)`: a data frame; `Ok(None)`: need more
@@ -670,6 +747,19 @@ impl Body for H1Body {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
+        // Keep sending the request while its response streams (full duplex).
+        if let (Some(w), Some(conn)) = (this.writer.as_mut(), this.conn.as_mut()) {
+            match w.poll_write(&mut conn.io, cx) {
+                Ok(WriteState::Sent) => this.writer = None,
+                Ok(WriteState::Failed) | Err(_) => {
+                    // The request cannot be completed: read what the upstream
+                    // says, then close the connection.
+                    this.writer = None;
+                    this.keep_alive = false;
+                }
+                Ok(WriteState::Pending) => {}
+            }
+        }
         loop {
             match this.decode() {
                 Ok(Some(data)) => {

@@ -150,6 +150,9 @@ fn handshake_error(e: hyper::Error) -> SendError {
     SendError::Connect(std::io::Error::other(e))
 }
 
+/// How many pooled connections a request may find closed before it fails.
+const MAX_REPLAYS: u32 = 3;
+
 /// Exchange `req` with endpoint `ep`: a pooled connection when one is idle, a new
 /// one otherwise. `req`'s URI must be origin-form for HTTP/1.1 and absolute for
 /// HTTP/2. HTTP/1.1 responses bring their connection back to the pool themselves
@@ -169,6 +172,8 @@ pub async fn send(
                 UpBody::Full(b) => Some(UpBody::Full(b.clone())),
                 UpBody::Stream { .. } => None,
             };
+            let idempotent = parts.method.is_idempotent();
+            let mut replays = 0;
             let mut body = Some(body);
             loop {
                 let (mut conn, reused) = match ep.pool.pop_h1(s.idle_timeout) {
@@ -189,13 +194,13 @@ pub async fn send(
                     return Err(SendError::Protocol("request body already sent".into()));
                 };
                 match h1::exchange(&mut conn, &head, b).await {
-                    Ok((parsed, sent)) => {
+                    Ok((parsed, writer)) => {
                         let home = h1::Home {
                             pool: ep.pool.clone(),
                             idle_timeout: s.idle_timeout,
                             max_idle: s.max_idle,
                         };
-                        let body = h1::H1Body::new(conn, &parsed, sent, home);
+                        let body = h1::H1Body::new(conn, &parsed, writer, home);
                         let mut rsp = Response::new(UpstreamBody::H1(body));
                         *rsp.status_mut() = parsed.status;
                         *rsp.version_mut() = parsed.version;
@@ -203,8 +208,18 @@ pub async fn send(
                         return Ok(rsp);
                     }
                     // The keep-alive race: the upstream closed the idle connection
-                    // as we picked it. Nothing was answered; send it again.
-                    Err(h1::ExchangeError::Closed(_)) if reused && replay.is_some() => continue,
+                    // as we picked it and nothing was answered. Send it again if
+                    // the upstream cannot have acted on it (not a byte written) or
+                    // acting twice is harmless (an idempotent method), like NGINX.
+                    Err(h1::ExchangeError::Closed { unwritten, .. })
+                        if reused
+                            && replay.is_some()
+                            && replays < MAX_REPLAYS
+                            && (unwritten || idempotent) =>
+                    {
+                        replays += 1;
+                        continue;
+                    }
                     Err(e) => return Err(SendError::Protocol(Box::new(e))),
                 }
             }
