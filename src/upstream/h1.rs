@@ -548,6 +548,8 @@ enum State {
     ChunkEnd,
     Trailers(usize),
     Close,
+    /// The upstream broke the body; the error goes out on the next poll.
+    Failed(Option<BoxError>),
     Done,
 }
 
@@ -625,7 +627,7 @@ impl H1Body {
         let rbuf = &mut conn.rbuf;
         loop {
             match &mut self.state {
-                State::Done => return Ok(None),
+                State::Done | State::Failed(_) => return Ok(None),
                 State::Length(rem) => {
                     if rbuf.is_empty() {
                         return Ok(None);
@@ -725,6 +727,21 @@ impl H1Body {
         }
     }
 
+    /// The upstream broke the body. The connection is closed now; the error is
+    /// handed out on the next poll, so the server first flushes the head and data it
+    /// already has (the client sees a truncated response, not an empty reset).
+    fn fail(
+        &mut self,
+        e: BoxError,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.conn = None;
+        self.writer = None;
+        self.state = State::Failed(Some(e));
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
     /// After a chunk's data: consume the chunk end and a zero-size last chunk with an
     /// empty trailer section when they are already buffered.
     fn peek_end(&mut self) {
@@ -747,6 +764,11 @@ impl Body for H1Body {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
+        if let State::Failed(e) = &mut this.state {
+            let e = e.take().unwrap_or_else(|| "upstream body failed".into());
+            this.state = State::Done;
+            return Poll::Ready(Some(Err(e)));
+        }
         // Keep sending the request while its response streams (full duplex).
         if let (Some(w), Some(conn)) = (this.writer.as_mut(), this.conn.as_mut()) {
             match w.poll_write(&mut conn.io, cx) {
@@ -769,11 +791,7 @@ impl Body for H1Body {
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
                 Ok(None) => {}
-                Err(m) => {
-                    this.conn = None;
-                    this.state = State::Done;
-                    return Poll::Ready(Some(Err(m.into())));
-                }
+                Err(m) => return this.fail(m.into(), cx),
             }
             if matches!(this.state, State::Done) {
                 this.release();
@@ -795,18 +813,10 @@ impl Body for H1Body {
                         this.release();
                         return Poll::Ready(None);
                     }
-                    this.conn = None;
-                    this.state = State::Done;
-                    return Poll::Ready(Some(Err(
-                        "upstream closed before the end of the body".into()
-                    )));
+                    return this.fail("upstream closed before the end of the body".into(), cx);
                 }
                 Poll::Ready(Ok(_)) => {}
-                Poll::Ready(Err(e)) => {
-                    this.conn = None;
-                    this.state = State::Done;
-                    return Poll::Ready(Some(Err(Box::new(e))));
-                }
+                Poll::Ready(Err(e)) => return this.fail(Box::new(e), cx),
                 Poll::Pending => return Poll::Pending,
             }
         }
