@@ -232,3 +232,48 @@ clusters:
         "{out}"
     );
 }
+
+#[tokio::test]
+async fn a_quiet_tunnel_closes_after_the_listener_idle_timeout() {
+    let ws = upgrade_origin(false).await;
+    let p = Proxy::start(&format!(
+        r#"
+listeners:
+  - name: main
+    address: 127.0.0.1:0
+    http: {{ idle_timeout: 400ms }}
+    virtual_hosts:
+      - name: web
+        domains: ["*"]
+        routes:
+          - match: {{ prefix: /ws }}
+            route: {{ cluster: ws, upgrades: [websocket] }}
+clusters:
+  - name: ws
+    endpoints: ["{ws}"]
+"#
+    ));
+    let (head, rest, mut s) = handshake(p.addr("main"), "/ws").await;
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    let got = read_exactly(&mut s, rest, 3).await;
+    assert_eq!(&got[..], b"hi!");
+    // Traffic more often than the idle timeout keeps the tunnel open...
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        s.write_all(b"k").await.expect("tunnel still open");
+        let got = read_exactly(&mut s, Vec::new(), 1).await;
+        assert_eq!(&got[..], b"K");
+    }
+    // ...and a quiet one is closed after it.
+    let quiet = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
+        .await
+        .expect("closed within the idle timeout")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the tunnel was closed");
+    assert!(
+        quiet.elapsed() >= Duration::from_millis(300),
+        "not before it went quiet"
+    );
+}

@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use attache_filters::{Action as FilterAction, HttpFilter, StreamCtx};
 use bytes::Bytes;
@@ -423,7 +423,7 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Resp
                             let proto = rp.headers.get(header::UPGRADE).cloned();
                             match (b.into_upgraded(), proto) {
                                 (Some(conn), Some(proto)) => {
-                                    tunnel(on, conn);
+                                    tunnel(on, conn, http.idle_timeout);
                                     Ok(proto)
                                 }
                                 _ => Err(RespBody::full(Bytes::new())),
@@ -451,13 +451,14 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Resp
 }
 
 /// Splice an upgraded downstream connection and the upstream connection that
-/// answered `101`, until either side closes. Bytes the upstream sent right after its
-/// `101` go to the client first.
-fn tunnel(on: hyper::upgrade::OnUpgrade, conn: crate::upstream::h1::Conn) {
+/// answered `101`, until both sides closed or nothing moved either way for `idle`
+/// (the listener's `idle_timeout`). Bytes the upstream sent right after its `101`
+/// go to the client first.
+fn tunnel(on: hyper::upgrade::OnUpgrade, conn: crate::upstream::h1::Conn, idle: Duration) {
     tokio::spawn(async move {
-        use tokio::io::AsyncWriteExt;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         // The permit keeps the tunnel inside the cluster's `max_connections`.
-        let (mut up, pending, _permit) = conn.into_parts();
+        let (up, pending, _permit) = conn.into_parts();
         let down = match on.await {
             Ok(u) => u,
             Err(e) => {
@@ -469,8 +470,44 @@ fn tunnel(on: hyper::upgrade::OnUpgrade, conn: crate::upstream::h1::Conn) {
         if !pending.is_empty() && down.write_all(&pending).await.is_err() {
             return;
         }
-        if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
-            tracing::debug!(error = %e, "upgrade tunnel closed with an error");
+        let (mut dr, mut dw) = tokio::io::split(down);
+        let (mut ur, mut uw) = tokio::io::split(up);
+        let mut from_client = vec![0u8; 16 * 1024];
+        let mut from_upstream = vec![0u8; 16 * 1024];
+        let (mut client_open, mut upstream_open) = (true, true);
+        let quiet = tokio::time::sleep(idle);
+        tokio::pin!(quiet);
+        while client_open || upstream_open {
+            tokio::select! {
+                r = dr.read(&mut from_client), if client_open => match r {
+                    Ok(0) | Err(_) => {
+                        client_open = false;
+                        let _ = uw.shutdown().await;
+                    }
+                    Ok(n) => {
+                        if uw.write_all(&from_client[..n]).await.is_err() {
+                            break;
+                        }
+                        quiet.as_mut().reset(tokio::time::Instant::now() + idle);
+                    }
+                },
+                r = ur.read(&mut from_upstream), if upstream_open => match r {
+                    Ok(0) | Err(_) => {
+                        upstream_open = false;
+                        let _ = dw.shutdown().await;
+                    }
+                    Ok(n) => {
+                        if dw.write_all(&from_upstream[..n]).await.is_err() {
+                            break;
+                        }
+                        quiet.as_mut().reset(tokio::time::Instant::now() + idle);
+                    }
+                },
+                _ = &mut quiet => {
+                    tracing::debug!("upgrade tunnel idle; closing");
+                    break;
+                }
+            }
         }
     });
 }
