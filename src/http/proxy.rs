@@ -47,16 +47,23 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !headers.keys().any(is_hop_by_hop) {
         return;
     }
-    if let Some(conn) = headers.get(header::CONNECTION) {
-        if let Ok(list) = conn.to_str() {
-            let named: Vec<HeaderName> = list
-                .split(',')
-                .filter_map(|s| HeaderName::from_bytes(s.trim().as_bytes()).ok())
+    // The names a `Connection` header lists go too. The value is cloned (a reference
+    // count, no copy) so the map can be edited while its tokens are read; names
+    // are looked up as `&str`, so nothing is allocated for them.
+    let mut values = headers.get_all(header::CONNECTION).iter();
+    match (values.next().cloned(), values.next().is_some()) {
+        (Some(only), false) => remove_listed(headers, &only),
+        (Some(_), true) => {
+            let all: Vec<HeaderValue> = headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .cloned()
                 .collect();
-            for n in named {
-                headers.remove(n);
+            for v in &all {
+                remove_listed(headers, v);
             }
         }
+        (None, _) => {}
     }
     for h in [
         &header::CONNECTION,
@@ -74,6 +81,14 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if let Some(te) = headers.get(header::TE) {
         if te.as_bytes() != b"trailers" {
             headers.remove(header::TE);
+        }
+    }
+}
+
+fn remove_listed(headers: &mut HeaderMap, connection: &HeaderValue) {
+    if let Ok(list) = connection.to_str() {
+        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            headers.remove(name);
         }
     }
 }

@@ -122,7 +122,6 @@ impl std::fmt::Display for ExchangeError {
 impl std::error::Error for ExchangeError {}
 
 /// The serialized request head and how its body is framed on the wire.
-#[derive(Clone)]
 pub struct Head {
     bytes: Bytes,
     chunked: bool,
@@ -135,11 +134,30 @@ pub struct Head {
 /// request has one, else a buffered body gets one and a streamed body is chunked.
 pub fn encode_head(parts: &http::request::Parts, body: &UpBody) -> Head {
     let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut len = parts.method.as_str().len() + pq.len() + 64;
+    // The exact size, so the buffer becomes `Bytes` without another allocation.
+    let mut len = parts.method.as_str().len() + 1 + pq.len() + 11 + 2;
     for (k, v) in parts.headers.iter() {
-        len += k.as_str().len() + v.len() + 4;
+        if k != header::EXPECT {
+            len += k.as_str().len() + v.len() + 4;
+        }
     }
-    let mut buf = BytesMut::with_capacity(len);
+    let mut digits = itoa::Buffer::new();
+    let framing: &[&[u8]] = if parts.headers.contains_key(header::CONTENT_LENGTH) {
+        &[]
+    } else {
+        match body {
+            UpBody::Empty | UpBody::Full(None) => &[],
+            UpBody::Full(Some(b)) => &[
+                b"content-length: ",
+                digits.format(b.len()).as_bytes(),
+                b"\r\n",
+            ],
+            UpBody::Stream { .. } => &[b"transfer-encoding: chunked\r\n"],
+        }
+    };
+    len += framing.iter().map(|f| f.len()).sum::<usize>();
+    let chunked = matches!(body, UpBody::Stream { .. }) && !framing.is_empty();
+    let mut buf = Vec::with_capacity(len);
     buf.put_slice(parts.method.as_str().as_bytes());
     buf.put_u8(b' ');
     buf.put_slice(pq.as_bytes());
@@ -153,24 +171,13 @@ pub fn encode_head(parts: &http::request::Parts, body: &UpBody) -> Head {
         buf.put_slice(v.as_bytes());
         buf.put_slice(b"\r\n");
     }
-    let mut chunked = false;
-    if !parts.headers.contains_key(header::CONTENT_LENGTH) {
-        match body {
-            UpBody::Empty | UpBody::Full(None) => {}
-            UpBody::Full(Some(b)) => {
-                buf.put_slice(b"content-length: ");
-                buf.put_slice(itoa::Buffer::new().format(b.len()).as_bytes());
-                buf.put_slice(b"\r\n");
-            }
-            UpBody::Stream { .. } => {
-                buf.put_slice(b"transfer-encoding: chunked\r\n");
-                chunked = true;
-            }
-        }
+    for f in framing {
+        buf.put_slice(f);
     }
     buf.put_slice(b"\r\n");
+    debug_assert_eq!(buf.len(), len);
     Head {
-        bytes: buf.freeze(),
+        bytes: Bytes::from(buf),
         chunked,
         is_head: parts.method == Method::HEAD,
     }
@@ -256,9 +263,10 @@ enum WriteState {
 }
 
 impl Writer {
-    fn new(head: &Head, mut body: UpBody) -> Writer {
+    fn new(head: Head, mut body: UpBody) -> Writer {
+        let chunked = head.chunked;
         let mut out = Out {
-            bufs: [head.bytes.clone(), Bytes::new(), Bytes::new()],
+            bufs: [head.bytes, Bytes::new(), Bytes::new()],
         };
         let body_done = match &mut body {
             UpBody::Empty => true,
@@ -273,7 +281,7 @@ impl Writer {
         Writer {
             out,
             body,
-            chunked: head.chunked,
+            chunked,
             body_done,
             written: 0,
         }
@@ -348,9 +356,10 @@ impl Writer {
 /// driving while the response body streams.
 pub async fn exchange(
     conn: &mut Conn,
-    head: &Head,
+    head: Head,
     body: UpBody,
 ) -> Result<(Parsed, Option<Writer>), ExchangeError> {
+    let is_head = head.is_head;
     let mut writer = Some(Writer::new(head, body));
     let mut written: u64 = 0;
     let mut received = false;
@@ -373,7 +382,7 @@ pub async fn exchange(
         };
         // Read side: the response head, possibly before the request is all out.
         loop {
-            match parse_head(&mut conn.rbuf, head.is_head) {
+            match parse_head(&mut conn.rbuf, is_head) {
                 Ok(Some(parsed)) => {
                     let w = writer.take();
                     return Poll::Ready(Ok((parsed, w)));

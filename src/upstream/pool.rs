@@ -165,7 +165,6 @@ pub async fn send(
     match s.protocol {
         UpstreamProtocol::Http1 => {
             let (parts, body) = req.into_parts();
-            let head = h1::encode_head(&parts, &body);
             // A copy to send again when a pooled connection turns out to be closed.
             let replay = match &body {
                 UpBody::Empty => Some(UpBody::Empty),
@@ -193,7 +192,10 @@ pub async fn send(
                 }) else {
                     return Err(SendError::Protocol("request body already sent".into()));
                 };
-                match h1::exchange(&mut conn, &head, b).await {
+                // Encoded per attempt: a replay (rare) re-encodes instead of every
+                // request keeping a shared copy.
+                let head = h1::encode_head(&parts, &b);
+                match h1::exchange(&mut conn, head, b).await {
                     Ok((parsed, writer)) => {
                         let home = h1::Home {
                             pool: ep.pool.clone(),
