@@ -400,3 +400,55 @@ async fn access_log_counts_request_bytes_and_times_streams() {
         assert!(start.len() == 24 && start.ends_with('Z'), "{line}");
     }
 }
+
+#[tokio::test]
+async fn parser_rejections_are_counted_and_logged() {
+    // hyper's own parser answers these before a request exists; they still show
+    // up as DPE replies in the stats and the access log.
+    let o = Origin::start("o").await;
+    let routes = r#"
+          - match: { prefix: / }
+            route: { cluster: o }
+"#;
+    let p = proxy_with(&[("o", vec![o.addr.to_string()])], routes).await;
+    let addr = p.addr("main");
+    let out = support::raw_exchange(
+        addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\nthis is not a header\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    let huge = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nx-big: {}\r\n\r\n",
+        "a".repeat(200 * 1024)
+    );
+    let out = support::raw_exchange(addr, huge.as_bytes(), Duration::from_secs(3)).await;
+    assert!(out.starts_with("HTTP/1.1 431"), "{out}");
+    assert_eq!(o.hits(), 0, "nothing was forwarded");
+    assert_eq!(
+        p.stat("attache_local_reply_total{flag=\"DPE\",listener=\"main\"}")
+            .await,
+        2.0
+    );
+    let lines = support::eventually(Duration::from_secs(5), "access log lines", || {
+        let log = p.log();
+        async move {
+            let dpe: Vec<String> = log
+                .lines()
+                .filter(|l| l.contains("\"response_flags\":\"DPE\""))
+                .map(str::to_string)
+                .collect();
+            (dpe.len() == 2).then_some(dpe)
+        }
+    })
+    .await;
+    assert!(
+        lines.iter().any(|l| l.contains("\"status\":400")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("\"status\":431")),
+        "{lines:?}"
+    );
+}

@@ -158,6 +158,7 @@ pub async fn serve_connection<IO>(
         tokio::select! {
             r = fut.as_mut() => {
                 if let Err(e) = r {
+                    record_parser_reply(&conn, &*e, opened);
                     tracing::debug!(error = %e, "downstream connection ended with an error");
                 }
                 return;
@@ -178,6 +179,53 @@ pub async fn serve_connection<IO>(
     }
     fut.as_mut().graceful_shutdown();
     let _ = tokio::time::timeout_at(deadline, fut.as_mut()).await;
+}
+
+/// hyper's HTTP/1 parser answers a malformed head (`400`) or one over its buffer
+/// limit (`431`) itself and closes the connection, before any request reaches
+/// `proxy::handle`. Count and log those like attache's own `DPE` replies, so a
+/// client sending garbage shows up in the stats and the access log.
+fn record_parser_reply(
+    conn: &ConnCtx,
+    e: &(dyn std::error::Error + 'static),
+    opened: tokio::time::Instant,
+) {
+    let Some(he) = e.downcast_ref::<hyper::Error>() else {
+        return;
+    };
+    let status = if he.is_parse_too_large() {
+        431
+    } else if he.is_parse() {
+        400
+    } else {
+        return;
+    };
+    let rt = conn.slot.load();
+    let stats = &rt.listener.stats;
+    stats.count_flag("DPE");
+    stats.count_status(status);
+    if let Some(sink) = &rt.sink {
+        let rec = crate::accesslog::Record {
+            start_time: rfc3339(std::time::SystemTime::now()),
+            method: "",
+            path: "",
+            protocol: "HTTP/1.1",
+            status,
+            bytes_received: 0,
+            bytes_sent: 0,
+            duration_ms: opened.elapsed().as_secs_f64() * 1000.0,
+            route: "",
+            cluster: "",
+            upstream: "",
+            response_flag: "DPE",
+            request_id: "",
+            authority: "",
+            downstream: conn.remote_str(),
+            user_agent: "",
+            peer_san: conn.peer_sans.first().map(String::as_str).unwrap_or(""),
+        };
+        sink.write(&rec);
+    }
 }
 
 /// How long a just-accepted connection may run before a drain shuts it down.
