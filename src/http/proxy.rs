@@ -320,20 +320,13 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Resp
             sc.cluster = Some(cluster.name.clone());
             done.cluster = Some(cluster.name.clone());
 
-            // Upstream path, in one allocation when there is no prefix rewrite.
-            let mut pq = match ra.prefix_rewrite.as_deref() {
-                None => {
-                    let mut pq =
-                        String::with_capacity(path.len() + query.map_or(0, |q| q.len() + 1));
-                    pq.push_str(&path);
-                    pq
-                }
-                Some(rw) => crate::router::rewrite_path(&route.matcher.path, Some(rw), &path),
-            };
-            if let Some(q) = query {
-                pq.push('?');
-                pq.push_str(q);
-            }
+            // Upstream path and query, in one allocation.
+            let pq = crate::router::rewrite_path(
+                &route.matcher.path,
+                ra.prefix_rewrite.as_deref(),
+                &path,
+                query,
+            );
 
             // Headers for the upstream.
             let h1_host = parts.headers.get(header::HOST).cloned().or_else(|| {

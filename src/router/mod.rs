@@ -243,12 +243,7 @@ impl RouteAction {
         if self.upgrades.is_empty() {
             return None;
         }
-        let asks = headers.get_all(http::header::CONNECTION).iter().any(|v| {
-            v.as_bytes()
-                .split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
-        });
-        if !asks {
+        if !crate::upstream::h1::has_token(headers, http::header::CONNECTION, "upgrade") {
             return None;
         }
         let up = headers.get(http::header::UPGRADE)?;
@@ -392,15 +387,26 @@ impl Router {
 }
 
 /// The path sent upstream after a route's `prefix_rewrite` (the path itself when
-/// there is none). Shared by the proxy and the route test tool.
-pub fn rewrite_path(matcher: &PathMatch, prefix_rewrite: Option<&str>, path: &str) -> String {
-    let Some(rw) = prefix_rewrite else {
-        return path.to_string();
-    };
-    match matcher {
-        PathMatch::Prefix(pre) => {
+/// there is none), with `?query` appended when given. Shared by the proxy and the
+/// route test tool.
+pub fn rewrite_path(
+    matcher: &PathMatch,
+    prefix_rewrite: Option<&str>,
+    path: &str,
+    query: Option<&str>,
+) -> String {
+    // Sized once for the whole target: this runs per proxied request.
+    let extra = query.map_or(0, |q| q.len() + 1);
+    let mut s = match (prefix_rewrite, matcher) {
+        (None, _) => {
+            let mut s = String::with_capacity(path.len() + extra);
+            s.push_str(path);
+            s
+        }
+        (Some(rw), PathMatch::Prefix(pre)) => {
             let rest = path.get(pre.len().min(path.len())..).unwrap_or("");
-            let mut s = rw.to_string();
+            let mut s = String::with_capacity(rw.len() + rest.len() + 1 + extra);
+            s.push_str(rw);
             if s.ends_with('/') && rest.starts_with('/') {
                 s.pop();
             }
@@ -410,8 +416,17 @@ pub fn rewrite_path(matcher: &PathMatch, prefix_rewrite: Option<&str>, path: &st
             }
             s
         }
-        _ => rw.to_string(),
+        (Some(rw), _) => {
+            let mut s = String::with_capacity(rw.len() + extra);
+            s.push_str(rw);
+            s
+        }
+    };
+    if let Some(q) = query {
+        s.push('?');
+        s.push_str(q);
     }
+    s
 }
 
 /// The `Location` of a redirect. `host` is the routed host (lower case, no port);

@@ -336,6 +336,7 @@ pub fn evaluate(snap: &Snapshot, cfg: &raw::Config, rq: &Request) -> Result<Outc
                 &route.matcher.path,
                 ra.prefix_rewrite.as_deref(),
                 &path,
+                None,
             ));
             out.host_rewrite = ra
                 .host_rewrite

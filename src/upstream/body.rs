@@ -21,6 +21,17 @@ pub enum UpBody {
     },
 }
 
+impl UpBody {
+    /// A copy to send again, when the body can be replayed (not a stream).
+    pub fn try_clone(&self) -> Option<UpBody> {
+        match self {
+            UpBody::Empty => Some(UpBody::Empty),
+            UpBody::Full(b) => Some(UpBody::Full(b.clone())),
+            UpBody::Stream { .. } => None,
+        }
+    }
+}
+
 impl Body for UpBody {
     type Data = Bytes;
     type Error = hyper::Error;

@@ -477,7 +477,8 @@ fn parse_head(rbuf: &mut BytesMut, is_head: bool) -> Result<Option<Parsed>, Exch
     }
 }
 
-fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+/// Whether a comma-separated header (`Connection`, ...) lists `token`, in any case.
+pub fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
     headers.get_all(name).iter().any(|v| {
         v.as_bytes()
             .split(|&b| b == b',')
@@ -491,7 +492,7 @@ fn framing_of(
     headers: &mut HeaderMap,
     is_head: bool,
 ) -> Result<(Framing, bool), ExchangeError> {
-    let mut keep_alive = if version == Version::HTTP_11 {
+    let keep_alive = if version == Version::HTTP_11 {
         !has_token(headers, header::CONNECTION, "close")
     } else {
         has_token(headers, header::CONNECTION, "keep-alive")
@@ -536,10 +537,7 @@ fn framing_of(
     }
     match length {
         Some(n) => Ok((Framing::Length(n), keep_alive)),
-        None => {
-            keep_alive = false;
-            Ok((Framing::Close, keep_alive))
-        }
+        None => Ok((Framing::Close, false)),
     }
 }
 

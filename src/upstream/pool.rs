@@ -166,11 +166,7 @@ pub async fn send(
         UpstreamProtocol::Http1 => {
             let (parts, body) = req.into_parts();
             // A copy to send again when a pooled connection turns out to be closed.
-            let replay = match &body {
-                UpBody::Empty => Some(UpBody::Empty),
-                UpBody::Full(b) => Some(UpBody::Full(b.clone())),
-                UpBody::Stream { .. } => None,
-            };
+            let replay = body.try_clone();
             let idempotent = parts.method.is_idempotent();
             let mut replays = 0;
             let mut body = Some(body);
@@ -185,11 +181,10 @@ pub async fn send(
                         (h1::Conn::new(io, permit), false)
                     }
                 };
-                let Some(b) = body.take().or_else(|| match &replay {
-                    Some(UpBody::Full(b)) => Some(UpBody::Full(b.clone())),
-                    Some(_) => Some(UpBody::Empty),
-                    None => None,
-                }) else {
+                let Some(b) = body
+                    .take()
+                    .or_else(|| replay.as_ref().and_then(UpBody::try_clone))
+                else {
                     return Err(SendError::Protocol("request body already sent".into()));
                 };
                 // Encoded per attempt: a replay (rare) re-encodes instead of every
