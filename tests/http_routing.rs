@@ -348,3 +348,45 @@ clusters:
     assert!(ok);
     assert_eq!(out.lines().filter(|l| *l == "200").count(), 20, "{out}");
 }
+
+/// A local reply to an HTTP/2 request whose body is still arriving (a direct
+/// response, no route) reaches curl complete: the unread body is read and dropped
+/// after the response instead of the stream being cancelled under the reply.
+/// Before the fix, curl failed (exit 92) on most of these uploads.
+#[tokio::test]
+async fn http2_local_reply_during_upload_completes() {
+    let yaml = r#"
+listeners:
+  - name: main
+    address: 127.0.0.1:0
+    virtual_hosts:
+      - name: web
+        domains: ["*"]
+        routes:
+          - match: { prefix: /deny }
+            direct_response: { status: 403, body: "denied" }
+"#;
+    let p = Proxy::start(yaml);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let upload = dir.path().join("upload.bin");
+    std::fs::write(&upload, vec![7u8; 300_000]).expect("write upload");
+    let data = format!("@{}", upload.display());
+    for (path, want) in [("/deny", "denied\n403"), ("/nowhere", "\n404")] {
+        for i in 0..8 {
+            let (ok, out) = support::curl(&[
+                "--http2-prior-knowledge",
+                "--data-binary",
+                &data,
+                "-w",
+                "\n%{http_code}",
+                &p.url("main", path),
+            ])
+            .await;
+            assert!(ok, "{path} upload {i}: curl failed: {out}");
+            assert!(out.ends_with(want), "{path} upload {i}: {out:?}");
+        }
+    }
+    // The proxy still serves on the same listener.
+    let r = get(&p.url("main", "/deny"), &[]).await;
+    assert_eq!(r.status, 403);
+}

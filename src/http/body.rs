@@ -26,6 +26,9 @@ enum Inner {
 pub struct RespBody {
     inner: Inner,
     done: Option<Box<Completion>>,
+    /// An unread HTTP/2 request body, dropped with this body: after the response's
+    /// last frame went out (see `proxy::handle`).
+    held: Option<hyper::body::Incoming>,
 }
 
 impl RespBody {
@@ -35,14 +38,24 @@ impl RespBody {
         } else {
             Inner::Full(Some(b))
         };
-        RespBody { inner, done: None }
+        RespBody {
+            inner,
+            done: None,
+            held: None,
+        }
     }
 
     pub fn upstream(b: UpstreamBody) -> RespBody {
         RespBody {
             inner: Inner::Upstream(b),
             done: None,
+            held: None,
         }
+    }
+
+    /// Keep an unread request body open until this body is dropped.
+    pub(super) fn hold_request_body(&mut self, b: hyper::body::Incoming) {
+        self.held = Some(b);
     }
 
     pub(super) fn attach(&mut self, done: Box<Completion>) {
@@ -121,7 +134,43 @@ impl Drop for RespBody {
     fn drop(&mut self) {
         let complete = self.is_end_stream();
         self.finish(complete);
+        if let Some(b) = self.held.take() {
+            discard(b);
+        }
     }
+}
+
+/// How much of an unforwarded HTTP/2 request body is read and thrown away after the
+/// response, and for how long, before the stream is reset.
+const DISCARD_BYTES: usize = 8 << 20;
+const DISCARD_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Read and drop what is left of an HTTP/2 request body the response did not need
+/// (like NGINX's discarded request body), so a client still uploading receives the
+/// response and finishes cleanly. Past [`DISCARD_BYTES`] or [`DISCARD_TIME`] the
+/// body is dropped, which resets the stream with `NO_ERROR` (the response has been
+/// sent by then).
+fn discard(mut b: hyper::body::Incoming) {
+    use http_body_util::BodyExt;
+    if b.is_end_stream() {
+        return;
+    }
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    rt.spawn(async move {
+        let mut left = DISCARD_BYTES;
+        let drain = async {
+            while let Some(Ok(f)) = b.frame().await {
+                let n = f.data_ref().map_or(0, Bytes::len);
+                left = left.saturating_sub(n);
+                if left == 0 {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(DISCARD_TIME, drain).await;
+    });
 }
 
 /// Per-stream facts for the end of the stream.

@@ -165,11 +165,33 @@ enum ReqBody {
 }
 
 /// Serve one request. Never fails: every problem becomes a local reply.
+///
+/// An HTTP/2 request body that was not forwarded (a local reply, a filter's answer,
+/// a redirect) stays open until the response has been sent. Dropping it earlier
+/// makes h2 reset the stream with `CANCEL` while the reply is still queued, which
+/// strict clients (curl) report as a failed transfer; dropped after the response's
+/// last frame, the reset carries `NO_ERROR` (RFC 9113 section 8.1) and the client
+/// keeps the complete response.
 pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<RespBody> {
+    let h2 = req.version() == Version::HTTP_2;
+    let (parts, body) = req.into_parts();
+    let mut body = Some(body);
+    let mut rsp = serve(parts, &mut body, conn).await;
+    if let Some(b) = body.filter(|b| h2 && !b.is_end_stream()) {
+        rsp.body_mut().hold_request_body(b);
+    }
+    rsp
+}
+
+/// [`handle`]'s work. Takes the request body out of `body` only to forward it.
+async fn serve(
+    mut parts: http::request::Parts,
+    body: &mut Option<Incoming>,
+    conn: Arc<ConnCtx>,
+) -> Response<RespBody> {
     let rt = conn.slot.load_full();
     // The clock is read only when something uses the stream's duration.
     let start = rt.timed.then(Instant::now);
-    let (mut parts, body) = req.into_parts();
 
     let mut sc = StreamCtx {
         method: parts.method.clone(),
@@ -374,36 +396,38 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Resp
 
             // Body: buffered (replayable) when a retry policy could use it and it is
             // small enough, streamed otherwise.
-            let req_body = if body.is_end_stream() {
-                ReqBody::Empty
-            } else {
-                let small = body
-                    .size_hint()
-                    .exact()
-                    .is_some_and(|n| n as usize <= http.retry_buffer_bytes);
-                if ra.retry.is_some() && small {
-                    match http_body_util::Limited::new(body, http.retry_buffer_bytes)
-                        .collect()
-                        .await
-                    {
-                        Ok(c) => {
-                            let b = c.to_bytes();
-                            done.bytes_in += b.len() as u64;
-                            ReqBody::Buffered(b)
+            let req_body = match body.take() {
+                None => ReqBody::Empty,
+                Some(b) if b.is_end_stream() => ReqBody::Empty,
+                Some(body) => {
+                    let small = body
+                        .size_hint()
+                        .exact()
+                        .is_some_and(|n| n as usize <= http.retry_buffer_bytes);
+                    if ra.retry.is_some() && small {
+                        match http_body_util::Limited::new(body, http.retry_buffer_bytes)
+                            .collect()
+                            .await
+                        {
+                            Ok(c) => {
+                                let b = c.to_bytes();
+                                done.bytes_in += b.len() as u64;
+                                ReqBody::Buffered(b)
+                            }
+                            Err(_) => {
+                                done.close_connection = true;
+                                return finish_local(
+                                    ErrorKind::BadRequest,
+                                    false,
+                                    &mut sc,
+                                    done,
+                                    &chain,
+                                );
+                            }
                         }
-                        Err(_) => {
-                            done.close_connection = true;
-                            return finish_local(
-                                ErrorKind::BadRequest,
-                                false,
-                                &mut sc,
-                                done,
-                                &chain,
-                            );
-                        }
+                    } else {
+                        ReqBody::Stream(body)
                     }
-                } else {
-                    ReqBody::Stream(body)
                 }
             };
             // The upstream call counts a streamed body's bytes as it sends them. A
