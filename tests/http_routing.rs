@@ -223,6 +223,17 @@ async fn forwards_proxy_headers_and_strips_hop_by_hop() {
     let j = json(&get(&p.url("main", "/anything"), &[]).await);
     let id = j["headers"]["x-request-id"].as_str().expect("generated id");
     assert_eq!(id.len(), 36);
+    // A `Connection` header naming `Host` cannot strip the Host upstream sees.
+    let j = json(
+        &get(
+            &p.url("main", "/anything"),
+            &[("connection", "host, te"), ("te", "gzip")],
+        )
+        .await,
+    );
+    let host = j["headers"]["host"].as_str().expect("host upstream");
+    assert!(host.starts_with("127.0.0.1:"), "{j}");
+    assert!(j["headers"].get("te").is_none(), "{j}");
 }
 
 #[tokio::test]

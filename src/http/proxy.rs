@@ -29,60 +29,76 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == KEEP_ALIVE
-        || name == PROXY_CONNECTION
-        || name == header::TRANSFER_ENCODING
-        || name == header::UPGRADE
-        || name == header::TRAILER
-        || name == header::PROXY_AUTHENTICATE
-        || name == header::PROXY_AUTHORIZATION
-        || name == header::TE
+/// The hop-by-hop names (RFC 9110 7.6.1) removed from every forwarded message.
+static HOP_BY_HOP: [&HeaderName; 9] = [
+    &header::CONNECTION,
+    &KEEP_ALIVE,
+    &PROXY_CONNECTION,
+    &header::TRANSFER_ENCODING,
+    &header::UPGRADE,
+    &header::TRAILER,
+    &header::PROXY_AUTHENTICATE,
+    &header::PROXY_AUTHORIZATION,
+    &header::TE,
+];
+const TE_BIT: u16 = 1 << 8;
+
+/// Which of [`HOP_BY_HOP`] a map holds, as a bit set, from one scan of its names
+/// (no hashing: standard names compare as small integers).
+fn hop_by_hop_present(headers: &HeaderMap) -> u16 {
+    let mut mask = 0;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| *h == name) {
+            mask |= 1 << i;
+        }
+    }
+    mask
 }
 
 /// Remove hop-by-hop headers (RFC 9110 7.6.1), including those `Connection` names.
-/// One scan of the names first: most messages have none, and then nothing is hashed.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if !headers.keys().any(is_hop_by_hop) {
-        return;
+/// One scan of the names first: most messages have one (`Connection`) or none, and
+/// only the names present are looked up and removed. True when a `Connection`
+/// header was there, so names it listed may have been removed.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
+    let mask = hop_by_hop_present(headers);
+    if mask == 0 {
+        return false;
     }
     // The names a `Connection` header lists go too. The value is cloned (a reference
     // count, no copy) so the map can be edited while its tokens are read; names
     // are looked up as `&str`, so nothing is allocated for them.
-    let mut values = headers.get_all(header::CONNECTION).iter();
-    match (values.next().cloned(), values.next().is_some()) {
-        (Some(only), false) => remove_listed(headers, &only),
-        (Some(_), true) => {
-            let all: Vec<HeaderValue> = headers
-                .get_all(header::CONNECTION)
-                .iter()
-                .cloned()
-                .collect();
-            for v in &all {
-                remove_listed(headers, v);
+    if mask & 1 != 0 {
+        let mut values = headers.get_all(header::CONNECTION).iter();
+        match (values.next().cloned(), values.next().is_some()) {
+            (Some(only), false) => remove_listed(headers, &only),
+            (Some(_), true) => {
+                let all: Vec<HeaderValue> = headers
+                    .get_all(header::CONNECTION)
+                    .iter()
+                    .cloned()
+                    .collect();
+                for v in &all {
+                    remove_listed(headers, v);
+                }
             }
+            (None, _) => {}
         }
-        (None, _) => {}
     }
-    for h in [
-        &header::CONNECTION,
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::TRANSFER_ENCODING,
-        &header::UPGRADE,
-        &header::TRAILER,
-        &header::PROXY_AUTHENTICATE,
-        &header::PROXY_AUTHORIZATION,
-    ] {
-        headers.remove(h);
+    // All but `TE` (the last), which is checked below.
+    for (i, h) in HOP_BY_HOP[..8].iter().enumerate() {
+        if mask & (1 << i) != 0 {
+            headers.remove(*h);
+        }
     }
     // `te: trailers` is the one TE value that may go on (gRPC needs it).
-    if let Some(te) = headers.get(header::TE) {
-        if te.as_bytes() != b"trailers" {
-            headers.remove(header::TE);
+    if mask & TE_BIT != 0 {
+        if let Some(te) = headers.get(header::TE) {
+            if te.as_bytes() != b"trailers" {
+                headers.remove(header::TE);
+            }
         }
     }
+    mask & 1 != 0
 }
 
 fn remove_listed(headers: &mut HeaderMap, connection: &HeaderValue) {
@@ -174,312 +190,357 @@ enum ReqBody {
 /// keeps the complete response.
 pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<RespBody> {
     let h2 = req.version() == Version::HTTP_2;
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    // Taken out only to be forwarded. (One function with a labelled block rather
+    // than a wrapper around an inner future: moving a future of several KiB into
+    // its parent's state is a memcpy per request.)
     let mut body = Some(body);
-    let mut rsp = serve(parts, &mut body, conn).await;
+    let mut rsp = 'reply: {
+        let rt = conn.slot.load_full();
+        // The clock is read only when something uses the stream's duration.
+        let start = rt.timed.then(Instant::now);
+
+        let mut sc = StreamCtx {
+            method: parts.method.clone(),
+            downstream_tls: conn.tls,
+            peer_sans: conn.peer_sans.clone(),
+            ..Default::default()
+        };
+        let mut done = Box::new(Completion::new(start, &conn, rt.clone(), &parts));
+        let Some(http) = rt.listener.http.as_ref() else {
+            let empty: Arc<[Arc<dyn HttpFilter>]> = Arc::from(Vec::new());
+            break 'reply finish_local(ErrorKind::Internal, false, &mut sc, done, &empty);
+        };
+
+        // One pass over the head: its size for the limits below (hyper's read buffer
+        // bound is not an exact header limit), and framing the parser let through but we
+        // will not forward: both Content-Length and Transfer-Encoding, or several
+        // different Content-Lengths (request smuggling).
+        let pq_len = parts.uri.path_and_query().map_or(0, |p| p.as_str().len());
+        let mut header_bytes = pq_len;
+        let mut first_cl: Option<&HeaderValue> = None;
+        let (mut cl_conflict, mut has_te) = (false, false);
+        let mut has_request_id = false;
+        for (k, v) in parts.headers.iter() {
+            header_bytes += k.as_str().len() + v.len() + 4;
+            has_request_id |= k == X_REQUEST_ID;
+            if k == header::CONTENT_LENGTH {
+                match first_cl {
+                    Some(first) => cl_conflict |= first != v,
+                    None => first_cl = Some(v),
+                }
+            } else if k == header::TRANSFER_ENCODING {
+                has_te = true;
+            }
+        }
+        let conflicting = cl_conflict
+            || (first_cl.is_some() && has_te)
+            || conn.framing_conflict.load(Ordering::Acquire);
+        if conflicting {
+            done.close_connection = true;
+            break 'reply finish_local(ErrorKind::BadRequest, false, &mut sc, done, &http.filters);
+        }
+
+        if pq_len > http.max_uri_bytes {
+            done.close_connection = true;
+            break 'reply finish_local(ErrorKind::UriTooLong, false, &mut sc, done, &http.filters);
+        }
+        if header_bytes > http.max_header_bytes || parts.headers.len() > http.max_headers {
+            done.close_connection = true;
+            break 'reply finish_local(
+                ErrorKind::HeadersTooLarge,
+                false,
+                &mut sc,
+                done,
+                &http.filters,
+            );
+        }
+
+        // Normalize the path; the normalized one is routed and sent upstream. Path, query
+        // and host borrow from copies of the URI and Host header (reference counted, not
+        // copied), so filters can still take the request head mutably.
+        let uri = parts.uri.clone();
+        let host_header = match uri.authority() {
+            Some(_) => None,
+            None => parts.headers.get(header::HOST).cloned(),
+        };
+        let path_and_query = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let (raw_path, query) = match path_and_query.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (path_and_query, None),
+        };
+        let path = match normalize(raw_path, http.merge_slashes, http.reject_escaped_slashes) {
+            Ok(p) => p,
+            Err(Rejected::EscapedSlash) | Err(Rejected::Malformed) => {
+                if parts.method == Method::OPTIONS && raw_path == "*" {
+                    Cow::Borrowed(raw_path)
+                } else {
+                    break 'reply finish_local(
+                        ErrorKind::BadRequest,
+                        false,
+                        &mut sc,
+                        done,
+                        &http.filters,
+                    );
+                }
+            }
+        };
+        let host = host_of(&uri, host_header.as_ref());
+        sc.host = Some(attache_filters::Host::new(&host));
+
+        // Request id.
+        if !has_request_id && http.generate_request_id {
+            parts.headers.append(X_REQUEST_ID.clone(), request_id());
+        }
+        if done.logging() {
+            done.request_id = parts.headers.get(&X_REQUEST_ID).cloned();
+        }
+
+        // Route.
+        let view = RequestView {
+            host: &host,
+            path: &path,
+            query,
+            headers: &parts.headers,
+            method: &parts.method,
+            peer_sans: &conn.peer_sans,
+        };
+        let Some((_vh, route)) = http.router.route(&view) else {
+            let chain = http.filters.clone();
+            if let Some(r) = run_request_filters(&chain, &mut parts, &mut sc) {
+                break 'reply finish_filter_reply(r, &mut sc, done, chain);
+            }
+            break 'reply finish_local(ErrorKind::NoRoute, false, &mut sc, done, &chain);
+        };
+        sc.route = route.name.clone();
+        done.route = Some(route.name.clone());
+        let chain = route.filters.clone();
+        done.chain = Some(chain.clone());
+
+        // Filters, request side.
+        if let Some(r) = run_request_filters(&chain, &mut parts, &mut sc) {
+            break 'reply finish_filter_reply(r, &mut sc, done, chain);
+        }
+
+        match &route.action {
+            Action::Direct(d) => {
+                let mut rsp = Response::new(d.body.clone());
+                *rsp.status_mut() = d.status;
+                rsp.headers_mut()
+                    .insert(header::CONTENT_TYPE, d.content_type.clone());
+                sc.local_reply = true;
+                finish_response(rsp.map(RespBody::full), &mut sc, done, chain)
+            }
+            Action::Redirect(r) => {
+                let authority = parts
+                    .headers
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_string)
+                    .or_else(|| parts.uri.authority().map(|a| a.to_string()));
+                let location = crate::router::redirect_location(
+                    r,
+                    &route.matcher.path,
+                    conn.tls,
+                    &host,
+                    authority.as_deref(),
+                    &path,
+                    query,
+                );
+                let mut rsp = Response::new(Bytes::new());
+                *rsp.status_mut() = r.status;
+                match HeaderValue::from_str(&location) {
+                    Ok(v) => {
+                        rsp.headers_mut().insert(header::LOCATION, v);
+                    }
+                    Err(_) => {
+                        break 'reply finish_local(
+                            ErrorKind::BadRequest,
+                            false,
+                            &mut sc,
+                            done,
+                            &chain,
+                        )
+                    }
+                }
+                sc.local_reply = true;
+                finish_response(rsp.map(RespBody::full), &mut sc, done, chain)
+            }
+            Action::Route(ra) => {
+                let Some(cluster) = ra.cluster(&http.router, &parts.headers).cloned() else {
+                    break 'reply finish_local(ErrorKind::NoCluster, false, &mut sc, done, &chain);
+                };
+                sc.cluster = Some(cluster.name.clone());
+                done.cluster = Some(cluster.name.clone());
+
+                // Upstream path and query, in one allocation.
+                let pq = crate::router::rewrite_path(
+                    &route.matcher.path,
+                    ra.prefix_rewrite.as_deref(),
+                    &path,
+                    query,
+                );
+
+                // Headers for the upstream. `Host` is kept as the client sent it; an
+                // HTTP/2 client's `:authority` becomes one.
+                let host_in_map = parts.headers.get(header::HOST).cloned();
+                // An upgrade this route tunnels (HTTP/1.1 both sides): keep the
+                // handshake headers and the downstream connection's upgrade handle.
+                let upgrade = if parts.version == Version::HTTP_11
+                    && cluster.protocol == crate::config::raw::UpstreamProtocol::Http1
+                {
+                    ra.upgrade_of(&parts.headers).and_then(|proto| {
+                        parts
+                            .extensions
+                            .remove::<hyper::upgrade::OnUpgrade>()
+                            .map(|on| (proto, on))
+                    })
+                } else {
+                    None
+                };
+                let listed_removed = strip_hop_by_hop(&mut parts.headers);
+                if let Some((proto, _)) = &upgrade {
+                    parts.headers.insert(header::UPGRADE, proto.clone());
+                    parts
+                        .headers
+                        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                }
+                match (&ra.host_rewrite, host_in_map) {
+                    (Some(h), _) => {
+                        parts.headers.insert(header::HOST, h.clone());
+                    }
+                    // Put back only if `Connection` named it (and so removed it).
+                    (None, Some(h)) if listed_removed => {
+                        parts.headers.insert(header::HOST, h);
+                    }
+                    (None, Some(_)) => {}
+                    (None, None) => {
+                        if let Some(a) = parts.uri.authority() {
+                            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                                parts.headers.insert(header::HOST, v);
+                            }
+                        }
+                    }
+                }
+                // Which forwarding headers the request (after filters) already has, in
+                // one scan instead of a lookup each.
+                let (mut has_xff, mut has_xfcc, mut has_xfp) = (false, false, false);
+                for k in parts.headers.keys() {
+                    has_xff |= k == X_FORWARDED_FOR;
+                    has_xfcc |= k == crate::tls::XFCC;
+                    has_xfp |= k == X_FORWARDED_PROTO;
+                }
+                let xfp = HeaderValue::from_static(if conn.tls { "https" } else { "http" });
+                if has_xff {
+                    append_xff(&mut parts.headers, &conn.remote_ip);
+                } else {
+                    parts
+                        .headers
+                        .append(X_FORWARDED_FOR.clone(), conn.remote_ip.clone());
+                }
+                // Without a client certificate the policy only removes a client's header.
+                if has_xfcc || conn.peer.is_some() {
+                    crate::tls::apply_xfcc(&mut parts.headers, conn.xfcc, conn.peer.as_ref());
+                }
+                if has_xfp {
+                    parts.headers.insert(X_FORWARDED_PROTO.clone(), xfp);
+                } else {
+                    parts.headers.append(X_FORWARDED_PROTO.clone(), xfp);
+                }
+
+                // Body: buffered (replayable) when a retry policy could use it and it is
+                // small enough, streamed otherwise.
+                let req_body = match body.take() {
+                    None => ReqBody::Empty,
+                    Some(b) if b.is_end_stream() => ReqBody::Empty,
+                    Some(body) => {
+                        let small = body
+                            .size_hint()
+                            .exact()
+                            .is_some_and(|n| n as usize <= http.retry_buffer_bytes);
+                        if ra.retry.is_some() && small {
+                            match http_body_util::Limited::new(body, http.retry_buffer_bytes)
+                                .collect()
+                                .await
+                            {
+                                Ok(c) => {
+                                    let b = c.to_bytes();
+                                    done.bytes_in += b.len() as u64;
+                                    ReqBody::Buffered(b)
+                                }
+                                Err(_) => {
+                                    done.close_connection = true;
+                                    break 'reply finish_local(
+                                        ErrorKind::BadRequest,
+                                        false,
+                                        &mut sc,
+                                        done,
+                                        &chain,
+                                    );
+                                }
+                            }
+                        } else {
+                            ReqBody::Stream(body)
+                        }
+                    }
+                };
+                // The upstream call counts a streamed body's bytes as it sends them. A
+                // counter of its own only when the access log will read it; otherwise
+                // the connection's write-only one (no allocation per request).
+                let bytes_in = match &req_body {
+                    ReqBody::Stream(_) if done.logging() => {
+                        let c = Arc::new(AtomicU64::new(0));
+                        done.bytes_in_stream = Some(c.clone());
+                        c
+                    }
+                    _ => conn.unread_bytes_in.clone(),
+                };
+
+                let hash = cluster
+                    .lb
+                    .request_hash(&parts.headers, conn.remote_ip.to_str().unwrap_or(""));
+                match forward(ra, &cluster, parts, pq, req_body, bytes_in, hash, &mut done).await {
+                    Ok(rsp) => {
+                        let status = rsp.status().as_u16();
+                        cluster.stats.count_status(status);
+                        let (mut rp, incoming) = rsp.into_parts();
+                        let switched = match (status, upgrade, incoming) {
+                            (101, Some((_, on)), UpstreamBody::H1(b)) => {
+                                let proto = rp.headers.get(header::UPGRADE).cloned();
+                                match (b.into_upgraded(), proto) {
+                                    (Some(conn), Some(proto)) => {
+                                        tunnel(on, conn, http.idle_timeout);
+                                        Ok(proto)
+                                    }
+                                    _ => Err(RespBody::full(Bytes::new())),
+                                }
+                            }
+                            (_, _, incoming) => Err(RespBody::upstream(incoming)),
+                        };
+                        strip_hop_by_hop(&mut rp.headers);
+                        let body = match switched {
+                            Ok(proto) => {
+                                rp.headers.insert(header::UPGRADE, proto);
+                                rp.headers.insert(
+                                    header::CONNECTION,
+                                    HeaderValue::from_static("upgrade"),
+                                );
+                                RespBody::full(Bytes::new())
+                            }
+                            Err(body) => body,
+                        };
+                        let rsp = Response::from_parts(rp, body);
+                        finish_response(rsp, &mut sc, done, chain)
+                    }
+                    Err((kind, exhausted)) => finish_local(kind, exhausted, &mut sc, done, &chain),
+                }
+            }
+        }
+    };
     if let Some(b) = body.filter(|b| h2 && !b.is_end_stream()) {
         rsp.body_mut().hold_request_body(b);
     }
     rsp
-}
-
-/// [`handle`]'s work. Takes the request body out of `body` only to forward it.
-async fn serve(
-    mut parts: http::request::Parts,
-    body: &mut Option<Incoming>,
-    conn: Arc<ConnCtx>,
-) -> Response<RespBody> {
-    let rt = conn.slot.load_full();
-    // The clock is read only when something uses the stream's duration.
-    let start = rt.timed.then(Instant::now);
-
-    let mut sc = StreamCtx {
-        method: parts.method.clone(),
-        downstream_tls: conn.tls,
-        peer_sans: conn.peer_sans.clone(),
-        ..Default::default()
-    };
-    let mut done = Box::new(Completion::new(start, &conn, rt.clone(), &parts));
-    let Some(http) = rt.listener.http.as_ref() else {
-        let empty: Arc<[Arc<dyn HttpFilter>]> = Arc::from(Vec::new());
-        return finish_local(ErrorKind::Internal, false, &mut sc, done, &empty);
-    };
-
-    // Framing the parser let through but we will not forward: both Content-Length and
-    // Transfer-Encoding, or several different Content-Lengths (request smuggling).
-    let mut cls = parts.headers.get_all(header::CONTENT_LENGTH).iter();
-    let conflicting = match cls.next() {
-        Some(first) => {
-            cls.any(|cl| cl != first) || parts.headers.contains_key(header::TRANSFER_ENCODING)
-        }
-        None => false,
-    } || conn.framing_conflict.load(Ordering::Acquire);
-    if conflicting {
-        done.close_connection = true;
-        return finish_local(ErrorKind::BadRequest, false, &mut sc, done, &http.filters);
-    }
-
-    if parts.uri.path_and_query().map_or(0, |p| p.as_str().len()) > http.max_uri_bytes {
-        done.close_connection = true;
-        return finish_local(ErrorKind::UriTooLong, false, &mut sc, done, &http.filters);
-    }
-    // Header limits (hyper's read buffer bound is not an exact header limit).
-    let mut header_bytes = parts.uri.path_and_query().map_or(0, |p| p.as_str().len());
-    for (k, v) in parts.headers.iter() {
-        header_bytes += k.as_str().len() + v.len() + 4;
-    }
-    if header_bytes > http.max_header_bytes || parts.headers.len() > http.max_headers {
-        done.close_connection = true;
-        return finish_local(
-            ErrorKind::HeadersTooLarge,
-            false,
-            &mut sc,
-            done,
-            &http.filters,
-        );
-    }
-
-    // Normalize the path; the normalized one is routed and sent upstream. Path, query
-    // and host borrow from copies of the URI and Host header (reference counted, not
-    // copied), so filters can still take the request head mutably.
-    let uri = parts.uri.clone();
-    let host_header = match uri.authority() {
-        Some(_) => None,
-        None => parts.headers.get(header::HOST).cloned(),
-    };
-    let path_and_query = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let (raw_path, query) = match path_and_query.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (path_and_query, None),
-    };
-    let path = match normalize(raw_path, http.merge_slashes, http.reject_escaped_slashes) {
-        Ok(p) => p,
-        Err(Rejected::EscapedSlash) | Err(Rejected::Malformed) => {
-            if parts.method == Method::OPTIONS && raw_path == "*" {
-                Cow::Borrowed(raw_path)
-            } else {
-                return finish_local(ErrorKind::BadRequest, false, &mut sc, done, &http.filters);
-            }
-        }
-    };
-    let host = host_of(&uri, host_header.as_ref());
-    sc.host = Some(attache_filters::Host::new(&host));
-
-    // Request id.
-    if !parts.headers.contains_key(&X_REQUEST_ID) && http.generate_request_id {
-        parts.headers.insert(X_REQUEST_ID.clone(), request_id());
-    }
-    if done.logging() {
-        done.request_id = parts.headers.get(&X_REQUEST_ID).cloned();
-    }
-
-    // Route.
-    let view = RequestView {
-        host: &host,
-        path: &path,
-        query,
-        headers: &parts.headers,
-        method: &parts.method,
-        peer_sans: &conn.peer_sans,
-    };
-    let Some((_vh, route)) = http.router.route(&view) else {
-        let chain = http.filters.clone();
-        if let Some(r) = run_request_filters(&chain, &mut parts, &mut sc) {
-            return finish_filter_reply(r, &mut sc, done, chain);
-        }
-        return finish_local(ErrorKind::NoRoute, false, &mut sc, done, &chain);
-    };
-    sc.route = route.name.clone();
-    done.route = Some(route.name.clone());
-    let chain = route.filters.clone();
-    done.chain = Some(chain.clone());
-
-    // Filters, request side.
-    if let Some(r) = run_request_filters(&chain, &mut parts, &mut sc) {
-        return finish_filter_reply(r, &mut sc, done, chain);
-    }
-
-    match &route.action {
-        Action::Direct(d) => {
-            let mut rsp = Response::new(d.body.clone());
-            *rsp.status_mut() = d.status;
-            rsp.headers_mut()
-                .insert(header::CONTENT_TYPE, d.content_type.clone());
-            sc.local_reply = true;
-            finish_response(rsp.map(RespBody::full), &mut sc, done, chain)
-        }
-        Action::Redirect(r) => {
-            let authority = parts
-                .headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-                .or_else(|| parts.uri.authority().map(|a| a.to_string()));
-            let location = crate::router::redirect_location(
-                r,
-                &route.matcher.path,
-                conn.tls,
-                &host,
-                authority.as_deref(),
-                &path,
-                query,
-            );
-            let mut rsp = Response::new(Bytes::new());
-            *rsp.status_mut() = r.status;
-            match HeaderValue::from_str(&location) {
-                Ok(v) => {
-                    rsp.headers_mut().insert(header::LOCATION, v);
-                }
-                Err(_) => return finish_local(ErrorKind::BadRequest, false, &mut sc, done, &chain),
-            }
-            sc.local_reply = true;
-            finish_response(rsp.map(RespBody::full), &mut sc, done, chain)
-        }
-        Action::Route(ra) => {
-            let Some(cluster) = ra.cluster(&http.router, &parts.headers).cloned() else {
-                return finish_local(ErrorKind::NoCluster, false, &mut sc, done, &chain);
-            };
-            sc.cluster = Some(cluster.name.clone());
-            done.cluster = Some(cluster.name.clone());
-
-            // Upstream path and query, in one allocation.
-            let pq = crate::router::rewrite_path(
-                &route.matcher.path,
-                ra.prefix_rewrite.as_deref(),
-                &path,
-                query,
-            );
-
-            // Headers for the upstream.
-            let h1_host = parts.headers.get(header::HOST).cloned().or_else(|| {
-                parts
-                    .uri
-                    .authority()
-                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-            });
-            // An upgrade this route tunnels (HTTP/1.1 both sides): keep the
-            // handshake headers and the downstream connection's upgrade handle.
-            let upgrade = if parts.version == Version::HTTP_11
-                && cluster.protocol == crate::config::raw::UpstreamProtocol::Http1
-            {
-                ra.upgrade_of(&parts.headers).and_then(|proto| {
-                    parts
-                        .extensions
-                        .remove::<hyper::upgrade::OnUpgrade>()
-                        .map(|on| (proto, on))
-                })
-            } else {
-                None
-            };
-            strip_hop_by_hop(&mut parts.headers);
-            if let Some((proto, _)) = &upgrade {
-                parts.headers.insert(header::UPGRADE, proto.clone());
-                parts
-                    .headers
-                    .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            }
-            match (&ra.host_rewrite, h1_host) {
-                (Some(h), _) => {
-                    parts.headers.insert(header::HOST, h.clone());
-                }
-                (None, Some(h)) => {
-                    parts.headers.insert(header::HOST, h);
-                }
-                (None, None) => {}
-            }
-            append_xff(&mut parts.headers, &conn.remote_ip);
-            crate::tls::apply_xfcc(&mut parts.headers, conn.xfcc, conn.peer.as_ref());
-            parts.headers.insert(
-                X_FORWARDED_PROTO.clone(),
-                HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
-            );
-
-            // Body: buffered (replayable) when a retry policy could use it and it is
-            // small enough, streamed otherwise.
-            let req_body = match body.take() {
-                None => ReqBody::Empty,
-                Some(b) if b.is_end_stream() => ReqBody::Empty,
-                Some(body) => {
-                    let small = body
-                        .size_hint()
-                        .exact()
-                        .is_some_and(|n| n as usize <= http.retry_buffer_bytes);
-                    if ra.retry.is_some() && small {
-                        match http_body_util::Limited::new(body, http.retry_buffer_bytes)
-                            .collect()
-                            .await
-                        {
-                            Ok(c) => {
-                                let b = c.to_bytes();
-                                done.bytes_in += b.len() as u64;
-                                ReqBody::Buffered(b)
-                            }
-                            Err(_) => {
-                                done.close_connection = true;
-                                return finish_local(
-                                    ErrorKind::BadRequest,
-                                    false,
-                                    &mut sc,
-                                    done,
-                                    &chain,
-                                );
-                            }
-                        }
-                    } else {
-                        ReqBody::Stream(body)
-                    }
-                }
-            };
-            // The upstream call counts a streamed body's bytes as it sends them. A
-            // counter of its own only when the access log will read it; otherwise
-            // the connection's write-only one (no allocation per request).
-            let bytes_in = match &req_body {
-                ReqBody::Stream(_) if done.logging() => {
-                    let c = Arc::new(AtomicU64::new(0));
-                    done.bytes_in_stream = Some(c.clone());
-                    c
-                }
-                _ => conn.unread_bytes_in.clone(),
-            };
-
-            let hash = cluster
-                .lb
-                .request_hash(&parts.headers, conn.remote_ip.to_str().unwrap_or(""));
-            match forward(ra, &cluster, parts, pq, req_body, bytes_in, hash, &mut done).await {
-                Ok(rsp) => {
-                    let status = rsp.status().as_u16();
-                    cluster.stats.count_status(status);
-                    let (mut rp, incoming) = rsp.into_parts();
-                    let switched = match (status, upgrade, incoming) {
-                        (101, Some((_, on)), UpstreamBody::H1(b)) => {
-                            let proto = rp.headers.get(header::UPGRADE).cloned();
-                            match (b.into_upgraded(), proto) {
-                                (Some(conn), Some(proto)) => {
-                                    tunnel(on, conn, http.idle_timeout);
-                                    Ok(proto)
-                                }
-                                _ => Err(RespBody::full(Bytes::new())),
-                            }
-                        }
-                        (_, _, incoming) => Err(RespBody::upstream(incoming)),
-                    };
-                    strip_hop_by_hop(&mut rp.headers);
-                    let body = match switched {
-                        Ok(proto) => {
-                            rp.headers.insert(header::UPGRADE, proto);
-                            rp.headers
-                                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-                            RespBody::full(Bytes::new())
-                        }
-                        Err(body) => body,
-                    };
-                    let rsp = Response::from_parts(rp, body);
-                    finish_response(rsp, &mut sc, done, chain)
-                }
-                Err((kind, exhausted)) => finish_local(kind, exhausted, &mut sc, done, &chain),
-            }
-        }
-    }
 }
 
 /// Splice an upgraded downstream connection and the upstream connection that
@@ -842,6 +903,40 @@ pub(super) fn protocol_name(v: Version) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(*k, HeaderValue::from_static(v));
+        }
+        m
+    }
+
+    #[test]
+    fn strip_hop_by_hop_removes_only_hop_headers() {
+        let mut m = map(&[("host", "a"), ("accept", "*/*")]);
+        assert!(!strip_hop_by_hop(&mut m));
+        assert_eq!(m.len(), 2);
+        let mut m = map(&[
+            ("connection", "keep-alive, X-Listed"),
+            ("connection", "close"),
+            ("x-listed", "1"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "Basic x"),
+            ("te", "trailers"),
+            ("content-type", "text/plain"),
+        ]);
+        assert!(strip_hop_by_hop(&mut m));
+        let mut left: Vec<&str> = m.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-type", "te"]);
+        let mut m = map(&[("te", "gzip"), ("trailer", "x"), ("date", "d")]);
+        assert!(!strip_hop_by_hop(&mut m));
+        let left: Vec<&str> = m.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["date"]);
+    }
 
     #[test]
     fn host_of_strips_the_port_and_lowercases_only_when_needed() {

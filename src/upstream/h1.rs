@@ -48,6 +48,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub struct Conn {
     io: Stream,
     rbuf: BytesMut,
+    /// Header offsets while a response head is parsed; kept so its capacity is reused.
+    spans: Vec<[u32; 4]>,
     /// The cluster's `max_connections` slot, held while the connection lives.
     _permit: Option<Permit>,
 }
@@ -57,6 +59,7 @@ impl Conn {
         Conn {
             io,
             rbuf: BytesMut::new(),
+            spans: Vec::new(),
             _permit: permit,
         }
     }
@@ -382,7 +385,7 @@ pub async fn exchange(
         };
         // Read side: the response head, possibly before the request is all out.
         loop {
-            match parse_head(&mut conn.rbuf, is_head) {
+            match parse_head(&mut conn.rbuf, &mut conn.spans, is_head) {
                 Ok(Some(parsed)) => {
                     let w = writer.take();
                     return Poll::Ready(Ok((parsed, w)));
@@ -421,14 +424,22 @@ pub async fn exchange(
 
 /// Parse one final response head from the front of `rbuf` (skipping interim 1xx
 /// responses). `Ok(None)`: incomplete.
-fn parse_head(rbuf: &mut BytesMut, is_head: bool) -> Result<Option<Parsed>, ExchangeError> {
+fn parse_head(
+    rbuf: &mut BytesMut,
+    spans: &mut Vec<[u32; 4]>,
+    is_head: bool,
+) -> Result<Option<Parsed>, ExchangeError> {
+    let parser = httparse::ParserConfig::default();
     loop {
         if rbuf.is_empty() {
             return Ok(None);
         }
-        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut rsp = httparse::Response::new(&mut slots);
-        let n = match rsp.parse(rbuf) {
+        // Uninitialised slots: nothing is written to the stack for headers that
+        // are not there (a [Header; 128] costs a 4 KiB fill per response).
+        let mut slots =
+            [const { std::mem::MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
+        let mut rsp = httparse::Response::new(&mut []);
+        let n = match parser.parse_response_with_uninit_headers(&mut rsp, rbuf, &mut slots) {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(httparse::Error::TooManyHeaders) => {
@@ -448,18 +459,24 @@ fn parse_head(rbuf: &mut BytesMut, is_head: bool) -> Result<Option<Parsed>, Exch
         } else {
             Version::HTTP_11
         };
-        // Offsets of names and values, so the head can be frozen and shared.
+        // Offsets of names and values (the head is under MAX_HEAD_BYTES, so they
+        // fit in u32), so the head can be frozen and shared.
         let base = rbuf.as_ptr() as usize;
-        let count = rsp.headers.len();
-        let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
-        for (slot, h) in spans.iter_mut().zip(rsp.headers.iter()) {
-            let name = h.name.as_ptr() as usize - base;
-            let value = h.value.as_ptr() as usize - base;
-            *slot = (name, name + h.name.len(), value, value + h.value.len());
-        }
+        let off = |p: *const u8| (p as usize - base) as u32;
+        spans.clear();
+        spans.extend(rsp.headers.iter().map(|h| {
+            let (name, value) = (off(h.name.as_ptr()), off(h.value.as_ptr()));
+            [
+                name,
+                name + h.name.len() as u32,
+                value,
+                value + h.value.len() as u32,
+            ]
+        }));
         let raw = rbuf.split_to(n).freeze();
-        let mut headers = HeaderMap::with_capacity(count);
-        for &(ns, ne, vs, ve) in &spans[..count] {
+        let mut headers = HeaderMap::with_capacity(spans.len());
+        for &[ns, ne, vs, ve] in spans.iter() {
+            let (ns, ne, vs, ve) = (ns as usize, ne as usize, vs as usize, ve as usize);
             let name = HeaderName::from_bytes(&raw[ns..ne])
                 .map_err(|_| ExchangeError::Protocol("invalid response header name"))?;
             let value = HeaderValue::from_maybe_shared(raw.slice(vs..ve))
@@ -848,7 +865,7 @@ mod tests {
 
     fn parse(raw: &[u8], is_head: bool) -> Result<Option<Parsed>, ExchangeError> {
         let mut b = BytesMut::from(raw);
-        parse_head(&mut b, is_head)
+        parse_head(&mut b, &mut Vec::new(), is_head)
     }
 
     fn head(raw: &[u8], is_head: bool) -> Parsed {
