@@ -103,8 +103,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
 
 fn remove_listed(headers: &mut HeaderMap, connection: &HeaderValue) {
     if let Ok(list) = connection.to_str() {
-        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-            headers.remove(name);
+        for name in list.split(',').map(str::trim) {
+            // The usual tokens name nothing else to remove (`Keep-Alive` and
+            // `Upgrade` go with the fixed hop-by-hop list), so skip the lookup.
+            let usual = ["", "close", "keep-alive", "upgrade"];
+            if !usual.iter().any(|u| name.eq_ignore_ascii_case(u)) {
+                headers.remove(name);
+            }
         }
     }
 }

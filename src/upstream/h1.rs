@@ -475,15 +475,23 @@ fn parse_head(
         }));
         let raw = rbuf.split_to(n).freeze();
         let mut headers = HeaderMap::with_capacity(spans.len());
+        let mut facts = HeadFacts::default();
         for &[ns, ne, vs, ve] in spans.iter() {
             let (ns, ne, vs, ve) = (ns as usize, ne as usize, vs as usize, ve as usize);
             let name = HeaderName::from_bytes(&raw[ns..ne])
                 .map_err(|_| ExchangeError::Protocol("invalid response header name"))?;
+            if !facts.note(&name, &raw[vs..ve]) {
+                continue;
+            }
             let value = HeaderValue::from_maybe_shared(raw.slice(vs..ve))
                 .map_err(|_| ExchangeError::Protocol("invalid response header value"))?;
             headers.append(name, value);
         }
-        let (framing, keep_alive) = framing_of(status, version, &mut headers, is_head)?;
+        if facts.transfer_encoding.is_some() {
+            // Content-Length is ignored (and must not be forwarded) with a transfer coding.
+            headers.remove(header::CONTENT_LENGTH);
+        }
+        let (framing, keep_alive) = framing_of(status, version, &facts, is_head)?;
         return Ok(Some(Parsed {
             status,
             version,
@@ -491,6 +499,69 @@ fn parse_head(
             framing,
             keep_alive,
         }));
+    }
+}
+
+/// What the framing headers of a response head say, read while the head is turned
+/// into a header map. `Connection` (when it lists only `close`, `keep-alive` or
+/// `upgrade`), `Keep-Alive`, `Proxy-Connection` and `Transfer-Encoding` are
+/// hop-by-hop and are consumed here instead of going into the map (the proxy would
+/// strip them anyway); `Connection` naming other headers stays for the proxy's
+/// hop-by-hop pass to act on.
+#[derive(Default)]
+struct HeadFacts {
+    close: bool,
+    keep_alive: bool,
+    /// Present: whether the last transfer coding is `chunked`.
+    transfer_encoding: Option<bool>,
+    content_length: Option<u64>,
+    /// A malformed or conflicting Content-Length: an error only where the length
+    /// frames the body (not with a transfer coding, nor for HEAD, 204 or 304).
+    bad_length: Option<&'static str>,
+}
+
+impl HeadFacts {
+    /// Record one header; false when it is consumed and stays out of the map.
+    fn note(&mut self, name: &HeaderName, value: &[u8]) -> bool {
+        let tokens = || value.split(|&b| b == b',').map(<[u8]>::trim_ascii);
+        if name == header::CONNECTION {
+            let mut others = false;
+            for t in tokens() {
+                if t.eq_ignore_ascii_case(b"close") {
+                    self.close = true;
+                } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                    self.keep_alive = true;
+                } else if !t.is_empty() && !t.eq_ignore_ascii_case(b"upgrade") {
+                    others = true;
+                }
+            }
+            return others;
+        }
+        if name == header::TRANSFER_ENCODING {
+            // The last coding of the last header decides.
+            let chunked = tokens()
+                .next_back()
+                .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
+            self.transfer_encoding = Some(chunked);
+            return false;
+        }
+        if name == header::CONTENT_LENGTH {
+            for part in tokens() {
+                if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+                    self.bad_length.get_or_insert("invalid content-length");
+                    continue;
+                }
+                // At most 19 digits: fits in a u64.
+                let n = part.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+                if self.content_length.is_some_and(|l| l != n) {
+                    self.bad_length.get_or_insert("conflicting content-length");
+                }
+                self.content_length = Some(n);
+            }
+            return true;
+        }
+        let n = name.as_str();
+        n != "keep-alive" && n != "proxy-connection"
     }
 }
 
@@ -503,16 +574,18 @@ pub fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
     })
 }
 
+/// How the body is framed (RFC 9112 section 6.3) and whether the connection can be
+/// reused after it.
 fn framing_of(
     status: StatusCode,
     version: Version,
-    headers: &mut HeaderMap,
+    facts: &HeadFacts,
     is_head: bool,
 ) -> Result<(Framing, bool), ExchangeError> {
     let keep_alive = if version == Version::HTTP_11 {
-        !has_token(headers, header::CONNECTION, "close")
+        !facts.close
     } else {
-        has_token(headers, header::CONNECTION, "keep-alive")
+        facts.keep_alive
     };
     if status == StatusCode::SWITCHING_PROTOCOLS {
         // Upgrades are not proxied; the connection is not HTTP any more.
@@ -521,40 +594,16 @@ fn framing_of(
     if is_head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Ok((Framing::Length(0), keep_alive));
     }
-    if headers.contains_key(header::TRANSFER_ENCODING) {
-        // Content-Length is ignored (and must not be forwarded) with a transfer coding.
-        headers.remove(header::CONTENT_LENGTH);
-        let last_is_chunked = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .next_back()
-            .and_then(|v| v.as_bytes().rsplit(|&b| b == b',').next())
-            .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        if last_is_chunked {
-            return Ok((Framing::Chunked, keep_alive));
-        }
-        return Ok((Framing::Close, false));
-    }
-    let mut length: Option<u64> = None;
-    for v in headers.get_all(header::CONTENT_LENGTH) {
-        for part in v.as_bytes().split(|&b| b == b',') {
-            let part = part.trim_ascii();
-            if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
-                return Err(ExchangeError::Protocol("invalid content-length"));
-            }
-            let n: u64 = std::str::from_utf8(part)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or(ExchangeError::Protocol("invalid content-length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(ExchangeError::Protocol("conflicting content-length"));
-            }
-            length = Some(n);
-        }
-    }
-    match length {
-        Some(n) => Ok((Framing::Length(n), keep_alive)),
-        None => Ok((Framing::Close, false)),
+    match (
+        facts.transfer_encoding,
+        facts.bad_length,
+        facts.content_length,
+    ) {
+        (Some(true), _, _) => Ok((Framing::Chunked, keep_alive)),
+        (Some(false), _, _) => Ok((Framing::Close, false)),
+        (None, Some(bad), _) => Err(ExchangeError::Protocol(bad)),
+        (None, None, Some(n)) => Ok((Framing::Length(n), keep_alive)),
+        (None, None, None) => Ok((Framing::Close, false)),
     }
 }
 
@@ -906,6 +955,34 @@ mod tests {
             false,
         );
         assert!(!p.keep_alive);
+    }
+
+    #[test]
+    fn framing_headers_are_consumed_not_mapped() {
+        let p = head(
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nServer: o\r\ncontent-length: 1\r\n\r\n",
+            false,
+        );
+        assert!(p.keep_alive);
+        let names: Vec<&str> = p.headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert!(p.headers.contains_key("server") && p.headers.contains_key("content-length"));
+        // A Connection header naming other headers stays for the proxy's hop-by-hop pass.
+        let p = head(
+            b"HTTP/1.1 200 OK\r\nconnection: close, x-hop\r\nx-hop: 1\r\ncontent-length: 0\r\n\r\n",
+            false,
+        );
+        assert!(!p.keep_alive);
+        assert!(p.headers.contains_key(header::CONNECTION) && p.headers.contains_key("x-hop"));
+        let p = head(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: zz\r\n\r\n",
+            false,
+        );
+        assert_eq!(p.framing, Framing::Chunked);
+        assert!(p.headers.is_empty());
+        // A bad length does not matter where no body follows.
+        let p = head(b"HTTP/1.1 200 OK\r\ncontent-length: zz\r\n\r\n", true);
+        assert_eq!(p.framing, Framing::Length(0));
     }
 
     #[test]
