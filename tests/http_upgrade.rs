@@ -277,3 +277,50 @@ clusters:
         "not before it went quiet"
     );
 }
+
+/// An open tunnel is counted (`attache_downstream_upgrade_*`, and its connection in
+/// `attache_downstream_cx_active`), and a drain waits for it: after SIGTERM the
+/// tunnel still carries bytes and the process stays up until the client closes it,
+/// then exits 0 well before `drain_timeout`.
+#[tokio::test]
+async fn tunnels_are_counted_and_held_by_the_drain() {
+    let ws = upgrade_origin(false).await;
+    let always = upgrade_origin(true).await;
+    let mut p = Proxy::start(&format!("drain_timeout: 60s\n{}", yaml(ws, always)));
+    assert_eq!(upgrades(&p, "total").await, 0.0);
+
+    let (head, rest, mut s) = handshake(p.addr("main"), "/ws/drain").await;
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    let got = read_exactly(&mut s, rest, 3).await;
+    assert_eq!(&got[..], b"hi!");
+    assert_eq!(upgrades(&p, "total").await, 1.0);
+    assert_eq!(upgrades(&p, "active").await, 1.0);
+    let cx = p
+        .stat_labels("attache_downstream_cx_active", &[("listener", "main")])
+        .await;
+    assert_eq!(cx, 1.0, "the tunnel's connection is still open");
+
+    p.signal(15);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    s.write_all(b"still here")
+        .await
+        .expect("write during drain");
+    let got = read_exactly(&mut s, Vec::new(), 10).await;
+    assert_eq!(&got[..], b"STILL HERE");
+    assert_eq!(
+        p.wait_exit(Duration::from_millis(200)),
+        None,
+        "exited under a tunnel"
+    );
+
+    drop(s);
+    let code = tokio::task::spawn_blocking(move || p.wait_exit(Duration::from_secs(30)))
+        .await
+        .expect("wait task");
+    assert_eq!(code, Some(0), "exit once the tunnel closed");
+}
+
+async fn upgrades(p: &Proxy, which: &str) -> f64 {
+    let name = format!("attache_downstream_upgrade_{which}");
+    p.stat_labels(&name, &[("listener", "main")]).await
+}

@@ -79,6 +79,9 @@ pub struct ConnCtx {
     /// the count (no access log, or no streamed body), instead of allocating one
     /// per request. Written, never read.
     pub unread_bytes_in: Arc<std::sync::atomic::AtomicU64>,
+    /// Keeps the accepted connection counted as open while anything holds this
+    /// context (the connection, or an upgrade tunnel that outlives it).
+    pub open: Option<crate::server::OpenGuard>,
 }
 
 impl ConnCtx {
@@ -96,6 +99,7 @@ impl ConnCtx {
             framing_conflict: Default::default(),
             draining: Default::default(),
             unread_bytes_in: Default::default(),
+            open: None,
         }
     }
 

@@ -513,8 +513,8 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Resp
                             (101, Some((_, on)), UpstreamBody::H1(b)) => {
                                 let proto = rp.headers.get(header::UPGRADE).cloned();
                                 match (b.into_upgraded(), proto) {
-                                    (Some(conn), Some(proto)) => {
-                                        tunnel(on, conn, http.idle_timeout);
+                                    (Some(up), Some(proto)) => {
+                                        tunnel(on, up, http.idle_timeout, conn.clone());
                                         Ok(proto)
                                     }
                                     _ => Err(RespBody::full(Bytes::new())),
@@ -552,7 +552,16 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Resp
 /// answered `101`, until both sides closed or nothing moved either way for `idle`
 /// (the listener's `idle_timeout`). Bytes the upstream sent right after its `101`
 /// go to the client first.
-fn tunnel(on: hyper::upgrade::OnUpgrade, conn: crate::upstream::h1::Conn, idle: Duration) {
+///
+/// The tunnel holds the downstream connection's context, so the connection stays
+/// counted as open (`attache_downstream_cx_active`) and a drain waits for the
+/// tunnel, up to `drain_timeout`, like for a request.
+fn tunnel(
+    on: hyper::upgrade::OnUpgrade,
+    conn: crate::upstream::h1::Conn,
+    idle: Duration,
+    ctx: Arc<ConnCtx>,
+) {
     tokio::spawn(async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         // The permit keeps the tunnel inside the cluster's `max_connections`.
@@ -564,6 +573,11 @@ fn tunnel(on: hyper::upgrade::OnUpgrade, conn: crate::upstream::h1::Conn, idle: 
                 return;
             }
         };
+        let rt = ctx.slot.load_full();
+        let stats = &rt.listener.stats;
+        stats.upgrade_total.inc();
+        stats.upgrade_active.inc();
+        let _open = Gauged(&stats.upgrade_active);
         let mut down = hyper_util::rt::TokioIo::new(down);
         if !pending.is_empty() && down.write_all(&pending).await.is_err() {
             return;
@@ -608,6 +622,15 @@ fn tunnel(on: hyper::upgrade::OnUpgrade, conn: crate::upstream::h1::Conn, idle: 
             }
         }
     });
+}
+
+/// Decrements a gauge when dropped.
+struct Gauged<'a>(&'a prometheus::IntGauge);
+
+impl Drop for Gauged<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 fn append_xff(headers: &mut HeaderMap, ip: &HeaderValue) {

@@ -261,19 +261,18 @@ impl Server {
                 }
             };
             let _ = stream.set_nodelay(true);
-            let stats = slot.load().listener.stats.clone();
-            stats.cx_total.inc();
-            stats.cx_active.inc();
-            let active = self.active_connections.clone();
-            active.fetch_add(1, Ordering::SeqCst);
+            let guard = self.open_guard(&slot);
             let drain = self.shutdown.subscribe();
             let drain_timeout = self.snapshot.load().drain_timeout;
             let slot = slot.clone();
-            tokio::spawn(async move {
-                serve_accepted(stream, remote, slot, drain, drain_timeout).await;
-                stats.cx_active.dec();
-                active.fetch_sub(1, Ordering::SeqCst);
-            });
+            tokio::spawn(serve_accepted(
+                stream,
+                remote,
+                slot,
+                drain,
+                drain_timeout,
+                guard,
+            ));
         }
         tracing::info!("listener stopped accepting");
     }
@@ -297,20 +296,19 @@ impl Server {
             };
             n += 1;
             let _ = stream.set_nodelay(true);
-            let stats = slot.load().listener.stats.clone();
-            stats.cx_total.inc();
-            stats.cx_active.inc();
-            let active = self.active_connections.clone();
-            active.fetch_add(1, Ordering::SeqCst);
+            let guard = self.open_guard(slot);
             let drain_timeout = self.snapshot.load().drain_timeout;
             let slot = slot.clone();
             // Drained like any connection (a young one gets a short grace first).
             let rx = self.shutdown.subscribe();
-            tokio::spawn(async move {
-                serve_accepted(stream, remote, slot, rx, drain_timeout).await;
-                stats.cx_active.dec();
-                active.fetch_sub(1, Ordering::SeqCst);
-            });
+            tokio::spawn(serve_accepted(
+                stream,
+                remote,
+                slot,
+                rx,
+                drain_timeout,
+                guard,
+            ));
         }
         drop(std_sock);
         if n > 0 {
@@ -432,6 +430,17 @@ impl Server {
         Ok(())
     }
 
+    /// Count a just-accepted connection as open (stats and drain) until the
+    /// returned guard is dropped.
+    fn open_guard(&self, slot: &Arc<ArcSwap<Runtime>>) -> OpenGuard {
+        let stats = slot.load().listener.stats.clone();
+        stats.cx_total.inc();
+        stats.cx_active.inc();
+        let active = self.active_connections.clone();
+        active.fetch_add(1, Ordering::SeqCst);
+        OpenGuard { stats, active }
+    }
+
     /// Stop accepting, let in-flight requests finish (up to the drain timeout).
     pub async fn drain(&self) {
         if self.draining.swap(true, Ordering::SeqCst) {
@@ -464,6 +473,21 @@ impl Server {
     }
 }
 
+/// An accepted connection counted as open: in `attache_downstream_cx_active` and for
+/// the drain, which waits for these. Dropped with the connection's context, so an
+/// upgrade tunnel that outlives the HTTP exchange keeps its connection counted.
+pub struct OpenGuard {
+    stats: crate::stats::ListenerStats,
+    active: Arc<AtomicUsize>,
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.stats.cx_active.dec();
+        self.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// One accepted connection: TLS handshake when the listener terminates TLS, then the
 /// listener's protocol.
 async fn serve_accepted(
@@ -472,9 +496,11 @@ async fn serve_accepted(
     slot: Arc<ArcSwap<Runtime>>,
     drain: watch::Receiver<bool>,
     drain_timeout: Duration,
+    guard: OpenGuard,
 ) {
     let listener = slot.load().listener.clone();
     let mut conn = ConnCtx::new(slot, remote);
+    conn.open = Some(guard);
     match &listener.tls {
         None => serve_io(stream, conn, &listener, drain, drain_timeout).await,
         Some(tls) => match tls.accept(stream).await {

@@ -9,6 +9,8 @@ pub use attache_filters::Stats;
 pub const DOWNSTREAM_CX_TOTAL: &str = "attache_downstream_cx_total";
 pub const DOWNSTREAM_CX_ACTIVE: &str = "attache_downstream_cx_active";
 pub const DOWNSTREAM_RQ_TOTAL: &str = "attache_downstream_rq_total";
+pub const DOWNSTREAM_UPGRADE_TOTAL: &str = "attache_downstream_upgrade_total";
+pub const DOWNSTREAM_UPGRADE_ACTIVE: &str = "attache_downstream_upgrade_active";
 pub const UPSTREAM_RQ_TOTAL: &str = "attache_upstream_rq_total";
 pub const UPSTREAM_RQ_DURATION: &str = "attache_upstream_rq_duration_seconds";
 pub const UPSTREAM_CX_CONNECT_FAIL: &str = "attache_upstream_cx_connect_fail_total";
@@ -41,6 +43,9 @@ pub const FLAGS: &[&str] = &["NR", "NC", "UH", "UF", "UO", "UT", "UR", "URX", "D
 pub struct ListenerStats {
     pub cx_total: IntCounter,
     pub cx_active: IntGauge,
+    /// Upgrade tunnels (WebSocket) opened, and open now.
+    pub upgrade_total: IntCounter,
+    pub upgrade_active: IntGauge,
     /// Indexed by `status / 100 - 1` (1xx..5xx).
     pub rq: [IntCounter; 5],
     /// Indexed like [`FLAGS`].
@@ -59,6 +64,16 @@ impl ListenerStats {
             "Downstream connections open",
             &["listener"],
         );
+        let upgrades = stats.counter_vec(
+            DOWNSTREAM_UPGRADE_TOTAL,
+            "Upgrade tunnels (WebSocket) opened",
+            &["listener"],
+        );
+        let upgrades_active = stats.gauge_vec(
+            DOWNSTREAM_UPGRADE_ACTIVE,
+            "Upgrade tunnels (WebSocket) open",
+            &["listener"],
+        );
         let rq = stats.counter_vec(
             DOWNSTREAM_RQ_TOTAL,
             "Downstream requests by response class",
@@ -72,6 +87,8 @@ impl ListenerStats {
         ListenerStats {
             cx_total: cx.with_label_values(&[listener]),
             cx_active: active.with_label_values(&[listener]),
+            upgrade_total: upgrades.with_label_values(&[listener]),
+            upgrade_active: upgrades_active.with_label_values(&[listener]),
             rq: ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|c| rq.with_label_values(&[listener, c])),
             local_reply: FLAGS
                 .iter()
