@@ -14,6 +14,8 @@
 #   PROXY_CPU [0] (the proxies)  LOAD_CPU [1] (load generator and origin)
 #   OUT [a new directory under /tmp] where results.tsv, results.md and logs go
 #   SKIP_INSTALL=1 (never apt-get)  SKIP_BUILD=1 (use the existing binaries)
+#   SAME_HEADERS [1]: NGINX and HAProxy add x-forwarded-for, x-forwarded-proto and
+#     x-request-id (when absent) like attache's defaults; 0 runs them bare
 #   CARGO_TARGET_DIR [<repo>/target]
 set -euo pipefail
 
@@ -206,17 +208,29 @@ start_origin() {
 }
 
 NGINX_H2=no
+# The forwarding headers attache adds by default, for NGINX and HAProxy to do the
+# same work (SAME_HEADERS=1), or nothing (0).
+if [[ ${SAME_HEADERS:-1} == 1 ]]; then
+	NGINX_FWD='proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto $scheme; proxy_set_header X-Request-ID $bench_request_id;'
+	HAPROXY_FWD='option forwardfor
+    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Request-ID %[uuid] unless { req.hdr(x-request-id) -m found }'
+	FWD_NOTE="Adds x-forwarded-for, x-forwarded-proto and x-request-id like attache."
+else
+	NGINX_FWD='' HAPROXY_FWD='' FWD_NOTE="No forwarding headers (SAME_HEADERS=0)."
+fi
+
 start_nginx() {
 	local port=$1 h2port=$2 h2listen="listen 127.0.0.1:$2 http2;"
 	mkdir -p "$WORK/nginx-tmp"
 	render "$HERE/nginx.conf.in" "$WORK/nginx.conf" DIR="$WORK" ORIGIN_PORT="$ORIGIN_PORT" \
-		PROXY_PORT="$port" H2_LISTEN="$h2listen" USER="$USER_LINE"
+		PROXY_PORT="$port" H2_LISTEN="$h2listen" USER="$USER_LINE" FWD_HEADERS="$NGINX_FWD" FWD_NOTE="$FWD_NOTE"
 	if nginx -t -p "$WORK" -c "$WORK/nginx.conf" -e "$WORK/nginx-error.log" >/dev/null 2>&1; then
 		NGINX_H2=yes
 	else
 		log "this nginx cannot serve h2c on a cleartext listener; skipping it for h2load"
 		render "$HERE/nginx.conf.in" "$WORK/nginx.conf" DIR="$WORK" ORIGIN_PORT="$ORIGIN_PORT" \
-			PROXY_PORT="$port" H2_LISTEN="" USER="$USER_LINE"
+			PROXY_PORT="$port" H2_LISTEN="" USER="$USER_LINE" FWD_HEADERS="$NGINX_FWD" FWD_NOTE="$FWD_NOTE"
 	fi
 	taskset -c "$PROXY_CPU" nginx -p "$WORK" -c "$WORK/nginx.conf" -e "$WORK/nginx-error.log" 2>>"$WORK/nginx-error.log" &
 	local master=$!
@@ -236,7 +250,8 @@ start_nginx() {
 
 start_haproxy() {
 	local port=$1 h2port=$2
-	render "$HERE/haproxy.cfg.in" "$WORK/haproxy.cfg" ORIGIN_PORT="$ORIGIN_PORT" PROXY_PORT="$port" H2_PORT="$h2port"
+	render "$HERE/haproxy.cfg.in" "$WORK/haproxy.cfg" ORIGIN_PORT="$ORIGIN_PORT" PROXY_PORT="$port" H2_PORT="$h2port" \
+		FWD_HEADERS="$HAPROXY_FWD" FWD_NOTE="$FWD_NOTE"
 	haproxy -c -q -f "$WORK/haproxy.cfg" || die "haproxy rejected $WORK/haproxy.cfg"
 	taskset -c "$PROXY_CPU" haproxy -db -f "$WORK/haproxy.cfg" >>"$WORK/haproxy.log" 2>&1 &
 	local pid=$!
@@ -385,6 +400,7 @@ done
 	echo "- machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), kernel $(uname -r)"
 	echo "- proxies pinned to cpu $PROXY_CPU; load generator and origin (nginx, 1 worker) to cpu $LOAD_CPU"
 	echo "- attache $("$ATTACHE" --version | awk '{print $2}') --concurrency 1; $(nginx -v 2>&1 | sed 's/^nginx version: //') 1 worker, upstream keepalive; $(haproxy -v | head -n1 | awk '{print "haproxy " $3}') nbthread 1, http-reuse always"
+	echo "- NGINX and HAProxy: $FWD_NOTE"
 	echo "- h1: wrk -t1 -c$CONNECTIONS -d${DUR_S}s; h2: h2load -t1 -c$H2_CLIENTS -m$H2_STREAMS -D$DUR_S (nginx h2c: $NGINX_H2); rate: loadgen $RATE req/s over $RATE_CONNECTIONS connections, ${DUR_S}s"
 	echo "- VmHWM reset per run: $HWM_RESET"
 	echo
