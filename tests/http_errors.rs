@@ -187,6 +187,14 @@ async fn malformed_and_smuggling_requests_get_400_and_are_not_forwarded() {
     )
     .await;
     assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    // Two Host lines: routed on one, an upstream might read the other.
+    let out = raw_exchange(
+        addr,
+        b"GET /public/x HTTP/1.1\r\nHost: public.example\r\nHost: admin.internal\r\n\r\n",
+        t,
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
     let out = raw_exchange(addr, b"\x16\x03\x01garbage\r\n\r\n", t).await;
     assert!(out.is_empty() || out.starts_with("HTTP/1.1 400"), "{out}");
     // Escaped slashes are rejected by default.

@@ -226,9 +226,11 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Resp
         let mut first_cl: Option<&HeaderValue> = None;
         let (mut cl_conflict, mut has_te) = (false, false);
         let mut has_request_id = false;
+        let mut hosts = 0usize;
         for (k, v) in parts.headers.iter() {
             header_bytes += k.as_str().len() + v.len() + 4;
             has_request_id |= k == X_REQUEST_ID;
+            hosts += usize::from(k == header::HOST);
             if k == header::CONTENT_LENGTH {
                 match first_cl {
                     Some(first) => cl_conflict |= first != v,
@@ -238,8 +240,11 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Resp
                 has_te = true;
             }
         }
+        // More than one Host is a 400 too (RFC 9112 section 3.2): attache routes on
+        // the first, an upstream or cache might read another.
         let conflicting = cl_conflict
             || (first_cl.is_some() && has_te)
+            || hosts > 1
             || conn.framing_conflict.load(Ordering::Acquire);
         if conflicting {
             done.close_connection = true;
@@ -504,7 +509,24 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Resp
                 let hash = cluster
                     .lb
                     .request_hash(&parts.headers, conn.remote_ip.to_str().unwrap_or(""));
-                match forward(ra, &cluster, parts, pq, req_body, bytes_in, hash, &mut done).await {
+                // A streamed body forward did not take (no healthy endpoint, circuit
+                // breaker) comes back, so an HTTP/2 one is held past the 503 too.
+                let mut req_body = Some(req_body);
+                let sent = forward(
+                    ra,
+                    &cluster,
+                    parts,
+                    pq,
+                    &mut req_body,
+                    bytes_in,
+                    hash,
+                    &mut done,
+                )
+                .await;
+                if let Some(ReqBody::Stream(b)) = req_body {
+                    body = Some(b);
+                }
+                match sent {
                     Ok(rsp) => {
                         let status = rsp.status().as_u16();
                         cluster.stats.count_status(status);
@@ -658,7 +680,7 @@ async fn forward(
     cluster: &Arc<Cluster>,
     mut parts: http::request::Parts,
     pq: String,
-    body: ReqBody,
+    body: &mut Option<ReqBody>,
     bytes_in: Arc<AtomicU64>,
     hash: Option<u64>,
     done: &mut Completion,
@@ -666,12 +688,11 @@ async fn forward(
     // One clock read covers the first attempt; retries read it again.
     let first = tokio::time::Instant::now();
     let deadline = ra.timeout.map(|t| first + t);
-    let retry: Option<&RetryPolicy> = match &body {
-        ReqBody::Stream(_) => None,
+    let retry: Option<&RetryPolicy> = match body {
+        Some(ReqBody::Stream(_)) => None,
         _ => ra.retry.as_ref(),
     };
     let max_attempts = 1 + retry.map_or(0, |r| r.attempts);
-    let mut body = Some(body);
     let mut last_ep: Option<Arc<Endpoint>> = None;
     let mut attempt = 0;
     // Held while a retry is in flight (`max_retries`).
