@@ -361,7 +361,8 @@ clusters:
 }
 
 /// A local reply to an HTTP/2 request whose body is still arriving (a direct
-/// response, no route, an open circuit breaker) reaches curl complete: the unread body is read and dropped
+/// response, no route, an open circuit breaker, a refused upstream connect)
+/// reaches curl complete: the unread body is read and dropped
 /// after the response instead of the stream being cancelled under the reply.
 /// Before the fix, curl failed (exit 92) on most of these uploads.
 #[tokio::test]
@@ -378,22 +379,28 @@ listeners:
             direct_response: { status: 403, body: "denied" }
           - match: { prefix: /full }
             route: { cluster: full }
+          - match: { prefix: /dead }
+            route: { cluster: dead }
 clusters:
   - name: full
     endpoints: ["127.0.0.1:9"]
     circuit_breakers: { max_requests: 0 }
+  - name: dead
+    endpoints: ["127.0.0.1:9"]
 "#;
     let p = Proxy::start(yaml);
     let dir = tempfile::tempdir().expect("tempdir");
     let upload = dir.path().join("upload.bin");
     std::fs::write(&upload, vec![7u8; 300_000]).expect("write upload");
     let data = format!("@{}", upload.display());
-    // A 503 from the circuit breaker: the body was handed to the upstream call,
-    // which never sent it, and comes back to be discarded the same way.
+    // A 503 from the circuit breaker or a refused connect: the body was handed to
+    // the upstream call, which never sent it, and comes back to be discarded the
+    // same way.
     for (path, want) in [
         ("/deny", "denied\n403"),
         ("/nowhere", "\n404"),
         ("/full", "\n503"),
+        ("/dead", "\n503"),
     ] {
         for i in 0..8 {
             let (ok, out) = support::curl(&[

@@ -742,7 +742,15 @@ async fn forward(
             Ok(u) => u,
             Err(_) => return Err((ErrorKind::BadRequest, false)),
         };
-        let mut req = Request::new(up_body);
+        // The body stays in a slot of ours until a connection takes it, so a stream
+        // that never left (breaker, failed connect) goes back to the caller.
+        let mut up_body = Some(up_body);
+        let restore = |up_body: &mut Option<UpBody>, body: &mut Option<ReqBody>| {
+            if let Some(UpBody::Stream { inner, .. }) = up_body.take() {
+                *body = Some(ReqBody::Stream(inner));
+            }
+        };
+        let mut req = Request::new(());
         *req.method_mut() = parts.method.clone();
         *req.uri_mut() = uri;
         *req.version_mut() = match cluster.protocol {
@@ -761,6 +769,7 @@ async fn forward(
 
         let guard = ActiveGuard::new(ep.clone(), Some(rq_permit));
         let Some(pending) = cluster.breakers.pending.try_acquire() else {
+            restore(&mut up_body, body);
             return Err((ErrorKind::Overflow, attempt > 1));
         };
         let sent = if attempt == 1 {
@@ -768,7 +777,7 @@ async fn forward(
         } else {
             tokio::time::Instant::now()
         };
-        let call = crate::upstream::pool::send(&ep, &cluster.pool, req);
+        let call = crate::upstream::pool::send_with(&ep, &cluster.pool, req, &mut up_body);
         let per_try = retry.and_then(|r| r.per_try_timeout);
         let limit = match (deadline, per_try) {
             (Some(d), Some(p)) => Some(d.min(sent + p)),
@@ -781,6 +790,7 @@ async fn forward(
             None => Some(call.await),
         };
         drop(pending);
+        restore(&mut up_body, body);
         let overall_expired = || deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
         let outcome: Result<Response<UpstreamBody>, ErrorKind> = match result {
             None => {

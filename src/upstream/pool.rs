@@ -162,14 +162,27 @@ pub async fn send(
     s: &Settings,
     req: Request<UpBody>,
 ) -> Result<Response<UpstreamBody>, SendError> {
+    let (parts, body) = req.into_parts();
+    let mut body = Some(body);
+    send_with(ep, s, Request::from_parts(parts, ()), &mut body).await
+}
+
+/// [`send`], with the body in a slot the caller keeps: the body is taken out only
+/// when a connection is there to carry it, so after a failed connect (or a
+/// circuit breaker refusing one) the caller still has an unsent stream.
+pub async fn send_with(
+    ep: &super::Endpoint,
+    s: &Settings,
+    req: Request<()>,
+    body: &mut Option<UpBody>,
+) -> Result<Response<UpstreamBody>, SendError> {
     match s.protocol {
         UpstreamProtocol::Http1 => {
-            let (parts, body) = req.into_parts();
+            let (parts, ()) = req.into_parts();
             // A copy to send again when a pooled connection turns out to be closed.
-            let replay = body.try_clone();
+            let replay = body.as_ref().and_then(UpBody::try_clone);
             let idempotent = parts.method.is_idempotent();
             let mut replays = 0;
-            let mut body = Some(body);
             loop {
                 let (mut conn, reused) = match ep.pool.pop_h1(s.idle_timeout) {
                     Some(c) => (c, true),
@@ -246,6 +259,7 @@ pub async fn send(
             tx.ready()
                 .await
                 .map_err(|e| SendError::Protocol(Box::new(e)))?;
+            let req = req.map(|()| body.take().unwrap_or(UpBody::Empty));
             let rsp = tx
                 .send_request(req)
                 .await
