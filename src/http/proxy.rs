@@ -102,12 +102,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
 }
 
 fn remove_listed(headers: &mut HeaderMap, connection: &HeaderValue) {
+    use crate::upstream::h1::{is_plain_connection_option, tokens};
     if let Ok(list) = connection.to_str() {
-        for name in list.split(',').map(str::trim) {
-            // The usual tokens name nothing else to remove (`Keep-Alive` and
-            // `Upgrade` go with the fixed hop-by-hop list), so skip the lookup.
-            let usual = ["", "close", "keep-alive", "upgrade"];
-            if !usual.iter().any(|u| name.eq_ignore_ascii_case(u)) {
+        // The usual options name nothing else to remove, so skip their lookup.
+        for name in tokens(list.as_bytes()).filter(|t| !is_plain_connection_option(t)) {
+            if let Ok(name) = std::str::from_utf8(name) {
                 headers.remove(name);
             }
         }
@@ -434,13 +433,11 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Resp
                 }
                 // Which forwarding headers the request (after filters) already has, in
                 // one scan instead of a lookup each.
-                let (mut has_xff, mut has_xfcc, mut has_xfp) = (false, false, false);
+                let (mut has_xff, mut has_xfcc) = (false, false);
                 for k in parts.headers.keys() {
                     has_xff |= k == X_FORWARDED_FOR;
                     has_xfcc |= k == crate::tls::XFCC;
-                    has_xfp |= k == X_FORWARDED_PROTO;
                 }
-                let xfp = HeaderValue::from_static(if conn.tls { "https" } else { "http" });
                 if has_xff {
                     append_xff(&mut parts.headers, &conn.remote_ip);
                 } else {
@@ -452,11 +449,10 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Resp
                 if has_xfcc || conn.peer.is_some() {
                     crate::tls::apply_xfcc(&mut parts.headers, conn.xfcc, conn.peer.as_ref());
                 }
-                if has_xfp {
-                    parts.headers.insert(X_FORWARDED_PROTO.clone(), xfp);
-                } else {
-                    parts.headers.append(X_FORWARDED_PROTO.clone(), xfp);
-                }
+                parts.headers.insert(
+                    X_FORWARDED_PROTO.clone(),
+                    HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
+                );
 
                 // Body: buffered (replayable) when a retry policy could use it and it is
                 // small enough, streamed otherwise.

@@ -523,30 +523,25 @@ struct HeadFacts {
 impl HeadFacts {
     /// Record one header; false when it is consumed and stays out of the map.
     fn note(&mut self, name: &HeaderName, value: &[u8]) -> bool {
-        let tokens = || value.split(|&b| b == b',').map(<[u8]>::trim_ascii);
         if name == header::CONNECTION {
             let mut others = false;
-            for t in tokens() {
-                if t.eq_ignore_ascii_case(b"close") {
-                    self.close = true;
-                } else if t.eq_ignore_ascii_case(b"keep-alive") {
-                    self.keep_alive = true;
-                } else if !t.is_empty() && !t.eq_ignore_ascii_case(b"upgrade") {
-                    others = true;
-                }
+            for t in tokens(value) {
+                self.close |= t.eq_ignore_ascii_case(b"close");
+                self.keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
+                others |= !is_plain_connection_option(t);
             }
             return others;
         }
         if name == header::TRANSFER_ENCODING {
             // The last coding of the last header decides.
-            let chunked = tokens()
+            let chunked = tokens(value)
                 .next_back()
                 .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
             self.transfer_encoding = Some(chunked);
             return false;
         }
         if name == header::CONTENT_LENGTH {
-            for part in tokens() {
+            for part in tokens(value) {
                 if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
                     self.bad_length.get_or_insert("invalid content-length");
                     continue;
@@ -567,11 +562,24 @@ impl HeadFacts {
 
 /// Whether a comma-separated header (`Connection`, ...) lists `token`, in any case.
 pub fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
-    headers.get_all(name).iter().any(|v| {
-        v.as_bytes()
-            .split(|&b| b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-    })
+    headers
+        .get_all(name)
+        .iter()
+        .any(|v| tokens(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(token.as_bytes())))
+}
+
+/// The elements of a comma-separated header value, trimmed (empty ones included).
+pub fn tokens(value: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
+    value.split(|&b| b == b',').map(<[u8]>::trim_ascii)
+}
+
+/// A `Connection` option that names no other header to remove: empty, `close`, or
+/// `keep-alive` / `upgrade` (those headers are hop-by-hop anyway).
+pub fn is_plain_connection_option(token: &[u8]) -> bool {
+    token.is_empty()
+        || [&b"close"[..], b"keep-alive", b"upgrade"]
+            .iter()
+            .any(|o| token.eq_ignore_ascii_case(o))
 }
 
 /// How the body is framed (RFC 9112 section 6.3) and whether the connection can be
