@@ -28,7 +28,7 @@ pub struct RespBody {
     done: Option<Box<Completion>>,
     /// An unread HTTP/2 request body, dropped with this body: after the response's
     /// last frame went out (see `proxy::handle`).
-    held: Option<hyper::body::Incoming>,
+    held: Option<super::DownBody>,
 }
 
 impl RespBody {
@@ -54,7 +54,7 @@ impl RespBody {
     }
 
     /// Keep an unread request body open until this body is dropped.
-    pub(super) fn hold_request_body(&mut self, b: hyper::body::Incoming) {
+    pub(super) fn hold_request_body(&mut self, b: super::DownBody) {
         self.held = Some(b);
     }
 
@@ -150,7 +150,7 @@ const DISCARD_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 /// response and finishes cleanly. Past [`DISCARD_BYTES`] or [`DISCARD_TIME`] the
 /// body is dropped, which resets the stream with `NO_ERROR` (the response has been
 /// sent by then).
-fn discard(mut b: hyper::body::Incoming) {
+fn discard(mut b: super::DownBody) {
     use http_body_util::BodyExt;
     if b.is_end_stream() {
         return;

@@ -3,6 +3,7 @@
 //! request through the listener's current route table.
 
 mod body;
+mod h1;
 pub use body::rfc3339;
 pub mod normalize;
 mod proxy;
@@ -133,6 +134,39 @@ pub async fn serve_connection<IO>(
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let opened = tokio::time::Instant::now();
+    let limits = {
+        let rt = conn.slot.load();
+        let Some(h) = rt.listener.http.as_ref() else {
+            return;
+        };
+        h1::Limits {
+            idle: h.idle_timeout,
+            max_head: h.max_header_bytes.max(8192),
+            max_headers: h.max_headers,
+        }
+    };
+    // attache's own HTTP/1.1 codec first; hyper takes over the connection at the
+    // first request the codec leaves to it (see `h1`).
+    let Some(rest) = h1::serve(io, &conn, &limits, &mut drain, opened, drain_timeout).await else {
+        return;
+    };
+    let http1_only = rest.served > 0;
+    serve_hyper(rest, conn, drain, drain_timeout, opened, http1_only).await
+}
+
+/// Serve a connection with hyper: HTTP/2, and HTTP/1.1 requests the own codec
+/// does not take.
+async fn serve_hyper<IO>(
+    io: IO,
+    conn: Arc<ConnCtx>,
+    mut drain: watch::Receiver<bool>,
+    drain_timeout: Duration,
+    opened: tokio::time::Instant,
+    http1_only: bool,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let rt = conn.slot.load_full();
     let Some(h) = rt.listener.http.as_ref() else {
         return;
@@ -148,16 +182,19 @@ pub async fn serve_connection<IO>(
         .max_header_list_size(u32::try_from(h.max_header_bytes).unwrap_or(u32::MAX))
         .max_concurrent_streams(1024)
         .keep_alive_interval(Some(Duration::from_secs(60)));
+    if http1_only {
+        // HTTP/2 only from the connection's first byte.
+        b = b.http1_only();
+    }
     drop(rt);
     let c2 = conn.clone();
-    let svc = service_fn(move |req| {
+    let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let c = c2.clone();
-        async move { Ok::<_, Infallible>(proxy::handle(req, c).await) }
+        async move { Ok::<_, Infallible>(proxy::handle(req.map(DownBody::Hyper), c).await) }
     });
     let io = sniff::Sniff::new(io, conn.framing_conflict.clone());
     let fut = b.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(fut);
-    let opened = tokio::time::Instant::now();
     if !*drain.borrow() {
         tokio::select! {
             r = fut.as_mut() => {
@@ -170,9 +207,6 @@ pub async fn serve_connection<IO>(
             _ = drain.changed() => {}
         }
     }
-    // Draining. A connection opened moments ago most likely carries a request the
-    // server has not read yet; shutting it down now would close it unanswered (or
-    // reset it). Give it a short grace first; older idle ones close right away.
     conn.draining
         .store(true, std::sync::atomic::Ordering::Release);
     let now = tokio::time::Instant::now();
@@ -185,10 +219,52 @@ pub async fn serve_connection<IO>(
     let _ = tokio::time::timeout_at(deadline, fut.as_mut()).await;
 }
 
-/// hyper's HTTP/1 parser answers a malformed head (`400`) or one over its buffer
-/// limit (`431`) itself and closes the connection, before any request reaches
-/// `proxy::handle`. Count and log those like attache's own `DPE` replies, so a
-/// client sending garbage shows up in the stats and the access log.
+/// A request body from the client: none, read by hyper (HTTP/2 and the requests
+/// hyper serves), or by the own HTTP/1.1 codec.
+pub enum DownBody {
+    Empty,
+    Hyper(hyper::body::Incoming),
+    H1(h1::H1Body),
+}
+
+impl http_body::Body for DownBody {
+    type Data = bytes::Bytes;
+    type Error = crate::upstream::h1::BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        use std::task::Poll;
+        let r = match self.get_mut() {
+            DownBody::Empty => return Poll::Ready(None),
+            DownBody::Hyper(b) => std::pin::Pin::new(b)
+                .poll_frame(cx)
+                .map_err(|e| Box::new(e) as Self::Error),
+            DownBody::H1(b) => std::pin::Pin::new(b)
+                .poll_frame(cx)
+                .map_err(|e| Box::new(e) as Self::Error),
+        };
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            DownBody::Empty => true,
+            DownBody::Hyper(b) => b.is_end_stream(),
+            DownBody::H1(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            DownBody::Empty => http_body::SizeHint::with_exact(0),
+            DownBody::Hyper(b) => b.size_hint(),
+            DownBody::H1(b) => b.size_hint(),
+        }
+    }
+}
+
 fn record_parser_reply(
     conn: &ConnCtx,
     e: &(dyn std::error::Error + 'static),

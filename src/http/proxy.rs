@@ -12,12 +12,11 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 use super::body::{Completion, RespBody};
 use super::normalize::{normalize, Rejected};
 use super::respond::local_reply;
-use super::ConnCtx;
+use super::{ConnCtx, DownBody};
 use crate::error::ErrorKind;
 use crate::router::{Action, RequestView, RetryPolicy, RouteAction};
 use crate::upstream::pool::SendError;
@@ -181,7 +180,7 @@ enum ReqBody {
     /// Buffered: can be replayed by retries.
     Buffered(Bytes),
     /// Streamed once.
-    Stream(Incoming),
+    Stream(DownBody),
 }
 
 /// Serve one request. Never fails: every problem becomes a local reply.
@@ -192,7 +191,7 @@ enum ReqBody {
 /// strict clients (curl) report as a failed transfer; dropped after the response's
 /// last frame, the reset carries `NO_ERROR` (RFC 9113 section 8.1) and the client
 /// keeps the complete response.
-pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<RespBody> {
+pub async fn handle(req: Request<DownBody>, conn: Arc<ConnCtx>) -> Response<RespBody> {
     let h2 = req.version() == Version::HTTP_2;
     let (mut parts, body) = req.into_parts();
     // Taken out only to be forwarded. (One function with a labelled block rather

@@ -16,7 +16,7 @@ pub enum UpBody {
     Empty,
     Full(Option<Bytes>),
     Stream {
-        inner: Incoming,
+        inner: crate::http::DownBody,
         counter: Arc<AtomicU64>,
     },
 }
@@ -34,12 +34,12 @@ impl UpBody {
 
 impl Body for UpBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = super::h1::BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
             UpBody::Empty => Poll::Ready(None),
             UpBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),

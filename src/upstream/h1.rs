@@ -342,7 +342,7 @@ impl Writer {
                         self.out.bufs[0] = Bytes::from_static(b"0\r\n\r\n");
                     }
                 }
-                Poll::Ready(Some(Err(e))) => return Err(Box::new(e)),
+                Poll::Ready(Some(Err(e))) => return Err(e),
                 Poll::Pending => {
                     // A TLS stream may hold records it accepted but could not send
                     // yet; push them out while the client's body is quiet.
@@ -459,20 +459,8 @@ fn parse_head(
         } else {
             Version::HTTP_11
         };
-        // Offsets of names and values (the head is under MAX_HEAD_BYTES, so they
-        // fit in u32), so the head can be frozen and shared.
-        let base = rbuf.as_ptr() as usize;
-        let off = |p: *const u8| (p as usize - base) as u32;
-        spans.clear();
-        spans.extend(rsp.headers.iter().map(|h| {
-            let (name, value) = (off(h.name.as_ptr()), off(h.value.as_ptr()));
-            [
-                name,
-                name + h.name.len() as u32,
-                value,
-                value + h.value.len() as u32,
-            ]
-        }));
+        // The head is under MAX_HEAD_BYTES, so offsets fit in u32.
+        header_spans(rbuf, rsp.headers, spans);
         let raw = rbuf.split_to(n).freeze();
         let mut headers = HeaderMap::with_capacity(spans.len());
         let mut facts = HeadFacts::default();
@@ -500,6 +488,29 @@ fn parse_head(
             keep_alive,
         }));
     }
+}
+
+/// Offsets in `buf` of each parsed header's name and value (`[name start, name
+/// end, value start, value end]`), so the head can be frozen and its pieces
+/// shared instead of copied. `buf` must be under 4 GiB (heads are bounded far
+/// below) and hold the headers.
+pub(crate) fn header_spans(
+    buf: &[u8],
+    headers: &[httparse::Header<'_>],
+    spans: &mut Vec<[u32; 4]>,
+) {
+    let base = buf.as_ptr() as usize;
+    let off = |p: *const u8| (p as usize).wrapping_sub(base) as u32;
+    spans.clear();
+    spans.extend(headers.iter().map(|h| {
+        let (name, value) = (off(h.name.as_ptr()), off(h.value.as_ptr()));
+        [
+            name,
+            name + h.name.len() as u32,
+            value,
+            value + h.value.len() as u32,
+        ]
+    }));
 }
 
 /// What the framing headers of a response head say, read while the head is turned

@@ -1,0 +1,793 @@
+//! Downstream HTTP/1.1: attache's own codec for the requests that make up nearly
+//! all traffic, hyper for everything else.
+//!
+//! hyper's server dispatch (its connection state machine, the auto-detection
+//! wrapper, a boxed header-read timer per request, a channel per request body)
+//! was the largest share of attache's user-space cost per proxied request. This
+//! codec serves a request itself when it is a well-formed HTTP/1.1 request in
+//! origin form, framed by no body or one `Content-Length`, and without `Upgrade`,
+//! `Expect` or `Transfer-Encoding`. Anything else, and an HTTP/2 preface, hands
+//! the connection with the bytes read so far to hyper for the rest of its life, so
+//! malformed input (400, 431), HTTP/1.0, chunked uploads, `100-continue`,
+//! upgrades and HTTP/2 keep hyper's behaviour, and the request-smuggling checks
+//! (`sniff`) keep watching those connections.
+
+use std::future::{poll_fn, Future};
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::{pin, Pin};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, WriteHalf};
+use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
+
+use super::{ConnCtx, RespBody};
+use crate::upstream::h1::{header_spans, tokens};
+
+/// Header slots on the stack; a request with more (or more than the listener's
+/// `max_headers`) goes to hyper, which answers it as before.
+const MAX_SLOTS: usize = 128;
+/// Read granularity for heads and bodies.
+const READ_CHUNK: usize = 16 * 1024;
+/// Response data up to this size is copied next to the head (one write); larger
+/// frames are written from their own buffer.
+const COPY_MAX: usize = 16 * 1024;
+
+pub(super) struct Limits {
+    /// `idle_timeout`: waiting for (the rest of) a request head.
+    pub idle: Duration,
+    /// hyper's read buffer bound: a head that does not fit goes to hyper (431).
+    pub max_head: usize,
+    pub max_headers: usize,
+}
+
+type DynRead = Box<dyn AsyncRead + Send + Unpin>;
+
+/// The connection's read side and the bytes read but not consumed.
+pub struct Input {
+    io: DynRead,
+    buf: BytesMut,
+}
+
+impl Input {
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < 1024 {
+            self.buf.reserve(READ_CHUNK);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+    }
+}
+
+/// A connection this codec hands to hyper: the bytes it read (from the start of
+/// the request it did not take) come first.
+pub(super) struct Handover<IO> {
+    pre: Bytes,
+    rd: DynRead,
+    wr: WriteHalf<IO>,
+    /// Requests this codec served on the connection before.
+    pub served: u64,
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for Handover<IO> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.pre.is_empty() {
+            let n = this.pre.len().min(buf.remaining());
+            buf.put_slice(&this.pre[..n]);
+            this.pre.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.rd).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Handover<IO> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().wr).poll_write(cx, b)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        b: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().wr).poll_write_vectored(cx, b)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.wr.is_write_vectored()
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().wr).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().wr).poll_shutdown(cx)
+    }
+}
+
+/// A request body framed by `Content-Length`, read from the connection. It owns
+/// the connection's read side while it lives and gives it back (with what it did
+/// not read) when it ends or is dropped.
+pub struct H1Body {
+    input: Option<Input>,
+    left: u64,
+    back: Option<oneshot::Sender<(Input, u64)>>,
+}
+
+impl H1Body {
+    fn give_back(&mut self) {
+        if let (Some(input), Some(tx)) = (self.input.take(), self.back.take()) {
+            let _ = tx.send((input, self.left));
+        }
+    }
+}
+
+impl Drop for H1Body {
+    fn drop(&mut self) {
+        self.give_back();
+    }
+}
+
+impl Body for H1Body {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = self.get_mut();
+        if this.left == 0 {
+            this.give_back();
+            return Poll::Ready(None);
+        }
+        let Some(input) = this.input.as_mut() else {
+            return Poll::Ready(Some(Err(io::ErrorKind::UnexpectedEof.into())));
+        };
+        if input.buf.is_empty() {
+            match input.poll_fill(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) => {
+                    this.give_back();
+                    let e = io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "client closed the connection before the end of the request body",
+                    );
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Poll::Ready(Err(e)) => {
+                    this.give_back();
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Poll::Ready(Ok(_)) => {}
+            }
+        }
+        let take = this.left.min(input.buf.len() as u64) as usize;
+        let data = input.buf.split_to(take).freeze();
+        this.left -= take as u64;
+        if this.left == 0 {
+            this.give_back();
+        }
+        Poll::Ready(Some(Ok(Frame::data(data))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.left)
+    }
+}
+
+/// A parsed request head this codec serves.
+struct Head {
+    parts: http::request::Parts,
+    content_length: u64,
+    /// `Connection: close`.
+    close: bool,
+}
+
+// Returned once per request and matched at once: boxing the head would cost an
+// allocation per request for nothing.
+#[allow(clippy::large_enum_variant)]
+enum Parsed {
+    Request(Head),
+    Partial,
+    /// Not for this codec: hyper takes the connection from here.
+    Handover,
+}
+
+/// Parse one request head from the front of `buf`. On `Handover` the bytes are
+/// left in `buf`.
+fn parse(buf: &mut BytesMut, spans: &mut Vec<[u32; 4]>, max_headers: usize) -> Parsed {
+    let mut slots = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_SLOTS];
+    let slots = &mut slots[..max_headers.min(MAX_SLOTS)];
+    let mut req = httparse::Request::new(&mut []);
+    let n = match httparse::ParserConfig::default()
+        .parse_request_with_uninit_headers(&mut req, buf, slots)
+    {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::Handover,
+    };
+    let (Some(method), Some(path), Some(1)) = (req.method, req.path, req.version) else {
+        return Parsed::Handover;
+    };
+    if !path.starts_with('/') || method == "CONNECT" || method == "PRI" {
+        return Parsed::Handover;
+    }
+    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+        return Parsed::Handover;
+    };
+    // Offsets (the head is bounded by `max_head`), so the head can be frozen and
+    // its pieces shared instead of copied.
+    let path = (
+        (path.as_ptr() as usize).wrapping_sub(buf.as_ptr() as usize) as u32,
+        path.len() as u32,
+    );
+    header_spans(buf, req.headers, spans);
+    let raw = buf.split_to(n).freeze();
+    match build(&raw, method, path, spans) {
+        Some(head) => Parsed::Request(head),
+        None => {
+            // Put the head back in front of what follows it, for hyper.
+            let mut all = BytesMut::with_capacity(raw.len() + buf.len());
+            all.extend_from_slice(&raw);
+            all.extend_from_slice(buf);
+            *buf = all;
+            Parsed::Handover
+        }
+    }
+}
+
+fn build(raw: &Bytes, method: Method, path: (u32, u32), spans: &[[u32; 4]]) -> Option<Head> {
+    let (ps, pl) = (path.0 as usize, path.1 as usize);
+    let uri = Uri::from_maybe_shared(raw.slice(ps..ps + pl)).ok()?;
+    // Room for the headers the proxy adds (x-request-id, x-forwarded-*): growing
+    // the map rehashes it.
+    let mut headers = HeaderMap::with_capacity(spans.len() + 4);
+    let mut content_length = None;
+    let mut close = false;
+    for &[ns, ne, vs, ve] in spans {
+        let (ns, ne, vs, ve) = (ns as usize, ne as usize, vs as usize, ve as usize);
+        let name = HeaderName::from_bytes(&raw[ns..ne]).ok()?;
+        let value = &raw[vs..ve];
+        if name == header::CONTENT_LENGTH {
+            if content_length.is_some() {
+                return None;
+            }
+            content_length = Some(parse_length(value)?);
+        } else if name == header::TRANSFER_ENCODING
+            || name == header::UPGRADE
+            || name == header::EXPECT
+        {
+            return None;
+        } else if name == header::CONNECTION {
+            close |= tokens(value).any(|t| t.eq_ignore_ascii_case(b"close"));
+        }
+        let value = HeaderValue::from_maybe_shared(raw.slice(vs..ve)).ok()?;
+        headers.append(name, value);
+    }
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.method = method;
+    parts.uri = uri;
+    parts.version = Version::HTTP_11;
+    parts.headers = headers;
+    Some(Head {
+        parts,
+        content_length: content_length.unwrap_or(0),
+        close,
+    })
+}
+
+/// Digits only (no sign, no spaces, no list): anything else is hyper's to refuse.
+fn parse_length(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 19 {
+        return None;
+    }
+    v.iter().try_fold(0u64, |n, &b| {
+        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
+    })
+}
+
+enum Wake {
+    Read(io::Result<usize>),
+    Drain,
+    Timer,
+}
+
+/// Serve the connection until it closes (`None`) or a request this codec does not
+/// take arrives (`Some`: hand the rest to hyper).
+pub(super) async fn serve<IO>(
+    io: IO,
+    conn: &Arc<ConnCtx>,
+    lim: &Limits,
+    drain: &mut watch::Receiver<bool>,
+    opened: Instant,
+    drain_timeout: Duration,
+) -> Option<Handover<IO>>
+where
+    IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (rd, mut wr) = tokio::io::split(io);
+    let mut input = Some(Input {
+        io: Box::new(rd),
+        buf: BytesMut::with_capacity(READ_CHUNK),
+    });
+    let mut out = Vec::with_capacity(1024);
+    let mut spans = Vec::new();
+    let mut served = 0u64;
+    let grace = |now: Instant| {
+        (opened + super::YOUNG_CONNECTION_GRACE)
+            .max(now + super::KEEPALIVE_GRACE.min(drain_timeout / 2))
+    };
+    let mut draining = *drain.borrow();
+    // One timer for the connection: moved forward lazily (when it fires early)
+    // rather than re-armed per request.
+    let mut deadline = opened + lim.idle;
+    if draining {
+        conn.draining.store(true, Ordering::Release);
+        deadline = deadline.min(grace(Instant::now()));
+    }
+    let mut timer = pin!(tokio::time::sleep_until(deadline));
+    // The drain signal: `drained` registers this task once; after that only the
+    // probe's version check (an atomic load, no lock) runs per request.
+    let probe = drain.clone();
+    let drain_changed = move || probe.has_changed().unwrap_or(true);
+    let mut registered = false;
+    let mut drained = pin!(drain.changed());
+    loop {
+        let inp = input.as_mut()?;
+        // A complete head, from what was read already (pipelining) or the socket.
+        let head = loop {
+            if !inp.buf.is_empty() {
+                match parse(&mut inp.buf, &mut spans, lim.max_headers) {
+                    Parsed::Request(h) => break h,
+                    Parsed::Partial if inp.buf.len() < lim.max_head => {}
+                    Parsed::Partial | Parsed::Handover => {
+                        let inp = input.take()?;
+                        return Some(Handover {
+                            pre: inp.buf.freeze(),
+                            rd: inp.io,
+                            wr,
+                            served,
+                        });
+                    }
+                }
+            }
+            let wake = poll_fn(|cx| {
+                if let Poll::Ready(r) = inp.poll_fill(cx) {
+                    return Poll::Ready(Wake::Read(r));
+                }
+                if !draining && (!registered || drain_changed()) {
+                    registered = true;
+                    if drained.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Wake::Drain);
+                    }
+                }
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Wake::Timer);
+                }
+                Poll::Pending
+            })
+            .await;
+            match wake {
+                Wake::Read(Ok(0)) | Wake::Read(Err(_)) => return None,
+                Wake::Read(Ok(_)) => {}
+                Wake::Drain => {
+                    draining = true;
+                    conn.draining.store(true, Ordering::Release);
+                    deadline = deadline.min(grace(Instant::now()));
+                    timer.as_mut().reset(deadline);
+                }
+                Wake::Timer => {
+                    if Instant::now() >= deadline {
+                        tracing::debug!("closing an idle downstream connection");
+                        return None;
+                    }
+                    timer.as_mut().reset(deadline);
+                }
+            }
+        };
+
+        let Head {
+            parts,
+            content_length,
+            close,
+        } = head;
+        let is_head = parts.method == Method::HEAD;
+        let (body, back) = if content_length > 0 {
+            let (tx, rx) = oneshot::channel();
+            let body = H1Body {
+                input: input.take(),
+                left: content_length,
+                back: Some(tx),
+            };
+            (super::DownBody::H1(body), Some(rx))
+        } else {
+            (super::DownBody::Empty, None)
+        };
+        let call = super::proxy::handle(Request::from_parts(parts, body), conn.clone());
+        let rsp = match input.as_mut() {
+            // The body has the read side; it sees the client go.
+            None => call.await,
+            // Watch the idle read side meanwhile, as hyper does: the client closing
+            // cancels the request (logged `DC`); bytes of a next request wait in the
+            // buffer (up to a head's worth).
+            Some(inp) => {
+                let mut call = pin!(call);
+                let mut watching = true;
+                let r = poll_fn(|cx| {
+                    if let Poll::Ready(r) = call.as_mut().poll(cx) {
+                        return Poll::Ready(Some(r));
+                    }
+                    while watching {
+                        match inp.poll_fill(cx) {
+                            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(None),
+                            Poll::Ready(Ok(_)) => watching = inp.buf.len() < lim.max_head,
+                            Poll::Pending => break,
+                        }
+                    }
+                    Poll::Pending
+                })
+                .await;
+                r?
+            }
+        };
+        served += 1;
+        if !draining && drain_changed() {
+            // Began while the request was in flight: this response closes.
+            draining = true;
+            conn.draining.store(true, Ordering::Release);
+        }
+        let keep = write_response(&mut wr, &mut out, rsp, is_head, close || draining)
+            .await
+            .unwrap_or(false);
+        let keep = match back {
+            _ if !keep => false,
+            None => true,
+            Some(rx) => {
+                // The body gives the read side back when it ends or is dropped; what
+                // it left unread is skipped when it is here already, else the
+                // connection closes (as hyper does).
+                match rx.await {
+                    Ok((mut inp, left)) => {
+                        let skip = inp.buf.len() as u64 >= left;
+                        if skip {
+                            inp.buf.advance(left as usize);
+                        }
+                        input = Some(inp);
+                        skip
+                    }
+                    Err(_) => false,
+                }
+            }
+        };
+        if !keep || draining {
+            let _ = wr.shutdown().await;
+            return None;
+        }
+        deadline = Instant::now() + lim.idle;
+    }
+}
+
+/// How a response body is framed on the wire.
+enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// Write a response. `Ok(true)`: the connection can carry another request.
+async fn write_response<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    out: &mut Vec<u8>,
+    rsp: Response<RespBody>,
+    is_head: bool,
+    req_close: bool,
+) -> io::Result<bool> {
+    let (parts, mut body) = rsp.into_parts();
+    out.clear();
+    let status = parts.status;
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let mut close = req_close;
+    let (mut has_date, mut says_close) = (false, false);
+    let mut declared = None;
+    for (k, v) in parts.headers.iter() {
+        if k == header::CONTENT_LENGTH {
+            // Written below, from the framing.
+            declared = parse_length(v.as_bytes());
+            continue;
+        }
+        if k == header::TRANSFER_ENCODING {
+            continue;
+        }
+        if k == header::CONNECTION {
+            if tokens(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"close")) {
+                close = true;
+                says_close = true;
+            }
+        } else if k == header::DATE {
+            has_date = true;
+        }
+        put_header(out, k.as_str().as_bytes(), v.as_bytes());
+    }
+    let code = status.as_u16();
+    let exact = body.size_hint().exact();
+    let framing = if code < 200 || code == 204 {
+        Framing::None
+    } else if code == 304 || is_head {
+        // No body, but the length the representation would have.
+        if let Some(n) = declared.or(exact.filter(|_| is_head)) {
+            put_length(out, n);
+        }
+        Framing::None
+    } else if let Some(n) = exact.or(declared) {
+        put_length(out, n);
+        Framing::Length(n)
+    } else {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        Framing::Chunked
+    };
+    if !has_date {
+        put_date(out);
+    }
+    if close && !says_close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+
+    let mut left = match framing {
+        Framing::None => {
+            drop(body);
+            wr.write_all(out).await?;
+            wr.flush().await?;
+            return Ok(!close);
+        }
+        Framing::Length(n) => n,
+        Framing::Chunked => 0,
+    };
+    let chunked = matches!(framing, Framing::Chunked);
+    loop {
+        // Frames that are ready join the head in one write; the buffer goes out
+        // when the body has to wait.
+        let waiting = !out.is_empty();
+        let next = poll_fn(|cx| match Pin::new(&mut body).poll_frame(cx) {
+            Poll::Pending if waiting => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(f) => Poll::Ready(Some(f)),
+        })
+        .await;
+        match next {
+            None => {
+                wr.write_all(out).await?;
+                out.clear();
+            }
+            Some(None) => break,
+            Some(Some(Err(_))) => {
+                // The upstream broke mid-body: send what came, then close so the
+                // client sees a truncated message, not a complete one.
+                wr.write_all(out).await?;
+                wr.flush().await?;
+                return Ok(false);
+            }
+            Some(Some(Ok(frame))) => {
+                // Trailers are not sent over HTTP/1.1.
+                let Ok(mut data) = frame.into_data() else {
+                    continue;
+                };
+                if data.is_empty() {
+                    continue;
+                }
+                if chunked {
+                    put_chunk_size(out, data.len());
+                } else {
+                    if data.len() as u64 > left {
+                        data.truncate(left as usize);
+                        close = true;
+                    }
+                    left -= data.len() as u64;
+                }
+                if data.len() <= COPY_MAX {
+                    out.extend_from_slice(&data);
+                } else {
+                    write_both(wr, out, &data).await?;
+                    out.clear();
+                }
+                if chunked {
+                    out.extend_from_slice(b"\r\n");
+                }
+                if out.len() >= 4 * COPY_MAX {
+                    wr.write_all(out).await?;
+                    out.clear();
+                }
+            }
+        }
+    }
+    if chunked {
+        out.extend_from_slice(b"0\r\n\r\n");
+    } else if left > 0 {
+        // Shorter than its length: the client must not wait for the rest.
+        close = true;
+    }
+    drop(body);
+    wr.write_all(out).await?;
+    wr.flush().await?;
+    Ok(!close)
+}
+
+/// Write `a` then `b`, vectored.
+async fn write_both<W: AsyncWrite + Unpin>(wr: &mut W, a: &[u8], b: &[u8]) -> io::Result<()> {
+    let (mut a, mut b) = (a, b);
+    while !a.is_empty() {
+        let n = wr
+            .write_vectored(&[io::IoSlice::new(a), io::IoSlice::new(b)])
+            .await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        let from_a = n.min(a.len());
+        a = &a[from_a..];
+        b = &b[n - from_a..];
+    }
+    wr.write_all(b).await
+}
+
+fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn put_length(out: &mut Vec<u8>, n: u64) {
+    let mut b = itoa::Buffer::new();
+    put_header(out, b"content-length", b.format(n).as_bytes());
+}
+
+fn put_chunk_size(out: &mut Vec<u8>, n: usize) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digits = (usize::BITS - n.leading_zeros()).div_ceil(4).max(1);
+    for i in (0..digits).rev() {
+        out.push(HEX[(n >> (i * 4)) & 0xf]);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `date: <IMF-fixdate>`, formatted once a second per thread.
+fn put_date(out: &mut Vec<u8>) {
+    use std::cell::RefCell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+    thread_local! {
+        static DATE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = SystemTime::now();
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.0 != secs {
+            *d = (secs, httpdate::fmt_http_date(now));
+        }
+        put_header(out, b"date", d.1.as_bytes());
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(s: &str) -> Parsed {
+        let mut buf = BytesMut::from(s);
+        parse(&mut buf, &mut Vec::new(), 100)
+    }
+
+    #[test]
+    fn plain_requests_are_taken() {
+        let Parsed::Request(h) = parse_str(
+            "POST /a/b?c=d HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\nConnection: keep-alive, Close\r\n\r\n",
+        ) else {
+            panic!("not taken");
+        };
+        assert_eq!(h.parts.method, Method::POST);
+        assert_eq!(h.parts.uri.path(), "/a/b");
+        assert_eq!(h.parts.uri.query(), Some("c=d"));
+        assert_eq!(h.parts.headers["host"], "x");
+        assert_eq!(h.content_length, 12);
+        assert!(h.close);
+        assert!(matches!(
+            parse_str("GET / HTTP/1.1\r\nHost: x\r\n"),
+            Parsed::Partial
+        ));
+    }
+
+    #[test]
+    fn everything_else_goes_to_hyper_with_its_bytes() {
+        for head in [
+            "GET / HTTP/1.0\r\n\r\n",
+            "GET http://x/ HTTP/1.1\r\nHost: x\r\n\r\n",
+            "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n",
+            "CONNECT x:443 HTTP/1.1\r\nHost: x\r\n\r\n",
+            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: +1\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 1, 1\r\n\r\n",
+            "POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+            "GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+            "GET / HTTP/1.1\r\nBad Header: x\r\n\r\n",
+            "GET /\x01 HTTP/1.1\r\n\r\n",
+        ] {
+            let mut buf = BytesMut::from(format!("{head}GET /next HTTP/1.1\r\n\r\n").as_str());
+            let before = buf.clone();
+            assert!(
+                matches!(parse(&mut buf, &mut Vec::new(), 100), Parsed::Handover),
+                "{head:?}"
+            );
+            assert_eq!(buf, before, "{head:?}: bytes kept for hyper");
+        }
+    }
+
+    #[test]
+    fn too_many_headers_go_to_hyper() {
+        let mut s = String::from("GET / HTTP/1.1\r\n");
+        for i in 0..5 {
+            s.push_str(&format!("x-{i}: v\r\n"));
+        }
+        s.push_str("\r\n");
+        let mut buf = BytesMut::from(s.as_str());
+        assert!(matches!(
+            parse(&mut buf, &mut Vec::new(), 4),
+            Parsed::Handover
+        ));
+        let mut buf = BytesMut::from(s.as_str());
+        assert!(matches!(
+            parse(&mut buf, &mut Vec::new(), 5),
+            Parsed::Request(_)
+        ));
+    }
+
+    #[test]
+    fn chunk_sizes_are_hex() {
+        for (n, s) in [
+            (0, "0"),
+            (1, "1"),
+            (15, "f"),
+            (16, "10"),
+            (0x1234ab, "1234ab"),
+        ] {
+            let mut out = Vec::new();
+            put_chunk_size(&mut out, n);
+            assert_eq!(out, format!("{s}\r\n").as_bytes());
+        }
+    }
+
+    #[test]
+    fn lengths_are_plain_digits() {
+        assert_eq!(parse_length(b"0"), Some(0));
+        assert_eq!(parse_length(b"18446744073709551"), Some(18446744073709551));
+        for bad in [
+            &b""[..],
+            b"-1",
+            b" 1",
+            b"1 ",
+            b"0x1",
+            b"99999999999999999999",
+        ] {
+            assert_eq!(parse_length(bad), None, "{bad:?}");
+        }
+    }
+}
