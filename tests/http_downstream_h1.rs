@@ -353,3 +353,105 @@ async fn idle_and_slow_connections_close_after_the_idle_timeout() {
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
 }
+
+#[tokio::test]
+async fn a_client_leaving_mid_stream_releases_the_upstream_at_once() {
+    // An event stream: one chunk, then silence until the client goes.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let stream_addr = l.local_addr().expect("addr");
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<Instant>();
+    tokio::spawn(async move {
+        let Ok((mut s, _)) = l.accept().await else {
+            return;
+        };
+        let mut buf = vec![0u8; 4096];
+        let _ = s.read(&mut buf).await;
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+            .await;
+        // Wait for the proxy to close its side.
+        while let Ok(n) = s.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+        let _ = closed_tx.send(Instant::now());
+    });
+    let origin = Origin::start("o").await;
+    let p = proxy(origin.addr, stream_addr);
+    let mut s = TcpStream::connect(p.addr("main")).await.expect("connect");
+    s.write_all(b"GET /raw/events HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("write");
+    let mut got = Vec::new();
+    while !got.windows(5).any(|w| w == b"first") {
+        let mut chunk = [0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
+            .await
+            .expect("first event in time")
+            .expect("read");
+        assert!(n > 0, "closed early");
+        got.extend_from_slice(&chunk[..n]);
+    }
+    let left = Instant::now();
+    drop(s);
+    let closed = tokio::time::timeout(Duration::from_secs(5), closed_rx)
+        .await
+        .expect("the upstream connection is closed soon after the client left")
+        .expect("origin task");
+    assert!(
+        closed - left < Duration::from_secs(2),
+        "{:?}",
+        closed - left
+    );
+}
+
+#[tokio::test]
+async fn pipelined_requests_before_a_half_close_are_answered() {
+    let origin = Origin::start("o").await;
+    let p = proxy(origin.addr, support::dead_port());
+    let mut s = TcpStream::connect(p.addr("main")).await.expect("connect");
+    s.write_all(
+        b"GET /one HTTP/1.1\r\nHost: a\r\n\r\n\
+          GET /two HTTP/1.1\r\nHost: a\r\n\r\n\
+          GET /three HTTP/1.1\r\nHost: a\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    s.shutdown().await.expect("half-close");
+    // As with hyper (and NGINX), the end of input only counts as the client
+    // leaving once no request is left in the buffer: the requests before the last
+    // are answered; the last one may be cancelled as the client's.
+    let mut all = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut all)).await;
+    let mut r = Vec::new();
+    let mut rest = &all[..];
+    while let Some(n) = complete_response(rest, false) {
+        r.push(String::from_utf8_lossy(&rest[..n]).into_owned());
+        rest = &rest[n..];
+    }
+    assert!(r.len() >= 2, "{:?}", String::from_utf8_lossy(&all));
+    assert!(body(&r[0]).contains("\"path\":\"/one\""), "{}", r[0]);
+    assert!(body(&r[1]).contains("\"path\":\"/two\""), "{}", r[1]);
+}
+
+#[tokio::test]
+async fn head_of_an_unknown_length_resource_has_no_length() {
+    let origin = Origin::start("o").await;
+    let raw = raw_origin(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        false,
+    )
+    .await;
+    let p = proxy(origin.addr, raw);
+    let mut s = TcpStream::connect(p.addr("main")).await.expect("connect");
+    s.write_all(b"HEAD /raw/x HTTP/1.1\r\nHost: a\r\n\r\nGET /hello HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("write");
+    let r = read_responses(&mut s, 2, &[0]).await;
+    assert_eq!(status(&r[0]), "200");
+    assert!(!r[0].contains("content-length"), "{}", r[0]);
+    assert_eq!(body(&r[1]), "hello");
+}

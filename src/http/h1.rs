@@ -39,6 +39,8 @@ const READ_CHUNK: usize = 16 * 1024;
 /// Response data up to this size is copied next to the head (one write); larger
 /// frames are written from their own buffer.
 const COPY_MAX: usize = 16 * 1024;
+/// The response buffer is replaced after a response that grew it past this.
+const OUT_KEEP: usize = 16 * 1024;
 
 pub(super) struct Limits {
     /// `idle_timeout`: waiting for (the rest of) a request head.
@@ -186,6 +188,66 @@ impl Body for H1Body {
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::with_exact(self.left)
+    }
+}
+
+/// Where the connection's read side is while a request is served.
+enum Side {
+    Home(Input),
+    /// Lent to the request body, which sends it back (with how much of the body it
+    /// left unread) when it ends or is dropped.
+    Lent(oneshot::Receiver<(Input, u64)>),
+    /// Back, but part of the body it did not read has not arrived: the connection
+    /// closes after the response (as with hyper).
+    Spent,
+}
+
+impl Side {
+    /// Whether the client closed the connection. Watched only while nothing of a
+    /// next request is buffered (like hyper), so pipelined requests followed by a
+    /// half-close are still answered, and at most one read is buffered meanwhile.
+    fn poll_closed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            match self {
+                Side::Lent(rx) => match Pin::new(rx).poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok((mut input, left))) => {
+                        *self = if input.buf.len() as u64 >= left {
+                            input.buf.advance(left as usize);
+                            Side::Home(input)
+                        } else {
+                            Side::Spent
+                        };
+                    }
+                    Poll::Ready(Err(_)) => *self = Side::Spent,
+                },
+                Side::Home(input) if input.buf.is_empty() => {
+                    return match input.poll_fill(cx) {
+                        Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => Poll::Ready(()),
+                        Poll::Ready(Ok(_)) | Poll::Pending => Poll::Pending,
+                    };
+                }
+                Side::Home(_) | Side::Spent => return Poll::Pending,
+            }
+        }
+    }
+
+    /// The read side for the next request, once the body gave it back; `None`
+    /// when the connection cannot carry another request.
+    async fn settle(mut self) -> Option<Input> {
+        if let Side::Lent(rx) = &mut self {
+            self = match rx.await {
+                Ok((mut input, left)) if input.buf.len() as u64 >= left => {
+                    input.buf.advance(left as usize);
+                    Side::Home(input)
+                }
+                _ => Side::Spent,
+            };
+        }
+        match self {
+            Side::Home(input) => Some(input),
+            Side::Lent(_) | Side::Spent => None,
+        }
     }
 }
 
@@ -406,43 +468,31 @@ where
             close,
         } = head;
         let is_head = parts.method == Method::HEAD;
-        let (body, back) = if content_length > 0 {
+        let (body, mut side) = if content_length > 0 {
             let (tx, rx) = oneshot::channel();
             let body = H1Body {
                 input: input.take(),
                 left: content_length,
                 back: Some(tx),
             };
-            (super::DownBody::H1(body), Some(rx))
+            (super::DownBody::H1(body), Side::Lent(rx))
         } else {
-            (super::DownBody::Empty, None)
+            (super::DownBody::Empty, Side::Home(input.take()?))
         };
-        let call = super::proxy::handle(Request::from_parts(parts, body), conn.clone());
-        let rsp = match input.as_mut() {
-            // The body has the read side; it sees the client go.
-            None => call.await,
-            // Watch the idle read side meanwhile, as hyper does: the client closing
-            // cancels the request (logged `DC`); bytes of a next request wait in the
-            // buffer (up to a head's worth).
-            Some(inp) => {
-                let mut call = pin!(call);
-                let mut watching = true;
-                let r = poll_fn(|cx| {
-                    if let Poll::Ready(r) = call.as_mut().poll(cx) {
-                        return Poll::Ready(Some(r));
-                    }
-                    while watching {
-                        match inp.poll_fill(cx) {
-                            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(None),
-                            Poll::Ready(Ok(_)) => watching = inp.buf.len() < lim.max_head,
-                            Poll::Pending => break,
-                        }
-                    }
-                    Poll::Pending
-                })
-                .await;
-                r?
-            }
+        // While the request is served, the client closing cancels it (logged `DC`),
+        // as with hyper.
+        let rsp = {
+            let mut call = pin!(super::proxy::handle(
+                Request::from_parts(parts, body),
+                conn.clone()
+            ));
+            poll_fn(|cx| {
+                if let Poll::Ready(r) = call.as_mut().poll(cx) {
+                    return Poll::Ready(Some(r));
+                }
+                side.poll_closed(cx).map(|()| None)
+            })
+            .await?
         };
         served += 1;
         if !draining && drain_changed() {
@@ -450,30 +500,24 @@ where
             draining = true;
             conn.draining.store(true, Ordering::Release);
         }
-        let keep = write_response(&mut wr, &mut out, rsp, is_head, close || draining)
-            .await
-            .unwrap_or(false);
-        let keep = match back {
-            _ if !keep => false,
-            None => true,
-            Some(rx) => {
-                // The body gives the read side back when it ends or is dropped; what
-                // it left unread is skipped when it is here already, else the
-                // connection closes (as hyper does).
-                match rx.await {
-                    Ok((mut inp, left)) => {
-                        let skip = inp.buf.len() as u64 >= left;
-                        if skip {
-                            inp.buf.advance(left as usize);
-                        }
-                        input = Some(inp);
-                        skip
-                    }
-                    Err(_) => false,
-                }
-            }
-        };
-        if !keep || draining {
+        let keep = write_response(
+            &mut wr,
+            &mut out,
+            rsp,
+            is_head,
+            close || draining,
+            &mut side,
+        )
+        .await
+        .unwrap_or(false);
+        if out.capacity() > OUT_KEEP {
+            // A large response grew it; idle keep-alive connections stay small.
+            out = Vec::with_capacity(1024);
+        }
+        if keep && !draining {
+            input = side.settle().await;
+        }
+        if input.is_none() {
             let _ = wr.shutdown().await;
             return None;
         }
@@ -488,6 +532,14 @@ enum Framing {
     Chunked,
 }
 
+enum Next<F> {
+    Frame(F),
+    /// The body has to wait: write what is buffered first.
+    Flush,
+    /// The client closed the connection.
+    Gone,
+}
+
 /// Write a response. `Ok(true)`: the connection can carry another request.
 async fn write_response<W: AsyncWrite + Unpin>(
     wr: &mut W,
@@ -495,10 +547,17 @@ async fn write_response<W: AsyncWrite + Unpin>(
     rsp: Response<RespBody>,
     is_head: bool,
     req_close: bool,
+    side: &mut Side,
 ) -> io::Result<bool> {
     let (parts, mut body) = rsp.into_parts();
     out.clear();
-    let status = parts.status;
+    // A final response cannot be informational (only a filter could produce one;
+    // a tunnelled `101` never comes here): hyper answers 500 too.
+    let status = if parts.status.is_informational() {
+        http::StatusCode::INTERNAL_SERVER_ERROR
+    } else {
+        parts.status
+    };
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
@@ -532,7 +591,8 @@ async fn write_response<W: AsyncWrite + Unpin>(
         Framing::None
     } else if code == 304 || is_head {
         // No body, but the length the representation would have.
-        if let Some(n) = declared.or(exact.filter(|_| is_head)) {
+        // (A HEAD response's empty upstream body says nothing about the length.)
+        if let Some(n) = declared.or(exact.filter(|&n| is_head && n > 0)) {
             put_length(out, n);
         }
         Framing::None
@@ -565,27 +625,36 @@ async fn write_response<W: AsyncWrite + Unpin>(
     loop {
         // Frames that are ready join the head in one write; the buffer goes out
         // when the body has to wait.
+        // While the body waits, the client closing ends the response (and drops
+        // the upstream's side of it) at once, not at the next failed write.
         let waiting = !out.is_empty();
         let next = poll_fn(|cx| match Pin::new(&mut body).poll_frame(cx) {
-            Poll::Pending if waiting => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(f) => Poll::Ready(Some(f)),
+            Poll::Pending if waiting => Poll::Ready(Next::Flush),
+            Poll::Pending => side.poll_closed(cx).map(|()| Next::Gone),
+            Poll::Ready(f) => Poll::Ready(Next::Frame(f)),
         })
         .await;
-        match next {
-            None => {
+        let next = match next {
+            Next::Frame(f) => f,
+            Next::Flush => {
                 wr.write_all(out).await?;
+                // A TLS stream may hold the records until flushed.
+                wr.flush().await?;
                 out.clear();
+                continue;
             }
-            Some(None) => break,
-            Some(Some(Err(_))) => {
+            Next::Gone => return Ok(false),
+        };
+        match next {
+            None => break,
+            Some(Err(_)) => {
                 // The upstream broke mid-body: send what came, then close so the
                 // client sees a truncated message, not a complete one.
                 wr.write_all(out).await?;
                 wr.flush().await?;
                 return Ok(false);
             }
-            Some(Some(Ok(frame))) => {
+            Some(Ok(frame)) => {
                 // Trailers are not sent over HTTP/1.1.
                 let Ok(mut data) = frame.into_data() else {
                     continue;
@@ -593,12 +662,13 @@ async fn write_response<W: AsyncWrite + Unpin>(
                 if data.is_empty() {
                     continue;
                 }
+                let mut overlong = false;
                 if chunked {
                     put_chunk_size(out, data.len());
                 } else {
                     if data.len() as u64 > left {
                         data.truncate(left as usize);
-                        close = true;
+                        overlong = true;
                     }
                     left -= data.len() as u64;
                 }
@@ -610,6 +680,13 @@ async fn write_response<W: AsyncWrite + Unpin>(
                 }
                 if chunked {
                     out.extend_from_slice(b"\r\n");
+                }
+                if overlong {
+                    // More than its length: send what fits, then close instead of
+                    // reading the rest.
+                    wr.write_all(out).await?;
+                    wr.flush().await?;
+                    return Ok(false);
                 }
                 if out.len() >= 4 * COPY_MAX {
                     wr.write_all(out).await?;
