@@ -455,3 +455,30 @@ async fn head_of_an_unknown_length_resource_has_no_length() {
     assert!(!r[0].contains("content-length"), "{}", r[0]);
     assert_eq!(body(&r[1]), "hello");
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped_after_the_idle_timeout() {
+    let origin = Origin::start("o").await;
+    let p = proxy(origin.addr, support::dead_port());
+    let mut s = TcpStream::connect(p.addr("main")).await.expect("connect");
+    const TOTAL: usize = 100_000_000;
+    s.write_all(format!("GET /download/{TOTAL} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    // Not reading: the socket buffers fill and the proxy's writes stall for
+    // longer than the listener's idle_timeout (400ms).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut total = 0usize;
+    let mut chunk = vec![0u8; 256 * 1024];
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the proxy kept the stalled response open");
+    assert!(total < TOTAL, "the whole response came through: {total}");
+}

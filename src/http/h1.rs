@@ -24,7 +24,7 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf, WriteHalf};
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
@@ -507,6 +507,7 @@ where
             is_head,
             close || draining,
             &mut side,
+            lim.idle,
         )
         .await
         .unwrap_or(false);
@@ -518,7 +519,7 @@ where
             input = side.settle().await;
         }
         if input.is_none() {
-            let _ = wr.shutdown().await;
+            let _ = bounded(lim.idle, |cx| Pin::new(&mut wr).poll_shutdown(cx)).await;
             return None;
         }
         deadline = Instant::now() + lim.idle;
@@ -548,6 +549,7 @@ async fn write_response<W: AsyncWrite + Unpin>(
     is_head: bool,
     req_close: bool,
     side: &mut Side,
+    stall: Duration,
 ) -> io::Result<bool> {
     let (parts, mut body) = rsp.into_parts();
     out.clear();
@@ -614,8 +616,8 @@ async fn write_response<W: AsyncWrite + Unpin>(
     let mut left = match framing {
         Framing::None => {
             drop(body);
-            wr.write_all(out).await?;
-            wr.flush().await?;
+            send_all(wr, out, stall).await?;
+            send_flush(wr, stall).await?;
             return Ok(!close);
         }
         Framing::Length(n) => n,
@@ -637,9 +639,9 @@ async fn write_response<W: AsyncWrite + Unpin>(
         let next = match next {
             Next::Frame(f) => f,
             Next::Flush => {
-                wr.write_all(out).await?;
+                send_all(wr, out, stall).await?;
                 // A TLS stream may hold the records until flushed.
-                wr.flush().await?;
+                send_flush(wr, stall).await?;
                 out.clear();
                 continue;
             }
@@ -650,8 +652,8 @@ async fn write_response<W: AsyncWrite + Unpin>(
             Some(Err(_)) => {
                 // The upstream broke mid-body: send what came, then close so the
                 // client sees a truncated message, not a complete one.
-                wr.write_all(out).await?;
-                wr.flush().await?;
+                send_all(wr, out, stall).await?;
+                send_flush(wr, stall).await?;
                 return Ok(false);
             }
             Some(Ok(frame)) => {
@@ -675,7 +677,7 @@ async fn write_response<W: AsyncWrite + Unpin>(
                 if data.len() <= COPY_MAX {
                     out.extend_from_slice(&data);
                 } else {
-                    write_both(wr, out, &data).await?;
+                    write_both(wr, out, &data, stall).await?;
                     out.clear();
                 }
                 if chunked {
@@ -684,12 +686,12 @@ async fn write_response<W: AsyncWrite + Unpin>(
                 if overlong {
                     // More than its length: send what fits, then close instead of
                     // reading the rest.
-                    wr.write_all(out).await?;
-                    wr.flush().await?;
+                    send_all(wr, out, stall).await?;
+                    send_flush(wr, stall).await?;
                     return Ok(false);
                 }
                 if out.len() >= 4 * COPY_MAX {
-                    wr.write_all(out).await?;
+                    send_all(wr, out, stall).await?;
                     out.clear();
                 }
             }
@@ -702,18 +704,63 @@ async fn write_response<W: AsyncWrite + Unpin>(
         close = true;
     }
     drop(body);
-    wr.write_all(out).await?;
-    wr.flush().await?;
+    send_all(wr, out, stall).await?;
+    send_flush(wr, stall).await?;
     Ok(!close)
 }
 
+/// Run one write-side operation on the client connection, allowing the client to
+/// hold it up (by not reading) for at most `stall`. The common case, where the
+/// socket takes the bytes at once, sets no timer.
+async fn bounded<T>(
+    stall: Duration,
+    mut op: impl FnMut(&mut Context<'_>) -> Poll<io::Result<T>>,
+) -> io::Result<T> {
+    if let Poll::Ready(r) = poll_fn(|cx| Poll::Ready(op(cx))).await {
+        return r;
+    }
+    match tokio::time::timeout(stall, poll_fn(|cx| op(cx))).await {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the client stopped reading the response",
+        )),
+    }
+}
+
+async fn send_all<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    buf: &[u8],
+    stall: Duration,
+) -> io::Result<()> {
+    let mut buf = buf;
+    while !buf.is_empty() {
+        let n = bounded(stall, |cx| Pin::new(&mut *wr).poll_write(cx, buf)).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        buf = &buf[n..];
+    }
+    Ok(())
+}
+
+async fn send_flush<W: AsyncWrite + Unpin>(wr: &mut W, stall: Duration) -> io::Result<()> {
+    bounded(stall, |cx| Pin::new(&mut *wr).poll_flush(cx)).await
+}
+
 /// Write `a` then `b`, vectored.
-async fn write_both<W: AsyncWrite + Unpin>(wr: &mut W, a: &[u8], b: &[u8]) -> io::Result<()> {
+async fn write_both<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    a: &[u8],
+    b: &[u8],
+    stall: Duration,
+) -> io::Result<()> {
     let (mut a, mut b) = (a, b);
     while !a.is_empty() {
-        let n = wr
-            .write_vectored(&[io::IoSlice::new(a), io::IoSlice::new(b)])
-            .await?;
+        let n = bounded(stall, |cx| {
+            Pin::new(&mut *wr).poll_write_vectored(cx, &[io::IoSlice::new(a), io::IoSlice::new(b)])
+        })
+        .await?;
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
@@ -721,7 +768,7 @@ async fn write_both<W: AsyncWrite + Unpin>(wr: &mut W, a: &[u8], b: &[u8]) -> io
         a = &a[from_a..];
         b = &b[n - from_a..];
     }
-    wr.write_all(b).await
+    send_all(wr, b, stall).await
 }
 
 fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
