@@ -500,7 +500,7 @@ where
             draining = true;
             conn.draining.store(true, Ordering::Release);
         }
-        let keep = write_response(
+        let written = write_response(
             &mut wr,
             &mut out,
             rsp,
@@ -509,8 +509,8 @@ where
             &mut side,
             lim.idle,
         )
-        .await
-        .unwrap_or(false);
+        .await;
+        let keep = matches!(written, Ok(true));
         if out.capacity() > OUT_KEEP {
             // A large response grew it; idle keep-alive connections stay small.
             out = Vec::with_capacity(1024);
@@ -519,7 +519,11 @@ where
             input = side.settle().await;
         }
         if input.is_none() {
-            let _ = bounded(lim.idle, |cx| Pin::new(&mut wr).poll_shutdown(cx)).await;
+            // After a failed or stalled write the client gets no orderly close
+            // (on TLS that would wait on it again).
+            if written.is_ok() {
+                let _ = bounded(lim.idle, |cx| Pin::new(&mut wr).poll_shutdown(cx)).await;
+            }
             return None;
         }
         deadline = Instant::now() + lim.idle;
@@ -551,21 +555,24 @@ async fn write_response<W: AsyncWrite + Unpin>(
     side: &mut Side,
     stall: Duration,
 ) -> io::Result<bool> {
-    let (parts, mut body) = rsp.into_parts();
+    let (mut parts, mut body) = rsp.into_parts();
     out.clear();
-    // A final response cannot be informational (only a filter could produce one;
-    // a tunnelled `101` never comes here): hyper answers 500 too.
-    let status = if parts.status.is_informational() {
-        http::StatusCode::INTERNAL_SERVER_ERROR
-    } else {
-        parts.status
-    };
+    let mut close = req_close;
+    if parts.status.is_informational() {
+        // A final response cannot be informational (only a filter could produce
+        // one; a tunnelled `101` never comes here). Like hyper: an empty 500, and
+        // the connection closes.
+        parts.status = http::StatusCode::INTERNAL_SERVER_ERROR;
+        parts.headers.clear();
+        body = RespBody::full(Bytes::new());
+        close = true;
+    }
+    let status = parts.status;
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    let mut close = req_close;
     let (mut has_date, mut says_close) = (false, false);
     let mut declared = None;
     for (k, v) in parts.headers.iter() {
@@ -678,6 +685,9 @@ async fn write_response<W: AsyncWrite + Unpin>(
                     out.extend_from_slice(&data);
                 } else {
                     write_both(wr, out, &data, stall).await?;
+                    // A TLS stream may hold what it accepted until flushed; the
+                    // body may wait next with nothing left in `out` to flush.
+                    send_flush(wr, stall).await?;
                     out.clear();
                 }
                 if chunked {
@@ -692,6 +702,7 @@ async fn write_response<W: AsyncWrite + Unpin>(
                 }
                 if out.len() >= 4 * COPY_MAX {
                     send_all(wr, out, stall).await?;
+                    send_flush(wr, stall).await?;
                     out.clear();
                 }
             }
@@ -882,6 +893,63 @@ mod tests {
             parse(&mut buf, &mut Vec::new(), 5),
             Parsed::Request(_)
         ));
+    }
+
+    async fn written(status: u16, body: &'static str, is_head: bool) -> (String, bool) {
+        let mut rsp = Response::new(RespBody::full(Bytes::from_static(body.as_bytes())));
+        *rsp.status_mut() = http::StatusCode::from_u16(status).expect("status");
+        rsp.headers_mut()
+            .insert(header::UPGRADE, HeaderValue::from_static("x"));
+        let mut wire = Vec::new();
+        let keep = write_response(
+            &mut wire,
+            &mut Vec::new(),
+            rsp,
+            is_head,
+            false,
+            &mut Side::Spent,
+            Duration::from_secs(1),
+        )
+        .await
+        .expect("write");
+        (String::from_utf8(wire).expect("utf-8"), keep)
+    }
+
+    #[tokio::test]
+    async fn responses_are_framed_by_status_and_method() {
+        let (w, keep) = written(200, "hello", false).await;
+        assert!(w.starts_with("HTTP/1.1 200 OK\r\n"), "{w}");
+        assert!(
+            w.contains("\r\ncontent-length: 5\r\n") && w.ends_with("\r\n\r\nhello"),
+            "{w}"
+        );
+        assert!(keep);
+        let (w, _) = written(200, "hello", true).await;
+        assert!(
+            w.contains("\r\ncontent-length: 5\r\n") && w.ends_with("\r\n\r\n"),
+            "{w}"
+        );
+        let (w, _) = written(204, "", false).await;
+        assert!(
+            !w.contains("content-length") && w.ends_with("\r\n\r\n"),
+            "{w}"
+        );
+        // An informational final status (only a filter could make one): an empty
+        // 500 without its headers, and the connection closes.
+        let (w, keep) = written(103, "x", false).await;
+        assert!(
+            w.starts_with("HTTP/1.1 500 Internal Server Error\r\n"),
+            "{w}"
+        );
+        assert!(
+            !w.contains("upgrade") && w.contains("content-length: 0\r\n"),
+            "{w}"
+        );
+        assert!(
+            w.contains("connection: close\r\n") && w.ends_with("\r\n\r\n"),
+            "{w}"
+        );
+        assert!(!keep);
     }
 
     #[test]
