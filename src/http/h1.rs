@@ -29,7 +29,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 use super::{ConnCtx, RespBody};
-use crate::upstream::h1::{header_spans, tokens};
+use crate::upstream::h1::{chunk_size_line, header_spans, parse_length, tokens};
 
 /// Header slots on the stack; a request with more (or more than the listener's
 /// `max_headers`) goes to hyper, which answers it as before.
@@ -198,11 +198,25 @@ enum Side {
     /// left unread) when it ends or is dropped.
     Lent(oneshot::Receiver<(Input, u64)>),
     /// Back, but part of the body it did not read has not arrived: the connection
-    /// closes after the response (as with hyper).
-    Spent,
+    /// closes after the response (as with hyper), lingering on the read side when
+    /// it is here (see [`linger`]).
+    Spent(Option<Input>),
 }
 
 impl Side {
+    /// The read side as the body gave it back: what the body left unread is
+    /// skipped when it is buffered already; otherwise the connection is spent.
+    fn returned(back: Result<(Input, u64), oneshot::error::RecvError>) -> Side {
+        match back {
+            Ok((mut input, left)) if input.buf.len() as u64 >= left => {
+                input.buf.advance(left as usize);
+                Side::Home(input)
+            }
+            Ok((input, _)) => Side::Spent(Some(input)),
+            Err(_) => Side::Spent(None),
+        }
+    }
+
     /// Whether the client closed the connection. Watched only while nothing of a
     /// next request is buffered (like hyper), so pipelined requests followed by a
     /// half-close are still answered, and at most one read is buffered meanwhile.
@@ -211,15 +225,7 @@ impl Side {
             match self {
                 Side::Lent(rx) => match Pin::new(rx).poll(cx) {
                     Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Ok((mut input, left))) => {
-                        *self = if input.buf.len() as u64 >= left {
-                            input.buf.advance(left as usize);
-                            Side::Home(input)
-                        } else {
-                            Side::Spent
-                        };
-                    }
-                    Poll::Ready(Err(_)) => *self = Side::Spent,
+                    Poll::Ready(back) => *self = Side::returned(back),
                 },
                 Side::Home(input) if input.buf.is_empty() => {
                     return match input.poll_fill(cx) {
@@ -227,29 +233,58 @@ impl Side {
                         Poll::Ready(Ok(_)) | Poll::Pending => Poll::Pending,
                     };
                 }
-                Side::Home(_) | Side::Spent => return Poll::Pending,
+                Side::Home(_) | Side::Spent(_) => return Poll::Pending,
             }
         }
     }
 
-    /// The read side for the next request, once the body gave it back; `None`
-    /// when the connection cannot carry another request.
-    async fn settle(mut self) -> Option<Input> {
+    /// The read side for the next request, once the body gave it back; `Err`
+    /// when the connection cannot carry another request, with the read side if
+    /// there is one to linger on.
+    async fn settle(mut self) -> Result<Input, Option<Input>> {
         if let Side::Lent(rx) = &mut self {
-            self = match rx.await {
-                Ok((mut input, left)) if input.buf.len() as u64 >= left => {
-                    input.buf.advance(left as usize);
-                    Side::Home(input)
-                }
-                _ => Side::Spent,
-            };
+            self = Side::returned(rx.await);
         }
         match self {
-            Side::Home(input) => Some(input),
-            Side::Lent(_) | Side::Spent => None,
+            Side::Home(input) => Ok(input),
+            Side::Spent(input) => Err(input),
+            Side::Lent(_) => Err(None),
+        }
+    }
+
+    /// On closing: the read side when the client may still be sending (an unread
+    /// body, or bytes of a next request), without waiting for a body to give it back.
+    fn unread(self) -> Option<Input> {
+        match self {
+            Side::Home(input) => (!input.buf.is_empty()).then_some(input),
+            Side::Spent(input) => input,
+            Side::Lent(mut rx) => match rx.try_recv() {
+                Ok((input, left)) if left > 0 || !input.buf.is_empty() => Some(input),
+                _ => None,
+            },
         }
     }
 }
+
+/// Closing a connection the client is still sending on (the rest of a body the
+/// response did not need) would reset it, and the client could lose the response
+/// it has not read yet. Like NGINX's lingering close: after the write side is shut
+/// down, what arrives is read and thrown away until the client closes, nothing
+/// comes for [`LINGER_IDLE`], or [`LINGER_TIME`] has passed.
+async fn linger(mut input: Input) {
+    let end = Instant::now() + LINGER_TIME;
+    loop {
+        input.buf.clear();
+        let until = end.min(Instant::now() + LINGER_IDLE);
+        match tokio::time::timeout_at(until, poll_fn(|cx| input.poll_fill(cx))).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return,
+        }
+    }
+}
+
+const LINGER_TIME: Duration = Duration::from_secs(30);
+const LINGER_IDLE: Duration = Duration::from_secs(5);
 
 /// A parsed request head this codec serves.
 struct Head {
@@ -328,6 +363,7 @@ fn build(raw: &Bytes, method: Method, path: (u32, u32), spans: &[[u32; 4]]) -> O
             if content_length.is_some() {
                 return None;
             }
+            // A list or anything but plain digits is hyper's to refuse.
             content_length = Some(parse_length(value)?);
         } else if name == header::TRANSFER_ENCODING
             || name == header::UPGRADE
@@ -349,16 +385,6 @@ fn build(raw: &Bytes, method: Method, path: (u32, u32), spans: &[[u32; 4]]) -> O
         parts,
         content_length: content_length.unwrap_or(0),
         close,
-    })
-}
-
-/// Digits only (no sign, no spaces, no list): anything else is hyper's to refuse.
-fn parse_length(v: &[u8]) -> Option<u64> {
-    if v.is_empty() || v.len() > 19 {
-        return None;
-    }
-    v.iter().try_fold(0u64, |n, &b| {
-        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
     })
 }
 
@@ -515,18 +541,27 @@ where
             // A large response grew it; idle keep-alive connections stay small.
             out = Vec::with_capacity(1024);
         }
-        if keep && !draining {
-            input = side.settle().await;
-        }
-        if input.is_none() {
-            // After a failed or stalled write the client gets no orderly close
-            // (on TLS that would wait on it again).
-            if written.is_ok() {
-                let _ = bounded(lim.idle, |cx| Pin::new(&mut wr).poll_shutdown(cx)).await;
+        let unread = if keep && !draining {
+            match side.settle().await {
+                Ok(inp) => {
+                    input = Some(inp);
+                    deadline = Instant::now() + lim.idle;
+                    continue;
+                }
+                Err(unread) => unread,
             }
-            return None;
+        } else {
+            side.unread()
+        };
+        // After a failed or stalled write the client gets no orderly close (on TLS
+        // that would wait on it again).
+        if written.is_ok() {
+            let _ = bounded(lim.idle, |cx| Pin::new(&mut wr).poll_shutdown(cx)).await;
+            if let Some(inp) = unread {
+                linger(inp).await;
+            }
         }
-        deadline = Instant::now() + lim.idle;
+        return None;
     }
 }
 
@@ -795,12 +830,7 @@ fn put_length(out: &mut Vec<u8>, n: u64) {
 }
 
 fn put_chunk_size(out: &mut Vec<u8>, n: usize) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digits = (usize::BITS - n.leading_zeros()).div_ceil(4).max(1);
-    for i in (0..digits).rev() {
-        out.push(HEX[(n >> (i * 4)) & 0xf]);
-    }
-    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(chunk_size_line(n).as_bytes());
 }
 
 /// `date: <IMF-fixdate>`, formatted once a second per thread.
@@ -907,7 +937,7 @@ mod tests {
             rsp,
             is_head,
             false,
-            &mut Side::Spent,
+            &mut Side::Spent(None),
             Duration::from_secs(1),
         )
         .await

@@ -207,6 +207,9 @@ async fn serve_hyper<IO>(
             _ = drain.changed() => {}
         }
     }
+    // Draining. A connection opened moments ago most likely carries a request the
+    // server has not read yet; shutting it down now would close it unanswered (or
+    // reset it). Give it a short grace first; older idle ones close right away.
     conn.draining
         .store(true, std::sync::atomic::Ordering::Release);
     let now = tokio::time::Instant::now();
@@ -235,17 +238,11 @@ impl http_body::Body for DownBody {
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
-        use std::task::Poll;
-        let r = match self.get_mut() {
-            DownBody::Empty => return Poll::Ready(None),
-            DownBody::Hyper(b) => std::pin::Pin::new(b)
-                .poll_frame(cx)
-                .map_err(|e| Box::new(e) as Self::Error),
-            DownBody::H1(b) => std::pin::Pin::new(b)
-                .poll_frame(cx)
-                .map_err(|e| Box::new(e) as Self::Error),
-        };
-        r
+        match self.get_mut() {
+            DownBody::Empty => std::task::Poll::Ready(None),
+            DownBody::Hyper(b) => std::pin::Pin::new(b).poll_frame(cx).map_err(Into::into),
+            DownBody::H1(b) => std::pin::Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
     }
 
     fn is_end_stream(&self) -> bool {
@@ -265,6 +262,10 @@ impl http_body::Body for DownBody {
     }
 }
 
+/// hyper's HTTP/1 parser answers a malformed head (`400`) or one over its buffer
+/// limit (`431`) itself and closes the connection, before any request reaches
+/// `proxy::handle`. Count and log those like attache's own `DPE` replies, so a
+/// client sending garbage shows up in the stats and the access log.
 fn record_parser_reply(
     conn: &ConnCtx,
     e: &(dyn std::error::Error + 'static),

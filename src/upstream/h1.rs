@@ -226,6 +226,22 @@ impl Out {
 }
 
 fn chunk_prefix(len: usize) -> Bytes {
+    Bytes::copy_from_slice(chunk_size_line(len).as_bytes())
+}
+
+/// A chunk-size line (`<hex>\r\n`), on the stack.
+pub(crate) struct ChunkLine {
+    digits: [u8; 18],
+    start: usize,
+}
+
+impl ChunkLine {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.digits[self.start..]
+    }
+}
+
+pub(crate) fn chunk_size_line(len: usize) -> ChunkLine {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut digits = [0u8; 18];
     let mut i = 16;
@@ -240,7 +256,18 @@ fn chunk_prefix(len: usize) -> Bytes {
     }
     digits[16] = b'\r';
     digits[17] = b'\n';
-    Bytes::copy_from_slice(&digits[i..])
+    ChunkLine { digits, start: i }
+}
+
+/// A `Content-Length` value (or one element of a list of them): digits only, no
+/// sign or spaces, at most 19 of them so it fits in a u64.
+pub(crate) fn parse_length(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 19 {
+        return None;
+    }
+    v.iter().try_fold(0u64, |n, &b| {
+        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
+    })
 }
 
 /// The request still being written: buffers in flight and the body they come from.
@@ -553,12 +580,10 @@ impl HeadFacts {
         }
         if name == header::CONTENT_LENGTH {
             for part in tokens(value) {
-                if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+                let Some(n) = parse_length(part) else {
                     self.bad_length.get_or_insert("invalid content-length");
                     continue;
-                }
-                // At most 19 digits: fits in a u64.
-                let n = part.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+                };
                 if self.content_length.is_some_and(|l| l != n) {
                     self.bad_length.get_or_insert("conflicting content-length");
                 }
