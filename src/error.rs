@@ -4,8 +4,9 @@
 /// Which side failed, and how.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
-    /// The request could not be accepted as it is (400).
-    BadRequest,
+    /// The request could not be accepted as it is (400); the reason is counted in
+    /// `attache_downstream_rq_rejected_total{listener,reason}`.
+    BadRequest(Reject),
     /// Request target over the listener's limit (414).
     UriTooLong,
     /// Request headers over the listener's limits (431).
@@ -29,6 +30,16 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// The reason counted in `attache_downstream_rq_rejected_total` when the request
+    /// was refused before anything was forwarded.
+    pub fn reject_reason(self) -> Option<Reject> {
+        match self {
+            ErrorKind::BadRequest(r) => Some(r),
+            ErrorKind::UriTooLong => Some(Reject::UriTooLong),
+            ErrorKind::HeadersTooLarge => Some(Reject::HeadersTooLarge),
+            _ => None,
+        }
+    }
     pub fn is_timeout(self) -> bool {
         self == ErrorKind::Timeout
     }
@@ -47,7 +58,7 @@ impl ErrorKind {
 impl std::fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let s = match self {
-            ErrorKind::BadRequest => "bad request",
+            ErrorKind::BadRequest(_) => "bad request",
             ErrorKind::HeadersTooLarge => "request header fields too large",
             ErrorKind::UriTooLong => "request uri too long",
             ErrorKind::NoRoute => "no route matched",
@@ -60,5 +71,58 @@ impl std::fmt::Display for ErrorKind {
             ErrorKind::Internal => "internal error",
         };
         f.write_str(s)
+    }
+}
+
+/// Why a request was rejected before anything was forwarded. Each reason is one
+/// label value of `attache_downstream_rq_rejected_total` (bounded: these names, never
+/// request data), and one row of the request-hygiene table in docs/configuration.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Reject {
+    /// Conflicting framing: Content-Length with Transfer-Encoding, or several
+    /// different Content-Lengths (request smuggling).
+    Framing,
+    /// More than one Host header.
+    DuplicateHost,
+    /// A path the normalizer refuses (bad escapes, escaped slashes).
+    Path,
+    /// A body that did not arrive as its framing said.
+    Body,
+    /// A request the proxy cannot re-express upstream (bad URI parts).
+    Target,
+    /// A head the HTTP/1 parser refused (bad syntax).
+    Malformed,
+    /// Request target over `max_uri_bytes` (414).
+    UriTooLong,
+    /// Request headers over the listener's limits (431).
+    HeadersTooLarge,
+}
+
+impl Reject {
+    /// Every reason, in label order (`Reject as usize` indexes this).
+    pub const ALL: &'static [Reject] = &[
+        Reject::Framing,
+        Reject::DuplicateHost,
+        Reject::Path,
+        Reject::Body,
+        Reject::Target,
+        Reject::Malformed,
+        Reject::UriTooLong,
+        Reject::HeadersTooLarge,
+    ];
+
+    /// The metric label and log name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reject::Framing => "framing",
+            Reject::DuplicateHost => "duplicate_host",
+            Reject::Path => "path",
+            Reject::Body => "body",
+            Reject::Target => "target",
+            Reject::Malformed => "malformed",
+            Reject::UriTooLong => "uri_too_long",
+            Reject::HeadersTooLarge => "headers_too_large",
+        }
     }
 }

@@ -274,16 +274,17 @@ fn record_parser_reply(
     let Some(he) = e.downcast_ref::<hyper::Error>() else {
         return;
     };
-    let status = if he.is_parse_too_large() {
-        431
+    let (status, reason) = if he.is_parse_too_large() {
+        (431, crate::error::Reject::HeadersTooLarge)
     } else if he.is_parse() {
-        400
+        (400, crate::error::Reject::Malformed)
     } else {
         return;
     };
     let rt = conn.slot.load();
     let stats = &rt.listener.stats;
     stats.count_flag("DPE");
+    stats.count_reject(reason);
     stats.count_status(status);
     if let Some(sink) = &rt.sink {
         let rec = crate::accesslog::Record {

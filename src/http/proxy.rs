@@ -17,7 +17,7 @@ use super::body::{Completion, RespBody};
 use super::normalize::{normalize, Rejected};
 use super::respond::local_reply;
 use super::{ConnCtx, DownBody};
-use crate::error::ErrorKind;
+use crate::error::{ErrorKind, Reject};
 use crate::router::{Action, RequestView, RetryPolicy, RouteAction};
 use crate::upstream::pool::SendError;
 use crate::upstream::{ActiveGuard, Cluster, Endpoint, Outcome, UpBody, UpstreamBody};
@@ -242,11 +242,18 @@ pub async fn handle(req: Request<DownBody>, conn: Arc<ConnCtx>) -> Response<Resp
         // the first, an upstream or cache might read another.
         let conflicting = cl_conflict
             || (first_cl.is_some() && has_te)
-            || hosts > 1
             || conn.framing_conflict.load(Ordering::Acquire);
-        if conflicting {
+        let reject = if conflicting {
+            Some(Reject::Framing)
+        } else if hosts > 1 {
+            Some(Reject::DuplicateHost)
+        } else {
+            None
+        };
+        if let Some(reason) = reject {
             done.close_connection = true;
-            break 'reply finish_local(ErrorKind::BadRequest, false, &mut sc, done, &http.filters);
+            let kind = ErrorKind::BadRequest(reason);
+            break 'reply finish_local(kind, false, &mut sc, done, &http.filters);
         }
 
         if pq_len > http.max_uri_bytes {
@@ -284,7 +291,7 @@ pub async fn handle(req: Request<DownBody>, conn: Arc<ConnCtx>) -> Response<Resp
                     Cow::Borrowed(raw_path)
                 } else {
                     break 'reply finish_local(
-                        ErrorKind::BadRequest,
+                        ErrorKind::BadRequest(Reject::Path),
                         false,
                         &mut sc,
                         done,
@@ -363,7 +370,7 @@ pub async fn handle(req: Request<DownBody>, conn: Arc<ConnCtx>) -> Response<Resp
                     }
                     Err(_) => {
                         break 'reply finish_local(
-                            ErrorKind::BadRequest,
+                            ErrorKind::BadRequest(Reject::Target),
                             false,
                             &mut sc,
                             done,
@@ -476,7 +483,7 @@ pub async fn handle(req: Request<DownBody>, conn: Arc<ConnCtx>) -> Response<Resp
                                 Err(_) => {
                                     done.close_connection = true;
                                     break 'reply finish_local(
-                                        ErrorKind::BadRequest,
+                                        ErrorKind::BadRequest(Reject::Body),
                                         false,
                                         &mut sc,
                                         done,
@@ -735,7 +742,7 @@ async fn forward(
         };
         let uri = match built {
             Ok(u) => u,
-            Err(_) => return Err((ErrorKind::BadRequest, false)),
+            Err(_) => return Err((ErrorKind::BadRequest(Reject::Target), false)),
         };
         // The body stays in a slot of ours until a connection takes it, so a stream
         // that never left (breaker, failed connect) goes back to the caller.
@@ -910,6 +917,9 @@ fn finish_local(
     sc.response_flag = Some(flag);
     done.flag = flag;
     done.listener_stats().count_flag(flag);
+    if let Some(reason) = kind.reject_reason() {
+        done.listener_stats().count_reject(reason);
+    }
     finish_response(rsp.map(RespBody::full), sc, done, chain.clone())
 }
 

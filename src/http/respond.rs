@@ -8,7 +8,7 @@ use crate::error::ErrorKind;
 /// Status and short response flag (Envoy's meanings) for a local reply.
 pub fn status_and_flag(kind: ErrorKind, retries_exhausted: bool) -> (StatusCode, &'static str) {
     let (status, flag) = match kind {
-        ErrorKind::BadRequest => (StatusCode::BAD_REQUEST, "DPE"),
+        ErrorKind::BadRequest(_) => (StatusCode::BAD_REQUEST, "DPE"),
         ErrorKind::HeadersTooLarge => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "DPE"),
         ErrorKind::UriTooLong => (StatusCode::URI_TOO_LONG, "DPE"),
         ErrorKind::NoRoute => (StatusCode::NOT_FOUND, "NR"),
@@ -54,7 +54,11 @@ mod tests {
             (ErrorKind::Overflow, 503, "UO"),
             (ErrorKind::Timeout, 504, "UT"),
             (ErrorKind::UpstreamReset, 502, "UR"),
-            (ErrorKind::BadRequest, 400, "DPE"),
+            (
+                ErrorKind::BadRequest(crate::error::Reject::Path),
+                400,
+                "DPE",
+            ),
         ];
         for (k, s, f) in cases {
             assert_eq!(
@@ -64,5 +68,12 @@ mod tests {
         }
         assert_eq!(status_and_flag(ErrorKind::ConnectFailure, true).1, "URX");
         assert_eq!(status_and_flag(ErrorKind::NoRoute, true).1, "NR");
+    }
+
+    #[test]
+    fn reject_reasons_index_their_label_list() {
+        for (i, r) in crate::error::Reject::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{}", r.as_str());
+        }
     }
 }
