@@ -372,7 +372,7 @@ pub fn diff(a: &DiffArgs) -> u8 {
             return 2;
         }
     };
-    let changes = diff::diff(&old.cfg, &old.map, &new.cfg, &new.map);
+    let changes = diff::diff_sources(&old, &new);
     match a.format {
         Format::Text => print!("{}", diff::to_text(&changes)),
         Format::Json => println!("{}", diff::to_json(&changes)),
