@@ -174,6 +174,8 @@ pub fn compile(
         }
     }
 
+    let admin_allowed_hosts = compile_admin_hosts(&mut cx, &cfg.admin.allowed_hosts);
+
     // Clusters first: routes refer to them.
     let mut clusters: HashMap<String, Arc<Cluster>> = HashMap::new();
     let mut cluster_lines: HashMap<String, usize> = HashMap::new();
@@ -430,6 +432,7 @@ pub fn compile(
     Ok(Snapshot {
         admin_address: admin_addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9901))),
         admin_token: token,
+        admin_allowed_hosts,
         drain_timeout: cfg
             .drain_timeout
             .map(|d| d.0)
@@ -438,6 +441,22 @@ pub fn compile(
         clusters,
         effective,
     })
+}
+
+/// `admin.allowed_hosts`: plain host names or IP literals, compared without a port.
+fn compile_admin_hosts(cx: &mut Cx<'_>, hosts: &[String]) -> Vec<String> {
+    let mut out = Vec::with_capacity(hosts.len());
+    for (i, h) in hosts.iter().enumerate() {
+        if crate::admin::guard::is_plain_host(h) {
+            out.push(h.to_ascii_lowercase());
+        } else {
+            cx.err(
+                &format!("admin.allowed_hosts.{i}"),
+                format!("`{h}` is not a host name; list names like `attache-admin.internal` (no scheme, port or path)"),
+            );
+        }
+    }
+    out
 }
 
 /// The cluster's initial endpoints: `endpoints:`, `discovery.static`, the discovery

@@ -30,6 +30,10 @@ pub struct Admin {
     /// Bearer token required on every POST when set.
     #[serde(default)]
     pub token: Option<String>,
+    /// Host names (besides loopback, `localhost` and the admin's own address) that
+    /// admin requests may carry in `Host`.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]

@@ -16,6 +16,8 @@ use crate::upstream::Cluster;
 pub struct Snapshot {
     pub admin_address: SocketAddr,
     pub admin_token: Option<String>,
+    /// `admin.allowed_hosts`, lower case.
+    pub admin_allowed_hosts: Vec<String>,
     pub drain_timeout: Duration,
     pub listeners: Vec<Arc<Listener>>,
     pub clusters: Arc<HashMap<String, Arc<Cluster>>>,
