@@ -14,7 +14,7 @@ use regex::Regex;
 use super::endpoints::{self, Spec};
 use super::load::{did_you_mean, Diagnostic, SourceMap};
 use super::raw;
-use super::snapshot::{AccessLogCfg, HttpSettings, Listener, Snapshot, TcpSettings};
+use super::snapshot::{AccessLogCfg, Http2Settings, HttpSettings, Listener, Snapshot, TcpSettings};
 use crate::router::{
     self, Action, DirectResponse, HeaderMatch, Matcher, PathMatch, QueryMatch, Redirect,
     RetryPolicy, Route, RouteAction, Router, SanMatch, Target, ValueMatch, VirtualHost,
@@ -903,6 +903,57 @@ fn compile_http(
             .unwrap_or(Duration::from_secs(3600)),
         generate_request_id: opts.generate_request_id.unwrap_or(true),
         retry_buffer_bytes: opts.retry_buffer_bytes.unwrap_or(64 * 1024) as usize,
+        http2: compile_http2(cx, &format!("{hp}.http2"), opts.http2.as_ref()),
+    }
+}
+
+/// `http.http2`, each value inside the range RFC 9113 section 6.5.2 allows.
+fn compile_http2(cx: &mut Cx<'_>, p: &str, opts: Option<&raw::Http2Options>) -> Http2Settings {
+    let d = Http2Settings::default();
+    let Some(o) = opts else {
+        return d;
+    };
+    const MAX_WINDOW: u32 = (1 << 31) - 1;
+    let mut pick =
+        |key: &str, v: Option<u32>, default: u32, range: std::ops::RangeInclusive<u32>| {
+            let v = v.unwrap_or(default);
+            if !range.contains(&v) {
+                cx.err(
+                    &format!("{p}.{key}"),
+                    format!(
+                        "{key} must be between {} and {}",
+                        range.start(),
+                        range.end()
+                    ),
+                );
+            }
+            v
+        };
+    Http2Settings {
+        max_concurrent_streams: pick(
+            "max_concurrent_streams",
+            o.max_concurrent_streams,
+            d.max_concurrent_streams,
+            1..=MAX_WINDOW,
+        ),
+        initial_stream_window_size: pick(
+            "initial_stream_window_size",
+            o.initial_stream_window_size,
+            d.initial_stream_window_size,
+            65_535..=MAX_WINDOW,
+        ),
+        initial_connection_window_size: pick(
+            "initial_connection_window_size",
+            o.initial_connection_window_size,
+            d.initial_connection_window_size,
+            65_535..=MAX_WINDOW,
+        ),
+        max_frame_size: pick(
+            "max_frame_size",
+            o.max_frame_size,
+            d.max_frame_size,
+            16_384..=16_777_215,
+        ),
     }
 }
 

@@ -56,6 +56,27 @@ pub struct HttpSettings {
     pub idle_timeout: Duration,
     pub generate_request_id: bool,
     pub retry_buffer_bytes: usize,
+    pub http2: Http2Settings,
+}
+
+/// The HTTP/2 SETTINGS a listener advertises; `http.http2` in the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Http2Settings {
+    pub max_concurrent_streams: u32,
+    pub initial_stream_window_size: u32,
+    pub initial_connection_window_size: u32,
+    pub max_frame_size: u32,
+}
+
+impl Default for Http2Settings {
+    fn default() -> Self {
+        Http2Settings {
+            max_concurrent_streams: 100,
+            initial_stream_window_size: 1024 * 1024,
+            initial_connection_window_size: 1024 * 1024,
+            max_frame_size: 16 * 1024,
+        }
+    }
 }
 
 pub struct TcpSettings {
