@@ -620,6 +620,11 @@ pub struct ThriftListener {
     /// while no call is in flight (default 1h; `0s` = never).
     #[serde(default)]
     pub idle_timeout: Option<Dur>,
+    /// Close a downstream connection when one call (frame or unframed message) is
+    /// not complete this long after its first byte arrived (default 30s; `0s` =
+    /// never).
+    #[serde(default)]
+    pub message_timeout: Option<Dur>,
     #[serde(default)]
     pub routes: Vec<ThriftRoute>,
 }
