@@ -443,7 +443,10 @@ fn an_incomplete_frame_with_a_good_header_waits_and_is_checked_once() {
         buf.extend_from_slice(&[*b]);
         got = d.decode(&mut buf).unwrap_or_else(|e| panic!("{e}"));
     }
-    assert_eq!(got.map(|m| m.header().name().to_owned()).as_deref(), Some("getUser"));
+    assert_eq!(
+        got.map(|m| m.header().name().to_owned()).as_deref(),
+        Some("getUser")
+    );
     assert!(buf.is_empty());
 }
 
