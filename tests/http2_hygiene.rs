@@ -200,6 +200,20 @@ impl RawH2 {
         self.s.write_all(bytes).await.expect("write");
     }
 
+    /// The header block of the response on `stream` (its first byte is `0x88` for
+    /// `:status: 200`, indexed from the static table); empty when there is none.
+    async fn status_block(&mut self, stream: u32) -> Vec<u8> {
+        while let Some((ty, _, id, payload)) = self.read_frame().await {
+            match ty {
+                FRAME_HEADERS if id == stream => return payload,
+                FRAME_RST_STREAM if id == stream => break,
+                FRAME_GOAWAY => break,
+                _ => {}
+            }
+        }
+        Vec::new()
+    }
+
     /// Frames until `stream` is reset or answered, or the connection goes away.
     async fn outcome(&mut self, stream: u32) -> Outcome {
         while let Some((ty, _, id, payload)) = self.read_frame().await {
@@ -383,6 +397,45 @@ async fn a_body_that_breaks_after_forwarding_aborts_the_upstream_request() {
         2,
         "a new upstream connection for the next request"
     );
+}
+
+#[tokio::test]
+async fn a_body_that_arrived_with_its_head_is_buffered_and_retried() {
+    // Two endpoints, one closing every connection after reading the request: a
+    // request that lands there is answered only if it is retried on the other.
+    let good = Origin::start("good").await;
+    let bad = support::resetting_origin().await;
+    let p = Proxy::start(&format!(
+        r#"
+listeners:
+  - name: main
+    address: 127.0.0.1:0
+    virtual_hosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - match: {{ prefix: / }}
+            route: {{ cluster: two, retries: {{ attempts: 2, retry_on: [reset, 5xx] }} }}
+clusters:
+  - name: two
+    endpoints: ["{}", "{bad}"]
+"#,
+        good.addr
+    ));
+    for i in 0..4 {
+        // No content-length (as most HTTP/2 clients send uploads): before, such a
+        // body always streamed and was never retried.
+        let mut c = RawH2::connect(p.addr("main")).await;
+        let mut bytes = headers_frame(1, &request_head("/upload", &[]), false);
+        bytes.extend(frame(FRAME_DATA, END_STREAM, 1, b"hello"));
+        c.send(&bytes).await;
+        assert_eq!(
+            c.status_block(1).await.first(),
+            Some(&0x88),
+            "request {i}: 200"
+        );
+    }
+    assert_eq!(good.hits(), 4);
 }
 
 #[tokio::test]
