@@ -97,6 +97,8 @@ pub enum Reject {
     UriTooLong,
     /// Request headers over the listener's limits (431).
     HeadersTooLarge,
+    /// An HTTP/2 `:scheme` other than `http` or `https`.
+    Scheme,
 }
 
 impl Reject {
@@ -110,6 +112,7 @@ impl Reject {
         Reject::Malformed,
         Reject::UriTooLong,
         Reject::HeadersTooLarge,
+        Reject::Scheme,
     ];
 
     /// The metric label and log name.
@@ -123,6 +126,7 @@ impl Reject {
             Reject::Malformed => "malformed",
             Reject::UriTooLong => "uri_too_long",
             Reject::HeadersTooLarge => "headers_too_large",
+            Reject::Scheme => "scheme",
         }
     }
 }

@@ -40,6 +40,15 @@ where
     }
 }
 
+/// Run blocking client code (the synchronous `thrift` crate) off the runtime,
+/// under a generous deadline.
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::time::timeout(Duration::from_secs(60), tokio::task::spawn_blocking(f))
+        .await
+        .expect("client finished in time")
+        .expect("client did not panic")
+}
+
 /// A running `attache run`. Dropping it kills and reaps the process, and prints its
 /// log when the test is failing.
 pub struct Proxy {
