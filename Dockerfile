@@ -64,7 +64,9 @@ RUN apt-get update \
 COPY --from=builder /out/attache /usr/local/bin/attache
 COPY --from=builder --chown=root:attache --chmod=0640 /out/attache.yaml /etc/attache/attache.yaml
 
-USER attache:attache
+# Numeric, so Kubernetes can check `runAsNonRoot: true` without reading
+# /etc/passwd (it refuses to verify a user name).
+USER 10001:10001
 
 # 10000: the quickstart HTTP listener (HTTP/1.1 and HTTP/2 cleartext).
 # 9901 (admin) is loopback-only by default and therefore not exposed.

@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""Check the shipped deployment files offline.
+
+For every kustomize base under deploy/kubernetes/:
+  - each resource it lists is validated against the Kubernetes OpenAPI schemas
+    bundled by the `kubernetes-validate` package (strict: unknown fields fail);
+  - with `kubectl` on PATH, the rendered base (`kubectl kustomize`) is validated too;
+  - every attache config embedded in a ConfigMap (a data key ending in .yaml) is
+    checked with `attache validate --skip-files` (no certificates needed).
+With `systemd-analyze` on PATH, deploy/systemd/attache.service is verified too
+(with its binary path pointed at the attache being checked).
+
+Usage: python3 deploy/check.py [--attache PATH] [--k8s-version 1.33]
+       (default attache binary: $ATTACHE_BIN, else target/debug/attache)
+Needs: pip install kubernetes-validate
+"""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import yaml
+import kubernetes_validate
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(ROOT)
+
+
+def bases():
+    k8s = os.path.join(ROOT, "kubernetes")
+    for name in sorted(os.listdir(k8s)):
+        if os.path.isfile(os.path.join(k8s, name, "kustomization.yaml")):
+            yield os.path.join(k8s, name)
+
+
+def resources(base):
+    with open(os.path.join(base, "kustomization.yaml")) as f:
+        kust = yaml.safe_load(f)
+    for rel in kust.get("resources", []):
+        path = os.path.join(base, rel)
+        with open(path) as f:
+            for doc in yaml.safe_load_all(f):
+                if doc:
+                    yield path, doc
+
+
+def schema_errors(where, doc, version):
+    try:
+        kubernetes_validate.validate(doc, version, strict=True)
+    except kubernetes_validate.ValidationError as e:
+        path = ".".join(str(p) for p in e.path)
+        return [f"{where}: {doc.get('kind')} {path}: {e.message}"]
+    except kubernetes_validate.SchemaNotFoundError as e:
+        return [f"{where}: no schema for {doc.get('kind')}: {e}"]
+    return []
+
+
+def rendered(base):
+    out = subprocess.run(
+        ["kubectl", "kustomize", base], capture_output=True, text=True, check=False
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"{base}: kubectl kustomize failed:\n{out.stderr}")
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+def attache_configs(path, doc):
+    if doc.get("kind") != "ConfigMap":
+        return
+    for key, text in (doc.get("data") or {}).items():
+        if key.endswith((".yaml", ".yml")):
+            yield f"{path} (ConfigMap {doc['metadata']['name']}, key {key})", key, text
+
+
+def validate_config(attache, where, key, text):
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, key)
+        with open(path, "w") as f:
+            f.write(text)
+        out = subprocess.run(
+            [attache, "validate", "--skip-files", "--config", path],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    if out.returncode != 0:
+        return [f"{where}: attache validate --skip-files failed:\n{out.stderr}{out.stdout}"]
+    return []
+
+
+def systemd_errors(attache):
+    if not shutil.which("systemd-analyze"):
+        return []
+    with open(os.path.join(ROOT, "systemd", "attache.service")) as f:
+        unit = f.read().replace("/usr/local/bin/attache", os.path.abspath(attache))
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "attache.service")
+        with open(path, "w") as f:
+            f.write(unit)
+        out = subprocess.run(
+            ["systemd-analyze", "verify", path], capture_output=True, text=True, check=False
+        )
+    if out.returncode != 0 or out.stderr.strip():
+        return [f"deploy/systemd/attache.service: systemd-analyze verify:\n{out.stderr}"]
+    return []
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--attache",
+        default=os.environ.get("ATTACHE_BIN", os.path.join(REPO, "target/debug/attache")),
+    )
+    p.add_argument("--k8s-version", default="1.33")
+    a = p.parse_args()
+    if not os.access(a.attache, os.X_OK):
+        raise SystemExit(f"no attache binary at {a.attache}; build it or pass --attache")
+    errors, checked, configs = [], 0, 0
+    for base in bases():
+        for path, doc in resources(base):
+            rel = os.path.relpath(path, REPO)
+            errors += schema_errors(rel, doc, a.k8s_version)
+            checked += 1
+            for where, key, text in attache_configs(rel, doc):
+                errors += validate_config(a.attache, where, key, text)
+                configs += 1
+        if shutil.which("kubectl"):
+            for doc in rendered(base):
+                errors += schema_errors(f"kubectl kustomize {os.path.relpath(base, REPO)}", doc, a.k8s_version)
+    errors += systemd_errors(a.attache)
+    for e in errors:
+        print(e, file=sys.stderr)
+    print(f"{checked} resources, {configs} attache configs: {len(errors)} problem(s)")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
