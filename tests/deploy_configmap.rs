@@ -47,25 +47,50 @@ fn publish(dir: &Path, generation: &str) {
 async fn watch_config_follows_a_configmap_data_symlink_swap() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    write_generation(dir.path(), "..2026_12_03_10_00_00.1", &main_config(port), &vhosts("v1"));
+    write_generation(
+        dir.path(),
+        "..2026_12_03_10_00_00.1",
+        &main_config(port),
+        &vhosts("v1"),
+    );
     publish(dir.path(), "..2026_12_03_10_00_00.1");
     for f in ["attache.yaml", "vhosts.yaml"] {
         symlink(format!("..data/{f}"), dir.path().join(f)).expect("user-visible link");
     }
     let config = dir.path().join("attache.yaml");
-    let p = Proxy::spawn(dir, config, &["--watch-config"], &[], Duration::from_secs(30));
+    let p = Proxy::spawn(
+        dir,
+        config,
+        &["--watch-config"],
+        &[],
+        Duration::from_secs(30),
+    );
     assert_eq!(get(&p.url("web", "/"), &[]).await.text(), "v1");
 
     // Only the included file changes: the top-level file is byte-identical.
     let root = p.dir.path();
-    write_generation(root, "..2026_12_03_10_05_00.2", &main_config(port), &vhosts("v2"));
+    write_generation(
+        root,
+        "..2026_12_03_10_05_00.2",
+        &main_config(port),
+        &vhosts("v2"),
+    );
     publish(root, "..2026_12_03_10_05_00.2");
     std::fs::remove_dir_all(root.join("..2026_12_03_10_00_00.1")).expect("old generation");
 
-    eventually(Duration::from_secs(20), "the swapped config to serve", || async {
-        (get(&p.url("web", "/"), &[]).await.text() == "v2").then_some(())
-    })
+    eventually(
+        Duration::from_secs(20),
+        "the swapped config to serve",
+        || async { (get(&p.url("web", "/"), &[]).await.text() == "v2").then_some(()) },
+    )
     .await;
-    assert_eq!(p.stat("attache_config_reload_total{result=\"ok\"}").await, 1.0);
-    assert_eq!(p.stat("attache_config_reload_total{result=\"failed\"}").await, 0.0);
+    assert_eq!(
+        p.stat("attache_config_reload_total{result=\"ok\"}").await,
+        1.0
+    );
+    assert_eq!(
+        p.stat("attache_config_reload_total{result=\"failed\"}")
+            .await,
+        0.0
+    );
 }

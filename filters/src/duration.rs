@@ -194,7 +194,10 @@ mod tests {
         // `1.5s` used to be reported as needing a unit.
         assert!(parse("1.5s").is_ok());
         assert!(parse("5").unwrap_err().to_string().contains("needs a unit"));
-        assert!(!parse("5x").unwrap_err().to_string().contains("needs a unit"));
+        assert!(!parse("5x")
+            .unwrap_err()
+            .to_string()
+            .contains("needs a unit"));
     }
 
     #[test]
