@@ -20,13 +20,16 @@ WORKDIR /src
 
 # Manifests first, then sources. `benches/` is needed because Cargo.toml declares
 # a [[bench]] target; cargo refuses a manifest whose targets are missing.
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY filters ./filters
 COPY src ./src
 COPY benches ./benches
 
 # The registry and target directories are BuildKit cache mounts, so rebuilds only
 # recompile what changed; the binary is copied out of the cache in the same step.
+# No .git in the build context: `--build-arg ATTACHE_GIT_COMMIT=$(git rev-parse
+# --short=12 HEAD)` puts the commit in `attache --version`.
+ARG ATTACHE_GIT_COMMIT=
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --bin attache \
