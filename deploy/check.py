@@ -7,7 +7,8 @@ For every kustomize base under deploy/kubernetes/:
   - with `kubectl` on PATH, the rendered base (`kubectl kustomize`) is validated too;
   - every attache config embedded in a ConfigMap (a data key ending in .yaml) is
     checked with `attache validate --skip-files` (no certificates needed).
-With `systemd-analyze` on PATH, deploy/systemd/attache.service is verified too
+Each Deployment's terminationGracePeriodSeconds must cover its preStop sleep plus
+the drain_timeout of the attache config it mounts. With `systemd-analyze` on PATH, deploy/systemd/attache.service is verified too
 (with its binary path pointed at the attache being checked).
 
 Usage: python3 deploy/check.py [--attache PATH] [--k8s-version 1.33]
@@ -17,6 +18,7 @@ Needs: pip install kubernetes-validate
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -108,6 +110,45 @@ def systemd_errors(attache):
     return []
 
 
+def seconds(duration):
+    """A duration in attache's grammar (`20s`, `1m30s`, `1.5s`) in seconds."""
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)", duration)
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+def grace_errors(where, docs):
+    """terminationGracePeriodSeconds >= preStop sleep + drain_timeout."""
+    configs = {}
+    for d in docs:
+        if d.get("kind") == "ConfigMap":
+            text = (d.get("data") or {}).get("attache.yaml")
+            if text:
+                drain = (yaml.safe_load(text) or {}).get("drain_timeout", "10s")
+                configs[d["metadata"]["name"]] = seconds(drain)
+    errors = []
+    for d in docs:
+        if d.get("kind") not in ("Deployment", "DaemonSet"):
+            continue
+        pod = d["spec"]["template"]["spec"]
+        grace = pod.get("terminationGracePeriodSeconds", 30)
+        maps = [v["configMap"]["name"] for v in pod.get("volumes", []) if "configMap" in v]
+        drain = max((configs[m] for m in maps if m in configs), default=None)
+        for c in pod["containers"]:
+            cmd = " ".join(
+                c.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
+            )
+            if drain is None or "drain_listeners" not in cmd:
+                continue
+            sleep = sum(float(n) for n in re.findall(r"sleep (\d+(?:\.\d+)?)", cmd))
+            if grace < sleep + drain + 1:
+                errors.append(
+                    f"{where}: {d['metadata']['name']}: terminationGracePeriodSeconds {grace} "
+                    f"< preStop sleep {sleep:g}s + drain_timeout {drain:g}s + 1s"
+                )
+    return errors
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
@@ -120,13 +161,16 @@ def main():
         raise SystemExit(f"no attache binary at {a.attache}; build it or pass --attache")
     errors, checked, configs = [], 0, 0
     for base in bases():
+        docs = []
         for path, doc in resources(base):
+            docs.append(doc)
             rel = os.path.relpath(path, REPO)
             errors += schema_errors(rel, doc, a.k8s_version)
             checked += 1
             for where, key, text in attache_configs(rel, doc):
                 errors += validate_config(a.attache, where, key, text)
                 configs += 1
+        errors += grace_errors(os.path.relpath(base, REPO), docs)
         if shutil.which("kubectl"):
             for doc in rendered(base):
                 errors += schema_errors(f"kubectl kustomize {os.path.relpath(base, REPO)}", doc, a.k8s_version)
