@@ -193,9 +193,12 @@ mod tests {
     fn the_missing_unit_message_is_true() {
         // `1.5s` used to be reported as needing a unit.
         assert!(parse("1.5s").is_ok());
-        assert!(parse("5").unwrap_err().to_string().contains("needs a unit"));
+        assert!(parse("5")
+            .expect_err("no unit")
+            .to_string()
+            .contains("needs a unit"));
         assert!(!parse("5x")
-            .unwrap_err()
+            .expect_err("unknown unit")
             .to_string()
             .contains("needs a unit"));
     }
@@ -208,7 +211,7 @@ mod tests {
         assert_eq!(d.get(), Duration::from_secs(5400));
         assert!(serde_yaml::from_str::<ConfigDuration>("\"30 days\"").is_err());
         for bare in ["2", "2.5", "-1"] {
-            let e = serde_yaml::from_str::<ConfigDuration>(bare).unwrap_err();
+            let e = serde_yaml::from_str::<ConfigDuration>(bare).expect_err("bare number");
             assert!(e.to_string().contains(&format!("`{bare}s`")), "{e}");
         }
     }
