@@ -5,9 +5,10 @@
 //! on ephemeral ports that replace the documented 10000 and 9901 in the block.
 //!
 //! Not run, each with its reason in `SKIP`. Unlabelled blocks (```` ``` ````) are
-//! transcripts or output (`$ cmd` followed by what it prints), not scripts; label a
-//! block `sh` only if it runs as written. The `attache validate` lines in the
-//! header comments of `config/*.yaml` are run too.
+//! output or transcripts (`$ cmd` followed by what it prints), not scripts; label a
+//! block `sh` only if it runs as written. Transcripts of `cat FILE` and `attache`
+//! commands are replayed and must print exactly what the page shows. The
+//! `attache validate` lines in the header comments of `config/*.yaml` are run too.
 
 mod support;
 
@@ -274,4 +275,109 @@ async fn config_header_commands_run_as_written() {
         n >= 3,
         "expected validate commands in the config headers, found {n}"
     );
+}
+
+/// One `$ command` of a transcript and the output shown under it.
+struct Step {
+    cmd: String,
+    output: String,
+}
+
+/// Unlabelled blocks that open with `$ `: transcripts of commands and their output.
+fn transcripts(file: &str) -> Vec<(usize, Vec<Step>)> {
+    let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{file}: {e}"));
+    let mut out = Vec::new();
+    let mut lines = text.lines().enumerate();
+    while let Some((i, line)) = lines.next() {
+        let Some(label) = line.trim_start().strip_prefix("```") else {
+            continue;
+        };
+        let body: Vec<&str> = lines
+            .by_ref()
+            .map(|(_, l)| l)
+            .take_while(|l| l.trim_start() != "```")
+            .collect();
+        if !label.is_empty() || !body.first().is_some_and(|l| l.starts_with("$ ")) {
+            continue;
+        }
+        let mut steps: Vec<Step> = Vec::new();
+        for l in body {
+            match (l.strip_prefix("$ "), steps.last_mut()) {
+                (Some(cmd), _) => steps.push(Step {
+                    cmd: cmd.to_string(),
+                    output: String::new(),
+                }),
+                (None, Some(s)) => {
+                    s.output.push_str(l);
+                    s.output.push('\n');
+                }
+                (None, None) => {}
+            }
+        }
+        out.push((i + 1, steps));
+    }
+    out
+}
+
+/// Transcripts made only of `cat FILE` (which writes FILE) and `attache ...` are
+/// replayed, and each `attache` command must print exactly what the page shows.
+/// The others (curl against a proxy running a section's config, `attache run`)
+/// show outputs with times, hashes and ports; they are listed, not replayed.
+#[test]
+fn attache_transcripts_print_what_the_docs_show() {
+    let mut failures = Vec::new();
+    let mut replayed = 0;
+    for file in doc_files() {
+        for (line, steps) in transcripts(&file) {
+            let offline = steps.iter().all(|s| {
+                s.cmd.starts_with("cat ")
+                    || (s.cmd.starts_with("attache ") && !s.cmd.starts_with("attache run"))
+            });
+            if !offline {
+                eprintln!("not replayed {file}:{line}: needs a running proxy");
+                continue;
+            }
+            let ws = workspace();
+            let cwd = ws.dir.path();
+            let mut names_missing_file = false;
+            let mut mismatches = Vec::new();
+            for s in &steps {
+                let args: Vec<&str> = s.cmd.split_whitespace().collect();
+                if args[0] == "cat" {
+                    std::fs::write(cwd.join(args[1]), &s.output).expect("write");
+                    continue;
+                }
+                if let Some(i) = args.iter().position(|a| *a == "--config") {
+                    if !cwd.join(args.get(i + 1).unwrap_or(&"")).exists() {
+                        names_missing_file = true;
+                        break;
+                    }
+                }
+                let out = std::process::Command::new(bin())
+                    .args(&args[1..])
+                    .current_dir(cwd)
+                    .output()
+                    .expect("run attache");
+                let printed = format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stderr),
+                    String::from_utf8_lossy(&out.stdout)
+                );
+                if printed != s.output {
+                    mismatches.push(format!(
+                        "{file}:{line}: `{}` prints\n{printed}the page shows\n{}",
+                        s.cmd, s.output
+                    ));
+                }
+            }
+            if names_missing_file {
+                eprintln!("not replayed {file}:{line}: its config is shown elsewhere on the page");
+                continue;
+            }
+            replayed += 1;
+            failures.extend(mismatches);
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(replayed >= 4, "only {replayed} transcripts replayed");
 }
