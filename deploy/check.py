@@ -69,28 +69,47 @@ def rendered(base):
     return [d for d in yaml.safe_load_all(out.stdout) if d]
 
 
+def block_start(path, key):
+    """(line, column) in `path` where the `key: |` block scalar's text begins."""
+    with open(os.path.join(REPO, path)) as f:
+        lines = f.read().splitlines()
+    for i, line in enumerate(lines):
+        if line.strip() == f"{key}: |":
+            body = next((l for l in lines[i + 1 :] if l.strip()), "")
+            return i + 1, len(body) - len(body.lstrip())
+    return 0, 0
+
+
 def attache_configs(path, doc):
     if doc.get("kind") != "ConfigMap":
         return
     for key, text in (doc.get("data") or {}).items():
         if key.endswith((".yaml", ".yml")):
-            yield f"{path} (ConfigMap {doc['metadata']['name']}, key {key})", key, text
+            yield path, key, text
 
 
-def validate_config(attache, where, key, text):
+def validate_config(attache, path, key, text):
+    """`attache validate --skip-files` on an embedded config; its FILE:LINE:COL
+    diagnostics are mapped back to the manifest."""
     with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, key)
-        with open(path, "w") as f:
+        tmp = os.path.join(d, key)
+        with open(tmp, "w") as f:
             f.write(text)
         out = subprocess.run(
-            [attache, "validate", "--skip-files", "--config", path],
+            [attache, "validate", "--skip-files", "--config", tmp],
             capture_output=True,
             text=True,
             check=False,
         )
-    if out.returncode != 0:
-        return [f"{where}: attache validate --skip-files failed:\n{out.stderr}{out.stdout}"]
-    return []
+    if out.returncode == 0:
+        return []
+    line0, indent = block_start(path, key)
+    located = re.sub(
+        re.escape(tmp) + r":(\d+):(\d+):",
+        lambda m: f"{path}:{int(m.group(1)) + line0}:{int(m.group(2)) + indent}:",
+        out.stderr + out.stdout,
+    )
+    return [f"{path} (key {key}): attache validate --skip-files failed:\n{located}"]
 
 
 def systemd_errors(attache):
@@ -167,8 +186,8 @@ def main():
             rel = os.path.relpath(path, REPO)
             errors += schema_errors(rel, doc, a.k8s_version)
             checked += 1
-            for where, key, text in attache_configs(rel, doc):
-                errors += validate_config(a.attache, where, key, text)
+            for path_, key, text in attache_configs(rel, doc):
+                errors += validate_config(a.attache, path_, key, text)
                 configs += 1
         errors += grace_errors(os.path.relpath(base, REPO), docs)
         if shutil.which("kubectl"):
