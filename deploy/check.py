@@ -9,7 +9,8 @@ For every kustomize base under deploy/kubernetes/:
     checked with `attache validate --skip-files` (no certificates needed).
 Each Deployment's terminationGracePeriodSeconds must cover its preStop sleep plus
 the drain_timeout of the attache config it mounts. With `systemd-analyze` on PATH, deploy/systemd/attache.service is verified too
-(with its binary path pointed at the attache being checked).
+(with its binary path pointed at the attache being checked), and its sandboxing
+must keep `systemd-analyze security` exposure at 3 or below.
 
 Usage: python3 deploy/check.py [--attache PATH] [--k8s-version 1.33]
        (default attache binary: $ATTACHE_BIN, else target/debug/attache)
@@ -124,9 +125,20 @@ def systemd_errors(attache):
         out = subprocess.run(
             ["systemd-analyze", "verify", path], capture_output=True, text=True, check=False
         )
+        # Exposure at most 3.0 (the threshold is in tenths); 1.7 when written.
+        sec = subprocess.run(
+            ["systemd-analyze", "security", "--offline=true", "--threshold=30", path],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    errors = []
     if out.returncode != 0 or out.stderr.strip():
-        return [f"deploy/systemd/attache.service: systemd-analyze verify:\n{out.stderr}"]
-    return []
+        errors.append(f"deploy/systemd/attache.service: systemd-analyze verify:\n{out.stderr}")
+    if sec.returncode != 0:
+        tail = "\n".join(sec.stdout.splitlines()[-3:])
+        errors.append(f"deploy/systemd/attache.service: exposure above 3:\n{tail}{sec.stderr}")
+    return errors
 
 
 def seconds(duration):
