@@ -708,5 +708,10 @@ mod tests {
         );
         assert_eq!(did_you_mean("zzzzzz", ["cluster", "timeout"]), None);
         assert_eq!(did_you_mean("api_v", ["api_v2", "api_v1"]), Some("api_v1"));
+        // Envoy spells enum values in upper case.
+        assert_eq!(
+            did_you_mean("ROUND_ROBIN", ["least_request", "round_robin"]),
+            Some("round_robin")
+        );
     }
 }
