@@ -68,6 +68,13 @@ fn is_loopback(addr: &SocketAddr) -> bool {
 fn parse_addr(cx: &mut Cx<'_>, path: &str, s: &str) -> Option<SocketAddr> {
     match s.parse::<SocketAddr>() {
         Ok(a) => Some(a),
+        Err(_) if s.parse::<u16>().is_ok() => {
+            cx.err(
+                path,
+                format!("a port alone is not an address; write `0.0.0.0:{s}` (every interface) or `127.0.0.1:{s}`"),
+            );
+            None
+        }
         Err(_) => {
             cx.err(
                 path,

@@ -271,6 +271,18 @@ impl Proxy {
     }
 }
 
+/// The shipped example configs, `config/*.yaml`, sorted.
+pub fn shipped_configs() -> Vec<PathBuf> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir("config")
+        .expect("config dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    entries.sort();
+    entries
+}
+
 /// `attache validate --config FILE` on `yaml` written to a temp file named
 /// `name`; (exit code, stdout + stderr, the file's path).
 pub fn validate(name: &str, yaml: &str) -> (i32, String, PathBuf) {
