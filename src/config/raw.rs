@@ -167,18 +167,14 @@ pub enum ForwardClientCert {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccessLog {
-    /// `stdout` or a file path.
+    /// `stdout`, `stderr` or a file path.
     pub path: String,
+    /// `json` (default), `text`, or a text template with `%OPERATOR%`s.
     #[serde(default)]
-    pub format: AccessLogFormat,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum AccessLogFormat {
-    #[default]
-    Json,
-    Text,
+    pub format: Option<String>,
+    /// A JSON object with these keys, each value a template.
+    #[serde(default)]
+    pub json_format: Option<serde_yaml::Mapping>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

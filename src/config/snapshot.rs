@@ -23,10 +23,11 @@ pub struct Snapshot {
     pub effective: serde_yaml::Value,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AccessLogCfg {
+    /// `stdout`, `stderr` or a file path.
     pub path: String,
-    pub format: raw::AccessLogFormat,
+    pub format: Arc<crate::accesslog::Format>,
 }
 
 pub struct Listener {

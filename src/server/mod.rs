@@ -173,14 +173,14 @@ impl Server {
     }
 
     fn runtime_for(&self, l: &Arc<Listener>) -> Runtime {
-        let sink = l.access_log.as_ref().and_then(|cfg| match self.sinks.get(cfg, &l.name, &self.stats) {
+        let log = l.access_log.as_ref().and_then(|cfg| match self.sinks.get(cfg, &l.name, &self.stats) {
             Ok(s) => Some(s),
             Err(e) => {
                 tracing::error!(listener = %l.name, path = %cfg.path, error = %e, "cannot open access log");
                 None
             }
         });
-        Runtime::new(l.clone(), sink)
+        Runtime::new(l.clone(), log)
     }
 
     /// Bind every listener of the current snapshot; nothing is served until all bind.
@@ -506,6 +506,9 @@ async fn serve_accepted(
         Some(tls) => match tls.accept(stream).await {
             Ok((s, peer)) => {
                 conn.tls = true;
+                conn.tls_version = peer.version;
+                conn.tls_cipher = peer.cipher;
+                conn.sni = peer.sni.as_deref().map(Box::from);
                 conn.peer_sans = peer.sans().map(str::to_string).collect();
                 conn.xfcc = tls.forward_client_cert();
                 if peer.has_client_cert {

@@ -45,6 +45,10 @@ pub struct PeerInfo {
     pub alpn_h2: bool,
     /// The SNI name the client asked for, if any.
     pub sni: Option<String>,
+    /// Negotiated protocol version, Envoy's spelling (`TLSv1.3`).
+    pub version: &'static str,
+    /// Negotiated cipher suite (`TLS13_AES_128_GCM_SHA256`).
+    pub cipher: &'static str,
     /// Our own identity: the first URI SAN of the listener's default certificate
     /// (XFCC `By=`).
     pub local_uri: Option<String>,
@@ -330,6 +334,15 @@ fn peer_info(conn: &ServerConnection, local_uri: Option<String>) -> PeerInfo {
     let mut peer = PeerInfo {
         alpn_h2: conn.alpn_protocol() == Some(b"h2"),
         sni: conn.server_name().map(str::to_string),
+        version: match conn.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+            _ => "",
+        },
+        cipher: conn
+            .negotiated_cipher_suite()
+            .and_then(|c| c.suite().as_str())
+            .unwrap_or(""),
         local_uri,
         ..PeerInfo::default()
     };
