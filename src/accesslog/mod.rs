@@ -12,7 +12,7 @@ pub mod format;
 mod writer;
 
 use std::collections::HashMap;
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
@@ -160,17 +160,32 @@ impl Sinks {
     /// Reopen every file destination in use (after a rename by logrotate); each
     /// path with its result. Blocks until every writer has answered (or 5 s).
     pub fn reopen(&self) -> Vec<(String, Result<(), String>)> {
+        self.ask(Msg::Reopen, false)
+    }
+
+    /// Wait until every line queued so far is written (before the process exits).
+    pub fn flush(&self) {
+        self.ask(Msg::Flush, true);
+    }
+
+    /// Send a control message to every writer (streams too, with `streams`) and
+    /// collect the answers.
+    fn ask(
+        &self,
+        msg: fn(Sender<Result<(), String>>) -> Msg,
+        streams: bool,
+    ) -> Vec<(String, Result<(), String>)> {
         let sinks: Vec<Arc<Sink>> = {
             let map = self.by_path.lock().unwrap_or_else(|p| p.into_inner());
             map.values().filter_map(Weak::upgrade).collect()
         };
         let mut out = Vec::new();
         for s in sinks {
-            if writer::is_stream(&s.path) {
+            if !streams && writer::is_stream(&s.path) {
                 continue;
             }
             let (ack, done) = std::sync::mpsc::channel();
-            let r = match s.tx.send(Msg::Reopen(ack)) {
+            let r = match s.tx.send(msg(ack)) {
                 Err(_) => Err("the writer has stopped".to_string()),
                 Ok(()) => done
                     .recv_timeout(Duration::from_secs(5))

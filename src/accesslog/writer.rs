@@ -14,6 +14,8 @@ pub enum Msg {
     Line(String, IntCounter),
     /// Reopen the file at the path; answer with the result.
     Reopen(Sender<Result<(), String>>),
+    /// Answer once every line queued before this one is written (before exit).
+    Flush(Sender<Result<(), String>>),
 }
 
 /// `stdout` and `stderr` name the process's streams, not files.
@@ -144,6 +146,10 @@ pub fn run(rx: Receiver<Msg>, mut out: Out) {
         match msg {
             Msg::Reopen(ack) => {
                 let _ = ack.send(out.reopen());
+                next = rx.recv().ok();
+            }
+            Msg::Flush(ack) => {
+                let _ = ack.send(Ok(()));
                 next = rx.recv().ok();
             }
             Msg::Line(line, owner) => {

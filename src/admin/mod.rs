@@ -16,6 +16,8 @@ use tokio::net::TcpListener;
 
 use crate::server::Server;
 
+pub mod ops;
+
 type Rsp = Response<Full<Bytes>>;
 
 const GET_PATHS: &[(&str, &str)] = &[
@@ -49,6 +51,19 @@ const GET_PATHS: &[(&str, &str)] = &[
         "/sli",
         "request SLIs per route and objective (sli filter); ?format=json",
     ),
+    (
+        "/live",
+        "200 while the process runs, also while draining (liveness)",
+    ),
+    (
+        "/listeners",
+        "every listener: address bound, protocol, TLS, active connections (JSON)",
+    ),
+    (
+        "/certs",
+        "every certificate in use: SANs, issuer, serial, expiry, user (JSON)",
+    ),
+    ("/logging", "the current log level"),
 ];
 
 const POST_PATHS: &[(&str, &str)] = &[
@@ -65,6 +80,18 @@ const POST_PATHS: &[(&str, &str)] = &[
     (
         "/reload",
         "re-read and validate the config file, then apply it",
+    ),
+    (
+        "/drain_listeners",
+        "stop accepting and drain without exiting (preStop); /ready answers 503",
+    ),
+    (
+        "/reset_counters",
+        "set every counter to zero (gauges and histograms stay)",
+    ),
+    (
+        "/reopen_logs",
+        "reopen access-log files (after logrotate renamed them)",
     ),
 ];
 
@@ -96,7 +123,7 @@ fn query(req: &Request<Incoming>, name: &str) -> Option<String> {
 /// the data path drains, so `/ready` can say 503).
 pub async fn serve(listener: TcpListener, server: Arc<Server>) {
     loop {
-        let (stream, _) = match listener.accept().await {
+        let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!(error = %e, "admin accept failed");
@@ -106,7 +133,8 @@ pub async fn serve(listener: TcpListener, server: Arc<Server>) {
         };
         let server = server.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| {
+            let svc = service_fn(move |mut req: Request<Incoming>| {
+                req.extensions_mut().insert(ops::Peer(peer));
                 let s = server.clone();
                 async move { Ok::<_, Infallible>(handle(req, s).await) }
             });
@@ -210,6 +238,9 @@ async fn get(req: &Request<Incoming>, path: &str, server: Arc<Server>) -> Rsp {
             text(StatusCode::OK, s)
         }
         "/stats" => {
+            if let Some(bad) = stats_query_problem(req.uri().query()) {
+                return text(StatusCode::BAD_REQUEST, bad);
+            }
             let filter = match query(req, "filter") {
                 Some(f) => match regex::Regex::new(&f) {
                     Ok(r) => Some(r),
@@ -284,15 +315,11 @@ async fn get(req: &Request<Incoming>, path: &str, server: Arc<Server>) -> Rsp {
                 serde_json::to_string_pretty(&body).unwrap_or_default(),
             )
         }
-        "/ready" => {
-            if server.draining.load(Ordering::SeqCst) {
-                text(StatusCode::SERVICE_UNAVAILABLE, "DRAINING\n")
-            } else if server.health_failed.load(Ordering::SeqCst) {
-                text(StatusCode::SERVICE_UNAVAILABLE, "FAILED\n")
-            } else {
-                text(StatusCode::OK, "LIVE\n")
-            }
-        }
+        "/ready" => ops::ready(&server),
+        "/live" => ops::live(),
+        "/listeners" => ops::listeners(&server),
+        "/certs" => ops::certs(&server),
+        "/logging" => ops::logging(&server),
         "/server_info" => {
             let load = server.load.load();
             let state = if server.draining.load(Ordering::SeqCst) {
@@ -454,7 +481,36 @@ fn sli(server: &Server, want_json: bool) -> Rsp {
     }
 }
 
+/// `/stats` takes `filter` and `format=json|text`; anything else is a 400 naming
+/// the valid parameters (a typo like `?fitler=` must not silently show everything).
+fn stats_query_problem(q: Option<&str>) -> Option<String> {
+    for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "filter" => {}
+            "format" if matches!(v, "json" | "text") => {}
+            "format" => {
+                return Some(format!(
+                    "invalid format `{v}`; use format=json or format=text (Prometheus: GET /stats/prometheus)\n"
+                ))
+            }
+            _ => {
+                return Some(format!(
+                    "unknown parameter `{k}`; /stats takes filter=REGEX and format=json|text\n"
+                ))
+            }
+        }
+    }
+    None
+}
+
 async fn post(req: &Request<Incoming>, path: &str, server: Arc<Server>) -> Rsp {
+    tracing::info!(
+        path,
+        query = req.uri().query().unwrap_or(""),
+        peer = %ops::peer(req),
+        "admin mutation"
+    );
     match path {
         "/healthcheck/fail" => {
             server.health_failed.store(true, Ordering::SeqCst);
@@ -465,11 +521,7 @@ async fn post(req: &Request<Incoming>, path: &str, server: Arc<Server>) -> Rsp {
             text(StatusCode::OK, "OK\n")
         }
         "/quitquitquit" => {
-            let s = server.clone();
-            tokio::spawn(async move {
-                s.drain().await;
-                std::process::exit(0);
-            });
+            server.request_exit();
             text(StatusCode::OK, "OK, draining\n")
         }
         "/logging" => match query(req, "level") {
@@ -478,7 +530,12 @@ async fn post(req: &Request<Incoming>, path: &str, server: Arc<Server>) -> Rsp {
                 "give ?level=trace|debug|info|warn|error\n",
             ),
             Some(l) => match (server.log_level)(&l) {
-                Ok(()) => text(StatusCode::OK, format!("log level: {l}\n")),
+                Ok(()) => {
+                    if let Ok(mut f) = server.log_filter.lock() {
+                        *f = l.clone();
+                    }
+                    text(StatusCode::OK, format!("log level: {l}\n"))
+                }
                 Err(e) => text(StatusCode::BAD_REQUEST, format!("{e}\n")),
             },
         },
@@ -499,6 +556,9 @@ async fn post(req: &Request<Incoming>, path: &str, server: Arc<Server>) -> Rsp {
                 format!("{e}; still serving the previous config\n"),
             ),
         },
+        "/drain_listeners" => ops::drain_listeners(&server),
+        "/reset_counters" => ops::reset_counters(&server),
+        "/reopen_logs" => ops::reopen_logs(&server).await,
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }

@@ -273,6 +273,19 @@ pub fn compile(
         }
     }
 
+    let health_addr = cfg
+        .health_listener
+        .as_ref()
+        .and_then(|h| parse_addr(&mut cx, "health_listener.address", &h.address));
+    if let (Some(h), Some(a)) = (health_addr, admin_addr) {
+        if h == a && h.port() != 0 {
+            cx.err(
+                "health_listener.address",
+                format!("address {h} is the admin address; the health listener needs its own port"),
+            );
+        }
+    }
+
     // Clusters first: routes refer to them.
     let mut clusters: HashMap<String, Arc<Cluster>> = HashMap::new();
     let mut cluster_lines: HashMap<String, usize> = HashMap::new();
@@ -371,6 +384,12 @@ pub fn compile(
                     );
                 } else {
                     addrs.insert(a, cx.line(&format!("{p}.address")));
+                }
+                if health_addr == Some(a) {
+                    cx.err(
+                        &format!("{p}.address"),
+                        format!("address {a} is the health_listener address"),
+                    );
                 }
                 if admin_addr == Some(a) {
                     cx.err(
@@ -521,6 +540,7 @@ pub fn compile(
     Ok(Snapshot {
         admin_address: admin_addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9901))),
         admin_token: token,
+        health_address: health_addr,
         drain_timeout: cfg
             .drain_timeout
             .map(|d| d.0)

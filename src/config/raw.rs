@@ -12,6 +12,9 @@ use super::duration::Dur;
 pub struct Config {
     #[serde(default)]
     pub admin: Admin,
+    /// A second, probe-only endpoint: `GET /ready` and `GET /live`.
+    #[serde(default)]
+    pub health_listener: Option<HealthListener>,
     /// How long SIGTERM / `quitquitquit` wait for in-flight requests (default 10s).
     #[serde(default)]
     pub drain_timeout: Option<Dur>,
@@ -30,6 +33,12 @@ pub struct Admin {
     /// Bearer token required on every POST when set.
     #[serde(default)]
     pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthListener {
+    pub address: String,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]

@@ -16,6 +16,8 @@ use crate::upstream::Cluster;
 pub struct Snapshot {
     pub admin_address: SocketAddr,
     pub admin_token: Option<String>,
+    /// The probe-only `health_listener` address.
+    pub health_address: Option<SocketAddr>,
     pub drain_timeout: Duration,
     pub listeners: Vec<Arc<Listener>>,
     pub clusters: Arc<HashMap<String, Arc<Cluster>>>,

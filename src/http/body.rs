@@ -319,7 +319,11 @@ impl Completion {
             return;
         }
         if !complete && self.flag.is_empty() {
-            self.flag = "DC";
+            self.flag = if self.conn.drain_cut.load(Ordering::Relaxed) {
+                "DT"
+            } else {
+                "DC"
+            };
         }
         if self.chain.is_some() && self.sc.is_none() {
             // The stream ended before a response (client reset or disconnect while

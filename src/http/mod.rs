@@ -85,6 +85,8 @@ pub struct ConnCtx {
     /// the count (no access log, or no streamed body), instead of allocating one
     /// per request. Written, never read.
     pub unread_bytes_in: Arc<std::sync::atomic::AtomicU64>,
+    /// Set (for the whole process) once the drain deadline cuts open streams.
+    pub drain_cut: Arc<std::sync::atomic::AtomicBool>,
     /// Keeps the accepted connection counted as open while anything holds this
     /// context (the connection, or an upgrade tunnel that outlives it).
     pub open: Option<crate::server::OpenGuard>,
@@ -108,6 +110,7 @@ impl ConnCtx {
             framing_conflict: Default::default(),
             draining: Default::default(),
             unread_bytes_in: Default::default(),
+            drain_cut: Default::default(),
             open: None,
         }
     }
@@ -227,7 +230,14 @@ async fn serve_hyper<IO>(
         return;
     }
     fut.as_mut().graceful_shutdown();
-    let _ = tokio::time::timeout_at(deadline, fut.as_mut()).await;
+    if tokio::time::timeout_at(deadline, fut.as_mut())
+        .await
+        .is_err()
+    {
+        // Streams still open are cut by the drain deadline, not the client.
+        conn.drain_cut
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// A request body from the client: none, read by hyper (HTTP/2 and the requests

@@ -2,6 +2,7 @@
 //! reload, and drains on shutdown.
 
 pub mod hot_restart;
+pub mod log_filter;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -76,6 +77,13 @@ pub struct Server {
     reload_ok: IntCounter,
     reload_failed: IntCounter,
     pub log_level: LogLevelSetter,
+    /// The log filter in effect (`GET /logging`).
+    pub log_filter: Mutex<String>,
+    /// Asks `attache run` to drain and exit (`POST /quitquitquit`).
+    pub exit: tokio::sync::Notify,
+    /// Set when the drain deadline cuts what is still open: streams ending then
+    /// are logged `DT`, not `DC`.
+    pub drain_cut: Arc<AtomicBool>,
     pub admin_local: Mutex<Option<SocketAddr>>,
     /// Hot restart: bind listeners that the previous process still holds.
     pub takeover: AtomicBool,
@@ -167,6 +175,9 @@ impl Server {
             stats,
             services,
             log_level,
+            log_filter: Mutex::new(String::new()),
+            exit: tokio::sync::Notify::new(),
+            drain_cut: Arc::new(AtomicBool::new(false)),
             admin_local: Mutex::new(None),
             takeover: AtomicBool::new(false),
         })
@@ -224,6 +235,17 @@ impl Server {
         );
     }
 
+    /// Every running listener: (config, address actually bound), by name.
+    pub fn running_listeners(&self) -> Vec<(Arc<Listener>, SocketAddr)> {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<_> = running
+            .values()
+            .map(|r| (r.slot.load().listener.clone(), r.local))
+            .collect();
+        v.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+        v
+    }
+
     /// Addresses actually bound, by listener name.
     pub fn bound_addresses(&self) -> Vec<(String, SocketAddr)> {
         let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
@@ -272,6 +294,7 @@ impl Server {
                 drain,
                 drain_timeout,
                 guard,
+                self.drain_cut.clone(),
             ));
         }
         tracing::info!("listener stopped accepting");
@@ -308,6 +331,7 @@ impl Server {
                 rx,
                 drain_timeout,
                 guard,
+                self.drain_cut.clone(),
             ));
         }
         drop(std_sock);
@@ -455,6 +479,7 @@ impl Server {
         }
         let left = self.active_connections.load(Ordering::SeqCst);
         if left > 0 {
+            self.drain_cut.store(true, Ordering::SeqCst);
             tracing::warn!(
                 connections = left,
                 "drain timeout; closing remaining connections"
@@ -462,6 +487,27 @@ impl Server {
         } else {
             tracing::info!("drained");
         }
+    }
+
+    /// Ask `attache run` to drain and exit 0 (`POST /quitquitquit`).
+    pub fn request_exit(&self) {
+        self.exit.notify_one();
+    }
+
+    /// Reopen every access-log file (SIGUSR1, `POST /reopen_logs`); blocking.
+    pub fn reopen_logs(&self) -> Vec<(String, Result<(), String>)> {
+        let r = self.sinks.reopen();
+        for (path, result) in &r {
+            if let Err(e) = result {
+                tracing::error!(path = %path, error = %e, "access log reopen failed");
+            }
+        }
+        r
+    }
+
+    /// Wait until every queued access-log line is written; blocking (at exit).
+    pub fn flush_logs(&self) {
+        self.sinks.flush();
     }
 
     pub fn ready(&self) -> bool {
@@ -497,10 +543,12 @@ async fn serve_accepted(
     drain: watch::Receiver<bool>,
     drain_timeout: Duration,
     guard: OpenGuard,
+    drain_cut: Arc<AtomicBool>,
 ) {
     let listener = slot.load().listener.clone();
     let mut conn = ConnCtx::new(slot, remote);
     conn.open = Some(guard);
+    conn.drain_cut = drain_cut;
     match &listener.tls {
         None => serve_io(stream, conn, &listener, drain, drain_timeout).await,
         Some(tls) => match tls.accept(stream).await {

@@ -172,6 +172,8 @@ pub(crate) struct Loaded {
     local_uri: Option<String>,
     /// (cert label, not_after) in `cert_labels` order.
     expiries: Vec<(String, i64)>,
+    /// Every certificate in use, for `GET /certs`.
+    certs: Vec<material::CertInfo>,
 }
 
 /// A listener's TLS: the current rustls config (swapped on rotation) and its metrics.
@@ -271,6 +273,11 @@ impl ServerTls {
         self.raw
             .forward_client_cert
             .unwrap_or(raw::ForwardClientCert::SanitizeSet)
+    }
+
+    /// Every certificate in use now (serving certificates, then client CAs).
+    pub fn certs(&self) -> Vec<material::CertInfo> {
+        self.current.load().certs.clone()
     }
 
     /// The rustls config new handshakes use now.
@@ -447,13 +454,23 @@ pub(crate) fn load(tls: &raw::ListenerTls) -> Result<Loaded, Problems> {
     };
 
     let mut expiries = Vec::new();
+    let mut certs = Vec::new();
     let mut exact = HashMap::new();
     let mut wildcard = HashMap::new();
+    let info = |role, name: &str, path: &str, facts: &material::CertFacts| material::CertInfo {
+        role,
+        name: name.to_string(),
+        path: path.to_string(),
+        facts: facts.clone(),
+    };
     if let Some(d) = &default {
         expiries.push(("default".to_string(), d.leaf.not_after));
+        let path = tls.cert_chain.as_deref().unwrap_or_default();
+        certs.push(info("server", "default", path, &d.leaf));
     }
     for (c, id) in &by_name {
         let label = c.server_names.first().cloned().unwrap_or_default();
+        certs.push(info("server", &label, &c.cert_chain, &id.leaf));
         expiries.push((label, id.leaf.not_after));
         for name in &c.server_names {
             let name = name.to_ascii_lowercase();
@@ -512,9 +529,15 @@ pub(crate) fn load(tls: &raw::ListenerTls) -> Result<Loaded, Problems> {
         .flatten()
         .map(|p| p.as_bytes().to_vec())
         .collect();
+    if let Some(ca) = &tls.client_ca {
+        for f in material::bundle_facts(ca) {
+            certs.push(info("ca", "client_ca", ca, &f));
+        }
+    }
     Ok(Loaded {
         config: Arc::new(config),
         local_uri,
         expiries,
+        certs,
     })
 }
