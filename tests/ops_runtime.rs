@@ -649,3 +649,51 @@ listeners:
     assert!(!text.contains("nonexistent-dir"), "{text}");
     assert!(text.contains("RESPONSE_COD"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connect_failures_are_warned_at_most_once_a_second() {
+    let yaml = format!(
+        r#"
+listeners:
+  - name: main
+    address: 127.0.0.1:0
+    virtual_hosts:
+      - name: web
+        domains: ["*"]
+        routes:
+          - match: {{ prefix: / }}
+            route: {{ cluster: dead }}
+clusters:
+  - name: dead
+    endpoints: ["{}"]
+"#,
+        support::dead_port()
+    );
+    let p = Proxy::start(&yaml);
+    for _ in 0..3 {
+        assert_eq!(support::get(&p.url("main", "/"), &[]).await.status, 503);
+    }
+    let log = p.log();
+    let warned = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("upstream connect failed"))
+        .count();
+    assert_eq!(warned, 1, "{log}");
+    assert!(log.contains("cluster=dead"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_after_drain_listeners_waits_for_the_drain_under_way() {
+    let o = Origin::start("o").await;
+    let mut p = Proxy::start(&config(&o, "{ path: stdout }", ""));
+    let inflight = in_flight(&o, &p, "/slow/1500").await;
+    assert_eq!(p.admin_post("/drain_listeners").await.0, 200);
+    p.signal(15);
+    let r = tokio::time::timeout(WAIT, inflight)
+        .await
+        .expect("in time")
+        .expect("task");
+    assert_eq!(r.status, 200, "the preStop drain's request finished");
+    let code = tokio::task::block_in_place(|| p.wait_exit(WAIT));
+    assert_eq!(code, Some(0));
+}

@@ -813,7 +813,9 @@ async fn forward(
             }
             Some(Err(SendError::Overflow)) => Err(ErrorKind::Overflow),
             Some(Err(SendError::Connect(e))) => {
-                tracing::debug!(cluster = %cluster.name, upstream = %ep.authority, error = %e, "upstream connect failed");
+                if let Some(suppressed) = cluster.connect_fail_log.allow() {
+                    tracing::warn!(cluster = %cluster.name, upstream = %ep.authority, error = %e, suppressed, "upstream connect failed");
+                }
                 cluster.stats.connect_fail.inc();
                 ep.connect_fail.fetch_add(1, Ordering::Relaxed);
                 Err(ErrorKind::ConnectFailure)

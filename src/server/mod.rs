@@ -84,6 +84,9 @@ pub struct Server {
     /// Set when the drain deadline cuts what is still open: streams ending then
     /// are logged `DT`, not `DC`.
     pub drain_cut: Arc<AtomicBool>,
+    /// When the drain under way ends (set by the first `drain`).
+    drain_deadline: Mutex<Option<Instant>>,
+    drained: AtomicBool,
     pub admin_local: Mutex<Option<SocketAddr>>,
     /// Hot restart: bind listeners that the previous process still holds.
     pub takeover: AtomicBool,
@@ -178,6 +181,8 @@ impl Server {
             log_filter: Mutex::new(String::new()),
             exit: tokio::sync::Notify::new(),
             drain_cut: Arc::new(AtomicBool::new(false)),
+            drain_deadline: Mutex::new(None),
+            drained: AtomicBool::new(false),
             admin_local: Mutex::new(None),
             takeover: AtomicBool::new(false),
         })
@@ -466,25 +471,34 @@ impl Server {
     }
 
     /// Stop accepting, let in-flight requests finish (up to the drain timeout).
+    /// A second call (SIGTERM after `POST /drain_listeners`) waits for the drain
+    /// already under way, to the same deadline.
     pub async fn drain(&self) {
-        if self.draining.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        let timeout = self.snapshot.load().drain_timeout;
-        tracing::info!(timeout = ?timeout, "draining");
-        let _ = self.shutdown.send(true);
-        let deadline = Instant::now() + timeout;
+        let deadline = {
+            let mut d = self
+                .drain_deadline
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            *d.get_or_insert_with(|| {
+                let timeout = self.snapshot.load().drain_timeout;
+                tracing::info!(timeout = ?timeout, "draining");
+                self.draining.store(true, Ordering::SeqCst);
+                let _ = self.shutdown.send(true);
+                Instant::now() + timeout
+            })
+        };
         while self.active_connections.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let left = self.active_connections.load(Ordering::SeqCst);
         if left > 0 {
-            self.drain_cut.store(true, Ordering::SeqCst);
-            tracing::warn!(
-                connections = left,
-                "drain timeout; closing remaining connections"
-            );
-        } else {
+            if !self.drain_cut.swap(true, Ordering::SeqCst) {
+                tracing::warn!(
+                    connections = left,
+                    "drain timeout; closing remaining connections"
+                );
+            }
+        } else if !self.drained.swap(true, Ordering::SeqCst) {
             tracing::info!("drained");
         }
     }
@@ -601,9 +615,12 @@ async fn serve_io<IO>(
                             )
                         })?;
                         let r = cluster.connector.connect_addr(ep.addr).await;
-                        if r.is_err() {
+                        if let Err(e) = &r {
                             cluster.stats.connect_fail.inc();
                             ep.connect_fail.fetch_add(1, Ordering::Relaxed);
+                            if let Some(suppressed) = cluster.connect_fail_log.allow() {
+                                tracing::warn!(cluster = %cluster.name, upstream = %ep.authority, error = %e, suppressed, "upstream connect failed");
+                            }
                         }
                         r
                     }
