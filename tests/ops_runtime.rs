@@ -697,3 +697,40 @@ async fn sigterm_after_drain_listeners_waits_for_the_drain_under_way() {
     let code = tokio::task::block_in_place(|| p.wait_exit(WAIT));
     assert_eq!(code, Some(0));
 }
+
+/// Files the process has open (Linux `/proc`).
+fn open_files(pid: i32) -> Vec<PathBuf> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_to_another_log_path_closes_the_old_file() {
+    let (o, p) = proxy_with_file_log("json", "10s").await;
+    let old = log_path(&p);
+    assert_eq!(support::get(&p.url("main", "/"), &[]).await.status, 200);
+    lines(&old, 1).await;
+    assert!(open_files(p.pid()).contains(&old), "the log is open");
+    let new = p.dir.path().join("other.log");
+    let cfg = std::fs::read_to_string(&p.config_path).expect("config");
+    std::fs::write(
+        &p.config_path,
+        cfg.replace(&old.display().to_string(), &new.display().to_string()),
+    )
+    .expect("config");
+    let (status, body) = p.admin_post("/reload").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(support::get(&p.url("main", "/"), &[]).await.status, 200);
+    lines(&new, 1).await;
+    let pid = p.pid();
+    eventually(WAIT, "the old log file closed", || {
+        let old = old.clone();
+        async move { (!open_files(pid).contains(&old)).then_some(()) }
+    })
+    .await;
+    drop(o);
+}
