@@ -399,6 +399,9 @@ impl Server {
         if snap.admin_address != old.admin_address {
             tracing::warn!("admin.address changes apply on restart only");
         }
+        if snap.health_address != old.health_address {
+            tracing::warn!("health_listener changes apply on restart only");
+        }
         // Bind new listeners first: if one fails, nothing changes.
         let mut to_bind = Vec::new();
         let own: std::collections::HashSet<SocketAddr>;
