@@ -425,6 +425,7 @@ async fn certs_lists_every_certificate_with_its_user() {
         "client",
         &Leaf::new("web").uri(&["spiffe://example.org/web"]),
     );
+    let log = dir.path().join("tls.log");
     let o = Origin::start("o").await;
     let yaml = format!(
         r#"
@@ -432,10 +433,15 @@ listeners:
   - name: edge
     address: 127.0.0.1:0
     tls: {{ cert_chain: "{}", private_key: "{}", client_ca: "{}" }}
+    access_log:
+      path: "{}"
+      format: "%DOWNSTREAM_TLS_VERSION% %DOWNSTREAM_TLS_CIPHER% sni=%REQUESTED_SERVER_NAME% uri=%DOWNSTREAM_PEER_URI_SAN% dns=%DOWNSTREAM_PEER_DNS_SAN% %DOWNSTREAM_PEER_SUBJECT%"
     virtual_hosts:
       - name: web
         domains: ["*"]
         routes:
+          - match: {{ path: /local }}
+            direct_response: {{ status: 200 }}
           - match: {{ prefix: / }}
             route: {{ cluster: up }}
 clusters:
@@ -443,9 +449,44 @@ clusters:
     endpoints: ["{}"]
     tls: {{ ca: "{}", cert_chain: "{}", private_key: "{}", sni: edge.example.com }}
 "#,
-        server.cert, server.key, pki.ca_path, o.addr, pki.ca_path, client.cert, client.key
+        server.cert,
+        server.key,
+        pki.ca_path,
+        log.display(),
+        o.addr,
+        pki.ca_path,
+        client.cert,
+        client.key
     );
     let p = Proxy::start(&yaml);
+
+    // The TLS facts of a request, through a real client with a client certificate.
+    let port = p.addr("edge").port();
+    let resolve = format!("edge.example.com:{port}:127.0.0.1");
+    let url = format!("https://edge.example.com:{port}/local");
+    let (ok, _) = support::curl(&[
+        "--tlsv1.3",
+        "--resolve",
+        &resolve,
+        "--cacert",
+        &pki.ca_path,
+        "--cert",
+        &client.cert,
+        "--key",
+        &client.key,
+        &url,
+    ])
+    .await;
+    assert!(ok, "curl over mTLS");
+    let got = lines(&log, 1).await;
+    assert!(
+        got[0].starts_with("TLSv1.3 TLS13_")
+            && got[0].contains(
+                " sni=edge.example.com uri=spiffe://example.org/web dns=- O=attache tests,CN=web"
+            ),
+        "{}",
+        got[0]
+    );
     let (status, body) = p.admin_get("/certs").await;
     assert_eq!(status, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).expect("json");
