@@ -775,3 +775,46 @@ async fn reload_to_another_log_path_closes_the_old_file() {
     .await;
     drop(o);
 }
+
+#[test]
+fn validate_checks_the_health_listener_address() {
+    let yaml = r#"admin: { address: 127.0.0.1:19901 }
+health_listener: { address: 127.0.0.1:19901 }
+listeners:
+  - name: a
+    address: 127.0.0.1:19902
+    virtual_hosts:
+      - name: web
+        domains: ["*"]
+        routes:
+          - match: { prefix: / }
+            direct_response: { status: 200 }
+"#;
+    let (code, out, path) = support::validate("health.yaml", yaml);
+    assert_eq!(code, 1, "{out}");
+    let file = path.display().to_string();
+    assert!(
+        out.contains(&format!(
+            "{file}:2:29: address 127.0.0.1:19901 is the admin address"
+        )),
+        "{out}"
+    );
+    let (code, out, _) = support::validate(
+        "health2.yaml",
+        &yaml.replace(
+            "address: 127.0.0.1:19901 }\nlisteners",
+            "address: 127.0.0.1:19902 }\nlisteners",
+        ),
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("is the health_listener address"), "{out}");
+    let (code, out, _) = support::validate(
+        "health3.yaml",
+        &yaml.replace(
+            "health_listener: { address: 127.0.0.1:19901 }",
+            "health_listener: { address: \"localhost:9902\" }",
+        ),
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("`localhost:9902` is not an address"), "{out}");
+}
