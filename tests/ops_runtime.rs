@@ -711,15 +711,21 @@ clusters:
         support::dead_port()
     );
     let p = Proxy::start(&yaml);
-    for _ in 0..3 {
+    let started = std::time::Instant::now();
+    for _ in 0..10 {
         assert_eq!(support::get(&p.url("main", "/"), &[]).await.status, 503);
     }
+    // At most one line per second that passed (plus the first).
+    let allowed = started.elapsed().as_secs() as usize + 1;
     let log = p.log();
     let warned = log
         .lines()
         .filter(|l| l.contains("WARN") && l.contains("upstream connect failed"))
         .count();
-    assert_eq!(warned, 1, "{log}");
+    assert!(
+        warned >= 1 && warned <= allowed.min(9),
+        "{warned} warnings:\n{log}"
+    );
     assert!(log.contains("cluster=dead"), "{log}");
 }
 
