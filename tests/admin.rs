@@ -148,6 +148,15 @@ async fn post_only_paths_reject_get_and_healthcheck_toggles_ready() {
     // `/logging` reads with GET and changes with POST.
     assert_eq!(p.admin_get("/logging").await.0, 200);
     let r = send(
+        "PUT",
+        &format!("http://{}/logging", p.admin),
+        &[],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow").as_deref(), Some("GET, HEAD, POST"));
+    let r = send(
         "POST",
         &format!("http://{}/stats", p.admin),
         &[],

@@ -191,6 +191,15 @@ async fn handle(req: Request<Incoming>, server: Arc<Server>) -> Rsp {
             }
             post(&req, &path, server).await
         }
+        (_, true, true) => {
+            let mut r = text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{path} answers GET and POST\n"),
+            );
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST"));
+            r
+        }
         (_, true, _) => {
             let mut r = text(
                 StatusCode::METHOD_NOT_ALLOWED,
