@@ -191,38 +191,22 @@ async fn handle(req: Request<Incoming>, server: Arc<Server>) -> Rsp {
             }
             post(&req, &path, server).await
         }
-        (_, true, true) => {
-            let mut r = text(
-                StatusCode::METHOD_NOT_ALLOWED,
-                format!("{path} answers GET and POST\n"),
-            );
-            r.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST"));
-            r
-        }
-        (_, true, _) => {
-            let mut r = text(
-                StatusCode::METHOD_NOT_ALLOWED,
-                format!("{path} only answers GET\n"),
-            );
-            r.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-            r
-        }
-        (_, _, true) => {
-            let mut r = text(
-                StatusCode::METHOD_NOT_ALLOWED,
-                format!("{path} only answers POST\n"),
-            );
-            r.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("POST"));
-            r
-        }
+        (_, true, true) => not_allowed(format!("{path} answers GET and POST\n"), "GET, HEAD, POST"),
+        (_, true, _) => not_allowed(format!("{path} only answers GET\n"), "GET, HEAD"),
+        (_, _, true) => not_allowed(format!("{path} only answers POST\n"), "POST"),
         _ => text(
             StatusCode::NOT_FOUND,
             format!("no admin endpoint {path}; GET / lists them\n"),
         ),
     }
+}
+
+/// `405` with the methods the path answers.
+fn not_allowed(body: String, allow: &'static str) -> Rsp {
+    let mut r = text(StatusCode::METHOD_NOT_ALLOWED, body);
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    r
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -214,14 +214,7 @@ fn health(req: &Request<Incoming>, server: &Server) -> Rsp {
     match (req.uri().path(), get) {
         ("/ready", true) => ready(server),
         ("/live", true) => live(),
-        ("/ready" | "/live", false) => {
-            let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
-            r.headers_mut().insert(
-                http::header::ALLOW,
-                http::HeaderValue::from_static("GET, HEAD"),
-            );
-            r
-        }
+        ("/ready" | "/live", false) => super::not_allowed("only GET\n".into(), "GET, HEAD"),
         _ => text(
             StatusCode::NOT_FOUND,
             "this is the health listener: GET /ready or /live\n",
