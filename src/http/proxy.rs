@@ -736,6 +736,7 @@ async fn forward(
             return Err((ErrorKind::NoHealthyUpstream, false));
         };
         done.upstream = Some(ep.authority.clone());
+        done.attempts = attempt;
         let up_body = match body.as_ref() {
             Some(ReqBody::Empty) => UpBody::Empty,
             Some(ReqBody::Buffered(b)) => UpBody::Full(Some(b.clone())),
@@ -828,11 +829,20 @@ async fn forward(
             }
             Some(Ok(rsp)) => {
                 cluster.stats.duration.observe(sent.elapsed().as_secs_f64());
+                if done.logging() {
+                    done.response_head = done.since_start();
+                    done.upstream_connect = rsp
+                        .extensions()
+                        .get::<crate::upstream::pool::Connected>()
+                        .map(|c| c.0);
+                }
                 Ok(rsp)
             }
             Some(Err(SendError::Overflow)) => Err(ErrorKind::Overflow),
             Some(Err(SendError::Connect(e))) => {
-                tracing::debug!(cluster = %cluster.name, upstream = %ep.authority, error = %e, "upstream connect failed");
+                if let Some(suppressed) = cluster.connect_fail_log.allow() {
+                    tracing::warn!(cluster = %cluster.name, upstream = %ep.authority, error = %e, suppressed, "upstream connect failed");
+                }
                 cluster.stats.connect_fail.inc();
                 ep.connect_fail.fetch_add(1, Ordering::Relaxed);
                 Err(ErrorKind::ConnectFailure)
@@ -981,6 +991,7 @@ fn finish_response(
     }
     done.status = parts.status.as_u16();
     done.listener_stats().count_status(done.status);
+    done.capture_response_headers(&parts.headers);
     done.chain = Some(chain);
     done.sc = Some(std::mem::take(sc));
     body.attach(done);

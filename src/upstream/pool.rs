@@ -47,6 +47,11 @@ impl std::fmt::Display for SendError {
     }
 }
 
+/// In a response's extensions when its request dialed a new connection: how long
+/// the connect (TCP, TLS, HTTP/2 handshake) took. For the access log.
+#[derive(Debug, Clone, Copy)]
+pub struct Connected(pub Duration);
+
 struct Idle {
     conn: Conn,
     since: Instant,
@@ -184,13 +189,16 @@ pub async fn send_with(
             let idempotent = parts.method.is_idempotent();
             let mut replays = 0;
             loop {
+                let mut dialed = None;
                 let (mut conn, reused) = match ep.pool.pop_h1(s.idle_timeout) {
                     Some(c) => (c, true),
                     None => {
                         // Boxed: dialing (TCP, maybe TLS) is the rare path and
                         // its future is large; inline it would be copied with
                         // every request's future.
+                        let t = Instant::now();
                         let (io, permit) = Box::pin(connect(ep, s)).await?;
+                        dialed = Some(Connected(t.elapsed()));
                         (h1::Conn::new(io, permit), false)
                     }
                 };
@@ -215,6 +223,9 @@ pub async fn send_with(
                         *rsp.status_mut() = parsed.status;
                         *rsp.version_mut() = parsed.version;
                         *rsp.headers_mut() = parsed.headers;
+                        if let Some(c) = dialed {
+                            rsp.extensions_mut().insert(c);
+                        }
                         return Ok(rsp);
                     }
                     // The keep-alive race: the upstream closed the idle connection
@@ -251,9 +262,15 @@ pub async fn send_with(
                 dial_guard = Some(ep.pool.h2_dial.lock().await);
                 existing = current();
             }
+            let mut dialed = None;
             let mut tx = match existing {
                 Some(tx) => tx,
-                None => Box::pin(dial_h2(ep, s)).await?,
+                None => {
+                    let t = Instant::now();
+                    let tx = Box::pin(dial_h2(ep, s)).await?;
+                    dialed = Some(Connected(t.elapsed()));
+                    tx
+                }
             };
             drop(dial_guard);
             tx.ready()
@@ -264,7 +281,11 @@ pub async fn send_with(
                 .send_request(req)
                 .await
                 .map_err(|e| SendError::Protocol(Box::new(e)))?;
-            Ok(rsp.map(UpstreamBody::H2))
+            let mut rsp = rsp.map(UpstreamBody::H2);
+            if let Some(c) = dialed {
+                rsp.extensions_mut().insert(c);
+            }
+            Ok(rsp)
         }
     }
 }
