@@ -5,12 +5,21 @@
 //! wrapper, a boxed header-read timer per request, a channel per request body)
 //! was the largest share of attache's user-space cost per proxied request. This
 //! codec serves a request itself when it is a well-formed HTTP/1.1 request in
-//! origin form, framed by no body or one `Content-Length`, and without `Upgrade`,
-//! `Expect` or `Transfer-Encoding`. Anything else, and an HTTP/2 preface, hands
-//! the connection with the bytes read so far to hyper for the rest of its life, so
-//! malformed input (400, 431), HTTP/1.0, chunked uploads, `100-continue`,
-//! upgrades and HTTP/2 keep hyper's behaviour, and the request-smuggling checks
-//! (`sniff`) keep watching those connections.
+//! origin form, framed by no body, one `Content-Length`, or `Transfer-Encoding:
+//! chunked` (decoded by the strict [`chunked`] decoder), and without `Upgrade` or
+//! `Expect`. Framing is checked before a request is dispatched: both
+//! `Content-Length` and `Transfer-Encoding` is a `400`, and so is a malformed
+//! chunk among the bytes that arrived with the head. A malformed chunk that
+//! arrives later fails the body, which aborts the upstream request (see
+//! `upstream::h1`); the connection closes after the answer.
+//!
+//! Anything else, and an HTTP/2 preface, hands the connection with the bytes read
+//! so far to hyper for the rest of its life: malformed or oversized heads (hyper's
+//! 400 and 431), HTTP/1.0, `Expect: 100-continue` (hyper sends the `100` when the
+//! body is first read), upgrades, absolute-form and `OPTIONS *`, transfer codings
+//! other than exactly `chunked`, and HTTP/2. hyper resolves `Content-Length` with
+//! `Transfer-Encoding` in favour of chunked instead of refusing it, so on those
+//! connections the request-smuggling watcher (`sniff`) still follows the framing.
 
 use std::future::{poll_fn, Future};
 use std::io;
@@ -29,6 +38,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 use super::{ConnCtx, RespBody};
+use crate::error::{ErrorKind, Reject};
 use crate::http1::chunked;
 use crate::upstream::h1::{header_spans, parse_length, tokens};
 
@@ -57,6 +67,8 @@ type DynRead = Box<dyn AsyncRead + Send + Unpin>;
 pub struct Input {
     io: DynRead,
     buf: BytesMut,
+    /// For the body to count what it refuses.
+    conn: Arc<ConnCtx>,
 }
 
 impl Input {
@@ -117,20 +129,67 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Handover<IO> {
     }
 }
 
-/// A request body framed by `Content-Length`, read from the connection. It owns
-/// the connection's read side while it lives and gives it back (with what it did
-/// not read) when it ends or is dropped.
+/// What is left of a request body on the wire.
+#[derive(Clone, Copy)]
+enum Rest {
+    Length(u64),
+    Chunked(chunked::Decoder),
+    /// Malformed: where it ends is unknown.
+    Broken,
+}
+
+impl Rest {
+    fn is_done(&self) -> bool {
+        match self {
+            Rest::Length(n) => *n == 0,
+            Rest::Chunked(d) => d.is_done(),
+            Rest::Broken => false,
+        }
+    }
+
+    /// The next piece of the body from `buf` (`None`: more input needed, or done).
+    fn take(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, chunked::Error> {
+        match self {
+            Rest::Length(_) | Rest::Broken if buf.is_empty() => Ok(None),
+            Rest::Length(left) => {
+                let n = (*left).min(buf.len() as u64);
+                *left -= n;
+                Ok(Some(buf.split_to(n as usize).freeze()))
+            }
+            Rest::Chunked(d) => d.decode(buf),
+            Rest::Broken => Ok(None),
+        }
+    }
+
+    /// Where the rest of the body ends in `buf`, when it is all there (and valid).
+    fn end_in(&self, buf: &[u8]) -> Option<usize> {
+        match self {
+            Rest::Length(n) => (buf.len() as u64 >= *n).then_some(*n as usize),
+            Rest::Chunked(d) => d.scan(buf).ok().flatten(),
+            Rest::Broken => None,
+        }
+    }
+}
+
+/// A request body framed by `Content-Length` or chunked, read from the
+/// connection. It owns the connection's read side while it lives and gives it
+/// back (with what it did not read) when it ends or is dropped.
 pub struct H1Body {
     input: Option<Input>,
-    left: u64,
-    back: Option<oneshot::Sender<(Input, u64)>>,
+    rest: Rest,
+    back: Option<oneshot::Sender<(Input, Rest)>>,
 }
 
 impl H1Body {
     fn give_back(&mut self) {
         if let (Some(input), Some(tx)) = (self.input.take(), self.back.take()) {
-            let _ = tx.send((input, self.left));
+            let _ = tx.send((input, self.rest));
         }
+    }
+
+    fn fail(&mut self, e: io::Error) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        self.give_back();
+        Poll::Ready(Some(Err(e)))
     }
 }
 
@@ -149,47 +208,62 @@ impl Body for H1Body {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = self.get_mut();
-        if this.left == 0 {
-            this.give_back();
-            return Poll::Ready(None);
-        }
-        let Some(input) = this.input.as_mut() else {
-            return Poll::Ready(Some(Err(io::ErrorKind::UnexpectedEof.into())));
-        };
-        if input.buf.is_empty() {
+        loop {
+            if this.rest.is_done() {
+                this.give_back();
+                return Poll::Ready(None);
+            }
+            let Some(input) = this.input.as_mut() else {
+                return Poll::Ready(Some(Err(io::ErrorKind::UnexpectedEof.into())));
+            };
+            match this.rest.take(&mut input.buf) {
+                Ok(Some(data)) => {
+                    if this.rest.is_done() {
+                        this.give_back();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Ok(None) if this.rest.is_done() => continue,
+                Ok(None) => {}
+                Err(e) => {
+                    // Arrived after the head went upstream: the upstream
+                    // connection is aborted, the client gets a 400 or a close.
+                    count_refused(&input.conn, Reject::Chunked);
+                    tracing::debug!(error = %e, "malformed chunked request body");
+                    this.rest = Rest::Broken;
+                    return this.fail(io::Error::new(io::ErrorKind::InvalidData, e));
+                }
+            }
             match input.poll_fill(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(0)) => {
-                    this.give_back();
-                    let e = io::Error::new(
+                    return this.fail(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "client closed the connection before the end of the request body",
-                    );
-                    return Poll::Ready(Some(Err(e)));
+                    ));
                 }
-                Poll::Ready(Err(e)) => {
-                    this.give_back();
-                    return Poll::Ready(Some(Err(e)));
-                }
+                Poll::Ready(Err(e)) => return this.fail(e),
                 Poll::Ready(Ok(_)) => {}
             }
         }
-        let take = this.left.min(input.buf.len() as u64) as usize;
-        let data = input.buf.split_to(take).freeze();
-        this.left -= take as u64;
-        if this.left == 0 {
-            this.give_back();
-        }
-        Poll::Ready(Some(Ok(Frame::data(data))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.left == 0
+        self.rest.is_done()
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.left)
+        match self.rest {
+            Rest::Length(n) => SizeHint::with_exact(n),
+            Rest::Chunked(d) if d.is_done() => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
     }
+}
+
+/// Count a request refused for `reason` by this codec.
+fn count_refused(conn: &ConnCtx, reason: Reject) {
+    conn.slot.load().listener.stats.count_reject(reason);
 }
 
 /// Where the connection's read side is while a request is served.
@@ -197,7 +271,7 @@ enum Side {
     Home(Input),
     /// Lent to the request body, which sends it back (with how much of the body it
     /// left unread) when it ends or is dropped.
-    Lent(oneshot::Receiver<(Input, u64)>),
+    Lent(oneshot::Receiver<(Input, Rest)>),
     /// Back, but part of the body it did not read has not arrived: the connection
     /// closes after the response (as with hyper), lingering on the read side when
     /// it is here (see [`linger`]).
@@ -206,14 +280,17 @@ enum Side {
 
 impl Side {
     /// The read side as the body gave it back: what the body left unread is
-    /// skipped when it is buffered already; otherwise the connection is spent.
-    fn returned(back: Result<(Input, u64), oneshot::error::RecvError>) -> Side {
+    /// skipped when it is buffered already (and well-formed); otherwise the
+    /// connection is spent.
+    fn returned(back: Result<(Input, Rest), oneshot::error::RecvError>) -> Side {
         match back {
-            Ok((mut input, left)) if input.buf.len() as u64 >= left => {
-                input.buf.advance(left as usize);
-                Side::Home(input)
-            }
-            Ok((input, _)) => Side::Spent(Some(input)),
+            Ok((mut input, rest)) => match rest.end_in(&input.buf) {
+                Some(n) => {
+                    input.buf.advance(n);
+                    Side::Home(input)
+                }
+                None => Side::Spent(Some(input)),
+            },
             Err(_) => Side::Spent(None),
         }
     }
@@ -260,7 +337,7 @@ impl Side {
             Side::Home(input) => (!input.buf.is_empty()).then_some(input),
             Side::Spent(input) => input,
             Side::Lent(mut rx) => match rx.try_recv() {
-                Ok((input, left)) if left > 0 || !input.buf.is_empty() => Some(input),
+                Ok((input, rest)) if !rest.is_done() || !input.buf.is_empty() => Some(input),
                 _ => None,
             },
         }
@@ -290,7 +367,8 @@ const LINGER_IDLE: Duration = Duration::from_secs(5);
 /// A parsed request head this codec serves.
 struct Head {
     parts: http::request::Parts,
-    content_length: u64,
+    /// How the body is framed, or why the framing is refused.
+    body: Result<Rest, Reject>,
     /// `Connection: close`.
     close: bool,
 }
@@ -355,7 +433,7 @@ fn build(raw: &Bytes, method: Method, path: (u32, u32), spans: &[[u32; 4]]) -> O
     // the map rehashes it.
     let mut headers = HeaderMap::with_capacity(spans.len() + 4);
     let mut content_length = None;
-    let mut close = false;
+    let (mut chunked, mut close) = (false, false);
     for &[ns, ne, vs, ve] in spans {
         let (ns, ne, vs, ve) = (ns as usize, ne as usize, vs as usize, ve as usize);
         let name = HeaderName::from_bytes(&raw[ns..ne]).ok()?;
@@ -366,10 +444,15 @@ fn build(raw: &Bytes, method: Method, path: (u32, u32), spans: &[[u32; 4]]) -> O
             }
             // A list or anything but plain digits is hyper's to refuse.
             content_length = Some(parse_length(value)?);
-        } else if name == header::TRANSFER_ENCODING
-            || name == header::UPGRADE
-            || name == header::EXPECT
-        {
+        } else if name == header::TRANSFER_ENCODING {
+            // Exactly `chunked`, once. Other codings, a list or a repeat are
+            // hyper's to refuse (RFC 9112 section 6.1: chunked must be last, and
+            // a proxy cannot frame the rest).
+            if chunked || !value.eq_ignore_ascii_case(b"chunked") {
+                return None;
+            }
+            chunked = true;
+        } else if name == header::UPGRADE || name == header::EXPECT {
             return None;
         } else if name == header::CONNECTION {
             close |= tokens(value).any(|t| t.eq_ignore_ascii_case(b"close"));
@@ -382,11 +465,14 @@ fn build(raw: &Bytes, method: Method, path: (u32, u32), spans: &[[u32; 4]]) -> O
     parts.uri = uri;
     parts.version = Version::HTTP_11;
     parts.headers = headers;
-    Some(Head {
-        parts,
-        content_length: content_length.unwrap_or(0),
-        close,
-    })
+    let body = match (chunked, content_length) {
+        // Request smuggling's signature (RFC 9112 section 6.3): refused, not
+        // resolved in favour of one of them.
+        (true, Some(_)) => Err(Reject::Framing),
+        (true, None) => Ok(Rest::Chunked(chunked::Decoder::new())),
+        (false, n) => Ok(Rest::Length(n.unwrap_or(0))),
+    };
+    Some(Head { parts, body, close })
 }
 
 enum Wake {
@@ -412,6 +498,7 @@ where
     let mut input = Some(Input {
         io: Box::new(rd),
         buf: BytesMut::with_capacity(READ_CHUNK),
+        conn: conn.clone(),
     });
     let mut out = Vec::with_capacity(1024);
     let mut spans = Vec::new();
@@ -491,15 +578,25 @@ where
 
         let Head {
             parts,
-            content_length,
+            body: framing,
             close,
         } = head;
+        // The body's framing is checked as far as it is buffered before anything
+        // goes upstream: nothing of a malformed request is forwarded.
+        let rest = match framing.and_then(|r| checked(r, inp_buf(&input))) {
+            Ok(rest) => rest,
+            Err(reason) => {
+                let inp = input.take()?;
+                refuse(&mut wr, &mut out, inp, conn, reason, lim.idle).await;
+                return None;
+            }
+        };
         let is_head = parts.method == Method::HEAD;
-        let (body, mut side) = if content_length > 0 {
+        let (body, mut side) = if !rest.is_done() {
             let (tx, rx) = oneshot::channel();
             let body = H1Body {
                 input: input.take(),
-                left: content_length,
+                rest,
                 back: Some(tx),
             };
             (super::DownBody::H1(body), Side::Lent(rx))
@@ -563,6 +660,45 @@ where
             }
         }
         return None;
+    }
+}
+
+/// `rest` when what of the body is buffered is well-formed.
+fn checked(rest: Rest, buf: &[u8]) -> Result<Rest, Reject> {
+    match rest {
+        Rest::Chunked(d) if d.scan(buf).is_err() => Err(Reject::Chunked),
+        _ => Ok(rest),
+    }
+}
+
+fn inp_buf(input: &Option<Input>) -> &[u8] {
+    input.as_ref().map_or(&[], |i| &i.buf[..])
+}
+
+/// Answer a request this codec refuses before it is dispatched: `400`, counted
+/// and logged like the parser's refusals, then the connection closes (lingering,
+/// as the client may still be sending the body).
+async fn refuse<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    out: &mut Vec<u8>,
+    input: Input,
+    conn: &ConnCtx,
+    reason: Reject,
+    stall: Duration,
+) {
+    let (rsp, _) = super::respond::local_reply(ErrorKind::BadRequest(reason), false);
+    super::record_early_reply(conn, rsp.status().as_u16(), reason, Instant::now());
+    tracing::debug!(reason = reason.as_str(), "request refused before dispatch");
+    let mut rsp = rsp.map(RespBody::full);
+    rsp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    let mut side = Side::Spent(None);
+    if write_response(wr, out, rsp, false, true, &mut side, stall)
+        .await
+        .is_ok()
+    {
+        let _ = bounded(stall, |cx| Pin::new(&mut *wr).poll_shutdown(cx)).await;
+        linger(input).await;
     }
 }
 
@@ -872,7 +1008,7 @@ mod tests {
         assert_eq!(h.parts.uri.path(), "/a/b");
         assert_eq!(h.parts.uri.query(), Some("c=d"));
         assert_eq!(h.parts.headers["host"], "x");
-        assert_eq!(h.content_length, 12);
+        assert!(matches!(h.body, Ok(Rest::Length(12))));
         assert!(h.close);
         assert!(matches!(
             parse_str("GET / HTTP/1.1\r\nHost: x\r\n"),
@@ -888,7 +1024,9 @@ mod tests {
             "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n",
             "CONNECT x:443 HTTP/1.1\r\nHost: x\r\n\r\n",
             "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
-            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: identity\r\n\r\n",
             "POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
             "POST / HTTP/1.1\r\nContent-Length: +1\r\n\r\n",
             "POST / HTTP/1.1\r\nContent-Length: 1, 1\r\n\r\n",
@@ -905,6 +1043,48 @@ mod tests {
             );
             assert_eq!(buf, before, "{head:?}: bytes kept for hyper");
         }
+    }
+
+    #[test]
+    fn chunked_uploads_are_taken_and_conflicting_framing_refused() {
+        let Parsed::Request(h) =
+            parse_str("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n")
+        else {
+            panic!("not taken");
+        };
+        assert!(matches!(h.body, Ok(Rest::Chunked(_))));
+        for head in [
+            "POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+        ] {
+            let Parsed::Request(h) = parse_str(head) else {
+                panic!("not taken: {head:?}");
+            };
+            assert!(matches!(h.body, Err(Reject::Framing)), "{head:?}");
+        }
+    }
+
+    #[test]
+    fn buffered_chunks_are_checked_before_dispatch() {
+        let chunked = || Rest::Chunked(chunked::Decoder::new());
+        assert!(checked(chunked(), b"5\r\nhel").is_ok());
+        assert!(checked(chunked(), b"").is_ok());
+        assert!(matches!(
+            checked(chunked(), b"5\r\nhello\r\n0x"),
+            Err(Reject::Chunked)
+        ));
+        // A counted body's bytes are the body's business.
+        assert!(checked(Rest::Length(3), b"\x00\x01").is_ok());
+    }
+
+    #[test]
+    fn an_unread_body_is_skipped_only_when_all_there() {
+        let chunked = Rest::Chunked(chunked::Decoder::new());
+        assert_eq!(chunked.end_in(b"3\r\nabc\r\n0\r\n\r\nGET"), Some(13));
+        assert_eq!(chunked.end_in(b"3\r\nabc\r\n"), None);
+        assert_eq!(chunked.end_in(b"3\r\nabcd\r\n0\r\n\r\n"), None);
+        assert_eq!(Rest::Length(2).end_in(b"abc"), Some(2));
+        assert_eq!(Rest::Broken.end_in(b"0\r\n\r\n"), None);
     }
 
     #[test]

@@ -122,6 +122,13 @@ impl std::fmt::Display for ExchangeError {
 
 impl std::error::Error for ExchangeError {}
 
+impl ExchangeError {
+    /// Whether `e` says the client's request body failed (not the upstream).
+    pub fn is_request_body(e: &(dyn std::error::Error + 'static)) -> bool {
+        matches!(e.downcast_ref(), Some(ExchangeError::Body(_)))
+    }
+}
+
 /// The serialized request head and how its body is framed on the wire.
 pub struct Head {
     bytes: Bytes,
@@ -768,11 +775,17 @@ impl Body for H1Body {
         if let (Some(w), Some(conn)) = (this.writer.as_mut(), this.conn.as_mut()) {
             match w.poll_write(&mut conn.io, cx) {
                 Ok(WriteState::Sent) => this.writer = None,
-                Ok(WriteState::Failed) | Err(_) => {
-                    // The request cannot be completed: read what the upstream
+                Ok(WriteState::Failed) => {
+                    // The upstream stopped reading the request: read what it
                     // says, then close the connection.
                     this.writer = None;
                     this.keep_alive = false;
+                }
+                Err(e) => {
+                    // The client's body broke (malformed chunk, client gone): the
+                    // upstream has a half request, so its connection is aborted
+                    // and the response ends here.
+                    return this.fail(Box::new(ExchangeError::Body(e)), cx);
                 }
                 Ok(WriteState::Pending) => {}
             }

@@ -35,6 +35,10 @@ pub enum SendError {
     Overflow,
     /// The upstream reset the stream or broke the protocol.
     Protocol(h1::BoxError),
+    /// The client's request body failed while it was being sent (malformed
+    /// chunked framing, the client gone): the upstream connection is closed, and
+    /// the upstream is not to blame.
+    Body(h1::BoxError),
 }
 
 impl std::fmt::Display for SendError {
@@ -43,6 +47,7 @@ impl std::fmt::Display for SendError {
             SendError::Connect(e) => write!(f, "connect: {e}"),
             SendError::Overflow => f.write_str("connection limit reached"),
             SendError::Protocol(e) => write!(f, "{e}"),
+            SendError::Body(e) => write!(f, "request body: {e}"),
         }
     }
 }
@@ -230,6 +235,8 @@ pub async fn send_with(
                         replays += 1;
                         continue;
                     }
+                    // The connection is dropped (closed) with the half-sent request.
+                    Err(h1::ExchangeError::Body(e)) => return Err(SendError::Body(e)),
                     Err(e) => return Err(SendError::Protocol(Box::new(e))),
                 }
             }
