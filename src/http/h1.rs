@@ -6,8 +6,8 @@
 //! was the largest share of attache's user-space cost per proxied request. This
 //! codec serves a request itself when it is a well-formed HTTP/1.1 request in
 //! origin form, framed by no body, one `Content-Length`, or `Transfer-Encoding:
-//! chunked` (decoded by the strict [`chunked`] decoder), and without `Upgrade` or
-//! `Expect`. Framing is checked before a request is dispatched: both
+//! chunked` (decoded by the strict [`chunked`] decoder), with or without `Expect:
+//! 100-continue` (answered here), and without `Upgrade`. Framing is checked before a request is dispatched: both
 //! `Content-Length` and `Transfer-Encoding` is a `400`, and so is a malformed
 //! chunk among the bytes that arrived with the head. A malformed chunk that
 //! arrives later fails the body, which aborts the upstream request (see
@@ -15,8 +15,8 @@
 //!
 //! Anything else, and an HTTP/2 preface, hands the connection with the bytes read
 //! so far to hyper for the rest of its life: malformed or oversized heads (hyper's
-//! 400 and 431), HTTP/1.0, `Expect: 100-continue` (hyper sends the `100` when the
-//! body is first read), upgrades, absolute-form and `OPTIONS *`, transfer codings
+//! 400 and 431), HTTP/1.0, other expectations, upgrades (hyper's upgrade
+//! hand-off feeds the tunnel), absolute-form and `OPTIONS *`, transfer codings
 //! other than exactly `chunked`, and HTTP/2. hyper resolves `Content-Length` with
 //! `Transfer-Encoding` in favour of chunked instead of refusing it, so on those
 //! connections the request-smuggling watcher (`sniff`) still follows the framing.
@@ -371,6 +371,8 @@ struct Head {
     body: Result<Rest, Reject>,
     /// `Connection: close`.
     close: bool,
+    /// `Expect: 100-continue`.
+    expect_continue: bool,
 }
 
 // Returned once per request and matched at once: boxing the head would cost an
@@ -433,7 +435,7 @@ fn build(raw: &Bytes, method: Method, path: (u32, u32), spans: &[[u32; 4]]) -> O
     // the map rehashes it.
     let mut headers = HeaderMap::with_capacity(spans.len() + 4);
     let mut content_length = None;
-    let (mut chunked, mut close) = (false, false);
+    let (mut chunked, mut close, mut expect_continue) = (false, false, false);
     for &[ns, ne, vs, ve] in spans {
         let (ns, ne, vs, ve) = (ns as usize, ne as usize, vs as usize, ve as usize);
         let name = HeaderName::from_bytes(&raw[ns..ne]).ok()?;
@@ -452,7 +454,15 @@ fn build(raw: &Bytes, method: Method, path: (u32, u32), spans: &[[u32; 4]]) -> O
                 return None;
             }
             chunked = true;
-        } else if name == header::UPGRADE || name == header::EXPECT {
+        } else if name == header::EXPECT {
+            // Answered here (hop-by-hop in effect: not forwarded, like NGINX and
+            // Envoy); other expectations are hyper's to refuse.
+            if !value.eq_ignore_ascii_case(b"100-continue") {
+                return None;
+            }
+            expect_continue = true;
+            continue;
+        } else if name == header::UPGRADE {
             return None;
         } else if name == header::CONNECTION {
             close |= tokens(value).any(|t| t.eq_ignore_ascii_case(b"close"));
@@ -472,7 +482,12 @@ fn build(raw: &Bytes, method: Method, path: (u32, u32), spans: &[[u32; 4]]) -> O
         (true, None) => Ok(Rest::Chunked(chunked::Decoder::new())),
         (false, n) => Ok(Rest::Length(n.unwrap_or(0))),
     };
-    Some(Head { parts, body, close })
+    Some(Head {
+        parts,
+        body,
+        close,
+        expect_continue,
+    })
 }
 
 enum Wake {
@@ -580,6 +595,7 @@ where
             parts,
             body: framing,
             close,
+            expect_continue,
         } = head;
         // The body's framing is checked as far as it is buffered before anything
         // goes upstream: nothing of a malformed request is forwarded.
@@ -592,6 +608,11 @@ where
             }
         };
         let is_head = parts.method == Method::HEAD;
+        // A client that waits for `100 Continue` before its body gets it once the
+        // request goes on past the proxy's own checks and replies (the handler no
+        // longer answers at once), like Envoy; a local reply (a 403) goes out
+        // without it. A client that sent body bytes anyway waits for nothing.
+        let mut continue_due = expect_continue && !rest.is_done() && inp_buf(&input).is_empty();
         let (body, mut side) = if !rest.is_done() {
             let (tx, rx) = oneshot::channel();
             let body = H1Body {
@@ -610,13 +631,29 @@ where
                 Request::from_parts(parts, body),
                 conn.clone()
             ));
-            poll_fn(|cx| {
-                if let Poll::Ready(r) = call.as_mut().poll(cx) {
-                    return Poll::Ready(Some(r));
+            loop {
+                let due = continue_due;
+                let r = poll_fn(|cx| {
+                    if let Poll::Ready(r) = call.as_mut().poll(cx) {
+                        return Poll::Ready(Some(Some(r)));
+                    }
+                    if due {
+                        return Poll::Ready(Some(None));
+                    }
+                    side.poll_closed(cx).map(|()| None)
+                })
+                .await?;
+                match r {
+                    Some(rsp) => break rsp,
+                    None => {
+                        continue_due = false;
+                        send_all(&mut wr, b"HTTP/1.1 100 Continue\r\n\r\n", lim.idle)
+                            .await
+                            .ok()?;
+                        send_flush(&mut wr, lim.idle).await.ok()?;
+                    }
                 }
-                side.poll_closed(cx).map(|()| None)
-            })
-            .await?
+            }
         };
         served += 1;
         if !draining && drain_changed() {
@@ -1009,7 +1046,18 @@ mod tests {
         assert_eq!(h.parts.uri.query(), Some("c=d"));
         assert_eq!(h.parts.headers["host"], "x");
         assert!(matches!(h.body, Ok(Rest::Length(12))));
+        assert!(!h.expect_continue);
         assert!(h.close);
+        let Parsed::Request(h) = parse_str(
+            "PUT / HTTP/1.1\r\nHost: x\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\n",
+        ) else {
+            panic!("not taken");
+        };
+        assert!(h.expect_continue);
+        assert!(
+            !h.parts.headers.contains_key(header::EXPECT),
+            "not forwarded"
+        );
         assert!(matches!(
             parse_str("GET / HTTP/1.1\r\nHost: x\r\n"),
             Parsed::Partial
@@ -1030,7 +1078,7 @@ mod tests {
             "POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
             "POST / HTTP/1.1\r\nContent-Length: +1\r\n\r\n",
             "POST / HTTP/1.1\r\nContent-Length: 1, 1\r\n\r\n",
-            "POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+            "POST / HTTP/1.1\r\nExpect: something-else\r\nContent-Length: 1\r\n\r\n",
             "GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
             "GET / HTTP/1.1\r\nBad Header: x\r\n\r\n",
             "GET /\x01 HTTP/1.1\r\n\r\n",

@@ -1,7 +1,8 @@
-//! Chunked request bodies on the own HTTP/1.1 codec: every malformed class is
+//! Request bodies on the own HTTP/1.1 codec. Chunked: every malformed class is
 //! refused with an exact `400` before anything reaches the origin when it is
 //! buffered with the head; arriving later, the upstream connection is aborted;
 //! valid uploads (pipelined, with trailers, large, byte by byte) still work.
+//! `Expect: 100-continue` is answered by the codec.
 
 mod support;
 
@@ -23,6 +24,8 @@ listeners:
       - name: web
         domains: ["*"]
         routes:
+          - match: {{ prefix: /deny }}
+            direct_response: {{ status: 403, body: "private\n" }}
           - match: {{ prefix: /raw/ }}
             route: {{ cluster: raw, timeout: 20s }}
           - match: {{ prefix: / }}
@@ -313,4 +316,79 @@ async fn valid_chunked_uploads_are_forwarded() {
         )
         .await;
     assert_eq!(rejected, 0.0);
+}
+
+/// Read exactly `n` bytes.
+async fn read_exact_within(s: &mut TcpStream, n: usize) -> String {
+    let mut buf = vec![0u8; n];
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut buf))
+        .await
+        .expect("in time")
+        .expect("read");
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+#[tokio::test]
+async fn expect_100_continue_is_answered_before_the_body() {
+    const CONTINUE: &str = "HTTP/1.1 100 Continue\r\n\r\n";
+    let origin = Origin::start("o").await;
+    let p = proxy(origin.addr, support::dead_port());
+    let mut s = TcpStream::connect(p.addr("main")).await.expect("connect");
+    // Counted body: the `100`, then the body, then the answer.
+    s.write_all(
+        b"POST /upload HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    assert_eq!(read_exact_within(&mut s, CONTINUE.len()).await, CONTINUE);
+    s.write_all(b"hello").await.expect("write");
+    assert_eq!(read_counted(&mut s, 1).await[0], ("200".into(), "5".into()));
+    // Chunked, on the same connection.
+    s.write_all(b"PUT /upload HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .await
+        .expect("write");
+    assert_eq!(read_exact_within(&mut s, CONTINUE.len()).await, CONTINUE);
+    s.write_all(b"3\r\nabc\r\n0\r\n\r\n").await.expect("write");
+    assert_eq!(read_counted(&mut s, 1).await[0], ("200".into(), "3".into()));
+    // A body sent without waiting: no `100`.
+    s.write_all(
+        b"POST /upload HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nok",
+    )
+    .await
+    .expect("write");
+    assert_eq!(read_counted(&mut s, 1).await[0], ("200".into(), "2".into()));
+    assert_eq!(origin.conns(), 1);
+
+    // The origin does not see the expectation (it answers this one without
+    // reading the body, so the upstream connection is not reused after it).
+    s.write_all(
+        b"PUT /echo HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    assert_eq!(read_exact_within(&mut s, CONTINUE.len()).await, CONTINUE);
+    s.write_all(b"abc").await.expect("write");
+    let r = read_counted(&mut s, 1).await;
+    assert_eq!(r[0].0, "200");
+    assert!(r[0].1.contains("\"path\":\"/echo\""), "{}", r[0].1);
+    assert!(!r[0].1.contains("expect"), "{}", r[0].1);
+
+    // A local reply goes out without a `100`, and the body is never asked for.
+    let mut s = TcpStream::connect(p.addr("main")).await.expect("connect");
+    s.write_all(
+        b"POST /deny HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 100000\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    assert_eq!(
+        read_counted(&mut s, 1).await[0],
+        ("403".into(), "private\n".into())
+    );
+    let mut rest = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(r, Ok(Ok(0))),
+        "{r:?} {:?}",
+        String::from_utf8_lossy(&rest)
+    );
 }
