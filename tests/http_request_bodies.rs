@@ -89,13 +89,7 @@ async fn malformed_chunks_in_the_buffer_get_400_and_nothing_is_forwarded() {
     }
     assert_eq!(origin.hits(), 0, "nothing reached the origin");
     assert_eq!(origin.conns(), 0, "not even a connection");
-    let rejected = p
-        .stat_labels(
-            "attache_downstream_rq_rejected_total",
-            &[("listener", "main"), ("reason", "chunked")],
-        )
-        .await;
-    assert_eq!(rejected, cases.len() as f64);
+    assert_eq!(rejected(&p, "chunked").await, cases.len() as f64);
     let dpe = p
         .stat("attache_local_reply_total{flag=\"DPE\",listener=\"main\"}")
         .await;
@@ -114,20 +108,29 @@ async fn conflicting_framing_is_refused_by_the_codec() {
         assert_eq!(without_date(&out), BAD_REQUEST);
     }
     assert_eq!(origin.conns(), 0);
-    let framing = p
-        .stat_labels(
-            "attache_downstream_rq_rejected_total",
-            &[("listener", "main"), ("reason", "framing")],
-        )
-        .await;
-    assert_eq!(framing, 2.0);
+    assert_eq!(rejected(&p, "framing").await, 2.0);
 }
 
-/// An origin that reads requests and never answers; what it received per
-/// connection, and whether each connection ended.
+/// What a [`Silent`] origin received on one connection, and whether it ended.
+#[derive(Clone, Default)]
+struct Seen {
+    bytes: Vec<u8>,
+    ended: bool,
+}
+
+/// `attache_downstream_rq_rejected_total` for `reason` on the listener.
+async fn rejected(p: &Proxy, reason: &str) -> f64 {
+    p.stat_labels(
+        "attache_downstream_rq_rejected_total",
+        &[("listener", "main"), ("reason", reason)],
+    )
+    .await
+}
+
+/// An origin that reads requests and never answers.
 #[derive(Clone, Default)]
 struct Silent {
-    conns: Arc<Mutex<Vec<(Vec<u8>, bool)>>>,
+    conns: Arc<Mutex<Vec<Seen>>>,
 }
 
 impl Silent {
@@ -141,7 +144,7 @@ impl Silent {
             while let Ok((mut s, _)) = l.accept().await {
                 let i = {
                     let mut c = conns.lock().expect("lock");
-                    c.push((Vec::new(), false));
+                    c.push(Seen::default());
                     c.len() - 1
                 };
                 let conns = conns.clone();
@@ -151,10 +154,10 @@ impl Silent {
                         let n = s.read(&mut buf).await.unwrap_or(0);
                         let mut c = conns.lock().expect("lock");
                         if n == 0 {
-                            c[i].1 = true;
+                            c[i].ended = true;
                             return;
                         }
-                        c[i].0.extend_from_slice(&buf[..n]);
+                        c[i].bytes.extend_from_slice(&buf[..n]);
                     }
                 });
             }
@@ -162,7 +165,7 @@ impl Silent {
         addr
     }
 
-    fn snapshot(&self) -> Vec<(Vec<u8>, bool)> {
+    fn snapshot(&self) -> Vec<Seen> {
         self.conns.lock().expect("lock").clone()
     }
 }
@@ -182,8 +185,8 @@ async fn a_bad_chunk_after_dispatch_aborts_the_upstream_request() {
     eventually(Duration::from_secs(10), "the first chunk upstream", || {
         let got = silent.snapshot();
         async move {
-            let (bytes, _) = got.first()?;
-            bytes.ends_with(b"5\r\nhello\r\n").then_some(())
+            let seen = got.first()?;
+            seen.bytes.ends_with(b"5\r\nhello\r\n").then_some(())
         }
     })
     .await;
@@ -200,24 +203,18 @@ async fn a_bad_chunk_after_dispatch_aborts_the_upstream_request() {
         "the upstream connection closed",
         || {
             let got = silent.snapshot();
-            async move { got.first().is_some_and(|c| c.1).then_some(got) }
+            async move { got.first().is_some_and(|c| c.ended).then_some(got) }
         },
     )
     .await;
     assert_eq!(got.len(), 1);
-    let seen = String::from_utf8_lossy(&got[0].0).into_owned();
+    let seen = String::from_utf8_lossy(&got[0].bytes).into_owned();
     assert!(seen.ends_with("5\r\nhello\r\n"), "{seen:?}");
     assert!(
         !seen.contains("garbage") && !seen.contains("0\r\n\r\n"),
         "{seen:?}"
     );
-    let rejected = p
-        .stat_labels(
-            "attache_downstream_rq_rejected_total",
-            &[("listener", "main"), ("reason", "chunked")],
-        )
-        .await;
-    assert_eq!(rejected, 1.0);
+    assert_eq!(rejected(&p, "chunked").await, 1.0);
     // Not the upstream's fault: no 5xx, no reset counted against it.
     let upstream_5xx = p
         .stat_labels(
@@ -309,13 +306,7 @@ async fn valid_chunked_uploads_are_forwarded() {
     // All on one client connection and one upstream connection.
     assert_eq!(origin.conns(), 1);
     assert_eq!(origin.hits(), 5);
-    let rejected = p
-        .stat_labels(
-            "attache_downstream_rq_rejected_total",
-            &[("listener", "main"), ("reason", "chunked")],
-        )
-        .await;
-    assert_eq!(rejected, 0.0);
+    assert_eq!(rejected(&p, "chunked").await, 0.0);
 }
 
 /// Read exactly `n` bytes.
