@@ -127,10 +127,12 @@ async fn rejected(p: &Proxy, reason: &str) -> f64 {
     .await
 }
 
-/// An origin that reads requests and never answers.
+/// An origin that reads requests and never completes an answer: it sends
+/// `answer` (when set) once a request head arrived, and nothing more.
 #[derive(Clone, Default)]
 struct Silent {
     conns: Arc<Mutex<Vec<Seen>>>,
+    answer: &'static [u8],
 }
 
 impl Silent {
@@ -140,6 +142,7 @@ impl Silent {
             .expect("bind");
         let addr = l.local_addr().expect("addr");
         let conns = self.conns.clone();
+        let answer = self.answer;
         tokio::spawn(async move {
             while let Ok((mut s, _)) = l.accept().await {
                 let i = {
@@ -150,14 +153,22 @@ impl Silent {
                 let conns = conns.clone();
                 tokio::spawn(async move {
                     let mut buf = [0u8; 4096];
+                    let mut answered = answer.is_empty();
                     loop {
                         let n = s.read(&mut buf).await.unwrap_or(0);
-                        let mut c = conns.lock().expect("lock");
-                        if n == 0 {
-                            c[i].ended = true;
-                            return;
+                        let head_seen = {
+                            let mut c = conns.lock().expect("lock");
+                            if n == 0 {
+                                c[i].ended = true;
+                                return;
+                            }
+                            c[i].bytes.extend_from_slice(&buf[..n]);
+                            c[i].bytes.windows(4).any(|w| w == b"\r\n\r\n")
+                        };
+                        if head_seen && !answered {
+                            answered = true;
+                            let _ = s.write_all(answer).await;
                         }
-                        c[i].bytes.extend_from_slice(&buf[..n]);
                     }
                 });
             }
@@ -341,28 +352,18 @@ async fn expect_100_continue_is_answered_before_the_body() {
     assert_eq!(read_exact_within(&mut s, CONTINUE.len()).await, CONTINUE);
     s.write_all(b"3\r\nabc\r\n0\r\n\r\n").await.expect("write");
     assert_eq!(read_counted(&mut s, 1).await[0], ("200".into(), "3".into()));
-    // A body sent without waiting: no `100`.
+    // A body sent without waiting: no `100`; and the origin does not see the
+    // expectation.
     s.write_all(
-        b"POST /upload HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nok",
+        b"PUT /echo HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nabc",
     )
     .await
     .expect("write");
-    assert_eq!(read_counted(&mut s, 1).await[0], ("200".into(), "2".into()));
-    assert_eq!(origin.conns(), 1);
-
-    // The origin does not see the expectation (it answers this one without
-    // reading the body, so the upstream connection is not reused after it).
-    s.write_all(
-        b"PUT /echo HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n",
-    )
-    .await
-    .expect("write");
-    assert_eq!(read_exact_within(&mut s, CONTINUE.len()).await, CONTINUE);
-    s.write_all(b"abc").await.expect("write");
     let r = read_counted(&mut s, 1).await;
     assert_eq!(r[0].0, "200");
     assert!(r[0].1.contains("\"path\":\"/echo\""), "{}", r[0].1);
     assert!(!r[0].1.contains("expect"), "{}", r[0].1);
+    assert_eq!(origin.conns(), 1);
 
     // A local reply goes out without a `100`, and the body is never asked for.
     let mut s = TcpStream::connect(p.addr("main")).await.expect("connect");
@@ -382,4 +383,55 @@ async fn expect_100_continue_is_answered_before_the_body() {
         "{r:?} {:?}",
         String::from_utf8_lossy(&rest)
     );
+}
+
+#[tokio::test]
+async fn a_bad_chunk_after_the_response_started_closes_both_connections() {
+    let silent = Silent {
+        answer: b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n",
+        ..Default::default()
+    };
+    let raw = silent.start().await;
+    let p = proxy(support::dead_port(), raw);
+    let mut s = TcpStream::connect(p.addr("main")).await.expect("connect");
+    s.write_all(
+        b"POST /raw/up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+    )
+    .await
+    .expect("write");
+    // The response head and its first chunk reach the client.
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !got.ends_with(b"5\r\nfirst\r\n") {
+        let mut chunk = [0u8; 4096];
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, s.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&chunk[..n]),
+            other => panic!("{other:?} after {:?}", String::from_utf8_lossy(&got)),
+        }
+    }
+    assert!(got.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    s.write_all(b"5\r\nworld\r\nzz\r\n").await.expect("write");
+    // The response ends there, unterminated, and the connection closes.
+    let mut rest = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
+    assert!(r.is_ok(), "client connection still open");
+    assert!(
+        !rest.windows(5).any(|w| w == b"0\r\n\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&rest)
+    );
+    // The upstream connection was aborted after the good chunks only.
+    let got = eventually(
+        Duration::from_secs(10),
+        "the upstream connection closed",
+        || {
+            let got = silent.snapshot();
+            async move { got.first().is_some_and(|c| c.ended).then_some(got) }
+        },
+    )
+    .await;
+    let seen = String::from_utf8_lossy(&got[0].bytes).into_owned();
+    assert!(seen.ends_with("5\r\nworld\r\n"), "{seen:?}");
+    assert_eq!(rejected(&p, "chunked").await, 1.0);
 }
