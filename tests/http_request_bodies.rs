@@ -2,7 +2,7 @@
 //! refused with an exact `400` before anything reaches the origin when it is
 //! buffered with the head; arriving later, the upstream connection is aborted;
 //! valid uploads (pipelined, with trailers, large, byte by byte) still work.
-//! `Expect: 100-continue` is answered by the codec.
+//! `Expect: 100-continue` and HTTP/1.0 requests are served by the codec too.
 
 mod support;
 
@@ -434,4 +434,58 @@ async fn a_bad_chunk_after_the_response_started_closes_both_connections() {
     let seen = String::from_utf8_lossy(&got[0].bytes).into_owned();
     assert!(seen.ends_with("5\r\nworld\r\n"), "{seen:?}");
     assert_eq!(rejected(&p, "chunked").await, 1.0);
+}
+
+#[tokio::test]
+async fn http10_requests_are_served_with_their_framing() {
+    let origin = Origin::start("o").await;
+    let silent = Silent {
+        answer: b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        ..Default::default()
+    };
+    let p = proxy(origin.addr, silent.start().await);
+    // Without keep-alive: answered, then closed.
+    let out = raw_exchange(
+        p.addr("main"),
+        b"GET /echo HTTP/1.0\r\nHost: a\r\n\r\n",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+    assert!(out.contains("\r\nconnection: close\r\n"), "{out}");
+    assert!(out.contains("\"path\":\"/echo\""), "{out}");
+    // Keep-alive, pipelined: both answered, and the connection stays open.
+    let mut s = TcpStream::connect(p.addr("main")).await.expect("connect");
+    let ka = "GET /echo HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n";
+    s.write_all(format!("{ka}{ka}").as_bytes())
+        .await
+        .expect("write");
+    let r = read_counted(&mut s, 2).await;
+    assert!(r.iter().all(|(status, _)| status == "200"), "{r:?}");
+    // A body of unknown length ends with the connection, never chunked.
+    s.write_all(b"GET /raw/x HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n")
+        .await
+        .expect("write");
+    let mut rest = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
+    assert!(r.is_ok(), "still open");
+    let out = String::from_utf8_lossy(&rest).into_owned();
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+    assert!(out.ends_with("\r\n\r\nabc"), "{out}");
+    let head = out.to_ascii_lowercase();
+    assert!(
+        !head.contains("transfer-encoding") && !head.contains("content-length"),
+        "{out}"
+    );
+    assert!(head.contains("connection: close\r\n"), "{out}");
+    // No transfer codings in HTTP/1.0.
+    let hits = origin.hits();
+    let out = raw_exchange(
+        p.addr("main"),
+        b"POST /upload HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(without_date(&out), BAD_REQUEST);
+    assert_eq!(origin.hits(), hits);
 }

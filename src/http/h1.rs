@@ -1,23 +1,27 @@
-//! Downstream HTTP/1.1: attache's own codec for the requests that make up nearly
+//! Downstream HTTP/1.x: attache's own codec for the requests that make up nearly
 //! all traffic, hyper for everything else.
 //!
 //! hyper's server dispatch (its connection state machine, the auto-detection
 //! wrapper, a boxed header-read timer per request, a channel per request body)
 //! was the largest share of attache's user-space cost per proxied request. This
-//! codec serves a request itself when it is a well-formed HTTP/1.1 request in
-//! origin form, framed by no body, one `Content-Length`, or `Transfer-Encoding:
-//! chunked` (decoded by the strict [`chunked`] decoder), with or without `Expect:
-//! 100-continue` (answered here), and without `Upgrade`. Framing is checked before a request is dispatched: both
-//! `Content-Length` and `Transfer-Encoding` is a `400`, and so is a malformed
-//! chunk among the bytes that arrived with the head. A malformed chunk that
-//! arrives later fails the body, which aborts the upstream request (see
+//! codec serves a request itself when it is a well-formed HTTP/1.1 or HTTP/1.0
+//! request in origin form, framed by no body, one `Content-Length`, or
+//! `Transfer-Encoding: chunked` (HTTP/1.1 only; decoded by the strict
+//! [`chunked`] decoder), with or without `Expect: 100-continue` (answered here),
+//! and without `Upgrade`. HTTP/1.0 clients get no chunked responses (a body of
+//! unknown length ends with the connection) and keep-alive only when they ask.
+//!
+//! Framing is checked before a request is dispatched: both `Content-Length` and
+//! `Transfer-Encoding` (or any `Transfer-Encoding` on HTTP/1.0) is a `400`, and so
+//! is a malformed chunk among the bytes that arrived with the head. A malformed
+//! chunk that arrives later fails the body, which aborts the upstream request (see
 //! `upstream::h1`); the connection closes after the answer.
 //!
 //! Anything else, and an HTTP/2 preface, hands the connection with the bytes read
 //! so far to hyper for the rest of its life: malformed or oversized heads (hyper's
-//! 400 and 431), HTTP/1.0, other expectations, upgrades (hyper's upgrade
-//! hand-off feeds the tunnel), absolute-form and `OPTIONS *`, transfer codings
-//! other than exactly `chunked`, and HTTP/2. hyper resolves `Content-Length` with
+//! 400 and 431), other expectations, upgrades (hyper's upgrade hand-off feeds the
+//! tunnel), absolute-form and `OPTIONS *`, transfer codings other than exactly
+//! `chunked`, and HTTP/2. hyper resolves `Content-Length` with
 //! `Transfer-Encoding` in favour of chunked instead of refusing it, so on those
 //! connections the request-smuggling watcher (`sniff`) still follows the framing.
 
@@ -398,7 +402,8 @@ fn parse(buf: &mut BytesMut, spans: &mut Vec<[u32; 4]>, max_headers: usize) -> P
         Ok(httparse::Status::Partial) => return Parsed::Partial,
         Err(_) => return Parsed::Handover,
     };
-    let (Some(method), Some(path), Some(1)) = (req.method, req.path, req.version) else {
+    let (Some(method), Some(path), Some(minor @ (0 | 1))) = (req.method, req.path, req.version)
+    else {
         return Parsed::Handover;
     };
     if !path.starts_with('/') || method == "CONNECT" || method == "PRI" {
@@ -415,7 +420,12 @@ fn parse(buf: &mut BytesMut, spans: &mut Vec<[u32; 4]>, max_headers: usize) -> P
     );
     header_spans(buf, req.headers, spans);
     let raw = buf.split_to(n).freeze();
-    match build(&raw, method, path, spans) {
+    let version = if minor == 0 {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    match build(&raw, method, version, path, spans) {
         Some(head) => Parsed::Request(head),
         None => {
             // Put the head back in front of what follows it, for hyper.
@@ -428,14 +438,23 @@ fn parse(buf: &mut BytesMut, spans: &mut Vec<[u32; 4]>, max_headers: usize) -> P
     }
 }
 
-fn build(raw: &Bytes, method: Method, path: (u32, u32), spans: &[[u32; 4]]) -> Option<Head> {
+fn build(
+    raw: &Bytes,
+    method: Method,
+    version: Version,
+    path: (u32, u32),
+    spans: &[[u32; 4]],
+) -> Option<Head> {
+    let http10 = version == Version::HTTP_10;
     let (ps, pl) = (path.0 as usize, path.1 as usize);
     let uri = Uri::from_maybe_shared(raw.slice(ps..ps + pl)).ok()?;
     // Room for the headers the proxy adds (x-request-id, x-forwarded-*): growing
     // the map rehashes it.
     let mut headers = HeaderMap::with_capacity(spans.len() + 4);
     let mut content_length = None;
-    let (mut chunked, mut close, mut expect_continue) = (false, false, false);
+    let (mut chunked, mut expect_continue) = (false, false);
+    // `Connection: close` / `keep-alive`; HTTP/1.0 closes unless asked not to.
+    let (mut says_close, mut says_keep_alive) = (false, false);
     for &[ns, ne, vs, ve] in spans {
         let (ns, ne, vs, ve) = (ns as usize, ne as usize, vs as usize, ve as usize);
         let name = HeaderName::from_bytes(&raw[ns..ne]).ok()?;
@@ -456,16 +475,20 @@ fn build(raw: &Bytes, method: Method, path: (u32, u32), spans: &[[u32; 4]]) -> O
             chunked = true;
         } else if name == header::EXPECT {
             // Answered here (hop-by-hop in effect: not forwarded, like NGINX and
-            // Envoy); other expectations are hyper's to refuse.
-            if !value.eq_ignore_ascii_case(b"100-continue") {
+            // Envoy); other expectations are hyper's to refuse. HTTP/1.0 clients'
+            // expectations are ignored (RFC 9110 section 10.1.1).
+            if !http10 && !value.eq_ignore_ascii_case(b"100-continue") {
                 return None;
             }
-            expect_continue = true;
+            expect_continue = !http10;
             continue;
         } else if name == header::UPGRADE {
             return None;
         } else if name == header::CONNECTION {
-            close |= tokens(value).any(|t| t.eq_ignore_ascii_case(b"close"));
+            for t in tokens(value) {
+                says_close |= t.eq_ignore_ascii_case(b"close");
+                says_keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
+            }
         }
         let value = HeaderValue::from_maybe_shared(raw.slice(vs..ve)).ok()?;
         headers.append(name, value);
@@ -473,19 +496,21 @@ fn build(raw: &Bytes, method: Method, path: (u32, u32), spans: &[[u32; 4]]) -> O
     let (mut parts, ()) = Request::new(()).into_parts();
     parts.method = method;
     parts.uri = uri;
-    parts.version = Version::HTTP_11;
+    parts.version = version;
     parts.headers = headers;
     let body = match (chunked, content_length) {
         // Request smuggling's signature (RFC 9112 section 6.3): refused, not
-        // resolved in favour of one of them.
+        // resolved in favour of one of them. HTTP/1.0 has no transfer codings:
+        // its framing is faulty too (section 6.1; NGINX refuses it as well).
         (true, Some(_)) => Err(Reject::Framing),
+        (true, None) if http10 => Err(Reject::Framing),
         (true, None) => Ok(Rest::Chunked(chunked::Decoder::new())),
         (false, n) => Ok(Rest::Length(n.unwrap_or(0))),
     };
     Some(Head {
         parts,
         body,
-        close,
+        close: says_close || (http10 && !says_keep_alive),
         expect_continue,
     })
 }
@@ -608,6 +633,7 @@ where
             }
         };
         let is_head = parts.method == Method::HEAD;
+        let http10 = parts.version == Version::HTTP_10;
         // A client that waits for `100 Continue` before its body gets it once the
         // request goes on past the proxy's own checks and replies (the handler no
         // longer answers at once), like Envoy; a local reply (a 403) goes out
@@ -661,16 +687,12 @@ where
             draining = true;
             conn.draining.store(true, Ordering::Release);
         }
-        let written = write_response(
-            &mut wr,
-            &mut out,
-            rsp,
+        let asked = Asked {
             is_head,
-            close || draining,
-            &mut side,
-            lim.idle,
-        )
-        .await;
+            close: close || draining,
+            http10,
+        };
+        let written = write_response(&mut wr, &mut out, rsp, asked, &mut side, lim.idle).await;
         let keep = matches!(written, Ok(true));
         if out.capacity() > OUT_KEEP {
             // A large response grew it; idle keep-alive connections stay small.
@@ -730,7 +752,12 @@ async fn refuse<W: AsyncWrite + Unpin>(
     rsp.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
     let mut side = Side::Spent(None);
-    if write_response(wr, out, rsp, false, true, &mut side, stall)
+    let asked = Asked {
+        is_head: false,
+        close: true,
+        http10: false,
+    };
+    if write_response(wr, out, rsp, asked, &mut side, stall)
         .await
         .is_ok()
     {
@@ -744,6 +771,8 @@ enum Framing {
     None,
     Length(u64),
     Chunked,
+    /// Until the connection closes (HTTP/1.0 clients, unknown length).
+    Close,
 }
 
 enum Next<F> {
@@ -754,19 +783,30 @@ enum Next<F> {
     Gone,
 }
 
+/// What of the request shapes its response on the wire.
+#[derive(Clone, Copy)]
+struct Asked {
+    is_head: bool,
+    /// The connection closes after this response.
+    close: bool,
+    /// An HTTP/1.0 client: no chunked framing (a body of unknown length is
+    /// delimited by closing), and keep-alive is said explicitly.
+    http10: bool,
+}
+
 /// Write a response. `Ok(true)`: the connection can carry another request.
 async fn write_response<W: AsyncWrite + Unpin>(
     wr: &mut W,
     out: &mut Vec<u8>,
     rsp: Response<RespBody>,
-    is_head: bool,
-    req_close: bool,
+    asked: Asked,
     side: &mut Side,
     stall: Duration,
 ) -> io::Result<bool> {
     let (mut parts, mut body) = rsp.into_parts();
     out.clear();
-    let mut close = req_close;
+    let is_head = asked.is_head;
+    let mut close = asked.close;
     if parts.status.is_informational() {
         // A final response cannot be informational (only a filter could produce
         // one; a tunnelled `101` never comes here). Like hyper: an empty 500, and
@@ -817,6 +857,9 @@ async fn write_response<W: AsyncWrite + Unpin>(
     } else if let Some(n) = exact.or(declared) {
         put_length(out, n);
         Framing::Length(n)
+    } else if asked.http10 {
+        close = true;
+        Framing::Close
     } else {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
         Framing::Chunked
@@ -826,6 +869,8 @@ async fn write_response<W: AsyncWrite + Unpin>(
     }
     if close && !says_close {
         out.extend_from_slice(b"connection: close\r\n");
+    } else if !close && asked.http10 {
+        out.extend_from_slice(b"connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
 
@@ -837,7 +882,7 @@ async fn write_response<W: AsyncWrite + Unpin>(
             return Ok(!close);
         }
         Framing::Length(n) => n,
-        Framing::Chunked => 0,
+        Framing::Chunked | Framing::Close => u64::MAX,
     };
     let chunked = matches!(framing, Framing::Chunked);
     loop {
@@ -919,7 +964,7 @@ async fn write_response<W: AsyncWrite + Unpin>(
     }
     if chunked {
         out.extend_from_slice(b"0\r\n\r\n");
-    } else if left > 0 {
+    } else if left > 0 && !matches!(framing, Framing::Close) {
         // Shorter than its length: the client must not wait for the rest.
         close = true;
     }
@@ -1067,7 +1112,7 @@ mod tests {
     #[test]
     fn everything_else_goes_to_hyper_with_its_bytes() {
         for head in [
-            "GET / HTTP/1.0\r\n\r\n",
+            "GET / HTTP/2.0\r\n\r\n",
             "GET http://x/ HTTP/1.1\r\nHost: x\r\n\r\n",
             "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n",
             "CONNECT x:443 HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -1113,6 +1158,23 @@ mod tests {
     }
 
     #[test]
+    fn http10_closes_unless_asked_and_has_no_transfer_codings() {
+        let taken = |head: &str| match parse_str(head) {
+            Parsed::Request(h) => h,
+            _ => panic!("not taken: {head:?}"),
+        };
+        let h = taken("GET / HTTP/1.0\r\n\r\n");
+        assert_eq!(h.parts.version, Version::HTTP_10);
+        assert!(h.close);
+        let h = taken("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n");
+        assert!(!h.close);
+        let h = taken("POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n");
+        assert!(!h.expect_continue && !h.parts.headers.contains_key(header::EXPECT));
+        let h = taken("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert!(matches!(h.body, Err(Reject::Framing)));
+    }
+
+    #[test]
     fn buffered_chunks_are_checked_before_dispatch() {
         let chunked = || Rest::Chunked(chunked::Decoder::new());
         assert!(checked(chunked(), b"5\r\nhel").is_ok());
@@ -1154,18 +1216,54 @@ mod tests {
         ));
     }
 
+    #[tokio::test]
+    async fn http10_keep_alive_is_said_and_close_is_the_default() {
+        for (close, says) in [
+            (false, "connection: keep-alive\r\n"),
+            (true, "connection: close\r\n"),
+        ] {
+            let rsp = Response::new(RespBody::full(Bytes::from_static(b"hi")));
+            let asked = Asked {
+                is_head: false,
+                close,
+                http10: true,
+            };
+            let mut wire = Vec::new();
+            let keep = write_response(
+                &mut wire,
+                &mut Vec::new(),
+                rsp,
+                asked,
+                &mut Side::Spent(None),
+                Duration::from_secs(1),
+            )
+            .await
+            .expect("write");
+            let w = String::from_utf8(wire).expect("utf-8");
+            assert!(
+                w.contains(says) && w.contains("content-length: 2\r\n"),
+                "{w}"
+            );
+            assert_eq!(keep, !close);
+        }
+    }
+
     async fn written(status: u16, body: &'static str, is_head: bool) -> (String, bool) {
         let mut rsp = Response::new(RespBody::full(Bytes::from_static(body.as_bytes())));
         *rsp.status_mut() = http::StatusCode::from_u16(status).expect("status");
         rsp.headers_mut()
             .insert(header::UPGRADE, HeaderValue::from_static("x"));
         let mut wire = Vec::new();
+        let asked = Asked {
+            is_head,
+            close: false,
+            http10: false,
+        };
         let keep = write_response(
             &mut wire,
             &mut Vec::new(),
             rsp,
-            is_head,
-            false,
+            asked,
             &mut Side::Spent(None),
             Duration::from_secs(1),
         )
