@@ -1228,18 +1228,7 @@ mod tests {
                 close,
                 http10: true,
             };
-            let mut wire = Vec::new();
-            let keep = write_response(
-                &mut wire,
-                &mut Vec::new(),
-                rsp,
-                asked,
-                &mut Side::Spent(None),
-                Duration::from_secs(1),
-            )
-            .await
-            .expect("write");
-            let w = String::from_utf8(wire).expect("utf-8");
+            let (w, keep) = write(rsp, asked).await;
             assert!(
                 w.contains(says) && w.contains("content-length: 2\r\n"),
                 "{w}"
@@ -1248,17 +1237,10 @@ mod tests {
         }
     }
 
-    async fn written(status: u16, body: &'static str, is_head: bool) -> (String, bool) {
-        let mut rsp = Response::new(RespBody::full(Bytes::from_static(body.as_bytes())));
-        *rsp.status_mut() = http::StatusCode::from_u16(status).expect("status");
-        rsp.headers_mut()
-            .insert(header::UPGRADE, HeaderValue::from_static("x"));
+    /// What `write_response` puts on the wire for `rsp`, and whether it keeps the
+    /// connection.
+    async fn write(rsp: Response<RespBody>, asked: Asked) -> (String, bool) {
         let mut wire = Vec::new();
-        let asked = Asked {
-            is_head,
-            close: false,
-            http10: false,
-        };
         let keep = write_response(
             &mut wire,
             &mut Vec::new(),
@@ -1270,6 +1252,19 @@ mod tests {
         .await
         .expect("write");
         (String::from_utf8(wire).expect("utf-8"), keep)
+    }
+
+    async fn written(status: u16, body: &'static str, is_head: bool) -> (String, bool) {
+        let mut rsp = Response::new(RespBody::full(Bytes::from_static(body.as_bytes())));
+        *rsp.status_mut() = http::StatusCode::from_u16(status).expect("status");
+        rsp.headers_mut()
+            .insert(header::UPGRADE, HeaderValue::from_static("x"));
+        let asked = Asked {
+            is_head,
+            close: false,
+            http10: false,
+        };
+        write(rsp, asked).await
     }
 
     #[tokio::test]
