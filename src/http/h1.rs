@@ -373,7 +373,8 @@ struct Head {
     parts: http::request::Parts,
     /// How the body is framed, or why the framing is refused.
     body: Result<Rest, Reject>,
-    /// `Connection: close`.
+    /// The client asked to close after the response (`Connection: close`, or
+    /// HTTP/1.0 without `keep-alive`).
     close: bool,
     /// `Expect: 100-continue`.
     expect_continue: bool,
