@@ -489,3 +489,43 @@ async fn http10_requests_are_served_with_their_framing() {
     assert_eq!(without_date(&out), BAD_REQUEST);
     assert_eq!(origin.hits(), hits);
 }
+
+#[tokio::test]
+async fn a_bad_chunk_for_an_http2_upstream_is_the_client_s_fault() {
+    let origin = Origin::start_h2("o2").await;
+    let p = Proxy::start(&format!(
+        r#"
+listeners:
+  - name: main
+    address: 127.0.0.1:0
+    virtual_hosts:
+      - name: web
+        domains: ["*"]
+        routes:
+          - match: {{ prefix: / }}
+            route: {{ cluster: h2 }}
+clusters:
+  - name: h2
+    protocol: http2
+    endpoints: ["{}"]
+"#,
+        origin.addr
+    ));
+    let mut s = TcpStream::connect(p.addr("main")).await.expect("connect");
+    s.write_all(
+        b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+    )
+    .await
+    .expect("write");
+    eventually(Duration::from_secs(10), "the request upstream", || {
+        let hits = origin.hits();
+        async move { (hits == 1).then_some(()) }
+    })
+    .await;
+    s.write_all(b"zz\r\n").await.expect("write");
+    let mut out = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    assert!(r.is_ok(), "client connection still open");
+    assert_eq!(without_date(&String::from_utf8_lossy(&out)), BAD_REQUEST);
+    assert_eq!(rejected(&p, "chunked").await, 1.0);
+}

@@ -267,12 +267,24 @@ pub async fn send_with(
                 .await
                 .map_err(|e| SendError::Protocol(Box::new(e)))?;
             let req = req.map(|()| body.take().unwrap_or(UpBody::Empty));
-            let rsp = tx
-                .send_request(req)
-                .await
-                .map_err(|e| SendError::Protocol(Box::new(e)))?;
+            let rsp = tx.send_request(req).await.map_err(h2_send_error)?;
             Ok(rsp.map(UpstreamBody::H2))
         }
+    }
+}
+
+/// Why an HTTP/2 exchange failed. When the request body fails (a malformed
+/// chunked upload), hyper resets the stream itself: a reset initiated by us (not
+/// received from the upstream, nor made by h2 over a protocol error), so the
+/// upstream is not to blame.
+fn h2_send_error(e: hyper::Error) -> SendError {
+    let ours = std::error::Error::source(&e)
+        .and_then(|s| s.downcast_ref::<h2::Error>())
+        .is_some_and(|h| h.is_reset() && !h.is_remote() && !h.is_library());
+    if ours {
+        SendError::Body(Box::new(e))
+    } else {
+        SendError::Protocol(Box::new(e))
     }
 }
 
