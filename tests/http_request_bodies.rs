@@ -45,6 +45,18 @@ const HEAD: &str = "POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunk
 const BAD_REQUEST: &str = "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\n\
 connection: close\r\ncontent-length: 12\r\ndate: DATE\r\n\r\nbad request\n";
 
+/// What the proxy sends until it closes the connection (within a deadline).
+async fn until_closed(s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    assert!(
+        matches!(r, Ok(Ok(_))),
+        "connection still open: {r:?} {:?}",
+        String::from_utf8_lossy(&out)
+    );
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// `raw` with the value of its `date` header replaced by `DATE`.
 fn without_date(raw: &str) -> String {
     let Some(start) = raw.find("\r\ndate: ") else {
@@ -204,10 +216,7 @@ async fn a_bad_chunk_after_dispatch_aborts_the_upstream_request() {
     s.write_all(b"zz\r\ngarbage\r\n0\r\n\r\n")
         .await
         .expect("write");
-    let mut out = Vec::new();
-    let r = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
-    assert!(r.is_ok(), "client connection still open");
-    assert_eq!(without_date(&String::from_utf8_lossy(&out)), BAD_REQUEST);
+    assert_eq!(without_date(&until_closed(&mut s).await), BAD_REQUEST);
     // The origin saw its connection end without the rest of the body.
     let got = eventually(
         Duration::from_secs(10),
@@ -376,13 +385,7 @@ async fn expect_100_continue_is_answered_before_the_body() {
         read_counted(&mut s, 1).await[0],
         ("403".into(), "private\n".into())
     );
-    let mut rest = Vec::new();
-    let r = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
-    assert!(
-        matches!(r, Ok(Ok(0))),
-        "{r:?} {:?}",
-        String::from_utf8_lossy(&rest)
-    );
+    assert_eq!(until_closed(&mut s).await, "");
 }
 
 #[tokio::test]
@@ -413,14 +416,8 @@ async fn a_bad_chunk_after_the_response_started_closes_both_connections() {
     assert!(got.starts_with(b"HTTP/1.1 200 OK\r\n"));
     s.write_all(b"5\r\nworld\r\nzz\r\n").await.expect("write");
     // The response ends there, unterminated, and the connection closes.
-    let mut rest = Vec::new();
-    let r = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
-    assert!(r.is_ok(), "client connection still open");
-    assert!(
-        !rest.windows(5).any(|w| w == b"0\r\n\r\n"),
-        "{:?}",
-        String::from_utf8_lossy(&rest)
-    );
+    let rest = until_closed(&mut s).await;
+    assert!(!rest.contains("0\r\n\r\n"), "{rest:?}");
     // The upstream connection was aborted after the good chunks only.
     let got = eventually(
         Duration::from_secs(10),
@@ -466,10 +463,7 @@ async fn http10_requests_are_served_with_their_framing() {
     s.write_all(b"GET /raw/x HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n")
         .await
         .expect("write");
-    let mut rest = Vec::new();
-    let r = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
-    assert!(r.is_ok(), "still open");
-    let out = String::from_utf8_lossy(&rest).into_owned();
+    let out = until_closed(&mut s).await;
     assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
     assert!(out.ends_with("\r\n\r\nabc"), "{out}");
     let head = out.to_ascii_lowercase();
@@ -523,9 +517,6 @@ clusters:
     })
     .await;
     s.write_all(b"zz\r\n").await.expect("write");
-    let mut out = Vec::new();
-    let r = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
-    assert!(r.is_ok(), "client connection still open");
-    assert_eq!(without_date(&String::from_utf8_lossy(&out)), BAD_REQUEST);
+    assert_eq!(without_date(&until_closed(&mut s).await), BAD_REQUEST);
     assert_eq!(rejected(&p, "chunked").await, 1.0);
 }
