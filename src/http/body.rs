@@ -15,7 +15,7 @@ use http_body::{Body, Frame, SizeHint};
 use super::{ConnCtx, Runtime};
 use crate::accesslog::Record;
 use crate::stats::ListenerStats;
-use crate::upstream::h1::BoxError;
+use crate::upstream::h1::{BoxError, ExchangeError};
 use crate::upstream::{ActiveGuard, UpstreamBody};
 
 enum Inner {
@@ -91,12 +91,14 @@ impl Body for RespBody {
                     this.finish(true);
                 }
             }
-            Poll::Ready(Some(Err(_))) => {
+            Poll::Ready(Some(Err(e))) => {
                 if let Some(d) = this.done.as_mut() {
                     if d.flag.is_empty() {
                         // Headers already went out: not a local reply, but the log and
-                        // filters learn the stream broke upstream.
-                        d.flag = "UR";
+                        // filters learn the stream broke, upstream or (a malformed
+                        // request body sent alongside) downstream.
+                        let downstream = ExchangeError::is_request_body(&**e);
+                        d.flag = if downstream { "DPE" } else { "UR" };
                     }
                 }
                 this.finish(false);

@@ -309,6 +309,18 @@ fn record_parser_reply(
     } else {
         return;
     };
+    record_early_reply(conn, status, reason, opened);
+}
+
+/// Count and log a request refused before it became a request (by hyper's
+/// parser, or the own codec's framing checks): flag `DPE`, its reason, its status,
+/// and an access-log line with an empty method and path.
+fn record_early_reply(
+    conn: &ConnCtx,
+    status: u16,
+    reason: crate::error::Reject,
+    opened: tokio::time::Instant,
+) {
     let rt = conn.slot.load();
     let stats = &rt.listener.stats;
     stats.count_flag("DPE");

@@ -851,17 +851,26 @@ async fn forward(
                 tracing::debug!(cluster = %cluster.name, upstream = %ep.authority, error = %e, "upstream request failed");
                 Err(ErrorKind::UpstreamReset)
             }
+            Some(Err(SendError::Body(e))) => {
+                tracing::debug!(cluster = %cluster.name, upstream = %ep.authority, error = %e, "request body failed; upstream connection closed");
+                done.close_connection = true;
+                Err(ErrorKind::BadBody)
+            }
         };
-        cluster.report(
-            &ep,
-            match &outcome {
-                Ok(r) if r.status().as_u16() < 500 => Outcome::Success,
-                Ok(_) | Err(ErrorKind::UpstreamReset) | Err(ErrorKind::Timeout) => Outcome::Failure,
-                Err(ErrorKind::ConnectFailure) => Outcome::ConnectFailure,
-                // Overflow is the proxy's own limit, not the endpoint's fault.
-                Err(_) => Outcome::Success,
-            },
-        );
+        let reported = match &outcome {
+            Ok(r) if r.status().as_u16() < 500 => Some(Outcome::Success),
+            Ok(_) | Err(ErrorKind::UpstreamReset) | Err(ErrorKind::Timeout) => {
+                Some(Outcome::Failure)
+            }
+            Err(ErrorKind::ConnectFailure) => Some(Outcome::ConnectFailure),
+            // The client's fault says nothing about the endpoint.
+            Err(ErrorKind::BadBody) => None,
+            // Overflow is the proxy's own limit, not the endpoint's fault.
+            Err(_) => Some(Outcome::Success),
+        };
+        if let Some(o) = reported {
+            cluster.report(&ep, o);
+        }
         let mut can_retry = !last && body.is_some() && !overall_expired();
         match outcome {
             Ok(rsp) => {
@@ -885,7 +894,9 @@ async fn forward(
                 return Ok(rsp);
             }
             Err(kind) => {
-                ep.rq_error.fetch_add(1, Ordering::Relaxed);
+                if kind != ErrorKind::BadBody {
+                    ep.rq_error.fetch_add(1, Ordering::Relaxed);
+                }
                 let retriable = match kind {
                     ErrorKind::ConnectFailure => retry
                         .is_some_and(|r| r.on_connect_failure || r.on_5xx || r.on_gateway_error),

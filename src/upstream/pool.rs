@@ -35,6 +35,10 @@ pub enum SendError {
     Overflow,
     /// The upstream reset the stream or broke the protocol.
     Protocol(h1::BoxError),
+    /// The client's request body failed while it was being sent (malformed
+    /// chunked framing, the client gone): the upstream connection is closed, and
+    /// the upstream is not to blame.
+    Body(h1::BoxError),
 }
 
 impl std::fmt::Display for SendError {
@@ -43,6 +47,7 @@ impl std::fmt::Display for SendError {
             SendError::Connect(e) => write!(f, "connect: {e}"),
             SendError::Overflow => f.write_str("connection limit reached"),
             SendError::Protocol(e) => write!(f, "{e}"),
+            SendError::Body(e) => write!(f, "request body: {e}"),
         }
     }
 }
@@ -241,6 +246,8 @@ pub async fn send_with(
                         replays += 1;
                         continue;
                     }
+                    // The connection is dropped (closed) with the half-sent request.
+                    Err(h1::ExchangeError::Body(e)) => return Err(SendError::Body(e)),
                     Err(e) => return Err(SendError::Protocol(Box::new(e))),
                 }
             }
@@ -277,16 +284,28 @@ pub async fn send_with(
                 .await
                 .map_err(|e| SendError::Protocol(Box::new(e)))?;
             let req = req.map(|()| body.take().unwrap_or(UpBody::Empty));
-            let rsp = tx
-                .send_request(req)
-                .await
-                .map_err(|e| SendError::Protocol(Box::new(e)))?;
+            let rsp = tx.send_request(req).await.map_err(h2_send_error)?;
             let mut rsp = rsp.map(UpstreamBody::H2);
             if let Some(c) = dialed {
                 rsp.extensions_mut().insert(c);
             }
             Ok(rsp)
         }
+    }
+}
+
+/// Why an HTTP/2 exchange failed. When the request body fails (a malformed
+/// chunked upload), hyper resets the stream itself: a reset initiated by us (not
+/// received from the upstream, nor made by h2 over a protocol error), so the
+/// upstream is not to blame.
+fn h2_send_error(e: hyper::Error) -> SendError {
+    let ours = std::error::Error::source(&e)
+        .and_then(|s| s.downcast_ref::<h2::Error>())
+        .is_some_and(|h| h.is_reset() && !h.is_remote() && !h.is_library());
+    if ours {
+        SendError::Body(Box::new(e))
+    } else {
+        SendError::Protocol(Box::new(e))
     }
 }
 
