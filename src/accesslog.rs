@@ -33,6 +33,8 @@ pub struct Record<'a> {
     pub downstream: &'a str,
     pub user_agent: &'a str,
     pub peer_san: &'a str,
+    /// The gRPC status name (`PERMISSION_DENIED`) of a gRPC call; empty otherwise.
+    pub grpc_status: &'a str,
 }
 
 impl Record<'_> {
@@ -55,6 +57,7 @@ impl Record<'_> {
             "downstream_remote": self.downstream,
             "user_agent": self.user_agent,
             "peer_san": self.peer_san,
+            "grpc_status": if self.grpc_status.is_empty() { "-" } else { self.grpc_status },
         });
         v.to_string()
     }
