@@ -7,6 +7,7 @@ pub mod api;
 pub mod cookie_audit;
 pub mod cors;
 pub mod duration;
+pub mod grpc;
 pub mod headers;
 pub mod local_rate_limit;
 pub mod origin;

@@ -19,6 +19,7 @@ use crate::router::{
     self, Action, DirectResponse, HeaderMatch, Matcher, PathMatch, QueryMatch, Redirect,
     RetryPolicy, Route, RouteAction, Router, SanMatch, Target, ValueMatch, VirtualHost,
 };
+use crate::http::grpc::RouteStats;
 use crate::stats::{ClusterStats, FleetStats, ListenerStats, Stats};
 use crate::upstream::Cluster;
 
@@ -729,6 +730,7 @@ fn compile_http(
     let listener_chain: Arc<[Arc<dyn HttpFilter>]> = chain.iter().map(|(_, f)| f.clone()).collect();
 
     let opts = l.http.clone().unwrap_or_default();
+    let grpc_vecs = crate::http::grpc::Vecs::new(fcx.stats);
     let mut vhosts = Vec::new();
     let mut vh_names: HashSet<&str> = HashSet::new();
     let mut domains_seen: HashMap<String, usize> = HashMap::new();
@@ -836,6 +838,7 @@ fn compile_http(
                     matcher,
                     action,
                     filters,
+                    grpc: RouteStats::new(grpc_vecs.clone(), &l.name, &name),
                 });
             }
         }
@@ -884,6 +887,7 @@ fn compile_http(
             .unwrap_or(Duration::from_secs(3600)),
         generate_request_id: opts.generate_request_id.unwrap_or(true),
         retry_buffer_bytes: opts.retry_buffer_bytes.unwrap_or(64 * 1024) as usize,
+        grpc_no_route: RouteStats::new(grpc_vecs, &l.name, crate::http::grpc::NO_ROUTE),
     }
 }
 
@@ -1089,6 +1093,9 @@ fn compile_match(cx: &mut Cx<'_>, mp: &str, m: &raw::RouteMatch) -> Option<Match
         peer_san,
     })
 }
+
+/// Default `stream_idle_timeout` of a route (Envoy's default too).
+pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 const RETRY_ON: &[&str] = &[
     "5xx",
@@ -1350,6 +1357,23 @@ fn compile_action(
         Some(d) if d.0.is_zero() => None,
         Some(d) => Some(d.0),
     };
+    let stream_idle_timeout = match a.stream_idle_timeout {
+        None => Some(DEFAULT_STREAM_IDLE_TIMEOUT),
+        Some(d) if d.0.is_zero() => None,
+        Some(d) => Some(d.0),
+    };
+    let nonzero = |cx: &mut Cx<'_>, key: &str, d: Option<super::duration::Dur>| match d {
+        Some(d) if d.0.is_zero() => {
+            cx.err(
+                &format!("{ap}.{key}"),
+                format!("{key} must be greater than 0s (leave it out for no limit)"),
+            );
+            None
+        }
+        d => d.map(|d| d.0),
+    };
+    let max_grpc_timeout = nonzero(cx, "max_grpc_timeout", a.max_grpc_timeout);
+    let max_stream_duration = nonzero(cx, "max_stream_duration", a.max_stream_duration);
     let mut upgrades = Vec::new();
     for (i, u) in a.upgrades.iter().enumerate() {
         let token = !u.is_empty()
@@ -1386,6 +1410,9 @@ fn compile_action(
         target,
         timeout,
         retry,
+        max_grpc_timeout,
+        stream_idle_timeout,
+        max_stream_duration,
         prefix_rewrite: a.prefix_rewrite.clone(),
         host_rewrite,
         upgrades: upgrades.into_boxed_slice(),

@@ -276,6 +276,18 @@ pub struct RouteAction {
     pub prefix_rewrite: Option<String>,
     #[serde(default)]
     pub host_rewrite: Option<String>,
+    /// Cap on a gRPC call's `grpc-timeout` (longer ones are cut to this and the
+    /// header rewritten); unset = the client's deadline as sent.
+    #[serde(default)]
+    pub max_grpc_timeout: Option<Dur>,
+    /// End a response stream after this long with no bytes either way (default 5m;
+    /// `0s` = never).
+    #[serde(default)]
+    pub stream_idle_timeout: Option<Dur>,
+    /// End a stream this long after the request started, whatever it is doing
+    /// (default none).
+    #[serde(default)]
+    pub max_stream_duration: Option<Dur>,
     /// Upgrade protocols (the `Upgrade` header's token, e.g. `websocket`) tunnelled
     /// to the upstream for HTTP/1.1 requests; others have `Upgrade` stripped.
     #[serde(default)]

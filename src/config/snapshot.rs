@@ -54,6 +54,8 @@ pub struct HttpSettings {
     pub idle_timeout: Duration,
     pub generate_request_id: bool,
     pub retry_buffer_bytes: usize,
+    /// gRPC call metrics of calls no route matched (route label `_none`).
+    pub grpc_no_route: Arc<crate::http::grpc::RouteStats>,
 }
 
 pub struct TcpSettings {

@@ -3,6 +3,7 @@
 //! request through the listener's current route table.
 
 mod body;
+pub mod grpc;
 mod h1;
 pub use body::rfc3339;
 pub mod normalize;

@@ -14,6 +14,7 @@ use http_body::Body as _;
 use http_body_util::BodyExt;
 
 use super::body::{Completion, RespBody};
+use super::grpc;
 use super::normalize::{normalize, Rejected};
 use super::respond::local_reply;
 use super::{ConnCtx, DownBody};
@@ -200,13 +201,15 @@ pub async fn handle(req: Request<DownBody>, conn: Arc<ConnCtx>) -> Response<Resp
     let mut body = Some(body);
     let mut rsp = 'reply: {
         let rt = conn.slot.load_full();
+        let grpc_kind = grpc::classify(&parts.headers);
         // The clock is read only when something uses the stream's duration.
-        let start = rt.timed.then(Instant::now);
+        let start = (rt.timed || grpc_kind.is_some()).then(Instant::now);
 
         let mut sc = StreamCtx {
             method: parts.method.clone(),
             downstream_tls: conn.tls,
             peer_sans: conn.peer_sans.clone(),
+            grpc: grpc_kind,
             ..Default::default()
         };
         let mut done = Box::new(Completion::new(start, &conn, rt.clone(), &parts));
@@ -214,6 +217,7 @@ pub async fn handle(req: Request<DownBody>, conn: Arc<ConnCtx>) -> Response<Resp
             let empty: Arc<[Arc<dyn HttpFilter>]> = Arc::from(Vec::new());
             break 'reply finish_local(ErrorKind::Internal, false, &mut sc, done, &empty);
         };
+        done.grpc = grpc_kind.map(|k| grpc::Call::new(k, http.grpc_no_route.clone()));
 
         // One pass over the head: its size for the limits below (hyper's read buffer
         // bound is not an exact header limit), and framing the parser let through but we
@@ -329,6 +333,9 @@ pub async fn handle(req: Request<DownBody>, conn: Arc<ConnCtx>) -> Response<Resp
         };
         sc.route = route.name.clone();
         done.route = Some(route.name.clone());
+        if let Some(call) = done.grpc.as_mut() {
+            call.stats = route.grpc.clone();
+        }
         let chain = route.filters.clone();
         done.chain = Some(chain.clone());
 
@@ -499,18 +506,30 @@ pub async fn handle(req: Request<DownBody>, conn: Arc<ConnCtx>) -> Response<Resp
                 // The upstream call counts a streamed body's bytes as it sends them. A
                 // counter of its own only when the access log will read it; otherwise
                 // the connection's write-only one (no allocation per request).
-                let bytes_in = match &req_body {
-                    ReqBody::Stream(_) if done.logging() => {
-                        let c = Arc::new(AtomicU64::new(0));
+                // The idle timer reads it too, to see the client still sending.
+                let own_counter = matches!(req_body, ReqBody::Stream(_))
+                    && (done.logging() || ra.stream_idle_timeout.is_some());
+                let bytes_in = if own_counter {
+                    let c = Arc::new(AtomicU64::new(0));
+                    if done.logging() {
                         done.bytes_in_stream = Some(c.clone());
-                        c
                     }
-                    _ => conn.unread_bytes_in.clone(),
+                    c
+                } else {
+                    conn.unread_bytes_in.clone()
                 };
+                let sent_counter = own_counter.then(|| bytes_in.clone());
 
                 let hash = cluster
                     .lb
                     .request_hash(&parts.headers, conn.remote_ip.to_str().unwrap_or(""));
+                let limits = grpc::call_limit(
+                    &mut parts.headers,
+                    grpc_kind.is_some(),
+                    ra.max_grpc_timeout,
+                    ra.max_stream_duration,
+                );
+                let call_deadline = limits.map(|d| tokio::time::Instant::now() + d);
                 // A streamed body forward did not take (no healthy endpoint, circuit
                 // breaker) comes back, so an HTTP/2 one is held past the 503 too.
                 let mut req_body = Some(req_body);
@@ -522,6 +541,7 @@ pub async fn handle(req: Request<DownBody>, conn: Arc<ConnCtx>) -> Response<Resp
                     &mut req_body,
                     bytes_in,
                     hash,
+                    call_deadline,
                     &mut done,
                 )
                 .await;
@@ -556,7 +576,14 @@ pub async fn handle(req: Request<DownBody>, conn: Arc<ConnCtx>) -> Response<Resp
                                 );
                                 RespBody::full(Bytes::new())
                             }
-                            Err(body) => body,
+                            Err(mut body) => {
+                                body.set_timers(grpc::Timers::new(
+                                    call_deadline,
+                                    ra.stream_idle_timeout,
+                                    sent_counter,
+                                ));
+                                body
+                            }
                         };
                         let rsp = Response::from_parts(rp, body);
                         finish_response(rsp, &mut sc, done, chain)
@@ -685,11 +712,17 @@ async fn forward(
     body: &mut Option<ReqBody>,
     bytes_in: Arc<AtomicU64>,
     hash: Option<u64>,
+    call_deadline: Option<tokio::time::Instant>,
     done: &mut Completion,
 ) -> Result<Response<UpstreamBody>, (ErrorKind, bool)> {
     // One clock read covers the first attempt; retries read it again.
     let first = tokio::time::Instant::now();
-    let deadline = ra.timeout.map(|t| first + t);
+    // The route timeout bounds the wait for the response head; a gRPC deadline or
+    // `max_stream_duration` bounds the whole call, the head included.
+    let deadline = match (ra.timeout.map(|t| first + t), call_deadline) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     let retry: Option<&RetryPolicy> = match body {
         Some(ReqBody::Stream(_)) => None,
         _ => ra.retry.as_ref(),
@@ -912,7 +945,7 @@ fn finish_local(
     mut done: Box<Completion>,
     chain: &Arc<[Arc<dyn HttpFilter>]>,
 ) -> Response<RespBody> {
-    let (rsp, flag) = local_reply(kind, exhausted);
+    let (rsp, flag) = local_reply(kind, exhausted, sc.grpc);
     sc.local_reply = true;
     sc.response_flag = Some(flag);
     done.flag = flag;
@@ -941,6 +974,9 @@ fn finish_response(
             sc.status = Some(parts.status);
         }
     }
+    if let Some(kind) = sc.grpc {
+        grpc_head(&mut parts, &mut body, sc, &mut done, kind);
+    }
     if done.close_connection || done.closing_for_drain() {
         parts
             .headers
@@ -958,6 +994,27 @@ fn finish_response(
     done.sc = Some(std::mem::take(sc));
     body.attach(done);
     Response::from_parts(parts, body)
+}
+
+/// A gRPC call's response head: a local reply (the proxy's, a filter's, a direct
+/// response) reshaped for a gRPC client, and the status of a trailers-only answer.
+fn grpc_head(
+    parts: &mut http::response::Parts,
+    body: &mut RespBody,
+    sc: &mut StreamCtx,
+    done: &mut Completion,
+    kind: attache_filters::grpc::Kind,
+) {
+    if sc.local_reply {
+        let text = body.full_bytes().cloned().unwrap_or_default();
+        if super::respond::grpc_from_http(parts, &text, kind) {
+            *body = RespBody::full(Bytes::new());
+            sc.status = Some(parts.status);
+        }
+    }
+    if let Some(call) = done.grpc.as_mut() {
+        call.observe(&parts.headers);
+    }
 }
 
 pub(super) fn protocol_name(v: Version) -> &'static str {

@@ -230,6 +230,12 @@ pub struct RouteAction {
     /// Time to response headers, retries included; None = no limit.
     pub timeout: Option<Duration>,
     pub retry: Option<RetryPolicy>,
+    /// Cap on a gRPC call's `grpc-timeout`.
+    pub max_grpc_timeout: Option<Duration>,
+    /// No bytes either way for this long ends a response stream.
+    pub stream_idle_timeout: Option<Duration>,
+    /// Bound on a whole stream, from the request's start.
+    pub max_stream_duration: Option<Duration>,
     pub prefix_rewrite: Option<String>,
     pub host_rewrite: Option<HeaderValue>,
     /// Upgrade protocols tunnelled for this route, lowercase (`websocket`).
@@ -311,6 +317,8 @@ pub struct Route {
     pub action: Action,
     /// The listener's chain with this route's overrides applied.
     pub filters: Arc<[Arc<dyn HttpFilter>]>,
+    /// gRPC call metrics for this route (resolved on its first call).
+    pub grpc: Arc<crate::http::grpc::RouteStats>,
 }
 
 pub struct VirtualHost {
