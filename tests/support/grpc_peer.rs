@@ -245,26 +245,44 @@ impl GrpcClient {
         self.inner.ready().await.expect("client ready");
     }
 
-    pub async fn unary(&mut self, req: Request<Echo>) -> Result<Echo, Status> {
-        self.ready().await;
-        let path = PathAndQuery::from_static(UNARY);
-        let r = self.inner.unary(req, path, ProstCodec::default()).await;
-        r.map(Response::into_inner)
+    pub async fn unary(&mut self, req: impl tonic::IntoRequest<Echo>) -> Result<Echo, Status> {
+        self.unary_at(UNARY, req).await
     }
 
     /// Call `path` as a unary method.
-    pub async fn unary_at(&mut self, path: &'static str, m: Echo) -> Result<Echo, Status> {
+    pub async fn unary_at(
+        &mut self,
+        path: &'static str,
+        req: impl tonic::IntoRequest<Echo>,
+    ) -> Result<Echo, Status> {
         self.ready().await;
         let path = PathAndQuery::from_static(path);
-        let r = self.inner.unary(Request::new(m), path, ProstCodec::default()).await;
+        let r = self
+            .inner
+            .unary(req.into_request(), path, ProstCodec::default())
+            .await;
         r.map(Response::into_inner)
     }
 
+    pub async fn server_stream(
+        &mut self,
+        req: impl tonic::IntoRequest<Echo>,
+    ) -> (Vec<String>, Result<(), Status>) {
+        self.server_stream_at(SERVER_STREAM, req).await
+    }
+
     /// A server stream collected: the messages, then the final status.
-    pub async fn server_stream(&mut self, req: Request<Echo>) -> (Vec<String>, Result<(), Status>) {
+    pub async fn server_stream_at(
+        &mut self,
+        path: &'static str,
+        req: impl tonic::IntoRequest<Echo>,
+    ) -> (Vec<String>, Result<(), Status>) {
         self.ready().await;
-        let path = PathAndQuery::from_static(SERVER_STREAM);
-        let mut s = match self.inner.server_streaming(req, path, ProstCodec::default()).await {
+        let path = PathAndQuery::from_static(path);
+        let call = self
+            .inner
+            .server_streaming(req.into_request(), path, ProstCodec::<Echo, Echo>::default());
+        let mut s = match call.await {
             Ok(r) => r.into_inner(),
             Err(e) => return (Vec::new(), Err(e)),
         };
@@ -294,7 +312,7 @@ impl GrpcClient {
         let req = Request::new(ReceiverStream::new(rx));
         let mut s = self
             .inner
-            .streaming(req, path, ProstCodec::default())
+            .streaming(req, path, ProstCodec::<Echo, Echo>::default())
             .await?
             .into_inner();
         let mut got = Vec::new();

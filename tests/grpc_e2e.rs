@@ -1,0 +1,380 @@
+//! gRPC through the real binary, with tonic on both sides: every call kind, the
+//! grpc-status in the access log, metrics and SLI, deadlines and long streams, and
+//! every local reply as a gRPC client sees it.
+
+mod support;
+#[path = "support/grpc_peer.rs"]
+mod grpc_peer;
+
+use std::time::{Duration, Instant};
+
+use grpc_peer::{Echo, GrpcClient, GrpcServer};
+use support::{dead_port, eventually, Proxy};
+use tonic::{Code, Request};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn config(server: &GrpcServer) -> String {
+    format!(
+        r#"
+listeners:
+  - name: grpc
+    address: 127.0.0.1:0
+    access_log: {{ path: stdout, format: json }}
+    filters:
+      - sli: {{}}
+      - local_rate_limit: {{ max_tokens: 100000, tokens_per_fill: 100000, fill_interval: 1s }}
+    virtual_hosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - name: echo
+            match: {{ prefix: /test.Echo/, headers: [{{ name: content-type, prefix: application/grpc }}] }}
+            route: {{ cluster: backend, timeout: 1s }}
+          - name: capped
+            match: {{ prefix: /capped.Echo/ }}
+            route: {{ cluster: backend, prefix_rewrite: /test.Echo/, max_grpc_timeout: 300ms }}
+          - name: idle
+            match: {{ prefix: /idle.Echo/ }}
+            route: {{ cluster: backend, prefix_rewrite: /test.Echo/, stream_idle_timeout: 400ms }}
+          - name: short
+            match: {{ prefix: /short.Echo/ }}
+            route: {{ cluster: backend, prefix_rewrite: /test.Echo/, timeout: 300ms }}
+          - name: dead
+            match: {{ prefix: /dead.Echo/ }}
+            route: {{ cluster: dead }}
+          - name: narrow
+            match: {{ prefix: /narrow.Echo/ }}
+            route: {{ cluster: narrow, prefix_rewrite: /test.Echo/ }}
+          - name: limited
+            match: {{ prefix: /limited.Echo/ }}
+            route: {{ cluster: backend, prefix_rewrite: /test.Echo/ }}
+            filter_overrides:
+              local_rate_limit: {{ max_tokens: 1, tokens_per_fill: 1, fill_interval: 1h }}
+clusters:
+  - name: backend
+    protocol: http2
+    endpoints: ["{addr}"]
+  - name: narrow
+    protocol: http2
+    endpoints: ["{addr}"]
+    circuit_breakers: {{ max_requests: 1 }}
+  - name: dead
+    protocol: http2
+    connect_timeout: 500ms
+    endpoints: ["{dead}"]
+"#,
+        addr = server.addr,
+        dead = dead_port(),
+    )
+}
+
+fn echo(text: &str) -> Echo {
+    Echo::text(text)
+}
+
+fn failing(code: Code, msg: &str) -> Echo {
+    Echo {
+        text: msg.into(),
+        code: code as i32,
+        ..Default::default()
+    }
+}
+
+async fn grpc_count(p: &Proxy, route: &str, status: &str) -> f64 {
+    p.stat_labels(
+        "attache_grpc_requests_total",
+        &[("listener", "grpc"), ("route", route), ("grpc_status", status)],
+    )
+    .await
+}
+
+async fn sli(p: &Proxy, route: &str, outcome: &str) -> f64 {
+    p.stat_labels(
+        "attache_sli_requests_total",
+        &[("listener", "grpc"), ("route", route), ("outcome", outcome)],
+    )
+    .await
+}
+
+/// The access log lines (JSON) of calls to `path`.
+fn log_lines(p: &Proxy, path: &str) -> Vec<serde_json::Value> {
+    p.log()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["path"] == path)
+        .collect()
+}
+
+#[tokio::test]
+async fn unary_ok_and_errors_reach_the_log_metrics_and_sli() {
+    let server = GrpcServer::start().await;
+    let p = Proxy::start(&config(&server));
+    let mut c = GrpcClient::new(p.addr("grpc"));
+
+    let ok = c.unary(Request::new(echo("hi"))).await.expect("ok call");
+    assert_eq!(ok.text, "hi");
+    // tonic answers an error before any message trailers-only: grpc-status in the head.
+    let denied = c
+        .unary(Request::new(failing(Code::PermissionDenied, "nope")))
+        .await
+        .expect_err("denied");
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    assert_eq!(denied.message(), "nope");
+    let down = c
+        .unary(Request::new(failing(Code::Unavailable, "db down")))
+        .await
+        .expect_err("unavailable");
+    assert_eq!(down.code(), Code::Unavailable);
+
+    eventually(WAIT, "grpc metrics", || async {
+        let done = grpc_count(&p, "echo", "OK").await == 1.0
+            && grpc_count(&p, "echo", "PERMISSION_DENIED").await == 1.0
+            && grpc_count(&p, "echo", "UNAVAILABLE").await == 1.0;
+        done.then_some(())
+    })
+    .await;
+    // PERMISSION_DENIED is the client's problem (success, like a 4xx); UNAVAILABLE
+    // is the service's, although both travelled as HTTP 200.
+    assert_eq!(sli(&p, "echo", "success").await, 2.0);
+    assert_eq!(sli(&p, "echo", "error").await, 1.0);
+    assert_eq!(
+        p.stat("attache_downstream_rq_total{code_class=\"2xx\",listener=\"grpc\"}")
+            .await,
+        3.0
+    );
+    let lines = eventually(WAIT, "access log", || async {
+        let l = log_lines(&p, grpc_peer::UNARY);
+        (l.len() == 3).then_some(l)
+    })
+    .await;
+    let statuses: Vec<&str> = lines
+        .iter()
+        .map(|l| l["grpc_status"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(statuses, ["OK", "PERMISSION_DENIED", "UNAVAILABLE"]);
+    assert!(lines.iter().all(|l| l["status"] == 200));
+}
+
+#[tokio::test]
+async fn server_client_and_bidi_streams_pass_with_their_trailers() {
+    let server = GrpcServer::start().await;
+    let p = Proxy::start(&config(&server));
+    let mut c = GrpcClient::new(p.addr("grpc"));
+
+    let (got, end) = c
+        .server_stream(Request::new(Echo {
+            text: "s".into(),
+            count: 3,
+            ..Default::default()
+        }))
+        .await;
+    assert_eq!(got, ["s 0", "s 1", "s 2"]);
+    end.expect("server stream ends OK");
+
+    // An error after messages: the status comes in real trailers.
+    let (got, end) = c
+        .server_stream(Request::new(Echo {
+            text: "late".into(),
+            count: 2,
+            code: Code::DataLoss as i32,
+            ..Default::default()
+        }))
+        .await;
+    assert_eq!(got, ["late 0", "late 1"]);
+    let e = end.expect_err("data loss");
+    assert_eq!((e.code(), e.message()), (Code::DataLoss, "late"));
+
+    let joined = c
+        .client_stream(vec![echo("a"), echo("b"), echo("c")])
+        .await
+        .expect("client stream");
+    assert_eq!(joined.text, "a,b,c");
+
+    let echoed = c
+        .bidi(vec![echo("x"), echo("y")])
+        .await
+        .expect("bidi");
+    assert_eq!(echoed, ["x", "y"]);
+
+    eventually(WAIT, "stream metrics", || async {
+        let done = grpc_count(&p, "echo", "OK").await == 3.0
+            && grpc_count(&p, "echo", "DATA_LOSS").await == 1.0
+            && sli(&p, "echo", "error").await == 1.0;
+        done.then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_stream_quiet_for_longer_than_the_route_timeout_keeps_going() {
+    let server = GrpcServer::start().await;
+    let p = Proxy::start(&config(&server));
+    let mut c = GrpcClient::new(p.addr("grpc"));
+    // Route `echo` has a 1s timeout: it bounds the wait for the response head, not
+    // the gaps between messages.
+    let (got, end) = c
+        .server_stream(Request::new(Echo {
+            text: "slow".into(),
+            count: 2,
+            delay_ms: 1500,
+            ..Default::default()
+        }))
+        .await;
+    assert_eq!(got, ["slow 0", "slow 1"]);
+    end.expect("quiet stream ends OK");
+}
+
+#[tokio::test]
+async fn grpc_timeout_shorter_than_the_route_timeout_ends_the_call() {
+    let server = GrpcServer::start().await;
+    let p = Proxy::start(&config(&server));
+    let mut c = GrpcClient::new(p.addr("grpc"));
+
+    // Before the response head: a trailers-only DEADLINE_EXCEEDED from the proxy.
+    let mut req = Request::new(Echo {
+        text: "late".into(),
+        delay_ms: 3000,
+        ..Default::default()
+    });
+    req.set_timeout(Duration::from_millis(300));
+    let t0 = Instant::now();
+    let e = c.unary(req).await.expect_err("deadline");
+    assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
+    assert_eq!(e.message(), "upstream request timeout (UT)");
+    assert!(t0.elapsed() < Duration::from_millis(2500), "{:?}", t0.elapsed());
+
+    // After the head, between messages: trailers with DEADLINE_EXCEEDED.
+    let mut req = Request::new(Echo {
+        text: "tick".into(),
+        count: 5,
+        delay_ms: 200,
+        ..Default::default()
+    });
+    req.set_timeout(Duration::from_millis(500));
+    let (got, end) = c.server_stream(req).await;
+    assert!(!got.is_empty() && got.len() < 5, "{got:?}");
+    let e = end.expect_err("deadline mid-stream");
+    assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
+    assert_eq!(e.message(), "deadline exceeded (UT)");
+
+    // A deadline longer than the route's max_grpc_timeout is cut to it, and the
+    // upstream is told the deadline the proxy enforces.
+    let mut req = Request::new(Echo {
+        text: "capped".into(),
+        delay_ms: 3000,
+        ..Default::default()
+    });
+    req.set_timeout(Duration::from_secs(10));
+    let t0 = Instant::now();
+    let e = c.unary_at("/capped.Echo/Unary", req).await.expect_err("capped");
+    assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
+    assert!(t0.elapsed() < Duration::from_millis(2500), "{:?}", t0.elapsed());
+    let seen = server.seen.lock().expect("seen").clone();
+    let sent: Vec<Option<String>> = seen.into_iter().map(|(_, t, _)| t).collect();
+    assert_eq!(
+        sent,
+        [Some("300000u".into()), Some("500000u".into()), Some("300m".into())]
+    );
+
+    eventually(WAIT, "deadline metrics", || async {
+        let done = grpc_count(&p, "echo", "DEADLINE_EXCEEDED").await == 2.0
+            && grpc_count(&p, "capped", "DEADLINE_EXCEEDED").await == 1.0;
+        done.then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn every_local_reply_is_a_grpc_status() {
+    let server = GrpcServer::start().await;
+    let p = Proxy::start(&config(&server));
+    let mut c = GrpcClient::new(p.addr("grpc"));
+
+    let cases: [(&str, Echo, Code, &str); 4] = [
+        ("/nowhere.Echo/Unary", echo("x"), Code::Unimplemented, "no route matched (NR)"),
+        ("/dead.Echo/Unary", echo("x"), Code::Unavailable, "upstream connect error (UF)"),
+        (
+            "/short.Echo/Unary",
+            Echo {
+                delay_ms: 2000,
+                ..echo("x")
+            },
+            Code::DeadlineExceeded,
+            "upstream request timeout (UT)",
+        ),
+        ("/limited.Echo/Unary", echo("x"), Code::Ok, ""),
+    ];
+    for (path, m, code, msg) in cases {
+        let r = c.unary_at(path, m).await;
+        match code {
+            Code::Ok => assert!(r.is_ok(), "{path}: {r:?}"),
+            _ => {
+                let e = r.expect_err(path);
+                assert_eq!((e.code(), e.message()), (code, msg), "{path}");
+            }
+        }
+    }
+    // The route's bucket had one token: a filter's 429 becomes RESOURCE_EXHAUSTED.
+    let e = c
+        .unary_at("/limited.Echo/Unary", echo("again"))
+        .await
+        .expect_err("rate limited");
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+
+    // Overflow: one call in flight fills `narrow`'s max_requests.
+    let addr = p.addr("grpc");
+    let slow = tokio::spawn(async move {
+        GrpcClient::new(addr)
+            .unary_at(
+                "/narrow.Echo/Unary",
+                Echo {
+                    delay_ms: 1500,
+                    ..echo("slow")
+                },
+            )
+            .await
+    });
+    let e = eventually(WAIT, "overflow", || async {
+        let r = GrpcClient::new(addr)
+            .unary_at("/narrow.Echo/Unary", echo("second"))
+            .await;
+        r.err().filter(|e| e.code() == Code::Unavailable)
+    })
+    .await;
+    assert_eq!(e.message(), "upstream overflow (UO)");
+    slow.await.expect("join").expect("the first call completes");
+
+    eventually(WAIT, "local reply metrics", || async {
+        let done = grpc_count(&p, "_none", "UNIMPLEMENTED").await == 1.0
+            && grpc_count(&p, "dead", "UNAVAILABLE").await == 1.0
+            && grpc_count(&p, "short", "DEADLINE_EXCEEDED").await == 1.0
+            && grpc_count(&p, "limited", "RESOURCE_EXHAUSTED").await == 1.0;
+        done.then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn stream_idle_timeout_ends_a_silent_stream() {
+    let server = GrpcServer::start().await;
+    let p = Proxy::start(&config(&server));
+    let mut c = GrpcClient::new(p.addr("grpc"));
+    let (got, end) = c
+        .server_stream_at(
+            "/idle.Echo/ServerStream",
+            Echo {
+                text: "quiet".into(),
+                count: 2,
+                delay_ms: 2000,
+                ..Default::default()
+            },
+        )
+        .await;
+    assert!(got.is_empty(), "{got:?}");
+    let e = end.expect_err("idle");
+    assert_eq!(
+        (e.code(), e.message()),
+        (Code::Unavailable, "stream idle timeout (SI)")
+    );
+}
