@@ -2,9 +2,9 @@
 //! grpc-status in the access log, metrics and SLI, deadlines and long streams, and
 //! every local reply as a gRPC client sees it.
 
-mod support;
 #[path = "support/grpc_peer.rs"]
 mod grpc_peer;
+mod support;
 
 use std::time::{Duration, Instant};
 
@@ -84,7 +84,11 @@ fn failing(code: Code, msg: &str) -> Echo {
 async fn grpc_count(p: &Proxy, route: &str, status: &str) -> f64 {
     p.stat_labels(
         "attache_grpc_requests_total",
-        &[("listener", "grpc"), ("route", route), ("grpc_status", status)],
+        &[
+            ("listener", "grpc"),
+            ("route", route),
+            ("grpc_status", status),
+        ],
     )
     .await
 }
@@ -191,10 +195,7 @@ async fn server_client_and_bidi_streams_pass_with_their_trailers() {
         .expect("client stream");
     assert_eq!(joined.text, "a,b,c");
 
-    let echoed = c
-        .bidi(vec![echo("x"), echo("y")])
-        .await
-        .expect("bidi");
+    let echoed = c.bidi(vec![echo("x"), echo("y")]).await.expect("bidi");
     assert_eq!(echoed, ["x", "y"]);
 
     eventually(WAIT, "stream metrics", || async {
@@ -242,7 +243,11 @@ async fn grpc_timeout_shorter_than_the_route_timeout_ends_the_call() {
     let e = c.unary(req).await.expect_err("deadline");
     assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
     assert_eq!(e.message(), "upstream request timeout (UT)");
-    assert!(t0.elapsed() < Duration::from_millis(2500), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        t0.elapsed()
+    );
 
     // After the head, between messages: trailers with DEADLINE_EXCEEDED.
     let mut req = Request::new(Echo {
@@ -267,14 +272,25 @@ async fn grpc_timeout_shorter_than_the_route_timeout_ends_the_call() {
     });
     req.set_timeout(Duration::from_secs(10));
     let t0 = Instant::now();
-    let e = c.unary_at("/capped.Echo/Unary", req).await.expect_err("capped");
+    let e = c
+        .unary_at("/capped.Echo/Unary", req)
+        .await
+        .expect_err("capped");
     assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
-    assert!(t0.elapsed() < Duration::from_millis(2500), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        t0.elapsed()
+    );
     let seen = server.seen.lock().expect("seen").clone();
     let sent: Vec<Option<String>> = seen.into_iter().map(|(_, t, _)| t).collect();
     assert_eq!(
         sent,
-        [Some("300000u".into()), Some("500000u".into()), Some("300m".into())]
+        [
+            Some("300000u".into()),
+            Some("500000u".into()),
+            Some("300m".into())
+        ]
     );
 
     eventually(WAIT, "deadline metrics", || async {
@@ -292,8 +308,18 @@ async fn every_local_reply_is_a_grpc_status() {
     let mut c = GrpcClient::new(p.addr("grpc"));
 
     let cases: [(&str, Echo, Code, &str); 4] = [
-        ("/nowhere.Echo/Unary", echo("x"), Code::Unimplemented, "no route matched (NR)"),
-        ("/dead.Echo/Unary", echo("x"), Code::Unavailable, "upstream connect error (UF)"),
+        (
+            "/nowhere.Echo/Unary",
+            echo("x"),
+            Code::Unimplemented,
+            "no route matched (NR)",
+        ),
+        (
+            "/dead.Echo/Unary",
+            echo("x"),
+            Code::Unavailable,
+            "upstream connect error (UF)",
+        ),
         (
             "/short.Echo/Unary",
             Echo {
@@ -376,5 +402,110 @@ async fn stream_idle_timeout_ends_a_silent_stream() {
     assert_eq!(
         (e.code(), e.message()),
         (Code::Unavailable, "stream idle timeout (SI)")
+    );
+}
+
+fn fleet_config(server: &GrpcServer) -> String {
+    format!(
+        r#"
+listeners:
+  - name: grpc
+    address: 127.0.0.1:0
+    virtual_hosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - name: retried
+            match: {{ prefix: /retry.Echo/ }}
+            route:
+              cluster: backend
+              prefix_rewrite: /test.Echo/
+              retries: {{ attempts: 2, retry_on: [unavailable] }}
+          - name: checked
+            match: {{ prefix: /test.Echo/ }}
+            route: {{ cluster: checked, timeout: 0s }}
+clusters:
+  - name: backend
+    protocol: http2
+    endpoints: ["{addr}"]
+  - name: checked
+    protocol: http2
+    endpoints: ["{addr}"]
+    panic_threshold: 0
+    health_check:
+      grpc: {{ service: {service} }}
+      interval: 100ms
+      timeout: 1s
+      unhealthy_threshold: 1
+      healthy_threshold: 1
+"#,
+        addr = server.addr,
+        service = grpc_peer::SERVICE,
+    )
+}
+
+#[tokio::test]
+async fn grpc_health_checks_eject_a_not_serving_endpoint_and_bring_it_back() {
+    let server = GrpcServer::start().await;
+    let p = Proxy::start(&fleet_config(&server));
+    let addr = p.addr("grpc");
+    eventually(WAIT, "healthy at start", || async {
+        GrpcClient::new(addr).unary(echo("hi")).await.ok()
+    })
+    .await;
+
+    server.set_serving(false).await;
+    let e = eventually(WAIT, "ejected", || async {
+        GrpcClient::new(addr).unary(echo("hi")).await.err()
+    })
+    .await;
+    assert_eq!(
+        (e.code(), e.message()),
+        (Code::Unavailable, "no healthy upstream (UH)")
+    );
+
+    server.set_serving(true).await;
+    eventually(WAIT, "back in rotation", || async {
+        GrpcClient::new(addr).unary(echo("hi")).await.ok()
+    })
+    .await;
+    let checks = server
+        .seen
+        .lock()
+        .expect("seen")
+        .iter()
+        .filter(|(path, _, _)| path == "/grpc.health.v1.Health/Check")
+        .count();
+    assert!(checks >= 3, "{checks} health checks");
+}
+
+#[tokio::test]
+async fn trailers_only_unavailable_is_retried_when_retry_on_names_it() {
+    let server = GrpcServer::start().await;
+    let p = Proxy::start(&fleet_config(&server));
+    let mut c = GrpcClient::new(p.addr("grpc"));
+    let e = c
+        .unary_at("/retry.Echo/Unary", failing(Code::Unavailable, "busy"))
+        .await
+        .expect_err("still unavailable");
+    assert_eq!((e.code(), e.message()), (Code::Unavailable, "busy"));
+    // Not named in retry_on: one attempt.
+    let e = c
+        .unary_at("/retry.Echo/Unary", failing(Code::Internal, "bug"))
+        .await
+        .expect_err("internal");
+    assert_eq!(e.code(), Code::Internal);
+    let calls = server
+        .seen
+        .lock()
+        .expect("seen")
+        .iter()
+        .filter(|(path, _, _)| path == grpc_peer::UNARY)
+        .count();
+    assert_eq!(calls, 3 + 1);
+    assert_eq!(
+        p.stat("attache_upstream_rq_retry_total{cluster=\"backend\"}")
+            .await,
+        2.0
     );
 }

@@ -98,9 +98,7 @@ impl Code {
         if v.is_empty() || v.len() > 3 || !v.iter().all(u8::is_ascii_digit) {
             return Code::Unknown;
         }
-        let n = v
-            .iter()
-            .fold(0usize, |n, d| n * 10 + usize::from(d - b'0'));
+        let n = v.iter().fold(0usize, |n, d| n * 10 + usize::from(d - b'0'));
         Code::ALL.get(n).copied().unwrap_or(Code::Unknown)
     }
 
@@ -222,7 +220,12 @@ mod tests {
             (b"application/json", None),
         ];
         for (v, k) in cases {
-            assert_eq!(Kind::of_content_type(v), k, "{}", String::from_utf8_lossy(v));
+            assert_eq!(
+                Kind::of_content_type(v),
+                k,
+                "{}",
+                String::from_utf8_lossy(v)
+            );
         }
     }
 }

@@ -15,11 +15,11 @@ use super::endpoints::{self, Spec};
 use super::load::{did_you_mean, Diagnostic, SourceMap};
 use super::raw;
 use super::snapshot::{AccessLogCfg, HttpSettings, Listener, Snapshot, TcpSettings};
+use crate::http::grpc::RouteStats;
 use crate::router::{
     self, Action, DirectResponse, HeaderMatch, Matcher, PathMatch, QueryMatch, Redirect,
     RetryPolicy, Route, RouteAction, Router, SanMatch, Target, ValueMatch, VirtualHost,
 };
-use crate::http::grpc::RouteStats;
 use crate::stats::{ClusterStats, FleetStats, ListenerStats, Stats};
 use crate::upstream::Cluster;
 
@@ -576,12 +576,34 @@ fn compile_fleet(cx: &mut Cx<'_>, p: &str, c: &raw::Cluster) {
     }
     if let Some(h) = &c.health_check {
         let hp = format!("{p}.health_check");
-        let kinds = [h.http.is_some(), h.tcp.is_some(), h.thrift.is_some()]
-            .iter()
-            .filter(|b| **b)
-            .count();
+        let kinds = [
+            h.http.is_some(),
+            h.tcp.is_some(),
+            h.thrift.is_some(),
+            h.grpc.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
         if kinds != 1 {
-            cx.err(&hp, "give exactly one of `http`, `tcp` or `thrift`");
+            cx.err(&hp, "give exactly one of `http`, `tcp`, `thrift` or `grpc`");
+        }
+        if let Some(g) = &h.grpc {
+            if c.protocol != raw::UpstreamProtocol::Http2 {
+                cx.err(
+                    &format!("{hp}.grpc"),
+                    "a gRPC health check needs `protocol: http2` on the cluster",
+                );
+            }
+            if g.authority
+                .as_deref()
+                .is_some_and(|a| HeaderValue::from_str(a).is_err() || a.is_empty())
+            {
+                cx.err(
+                    &format!("{hp}.grpc.authority"),
+                    "authority is not a valid host",
+                );
+            }
         }
         if let Some(x) = &h.http {
             if !x.path.starts_with('/') {
@@ -1103,7 +1125,24 @@ const RETRY_ON: &[&str] = &[
     "connect-failure",
     "reset",
     "retriable-status-codes",
+    "cancelled",
+    "deadline-exceeded",
+    "resource-exhausted",
+    "unavailable",
+    "internal",
 ];
+
+/// The gRPC `retry_on` conditions (Envoy's names) and the code each reads.
+const GRPC_RETRY_ON: &[(&str, attache_filters::grpc::Code)] = {
+    use attache_filters::grpc::Code;
+    &[
+        ("cancelled", Code::Cancelled),
+        ("deadline-exceeded", Code::DeadlineExceeded),
+        ("resource-exhausted", Code::ResourceExhausted),
+        ("unavailable", Code::Unavailable),
+        ("internal", Code::Internal),
+    ]
+};
 
 fn compile_action(
     cx: &mut Cx<'_>,
@@ -1289,6 +1328,7 @@ fn compile_action(
                 on_reset: false,
                 statuses: r.retriable_status_codes.clone(),
                 per_try_timeout: r.per_try_timeout.map(|d| d.0),
+                grpc_codes: 0,
             };
             if r.attempts > 10 {
                 cx.err(&format!("{rp2}.attempts"), "attempts must be at most 10");
@@ -1300,6 +1340,13 @@ fn compile_action(
                     "connect-failure" => pol.on_connect_failure = true,
                     "reset" => pol.on_reset = true,
                     "retriable-status-codes" => {}
+                    other if GRPC_RETRY_ON.iter().any(|(n, _)| *n == other) => {
+                        for (n, code) in GRPC_RETRY_ON {
+                            if *n == other {
+                                pol.grpc_codes |= 1 << (*code as u32);
+                            }
+                        }
+                    }
                     other => {
                         let hint = did_you_mean(other, RETRY_ON.iter().copied())
                             .map(|s| format!("; did you mean `{s}`?"))

@@ -460,6 +460,9 @@ pub struct HealthCheck {
     pub tcp: Option<TcpHealthCheck>,
     #[serde(default)]
     pub thrift: Option<ThriftHealthCheck>,
+    /// `grpc.health.v1.Health/Check` over the cluster's HTTP/2 connections.
+    #[serde(default)]
+    pub grpc: Option<GrpcHealthCheck>,
     /// Default 5s.
     #[serde(default)]
     pub interval: Option<Dur>,
@@ -498,6 +501,17 @@ pub struct TcpHealthCheck {}
 pub struct ThriftHealthCheck {
     /// The method to call (no arguments); any reply is healthy.
     pub method: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcHealthCheck {
+    /// The `service` asked about (default "": the server as a whole).
+    #[serde(default)]
+    pub service: String,
+    /// `:authority` of the check (default: the cluster name).
+    #[serde(default)]
+    pub authority: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]

@@ -77,7 +77,10 @@ pub fn call_limit(
     max_stream_duration: Option<Duration>,
 ) -> Option<Duration> {
     let asked = if grpc {
-        match headers.get(&GRPC_TIMEOUT).map(|v| parse_timeout(v.as_bytes())) {
+        match headers
+            .get(&GRPC_TIMEOUT)
+            .map(|v| parse_timeout(v.as_bytes()))
+        {
             None => None,
             Some(None) => {
                 headers.remove(&GRPC_TIMEOUT);
@@ -381,7 +384,16 @@ mod tests {
         for (v, d) in ok {
             assert_eq!(parse_timeout(v), Some(d), "{v:?}");
         }
-        for v in [&b"100000000m"[..], b"m", b"10", b"10s", b"-1S", b"1.5S", b"", b" 1S"] {
+        for v in [
+            &b"100000000m"[..],
+            b"m",
+            b"10",
+            b"10s",
+            b"-1S",
+            b"1.5S",
+            b"",
+            b" 1S",
+        ] {
             assert_eq!(parse_timeout(v), None, "{v:?}");
         }
     }

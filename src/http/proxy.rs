@@ -21,6 +21,7 @@ use super::{ConnCtx, DownBody};
 use crate::error::{ErrorKind, Reject};
 use crate::router::{Action, RequestView, RetryPolicy, RouteAction};
 use crate::upstream::pool::SendError;
+use crate::upstream::Replay;
 use crate::upstream::{ActiveGuard, Cluster, Endpoint, Outcome, UpBody, UpstreamBody};
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -519,6 +520,14 @@ pub async fn handle(req: Request<DownBody>, conn: Arc<ConnCtx>) -> Response<Resp
                     conn.unread_bytes_in.clone()
                 };
                 let sent_counter = own_counter.then(|| bytes_in.clone());
+                // A gRPC call's body is streamed (clients send no length) and kept,
+                // so an answer retry_on names can be retried once it all went out.
+                let replay = match (&req_body, &ra.retry) {
+                    (ReqBody::Stream(_), Some(_)) if grpc_kind.is_some() => {
+                        Some(Replay::new(http.retry_buffer_bytes))
+                    }
+                    _ => None,
+                };
 
                 let hash = cluster
                     .lb
@@ -542,6 +551,7 @@ pub async fn handle(req: Request<DownBody>, conn: Arc<ConnCtx>) -> Response<Resp
                     bytes_in,
                     hash,
                     call_deadline,
+                    replay,
                     &mut done,
                 )
                 .await;
@@ -713,6 +723,7 @@ async fn forward(
     bytes_in: Arc<AtomicU64>,
     hash: Option<u64>,
     call_deadline: Option<tokio::time::Instant>,
+    replay: Option<Arc<std::sync::Mutex<Replay>>>,
     done: &mut Completion,
 ) -> Result<Response<UpstreamBody>, (ErrorKind, bool)> {
     // One clock read covers the first attempt; retries read it again.
@@ -724,7 +735,7 @@ async fn forward(
         (a, b) => a.or(b),
     };
     let retry: Option<&RetryPolicy> = match body {
-        Some(ReqBody::Stream(_)) => None,
+        Some(ReqBody::Stream(_)) if replay.is_none() => None,
         _ => ra.retry.as_ref(),
     };
     let max_attempts = 1 + retry.map_or(0, |r| r.attempts);
@@ -749,6 +760,7 @@ async fn forward(
                 Some(ReqBody::Stream(s)) => UpBody::Stream {
                     inner: s,
                     counter: bytes_in.clone(),
+                    replay: replay.clone(),
                 },
                 _ => UpBody::Empty,
             },
@@ -858,6 +870,13 @@ async fn forward(
                 Err(_) => Outcome::Success,
             },
         );
+        if body.is_none() {
+            // A streamed body that went out whole can be sent again from its copy.
+            let copy = replay
+                .as_ref()
+                .and_then(|r| r.lock().unwrap_or_else(|p| p.into_inner()).take_complete());
+            *body = copy.map(ReqBody::Buffered);
+        }
         let mut can_retry = !last && body.is_some() && !overall_expired();
         match outcome {
             Ok(rsp) => {
@@ -865,7 +884,8 @@ async fn forward(
                 if status >= 500 {
                     ep.rq_error.fetch_add(1, Ordering::Relaxed);
                 }
-                let wants_retry = can_retry && retry.is_some_and(|r| r.retry_status(status));
+                let wants_retry = can_retry
+                    && retry.is_some_and(|r| r.retry_status(status) || r.retry_grpc(rsp.headers()));
                 if wants_retry {
                     _retry_permit = cluster.breakers.retries.try_acquire();
                     can_retry = _retry_permit.is_some();

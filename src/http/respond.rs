@@ -147,12 +147,24 @@ mod tests {
     fn grpc_local_replies_are_trailers_only_with_the_cause() {
         let cases = [
             (ErrorKind::NoRoute, "12", "no route matched (NR)"),
-            (ErrorKind::NoHealthyUpstream, "14", "no healthy upstream (UH)"),
-            (ErrorKind::ConnectFailure, "14", "upstream connect error (UF)"),
+            (
+                ErrorKind::NoHealthyUpstream,
+                "14",
+                "no healthy upstream (UH)",
+            ),
+            (
+                ErrorKind::ConnectFailure,
+                "14",
+                "upstream connect error (UF)",
+            ),
             (ErrorKind::Overflow, "14", "upstream overflow (UO)"),
             (ErrorKind::Timeout, "4", "upstream request timeout (UT)"),
             (ErrorKind::UpstreamReset, "14", "upstream reset (UR)"),
-            (ErrorKind::BadRequest(crate::error::Reject::Path), "13", "bad request (DPE)"),
+            (
+                ErrorKind::BadRequest(crate::error::Reject::Path),
+                "13",
+                "bad request (DPE)",
+            ),
         ];
         for (k, code, msg) in cases {
             let (rsp, _) = local_reply(k, false, Some(Kind::Grpc));

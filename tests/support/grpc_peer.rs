@@ -66,7 +66,10 @@ impl tower_service::Service<Request<Echo>> for Unary {
     type Response = Response<Echo>;
     type Error = Status;
     type Future = BoxFut<Response<Echo>>;
-    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Status>> {
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Status>> {
         std::task::Poll::Ready(Ok(()))
     }
     fn call(&mut self, req: Request<Echo>) -> Self::Future {
@@ -83,7 +86,10 @@ impl tower_service::Service<Request<Echo>> for ServerStream {
     type Response = Response<EchoStream>;
     type Error = Status;
     type Future = BoxFut<Response<EchoStream>>;
-    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Status>> {
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Status>> {
         std::task::Poll::Ready(Ok(()))
     }
     fn call(&mut self, req: Request<Echo>) -> Self::Future {
@@ -101,7 +107,11 @@ impl tower_service::Service<Request<Echo>> for ServerStream {
                 let _ = tx.send(answer(m)).await;
             }
         });
-        Box::pin(async move { Ok(Response::new(Box::pin(ReceiverStream::new(rx)) as EchoStream)) })
+        Box::pin(async move {
+            Ok(Response::new(
+                Box::pin(ReceiverStream::new(rx)) as EchoStream
+            ))
+        })
     }
 }
 
@@ -110,7 +120,10 @@ impl tower_service::Service<Request<Streaming<Echo>>> for ClientStream {
     type Response = Response<Echo>;
     type Error = Status;
     type Future = BoxFut<Response<Echo>>;
-    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Status>> {
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Status>> {
         std::task::Poll::Ready(Ok(()))
     }
     fn call(&mut self, req: Request<Streaming<Echo>>) -> Self::Future {
@@ -130,7 +143,10 @@ impl tower_service::Service<Request<Streaming<Echo>>> for Bidi {
     type Response = Response<EchoStream>;
     type Error = Status;
     type Future = BoxFut<Response<EchoStream>>;
-    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Status>> {
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Status>> {
         std::task::Poll::Ready(Ok(()))
     }
     fn call(&mut self, req: Request<Streaming<Echo>>) -> Self::Future {
@@ -189,7 +205,8 @@ impl GrpcServer {
                                 SERVER_STREAM => grpc().server_streaming(ServerStream, req).await,
                                 CLIENT_STREAM => grpc().client_streaming(ClientStream, req).await,
                                 BIDI => grpc().streaming(Bidi, req).await,
-                                _ => match tower_service::Service::call(&mut health_svc, req).await {
+                                _ => match tower_service::Service::call(&mut health_svc, req).await
+                                {
                                     Ok(r) => r,
                                     Err(e) => match e {},
                                 },
@@ -279,9 +296,11 @@ impl GrpcClient {
     ) -> (Vec<String>, Result<(), Status>) {
         self.ready().await;
         let path = PathAndQuery::from_static(path);
-        let call = self
-            .inner
-            .server_streaming(req.into_request(), path, ProstCodec::<Echo, Echo>::default());
+        let call = self.inner.server_streaming(
+            req.into_request(),
+            path,
+            ProstCodec::<Echo, Echo>::default(),
+        );
         let mut s = match call.await {
             Ok(r) => r.into_inner(),
             Err(e) => return (Vec::new(), Err(e)),
@@ -300,7 +319,10 @@ impl GrpcClient {
         self.ready().await;
         let path = PathAndQuery::from_static(CLIENT_STREAM);
         let req = Request::new(tokio_stream::iter(msgs));
-        let r = self.inner.client_streaming(req, path, ProstCodec::default()).await;
+        let r = self
+            .inner
+            .client_streaming(req, path, ProstCodec::default())
+            .await;
         r.map(Response::into_inner)
     }
 

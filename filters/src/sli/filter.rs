@@ -15,8 +15,8 @@ use prometheus::{Histogram, IntCounter};
 
 use super::board::{Board, Objective, ObjectiveSpec, Selector, Series};
 use super::config::{Config, Errors, StatusPattern};
-use crate::grpc::Code;
 use crate::api::{ConfigError, FactoryContext, HttpFilter, HttpFilterFactory, StreamCtx};
+use crate::grpc::Code;
 use crate::stats::Stats;
 
 /// `attache_sli_requests_total{listener,route,outcome}`.
