@@ -509,3 +509,35 @@ async fn trailers_only_unavailable_is_retried_when_retry_on_names_it() {
         2.0
     );
 }
+
+/// `config/grpc-sidecar.yaml` (its fixed addresses swapped for ephemeral ones and
+/// the test server) serves calls, answers non-gRPC requests itself, and health
+/// checks the service.
+#[tokio::test]
+async fn shipped_grpc_sidecar_config_serves_calls() {
+    let server = GrpcServer::start().await;
+    let text = std::fs::read_to_string("config/grpc-sidecar.yaml").expect("read");
+    let text = text
+        .replace("127.0.0.1:9901", "127.0.0.1:0")
+        .replace("127.0.0.1:15006", "127.0.0.1:0")
+        .replace("127.0.0.1:50051", &server.addr.to_string());
+    let p = Proxy::start(&text);
+    let addr = p.addr("grpc_inbound");
+    let ok = eventually(WAIT, "a call through the sidecar", || async {
+        GrpcClient::new(addr).unary(echo("hi")).await.ok()
+    })
+    .await;
+    assert_eq!(ok.text, "hi");
+    let r = support::get(&p.url("grpc_inbound", "/"), &[]).await;
+    assert_eq!(r.status, 415);
+    eventually(WAIT, "health checks", || async {
+        let n = p
+            .stat_labels(
+                "attache_health_check_total",
+                &[("cluster", "grpc_service"), ("result", "success")],
+            )
+            .await;
+        (n >= 1.0).then_some(())
+    })
+    .await;
+}
