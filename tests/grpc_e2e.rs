@@ -348,27 +348,32 @@ async fn every_local_reply_is_a_grpc_status() {
         .expect_err("rate limited");
     assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
 
-    // Overflow: one call in flight fills `narrow`'s max_requests.
+    // Overflow: one call in flight (the server has it) fills `narrow`'s max_requests.
     let addr = p.addr("grpc");
+    let before = server.seen.lock().expect("seen").len();
     let slow = tokio::spawn(async move {
         GrpcClient::new(addr)
             .unary_at(
                 "/narrow.Echo/Unary",
                 Echo {
-                    delay_ms: 1500,
+                    delay_ms: 3000,
                     ..echo("slow")
                 },
             )
             .await
     });
-    let e = eventually(WAIT, "overflow", || async {
-        let r = GrpcClient::new(addr)
-            .unary_at("/narrow.Echo/Unary", echo("second"))
-            .await;
-        r.err().filter(|e| e.code() == Code::Unavailable)
+    eventually(WAIT, "the slow call at the server", || async {
+        (server.seen.lock().expect("seen").len() > before).then_some(())
     })
     .await;
-    assert_eq!(e.message(), "upstream overflow (UO)");
+    let e = GrpcClient::new(addr)
+        .unary_at("/narrow.Echo/Unary", echo("second"))
+        .await
+        .expect_err("overflow");
+    assert_eq!(
+        (e.code(), e.message()),
+        (Code::Unavailable, "upstream overflow (UO)")
+    );
     slow.await.expect("join").expect("the first call completes");
 
     eventually(WAIT, "local reply metrics", || async {
@@ -540,4 +545,141 @@ async fn shipped_grpc_sidecar_config_serves_calls() {
         (n >= 1.0).then_some(())
     })
     .await;
+}
+
+fn web_config(server: &GrpcServer) -> String {
+    format!(
+        r#"
+listeners:
+  - name: web
+    address: 127.0.0.1:0
+    filters:
+      - cors:
+          allowed_origins: ["https://app.example"]
+          allowed_headers: [content-type, x-grpc-web, x-user-agent, grpc-timeout]
+          expose_headers: [grpc-status, grpc-message]
+      - grpc_web: {{}}
+    virtual_hosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - name: echo
+            match: {{ prefix: /test.Echo/ }}
+            route: {{ cluster: backend, timeout: 0s }}
+clusters:
+  - name: backend
+    protocol: http2
+    endpoints: ["{addr}"]
+"#,
+        addr = server.addr
+    )
+}
+
+/// A browser's gRPC-Web POST from `https://app.example`.
+async fn post_web(url: &str, content_type: &str, body: Vec<u8>) -> support::Resp {
+    let headers = [
+        ("content-type", content_type),
+        ("x-grpc-web", "1"),
+        ("origin", "https://app.example"),
+    ];
+    support::send("POST", url, &headers, body.into()).await
+}
+
+/// A gRPC message frame: flag 0, big-endian length, the protobuf bytes.
+fn message_frame(m: &Echo) -> Vec<u8> {
+    let msg = prost::Message::encode_to_vec(m);
+    let mut f = vec![0u8];
+    f.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    f.extend_from_slice(&msg);
+    f
+}
+
+/// Split a gRPC-Web response body into (flag, payload) frames.
+fn web_frames(mut b: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    while b.len() >= 5 {
+        let len = u32::from_be_bytes([b[1], b[2], b[3], b[4]]) as usize;
+        assert!(b.len() >= 5 + len, "truncated frame in {b:?}");
+        out.push((b[0], b[5..5 + len].to_vec()));
+        b = &b[5 + len..];
+    }
+    assert!(b.is_empty(), "trailing bytes {b:?}");
+    out
+}
+
+#[tokio::test]
+async fn grpc_web_calls_reach_a_grpc_server_with_trailers_in_the_body() {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let server = GrpcServer::start().await;
+    let p = Proxy::start(&web_config(&server));
+    let url = p.url("web", grpc_peer::UNARY);
+    let origin = ("origin", "https://app.example");
+
+    // Binary: the message frame as is; the answer's trailers come as a 0x80 frame.
+    let body = message_frame(&echo("web"));
+    let r = post_web(&url, "application/grpc-web+proto", body).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/grpc-web+proto")
+    );
+    assert_eq!(
+        r.header("access-control-expose-headers").as_deref(),
+        Some("grpc-status, grpc-message")
+    );
+    let frames = web_frames(&r.body);
+    assert_eq!(frames.len(), 2, "{frames:?}");
+    assert_eq!(frames[0].0, 0);
+    let reply: Echo = prost::Message::decode(&frames[0].1[..]).expect("echo");
+    assert_eq!(reply.text, "web");
+    assert_eq!(frames[1].0, 0x80);
+    let trailers = String::from_utf8(frames[1].1.clone()).expect("ascii");
+    assert!(trailers.contains("grpc-status: 0\r\n"), "{trailers:?}");
+    // The server saw plain gRPC.
+    let seen = server.seen.lock().expect("seen").clone();
+    assert_eq!(seen[0].2.as_deref(), Some("application/grpc+proto"));
+
+    // Text: base64 both ways, one padded body.
+    let body = b64.encode(message_frame(&echo("text")));
+    let r = post_web(&url, "application/grpc-web-text", body.into_bytes()).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/grpc-web-text+proto")
+    );
+    let raw = b64.decode(&r.body).expect("base64 body");
+    let frames = web_frames(&raw);
+    let reply: Echo = prost::Message::decode(&frames[0].1[..]).expect("echo");
+    assert_eq!(reply.text, "text");
+    assert_eq!(frames[1].0, 0x80);
+
+    // An error before any message: trailers-only, the status in the head (exposed).
+    let body = message_frame(&failing(Code::PermissionDenied, "no"));
+    let r = post_web(&url, "application/grpc-web+proto", body).await;
+    assert_eq!(
+        (r.status, r.header("grpc-status").as_deref()),
+        (200, Some("7"))
+    );
+    assert!(r.body.is_empty());
+
+    // The browser's preflight is answered by `cors`, never reaching the server.
+    let before = server.seen.lock().expect("seen").len();
+    let r = support::send(
+        "OPTIONS",
+        &url,
+        &[
+            origin,
+            ("access-control-request-method", "POST"),
+            ("access-control-request-headers", "content-type,x-grpc-web"),
+        ],
+        bytes::Bytes::new(),
+    )
+    .await;
+    assert!(r.status == 200 || r.status == 204, "{}", r.status);
+    assert_eq!(
+        r.header("access-control-allow-origin").as_deref(),
+        Some("https://app.example")
+    );
+    assert_eq!(server.seen.lock().expect("seen").len(), before);
 }

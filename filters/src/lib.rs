@@ -8,6 +8,7 @@ pub mod cookie_audit;
 pub mod cors;
 pub mod duration;
 pub mod grpc;
+pub mod grpc_web;
 pub mod headers;
 pub mod local_rate_limit;
 pub mod origin;

@@ -32,6 +32,8 @@ pub struct RespBody {
     held: Option<super::DownBody>,
     /// The call deadline and idle limit of a streamed upstream response.
     timers: Timers,
+    /// gRPC-Web: trailers into the body (and base64), for the client.
+    web: Option<Box<super::grpc_web::Encode>>,
 }
 
 impl RespBody {
@@ -46,6 +48,7 @@ impl RespBody {
             done: None,
             held: None,
             timers: Timers::default(),
+            web: None,
         }
     }
 
@@ -55,7 +58,13 @@ impl RespBody {
             done: None,
             held: None,
             timers: Timers::default(),
+            web: None,
         }
+    }
+
+    /// Translate this response body for a gRPC-Web client.
+    pub(super) fn set_web(&mut self, text: bool) {
+        self.web = Some(Box::new(super::grpc_web::Encode::new(text)));
     }
 
     /// Bound the rest of the stream by a call deadline and an idle limit.
@@ -126,6 +135,38 @@ impl Body for RespBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
+        let r = this.poll_inner(cx);
+        let Some(web) = this.web.as_mut() else {
+            return r;
+        };
+        match r {
+            Poll::Ready(Some(Ok(f))) => Poll::Ready(Some(Ok(web.frame(f)))),
+            Poll::Ready(None) => Poll::Ready(web.flush().map(|b| Ok(Frame::data(b)))),
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let inner = match &self.inner {
+            Inner::Full(b) => b.is_none(),
+            Inner::Upstream(b) => b.is_end_stream(),
+        };
+        inner && !self.web.as_ref().is_some_and(|w| w.holding())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Inner::Upstream(b) => b.size_hint(),
+        }
+    }
+}
+
+impl RespBody {
+    /// The body's own frames, before a gRPC-Web translation: the completion's
+    /// accounting, trailers observed, stream timers.
+    fn poll_inner(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self;
         let r = match &mut this.inner {
             Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Inner::Upstream(b) => Pin::new(b).poll_frame(cx),
@@ -162,20 +203,6 @@ impl Body for RespBody {
             }
         }
         r
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.inner {
-            Inner::Full(b) => b.is_none(),
-            Inner::Upstream(b) => b.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.inner {
-            Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            Inner::Upstream(b) => b.size_hint(),
-        }
     }
 }
 

@@ -140,6 +140,8 @@ pub fn content_type(kind: Kind) -> HeaderValue {
 /// One gRPC call's state for the end of its stream.
 pub struct Call {
     pub kind: Kind,
+    /// Set when the `grpc_web` filter translates this call (gRPC-Web to gRPC).
+    pub web: Option<attache_filters::grpc_web::Web>,
     /// From the trailers, or the head of a trailers-only response.
     pub status: Option<Code>,
     pub stats: Arc<RouteStats>,
@@ -149,6 +151,7 @@ impl Call {
     pub fn new(kind: Kind, stats: Arc<RouteStats>) -> Call {
         Call {
             kind,
+            web: None,
             status: None,
             stats,
         }

@@ -4,6 +4,7 @@
 
 mod body;
 pub mod grpc;
+mod grpc_web;
 mod h1;
 pub use body::rfc3339;
 pub mod normalize;
@@ -229,6 +230,8 @@ pub enum DownBody {
     Empty,
     Hyper(hyper::body::Incoming),
     H1(h1::H1Body),
+    /// A gRPC-Web `-text` body, base64-decoded on its way upstream.
+    WebText(Box<grpc_web::TextDecode>),
 }
 
 impl http_body::Body for DownBody {
@@ -243,6 +246,7 @@ impl http_body::Body for DownBody {
             DownBody::Empty => std::task::Poll::Ready(None),
             DownBody::Hyper(b) => std::pin::Pin::new(b).poll_frame(cx).map_err(Into::into),
             DownBody::H1(b) => std::pin::Pin::new(b).poll_frame(cx).map_err(Into::into),
+            DownBody::WebText(b) => std::pin::Pin::new(b.as_mut()).poll_frame(cx),
         }
     }
 
@@ -251,6 +255,7 @@ impl http_body::Body for DownBody {
             DownBody::Empty => true,
             DownBody::Hyper(b) => b.is_end_stream(),
             DownBody::H1(b) => b.is_end_stream(),
+            DownBody::WebText(b) => b.is_end_stream(),
         }
     }
 
@@ -259,6 +264,7 @@ impl http_body::Body for DownBody {
             DownBody::Empty => http_body::SizeHint::with_exact(0),
             DownBody::Hyper(b) => b.size_hint(),
             DownBody::H1(b) => b.size_hint(),
+            DownBody::WebText(b) => b.size_hint(),
         }
     }
 }

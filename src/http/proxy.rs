@@ -344,6 +344,7 @@ pub async fn handle(req: Request<DownBody>, conn: Arc<ConnCtx>) -> Response<Resp
         if let Some(r) = run_request_filters(&chain, &mut parts, &mut sc) {
             break 'reply finish_filter_reply(r, &mut sc, done, chain);
         }
+        grpc_web_request(&mut parts, &mut body, &mut done);
 
         match &route.action {
             Action::Direct(d) => {
@@ -1034,6 +1035,30 @@ fn grpc_head(
     }
     if let Some(call) = done.grpc.as_mut() {
         call.observe(&parts.headers);
+        if let (Some(web), false) = (call.web, sc.local_reply) {
+            super::grpc_web::response_head(&mut parts.headers, web.text);
+            body.set_web(web.text);
+        }
+    }
+}
+
+/// A call the `grpc_web` filter translates: remember it for the response, and
+/// decode a `-text` request body on its way upstream.
+fn grpc_web_request(
+    parts: &mut http::request::Parts,
+    body: &mut Option<DownBody>,
+    done: &mut Completion,
+) {
+    let Some(web) = parts.extensions.remove::<attache_filters::grpc_web::Web>() else {
+        return;
+    };
+    if let Some(call) = done.grpc.as_mut() {
+        call.web = Some(web);
+    }
+    if web.text {
+        *body = body
+            .take()
+            .map(|b| DownBody::WebText(Box::new(super::grpc_web::TextDecode::new(b))));
     }
 }
 
