@@ -407,13 +407,13 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(&GRPC_TIMEOUT, HeaderValue::from_static("5S"));
         assert_eq!(call_limit(&mut h, true, cap, None), cap);
-        assert_eq!(h.get(&GRPC_TIMEOUT).unwrap(), "2000m");
+        assert_eq!(h[&GRPC_TIMEOUT], "2000m");
         h.insert(&GRPC_TIMEOUT, HeaderValue::from_static("100m"));
         assert_eq!(
             call_limit(&mut h, true, cap, Some(Duration::from_millis(50))),
             Some(Duration::from_millis(50))
         );
-        assert_eq!(h.get(&GRPC_TIMEOUT).unwrap(), "100m");
+        assert_eq!(h[&GRPC_TIMEOUT], "100m");
         h.insert(&GRPC_TIMEOUT, HeaderValue::from_static("soon"));
         assert_eq!(call_limit(&mut h, true, cap, None), None);
         assert!(h.get(&GRPC_TIMEOUT).is_none());

@@ -2,6 +2,8 @@
 //! the standard health service) on hyper's HTTP/2 server, and a tonic client over
 //! hyper's HTTP/2 client (no client-side deadline enforcement: what the client sees
 //! is what the proxy sent). Messages are prost structs derived by hand, no protoc.
+// tonic's service traits fix the error type (`Status`, large) for every handler.
+#![allow(clippy::result_large_err)]
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -156,12 +158,15 @@ impl tower_service::Service<Request<Streaming<Echo>>> for Bidi {
     }
 }
 
+/// What the server records of a request: (path, grpc-timeout, content-type).
+pub type Head = (String, Option<String>, Option<String>);
+
 /// A running test gRPC server.
 pub struct GrpcServer {
     pub addr: SocketAddr,
     pub health: tonic_health::server::HealthReporter,
-    /// Request heads the server received: (path, grpc-timeout, content-type).
-    pub seen: Arc<Mutex<Vec<(String, Option<String>, Option<String>)>>>,
+    /// Request heads the server received, in order.
+    pub seen: Arc<Mutex<Vec<Head>>>,
 }
 
 impl GrpcServer {
