@@ -6,6 +6,7 @@
 mod grpc_peer;
 mod support;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use grpc_peer::{Echo, GrpcClient, GrpcServer};
@@ -682,4 +683,92 @@ async fn grpc_web_calls_reach_a_grpc_server_with_trailers_in_the_body() {
         Some("https://app.example")
     );
     assert_eq!(server.seen.lock().expect("seen").len(), before);
+}
+
+/// An HTTP/2 upstream that answers a call with a gRPC head and one message, then,
+/// once `go` is notified, resets the stream: no trailers, no status.
+async fn resetting_grpc_upstream(go: Arc<tokio::sync::Notify>) -> std::net::SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let go = go.clone();
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(s).await else {
+                    return;
+                };
+                let Some(Ok((_req, mut respond))) = conn.accept().await else {
+                    return;
+                };
+                // Keep driving the connection while the stream is answered.
+                let driver = tokio::spawn(async move { while conn.accept().await.is_some() {} });
+                let rsp = http::Response::builder()
+                    .header("content-type", "application/grpc")
+                    .body(())
+                    .expect("response");
+                let Ok(mut send) = respond.send_response(rsp, false) else {
+                    return;
+                };
+                let _ = send.send_data(message_frame(&echo("partial")).into(), false);
+                go.notified().await;
+                send.send_reset(h2::Reason::INTERNAL_ERROR);
+                let _ = driver.await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_stream_reset_without_trailers_is_an_internal_error_for_every_signal() {
+    let go = Arc::new(tokio::sync::Notify::new());
+    let reset = resetting_grpc_upstream(go.clone()).await;
+    let yaml = format!(
+        r#"
+listeners:
+  - name: grpc
+    address: 127.0.0.1:0
+    access_log: {{ path: stdout, format: json }}
+    filters:
+      - sli: {{}}
+    virtual_hosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - name: dead
+            match: {{ prefix: / }}
+            route: {{ cluster: resetting, timeout: 0s }}
+clusters:
+  - name: resetting
+    protocol: http2
+    endpoints: ["{reset}"]
+"#
+    );
+    let p = Proxy::start(&yaml);
+    let mut c = GrpcClient::new(p.addr("grpc"));
+    let mut s = c
+        .server_stream_open("/dead.Echo/ServerStream", echo("x"))
+        .await
+        .expect("head");
+    let first = s.message().await.expect("first message");
+    assert_eq!(first.map(|m| m.text).as_deref(), Some("partial"));
+    go.notify_one();
+    s.message().await.expect_err("reset mid-stream");
+    eventually(WAIT, "INTERNAL counted as an SLI error", || async {
+        let done = grpc_count(&p, "dead", "INTERNAL").await == 1.0
+            && sli(&p, "dead", "error").await == 1.0;
+        done.then_some(())
+    })
+    .await;
+    let line = eventually(WAIT, "access log", || async {
+        log_lines(&p, "/dead.Echo/ServerStream").pop()
+    })
+    .await;
+    assert_eq!(line["grpc_status"], "INTERNAL");
+    assert_eq!(line["response_flags"], "UR");
+    let (status, board) = p.admin_get("/sli").await;
+    assert_eq!(status, 200);
+    assert!(board.contains("dead"), "{board}");
 }

@@ -293,12 +293,12 @@ impl GrpcClient {
         self.server_stream_at(SERVER_STREAM, req).await
     }
 
-    /// A server stream collected: the messages, then the final status.
-    pub async fn server_stream_at(
+    /// A server stream, opened: its messages are read by the caller.
+    pub async fn server_stream_open(
         &mut self,
         path: &'static str,
         req: impl tonic::IntoRequest<Echo>,
-    ) -> (Vec<String>, Result<(), Status>) {
+    ) -> Result<Streaming<Echo>, Status> {
         self.ready().await;
         let path = PathAndQuery::from_static(path);
         let call = self.inner.server_streaming(
@@ -306,8 +306,17 @@ impl GrpcClient {
             path,
             ProstCodec::<Echo, Echo>::default(),
         );
-        let mut s = match call.await {
-            Ok(r) => r.into_inner(),
+        call.await.map(Response::into_inner)
+    }
+
+    /// A server stream collected: the messages, then the final status.
+    pub async fn server_stream_at(
+        &mut self,
+        path: &'static str,
+        req: impl tonic::IntoRequest<Echo>,
+    ) -> (Vec<String>, Result<(), Status>) {
+        let mut s = match self.server_stream_open(path, req).await {
+            Ok(s) => s,
             Err(e) => return (Vec::new(), Err(e)),
         };
         let mut got = Vec::new();
