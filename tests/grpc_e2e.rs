@@ -409,6 +409,26 @@ async fn stream_idle_timeout_ends_a_silent_stream() {
         (e.code(), e.message()),
         (Code::Unavailable, "stream idle timeout (SI)")
     );
+    // A silent wait for the response head (tonic sends a unary head with its
+    // answer) is ended by it too, before the route's 15s timeout.
+    let t0 = Instant::now();
+    let slow = Echo {
+        delay_ms: 3000,
+        ..echo("late")
+    };
+    let e = c
+        .unary_at("/idle.Echo/Unary", slow)
+        .await
+        .expect_err("idle head");
+    assert_eq!(
+        (e.code(), e.message()),
+        (Code::DeadlineExceeded, "upstream request timeout (UT)")
+    );
+    assert!(
+        t0.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        t0.elapsed()
+    );
 }
 
 fn fleet_config(server: &GrpcServer) -> String {

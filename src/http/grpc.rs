@@ -249,6 +249,55 @@ impl RouteStats {
     }
 }
 
+/// A stream's limits beyond the route timeout: the call deadline, the idle limit,
+/// and the request-body counter that shows the client still sending.
+pub struct StreamLimits {
+    pub deadline: Option<Instant>,
+    pub idle: Option<Duration>,
+    pub sent: Option<Arc<AtomicU64>>,
+}
+
+impl StreamLimits {
+    /// The timers for the response body, once the head arrived.
+    pub fn timers(&self) -> Timers {
+        Timers::new(self.deadline, self.idle, self.sent.clone())
+    }
+
+    /// Wait for the response head of a try sent at `from`: until `limit`, and with
+    /// an idle limit, until nothing moved for that long (request bytes still going
+    /// upstream restart it). None when a limit ended the wait.
+    pub async fn wait_head<F: std::future::Future>(
+        &self,
+        call: F,
+        from: Instant,
+        limit: Option<Instant>,
+    ) -> Option<F::Output> {
+        let Some(idle) = self.idle else {
+            return match limit {
+                Some(l) => tokio::time::timeout_at(l, call).await.ok(),
+                None => Some(call.await),
+            };
+        };
+        tokio::pin!(call);
+        let load = |s: &Arc<AtomicU64>| s.load(Ordering::Relaxed);
+        let mut seen = self.sent.as_ref().map_or(0, load);
+        let mut idle_at = from + idle;
+        loop {
+            let at = limit.map_or(idle_at, |l| l.min(idle_at));
+            if let Ok(r) = tokio::time::timeout_at(at, &mut call).await {
+                return Some(r);
+            }
+            let now = Instant::now();
+            let moved = self.sent.as_ref().map_or(seen, load);
+            if limit.is_some_and(|l| now >= l) || moved == seen {
+                return None;
+            }
+            seen = moved;
+            idle_at = now + idle;
+        }
+    }
+}
+
 /// Why a stream timer ended a response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expired {
@@ -459,6 +508,37 @@ mod tests {
         assert!(poll(&mut t).await.is_pending(), "request bytes moved");
         tokio::time::advance(Duration::from_secs(11)).await;
         assert_eq!(poll(&mut t).await, Poll::Ready(Expired::Idle));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn head_wait_ends_when_nothing_moves_for_the_idle_limit() {
+        let sent = Arc::new(AtomicU64::new(0));
+        let limits = StreamLimits {
+            deadline: None,
+            idle: Some(Duration::from_secs(10)),
+            sent: Some(sent.clone()),
+        };
+        let t0 = Instant::now();
+        let never = std::future::pending::<()>();
+        let bump = async {
+            tokio::time::sleep(Duration::from_secs(8)).await;
+            sent.fetch_add(1, Ordering::Relaxed);
+        };
+        let (r, ()) = tokio::join!(limits.wait_head(never, t0, None), bump);
+        assert!(r.is_none());
+        // The request bytes at 8s restarted the wait: it ended at 10s + 10s.
+        assert_eq!(t0.elapsed(), Duration::from_secs(20));
+
+        let t0 = Instant::now();
+        let limit = Some(t0 + Duration::from_secs(3));
+        let never = std::future::pending::<()>();
+        assert!(limits.wait_head(never, t0, limit).await.is_none());
+        assert_eq!(t0.elapsed(), Duration::from_secs(3));
+        let quick = async { 7 };
+        assert_eq!(
+            limits.wait_head(quick, Instant::now(), limit).await,
+            Some(7)
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -539,7 +539,11 @@ pub async fn handle(req: Request<DownBody>, conn: Arc<ConnCtx>) -> Response<Resp
                     ra.max_grpc_timeout,
                     ra.max_stream_duration,
                 );
-                let call_deadline = limits.map(|d| tokio::time::Instant::now() + d);
+                let limits = grpc::StreamLimits {
+                    deadline: limits.map(|d| tokio::time::Instant::now() + d),
+                    idle: ra.stream_idle_timeout,
+                    sent: sent_counter,
+                };
                 // A streamed body forward did not take (no healthy endpoint, circuit
                 // breaker) comes back, so an HTTP/2 one is held past the 503 too.
                 let mut req_body = Some(req_body);
@@ -551,7 +555,7 @@ pub async fn handle(req: Request<DownBody>, conn: Arc<ConnCtx>) -> Response<Resp
                     &mut req_body,
                     bytes_in,
                     hash,
-                    call_deadline,
+                    &limits,
                     replay,
                     &mut done,
                 )
@@ -588,11 +592,7 @@ pub async fn handle(req: Request<DownBody>, conn: Arc<ConnCtx>) -> Response<Resp
                                 RespBody::full(Bytes::new())
                             }
                             Err(mut body) => {
-                                body.set_timers(grpc::Timers::new(
-                                    call_deadline,
-                                    ra.stream_idle_timeout,
-                                    sent_counter,
-                                ));
+                                body.set_timers(limits.timers());
                                 body
                             }
                         };
@@ -723,7 +723,7 @@ async fn forward(
     body: &mut Option<ReqBody>,
     bytes_in: Arc<AtomicU64>,
     hash: Option<u64>,
-    call_deadline: Option<tokio::time::Instant>,
+    limits: &grpc::StreamLimits,
     replay: Option<Arc<std::sync::Mutex<Replay>>>,
     done: &mut Completion,
 ) -> Result<Response<UpstreamBody>, (ErrorKind, bool)> {
@@ -731,7 +731,7 @@ async fn forward(
     let first = tokio::time::Instant::now();
     // The route timeout bounds the wait for the response head; a gRPC deadline or
     // `max_stream_duration` bounds the whole call, the head included.
-    let deadline = match (ra.timeout.map(|t| first + t), call_deadline) {
+    let deadline = match (ra.timeout.map(|t| first + t), limits.deadline) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
@@ -833,10 +833,7 @@ async fn forward(
             (None, Some(p)) => Some(sent + p),
             (None, None) => None,
         };
-        let result = match limit {
-            Some(l) => tokio::time::timeout_at(l, call).await.ok(),
-            None => Some(call.await),
-        };
+        let result = limits.wait_head(call, sent, limit).await;
         drop(pending);
         restore(&mut up_body, body);
         let overall_expired = || deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
