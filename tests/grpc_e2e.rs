@@ -792,3 +792,41 @@ clusters:
     assert_eq!(status, 200);
     assert!(board.contains("dead"), "{board}");
 }
+
+#[test]
+fn grpc_config_mistakes_are_errors_with_their_place() {
+    let yaml = r#"listeners:
+  - name: grpc
+    address: 127.0.0.1:0
+    virtual_hosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - match: { prefix: / }
+            route: { cluster: app, timeout: 0s, max_grpc_timeout: 0s, retries: { attempts: 1, retry_on: [unavailble] } }
+clusters:
+  - name: app
+    endpoints: ["127.0.0.1:9000"]
+    health_check: { grpc: { service: a.B } }
+"#;
+    let (code, out, path) = support::validate("grpc.yaml", yaml);
+    assert_eq!(code, 1, "{out}");
+    let file = path.display().to_string();
+    for (place, what) in [
+        (":9:", "max_grpc_timeout must be greater than 0s"),
+        (
+            ":9:",
+            "unknown retry condition `unavailble`; did you mean `unavailable`?",
+        ),
+        (
+            ":13:",
+            "a gRPC health check needs `protocol: http2` on the cluster",
+        ),
+    ] {
+        assert!(
+            out.lines()
+                .any(|l| l.contains(&format!("{file}{place}")) && l.contains(what)),
+            "{what}:\n{out}"
+        );
+    }
+}
