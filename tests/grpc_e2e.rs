@@ -7,7 +7,7 @@ mod grpc_peer;
 mod support;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use grpc_peer::{Echo, GrpcClient, GrpcServer};
 use support::{dead_port, eventually, Proxy};
@@ -240,26 +240,21 @@ async fn grpc_timeout_shorter_than_the_route_timeout_ends_the_call() {
         ..Default::default()
     });
     req.set_timeout(Duration::from_millis(300));
-    let t0 = Instant::now();
+    // The server would answer OK after 3s: DEADLINE_EXCEEDED can only be the proxy's.
     let e = c.unary(req).await.expect_err("deadline");
     assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
     assert_eq!(e.message(), "upstream request timeout (UT)");
-    assert!(
-        t0.elapsed() < Duration::from_millis(2500),
-        "{:?}",
-        t0.elapsed()
-    );
 
     // After the head, between messages: trailers with DEADLINE_EXCEEDED.
     let mut req = Request::new(Echo {
         text: "tick".into(),
-        count: 5,
-        delay_ms: 200,
+        count: 10,
+        delay_ms: 400,
         ..Default::default()
     });
-    req.set_timeout(Duration::from_millis(500));
+    req.set_timeout(Duration::from_millis(1500));
     let (got, end) = c.server_stream(req).await;
-    assert!(!got.is_empty() && got.len() < 5, "{got:?}");
+    assert!(!got.is_empty() && got.len() < 10, "{got:?}");
     let e = end.expect_err("deadline mid-stream");
     assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
     assert_eq!(e.message(), "deadline exceeded (UT)");
@@ -272,24 +267,18 @@ async fn grpc_timeout_shorter_than_the_route_timeout_ends_the_call() {
         ..Default::default()
     });
     req.set_timeout(Duration::from_secs(10));
-    let t0 = Instant::now();
     let e = c
         .unary_at("/capped.Echo/Unary", req)
         .await
         .expect_err("capped");
     assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
-    assert!(
-        t0.elapsed() < Duration::from_millis(2500),
-        "{:?}",
-        t0.elapsed()
-    );
     let seen = server.seen.lock().expect("seen").clone();
     let sent: Vec<Option<String>> = seen.into_iter().map(|(_, t, _)| t).collect();
     assert_eq!(
         sent,
         [
             Some("300000u".into()),
-            Some("500000u".into()),
+            Some("1500000u".into()),
             Some("300m".into())
         ]
     );
@@ -411,7 +400,6 @@ async fn stream_idle_timeout_ends_a_silent_stream() {
     );
     // A silent wait for the response head (tonic sends a unary head with its
     // answer) is ended by it too, before the route's 15s timeout.
-    let t0 = Instant::now();
     let slow = Echo {
         delay_ms: 3000,
         ..echo("late")
@@ -423,11 +411,6 @@ async fn stream_idle_timeout_ends_a_silent_stream() {
     assert_eq!(
         (e.code(), e.message()),
         (Code::DeadlineExceeded, "upstream request timeout (UT)")
-    );
-    assert!(
-        t0.elapsed() < Duration::from_millis(2500),
-        "{:?}",
-        t0.elapsed()
     );
 }
 
