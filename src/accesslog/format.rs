@@ -43,6 +43,7 @@ pub const OPERATORS: &[(&str, bool)] = &[
     ("DOWNSTREAM_TLS_VERSION", false),
     ("DOWNSTREAM_TLS_CIPHER", false),
     ("REQUESTED_SERVER_NAME", false),
+    ("GRPC_STATUS", false),
 ];
 
 /// Where a `%REQ(...)%` / `%RESP(...)%` value comes from.
@@ -73,6 +74,8 @@ enum Op {
     Protocol,
     ResponseCode,
     ResponseFlags,
+    /// The gRPC status name of a gRPC call (`PERMISSION_DENIED`).
+    GrpcStatus,
     BytesReceived,
     BytesSent,
     Duration(Unit),
@@ -153,6 +156,7 @@ const JSON: &[(&str, &str)] = &[
     ("cluster", "%UPSTREAM_CLUSTER%"),
     ("downstream_remote", "%DOWNSTREAM_REMOTE_ADDRESS%"),
     ("duration_ms", "%DURATION(ms.3)%"),
+    ("grpc_status", "%GRPC_STATUS%"),
     ("method", "%REQ(:METHOD)%"),
     ("path", "%REQ(:PATH)%"),
     ("peer_san", "%DOWNSTREAM_PEER_SAN%"),
@@ -395,6 +399,7 @@ fn simple(name: &str) -> Option<Op> {
         "PROTOCOL" => Op::Protocol,
         "RESPONSE_CODE" => Op::ResponseCode,
         "RESPONSE_FLAGS" => Op::ResponseFlags,
+        "GRPC_STATUS" => Op::GrpcStatus,
         "BYTES_RECEIVED" => Op::BytesReceived,
         "BYTES_SENT" => Op::BytesSent,
         "UPSTREAM_HOST" => Op::UpstreamHost,
@@ -464,6 +469,9 @@ fn value<'a>(op: Op, r: &'a Record<'_>) -> Val<'a> {
         Op::Protocol => s(r.protocol),
         Op::ResponseCode => Val::Int(u64::from(r.status)),
         Op::ResponseFlags => s(r.response_flag),
+        // `-` for a request that is not a gRPC call, as the gRPC docs show.
+        Op::GrpcStatus if r.grpc_status.is_empty() => s("-"),
+        Op::GrpcStatus => s(r.grpc_status),
         Op::BytesReceived => Val::Int(r.bytes_received),
         Op::BytesSent => Val::Int(r.bytes_sent),
         Op::Duration(u) => dur(r.duration, u),

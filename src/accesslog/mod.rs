@@ -52,6 +52,8 @@ pub struct Record<'a> {
     pub request_id: &'a str,
     pub downstream: &'a str,
     pub peer_san: &'a str,
+    /// The gRPC status name (`PERMISSION_DENIED`) of a gRPC call; empty otherwise.
+    pub grpc_status: &'a str,
     pub peer_uri_san: &'a str,
     pub peer_dns_san: &'a str,
     pub peer_subject: &'a str,

@@ -15,6 +15,7 @@ use super::endpoints::{self, Spec};
 use super::load::{did_you_mean, Diagnostic, SourceMap};
 use super::raw;
 use super::snapshot::{AccessLogCfg, Http2Settings, HttpSettings, Listener, Snapshot, TcpSettings};
+use crate::http::grpc::RouteStats;
 use crate::router::{
     self, Action, DirectResponse, HeaderMatch, Matcher, PathMatch, QueryMatch, Redirect,
     RetryPolicy, Route, RouteAction, Router, SanMatch, Target, ValueMatch, VirtualHost,
@@ -711,12 +712,34 @@ fn compile_fleet(cx: &mut Cx<'_>, p: &str, c: &raw::Cluster) {
     }
     if let Some(h) = &c.health_check {
         let hp = format!("{p}.health_check");
-        let kinds = [h.http.is_some(), h.tcp.is_some(), h.thrift.is_some()]
-            .iter()
-            .filter(|b| **b)
-            .count();
+        let kinds = [
+            h.http.is_some(),
+            h.tcp.is_some(),
+            h.thrift.is_some(),
+            h.grpc.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
         if kinds != 1 {
-            cx.err(&hp, "give exactly one of `http`, `tcp` or `thrift`");
+            cx.err(&hp, "give exactly one of `http`, `tcp`, `thrift` or `grpc`");
+        }
+        if let Some(g) = &h.grpc {
+            if c.protocol != raw::UpstreamProtocol::Http2 {
+                cx.err(
+                    &format!("{hp}.grpc"),
+                    "a gRPC health check needs `protocol: http2` on the cluster",
+                );
+            }
+            if g.authority
+                .as_deref()
+                .is_some_and(|a| HeaderValue::from_str(a).is_err() || a.is_empty())
+            {
+                cx.err(
+                    &format!("{hp}.grpc.authority"),
+                    "authority is not a valid host",
+                );
+            }
         }
         if let Some(x) = &h.http {
             if !x.path.starts_with('/') {
@@ -865,6 +888,7 @@ fn compile_http(
     let listener_chain: Arc<[Arc<dyn HttpFilter>]> = chain.iter().map(|(_, f)| f.clone()).collect();
 
     let opts = l.http.clone().unwrap_or_default();
+    let grpc_vecs = crate::http::grpc::Vecs::new(fcx.stats);
     let mut vhosts = Vec::new();
     let mut vh_names: HashSet<&str> = HashSet::new();
     let mut domains_seen: HashMap<String, usize> = HashMap::new();
@@ -972,6 +996,7 @@ fn compile_http(
                     matcher,
                     action,
                     filters,
+                    grpc: RouteStats::new(grpc_vecs.clone(), &l.name, &name),
                 });
             }
         }
@@ -1021,6 +1046,7 @@ fn compile_http(
         generate_request_id: opts.generate_request_id.unwrap_or(true),
         retry_buffer_bytes: opts.retry_buffer_bytes.unwrap_or(64 * 1024) as usize,
         http2: compile_http2(cx, &format!("{hp}.http2"), opts.http2.as_ref()),
+        grpc_no_route: RouteStats::new(grpc_vecs, &l.name, crate::http::grpc::NO_ROUTE),
     }
 }
 
@@ -1277,13 +1303,33 @@ fn compile_match(cx: &mut Cx<'_>, mp: &str, m: &raw::RouteMatch) -> Option<Match
     })
 }
 
+/// Default `stream_idle_timeout` of a route (Envoy's default too).
+pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
 const RETRY_ON: &[&str] = &[
     "5xx",
     "gateway-error",
     "connect-failure",
     "reset",
     "retriable-status-codes",
+    "cancelled",
+    "deadline-exceeded",
+    "resource-exhausted",
+    "unavailable",
+    "internal",
 ];
+
+/// The gRPC `retry_on` conditions (Envoy's names) and the code each reads.
+const GRPC_RETRY_ON: &[(&str, attache_filters::grpc::Code)] = {
+    use attache_filters::grpc::Code;
+    &[
+        ("cancelled", Code::Cancelled),
+        ("deadline-exceeded", Code::DeadlineExceeded),
+        ("resource-exhausted", Code::ResourceExhausted),
+        ("unavailable", Code::Unavailable),
+        ("internal", Code::Internal),
+    ]
+};
 
 fn compile_action(
     cx: &mut Cx<'_>,
@@ -1469,6 +1515,7 @@ fn compile_action(
                 on_reset: false,
                 statuses: r.retriable_status_codes.clone(),
                 per_try_timeout: r.per_try_timeout.map(|d| d.0),
+                grpc_codes: 0,
             };
             if r.attempts > 10 {
                 cx.err(&format!("{rp2}.attempts"), "attempts must be at most 10");
@@ -1480,6 +1527,13 @@ fn compile_action(
                     "connect-failure" => pol.on_connect_failure = true,
                     "reset" => pol.on_reset = true,
                     "retriable-status-codes" => {}
+                    other if GRPC_RETRY_ON.iter().any(|(n, _)| *n == other) => {
+                        for (n, code) in GRPC_RETRY_ON {
+                            if *n == other {
+                                pol.grpc_codes |= 1 << (*code as u32);
+                            }
+                        }
+                    }
                     other => {
                         let hint = did_you_mean(other, RETRY_ON.iter().copied())
                             .map(|s| format!("; did you mean `{s}`?"))
@@ -1537,6 +1591,23 @@ fn compile_action(
         Some(d) if d.0.is_zero() => None,
         Some(d) => Some(d.0),
     };
+    let stream_idle_timeout = match a.stream_idle_timeout {
+        None => Some(DEFAULT_STREAM_IDLE_TIMEOUT),
+        Some(d) if d.0.is_zero() => None,
+        Some(d) => Some(d.0),
+    };
+    let nonzero = |cx: &mut Cx<'_>, key: &str, d: Option<super::duration::Dur>| match d {
+        Some(d) if d.0.is_zero() => {
+            cx.err(
+                &format!("{ap}.{key}"),
+                format!("{key} must be greater than 0s (leave it out for no limit)"),
+            );
+            None
+        }
+        d => d.map(|d| d.0),
+    };
+    let max_grpc_timeout = nonzero(cx, "max_grpc_timeout", a.max_grpc_timeout);
+    let max_stream_duration = nonzero(cx, "max_stream_duration", a.max_stream_duration);
     let mut upgrades = Vec::new();
     for (i, u) in a.upgrades.iter().enumerate() {
         let token = !u.is_empty()
@@ -1573,6 +1644,9 @@ fn compile_action(
         target,
         timeout,
         retry,
+        max_grpc_timeout,
+        stream_idle_timeout,
+        max_stream_duration,
         prefix_rewrite: a.prefix_rewrite.clone(),
         host_rewrite,
         upgrades: upgrades.into_boxed_slice(),

@@ -307,6 +307,18 @@ pub struct RouteAction {
     pub prefix_rewrite: Option<String>,
     #[serde(default)]
     pub host_rewrite: Option<String>,
+    /// Cap on a gRPC call's `grpc-timeout` (longer ones are cut to this and the
+    /// header rewritten); unset = the client's deadline as sent.
+    #[serde(default)]
+    pub max_grpc_timeout: Option<Dur>,
+    /// End a response stream after this long with no bytes either way (default 5m;
+    /// `0s` = never).
+    #[serde(default)]
+    pub stream_idle_timeout: Option<Dur>,
+    /// End a stream this long after the request started, whatever it is doing
+    /// (default none).
+    #[serde(default)]
+    pub max_stream_duration: Option<Dur>,
     /// Upgrade protocols (the `Upgrade` header's token, e.g. `websocket`) tunnelled
     /// to the upstream for HTTP/1.1 requests; others have `Upgrade` stripped.
     #[serde(default)]
@@ -479,6 +491,9 @@ pub struct HealthCheck {
     pub tcp: Option<TcpHealthCheck>,
     #[serde(default)]
     pub thrift: Option<ThriftHealthCheck>,
+    /// `grpc.health.v1.Health/Check` over the cluster's HTTP/2 connections.
+    #[serde(default)]
+    pub grpc: Option<GrpcHealthCheck>,
     /// Default 5s.
     #[serde(default)]
     pub interval: Option<Dur>,
@@ -517,6 +532,17 @@ pub struct TcpHealthCheck {}
 pub struct ThriftHealthCheck {
     /// The method to call (no arguments); any reply is healthy.
     pub method: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcHealthCheck {
+    /// The `service` asked about (default "": the server as a whole).
+    #[serde(default)]
+    pub service: String,
+    /// `:authority` of the check (default: the cluster name).
+    #[serde(default)]
+    pub authority: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]

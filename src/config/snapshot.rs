@@ -60,6 +60,8 @@ pub struct HttpSettings {
     pub generate_request_id: bool,
     pub retry_buffer_bytes: usize,
     pub http2: Http2Settings,
+    /// gRPC call metrics of calls no route matched (route label `_none`).
+    pub grpc_no_route: Arc<crate::http::grpc::RouteStats>,
 }
 
 /// The HTTP/2 SETTINGS a listener advertises; `http.http2` in the config.

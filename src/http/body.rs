@@ -12,6 +12,7 @@ use attache_filters::{HttpFilter, StreamCtx};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
+use super::grpc::{self, Expired, Timers};
 use super::{ConnCtx, Runtime};
 use crate::accesslog::Record;
 use crate::stats::ListenerStats;
@@ -29,6 +30,10 @@ pub struct RespBody {
     /// An unread HTTP/2 request body, dropped with this body: after the response's
     /// last frame went out (see `proxy::handle`).
     held: Option<super::DownBody>,
+    /// The call deadline and idle limit of a streamed upstream response.
+    timers: Timers,
+    /// gRPC-Web: trailers into the body (and base64), for the client.
+    web: Option<Box<super::grpc_web::Encode>>,
 }
 
 impl RespBody {
@@ -42,6 +47,8 @@ impl RespBody {
             inner,
             done: None,
             held: None,
+            timers: Timers::default(),
+            web: None,
         }
     }
 
@@ -50,6 +57,56 @@ impl RespBody {
             inner: Inner::Upstream(b),
             done: None,
             held: None,
+            timers: Timers::default(),
+            web: None,
+        }
+    }
+
+    /// Translate this response body for a gRPC-Web client.
+    pub(super) fn set_web(&mut self, text: bool) {
+        self.web = Some(Box::new(super::grpc_web::Encode::new(text)));
+    }
+
+    /// Bound the rest of the stream by a call deadline and an idle limit.
+    pub(super) fn set_timers(&mut self, t: Timers) {
+        self.timers = t;
+    }
+
+    /// A stream timer fired: stop reading the upstream (dropping its body resets that
+    /// stream) and end the response. A gRPC call ends with trailers carrying the
+    /// timer's status, which every gRPC client reads as the call's outcome; any
+    /// other response is reset (HTTP/2) or cut (HTTP/1), as it cannot be completed.
+    fn expire(&mut self, why: Expired) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.inner = Inner::Full(None);
+        let grpc = match self.done.as_mut() {
+            Some(d) => {
+                d.flag = why.flag();
+                d.grpc.as_mut().map(|c| c.status = Some(why.code()))
+            }
+            None => None,
+        };
+        if grpc.is_none() {
+            self.finish(false);
+            return Poll::Ready(Some(Err(why.message().into())));
+        }
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert(
+            grpc::GRPC_STATUS.clone(),
+            http::HeaderValue::from_static(why.code().as_str()),
+        );
+        trailers.insert(
+            grpc::GRPC_MESSAGE.clone(),
+            http::HeaderValue::from_static(why.message()),
+        );
+        self.finish(true);
+        Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+    }
+
+    /// The bytes of a local reply's body (None for a streamed one).
+    pub(super) fn full_bytes(&self) -> Option<&Bytes> {
+        match &self.inner {
+            Inner::Full(b) => b.as_ref(),
+            Inner::Upstream(_) => None,
         }
     }
 
@@ -78,14 +135,51 @@ impl Body for RespBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
+        let r = this.poll_inner(cx);
+        let Some(web) = this.web.as_mut() else {
+            return r;
+        };
+        match r {
+            Poll::Ready(Some(Ok(f))) => Poll::Ready(Some(Ok(web.frame(f)))),
+            Poll::Ready(None) => Poll::Ready(web.flush().map(|b| Ok(Frame::data(b)))),
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let inner = match &self.inner {
+            Inner::Full(b) => b.is_none(),
+            Inner::Upstream(b) => b.is_end_stream(),
+        };
+        inner && !self.web.as_ref().is_some_and(|w| w.holding())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Inner::Upstream(b) => b.size_hint(),
+        }
+    }
+}
+
+impl RespBody {
+    /// The body's own frames, before a gRPC-Web translation: the completion's
+    /// accounting, trailers observed, stream timers.
+    fn poll_inner(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self;
         let r = match &mut this.inner {
             Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Inner::Upstream(b) => Pin::new(b).poll_frame(cx),
         };
         match &r {
             Poll::Ready(Some(Ok(f))) => {
-                if let (Some(d), Some(data)) = (this.done.as_mut(), f.data_ref()) {
-                    d.bytes_out += data.len() as u64;
+                this.timers.activity();
+                if let Some(d) = this.done.as_mut() {
+                    if let Some(data) = f.data_ref() {
+                        d.bytes_out += data.len() as u64;
+                    } else if let (Some(call), Some(t)) = (d.grpc.as_mut(), f.trailers_ref()) {
+                        call.observe(t);
+                    }
                 }
                 if this.is_end_stream() {
                     this.finish(true);
@@ -104,23 +198,13 @@ impl Body for RespBody {
                 this.finish(false);
             }
             Poll::Ready(None) => this.finish(true),
-            Poll::Pending => {}
+            Poll::Pending => {
+                if let Poll::Ready(why) = this.timers.poll_expired(cx) {
+                    return this.expire(why);
+                }
+            }
         }
         r
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.inner {
-            Inner::Full(b) => b.is_none(),
-            Inner::Upstream(b) => b.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.inner {
-            Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            Inner::Upstream(b) => b.size_hint(),
-        }
     }
 }
 
@@ -213,6 +297,8 @@ pub struct Completion {
     pub chain: Option<Arc<[Arc<dyn HttpFilter>]>>,
     pub sc: Option<StreamCtx>,
     pub close_connection: bool,
+    /// Set for gRPC calls: the status seen, and the route's call metrics.
+    pub grpc: Option<grpc::Call>,
     finished: bool,
 }
 
@@ -281,6 +367,7 @@ impl Completion {
             chain: None,
             sc: None,
             close_connection: false,
+            grpc: None,
             finished: false,
         }
     }
@@ -336,14 +423,21 @@ impl Completion {
                 method: self.method.clone(),
                 downstream_tls: self.conn.tls,
                 peer_sans: self.conn.peer_sans.clone(),
+                grpc: self.grpc.as_ref().map(|c| c.kind),
                 ..Default::default()
             });
         }
         self.active = None;
-        // `start` is set whenever a filter chain or the access log is configured.
+        // `start` is set whenever a filter chain, the access log or gRPC metrics use it.
         let elapsed = self.start.map(|s| s.elapsed());
+        let grpc_code = self.grpc.as_ref().map(|call| {
+            let code = call.final_code(self.status, self.flag);
+            call.stats.record(code, elapsed);
+            code
+        });
         if let (Some(chain), Some(sc)) = (self.chain.take(), self.sc.as_mut()) {
             sc.duration = elapsed;
+            sc.grpc_status = grpc_code;
             if sc.response_flag.is_none() && !self.flag.is_empty() {
                 sc.response_flag = Some(self.flag);
             }
@@ -382,6 +476,7 @@ impl Completion {
                 downstream: self.conn.remote_str(),
                 req_headers: &self.req_headers,
                 resp_headers: &self.resp_headers,
+                grpc_status: grpc_code.map_or("", |c| c.name()),
                 ..self.conn.tls_record()
             };
             log.write(&rec);

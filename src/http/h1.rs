@@ -746,7 +746,7 @@ async fn refuse<W: AsyncWrite + Unpin>(
     reason: Reject,
     stall: Duration,
 ) {
-    let (rsp, _) = super::respond::local_reply(ErrorKind::BadRequest(reason), false);
+    let (rsp, _) = super::respond::local_reply(ErrorKind::BadRequest(reason), false, None);
     super::record_early_reply(conn, rsp.status().as_u16(), reason, Instant::now());
     tracing::debug!(reason = reason.as_str(), "request refused before dispatch");
     let mut rsp = rsp.map(RespBody::full);

@@ -3,6 +3,8 @@
 //! request through the listener's current route table.
 
 mod body;
+pub mod grpc;
+mod grpc_web;
 mod h1;
 mod h2;
 pub use body::rfc3339;
@@ -253,6 +255,8 @@ pub enum DownBody {
     H1(h1::H1Body),
     /// An HTTP/2 body whose first frames were read before forwarding (`h2::preread`).
     Replay(Box<h2::Replay<DownBody>>),
+    /// A gRPC-Web `-text` body, base64-decoded on its way upstream.
+    WebText(Box<grpc_web::TextDecode>),
 }
 
 impl http_body::Body for DownBody {
@@ -268,6 +272,7 @@ impl http_body::Body for DownBody {
             DownBody::Hyper(b) => std::pin::Pin::new(b).poll_frame(cx).map_err(Into::into),
             DownBody::H1(b) => std::pin::Pin::new(b).poll_frame(cx).map_err(Into::into),
             DownBody::Replay(b) => std::pin::Pin::new(&mut **b).poll_frame(cx),
+            DownBody::WebText(b) => std::pin::Pin::new(b.as_mut()).poll_frame(cx),
         }
     }
 
@@ -277,6 +282,7 @@ impl http_body::Body for DownBody {
             DownBody::Hyper(b) => b.is_end_stream(),
             DownBody::H1(b) => b.is_end_stream(),
             DownBody::Replay(b) => b.is_end_stream(),
+            DownBody::WebText(b) => b.is_end_stream(),
         }
     }
 
@@ -286,6 +292,7 @@ impl http_body::Body for DownBody {
             DownBody::Hyper(b) => b.size_hint(),
             DownBody::H1(b) => b.size_hint(),
             DownBody::Replay(b) => b.size_hint(),
+            DownBody::WebText(b) => b.size_hint(),
         }
     }
 }

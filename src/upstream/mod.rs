@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-pub use body::{UpBody, UpstreamBody};
+pub use body::{Replay, UpBody, UpstreamBody};
 pub use breakers::Breakers;
 pub use lb::{hash_bytes, HashKey, Lb, Rotation};
 pub use outlier::Outcome;

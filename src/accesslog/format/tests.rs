@@ -107,7 +107,8 @@ fn builtin_json_has_the_documented_fields() {
     assert_eq!(v["user_agent"], "");
     assert_eq!(v["peer_san"], "spiffe://x/web");
     assert_eq!(v["start_time"], "2025-11-25T23:59:59.123Z");
-    assert_eq!(v.as_object().map(|o| o.len()), Some(17));
+    assert_eq!(v["grpc_status"], "-");
+    assert_eq!(v.as_object().map(|o| o.len()), Some(18));
 }
 
 #[test]
