@@ -97,6 +97,21 @@ pub enum Reject {
     UriTooLong,
     /// Request headers over the listener's limits (431).
     HeadersTooLarge,
+    /// No authority, or a malformed one (empty, several values, userinfo, bad
+    /// port), or a `Host` that disagrees with the absolute-form / `:authority`.
+    Host,
+    /// A `#fragment` in the request target.
+    Fragment,
+    /// A dot segment with a parameter or escape (`..;x`, `.;`, `..%5C`).
+    PathTraversal,
+    /// A backslash in the path, raw or as `%5C`.
+    Backslash,
+    /// A double-encoded path (`%252e`).
+    DoubleEncoding,
+    /// A header name with `_` and `headers_with_underscores: reject`.
+    UnderscoreHeader,
+    /// The request head did not arrive within `request_head_timeout` (408).
+    HeadTimeout,
 }
 
 impl Reject {
@@ -110,6 +125,13 @@ impl Reject {
         Reject::Malformed,
         Reject::UriTooLong,
         Reject::HeadersTooLarge,
+        Reject::Host,
+        Reject::Fragment,
+        Reject::PathTraversal,
+        Reject::Backslash,
+        Reject::DoubleEncoding,
+        Reject::UnderscoreHeader,
+        Reject::HeadTimeout,
     ];
 
     /// The metric label and log name.
@@ -123,6 +145,13 @@ impl Reject {
             Reject::Malformed => "malformed",
             Reject::UriTooLong => "uri_too_long",
             Reject::HeadersTooLarge => "headers_too_large",
+            Reject::Host => "host",
+            Reject::Fragment => "fragment",
+            Reject::PathTraversal => "path_traversal",
+            Reject::Backslash => "backslash",
+            Reject::DoubleEncoding => "double_encoding",
+            Reject::UnderscoreHeader => "underscore_header",
+            Reject::HeadTimeout => "head_timeout",
         }
     }
 }

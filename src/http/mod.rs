@@ -9,6 +9,7 @@ pub mod normalize;
 mod proxy;
 pub mod respond;
 mod sniff;
+pub mod target;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -72,6 +73,9 @@ pub struct ConnCtx {
     pub xfcc: crate::config::raw::ForwardClientCert,
     /// Set when an HTTP/1 head carried both Content-Length and Transfer-Encoding.
     pub framing_conflict: Arc<std::sync::atomic::AtomicBool>,
+    /// Set when an HTTP/1 request line hyper parses carried a `#fragment` (hyper
+    /// and `http::Uri` drop it silently).
+    pub target_fragment: Arc<std::sync::atomic::AtomicBool>,
     /// Set when the proxy drains: HTTP/1 responses then carry `Connection: close`,
     /// so keep-alive clients close the connection themselves instead of racing a
     /// request against our close.
@@ -98,6 +102,7 @@ impl ConnCtx {
             peer: None,
             xfcc: crate::config::raw::ForwardClientCert::SanitizeSet,
             framing_conflict: Default::default(),
+            target_fragment: Default::default(),
             draining: Default::default(),
             unread_bytes_in: Default::default(),
             open: None,
@@ -192,7 +197,11 @@ async fn serve_hyper<IO>(
         let c = c2.clone();
         async move { Ok::<_, Infallible>(proxy::handle(req.map(DownBody::Hyper), c).await) }
     });
-    let io = sniff::Sniff::new(io, conn.framing_conflict.clone());
+    let io = sniff::Sniff::new(
+        io,
+        conn.framing_conflict.clone(),
+        conn.target_fragment.clone(),
+    );
     let fut = b.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(fut);
     if !*drain.borrow() {

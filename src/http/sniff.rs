@@ -3,6 +3,8 @@
 //! we want such requests (a request-smuggling signature) rejected, never forwarded.
 //! The watcher follows message boundaries in the byte stream (heads, counted and
 //! chunked bodies) and raises a flag on the connection when a head carries both.
+//! It raises another when a request line carries a `#` (a fragment, which hyper and
+//! `http::Uri` would drop silently; attache refuses it).
 
 use std::io;
 use std::pin::Pin;
@@ -58,16 +60,17 @@ pub struct Sniff<IO> {
 struct Tracker {
     state: State,
     flag: Arc<AtomicBool>,
+    fragment: Arc<AtomicBool>,
     /// The start (at most `MAX_LINE` bytes) of the head or chunk-size line being
     /// read; one buffer for the connection's lifetime.
     line: Vec<u8>,
 }
 
 impl<IO> Sniff<IO> {
-    pub fn new(io: IO, flag: Arc<AtomicBool>) -> Sniff<IO> {
+    pub fn new(io: IO, flag: Arc<AtomicBool>, fragment: Arc<AtomicBool>) -> Sniff<IO> {
         Sniff {
             io,
-            tracker: Tracker::new(flag),
+            tracker: Tracker::new(flag, fragment),
         }
     }
 }
@@ -79,16 +82,22 @@ fn strip_prefix_ci<'a>(line: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
 }
 
 impl Tracker {
-    fn new(flag: Arc<AtomicBool>) -> Tracker {
+    fn new(flag: Arc<AtomicBool>, fragment: Arc<AtomicBool>) -> Tracker {
         Tracker {
             state: new_head(),
             flag,
+            fragment,
             line: Vec::with_capacity(MAX_LINE),
         }
     }
 
     fn feed(&mut self, mut data: &[u8]) {
-        let Tracker { state, flag, line } = self;
+        let Tracker {
+            state,
+            flag,
+            fragment,
+            line,
+        } = self;
         while !data.is_empty() {
             match state {
                 State::Off => return,
@@ -166,6 +175,9 @@ impl Tracker {
                         if let Some(b) = part.first() {
                             *skip = !matches!(b.to_ascii_lowercase(), b'c' | b't' | b'\r');
                         }
+                    }
+                    if *first && memchr::memchr(b'#', part).is_some() {
+                        fragment.store(true, Ordering::Release);
                     }
                     if !*skip {
                         let room = MAX_LINE.saturating_sub(line.len());
@@ -291,13 +303,33 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Sniff<IO> {
 mod tests {
     use super::*;
 
-    fn run(chunks: &[&[u8]]) -> bool {
+    /// (framing conflict, fragment) flags after feeding `chunks`.
+    fn flags(chunks: &[&[u8]]) -> (bool, bool) {
         let flag = Arc::new(AtomicBool::new(false));
-        let mut s = Tracker::new(flag.clone());
+        let fragment = Arc::new(AtomicBool::new(false));
+        let mut s = Tracker::new(flag.clone(), fragment.clone());
         for c in chunks {
             s.feed(c);
         }
-        flag.load(Ordering::Acquire)
+        (
+            flag.load(Ordering::Acquire),
+            fragment.load(Ordering::Acquire),
+        )
+    }
+
+    fn run(chunks: &[&[u8]]) -> bool {
+        flags(chunks).0
+    }
+
+    #[test]
+    fn flags_a_fragment_in_a_request_line_only() {
+        assert!(flags(&[b"GET /a#b HTTP/1.1\r\nHost: a\r\n\r\n"]).1);
+        assert!(flags(&[b"GET http://a/x?y#", b"z HTTP/1.0\r\n\r\n"]).1);
+        let long = format!("GET /{}#x HTTP/1.1\r\n\r\n", "a".repeat(300));
+        assert!(flags(&[long.as_bytes()]).1);
+        assert!(!flags(&[b"GET /a HTTP/1.1\r\nX-A: #1\r\n\r\n"]).1);
+        // Body bytes are not a request line.
+        assert!(!flags(&[b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\n#\r\n"]).1);
     }
 
     #[test]
