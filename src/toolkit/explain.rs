@@ -191,10 +191,14 @@ pub fn evaluate(snap: &Snapshot, cfg: &raw::Config, rq: &Request) -> Result<Outc
         headers.append(k, v);
     }
     // The request as the proxy would receive it: `host` as the authority of an
-    // absolute-form (or HTTP/2) request, a `host` header as `Host`; with neither,
-    // `Host: localhost`. The proxy's own target phase then decides.
-    if rq.host.is_empty() && !headers.contains_key(http::header::HOST) {
-        headers.insert(http::header::HOST, HeaderValue::from_static("localhost"));
+    // absolute-form (or HTTP/2) request, a `host` header as `Host` (when absent,
+    // `host` or else `localhost`). The proxy's own target phase then decides.
+    if !headers.contains_key(http::header::HOST) {
+        let host = match rq.host.as_str() {
+            "" => HeaderValue::from_static("localhost"),
+            h => HeaderValue::from_str(h).map_err(|_| format!("invalid host `{h}`"))?,
+        };
+        headers.insert(http::header::HOST, host);
     }
     let mut target = String::new();
     if !rq.host.is_empty() {
