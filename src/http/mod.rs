@@ -147,6 +147,7 @@ pub async fn serve_connection<IO>(
         };
         h1::Limits {
             idle: h.idle_timeout,
+            head: h.request_head_timeout,
             max_head: h.max_header_bytes.max(8192),
             max_headers: h.max_headers,
         }
@@ -179,7 +180,9 @@ async fn serve_hyper<IO>(
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(h.idle_timeout)
+        // hyper's timer runs from the end of one response to the end of the next
+        // head, so on connections it serves it bounds the keep-alive wait too.
+        .header_read_timeout(h.request_head_timeout.min(h.idle_timeout))
         .max_buf_size(h.max_header_bytes.max(8192))
         .max_headers(h.max_headers);
     b.http2()
@@ -290,6 +293,17 @@ fn record_parser_reply(
     } else {
         return;
     };
+    record_early_reply(conn, status, reason, opened);
+}
+
+/// Count and log a reply sent before a request reached `proxy::handle` (flag `DPE`):
+/// the HTTP/1 parser's, or a request-head timeout's.
+fn record_early_reply(
+    conn: &ConnCtx,
+    status: u16,
+    reason: crate::error::Reject,
+    opened: tokio::time::Instant,
+) {
     let rt = conn.slot.load();
     let stats = &rt.listener.stats;
     stats.count_flag("DPE");
