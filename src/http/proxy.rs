@@ -430,7 +430,13 @@ pub async fn handle(req: Request<DownBody>, conn: Arc<ConnCtx>) -> Response<Resp
                     (None, Some(h)) if listed_removed => {
                         parts.headers.insert(header::HOST, h);
                     }
-                    (None, _) => {}
+                    (None, Some(_)) => {}
+                    // A filter removed it: an HTTP/1.1 request never goes without one.
+                    (None, None) => {
+                        if let Ok(v) = HeaderValue::from_str(target.authority) {
+                            parts.headers.insert(header::HOST, v);
+                        }
+                    }
                 }
                 // Which forwarding headers the request (after filters) already has, in
                 // one scan instead of a lookup each.
