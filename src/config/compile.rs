@@ -881,7 +881,6 @@ fn compile_http(
     }
     let default_host_http10 = opts.default_host_for_http_10.as_deref().and_then(|h| {
         let value = crate::http::target::parse_authority(h.as_bytes())
-            .ok()
             .and_then(|_| http::HeaderValue::from_str(h).ok());
         if value.is_none() {
             cx.err(

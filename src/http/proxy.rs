@@ -315,8 +315,8 @@ pub async fn handle(req: Request<DownBody>, conn: Arc<ConnCtx>) -> Response<Resp
 
         // Route.
         let view = RequestView {
-            host: &host,
-            path: &path,
+            host,
+            path,
             query,
             headers: &parts.headers,
             method: &parts.method,
@@ -359,9 +359,9 @@ pub async fn handle(req: Request<DownBody>, conn: Arc<ConnCtx>) -> Response<Resp
                     r,
                     &route.matcher.path,
                     conn.tls,
-                    &host,
+                    host,
                     authority.as_deref(),
-                    &path,
+                    path,
                     query,
                 );
                 let mut rsp = Response::new(Bytes::new());
@@ -394,7 +394,7 @@ pub async fn handle(req: Request<DownBody>, conn: Arc<ConnCtx>) -> Response<Resp
                 let pq = crate::router::rewrite_path(
                     &route.matcher.path,
                     ra.prefix_rewrite.as_deref(),
-                    &path,
+                    path,
                     query,
                 );
 

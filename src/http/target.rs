@@ -91,14 +91,14 @@ fn trim_dot(host: &str) -> &str {
 /// Check `raw` as `host[:port]` (RFC 9110 section 7.2, stricter than RFC 3986's
 /// reg-name: letters, digits, `-`, `_` and `.` between non-empty labels, one
 /// trailing dot allowed; or `[IPv6]`).
-pub fn parse_authority(raw: &[u8]) -> Result<Authority<'_>, ()> {
-    let s = std::str::from_utf8(raw).map_err(|_| ())?;
+pub fn parse_authority(raw: &[u8]) -> Option<Authority<'_>> {
+    let s = std::str::from_utf8(raw).ok()?;
     let (host, port) = if s.starts_with('[') {
-        let end = s.find(']').ok_or(())?;
-        s[1..end].parse::<std::net::Ipv6Addr>().map_err(|_| ())?;
+        let end = s.find(']')?;
+        s[1..end].parse::<std::net::Ipv6Addr>().ok()?;
         match &s[end + 1..] {
             "" => (&s[..=end], None),
-            rest => (&s[..=end], Some(rest.strip_prefix(':').ok_or(())?)),
+            rest => (&s[..=end], Some(rest.strip_prefix(':')?)),
         }
     } else {
         match s.split_once(':') {
@@ -107,13 +107,13 @@ pub fn parse_authority(raw: &[u8]) -> Result<Authority<'_>, ()> {
         }
     };
     if !host.starts_with('[') && !valid_name(host) {
-        return Err(());
+        return None;
     }
     let port = match port {
         None => None,
-        Some(p) => Some(parse_port(p).ok_or(())?),
+        Some(p) => Some(parse_port(p)?),
     };
-    Ok(Authority { host, port })
+    Some(Authority { host, port })
 }
 
 fn valid_name(host: &str) -> bool {
@@ -157,7 +157,7 @@ fn authority_of<'a>(
     settings: &Settings<'a>,
 ) -> Result<(&'a str, Source, Authority<'a>), Reject> {
     let host_header = match head.host {
-        Some(h) => Some(parse_authority(h.as_bytes()).map_err(|()| Reject::Host)?),
+        Some(h) => Some(parse_authority(h.as_bytes()).ok_or(Reject::Host)?),
         None => None,
     };
     if let Some(a) = head.uri.authority() {
@@ -168,7 +168,7 @@ fn authority_of<'a>(
             None if head.tls => 443,
             None => 80,
         };
-        let parsed = parse_authority(a.as_str().as_bytes()).map_err(|()| Reject::Host)?;
+        let parsed = parse_authority(a.as_str().as_bytes()).ok_or(Reject::Host)?;
         match host_header {
             Some(h) if !h.same_as(&parsed, default_port) => return Err(Reject::Host),
             None if head.version == Version::HTTP_11 => return Err(Reject::Host),
@@ -187,7 +187,7 @@ fn authority_of<'a>(
         _ => None,
     };
     let s = default.and_then(|d| d.to_str().ok()).ok_or(Reject::Host)?;
-    let parsed = parse_authority(s.as_bytes()).map_err(|()| Reject::Host)?;
+    let parsed = parse_authority(s.as_bytes()).ok_or(Reject::Host)?;
     Ok((s, Source::Default, parsed))
 }
 

@@ -251,7 +251,7 @@ pub fn evaluate(snap: &Snapshot, cfg: &raw::Config, rq: &Request) -> Result<Outc
     let view = RequestView {
         host: &host,
         path: &path,
-        query: query.as_deref(),
+        query,
         headers: &headers,
         method: &method,
         peer_sans: &[],
