@@ -344,3 +344,56 @@ async fn explain_decides_the_authority_like_the_proxy() {
         "{body}"
     );
 }
+
+#[test]
+fn bad_hygiene_keys_are_config_errors_with_their_position() {
+    let (code, out, path) = support::validate(
+        "edge.yaml",
+        r#"listeners:
+  - name: main
+    address: 127.0.0.1:0
+    http:
+      default_host_for_http_10: "a.example, b.example"
+      request_head_timeout: 0s
+      headers_with_underscores: strip
+    virtual_hosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - match: { prefix: / }
+            direct_response: { status: 200 }
+"#,
+    );
+    assert_eq!(code, 1, "{out}");
+    let file = path.display().to_string();
+    assert!(out.contains(&format!("{file}:7:")), "{out}");
+    assert!(out.contains("strip"), "{out}");
+    // The value errors are reported once the shape is right.
+    let (code, out, path) = support::validate(
+        "edge.yaml",
+        r#"listeners:
+  - name: main
+    address: 127.0.0.1:0
+    http:
+      default_host_for_http_10: "a.example, b.example"
+      request_head_timeout: 0s
+    virtual_hosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - match: { prefix: / }
+            direct_response: { status: 200 }
+"#,
+    );
+    assert_eq!(code, 1, "{out}");
+    let file = path.display().to_string();
+    assert!(
+        out.contains(&format!("{file}:5:")) && out.contains("is not a host[:port] authority"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("{file}:6:"))
+            && out.contains("request_head_timeout must be more than 0s"),
+        "{out}"
+    );
+}
