@@ -175,7 +175,12 @@ async fn connections_hyper_serves_are_bounded_by_the_head_timeout_too() {
         .expect("write");
     let out = read_to_end(&mut s).await;
     assert!(start.elapsed() < T, "not closed");
-    // hyper closes without a reply; attache's own codec answers 408.
+    // hyper closes without a reply; attache's own codec answers 408. Either way it
+    // is counted.
     assert!(out.is_empty() || out.starts_with("HTTP/1.1 408 "), "{out}");
     assert_eq!(o.hits(), 1);
+    support::eventually(T, "the head timeout counted", || async {
+        (head_timeouts(&p).await == 1.0).then_some(())
+    })
+    .await;
 }

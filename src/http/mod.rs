@@ -200,18 +200,21 @@ async fn serve_hyper<IO>(
         let c = c2.clone();
         async move { Ok::<_, Infallible>(proxy::handle(req.map(DownBody::Hyper), c).await) }
     });
-    let io = sniff::Sniff::new(
-        io,
-        conn.framing_conflict.clone(),
-        conn.target_fragment.clone(),
-    );
+    let flags = sniff::Flags {
+        framing: conn.framing_conflict.clone(),
+        fragment: conn.target_fragment.clone(),
+        head_pending: Default::default(),
+    };
+    let head_pending = flags.head_pending.clone();
+    let io = sniff::Sniff::new(io, flags);
     let fut = b.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(fut);
     if !*drain.borrow() {
         tokio::select! {
             r = fut.as_mut() => {
                 if let Err(e) = r {
-                    record_parser_reply(&conn, &*e, opened);
+                    let pending = head_pending.load(std::sync::atomic::Ordering::Acquire);
+                    record_parser_reply(&conn, &*e, opened, pending);
                     tracing::debug!(error = %e, "downstream connection ended with an error");
                 }
                 return;
@@ -277,11 +280,15 @@ impl http_body::Body for DownBody {
 /// hyper's HTTP/1 parser answers a malformed head (`400`) or one over its buffer
 /// limit (`431`) itself and closes the connection, before any request reaches
 /// `proxy::handle`. Count and log those like attache's own `DPE` replies, so a
-/// client sending garbage shows up in the stats and the access log.
+/// client sending garbage shows up in the stats and the access log. Its header-read
+/// timer (`request_head_timeout`) closes without a reply; with part of a head read
+/// (`head_pending`) that is counted and logged as a `408` (as NGINX logs it), an
+/// idle close is not.
 fn record_parser_reply(
     conn: &ConnCtx,
     e: &(dyn std::error::Error + 'static),
     opened: tokio::time::Instant,
+    head_pending: bool,
 ) {
     let Some(he) = e.downcast_ref::<hyper::Error>() else {
         return;
@@ -290,6 +297,8 @@ fn record_parser_reply(
         (431, crate::error::Reject::HeadersTooLarge)
     } else if he.is_parse() {
         (400, crate::error::Reject::Malformed)
+    } else if he.is_timeout() && head_pending {
+        (408, crate::error::Reject::HeadTimeout)
     } else {
         return;
     };
