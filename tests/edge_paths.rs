@@ -80,6 +80,8 @@ async fn paths_origins_read_as_dot_segments_are_refused() {
         ("/public/.%2E%3B/admin", "path_traversal"),
         ("/public/..%20/admin", "path_traversal"),
         ("/public/.../admin", "path_traversal"),
+        ("/public/;/../admin", "path_traversal"),
+        ("/public/;jsessionid=1/x", "path_traversal"),
         ("/public/..\\admin", "backslash"),
         ("/public\\..\\admin", "backslash"),
         ("/public/%5c..%5cadmin", "backslash"),
@@ -107,6 +109,9 @@ async fn paths_origins_read_as_dot_segments_are_refused() {
     // Plain dot segments are still resolved, parameters elsewhere kept.
     let j = echoed(&get_raw(&p, "strict", "/public/a/%2e%2e/b;v=1/./c", "").await);
     assert_eq!(j["path"], "/public/b;v=1/c");
+    // A session id as the last segment is the directory, as routed.
+    let j = echoed(&get_raw(&p, "strict", "/public/app/;jsessionid=1", "").await);
+    assert_eq!(j["path"], "/public/app/;jsessionid=1");
 }
 
 #[tokio::test]

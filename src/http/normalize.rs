@@ -44,7 +44,8 @@ pub enum Rejected {
     /// `%25` followed by two hex digits with `path_with_double_encoding: reject`.
     DoubleEncoded,
     /// A segment of dots with something after them (`..;x`, `.;`, `..%5C`, `..%20`,
-    /// `...`): origins (Tomcat, IIS, Windows file systems) read it as `.` or `..`.
+    /// `...`), or only a parameter (`;x`): origins (Tomcat, IIS, Windows file
+    /// systems) read it as `.`, `..` or an empty segment.
     DotSegment,
     /// Not an origin-form path, a malformed percent escape, `%00`, or an overlong
     /// UTF-8 sequence.
@@ -86,10 +87,12 @@ fn overlong(v: u8, next: Option<u8>) -> bool {
     }
 }
 
-/// A segment that is not `.` or `..` but that origins may read as one: dots
-/// followed by a parameter (`;`) or by an escape attache keeps (`%5C`, `%2F`,
-/// `%3B`, `%20`), or three or more dots.
-fn dot_like(seg: &[u8]) -> bool {
+/// A segment that is not `.`, `..` or a name, but that origins may read as `.`,
+/// `..` or an empty segment: dots followed by a parameter (`..;x`) or by an escape
+/// attache keeps (`..%5C`, `..%2F`, `..%3B`, `..%20`), three or more dots, or only
+/// a parameter before another segment (`/;x/`, which Tomcat reads as `//`; as the
+/// last segment, `/app/;jsessionid=1`, it is the directory, as routed).
+fn dot_like(seg: &[u8], last: bool) -> bool {
     if seg == b"." || seg == b".." {
         return false;
     }
@@ -97,7 +100,27 @@ fn dot_like(seg: &[u8]) -> bool {
         .iter()
         .position(|b| matches!(b, b';' | b'%'))
         .unwrap_or(seg.len());
-    stem_len > 0 && seg[..stem_len].iter().all(|b| *b == b'.')
+    let (stem, rest) = seg.split_at(stem_len);
+    if !stem.iter().all(|b| *b == b'.') {
+        return false;
+    }
+    !stem.is_empty() || (!last && rest.first() == Some(&b';'))
+}
+
+/// Nothing to decode, resolve, merge or refuse: no `%`, no `\`, and no segment
+/// that starts with `.` or `;` (or is empty, when merging). One pass.
+fn is_plain(bytes: &[u8], merge_slashes: bool) -> bool {
+    let mut prev = 0u8;
+    for &b in bytes {
+        match b {
+            b'%' | b'\\' => return false,
+            b'.' | b';' if prev == b'/' => return false,
+            b'/' if prev == b'/' && merge_slashes => return false,
+            _ => {}
+        }
+        prev = b;
+    }
+    true
 }
 
 /// Normalize `path` (no query). Borrowed when nothing changes: the common case
@@ -107,11 +130,7 @@ pub fn normalize<'a>(path: &'a str, rules: &Rules) -> Result<Cow<'a, str>, Rejec
     if bytes.first() != Some(&b'/') {
         return Err(Rejected::Malformed);
     }
-    let needs_work = bytes.contains(&b'%')
-        || path.contains("/.")
-        || (rules.merge_slashes && path.contains("//"))
-        || bytes.contains(&b'\\');
-    if !needs_work {
+    if is_plain(bytes, rules.merge_slashes) {
         return Ok(Cow::Borrowed(path));
     }
 
@@ -174,7 +193,7 @@ pub fn normalize<'a>(path: &'a str, rules: &Rules) -> Result<Cow<'a, str>, Rejec
                 out.pop();
             }
             b"" if rules.merge_slashes || n == last => {}
-            s if dot_like(s) => return Err(Rejected::DotSegment),
+            s if dot_like(s, n == last) => return Err(Rejected::DotSegment),
             s => out.push(s),
         }
     }
@@ -287,11 +306,16 @@ mod tests {
             "/public/.../admin",
             "/public/..../admin",
             "/public/..;",
+            "/;/admin",
+            "/;x=1/admin",
+            "/public/;/../admin",
         ] {
             assert_eq!(n(p), Err(Rejected::DotSegment), "{p}");
         }
-        // Parameters on other segments stay.
+        // Parameters on other segments stay, and escapes may start a name.
         assert_eq!(n("/a;v=1/./b").as_deref(), Ok("/a;v=1/b"));
+        assert_eq!(n("/%20a/b").as_deref(), Ok("/%20a/b"));
+        assert_eq!(n("/app/;jsessionid=1").as_deref(), Ok("/app/;jsessionid=1"));
     }
 
     #[test]
