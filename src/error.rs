@@ -97,6 +97,8 @@ pub enum Reject {
     UriTooLong,
     /// Request headers over the listener's limits (431).
     HeadersTooLarge,
+    /// An HTTP/2 `:scheme` other than `http` or `https`.
+    Scheme,
     /// No authority, or a malformed one (empty, several values, userinfo, bad
     /// port), or a `Host` that disagrees with the absolute-form / `:authority`.
     Host,
@@ -125,6 +127,7 @@ impl Reject {
         Reject::Malformed,
         Reject::UriTooLong,
         Reject::HeadersTooLarge,
+        Reject::Scheme,
         Reject::Host,
         Reject::Fragment,
         Reject::PathTraversal,
@@ -145,6 +148,7 @@ impl Reject {
             Reject::Malformed => "malformed",
             Reject::UriTooLong => "uri_too_long",
             Reject::HeadersTooLarge => "headers_too_large",
+            Reject::Scheme => "scheme",
             Reject::Host => "host",
             Reject::Fragment => "fragment",
             Reject::PathTraversal => "path_traversal",

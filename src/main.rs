@@ -16,10 +16,20 @@ use tracing_subscriber::{reload, EnvFilter};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `attache --version`: the crate version, the commit and the build date (build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("ATTACHE_GIT_COMMIT"),
+    ", built ",
+    env!("ATTACHE_BUILD_DATE"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
     name = "attache",
-    version,
+    version = VERSION,
     about = "An Envoy-style proxy: HTTP/1.1, HTTP/2, TCP and Thrift"
 )]
 struct Cli {
@@ -37,7 +47,8 @@ enum Format {
 enum Cmd {
     /// Serve the config until SIGTERM/SIGINT (drain, then exit 0).
     Run {
-        #[arg(long, short)]
+        /// The config file (YAML; `attache validate` checks it first).
+        #[arg(long, short, value_name = "FILE")]
         config: String,
         /// Worker threads (default: the number of cores).
         #[arg(long)]
@@ -74,6 +85,12 @@ enum Cmd {
     Diff(attache::toolkit::cli::DiffArgs),
     /// Render a config template with variables (optionally validating it).
     Render(attache::toolkit::cli::RenderArgs),
+    /// Print a shell completion script: `attache completions bash > /etc/bash_completion.d/attache`.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 fn print_diags(diags: &[Diagnostic], format: Format) {
@@ -106,6 +123,11 @@ fn main() -> ExitCode {
         Cmd::Explain(a) => ExitCode::from(attache::toolkit::cli::explain(&a)),
         Cmd::Diff(a) => ExitCode::from(attache::toolkit::cli::diff(&a)),
         Cmd::Render(a) => ExitCode::from(attache::toolkit::cli::render(&a)),
+        Cmd::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "attache", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
         Cmd::Run {
             config: path,
             concurrency,

@@ -354,7 +354,10 @@ async fn idle_and_slow_connections_close_after_the_idle_timeout() {
     assert!(r.is_ok(), "still open after {:?}", t.elapsed());
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     let rest = String::from_utf8_lossy(&rest);
-    assert!(rest.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{rest}");
+    assert!(
+        rest.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{rest}"
+    );
 }
 
 #[tokio::test]

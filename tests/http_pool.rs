@@ -80,3 +80,37 @@ async fn http2_upstream_multiplexes_on_one_connection() {
         "32 concurrent requests on one HTTP/2 connection"
     );
 }
+
+/// Issue 15: with more requests in flight than a small idle cap, the pool closed
+/// and re-dialed connections continuously. A second burst of the same concurrency
+/// now finds every connection of the first one waiting in the pool.
+#[tokio::test]
+async fn a_burst_reuses_the_connections_of_the_last_burst() {
+    const N: u64 = 200;
+    let o = Origin::start("o").await;
+    let p = Proxy::start(&yaml(&o, "http1").replace("idle_timeout: 1s", "idle_timeout: 60s"));
+    let burst = |tag: &'static str| {
+        let url = p.url("main", "/slow/300");
+        async move {
+            let all = (0..N).map(|_| get(&url, &[]));
+            let statuses: Vec<u16> = futures_util::future::join_all(all)
+                .await
+                .into_iter()
+                .map(|r| r.status)
+                .collect();
+            assert!(statuses.iter().all(|s| *s == 200), "{tag}: {statuses:?}");
+        }
+    };
+    burst("first").await;
+    let after_first = o.conns();
+    assert!(
+        after_first >= N / 2,
+        "the first burst ran concurrently ({after_first} connections)"
+    );
+    burst("second").await;
+    assert_eq!(
+        o.conns(),
+        after_first,
+        "the second burst dialed no new upstream connection"
+    );
+}

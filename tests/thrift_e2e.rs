@@ -11,17 +11,9 @@ use std::time::{Duration, Instant};
 use support::thrift_peer::{
     start_origin, ApplicationErrorKind, Client, Protocol, Transport, IO_TIMEOUT,
 };
-use support::{dead_port, Proxy};
+use support::{blocking, dead_port, Proxy};
 use thrift::protocol::{TBinaryInputProtocol, TInputProtocol, TMessageType, TType};
 use thrift::transport::TFramedReadTransport;
-
-/// Run blocking client code off the runtime, under a deadline.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::time::timeout(Duration::from_secs(60), tokio::task::spawn_blocking(f))
-        .await
-        .expect("client finished in time")
-        .expect("client did not panic")
-}
 
 fn rq_total(listener: &str, method: &str, outcome: &str) -> String {
     format!(

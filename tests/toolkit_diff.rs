@@ -117,3 +117,21 @@ fn invalid_input_exits_2() {
     assert_eq!(out.code, 2);
     assert!(out.stderr.starts_with("new.yaml:"), "{}", out.stderr);
 }
+
+#[test]
+fn keys_without_a_readable_description_still_show_with_their_path() {
+    let old = WEB.replace(
+        "  - name: api_v2\n    endpoints: [\"127.0.0.1:9002\"]\n",
+        "  - name: api_v2\n    endpoints: [\"127.0.0.1:9002\"]\n    circuit_breakers: { max_connections: 1000 }\n",
+    );
+    assert_ne!(old, WEB);
+    let new = old.replace("max_connections: 1000", "max_connections: 1");
+    let out = diff(&old, &new, false);
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (
+            1,
+            "~ cluster api_v2: circuit_breakers.max_connections 1000 -> 1\n1 change\n"
+        )
+    );
+}

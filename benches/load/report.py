@@ -136,26 +136,33 @@ def table(path):
         idle = [r["idle_kib"] for r in rows if r["who"] == who]
         out.append(f"| {who} | {statistics.median(idle) / 1024:.1f} MiB |")
 
-    if "attache" in order and "nginx" in order:
-        out += ["", "### attache / NGINX (median of the per-round ratios)", "",
-                "Throughput ratio > 1 means attache is faster; CPU and p99 ratios < 1 "
-                "mean attache is cheaper / quicker.", "",
-                "| test | req/s ratio | CPU/req ratio | p50 ratio | p99 ratio |",
-                "|---|---:|---:|---:|---:|"]
-        for test in TESTS:
-            a = {r["round"]: r for r in by[(test, "attache")]}
-            n = {r["round"]: r for r in by[(test, "nginx")]}
-            common = sorted(set(a) & set(n))
-            if not common:
-                continue
-
-            def ratio(key):
-                vals = [a[i][key] / n[i][key] for i in common if n[i][key]]
-                return f"{statistics.median(vals):.2f}" if vals else "n/a"
-
-            out.append(f"| {test} | {ratio('rps')} | {ratio('cpu100k')} | {ratio('p50')} "
-                       f"| {ratio('p99')} |")
+    for other, title in (("nginx", "NGINX"), ("baseline", "baseline (the BASELINE build)")):
+        if "attache" in order and other in order:
+            out += ratios(by, other, title)
     print("\n".join(out))
+
+
+def ratios(by, other, title):
+    """attache / OTHER, the median of per-round ratios (the two ran seconds apart)."""
+    out = ["", f"### attache / {title} (median of the per-round ratios)", "",
+           "Throughput ratio > 1 means attache is faster; CPU and p99 ratios < 1 "
+           "mean attache is cheaper / quicker.", "",
+           "| test | req/s ratio | CPU/req ratio | p50 ratio | p99 ratio |",
+           "|---|---:|---:|---:|---:|"]
+    for test in TESTS:
+        a = {r["round"]: r for r in by[(test, "attache")]}
+        n = {r["round"]: r for r in by[(test, other)]}
+        common = sorted(set(a) & set(n))
+        if not common:
+            continue
+
+        def ratio(key):
+            vals = [a[i][key] / n[i][key] for i in common if n[i][key]]
+            return f"{statistics.median(vals):.2f}" if vals else "n/a"
+
+        out.append(f"| {test} | {ratio('rps')} | {ratio('cpu100k')} | {ratio('p50')} "
+                   f"| {ratio('p99')} |")
+    return out
 
 
 def main(argv):

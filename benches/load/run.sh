@@ -17,6 +17,9 @@
 #   SAME_HEADERS [1]: NGINX and HAProxy add x-forwarded-for, x-forwarded-proto and
 #     x-request-id (when absent) like attache's defaults; 0 runs them bare
 #   CARGO_TARGET_DIR [<repo>/target]
+#   BASELINE [unset]: path to another attache binary (say, a release build of the
+#     commit before a change); it runs as contender "baseline" with the same config,
+#     so a before/after comparison is interleaved in one run
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
@@ -27,7 +30,7 @@ H2_STREAMS=${H2_STREAMS:-4}
 RATE=${RATE:-5000}
 RATE_CONNECTIONS=${RATE_CONNECTIONS:-32}
 WARMUP=${WARMUP:-2s}
-CONTENDERS=${CONTENDERS:-attache nginx haproxy}
+CONTENDERS=${CONTENDERS:-attache nginx haproxy${BASELINE:+ baseline}}
 TESTS=${TESTS:-h1 h2 rate}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
@@ -263,25 +266,25 @@ start_haproxy() {
 	H2PORT[haproxy]=$h2port
 }
 
-start_attache() {
-	local port=$1
-	render "$HERE/attache.yaml.in" "$WORK/attache.yaml" ORIGIN_PORT="$ORIGIN_PORT" PROXY_PORT="$port"
-	"$ATTACHE" validate --config "$WORK/attache.yaml" >/dev/null || die "attache rejected $WORK/attache.yaml"
-	rm -f "$WORK/attache.ready"
-	ATTACHE_LOG=warn taskset -c "$PROXY_CPU" "$ATTACHE" run --config "$WORK/attache.yaml" \
-		--concurrency 1 --ready-file "$WORK/attache.ready" >>"$WORK/attache.log" 2>&1 &
+start_attache() { # port [name binary]: the baseline contender is another attache build
+	local port=$1 name=${2:-attache} bin=${3:-$ATTACHE}
+	render "$HERE/attache.yaml.in" "$WORK/$name.yaml" ORIGIN_PORT="$ORIGIN_PORT" PROXY_PORT="$port"
+	"$bin" validate --config "$WORK/$name.yaml" >/dev/null || die "$name rejected $WORK/$name.yaml"
+	rm -f "$WORK/$name.ready"
+	ATTACHE_LOG=warn taskset -c "$PROXY_CPU" "$bin" run --config "$WORK/$name.yaml" \
+		--concurrency 1 --ready-file "$WORK/$name.ready" >>"$WORK/$name.log" 2>&1 &
 	local pid=$!
 	PIDS+=("$pid")
 	local deadline=$((SECONDS + 20))
-	until [[ -s $WORK/attache.ready ]]; do
-		kill -0 "$pid" 2>/dev/null || die "attache exited; see $WORK/attache.log"
-		((SECONDS < deadline)) || die "attache not ready after 20s"
+	until [[ -s $WORK/$name.ready ]]; do
+		kill -0 "$pid" 2>/dev/null || die "$name exited; see $WORK/$name.log"
+		((SECONDS < deadline)) || die "$name not ready after 20s"
 		sleep 0.05
 	done
 	wait_port "$port" "$pid"
-	PROCS[attache]=$pid
-	SERVING[attache]=$pid
-	H2PORT[attache]=$port # h1 and h2c on one listener
+	PROCS[$name]=$pid
+	SERVING[$name]=$pid
+	H2PORT[$name]=$port # h1 and h2c on one listener
 }
 
 # ---------------------------------------------------------------- load runs ---
@@ -348,7 +351,7 @@ build
 command -v taskset >/dev/null || die "taskset not found"
 (($(nproc) >= 2)) || log "warning: fewer than 2 cores; the pinning below cannot isolate anything"
 
-read -r ORIGIN_PORT P_ATTACHE P_NGINX P_NGINX_H2 P_HAPROXY P_HAPROXY_H2 <<<"$(free_ports 6)"
+read -r ORIGIN_PORT P_ATTACHE P_NGINX P_NGINX_H2 P_HAPROXY P_HAPROXY_H2 P_BASELINE <<<"$(free_ports 7)"
 start_origin
 
 read -r -a order <<<"$CONTENDERS"
@@ -357,6 +360,10 @@ for who in "${order[@]}"; do
 	attache) PORT[attache]=$P_ATTACHE && start_attache "$P_ATTACHE" ;;
 	nginx) PORT[nginx]=$P_NGINX && start_nginx "$P_NGINX" "$P_NGINX_H2" ;;
 	haproxy) PORT[haproxy]=$P_HAPROXY && start_haproxy "$P_HAPROXY" "$P_HAPROXY_H2" ;;
+	baseline)
+		[[ -x ${BASELINE:-} ]] || die "contender baseline needs BASELINE=/path/to/attache"
+		PORT[baseline]=$P_BASELINE && start_attache "$P_BASELINE" baseline "$BASELINE"
+		;;
 	*) die "unknown contender $who" ;;
 	esac
 	IDLE_KIB[$who]=$(status_kib "${SERVING[$who]}" VmRSS)

@@ -16,6 +16,8 @@ use tokio::net::TcpListener;
 
 use crate::server::Server;
 
+pub mod guard;
+
 type Rsp = Response<Full<Bytes>>;
 
 const GET_PATHS: &[(&str, &str)] = &[
@@ -95,8 +97,9 @@ fn query(req: &Request<Incoming>, name: &str) -> Option<String> {
 /// Accept admin connections until shutdown (the admin endpoint keeps answering while
 /// the data path drains, so `/ready` can say 503).
 pub async fn serve(listener: TcpListener, server: Arc<Server>) {
+    let guard = Arc::new(guard::Guard::new(&server.stats));
     loop {
-        let (stream, _) = match listener.accept().await {
+        let (stream, remote) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!(error = %e, "admin accept failed");
@@ -105,9 +108,17 @@ pub async fn serve(listener: TcpListener, server: Arc<Server>) {
             }
         };
         let server = server.clone();
+        let conn = guard::Conn {
+            peers: guard::Peers {
+                remote,
+                local: stream.local_addr().unwrap_or(remote),
+            },
+            guard: guard.clone(),
+        };
         tokio::spawn(async move {
-            let svc = service_fn(move |req| {
+            let svc = service_fn(move |mut req: Request<Incoming>| {
                 let s = server.clone();
+                req.extensions_mut().insert(conn.clone());
                 async move { Ok::<_, Infallible>(handle(req, s).await) }
             });
             let mut b = hyper::server::conn::http1::Builder::new();
@@ -137,29 +148,34 @@ fn redact(v: &mut serde_yaml::Value) {
 }
 
 async fn handle(req: Request<Incoming>, server: Arc<Server>) -> Rsp {
+    if let Some(why) = guard::refuse(&req, &server.snapshot.load()) {
+        return text(
+            StatusCode::FORBIDDEN,
+            format!(
+                "admin request refused ({}): see the admin guard in docs/admin.md\n",
+                why.as_str()
+            ),
+        );
+    }
     let path = req.uri().path().to_string();
     let is_get_path = GET_PATHS.iter().any(|(p, _)| *p == path);
     let is_post_path = POST_PATHS.iter().any(|(p, _)| *p == path);
     match (req.method(), is_get_path, is_post_path) {
         (&Method::GET | &Method::HEAD, true, _) => get(&req, &path, server).await,
         (&Method::POST, _, true) => {
-            let token = server.snapshot.load().admin_token.clone();
-            if let Some(t) = token {
-                let ok = req
-                    .headers()
-                    .get(header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer "))
-                    .is_some_and(|given| constant_time_eq(given.as_bytes(), t.as_bytes()));
-                if !ok {
-                    let mut r = text(
-                        StatusCode::UNAUTHORIZED,
-                        "admin token required: Authorization: Bearer <token>\n",
-                    );
-                    r.headers_mut()
-                        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-                    return r;
-                }
+            let refused = {
+                let snap = server.snapshot.load();
+                snap.admin_token.is_some()
+                    && !guard::token_authorised(req.headers(), snap.admin_token.as_deref())
+            };
+            if refused {
+                let mut r = text(
+                    StatusCode::UNAUTHORIZED,
+                    "admin token required: Authorization: Bearer <token>\n",
+                );
+                r.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                return r;
             }
             post(&req, &path, server).await
         }
@@ -186,13 +202,6 @@ async fn handle(req: Request<Incoming>, server: Arc<Server>) -> Rsp {
             format!("no admin endpoint {path}; GET / lists them\n"),
         ),
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn get(req: &Request<Incoming>, path: &str, server: Arc<Server>) -> Rsp {

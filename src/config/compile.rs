@@ -14,7 +14,7 @@ use regex::Regex;
 use super::endpoints::{self, Spec};
 use super::load::{did_you_mean, Diagnostic, SourceMap};
 use super::raw;
-use super::snapshot::{AccessLogCfg, HttpSettings, Listener, Snapshot, TcpSettings};
+use super::snapshot::{AccessLogCfg, Http2Settings, HttpSettings, Listener, Snapshot, TcpSettings};
 use crate::router::{
     self, Action, DirectResponse, HeaderMatch, Matcher, PathMatch, QueryMatch, Redirect,
     RetryPolicy, Route, RouteAction, Router, SanMatch, Target, ValueMatch, VirtualHost,
@@ -68,6 +68,13 @@ fn is_loopback(addr: &SocketAddr) -> bool {
 fn parse_addr(cx: &mut Cx<'_>, path: &str, s: &str) -> Option<SocketAddr> {
     match s.parse::<SocketAddr>() {
         Ok(a) => Some(a),
+        Err(_) if s.parse::<u16>().is_ok() => {
+            cx.err(
+                path,
+                format!("a port alone is not an address; write `0.0.0.0:{s}` (every interface) or `127.0.0.1:{s}`"),
+            );
+            None
+        }
         Err(_) => {
             cx.err(
                 path,
@@ -173,6 +180,8 @@ pub fn compile(
             );
         }
     }
+
+    let admin_allowed_hosts = compile_admin_hosts(&mut cx, &cfg.admin.allowed_hosts);
 
     // Clusters first: routes refer to them.
     let mut clusters: HashMap<String, Arc<Cluster>> = HashMap::new();
@@ -430,6 +439,7 @@ pub fn compile(
     Ok(Snapshot {
         admin_address: admin_addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9901))),
         admin_token: token,
+        admin_allowed_hosts,
         drain_timeout: cfg
             .drain_timeout
             .map(|d| d.0)
@@ -438,6 +448,22 @@ pub fn compile(
         clusters,
         effective,
     })
+}
+
+/// `admin.allowed_hosts`: plain host names or IP literals, compared without a port.
+fn compile_admin_hosts(cx: &mut Cx<'_>, hosts: &[String]) -> Vec<String> {
+    let mut out = Vec::with_capacity(hosts.len());
+    for (i, h) in hosts.iter().enumerate() {
+        if crate::admin::guard::is_plain_host(h) {
+            out.push(h.to_ascii_lowercase());
+        } else {
+            cx.err(
+                &format!("admin.allowed_hosts.{i}"),
+                format!("`{h}` is not a host name; list names like `attache-admin.internal` (no scheme, port or path)"),
+            );
+        }
+    }
+    out
 }
 
 /// The cluster's initial endpoints: `endpoints:`, `discovery.static`, the discovery
@@ -912,6 +938,57 @@ fn compile_http(
         headers_with_underscores: opts.headers_with_underscores.unwrap_or_default(),
         generate_request_id: opts.generate_request_id.unwrap_or(true),
         retry_buffer_bytes: opts.retry_buffer_bytes.unwrap_or(64 * 1024) as usize,
+        http2: compile_http2(cx, &format!("{hp}.http2"), opts.http2.as_ref()),
+    }
+}
+
+/// `http.http2`, each value inside the range RFC 9113 section 6.5.2 allows.
+fn compile_http2(cx: &mut Cx<'_>, p: &str, opts: Option<&raw::Http2Options>) -> Http2Settings {
+    let d = Http2Settings::default();
+    let Some(o) = opts else {
+        return d;
+    };
+    const MAX_WINDOW: u32 = (1 << 31) - 1;
+    let mut pick =
+        |key: &str, v: Option<u32>, default: u32, range: std::ops::RangeInclusive<u32>| {
+            let v = v.unwrap_or(default);
+            if !range.contains(&v) {
+                cx.err(
+                    &format!("{p}.{key}"),
+                    format!(
+                        "{key} must be between {} and {}",
+                        range.start(),
+                        range.end()
+                    ),
+                );
+            }
+            v
+        };
+    Http2Settings {
+        max_concurrent_streams: pick(
+            "max_concurrent_streams",
+            o.max_concurrent_streams,
+            d.max_concurrent_streams,
+            1..=MAX_WINDOW,
+        ),
+        initial_stream_window_size: pick(
+            "initial_stream_window_size",
+            o.initial_stream_window_size,
+            d.initial_stream_window_size,
+            65_535..=MAX_WINDOW,
+        ),
+        initial_connection_window_size: pick(
+            "initial_connection_window_size",
+            o.initial_connection_window_size,
+            d.initial_connection_window_size,
+            65_535..=MAX_WINDOW,
+        ),
+        max_frame_size: pick(
+            "max_frame_size",
+            o.max_frame_size,
+            d.max_frame_size,
+            16_384..=16_777_215,
+        ),
     }
 }
 

@@ -30,6 +30,10 @@ pub struct Admin {
     /// Bearer token required on every POST when set.
     #[serde(default)]
     pub token: Option<String>,
+    /// Host names (besides loopback, `localhost` and the admin's own address) that
+    /// admin requests may carry in `Host`.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -108,6 +112,28 @@ pub struct HttpOptions {
     /// (default 64 KiB); larger or unknown-length bodies stream and are not retried.
     #[serde(default)]
     pub retry_buffer_bytes: Option<u32>,
+    /// HTTP/2 settings advertised to clients (bounds on a connection's memory).
+    #[serde(default)]
+    pub http2: Option<Http2Options>,
+}
+
+/// `http.http2`: the SETTINGS a listener advertises (RFC 9113 section 6.5.2).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Http2Options {
+    /// SETTINGS_MAX_CONCURRENT_STREAMS (default 100).
+    #[serde(default)]
+    pub max_concurrent_streams: Option<u32>,
+    /// SETTINGS_INITIAL_WINDOW_SIZE: bytes a client may send on one stream before
+    /// the proxy reads them (default 1 MiB).
+    #[serde(default)]
+    pub initial_stream_window_size: Option<u32>,
+    /// Connection-level flow-control window (default 1 MiB).
+    #[serde(default)]
+    pub initial_connection_window_size: Option<u32>,
+    /// SETTINGS_MAX_FRAME_SIZE (default 16384).
+    #[serde(default)]
+    pub max_frame_size: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -632,6 +658,11 @@ pub struct ThriftListener {
     /// while no call is in flight (default 1h; `0s` = never).
     #[serde(default)]
     pub idle_timeout: Option<Dur>,
+    /// Close a downstream connection when one call (frame or unframed message) is
+    /// not complete this long after its first byte arrived (default 30s; `0s` =
+    /// never).
+    #[serde(default)]
+    pub message_timeout: Option<Dur>,
     #[serde(default)]
     pub routes: Vec<ThriftRoute>,
 }

@@ -16,6 +16,8 @@ use crate::upstream::Cluster;
 pub struct Snapshot {
     pub admin_address: SocketAddr,
     pub admin_token: Option<String>,
+    /// `admin.allowed_hosts`, lower case.
+    pub admin_allowed_hosts: Vec<String>,
     pub drain_timeout: Duration,
     pub listeners: Vec<Arc<Listener>>,
     pub clusters: Arc<HashMap<String, Arc<Cluster>>>,
@@ -59,6 +61,27 @@ pub struct HttpSettings {
     pub headers_with_underscores: raw::HeadersWithUnderscores,
     pub generate_request_id: bool,
     pub retry_buffer_bytes: usize,
+    pub http2: Http2Settings,
+}
+
+/// The HTTP/2 SETTINGS a listener advertises; `http.http2` in the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Http2Settings {
+    pub max_concurrent_streams: u32,
+    pub initial_stream_window_size: u32,
+    pub initial_connection_window_size: u32,
+    pub max_frame_size: u32,
+}
+
+impl Default for Http2Settings {
+    fn default() -> Self {
+        Http2Settings {
+            max_concurrent_streams: 100,
+            initial_stream_window_size: 1024 * 1024,
+            initial_connection_window_size: 1024 * 1024,
+            max_frame_size: 16 * 1024,
+        }
+    }
 }
 
 pub struct TcpSettings {

@@ -4,6 +4,7 @@
 
 mod body;
 mod h1;
+mod h2;
 pub use body::rfc3339;
 pub mod normalize;
 mod proxy;
@@ -185,10 +186,14 @@ async fn serve_hyper<IO>(
         .header_read_timeout(h.request_head_timeout.min(h.idle_timeout))
         .max_buf_size(h.max_header_bytes.max(8192))
         .max_headers(h.max_headers);
+    let h2 = &h.http2;
     b.http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(h.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(1024)
+        .max_concurrent_streams(h2.max_concurrent_streams)
+        .initial_stream_window_size(h2.initial_stream_window_size)
+        .initial_connection_window_size(h2.initial_connection_window_size)
+        .max_frame_size(h2.max_frame_size)
         .keep_alive_interval(Some(Duration::from_secs(60)));
     if http1_only {
         // HTTP/2 only from the connection's first byte.
@@ -243,6 +248,8 @@ pub enum DownBody {
     Empty,
     Hyper(hyper::body::Incoming),
     H1(h1::H1Body),
+    /// An HTTP/2 body whose first frames were read before forwarding (`h2::preread`).
+    Replay(Box<h2::Replay<DownBody>>),
 }
 
 impl http_body::Body for DownBody {
@@ -257,6 +264,7 @@ impl http_body::Body for DownBody {
             DownBody::Empty => std::task::Poll::Ready(None),
             DownBody::Hyper(b) => std::pin::Pin::new(b).poll_frame(cx).map_err(Into::into),
             DownBody::H1(b) => std::pin::Pin::new(b).poll_frame(cx).map_err(Into::into),
+            DownBody::Replay(b) => std::pin::Pin::new(&mut **b).poll_frame(cx),
         }
     }
 
@@ -265,6 +273,7 @@ impl http_body::Body for DownBody {
             DownBody::Empty => true,
             DownBody::Hyper(b) => b.is_end_stream(),
             DownBody::H1(b) => b.is_end_stream(),
+            DownBody::Replay(b) => b.is_end_stream(),
         }
     }
 
@@ -273,6 +282,7 @@ impl http_body::Body for DownBody {
             DownBody::Empty => http_body::SizeHint::with_exact(0),
             DownBody::Hyper(b) => b.size_hint(),
             DownBody::H1(b) => b.size_hint(),
+            DownBody::Replay(b) => b.size_hint(),
         }
     }
 }

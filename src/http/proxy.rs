@@ -234,6 +234,8 @@ pub async fn handle(req: Request<DownBody>, conn: Arc<ConnCtx>) -> Response<Resp
             Some(Reject::Framing)
         } else if hosts > 1 {
             Some(Reject::DuplicateHost)
+        } else if h2 && !super::h2::scheme_ok(&parts.uri) {
+            Some(Reject::Scheme)
         } else if conn.target_fragment.load(Ordering::Acquire) {
             Some(Reject::Fragment)
         } else if underscored > 0 && http.headers_with_underscores == HeadersWithUnderscores::Reject
@@ -461,42 +463,29 @@ pub async fn handle(req: Request<DownBody>, conn: Arc<ConnCtx>) -> Response<Resp
                     HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
                 );
 
-                // Body: buffered (replayable) when a retry policy could use it and it is
-                // small enough, streamed otherwise.
-                let req_body = match body.take() {
-                    None => ReqBody::Empty,
-                    Some(b) if b.is_end_stream() => ReqBody::Empty,
-                    Some(body) => {
-                        let small = body
-                            .size_hint()
-                            .exact()
-                            .is_some_and(|n| n as usize <= http.retry_buffer_bytes);
-                        if ra.retry.is_some() && small {
-                            match http_body_util::Limited::new(body, http.retry_buffer_bytes)
-                                .collect()
-                                .await
-                            {
-                                Ok(c) => {
-                                    let b = c.to_bytes();
-                                    done.bytes_in += b.len() as u64;
-                                    ReqBody::Buffered(b)
-                                }
-                                Err(_) => {
-                                    done.close_connection = true;
-                                    break 'reply finish_local(
-                                        ErrorKind::BadRequest(Reject::Body),
-                                        false,
-                                        &mut sc,
-                                        done,
-                                        &chain,
-                                    );
-                                }
-                            }
-                        } else {
-                            ReqBody::Stream(body)
-                        }
+                let req_body = match request_body(
+                    body.take(),
+                    h2,
+                    ra.retry.is_some(),
+                    http.retry_buffer_bytes,
+                )
+                .await
+                {
+                    Some(b) => b,
+                    None => {
+                        done.close_connection = true;
+                        break 'reply finish_local(
+                            ErrorKind::BadRequest(Reject::Body),
+                            false,
+                            &mut sc,
+                            done,
+                            &chain,
+                        );
                     }
                 };
+                if let ReqBody::Buffered(b) = &req_body {
+                    done.bytes_in += b.len() as u64;
+                }
                 // The upstream call counts a streamed body's bytes as it sends them. A
                 // counter of its own only when the access log will read it; otherwise
                 // the connection's write-only one (no allocation per request).
@@ -571,6 +560,44 @@ pub async fn handle(req: Request<DownBody>, conn: Arc<ConnCtx>) -> Response<Resp
         rsp.body_mut().hold_request_body(b);
     }
     rsp
+}
+
+/// The request body for the upstream call: buffered (replayable) when a retry policy
+/// could use it and it is small enough, or when an HTTP/2 body is already all here
+/// ([`super::h2::preread`]); streamed otherwise. None: the body is malformed and
+/// nothing may be forwarded.
+async fn request_body(
+    body: Option<DownBody>,
+    h2: bool,
+    retry: bool,
+    limit: usize,
+) -> Option<ReqBody> {
+    use super::h2::{preread, Preread};
+    let body = match body {
+        None => return Some(ReqBody::Empty),
+        Some(b) if b.is_end_stream() => return Some(ReqBody::Empty),
+        Some(b) => b,
+    };
+    let small = body
+        .size_hint()
+        .exact()
+        .is_some_and(|n| n as usize <= limit);
+    if retry && small {
+        let c = http_body_util::Limited::new(body, limit)
+            .collect()
+            .await
+            .ok()?;
+        return Some(ReqBody::Buffered(c.to_bytes()));
+    }
+    if !h2 {
+        return Some(ReqBody::Stream(body));
+    }
+    Some(match preread(body, limit) {
+        Preread::Complete(b) => ReqBody::Buffered(b),
+        Preread::Untouched(b) => ReqBody::Stream(b),
+        Preread::Partial(r) => ReqBody::Stream(DownBody::Replay(Box::new(r))),
+        Preread::Broken => return None,
+    })
 }
 
 /// Splice an upgraded downstream connection and the upstream connection that

@@ -164,7 +164,7 @@ fn authority_of<'a>(
         let default_port = match head.uri.scheme_str() {
             Some(s) if s.eq_ignore_ascii_case("https") => 443,
             Some(s) if s.eq_ignore_ascii_case("http") => 80,
-            Some(_) => return Err(Reject::Target),
+            Some(_) => return Err(Reject::Scheme),
             None if head.tls => 443,
             None => 80,
         };

@@ -36,6 +36,8 @@ const MAX_IDLE_PER_ENDPOINT: usize = 64;
 const COALESCE_LIMIT: usize = 16 * 1024;
 /// Default downstream idle timeout (no bytes from the client, no call in flight).
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Default time to receive one whole call once its first byte arrived.
+pub const DEFAULT_MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Everything a Thrift listener's connections share: compiled routes, metric
 /// handles, the upstream side and its connection pool. Built once per config load.
@@ -47,6 +49,8 @@ pub struct ListenerCtx {
     pool: Pool,
     /// `None`: connections may stay idle forever.
     idle_timeout: Option<Duration>,
+    /// `None`: a started call may take forever to arrive.
+    message_timeout: Option<Duration>,
     /// The process's `/sli` board, when the caller wires one in.
     sli: Option<sli::Board>,
 }
@@ -71,11 +75,13 @@ impl ListenerCtx {
     ) -> Result<ListenerCtx, Vec<ConfigError>> {
         let routes = Routes::compile(raw)?;
         let metrics = Metrics::new(stats, listener, routes.method_labels());
-        let idle_timeout = match raw.idle_timeout {
-            None => Some(DEFAULT_IDLE_TIMEOUT),
+        let timeout = |d: Option<crate::config::duration::Dur>, default| match d {
+            None => Some(default),
             Some(d) if d.0.is_zero() => None,
             Some(d) => Some(d.0),
         };
+        let idle_timeout = timeout(raw.idle_timeout, DEFAULT_IDLE_TIMEOUT);
+        let message_timeout = timeout(raw.message_timeout, DEFAULT_MESSAGE_TIMEOUT);
         Ok(ListenerCtx {
             name: listener.to_owned(),
             routes,
@@ -83,6 +89,7 @@ impl ListenerCtx {
             upstreams,
             pool: Pool::new(MAX_IDLE_PER_ENDPOINT),
             idle_timeout,
+            message_timeout,
             sli: None,
         })
     }
@@ -171,9 +178,12 @@ pub async fn serve_connection_until<IO>(
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut out = BytesMut::new();
     let mut draining = drain.as_ref().is_some_and(|d| *d.borrow());
+    // When the call at the front of `buf` must be complete (set at its first byte).
+    let mut call_deadline: Option<tokio::time::Instant> = None;
     loop {
         match decoder.decode(&mut buf) {
             Ok(Some(msg)) => {
+                call_deadline = None;
                 let answer = match ctx.handle(msg, peer, &mut out).await {
                     Ok(a) => a,
                     Err(()) => return,
@@ -213,8 +223,11 @@ pub async fn serve_connection_until<IO>(
         if buf.capacity() - buf.len() < MIN_READ_ROOM {
             buf.reserve(READ_CHUNK);
         }
+        if !buf.is_empty() && call_deadline.is_none() {
+            call_deadline = ctx.message_timeout.map(|t| tokio::time::Instant::now() + t);
+        }
         let read = tokio::select! {
-            r = read_idle(&mut io, &mut buf, ctx.idle_timeout) => r,
+            r = read_bounded(&mut io, &mut buf, ctx.idle_timeout, call_deadline) => r,
             () = drained(&mut drain), if !draining => {
                 draining = true;
                 continue;
@@ -228,28 +241,55 @@ pub async fn serve_connection_until<IO>(
                 return;
             }
             Ok(_) => {}
-            Err(e) => {
-                if e.kind() == io::ErrorKind::TimedOut {
-                    tracing::debug!(listener = %ctx.name, %peer, "thrift connection idle; closing");
-                    let _ = io.shutdown().await;
-                }
+            Err(ReadStop::Io) => return,
+            Err(ReadStop::Idle) => {
+                tracing::debug!(listener = %ctx.name, %peer, "thrift connection idle; closing");
+                let _ = io.shutdown().await;
+                return;
+            }
+            Err(ReadStop::MessageTimeout) => {
+                ctx.metrics.message_timeout.inc();
+                tracing::debug!(listener = %ctx.name, %peer, "thrift call incomplete past message_timeout; closing");
+                let _ = io.shutdown().await;
                 return;
             }
         }
     }
 }
 
-/// One read, failing with `TimedOut` after `limit` without bytes.
-async fn read_idle<R: AsyncRead + Unpin>(
+/// Why a downstream read ended without bytes.
+#[derive(Debug, PartialEq, Eq)]
+enum ReadStop {
+    /// No bytes for the idle timeout.
+    Idle,
+    /// The call under way was not complete by its deadline.
+    MessageTimeout,
+    /// The socket failed.
+    Io,
+}
+
+/// One read, bounded by the idle timeout and, while a call is under way, by its
+/// deadline.
+async fn read_bounded<R: AsyncRead + Unpin>(
     io: &mut R,
     buf: &mut BytesMut,
-    limit: Option<Duration>,
-) -> io::Result<usize> {
-    match limit {
-        None => io.read_buf(buf).await,
-        Some(t) => tokio::time::timeout(t, io.read_buf(buf))
+    idle: Option<Duration>,
+    deadline: Option<tokio::time::Instant>,
+) -> Result<usize, ReadStop> {
+    let read = async {
+        match idle {
+            None => io.read_buf(buf).await.map_err(|_| ReadStop::Io),
+            Some(t) => match tokio::time::timeout(t, io.read_buf(buf)).await {
+                Ok(r) => r.map_err(|_| ReadStop::Io),
+                Err(_) => Err(ReadStop::Idle),
+            },
+        }
+    };
+    match deadline {
+        None => read.await,
+        Some(d) => tokio::time::timeout_at(d, read)
             .await
-            .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())),
+            .unwrap_or(Err(ReadStop::MessageTimeout)),
     }
 }
 

@@ -5,6 +5,7 @@
 //! | `attache_thrift_rq_total` | counter | `listener`, `method`, `outcome` (`success`, `error`, `exception`, `local_error`) |
 //! | `attache_thrift_rq_duration_seconds` | histogram | `listener`, `method` |
 //! | `attache_thrift_downstream_decode_error_total` | counter | `listener`, `reason` |
+//! | `attache_thrift_downstream_message_timeout_total` | counter | `listener` |
 //!
 //! `method` is a name from the listener's `match.method` config, else `other`.
 
@@ -18,6 +19,7 @@ use super::codec::{ErrorKind, Header};
 pub const RQ_TOTAL: &str = "attache_thrift_rq_total";
 pub const RQ_DURATION: &str = "attache_thrift_rq_duration_seconds";
 pub const DECODE_ERROR_TOTAL: &str = "attache_thrift_downstream_decode_error_total";
+pub const MESSAGE_TIMEOUT_TOTAL: &str = "attache_thrift_downstream_message_timeout_total";
 
 /// How one call ended, as counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,12 +62,15 @@ pub struct Metrics {
     other: MethodStats,
     decode_errors: HashMap<ErrorKind, IntCounter>,
     decode_other: IntCounter,
+    /// Connections closed because a call did not arrive whole within `message_timeout`.
+    pub message_timeout: IntCounter,
 }
 
-const ALL_KINDS: [ErrorKind; 13] = [
+const ALL_KINDS: [ErrorKind; 14] = [
     ErrorKind::FrameTooLarge,
     ErrorKind::NegativeLength,
     ErrorKind::EmptyFrame,
+    ErrorKind::FrameTooSmall,
     ErrorKind::MessageTooLarge,
     ErrorKind::DepthExceeded,
     ErrorKind::UnknownType,
@@ -119,6 +124,13 @@ impl Metrics {
             other: method("other"),
             decode_errors,
             decode_other: decode.with_label_values(&[listener, "unexpected_message"]),
+            message_timeout: stats
+                .counter_vec(
+                    MESSAGE_TIMEOUT_TOTAL,
+                    "Downstream Thrift connections closed because a call was not complete within message_timeout",
+                    &["listener"],
+                )
+                .with_label_values(&[listener]),
         }
     }
 
@@ -144,6 +156,7 @@ pub fn reason(kind: ErrorKind) -> &'static str {
         ErrorKind::FrameTooLarge => "frame_too_large",
         ErrorKind::NegativeLength => "negative_length",
         ErrorKind::EmptyFrame => "empty_frame",
+        ErrorKind::FrameTooSmall => "frame_too_small",
         ErrorKind::MessageTooLarge => "message_too_large",
         ErrorKind::DepthExceeded => "depth_exceeded",
         ErrorKind::UnknownType => "unknown_type",

@@ -18,6 +18,8 @@ pub enum Kind {
     Cluster,
     Filter,
     Tls,
+    /// Top-level keys outside listeners, clusters and admin.
+    Config,
 }
 
 impl Kind {
@@ -29,6 +31,7 @@ impl Kind {
             Kind::Cluster => "cluster",
             Kind::Filter => "filter",
             Kind::Tls => "tls",
+            Kind::Config => "config",
         }
     }
 }
@@ -227,6 +230,16 @@ fn route_key(r: &raw::Route) -> String {
         Some(n) => n.clone(),
         None => format!("[{}]", describe_match(&r.matcher)),
     }
+}
+
+/// Compare two read configs: the readable comparison of routes, weights, clusters,
+/// filters and TLS first, then every other key of the effective documents.
+pub fn diff_sources(old: &crate::config::Source, new: &crate::config::Source) -> Vec<Change> {
+    let mut changes = diff(&old.cfg, &old.map, &new.cfg, &new.map);
+    let rest =
+        super::diff_generic::diff(&old.effective, &old.map, &new.effective, &new.map, &changes);
+    changes.extend(rest);
+    changes
 }
 
 /// Compare two configs.

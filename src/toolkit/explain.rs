@@ -370,6 +370,7 @@ fn rejected_why(reason: crate::error::Reject) -> &'static str {
     match reason {
         Reject::Host => "missing, malformed or disagreeing host",
         Reject::Target => "request target cannot be proxied",
+        Reject::Scheme => "scheme other than http or https",
         Reject::Backslash => "path has a backslash",
         Reject::PathTraversal => "path has a dot segment with parameters",
         Reject::DoubleEncoding => "path is double-encoded",

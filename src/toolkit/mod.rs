@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod diff;
+mod diff_generic;
 pub mod explain;
 pub mod lint;
 pub mod render;

@@ -84,7 +84,7 @@ impl Connector {
     /// TCP connect (+ TLS) to `addr` within the connect timeout.
     pub async fn connect_addr(&self, addr: std::net::SocketAddr) -> io::Result<Stream> {
         let fut = async {
-            let tcp = TcpStream::connect(addr).await?;
+            let tcp = connect_tcp(addr).await?;
             let _ = tcp.set_nodelay(true);
             match &self.tls {
                 None => Ok(Stream::Plain(tcp)),
@@ -98,5 +98,47 @@ impl Connector {
                 "upstream connect timeout",
             )),
         }
+    }
+}
+
+/// Attempts at a TCP connect that fails for a local reason.
+const LOCAL_ATTEMPTS: u32 = 3;
+
+/// A connect that failed on this host rather than at the upstream: no local
+/// address or port free (`EADDRNOTAVAIL`, ports still in TIME_WAIT after a burst),
+/// or the kernel out of buffers for a moment. Worth a retry to the same endpoint;
+/// the upstream never saw it, so it is not the endpoint's failure either.
+fn is_local_failure(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::AddrNotAvailable
+        || matches!(e.raw_os_error(), Some(libc::ENOBUFS | libc::EAGAIN))
+}
+
+/// `TcpStream::connect`, tried again (within the caller's connect timeout) after a
+/// local failure, with a short pause for ports or buffers to free up.
+async fn connect_tcp(addr: std::net::SocketAddr) -> io::Result<TcpStream> {
+    let mut attempt = 1;
+    loop {
+        match TcpStream::connect(addr).await {
+            Err(e) if attempt < LOCAL_ATTEMPTS && is_local_failure(&e) => {
+                tracing::debug!(%addr, error = %e, attempt, "local connect failure; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(5 * u64::from(attempt))).await;
+                attempt += 1;
+            }
+            r => return r,
+        }
+    }
+}
+
+#[cfg(test)]
+mod local_failure_tests {
+    use super::*;
+
+    #[test]
+    fn only_local_errors_are_retried() {
+        let e = |code| io::Error::from_raw_os_error(code);
+        assert!(is_local_failure(&e(libc::EADDRNOTAVAIL)));
+        assert!(is_local_failure(&e(libc::ENOBUFS)));
+        assert!(!is_local_failure(&e(libc::ECONNREFUSED)));
+        assert!(!is_local_failure(&e(libc::ETIMEDOUT)));
     }
 }

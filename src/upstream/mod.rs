@@ -38,6 +38,12 @@ use crate::stats::{ClusterStats, FleetStats};
 static LOCAL_ZONE: OnceLock<Arc<str>> = OnceLock::new();
 
 /// Set the proxy's own zone once at startup (`--zone` / `ATTACHE_ZONE`).
+/// Idle HTTP/1.1 connections kept per endpoint by default: as many as Envoy's default
+/// `max_connections` (1024), so a pool keeps what its peak concurrency needs and
+/// `idle_timeout` trims it, instead of closing and re-dialing connections whenever
+/// more than a small cap are in flight (TIME_WAIT build-up, connect failures).
+pub const DEFAULT_MAX_IDLE_PER_ENDPOINT: u32 = 1024;
+
 pub fn set_local_zone(zone: &str) {
     if !zone.is_empty() {
         let _ = LOCAL_ZONE.set(Arc::from(zone));
@@ -316,7 +322,9 @@ impl Cluster {
                 .idle_timeout
                 .map(|d| d.0)
                 .unwrap_or(Duration::from_secs(60)),
-            max_idle: cfg.max_idle_per_endpoint.unwrap_or(128) as usize,
+            max_idle: cfg
+                .max_idle_per_endpoint
+                .unwrap_or(DEFAULT_MAX_IDLE_PER_ENDPOINT) as usize,
             connector: connector.clone(),
             limit: breakers.connection_limit(),
         };

@@ -40,6 +40,15 @@ where
     }
 }
 
+/// Run blocking client code (the synchronous `thrift` crate) off the runtime,
+/// under a generous deadline.
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::time::timeout(Duration::from_secs(60), tokio::task::spawn_blocking(f))
+        .await
+        .expect("client finished in time")
+        .expect("client did not panic")
+}
+
 /// A running `attache run`. Dropping it kills and reaps the process, and prints its
 /// log when the test is failing.
 pub struct Proxy {
@@ -260,6 +269,18 @@ impl Proxy {
         }
         0.0
     }
+}
+
+/// The shipped example configs, `config/*.yaml`, sorted.
+pub fn shipped_configs() -> Vec<PathBuf> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir("config")
+        .expect("config dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    entries.sort();
+    entries
 }
 
 /// `attache validate --config FILE` on `yaml` written to a temp file named

@@ -86,7 +86,7 @@ fn absolute_form_and_authority_win_and_a_different_host_is_refused() {
     // Only http and https are proxied.
     assert_eq!(
         run(V11, "ftp://a.example/", Some("a.example"), None),
-        Err(Reject::Target)
+        Err(Reject::Scheme)
     );
 }
 

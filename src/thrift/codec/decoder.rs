@@ -46,6 +46,9 @@ pub struct Decoder {
     transport: Option<Transport>,
     protocol: Option<Protocol>,
     partial: Option<Partial>,
+    /// The header of the incomplete frame at the front of the buffer parsed: it is
+    /// not parsed again on each read while the rest of the frame arrives.
+    head_checked: bool,
     walker: Walker,
 }
 
@@ -56,6 +59,7 @@ impl Decoder {
             transport: config.transport,
             protocol: config.protocol,
             partial: None,
+            head_checked: false,
             walker: Walker::new(Protocol::Binary),
         }
     }
@@ -121,9 +125,14 @@ impl Decoder {
         if len == 0 {
             return Err(ErrorKind::EmptyFrame.into());
         }
+        if len < MIN_MESSAGE {
+            return Err(ErrorKind::FrameTooSmall.into());
+        }
         let Some(payload) = buf.get(4..4 + len) else {
+            self.check_frame_head(buf.get(4..).unwrap_or(&[]), len)?;
             return Ok(None);
         };
+        self.head_checked = false;
         let protocol = self.protocol_for(payload[0])?;
         let input = Input {
             buf: payload,
@@ -149,6 +158,34 @@ impl Decoder {
         }
         let wire = buf.split_to(4 + len).freeze();
         Ok(Some(message(wire, 4, &raw, protocol, Transport::Framed)))
+    }
+
+    /// Refuse an incomplete frame as soon as its first bytes cannot start a message
+    /// (unknown protocol or version, message type, a name longer than the frame),
+    /// rather than after waiting for the length it declared. Only the header is
+    /// looked at, once per frame.
+    fn check_frame_head(&mut self, head: &[u8], len: usize) -> Result<(), Error> {
+        let Some(&first) = head.first() else {
+            return Ok(());
+        };
+        if self.head_checked {
+            return Ok(());
+        }
+        let protocol = self.protocol_for(first)?;
+        let input = Input {
+            buf: head,
+            limit: len,
+        };
+        match parse_header(protocol, &input) {
+            Ok(_) => {
+                self.head_checked = true;
+                Ok(())
+            }
+            Err(Stop::More) => Ok(()),
+            // As for a complete frame: a name that does not fit in it.
+            Err(Stop::Fail(ErrorKind::MessageTooLarge)) => Err(ErrorKind::Truncated.into()),
+            Err(Stop::Fail(k)) => Err(k.into()),
+        }
     }
 
     fn decode_unframed(&mut self, buf: &mut BytesMut) -> Result<Option<Message>, Error> {
@@ -190,6 +227,10 @@ impl Decoder {
         }
     }
 }
+
+/// The smallest message any protocol can encode: compact's protocol id, version and
+/// type, a one-byte seq id, an empty name and an empty struct.
+const MIN_MESSAGE: usize = 5;
 
 fn parse_header(protocol: Protocol, input: &Input<'_>) -> Result<RawHeader, Stop> {
     match protocol {

@@ -226,6 +226,8 @@ pub enum ErrorKind {
     NegativeLength,
     #[error("empty frame")]
     EmptyFrame,
+    #[error("frame length below the smallest message")]
+    FrameTooSmall,
     #[error("message exceeds max_message_size")]
     MessageTooLarge,
     #[error("nesting deeper than {MAX_DEPTH}")]

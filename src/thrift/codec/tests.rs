@@ -426,6 +426,31 @@ fn nested_lists(depth: usize) -> Vec<u8> {
 }
 
 #[test]
+fn an_incomplete_frame_with_a_good_header_waits_and_is_checked_once() {
+    let cfg = DecoderConfig {
+        transport: Some(Transport::Framed),
+        ..DecoderConfig::default()
+    };
+    let call = binary_call(b"getUser", &[0]);
+    let mut wire = (call.len() as u32).to_be_bytes().to_vec();
+    wire.extend_from_slice(&call);
+    let mut d = Decoder::new(cfg);
+    let mut buf = BytesMut::new();
+    // Byte by byte: never an error, the message once it is all there.
+    let mut got = None;
+    for b in &wire {
+        assert!(got.is_none(), "nothing before the last byte");
+        buf.extend_from_slice(&[*b]);
+        got = d.decode(&mut buf).unwrap_or_else(|e| panic!("{e}"));
+    }
+    assert_eq!(
+        got.map(|m| m.header().name().to_owned()).as_deref(),
+        Some("getUser")
+    );
+    assert!(buf.is_empty());
+}
+
+#[test]
 fn bad_inputs_are_typed_errors() {
     let small = DecoderConfig {
         max_message_size: 1024,
@@ -469,6 +494,42 @@ fn bad_inputs_are_typed_errors() {
             vec![0, 0, 0, 0],
             framed_binary,
             ErrorKind::EmptyFrame,
+            false,
+        ),
+        (
+            "frame below the smallest message",
+            vec![0, 0, 0, 4, 0x82, 0x21, 0, 0],
+            framed_binary,
+            ErrorKind::FrameTooSmall,
+            false,
+        ),
+        // The frame is far from complete: its first bytes decide.
+        (
+            "incomplete frame, bad strict version",
+            vec![0, 0, 3, 0, 0x80, 0x02, 0, 1],
+            framed_binary,
+            ErrorKind::UnknownProtocol,
+            false,
+        ),
+        (
+            "incomplete frame, bad message type",
+            vec![0, 0, 3, 0, 0x80, 1, 0, 5],
+            framed_binary,
+            ErrorKind::UnknownMessageType,
+            false,
+        ),
+        (
+            "incomplete frame, name longer than the frame",
+            vec![0, 0, 0, 40, 0x80, 1, 0, 1, 0, 0, 0, 41],
+            framed_binary,
+            ErrorKind::Truncated,
+            false,
+        ),
+        (
+            "incomplete frame, unknown first byte",
+            vec![0, 0, 3, 0, 0xff],
+            framed_binary,
+            ErrorKind::UnknownProtocol,
             false,
         ),
         (
