@@ -107,6 +107,21 @@ pub enum Reject {
     HeadersTooLarge,
     /// An HTTP/2 `:scheme` other than `http` or `https`.
     Scheme,
+    /// No authority, or a malformed one (empty, several values, userinfo, bad
+    /// port), or a `Host` that disagrees with the absolute-form / `:authority`.
+    Host,
+    /// A `#fragment` in the request target.
+    Fragment,
+    /// A dot segment with a parameter or escape (`..;x`, `.;`, `..%5C`).
+    PathTraversal,
+    /// A backslash in the path, raw or as `%5C`.
+    Backslash,
+    /// A double-encoded path (`%252e`).
+    DoubleEncoding,
+    /// A header name with `_` and `headers_with_underscores: reject`.
+    UnderscoreHeader,
+    /// The request head did not arrive within `request_head_timeout` (408).
+    HeadTimeout,
 }
 
 impl Reject {
@@ -122,6 +137,13 @@ impl Reject {
         Reject::UriTooLong,
         Reject::HeadersTooLarge,
         Reject::Scheme,
+        Reject::Host,
+        Reject::Fragment,
+        Reject::PathTraversal,
+        Reject::Backslash,
+        Reject::DoubleEncoding,
+        Reject::UnderscoreHeader,
+        Reject::HeadTimeout,
     ];
 
     /// The metric label and log name.
@@ -137,6 +159,13 @@ impl Reject {
             Reject::UriTooLong => "uri_too_long",
             Reject::HeadersTooLarge => "headers_too_large",
             Reject::Scheme => "scheme",
+            Reject::Host => "host",
+            Reject::Fragment => "fragment",
+            Reject::PathTraversal => "path_traversal",
+            Reject::Backslash => "backslash",
+            Reject::DoubleEncoding => "double_encoding",
+            Reject::UnderscoreHeader => "underscore_header",
+            Reject::HeadTimeout => "head_timeout",
         }
     }
 }

@@ -1031,18 +1031,46 @@ fn compile_http(
             "max_uri_bytes must be between 256 and 1048576",
         );
     }
+    let request_head_timeout = opts
+        .request_head_timeout
+        .map_or(Duration::from_secs(60), |d| d.0);
+    if request_head_timeout.is_zero() {
+        cx.err(
+            &format!("{hp}.request_head_timeout"),
+            "request_head_timeout must be more than 0s (try `60s`)",
+        );
+    }
+    let default_host_http10 = opts.default_host_for_http_10.as_deref().and_then(|h| {
+        let value = crate::http::target::parse_authority(h.as_bytes())
+            .and_then(|_| http::HeaderValue::from_str(h).ok());
+        if value.is_none() {
+            cx.err(
+                &format!("{hp}.default_host_for_http_10"),
+                format!("`{h}` is not a host[:port] authority (e.g. `www.example.com` or `127.0.0.1:8080`)"),
+            );
+        }
+        value
+    });
     HttpSettings {
         router: Router::new(vhosts, clusters.clone()),
         filters: listener_chain,
         max_header_bytes: max_kb as usize * 1024,
         max_headers: max_headers as usize,
         max_uri_bytes: max_uri as usize,
-        merge_slashes: opts.merge_slashes.unwrap_or(true),
-        reject_escaped_slashes: opts.escaped_slashes != Some(raw::EscapedSlashes::Keep),
+        path_rules: crate::http::normalize::Rules {
+            merge_slashes: opts.merge_slashes.unwrap_or(true),
+            reject_escaped_slashes: opts.escaped_slashes != Some(raw::EscapedSlashes::Keep),
+            backslash_to_slash: opts.path_with_backslash == Some(raw::PathWithBackslash::Normalize),
+            reject_double_encoding: opts.path_with_double_encoding
+                != Some(raw::DoubleEncoding::Keep),
+        },
         idle_timeout: opts
             .idle_timeout
             .map(|d| d.0)
             .unwrap_or(Duration::from_secs(3600)),
+        request_head_timeout,
+        default_host_http10,
+        headers_with_underscores: opts.headers_with_underscores.unwrap_or_default(),
         generate_request_id: opts.generate_request_id.unwrap_or(true),
         retry_buffer_bytes: opts.retry_buffer_bytes.unwrap_or(64 * 1024) as usize,
         http2: compile_http2(cx, &format!("{hp}.http2"), opts.http2.as_ref()),

@@ -99,6 +99,21 @@ pub struct HttpOptions {
     /// Close idle downstream keep-alive connections after this (default 1h).
     #[serde(default)]
     pub idle_timeout: Option<Dur>,
+    /// Time allowed to receive a whole request head (default 60s).
+    #[serde(default)]
+    pub request_head_timeout: Option<Dur>,
+    /// The authority given to HTTP/1.0 requests without `Host` (default: none, 400).
+    #[serde(default)]
+    pub default_host_for_http_10: Option<String>,
+    /// A raw `\` in the path: `reject` (400, default) or `normalize` (read as `/`).
+    #[serde(default)]
+    pub path_with_backslash: Option<PathWithBackslash>,
+    /// `%25XX` in the path: `reject` (400, default) or `keep` (forwarded as sent).
+    #[serde(default)]
+    pub path_with_double_encoding: Option<DoubleEncoding>,
+    /// Request header names with `_`: `allow`, `drop` (default) or `reject`.
+    #[serde(default)]
+    pub headers_with_underscores: Option<HeadersWithUnderscores>,
     /// Generate `x-request-id` when absent (default true).
     #[serde(default)]
     pub generate_request_id: Option<bool>,
@@ -135,6 +150,29 @@ pub struct Http2Options {
 pub enum EscapedSlashes {
     Reject,
     Keep,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PathWithBackslash {
+    Reject,
+    Normalize,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DoubleEncoding {
+    Reject,
+    Keep,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum HeadersWithUnderscores {
+    Allow,
+    #[default]
+    Drop,
+    Reject,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]

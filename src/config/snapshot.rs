@@ -54,9 +54,14 @@ pub struct HttpSettings {
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub max_uri_bytes: usize,
-    pub merge_slashes: bool,
-    pub reject_escaped_slashes: bool,
+    /// `merge_slashes`, `escaped_slashes`, `path_with_backslash`,
+    /// `path_with_double_encoding`.
+    pub path_rules: crate::http::normalize::Rules,
     pub idle_timeout: Duration,
+    pub request_head_timeout: Duration,
+    /// `default_host_for_http_10`, checked as an authority.
+    pub default_host_http10: Option<http::HeaderValue>,
+    pub headers_with_underscores: raw::HeadersWithUnderscores,
     pub generate_request_id: bool,
     pub retry_buffer_bytes: usize,
     pub http2: Http2Settings,

@@ -303,6 +303,15 @@ pub struct Completion {
 }
 
 impl Completion {
+    /// The request's authority as the target phase decided it, when it did not
+    /// come from the URI or `Host` that `new` read (an HTTP/1.0 default).
+    pub(super) fn set_authority(&mut self, authority: &str) {
+        if self.rt.log.is_some() && self.authority != authority {
+            self.authority.clear();
+            self.authority.push_str(authority);
+        }
+    }
+
     pub(super) fn new(
         start: Option<Instant>,
         conn: &Arc<ConnCtx>,

@@ -58,8 +58,11 @@ const COPY_MAX: usize = 16 * 1024;
 const OUT_KEEP: usize = 16 * 1024;
 
 pub(super) struct Limits {
-    /// `idle_timeout`: waiting for (the rest of) a request head.
+    /// `idle_timeout`: waiting for the next request on a kept-alive connection.
     pub idle: Duration,
+    /// `request_head_timeout`: from a new connection, or the first byte of a
+    /// request head, to the end of that head.
+    pub head: Duration,
     /// hyper's read buffer bound: a head that does not fit goes to hyper (431).
     pub max_head: usize,
     pub max_headers: usize,
@@ -407,7 +410,9 @@ fn parse(buf: &mut BytesMut, spans: &mut Vec<[u32; 4]>, max_headers: usize) -> P
     else {
         return Parsed::Handover;
     };
-    if !path.starts_with('/') || method == "CONNECT" || method == "PRI" {
+    // A `#fragment` goes to hyper too, where `sniff` flags it for a 400 (`http::Uri`
+    // would drop it silently here).
+    if !path.starts_with('/') || method == "CONNECT" || method == "PRI" || path.contains('#') {
         return Parsed::Handover;
     }
     let Ok(method) = Method::from_bytes(method.as_bytes()) else {
@@ -550,8 +555,12 @@ where
     };
     let mut draining = *drain.borrow();
     // One timer for the connection: moved forward lazily (when it fires early)
-    // rather than re-armed per request.
-    let mut deadline = opened + lim.idle;
+    // rather than re-armed per request. A new connection has `request_head_timeout`
+    // for its first head (NGINX's `client_header_timeout`).
+    let mut deadline = opened + lim.head.min(lim.idle);
+    // Set while a partial head is waiting for its end: then the deadline is a
+    // request-head deadline, answered with a 408.
+    let mut head_deadline = Some(deadline);
     if draining {
         conn.draining.store(true, Ordering::Release);
         deadline = deadline.min(grace(Instant::now()));
@@ -570,7 +579,18 @@ where
             if !inp.buf.is_empty() {
                 match parse(&mut inp.buf, &mut spans, lim.max_headers) {
                     Parsed::Request(h) => break h,
-                    Parsed::Partial if inp.buf.len() < lim.max_head => {}
+                    Parsed::Partial if inp.buf.len() < lim.max_head => {
+                        // The head started and must end within `request_head_timeout`
+                        // (the clock is read only for heads split across reads).
+                        if head_deadline.is_none() {
+                            let d = Instant::now() + lim.head;
+                            head_deadline = Some(d);
+                            if d < deadline {
+                                deadline = d;
+                                timer.as_mut().reset(deadline);
+                            }
+                        }
+                    }
                     Parsed::Partial | Parsed::Handover => {
                         let inp = input.take()?;
                         return Some(Handover {
@@ -608,7 +628,12 @@ where
                     timer.as_mut().reset(deadline);
                 }
                 Wake::Timer => {
-                    if Instant::now() >= deadline {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        if !inp.buf.is_empty() && head_deadline.is_some_and(|d| now >= d) {
+                            head_timed_out(&mut wr, conn, lim, &mut out, opened).await;
+                            return None;
+                        }
                         tracing::debug!("closing an idle downstream connection");
                         return None;
                     }
@@ -704,6 +729,7 @@ where
                 Ok(inp) => {
                     input = Some(inp);
                     deadline = Instant::now() + lim.idle;
+                    head_deadline = None;
                     continue;
                 }
                 Err(unread) => unread,
@@ -764,6 +790,31 @@ async fn refuse<W: AsyncWrite + Unpin>(
     {
         let _ = bounded(stall, |cx| Pin::new(&mut *wr).poll_shutdown(cx)).await;
         linger(input).await;
+    }
+}
+
+/// `request_head_timeout` passed with part of a head read: answer `408` and close
+/// (HAProxy's `timeout http-request` does the same; NGINX closes without a reply),
+/// counted as a rejection (`head_timeout`). A connection that sent nothing is
+/// closed without a reply (an idle or speculative connection is not a request).
+async fn head_timed_out<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    conn: &ConnCtx,
+    lim: &Limits,
+    out: &mut Vec<u8>,
+    opened: Instant,
+) {
+    tracing::debug!("request head not received in time; answering 408");
+    const BODY: &[u8] = b"request timeout\n";
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain\r\n");
+    put_length(out, BODY.len() as u64);
+    put_date(out);
+    out.extend_from_slice(b"connection: close\r\n\r\n");
+    out.extend_from_slice(BODY);
+    super::record_early_reply(conn, 408, crate::error::Reject::HeadTimeout, opened);
+    if send_all(wr, out, lim.idle).await.is_ok() && send_flush(wr, lim.idle).await.is_ok() {
+        let _ = bounded(lim.idle, |cx| Pin::new(&mut *wr).poll_shutdown(cx)).await;
     }
 }
 
@@ -1128,6 +1179,7 @@ mod tests {
             "GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
             "GET / HTTP/1.1\r\nBad Header: x\r\n\r\n",
             "GET /\x01 HTTP/1.1\r\n\r\n",
+            "GET /a#b HTTP/1.1\r\nHost: x\r\n\r\n",
         ] {
             let mut buf = BytesMut::from(format!("{head}GET /next HTTP/1.1\r\n\r\n").as_str());
             let before = buf.clone();

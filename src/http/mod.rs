@@ -12,6 +12,7 @@ pub mod normalize;
 mod proxy;
 pub mod respond;
 mod sniff;
+pub mod target;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -80,6 +81,9 @@ pub struct ConnCtx {
     pub xfcc: crate::config::raw::ForwardClientCert,
     /// Set when an HTTP/1 head carried both Content-Length and Transfer-Encoding.
     pub framing_conflict: Arc<std::sync::atomic::AtomicBool>,
+    /// Set when an HTTP/1 request line hyper parses carried a `#fragment` (hyper
+    /// and `http::Uri` drop it silently).
+    pub target_fragment: Arc<std::sync::atomic::AtomicBool>,
     /// Set when the proxy drains: HTTP/1 responses then carry `Connection: close`,
     /// so keep-alive clients close the connection themselves instead of racing a
     /// request against our close.
@@ -111,6 +115,7 @@ impl ConnCtx {
             peer: None,
             xfcc: crate::config::raw::ForwardClientCert::SanitizeSet,
             framing_conflict: Default::default(),
+            target_fragment: Default::default(),
             draining: Default::default(),
             unread_bytes_in: Default::default(),
             drain_cut: Default::default(),
@@ -156,6 +161,7 @@ pub async fn serve_connection<IO>(
         };
         h1::Limits {
             idle: h.idle_timeout,
+            head: h.request_head_timeout,
             max_head: h.max_header_bytes.max(8192),
             max_headers: h.max_headers,
         }
@@ -188,7 +194,9 @@ async fn serve_hyper<IO>(
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(h.idle_timeout)
+        // hyper's timer runs from the end of one response to the end of the next
+        // head, so on connections it serves it bounds the keep-alive wait too.
+        .header_read_timeout(h.request_head_timeout.min(h.idle_timeout))
         .max_buf_size(h.max_header_bytes.max(8192))
         .max_headers(h.max_headers);
     let h2 = &h.http2;
@@ -210,14 +218,21 @@ async fn serve_hyper<IO>(
         let c = c2.clone();
         async move { Ok::<_, Infallible>(proxy::handle(req.map(DownBody::Hyper), c).await) }
     });
-    let io = sniff::Sniff::new(io, conn.framing_conflict.clone());
+    let flags = sniff::Flags {
+        framing: conn.framing_conflict.clone(),
+        fragment: conn.target_fragment.clone(),
+        head_pending: Default::default(),
+    };
+    let head_pending = flags.head_pending.clone();
+    let io = sniff::Sniff::new(io, flags);
     let fut = b.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(fut);
     if !*drain.borrow() {
         tokio::select! {
             r = fut.as_mut() => {
                 if let Err(e) = r {
-                    record_parser_reply(&conn, &*e, opened);
+                    let pending = head_pending.load(std::sync::atomic::Ordering::Acquire);
+                    record_parser_reply(&conn, &*e, opened, pending);
                     tracing::debug!(error = %e, "downstream connection ended with an error");
                 }
                 return;
@@ -300,11 +315,15 @@ impl http_body::Body for DownBody {
 /// hyper's HTTP/1 parser answers a malformed head (`400`) or one over its buffer
 /// limit (`431`) itself and closes the connection, before any request reaches
 /// `proxy::handle`. Count and log those like attache's own `DPE` replies, so a
-/// client sending garbage shows up in the stats and the access log.
+/// client sending garbage shows up in the stats and the access log. Its header-read
+/// timer (`request_head_timeout`) closes without a reply; with part of a head read
+/// (`head_pending`) that is counted and logged as a `408` (as NGINX logs it), an
+/// idle close is not.
 fn record_parser_reply(
     conn: &ConnCtx,
     e: &(dyn std::error::Error + 'static),
     opened: tokio::time::Instant,
+    head_pending: bool,
 ) {
     let Some(he) = e.downcast_ref::<hyper::Error>() else {
         return;
@@ -313,15 +332,18 @@ fn record_parser_reply(
         (431, crate::error::Reject::HeadersTooLarge)
     } else if he.is_parse() {
         (400, crate::error::Reject::Malformed)
+    } else if he.is_timeout() && head_pending {
+        (408, crate::error::Reject::HeadTimeout)
     } else {
         return;
     };
     record_early_reply(conn, status, reason, opened);
 }
 
-/// Count and log a request refused before it became a request (by hyper's
-/// parser, or the own codec's framing checks): flag `DPE`, its reason, its status,
-/// and an access-log line with an empty method and path.
+/// Count and log a reply sent before a request reached `proxy::handle` (flag
+/// `DPE`): hyper's parser refusing a head, the own codec's framing checks, or a
+/// request-head timeout. Its reason, its status, and an access-log line with an
+/// empty method and path.
 fn record_early_reply(
     conn: &ConnCtx,
     status: u16,

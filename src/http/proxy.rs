@@ -1,7 +1,6 @@
 //! One downstream request: checks, normalization, routing, filters, the upstream
 //! call with timeout and retries, and the response back with its completion hook.
 
-use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,9 +14,9 @@ use http_body_util::BodyExt;
 
 use super::body::{Completion, RespBody};
 use super::grpc;
-use super::normalize::{normalize, Rejected};
 use super::respond::local_reply;
-use super::{ConnCtx, DownBody};
+use super::{target, ConnCtx, DownBody};
+use crate::config::raw::HeadersWithUnderscores;
 use crate::error::{ErrorKind, Reject};
 use crate::router::{Action, RequestView, RetryPolicy, RouteAction};
 use crate::upstream::pool::SendError;
@@ -114,6 +113,24 @@ fn remove_listed(headers: &mut HeaderMap, connection: &HeaderValue) {
     }
 }
 
+/// Remove every header whose name has `_` (`headers_with_underscores: drop`):
+/// CGI/WSGI origins map `_` to `-`, so `Transfer_Encoding` or `X_User` would become
+/// a framing or identity header there. Returns how many values went.
+fn drop_underscored(headers: &mut HeaderMap) -> u64 {
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().as_bytes().contains(&b'_'))
+        .cloned()
+        .collect();
+    let mut dropped = 0;
+    for name in names {
+        if let http::header::Entry::Occupied(e) = headers.entry(name) {
+            dropped += e.remove_entry_mult().1.count() as u64;
+        }
+    }
+    dropped
+}
+
 /// A random v4 UUID for `x-request-id`, hex written by hand (no `fmt`).
 fn request_id() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -132,37 +149,6 @@ fn request_id() -> HeaderValue {
         i += 2;
     }
     HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("0"))
-}
-
-/// The routed host: the request's authority, else its Host header, without port and
-/// lower case. Borrowed unless it has upper-case letters.
-fn host_of<'a>(uri: &'a Uri, host_header: Option<&'a HeaderValue>) -> Cow<'a, str> {
-    let raw = uri
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| host_header.and_then(|h| h.to_str().ok()))
-        .unwrap_or("");
-    let host = strip_port(raw);
-    if host.bytes().any(|b| b.is_ascii_uppercase()) {
-        Cow::Owned(host.to_ascii_lowercase())
-    } else {
-        Cow::Borrowed(host)
-    }
-}
-
-/// `host:port` -> `host`; `[v6]:port` -> `[v6]`.
-fn strip_port(raw: &str) -> &str {
-    if raw.starts_with('[') {
-        match raw.find(']') {
-            Some(j) => &raw[..=j],
-            None => raw,
-        }
-    } else {
-        match raw.rfind(':') {
-            Some(i) if raw[i + 1..].bytes().all(|b| b.is_ascii_digit()) => &raw[..i],
-            _ => raw,
-        }
-    }
 }
 
 fn version_str(v: Version) -> &'static str {
@@ -229,11 +215,12 @@ pub async fn handle(req: Request<DownBody>, conn: Arc<ConnCtx>) -> Response<Resp
         let mut first_cl: Option<&HeaderValue> = None;
         let (mut cl_conflict, mut has_te) = (false, false);
         let mut has_request_id = false;
-        let mut hosts = 0usize;
+        let (mut hosts, mut underscored) = (0usize, 0usize);
         for (k, v) in parts.headers.iter() {
             header_bytes += k.as_str().len() + v.len() + 4;
             has_request_id |= k == X_REQUEST_ID;
             hosts += usize::from(k == header::HOST);
+            underscored += usize::from(k.as_str().as_bytes().contains(&b'_'));
             if k == header::CONTENT_LENGTH {
                 match first_cl {
                     Some(first) => cl_conflict |= first != v,
@@ -254,6 +241,11 @@ pub async fn handle(req: Request<DownBody>, conn: Arc<ConnCtx>) -> Response<Resp
             Some(Reject::DuplicateHost)
         } else if h2 && !super::h2::scheme_ok(&parts.uri) {
             Some(Reject::Scheme)
+        } else if conn.target_fragment.load(Ordering::Acquire) {
+            Some(Reject::Fragment)
+        } else if underscored > 0 && http.headers_with_underscores == HeadersWithUnderscores::Reject
+        {
+            Some(Reject::UnderscoreHeader)
         } else {
             None
         };
@@ -278,37 +270,47 @@ pub async fn handle(req: Request<DownBody>, conn: Arc<ConnCtx>) -> Response<Resp
             );
         }
 
-        // Normalize the path; the normalized one is routed and sent upstream. Path, query
-        // and host borrow from copies of the URI and Host header (reference counted, not
-        // copied), so filters can still take the request head mutably.
+        if underscored > 0 && http.headers_with_underscores == HeadersWithUnderscores::Drop {
+            let dropped = drop_underscored(&mut parts.headers);
+            done.listener_stats().underscore_dropped.inc_by(dropped);
+        }
+
+        // The request target: one authority, the normalized path (what is routed and
+        // sent upstream) and the query. They borrow from copies of the URI and Host
+        // header (reference counted, not copied), so filters can still take the
+        // request head mutably.
         let uri = parts.uri.clone();
-        let host_header = match uri.authority() {
-            Some(_) => None,
-            None => parts.headers.get(header::HOST).cloned(),
+        let host_header = parts.headers.get(header::HOST).cloned();
+        let head = target::Head {
+            version: parts.version,
+            options: parts.method == Method::OPTIONS,
+            uri: &uri,
+            host: host_header.as_ref(),
+            tls: conn.tls,
         };
-        let path_and_query = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        let (raw_path, query) = match path_and_query.split_once('?') {
-            Some((p, q)) => (p, Some(q)),
-            None => (path_and_query, None),
+        let settings = target::Settings {
+            path: &http.path_rules,
+            default_host_http10: http.default_host_http10.as_ref(),
         };
-        let path = match normalize(raw_path, http.merge_slashes, http.reject_escaped_slashes) {
-            Ok(p) => p,
-            Err(Rejected::EscapedSlash) | Err(Rejected::Malformed) => {
-                if parts.method == Method::OPTIONS && raw_path == "*" {
-                    Cow::Borrowed(raw_path)
-                } else {
-                    break 'reply finish_local(
-                        ErrorKind::BadRequest(Reject::Path),
-                        false,
-                        &mut sc,
-                        done,
-                        &http.filters,
-                    );
-                }
+        let target = match target::resolve(&head, &settings) {
+            Ok(t) => t,
+            Err(reason) => {
+                done.close_connection |= reason == Reject::Host;
+                let kind = ErrorKind::BadRequest(reason);
+                break 'reply finish_local(kind, false, &mut sc, done, &http.filters);
             }
         };
-        let host = host_of(&uri, host_header.as_ref());
-        sc.host = Some(attache_filters::Host::new(&host));
+        let (host, path, query) = (&target.host, &target.path, target.query);
+        // Upstream, filters and the log see the one authority as `Host`: the client's
+        // own header is that already; otherwise it is set from the absolute form,
+        // `:authority` or the HTTP/1.0 default.
+        if target.source != target::Source::Host {
+            if let Ok(v) = HeaderValue::from_str(target.authority) {
+                parts.headers.insert(header::HOST, v);
+            }
+            done.set_authority(target.authority);
+        }
+        sc.host = Some(attache_filters::Host::new(host));
 
         // Request id.
         if !has_request_id && http.generate_request_id {
@@ -320,8 +322,8 @@ pub async fn handle(req: Request<DownBody>, conn: Arc<ConnCtx>) -> Response<Resp
 
         // Route.
         let view = RequestView {
-            host: &host,
-            path: &path,
+            host,
+            path,
             query,
             headers: &parts.headers,
             method: &parts.method,
@@ -368,9 +370,9 @@ pub async fn handle(req: Request<DownBody>, conn: Arc<ConnCtx>) -> Response<Resp
                     r,
                     &route.matcher.path,
                     conn.tls,
-                    &host,
+                    host,
                     authority.as_deref(),
-                    &path,
+                    path,
                     query,
                 );
                 let mut rsp = Response::new(Bytes::new());
@@ -403,12 +405,12 @@ pub async fn handle(req: Request<DownBody>, conn: Arc<ConnCtx>) -> Response<Resp
                 let pq = crate::router::rewrite_path(
                     &route.matcher.path,
                     ra.prefix_rewrite.as_deref(),
-                    &path,
+                    path,
                     query,
                 );
 
-                // Headers for the upstream. `Host` is kept as the client sent it; an
-                // HTTP/2 client's `:authority` becomes one.
+                // Headers for the upstream. `Host` is the request's authority (set
+                // by the target phase), unless a filter or `host_rewrite` changed it.
                 let host_in_map = parts.headers.get(header::HOST).cloned();
                 // An upgrade this route tunnels (HTTP/1.1 both sides): keep the
                 // handshake headers and the downstream connection's upgrade handle.
@@ -440,11 +442,10 @@ pub async fn handle(req: Request<DownBody>, conn: Arc<ConnCtx>) -> Response<Resp
                         parts.headers.insert(header::HOST, h);
                     }
                     (None, Some(_)) => {}
+                    // A filter removed it: an HTTP/1.1 request never goes without one.
                     (None, None) => {
-                        if let Some(a) = parts.uri.authority() {
-                            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
-                                parts.headers.insert(header::HOST, v);
-                            }
+                        if let Ok(v) = HeaderValue::from_str(target.authority) {
+                            parts.headers.insert(header::HOST, v);
                         }
                     }
                 }
@@ -1148,24 +1149,5 @@ mod tests {
         assert!(!strip_hop_by_hop(&mut m));
         let left: Vec<&str> = m.keys().map(HeaderName::as_str).collect();
         assert_eq!(left, ["date"]);
-    }
-
-    #[test]
-    fn host_of_strips_the_port_and_lowercases_only_when_needed() {
-        let origin = Uri::from_static("/p");
-        let (port, upper, v6) = (
-            HeaderValue::from_static("api.example.com:8080"),
-            HeaderValue::from_static("API.Example.com"),
-            HeaderValue::from_static("[::1]:80"),
-        );
-        let host = host_of(&origin, Some(&port));
-        assert!(matches!(host, Cow::Borrowed("api.example.com")));
-        let host = host_of(&origin, Some(&upper));
-        assert!(matches!(&host, Cow::Owned(s) if s == "api.example.com"));
-        assert_eq!(host_of(&origin, Some(&v6)), "[::1]");
-        assert_eq!(host_of(&origin, None), "");
-        // The authority of an absolute-form (or HTTP/2) request wins over Host.
-        let absolute = Uri::from_static("http://Other.example:9/p");
-        assert_eq!(host_of(&absolute, Some(&port)), "other.example");
     }
 }

@@ -6,6 +6,9 @@
 //! request-smuggling signature) rejected, never forwarded. The watcher follows
 //! message boundaries in the byte stream (heads, counted and chunked bodies) and
 //! raises a flag on the connection when a head carries both.
+//! It raises another when a request line carries a `#` (a fragment, which hyper and
+//! `http::Uri` would drop silently; attache refuses it), and says whether a head is
+//! half-read (so a header-read timeout can be told from an idle close).
 
 use std::io;
 use std::pin::Pin;
@@ -53,6 +56,17 @@ fn new_head() -> State {
     }
 }
 
+/// What the watcher reports, shared with the connection.
+#[derive(Default, Clone)]
+pub struct Flags {
+    /// A head carried both Content-Length and Transfer-Encoding.
+    pub framing: Arc<AtomicBool>,
+    /// A request line carried a `#`.
+    pub fragment: Arc<AtomicBool>,
+    /// Part of a request head has been read, not its end.
+    pub head_pending: Arc<AtomicBool>,
+}
+
 pub struct Sniff<IO> {
     io: IO,
     tracker: Tracker,
@@ -60,17 +74,19 @@ pub struct Sniff<IO> {
 
 struct Tracker {
     state: State,
-    flag: Arc<AtomicBool>,
+    flags: Flags,
+    /// The last value stored in `flags.head_pending`.
+    pending: bool,
     /// The start (at most `MAX_LINE` bytes) of the head or chunk-size line being
     /// read; one buffer for the connection's lifetime.
     line: Vec<u8>,
 }
 
 impl<IO> Sniff<IO> {
-    pub fn new(io: IO, flag: Arc<AtomicBool>) -> Sniff<IO> {
+    pub fn new(io: IO, flags: Flags) -> Sniff<IO> {
         Sniff {
             io,
-            tracker: Tracker::new(flag),
+            tracker: Tracker::new(flags),
         }
     }
 }
@@ -82,16 +98,32 @@ fn strip_prefix_ci<'a>(line: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
 }
 
 impl Tracker {
-    fn new(flag: Arc<AtomicBool>) -> Tracker {
+    fn new(flags: Flags) -> Tracker {
         Tracker {
             state: new_head(),
-            flag,
+            flags,
+            pending: false,
             line: Vec::with_capacity(MAX_LINE),
         }
     }
 
-    fn feed(&mut self, mut data: &[u8]) {
-        let Tracker { state, flag, line } = self;
+    fn feed(&mut self, data: &[u8]) {
+        self.follow(data);
+        let pending = match &self.state {
+            State::Head { first, .. } => !*first || !self.line.is_empty(),
+            _ => false,
+        };
+        if pending != self.pending {
+            self.pending = pending;
+            self.flags.head_pending.store(pending, Ordering::Release);
+        }
+    }
+
+    fn follow(&mut self, mut data: &[u8]) {
+        let Tracker {
+            state, flags, line, ..
+        } = self;
+        let (flag, fragment) = (&flags.framing, &flags.fragment);
         while !data.is_empty() {
             match state {
                 State::Off => return,
@@ -169,6 +201,9 @@ impl Tracker {
                         if let Some(b) = part.first() {
                             *skip = !matches!(b.to_ascii_lowercase(), b'c' | b't' | b'\r');
                         }
+                    }
+                    if *first && memchr::memchr(b'#', part).is_some() {
+                        fragment.store(true, Ordering::Release);
                     }
                     if !*skip {
                         let room = MAX_LINE.saturating_sub(line.len());
@@ -294,13 +329,45 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Sniff<IO> {
 mod tests {
     use super::*;
 
-    fn run(chunks: &[&[u8]]) -> bool {
-        let flag = Arc::new(AtomicBool::new(false));
-        let mut s = Tracker::new(flag.clone());
+    /// (framing conflict, fragment, head pending) after feeding `chunks`.
+    fn flags(chunks: &[&[u8]]) -> (bool, bool, bool) {
+        let flags = Flags::default();
+        let mut s = Tracker::new(flags.clone());
         for c in chunks {
             s.feed(c);
         }
-        flag.load(Ordering::Acquire)
+        let get = |f: &Arc<AtomicBool>| f.load(Ordering::Acquire);
+        (
+            get(&flags.framing),
+            get(&flags.fragment),
+            get(&flags.head_pending),
+        )
+    }
+
+    #[test]
+    fn says_when_a_head_is_half_read() {
+        assert!(!flags(&[b""]).2);
+        assert!(flags(&[b"GE"]).2);
+        assert!(flags(&[b"GET / HTTP/1.1\r\n"]).2);
+        assert!(flags(&[b"GET / HTTP/1.1\r\nHost: a\r\nX-Long: aaa"]).2);
+        assert!(!flags(&[b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"]).2);
+        assert!(!flags(&[b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nab"]).2);
+        assert!(flags(&[b"GET / HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n"]).2);
+    }
+
+    fn run(chunks: &[&[u8]]) -> bool {
+        flags(chunks).0
+    }
+
+    #[test]
+    fn flags_a_fragment_in_a_request_line_only() {
+        assert!(flags(&[b"GET /a#b HTTP/1.1\r\nHost: a\r\n\r\n"]).1);
+        assert!(flags(&[b"GET http://a/x?y#", b"z HTTP/1.0\r\n\r\n"]).1);
+        let long = format!("GET /{}#x HTTP/1.1\r\n\r\n", "a".repeat(300));
+        assert!(flags(&[long.as_bytes()]).1);
+        assert!(!flags(&[b"GET /a HTTP/1.1\r\nX-A: #1\r\n\r\n"]).1);
+        // Body bytes are not a request line.
+        assert!(!flags(&[b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\n#\r\n"]).1);
     }
 
     #[test]

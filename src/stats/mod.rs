@@ -18,6 +18,8 @@ pub const UPSTREAM_RQ_TIMEOUT: &str = "attache_upstream_rq_timeout_total";
 pub const UPSTREAM_RQ_RETRY: &str = "attache_upstream_rq_retry_total";
 pub const LOCAL_REPLY_TOTAL: &str = "attache_local_reply_total";
 pub const DOWNSTREAM_RQ_REJECTED: &str = "attache_downstream_rq_rejected_total";
+pub const DOWNSTREAM_UNDERSCORE_HEADERS_DROPPED: &str =
+    "attache_downstream_rq_underscore_headers_dropped_total";
 pub const TLS_HANDSHAKE_TOTAL: &str = "attache_tls_handshake_total";
 pub const CONFIG_RELOAD_TOTAL: &str = "attache_config_reload_total";
 pub const ACCESS_LOG_DROPPED: &str = "attache_access_log_dropped_total";
@@ -54,6 +56,8 @@ pub struct ListenerStats {
     pub local_reply: Vec<IntCounter>,
     /// Requests rejected before forwarding, indexed like [`crate::error::Reject::ALL`].
     pub rejected: Vec<IntCounter>,
+    /// Request header values dropped for an `_` in their name.
+    pub underscore_dropped: IntCounter,
 }
 
 impl ListenerStats {
@@ -93,7 +97,13 @@ impl ListenerStats {
             "Requests rejected before anything was forwarded, by reason",
             &["listener", "reason"],
         );
+        let underscore = stats.counter_vec(
+            DOWNSTREAM_UNDERSCORE_HEADERS_DROPPED,
+            "Request headers dropped because their name has an underscore",
+            &["listener"],
+        );
         ListenerStats {
+            underscore_dropped: underscore.with_label_values(&[listener]),
             rejected: crate::error::Reject::ALL
                 .iter()
                 .map(|r| rejected.with_label_values(&[listener, r.as_str()]))

@@ -178,35 +178,8 @@ pub fn evaluate(snap: &Snapshot, cfg: &raw::Config, rq: &Request) -> Result<Outc
     };
     out.filters = chain_names(rl);
 
-    let (raw_path, mut query) = match rq.path.split_once('?') {
-        Some((p, q)) => (p, Some(q.to_string())),
-        None => (rq.path.as_str(), None),
-    };
-    if !rq.query.is_empty() {
-        let extra: Vec<String> = rq.query.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let mut q = query.take().unwrap_or_default();
-        if !q.is_empty() {
-            q.push('&');
-        }
-        q.push_str(&extra.join("&"));
-        query = Some(q);
-    }
-    let path = match crate::http::normalize::normalize(
-        raw_path,
-        http.merge_slashes,
-        http.reject_escaped_slashes,
-    ) {
-        Ok(p) => p.into_owned(),
-        Err(e) => {
-            out.action = Act::Rejected(match e {
-                crate::http::normalize::Rejected::EscapedSlash => {
-                    "path has an escaped slash (400)".into()
-                }
-                crate::http::normalize::Rejected::Malformed => "malformed path (400)".into(),
-            });
-            return Ok(out);
-        }
-    };
+    let method = Method::from_bytes(rq.method.as_deref().unwrap_or("GET").as_bytes())
+        .map_err(|_| "invalid method".to_string())?;
     let mut headers = HeaderMap::new();
     for (k, v) in &rq.headers {
         let (Ok(k), Ok(v)) = (
@@ -217,25 +190,68 @@ pub fn evaluate(snap: &Snapshot, cfg: &raw::Config, rq: &Request) -> Result<Outc
         };
         headers.append(k, v);
     }
-    let authority = if rq.host.is_empty() {
-        "localhost".to_string()
-    } else {
-        rq.host.clone()
-    };
-    if let Ok(v) = HeaderValue::from_str(&authority) {
-        headers.insert(http::header::HOST, v);
+    // The request as the proxy would receive it: `host` as the authority of an
+    // absolute-form (or HTTP/2) request, a `host` header as `Host` (when absent,
+    // `host` or else `localhost`). The proxy's own target phase then decides.
+    if !headers.contains_key(http::header::HOST) {
+        let host = match rq.host.as_str() {
+            "" => HeaderValue::from_static("localhost"),
+            h => HeaderValue::from_str(h).map_err(|_| format!("invalid host `{h}`"))?,
+        };
+        headers.insert(http::header::HOST, host);
     }
-    let host = authority
-        .rsplit_once(':')
-        .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()) && !authority.ends_with(']'))
-        .map_or(authority.as_str(), |(h, _)| h)
-        .to_ascii_lowercase();
-    let method = Method::from_bytes(rq.method.as_deref().unwrap_or("GET").as_bytes())
-        .map_err(|_| "invalid method".to_string())?;
+    let mut target = String::new();
+    if !rq.host.is_empty() {
+        target.push_str("http://");
+        target.push_str(&rq.host);
+    }
+    target.push_str(&rq.path);
+    if !rq.query.is_empty() {
+        target.push(if rq.path.contains('?') { '&' } else { '?' });
+        let extra: Vec<String> = rq.query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        target.push_str(&extra.join("&"));
+    }
+    if headers.get_all(http::header::HOST).iter().count() > 1 {
+        out.action = Act::Rejected("more than one host header (400)".into());
+        return Ok(out);
+    }
+    if target.contains('#') {
+        out.action = Act::Rejected("fragment in the request target (400)".into());
+        return Ok(out);
+    }
+    let Ok(uri) = target.parse::<http::Uri>() else {
+        out.action = Act::Rejected("malformed request target (400)".into());
+        return Ok(out);
+    };
+    let host_header = headers.get(http::header::HOST).cloned();
+    let head = crate::http::target::Head {
+        version: http::Version::HTTP_11,
+        options: method == Method::OPTIONS,
+        uri: &uri,
+        host: host_header.as_ref(),
+        tls: rl.tls.is_some(),
+    };
+    let settings = crate::http::target::Settings {
+        path: &http.path_rules,
+        default_host_http10: http.default_host_http10.as_ref(),
+    };
+    let t = match crate::http::target::resolve(&head, &settings) {
+        Ok(t) => t,
+        Err(reason) => {
+            out.action = Act::Rejected(format!("{} (400)", rejected_why(reason)));
+            return Ok(out);
+        }
+    };
+    headers.insert(
+        http::header::HOST,
+        HeaderValue::from_str(t.authority).map_err(|_| "invalid host".to_string())?,
+    );
+    let (host, path, query) = (t.host.into_owned(), t.path.into_owned(), t.query);
+    let authority = t.authority.to_string();
     let view = RequestView {
         host: &host,
         path: &path,
-        query: query.as_deref(),
+        query,
         headers: &headers,
         method: &method,
         peer_sans: &[],
@@ -292,7 +308,7 @@ pub fn evaluate(snap: &Snapshot, cfg: &raw::Config, rq: &Request) -> Result<Outc
                     &host,
                     Some(&authority),
                     &path,
-                    query.as_deref(),
+                    query,
                 ),
             }
         }
@@ -352,6 +368,21 @@ pub fn evaluate(snap: &Snapshot, cfg: &raw::Config, rq: &Request) -> Result<Outc
         }
     }
     Ok(out)
+}
+
+/// Why the proxy refuses a request before routing, in words.
+fn rejected_why(reason: crate::error::Reject) -> &'static str {
+    use crate::error::Reject;
+    match reason {
+        Reject::Host => "missing, malformed or disagreeing host",
+        Reject::Target => "request target cannot be proxied",
+        Reject::Scheme => "scheme other than http or https",
+        Reject::Backslash => "path has a backslash",
+        Reject::PathTraversal => "path has a dot segment with parameters",
+        Reject::DoubleEncoding => "path is double-encoded",
+        Reject::Path => "malformed path or escaped slash",
+        other => other.as_str(),
+    }
 }
 
 /// The listener's filter names, in chain order.
