@@ -28,6 +28,12 @@ pub trait Upstreams: Send + Sync {
     /// A healthy endpoint of `cluster`, or `None` (no such cluster or none healthy).
     fn pick(&self, cluster: &str) -> Option<SocketAddr>;
 
+    /// As [`Upstreams::pick`], for a retry: another endpoint than `avoid` when the
+    /// cluster has a healthy one. Default: [`Upstreams::pick`].
+    fn pick_avoiding(&self, cluster: &str, _avoid: SocketAddr) -> Option<SocketAddr> {
+        self.pick(cluster)
+    }
+
     /// Time allowed to establish a connection to an endpoint of `cluster`.
     fn connect_timeout(&self, cluster: &str) -> Duration;
 
