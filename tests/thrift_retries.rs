@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::thrift_peer::{start_origin, ApplicationErrorKind, Client, Protocol, Transport};
+use support::thrift_peer::{start_origin, Client, Protocol, Transport};
 use support::{blocking, dead_port, eventually, Proxy};
 
 /// An upstream that reads the first bytes of a call and closes the connection
@@ -38,6 +38,11 @@ fn start_dropper() -> Dropper {
 }
 
 fn proxy(retries: &str, endpoints: &[SocketAddr]) -> Proxy {
+    proxy_with(retries, endpoints, "")
+}
+
+/// As [`proxy`], with `cluster_keys` added to the cluster (`, key: value`).
+fn proxy_with(retries: &str, endpoints: &[SocketAddr], cluster_keys: &str) -> Proxy {
     let eps: Vec<String> = endpoints.iter().map(|a| format!("\"{a}\"")).collect();
     Proxy::start(&format!(
         "
@@ -52,7 +57,7 @@ listeners:
             cluster: users
             retries: {retries}
 clusters:
-  - {{ name: users, endpoints: [{}], connect_timeout: 500ms }}
+  - {{ name: users, endpoints: [{}], connect_timeout: 500ms{cluster_keys} }}
 ",
         eps.join(", ")
     ))
@@ -111,6 +116,13 @@ async fn a_dropped_call_is_retried_on_the_other_endpoint_and_succeeds() {
     let dropped = dropper.dropped.load(Ordering::SeqCst);
     assert!(dropped >= 1, "the dropper saw no call");
     stat_eventually(&proxy, &retry_total("users"), dropped as f64).await;
+    // The cluster's retry counter, shared with HTTP routes.
+    assert_eq!(
+        proxy
+            .stat("attache_upstream_rq_retry_total{cluster=\"users\"}")
+            .await,
+        dropped as f64
+    );
 }
 
 /// A method not in `methods` is not retried: the client sees the failure and the
@@ -140,6 +152,28 @@ async fn attempts_bound_the_retries() {
     assert_eq!(got, "Err(App(InternalError))");
     assert_eq!(dropper.dropped.load(Ordering::SeqCst), 3);
     stat_eventually(&proxy, &retry_total("users"), 2.0).await;
+}
+
+/// The cluster's `max_retries` breaker bounds Thrift retries as it does HTTP's: a
+/// retry over it is not attempted, and counted as an overflow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_max_retries_breaker_bounds_retries() {
+    let dropper = start_dropper();
+    let proxy = proxy_with(
+        "{ attempts: 2, retry_on: [reset], methods: [getUser] }",
+        &[dropper.addr],
+        ", circuit_breakers: { max_retries: 0 }",
+    );
+    let got = with_client(&proxy, |c| format!("{:?}", c.get_user(1))).await;
+    assert_eq!(got, "Err(App(InternalError))");
+    assert_eq!(dropper.dropped.load(Ordering::SeqCst), 1);
+    stat_eventually(
+        &proxy,
+        "attache_upstream_rq_overflow_total{breaker=\"max_retries\",cluster=\"users\"}",
+        1.0,
+    )
+    .await;
+    assert_eq!(proxy.stat(&retry_total("users")).await, 0.0);
 }
 
 /// A oneway call is never retried, even when its method is listed; a two-way call
@@ -218,7 +252,7 @@ async fn bad_retry_and_concurrency_config_is_reported_with_positions() {
       routes:
         - route:
             cluster: users
-            retries: { attempts: 11, retry_on: [reste], methods: [] }
+            retries: { attempts: 11, retry_on: [reste, timeout], methods: [] }
 clusters:
   - { name: users, endpoints: [\"127.0.0.1:1\"] }
 ",
@@ -234,6 +268,7 @@ clusters:
     assert!(err.contains("attempts must be at most 10"), "{err}");
     assert!(err.contains("did you mean `reset`?"), "{err}");
     assert!(err.contains("list the idempotent methods"), "{err}");
+    assert!(err.contains("`timeout` needs `per_try_timeout`"), "{err}");
     assert!(err.contains("bad.yaml:10:"), "{err}");
     assert!(err.contains("max_concurrent_calls"), "{err}");
     assert!(err.contains("bad.yaml:6:"), "{err}");

@@ -594,6 +594,8 @@ impl ListenerCtx {
     ) -> Result<Option<Message>, CallError> {
         let mut avoid = None;
         let mut left = policy.attempts;
+        // Held while a retry runs (the cluster's `max_retries` breaker).
+        let mut _permit = None;
         loop {
             let mut used = None;
             let attempt = self.forward(cluster, msg, avoid, &mut used);
@@ -604,6 +606,10 @@ impl ListenerCtx {
                 None => attempt.await,
             };
             if left == 0 || !retriable(policy, &result) {
+                return result;
+            }
+            _permit = self.upstreams.retry_permit(cluster);
+            if _permit.is_none() {
                 return result;
             }
             left -= 1;

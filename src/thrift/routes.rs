@@ -126,6 +126,12 @@ fn compile_retries(
             "must be greater than 0; omit it to bound tries only by the route timeout".to_owned(),
         ));
     }
+    if pol.on_timeout && r.per_try_timeout.is_none() {
+        errors.push((
+            format!("{at}.retry_on"),
+            "`timeout` needs `per_try_timeout` (the route timeout ends the whole call)".to_owned(),
+        ));
+    }
     (errors.len() == before).then_some(pol)
 }
 

@@ -605,6 +605,14 @@ impl crate::thrift::Upstreams for ThriftUpstreams {
         Some(ep.addr)
     }
 
+    /// The cluster's `max_retries` breaker, and its retry counter, as for HTTP.
+    fn retry_permit(&self, cluster: &str) -> Option<crate::thrift::RetryPermit> {
+        let c = self.clusters.get(cluster)?;
+        let permit = c.breakers.retries.try_acquire()?;
+        c.stats.retry.inc();
+        Some(Box::new(permit))
+    }
+
     fn connect_timeout(&self, cluster: &str) -> Duration {
         self.clusters
             .get(cluster)
