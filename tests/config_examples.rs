@@ -206,4 +206,14 @@ async fn thrift_sidecar_example_routes_real_calls() {
         stats.contains("attache_thrift_rq_total{listener=\"thrift_out\",method=\"getUser\",outcome=\"success\"}: 1"),
         "{stats}"
     );
+    // user_reads has `retries:`; nothing failed, so nothing was retried.
+    let (_, stats) = p
+        .admin_get("/stats?filter=attache_thrift_rq_retry_total")
+        .await;
+    assert!(
+        stats.contains(
+            "attache_thrift_rq_retry_total{listener=\"thrift_out\",route=\"user_reads\"}: 0"
+        ),
+        "{stats}"
+    );
 }

@@ -727,3 +727,221 @@ async fn calls_in_flight_are_visible_to_least_request_and_timeouts_release_them(
     assert_eq!(timed_out, "Err(App(InternalError))");
     assert_eq!(endpoint_counters(&proxy, "lr").await, (0, 2, 1));
 }
+
+/// A cluster whose protocol differs from the client's: calls and replies are
+/// re-encoded (binary <-> compact), results, declared exceptions, application
+/// exceptions and void replies alike, across framings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_and_compact_clients_reach_servers_of_the_other_protocol() {
+    let compact = start_origin("c", Protocol::Compact, Transport::Framed);
+    let binary = start_origin("b", Protocol::Binary, Transport::Unframed);
+    let proxy = Proxy::start(&one_listener(
+        "
+      transport: auto
+      protocol: auto
+      routes:
+        - match: { service: ToCompact }
+          route: { cluster: compact }
+        - route: { cluster: binary }
+",
+        &format!(
+            "  - {{ name: compact, endpoints: [\"{}\"], thrift: {{ protocol: compact, transport: framed }} }}
+  - {{ name: binary, endpoints: [\"{}\"], thrift: {{ protocol: binary, transport: unframed }} }}
+",
+            compact.addr, binary.addr
+        ),
+    ));
+    let addr = proxy.addr("t");
+    let got = blocking(move || {
+        let mut out = Vec::new();
+        for (p, t, svc) in [
+            (Protocol::Binary, Transport::Framed, Some("ToCompact")),
+            (Protocol::Binary, Transport::Unframed, Some("ToCompact")),
+            (Protocol::Compact, Transport::Framed, None),
+            (Protocol::Compact, Transport::Unframed, None),
+        ] {
+            let mut c = Client::connect(addr, p, t, svc);
+            out.push(format!(
+                "{:?} {:?} {:?} {:?}",
+                c.get_user(7),
+                c.get_user(0),
+                c.get_user(-1),
+                c.ping()
+            ));
+        }
+        out
+    })
+    .await;
+    let want =
+        |origin: &str| format!("Ok(\"{origin}:7\") Err(NotFound) Err(App(InternalError)) Ok(())");
+    assert_eq!(got, [want("c"), want("c"), want("b"), want("b")]);
+    stat_eventually(&proxy, &rq_total("t", "other", "exception"), 4.0).await;
+    assert_eq!(
+        proxy.stat(&rq_total("t", "other", "local_error")).await,
+        0.0
+    );
+}
+
+/// An origin that holds each reply until it has received `n` calls (or `wait`
+/// passes), then answers the later arrivals first; a reply to `getUser(id)` is
+/// `"<id>:<calls received when answering>"`.
+fn start_gate_origin(n: usize, wait: Duration) -> SocketAddr {
+    use std::sync::{Arc, Condvar, Mutex};
+    use support::thrift_peer::protocols;
+    use thrift::protocol::{TFieldIdentifier, TMessageIdentifier, TStructIdentifier};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let gate = Arc::new((Mutex::new(0usize), Condvar::new()));
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(s) = s else { return };
+            let gate = gate.clone();
+            std::thread::spawn(move || {
+                let (mut i, mut o) = protocols(&s, Protocol::Binary, Transport::Framed);
+                loop {
+                    let Ok(m) = i.read_message_begin() else {
+                        return;
+                    };
+                    let mut id = 0;
+                    i.read_struct_begin().expect("args");
+                    loop {
+                        let f = i.read_field_begin().expect("field");
+                        match (f.field_type, f.id) {
+                            (TType::Stop, _) => break,
+                            (TType::I64, Some(1)) => id = i.read_i64().expect("id"),
+                            (t, _) => i.skip(t).expect("skip"),
+                        }
+                    }
+                    i.read_message_end().expect("end");
+                    let (lock, cv) = &*gate;
+                    let mut seen = lock.lock().expect("lock");
+                    *seen += 1;
+                    let arrival = *seen;
+                    cv.notify_all();
+                    let (seen, _) = cv.wait_timeout_while(seen, wait, |s| *s < n).expect("wait");
+                    let seen = *seen;
+                    // The first arrival answers last.
+                    std::thread::sleep(Duration::from_millis(50 * (n - arrival.min(n)) as u64));
+                    let reply =
+                        TMessageIdentifier::new(&m.name, TMessageType::Reply, m.sequence_number);
+                    o.write_message_begin(&reply).expect("reply");
+                    o.write_struct_begin(&TStructIdentifier::new("r"))
+                        .expect("r");
+                    o.write_field_begin(&TFieldIdentifier::new("success", TType::String, 0))
+                        .expect("f");
+                    o.write_string(&format!("{id}:{seen}")).expect("s");
+                    o.write_field_end().expect("f");
+                    o.write_field_stop().expect("stop");
+                    o.write_struct_end().expect("r");
+                    o.write_message_end().expect("end");
+                    o.flush().expect("flush");
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Pipelines `ids` as getUser calls on one connection, then reads every reply in
+/// order.
+fn pipeline(addr: SocketAddr, ids: &[i64]) -> Vec<String> {
+    let mut c = Client::connect(addr, Protocol::Binary, Transport::Framed, None);
+    for id in ids {
+        c.send(
+            "getUser",
+            TMessageType::Call,
+            Some((TType::I64, &id.to_string())),
+        );
+    }
+    (1..=ids.len())
+        .map(|n| {
+            c.seq = n as i32;
+            format!("{:?}", c.receive())
+        })
+        .collect()
+}
+
+/// A listener `t` with `max_concurrent_calls: max` routing every call to `origin`.
+fn gate_proxy(max: usize, origin: SocketAddr) -> Proxy {
+    Proxy::start(&one_listener(
+        &format!(
+            "
+      max_concurrent_calls: {max}
+      routes:
+        - route: {{ cluster: gate }}
+"
+        ),
+        &format!("  - {{ name: gate, endpoints: [\"{origin}\"] }}\n"),
+    ))
+}
+
+/// With `max_concurrent_calls: 4` three pipelined calls reach the origin before it
+/// answers the first (which it answers last); the client still gets the replies
+/// in request order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_calls_are_forwarded_concurrently_and_answered_in_order() {
+    // Forwarded one at a time, the first call would wait out the gate: "1:1".
+    let proxy = gate_proxy(4, start_gate_origin(3, Duration::from_secs(8)));
+    let addr = proxy.addr("t");
+    let got = blocking(move || pipeline(addr, &[1, 2, 3])).await;
+    assert_eq!(
+        got,
+        [
+            "Ok(Some(\"1:3\"))",
+            "Ok(Some(\"2:3\"))",
+            "Ok(Some(\"3:3\"))"
+        ]
+    );
+    stat_eventually(&proxy, &rq_total("t", "other", "success"), 3.0).await;
+}
+
+/// The bound holds: with `max_concurrent_calls: 2` the third call is not read
+/// (so not forwarded) until one of the first two is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_concurrent_calls_bounds_the_calls_in_flight() {
+    let proxy = gate_proxy(2, start_gate_origin(3, Duration::from_secs(2)));
+    let addr = proxy.addr("t");
+    let got = blocking(move || pipeline(addr, &[1, 2, 3])).await;
+    // The gate gives up after 2s with two calls: both saw only 2.
+    assert_eq!(
+        got,
+        [
+            "Ok(Some(\"1:2\"))",
+            "Ok(Some(\"2:2\"))",
+            "Ok(Some(\"3:3\"))"
+        ]
+    );
+}
+
+/// With calls forwarded concurrently, bad bytes after a good call still get the
+/// good call answered first, then the connection closed and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_mode_answers_good_calls_before_closing_on_bad_bytes() {
+    let a = start_origin("a", Protocol::Binary, Transport::Framed);
+    let proxy = Proxy::start(&one_listener(
+        "
+      max_concurrent_calls: 8
+      routes:
+        - route: { cluster: a }
+",
+        &format!("  - {{ name: a, endpoints: [\"{}\"] }}\n", a.addr),
+    ));
+    let addr = proxy.addr("t");
+    // ping(), seq 7, strict binary; then a frame that is no known protocol.
+    let message = |message_type: u8| {
+        let mut m = vec![0x80, 0x01, 0x00, message_type, 0, 0, 0, 4];
+        m.extend_from_slice(b"ping");
+        m.extend_from_slice(&[0, 0, 0, 7, 0]);
+        frame(&m)
+    };
+    let mut bytes = message(1);
+    bytes.extend_from_slice(&frame(&[0xde, 0xad, 0xbe, 0xef, 0]));
+    let got = blocking(move || send_raw(addr, &bytes)).await;
+    assert_eq!(got, message(2), "the ping's reply, then the close");
+    stat_eventually(
+        &proxy,
+        "attache_thrift_downstream_decode_error_total{listener=\"t\",reason=\"unknown_protocol\"}",
+        1.0,
+    )
+    .await;
+}

@@ -694,6 +694,10 @@ pub struct ThriftListener {
     /// never).
     #[serde(default)]
     pub message_timeout: Option<Dur>,
+    /// Pipelined calls of one connection forwarded at once (default 1: one after
+    /// another); replies still go back in request order.
+    #[serde(default)]
+    pub max_concurrent_calls: Option<u32>,
     #[serde(default)]
     pub routes: Vec<ThriftRoute>,
 }
@@ -728,6 +732,25 @@ pub struct ThriftRouteAction {
     pub weighted_clusters: Option<Vec<WeightedCluster>>,
     #[serde(default)]
     pub timeout: Option<Dur>,
+    #[serde(default)]
+    pub retries: Option<ThriftRetries>,
+}
+
+/// Re-send a failed call of an idempotent method (see docs/thrift.md#retries).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ThriftRetries {
+    /// Retries after the first try; at most 10.
+    pub attempts: u32,
+    /// `connect-failure`, `timeout`, `reset`, `exception`.
+    #[serde(default)]
+    pub retry_on: Vec<String>,
+    /// The only methods retried (bare names, compared with the method part).
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Bound on each try; the route `timeout` bounds all of them together.
+    #[serde(default)]
+    pub per_try_timeout: Option<Dur>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -16,4 +16,4 @@ mod tests;
 
 pub use proxy::{serve_connection, serve_connection_until, ListenerCtx};
 pub use routes::{upstream_framing, ConfigError, Routes};
-pub use upstream::{BoxIo, ConnectFuture, UpstreamIo, Upstreams};
+pub use upstream::{BoxIo, ConnectFuture, RetryPermit, UpstreamIo, Upstreams};

@@ -1,9 +1,11 @@
 //! The per-connection Thrift proxy: decode calls, route them, forward each over a
 //! pooled upstream connection, write replies back in order, count outcomes.
 //!
-//! Calls on one downstream connection are handled one after another, so pipelined
-//! calls are answered in the order they arrived. Each upstream connection carries
-//! one call at a time, so sequence ids pass through unchanged in both directions.
+//! Calls on one downstream connection are handled one after another by default;
+//! with `max_concurrent_calls` > 1 pipelined calls are forwarded at once. Either
+//! way they are answered in the order they arrived. Each upstream connection
+//! carries one call at a time, so sequence ids pass through unchanged in both
+//! directions.
 
 use std::io;
 use std::net::SocketAddr;
@@ -12,17 +14,18 @@ use std::time::{Duration, Instant};
 
 use attache_filters::{sli, Stats};
 use bytes::{Bytes, BytesMut};
-use futures_util::FutureExt;
+use futures_util::stream::FuturesOrdered;
+use futures_util::{FutureExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use crate::config::raw;
 
 use super::codec::{
-    self, encode_app_exception, inspect_reply, AppExceptionKind, Decoder, DecoderConfig, ErrorKind,
-    Header, Message, MessageType, Protocol, ReplyOutcome, Transport,
+    self, encode_app_exception, inspect_reply, transcode, AppExceptionKind, Decoder, DecoderConfig,
+    ErrorKind, Header, Message, MessageType, Protocol, ReplyOutcome, Transport,
 };
-use super::routes::{ConfigError, Routes};
+use super::routes::{ConfigError, RetryPolicy, Route, Routes};
 use super::stats::{Metrics, Outcome};
 use super::upstream::{Conn, Pool, Upstreams};
 
@@ -53,7 +56,15 @@ pub struct ListenerCtx {
     message_timeout: Option<Duration>,
     /// The process's `/sli` board, when the caller wires one in.
     sli: Option<sli::Board>,
+    /// Pipelined calls of one connection forwarded at once; 1 = one at a time.
+    max_concurrent_calls: usize,
 }
+
+/// Default `max_concurrent_calls`: one call at a time, the order a plain Thrift
+/// server processes one connection's calls in.
+pub const DEFAULT_MAX_CONCURRENT_CALLS: u32 = 1;
+/// Upper bound of `max_concurrent_calls`.
+pub const MAX_CONCURRENT_CALLS: u32 = 1024;
 
 impl std::fmt::Debug for ListenerCtx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -73,8 +84,31 @@ impl ListenerCtx {
         stats: &Stats,
         upstreams: Arc<dyn Upstreams>,
     ) -> Result<ListenerCtx, Vec<ConfigError>> {
-        let routes = Routes::compile(raw)?;
-        let metrics = Metrics::new(stats, listener, routes.method_labels());
+        let max_concurrent_calls = raw
+            .max_concurrent_calls
+            .unwrap_or(DEFAULT_MAX_CONCURRENT_CALLS);
+        let bad_max = !(1..=MAX_CONCURRENT_CALLS).contains(&max_concurrent_calls);
+        let routes = match (Routes::compile(raw), bad_max) {
+            (Ok(r), false) => r,
+            (r, bad_max) => {
+                let mut errors = r.err().unwrap_or_default();
+                if bad_max {
+                    errors.push((
+                        "thrift.max_concurrent_calls".to_owned(),
+                        format!(
+                            "max_concurrent_calls must be 1..={MAX_CONCURRENT_CALLS} (1 = one call at a time)"
+                        ),
+                    ));
+                }
+                return Err(errors);
+            }
+        };
+        let metrics = Metrics::new(
+            stats,
+            listener,
+            routes.method_labels(),
+            routes.retry_route_names(),
+        );
         let timeout = |d: Option<crate::config::duration::Dur>, default| match d {
             None => Some(default),
             Some(d) if d.0.is_zero() => None,
@@ -91,6 +125,7 @@ impl ListenerCtx {
             idle_timeout,
             message_timeout,
             sli: None,
+            max_concurrent_calls: max_concurrent_calls as usize,
         })
     }
 
@@ -127,8 +162,8 @@ enum CallError {
     Protocol(codec::Error),
     #[error("upstream reply does not answer the call")]
     Mismatch,
-    #[error("cluster protocol differs from the client's (only framing is translated)")]
-    Translation,
+    #[error("binary/compact translation failed: {0}")]
+    Translation(codec::Error),
 }
 
 impl CallError {
@@ -140,7 +175,7 @@ impl CallError {
             CallError::Timeout => "UT",
             CallError::Reset(_) | CallError::Closed => "UR",
             CallError::Protocol(_) | CallError::Mismatch => "UPE",
-            CallError::Translation => "UPE",
+            CallError::Translation(_) => "UPE",
         }
     }
 }
@@ -174,6 +209,10 @@ pub async fn serve_connection_until<IO>(
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send,
 {
+    if ctx.max_concurrent_calls > 1 {
+        let max = ctx.max_concurrent_calls;
+        return serve_concurrent(io, peer, ctx, drain, max).await;
+    }
     let mut decoder = Decoder::new(ctx.routes.decoder_config());
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut out = BytesMut::new();
@@ -188,15 +227,7 @@ pub async fn serve_connection_until<IO>(
                     Ok(a) => a,
                     Err(()) => return,
                 };
-                let written = match answer {
-                    Answer::Nothing => Ok(()),
-                    Answer::Local => write_all_flush(&mut io, &out).await,
-                    Answer::Forward(prefix, payload) => {
-                        write_parts(&mut io, prefix, &payload, &mut out).await
-                    }
-                };
-                out.clear();
-                if written.is_err() {
+                if write_answer(&mut io, answer, &mut out).await.is_err() {
                     return;
                 }
                 continue;
@@ -207,18 +238,7 @@ pub async fn serve_connection_until<IO>(
                     return;
                 }
             }
-            Err(e) => {
-                ctx.metrics.decode_error(Some(e.kind()));
-                tracing::debug!(listener = %ctx.name, %peer, error = %e, "closing thrift connection");
-                if let Some(h) = e.header() {
-                    if h.message_type == MessageType::Call {
-                        local_reply(&mut out, h, AppExceptionKind::ProtocolError, &e.to_string());
-                        let _ = write_all_flush(&mut io, &out).await;
-                    }
-                }
-                let _ = io.shutdown().await;
-                return;
-            }
+            Err(e) => return bad_input(&ctx, peer, &e, &mut io, &mut out).await,
         }
         if buf.capacity() - buf.len() < MIN_READ_ROOM {
             buf.reserve(READ_CHUNK);
@@ -241,18 +261,151 @@ pub async fn serve_connection_until<IO>(
                 return;
             }
             Ok(_) => {}
-            Err(ReadStop::Io) => return,
-            Err(ReadStop::Idle) => {
-                tracing::debug!(listener = %ctx.name, %peer, "thrift connection idle; closing");
+            Err(stop) => return read_stopped(&ctx, peer, stop, &mut io).await,
+        }
+    }
+}
+
+/// Close the connection on undecodable input: counted, and answered with a
+/// `PROTOCOL_ERROR` exception first when the call's header decoded.
+async fn bad_input<IO: AsyncWrite + Unpin>(
+    ctx: &ListenerCtx,
+    peer: SocketAddr,
+    e: &codec::Error,
+    io: &mut IO,
+    out: &mut BytesMut,
+) {
+    ctx.metrics.decode_error(Some(e.kind()));
+    tracing::debug!(listener = %ctx.name, %peer, error = %e, "closing thrift connection");
+    if let Some(h) = e.header() {
+        if h.message_type == MessageType::Call {
+            out.clear();
+            local_reply(out, h, AppExceptionKind::ProtocolError, &e.to_string());
+            let _ = write_all_flush(io, out).await;
+        }
+    }
+    let _ = io.shutdown().await;
+}
+
+/// Close the connection after a read that ended without bytes.
+async fn read_stopped<IO: AsyncWrite + Unpin>(
+    ctx: &ListenerCtx,
+    peer: SocketAddr,
+    stop: ReadStop,
+    io: &mut IO,
+) {
+    match stop {
+        ReadStop::Io => return,
+        ReadStop::Idle => {
+            tracing::debug!(listener = %ctx.name, %peer, "thrift connection idle; closing");
+        }
+        ReadStop::MessageTimeout => {
+            ctx.metrics.message_timeout.inc();
+            tracing::debug!(listener = %ctx.name, %peer, "thrift call incomplete past message_timeout; closing");
+        }
+    }
+    let _ = io.shutdown().await;
+}
+
+/// Write one call's answer; `out` holds a local reply, or is scratch space.
+async fn write_answer<IO: AsyncWrite + Unpin>(
+    io: &mut IO,
+    answer: Answer,
+    out: &mut BytesMut,
+) -> io::Result<()> {
+    let written = match answer {
+        Answer::Nothing => Ok(()),
+        Answer::Local => write_all_flush(io, out).await,
+        Answer::Forward(prefix, payload) => write_parts(io, prefix, &payload, out).await,
+    };
+    out.clear();
+    written
+}
+
+/// [`serve_connection_until`] with `max_concurrent_calls` > 1: every complete call
+/// is forwarded as soon as it is read, up to `max` at once (then reading pauses),
+/// and the answers are written in request order as the oldest one completes.
+async fn serve_concurrent<IO>(
+    mut io: IO,
+    peer: SocketAddr,
+    ctx: Arc<ListenerCtx>,
+    mut drain: Option<watch::Receiver<bool>>,
+    max: usize,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let mut decoder = Decoder::new(ctx.routes.decoder_config());
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut out = BytesMut::new();
+    let mut inflight = FuturesOrdered::new();
+    let mut draining = drain.as_ref().is_some_and(|d| *d.borrow());
+    let mut call_deadline: Option<tokio::time::Instant> = None;
+    // The client closed its side: answer what arrived, then close.
+    let mut eof = false;
+    let ctx = &*ctx;
+    loop {
+        while inflight.len() < max {
+            match decoder.decode(&mut buf) {
+                Ok(Some(msg)) => {
+                    call_deadline = None;
+                    inflight.push_back(async move {
+                        let mut out = BytesMut::new();
+                        ctx.handle(msg, peer, &mut out).await.map(|a| (a, out))
+                    });
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    // Calls before the bad bytes are answered first, in order.
+                    while let Some(done) = inflight.next().await {
+                        let Ok((answer, mut local)) = done else {
+                            return;
+                        };
+                        if write_answer(&mut io, answer, &mut local).await.is_err() {
+                            return;
+                        }
+                    }
+                    return bad_input(ctx, peer, &e, &mut io, &mut out).await;
+                }
+            }
+        }
+        if inflight.is_empty() {
+            if eof {
+                if !buf.is_empty() {
+                    ctx.metrics.decode_error(Some(ErrorKind::Truncated));
+                }
+                return;
+            }
+            if draining && buf.is_empty() {
                 let _ = io.shutdown().await;
                 return;
             }
-            Err(ReadStop::MessageTimeout) => {
-                ctx.metrics.message_timeout.inc();
-                tracing::debug!(listener = %ctx.name, %peer, "thrift call incomplete past message_timeout; closing");
-                let _ = io.shutdown().await;
-                return;
+        }
+        if buf.capacity() - buf.len() < MIN_READ_ROOM {
+            buf.reserve(READ_CHUNK);
+        }
+        if !buf.is_empty() && call_deadline.is_none() {
+            call_deadline = ctx.message_timeout.map(|t| tokio::time::Instant::now() + t);
+        }
+        // A call in flight keeps the connection from being idle.
+        let idle = if inflight.is_empty() {
+            ctx.idle_timeout
+        } else {
+            None
+        };
+        let room = inflight.len() < max && !eof;
+        tokio::select! {
+            Some(done) = inflight.next(), if !inflight.is_empty() => {
+                let Ok((answer, mut local)) = done else { return };
+                if write_answer(&mut io, answer, &mut local).await.is_err() {
+                    return;
+                }
             }
+            r = read_bounded(&mut io, &mut buf, idle, call_deadline), if room => match r {
+                Ok(0) => eof = true,
+                Ok(_) => {}
+                Err(stop) => return read_stopped(ctx, peer, stop, &mut io).await,
+            },
+            () = drained(&mut drain), if !draining => draining = true,
         }
     }
 }
@@ -374,22 +527,21 @@ impl ListenerCtx {
         };
         let cluster = route.cluster();
         let forwarded = match route.timeout() {
-            Some(t) => tokio::time::timeout(t, self.forward(cluster, &msg))
+            Some(t) => tokio::time::timeout(t, self.dispatch(route, cluster, &msg))
                 .await
                 .unwrap_or(Err(CallError::Timeout)),
-            None => self.forward(cluster, &msg).await,
+            None => self.dispatch(route, cluster, &msg).await,
         };
-        let (outcome, answer) = match forwarded {
-            Ok(None) => (Outcome::Success, Answer::Nothing),
-            Ok(Some(reply)) => {
-                let outcome = match inspect_reply(&reply) {
-                    Ok(ReplyOutcome::Success) => Outcome::Success,
-                    Ok(ReplyOutcome::IdlException { .. }) => Outcome::Error,
-                    Ok(ReplyOutcome::AppException { .. }) | Err(_) => Outcome::Exception,
-                };
-                let (prefix, payload) = reply.wire_for(h.transport);
-                (outcome, Answer::Forward(prefix, payload))
+        let answered = forwarded.and_then(|reply| match reply {
+            None => Ok(None),
+            Some(reply) => {
+                let (prefix, payload) = wire_back(&reply, &h)?;
+                Ok(Some((reply_outcome(&reply), prefix, payload)))
             }
+        });
+        let (outcome, answer) = match answered {
+            Ok(None) => (Outcome::Success, Answer::Nothing),
+            Ok(Some((outcome, prefix, payload))) => (outcome, Answer::Forward(prefix, payload)),
             Err(e) => {
                 tracing::debug!(
                     listener = %self.name, %peer, route = %route.name, cluster,
@@ -417,18 +569,75 @@ impl ListenerCtx {
         }
     }
 
-    async fn forward(&self, cluster: &str, msg: &Message) -> Result<Option<Message>, CallError> {
+    /// Forward one call: once, or under the route's retry policy when it covers
+    /// the call. A call without a policy takes the plain path unchanged.
+    async fn dispatch(
+        &self,
+        route: &Route,
+        cluster: &str,
+        msg: &Message,
+    ) -> Result<Option<Message>, CallError> {
+        match route.retry_for(msg.header()) {
+            None => self.forward(cluster, msg, None, &mut None).await,
+            Some(policy) => self.forward_retrying(route, policy, cluster, msg).await,
+        }
+    }
+
+    /// Try, then retry what the policy names, each time on another endpoint when the
+    /// cluster has one. The request frame is the buffered `msg`, replayed as is.
+    async fn forward_retrying(
+        &self,
+        route: &Route,
+        policy: &RetryPolicy,
+        cluster: &str,
+        msg: &Message,
+    ) -> Result<Option<Message>, CallError> {
+        let mut avoid = None;
+        let mut left = policy.attempts;
+        // Held while a retry runs (the cluster's `max_retries` breaker).
+        let mut _permit = None;
+        loop {
+            let mut used = None;
+            let attempt = self.forward(cluster, msg, avoid, &mut used);
+            let result = match policy.per_try_timeout {
+                Some(t) => tokio::time::timeout(t, attempt)
+                    .await
+                    .unwrap_or(Err(CallError::Timeout)),
+                None => attempt.await,
+            };
+            if left == 0 || !retriable(policy, &result) {
+                return result;
+            }
+            _permit = self.upstreams.retry_permit(cluster);
+            if _permit.is_none() {
+                return result;
+            }
+            left -= 1;
+            self.metrics.retry(&route.name);
+            avoid = used.or(avoid);
+        }
+    }
+
+    /// Send `msg` to an endpoint of `cluster` (other than `avoid` when there is
+    /// one), recording the endpoint picked in `used` (also when cancelled).
+    async fn forward(
+        &self,
+        cluster: &str,
+        msg: &Message,
+        avoid: Option<SocketAddr>,
+        used: &mut Option<SocketAddr>,
+    ) -> Result<Option<Message>, CallError> {
         let h = msg.header();
         let (t, p) = self.upstreams.framing(cluster);
         let transport = t.unwrap_or(h.transport);
         let protocol = p.unwrap_or(h.protocol);
-        if protocol != h.protocol {
-            return Err(CallError::Translation);
-        }
-        let addr = self
-            .upstreams
-            .pick(cluster)
-            .ok_or(CallError::NoHealthyUpstream)?;
+        let (prefix, payload) = wire_out(msg, transport, protocol)?;
+        let picked = match avoid {
+            None => self.upstreams.pick(cluster),
+            Some(a) => self.upstreams.pick_avoiding(cluster, a),
+        };
+        let addr = picked.ok_or(CallError::NoHealthyUpstream)?;
+        *used = Some(addr);
         // `complete` runs even when the route timeout drops this future mid-call.
         let mut call = Completion {
             upstreams: &*self.upstreams,
@@ -436,7 +645,8 @@ impl ListenerCtx {
             addr,
             ok: false,
         };
-        let result = self.exchange(cluster, addr, transport, protocol, msg).await;
+        let key = (addr, transport, protocol);
+        let result = self.exchange(cluster, key, prefix, &payload, h).await;
         // The guard reports completion to the upstreams (also on timeout/cancel).
         call.ok = result.is_ok();
         if let Ok(Some(reply)) = &result {
@@ -447,19 +657,20 @@ impl ListenerCtx {
         result
     }
 
+    /// Send the encoded call (`prefix`, `payload`) over a pooled or new connection
+    /// for `key` and read the reply to `call`.
     async fn exchange(
         &self,
         cluster: &str,
-        addr: SocketAddr,
-        transport: Transport,
-        protocol: Protocol,
-        msg: &Message,
+        key: (SocketAddr, Transport, Protocol),
+        prefix: Option<[u8; 4]>,
+        payload: &[u8],
+        call: &Header,
     ) -> Result<Option<Message>, CallError> {
-        let key = (addr, transport, protocol);
-        let (prefix, payload) = msg.wire_for(transport);
         let mut scratch = BytesMut::new();
         // Idle connections the upstream closed are skipped before anything is sent.
-        // A call is never re-sent once written: it may have been processed.
+        // A call is never re-sent once written (it may have been processed),
+        // unless a retry policy names its method: see `forward_retrying`.
         let mut conn = loop {
             match self.pool.take(cluster, key) {
                 Some(mut c) => {
@@ -470,7 +681,7 @@ impl ListenerCtx {
                 None => break self.connect(cluster, key).await?,
             }
         };
-        match round_trip(&mut conn, prefix, &payload, msg.header(), &mut scratch).await {
+        match round_trip(&mut conn, prefix, payload, call, &mut scratch).await {
             Ok(reply) => {
                 self.release(cluster, key, conn);
                 Ok(reply)
@@ -507,6 +718,56 @@ impl ListenerCtx {
             buf: BytesMut::with_capacity(READ_CHUNK),
             decoder,
         })
+    }
+}
+
+/// The call as the upstream reads it: framed for `transport` and, when the
+/// cluster's protocol differs from the client's, re-encoded in `protocol`. The same
+/// protocol costs no copy.
+fn wire_out(
+    msg: &Message,
+    transport: Transport,
+    protocol: Protocol,
+) -> Result<(Option<[u8; 4]>, Bytes), CallError> {
+    if protocol == msg.header().protocol {
+        return Ok(msg.wire_for(transport));
+    }
+    transcode(msg, protocol, transport)
+        .map(|b| (None, b))
+        .map_err(CallError::Translation)
+}
+
+/// The reply as the client reads it: in the call's own transport and protocol.
+fn wire_back(reply: &Message, call: &Header) -> Result<(Option<[u8; 4]>, Bytes), CallError> {
+    if reply.header().protocol == call.protocol {
+        return Ok(reply.wire_for(call.transport));
+    }
+    transcode(reply, call.protocol, call.transport)
+        .map(|b| (None, b))
+        .map_err(CallError::Translation)
+}
+
+/// How a reply is counted.
+fn reply_outcome(reply: &Message) -> Outcome {
+    match inspect_reply(reply) {
+        Ok(ReplyOutcome::Success) => Outcome::Success,
+        Ok(ReplyOutcome::IdlException { .. }) => Outcome::Error,
+        Ok(ReplyOutcome::AppException { .. }) | Err(_) => Outcome::Exception,
+    }
+}
+
+/// Whether a try's result is one the policy retries. Nothing else is: a call whose
+/// reply did not decode or did not answer it, or with no healthy endpoint.
+fn retriable(policy: &RetryPolicy, result: &Result<Option<Message>, CallError>) -> bool {
+    match result {
+        Ok(Some(reply)) => {
+            policy.on_exception && reply.header().message_type == MessageType::Exception
+        }
+        Ok(None) => false,
+        Err(CallError::ConnectFailed(_) | CallError::ConnectTimeout) => policy.on_connect_failure,
+        Err(CallError::Timeout) => policy.on_timeout,
+        Err(CallError::Reset(_) | CallError::Closed) => policy.on_reset,
+        Err(_) => false,
     }
 }
 

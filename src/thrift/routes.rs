@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::config::raw;
 
 use super::codec::{DecoderConfig, Protocol};
-use super::codec::{Header, Transport, DEFAULT_MAX_MESSAGE_SIZE};
+use super::codec::{Header, MessageType, Transport, DEFAULT_MAX_MESSAGE_SIZE};
 
 /// Default per-call timeout (connect, send and reply), as HTTP routes; `0s` = none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -28,6 +28,111 @@ pub struct Route {
     matcher: Match,
     action: Action,
     timeout: Option<Duration>,
+    retry: Option<RetryPolicy>,
+}
+
+/// The conditions `retries.retry_on` may name.
+pub const RETRY_ON: &[&str] = &["connect-failure", "timeout", "reset", "exception"];
+
+/// Most retries a route may ask for, as for HTTP routes.
+pub const MAX_RETRIES: u32 = 10;
+
+/// A route's compiled `retries:`: which failures of which methods are tried again.
+#[derive(Debug, Clone, Default)]
+pub struct RetryPolicy {
+    /// Retries after the first try.
+    pub attempts: u32,
+    pub on_connect_failure: bool,
+    pub on_timeout: bool,
+    pub on_reset: bool,
+    /// The upstream replied with a `TApplicationException` (message type
+    /// EXCEPTION). A declared IDL exception is a result, never retried.
+    pub on_exception: bool,
+    /// Bare method names; the only calls retried.
+    methods: Vec<String>,
+    /// Bound on one try; `None`: only the route timeout.
+    pub per_try_timeout: Option<Duration>,
+}
+
+impl RetryPolicy {
+    /// Whether calls of this (bare) method may be retried.
+    pub fn covers(&self, method: &str) -> bool {
+        self.methods.iter().any(|m| m == method)
+    }
+}
+
+/// Compile `retries:` at `{at}.route.retries`, reporting every problem.
+fn compile_retries(
+    at: &str,
+    r: &raw::ThriftRetries,
+    errors: &mut Vec<ConfigError>,
+) -> Option<RetryPolicy> {
+    let at = format!("{at}.route.retries");
+    let mut pol = RetryPolicy {
+        attempts: r.attempts,
+        per_try_timeout: r.per_try_timeout.map(|d| d.0),
+        ..RetryPolicy::default()
+    };
+    let before = errors.len();
+    if r.attempts > MAX_RETRIES {
+        errors.push((
+            format!("{at}.attempts"),
+            format!("attempts must be at most {MAX_RETRIES}"),
+        ));
+    }
+    if r.retry_on.is_empty() {
+        errors.push((
+            format!("{at}.retry_on"),
+            format!("name at least one of {}", RETRY_ON.join(", ")),
+        ));
+    }
+    for (i, on) in r.retry_on.iter().enumerate() {
+        let flag = match on.as_str() {
+            "connect-failure" => &mut pol.on_connect_failure,
+            "timeout" => &mut pol.on_timeout,
+            "reset" => &mut pol.on_reset,
+            "exception" => &mut pol.on_exception,
+            other => {
+                let hint = crate::config::load::did_you_mean(other, RETRY_ON.iter().copied())
+                    .map(|s| format!("did you mean `{s}`?"))
+                    .unwrap_or_else(|| format!("expected one of {}", RETRY_ON.join(", ")));
+                errors.push((
+                    format!("{at}.retry_on.{i}"),
+                    format!("unknown retry condition `{other}`; {hint}"),
+                ));
+                continue;
+            }
+        };
+        *flag = true;
+    }
+    if r.methods.is_empty() {
+        errors.push((
+            format!("{at}.methods"),
+            "list the idempotent methods to retry; other calls are never retried".to_owned(),
+        ));
+    }
+    for (i, m) in r.methods.iter().enumerate() {
+        if m.is_empty() || m.contains(':') {
+            errors.push((
+                format!("{at}.methods.{i}"),
+                "a bare method name, without `Service:`".to_owned(),
+            ));
+        }
+    }
+    pol.methods = r.methods.clone();
+    if r.per_try_timeout.is_some_and(|d| d.0.is_zero()) {
+        errors.push((
+            format!("{at}.per_try_timeout"),
+            "must be greater than 0; omit it to bound tries only by the route timeout".to_owned(),
+        ));
+    }
+    if pol.on_timeout && r.per_try_timeout.is_none() {
+        errors.push((
+            format!("{at}.retry_on"),
+            "`timeout` needs `per_try_timeout` (the route timeout ends the whole call)".to_owned(),
+        ));
+    }
+    (errors.len() == before).then_some(pol)
 }
 
 /// All present conditions must hold; none present matches every call.
@@ -115,6 +220,15 @@ impl Route {
     /// The per-call timeout; `None` means no timeout.
     pub fn timeout(&self) -> Option<Duration> {
         self.timeout
+    }
+
+    /// The retry policy when one is configured and covers this call: a two-way
+    /// call of a listed method. Oneway calls are never retried (no reply tells
+    /// whether the first try was processed).
+    pub fn retry_for(&self, h: &Header) -> Option<&RetryPolicy> {
+        let policy = self.retry.as_ref()?;
+        let two_way = h.message_type == MessageType::Call;
+        (two_way && policy.covers(h.method())).then_some(policy)
     }
 }
 
@@ -251,6 +365,11 @@ impl Routes {
                 Some(d) if d.0.is_zero() => None,
                 Some(d) => Some(d.0),
             };
+            let retry = r
+                .route
+                .retries
+                .as_ref()
+                .and_then(|rr| compile_retries(&at, rr, &mut errors));
             if let Some(action) = action {
                 let name = r.name.clone().unwrap_or_else(|| format!("routes.{i}"));
                 routes.push(Route {
@@ -258,6 +377,7 @@ impl Routes {
                     matcher,
                     action,
                     timeout,
+                    retry,
                 });
             }
         }
@@ -314,6 +434,14 @@ impl Routes {
             }
         }
         out
+    }
+
+    /// Names of the routes with `retries:`: the `route` label of the retry counter.
+    pub fn retry_route_names(&self) -> impl Iterator<Item = &str> {
+        self.routes
+            .iter()
+            .filter(|r| r.retry.is_some())
+            .map(|r| r.name.as_str())
     }
 
     /// Method names that appear in `match.method`: the only values of the `method`

@@ -6,8 +6,10 @@
 //! | `attache_thrift_rq_duration_seconds` | histogram | `listener`, `method` |
 //! | `attache_thrift_downstream_decode_error_total` | counter | `listener`, `reason` |
 //! | `attache_thrift_downstream_message_timeout_total` | counter | `listener` |
+//! | `attache_thrift_rq_retry_total` | counter | `listener`, `route` |
 //!
-//! `method` is a name from the listener's `match.method` config, else `other`.
+//! `method` is a name from the listener's `match.method` config, else `other`;
+//! `route` is the name of a route with `retries:`.
 
 use std::collections::HashMap;
 
@@ -20,6 +22,7 @@ pub const RQ_TOTAL: &str = "attache_thrift_rq_total";
 pub const RQ_DURATION: &str = "attache_thrift_rq_duration_seconds";
 pub const DECODE_ERROR_TOTAL: &str = "attache_thrift_downstream_decode_error_total";
 pub const MESSAGE_TIMEOUT_TOTAL: &str = "attache_thrift_downstream_message_timeout_total";
+pub const RETRY_TOTAL: &str = "attache_thrift_rq_retry_total";
 
 /// How one call ended, as counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +67,8 @@ pub struct Metrics {
     decode_other: IntCounter,
     /// Connections closed because a call did not arrive whole within `message_timeout`.
     pub message_timeout: IntCounter,
+    /// Retries sent, by the name of a route with `retries:`.
+    retries: HashMap<String, IntCounter>,
 }
 
 const ALL_KINDS: [ErrorKind; 14] = [
@@ -84,10 +89,13 @@ const ALL_KINDS: [ErrorKind; 14] = [
 ];
 
 impl Metrics {
+    /// `methods`: the `method` label values; `retry_routes`: names of the routes
+    /// with `retries:`.
     pub fn new<'a>(
         stats: &Stats,
         listener: &str,
         methods: impl IntoIterator<Item = &'a str>,
+        retry_routes: impl IntoIterator<Item = &'a str>,
     ) -> Metrics {
         let total = stats.counter_vec(
             RQ_TOTAL,
@@ -115,6 +123,15 @@ impl Metrics {
             .into_iter()
             .map(|m| (m.to_owned(), method(m)))
             .collect();
+        let retry = stats.counter_vec(
+            RETRY_TOTAL,
+            "Thrift calls sent again after a failed try, by listener and route",
+            &["listener", "route"],
+        );
+        let retries = retry_routes
+            .into_iter()
+            .map(|r| (r.to_owned(), retry.with_label_values(&[listener, r])))
+            .collect();
         let decode_errors = ALL_KINDS
             .iter()
             .map(|k| (*k, decode.with_label_values(&[listener, reason(*k)])))
@@ -131,6 +148,14 @@ impl Metrics {
                     &["listener"],
                 )
                 .with_label_values(&[listener]),
+            retries,
+        }
+    }
+
+    /// Count one retry on `route` (a route with `retries:`).
+    pub fn retry(&self, route: &str) {
+        if let Some(c) = self.retries.get(route) {
+            c.inc();
         }
     }
 

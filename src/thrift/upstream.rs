@@ -20,6 +20,8 @@ pub trait UpstreamIo: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> UpstreamIo for T {}
 
 pub type BoxIo = Box<dyn UpstreamIo>;
+/// A held retry slot, released on drop (see [`Upstreams::retry_permit`]).
+pub type RetryPermit = Box<dyn Send + Sync>;
 pub type ConnectFuture<'a> = Pin<Box<dyn Future<Output = io::Result<BoxIo>> + Send + 'a>>;
 
 /// How the proxy reaches clusters. The core implements this with its real clusters,
@@ -27,6 +29,19 @@ pub type ConnectFuture<'a> = Pin<Box<dyn Future<Output = io::Result<BoxIo>> + Se
 pub trait Upstreams: Send + Sync {
     /// A healthy endpoint of `cluster`, or `None` (no such cluster or none healthy).
     fn pick(&self, cluster: &str) -> Option<SocketAddr>;
+
+    /// As [`Upstreams::pick`], for a retry: another endpoint than `avoid` when the
+    /// cluster has a healthy one. Default: [`Upstreams::pick`].
+    fn pick_avoiding(&self, cluster: &str, _avoid: SocketAddr) -> Option<SocketAddr> {
+        self.pick(cluster)
+    }
+
+    /// Admission for one retry to `cluster`: `None` when its `max_retries` breaker
+    /// is full (the failed try's outcome stands). The permit is held while the
+    /// retry runs. Default: always admitted.
+    fn retry_permit(&self, _cluster: &str) -> Option<RetryPermit> {
+        Some(Box::new(()))
+    }
 
     /// Time allowed to establish a connection to an endpoint of `cluster`.
     fn connect_timeout(&self, cluster: &str) -> Duration;

@@ -599,6 +599,24 @@ impl crate::thrift::Upstreams for ThriftUpstreams {
         Some(ep.addr)
     }
 
+    /// As [`pick`](Self::pick), skipping `avoid` as HTTP retries do.
+    fn pick_avoiding(&self, cluster: &str, avoid: SocketAddr) -> Option<SocketAddr> {
+        let c = self.clusters.get(cluster)?;
+        let avoid = c.hosts().get(avoid).cloned();
+        let ep = c.pick(avoid.as_ref())?;
+        ep.active.fetch_add(1, Ordering::Relaxed);
+        ep.rq_total.fetch_add(1, Ordering::Relaxed);
+        Some(ep.addr)
+    }
+
+    /// The cluster's `max_retries` breaker, and its retry counter, as for HTTP.
+    fn retry_permit(&self, cluster: &str) -> Option<crate::thrift::RetryPermit> {
+        let c = self.clusters.get(cluster)?;
+        let permit = c.breakers.retries.try_acquire()?;
+        c.stats.retry.inc();
+        Some(Box::new(permit))
+    }
+
     fn connect_timeout(&self, cluster: &str) -> Duration {
         self.clusters
             .get(cluster)

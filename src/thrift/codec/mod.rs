@@ -12,6 +12,7 @@ mod compact;
 mod decoder;
 mod reply;
 mod skip;
+mod transcode;
 
 #[cfg(test)]
 mod tests;
@@ -20,6 +21,7 @@ use bytes::Bytes;
 
 pub use decoder::{Decoder, DecoderConfig};
 pub use reply::{encode_app_exception, inspect_reply, AppExceptionKind, ReplyOutcome};
+pub use transcode::transcode;
 
 /// Default `max_message_size`: 16 MiB.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
