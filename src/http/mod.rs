@@ -10,6 +10,9 @@ mod proxy;
 pub mod respond;
 mod sniff;
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use h1::parse_for_fuzzing;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;

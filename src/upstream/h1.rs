@@ -670,6 +670,18 @@ enum State {
     Done,
 }
 
+impl State {
+    /// Where a body framed by `framing` starts.
+    fn first(framing: Framing) -> State {
+        match framing {
+            Framing::Length(0) => State::Done,
+            Framing::Length(n) => State::Length(n),
+            Framing::Chunked => State::ChunkSize,
+            Framing::Close => State::Close,
+        }
+    }
+}
+
 /// A response body read from an upstream HTTP/1.1 connection.
 pub struct H1Body {
     conn: Option<Conn>,
@@ -702,15 +714,9 @@ impl H1Body {
                 writer: None,
             };
         }
-        let state = match parsed.framing {
-            Framing::Length(0) => State::Done,
-            Framing::Length(n) => State::Length(n),
-            Framing::Chunked => State::ChunkSize,
-            Framing::Close => State::Close,
-        };
         let mut body = H1Body {
             conn: Some(conn),
-            state,
+            state: State::first(parsed.framing),
             keep_alive: parsed.keep_alive,
             home: Some(home),
             writer: writer.map(Box::new),
@@ -741,107 +747,7 @@ impl H1Body {
         let Some(conn) = self.conn.as_mut() else {
             return Ok(None);
         };
-        let rbuf = &mut conn.rbuf;
-        loop {
-            match &mut self.state {
-                State::Done | State::Failed(_) => return Ok(None),
-                State::Length(rem) => {
-                    if rbuf.is_empty() {
-                        return Ok(None);
-                    }
-                    let take = (*rem).min(rbuf.len() as u64) as usize;
-                    *rem -= take as u64;
-                    if *rem == 0 {
-                        self.state = State::Done;
-                    }
-                    return Ok(Some(rbuf.split_to(take).freeze()));
-                }
-                State::Close => {
-                    if rbuf.is_empty() {
-                        return Ok(None);
-                    }
-                    return Ok(Some(rbuf.split().freeze()));
-                }
-                State::ChunkSize => {
-                    let Some(eol) = rbuf.iter().position(|&b| b == b'\n') else {
-                        if rbuf.len() > MAX_CHUNK_LINE {
-                            return Err("chunk size line too long");
-                        }
-                        return Ok(None);
-                    };
-                    if eol > MAX_CHUNK_LINE {
-                        return Err("chunk size line too long");
-                    }
-                    let line = &rbuf[..eol];
-                    let line = line
-                        .strip_suffix(b"\r")
-                        .ok_or("bare LF in chunk size line")?;
-                    let digits = line
-                        .split(|&b| b == b';')
-                        .next()
-                        .unwrap_or(b"")
-                        .trim_ascii();
-                    if digits.is_empty() || digits.len() > 15 {
-                        return Err("invalid chunk size");
-                    }
-                    let mut size: u64 = 0;
-                    for &d in digits {
-                        let v = (d as char).to_digit(16).ok_or("invalid chunk size")?;
-                        size = size * 16 + u64::from(v);
-                    }
-                    rbuf.advance(eol + 1);
-                    self.state = if size == 0 {
-                        State::Trailers(0)
-                    } else {
-                        State::ChunkData(size)
-                    };
-                }
-                State::ChunkData(rem) => {
-                    if rbuf.is_empty() {
-                        return Ok(None);
-                    }
-                    let take = (*rem).min(rbuf.len() as u64) as usize;
-                    *rem -= take as u64;
-                    if *rem == 0 {
-                        self.state = State::ChunkEnd;
-                    }
-                    let data = rbuf.split_to(take).freeze();
-                    // Peek ahead: when the terminator is already here the body ends
-                    // with this frame, and the caller learns it from is_end_stream.
-                    self.peek_end();
-                    return Ok(Some(data));
-                }
-                State::ChunkEnd => {
-                    if rbuf.len() < 2 {
-                        return Ok(None);
-                    }
-                    if &rbuf[..2] != b"\r\n" {
-                        return Err("missing CRLF after chunk data");
-                    }
-                    rbuf.advance(2);
-                    self.state = State::ChunkSize;
-                }
-                State::Trailers(seen) => {
-                    // Trailer fields are read and dropped; an empty line ends them.
-                    let Some(eol) = rbuf.iter().position(|&b| b == b'\n') else {
-                        if *seen + rbuf.len() > MAX_TRAILER_BYTES {
-                            return Err("trailers too large");
-                        }
-                        return Ok(None);
-                    };
-                    let empty = eol == 0 || (eol == 1 && rbuf[0] == b'\r');
-                    *seen += eol + 1;
-                    if *seen > MAX_TRAILER_BYTES {
-                        return Err("trailers too large");
-                    }
-                    rbuf.advance(eol + 1);
-                    if empty {
-                        self.state = State::Done;
-                        return Ok(None);
-                    }
-                }
-            }
-        }
+        decode_body(&mut self.state, &mut conn.rbuf)
     }
 
     /// The upstream broke the body. The connection is closed now; the error is
@@ -858,17 +764,119 @@ impl H1Body {
         cx.waker().wake_by_ref();
         Poll::Pending
     }
+}
 
-    /// After a chunk's data: consume the chunk end and a zero-size last chunk with an
-    /// empty trailer section when they are already buffered.
-    fn peek_end(&mut self) {
-        let Some(conn) = self.conn.as_mut() else {
-            return;
-        };
-        if matches!(self.state, State::ChunkEnd) && conn.rbuf.starts_with(b"\r\n0\r\n\r\n") {
-            conn.rbuf.advance(7);
-            self.state = State::Done;
+/// Decode what `rbuf` holds of a body in `state`. `Ok(Some)`: a data frame;
+/// `Ok(None)`: need more input (or done, see `state`).
+fn decode_body(state: &mut State, rbuf: &mut BytesMut) -> Result<Option<Bytes>, &'static str> {
+    loop {
+        match &mut *state {
+            State::Done | State::Failed(_) => return Ok(None),
+            State::Length(rem) => {
+                if rbuf.is_empty() {
+                    return Ok(None);
+                }
+                let take = (*rem).min(rbuf.len() as u64) as usize;
+                *rem -= take as u64;
+                if *rem == 0 {
+                    *state = State::Done;
+                }
+                return Ok(Some(rbuf.split_to(take).freeze()));
+            }
+            State::Close => {
+                if rbuf.is_empty() {
+                    return Ok(None);
+                }
+                return Ok(Some(rbuf.split().freeze()));
+            }
+            State::ChunkSize => {
+                let Some(eol) = rbuf.iter().position(|&b| b == b'\n') else {
+                    if rbuf.len() > MAX_CHUNK_LINE {
+                        return Err("chunk size line too long");
+                    }
+                    return Ok(None);
+                };
+                if eol > MAX_CHUNK_LINE {
+                    return Err("chunk size line too long");
+                }
+                let line = &rbuf[..eol];
+                let line = line
+                    .strip_suffix(b"\r")
+                    .ok_or("bare LF in chunk size line")?;
+                let digits = line
+                    .split(|&b| b == b';')
+                    .next()
+                    .unwrap_or(b"")
+                    .trim_ascii();
+                if digits.is_empty() || digits.len() > 15 {
+                    return Err("invalid chunk size");
+                }
+                let mut size: u64 = 0;
+                for &d in digits {
+                    let v = (d as char).to_digit(16).ok_or("invalid chunk size")?;
+                    size = size * 16 + u64::from(v);
+                }
+                rbuf.advance(eol + 1);
+                *state = if size == 0 {
+                    State::Trailers(0)
+                } else {
+                    State::ChunkData(size)
+                };
+            }
+            State::ChunkData(rem) => {
+                if rbuf.is_empty() {
+                    return Ok(None);
+                }
+                let take = (*rem).min(rbuf.len() as u64) as usize;
+                *rem -= take as u64;
+                if *rem == 0 {
+                    *state = State::ChunkEnd;
+                }
+                let data = rbuf.split_to(take).freeze();
+                // Peek ahead: when the terminator is already here the body ends
+                // with this frame, and the caller learns it from is_end_stream.
+                peek_end(state, rbuf);
+                return Ok(Some(data));
+            }
+            State::ChunkEnd => {
+                if rbuf.len() < 2 {
+                    return Ok(None);
+                }
+                if &rbuf[..2] != b"\r\n" {
+                    return Err("missing CRLF after chunk data");
+                }
+                rbuf.advance(2);
+                *state = State::ChunkSize;
+            }
+            State::Trailers(seen) => {
+                // Trailer fields are read and dropped; an empty line ends them.
+                let Some(eol) = rbuf.iter().position(|&b| b == b'\n') else {
+                    if *seen + rbuf.len() > MAX_TRAILER_BYTES {
+                        return Err("trailers too large");
+                    }
+                    return Ok(None);
+                };
+                let empty = eol == 0 || (eol == 1 && rbuf[0] == b'\r');
+                *seen += eol + 1;
+                if *seen > MAX_TRAILER_BYTES {
+                    return Err("trailers too large");
+                }
+                rbuf.advance(eol + 1);
+                if empty {
+                    *state = State::Done;
+                    return Ok(None);
+                }
+            }
         }
+    }
+}
+
+/// After a chunk's data: consume the chunk end and a zero-size last chunk with an
+/// empty trailer section when they are already buffered.
+fn peek_end(state: &mut State, rbuf: &mut BytesMut) {
+    if matches!(state, State::ChunkEnd) && rbuf.starts_with(b"\r\n0\r\n\r\n") {
+        rbuf.advance(7);
+        *state = State::Done;
     }
 }
 
@@ -949,6 +957,67 @@ impl Body for H1Body {
             State::Done => SizeHint::with_exact(0),
             _ => SizeHint::default(),
         }
+    }
+}
+
+/// The fuzz harness's entry (see `crate::fuzz`): the response head at the front of
+/// `rbuf` as [`exchange`] parses it, and its body's decoder.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn parse_head_for_fuzzing(
+    rbuf: &mut BytesMut,
+    is_head: bool,
+) -> Result<Option<(Parsed, FuzzBody)>, ExchangeError> {
+    let parsed = parse_head(rbuf, &mut Vec::new(), is_head)?;
+    Ok(parsed.map(|p| {
+        let state = if p.status == StatusCode::SWITCHING_PROTOCOLS {
+            State::Done
+        } else {
+            State::first(p.framing)
+        };
+        let body = FuzzBody(state, p.keep_alive);
+        (p, body)
+    }))
+}
+
+/// A response body decoded by [`decode_body`] from bytes the fuzz harness hands it.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) struct FuzzBody(State, bool);
+
+#[cfg(any(test, feature = "fuzzing"))]
+impl FuzzBody {
+    pub(crate) fn decode(&mut self, rbuf: &mut BytesMut) -> Result<Option<Bytes>, &'static str> {
+        decode_body(&mut self.0, rbuf)
+    }
+
+    pub(crate) fn is_done(&self) -> bool {
+        matches!(self.0, State::Done)
+    }
+
+    /// The bytes still expected of a body framed by length (0 when done).
+    pub(crate) fn remaining(&self) -> Option<u64> {
+        match self.0 {
+            State::Length(n) => Some(n),
+            State::Done => Some(0),
+            _ => None,
+        }
+    }
+
+    /// Whether the connection could carry another exchange after this body.
+    pub(crate) fn keep_alive(&self) -> bool {
+        self.1
+    }
+
+    /// Read until the upstream closes.
+    pub(crate) fn until_close(&self) -> bool {
+        matches!(self.0, State::Close)
+    }
+
+    /// Inside a chunked body (size line, data, chunk end or trailers).
+    pub(crate) fn is_chunked(&self) -> bool {
+        matches!(
+            self.0,
+            State::ChunkSize | State::ChunkData(_) | State::ChunkEnd | State::Trailers(_)
+        )
     }
 }
 
