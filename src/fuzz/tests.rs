@@ -1,6 +1,6 @@
 //! The bounded fuzz run that `cargo test` does: every target over its seed corpus,
 //! then over inputs mutated from it by a seeded PRNG until an iteration cap or a
-//! time budget runs out. `ATTACHE_FUZZ_SECS` (default 6 per target) and
+//! time budget runs out. `ATTACHE_FUZZ_SECS` (default 10 per target) and
 //! `ATTACHE_FUZZ_ITERS` (default 200000) lengthen it, `ATTACHE_FUZZ_SEED` changes
 //! the inputs. A failing input is saved under `target/fuzz-failures/<target>/`.
 
@@ -73,7 +73,7 @@ fn fuzz(name: &str) {
     for (i, s) in pool.iter().enumerate() {
         check(target, s, &format!("seed {i}"));
     }
-    let budget = Duration::from_secs_f64(env_or("ATTACHE_FUZZ_SECS", 6.0));
+    let budget = Duration::from_secs_f64(env_or("ATTACHE_FUZZ_SECS", 10.0));
     let iters: u64 = env_or("ATTACHE_FUZZ_ITERS", 200_000);
     let seed: u64 = env_or("ATTACHE_FUZZ_SEED", 0x6174_7461_6368_65);
     let mut rng = fastrand::Rng::with_seed(seed ^ crate::config::hash(name));
