@@ -20,6 +20,7 @@ mod cookie;
 mod http1;
 mod mutate;
 mod path;
+mod sniff;
 mod thrift;
 
 #[cfg(test)]
@@ -46,6 +47,11 @@ pub const TARGETS: &[Target] = &[
         name: "http1_response",
         run: http1_response,
         dict: http1::RESPONSE_DICT,
+    },
+    Target {
+        name: "http1_sniff",
+        run: http1_sniff,
+        dict: sniff::DICT,
     },
     Target {
         name: "path_normalize",
@@ -79,6 +85,13 @@ pub fn http1_request(data: &[u8]) {
 /// are split when fed incrementally.
 pub fn http1_response(data: &[u8]) {
     http1::response(data);
+}
+
+/// The request-smuggling watcher on connections hyper serves (`src/http/sniff.rs`):
+/// it must flag a head with both `Content-Length` and `Transfer-Encoding`, however
+/// the bytes arrive. The first byte picks the incremental split.
+pub fn http1_sniff(data: &[u8]) {
+    sniff::watch(data);
 }
 
 /// Request path normalization (`src/http/normalize.rs`). The first byte picks the

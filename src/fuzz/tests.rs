@@ -108,6 +108,7 @@ fn every_target_has_a_test_and_a_corpus() {
         [
             "http1_request",
             "http1_response",
+            "http1_sniff",
             "path_normalize",
             "thrift_decode",
             "cookie",
@@ -131,6 +132,11 @@ fn fuzz_http1_request() {
 #[test]
 fn fuzz_http1_response() {
     fuzz("http1_response");
+}
+
+#[test]
+fn fuzz_http1_sniff() {
+    fuzz("http1_sniff");
 }
 
 #[test]

@@ -11,7 +11,7 @@ pub mod respond;
 mod sniff;
 
 #[cfg(any(test, feature = "fuzzing"))]
-pub(crate) use h1::parse_for_fuzzing;
+pub(crate) use {h1::parse_for_fuzzing, sniff::flags_for_fuzzing};
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

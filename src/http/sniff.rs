@@ -287,6 +287,18 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Sniff<IO> {
     }
 }
 
+/// The fuzz harness's entry (see `crate::fuzz`): whether the watcher raises the
+/// flag on a stream read as `chunks`, one read each.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn flags_for_fuzzing<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> bool {
+    let flag = Arc::new(AtomicBool::new(false));
+    let mut tracker = Tracker::new(flag.clone());
+    for c in chunks {
+        tracker.feed(c);
+    }
+    flag.load(Ordering::Acquire)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
