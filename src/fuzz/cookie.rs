@@ -1,6 +1,11 @@
 //! `Cookie` / `Set-Cookie` parser target.
 
+use std::sync::{Arc, OnceLock};
+
+use attache_filters::api::{FactoryContext, HttpFilter, HttpFilterFactory, StreamCtx};
 use attache_filters::cookie_audit::parse::{expires, is_attr, pairs, segments, set_cookie};
+use attache_filters::cookie_audit::{Config, Factory};
+use http::header::{HeaderValue, COOKIE, SET_COOKIE};
 
 pub(super) const DICT: &[&[u8]] = &[
     b"; ",
@@ -40,6 +45,7 @@ pub(super) fn parse(data: &[u8]) {
         let _ = is_attr(seg, b"domain");
     }
     let _ = expires(data);
+    enforced(data);
 }
 
 /// Pairs are trimmed, non-empty pieces between `;`; rebuilt with `; ` (as the
@@ -74,4 +80,69 @@ fn set_cookie_attributes(data: &[u8]) {
     for v in [sc.same_site, sc.expires].into_iter().flatten() {
         assert!(within(v, data) && !v.contains(&b';'));
     }
+}
+
+/// An enforcing, repairing `cookie_audit` with a strict policy, a relaxed one and an
+/// allowed name; built once.
+fn filter() -> &'static Arc<dyn HttpFilter> {
+    static FILTER: OnceLock<Arc<dyn HttpFilter>> = OnceLock::new();
+    FILTER.get_or_init(|| {
+        let cfg: Config = serde_json::from_str(
+            r#"{"mode": "enforce", "unknown": "strip", "fix": true, "allowed": ["theme"],
+                "cookies": [
+                  {"name": "session", "same_site": "Strict", "max_lifetime": "1d",
+                   "domain": "app.example.com"},
+                  {"name": "pref", "secure": false, "http_only": false, "same_site": "any"}]}"#,
+        )
+        .unwrap_or_else(|e| panic!("fuzz policy: {e}"));
+        let stats = Box::leak(Box::default());
+        let services = Box::leak(Box::default());
+        let cx = FactoryContext {
+            stats,
+            listener: "fuzz",
+            tls: true,
+            services,
+        };
+        Factory::build(cfg, &cx).unwrap_or_else(|e| panic!("fuzz policy: {e}"))
+    })
+}
+
+const KNOWN: [&[u8]; 3] = [b"session", b"pref", b"theme"];
+
+/// Enforcing: a `Cookie` header keeps only known cookies, in order; every
+/// `Set-Cookie` left (one per line of the input) is one the policy accepts as it
+/// is, so a second pass changes nothing.
+fn enforced(data: &[u8]) {
+    let f = filter();
+    let mut cx = StreamCtx::default();
+    if let Ok(v) = HeaderValue::from_bytes(data) {
+        let (mut req, ()) = http::Request::new(()).into_parts();
+        req.headers.insert(COOKIE, v);
+        f.on_request(&mut req, &mut cx);
+        if let Some(kept) = req.headers.get(COOKIE) {
+            let names: Vec<_> = pairs(kept.as_bytes()).map(|p| p.name).collect();
+            assert!(
+                names.iter().all(|n| KNOWN.contains(n)),
+                "unknown cookie kept"
+            );
+            let known: Vec<_> = pairs(data)
+                .map(|p| p.name)
+                .filter(|n| KNOWN.contains(n))
+                .collect();
+            assert_eq!(names, known, "known cookies lost or reordered");
+        }
+    }
+    let (mut rsp, ()) = http::Response::new(()).into_parts();
+    for line in data.split(|&b| b == b'\n') {
+        if let Ok(v) = HeaderValue::from_bytes(line) {
+            rsp.headers.append(SET_COOKIE, v);
+        }
+    }
+    f.on_response(&mut rsp, &mut cx);
+    let once = rsp.headers.clone();
+    f.on_response(&mut rsp, &mut cx);
+    assert_eq!(
+        rsp.headers, once,
+        "a repaired Set-Cookie still breaks the policy"
+    );
 }
