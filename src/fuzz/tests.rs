@@ -75,7 +75,7 @@ fn fuzz(name: &str) {
     }
     let budget = Duration::from_secs_f64(env_or("ATTACHE_FUZZ_SECS", 10.0));
     let iters: u64 = env_or("ATTACHE_FUZZ_ITERS", 200_000);
-    let seed: u64 = env_or("ATTACHE_FUZZ_SEED", 0x6174_7461_6368_65);
+    let seed: u64 = env_or("ATTACHE_FUZZ_SEED", 0x0061_7474_6163_6865);
     let mut rng = fastrand::Rng::with_seed(seed ^ crate::config::hash(name));
     let start = Instant::now();
     let mut done = 0;
