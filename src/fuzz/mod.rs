@@ -28,6 +28,8 @@ mod tests;
 
 pub use mutate::mutate;
 
+pub(crate) use http1::RequestBody;
+
 /// One fuzz target: its name (the corpus folder and the libFuzzer binary), its
 /// entry point, and tokens the mutator splices in.
 pub struct Target {
