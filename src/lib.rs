@@ -4,6 +4,9 @@ pub mod accesslog;
 pub mod admin;
 pub mod config;
 pub mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzz;
 pub mod http;
 pub mod http1;
 pub mod router;

@@ -37,6 +37,33 @@ const SKIP: &[(&str, &str, &str)] = &[
         "calls the sidecar of the previous (skipped) step on its fixed port",
     ),
     (
+        "docs/fuzzing.md",
+        "cargo test --lib fuzz                                        # what CI runs",
+        "runs cargo inside cargo test; the same bounded fuzz tests run in this suite \
+         (src/fuzz/tests.rs)",
+    ),
+    (
+        "docs/fuzzing.md",
+        "fuzz/run.sh http1_request 60",
+        "coverage-guided runs of minutes to hours after an instrumented build of fuzz/ \
+         (several minutes); src/fuzz/tests.rs runs every target bounded instead",
+    ),
+    (
+        "docs/fuzzing.md",
+        "fuzz/run.sh http1_request 0 fuzz/artifacts/http1_request/crash-*",
+        "replays a crash file that exists only after a failing libFuzzer run",
+    ),
+    (
+        "docs/fuzzing.md",
+        "cp fuzz/artifacts/http1_request/minimized-from-*",
+        "copies a minimized crash that exists only after a failing libFuzzer run",
+    ),
+    (
+        "docs/fuzzing.md",
+        "mkdir -p /tmp/cookie-merged",
+        "merges the output of a long libFuzzer run (fuzz/out), which a test run has none of",
+    ),
+    (
         "deploy/kubernetes/README.md",
         "pip install kubernetes-validate",
         "installs from PyPI; .ci/run runs deploy/check.py itself",

@@ -1122,6 +1122,29 @@ fn put_date(out: &mut Vec<u8>) {
     });
 }
 
+/// The fuzz harness's entry (see `crate::fuzz`): [`parse`] on `buf`. `Ok(Some)`:
+/// the request this codec takes, how its body is framed and `Connection: close`;
+/// `Ok(None)`: a partial head; `Err(())`: a hand-over to hyper. `buf` keeps what
+/// [`parse`] leaves in it.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn parse_for_fuzzing(
+    buf: &mut BytesMut,
+    max_headers: usize,
+) -> Result<Option<(http::request::Parts, crate::fuzz::RequestBody, bool)>, ()> {
+    match parse(buf, &mut Vec::new(), max_headers) {
+        Parsed::Request(h) => {
+            let body = match h.body {
+                Ok(Rest::Length(n)) => crate::fuzz::RequestBody::Length(n),
+                Ok(Rest::Chunked(_)) => crate::fuzz::RequestBody::Chunked,
+                Ok(Rest::Broken) | Err(_) => crate::fuzz::RequestBody::Refused,
+            };
+            Ok(Some((h.parts, body, h.close)))
+        }
+        Parsed::Partial => Ok(None),
+        Parsed::Handover => Err(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,6 +14,9 @@ pub mod respond;
 mod sniff;
 pub mod target;
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use {h1::parse_for_fuzzing, sniff::flags_for_fuzzing};
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;

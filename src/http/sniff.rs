@@ -325,6 +325,25 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Sniff<IO> {
     }
 }
 
+/// The fuzz harness's entry (see `crate::fuzz`): the flags the watcher raises on
+/// a stream read as `chunks`, one read each: (framing, fragment, head pending).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn flags_for_fuzzing<'a>(
+    chunks: impl IntoIterator<Item = &'a [u8]>,
+) -> (bool, bool, bool) {
+    let flags = Flags::default();
+    let mut tracker = Tracker::new(flags.clone());
+    for c in chunks {
+        tracker.feed(c);
+    }
+    let get = |f: &Arc<AtomicBool>| f.load(Ordering::Acquire);
+    (
+        get(&flags.framing),
+        get(&flags.fragment),
+        get(&flags.head_pending),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

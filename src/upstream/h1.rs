@@ -642,6 +642,18 @@ enum State {
     Done,
 }
 
+impl State {
+    /// Where a body framed by `framing` starts.
+    fn first(framing: Framing) -> State {
+        match framing {
+            Framing::Length(0) => State::Done,
+            Framing::Length(n) => State::Length(n),
+            Framing::Chunked => State::Chunked(chunked::Decoder::new()),
+            Framing::Close => State::Close,
+        }
+    }
+}
+
 /// A response body read from an upstream HTTP/1.1 connection.
 pub struct H1Body {
     conn: Option<Conn>,
@@ -674,15 +686,9 @@ impl H1Body {
                 writer: None,
             };
         }
-        let state = match parsed.framing {
-            Framing::Length(0) => State::Done,
-            Framing::Length(n) => State::Length(n),
-            Framing::Chunked => State::Chunked(chunked::Decoder::new()),
-            Framing::Close => State::Close,
-        };
         let mut body = H1Body {
             conn: Some(conn),
-            state,
+            state: State::first(parsed.framing),
             keep_alive: parsed.keep_alive,
             home: Some(home),
             writer: writer.map(Box::new),
@@ -713,32 +719,7 @@ impl H1Body {
         let Some(conn) = self.conn.as_mut() else {
             return Ok(None);
         };
-        let rbuf = &mut conn.rbuf;
-        match &mut self.state {
-            State::Done | State::Failed(_) => Ok(None),
-            State::Length(rem) => {
-                if rbuf.is_empty() {
-                    return Ok(None);
-                }
-                let take = (*rem).min(rbuf.len() as u64) as usize;
-                *rem -= take as u64;
-                if *rem == 0 {
-                    self.state = State::Done;
-                }
-                Ok(Some(rbuf.split_to(take).freeze()))
-            }
-            State::Close if rbuf.is_empty() => Ok(None),
-            State::Close => Ok(Some(rbuf.split().freeze())),
-            State::Chunked(d) => {
-                // Framing already buffered after the data is read too, so the last
-                // frame reports the end (and the connection goes home with it).
-                let data = d.decode(rbuf)?;
-                if d.is_done() {
-                    self.state = State::Done;
-                }
-                Ok(data)
-            }
-        }
+        decode_body(&mut self.state, &mut conn.rbuf)
     }
 
     /// The upstream broke the body. The connection is closed now; the error is
@@ -754,6 +735,36 @@ impl H1Body {
         self.state = State::Failed(Some(e));
         cx.waker().wake_by_ref();
         Poll::Pending
+    }
+}
+
+/// Decode what `rbuf` holds of a body in `state`. `Ok(Some)`: a data frame;
+/// `Ok(None)`: need more input (or done, see `state`).
+fn decode_body(state: &mut State, rbuf: &mut BytesMut) -> Result<Option<Bytes>, chunked::Error> {
+    match &mut *state {
+        State::Done | State::Failed(_) => Ok(None),
+        State::Length(rem) => {
+            if rbuf.is_empty() {
+                return Ok(None);
+            }
+            let take = (*rem).min(rbuf.len() as u64) as usize;
+            *rem -= take as u64;
+            if *rem == 0 {
+                *state = State::Done;
+            }
+            Ok(Some(rbuf.split_to(take).freeze()))
+        }
+        State::Close if rbuf.is_empty() => Ok(None),
+        State::Close => Ok(Some(rbuf.split().freeze())),
+        State::Chunked(d) => {
+            // Framing already buffered after the data is read too, so the last
+            // frame reports the end (and the connection goes home with it).
+            let data = d.decode(rbuf)?;
+            if d.is_done() {
+                *state = State::Done;
+            }
+            Ok(data)
+        }
     }
 }
 
@@ -841,6 +852,64 @@ impl Body for H1Body {
             State::Done => SizeHint::with_exact(0),
             _ => SizeHint::default(),
         }
+    }
+}
+
+/// The fuzz harness's entry (see `crate::fuzz`): the response head at the front of
+/// `rbuf` as [`exchange`] parses it, and its body's decoder.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn parse_head_for_fuzzing(
+    rbuf: &mut BytesMut,
+    is_head: bool,
+) -> Result<Option<(Parsed, FuzzBody)>, ExchangeError> {
+    let parsed = parse_head(rbuf, &mut Vec::new(), is_head)?;
+    Ok(parsed.map(|p| {
+        let state = if p.status == StatusCode::SWITCHING_PROTOCOLS {
+            State::Done
+        } else {
+            State::first(p.framing)
+        };
+        let body = FuzzBody(state, p.keep_alive);
+        (p, body)
+    }))
+}
+
+/// A response body decoded by [`decode_body`] from bytes the fuzz harness hands it.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) struct FuzzBody(State, bool);
+
+#[cfg(any(test, feature = "fuzzing"))]
+impl FuzzBody {
+    pub(crate) fn decode(&mut self, rbuf: &mut BytesMut) -> Result<Option<Bytes>, chunked::Error> {
+        decode_body(&mut self.0, rbuf)
+    }
+
+    pub(crate) fn is_done(&self) -> bool {
+        matches!(self.0, State::Done)
+    }
+
+    /// The bytes still expected of a body framed by length (0 when done).
+    pub(crate) fn remaining(&self) -> Option<u64> {
+        match self.0 {
+            State::Length(n) => Some(n),
+            State::Done => Some(0),
+            _ => None,
+        }
+    }
+
+    /// Whether the connection could carry another exchange after this body.
+    pub(crate) fn keep_alive(&self) -> bool {
+        self.1
+    }
+
+    /// Read until the upstream closes.
+    pub(crate) fn until_close(&self) -> bool {
+        matches!(self.0, State::Close)
+    }
+
+    /// Inside a chunked body (size line, data, chunk end or trailers).
+    pub(crate) fn is_chunked(&self) -> bool {
+        matches!(self.0, State::Chunked(_))
     }
 }
 

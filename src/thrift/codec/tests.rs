@@ -1045,3 +1045,48 @@ fn transcoding_random_bodies_never_panics() {
         }
     }
 }
+
+/// Writes the seed corpus of the `thrift_decode` fuzz target (`src/fuzz`): messages
+/// written by the `thrift` crate in every encoding and transport, each after a
+/// flags byte that lets the decoder detect the framing, and pairs pipelined.
+/// `cargo test --lib write_thrift_fuzz_seeds -- --ignored` rewrites them.
+#[test]
+#[ignore = "writes fuzz/corpus/thrift_decode"]
+fn write_thrift_fuzz_seeds() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/thrift_decode");
+    std::fs::create_dir_all(&dir).expect("corpus dir");
+    let reply = || TMessageIdentifier::new("getUser", TMessageType::Reply, 7);
+    for enc in ENCS {
+        for tr in TRANSPORTS {
+            let tag = format!("{enc:?}-{tr:?}").to_lowercase();
+            let rich = write_msg(enc, tr, Some("Users"), call("getUser", 1), &rich_args);
+            let ok = write_msg(enc, tr, None, reply(), &result_field(0));
+            let idl = write_msg(enc, tr, None, reply(), &result_field(1));
+            let void = write_msg(enc, tr, None, reply(), &void_result);
+            let mut out = BytesMut::new();
+            let framing = Framing {
+                transport: tr,
+                protocol: enc.protocol(),
+            };
+            encode_app_exception(
+                &mut out,
+                framing,
+                "getUser",
+                9,
+                AppExceptionKind::UnknownMethod,
+                "no",
+            );
+            for (name, bytes) in [
+                ("call", rich.clone()),
+                ("reply", ok),
+                ("idl-exception", idl),
+                ("void-pipelined", [void.clone(), void].concat()),
+                ("app-exception", out.to_vec()),
+            ] {
+                let mut seed = vec![0u8];
+                seed.extend_from_slice(&bytes);
+                std::fs::write(dir.join(format!("{tag}-{name}")), seed).expect("write seed");
+            }
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! HTTP/1.1 targets: the downstream request head and the upstream response.
+
+use bytes::{Bytes, BytesMut};
+use http::{header, HeaderMap, Method, StatusCode, Version};
+
+use crate::http::parse_for_fuzzing;
+use crate::upstream::h1::{parse_head_for_fuzzing, parse_length, tokens, FuzzBody};
+
+pub(super) const REQUEST_DICT: &[&[u8]] = &[
+    b"GET ",
+    b"POST ",
+    b"CONNECT ",
+    b" HTTP/1.1\r\n",
+    b" HTTP/1.0\r\n",
+    b"\r\n",
+    b"\r\n\r\n",
+    b"\n",
+    b"Host: a\r\n",
+    b"Content-Length: 5\r\n",
+    b"content-length: 0, 0\r\n",
+    b"Transfer-Encoding: chunked\r\n",
+    b"Connection: close\r\n",
+    b"Expect: 100-continue\r\n",
+    b"Upgrade: websocket\r\n",
+    b" \t",
+    b"%2e%2e/",
+    b"/../",
+    b"http://a/",
+    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+];
+
+pub(super) const RESPONSE_DICT: &[&[u8]] = &[
+    b"HTTP/1.1 200 OK\r\n",
+    b"HTTP/1.0 200 OK\r\n",
+    b"HTTP/1.1 100 Continue\r\n\r\n",
+    b"HTTP/1.1 101 Switching Protocols\r\n",
+    b"HTTP/1.1 204 No Content\r\n",
+    b"\r\n",
+    b"\r\n\r\n",
+    b"\n",
+    b"Content-Length: 5\r\n",
+    b"content-length: 1, 2\r\n",
+    b"Transfer-Encoding: chunked\r\n",
+    b"Transfer-Encoding: gzip\r\n",
+    b"Connection: keep-alive\r\n",
+    b"Connection: close, x-hop\r\n",
+    b"0\r\n\r\n",
+    b"5\r\nhello\r\n",
+    b"ffffffffffffffff\r\n",
+    b";ext=1",
+    b"trailer: x\r\n",
+];
+
+/// How the downstream codec frames a request body it takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RequestBody {
+    /// `Content-Length` (0 without one).
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// Taken, but answered with an error instead of being dispatched.
+    Refused,
+}
+
+/// Headers a listener allows by default, and a low bound that forces the slot limit.
+const MAX_HEADERS: [usize; 2] = [100, 3];
+
+pub(super) fn request(data: &[u8]) {
+    for max in MAX_HEADERS {
+        let mut buf = BytesMut::from(data);
+        match parse_for_fuzzing(&mut buf, max) {
+            Ok(None) | Err(()) => {
+                // hyper takes over from the same bytes, or more are awaited.
+                assert_eq!(&buf[..], data, "a partial head or hand-over consumed bytes");
+            }
+            Ok(Some((parts, body, close))) => {
+                let consumed = data.len() - buf.len();
+                assert_eq!(&buf[..], &data[consumed..], "bytes after the head changed");
+                served_request(&parts, body, close);
+                head_ends_where_parsed(&data[..consumed], max, &parts, body, close);
+            }
+        }
+    }
+}
+
+/// What the codec serves is a plain origin-form HTTP/1.1 or HTTP/1.0 request whose
+/// framing no one can read differently (HTTP/1.0 has no chunked framing).
+fn served_request(parts: &http::request::Parts, body: RequestBody, close: bool) {
+    assert!(
+        parts.version == Version::HTTP_11 || parts.version == Version::HTTP_10,
+        "{:?} served",
+        parts.version
+    );
+    if parts.version == Version::HTTP_10 {
+        assert!(body != RequestBody::Chunked, "chunked framing on HTTP/1.0");
+    }
+    assert!(parts.method != Method::CONNECT, "CONNECT served");
+    assert!(parts.uri.scheme().is_none() && parts.uri.authority().is_none());
+    assert!(parts.uri.path().starts_with('/'), "{:?}", parts.uri);
+    let h = &parts.headers;
+    let lengths: Vec<_> = h.get_all(header::CONTENT_LENGTH).iter().collect();
+    let codings: Vec<_> = h.get_all(header::TRANSFER_ENCODING).iter().collect();
+    match body {
+        RequestBody::Length(n) => {
+            assert!(codings.is_empty(), "a transfer coding framed by length");
+            assert!(lengths.len() <= 1, "several Content-Length served");
+            match lengths.first() {
+                // 1*DIGIT: leading zeros are valid and forwarded as sent.
+                Some(v) => assert_eq!(parse_length(v.as_bytes()), Some(n)),
+                None => assert_eq!(n, 0),
+            }
+        }
+        RequestBody::Chunked => {
+            assert!(lengths.is_empty(), "Content-Length beside chunked framing");
+            assert!(matches!(&codings[..], [v] if v.as_bytes().eq_ignore_ascii_case(b"chunked")));
+        }
+        RequestBody::Refused => {}
+    }
+    // HTTP/1.0 closes unless the client asked for keep-alive (RFC 9112 9.3).
+    let close_asked = lists(h, header::CONNECTION, b"close")
+        || (parts.version == Version::HTTP_10 && !lists(h, header::CONNECTION, b"keep-alive"));
+    assert_eq!(close, close_asked);
+}
+
+/// The head ends exactly where it was parsed: the same bytes alone give the same
+/// request, and one byte fewer is no request at all.
+fn head_ends_where_parsed(
+    head: &[u8],
+    max: usize,
+    parts: &http::request::Parts,
+    body: RequestBody,
+    close: bool,
+) {
+    let mut alone = BytesMut::from(head);
+    let Ok(Some((again, l, c))) = parse_for_fuzzing(&mut alone, max) else {
+        panic!("the head alone is not the same request");
+    };
+    assert!(alone.is_empty());
+    assert_eq!(
+        (&again.method, &again.uri, &again.headers, l, c),
+        (&parts.method, &parts.uri, &parts.headers, body, close)
+    );
+    let mut short = BytesMut::from(&head[..head.len() - 1]);
+    assert!(
+        !matches!(parse_for_fuzzing(&mut short, max), Ok(Some(_))),
+        "a head one byte short is a request"
+    );
+}
+
+fn lists(h: &HeaderMap, name: header::HeaderName, token: &[u8]) -> bool {
+    h.get_all(name)
+        .iter()
+        .any(|v| tokens(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(token)))
+}
+
+pub(super) fn response(data: &[u8]) {
+    let Some((&flags, data)) = data.split_first() else {
+        return;
+    };
+    let is_head = flags & 0x80 != 0;
+    // A fresh decoder for the body each time (the parse is deterministic).
+    let parse = || {
+        let mut rbuf = BytesMut::from(data);
+        let parsed = parse_head_for_fuzzing(&mut rbuf, is_head);
+        (parsed, rbuf)
+    };
+    let (Ok(parsed), rbuf) = parse() else {
+        return;
+    };
+    assert!(data.ends_with(&rbuf), "the parser changed unread bytes");
+    let Some((head, body)) = parsed else {
+        return;
+    };
+    response_head(&head, &body, is_head);
+    let whole = decode(body, &rbuf, rbuf.len().max(1));
+    let (Ok(Some((_, body))), _) = parse() else {
+        panic!("the same head parsed differently");
+    };
+    let split = decode(body, &rbuf, super::step_of(flags));
+    assert_eq!(whole, split, "decoding depends on how the bytes arrive");
+    let (Ok(Some((_, body))), _) = parse() else {
+        panic!("the same head parsed differently");
+    };
+    decoded_body(&body, &rbuf, &whole);
+}
+
+/// A response head as the proxy gets it: final, hop-by-hop framing consumed, no
+/// length beside a transfer coding, no body where none may be.
+fn response_head(p: &crate::upstream::h1::Parsed, body: &FuzzBody, is_head: bool) {
+    assert!(
+        !p.status.is_informational() || p.status == StatusCode::SWITCHING_PROTOCOLS,
+        "interim response returned"
+    );
+    for name in ["transfer-encoding", "keep-alive", "proxy-connection"] {
+        assert!(!p.headers.contains_key(name), "{name} left in the map");
+    }
+    if body.is_chunked() {
+        assert!(!p.headers.contains_key(header::CONTENT_LENGTH));
+    }
+    let bodiless = [StatusCode::NO_CONTENT, StatusCode::NOT_MODIFIED];
+    if is_head || bodiless.contains(&p.status) || p.status == StatusCode::SWITCHING_PROTOCOLS {
+        assert!(body.is_done(), "a body where none may be");
+    }
+    if body.until_close() {
+        assert!(
+            !body.keep_alive(),
+            "a body read until close keeps the connection"
+        );
+    }
+}
+
+/// What decoding `rest` fed `step` bytes at a time produced.
+#[derive(Debug, PartialEq, Eq)]
+struct Decoded {
+    data: Vec<u8>,
+    outcome: Result<bool, crate::http1::chunked::Error>,
+    /// Bytes left after the body ended.
+    left: Option<Bytes>,
+}
+
+fn decode(mut body: FuzzBody, rest: &[u8], step: usize) -> Decoded {
+    let mut buf = BytesMut::new();
+    let mut data = Vec::new();
+    let mut fed = 0;
+    loop {
+        // Every frame consumes input, so this ends within the input's length.
+        for _ in 0..=rest.len() + 1 {
+            match body.decode(&mut buf) {
+                Ok(Some(frame)) => {
+                    assert!(!frame.is_empty(), "empty data frame");
+                    data.extend_from_slice(&frame);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    return Decoded {
+                        data,
+                        outcome: Err(e),
+                        left: None,
+                    }
+                }
+            }
+        }
+        if body.is_done() || fed == rest.len() {
+            let done = body.is_done();
+            let left = done.then(|| Bytes::copy_from_slice(&[&buf[..], &rest[fed..]].concat()));
+            return Decoded {
+                data,
+                outcome: Ok(done),
+                left,
+            };
+        }
+        let n = step.min(rest.len() - fed);
+        buf.extend_from_slice(&rest[fed..fed + n]);
+        fed += n;
+    }
+}
+
+/// A body never yields more than it was given, and a length or read-until-close
+/// body is the bytes themselves.
+fn decoded_body(body: &FuzzBody, rest: &[u8], d: &Decoded) {
+    assert!(d.data.len() <= rest.len(), "more body than input");
+    if let Some(n) = body.remaining() {
+        let n = usize::try_from(n).unwrap_or(usize::MAX).min(rest.len());
+        assert_eq!(d.data, rest[..n]);
+    }
+    if body.until_close() {
+        assert_eq!(d.data, rest);
+    }
+    if let Some(left) = &d.left {
+        assert!(rest.ends_with(left), "bytes after the body changed");
+        assert!(d.data.len() + left.len() <= rest.len());
+    }
+}

@@ -1,0 +1,139 @@
+//! Fuzz targets for every parser that reads network or file input.
+//!
+//! Each target takes arbitrary bytes, runs one parser on them and asserts what must
+//! hold for any input (not only "it returned"): a hand-over leaves the bytes for
+//! hyper, a decoder never yields more than it was given and yields the same whether
+//! the input arrives at once or a few bytes at a time, normalization is idempotent,
+//! a decoded Thrift message re-encodes to itself, config diagnostics point inside
+//! the text. A violated invariant panics, which both drivers report as a crash:
+//!
+//! - `cargo test --lib fuzz` runs every target over its seed corpus
+//!   (`fuzz/corpus/<target>/`) and over inputs mutated from it by a seeded PRNG,
+//!   for a bounded time (`tests.rs`; `ATTACHE_FUZZ_SECS`, `ATTACHE_FUZZ_SEED`).
+//! - `fuzz/run.sh <target> <seconds>` runs one target under libFuzzer,
+//!   coverage-guided, on the stable toolchain (docs/fuzzing.md).
+//!
+//! The module exists in test builds and with the `fuzzing` feature only.
+
+mod chunked;
+mod config;
+mod cookie;
+mod http1;
+mod mutate;
+mod path;
+mod sniff;
+mod thrift;
+
+#[cfg(test)]
+mod tests;
+
+pub use mutate::mutate;
+
+pub(crate) use http1::RequestBody;
+
+/// One fuzz target: its name (the corpus folder and the libFuzzer binary), its
+/// entry point, and tokens the mutator splices in.
+pub struct Target {
+    pub name: &'static str,
+    pub run: fn(&[u8]),
+    pub dict: &'static [&'static [u8]],
+}
+
+/// Every target, in the order the bounded test and the docs list them.
+pub const TARGETS: &[Target] = &[
+    Target {
+        name: "http1_request",
+        run: http1_request,
+        dict: http1::REQUEST_DICT,
+    },
+    Target {
+        name: "http1_response",
+        run: http1_response,
+        dict: http1::RESPONSE_DICT,
+    },
+    Target {
+        name: "http1_chunked",
+        run: http1_chunked,
+        dict: chunked::DICT,
+    },
+    Target {
+        name: "http1_sniff",
+        run: http1_sniff,
+        dict: sniff::DICT,
+    },
+    Target {
+        name: "path_normalize",
+        run: path_normalize,
+        dict: path::DICT,
+    },
+    Target {
+        name: "thrift_decode",
+        run: thrift_decode,
+        dict: thrift::DICT,
+    },
+    Target {
+        name: "cookie",
+        run: cookie,
+        dict: cookie::DICT,
+    },
+    Target {
+        name: "config_load",
+        run: config_load,
+        dict: config::DICT,
+    },
+];
+
+/// The downstream HTTP/1.1 codec's request-head parse (`src/http/h1.rs`).
+pub fn http1_request(data: &[u8]) {
+    http1::request(data);
+}
+
+/// The upstream HTTP/1.1 client's response head and body decoding
+/// (`src/upstream/h1.rs`). The first byte picks a HEAD request and how the bytes
+/// are split when fed incrementally.
+pub fn http1_response(data: &[u8]) {
+    http1::response(data);
+}
+
+/// The one chunked decoder of both HTTP/1.1 roles (`src/http1/chunked.rs`). The
+/// first byte picks the incremental split.
+pub fn http1_chunked(data: &[u8]) {
+    chunked::decode(data);
+}
+
+/// The request-smuggling watcher on connections hyper serves (`src/http/sniff.rs`):
+/// it must flag a head with both `Content-Length` and `Transfer-Encoding`, however
+/// the bytes arrive. The first byte picks the incremental split.
+pub fn http1_sniff(data: &[u8]) {
+    sniff::watch(data);
+}
+
+/// Request path normalization (`src/http/normalize.rs`). The first byte picks the
+/// options.
+pub fn path_normalize(data: &[u8]) {
+    path::normalize(data);
+}
+
+/// The Thrift decoder (`src/thrift/codec`): both transports, both protocols and the
+/// struct walker. The first byte picks the configured (or detected) framing, the
+/// size limit and the incremental split.
+pub fn thrift_decode(data: &[u8]) {
+    thrift::decode(data);
+}
+
+/// The `Cookie` and `Set-Cookie` parsers (`filters/src/cookie_audit/parse.rs`).
+pub fn cookie(data: &[u8]) {
+    cookie::parse(data);
+}
+
+/// The config loader: YAML text to a compiled snapshot or located diagnostics
+/// (`src/config/load.rs`, `compile.rs`).
+pub fn config_load(data: &[u8]) {
+    config::load(data);
+}
+
+/// How many bytes to feed at a time when a target splits its input: 1..=8, from
+/// three bits of a flags byte.
+fn step_of(flags: u8) -> usize {
+    usize::from(flags & 7) + 1
+}
