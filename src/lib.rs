@@ -2,9 +2,12 @@
 
 pub mod accesslog;
 pub mod admin;
+pub mod cidr;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod proxy_protocol;
+pub mod rbac;
 pub mod router;
 pub mod server;
 pub mod stats;

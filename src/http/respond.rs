@@ -12,6 +12,7 @@ pub fn status_and_flag(kind: ErrorKind, retries_exhausted: bool) -> (StatusCode,
         ErrorKind::HeadersTooLarge => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "DPE"),
         ErrorKind::UriTooLong => (StatusCode::URI_TOO_LONG, "DPE"),
         ErrorKind::NoRoute => (StatusCode::NOT_FOUND, "NR"),
+        ErrorKind::Forbidden => (StatusCode::FORBIDDEN, "RBAC"),
         ErrorKind::NoCluster => (StatusCode::SERVICE_UNAVAILABLE, "NC"),
         ErrorKind::NoHealthyUpstream => (StatusCode::SERVICE_UNAVAILABLE, "UH"),
         ErrorKind::ConnectFailure => (StatusCode::SERVICE_UNAVAILABLE, "UF"),
@@ -49,6 +50,7 @@ mod tests {
     fn kinds_map_to_envoy_statuses_and_flags() {
         let cases = [
             (ErrorKind::NoRoute, 404, "NR"),
+            (ErrorKind::Forbidden, 403, "RBAC"),
             (ErrorKind::NoHealthyUpstream, 503, "UH"),
             (ErrorKind::ConnectFailure, 503, "UF"),
             (ErrorKind::Overflow, 503, "UO"),

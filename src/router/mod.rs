@@ -142,7 +142,7 @@ impl Matcher {
     }
 }
 
-fn strip_san_kind(s: &str) -> &str {
+pub fn strip_san_kind(s: &str) -> &str {
     s.strip_prefix("URI=")
         .or_else(|| s.strip_prefix("DNS="))
         .unwrap_or(s)
@@ -311,6 +311,8 @@ pub struct Route {
     pub action: Action,
     /// The listener's chain with this route's overrides applied.
     pub filters: Arc<[Arc<dyn HttpFilter>]>,
+    /// Replaces the listener's RBAC for this route.
+    pub rbac: Option<Arc<crate::rbac::Rbac>>,
 }
 
 pub struct VirtualHost {

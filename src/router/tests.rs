@@ -21,6 +21,7 @@ fn route(name: &str, path: PathMatch) -> Route {
             content_type: http::HeaderValue::from_static("text/plain"),
         }),
         filters: Arc::from(Vec::new()),
+        rbac: None,
     }
 }
 

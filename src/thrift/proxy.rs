@@ -53,6 +53,8 @@ pub struct ListenerCtx {
     message_timeout: Option<Duration>,
     /// The process's `/sli` board, when the caller wires one in.
     sli: Option<sli::Board>,
+    /// The listener's `rbac:`, checked on every call before routing.
+    rbac: Option<Arc<crate::rbac::Rbac>>,
 }
 
 impl std::fmt::Debug for ListenerCtx {
@@ -91,6 +93,7 @@ impl ListenerCtx {
             idle_timeout,
             message_timeout,
             sli: None,
+            rbac: None,
         })
     }
 
@@ -100,6 +103,13 @@ impl ListenerCtx {
     /// itself; a declared IDL exception is the service's answer, not an error.
     pub fn with_sli(mut self, board: sli::Board) -> ListenerCtx {
         self.sli = Some(board);
+        self
+    }
+
+    /// Authorize every call with `rbac` (denied: an `UNKNOWN` application exception
+    /// saying so; never forwarded).
+    pub fn with_rbac(mut self, rbac: Option<Arc<crate::rbac::Rbac>>) -> ListenerCtx {
+        self.rbac = rbac;
         self
     }
 
@@ -160,7 +170,12 @@ pub async fn serve_connection<IO>(io: IO, peer: SocketAddr, ctx: Arc<ListenerCtx
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    serve_connection_until(io, peer, ctx, None).await
+    let who = crate::rbac::Peer {
+        source: peer.ip(),
+        sans: &[],
+        authenticated: false,
+    };
+    serve_connection_until(io, peer, who, ctx, None).await
 }
 
 /// [`serve_connection`], and once `drain` turns true: finish the call in flight and
@@ -169,6 +184,7 @@ where
 pub async fn serve_connection_until<IO>(
     mut io: IO,
     peer: SocketAddr,
+    who: crate::rbac::Peer<'_>,
     ctx: Arc<ListenerCtx>,
     mut drain: Option<watch::Receiver<bool>>,
 ) where
@@ -184,7 +200,7 @@ pub async fn serve_connection_until<IO>(
         match decoder.decode(&mut buf) {
             Ok(Some(msg)) => {
                 call_deadline = None;
-                let answer = match ctx.handle(msg, peer, &mut out).await {
+                let answer = match ctx.handle(msg, peer, &who, &mut out).await {
                     Ok(a) => a,
                     Err(()) => return,
                 };
@@ -347,6 +363,7 @@ impl ListenerCtx {
         &self,
         msg: Message,
         peer: SocketAddr,
+        who: &crate::rbac::Peer<'_>,
         out: &mut BytesMut,
     ) -> Result<Answer, ()> {
         let start = Instant::now();
@@ -359,6 +376,16 @@ impl ListenerCtx {
         }
         let oneway = h.message_type == MessageType::Oneway;
         let stats = self.metrics.for_call(&h);
+        if self.denied(who, &h) {
+            stats.count(Outcome::LocalError);
+            stats.duration.observe(start.elapsed().as_secs_f64());
+            if oneway {
+                return Ok(Answer::Nothing);
+            }
+            let message = format!("rbac: access denied to {}", h.name());
+            local_reply(out, &h, AppExceptionKind::Unknown, &message);
+            return Ok(Answer::Local);
+        }
         let Some(route) = self.routes.route(&h) else {
             stats.count(Outcome::LocalError);
             let elapsed = start.elapsed();
@@ -408,6 +435,19 @@ impl ListenerCtx {
         stats.duration.observe(elapsed.as_secs_f64());
         self.record_sli(&route.name, outcome, elapsed);
         Ok(answer)
+    }
+
+    /// Whether the listener's RBAC refuses this call (shadow denials are counted and
+    /// let through).
+    fn denied(&self, who: &crate::rbac::Peer<'_>, h: &Header) -> bool {
+        let Some(rbac) = &self.rbac else {
+            return false;
+        };
+        let rq = crate::rbac::Request::Thrift {
+            service: h.service(),
+            method: h.method(),
+        };
+        rbac.check(who, &rq, &self.name).deny()
     }
 
     fn record_sli(&self, route: &str, outcome: Outcome, elapsed: Duration) {
