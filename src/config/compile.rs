@@ -1160,19 +1160,11 @@ fn compile_match(cx: &mut Cx<'_>, mp: &str, m: &raw::RouteMatch) -> Option<Match
     }
     let peer_san = match &m.peer_san {
         None => None,
-        Some(s) => match (&s.exact, &s.prefix, &s.suffix) {
-            (Some(e), None, None) => Some(SanMatch::Exact(e.clone())),
-            (None, Some(p), None) => Some(SanMatch::Prefix(p.clone())),
-            (None, None, Some(x)) => Some(SanMatch::Suffix(x.clone())),
-            _ => {
-                cx.err(
-                    &format!("{mp}.peer_san"),
-                    "give exactly one of `exact`, `prefix` or `suffix`",
-                );
-                ok = false;
-                None
-            }
-        },
+        Some(s) => {
+            let san = san_match(cx, &format!("{mp}.peer_san"), s);
+            ok &= san.is_some();
+            san
+        }
     };
     ok.then_some(Matcher {
         path,
@@ -1181,6 +1173,19 @@ fn compile_match(cx: &mut Cx<'_>, mp: &str, m: &raw::RouteMatch) -> Option<Match
         methods,
         peer_san,
     })
+}
+
+/// A `{ exact | prefix | suffix }` SAN rule (exactly one key).
+fn san_match(cx: &mut Cx<'_>, p: &str, s: &raw::SanRule) -> Option<SanMatch> {
+    match (&s.exact, &s.prefix, &s.suffix) {
+        (Some(e), None, None) => Some(SanMatch::Exact(e.clone())),
+        (None, Some(x), None) => Some(SanMatch::Prefix(x.clone())),
+        (None, None, Some(x)) => Some(SanMatch::Suffix(x.clone())),
+        _ => {
+            cx.err(p, "give exactly one of `exact`, `prefix` or `suffix`");
+            None
+        }
+    }
 }
 
 const RETRY_ON: &[&str] = &[
@@ -1603,18 +1608,7 @@ fn compile_principal(
     let peer_san = match &pr.peer_san {
         None => None,
         Some(raw::SanMatcher::Exact(e)) => Some(SanMatch::Exact(e.clone())),
-        Some(raw::SanMatcher::Rule(s)) => match (&s.exact, &s.prefix, &s.suffix) {
-            (Some(e), None, None) => Some(SanMatch::Exact(e.clone())),
-            (None, Some(x), None) => Some(SanMatch::Prefix(x.clone())),
-            (None, None, Some(x)) => Some(SanMatch::Suffix(x.clone())),
-            _ => {
-                cx.err(
-                    &format!("{p}.peer_san"),
-                    "give exactly one of `exact`, `prefix` or `suffix`",
-                );
-                return None;
-            }
-        },
+        Some(raw::SanMatcher::Rule(s)) => Some(san_match(cx, &format!("{p}.peer_san"), s)?),
     };
     let source_ip = match &pr.source_ip {
         None => None,
