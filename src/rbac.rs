@@ -164,7 +164,7 @@ impl Rbac {
         }
     }
 
-    /// Decide, count, and log a denial (`listener` and `what` are for the log line).
+    /// Decide, count, and log a denial (`listener` is for the log line).
     pub fn check(&self, peer: &Peer<'_>, rq: &Request<'_, '_>, listener: &str) -> Verdict {
         let matched = self.policies.iter().find(|p| p.matches(peer, rq));
         let allowed = match self.action {
@@ -181,8 +181,17 @@ impl Rbac {
             None => (&self.none, NO_POLICY),
         };
         counters.count(verdict);
-        if verdict != Verdict::Allowed {
-            tracing::info!(%listener, policy, source = %peer.source, verdict = ?verdict, "rbac denied");
+        // Shadow denials are what an operator rolling out a policy wants to read;
+        // enforced ones are counted and in the access log (debug only, so a
+        // denied client cannot flood the log).
+        match verdict {
+            Verdict::Allowed => {}
+            Verdict::ShadowDenied => {
+                tracing::info!(%listener, policy, source = %peer.source, "rbac would deny (shadow)")
+            }
+            Verdict::Denied => {
+                tracing::debug!(%listener, policy, source = %peer.source, "rbac denied")
+            }
         }
         verdict
     }
