@@ -105,7 +105,6 @@ impl ConnCtx {
         }
     }
 
-    /// The peer's `ip:port`.
     /// Who the connection is, for RBAC.
     pub fn rbac_peer(&self) -> crate::rbac::Peer<'_> {
         crate::rbac::Peer {
@@ -115,6 +114,7 @@ impl ConnCtx {
         }
     }
 
+    /// The peer's `ip:port`.
     pub fn remote_str(&self) -> &str {
         self.remote_str.get_or_init(|| self.remote.to_string())
     }
