@@ -20,13 +20,16 @@ WORKDIR /src
 
 # Manifests first, then sources. `benches/` is needed because Cargo.toml declares
 # a [[bench]] target; cargo refuses a manifest whose targets are missing.
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY filters ./filters
 COPY src ./src
 COPY benches ./benches
 
 # The registry and target directories are BuildKit cache mounts, so rebuilds only
 # recompile what changed; the binary is copied out of the cache in the same step.
+# No .git in the build context: `--build-arg ATTACHE_GIT_COMMIT=$(git rev-parse
+# --short=12 HEAD)` puts the commit in `attache --version`.
+ARG ATTACHE_GIT_COMMIT=
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --bin attache \
@@ -64,7 +67,9 @@ RUN apt-get update \
 COPY --from=builder /out/attache /usr/local/bin/attache
 COPY --from=builder --chown=root:attache --chmod=0640 /out/attache.yaml /etc/attache/attache.yaml
 
-USER attache:attache
+# Numeric, so Kubernetes can check `runAsNonRoot: true` without reading
+# /etc/passwd (it refuses to verify a user name).
+USER 10001:10001
 
 # 10000: the quickstart HTTP listener (HTTP/1.1 and HTTP/2 cleartext).
 # 9901 (admin) is loopback-only by default and therefore not exposed.

@@ -6,6 +6,7 @@ pub mod cidr;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod http1;
 pub mod proxy_protocol;
 pub mod rbac;
 pub mod router;

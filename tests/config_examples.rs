@@ -18,14 +18,7 @@ fn every_shipped_config_validates() {
     let certs = tempfile::tempdir().expect("tempdir");
     example_certs(certs.path());
     let mut n = 0;
-    let mut entries: Vec<_> = std::fs::read_dir("config")
-        .expect("config dir")
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    entries.sort();
-    for path in entries {
+    for path in support::shipped_configs() {
         let out = Command::new(env!("CARGO_BIN_EXE_attache"))
             .args(["validate", "--config"])
             .arg(&path)
@@ -103,14 +96,40 @@ async fn quickstart_serves_direct_and_proxied_routes() {
     );
 }
 
+/// The discovery path in `config/fleet.yaml` is relative to the file, so it
+/// validates from any working directory (it used to need the repository root).
+#[test]
+fn fleet_example_validates_from_another_directory() {
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let config = std::fs::canonicalize("config/fleet.yaml").expect("fleet.yaml");
+    let out = Command::new(env!("CARGO_BIN_EXE_attache"))
+        .args(["validate", "--config"])
+        .arg(&config)
+        .current_dir(elsewhere.path())
+        .output()
+        .expect("run attache");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `config/fleet.yaml` starts (its fixed ports swapped for ephemeral ones) and loads
 /// the discovery file it names, with weights and zones.
 #[tokio::test]
 async fn fleet_example_starts_with_its_discovery_file() {
     let text = std::fs::read_to_string("config/fleet.yaml").expect("read");
+    // The copy runs from a temp dir: its relative discovery path must name the
+    // shipped endpoints file.
+    let eps_file = std::fs::canonicalize("config/endpoints/api.yaml").expect("endpoints file");
     let text = text
         .replace("127.0.0.1:9901", "127.0.0.1:0")
-        .replace("127.0.0.1:8080", "127.0.0.1:0");
+        .replace("127.0.0.1:8080", "127.0.0.1:0")
+        .replace(
+            "path: endpoints/api.yaml",
+            &format!("path: {}", eps_file.display()),
+        );
     let p = support::Proxy::start(&text);
     let (status, body) = p.admin_get("/clusters?format=json").await;
     assert_eq!(status, 200);

@@ -200,6 +200,22 @@ fn render_then_validate() {
 }
 
 #[test]
+fn render_output_creates_missing_directories() {
+    let d = Dir::new();
+    d.write("t.yaml.j2", TEMPLATE).write(
+        "vars.yaml",
+        "name: web\nport: 0\nroutes:\n  - { name: a, prefix: /a/, status: 200 }\n",
+    );
+    let args = ["render", "--template", "t.yaml.j2", "--vars", "vars.yaml"];
+    let out = d.run(&[&args[..], &["-o", "out/hosts/web-17.yaml", "--validate"]].concat());
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        out.stdout,
+        "out/hosts/web-17.yaml: ok (1 listeners, 0 clusters, 1 routes)\n"
+    );
+}
+
+#[test]
 fn undefined_template_variables_point_at_the_template_line() {
     let d = Dir::new();
     d.write("t.yaml.j2", TEMPLATE)

@@ -110,6 +110,12 @@ fn broken_configs_report_line_column_and_what_to_fix() {
             vec!["F:5:9: unknown filter `cookie_audt`; did you mean `cookie_audit`?", "unknown retry condition `5xxx`; did you mean `5xx`?"],
         ),
     ];
+    assert_each_fails_with(table);
+}
+
+/// Each config fails `validate` with every expected fragment, and every error
+/// line is located.
+fn assert_each_fails_with(table: Vec<(String, Vec<&str>)>) {
     for (yaml, expected) in table {
         let (code, _, stderr) = validate(&yaml);
         assert_eq!(code, 1, "must fail:\n{yaml}\n{stderr}");
@@ -119,7 +125,6 @@ fn broken_configs_report_line_column_and_what_to_fix() {
                 "expected `{e}` in:\n{stderr}\nfor:\n{yaml}"
             );
         }
-        // Every error line is located.
         for line in stderr.lines().filter(|l| l.starts_with("F:")) {
             let mut parts = line.splitn(4, ':');
             parts.next();
@@ -169,4 +174,61 @@ fn json_output_for_ci() {
     assert_eq!(v["ok"], false);
     assert_eq!(v["errors"][0]["line"], 9);
     assert_eq!(v["errors"][0]["severity"], "error");
+}
+
+/// The habits of Envoy and NGINX users, each located and answered with the attache
+/// spelling. (yaml, every expected `F:LINE:COL: message` fragment.)
+#[test]
+fn envoy_and_nginx_habits_get_a_located_hint() {
+    let route = |action: &str| {
+        listener(&format!(
+            "          - match: {{ prefix: / }}\n            route: {{ cluster: api{action} }}\n"
+        ))
+    };
+    let table: Vec<(String, Vec<&str>)> = vec![
+        (
+            route(", timeout: 2"),
+            vec!["F:9:45: a duration needs a unit: add one, e.g. `2s` or `2ms`"],
+        ),
+        (
+            format!("drain_timeout: 1.5\n{BASE_CLUSTERS}"),
+            vec!["F:1:16: a duration needs a unit: add one, e.g. `1.5s`"],
+        ),
+        (
+            format!("listeners:\n  - name: web\n    address: 10000\n    virtual_hosts: []\n{BASE_CLUSTERS}"),
+            vec!["F:3:14: a port alone is not an address; write `0.0.0.0:10000` (every interface) or `127.0.0.1:10000`"],
+        ),
+        (
+            format!("listeners:\n  - name: web\n    address: \"10000\"\n    virtual_hosts: []\n{BASE_CLUSTERS}"),
+            vec!["F:3:14: a port alone is not an address; write `0.0.0.0:10000`"],
+        ),
+        (
+            format!("listeners:\n  - name: web\n    address:\n      socket_address: {{ address: 0.0.0.0, port_value: 10000 }}\n    virtual_hosts: []\n{BASE_CLUSTERS}"),
+            vec!["F:4:21: attache takes `address: HOST:PORT`, not Envoy's `socket_address`; write `address: 0.0.0.0:10000`"],
+        ),
+        (
+            format!("listeners:\n  - name: web\n    address: 127.0.0.1:0\n    virtual_hosts:\n      - name: all\n        domains: \"*\"\n        routes: []\n{BASE_CLUSTERS}"),
+            vec!["F:6:18: invalid type: string \"*\", expected a sequence; write a list: `domains: [\"*\"]`"],
+        ),
+        (
+            route(", retries: { attempts: 2, retry_on: \"5xx,reset\" }"),
+            vec!["F:9:70: invalid type: string \"5xx,reset\", expected a sequence; write a list: `retry_on: [5xx, reset]`"],
+        ),
+        (
+            route(", retry_policy: { num_retries: 2 }"),
+            vec!["F:9:36: unknown key `retry_policy`: attache calls it `retries`, in the route action"],
+        ),
+        (
+            listener("          - match: { safe_regex: { regex: \"^/api/.*\" } }\n            route: { cluster: api }\n"),
+            vec!["F:8:22: unknown key `safe_regex`: attache takes the pattern itself: `regex:"],
+        ),
+        (
+            "clusters:\n  - name: api\n    type: STRICT_DNS\n    endpoints: [\"127.0.0.1:9000\"]\n    lb_policy: ROUND_ROBIN\n".to_string(),
+            vec![
+                "F:3:5: unknown key `type`: attache has no cluster `type`: write `endpoints: [HOST:PORT, ...]` (Envoy's STATIC), `discovery: { dns: { name: HOST:PORT } }` (STRICT_DNS",
+                "F:5:16: unknown value `ROUND_ROBIN`; did you mean `round_robin`?",
+            ],
+        ),
+    ];
+    assert_each_fails_with(table);
 }

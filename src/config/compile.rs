@@ -68,6 +68,13 @@ fn is_loopback(addr: &SocketAddr) -> bool {
 fn parse_addr(cx: &mut Cx<'_>, path: &str, s: &str) -> Option<SocketAddr> {
     match s.parse::<SocketAddr>() {
         Ok(a) => Some(a),
+        Err(_) if s.parse::<u16>().is_ok() => {
+            cx.err(
+                path,
+                format!("a port alone is not an address; write `0.0.0.0:{s}` (every interface) or `127.0.0.1:{s}`"),
+            );
+            None
+        }
         Err(_) => {
             cx.err(
                 path,
@@ -88,6 +95,105 @@ fn regex(cx: &mut Cx<'_>, path: &str, pattern: &str) -> Option<Regex> {
             let e = e.to_string();
             let detail = e.lines().last().unwrap_or("invalid").trim().to_string();
             cx.err(path, format!("invalid regex `{pattern}`: {detail}"));
+            None
+        }
+    }
+}
+
+/// A listener's `access_log`: the destination checked (with file checks: it can be
+/// opened for append) and the format compiled, every problem reported.
+fn access_log(
+    cx: &mut Cx<'_>,
+    path: &str,
+    a: &raw::AccessLog,
+    check_files: bool,
+) -> Option<AccessLogCfg> {
+    use crate::accesslog::Format;
+    let mut ok = true;
+    if a.path.is_empty() {
+        cx.err(
+            &format!("{path}.path"),
+            "access_log.path must be `stdout`, `stderr` or a file path",
+        );
+        ok = false;
+    } else if check_files {
+        if let Err(e) = crate::accesslog::check_path(&a.path) {
+            cx.err(
+                &format!("{path}.path"),
+                format!("{e}; create the directory or fix its permissions (validate --skip-files skips this check)"),
+            );
+            ok = false;
+        }
+    }
+    let format = match (a.format.as_deref(), &a.json_format) {
+        (Some(_), Some(_)) => {
+            cx.err_key(
+                &format!("{path}.json_format"),
+                "set either `format` or `json_format`, not both",
+            );
+            None
+        }
+        (None | Some("json"), None) => Some(Format::builtin_json()),
+        (Some("text"), None) => Some(Format::builtin_text()),
+        (Some(t), None) if t.contains('%') => match Format::text(t) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                cx.err(&format!("{path}.format"), e);
+                None
+            }
+        },
+        (Some(t), None) => {
+            cx.err(
+                &format!("{path}.format"),
+                format!("unknown format `{t}`; use `json`, `text`, or a template such as \"%RESPONSE_CODE% %REQ(:PATH)%\""),
+            );
+            None
+        }
+        (None, Some(m)) => json_format(cx, &format!("{path}.json_format"), m),
+    };
+    let format = format.filter(|_| ok)?;
+    Some(AccessLogCfg {
+        path: a.path.clone(),
+        format: Arc::new(format),
+    })
+}
+
+/// `json_format`: string keys, each value a template string.
+fn json_format(
+    cx: &mut Cx<'_>,
+    path: &str,
+    m: &serde_yaml::Mapping,
+) -> Option<crate::accesslog::Format> {
+    let mut fields = Vec::new();
+    let mut bad = false;
+    for (k, v) in m {
+        let Some(key) = k.as_str() else {
+            cx.err(path, "json_format keys must be strings");
+            bad = true;
+            continue;
+        };
+        match v.as_str() {
+            Some(t) => fields.push((key.to_string(), t.to_string())),
+            None => {
+                cx.err(
+                    &format!("{path}.{key}"),
+                    "a json_format value is a template string, e.g. \"%RESPONSE_CODE%\"",
+                );
+                bad = true;
+            }
+        }
+    }
+    if fields.is_empty() && !bad {
+        cx.err(path, "json_format needs at least one field");
+        return None;
+    }
+    match crate::accesslog::Format::json(&fields) {
+        Ok(f) if !bad => Some(f),
+        Ok(_) => None,
+        Err(errors) => {
+            for (k, e) in errors {
+                cx.err(&format!("{path}.{k}"), e);
+            }
             None
         }
     }
@@ -175,6 +281,18 @@ pub fn compile(
     }
 
     let admin_allowed_hosts = compile_admin_hosts(&mut cx, &cfg.admin.allowed_hosts);
+    let health_addr = cfg
+        .health_listener
+        .as_ref()
+        .and_then(|h| parse_addr(&mut cx, "health_listener.address", &h.address));
+    if let (Some(h), Some(a)) = (health_addr, admin_addr) {
+        if h == a && h.port() != 0 {
+            cx.err(
+                "health_listener.address",
+                format!("address {h} is the admin address; the health listener needs its own port"),
+            );
+        }
+    }
 
     // Clusters first: routes refer to them.
     let mut clusters: HashMap<String, Arc<Cluster>> = HashMap::new();
@@ -275,6 +393,12 @@ pub fn compile(
                 } else {
                     addrs.insert(a, cx.line(&format!("{p}.address")));
                 }
+                if health_addr == Some(a) {
+                    cx.err(
+                        &format!("{p}.address"),
+                        format!("address {a} is the health_listener address"),
+                    );
+                }
                 if admin_addr == Some(a) {
                     cx.err(
                         &format!("{p}.address"),
@@ -284,18 +408,10 @@ pub fn compile(
             }
         }
         let stats = ListenerStats::new(opts.stats, &l.name);
-        let access_log = l.access_log.as_ref().map(|a| AccessLogCfg {
-            path: a.path.clone(),
-            format: a.format,
-        });
-        if let Some(a) = &l.access_log {
-            if a.path.is_empty() {
-                cx.err(
-                    &format!("{p}.access_log.path"),
-                    "access_log.path must be `stdout` or a file path",
-                );
-            }
-        }
+        let access_log = l
+            .access_log
+            .as_ref()
+            .and_then(|a| access_log(&mut cx, &format!("{p}.access_log"), a, opts.check_files));
         let tls = match &l.tls {
             None => None,
             Some(t) => {
@@ -451,6 +567,7 @@ pub fn compile(
         admin_address: admin_addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9901))),
         admin_token: token,
         admin_allowed_hosts,
+        health_address: health_addr,
         drain_timeout: cfg
             .drain_timeout
             .map(|d| d.0)

@@ -84,8 +84,11 @@ pub fn assemble(path: &str, root: Option<&Path>) -> Result<Assembled, Vec<Diagno
             message: format!("cannot read config: {e}"),
         }]
     };
-    let text = std::fs::read_to_string(path).map_err(read_err)?;
+    // Resolve symlinks first and read the resolved file: a Kubernetes ConfigMap
+    // volume swaps its `..data` link atomically, and the file and its includes must
+    // come from the same side of that swap.
     let canonical = std::fs::canonicalize(path).map_err(read_err)?;
+    let text = std::fs::read_to_string(&canonical).map_err(read_err)?;
     let root = match root {
         Some(r) => std::fs::canonicalize(r).map_err(|e| {
             vec![Diagnostic {

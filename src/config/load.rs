@@ -312,14 +312,16 @@ pub fn levenshtein(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-/// The closest candidate within a small edit distance.
+/// The closest candidate within a small edit distance, ignoring ASCII case (Envoy
+/// spells enum values `ROUND_ROBIN`, attache `round_robin`).
 pub fn did_you_mean<'a>(
     word: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<&'a str> {
+    let word = word.to_ascii_lowercase();
     candidates
         .into_iter()
-        .map(|c| (levenshtein(word, c), c))
+        .map(|c| (levenshtein(&word, &c.to_ascii_lowercase()), c))
         .filter(|(d, c)| *d <= 2.max(c.len() / 3))
         // Ties go to the alphabetically first name, so output is stable run to run
         // (candidates often come from a HashMap).
@@ -535,8 +537,30 @@ pub fn parse_value_partial(
     }
     Partial {
         diags,
-        partial: ok.map(|(cfg, value)| (cfg, map, value)),
+        partial: ok.map(|(mut cfg, value)| {
+            anchor_relative_paths(&mut cfg, &map);
+            (cfg, map, value)
+        }),
         noisy,
+    }
+}
+
+/// A relative `discovery.file.path` names a file beside the config file that
+/// declares it (as `include:` does), not one in the working directory, so a config
+/// means the same from wherever `attache` is started.
+fn anchor_relative_paths(cfg: &mut raw::Config, map: &SourceMap) {
+    for (i, c) in cfg.clusters.iter_mut().enumerate() {
+        let Some(f) = c.discovery.as_mut().and_then(|d| d.file.as_mut()) else {
+            continue;
+        };
+        let rel = std::path::Path::new(&f.path);
+        if f.path.is_empty() || rel.is_absolute() {
+            continue;
+        }
+        let (file, _, _) = map.locate_in(&format!("clusters.{i}.discovery.file.path"), false);
+        if let Some(dir) = std::path::Path::new(file).parent() {
+            f.path = dir.join(rel).to_string_lossy().into_owned();
+        }
     }
 }
 
@@ -587,6 +611,7 @@ pub fn deserialize_partial<T: serde::de::DeserializeOwned>(
                         } else {
                             format!("{path}.{key}")
                         };
+                        let msg = super::hints::unknown_key(&full, &key, msg);
                         diags.push(map.diag_key(&full, msg));
                         let fsegs: Vec<&str> = full.split('.').collect();
                         if !remove_at(&mut value, &fsegs) {
@@ -596,6 +621,8 @@ pub fn deserialize_partial<T: serde::de::DeserializeOwned>(
                     }
                     Shape::Other => {
                         if !echo {
+                            let at = super::hints::value_at(&value, &path);
+                            let msg = super::hints::wrong_type(&path, at, msg);
                             diags.push(map.diag(&path, msg));
                         }
                         if is_missing || !remove_at(&mut value, &segs) {
@@ -681,5 +708,10 @@ mod tests {
         );
         assert_eq!(did_you_mean("zzzzzz", ["cluster", "timeout"]), None);
         assert_eq!(did_you_mean("api_v", ["api_v2", "api_v1"]), Some("api_v1"));
+        // Envoy spells enum values in upper case.
+        assert_eq!(
+            did_you_mean("ROUND_ROBIN", ["least_request", "round_robin"]),
+            Some("round_robin")
+        );
     }
 }

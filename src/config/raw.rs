@@ -12,6 +12,9 @@ use super::duration::Dur;
 pub struct Config {
     #[serde(default)]
     pub admin: Admin,
+    /// A second, probe-only endpoint: `GET /ready` and `GET /live`.
+    #[serde(default)]
+    pub health_listener: Option<HealthListener>,
     /// How long SIGTERM / `quitquitquit` wait for in-flight requests (default 10s).
     #[serde(default)]
     pub drain_timeout: Option<Dur>,
@@ -34,6 +37,12 @@ pub struct Admin {
     /// admin requests may carry in `Host`.
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthListener {
+    pub address: String,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -299,18 +308,14 @@ pub enum ForwardClientCert {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccessLog {
-    /// `stdout` or a file path.
+    /// `stdout`, `stderr` or a file path.
     pub path: String,
+    /// `json` (default), `text`, or a text template with `%OPERATOR%`s.
     #[serde(default)]
-    pub format: AccessLogFormat,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum AccessLogFormat {
-    #[default]
-    Json,
-    Text,
+    pub format: Option<String>,
+    /// A JSON object with these keys, each value a template.
+    #[serde(default)]
+    pub json_format: Option<serde_yaml::Mapping>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

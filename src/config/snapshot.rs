@@ -18,6 +18,8 @@ pub struct Snapshot {
     pub admin_token: Option<String>,
     /// `admin.allowed_hosts`, lower case.
     pub admin_allowed_hosts: Vec<String>,
+    /// The probe-only `health_listener` address.
+    pub health_address: Option<SocketAddr>,
     pub drain_timeout: Duration,
     pub listeners: Vec<Arc<Listener>>,
     pub clusters: Arc<HashMap<String, Arc<Cluster>>>,
@@ -25,10 +27,11 @@ pub struct Snapshot {
     pub effective: serde_yaml::Value,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AccessLogCfg {
+    /// `stdout`, `stderr` or a file path.
     pub path: String,
-    pub format: raw::AccessLogFormat,
+    pub format: Arc<crate::accesslog::Format>,
 }
 
 pub struct Listener {

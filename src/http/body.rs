@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use attache_filters::{HttpFilter, StreamCtx};
 use bytes::Bytes;
@@ -15,7 +15,7 @@ use http_body::{Body, Frame, SizeHint};
 use super::{ConnCtx, Runtime};
 use crate::accesslog::Record;
 use crate::stats::ListenerStats;
-use crate::upstream::h1::BoxError;
+use crate::upstream::h1::{BoxError, ExchangeError};
 use crate::upstream::{ActiveGuard, UpstreamBody};
 
 enum Inner {
@@ -91,12 +91,14 @@ impl Body for RespBody {
                     this.finish(true);
                 }
             }
-            Poll::Ready(Some(Err(_))) => {
+            Poll::Ready(Some(Err(e))) => {
                 if let Some(d) = this.done.as_mut() {
                     if d.flag.is_empty() {
                         // Headers already went out: not a local reply, but the log and
-                        // filters learn the stream broke upstream.
-                        d.flag = "UR";
+                        // filters learn the stream broke, upstream or (a malformed
+                        // request body sent alongside) downstream.
+                        let downstream = ExchangeError::is_request_body(&**e);
+                        d.flag = if downstream { "DPE" } else { "UR" };
                     }
                 }
                 this.finish(false);
@@ -186,7 +188,16 @@ pub struct Completion {
     /// Original request path and query (access log only).
     path: String,
     authority: String,
-    user_agent: String,
+    /// Request headers the access-log format names (only those), as received.
+    req_headers: Vec<Option<http::HeaderValue>>,
+    /// Response headers the access-log format names, as sent.
+    pub resp_headers: Vec<Option<http::HeaderValue>>,
+    /// Upstream tries (access log).
+    pub attempts: u32,
+    /// The last try's new upstream connection took this long (access log).
+    pub upstream_connect: Option<Duration>,
+    /// From the request start to the upstream's response headers (access log).
+    pub response_head: Option<Duration>,
     pub request_id: Option<http::HeaderValue>,
     pub route: Option<Arc<str>>,
     pub cluster: Option<Arc<str>>,
@@ -212,7 +223,8 @@ impl Completion {
         rt: Arc<Runtime>,
         parts: &http::request::Parts,
     ) -> Completion {
-        let logging = rt.sink.is_some();
+        let format = rt.log.as_ref().map(|l| &l.format);
+        let logging = format.is_some();
         let s = |h: http::header::HeaderName| {
             parts
                 .headers
@@ -245,11 +257,16 @@ impl Completion {
             } else {
                 String::new()
             },
-            user_agent: if logging {
-                s(http::header::USER_AGENT)
-            } else {
-                String::new()
-            },
+            req_headers: format.map_or_else(Vec::new, |f| {
+                f.req_headers
+                    .iter()
+                    .map(|n| parts.headers.get(n).cloned())
+                    .collect()
+            }),
+            resp_headers: Vec::new(),
+            attempts: 0,
+            upstream_connect: None,
+            response_head: None,
             rt,
             request_id: None,
             route: None,
@@ -275,7 +292,24 @@ impl Completion {
 
     /// Whether this stream will write an access log line.
     pub fn logging(&self) -> bool {
-        self.rt.sink.is_some()
+        self.rt.log.is_some()
+    }
+
+    /// The response headers the access-log format names.
+    pub fn capture_response_headers(&mut self, headers: &http::HeaderMap) {
+        if let Some(log) = &self.rt.log {
+            self.resp_headers = log
+                .format
+                .resp_headers
+                .iter()
+                .map(|n| headers.get(n).cloned())
+                .collect();
+        }
+    }
+
+    /// Since the request started (when the stream is timed).
+    pub fn since_start(&self) -> Option<Duration> {
+        self.start.map(|s| s.elapsed())
     }
 
     pub fn listener_stats(&self) -> &ListenerStats {
@@ -287,7 +321,11 @@ impl Completion {
             return;
         }
         if !complete && self.flag.is_empty() {
-            self.flag = "DC";
+            self.flag = if self.conn.drain_cut.load(Ordering::Relaxed) {
+                "DT"
+            } else {
+                "DC"
+            };
         }
         if self.chain.is_some() && self.sc.is_none() {
             // The stream ended before a response (client reset or disconnect while
@@ -313,17 +351,13 @@ impl Completion {
                 f.on_complete(sc);
             }
         }
-        if let Some(sink) = &self.rt.sink {
-            let peer = self
-                .conn
-                .peer_sans
-                .first()
-                .map(String::as_str)
-                .unwrap_or("");
+        if let Some(log) = &self.rt.log {
             let rec = Record {
-                start_time: rfc3339(self.start_wall.unwrap_or_else(SystemTime::now)),
+                start_time: Some(self.start_wall.unwrap_or_else(SystemTime::now)),
+                listener: &self.rt.listener.name,
                 method: self.method.as_str(),
                 path: &self.path,
+                authority: &self.authority,
                 protocol: super::proxy::protocol_name(self.version),
                 status: self.status,
                 bytes_received: self.bytes_in
@@ -332,22 +366,25 @@ impl Completion {
                         .as_ref()
                         .map_or(0, |c| c.load(Ordering::Relaxed)),
                 bytes_sent: self.bytes_out,
-                duration_ms: elapsed.unwrap_or_default().as_secs_f64() * 1000.0,
+                duration: elapsed,
+                response_duration: self.response_head,
+                upstream_connect: self.upstream_connect,
                 route: self.route.as_deref().unwrap_or(""),
                 cluster: self.cluster.as_deref().unwrap_or(""),
                 upstream: self.upstream.as_deref().unwrap_or(""),
+                attempts: self.attempts,
                 response_flag: self.flag,
                 request_id: self
                     .request_id
                     .as_ref()
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or(""),
-                authority: &self.authority,
                 downstream: self.conn.remote_str(),
-                user_agent: &self.user_agent,
-                peer_san: peer,
+                req_headers: &self.req_headers,
+                resp_headers: &self.resp_headers,
+                ..self.conn.tls_record()
             };
-            sink.write(&rec);
+            log.write(&rec);
         }
     }
 }

@@ -744,6 +744,7 @@ async fn forward(
             return Err((ErrorKind::NoHealthyUpstream, false));
         };
         done.upstream = Some(ep.authority.clone());
+        done.attempts = attempt;
         let up_body = match body.as_ref() {
             Some(ReqBody::Empty) => UpBody::Empty,
             Some(ReqBody::Buffered(b)) => UpBody::Full(Some(b.clone())),
@@ -836,11 +837,20 @@ async fn forward(
             }
             Some(Ok(rsp)) => {
                 cluster.stats.duration.observe(sent.elapsed().as_secs_f64());
+                if done.logging() {
+                    done.response_head = done.since_start();
+                    done.upstream_connect = rsp
+                        .extensions()
+                        .get::<crate::upstream::pool::Connected>()
+                        .map(|c| c.0);
+                }
                 Ok(rsp)
             }
             Some(Err(SendError::Overflow)) => Err(ErrorKind::Overflow),
             Some(Err(SendError::Connect(e))) => {
-                tracing::debug!(cluster = %cluster.name, upstream = %ep.authority, error = %e, "upstream connect failed");
+                if let Some(suppressed) = cluster.connect_fail_log.allow() {
+                    tracing::warn!(cluster = %cluster.name, upstream = %ep.authority, error = %e, suppressed, "upstream connect failed");
+                }
                 cluster.stats.connect_fail.inc();
                 ep.connect_fail.fetch_add(1, Ordering::Relaxed);
                 Err(ErrorKind::ConnectFailure)
@@ -849,17 +859,26 @@ async fn forward(
                 tracing::debug!(cluster = %cluster.name, upstream = %ep.authority, error = %e, "upstream request failed");
                 Err(ErrorKind::UpstreamReset)
             }
+            Some(Err(SendError::Body(e))) => {
+                tracing::debug!(cluster = %cluster.name, upstream = %ep.authority, error = %e, "request body failed; upstream connection closed");
+                done.close_connection = true;
+                Err(ErrorKind::BadBody)
+            }
         };
-        cluster.report(
-            &ep,
-            match &outcome {
-                Ok(r) if r.status().as_u16() < 500 => Outcome::Success,
-                Ok(_) | Err(ErrorKind::UpstreamReset) | Err(ErrorKind::Timeout) => Outcome::Failure,
-                Err(ErrorKind::ConnectFailure) => Outcome::ConnectFailure,
-                // Overflow is the proxy's own limit, not the endpoint's fault.
-                Err(_) => Outcome::Success,
-            },
-        );
+        let reported = match &outcome {
+            Ok(r) if r.status().as_u16() < 500 => Some(Outcome::Success),
+            Ok(_) | Err(ErrorKind::UpstreamReset) | Err(ErrorKind::Timeout) => {
+                Some(Outcome::Failure)
+            }
+            Err(ErrorKind::ConnectFailure) => Some(Outcome::ConnectFailure),
+            // The client's fault says nothing about the endpoint.
+            Err(ErrorKind::BadBody) => None,
+            // Overflow is the proxy's own limit, not the endpoint's fault.
+            Err(_) => Some(Outcome::Success),
+        };
+        if let Some(o) = reported {
+            cluster.report(&ep, o);
+        }
         let mut can_retry = !last && body.is_some() && !overall_expired();
         match outcome {
             Ok(rsp) => {
@@ -883,7 +902,9 @@ async fn forward(
                 return Ok(rsp);
             }
             Err(kind) => {
-                ep.rq_error.fetch_add(1, Ordering::Relaxed);
+                if kind != ErrorKind::BadBody {
+                    ep.rq_error.fetch_add(1, Ordering::Relaxed);
+                }
                 let retriable = match kind {
                     ErrorKind::ConnectFailure => retry
                         .is_some_and(|r| r.on_connect_failure || r.on_5xx || r.on_gateway_error),
@@ -989,6 +1010,7 @@ fn finish_response(
     }
     done.status = parts.status.as_u16();
     done.listener_stats().count_status(done.status);
+    done.capture_response_headers(&parts.headers);
     done.chain = Some(chain);
     done.sc = Some(std::mem::take(sc));
     body.attach(done);

@@ -8,7 +8,7 @@ use crate::error::ErrorKind;
 /// Status and short response flag (Envoy's meanings) for a local reply.
 pub fn status_and_flag(kind: ErrorKind, retries_exhausted: bool) -> (StatusCode, &'static str) {
     let (status, flag) = match kind {
-        ErrorKind::BadRequest(_) => (StatusCode::BAD_REQUEST, "DPE"),
+        ErrorKind::BadRequest(_) | ErrorKind::BadBody => (StatusCode::BAD_REQUEST, "DPE"),
         ErrorKind::HeadersTooLarge => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "DPE"),
         ErrorKind::UriTooLong => (StatusCode::URI_TOO_LONG, "DPE"),
         ErrorKind::NoRoute => (StatusCode::NOT_FOUND, "NR"),
@@ -61,6 +61,7 @@ mod tests {
                 400,
                 "DPE",
             ),
+            (ErrorKind::BadBody, 400, "DPE"),
         ];
         for (k, s, f) in cases {
             assert_eq!(

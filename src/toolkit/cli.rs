@@ -19,8 +19,12 @@ pub enum Format {
 
 #[derive(Args, Debug)]
 pub struct ValidateArgs {
-    #[arg(long, short)]
-    pub config: String,
+    /// The config file to check (or give it as the FILE argument).
+    #[arg(long, short, value_name = "FILE", conflicts_with = "file")]
+    pub config: Option<String>,
+    /// The config file to check (same as --config).
+    #[arg(value_name = "FILE", required_unless_present = "config")]
+    pub file: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
@@ -32,13 +36,24 @@ pub struct ValidateArgs {
     #[arg(long)]
     pub strict: bool,
     /// Directory that `include:` may not leave (default: the config's directory).
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     pub include_root: Option<PathBuf>,
+}
+
+impl ValidateArgs {
+    /// The config file, from --config or the FILE argument.
+    pub fn config_path(&self) -> &str {
+        self.config
+            .as_deref()
+            .or(self.file.as_deref())
+            .unwrap_or("")
+    }
 }
 
 #[derive(Args, Debug)]
 pub struct TestRoutesArgs {
-    #[arg(long, short)]
+    /// The config file whose routes are tested.
+    #[arg(long, short, value_name = "FILE")]
     pub config: String,
     /// The tests file (YAML).
     #[arg(long, short)]
@@ -49,19 +64,23 @@ pub struct TestRoutesArgs {
     /// Fail when fewer than PERCENT of the routes are reached.
     #[arg(long, value_name = "PERCENT")]
     pub fail_under: Option<f64>,
+    /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
-    #[arg(long)]
+    /// Directory that `include:` may not leave (default: the config's directory).
+    #[arg(long, value_name = "DIR")]
     pub include_root: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
 pub struct ExplainArgs {
-    #[arg(long, short)]
+    /// The config file.
+    #[arg(long, short, value_name = "FILE")]
     pub config: String,
-    /// Optional when the config has one listener.
+    /// The listener the request arrives on; optional when the config has one.
     #[arg(long)]
     pub listener: Option<String>,
+    /// The request's host (`Host` or `:authority`).
     #[arg(long, default_value = "localhost")]
     pub host: String,
     /// Path, optionally with `?query`.
@@ -76,19 +95,25 @@ pub struct ExplainArgs {
     /// Thrift: the multiplexed service.
     #[arg(long)]
     pub service: Option<String>,
+    /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
-    #[arg(long)]
+    /// Directory that `include:` may not leave (default: the config's directory).
+    #[arg(long, value_name = "DIR")]
     pub include_root: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
 pub struct DiffArgs {
+    /// The config now deployed.
     pub old: String,
+    /// The config about to replace it.
     pub new: String,
+    /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
-    #[arg(long)]
+    /// Directory that `include:` may not leave (default: the config's directory).
+    #[arg(long, value_name = "DIR")]
     pub include_root: Option<PathBuf>,
 }
 
@@ -100,16 +125,19 @@ pub struct RenderArgs {
     /// YAML mapping of template variables.
     #[arg(long)]
     pub vars: Option<String>,
-    /// Write the config here instead of stdout.
-    #[arg(long, short)]
+    /// Write the config here instead of stdout (missing directories are created).
+    #[arg(long, short, value_name = "FILE")]
     pub output: Option<String>,
     /// Validate the rendered config (as `validate`; with --output, includes work).
     #[arg(long)]
     pub validate: bool,
+    /// With --validate: skip reading TLS and discovery files (as `validate`).
     #[arg(long)]
     pub skip_files: bool,
+    /// With --validate: fail on warnings too.
     #[arg(long)]
     pub strict: bool,
+    /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
 }
@@ -253,9 +281,9 @@ fn validate_source(
 }
 
 pub fn validate(a: &ValidateArgs) -> u8 {
-    let src =
-        config::read_partial(&a.config, a.include_root.as_deref(), &env_lookup).map(|(p, _)| p);
-    validate_source(&a.config, src, a.skip_files, a.strict, a.format)
+    let path = a.config_path();
+    let src = config::read_partial(path, a.include_root.as_deref(), &env_lookup).map(|(p, _)| p);
+    validate_source(path, src, a.skip_files, a.strict, a.format)
 }
 
 /// Read and compile without TLS file contents; print problems and give exit 2.
@@ -380,6 +408,16 @@ pub fn diff(a: &DiffArgs) -> u8 {
     u8::from(!changes.is_empty())
 }
 
+/// Write `text` to `path`, creating its parent directories (`-o out/web-17.yaml`).
+fn write_creating_dirs(path: &str, text: &str) -> std::io::Result<()> {
+    if let Some(dir) = std::path::Path::new(path).parent() {
+        if !dir.as_os_str().is_empty() {
+            std::fs::create_dir_all(dir)?;
+        }
+    }
+    std::fs::write(path, text)
+}
+
 pub fn render(a: &RenderArgs) -> u8 {
     let text = match render::render_files(&a.template, a.vars.as_deref()) {
         Ok(t) => t,
@@ -390,7 +428,7 @@ pub fn render(a: &RenderArgs) -> u8 {
     };
     match &a.output {
         Some(out) => {
-            if let Err(e) = std::fs::write(out, &text) {
+            if let Err(e) = write_creating_dirs(out, &text) {
                 eprintln!("attache: cannot write {out}: {e}");
                 return 2;
             }

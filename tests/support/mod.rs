@@ -176,6 +176,9 @@ impl Proxy {
             15 => "TERM",
             2 => "INT",
             1 => "HUP",
+            3 => "QUIT",
+            10 => "USR1",
+            12 => "USR2",
             _ => "KILL",
         };
         let _ = Command::new("kill")
@@ -269,6 +272,18 @@ impl Proxy {
         }
         0.0
     }
+}
+
+/// The shipped example configs, `config/*.yaml`, sorted.
+pub fn shipped_configs() -> Vec<PathBuf> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir("config")
+        .expect("config dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    entries.sort();
+    entries
 }
 
 /// `attache validate --config FILE` on `yaml` written to a temp file named
