@@ -18,6 +18,8 @@ pub enum ErrorKind {
     HeadersTooLarge,
     /// No route matched (404).
     NoRoute,
+    /// RBAC denied the request (403).
+    Forbidden,
     /// `cluster_header` named no configured cluster (503).
     NoCluster,
     /// The cluster has no endpoint to send to (503).
@@ -67,6 +69,7 @@ impl std::fmt::Display for ErrorKind {
             ErrorKind::HeadersTooLarge => "request header fields too large",
             ErrorKind::UriTooLong => "request uri too long",
             ErrorKind::NoRoute => "no route matched",
+            ErrorKind::Forbidden => "rbac: access denied",
             ErrorKind::NoCluster => "cluster not found",
             ErrorKind::NoHealthyUpstream => "no healthy upstream",
             ErrorKind::ConnectFailure => "upstream connect error",

@@ -2,6 +2,7 @@
 
 pub mod accesslog;
 pub mod admin;
+pub mod cidr;
 pub mod config;
 pub mod error;
 #[cfg(any(test, feature = "fuzzing"))]
@@ -9,6 +10,8 @@ pub mod error;
 pub mod fuzz;
 pub mod http;
 pub mod http1;
+pub mod proxy_protocol;
+pub mod rbac;
 pub mod router;
 pub mod server;
 pub mod stats;

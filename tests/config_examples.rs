@@ -50,6 +50,7 @@ fn each_named_example_validates() {
         "internal-web.yaml",
         "fleet.yaml",
         "grpc-sidecar.yaml",
+        "mesh-rbac.yaml",
     ] {
         let path = std::path::Path::new("config").join(name);
         assert!(path.exists(), "config/{name} is missing");
@@ -216,4 +217,70 @@ async fn thrift_sidecar_example_routes_real_calls() {
         ),
         "{stats}"
     );
+}
+
+/// `config/mesh-rbac.yaml` starts and enforces its policies: a PROXY header then
+/// mTLS; a web identity reads /api/, a batch identity is refused.
+#[tokio::test]
+async fn mesh_rbac_example_enforces_its_policies() {
+    use support::pki::{Leaf, Pki};
+    let certs = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(certs.path(), "mesh");
+    std::fs::copy(&pki.ca_path, certs.path().join("ca.pem")).expect("copy ca");
+    pki.issue("server", &Leaf::new("svc").dns(&["api.test"]));
+    let web = pki.issue(
+        "web",
+        &Leaf::new("web").uri(&["spiffe://example.org/ns/web/sa/fe"]),
+    );
+    let batch = pki.issue(
+        "batch",
+        &Leaf::new("b").uri(&["spiffe://example.org/ns/batch/sa/j"]),
+    );
+    let origin = support::Origin::start("api").await;
+    let text = std::fs::read_to_string("config/mesh-rbac.yaml")
+        .expect("read")
+        .replace("127.0.0.1:9901", "127.0.0.1:0");
+    let dir = certs.path().to_str().expect("utf-8").to_string();
+    let api = origin.addr.to_string();
+    let p = support::Proxy::start_with_env(
+        &text,
+        &[
+            ("ATTACHE_CERT_DIR", dir.as_str()),
+            ("ATTACHE_WEB_ADDRESS", "127.0.0.1:0"),
+            ("ATTACHE_USERS_ADDRESS", "127.0.0.1:0"),
+            ("ATTACHE_POSTGRES_ADDRESS", "127.0.0.1:0"),
+            ("ATTACHE_API_ENDPOINT", api.as_str()),
+        ],
+    );
+    let port = p.addr("web").port();
+    let resolve = format!("api.test:{port}:127.0.0.1");
+    let url = format!("https://api.test:{port}/api/users");
+    let status = |who: &support::pki::Issued| {
+        let (cert, key) = (who.cert.clone(), who.key.clone());
+        let (ca, resolve, url) = (pki.ca_path.clone(), resolve.clone(), url.clone());
+        async move {
+            let (ok, out) = support::curl(&[
+                "--haproxy-protocol",
+                "--cacert",
+                &ca,
+                "--cert",
+                &cert,
+                "--key",
+                &key,
+                "--resolve",
+                &resolve,
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                &url,
+            ])
+            .await;
+            assert!(ok, "curl: {out}");
+            out
+        }
+    };
+    assert_eq!(status(&web).await, "200");
+    assert_eq!(status(&batch).await, "403");
+    assert_eq!(origin.hits(), 1);
 }

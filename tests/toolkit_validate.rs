@@ -299,3 +299,20 @@ clusters:
 "#;
     assert_eq!(lint_codes(y), (0, vec!["11:49 warning A109 c.yaml".into()]));
 }
+
+#[test]
+fn a103_is_quiet_when_rbac_decides() {
+    let tls = "    tls: { cert_chain: s.pem, private_key: s.key, client_ca: ca.pem, require_client_cert: true }\n    rbac: { policies: [{ name: ops, principals: [{ peer_san: spiffe://x/ops }] }] }\n";
+    assert_eq!(lint_codes(&one_route("", tls)), (0, vec![]));
+}
+
+#[test]
+fn a111_proxy_protocol_off_loopback_without_allowed_sources() {
+    let y = one_route("", "    proxy_protocol: true\n").replace("127.0.0.1:0", "0.0.0.0:0");
+    assert_eq!(lint_codes(&y), (0, vec!["4:21 warning A111 c.yaml".into()]));
+    let y = y.replace("true", "{ allowed_sources: [10.0.0.0/8] }");
+    assert_eq!(lint_codes(&y), (0, vec![]));
+    // Loopback: only local peers can send a header.
+    let y = one_route("", "    proxy_protocol: true\n");
+    assert_eq!(lint_codes(&y), (0, vec![]));
+}

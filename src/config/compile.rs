@@ -430,6 +430,17 @@ pub fn compile(
             }
         };
 
+        let proxy_protocol = compile_proxy_protocol(&mut cx, &p, l, opts.stats);
+        let rbac = l.rbac.as_ref().and_then(|r| {
+            compile_rbac(
+                &mut cx,
+                &format!("{p}.rbac"),
+                r,
+                l.protocol,
+                &l.name,
+                opts.stats,
+            )
+        });
         let mut http = None;
         let mut tcp = None;
         let mut thrift = None;
@@ -502,7 +513,9 @@ pub fn compile(
                         });
                         match crate::thrift::ListenerCtx::new(&l.name, t, opts.stats, ups) {
                             Ok(ctx) => {
-                                let ctx = ctx.with_sli(opts.services.sli.clone());
+                                let ctx = ctx
+                                    .with_sli(opts.services.sli.clone())
+                                    .with_rbac(rbac.clone());
                                 for (path, name) in ctx.routes().clusters() {
                                     if !clusters.contains_key(name) {
                                         unknown_cluster(
@@ -537,6 +550,11 @@ pub fn compile(
                 tcp,
                 thrift,
                 tls,
+                unexpected_proxy_header: (proxy_protocol.is_none()
+                    && l.protocol == raw::ListenerProtocol::Http)
+                    .then(|| crate::proxy_protocol::unexpected_counter(opts.stats, &l.name)),
+                proxy_protocol,
+                rbac,
             }));
         }
     }
@@ -990,6 +1008,10 @@ fn compile_http(
             let action = compile_action(cx, &rp, route, &matcher, clusters);
             let filters =
                 compile_overrides(cx, &rp, route, &chain, &chain_raw, fcx, &listener_chain);
+            let rbac = route.rbac.as_ref().and_then(|r| {
+                let path = format!("{rp}.rbac");
+                compile_rbac(cx, &path, r, l.protocol, &l.name, fcx.stats)
+            });
             if let Some(action) = action {
                 routes.push(Route {
                     name: Arc::from(name.as_str()),
@@ -997,6 +1019,7 @@ fn compile_http(
                     action,
                     filters,
                     grpc: RouteStats::new(grpc_vecs.clone(), &l.name, &name),
+                    rbac,
                 });
             }
         }
@@ -1308,19 +1331,11 @@ fn compile_match(cx: &mut Cx<'_>, mp: &str, m: &raw::RouteMatch) -> Option<Match
     }
     let peer_san = match &m.peer_san {
         None => None,
-        Some(s) => match (&s.exact, &s.prefix, &s.suffix) {
-            (Some(e), None, None) => Some(SanMatch::Exact(e.clone())),
-            (None, Some(p), None) => Some(SanMatch::Prefix(p.clone())),
-            (None, None, Some(x)) => Some(SanMatch::Suffix(x.clone())),
-            _ => {
-                cx.err(
-                    &format!("{mp}.peer_san"),
-                    "give exactly one of `exact`, `prefix` or `suffix`",
-                );
-                ok = false;
-                None
-            }
-        },
+        Some(s) => {
+            let san = san_match(cx, &format!("{mp}.peer_san"), s);
+            ok &= san.is_some();
+            san
+        }
     };
     ok.then_some(Matcher {
         path,
@@ -1333,6 +1348,19 @@ fn compile_match(cx: &mut Cx<'_>, mp: &str, m: &raw::RouteMatch) -> Option<Match
 
 /// Default `stream_idle_timeout` of a route (Envoy's default too).
 pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A `{ exact | prefix | suffix }` SAN rule (exactly one key).
+fn san_match(cx: &mut Cx<'_>, p: &str, s: &raw::SanRule) -> Option<SanMatch> {
+    match (&s.exact, &s.prefix, &s.suffix) {
+        (Some(e), None, None) => Some(SanMatch::Exact(e.clone())),
+        (None, Some(x), None) => Some(SanMatch::Prefix(x.clone())),
+        (None, None, Some(x)) => Some(SanMatch::Suffix(x.clone())),
+        _ => {
+            cx.err(p, "give exactly one of `exact`, `prefix` or `suffix`");
+            None
+        }
+    }
+}
 
 const RETRY_ON: &[&str] = &[
     "5xx",
@@ -1683,3 +1711,226 @@ fn compile_action(
 
 // Re-exported for the router benchmark and tests.
 pub use router::RequestView;
+
+/// A listener's `proxy_protocol:` (`true`, `false` or options).
+fn compile_proxy_protocol(
+    cx: &mut Cx<'_>,
+    p: &str,
+    l: &raw::Listener,
+    stats: &Stats,
+) -> Option<crate::proxy_protocol::Settings> {
+    let opts = match l.proxy_protocol.as_ref()? {
+        raw::ProxyProtocol::Enabled(false) => return None,
+        raw::ProxyProtocol::Enabled(true) => raw::ProxyProtocolOptions::default(),
+        raw::ProxyProtocol::Options(o) => o.clone(),
+    };
+    let pp = format!("{p}.proxy_protocol");
+    let mut sources = Vec::new();
+    for (i, s) in opts.allowed_sources.iter().enumerate() {
+        match crate::cidr::Cidr::parse(s) {
+            Ok(c) => sources.push(c),
+            Err(m) => cx.err(&format!("{pp}.allowed_sources.{i}"), m),
+        }
+    }
+    let timeout = opts
+        .timeout
+        .map(|d| d.0)
+        .unwrap_or(crate::proxy_protocol::DEFAULT_TIMEOUT);
+    if timeout.is_zero() {
+        cx.err(
+            &format!("{pp}.timeout"),
+            "timeout must be greater than 0s (the header is read before anything else)",
+        );
+    }
+    let counters = crate::proxy_protocol::Counters::new(stats, &l.name);
+    Some(crate::proxy_protocol::Settings::new(
+        sources, timeout, counters,
+    ))
+}
+
+/// An `rbac:` block at `p` (a listener's or a route's), checked against the
+/// listener's protocol: each permission key belongs to one protocol.
+fn compile_rbac(
+    cx: &mut Cx<'_>,
+    p: &str,
+    r: &raw::Rbac,
+    protocol: raw::ListenerProtocol,
+    listener: &str,
+    stats: &Stats,
+) -> Option<Arc<crate::rbac::Rbac>> {
+    let errors = cx.errors.len();
+    if r.policies.is_empty() {
+        cx.err(
+            &format!("{p}.policies"),
+            "rbac needs at least one policy (an allow list with none denies everything)",
+        );
+    }
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut policies = Vec::new();
+    for (i, pol) in r.policies.iter().enumerate() {
+        let pp = format!("{p}.policies.{i}");
+        if !valid_name(&pol.name) || pol.name == crate::rbac::NO_POLICY {
+            cx.err(
+                &format!("{pp}.name"),
+                format!(
+                    "policy name `{}` must match [a-z0-9_]+ and not be `none`",
+                    pol.name
+                ),
+            );
+        }
+        if let Some(line) = names.get(pol.name.as_str()) {
+            cx.err(
+                &format!("{pp}.name"),
+                format!(
+                    "duplicate policy name `{}` (first defined at line {line})",
+                    pol.name
+                ),
+            );
+        } else {
+            names.insert(&pol.name, cx.line(&format!("{pp}.name")));
+        }
+        let principals = pol
+            .principals
+            .iter()
+            .enumerate()
+            .filter_map(|(j, pr)| compile_principal(cx, &format!("{pp}.principals.{j}"), pr))
+            .collect();
+        let permissions = pol
+            .permissions
+            .iter()
+            .enumerate()
+            .filter_map(|(j, pe)| {
+                compile_permission(cx, &format!("{pp}.permissions.{j}"), pe, protocol)
+            })
+            .collect();
+        policies.push((pol.name.clone(), principals, permissions));
+    }
+    (cx.errors.len() == errors).then(|| {
+        Arc::new(crate::rbac::Rbac::new(
+            stats, listener, r.mode, r.action, policies,
+        ))
+    })
+}
+
+fn compile_principal(
+    cx: &mut Cx<'_>,
+    p: &str,
+    pr: &raw::RbacPrincipal,
+) -> Option<crate::rbac::Principal> {
+    if pr.peer_san.is_none() && pr.source_ip.is_none() && pr.authenticated.is_none() {
+        cx.err(
+            p,
+            "a principal needs `peer_san`, `source_ip` or `authenticated` (leave `principals` out to match anyone)",
+        );
+        return None;
+    }
+    let peer_san = match &pr.peer_san {
+        None => None,
+        Some(raw::SanMatcher::Exact(e)) => Some(SanMatch::Exact(e.clone())),
+        Some(raw::SanMatcher::Rule(s)) => Some(san_match(cx, &format!("{p}.peer_san"), s)?),
+    };
+    let source_ip = match &pr.source_ip {
+        None => None,
+        Some(s) => match crate::cidr::Cidr::parse(s) {
+            Ok(c) => Some(c),
+            Err(m) => {
+                cx.err(&format!("{p}.source_ip"), m);
+                return None;
+            }
+        },
+    };
+    Some(crate::rbac::Principal {
+        peer_san,
+        source_ip,
+        authenticated: pr.authenticated,
+    })
+}
+
+fn compile_permission(
+    cx: &mut Cx<'_>,
+    p: &str,
+    pe: &raw::RbacPermission,
+    protocol: raw::ListenerProtocol,
+) -> Option<crate::rbac::Permission> {
+    let http_keys = [
+        ("prefix", pe.prefix.is_some()),
+        ("path", pe.path.is_some()),
+        ("methods", !pe.methods.is_empty()),
+        ("headers", !pe.headers.is_empty()),
+    ];
+    let thrift_keys = [
+        ("service", pe.service.is_some()),
+        ("method", pe.method.is_some()),
+    ];
+    let tcp_keys = [("destination_port", pe.destination_port.is_some())];
+    let (own, name): (&[(&str, bool)], &str) = match protocol {
+        raw::ListenerProtocol::Http => (&http_keys, "http"),
+        raw::ListenerProtocol::Thrift => (&thrift_keys, "thrift"),
+        raw::ListenerProtocol::Tcp => (&tcp_keys, "tcp"),
+    };
+    let mut ok = true;
+    for (key, set) in http_keys.iter().chain(&thrift_keys).chain(&tcp_keys) {
+        if *set && !own.iter().any(|(k, _)| k == key) {
+            let valid: Vec<&str> = own.iter().map(|(k, _)| *k).collect();
+            cx.err_key(
+                &format!("{p}.{key}"),
+                format!(
+                    "`{key}` does not apply to a {name} listener; its permissions take {}",
+                    valid.join(", ")
+                ),
+            );
+            ok = false;
+        }
+    }
+    if !own.iter().any(|(_, set)| *set) && ok {
+        cx.err(
+            p,
+            "an empty permission matches everything; leave `permissions` out instead",
+        );
+        return None;
+    }
+    if let Some(s) = pe
+        .service
+        .as_deref()
+        .filter(|s| s.is_empty() || s.contains(':'))
+    {
+        cx.err(
+            &format!("{p}.service"),
+            format!("`{s}` is not a service name (non-empty, no `:`)"),
+        );
+        ok = false;
+    }
+    let http = match protocol {
+        raw::ListenerProtocol::Http => {
+            let m = raw::RouteMatch {
+                prefix: pe.prefix.clone(),
+                path: pe.path.clone(),
+                methods: pe.methods.clone(),
+                headers: pe.headers.clone(),
+                ..Default::default()
+            };
+            if m.prefix.is_some() && m.path.is_some() {
+                cx.err(p, "give `prefix` or `path`, not both");
+                return None;
+            }
+            let any_path = m.prefix.is_none() && m.path.is_none();
+            let m = raw::RouteMatch {
+                prefix: m.prefix.clone().or(any_path.then(|| "/".to_string())),
+                ..m
+            };
+            let mut matcher = compile_match(cx, p, &m)?;
+            if any_path {
+                // Any path, `*` of `OPTIONS *` included.
+                matcher.path = PathMatch::Prefix(String::new());
+            }
+            Some(matcher)
+        }
+        _ => None,
+    };
+    ok.then(|| crate::rbac::Permission {
+        http,
+        thrift_service: pe.service.clone(),
+        thrift_method: pe.method.clone(),
+        destination_port: pe.destination_port,
+    })
+}

@@ -76,6 +76,112 @@ pub struct Listener {
     pub thrift: Option<ThriftListener>,
     #[serde(default)]
     pub tcp: Option<TcpListener>,
+    /// Read a PROXY protocol header (v1 or v2) before anything else, TLS included.
+    #[serde(default)]
+    pub proxy_protocol: Option<ProxyProtocol>,
+    /// Authorization of every request (HTTP), call (Thrift) or connection (TCP).
+    #[serde(default)]
+    pub rbac: Option<Rbac>,
+}
+
+/// `proxy_protocol: true`, or a mapping of options (which implies true).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum ProxyProtocol {
+    Enabled(bool),
+    Options(ProxyProtocolOptions),
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyProtocolOptions {
+    /// Peers (the load balancers) allowed to connect, as CIDRs; others are closed.
+    #[serde(default)]
+    pub allowed_sources: Vec<String>,
+    /// Bound on receiving the header (default 3s).
+    #[serde(default)]
+    pub timeout: Option<Dur>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RbacMode {
+    #[default]
+    Enforce,
+    /// Count and log what would be denied; forward anyway.
+    Shadow,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RbacAction {
+    /// Allow only what some policy matches.
+    #[default]
+    Allow,
+    /// Deny what some policy matches.
+    Deny,
+}
+
+/// Envoy's RBAC shape: a policy matches when one of its principals (who) and one
+/// of its permissions (what) match; the first matching policy decides.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rbac {
+    #[serde(default)]
+    pub mode: RbacMode,
+    #[serde(default)]
+    pub action: RbacAction,
+    pub policies: Vec<RbacPolicy>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RbacPolicy {
+    pub name: String,
+    /// Any one matches; none listed = anyone.
+    #[serde(default)]
+    pub principals: Vec<RbacPrincipal>,
+    /// Any one matches; none listed = anything.
+    #[serde(default)]
+    pub permissions: Vec<RbacPermission>,
+}
+
+/// Who: every key given must hold.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RbacPrincipal {
+    /// A verified client certificate SAN (URI, e.g. a SPIFFE ID, or DNS).
+    #[serde(default)]
+    pub peer_san: Option<SanMatcher>,
+    /// The source address (the PROXY protocol's when the listener reads one).
+    #[serde(default)]
+    pub source_ip: Option<String>,
+    /// `true`: any verified client certificate; `false`: none.
+    #[serde(default)]
+    pub authenticated: Option<bool>,
+}
+
+/// What: every key given must hold; keys belong to the listener's protocol.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RbacPermission {
+    // HTTP
+    #[serde(default)]
+    pub prefix: Option<String>,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub methods: Vec<String>,
+    #[serde(default)]
+    pub headers: Vec<HeaderMatcher>,
+    // Thrift
+    #[serde(default)]
+    pub service: Option<String>,
+    #[serde(default)]
+    pub method: Option<String>,
+    // TCP
+    #[serde(default)]
+    pub destination_port: Option<u16>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -275,6 +381,9 @@ pub struct Route {
     /// Per-route filter config: `name: disabled` or `name: {config}`.
     #[serde(default)]
     pub filter_overrides: BTreeMap<String, serde_yaml::Value>,
+    /// Replaces the listener's `rbac` for requests on this route.
+    #[serde(default)]
+    pub rbac: Option<Rbac>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]

@@ -45,6 +45,12 @@ pub struct Listener {
     pub thrift: Option<Arc<crate::thrift::ListenerCtx>>,
     /// TLS termination (certificates rotate underneath without a reload).
     pub tls: Option<Arc<crate::tls::ServerTls>>,
+    /// Read a PROXY protocol header first.
+    pub proxy_protocol: Option<crate::proxy_protocol::Settings>,
+    /// PROXY headers received without opting in (HTTP listeners count them).
+    pub unexpected_proxy_header: Option<prometheus::IntCounter>,
+    /// The listener's authorization (HTTP routes may replace it).
+    pub rbac: Option<Arc<crate::rbac::Rbac>>,
 }
 
 pub struct HttpSettings {

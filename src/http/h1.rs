@@ -97,6 +97,13 @@ pub(super) struct Handover<IO> {
     pub served: u64,
 }
 
+impl<IO> Handover<IO> {
+    /// The bytes read but not yet handed to hyper.
+    pub(super) fn pending(&self) -> &[u8] {
+        &self.pre
+    }
+}
+
 impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for Handover<IO> {
     fn poll_read(
         self: Pin<&mut Self>,

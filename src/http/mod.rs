@@ -126,6 +126,15 @@ impl ConnCtx {
         }
     }
 
+    /// Who the connection is, for RBAC.
+    pub fn rbac_peer(&self) -> crate::rbac::Peer<'_> {
+        crate::rbac::Peer {
+            source: self.remote.ip(),
+            sans: &self.peer_sans,
+            authenticated: self.peer.is_some(),
+        }
+    }
+
     /// The peer's `ip:port`.
     pub fn remote_str(&self) -> &str {
         self.remote_str.get_or_init(|| self.remote.to_string())
@@ -175,6 +184,12 @@ pub async fn serve_connection<IO>(
         return;
     };
     let http1_only = rest.served > 0;
+    if !http1_only && crate::proxy_protocol::looks_like_header(rest.pending()) {
+        // hyper answers it 400 (not a request line); count what it was.
+        if let Some(c) = &conn.slot.load().listener.unexpected_proxy_header {
+            c.inc();
+        }
+    }
     serve_hyper(rest, conn, drain, drain_timeout, opened, http1_only).await
 }
 

@@ -344,6 +344,14 @@ pub async fn handle(req: Request<DownBody>, conn: Arc<ConnCtx>) -> Response<Resp
         let chain = route.filters.clone();
         done.chain = Some(chain.clone());
 
+        // Authorization: the route's policy, else the listener's.
+        if let Some(rbac) = route.rbac.as_ref().or(rt.listener.rbac.as_ref()) {
+            let rq = crate::rbac::Request::Http(&view);
+            if rbac.check(&conn.rbac_peer(), &rq, &rt.listener.name).deny() {
+                break 'reply finish_local(ErrorKind::Forbidden, false, &mut sc, done, &chain);
+            }
+        }
+
         // Filters, request side.
         if let Some(r) = run_request_filters(&chain, &mut parts, &mut sc) {
             break 'reply finish_filter_reply(r, &mut sc, done, chain);

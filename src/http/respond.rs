@@ -15,6 +15,7 @@ pub fn status_and_flag(kind: ErrorKind, retries_exhausted: bool) -> (StatusCode,
         ErrorKind::HeadersTooLarge => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "DPE"),
         ErrorKind::UriTooLong => (StatusCode::URI_TOO_LONG, "DPE"),
         ErrorKind::NoRoute => (StatusCode::NOT_FOUND, "NR"),
+        ErrorKind::Forbidden => (StatusCode::FORBIDDEN, "RBAC"),
         ErrorKind::NoCluster => (StatusCode::SERVICE_UNAVAILABLE, "NC"),
         ErrorKind::NoHealthyUpstream => (StatusCode::SERVICE_UNAVAILABLE, "UH"),
         ErrorKind::ConnectFailure => (StatusCode::SERVICE_UNAVAILABLE, "UF"),
@@ -60,6 +61,7 @@ pub fn local_reply(
 fn grpc_code(kind: ErrorKind, status: StatusCode) -> Code {
     match kind {
         ErrorKind::Timeout => Code::DeadlineExceeded,
+        ErrorKind::Forbidden => Code::PermissionDenied,
         ErrorKind::NoRoute => Code::Unimplemented,
         ErrorKind::NoCluster
         | ErrorKind::NoHealthyUpstream
@@ -123,6 +125,7 @@ mod tests {
     fn kinds_map_to_envoy_statuses_and_flags() {
         let cases = [
             (ErrorKind::NoRoute, 404, "NR"),
+            (ErrorKind::Forbidden, 403, "RBAC"),
             (ErrorKind::NoHealthyUpstream, 503, "UH"),
             (ErrorKind::ConnectFailure, 503, "UF"),
             (ErrorKind::Overflow, 503, "UO"),

@@ -142,7 +142,7 @@ impl Matcher {
     }
 }
 
-fn strip_san_kind(s: &str) -> &str {
+pub fn strip_san_kind(s: &str) -> &str {
     s.strip_prefix("URI=")
         .or_else(|| s.strip_prefix("DNS="))
         .unwrap_or(s)
@@ -330,6 +330,8 @@ pub struct Route {
     pub filters: Arc<[Arc<dyn HttpFilter>]>,
     /// gRPC call metrics for this route (resolved on its first call).
     pub grpc: Arc<crate::http::grpc::RouteStats>,
+    /// Replaces the listener's RBAC for this route.
+    pub rbac: Option<Arc<crate::rbac::Rbac>>,
 }
 
 pub struct VirtualHost {

@@ -26,6 +26,7 @@ fn route(name: &str, path: PathMatch) -> Route {
             "l",
             name,
         ),
+        rbac: None,
     }
 }
 

@@ -551,11 +551,11 @@ impl Drop for OpenGuard {
     }
 }
 
-/// One accepted connection: TLS handshake when the listener terminates TLS, then the
-/// listener's protocol.
+/// One accepted connection: the PROXY protocol header when the listener reads one,
+/// the TLS handshake when it terminates TLS, then the listener's protocol.
 async fn serve_accepted(
-    stream: tokio::net::TcpStream,
-    remote: SocketAddr,
+    mut stream: tokio::net::TcpStream,
+    mut remote: SocketAddr,
     slot: Arc<ArcSwap<Runtime>>,
     drain: watch::Receiver<bool>,
     drain_timeout: Duration,
@@ -563,11 +563,25 @@ async fn serve_accepted(
     drain_cut: Arc<AtomicBool>,
 ) {
     let listener = slot.load().listener.clone();
+    let mut local = stream.local_addr().unwrap_or(listener.address);
+    if let Some(pp) = &listener.proxy_protocol {
+        match pp.accept(&mut stream, remote, &listener.name).await {
+            None => return,
+            Some(crate::proxy_protocol::Header::Proxied {
+                source,
+                destination,
+            }) => {
+                remote = source;
+                local = destination;
+            }
+            Some(crate::proxy_protocol::Header::Local) => {}
+        }
+    }
     let mut conn = ConnCtx::new(slot, remote);
     conn.open = Some(guard);
     conn.drain_cut = drain_cut;
     match &listener.tls {
-        None => serve_io(stream, conn, &listener, drain, drain_timeout).await,
+        None => serve_io(stream, conn, &listener, local, drain, drain_timeout).await,
         Some(tls) => match tls.accept(stream).await {
             Ok((s, peer)) => {
                 conn.tls = true;
@@ -579,7 +593,7 @@ async fn serve_accepted(
                 if peer.has_client_cert {
                     conn.peer = Some(peer);
                 }
-                serve_io(s, conn, &listener, drain, drain_timeout).await
+                serve_io(s, conn, &listener, local, drain, drain_timeout).await
             }
             Err(e) => {
                 tracing::debug!(listener = %listener.name, remote = %remote, error = %e, "tls handshake failed");
@@ -592,6 +606,7 @@ async fn serve_io<IO>(
     io: IO,
     conn: ConnCtx,
     listener: &Arc<Listener>,
+    local: SocketAddr,
     drain: watch::Receiver<bool>,
     drain_timeout: Duration,
 ) where
@@ -605,13 +620,27 @@ async fn serve_io<IO>(
             let Some(tcp) = listener.tcp.as_ref() else {
                 return;
             };
+            if let Some(rbac) = &listener.rbac {
+                let rq = crate::rbac::Request::Tcp {
+                    destination_port: local.port(),
+                };
+                if rbac.check(&conn.rbac_peer(), &rq, &listener.name).deny() {
+                    // Never connected upstream; dropping `io` closes the connection.
+                    return;
+                }
+            }
             let cluster = tcp.cluster.clone();
+            // `hash_on: source_ip` (the PROXY protocol's address when there is one).
+            let hash = cluster.lb.request_hash(
+                &http::HeaderMap::new(),
+                conn.remote_ip.to_str().unwrap_or(""),
+            );
             let outcome = crate::tcp::proxy_connection(
                 io,
                 |_attempt| {
                     let cluster = cluster.clone();
                     async move {
-                        let ep = cluster.pick(None).ok_or_else(|| {
+                        let ep = cluster.pick_hashed(None, hash).ok_or_else(|| {
                             std::io::Error::new(
                                 std::io::ErrorKind::NotConnected,
                                 "no healthy upstream",
@@ -636,7 +665,8 @@ async fn serve_io<IO>(
         }
         ListenerProtocol::Thrift => {
             if let Some(ctx) = listener.thrift.clone() {
-                crate::thrift::serve_connection_until(io, conn.remote, ctx, Some(drain)).await;
+                let who = conn.rbac_peer();
+                crate::thrift::serve_connection_until(io, conn.remote, who, ctx, Some(drain)).await;
             }
         }
     }

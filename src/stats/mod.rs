@@ -40,7 +40,9 @@ pub const BREAKERS: &[&str] = &[
 ];
 
 /// Response flags the proxy can set, in label order.
-pub const FLAGS: &[&str] = &["NR", "NC", "UH", "UF", "UO", "UT", "UR", "URX", "DPE"];
+pub const FLAGS: &[&str] = &[
+    "NR", "NC", "UH", "UF", "UO", "UT", "UR", "URX", "DPE", "RBAC",
+];
 
 /// Handles for one listener.
 #[derive(Debug, Clone)]

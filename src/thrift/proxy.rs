@@ -58,6 +58,8 @@ pub struct ListenerCtx {
     sli: Option<sli::Board>,
     /// Pipelined calls of one connection forwarded at once; 1 = one at a time.
     max_concurrent_calls: usize,
+    /// The listener's `rbac:`, checked on every call before routing.
+    rbac: Option<Arc<crate::rbac::Rbac>>,
 }
 
 /// Default `max_concurrent_calls`: one call at a time, the order a plain Thrift
@@ -126,6 +128,7 @@ impl ListenerCtx {
             message_timeout,
             sli: None,
             max_concurrent_calls: max_concurrent_calls as usize,
+            rbac: None,
         })
     }
 
@@ -135,6 +138,13 @@ impl ListenerCtx {
     /// itself; a declared IDL exception is the service's answer, not an error.
     pub fn with_sli(mut self, board: sli::Board) -> ListenerCtx {
         self.sli = Some(board);
+        self
+    }
+
+    /// Authorize every call with `rbac` (denied: an `UNKNOWN` application exception
+    /// saying so; never forwarded).
+    pub fn with_rbac(mut self, rbac: Option<Arc<crate::rbac::Rbac>>) -> ListenerCtx {
+        self.rbac = rbac;
         self
     }
 
@@ -195,7 +205,12 @@ pub async fn serve_connection<IO>(io: IO, peer: SocketAddr, ctx: Arc<ListenerCtx
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    serve_connection_until(io, peer, ctx, None).await
+    let who = crate::rbac::Peer {
+        source: peer.ip(),
+        sans: &[],
+        authenticated: false,
+    };
+    serve_connection_until(io, peer, who, ctx, None).await
 }
 
 /// [`serve_connection`], and once `drain` turns true: finish the call in flight and
@@ -204,6 +219,7 @@ where
 pub async fn serve_connection_until<IO>(
     mut io: IO,
     peer: SocketAddr,
+    who: crate::rbac::Peer<'_>,
     ctx: Arc<ListenerCtx>,
     mut drain: Option<watch::Receiver<bool>>,
 ) where
@@ -211,7 +227,7 @@ pub async fn serve_connection_until<IO>(
 {
     if ctx.max_concurrent_calls > 1 {
         let max = ctx.max_concurrent_calls;
-        return serve_concurrent(io, peer, ctx, drain, max).await;
+        return serve_concurrent(io, peer, &who, ctx, drain, max).await;
     }
     let mut decoder = Decoder::new(ctx.routes.decoder_config());
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
@@ -223,7 +239,7 @@ pub async fn serve_connection_until<IO>(
         match decoder.decode(&mut buf) {
             Ok(Some(msg)) => {
                 call_deadline = None;
-                let answer = match ctx.handle(msg, peer, &mut out).await {
+                let answer = match ctx.handle(msg, peer, &who, &mut out).await {
                     Ok(a) => a,
                     Err(()) => return,
                 };
@@ -328,6 +344,7 @@ async fn write_answer<IO: AsyncWrite + Unpin>(
 async fn serve_concurrent<IO>(
     mut io: IO,
     peer: SocketAddr,
+    who: &crate::rbac::Peer<'_>,
     ctx: Arc<ListenerCtx>,
     mut drain: Option<watch::Receiver<bool>>,
     max: usize,
@@ -350,7 +367,7 @@ async fn serve_concurrent<IO>(
                     call_deadline = None;
                     inflight.push_back(async move {
                         let mut out = BytesMut::new();
-                        ctx.handle(msg, peer, &mut out).await.map(|a| (a, out))
+                        ctx.handle(msg, peer, who, &mut out).await.map(|a| (a, out))
                     });
                 }
                 Ok(None) => break,
@@ -500,6 +517,7 @@ impl ListenerCtx {
         &self,
         msg: Message,
         peer: SocketAddr,
+        who: &crate::rbac::Peer<'_>,
         out: &mut BytesMut,
     ) -> Result<Answer, ()> {
         let start = Instant::now();
@@ -512,6 +530,16 @@ impl ListenerCtx {
         }
         let oneway = h.message_type == MessageType::Oneway;
         let stats = self.metrics.for_call(&h);
+        if self.denied(who, &h) {
+            stats.count(Outcome::LocalError);
+            stats.duration.observe(start.elapsed().as_secs_f64());
+            if oneway {
+                return Ok(Answer::Nothing);
+            }
+            let message = format!("rbac: access denied to {}", h.name());
+            local_reply(out, &h, AppExceptionKind::Unknown, &message);
+            return Ok(Answer::Local);
+        }
         let Some(route) = self.routes.route(&h) else {
             stats.count(Outcome::LocalError);
             let elapsed = start.elapsed();
@@ -560,6 +588,19 @@ impl ListenerCtx {
         stats.duration.observe(elapsed.as_secs_f64());
         self.record_sli(&route.name, outcome, elapsed);
         Ok(answer)
+    }
+
+    /// Whether the listener's RBAC refuses this call (shadow denials are counted and
+    /// let through).
+    fn denied(&self, who: &crate::rbac::Peer<'_>, h: &Header) -> bool {
+        let Some(rbac) = &self.rbac else {
+            return false;
+        };
+        let rq = crate::rbac::Request::Thrift {
+            service: h.service(),
+            method: h.method(),
+        };
+        rbac.check(who, &rq, &self.name).deny()
     }
 
     fn record_sli(&self, route: &str, outcome: Outcome, elapsed: Duration) {

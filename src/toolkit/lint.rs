@@ -61,6 +61,11 @@ pub const LINTS: &[(&str, Severity, &str)] = &[
         Severity::Warning,
         "gRPC-only route to an HTTP/1.1 cluster",
     ),
+    (
+        "A111",
+        Severity::Warning,
+        "proxy_protocol on a non-loopback address without allowed_sources",
+    ),
 ];
 
 fn severity(code: &str) -> Severity {
@@ -159,7 +164,9 @@ pub fn lint(cfg: &raw::Config, map: &SourceMap) -> Vec<Finding> {
         let plaintext = l.tls.is_none();
 
         if let Some(t) = &l.tls {
-            if t.require_client_cert == Some(true) && t.allowed_client_sans.is_empty() {
+            // With `rbac`, the policies decide who may do what.
+            let unchecked = t.allowed_client_sans.is_empty() && l.rbac.is_none();
+            if t.require_client_cert == Some(true) && unchecked {
                 out.push(
                     "A103",
                     &format!("{lp}.tls.require_client_cert"),
@@ -167,6 +174,25 @@ pub fn lint(cfg: &raw::Config, map: &SourceMap) -> Vec<Finding> {
                     format!("listener `{}` requires a client certificate but allowed_client_sans is empty: any certificate the CA signed is accepted; list the allowed SANs in `allowed_client_sans`", l.name),
                 );
             }
+        }
+
+        // A109: any client that reaches the port can claim any source address.
+        let open = match &l.proxy_protocol {
+            Some(raw::ProxyProtocol::Options(o)) => o.allowed_sources.is_empty(),
+            Some(raw::ProxyProtocol::Enabled(on)) => *on,
+            None => false,
+        };
+        let public = l
+            .address
+            .parse::<SocketAddr>()
+            .is_ok_and(|a| !a.ip().is_loopback());
+        if open && public {
+            out.push(
+                "A111",
+                &format!("{lp}.proxy_protocol"),
+                false,
+                format!("listener `{}` trusts a PROXY header from any peer: a client that reaches it directly can claim any source address (x-forwarded-for, rbac source_ip); list the load balancers in `proxy_protocol: {{ allowed_sources: [...] }}`", l.name),
+            );
         }
 
         for f in filter_uses(&lp, l) {
