@@ -18,7 +18,14 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+/// What is kept of a request line or of a header line that is not
+/// Content-Length / Transfer-Encoding, and of a chunk-size line (its size comes
+/// first; what is past this is extensions, skipped).
 const MAX_LINE: usize = 128;
+/// What is kept of a Content-Length or Transfer-Encoding line: the whole value
+/// matters (`Transfer-Encoding:` + padding + `chunked`). A longer line than this is
+/// over every head limit hyper is given, so hyper refuses the head.
+const MAX_FRAMING_LINE: usize = 64 * 1024;
 
 #[derive(Debug)]
 enum State {
@@ -147,11 +154,12 @@ impl Tracker {
                 State::ChunkSize => {
                     let end = memchr::memchr(b'\n', data);
                     let part = &data[..end.unwrap_or(data.len())];
-                    if line.len() + part.len() > MAX_LINE {
-                        *state = State::Off;
-                        return;
-                    }
-                    line.extend_from_slice(part);
+                    // The size is at the start; a long line is long extensions,
+                    // which are skipped rather than ending the watch (a request
+                    // must not be able to switch the watcher off for the ones after
+                    // it on the connection).
+                    let room = MAX_LINE.saturating_sub(line.len());
+                    line.extend_from_slice(&part[..part.len().min(room)]);
                     match end {
                         None => return,
                         Some(i) => data = &data[i + 1..],
@@ -206,7 +214,11 @@ impl Tracker {
                         fragment.store(true, Ordering::Release);
                     }
                     if !*skip {
-                        let room = MAX_LINE.saturating_sub(line.len());
+                        // Content-Length and Transfer-Encoding lines are kept whole
+                        // (up to hyper's limits), the rest only in part.
+                        let framing = !*first && is_framing_line(line, part);
+                        let cap = if framing { MAX_FRAMING_LINE } else { MAX_LINE };
+                        let room = cap.saturating_sub(line.len());
                         line.extend_from_slice(&part[..part.len().min(room)]);
                         if part.len() > room {
                             *overflow = true;
@@ -274,11 +286,31 @@ impl Tracker {
                             v.len() >= 7 && v[v.len() - 7..].eq_ignore_ascii_case(b"chunked");
                     }
                     line.clear();
+                    if line.capacity() > 4 * MAX_LINE {
+                        // A long framing line grew it; keep idle connections small.
+                        line.shrink_to(MAX_LINE);
+                    }
                     *overflow = false;
                 }
             }
         }
     }
+}
+
+/// Whether the head line that `line` (kept so far) continues with `part` names
+/// Content-Length or Transfer-Encoding, as far as the bytes seen tell.
+fn is_framing_line(line: &[u8], part: &[u8]) -> bool {
+    const NAMES: [&[u8]; 2] = [b"content-length:", b"transfer-encoding:"];
+    let mut start = [0u8; 18];
+    let have = line.len().min(18);
+    start[..have].copy_from_slice(&line[..have]);
+    let more = part.len().min(18 - have);
+    start[have..have + more].copy_from_slice(&part[..more]);
+    let seen = &start[..have + more];
+    NAMES.iter().any(|n| {
+        let k = n.len().min(seen.len());
+        seen[..k].eq_ignore_ascii_case(&n[..k])
+    })
 }
 
 impl<IO: AsyncRead + Unpin> AsyncRead for Sniff<IO> {
@@ -387,6 +419,33 @@ mod tests {
         assert!(!flags(&[b"GET /a HTTP/1.1\r\nX-A: #1\r\n\r\n"]).1);
         // Body bytes are not a request line.
         assert!(!flags(&[b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\n#\r\n"]).1);
+    }
+
+    /// Found by the `http1_sniff` fuzz target's author: a long line must not switch
+    /// the watcher off for the requests after it on the same connection.
+    #[test]
+    fn long_lines_do_not_switch_the_watch_off() {
+        let smuggle: &[u8] =
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        // A 200-byte chunk extension before it.
+        let ext = format!(
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1;{}\r\nx\r\n0\r\n\r\n",
+            "a".repeat(200)
+        );
+        // A padded Transfer-Encoding value before it.
+        let padded = format!(
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:{}chunked\r\n\r\n0\r\n\r\n",
+            " ".repeat(120)
+        );
+        for first in [ext, padded] {
+            let mut all = first.clone().into_bytes();
+            all.extend_from_slice(smuggle);
+            assert!(run(&[&all]), "{first:?}");
+            let bytes: Vec<&[u8]> = all.chunks(7).collect();
+            assert!(run(&bytes), "{first:?} in pieces");
+            // And the first request alone is not flagged.
+            assert!(!run(&[first.as_bytes()]), "{first:?} alone");
+        }
     }
 
     #[test]
