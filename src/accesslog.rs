@@ -33,6 +33,8 @@ pub struct Record<'a> {
     pub downstream: &'a str,
     pub user_agent: &'a str,
     pub peer_san: &'a str,
+    /// 32 hex digits on listeners with `tracing:`, else empty.
+    pub trace_id: &'a str,
 }
 
 impl Record<'_> {
@@ -55,6 +57,7 @@ impl Record<'_> {
             "downstream_remote": self.downstream,
             "user_agent": self.user_agent,
             "peer_san": self.peer_san,
+            "trace_id": self.trace_id,
         });
         v.to_string()
     }

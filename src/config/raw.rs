@@ -19,6 +19,38 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     #[serde(default)]
     pub clusters: Vec<Cluster>,
+    /// Trace propagation and OTLP span export for every HTTP listener.
+    #[serde(default)]
+    pub tracing: Option<Tracing>,
+}
+
+/// `tracing:` (docs/tracing.md).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Tracing {
+    /// The OTLP/HTTP collector, `IP:PORT` (plain HTTP).
+    pub collector: String,
+    /// Default `/v1/traces`.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Share of new traces sampled, 0.0 to 1.0 (default 1.0); an incoming decision wins.
+    #[serde(default)]
+    pub sampling: Option<f64>,
+    /// `service.name` of the exported resource (default `attache`).
+    #[serde(default)]
+    pub service_name: Option<String>,
+    /// Spans per export request (default 512).
+    #[serde(default)]
+    pub batch_size: Option<usize>,
+    /// Longest wait before a partial batch is sent (default 1s).
+    #[serde(default)]
+    pub flush_interval: Option<Dur>,
+    /// Spans held waiting for export; more are dropped (default 4096).
+    #[serde(default)]
+    pub max_queue: Option<usize>,
+    /// Bound on one export request, connect included (default 5s).
+    #[serde(default)]
+    pub export_timeout: Option<Dur>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]

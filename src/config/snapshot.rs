@@ -42,6 +42,8 @@ pub struct Listener {
     pub thrift: Option<Arc<crate::thrift::ListenerCtx>>,
     /// TLS termination (certificates rotate underneath without a reload).
     pub tls: Option<Arc<crate::tls::ServerTls>>,
+    /// Trace propagation and span export (`tracing:`), HTTP listeners only.
+    pub tracing: Option<Arc<crate::trace::Tracer>>,
 }
 
 pub struct HttpSettings {

@@ -202,6 +202,8 @@ pub struct Completion {
     pub chain: Option<Arc<[Arc<dyn HttpFilter>]>>,
     pub sc: Option<StreamCtx>,
     pub close_connection: bool,
+    /// The request's span, on listeners with `tracing:`.
+    pub trace: Option<crate::trace::Active>,
     finished: bool,
 }
 
@@ -264,6 +266,7 @@ impl Completion {
             chain: None,
             sc: None,
             close_connection: false,
+            trace: None,
             finished: false,
         }
     }
@@ -314,6 +317,7 @@ impl Completion {
             }
         }
         if let Some(sink) = &self.rt.sink {
+            let trace_id = self.trace.as_ref().map_or("", |t| t.trace_id_str());
             let peer = self
                 .conn
                 .peer_sans
@@ -346,9 +350,33 @@ impl Completion {
                 downstream: self.conn.remote_str(),
                 user_agent: &self.user_agent,
                 peer_san: peer,
+                trace_id,
             };
             sink.write(&rec);
         }
+        self.end_span();
+    }
+
+    /// The span of a traced request ends with its stream.
+    fn end_span(&mut self) {
+        let Some(span) = self.trace.take() else {
+            return;
+        };
+        span.finish(crate::trace::End {
+            listener: &self.rt.listener.name,
+            method: &self.method,
+            route: self.route.as_ref(),
+            cluster: self.cluster.as_ref(),
+            upstream: self.upstream.as_ref(),
+            status: self.status,
+            flag: self.flag,
+            bytes_in: self.bytes_in
+                + self
+                    .bytes_in_stream
+                    .as_ref()
+                    .map_or(0, |c| c.load(Ordering::Relaxed)),
+            bytes_out: self.bytes_out,
+        });
     }
 }
 

@@ -315,6 +315,7 @@ fn record_parser_reply(
             downstream: conn.remote_str(),
             user_agent: "",
             peer_san: conn.peer_sans.first().map(String::as_str).unwrap_or(""),
+            ..Default::default()
         };
         sink.write(&rec);
     }

@@ -312,6 +312,10 @@ pub async fn handle(req: Request<DownBody>, conn: Arc<ConnCtx>) -> Response<Resp
         if done.logging() {
             done.request_id = parts.headers.get(&X_REQUEST_ID).cloned();
         }
+        // Trace context: join or start, our span id goes upstream as the parent.
+        if let Some(tracer) = &rt.listener.tracing {
+            done.trace = Some(tracer.start(&mut parts.headers, path_and_query));
+        }
 
         // Route.
         let view = RequestView {
@@ -489,7 +493,7 @@ pub async fn handle(req: Request<DownBody>, conn: Arc<ConnCtx>) -> Response<Resp
                 // counter of its own only when the access log will read it; otherwise
                 // the connection's write-only one (no allocation per request).
                 let bytes_in = match &req_body {
-                    ReqBody::Stream(_) if done.logging() => {
+                    ReqBody::Stream(_) if done.logging() || done.trace.is_some() => {
                         let c = Arc::new(AtomicU64::new(0));
                         done.bytes_in_stream = Some(c.clone());
                         c
