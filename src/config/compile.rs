@@ -918,7 +918,7 @@ fn compile_http(
             if let (PathMatch::Prefix(pre), true) = (&matcher.path, simple) {
                 catch_alls.push((pre.clone(), name.clone(), cx.line(&format!("{rp}.match"))));
             }
-            let action = compile_action(cx, &rp, route, &matcher, clusters);
+            let action = compile_action(cx, &rp, route, &matcher, clusters, fcx.stats);
             let filters =
                 compile_overrides(cx, &rp, route, &chain, &chain_raw, fcx, &listener_chain);
             if let Some(action) = action {
@@ -1246,6 +1246,7 @@ fn compile_action(
     route: &raw::Route,
     matcher: &Matcher,
     clusters: &Arc<HashMap<String, Arc<Cluster>>>,
+    stats: &Stats,
 ) -> Option<Action> {
     let n = [
         route.route.is_some(),
@@ -1524,6 +1525,7 @@ fn compile_action(
             );
         }
     }
+    let mirrors = compile_mirrors(cx, &ap, &a.mirror, timeout, clusters, stats);
     Some(Action::Route(RouteAction {
         target,
         timeout,
@@ -1531,7 +1533,53 @@ fn compile_action(
         prefix_rewrite: a.prefix_rewrite.clone(),
         host_rewrite,
         upgrades: upgrades.into_boxed_slice(),
+        mirrors,
     }))
+}
+
+/// `route.mirror`: known clusters, a percent from 0 to 100, bounds above zero.
+fn compile_mirrors(
+    cx: &mut Cx<'_>,
+    ap: &str,
+    raw: &[raw::Mirror],
+    route_timeout: Option<Duration>,
+    clusters: &HashMap<String, Arc<Cluster>>,
+    stats: &Stats,
+) -> Box<[crate::http::mirror::Mirror]> {
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, m) in raw.iter().enumerate() {
+        let mp = format!("{ap}.mirror.{i}");
+        let percent = m.percent.unwrap_or(100.0);
+        if !(0.0..=100.0).contains(&percent) {
+            cx.err(
+                &format!("{mp}.percent"),
+                format!("percent {percent} is not between 0 and 100 (fractions allowed, e.g. 0.5)"),
+            );
+        }
+        let timeout = m
+            .timeout
+            .map(|d| d.0)
+            .or(route_timeout)
+            .unwrap_or(Duration::from_secs(15));
+        if timeout.is_zero() {
+            cx.err(
+                &format!("{mp}.timeout"),
+                "a mirror timeout must be greater than 0s",
+            );
+        }
+        let Some(cluster) = clusters.get(&m.cluster) else {
+            unknown_cluster(cx, &format!("{mp}.cluster"), &m.cluster, clusters);
+            continue;
+        };
+        out.push(crate::http::mirror::Mirror {
+            cluster: cluster.clone(),
+            share: percent / 100.0,
+            max_body_bytes: m.max_body_bytes.unwrap_or(64 * 1024),
+            timeout,
+            stats: crate::http::mirror::MirrorStats::new(stats, &m.cluster),
+        });
+    }
+    out.into_boxed_slice()
 }
 
 // Re-exported for the router benchmark and tests.

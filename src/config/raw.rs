@@ -338,6 +338,25 @@ pub struct RouteAction {
     /// to the upstream for HTTP/1.1 requests; others have `Upgrade` stripped.
     #[serde(default)]
     pub upgrades: Vec<String>,
+    /// Shadow copies of a share of the route's requests to other clusters.
+    #[serde(default)]
+    pub mirror: Vec<Mirror>,
+}
+
+/// One `route.mirror` entry (docs/configuration.md#mirror).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Mirror {
+    pub cluster: String,
+    /// Share of requests copied, 0 to 100 (fractions allowed; default 100).
+    #[serde(default)]
+    pub percent: Option<f64>,
+    /// Largest request body copied (default 64 KiB); larger or streamed ones are skipped.
+    #[serde(default)]
+    pub max_body_bytes: Option<usize>,
+    /// Bound on the copy (default: the route's timeout, else 15s).
+    #[serde(default)]
+    pub timeout: Option<Dur>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -5,6 +5,7 @@
 mod body;
 mod h1;
 mod h2;
+pub mod mirror;
 pub use body::rfc3339;
 pub mod normalize;
 mod proxy;

@@ -466,11 +466,13 @@ pub async fn handle(req: Request<DownBody>, conn: Arc<ConnCtx>) -> Response<Resp
                     HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
                 );
 
+                // Mirrors copy bodies that are buffered: buffer for them as for retries.
+                let mirror_body = ra.mirrors.iter().map(|m| m.max_body_bytes).max();
                 let req_body = match request_body(
                     body.take(),
                     h2,
-                    ra.retry.is_some(),
-                    http.retry_buffer_bytes,
+                    ra.retry.is_some() || mirror_body.is_some(),
+                    http.retry_buffer_bytes.max(mirror_body.unwrap_or(0)),
                 )
                 .await
                 {
@@ -501,6 +503,9 @@ pub async fn handle(req: Request<DownBody>, conn: Arc<ConnCtx>) -> Response<Resp
                     _ => conn.unread_bytes_in.clone(),
                 };
 
+                if !ra.mirrors.is_empty() {
+                    mirror_copies(ra, &parts, &pq, &req_body);
+                }
                 let hash = cluster
                     .lb
                     .request_hash(&parts.headers, conn.remote_ip.to_str().unwrap_or(""));
@@ -563,6 +568,22 @@ pub async fn handle(req: Request<DownBody>, conn: Arc<ConnCtx>) -> Response<Resp
         rsp.body_mut().hold_request_body(b);
     }
     rsp
+}
+
+/// Shadow copies of the request as forwarded (never waits for them).
+fn mirror_copies(ra: &RouteAction, parts: &http::request::Parts, pq: &str, body: &ReqBody) {
+    use super::mirror::{Copy, CopyBody};
+    let body = match body {
+        ReqBody::Empty => CopyBody::Empty,
+        ReqBody::Buffered(b) => CopyBody::Buffered(b),
+        ReqBody::Stream(_) => CopyBody::Streamed,
+    };
+    let copy = Copy {
+        parts,
+        path_and_query: pq,
+        body,
+    };
+    super::mirror::spawn(&ra.mirrors, &copy);
 }
 
 /// The request body for the upstream call: buffered (replayable) when a retry policy
