@@ -300,34 +300,21 @@ async fn the_shadow_clusters_breakers_bound_the_extra_load() {
 
 #[test]
 fn an_unknown_mirror_cluster_or_bad_percent_is_reported_with_its_position() {
-    let yaml = r#"listeners:
-  - name: web
-    address: 127.0.0.1:0
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - match: { prefix: / }
-            route:
-              cluster: primary
-              mirror:
-                - { cluster: shadwo }
-                - { cluster: shadow, percent: 150 }
-clusters:
-  - name: primary
-    endpoints: ["127.0.0.1:1"]
-  - name: shadow
-    endpoints: ["127.0.0.1:2"]
-"#;
-    let (code, out, path) = support::validate("mirror.yaml", yaml);
+    let yaml = config(
+        "127.0.0.1:1".parse().expect("addr"),
+        "127.0.0.1:2".parse().expect("addr"),
+        "{ cluster: shadwo }, { cluster: shadow, percent: 150 }",
+        "",
+    );
+    let (code, out, path) = support::validate("mirror.yaml", &yaml);
     assert_eq!(code, 1, "{out}");
     let file = path.display().to_string();
-    assert!(out.contains(&format!("{file}:12:30")), "{out}");
+    assert!(out.contains(&format!("{file}:13:35")), "{out}");
     assert!(
         out.contains("unknown cluster `shadwo`; did you mean `shadow`?"),
         "{out}"
     );
-    assert!(out.contains(&format!("{file}:13:47")), "{out}");
+    assert!(out.contains(&format!("{file}:13:73")), "{out}");
     assert!(
         out.contains("percent 150 is not between 0 and 100"),
         "{out}"
