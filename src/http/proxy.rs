@@ -503,7 +503,9 @@ pub async fn handle(req: Request<DownBody>, conn: Arc<ConnCtx>) -> Response<Resp
                     _ => conn.unread_bytes_in.clone(),
                 };
 
-                if !ra.mirrors.is_empty() {
+                // An upgrade (WebSocket) handshake is not copied: a shadow tunnel
+                // would have no client.
+                if !ra.mirrors.is_empty() && upgrade.is_none() {
                     mirror_copies(ra, &parts, &pq, &req_body);
                 }
                 let hash = cluster
