@@ -465,3 +465,20 @@ async fn shipped_tracing_example_starts_and_exports() {
     assert_eq!(spans[0].service, "edge");
     assert_eq!(spans[0].span.name, "api");
 }
+
+/// Without `tracing:` the proxy neither adds nor rewrites trace headers.
+#[tokio::test]
+async fn without_tracing_trace_headers_pass_through_untouched() {
+    let origin = Origin::start("origin").await;
+    let yaml = hop("a", origin.addr, dead_port(), "1.0");
+    let yaml = &yaml[yaml.find("listeners:").expect("listeners")..];
+    let a = Proxy::start(yaml);
+    let h = origin_headers(&a, "/plain", &[]).await;
+    assert_eq!(header(&h, "traceparent"), "");
+    let tp = format!("00-{TRACE}-{CALLER_SPAN}-01");
+    let h = origin_headers(&a, "/plain", &[("traceparent", &tp), ("b3", "junk")]).await;
+    assert_eq!(header(&h, "traceparent"), tp);
+    assert_eq!(header(&h, "b3"), "junk");
+    let (_, stats) = a.admin_get("/stats").await;
+    assert!(!stats.contains("attache_tracing_spans_total"), "{stats}");
+}
