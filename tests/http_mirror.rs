@@ -8,9 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use http_body_util::Full;
 use support::{dead_port, eventually, send, Origin, Proxy};
 
 /// One request as the shadow saw it.
@@ -30,48 +28,22 @@ struct Shadow {
 impl Shadow {
     /// A shadow origin that answers after `delay`.
     async fn start(delay: Duration) -> (Shadow, SocketAddr) {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = l.local_addr().expect("addr");
         let sh = Shadow::default();
-        let s2 = sh.clone();
-        tokio::spawn(async move {
-            while let Ok((s, _)) = l.accept().await {
-                let s2 = s2.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let s2 = s2.clone();
-                        async move {
-                            let (parts, body) = req.into_parts();
-                            let body = body
-                                .collect()
-                                .await
-                                .map(|c| c.to_bytes())
-                                .unwrap_or_default();
-                            s2.seen.lock().expect("lock").push(Seen {
-                                method: parts.method.to_string(),
-                                path: parts.uri.to_string(),
-                                host: parts
-                                    .headers
-                                    .get("host")
-                                    .and_then(|v| v.to_str().ok())
-                                    .unwrap_or("")
-                                    .to_string(),
-                                body,
-                            });
-                            tokio::time::sleep(delay).await;
-                            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
-                                Bytes::from_static(b"shadow answer"),
-                            )))
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(s), svc)
-                        .await;
-                });
+        let seen = sh.seen.clone();
+        let addr = support::serve_collected(move |parts: http::request::Parts, body: Bytes| {
+            let host = parts.headers.get("host").and_then(|v| v.to_str().ok());
+            seen.lock().expect("lock").push(Seen {
+                method: parts.method.to_string(),
+                path: parts.uri.to_string(),
+                host: host.unwrap_or("").to_string(),
+                body,
+            });
+            async move {
+                tokio::time::sleep(delay).await;
+                http::Response::new(Full::new(Bytes::from_static(b"shadow answer")))
             }
-        });
+        })
+        .await;
         (sh, addr)
     }
 

@@ -9,9 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use http_body_util::Full;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, Span};
@@ -33,50 +31,32 @@ struct Receiver {
 
 impl Receiver {
     async fn start() -> (Receiver, SocketAddr) {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = l.local_addr().expect("addr");
         let r = Receiver::default();
         let rr = r.clone();
-        tokio::spawn(async move {
-            while let Ok((s, _)) = l.accept().await {
-                let rr = rr.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let rr = rr.clone();
-                        async move {
-                            let ok = req.method() == http::Method::POST
-                                && req.uri().path() == "/v1/traces";
-                            let ct = req
-                                .headers()
-                                .get("content-type")
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or("")
-                                .to_string();
-                            rr.content_types.lock().expect("lock").push(ct);
-                            let body = req.into_body().collect().await.map(|c| c.to_bytes());
-                            let decoded = body
-                                .ok()
-                                .and_then(|b| ExportTraceServiceRequest::decode(b).ok());
-                            let status = match (ok, decoded) {
-                                (true, Some(d)) => {
-                                    rr.take(d);
-                                    200
-                                }
-                                _ => 400,
-                            };
-                            let mut rsp = http::Response::new(Full::new(Bytes::new()));
-                            *rsp.status_mut() = http::StatusCode::from_u16(status).expect("status");
-                            Ok::<_, std::convert::Infallible>(rsp)
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(s), svc)
-                        .await;
-                });
+        let addr = support::serve_collected(move |parts: http::request::Parts, body: Bytes| {
+            let ok = parts.method == http::Method::POST && parts.uri.path() == "/v1/traces";
+            let ct = parts
+                .headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok());
+            rr.content_types
+                .lock()
+                .expect("lock")
+                .push(ct.unwrap_or("").to_string());
+            let status = match ExportTraceServiceRequest::decode(body) {
+                Ok(d) if ok => {
+                    rr.take(d);
+                    http::StatusCode::OK
+                }
+                _ => http::StatusCode::BAD_REQUEST,
+            };
+            async move {
+                let mut rsp = http::Response::new(Full::new(Bytes::new()));
+                *rsp.status_mut() = status;
+                rsp
             }
-        });
+        })
+        .await;
         (r, addr)
     }
 
