@@ -7,6 +7,11 @@ pub enum ErrorKind {
     /// The request could not be accepted as it is (400); the reason is counted in
     /// `attache_downstream_rq_rejected_total{listener,reason}`.
     BadRequest(Reject),
+    /// The request body broke after the request went upstream (400, or the
+    /// connection closes when the response already started). Not counted as a
+    /// rejection here: the codec that read the body counts why (`Reject::Chunked`).
+    /// Never the upstream's fault: no outlier penalty.
+    BadBody,
     /// Request target over the listener's limit (414).
     UriTooLong,
     /// Request headers over the listener's limits (431).
@@ -58,7 +63,7 @@ impl ErrorKind {
 impl std::fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let s = match self {
-            ErrorKind::BadRequest(_) => "bad request",
+            ErrorKind::BadRequest(_) | ErrorKind::BadBody => "bad request",
             ErrorKind::HeadersTooLarge => "request header fields too large",
             ErrorKind::UriTooLong => "request uri too long",
             ErrorKind::NoRoute => "no route matched",
@@ -89,6 +94,9 @@ pub enum Reject {
     Path,
     /// A body that did not arrive as its framing said.
     Body,
+    /// A malformed chunked request body (RFC 9112 section 7.1): bad chunk size,
+    /// extension, line end, missing CRLF after data, bad trailer.
+    Chunked,
     /// A request the proxy cannot re-express upstream (bad URI parts).
     Target,
     /// A head the HTTP/1 parser refused (bad syntax).
@@ -108,6 +116,7 @@ impl Reject {
         Reject::DuplicateHost,
         Reject::Path,
         Reject::Body,
+        Reject::Chunked,
         Reject::Target,
         Reject::Malformed,
         Reject::UriTooLong,
@@ -122,6 +131,7 @@ impl Reject {
             Reject::DuplicateHost => "duplicate_host",
             Reject::Path => "path",
             Reject::Body => "body",
+            Reject::Chunked => "chunked",
             Reject::Target => "target",
             Reject::Malformed => "malformed",
             Reject::UriTooLong => "uri_too_long",

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod http1;
 pub mod router;
 pub mod server;
 pub mod stats;

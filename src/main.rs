@@ -10,7 +10,7 @@ use attache::stats::Stats;
 use attache_filters::Services;
 use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::prelude::*;
-use tracing_subscriber::{reload, EnvFilter};
+use tracing_subscriber::reload;
 
 // mimalloc: glibc malloc/free was ~17% of per-request instructions (benches/RESULTS.md).
 #[global_allocator]
@@ -144,7 +144,13 @@ fn main() -> ExitCode {
             let level = log_level
                 .or_else(|| std::env::var("ATTACHE_LOG").ok())
                 .unwrap_or_else(|| "info".to_string());
-            let filter = EnvFilter::try_new(&level).unwrap_or_else(|_| EnvFilter::new("info"));
+            let filter = match attache::server::log_filter::parse(&level) {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!("attache: --log-level / ATTACHE_LOG: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let (filter, handle) = reload::Layer::new(filter);
             let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
             let fmt = tracing_subscriber::fmt::layer()
@@ -157,12 +163,7 @@ fn main() -> ExitCode {
                 registry.with(fmt).init();
             }
             let setter: attache::server::LogLevelSetter = Box::new(move |l: &str| {
-                // A bare word would be read as a target name and silence everything.
-                const LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
-                if !l.contains('=') && !LEVELS.contains(&l) {
-                    return Err(format!("invalid level `{l}`; use trace, debug, info, warn, error, off or target=level directives"));
-                }
-                let f = EnvFilter::try_new(l).map_err(|e| format!("invalid level `{l}`: {e}"))?;
+                let f = attache::server::log_filter::parse(l)?;
                 handle.reload(f).map_err(|e| e.to_string())
             });
 
@@ -188,9 +189,17 @@ fn main() -> ExitCode {
             let opts = RunOpts {
                 watch_config,
                 hot_restart_from,
+                log_level: level,
             };
-            match rt.block_on(run(path, threads, ready_file, setter, opts)) {
-                Ok(()) => ExitCode::SUCCESS,
+            let result = rt.block_on(run(path, threads, ready_file, setter, opts));
+            // Dropping the runtime cancels what the drain deadline left open: those
+            // streams are logged (`DT`), then the access logs are flushed.
+            rt.shutdown_timeout(std::time::Duration::from_secs(1));
+            match result {
+                Ok(server) => {
+                    server.flush_logs();
+                    ExitCode::SUCCESS
+                }
                 Err(e) => {
                     if let Some(StartError::Config(diags)) = e.downcast_ref::<StartError>() {
                         print_diags(diags, Format::Text);
@@ -222,6 +231,7 @@ async fn timer_heartbeat() {
 struct RunOpts {
     watch_config: bool,
     hot_restart_from: Option<String>,
+    log_level: String,
 }
 
 async fn run(
@@ -230,15 +240,19 @@ async fn run(
     ready_file: Option<String>,
     setter: attache::server::LogLevelSetter,
     opts: RunOpts,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Arc<Server>> {
     let stats = Arc::new(Stats::new());
     let services = Arc::new(Services::default());
     let (snap, hash) =
         config::load_file(&path, &stats, &services, true).map_err(StartError::Config)?;
     let admin_addr = snap.admin_address;
+    let health_addr = snap.health_address;
     let admin_token = snap.admin_token.clone();
     let drain_timeout = snap.drain_timeout;
     let server = Server::new(path, snap, hash, stats, services, threads, setter);
+    if let Ok(mut f) = server.log_filter.lock() {
+        *f = opts.log_level.clone();
+    }
     if opts.hot_restart_from.is_some() {
         server
             .takeover
@@ -251,27 +265,38 @@ async fn run(
             .await
             .with_context(|| format!("hot restart: asking {old} to drain"))?;
     }
-    let admin = match opts.hot_restart_from {
-        // The old process frees the admin address when it exits.
-        Some(_) => {
-            attache::server::hot_restart::bind_admin_when_free(
-                admin_addr,
-                drain_timeout + std::time::Duration::from_secs(10),
-            )
-            .await
+    // The old process of a hot restart frees these addresses when it exits.
+    let takeover = opts.hot_restart_from.is_some();
+    let bind_control = |addr| async move {
+        if takeover {
+            let limit = drain_timeout + std::time::Duration::from_secs(10);
+            attache::server::hot_restart::bind_admin_when_free(addr, limit).await
+        } else {
+            tokio::net::TcpListener::bind(addr).await
         }
-        None => tokio::net::TcpListener::bind(admin_addr).await,
-    }
-    .map_err(|error| StartError::AdminBind {
-        addr: admin_addr,
-        error,
-    })?;
+    };
+    let admin = bind_control(admin_addr)
+        .await
+        .map_err(|error| StartError::AdminBind {
+            addr: admin_addr,
+            error,
+        })?;
     let admin_local = admin.local_addr().context("admin address")?;
     if let Ok(mut a) = server.admin_local.lock() {
         *a = Some(admin_local);
     }
     tracing::info!(address = %admin_local, "admin listening");
     tokio::spawn(attache::admin::serve(admin, server.clone()));
+    let mut health_local = None;
+    if let Some(addr) = health_addr {
+        let health = bind_control(addr)
+            .await
+            .with_context(|| format!("health_listener: cannot bind {addr}"))?;
+        let local = health.local_addr().context("health_listener address")?;
+        tracing::info!(address = %local, "health listener serving /ready and /live");
+        health_local = Some(local.to_string());
+        tokio::spawn(attache::admin::ops::serve_health(health, server.clone()));
+    }
 
     if let Some(rf) = ready_file {
         let listeners: serde_json::Map<String, serde_json::Value> = server
@@ -279,7 +304,10 @@ async fn run(
             .into_iter()
             .map(|(n, a)| (n, serde_json::Value::from(a.to_string())))
             .collect();
-        let body = serde_json::json!({ "admin": admin_local.to_string(), "listeners": listeners, "pid": std::process::id() });
+        let mut body = serde_json::json!({ "admin": admin_local.to_string(), "listeners": listeners, "pid": std::process::id() });
+        if let Some(h) = health_local {
+            body["health"] = serde_json::Value::from(h);
+        }
         let tmp = format!("{rf}.tmp");
         std::fs::write(&tmp, body.to_string()).with_context(|| format!("writing {tmp}"))?;
         std::fs::rename(&tmp, &rf).with_context(|| format!("writing {rf}"))?;
@@ -295,19 +323,44 @@ async fn run(
         tokio::spawn(attache::server::watch_config(server.clone()));
     }
 
+    signals(&server).await?;
+    server.drain().await;
+    Ok(server)
+}
+
+/// Serve signals until one asks to stop (or `POST /quitquitquit` does):
+/// TERM, INT and QUIT drain and exit; HUP reloads; USR1 reopens the access logs;
+/// USR2 is ignored (logged), so no signal ends the process without a drain.
+async fn signals(server: &Arc<Server>) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut quit = signal(SignalKind::quit()).context("SIGQUIT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    let mut usr1 = signal(SignalKind::user_defined1()).context("SIGUSR1 handler")?;
+    let mut usr2 = signal(SignalKind::user_defined2()).context("SIGUSR2 handler")?;
     loop {
         tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
+            _ = term.recv() => tracing::info!(signal = "SIGTERM", "draining, then exiting"),
+            _ = int.recv() => tracing::info!(signal = "SIGINT", "draining, then exiting"),
+            _ = quit.recv() => tracing::info!(signal = "SIGQUIT", "draining, then exiting"),
+            _ = server.exit.notified() => {}
             _ = hup.recv() => {
+                tracing::info!(signal = "SIGHUP", "reloading the config");
                 let _ = server.reload().await;
+                continue;
+            }
+            _ = usr1.recv() => {
+                tracing::info!(signal = "SIGUSR1", "reopening access logs");
+                let s = server.clone();
+                let _ = tokio::task::spawn_blocking(move || s.reopen_logs()).await;
+                continue;
+            }
+            _ = usr2.recv() => {
+                tracing::info!(signal = "SIGUSR2", "ignored; for a binary upgrade start the new attache with --hot-restart-from");
+                continue;
             }
         }
+        return Ok(());
     }
-    server.drain().await;
-    Ok(())
 }

@@ -136,13 +136,26 @@ async fn post_only_paths_reject_get_and_healthcheck_toggles_ready() {
         "/healthcheck/fail",
         "/healthcheck/ok",
         "/quitquitquit",
-        "/logging",
         "/reload",
+        "/drain_listeners",
+        "/reset_counters",
+        "/reopen_logs",
     ] {
         let r = get(&format!("http://{}{path}", p.admin), &[]).await;
         assert_eq!(r.status, 405, "{path}");
         assert_eq!(r.header("allow").as_deref(), Some("POST"));
     }
+    // `/logging` reads with GET and changes with POST.
+    assert_eq!(p.admin_get("/logging").await.0, 200);
+    let r = send(
+        "PUT",
+        &format!("http://{}/logging", p.admin),
+        &[],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow").as_deref(), Some("GET, HEAD, POST"));
     let r = send(
         "POST",
         &format!("http://{}/stats", p.admin),

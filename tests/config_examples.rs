@@ -49,6 +49,7 @@ fn each_named_example_validates() {
         "thrift-sidecar.yaml",
         "internal-web.yaml",
         "fleet.yaml",
+        "grpc-sidecar.yaml",
         "tracing.yaml",
     ] {
         let path = std::path::Path::new("config").join(name);

@@ -51,8 +51,9 @@ const AFTER: &[(&str, &str, &str)] = &[(
     "mkdir -p certs && cd certs",
 )];
 
-/// A line that marks a block as needing the quickstart running.
-const NEEDS_QUICKSTART: &str = "localhost:10000";
+/// Text that marks a block as needing the quickstart running: its listener, or
+/// the admin endpoint.
+const NEEDS_QUICKSTART: &[&str] = &["localhost:10000", "localhost:9901", "127.0.0.1:9901"];
 
 struct Block {
     file: String,
@@ -223,7 +224,7 @@ async fn every_sh_block_in_the_docs_runs_as_written() {
         let script = with_prelude(b, &blocks)
             .replace("cargo run --release --", "attache")
             .replace("cargo run --", "attache");
-        let result = if b.text.contains(NEEDS_QUICKSTART) {
+        let result = if NEEDS_QUICKSTART.iter().any(|n| b.text.contains(n)) {
             let (_proxy, listener, admin) = quickstart();
             let script = script
                 .replace("localhost:10000", &listener)

@@ -251,3 +251,51 @@ fn shipped_configs_are_lint_clean() {
     let out = d.run(&["validate", "--config", "web.yaml"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
 }
+
+#[test]
+fn grpc_routes_warn_about_head_timeouts_and_http1_clusters() {
+    // A gRPC-only match to an HTTP/1.1 cluster (A110) with the default timeout (A109).
+    let y = r#"listeners:
+  - name: web
+    address: 127.0.0.1:0
+    virtual_hosts:
+      - name: main
+        domains: ["*"]
+        routes:
+          - match: { prefix: /, headers: [{ name: content-type, prefix: application/grpc }] }
+            route: { cluster: app }
+clusters:
+  - name: app
+    endpoints: ["127.0.0.1:9000"]
+"#;
+    assert_eq!(
+        lint_codes(y),
+        (
+            0,
+            vec![
+                "8:20 warning A110 c.yaml".into(),
+                "9:20 warning A109 c.yaml".into()
+            ]
+        )
+    );
+    // A cluster health checked with gRPC marks its routes as gRPC: `timeout: 0s` and
+    // client deadlines are clean, max_stream_duration is not.
+    let y = r#"listeners:
+  - name: web
+    address: 127.0.0.1:0
+    virtual_hosts:
+      - name: main
+        domains: ["*"]
+        routes:
+          - match: { prefix: /a. }
+            route: { cluster: app, timeout: 0s, max_grpc_timeout: 30s }
+          - match: { prefix: /b. }
+            route: { cluster: app, timeout: 0s, max_stream_duration: 1h }
+clusters:
+  - name: app
+    protocol: http2
+    endpoints: ["127.0.0.1:9000"]
+    health_check: { grpc: { service: a.B } }
+"#;
+    assert_eq!(lint_codes(y), (0, vec!["11:49 warning A109 c.yaml".into()]));
+}

@@ -13,7 +13,7 @@ use http_body_util::Full;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, Span};
-use prost::Message;
+use prost_otlp::Message;
 use support::{dead_port, eventually, get, Origin, Proxy};
 
 /// A span as received, with the `service.name` of its resource.

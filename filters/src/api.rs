@@ -149,6 +149,13 @@ pub struct StreamCtx {
     pub peer_sans: Vec<String>,
     /// Request method, kept for the response side.
     pub method: http::Method,
+    /// How the request speaks gRPC (`content-type: application/grpc*`), if it does.
+    pub grpc: Option<crate::grpc::Kind>,
+    /// The call's gRPC status, set before `on_complete` for gRPC requests: from the
+    /// response trailers, or the headers of a trailers-only response. A stream that
+    /// ended without one is `INTERNAL` (upstream reset, or no trailers), `CANCELLED`
+    /// when the client went away, or mapped from the HTTP status of a non-gRPC answer.
+    pub grpc_status: Option<crate::grpc::Code>,
     /// Seconds from request start to `on_complete`.
     pub duration: Option<std::time::Duration>,
     /// Per-filter scratch state, indexed by the filter's position in the chain.

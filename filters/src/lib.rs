@@ -7,6 +7,8 @@ pub mod api;
 pub mod cookie_audit;
 pub mod cors;
 pub mod duration;
+pub mod grpc;
+pub mod grpc_web;
 pub mod headers;
 pub mod local_rate_limit;
 pub mod origin;

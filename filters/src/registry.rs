@@ -84,6 +84,7 @@ pub fn all() -> Vec<&'static dyn DynFactory> {
         erase::<crate::web_security::Factory>(),
         erase::<crate::cors::Factory>(),
         erase::<crate::local_rate_limit::Factory>(),
+        erase::<crate::grpc_web::Factory>(),
     ]
 }
 

@@ -74,6 +74,39 @@ impl Stats {
         fam
     }
 
+    /// Set every counter of every family to zero (`POST /reset_counters`). Gauges
+    /// and histograms are left alone: a gauge is a current value, and a histogram
+    /// cannot be reset in place. Handles held elsewhere stay attached.
+    pub fn reset_counters(&self) {
+        use prometheus::core::Collector;
+        let families: Vec<IntCounterVec> = {
+            let map = match self.families.lock() {
+                Ok(m) => m,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            map.values()
+                .filter_map(|f| match f {
+                    Family::Counter(c) => Some(c.clone()),
+                    _ => None,
+                })
+                .collect()
+        };
+        for vec in families {
+            for mf in vec.collect() {
+                for m in mf.get_metric() {
+                    let labels: HashMap<&str, &str> = m
+                        .get_label()
+                        .iter()
+                        .map(|l| (l.name(), l.value()))
+                        .collect();
+                    if let Ok(c) = vec.get_metric_with(&labels) {
+                        c.reset();
+                    }
+                }
+            }
+        }
+    }
+
     /// A counter family (names end in `_total`).
     pub fn counter_vec(&self, name: &'static str, help: &str, labels: &[&str]) -> IntCounterVec {
         let fam = self.family(name, || {
@@ -117,5 +150,40 @@ impl Stats {
             Family::Histogram(h) => h,
             _ => panic!("metric {name} registered twice with different types"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reset_counters_zeroes_counters_through_held_handles_only() {
+        let stats = Stats::new();
+        let c = stats
+            .counter_vec("t_total", "t", &["a", "b"])
+            .with_label_values(&["x", "y"]);
+        let g = stats
+            .gauge_vec("t_gauge", "t", &["a"])
+            .with_label_values(&["x"]);
+        c.inc_by(5);
+        g.set(3);
+        stats.reset_counters();
+        assert_eq!(c.get(), 0);
+        assert_eq!(g.get(), 3);
+        // The held handle is still the exported series.
+        c.inc();
+        let exported: u64 = stats
+            .registry()
+            .gather()
+            .iter()
+            .filter(|f| f.name() == "t_total")
+            .flat_map(|f| {
+                f.get_metric()
+                    .iter()
+                    .map(|m| m.get_counter().get_value() as u64)
+            })
+            .sum();
+        assert_eq!(exported, 1);
     }
 }

@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use crate::server::Server;
 
 pub mod guard;
+pub mod ops;
 
 type Rsp = Response<Full<Bytes>>;
 
@@ -51,6 +52,19 @@ const GET_PATHS: &[(&str, &str)] = &[
         "/sli",
         "request SLIs per route and objective (sli filter); ?format=json",
     ),
+    (
+        "/live",
+        "200 while the process runs, also while draining (liveness)",
+    ),
+    (
+        "/listeners",
+        "every listener: address bound, protocol, TLS, active connections (JSON)",
+    ),
+    (
+        "/certs",
+        "every certificate in use: SANs, issuer, serial, expiry, user (JSON)",
+    ),
+    ("/logging", "the current log level"),
 ];
 
 const POST_PATHS: &[(&str, &str)] = &[
@@ -67,6 +81,18 @@ const POST_PATHS: &[(&str, &str)] = &[
     (
         "/reload",
         "re-read and validate the config file, then apply it",
+    ),
+    (
+        "/drain_listeners",
+        "stop accepting and drain without exiting (preStop); /ready answers 503",
+    ),
+    (
+        "/reset_counters",
+        "set every counter to zero (gauges and histograms stay)",
+    ),
+    (
+        "/reopen_logs",
+        "reopen access-log files (after logrotate renamed them)",
     ),
 ];
 
@@ -117,6 +143,7 @@ pub async fn serve(listener: TcpListener, server: Arc<Server>) {
         };
         tokio::spawn(async move {
             let svc = service_fn(move |mut req: Request<Incoming>| {
+                req.extensions_mut().insert(ops::Peer(remote));
                 let s = server.clone();
                 req.extensions_mut().insert(conn.clone());
                 async move { Ok::<_, Infallible>(handle(req, s).await) }
@@ -179,29 +206,22 @@ async fn handle(req: Request<Incoming>, server: Arc<Server>) -> Rsp {
             }
             post(&req, &path, server).await
         }
-        (_, true, _) => {
-            let mut r = text(
-                StatusCode::METHOD_NOT_ALLOWED,
-                format!("{path} only answers GET\n"),
-            );
-            r.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-            r
-        }
-        (_, _, true) => {
-            let mut r = text(
-                StatusCode::METHOD_NOT_ALLOWED,
-                format!("{path} only answers POST\n"),
-            );
-            r.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("POST"));
-            r
-        }
+        (_, true, true) => not_allowed(format!("{path} answers GET and POST\n"), "GET, HEAD, POST"),
+        (_, true, _) => not_allowed(format!("{path} only answers GET\n"), "GET, HEAD"),
+        (_, _, true) => not_allowed(format!("{path} only answers POST\n"), "POST"),
         _ => text(
             StatusCode::NOT_FOUND,
             format!("no admin endpoint {path}; GET / lists them\n"),
         ),
     }
+}
+
+/// `405` with the methods the path answers.
+fn not_allowed(body: String, allow: &'static str) -> Rsp {
+    let mut r = text(StatusCode::METHOD_NOT_ALLOWED, body);
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    r
 }
 
 async fn get(req: &Request<Incoming>, path: &str, server: Arc<Server>) -> Rsp {
@@ -219,6 +239,9 @@ async fn get(req: &Request<Incoming>, path: &str, server: Arc<Server>) -> Rsp {
             text(StatusCode::OK, s)
         }
         "/stats" => {
+            if let Some(bad) = stats_query_problem(req.uri().query()) {
+                return text(StatusCode::BAD_REQUEST, bad);
+            }
             let filter = match query(req, "filter") {
                 Some(f) => match regex::Regex::new(&f) {
                     Ok(r) => Some(r),
@@ -293,15 +316,11 @@ async fn get(req: &Request<Incoming>, path: &str, server: Arc<Server>) -> Rsp {
                 serde_json::to_string_pretty(&body).unwrap_or_default(),
             )
         }
-        "/ready" => {
-            if server.draining.load(Ordering::SeqCst) {
-                text(StatusCode::SERVICE_UNAVAILABLE, "DRAINING\n")
-            } else if server.health_failed.load(Ordering::SeqCst) {
-                text(StatusCode::SERVICE_UNAVAILABLE, "FAILED\n")
-            } else {
-                text(StatusCode::OK, "LIVE\n")
-            }
-        }
+        "/ready" => ops::ready(&server),
+        "/live" => ops::live(),
+        "/listeners" => ops::listeners(&server),
+        "/certs" => ops::certs(&server),
+        "/logging" => ops::logging(&server),
         "/server_info" => {
             let load = server.load.load();
             let state = if server.draining.load(Ordering::SeqCst) {
@@ -463,7 +482,36 @@ fn sli(server: &Server, want_json: bool) -> Rsp {
     }
 }
 
+/// `/stats` takes `filter` and `format=json|text`; anything else is a 400 naming
+/// the valid parameters (a typo like `?fitler=` must not silently show everything).
+fn stats_query_problem(q: Option<&str>) -> Option<String> {
+    for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "filter" => {}
+            "format" if matches!(v, "json" | "text") => {}
+            "format" => {
+                return Some(format!(
+                    "invalid format `{v}`; use format=json or format=text (Prometheus: GET /stats/prometheus)\n"
+                ))
+            }
+            _ => {
+                return Some(format!(
+                    "unknown parameter `{k}`; /stats takes filter=REGEX and format=json|text\n"
+                ))
+            }
+        }
+    }
+    None
+}
+
 async fn post(req: &Request<Incoming>, path: &str, server: Arc<Server>) -> Rsp {
+    tracing::info!(
+        path,
+        query = req.uri().query().unwrap_or(""),
+        peer = %ops::peer(req),
+        "admin mutation"
+    );
     match path {
         "/healthcheck/fail" => {
             server.health_failed.store(true, Ordering::SeqCst);
@@ -474,11 +522,7 @@ async fn post(req: &Request<Incoming>, path: &str, server: Arc<Server>) -> Rsp {
             text(StatusCode::OK, "OK\n")
         }
         "/quitquitquit" => {
-            let s = server.clone();
-            tokio::spawn(async move {
-                s.drain().await;
-                std::process::exit(0);
-            });
+            server.request_exit();
             text(StatusCode::OK, "OK, draining\n")
         }
         "/logging" => match query(req, "level") {
@@ -487,7 +531,12 @@ async fn post(req: &Request<Incoming>, path: &str, server: Arc<Server>) -> Rsp {
                 "give ?level=trace|debug|info|warn|error\n",
             ),
             Some(l) => match (server.log_level)(&l) {
-                Ok(()) => text(StatusCode::OK, format!("log level: {l}\n")),
+                Ok(()) => {
+                    if let Ok(mut f) = server.log_filter.lock() {
+                        *f = l.clone();
+                    }
+                    text(StatusCode::OK, format!("log level: {l}\n"))
+                }
                 Err(e) => text(StatusCode::BAD_REQUEST, format!("{e}\n")),
             },
         },
@@ -508,6 +557,9 @@ async fn post(req: &Request<Incoming>, path: &str, server: Arc<Server>) -> Rsp {
                 format!("{e}; still serving the previous config\n"),
             ),
         },
+        "/drain_listeners" => ops::drain_listeners(&server),
+        "/reset_counters" => ops::reset_counters(&server),
+        "/reopen_logs" => ops::reopen_logs(&server).await,
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }

@@ -15,6 +15,7 @@ use super::endpoints::{self, Spec};
 use super::load::{did_you_mean, Diagnostic, SourceMap};
 use super::raw;
 use super::snapshot::{AccessLogCfg, Http2Settings, HttpSettings, Listener, Snapshot, TcpSettings};
+use crate::http::grpc::RouteStats;
 use crate::router::{
     self, Action, DirectResponse, HeaderMatch, Matcher, PathMatch, QueryMatch, Redirect,
     RetryPolicy, Route, RouteAction, Router, SanMatch, Target, ValueMatch, VirtualHost,
@@ -95,6 +96,105 @@ fn regex(cx: &mut Cx<'_>, path: &str, pattern: &str) -> Option<Regex> {
             let e = e.to_string();
             let detail = e.lines().last().unwrap_or("invalid").trim().to_string();
             cx.err(path, format!("invalid regex `{pattern}`: {detail}"));
+            None
+        }
+    }
+}
+
+/// A listener's `access_log`: the destination checked (with file checks: it can be
+/// opened for append) and the format compiled, every problem reported.
+fn access_log(
+    cx: &mut Cx<'_>,
+    path: &str,
+    a: &raw::AccessLog,
+    check_files: bool,
+) -> Option<AccessLogCfg> {
+    use crate::accesslog::Format;
+    let mut ok = true;
+    if a.path.is_empty() {
+        cx.err(
+            &format!("{path}.path"),
+            "access_log.path must be `stdout`, `stderr` or a file path",
+        );
+        ok = false;
+    } else if check_files {
+        if let Err(e) = crate::accesslog::check_path(&a.path) {
+            cx.err(
+                &format!("{path}.path"),
+                format!("{e}; create the directory or fix its permissions (validate --skip-files skips this check)"),
+            );
+            ok = false;
+        }
+    }
+    let format = match (a.format.as_deref(), &a.json_format) {
+        (Some(_), Some(_)) => {
+            cx.err_key(
+                &format!("{path}.json_format"),
+                "set either `format` or `json_format`, not both",
+            );
+            None
+        }
+        (None | Some("json"), None) => Some(Format::builtin_json()),
+        (Some("text"), None) => Some(Format::builtin_text()),
+        (Some(t), None) if t.contains('%') => match Format::text(t) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                cx.err(&format!("{path}.format"), e);
+                None
+            }
+        },
+        (Some(t), None) => {
+            cx.err(
+                &format!("{path}.format"),
+                format!("unknown format `{t}`; use `json`, `text`, or a template such as \"%RESPONSE_CODE% %REQ(:PATH)%\""),
+            );
+            None
+        }
+        (None, Some(m)) => json_format(cx, &format!("{path}.json_format"), m),
+    };
+    let format = format.filter(|_| ok)?;
+    Some(AccessLogCfg {
+        path: a.path.clone(),
+        format: Arc::new(format),
+    })
+}
+
+/// `json_format`: string keys, each value a template string.
+fn json_format(
+    cx: &mut Cx<'_>,
+    path: &str,
+    m: &serde_yaml::Mapping,
+) -> Option<crate::accesslog::Format> {
+    let mut fields = Vec::new();
+    let mut bad = false;
+    for (k, v) in m {
+        let Some(key) = k.as_str() else {
+            cx.err(path, "json_format keys must be strings");
+            bad = true;
+            continue;
+        };
+        match v.as_str() {
+            Some(t) => fields.push((key.to_string(), t.to_string())),
+            None => {
+                cx.err(
+                    &format!("{path}.{key}"),
+                    "a json_format value is a template string, e.g. \"%RESPONSE_CODE%\"",
+                );
+                bad = true;
+            }
+        }
+    }
+    if fields.is_empty() && !bad {
+        cx.err(path, "json_format needs at least one field");
+        return None;
+    }
+    match crate::accesslog::Format::json(&fields) {
+        Ok(f) if !bad => Some(f),
+        Ok(_) => None,
+        Err(errors) => {
+            for (k, e) in errors {
+                cx.err(&format!("{path}.{k}"), e);
+            }
             None
         }
     }
@@ -182,6 +282,18 @@ pub fn compile(
     }
 
     let admin_allowed_hosts = compile_admin_hosts(&mut cx, &cfg.admin.allowed_hosts);
+    let health_addr = cfg
+        .health_listener
+        .as_ref()
+        .and_then(|h| parse_addr(&mut cx, "health_listener.address", &h.address));
+    if let (Some(h), Some(a)) = (health_addr, admin_addr) {
+        if h == a && h.port() != 0 {
+            cx.err(
+                "health_listener.address",
+                format!("address {h} is the admin address; the health listener needs its own port"),
+            );
+        }
+    }
     let tracer = cfg
         .tracing
         .as_ref()
@@ -287,6 +399,12 @@ pub fn compile(
                 } else {
                     addrs.insert(a, cx.line(&format!("{p}.address")));
                 }
+                if health_addr == Some(a) {
+                    cx.err(
+                        &format!("{p}.address"),
+                        format!("address {a} is the health_listener address"),
+                    );
+                }
                 if admin_addr == Some(a) {
                     cx.err(
                         &format!("{p}.address"),
@@ -296,18 +414,10 @@ pub fn compile(
             }
         }
         let stats = ListenerStats::new(opts.stats, &l.name);
-        let access_log = l.access_log.as_ref().map(|a| AccessLogCfg {
-            path: a.path.clone(),
-            format: a.format,
-        });
-        if let Some(a) = &l.access_log {
-            if a.path.is_empty() {
-                cx.err(
-                    &format!("{p}.access_log.path"),
-                    "access_log.path must be `stdout` or a file path",
-                );
-            }
-        }
+        let access_log = l
+            .access_log
+            .as_ref()
+            .and_then(|a| access_log(&mut cx, &format!("{p}.access_log"), a, opts.check_files));
         let tls = match &l.tls {
             None => None,
             Some(t) => {
@@ -448,6 +558,7 @@ pub fn compile(
         admin_address: admin_addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9901))),
         admin_token: token,
         admin_allowed_hosts,
+        health_address: health_addr,
         drain_timeout: cfg
             .drain_timeout
             .map(|d| d.0)
@@ -666,12 +777,34 @@ fn compile_fleet(cx: &mut Cx<'_>, p: &str, c: &raw::Cluster) {
     }
     if let Some(h) = &c.health_check {
         let hp = format!("{p}.health_check");
-        let kinds = [h.http.is_some(), h.tcp.is_some(), h.thrift.is_some()]
-            .iter()
-            .filter(|b| **b)
-            .count();
+        let kinds = [
+            h.http.is_some(),
+            h.tcp.is_some(),
+            h.thrift.is_some(),
+            h.grpc.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
         if kinds != 1 {
-            cx.err(&hp, "give exactly one of `http`, `tcp` or `thrift`");
+            cx.err(&hp, "give exactly one of `http`, `tcp`, `thrift` or `grpc`");
+        }
+        if let Some(g) = &h.grpc {
+            if c.protocol != raw::UpstreamProtocol::Http2 {
+                cx.err(
+                    &format!("{hp}.grpc"),
+                    "a gRPC health check needs `protocol: http2` on the cluster",
+                );
+            }
+            if g.authority
+                .as_deref()
+                .is_some_and(|a| HeaderValue::from_str(a).is_err() || a.is_empty())
+            {
+                cx.err(
+                    &format!("{hp}.grpc.authority"),
+                    "authority is not a valid host",
+                );
+            }
         }
         if let Some(x) = &h.http {
             if !x.path.starts_with('/') {
@@ -820,6 +953,7 @@ fn compile_http(
     let listener_chain: Arc<[Arc<dyn HttpFilter>]> = chain.iter().map(|(_, f)| f.clone()).collect();
 
     let opts = l.http.clone().unwrap_or_default();
+    let grpc_vecs = crate::http::grpc::Vecs::new(fcx.stats);
     let mut vhosts = Vec::new();
     let mut vh_names: HashSet<&str> = HashSet::new();
     let mut domains_seen: HashMap<String, usize> = HashMap::new();
@@ -927,6 +1061,7 @@ fn compile_http(
                     matcher,
                     action,
                     filters,
+                    grpc: RouteStats::new(grpc_vecs.clone(), &l.name, &name),
                 });
             }
         }
@@ -976,6 +1111,7 @@ fn compile_http(
         generate_request_id: opts.generate_request_id.unwrap_or(true),
         retry_buffer_bytes: opts.retry_buffer_bytes.unwrap_or(64 * 1024) as usize,
         http2: compile_http2(cx, &format!("{hp}.http2"), opts.http2.as_ref()),
+        grpc_no_route: RouteStats::new(grpc_vecs, &l.name, crate::http::grpc::NO_ROUTE),
     }
 }
 
@@ -1232,13 +1368,33 @@ fn compile_match(cx: &mut Cx<'_>, mp: &str, m: &raw::RouteMatch) -> Option<Match
     })
 }
 
+/// Default `stream_idle_timeout` of a route (Envoy's default too).
+pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
 const RETRY_ON: &[&str] = &[
     "5xx",
     "gateway-error",
     "connect-failure",
     "reset",
     "retriable-status-codes",
+    "cancelled",
+    "deadline-exceeded",
+    "resource-exhausted",
+    "unavailable",
+    "internal",
 ];
+
+/// The gRPC `retry_on` conditions (Envoy's names) and the code each reads.
+const GRPC_RETRY_ON: &[(&str, attache_filters::grpc::Code)] = {
+    use attache_filters::grpc::Code;
+    &[
+        ("cancelled", Code::Cancelled),
+        ("deadline-exceeded", Code::DeadlineExceeded),
+        ("resource-exhausted", Code::ResourceExhausted),
+        ("unavailable", Code::Unavailable),
+        ("internal", Code::Internal),
+    ]
+};
 
 fn compile_action(
     cx: &mut Cx<'_>,
@@ -1425,6 +1581,7 @@ fn compile_action(
                 on_reset: false,
                 statuses: r.retriable_status_codes.clone(),
                 per_try_timeout: r.per_try_timeout.map(|d| d.0),
+                grpc_codes: 0,
             };
             if r.attempts > 10 {
                 cx.err(&format!("{rp2}.attempts"), "attempts must be at most 10");
@@ -1436,6 +1593,13 @@ fn compile_action(
                     "connect-failure" => pol.on_connect_failure = true,
                     "reset" => pol.on_reset = true,
                     "retriable-status-codes" => {}
+                    other if GRPC_RETRY_ON.iter().any(|(n, _)| *n == other) => {
+                        for (n, code) in GRPC_RETRY_ON {
+                            if *n == other {
+                                pol.grpc_codes |= 1 << (*code as u32);
+                            }
+                        }
+                    }
                     other => {
                         let hint = did_you_mean(other, RETRY_ON.iter().copied())
                             .map(|s| format!("; did you mean `{s}`?"))
@@ -1493,6 +1657,23 @@ fn compile_action(
         Some(d) if d.0.is_zero() => None,
         Some(d) => Some(d.0),
     };
+    let stream_idle_timeout = match a.stream_idle_timeout {
+        None => Some(DEFAULT_STREAM_IDLE_TIMEOUT),
+        Some(d) if d.0.is_zero() => None,
+        Some(d) => Some(d.0),
+    };
+    let nonzero = |cx: &mut Cx<'_>, key: &str, d: Option<super::duration::Dur>| match d {
+        Some(d) if d.0.is_zero() => {
+            cx.err(
+                &format!("{ap}.{key}"),
+                format!("{key} must be greater than 0s (leave it out for no limit)"),
+            );
+            None
+        }
+        d => d.map(|d| d.0),
+    };
+    let max_grpc_timeout = nonzero(cx, "max_grpc_timeout", a.max_grpc_timeout);
+    let max_stream_duration = nonzero(cx, "max_stream_duration", a.max_stream_duration);
     let mut upgrades = Vec::new();
     for (i, u) in a.upgrades.iter().enumerate() {
         let token = !u.is_empty()
@@ -1530,6 +1711,9 @@ fn compile_action(
         target,
         timeout,
         retry,
+        max_grpc_timeout,
+        stream_idle_timeout,
+        max_stream_duration,
         prefix_rewrite: a.prefix_rewrite.clone(),
         host_rewrite,
         upgrades: upgrades.into_boxed_slice(),

@@ -12,6 +12,9 @@ use super::duration::Dur;
 pub struct Config {
     #[serde(default)]
     pub admin: Admin,
+    /// A second, probe-only endpoint: `GET /ready` and `GET /live`.
+    #[serde(default)]
+    pub health_listener: Option<HealthListener>,
     /// How long SIGTERM / `quitquitquit` wait for in-flight requests (default 10s).
     #[serde(default)]
     pub drain_timeout: Option<Dur>,
@@ -66,6 +69,12 @@ pub struct Admin {
     /// admin requests may carry in `Host`.
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthListener {
+    pub address: String,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -225,18 +234,14 @@ pub enum ForwardClientCert {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccessLog {
-    /// `stdout` or a file path.
+    /// `stdout`, `stderr` or a file path.
     pub path: String,
+    /// `json` (default), `text`, or a text template with `%OPERATOR%`s.
     #[serde(default)]
-    pub format: AccessLogFormat,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum AccessLogFormat {
-    #[default]
-    Json,
-    Text,
+    pub format: Option<String>,
+    /// A JSON object with these keys, each value a template.
+    #[serde(default)]
+    pub json_format: Option<serde_yaml::Mapping>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -334,6 +339,18 @@ pub struct RouteAction {
     pub prefix_rewrite: Option<String>,
     #[serde(default)]
     pub host_rewrite: Option<String>,
+    /// Cap on a gRPC call's `grpc-timeout` (longer ones are cut to this and the
+    /// header rewritten); unset = the client's deadline as sent.
+    #[serde(default)]
+    pub max_grpc_timeout: Option<Dur>,
+    /// End a response stream after this long with no bytes either way (default 5m;
+    /// `0s` = never).
+    #[serde(default)]
+    pub stream_idle_timeout: Option<Dur>,
+    /// End a stream this long after the request started, whatever it is doing
+    /// (default none).
+    #[serde(default)]
+    pub max_stream_duration: Option<Dur>,
     /// Upgrade protocols (the `Upgrade` header's token, e.g. `websocket`) tunnelled
     /// to the upstream for HTTP/1.1 requests; others have `Upgrade` stripped.
     #[serde(default)]
@@ -525,6 +542,9 @@ pub struct HealthCheck {
     pub tcp: Option<TcpHealthCheck>,
     #[serde(default)]
     pub thrift: Option<ThriftHealthCheck>,
+    /// `grpc.health.v1.Health/Check` over the cluster's HTTP/2 connections.
+    #[serde(default)]
+    pub grpc: Option<GrpcHealthCheck>,
     /// Default 5s.
     #[serde(default)]
     pub interval: Option<Dur>,
@@ -563,6 +583,17 @@ pub struct TcpHealthCheck {}
 pub struct ThriftHealthCheck {
     /// The method to call (no arguments); any reply is healthy.
     pub method: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcHealthCheck {
+    /// The `service` asked about (default "": the server as a whole).
+    #[serde(default)]
+    pub service: String,
+    /// `:authority` of the check (default: the cluster name).
+    #[serde(default)]
+    pub authority: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]

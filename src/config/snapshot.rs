@@ -18,6 +18,8 @@ pub struct Snapshot {
     pub admin_token: Option<String>,
     /// `admin.allowed_hosts`, lower case.
     pub admin_allowed_hosts: Vec<String>,
+    /// The probe-only `health_listener` address.
+    pub health_address: Option<SocketAddr>,
     pub drain_timeout: Duration,
     pub listeners: Vec<Arc<Listener>>,
     pub clusters: Arc<HashMap<String, Arc<Cluster>>>,
@@ -25,10 +27,11 @@ pub struct Snapshot {
     pub effective: serde_yaml::Value,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AccessLogCfg {
+    /// `stdout`, `stderr` or a file path.
     pub path: String,
-    pub format: raw::AccessLogFormat,
+    pub format: Arc<crate::accesslog::Format>,
 }
 
 pub struct Listener {
@@ -59,6 +62,8 @@ pub struct HttpSettings {
     pub generate_request_id: bool,
     pub retry_buffer_bytes: usize,
     pub http2: Http2Settings,
+    /// gRPC call metrics of calls no route matched (route label `_none`).
+    pub grpc_no_route: Arc<crate::http::grpc::RouteStats>,
 }
 
 /// The HTTP/2 SETTINGS a listener advertises; `http.http2` in the config.

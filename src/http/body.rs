@@ -6,16 +6,17 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use attache_filters::{HttpFilter, StreamCtx};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
+use super::grpc::{self, Expired, Timers};
 use super::{ConnCtx, Runtime};
 use crate::accesslog::Record;
 use crate::stats::ListenerStats;
-use crate::upstream::h1::BoxError;
+use crate::upstream::h1::{BoxError, ExchangeError};
 use crate::upstream::{ActiveGuard, UpstreamBody};
 
 enum Inner {
@@ -29,6 +30,10 @@ pub struct RespBody {
     /// An unread HTTP/2 request body, dropped with this body: after the response's
     /// last frame went out (see `proxy::handle`).
     held: Option<super::DownBody>,
+    /// The call deadline and idle limit of a streamed upstream response.
+    timers: Timers,
+    /// gRPC-Web: trailers into the body (and base64), for the client.
+    web: Option<Box<super::grpc_web::Encode>>,
 }
 
 impl RespBody {
@@ -42,6 +47,8 @@ impl RespBody {
             inner,
             done: None,
             held: None,
+            timers: Timers::default(),
+            web: None,
         }
     }
 
@@ -50,6 +57,56 @@ impl RespBody {
             inner: Inner::Upstream(b),
             done: None,
             held: None,
+            timers: Timers::default(),
+            web: None,
+        }
+    }
+
+    /// Translate this response body for a gRPC-Web client.
+    pub(super) fn set_web(&mut self, text: bool) {
+        self.web = Some(Box::new(super::grpc_web::Encode::new(text)));
+    }
+
+    /// Bound the rest of the stream by a call deadline and an idle limit.
+    pub(super) fn set_timers(&mut self, t: Timers) {
+        self.timers = t;
+    }
+
+    /// A stream timer fired: stop reading the upstream (dropping its body resets that
+    /// stream) and end the response. A gRPC call ends with trailers carrying the
+    /// timer's status, which every gRPC client reads as the call's outcome; any
+    /// other response is reset (HTTP/2) or cut (HTTP/1), as it cannot be completed.
+    fn expire(&mut self, why: Expired) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.inner = Inner::Full(None);
+        let grpc = match self.done.as_mut() {
+            Some(d) => {
+                d.flag = why.flag();
+                d.grpc.as_mut().map(|c| c.status = Some(why.code()))
+            }
+            None => None,
+        };
+        if grpc.is_none() {
+            self.finish(false);
+            return Poll::Ready(Some(Err(why.message().into())));
+        }
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert(
+            grpc::GRPC_STATUS.clone(),
+            http::HeaderValue::from_static(why.code().as_str()),
+        );
+        trailers.insert(
+            grpc::GRPC_MESSAGE.clone(),
+            http::HeaderValue::from_static(why.message()),
+        );
+        self.finish(true);
+        Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+    }
+
+    /// The bytes of a local reply's body (None for a streamed one).
+    pub(super) fn full_bytes(&self) -> Option<&Bytes> {
+        match &self.inner {
+            Inner::Full(b) => b.as_ref(),
+            Inner::Upstream(_) => None,
         }
     }
 
@@ -78,40 +135,23 @@ impl Body for RespBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        let r = match &mut this.inner {
-            Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Inner::Upstream(b) => Pin::new(b).poll_frame(cx),
+        let r = this.poll_inner(cx);
+        let Some(web) = this.web.as_mut() else {
+            return r;
         };
-        match &r {
-            Poll::Ready(Some(Ok(f))) => {
-                if let (Some(d), Some(data)) = (this.done.as_mut(), f.data_ref()) {
-                    d.bytes_out += data.len() as u64;
-                }
-                if this.is_end_stream() {
-                    this.finish(true);
-                }
-            }
-            Poll::Ready(Some(Err(_))) => {
-                if let Some(d) = this.done.as_mut() {
-                    if d.flag.is_empty() {
-                        // Headers already went out: not a local reply, but the log and
-                        // filters learn the stream broke upstream.
-                        d.flag = "UR";
-                    }
-                }
-                this.finish(false);
-            }
-            Poll::Ready(None) => this.finish(true),
-            Poll::Pending => {}
+        match r {
+            Poll::Ready(Some(Ok(f))) => Poll::Ready(Some(Ok(web.frame(f)))),
+            Poll::Ready(None) => Poll::Ready(web.flush().map(|b| Ok(Frame::data(b)))),
+            other => other,
         }
-        r
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.inner {
+        let inner = match &self.inner {
             Inner::Full(b) => b.is_none(),
             Inner::Upstream(b) => b.is_end_stream(),
-        }
+        };
+        inner && !self.web.as_ref().is_some_and(|w| w.holding())
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -119,6 +159,52 @@ impl Body for RespBody {
             Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Inner::Upstream(b) => b.size_hint(),
         }
+    }
+}
+
+impl RespBody {
+    /// The body's own frames, before a gRPC-Web translation: the completion's
+    /// accounting, trailers observed, stream timers.
+    fn poll_inner(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self;
+        let r = match &mut this.inner {
+            Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Inner::Upstream(b) => Pin::new(b).poll_frame(cx),
+        };
+        match &r {
+            Poll::Ready(Some(Ok(f))) => {
+                this.timers.activity();
+                if let Some(d) = this.done.as_mut() {
+                    if let Some(data) = f.data_ref() {
+                        d.bytes_out += data.len() as u64;
+                    } else if let (Some(call), Some(t)) = (d.grpc.as_mut(), f.trailers_ref()) {
+                        call.observe(t);
+                    }
+                }
+                if this.is_end_stream() {
+                    this.finish(true);
+                }
+            }
+            Poll::Ready(Some(Err(e))) => {
+                if let Some(d) = this.done.as_mut() {
+                    if d.flag.is_empty() {
+                        // Headers already went out: not a local reply, but the log and
+                        // filters learn the stream broke, upstream or (a malformed
+                        // request body sent alongside) downstream.
+                        let downstream = ExchangeError::is_request_body(&**e);
+                        d.flag = if downstream { "DPE" } else { "UR" };
+                    }
+                }
+                this.finish(false);
+            }
+            Poll::Ready(None) => this.finish(true),
+            Poll::Pending => {
+                if let Poll::Ready(why) = this.timers.poll_expired(cx) {
+                    return this.expire(why);
+                }
+            }
+        }
+        r
     }
 }
 
@@ -186,7 +272,16 @@ pub struct Completion {
     /// Original request path and query (access log only).
     path: String,
     authority: String,
-    user_agent: String,
+    /// Request headers the access-log format names (only those), as received.
+    req_headers: Vec<Option<http::HeaderValue>>,
+    /// Response headers the access-log format names, as sent.
+    pub resp_headers: Vec<Option<http::HeaderValue>>,
+    /// Upstream tries (access log).
+    pub attempts: u32,
+    /// The last try's new upstream connection took this long (access log).
+    pub upstream_connect: Option<Duration>,
+    /// From the request start to the upstream's response headers (access log).
+    pub response_head: Option<Duration>,
     pub request_id: Option<http::HeaderValue>,
     pub route: Option<Arc<str>>,
     pub cluster: Option<Arc<str>>,
@@ -202,6 +297,8 @@ pub struct Completion {
     pub chain: Option<Arc<[Arc<dyn HttpFilter>]>>,
     pub sc: Option<StreamCtx>,
     pub close_connection: bool,
+    /// Set for gRPC calls: the status seen, and the route's call metrics.
+    pub grpc: Option<grpc::Call>,
     /// The request's span, on listeners with `tracing:`.
     pub trace: Option<crate::trace::Active>,
     finished: bool,
@@ -214,7 +311,8 @@ impl Completion {
         rt: Arc<Runtime>,
         parts: &http::request::Parts,
     ) -> Completion {
-        let logging = rt.sink.is_some();
+        let format = rt.log.as_ref().map(|l| &l.format);
+        let logging = format.is_some();
         let s = |h: http::header::HeaderName| {
             parts
                 .headers
@@ -247,11 +345,16 @@ impl Completion {
             } else {
                 String::new()
             },
-            user_agent: if logging {
-                s(http::header::USER_AGENT)
-            } else {
-                String::new()
-            },
+            req_headers: format.map_or_else(Vec::new, |f| {
+                f.req_headers
+                    .iter()
+                    .map(|n| parts.headers.get(n).cloned())
+                    .collect()
+            }),
+            resp_headers: Vec::new(),
+            attempts: 0,
+            upstream_connect: None,
+            response_head: None,
             rt,
             request_id: None,
             route: None,
@@ -266,6 +369,7 @@ impl Completion {
             chain: None,
             sc: None,
             close_connection: false,
+            grpc: None,
             trace: None,
             finished: false,
         }
@@ -278,7 +382,24 @@ impl Completion {
 
     /// Whether this stream will write an access log line.
     pub fn logging(&self) -> bool {
-        self.rt.sink.is_some()
+        self.rt.log.is_some()
+    }
+
+    /// The response headers the access-log format names.
+    pub fn capture_response_headers(&mut self, headers: &http::HeaderMap) {
+        if let Some(log) = &self.rt.log {
+            self.resp_headers = log
+                .format
+                .resp_headers
+                .iter()
+                .map(|n| headers.get(n).cloned())
+                .collect();
+        }
+    }
+
+    /// Since the request started (when the stream is timed).
+    pub fn since_start(&self) -> Option<Duration> {
+        self.start.map(|s| s.elapsed())
     }
 
     pub fn listener_stats(&self) -> &ListenerStats {
@@ -290,7 +411,11 @@ impl Completion {
             return;
         }
         if !complete && self.flag.is_empty() {
-            self.flag = "DC";
+            self.flag = if self.conn.drain_cut.load(Ordering::Relaxed) {
+                "DT"
+            } else {
+                "DC"
+            };
         }
         if self.chain.is_some() && self.sc.is_none() {
             // The stream ended before a response (client reset or disconnect while
@@ -301,14 +426,21 @@ impl Completion {
                 method: self.method.clone(),
                 downstream_tls: self.conn.tls,
                 peer_sans: self.conn.peer_sans.clone(),
+                grpc: self.grpc.as_ref().map(|c| c.kind),
                 ..Default::default()
             });
         }
         self.active = None;
-        // `start` is set whenever a filter chain or the access log is configured.
+        // `start` is set whenever a filter chain, the access log or gRPC metrics use it.
         let elapsed = self.start.map(|s| s.elapsed());
+        let grpc_code = self.grpc.as_ref().map(|call| {
+            let code = call.final_code(self.status, self.flag);
+            call.stats.record(code, elapsed);
+            code
+        });
         if let (Some(chain), Some(sc)) = (self.chain.take(), self.sc.as_mut()) {
             sc.duration = elapsed;
+            sc.grpc_status = grpc_code;
             if sc.response_flag.is_none() && !self.flag.is_empty() {
                 sc.response_flag = Some(self.flag);
             }
@@ -316,18 +448,13 @@ impl Completion {
                 f.on_complete(sc);
             }
         }
-        if let Some(sink) = &self.rt.sink {
-            let trace_id = self.trace.as_ref().map_or("", |t| t.trace_id_str());
-            let peer = self
-                .conn
-                .peer_sans
-                .first()
-                .map(String::as_str)
-                .unwrap_or("");
+        if let Some(log) = &self.rt.log {
             let rec = Record {
-                start_time: rfc3339(self.start_wall.unwrap_or_else(SystemTime::now)),
+                start_time: Some(self.start_wall.unwrap_or_else(SystemTime::now)),
+                listener: &self.rt.listener.name,
                 method: self.method.as_str(),
                 path: &self.path,
+                authority: &self.authority,
                 protocol: super::proxy::protocol_name(self.version),
                 status: self.status,
                 bytes_received: self.bytes_in
@@ -336,23 +463,27 @@ impl Completion {
                         .as_ref()
                         .map_or(0, |c| c.load(Ordering::Relaxed)),
                 bytes_sent: self.bytes_out,
-                duration_ms: elapsed.unwrap_or_default().as_secs_f64() * 1000.0,
+                duration: elapsed,
+                response_duration: self.response_head,
+                upstream_connect: self.upstream_connect,
                 route: self.route.as_deref().unwrap_or(""),
                 cluster: self.cluster.as_deref().unwrap_or(""),
                 upstream: self.upstream.as_deref().unwrap_or(""),
+                attempts: self.attempts,
                 response_flag: self.flag,
                 request_id: self
                     .request_id
                     .as_ref()
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or(""),
-                authority: &self.authority,
                 downstream: self.conn.remote_str(),
-                user_agent: &self.user_agent,
-                peer_san: peer,
-                trace_id,
+                req_headers: &self.req_headers,
+                resp_headers: &self.resp_headers,
+                grpc_status: grpc_code.map_or("", |c| c.name()),
+                trace_id: self.trace.as_ref().map_or("", |t| t.trace_id_str()),
+                ..self.conn.tls_record()
             };
-            sink.write(&rec);
+            log.write(&rec);
         }
         self.end_span();
     }

@@ -1,16 +1,29 @@
-//! Downstream HTTP/1.1: attache's own codec for the requests that make up nearly
+//! Downstream HTTP/1.x: attache's own codec for the requests that make up nearly
 //! all traffic, hyper for everything else.
 //!
 //! hyper's server dispatch (its connection state machine, the auto-detection
 //! wrapper, a boxed header-read timer per request, a channel per request body)
 //! was the largest share of attache's user-space cost per proxied request. This
-//! codec serves a request itself when it is a well-formed HTTP/1.1 request in
-//! origin form, framed by no body or one `Content-Length`, and without `Upgrade`,
-//! `Expect` or `Transfer-Encoding`. Anything else, and an HTTP/2 preface, hands
-//! the connection with the bytes read so far to hyper for the rest of its life, so
-//! malformed input (400, 431), HTTP/1.0, chunked uploads, `100-continue`,
-//! upgrades and HTTP/2 keep hyper's behaviour, and the request-smuggling checks
-//! (`sniff`) keep watching those connections.
+//! codec serves a request itself when it is a well-formed HTTP/1.1 or HTTP/1.0
+//! request in origin form, framed by no body, one `Content-Length`, or
+//! `Transfer-Encoding: chunked` (HTTP/1.1 only; decoded by the strict
+//! [`chunked`] decoder), with or without `Expect: 100-continue` (answered here),
+//! and without `Upgrade`. HTTP/1.0 clients get no chunked responses (a body of
+//! unknown length ends with the connection) and keep-alive only when they ask.
+//!
+//! Framing is checked before a request is dispatched: both `Content-Length` and
+//! `Transfer-Encoding` (or any `Transfer-Encoding` on HTTP/1.0) is a `400`, and so
+//! is a malformed chunk among the bytes that arrived with the head. A malformed
+//! chunk that arrives later fails the body, which aborts the upstream request (see
+//! `upstream::h1`); the connection closes after the answer.
+//!
+//! Anything else, and an HTTP/2 preface, hands the connection with the bytes read
+//! so far to hyper for the rest of its life: malformed or oversized heads (hyper's
+//! 400 and 431), other expectations, upgrades (hyper's upgrade hand-off feeds the
+//! tunnel), absolute-form and `OPTIONS *`, transfer codings other than exactly
+//! `chunked`, and HTTP/2. hyper resolves `Content-Length` with
+//! `Transfer-Encoding` in favour of chunked instead of refusing it, so on those
+//! connections the request-smuggling watcher (`sniff`) still follows the framing.
 
 use std::future::{poll_fn, Future};
 use std::io;
@@ -29,7 +42,9 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 use super::{ConnCtx, RespBody};
-use crate::upstream::h1::{chunk_size_line, header_spans, parse_length, tokens};
+use crate::error::{ErrorKind, Reject};
+use crate::http1::chunked;
+use crate::upstream::h1::{header_spans, parse_length, tokens};
 
 /// Header slots on the stack; a request with more (or more than the listener's
 /// `max_headers`) goes to hyper, which answers it as before.
@@ -56,6 +71,8 @@ type DynRead = Box<dyn AsyncRead + Send + Unpin>;
 pub struct Input {
     io: DynRead,
     buf: BytesMut,
+    /// For the body to count what it refuses.
+    conn: Arc<ConnCtx>,
 }
 
 impl Input {
@@ -116,20 +133,67 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Handover<IO> {
     }
 }
 
-/// A request body framed by `Content-Length`, read from the connection. It owns
-/// the connection's read side while it lives and gives it back (with what it did
-/// not read) when it ends or is dropped.
+/// What is left of a request body on the wire.
+#[derive(Clone, Copy)]
+enum Rest {
+    Length(u64),
+    Chunked(chunked::Decoder),
+    /// Malformed: where it ends is unknown.
+    Broken,
+}
+
+impl Rest {
+    fn is_done(&self) -> bool {
+        match self {
+            Rest::Length(n) => *n == 0,
+            Rest::Chunked(d) => d.is_done(),
+            Rest::Broken => false,
+        }
+    }
+
+    /// The next piece of the body from `buf` (`None`: more input needed, or done).
+    fn take(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, chunked::Error> {
+        match self {
+            Rest::Length(_) | Rest::Broken if buf.is_empty() => Ok(None),
+            Rest::Length(left) => {
+                let n = (*left).min(buf.len() as u64);
+                *left -= n;
+                Ok(Some(buf.split_to(n as usize).freeze()))
+            }
+            Rest::Chunked(d) => d.decode(buf),
+            Rest::Broken => Ok(None),
+        }
+    }
+
+    /// Where the rest of the body ends in `buf`, when it is all there (and valid).
+    fn end_in(&self, buf: &[u8]) -> Option<usize> {
+        match self {
+            Rest::Length(n) => (buf.len() as u64 >= *n).then_some(*n as usize),
+            Rest::Chunked(d) => d.scan(buf).ok().flatten(),
+            Rest::Broken => None,
+        }
+    }
+}
+
+/// A request body framed by `Content-Length` or chunked, read from the
+/// connection. It owns the connection's read side while it lives and gives it
+/// back (with what it did not read) when it ends or is dropped.
 pub struct H1Body {
     input: Option<Input>,
-    left: u64,
-    back: Option<oneshot::Sender<(Input, u64)>>,
+    rest: Rest,
+    back: Option<oneshot::Sender<(Input, Rest)>>,
 }
 
 impl H1Body {
     fn give_back(&mut self) {
         if let (Some(input), Some(tx)) = (self.input.take(), self.back.take()) {
-            let _ = tx.send((input, self.left));
+            let _ = tx.send((input, self.rest));
         }
+    }
+
+    fn fail(&mut self, e: io::Error) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        self.give_back();
+        Poll::Ready(Some(Err(e)))
     }
 }
 
@@ -148,47 +212,62 @@ impl Body for H1Body {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = self.get_mut();
-        if this.left == 0 {
-            this.give_back();
-            return Poll::Ready(None);
-        }
-        let Some(input) = this.input.as_mut() else {
-            return Poll::Ready(Some(Err(io::ErrorKind::UnexpectedEof.into())));
-        };
-        if input.buf.is_empty() {
+        loop {
+            if this.rest.is_done() {
+                this.give_back();
+                return Poll::Ready(None);
+            }
+            let Some(input) = this.input.as_mut() else {
+                return Poll::Ready(Some(Err(io::ErrorKind::UnexpectedEof.into())));
+            };
+            match this.rest.take(&mut input.buf) {
+                Ok(Some(data)) => {
+                    if this.rest.is_done() {
+                        this.give_back();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Ok(None) if this.rest.is_done() => continue,
+                Ok(None) => {}
+                Err(e) => {
+                    // Arrived after the head went upstream: the upstream
+                    // connection is aborted, the client gets a 400 or a close.
+                    count_refused(&input.conn, Reject::Chunked);
+                    tracing::debug!(error = %e, "malformed chunked request body");
+                    this.rest = Rest::Broken;
+                    return this.fail(io::Error::new(io::ErrorKind::InvalidData, e));
+                }
+            }
             match input.poll_fill(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(0)) => {
-                    this.give_back();
-                    let e = io::Error::new(
+                    return this.fail(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "client closed the connection before the end of the request body",
-                    );
-                    return Poll::Ready(Some(Err(e)));
+                    ));
                 }
-                Poll::Ready(Err(e)) => {
-                    this.give_back();
-                    return Poll::Ready(Some(Err(e)));
-                }
+                Poll::Ready(Err(e)) => return this.fail(e),
                 Poll::Ready(Ok(_)) => {}
             }
         }
-        let take = this.left.min(input.buf.len() as u64) as usize;
-        let data = input.buf.split_to(take).freeze();
-        this.left -= take as u64;
-        if this.left == 0 {
-            this.give_back();
-        }
-        Poll::Ready(Some(Ok(Frame::data(data))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.left == 0
+        self.rest.is_done()
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.left)
+        match self.rest {
+            Rest::Length(n) => SizeHint::with_exact(n),
+            Rest::Chunked(d) if d.is_done() => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
     }
+}
+
+/// Count a request refused for `reason` by this codec.
+fn count_refused(conn: &ConnCtx, reason: Reject) {
+    conn.slot.load().listener.stats.count_reject(reason);
 }
 
 /// Where the connection's read side is while a request is served.
@@ -196,7 +275,7 @@ enum Side {
     Home(Input),
     /// Lent to the request body, which sends it back (with how much of the body it
     /// left unread) when it ends or is dropped.
-    Lent(oneshot::Receiver<(Input, u64)>),
+    Lent(oneshot::Receiver<(Input, Rest)>),
     /// Back, but part of the body it did not read has not arrived: the connection
     /// closes after the response (as with hyper), lingering on the read side when
     /// it is here (see [`linger`]).
@@ -205,14 +284,17 @@ enum Side {
 
 impl Side {
     /// The read side as the body gave it back: what the body left unread is
-    /// skipped when it is buffered already; otherwise the connection is spent.
-    fn returned(back: Result<(Input, u64), oneshot::error::RecvError>) -> Side {
+    /// skipped when it is buffered already (and well-formed); otherwise the
+    /// connection is spent.
+    fn returned(back: Result<(Input, Rest), oneshot::error::RecvError>) -> Side {
         match back {
-            Ok((mut input, left)) if input.buf.len() as u64 >= left => {
-                input.buf.advance(left as usize);
-                Side::Home(input)
-            }
-            Ok((input, _)) => Side::Spent(Some(input)),
+            Ok((mut input, rest)) => match rest.end_in(&input.buf) {
+                Some(n) => {
+                    input.buf.advance(n);
+                    Side::Home(input)
+                }
+                None => Side::Spent(Some(input)),
+            },
             Err(_) => Side::Spent(None),
         }
     }
@@ -259,7 +341,7 @@ impl Side {
             Side::Home(input) => (!input.buf.is_empty()).then_some(input),
             Side::Spent(input) => input,
             Side::Lent(mut rx) => match rx.try_recv() {
-                Ok((input, left)) if left > 0 || !input.buf.is_empty() => Some(input),
+                Ok((input, rest)) if !rest.is_done() || !input.buf.is_empty() => Some(input),
                 _ => None,
             },
         }
@@ -289,9 +371,13 @@ const LINGER_IDLE: Duration = Duration::from_secs(5);
 /// A parsed request head this codec serves.
 struct Head {
     parts: http::request::Parts,
-    content_length: u64,
-    /// `Connection: close`.
+    /// How the body is framed, or why the framing is refused.
+    body: Result<Rest, Reject>,
+    /// The client asked to close after the response (`Connection: close`, or
+    /// HTTP/1.0 without `keep-alive`).
     close: bool,
+    /// `Expect: 100-continue`.
+    expect_continue: bool,
 }
 
 // Returned once per request and matched at once: boxing the head would cost an
@@ -317,7 +403,8 @@ fn parse(buf: &mut BytesMut, spans: &mut Vec<[u32; 4]>, max_headers: usize) -> P
         Ok(httparse::Status::Partial) => return Parsed::Partial,
         Err(_) => return Parsed::Handover,
     };
-    let (Some(method), Some(path), Some(1)) = (req.method, req.path, req.version) else {
+    let (Some(method), Some(path), Some(minor @ (0 | 1))) = (req.method, req.path, req.version)
+    else {
         return Parsed::Handover;
     };
     if !path.starts_with('/') || method == "CONNECT" || method == "PRI" {
@@ -334,7 +421,12 @@ fn parse(buf: &mut BytesMut, spans: &mut Vec<[u32; 4]>, max_headers: usize) -> P
     );
     header_spans(buf, req.headers, spans);
     let raw = buf.split_to(n).freeze();
-    match build(&raw, method, path, spans) {
+    let version = if minor == 0 {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    match build(&raw, method, version, path, spans) {
         Some(head) => Parsed::Request(head),
         None => {
             // Put the head back in front of what follows it, for hyper.
@@ -347,14 +439,23 @@ fn parse(buf: &mut BytesMut, spans: &mut Vec<[u32; 4]>, max_headers: usize) -> P
     }
 }
 
-fn build(raw: &Bytes, method: Method, path: (u32, u32), spans: &[[u32; 4]]) -> Option<Head> {
+fn build(
+    raw: &Bytes,
+    method: Method,
+    version: Version,
+    path: (u32, u32),
+    spans: &[[u32; 4]],
+) -> Option<Head> {
+    let http10 = version == Version::HTTP_10;
     let (ps, pl) = (path.0 as usize, path.1 as usize);
     let uri = Uri::from_maybe_shared(raw.slice(ps..ps + pl)).ok()?;
     // Room for the headers the proxy adds (x-request-id, x-forwarded-*): growing
     // the map rehashes it.
     let mut headers = HeaderMap::with_capacity(spans.len() + 4);
     let mut content_length = None;
-    let mut close = false;
+    let (mut chunked, mut expect_continue) = (false, false);
+    // `Connection: close` / `keep-alive`; HTTP/1.0 closes unless asked not to.
+    let (mut says_close, mut says_keep_alive) = (false, false);
     for &[ns, ne, vs, ve] in spans {
         let (ns, ne, vs, ve) = (ns as usize, ne as usize, vs as usize, ve as usize);
         let name = HeaderName::from_bytes(&raw[ns..ne]).ok()?;
@@ -365,13 +466,30 @@ fn build(raw: &Bytes, method: Method, path: (u32, u32), spans: &[[u32; 4]]) -> O
             }
             // A list or anything but plain digits is hyper's to refuse.
             content_length = Some(parse_length(value)?);
-        } else if name == header::TRANSFER_ENCODING
-            || name == header::UPGRADE
-            || name == header::EXPECT
-        {
+        } else if name == header::TRANSFER_ENCODING {
+            // Exactly `chunked`, once. Other codings, a list or a repeat are
+            // hyper's to refuse (RFC 9112 section 6.1: chunked must be last, and
+            // a proxy cannot frame the rest).
+            if chunked || !value.eq_ignore_ascii_case(b"chunked") {
+                return None;
+            }
+            chunked = true;
+        } else if name == header::EXPECT {
+            // Answered here (hop-by-hop in effect: not forwarded, like NGINX and
+            // Envoy); other expectations are hyper's to refuse. HTTP/1.0 clients'
+            // expectations are ignored (RFC 9110 section 10.1.1).
+            if !http10 && !value.eq_ignore_ascii_case(b"100-continue") {
+                return None;
+            }
+            expect_continue = !http10;
+            continue;
+        } else if name == header::UPGRADE {
             return None;
         } else if name == header::CONNECTION {
-            close |= tokens(value).any(|t| t.eq_ignore_ascii_case(b"close"));
+            for t in tokens(value) {
+                says_close |= t.eq_ignore_ascii_case(b"close");
+                says_keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
+            }
         }
         let value = HeaderValue::from_maybe_shared(raw.slice(vs..ve)).ok()?;
         headers.append(name, value);
@@ -379,12 +497,22 @@ fn build(raw: &Bytes, method: Method, path: (u32, u32), spans: &[[u32; 4]]) -> O
     let (mut parts, ()) = Request::new(()).into_parts();
     parts.method = method;
     parts.uri = uri;
-    parts.version = Version::HTTP_11;
+    parts.version = version;
     parts.headers = headers;
+    let body = match (chunked, content_length) {
+        // Request smuggling's signature (RFC 9112 section 6.3): refused, not
+        // resolved in favour of one of them. HTTP/1.0 has no transfer codings:
+        // its framing is faulty too (section 6.1; NGINX refuses it as well).
+        (true, Some(_)) => Err(Reject::Framing),
+        (true, None) if http10 => Err(Reject::Framing),
+        (true, None) => Ok(Rest::Chunked(chunked::Decoder::new())),
+        (false, n) => Ok(Rest::Length(n.unwrap_or(0))),
+    };
     Some(Head {
         parts,
-        content_length: content_length.unwrap_or(0),
-        close,
+        body,
+        close: says_close || (http10 && !says_keep_alive),
+        expect_continue,
     })
 }
 
@@ -411,6 +539,7 @@ where
     let mut input = Some(Input {
         io: Box::new(rd),
         buf: BytesMut::with_capacity(READ_CHUNK),
+        conn: conn.clone(),
     });
     let mut out = Vec::with_capacity(1024);
     let mut spans = Vec::new();
@@ -490,15 +619,32 @@ where
 
         let Head {
             parts,
-            content_length,
+            body: framing,
             close,
+            expect_continue,
         } = head;
+        // The body's framing is checked as far as it is buffered before anything
+        // goes upstream: nothing of a malformed request is forwarded.
+        let rest = match framing.and_then(|r| checked(r, inp_buf(&input))) {
+            Ok(rest) => rest,
+            Err(reason) => {
+                let inp = input.take()?;
+                refuse(&mut wr, &mut out, inp, conn, reason, lim.idle).await;
+                return None;
+            }
+        };
         let is_head = parts.method == Method::HEAD;
-        let (body, mut side) = if content_length > 0 {
+        let http10 = parts.version == Version::HTTP_10;
+        // A client that waits for `100 Continue` before its body gets it once the
+        // request goes on past the proxy's own checks and replies (the handler no
+        // longer answers at once), like Envoy; a local reply (a 403) goes out
+        // without it. A client that sent body bytes anyway waits for nothing.
+        let mut continue_due = expect_continue && !rest.is_done() && inp_buf(&input).is_empty();
+        let (body, mut side) = if !rest.is_done() {
             let (tx, rx) = oneshot::channel();
             let body = H1Body {
                 input: input.take(),
-                left: content_length,
+                rest,
                 back: Some(tx),
             };
             (super::DownBody::H1(body), Side::Lent(rx))
@@ -512,13 +658,29 @@ where
                 Request::from_parts(parts, body),
                 conn.clone()
             ));
-            poll_fn(|cx| {
-                if let Poll::Ready(r) = call.as_mut().poll(cx) {
-                    return Poll::Ready(Some(r));
+            loop {
+                let due = continue_due;
+                let r = poll_fn(|cx| {
+                    if let Poll::Ready(r) = call.as_mut().poll(cx) {
+                        return Poll::Ready(Some(Some(r)));
+                    }
+                    if due {
+                        return Poll::Ready(Some(None));
+                    }
+                    side.poll_closed(cx).map(|()| None)
+                })
+                .await?;
+                match r {
+                    Some(rsp) => break rsp,
+                    None => {
+                        continue_due = false;
+                        send_all(&mut wr, b"HTTP/1.1 100 Continue\r\n\r\n", lim.idle)
+                            .await
+                            .ok()?;
+                        send_flush(&mut wr, lim.idle).await.ok()?;
+                    }
                 }
-                side.poll_closed(cx).map(|()| None)
-            })
-            .await?
+            }
         };
         served += 1;
         if !draining && drain_changed() {
@@ -526,16 +688,12 @@ where
             draining = true;
             conn.draining.store(true, Ordering::Release);
         }
-        let written = write_response(
-            &mut wr,
-            &mut out,
-            rsp,
+        let asked = Asked {
             is_head,
-            close || draining,
-            &mut side,
-            lim.idle,
-        )
-        .await;
+            close: close || draining,
+            http10,
+        };
+        let written = write_response(&mut wr, &mut out, rsp, asked, &mut side, lim.idle).await;
         let keep = matches!(written, Ok(true));
         if out.capacity() > OUT_KEEP {
             // A large response grew it; idle keep-alive connections stay small.
@@ -565,11 +723,57 @@ where
     }
 }
 
+/// `rest` when what of the body is buffered is well-formed.
+fn checked(rest: Rest, buf: &[u8]) -> Result<Rest, Reject> {
+    match rest {
+        Rest::Chunked(d) if d.scan(buf).is_err() => Err(Reject::Chunked),
+        _ => Ok(rest),
+    }
+}
+
+fn inp_buf(input: &Option<Input>) -> &[u8] {
+    input.as_ref().map_or(&[], |i| &i.buf[..])
+}
+
+/// Answer a request this codec refuses before it is dispatched: `400`, counted
+/// and logged like the parser's refusals, then the connection closes (lingering,
+/// as the client may still be sending the body).
+async fn refuse<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    out: &mut Vec<u8>,
+    input: Input,
+    conn: &ConnCtx,
+    reason: Reject,
+    stall: Duration,
+) {
+    let (rsp, _) = super::respond::local_reply(ErrorKind::BadRequest(reason), false, None);
+    super::record_early_reply(conn, rsp.status().as_u16(), reason, Instant::now());
+    tracing::debug!(reason = reason.as_str(), "request refused before dispatch");
+    let mut rsp = rsp.map(RespBody::full);
+    rsp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    let mut side = Side::Spent(None);
+    let asked = Asked {
+        is_head: false,
+        close: true,
+        http10: false,
+    };
+    if write_response(wr, out, rsp, asked, &mut side, stall)
+        .await
+        .is_ok()
+    {
+        let _ = bounded(stall, |cx| Pin::new(&mut *wr).poll_shutdown(cx)).await;
+        linger(input).await;
+    }
+}
+
 /// How a response body is framed on the wire.
 enum Framing {
     None,
     Length(u64),
     Chunked,
+    /// Until the connection closes (HTTP/1.0 clients, unknown length).
+    Close,
 }
 
 enum Next<F> {
@@ -580,19 +784,30 @@ enum Next<F> {
     Gone,
 }
 
+/// What of the request shapes its response on the wire.
+#[derive(Clone, Copy)]
+struct Asked {
+    is_head: bool,
+    /// The connection closes after this response.
+    close: bool,
+    /// An HTTP/1.0 client: no chunked framing (a body of unknown length is
+    /// delimited by closing), and keep-alive is said explicitly.
+    http10: bool,
+}
+
 /// Write a response. `Ok(true)`: the connection can carry another request.
 async fn write_response<W: AsyncWrite + Unpin>(
     wr: &mut W,
     out: &mut Vec<u8>,
     rsp: Response<RespBody>,
-    is_head: bool,
-    req_close: bool,
+    asked: Asked,
     side: &mut Side,
     stall: Duration,
 ) -> io::Result<bool> {
     let (mut parts, mut body) = rsp.into_parts();
     out.clear();
-    let mut close = req_close;
+    let is_head = asked.is_head;
+    let mut close = asked.close;
     if parts.status.is_informational() {
         // A final response cannot be informational (only a filter could produce
         // one; a tunnelled `101` never comes here). Like hyper: an empty 500, and
@@ -643,6 +858,9 @@ async fn write_response<W: AsyncWrite + Unpin>(
     } else if let Some(n) = exact.or(declared) {
         put_length(out, n);
         Framing::Length(n)
+    } else if asked.http10 {
+        close = true;
+        Framing::Close
     } else {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
         Framing::Chunked
@@ -652,6 +870,8 @@ async fn write_response<W: AsyncWrite + Unpin>(
     }
     if close && !says_close {
         out.extend_from_slice(b"connection: close\r\n");
+    } else if !close && asked.http10 {
+        out.extend_from_slice(b"connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
 
@@ -663,7 +883,7 @@ async fn write_response<W: AsyncWrite + Unpin>(
             return Ok(!close);
         }
         Framing::Length(n) => n,
-        Framing::Chunked => 0,
+        Framing::Chunked | Framing::Close => u64::MAX,
     };
     let chunked = matches!(framing, Framing::Chunked);
     loop {
@@ -745,7 +965,7 @@ async fn write_response<W: AsyncWrite + Unpin>(
     }
     if chunked {
         out.extend_from_slice(b"0\r\n\r\n");
-    } else if left > 0 {
+    } else if left > 0 && !matches!(framing, Framing::Close) {
         // Shorter than its length: the client must not wait for the rest.
         close = true;
     }
@@ -830,7 +1050,7 @@ fn put_length(out: &mut Vec<u8>, n: u64) {
 }
 
 fn put_chunk_size(out: &mut Vec<u8>, n: usize) {
-    out.extend_from_slice(chunk_size_line(n).as_bytes());
+    out.extend_from_slice(chunked::size_line_for(n).as_bytes());
 }
 
 /// `date: <IMF-fixdate>`, formatted once a second per thread.
@@ -871,8 +1091,19 @@ mod tests {
         assert_eq!(h.parts.uri.path(), "/a/b");
         assert_eq!(h.parts.uri.query(), Some("c=d"));
         assert_eq!(h.parts.headers["host"], "x");
-        assert_eq!(h.content_length, 12);
+        assert!(matches!(h.body, Ok(Rest::Length(12))));
+        assert!(!h.expect_continue);
         assert!(h.close);
+        let Parsed::Request(h) = parse_str(
+            "PUT / HTTP/1.1\r\nHost: x\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\n",
+        ) else {
+            panic!("not taken");
+        };
+        assert!(h.expect_continue);
+        assert!(
+            !h.parts.headers.contains_key(header::EXPECT),
+            "not forwarded"
+        );
         assert!(matches!(
             parse_str("GET / HTTP/1.1\r\nHost: x\r\n"),
             Parsed::Partial
@@ -882,16 +1113,18 @@ mod tests {
     #[test]
     fn everything_else_goes_to_hyper_with_its_bytes() {
         for head in [
-            "GET / HTTP/1.0\r\n\r\n",
+            "GET / HTTP/2.0\r\n\r\n",
             "GET http://x/ HTTP/1.1\r\nHost: x\r\n\r\n",
             "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n",
             "CONNECT x:443 HTTP/1.1\r\nHost: x\r\n\r\n",
             "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
-            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: identity\r\n\r\n",
             "POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
             "POST / HTTP/1.1\r\nContent-Length: +1\r\n\r\n",
             "POST / HTTP/1.1\r\nContent-Length: 1, 1\r\n\r\n",
-            "POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+            "POST / HTTP/1.1\r\nExpect: something-else\r\nContent-Length: 1\r\n\r\n",
             "GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
             "GET / HTTP/1.1\r\nBad Header: x\r\n\r\n",
             "GET /\x01 HTTP/1.1\r\n\r\n",
@@ -904,6 +1137,65 @@ mod tests {
             );
             assert_eq!(buf, before, "{head:?}: bytes kept for hyper");
         }
+    }
+
+    #[test]
+    fn chunked_uploads_are_taken_and_conflicting_framing_refused() {
+        let Parsed::Request(h) =
+            parse_str("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n")
+        else {
+            panic!("not taken");
+        };
+        assert!(matches!(h.body, Ok(Rest::Chunked(_))));
+        for head in [
+            "POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+        ] {
+            let Parsed::Request(h) = parse_str(head) else {
+                panic!("not taken: {head:?}");
+            };
+            assert!(matches!(h.body, Err(Reject::Framing)), "{head:?}");
+        }
+    }
+
+    #[test]
+    fn http10_closes_unless_asked_and_has_no_transfer_codings() {
+        let taken = |head: &str| match parse_str(head) {
+            Parsed::Request(h) => h,
+            _ => panic!("not taken: {head:?}"),
+        };
+        let h = taken("GET / HTTP/1.0\r\n\r\n");
+        assert_eq!(h.parts.version, Version::HTTP_10);
+        assert!(h.close);
+        let h = taken("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n");
+        assert!(!h.close);
+        let h = taken("POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n");
+        assert!(!h.expect_continue && !h.parts.headers.contains_key(header::EXPECT));
+        let h = taken("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert!(matches!(h.body, Err(Reject::Framing)));
+    }
+
+    #[test]
+    fn buffered_chunks_are_checked_before_dispatch() {
+        let chunked = || Rest::Chunked(chunked::Decoder::new());
+        assert!(checked(chunked(), b"5\r\nhel").is_ok());
+        assert!(checked(chunked(), b"").is_ok());
+        assert!(matches!(
+            checked(chunked(), b"5\r\nhello\r\n0x"),
+            Err(Reject::Chunked)
+        ));
+        // A counted body's bytes are the body's business.
+        assert!(checked(Rest::Length(3), b"\x00\x01").is_ok());
+    }
+
+    #[test]
+    fn an_unread_body_is_skipped_only_when_all_there() {
+        let chunked = Rest::Chunked(chunked::Decoder::new());
+        assert_eq!(chunked.end_in(b"3\r\nabc\r\n0\r\n\r\nGET"), Some(13));
+        assert_eq!(chunked.end_in(b"3\r\nabc\r\n"), None);
+        assert_eq!(chunked.end_in(b"3\r\nabcd\r\n0\r\n\r\n"), None);
+        assert_eq!(Rest::Length(2).end_in(b"abc"), Some(2));
+        assert_eq!(Rest::Broken.end_in(b"0\r\n\r\n"), None);
     }
 
     #[test]
@@ -925,24 +1217,55 @@ mod tests {
         ));
     }
 
-    async fn written(status: u16, body: &'static str, is_head: bool) -> (String, bool) {
-        let mut rsp = Response::new(RespBody::full(Bytes::from_static(body.as_bytes())));
-        *rsp.status_mut() = http::StatusCode::from_u16(status).expect("status");
-        rsp.headers_mut()
-            .insert(header::UPGRADE, HeaderValue::from_static("x"));
+    #[tokio::test]
+    async fn http10_keep_alive_is_said_and_close_is_the_default() {
+        for (close, says) in [
+            (false, "connection: keep-alive\r\n"),
+            (true, "connection: close\r\n"),
+        ] {
+            let rsp = Response::new(RespBody::full(Bytes::from_static(b"hi")));
+            let asked = Asked {
+                is_head: false,
+                close,
+                http10: true,
+            };
+            let (w, keep) = write(rsp, asked).await;
+            assert!(
+                w.contains(says) && w.contains("content-length: 2\r\n"),
+                "{w}"
+            );
+            assert_eq!(keep, !close);
+        }
+    }
+
+    /// What `write_response` puts on the wire for `rsp`, and whether it keeps the
+    /// connection.
+    async fn write(rsp: Response<RespBody>, asked: Asked) -> (String, bool) {
         let mut wire = Vec::new();
         let keep = write_response(
             &mut wire,
             &mut Vec::new(),
             rsp,
-            is_head,
-            false,
+            asked,
             &mut Side::Spent(None),
             Duration::from_secs(1),
         )
         .await
         .expect("write");
         (String::from_utf8(wire).expect("utf-8"), keep)
+    }
+
+    async fn written(status: u16, body: &'static str, is_head: bool) -> (String, bool) {
+        let mut rsp = Response::new(RespBody::full(Bytes::from_static(body.as_bytes())));
+        *rsp.status_mut() = http::StatusCode::from_u16(status).expect("status");
+        rsp.headers_mut()
+            .insert(header::UPGRADE, HeaderValue::from_static("x"));
+        let asked = Asked {
+            is_head,
+            close: false,
+            http10: false,
+        };
+        write(rsp, asked).await
     }
 
     #[tokio::test]
@@ -980,21 +1303,6 @@ mod tests {
             "{w}"
         );
         assert!(!keep);
-    }
-
-    #[test]
-    fn chunk_sizes_are_hex() {
-        for (n, s) in [
-            (0, "0"),
-            (1, "1"),
-            (15, "f"),
-            (16, "10"),
-            (0x1234ab, "1234ab"),
-        ] {
-            let mut out = Vec::new();
-            put_chunk_size(&mut out, n);
-            assert_eq!(out, format!("{s}\r\n").as_bytes());
-        }
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! request through the listener's current route table.
 
 mod body;
+pub mod grpc;
+mod grpc_web;
 mod h1;
 mod h2;
 pub mod mirror;
@@ -27,13 +29,13 @@ use tokio::sync::watch;
 pub use body::RespBody;
 pub use proxy::strip_hop_by_hop;
 
-use crate::accesslog::Sink;
+use crate::accesslog::AccessLog;
 use crate::config::snapshot::Listener;
 
 /// What a running listener serves right now; swapped on reload.
 pub struct Runtime {
     pub listener: Arc<Listener>,
-    pub sink: Option<Arc<Sink>>,
+    pub log: Option<AccessLog>,
     /// Whether a stream's duration is used: by the access log or by a filter (any
     /// chain of the listener is non-empty; `on_complete` gets `StreamCtx.duration`).
     /// When not, no clock is read per request.
@@ -41,7 +43,7 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    pub fn new(listener: Arc<Listener>, sink: Option<Arc<Sink>>) -> Runtime {
+    pub fn new(listener: Arc<Listener>, log: Option<AccessLog>) -> Runtime {
         let filters = listener.http.as_ref().is_some_and(|h| {
             !h.filters.is_empty()
                 || h.router
@@ -51,9 +53,9 @@ impl Runtime {
                     .any(|r| !r.filters.is_empty())
         });
         Runtime {
-            timed: sink.is_some() || filters,
+            timed: log.is_some() || filters,
             listener,
-            sink,
+            log,
         }
     }
 }
@@ -66,6 +68,11 @@ pub struct ConnCtx {
     /// `remote` as text, made on first use (only the access log needs it).
     remote_str: std::sync::OnceLock<String>,
     pub tls: bool,
+    /// The negotiated TLS version and cipher suite (`TLSv1.3`,
+    /// `TLS13_AES_128_GCM_SHA256`), and the SNI name the client sent.
+    pub tls_version: &'static str,
+    pub tls_cipher: &'static str,
+    pub sni: Option<Box<str>>,
     /// Verified client certificate SANs (URI SANs, then DNS SANs).
     pub peer_sans: Vec<String>,
     /// The verified client certificate, on mTLS listeners.
@@ -82,6 +89,8 @@ pub struct ConnCtx {
     /// the count (no access log, or no streamed body), instead of allocating one
     /// per request. Written, never read.
     pub unread_bytes_in: Arc<std::sync::atomic::AtomicU64>,
+    /// Set (for the whole process) once the drain deadline cuts open streams.
+    pub drain_cut: Arc<std::sync::atomic::AtomicBool>,
     /// Keeps the accepted connection counted as open while anything holds this
     /// context (the connection, or an upgrade tunnel that outlives it).
     pub open: Option<crate::server::OpenGuard>,
@@ -96,12 +105,16 @@ impl ConnCtx {
             remote_ip: ip_header(remote.ip()),
             remote_str: std::sync::OnceLock::new(),
             tls: false,
+            tls_version: "",
+            tls_cipher: "",
+            sni: None,
             peer_sans: Vec::new(),
             peer: None,
             xfcc: crate::config::raw::ForwardClientCert::SanitizeSet,
             framing_conflict: Default::default(),
             draining: Default::default(),
             unread_bytes_in: Default::default(),
+            drain_cut: Default::default(),
             open: None,
         }
     }
@@ -225,7 +238,14 @@ async fn serve_hyper<IO>(
         return;
     }
     fut.as_mut().graceful_shutdown();
-    let _ = tokio::time::timeout_at(deadline, fut.as_mut()).await;
+    if tokio::time::timeout_at(deadline, fut.as_mut())
+        .await
+        .is_err()
+    {
+        // Streams still open are cut by the drain deadline, not the client.
+        conn.drain_cut
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// A request body from the client: none, read by hyper (HTTP/2 and the requests
@@ -236,6 +256,8 @@ pub enum DownBody {
     H1(h1::H1Body),
     /// An HTTP/2 body whose first frames were read before forwarding (`h2::preread`).
     Replay(Box<h2::Replay<DownBody>>),
+    /// A gRPC-Web `-text` body, base64-decoded on its way upstream.
+    WebText(Box<grpc_web::TextDecode>),
 }
 
 impl http_body::Body for DownBody {
@@ -251,6 +273,7 @@ impl http_body::Body for DownBody {
             DownBody::Hyper(b) => std::pin::Pin::new(b).poll_frame(cx).map_err(Into::into),
             DownBody::H1(b) => std::pin::Pin::new(b).poll_frame(cx).map_err(Into::into),
             DownBody::Replay(b) => std::pin::Pin::new(&mut **b).poll_frame(cx),
+            DownBody::WebText(b) => std::pin::Pin::new(b.as_mut()).poll_frame(cx),
         }
     }
 
@@ -260,6 +283,7 @@ impl http_body::Body for DownBody {
             DownBody::Hyper(b) => b.is_end_stream(),
             DownBody::H1(b) => b.is_end_stream(),
             DownBody::Replay(b) => b.is_end_stream(),
+            DownBody::WebText(b) => b.is_end_stream(),
         }
     }
 
@@ -269,6 +293,7 @@ impl http_body::Body for DownBody {
             DownBody::Hyper(b) => b.size_hint(),
             DownBody::H1(b) => b.size_hint(),
             DownBody::Replay(b) => b.size_hint(),
+            DownBody::WebText(b) => b.size_hint(),
         }
     }
 }
@@ -292,33 +317,55 @@ fn record_parser_reply(
     } else {
         return;
     };
+    record_early_reply(conn, status, reason, opened);
+}
+
+/// Count and log a request refused before it became a request (by hyper's
+/// parser, or the own codec's framing checks): flag `DPE`, its reason, its status,
+/// and an access-log line with an empty method and path.
+fn record_early_reply(
+    conn: &ConnCtx,
+    status: u16,
+    reason: crate::error::Reject,
+    opened: tokio::time::Instant,
+) {
     let rt = conn.slot.load();
     let stats = &rt.listener.stats;
     stats.count_flag("DPE");
     stats.count_reject(reason);
     stats.count_status(status);
-    if let Some(sink) = &rt.sink {
+    if let Some(log) = &rt.log {
         let rec = crate::accesslog::Record {
-            start_time: rfc3339(std::time::SystemTime::now()),
-            method: "",
-            path: "",
+            start_time: Some(std::time::SystemTime::now()),
+            listener: &rt.listener.name,
             protocol: "HTTP/1.1",
             status,
-            bytes_received: 0,
-            bytes_sent: 0,
-            duration_ms: opened.elapsed().as_secs_f64() * 1000.0,
-            route: "",
-            cluster: "",
-            upstream: "",
+            duration: Some(opened.elapsed()),
             response_flag: "DPE",
-            request_id: "",
-            authority: "",
             downstream: conn.remote_str(),
-            user_agent: "",
-            peer_san: conn.peer_sans.first().map(String::as_str).unwrap_or(""),
-            ..Default::default()
+            ..conn.tls_record()
         };
-        sink.write(&rec);
+        log.write(&rec);
+    }
+}
+
+impl ConnCtx {
+    /// The connection's part of an access-log record: peer and TLS facts.
+    pub fn tls_record(&self) -> crate::accesslog::Record<'_> {
+        let peer = self.peer.as_ref();
+        fn first(v: Option<&Vec<String>>) -> &str {
+            v.and_then(|v| v.first()).map_or("", String::as_str)
+        }
+        crate::accesslog::Record {
+            peer_san: first(Some(&self.peer_sans)),
+            peer_uri_san: first(peer.map(|p| &p.uri_sans)),
+            peer_dns_san: first(peer.map(|p| &p.dns_sans)),
+            peer_subject: peer.map_or("", |p| p.subject.as_str()),
+            tls_version: self.tls_version,
+            tls_cipher: self.tls_cipher,
+            sni: self.sni.as_deref().unwrap_or(""),
+            ..Default::default()
+        }
     }
 }
 

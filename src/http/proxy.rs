@@ -14,12 +14,14 @@ use http_body::Body as _;
 use http_body_util::BodyExt;
 
 use super::body::{Completion, RespBody};
+use super::grpc;
 use super::normalize::{normalize, Rejected};
 use super::respond::local_reply;
 use super::{ConnCtx, DownBody};
 use crate::error::{ErrorKind, Reject};
 use crate::router::{Action, RequestView, RetryPolicy, RouteAction};
 use crate::upstream::pool::SendError;
+use crate::upstream::Replay;
 use crate::upstream::{ActiveGuard, Cluster, Endpoint, Outcome, UpBody, UpstreamBody};
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -200,13 +202,15 @@ pub async fn handle(req: Request<DownBody>, conn: Arc<ConnCtx>) -> Response<Resp
     let mut body = Some(body);
     let mut rsp = 'reply: {
         let rt = conn.slot.load_full();
+        let grpc_kind = grpc::classify(&parts.headers);
         // The clock is read only when something uses the stream's duration.
-        let start = rt.timed.then(Instant::now);
+        let start = (rt.timed || grpc_kind.is_some()).then(Instant::now);
 
         let mut sc = StreamCtx {
             method: parts.method.clone(),
             downstream_tls: conn.tls,
             peer_sans: conn.peer_sans.clone(),
+            grpc: grpc_kind,
             ..Default::default()
         };
         let mut done = Box::new(Completion::new(start, &conn, rt.clone(), &parts));
@@ -214,6 +218,7 @@ pub async fn handle(req: Request<DownBody>, conn: Arc<ConnCtx>) -> Response<Resp
             let empty: Arc<[Arc<dyn HttpFilter>]> = Arc::from(Vec::new());
             break 'reply finish_local(ErrorKind::Internal, false, &mut sc, done, &empty);
         };
+        done.grpc = grpc_kind.map(|k| grpc::Call::new(k, http.grpc_no_route.clone()));
 
         // One pass over the head: its size for the limits below (hyper's read buffer
         // bound is not an exact header limit), and framing the parser let through but we
@@ -335,6 +340,9 @@ pub async fn handle(req: Request<DownBody>, conn: Arc<ConnCtx>) -> Response<Resp
         };
         sc.route = route.name.clone();
         done.route = Some(route.name.clone());
+        if let Some(call) = done.grpc.as_mut() {
+            call.stats = route.grpc.clone();
+        }
         let chain = route.filters.clone();
         done.chain = Some(chain.clone());
 
@@ -342,6 +350,7 @@ pub async fn handle(req: Request<DownBody>, conn: Arc<ConnCtx>) -> Response<Resp
         if let Some(r) = run_request_filters(&chain, &mut parts, &mut sc) {
             break 'reply finish_filter_reply(r, &mut sc, done, chain);
         }
+        grpc_web_request(&mut parts, &mut body, &mut done);
 
         match &route.action {
             Action::Direct(d) => {
@@ -494,13 +503,28 @@ pub async fn handle(req: Request<DownBody>, conn: Arc<ConnCtx>) -> Response<Resp
                 // The upstream call counts a streamed body's bytes as it sends them. A
                 // counter of its own only when the access log will read it; otherwise
                 // the connection's write-only one (no allocation per request).
-                let bytes_in = match &req_body {
-                    ReqBody::Stream(_) if done.logging() || done.trace.is_some() => {
-                        let c = Arc::new(AtomicU64::new(0));
+                // The idle timer reads it too, to see the client still sending; the
+                // span reports it.
+                let counted = done.logging() || done.trace.is_some();
+                let own_counter = matches!(req_body, ReqBody::Stream(_))
+                    && (counted || ra.stream_idle_timeout.is_some());
+                let bytes_in = if own_counter {
+                    let c = Arc::new(AtomicU64::new(0));
+                    if counted {
                         done.bytes_in_stream = Some(c.clone());
-                        c
                     }
-                    _ => conn.unread_bytes_in.clone(),
+                    c
+                } else {
+                    conn.unread_bytes_in.clone()
+                };
+                let sent_counter = own_counter.then(|| bytes_in.clone());
+                // A gRPC call's body is streamed (clients send no length) and kept,
+                // so an answer retry_on names can be retried once it all went out.
+                let replay = match (&req_body, &ra.retry) {
+                    (ReqBody::Stream(_), Some(_)) if grpc_kind.is_some() => {
+                        Some(Replay::new(http.retry_buffer_bytes))
+                    }
+                    _ => None,
                 };
 
                 // An upgrade (WebSocket) handshake is not copied: a shadow tunnel
@@ -511,6 +535,17 @@ pub async fn handle(req: Request<DownBody>, conn: Arc<ConnCtx>) -> Response<Resp
                 let hash = cluster
                     .lb
                     .request_hash(&parts.headers, conn.remote_ip.to_str().unwrap_or(""));
+                let limits = grpc::call_limit(
+                    &mut parts.headers,
+                    grpc_kind.is_some(),
+                    ra.max_grpc_timeout,
+                    ra.max_stream_duration,
+                );
+                let limits = grpc::StreamLimits {
+                    deadline: limits.map(|d| tokio::time::Instant::now() + d),
+                    idle: ra.stream_idle_timeout,
+                    sent: sent_counter,
+                };
                 // A streamed body forward did not take (no healthy endpoint, circuit
                 // breaker) comes back, so an HTTP/2 one is held past the 503 too.
                 let mut req_body = Some(req_body);
@@ -522,6 +557,8 @@ pub async fn handle(req: Request<DownBody>, conn: Arc<ConnCtx>) -> Response<Resp
                     &mut req_body,
                     bytes_in,
                     hash,
+                    &limits,
+                    replay,
                     &mut done,
                 )
                 .await;
@@ -556,7 +593,10 @@ pub async fn handle(req: Request<DownBody>, conn: Arc<ConnCtx>) -> Response<Resp
                                 );
                                 RespBody::full(Bytes::new())
                             }
-                            Err(body) => body,
+                            Err(mut body) => {
+                                body.set_timers(limits.timers());
+                                body
+                            }
                         };
                         let rsp = Response::from_parts(rp, body);
                         finish_response(rsp, &mut sc, done, chain)
@@ -739,13 +779,20 @@ async fn forward(
     body: &mut Option<ReqBody>,
     bytes_in: Arc<AtomicU64>,
     hash: Option<u64>,
+    limits: &grpc::StreamLimits,
+    replay: Option<Arc<std::sync::Mutex<Replay>>>,
     done: &mut Completion,
 ) -> Result<Response<UpstreamBody>, (ErrorKind, bool)> {
     // One clock read covers the first attempt; retries read it again.
     let first = tokio::time::Instant::now();
-    let deadline = ra.timeout.map(|t| first + t);
+    // The route timeout bounds the wait for the response head; a gRPC deadline or
+    // `max_stream_duration` bounds the whole call, the head included.
+    let deadline = match (ra.timeout.map(|t| first + t), limits.deadline) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     let retry: Option<&RetryPolicy> = match body {
-        Some(ReqBody::Stream(_)) => None,
+        Some(ReqBody::Stream(_)) if replay.is_none() => None,
         _ => ra.retry.as_ref(),
     };
     let max_attempts = 1 + retry.map_or(0, |r| r.attempts);
@@ -763,6 +810,7 @@ async fn forward(
             return Err((ErrorKind::NoHealthyUpstream, false));
         };
         done.upstream = Some(ep.authority.clone());
+        done.attempts = attempt;
         let up_body = match body.as_ref() {
             Some(ReqBody::Empty) => UpBody::Empty,
             Some(ReqBody::Buffered(b)) => UpBody::Full(Some(b.clone())),
@@ -770,6 +818,7 @@ async fn forward(
                 Some(ReqBody::Stream(s)) => UpBody::Stream {
                     inner: s,
                     counter: bytes_in.clone(),
+                    replay: replay.clone(),
                 },
                 _ => UpBody::Empty,
             },
@@ -841,10 +890,7 @@ async fn forward(
             (None, Some(p)) => Some(sent + p),
             (None, None) => None,
         };
-        let result = match limit {
-            Some(l) => tokio::time::timeout_at(l, call).await.ok(),
-            None => Some(call.await),
-        };
+        let result = limits.wait_head(call, sent, limit).await;
         drop(pending);
         restore(&mut up_body, body);
         let overall_expired = || deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
@@ -855,11 +901,20 @@ async fn forward(
             }
             Some(Ok(rsp)) => {
                 cluster.stats.duration.observe(sent.elapsed().as_secs_f64());
+                if done.logging() {
+                    done.response_head = done.since_start();
+                    done.upstream_connect = rsp
+                        .extensions()
+                        .get::<crate::upstream::pool::Connected>()
+                        .map(|c| c.0);
+                }
                 Ok(rsp)
             }
             Some(Err(SendError::Overflow)) => Err(ErrorKind::Overflow),
             Some(Err(SendError::Connect(e))) => {
-                tracing::debug!(cluster = %cluster.name, upstream = %ep.authority, error = %e, "upstream connect failed");
+                if let Some(suppressed) = cluster.connect_fail_log.allow() {
+                    tracing::warn!(cluster = %cluster.name, upstream = %ep.authority, error = %e, suppressed, "upstream connect failed");
+                }
                 cluster.stats.connect_fail.inc();
                 ep.connect_fail.fetch_add(1, Ordering::Relaxed);
                 Err(ErrorKind::ConnectFailure)
@@ -868,17 +923,33 @@ async fn forward(
                 tracing::debug!(cluster = %cluster.name, upstream = %ep.authority, error = %e, "upstream request failed");
                 Err(ErrorKind::UpstreamReset)
             }
+            Some(Err(SendError::Body(e))) => {
+                tracing::debug!(cluster = %cluster.name, upstream = %ep.authority, error = %e, "request body failed; upstream connection closed");
+                done.close_connection = true;
+                Err(ErrorKind::BadBody)
+            }
         };
-        cluster.report(
-            &ep,
-            match &outcome {
-                Ok(r) if r.status().as_u16() < 500 => Outcome::Success,
-                Ok(_) | Err(ErrorKind::UpstreamReset) | Err(ErrorKind::Timeout) => Outcome::Failure,
-                Err(ErrorKind::ConnectFailure) => Outcome::ConnectFailure,
-                // Overflow is the proxy's own limit, not the endpoint's fault.
-                Err(_) => Outcome::Success,
-            },
-        );
+        let reported = match &outcome {
+            Ok(r) if r.status().as_u16() < 500 => Some(Outcome::Success),
+            Ok(_) | Err(ErrorKind::UpstreamReset) | Err(ErrorKind::Timeout) => {
+                Some(Outcome::Failure)
+            }
+            Err(ErrorKind::ConnectFailure) => Some(Outcome::ConnectFailure),
+            // The client's fault says nothing about the endpoint.
+            Err(ErrorKind::BadBody) => None,
+            // Overflow is the proxy's own limit, not the endpoint's fault.
+            Err(_) => Some(Outcome::Success),
+        };
+        if let Some(o) = reported {
+            cluster.report(&ep, o);
+        }
+        if body.is_none() {
+            // A streamed body that went out whole can be sent again from its copy.
+            let copy = replay
+                .as_ref()
+                .and_then(|r| r.lock().unwrap_or_else(|p| p.into_inner()).take_complete());
+            *body = copy.map(ReqBody::Buffered);
+        }
         let mut can_retry = !last && body.is_some() && !overall_expired();
         match outcome {
             Ok(rsp) => {
@@ -886,7 +957,8 @@ async fn forward(
                 if status >= 500 {
                     ep.rq_error.fetch_add(1, Ordering::Relaxed);
                 }
-                let wants_retry = can_retry && retry.is_some_and(|r| r.retry_status(status));
+                let wants_retry = can_retry
+                    && retry.is_some_and(|r| r.retry_status(status) || r.retry_grpc(rsp.headers()));
                 if wants_retry {
                     _retry_permit = cluster.breakers.retries.try_acquire();
                     can_retry = _retry_permit.is_some();
@@ -902,7 +974,9 @@ async fn forward(
                 return Ok(rsp);
             }
             Err(kind) => {
-                ep.rq_error.fetch_add(1, Ordering::Relaxed);
+                if kind != ErrorKind::BadBody {
+                    ep.rq_error.fetch_add(1, Ordering::Relaxed);
+                }
                 let retriable = match kind {
                     ErrorKind::ConnectFailure => retry
                         .is_some_and(|r| r.on_connect_failure || r.on_5xx || r.on_gateway_error),
@@ -966,7 +1040,7 @@ fn finish_local(
     mut done: Box<Completion>,
     chain: &Arc<[Arc<dyn HttpFilter>]>,
 ) -> Response<RespBody> {
-    let (rsp, flag) = local_reply(kind, exhausted);
+    let (rsp, flag) = local_reply(kind, exhausted, sc.grpc);
     sc.local_reply = true;
     sc.response_flag = Some(flag);
     done.flag = flag;
@@ -995,6 +1069,9 @@ fn finish_response(
             sc.status = Some(parts.status);
         }
     }
+    if let Some(kind) = sc.grpc {
+        grpc_head(&mut parts, &mut body, sc, &mut done, kind);
+    }
     if done.close_connection || done.closing_for_drain() {
         parts
             .headers
@@ -1008,10 +1085,56 @@ fn finish_response(
     }
     done.status = parts.status.as_u16();
     done.listener_stats().count_status(done.status);
+    done.capture_response_headers(&parts.headers);
     done.chain = Some(chain);
     done.sc = Some(std::mem::take(sc));
     body.attach(done);
     Response::from_parts(parts, body)
+}
+
+/// A gRPC call's response head: a local reply (the proxy's, a filter's, a direct
+/// response) reshaped for a gRPC client, and the status of a trailers-only answer.
+fn grpc_head(
+    parts: &mut http::response::Parts,
+    body: &mut RespBody,
+    sc: &mut StreamCtx,
+    done: &mut Completion,
+    kind: attache_filters::grpc::Kind,
+) {
+    if sc.local_reply {
+        let text = body.full_bytes().cloned().unwrap_or_default();
+        if super::respond::grpc_from_http(parts, &text, kind) {
+            *body = RespBody::full(Bytes::new());
+            sc.status = Some(parts.status);
+        }
+    }
+    if let Some(call) = done.grpc.as_mut() {
+        call.observe(&parts.headers);
+        if let (Some(web), false) = (call.web, sc.local_reply) {
+            super::grpc_web::response_head(&mut parts.headers, web.text);
+            body.set_web(web.text);
+        }
+    }
+}
+
+/// A call the `grpc_web` filter translates: remember it for the response, and
+/// decode a `-text` request body on its way upstream.
+fn grpc_web_request(
+    parts: &mut http::request::Parts,
+    body: &mut Option<DownBody>,
+    done: &mut Completion,
+) {
+    let Some(web) = parts.extensions.remove::<attache_filters::grpc_web::Web>() else {
+        return;
+    };
+    if let Some(call) = done.grpc.as_mut() {
+        call.web = Some(web);
+    }
+    if web.text {
+        *body = body
+            .take()
+            .map(|b| DownBody::WebText(Box::new(super::grpc_web::TextDecode::new(b))));
+    }
 }
 
 pub(super) fn protocol_name(v: Version) -> &'static str {

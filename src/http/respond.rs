@@ -3,12 +3,15 @@
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
 
+use attache_filters::grpc::{Code, Kind};
+
+use super::grpc;
 use crate::error::ErrorKind;
 
 /// Status and short response flag (Envoy's meanings) for a local reply.
 pub fn status_and_flag(kind: ErrorKind, retries_exhausted: bool) -> (StatusCode, &'static str) {
     let (status, flag) = match kind {
-        ErrorKind::BadRequest(_) => (StatusCode::BAD_REQUEST, "DPE"),
+        ErrorKind::BadRequest(_) | ErrorKind::BadBody => (StatusCode::BAD_REQUEST, "DPE"),
         ErrorKind::HeadersTooLarge => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "DPE"),
         ErrorKind::UriTooLong => (StatusCode::URI_TOO_LONG, "DPE"),
         ErrorKind::NoRoute => (StatusCode::NOT_FOUND, "NR"),
@@ -27,9 +30,19 @@ pub fn status_and_flag(kind: ErrorKind, retries_exhausted: bool) -> (StatusCode,
     }
 }
 
-/// The local reply for `kind`: a short plain-text body naming the problem.
-pub fn local_reply(kind: ErrorKind, retries_exhausted: bool) -> (Response<Bytes>, &'static str) {
+/// The local reply for `kind`: a short plain-text body naming the problem, or for a
+/// gRPC request ([`Kind`]) the trailers-only answer gRPC clients read (see
+/// [`grpc_reply`]), with the code for the cause and the flag in `grpc-message`.
+pub fn local_reply(
+    kind: ErrorKind,
+    retries_exhausted: bool,
+    grpc: Option<Kind>,
+) -> (Response<Bytes>, &'static str) {
     let (status, flag) = status_and_flag(kind, retries_exhausted);
+    if let Some(g) = grpc {
+        let msg = format!("{kind} ({flag})");
+        return (grpc_reply(g, grpc_code(kind, status), &msg), flag);
+    }
     let mut body = kind.to_string();
     body.push('\n');
     let mut rsp = Response::new(Bytes::from(body));
@@ -39,6 +52,67 @@ pub fn local_reply(kind: ErrorKind, retries_exhausted: bool) -> (Response<Bytes>
         HeaderValue::from_static("text/plain"),
     );
     (rsp, flag)
+}
+
+/// The gRPC code of a local reply: the cause where it says more than the status
+/// (a timeout is `DEADLINE_EXCEEDED`, not the spec's `UNAVAILABLE` for 504), else
+/// the status mapped as the gRPC spec says.
+fn grpc_code(kind: ErrorKind, status: StatusCode) -> Code {
+    match kind {
+        ErrorKind::Timeout => Code::DeadlineExceeded,
+        ErrorKind::NoRoute => Code::Unimplemented,
+        ErrorKind::NoCluster
+        | ErrorKind::NoHealthyUpstream
+        | ErrorKind::ConnectFailure
+        | ErrorKind::Overflow
+        | ErrorKind::UpstreamReset => Code::Unavailable,
+        ErrorKind::BadRequest(_)
+        | ErrorKind::BadBody
+        | ErrorKind::UriTooLong
+        | ErrorKind::HeadersTooLarge => Code::Internal,
+        ErrorKind::Internal => Code::from_http(status.as_u16()),
+    }
+}
+
+/// A trailers-only gRPC answer: HTTP 200, `content-type` of the request's kind,
+/// `grpc-status` and `grpc-message` in the head, no body (the head ends the stream).
+pub fn grpc_reply(kind: Kind, code: Code, message: &str) -> Response<Bytes> {
+    let mut rsp = Response::new(Bytes::new());
+    let h = rsp.headers_mut();
+    h.insert(http::header::CONTENT_TYPE, grpc::content_type(kind));
+    h.insert(
+        grpc::GRPC_STATUS.clone(),
+        HeaderValue::from_static(code.as_str()),
+    );
+    h.insert(grpc::GRPC_MESSAGE.clone(), grpc::message_value(message));
+    rsp
+}
+
+/// Reshape another local reply (a filter's 403 or 429, a `direct_response`) for a
+/// gRPC client: the status mapped to a code, the plain-text body as `grpc-message`,
+/// and the reply's other headers (`retry-after`, CORS) kept. A 2xx reply, or one
+/// that already carries `grpc-status`, is left as it is.
+pub fn grpc_from_http(parts: &mut http::response::Parts, body: &Bytes, kind: Kind) -> bool {
+    if parts.status.is_success() || parts.headers.contains_key(&grpc::GRPC_STATUS) {
+        return false;
+    }
+    let code = Code::from_http(parts.status.as_u16());
+    let text = std::str::from_utf8(body).unwrap_or("").trim();
+    let msg = if text.is_empty() {
+        parts.status.canonical_reason().unwrap_or("local reply")
+    } else {
+        text
+    };
+    let h = &mut parts.headers;
+    h.remove(http::header::CONTENT_LENGTH);
+    h.insert(http::header::CONTENT_TYPE, grpc::content_type(kind));
+    h.insert(
+        grpc::GRPC_STATUS.clone(),
+        HeaderValue::from_static(code.as_str()),
+    );
+    h.insert(grpc::GRPC_MESSAGE.clone(), grpc::message_value(msg));
+    parts.status = StatusCode::OK;
+    true
 }
 
 #[cfg(test)]
@@ -59,6 +133,7 @@ mod tests {
                 400,
                 "DPE",
             ),
+            (ErrorKind::BadBody, 400, "DPE"),
         ];
         for (k, s, f) in cases {
             assert_eq!(
@@ -68,6 +143,57 @@ mod tests {
         }
         assert_eq!(status_and_flag(ErrorKind::ConnectFailure, true).1, "URX");
         assert_eq!(status_and_flag(ErrorKind::NoRoute, true).1, "NR");
+    }
+
+    #[test]
+    fn grpc_local_replies_are_trailers_only_with_the_cause() {
+        let cases = [
+            (ErrorKind::NoRoute, "12", "no route matched (NR)"),
+            (
+                ErrorKind::NoHealthyUpstream,
+                "14",
+                "no healthy upstream (UH)",
+            ),
+            (
+                ErrorKind::ConnectFailure,
+                "14",
+                "upstream connect error (UF)",
+            ),
+            (ErrorKind::Overflow, "14", "upstream overflow (UO)"),
+            (ErrorKind::Timeout, "4", "upstream request timeout (UT)"),
+            (ErrorKind::UpstreamReset, "14", "upstream reset (UR)"),
+            (
+                ErrorKind::BadRequest(crate::error::Reject::Path),
+                "13",
+                "bad request (DPE)",
+            ),
+        ];
+        for (k, code, msg) in cases {
+            let (rsp, _) = local_reply(k, false, Some(Kind::Grpc));
+            assert_eq!(rsp.status(), StatusCode::OK);
+            assert!(rsp.body().is_empty());
+            let h = rsp.headers();
+            assert_eq!(h["content-type"], "application/grpc");
+            assert_eq!(h["grpc-status"], code, "{k:?}");
+            assert_eq!(h["grpc-message"], msg);
+        }
+    }
+
+    #[test]
+    fn filter_replies_are_reshaped_for_grpc_clients() {
+        let mut rsp = Response::new(());
+        *rsp.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+        rsp.headers_mut()
+            .insert("retry-after", HeaderValue::from_static("1"));
+        let (mut parts, ()) = rsp.into_parts();
+        let body = Bytes::from_static(b"rate limited\n");
+        assert!(grpc_from_http(&mut parts, &body, Kind::Grpc));
+        assert_eq!(parts.status, StatusCode::OK);
+        assert_eq!(parts.headers["grpc-status"], "8");
+        assert_eq!(parts.headers["grpc-message"], "rate limited");
+        assert_eq!(parts.headers["retry-after"], "1");
+        // Done once: a reply that is gRPC already stays as it is.
+        assert!(!grpc_from_http(&mut parts, &body, Kind::Grpc));
     }
 
     #[test]

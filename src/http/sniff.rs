@@ -1,8 +1,11 @@
-//! A read-side watcher for HTTP/1 request framing. hyper, following RFC 9112, drops
-//! `Content-Length` when `Transfer-Encoding` is also present and uses chunked framing;
-//! we want such requests (a request-smuggling signature) rejected, never forwarded.
-//! The watcher follows message boundaries in the byte stream (heads, counted and
-//! chunked bodies) and raises a flag on the connection when a head carries both.
+//! A read-side watcher for HTTP/1 request framing on the connections hyper serves
+//! (those the own codec in `h1` handed over: HTTP/1.0, `Expect`, upgrades,
+//! absolute-form, malformed heads; the codec refuses conflicting framing itself).
+//! hyper, following RFC 9112, drops `Content-Length` when `Transfer-Encoding` is
+//! also present and uses chunked framing; we want such requests (a
+//! request-smuggling signature) rejected, never forwarded. The watcher follows
+//! message boundaries in the byte stream (heads, counted and chunked bodies) and
+//! raises a flag on the connection when a head carries both.
 
 use std::io;
 use std::pin::Pin;

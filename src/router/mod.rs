@@ -205,6 +205,9 @@ pub struct RetryPolicy {
     pub on_reset: bool,
     pub statuses: Vec<u16>,
     pub per_try_timeout: Option<Duration>,
+    /// gRPC codes retried when a trailers-only answer carries them, as a bit set
+    /// indexed by code (`retry_on: [unavailable, ...]`).
+    pub grpc_codes: u32,
 }
 
 impl RetryPolicy {
@@ -212,6 +215,14 @@ impl RetryPolicy {
         (self.on_5xx && status >= 500)
             || (self.on_gateway_error && matches!(status, 502..=504))
             || self.statuses.contains(&status)
+    }
+
+    /// Whether a response head's `grpc-status` (a trailers-only answer: the call
+    /// failed before any message) is one of the retried gRPC codes.
+    pub fn retry_grpc(&self, head: &HeaderMap) -> bool {
+        self.grpc_codes != 0
+            && crate::http::grpc::status_of(head)
+                .is_some_and(|c| self.grpc_codes & (1 << (c as u32)) != 0)
     }
 }
 
@@ -230,6 +241,12 @@ pub struct RouteAction {
     /// Time to response headers, retries included; None = no limit.
     pub timeout: Option<Duration>,
     pub retry: Option<RetryPolicy>,
+    /// Cap on a gRPC call's `grpc-timeout`.
+    pub max_grpc_timeout: Option<Duration>,
+    /// No bytes either way for this long ends a response stream.
+    pub stream_idle_timeout: Option<Duration>,
+    /// Bound on a whole stream, from the request's start.
+    pub max_stream_duration: Option<Duration>,
     pub prefix_rewrite: Option<String>,
     pub host_rewrite: Option<HeaderValue>,
     /// Upgrade protocols tunnelled for this route, lowercase (`websocket`).
@@ -313,6 +330,8 @@ pub struct Route {
     pub action: Action,
     /// The listener's chain with this route's overrides applied.
     pub filters: Arc<[Arc<dyn HttpFilter>]>,
+    /// gRPC call metrics for this route (resolved on its first call).
+    pub grpc: Arc<crate::http::grpc::RouteStats>,
 }
 
 pub struct VirtualHost {

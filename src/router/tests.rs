@@ -21,6 +21,11 @@ fn route(name: &str, path: PathMatch) -> Route {
             content_type: http::HeaderValue::from_static("text/plain"),
         }),
         filters: Arc::from(Vec::new()),
+        grpc: crate::http::grpc::RouteStats::new(
+            crate::http::grpc::Vecs::new(&crate::stats::Stats::new()),
+            "l",
+            name,
+        ),
     }
 }
 
@@ -162,8 +167,17 @@ fn retry_policy_statuses() {
         on_reset: false,
         statuses: vec![409],
         per_try_timeout: None,
+        grpc_codes: 1 << 14,
     };
     assert!(p.retry_status(503));
     assert!(p.retry_status(409));
     assert!(!p.retry_status(500));
+    let head = |code: &'static str| {
+        let mut h = HeaderMap::new();
+        h.insert("grpc-status", http::HeaderValue::from_static(code));
+        h
+    };
+    assert!(p.retry_grpc(&head("14")));
+    assert!(!p.retry_grpc(&head("13")));
+    assert!(!p.retry_grpc(&HeaderMap::new()));
 }

@@ -2,6 +2,7 @@
 //! reload, and drains on shutdown.
 
 pub mod hot_restart;
+pub mod log_filter;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -76,6 +77,16 @@ pub struct Server {
     reload_ok: IntCounter,
     reload_failed: IntCounter,
     pub log_level: LogLevelSetter,
+    /// The log filter in effect (`GET /logging`).
+    pub log_filter: Mutex<String>,
+    /// Asks `attache run` to drain and exit (`POST /quitquitquit`).
+    pub exit: tokio::sync::Notify,
+    /// Set when the drain deadline cuts what is still open: streams ending then
+    /// are logged `DT`, not `DC`.
+    pub drain_cut: Arc<AtomicBool>,
+    /// When the drain under way ends (set by the first `drain`).
+    drain_deadline: Mutex<Option<Instant>>,
+    drained: AtomicBool,
     pub admin_local: Mutex<Option<SocketAddr>>,
     /// Hot restart: bind listeners that the previous process still holds.
     pub takeover: AtomicBool,
@@ -167,20 +178,25 @@ impl Server {
             stats,
             services,
             log_level,
+            log_filter: Mutex::new(String::new()),
+            exit: tokio::sync::Notify::new(),
+            drain_cut: Arc::new(AtomicBool::new(false)),
+            drain_deadline: Mutex::new(None),
+            drained: AtomicBool::new(false),
             admin_local: Mutex::new(None),
             takeover: AtomicBool::new(false),
         })
     }
 
     fn runtime_for(&self, l: &Arc<Listener>) -> Runtime {
-        let sink = l.access_log.as_ref().and_then(|cfg| match self.sinks.get(cfg, &l.name, &self.stats) {
+        let log = l.access_log.as_ref().and_then(|cfg| match self.sinks.get(cfg, &l.name, &self.stats) {
             Ok(s) => Some(s),
             Err(e) => {
                 tracing::error!(listener = %l.name, path = %cfg.path, error = %e, "cannot open access log");
                 None
             }
         });
-        Runtime::new(l.clone(), sink)
+        Runtime::new(l.clone(), log)
     }
 
     /// Bind every listener of the current snapshot; nothing is served until all bind.
@@ -222,6 +238,17 @@ impl Server {
                 stop,
             },
         );
+    }
+
+    /// Every running listener: (config, address actually bound), by name.
+    pub fn running_listeners(&self) -> Vec<(Arc<Listener>, SocketAddr)> {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<_> = running
+            .values()
+            .map(|r| (r.slot.load().listener.clone(), r.local))
+            .collect();
+        v.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+        v
     }
 
     /// Addresses actually bound, by listener name.
@@ -272,6 +299,7 @@ impl Server {
                 drain,
                 drain_timeout,
                 guard,
+                self.drain_cut.clone(),
             ));
         }
         tracing::info!("listener stopped accepting");
@@ -308,6 +336,7 @@ impl Server {
                 rx,
                 drain_timeout,
                 guard,
+                self.drain_cut.clone(),
             ));
         }
         drop(std_sock);
@@ -369,6 +398,9 @@ impl Server {
         let old = self.snapshot.load_full();
         if snap.admin_address != old.admin_address {
             tracing::warn!("admin.address changes apply on restart only");
+        }
+        if snap.health_address != old.health_address {
+            tracing::warn!("health_listener changes apply on restart only");
         }
         // Bind new listeners first: if one fails, nothing changes.
         let mut to_bind = Vec::new();
@@ -442,26 +474,57 @@ impl Server {
     }
 
     /// Stop accepting, let in-flight requests finish (up to the drain timeout).
+    /// A second call (SIGTERM after `POST /drain_listeners`) waits for the drain
+    /// already under way, to the same deadline.
     pub async fn drain(&self) {
-        if self.draining.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        let timeout = self.snapshot.load().drain_timeout;
-        tracing::info!(timeout = ?timeout, "draining");
-        let _ = self.shutdown.send(true);
-        let deadline = Instant::now() + timeout;
+        let deadline = {
+            let mut d = self
+                .drain_deadline
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            *d.get_or_insert_with(|| {
+                let timeout = self.snapshot.load().drain_timeout;
+                tracing::info!(timeout = ?timeout, "draining");
+                self.draining.store(true, Ordering::SeqCst);
+                let _ = self.shutdown.send(true);
+                Instant::now() + timeout
+            })
+        };
         while self.active_connections.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let left = self.active_connections.load(Ordering::SeqCst);
         if left > 0 {
-            tracing::warn!(
-                connections = left,
-                "drain timeout; closing remaining connections"
-            );
-        } else {
+            if !self.drain_cut.swap(true, Ordering::SeqCst) {
+                tracing::warn!(
+                    connections = left,
+                    "drain timeout; closing remaining connections"
+                );
+            }
+        } else if !self.drained.swap(true, Ordering::SeqCst) {
             tracing::info!("drained");
         }
+    }
+
+    /// Ask `attache run` to drain and exit 0 (`POST /quitquitquit`).
+    pub fn request_exit(&self) {
+        self.exit.notify_one();
+    }
+
+    /// Reopen every access-log file (SIGUSR1, `POST /reopen_logs`); blocking.
+    pub fn reopen_logs(&self) -> Vec<(String, Result<(), String>)> {
+        let r = self.sinks.reopen();
+        for (path, result) in &r {
+            if let Err(e) = result {
+                tracing::error!(path = %path, error = %e, "access log reopen failed");
+            }
+        }
+        r
+    }
+
+    /// Wait until every queued access-log line is written; blocking (at exit).
+    pub fn flush_logs(&self) {
+        self.sinks.flush();
     }
 
     pub fn ready(&self) -> bool {
@@ -497,15 +560,20 @@ async fn serve_accepted(
     drain: watch::Receiver<bool>,
     drain_timeout: Duration,
     guard: OpenGuard,
+    drain_cut: Arc<AtomicBool>,
 ) {
     let listener = slot.load().listener.clone();
     let mut conn = ConnCtx::new(slot, remote);
     conn.open = Some(guard);
+    conn.drain_cut = drain_cut;
     match &listener.tls {
         None => serve_io(stream, conn, &listener, drain, drain_timeout).await,
         Some(tls) => match tls.accept(stream).await {
             Ok((s, peer)) => {
                 conn.tls = true;
+                conn.tls_version = peer.version;
+                conn.tls_cipher = peer.cipher;
+                conn.sni = peer.sni.as_deref().map(Box::from);
                 conn.peer_sans = peer.sans().map(str::to_string).collect();
                 conn.xfcc = tls.forward_client_cert();
                 if peer.has_client_cert {
@@ -550,9 +618,12 @@ async fn serve_io<IO>(
                             )
                         })?;
                         let r = cluster.connector.connect_addr(ep.addr).await;
-                        if r.is_err() {
+                        if let Err(e) = &r {
                             cluster.stats.connect_fail.inc();
                             ep.connect_fail.fetch_add(1, Ordering::Relaxed);
+                            if let Some(suppressed) = cluster.connect_fail_log.allow() {
+                                tracing::warn!(cluster = %cluster.name, upstream = %ep.authority, error = %e, suppressed, "upstream connect failed");
+                            }
                         }
                         r
                     }

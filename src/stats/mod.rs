@@ -21,6 +21,7 @@ pub const DOWNSTREAM_RQ_REJECTED: &str = "attache_downstream_rq_rejected_total";
 pub const TLS_HANDSHAKE_TOTAL: &str = "attache_tls_handshake_total";
 pub const CONFIG_RELOAD_TOTAL: &str = "attache_config_reload_total";
 pub const ACCESS_LOG_DROPPED: &str = "attache_access_log_dropped_total";
+pub const ACCESS_LOG_WRITE_ERRORS: &str = "attache_access_log_write_errors_total";
 pub const UPSTREAM_RQ_OVERFLOW: &str = "attache_upstream_rq_overflow_total";
 pub const UPSTREAM_ENDPOINTS: &str = "attache_upstream_endpoints";
 pub const UPSTREAM_ENDPOINTS_HEALTHY: &str = "attache_upstream_endpoints_healthy";

@@ -27,6 +27,8 @@ use super::{CLUSTER_CERT_EXPIRY, CLUSTER_HANDSHAKE_TOTAL, CLUSTER_RELOAD_TOTAL};
 pub(crate) struct Loaded {
     config: Arc<ClientConfig>,
     client_cert_not_after: Option<i64>,
+    /// Every certificate in use, for `GET /certs`.
+    certs: Vec<material::CertInfo>,
 }
 
 /// A cluster's upstream TLS. `connect` runs the client handshake; wrap it in the
@@ -118,6 +120,11 @@ impl ClientTls {
     /// The cluster this belongs to.
     pub fn cluster(&self) -> &str {
         &self.cluster
+    }
+
+    /// Every certificate in use now (the client certificate, then the CAs).
+    pub fn certs(&self) -> Vec<material::CertInfo> {
+        self.current.load().certs.clone()
     }
 
     /// The rustls config new connections use now.
@@ -232,6 +239,27 @@ pub(crate) fn load(tls: &raw::ClusterTls) -> Result<Loaded, Problems> {
             )))
     };
     let client_cert_not_after = identity.as_ref().map(|id| id.leaf.not_after);
+    let mut certs: Vec<material::CertInfo> = identity
+        .iter()
+        .map(|id| material::CertInfo {
+            role: "client",
+            name: "client".into(),
+            path: tls.cert_chain.clone().unwrap_or_default(),
+            facts: id.leaf.clone(),
+        })
+        .collect();
+    if let Some(ca) = &tls.ca {
+        certs.extend(
+            material::bundle_facts(ca)
+                .into_iter()
+                .map(|facts| material::CertInfo {
+                    role: "ca",
+                    name: "ca".into(),
+                    path: ca.clone(),
+                    facts,
+                }),
+        );
+    }
     let mut config = match identity {
         Some(id) => builder
             .with_client_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(id.key))),
@@ -246,5 +274,6 @@ pub(crate) fn load(tls: &raw::ClusterTls) -> Result<Loaded, Problems> {
     Ok(Loaded {
         config: Arc::new(config),
         client_cert_not_after,
+        certs,
     })
 }

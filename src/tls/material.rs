@@ -24,6 +24,35 @@ pub struct CertFacts {
     pub ip_sans: Vec<IpAddr>,
     /// RFC 2253 order and escaping, as Envoy prints it.
     pub subject: String,
+    pub issuer: String,
+    /// Colon-separated hex, as `openssl x509 -serial` groups it.
+    pub serial: String,
+}
+
+/// A certificate in use, for `GET /certs`.
+#[derive(Debug, Clone)]
+pub struct CertInfo {
+    /// `server` (a listener's serving certificate), `client` (a cluster's client
+    /// certificate) or `ca` (a trust anchor).
+    pub role: &'static str,
+    /// `default`, the first `server_names` entry, `client`, `client_ca` or `ca`.
+    pub name: String,
+    pub path: String,
+    pub facts: CertFacts,
+}
+
+/// The facts of every certificate in a PEM bundle (a CA file); unreadable ones are
+/// left out (loading the bundle reports them).
+pub fn bundle_facts(path: &str) -> Vec<CertFacts> {
+    read_file(path)
+        .and_then(|pem| parse_certs(&pem, path))
+        .map(|certs| {
+            certs
+                .iter()
+                .filter_map(|c| cert_facts(c.as_ref()).ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A loaded server or client certificate: the signing material plus its leaf facts.
@@ -107,6 +136,8 @@ pub fn cert_facts(der: &[u8]) -> Result<CertFacts, String> {
         not_before: cert.validity().not_before.timestamp(),
         not_after: cert.validity().not_after.timestamp(),
         subject: rfc2253(cert.subject()),
+        issuer: rfc2253(cert.issuer()),
+        serial: cert.raw_serial_as_string(),
         ..CertFacts::default()
     };
     if let Ok(Some(san)) = cert.subject_alternative_name() {

@@ -27,7 +27,7 @@ mod tests;
 pub(crate) mod testutil;
 
 pub use client::ClientTls;
-pub use material::{CertFacts, Problems};
+pub use material::{CertFacts, CertInfo, Problems};
 pub use reload::POLL_INTERVAL;
 pub use server::{
     HandshakeError, HandshakeFailure, PeerInfo, ServerTls, DEFAULT_HANDSHAKE_TIMEOUT,

@@ -45,6 +45,10 @@ pub struct PeerInfo {
     pub alpn_h2: bool,
     /// The SNI name the client asked for, if any.
     pub sni: Option<String>,
+    /// Negotiated protocol version, Envoy's spelling (`TLSv1.3`).
+    pub version: &'static str,
+    /// Negotiated cipher suite (`TLS13_AES_128_GCM_SHA256`).
+    pub cipher: &'static str,
     /// Our own identity: the first URI SAN of the listener's default certificate
     /// (XFCC `By=`).
     pub local_uri: Option<String>,
@@ -168,6 +172,8 @@ pub(crate) struct Loaded {
     local_uri: Option<String>,
     /// (cert label, not_after) in `cert_labels` order.
     expiries: Vec<(String, i64)>,
+    /// Every certificate in use, for `GET /certs`.
+    certs: Vec<material::CertInfo>,
 }
 
 /// A listener's TLS: the current rustls config (swapped on rotation) and its metrics.
@@ -269,6 +275,11 @@ impl ServerTls {
             .unwrap_or(raw::ForwardClientCert::SanitizeSet)
     }
 
+    /// Every certificate in use now (serving certificates, then client CAs).
+    pub fn certs(&self) -> Vec<material::CertInfo> {
+        self.current.load().certs.clone()
+    }
+
     /// The rustls config new handshakes use now.
     pub fn config(&self) -> Arc<ServerConfig> {
         self.current.load().config.clone()
@@ -330,6 +341,15 @@ fn peer_info(conn: &ServerConnection, local_uri: Option<String>) -> PeerInfo {
     let mut peer = PeerInfo {
         alpn_h2: conn.alpn_protocol() == Some(b"h2"),
         sni: conn.server_name().map(str::to_string),
+        version: match conn.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+            _ => "",
+        },
+        cipher: conn
+            .negotiated_cipher_suite()
+            .and_then(|c| c.suite().as_str())
+            .unwrap_or(""),
         local_uri,
         ..PeerInfo::default()
     };
@@ -434,13 +454,23 @@ pub(crate) fn load(tls: &raw::ListenerTls) -> Result<Loaded, Problems> {
     };
 
     let mut expiries = Vec::new();
+    let mut certs = Vec::new();
     let mut exact = HashMap::new();
     let mut wildcard = HashMap::new();
+    let info = |role, name: &str, path: &str, facts: &material::CertFacts| material::CertInfo {
+        role,
+        name: name.to_string(),
+        path: path.to_string(),
+        facts: facts.clone(),
+    };
     if let Some(d) = &default {
         expiries.push(("default".to_string(), d.leaf.not_after));
+        let path = tls.cert_chain.as_deref().unwrap_or_default();
+        certs.push(info("server", "default", path, &d.leaf));
     }
     for (c, id) in &by_name {
         let label = c.server_names.first().cloned().unwrap_or_default();
+        certs.push(info("server", &label, &c.cert_chain, &id.leaf));
         expiries.push((label, id.leaf.not_after));
         for name in &c.server_names {
             let name = name.to_ascii_lowercase();
@@ -499,9 +529,15 @@ pub(crate) fn load(tls: &raw::ListenerTls) -> Result<Loaded, Problems> {
         .flatten()
         .map(|p| p.as_bytes().to_vec())
         .collect();
+    if let Some(ca) = &tls.client_ca {
+        for f in material::bundle_facts(ca) {
+            certs.push(info("ca", "client_ca", ca, &f));
+        }
+    }
     Ok(Loaded {
         config: Arc::new(config),
         local_uri,
         expiries,
+        certs,
     })
 }

@@ -184,6 +184,15 @@ fn describe_action(r: &raw::Route) -> String {
     if !a.upgrades.is_empty() {
         let _ = write!(s, ", upgrades {}", a.upgrades.join("|"));
     }
+    for (key, d) in [
+        ("stream_idle_timeout", &a.stream_idle_timeout),
+        ("max_stream_duration", &a.max_stream_duration),
+        ("max_grpc_timeout", &a.max_grpc_timeout),
+    ] {
+        if let Some(d) = d {
+            let _ = write!(s, ", {key} {}", fmt_dur(d.0));
+        }
+    }
     s
 }
 

@@ -326,6 +326,12 @@ pub fn evaluate(snap: &Snapshot, cfg: &raw::Config, rq: &Request) -> Result<Outc
                     }
                 }
                 on.extend(r.statuses.iter().map(u16::to_string));
+                on.extend(
+                    attache_filters::grpc::Code::ALL
+                        .iter()
+                        .filter(|c| r.grpc_codes & (1 << (**c as u32)) != 0)
+                        .map(|c| format!("grpc {}", c.name())),
+                );
                 let mut s = format!("{} attempts on {}", r.attempts, on.join(", "));
                 if let Some(t) = r.per_try_timeout {
                     let _ = write!(s, ", {} per try", fmt_dur(t));

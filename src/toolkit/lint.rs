@@ -51,6 +51,16 @@ pub const LINTS: &[(&str, Severity, &str)] = &[
         Severity::Error,
         "admin on a non-loopback address without a token",
     ),
+    (
+        "A109",
+        Severity::Warning,
+        "gRPC route with a finite timeout or max_stream_duration",
+    ),
+    (
+        "A110",
+        Severity::Warning,
+        "gRPC-only route to an HTTP/1.1 cluster",
+    ),
 ];
 
 fn severity(code: &str) -> Severity {
@@ -228,6 +238,7 @@ pub fn lint(cfg: &raw::Config, map: &SourceMap) -> Vec<Finding> {
                     .clone()
                     .unwrap_or_else(|| format!("{}/{}", vh.name, r));
                 let Some(a) = &route.route else { continue };
+                grpc_route(&mut out, cfg, &rp, &name, route, a);
                 if let Some(c) = &a.cluster {
                     used.insert(c);
                 }
@@ -310,6 +321,83 @@ pub fn lint(cfg: &raw::Config, map: &SourceMap) -> Vec<Finding> {
     out.findings
         .sort_by(|a, b| (&a.file, a.line, a.col).cmp(&(&b.file, b.line, b.col)));
     out.findings
+}
+
+/// Whether a route's match only takes gRPC: a `content-type` header match on
+/// `application/grpc`.
+fn grpc_only_match(m: &raw::RouteMatch) -> bool {
+    m.headers.iter().any(|h| {
+        let grpc = |v: &Option<String>| {
+            v.as_deref()
+                .is_some_and(|v| v.to_ascii_lowercase().starts_with("application/grpc"))
+        };
+        h.name.eq_ignore_ascii_case("content-type")
+            && !h.invert
+            && (grpc(&h.exact) || grpc(&h.prefix))
+    })
+}
+
+/// A109 and A110: a route that carries gRPC (by its match, or because its cluster
+/// speaks HTTP/2 and is health checked with gRPC).
+fn grpc_route(
+    out: &mut Out<'_>,
+    cfg: &raw::Config,
+    rp: &str,
+    name: &str,
+    route: &raw::Route,
+    a: &raw::RouteAction,
+) {
+    let mut names: Vec<&str> = a.cluster.iter().map(String::as_str).collect();
+    if let Some(ws) = &a.weighted_clusters {
+        names.extend(ws.iter().map(|w| w.cluster.as_str()));
+    }
+    let clusters: Vec<&raw::Cluster> = names
+        .iter()
+        .filter_map(|n| cfg.clusters.iter().find(|c| c.name == *n))
+        .collect();
+    let by_match = grpc_only_match(&route.matcher);
+    let by_cluster = !clusters.is_empty()
+        && clusters.iter().all(|c| {
+            c.protocol == raw::UpstreamProtocol::Http2
+                && c.health_check.as_ref().is_some_and(|h| h.grpc.is_some())
+        });
+    if !by_match && !by_cluster {
+        return;
+    }
+    if by_match {
+        for c in clusters
+            .iter()
+            .filter(|c| c.protocol == raw::UpstreamProtocol::Http1)
+        {
+            out.push(
+                "A110",
+                &format!("{rp}.match"),
+                false,
+                format!("route `{name}` only matches gRPC but cluster `{}` speaks HTTP/1.1 upstream, where gRPC fails (502); set `protocol: http2` on the cluster", c.name),
+            );
+        }
+    }
+    let finite_head = a.timeout.is_none_or(|t| !t.0.is_zero());
+    if finite_head {
+        let what = match a.timeout {
+            None => "the default `timeout` (15s)".to_string(),
+            Some(_) => "`timeout`".to_string(),
+        };
+        out.push(
+            "A109",
+            &format!("{rp}.route"),
+            false,
+            format!("route `{name}` carries gRPC and {what} bounds the wait for the response head: a streaming call whose server sends headers with its first message (grpc-go, grpcio) is cut if that takes longer; set `timeout: 0s` and bound calls with client deadlines (`max_grpc_timeout`) and `stream_idle_timeout`"),
+        );
+    }
+    if a.max_stream_duration.is_some() {
+        out.push(
+            "A109",
+            &format!("{rp}.route.max_stream_duration"),
+            true,
+            format!("route `{name}` carries gRPC and max_stream_duration ends every call, long-lived streams included, after that long; prefer client deadlines with `max_grpc_timeout`"),
+        );
+    }
 }
 
 fn weights(out: &mut Out<'_>, path: &str, route: &str, ws: &[raw::WeightedCluster]) {

@@ -11,7 +11,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{
     span, status, ResourceSpans, ScopeSpans, Span, Status,
 };
-use prost::Message;
+use prost_otlp::Message;
 use tokio::sync::mpsc;
 
 use super::{SpanData, TraceCfg, TraceStats};

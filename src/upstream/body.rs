@@ -5,7 +5,7 @@
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -18,7 +18,64 @@ pub enum UpBody {
     Stream {
         inner: crate::http::DownBody,
         counter: Arc<AtomicU64>,
+        /// A copy kept so a retry can send the body again (gRPC calls).
+        replay: Option<Arc<Mutex<Replay>>>,
     },
+}
+
+/// A copy of a streamed request body, kept while it is sent, up to a limit, so a
+/// call whose answer asks for a retry can be sent again once the whole body went
+/// out. Past the limit, or with trailers, the copy is given up.
+#[derive(Debug)]
+pub struct Replay {
+    chunks: Vec<Bytes>,
+    len: usize,
+    limit: usize,
+    complete: bool,
+    spoiled: bool,
+}
+
+impl Replay {
+    pub fn new(limit: usize) -> Arc<Mutex<Replay>> {
+        Arc::new(Mutex::new(Replay {
+            chunks: Vec::new(),
+            len: 0,
+            limit,
+            complete: false,
+            spoiled: false,
+        }))
+    }
+
+    fn record(&mut self, frame: &Frame<Bytes>, ended: bool) {
+        if self.spoiled {
+            return;
+        }
+        match frame.data_ref() {
+            Some(d) if self.len + d.len() <= self.limit => {
+                self.len += d.len();
+                self.chunks.push(d.clone());
+            }
+            _ => self.spoil(),
+        }
+        self.complete |= ended;
+    }
+
+    fn spoil(&mut self) {
+        self.spoiled = true;
+        self.chunks = Vec::new();
+    }
+
+    /// The whole body, when all of it was sent and kept.
+    pub fn take_complete(&mut self) -> Option<Bytes> {
+        if !self.complete || self.spoiled {
+            return None;
+        }
+        let mut all = bytes::BytesMut::with_capacity(self.len);
+        for c in &self.chunks {
+            all.extend_from_slice(c);
+        }
+        Some(all.freeze())
+    }
 }
 
 impl UpBody {
@@ -43,11 +100,24 @@ impl Body for UpBody {
         match self.get_mut() {
             UpBody::Empty => Poll::Ready(None),
             UpBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            UpBody::Stream { inner, counter } => {
-                let r = Pin::new(inner).poll_frame(cx);
+            UpBody::Stream {
+                inner,
+                counter,
+                replay,
+            } => {
+                let r = Pin::new(&mut *inner).poll_frame(cx);
                 if let Poll::Ready(Some(Ok(f))) = &r {
                     if let Some(d) = f.data_ref() {
                         counter.fetch_add(d.len() as u64, Ordering::Relaxed);
+                    }
+                }
+                if let Some(replay) = replay {
+                    let mut rp = replay.lock().unwrap_or_else(|p| p.into_inner());
+                    match &r {
+                        Poll::Ready(Some(Ok(f))) => rp.record(f, inner.is_end_stream()),
+                        Poll::Ready(None) => rp.complete = true,
+                        Poll::Ready(Some(Err(_))) => rp.spoil(),
+                        Poll::Pending => {}
                     }
                 }
                 r

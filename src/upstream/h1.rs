@@ -31,14 +31,12 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use super::breakers::Permit;
 use super::connector::Stream;
 use super::UpBody;
+use crate::http1::chunked;
 
 /// Largest response head accepted (status line and headers).
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Most response headers accepted.
 const MAX_HEADERS: usize = 128;
-/// Largest chunk-size line or trailer section accepted in a chunked body.
-const MAX_CHUNK_LINE: usize = 4 * 1024;
-const MAX_TRAILER_BYTES: usize = 64 * 1024;
 /// Read granularity: a response head fits; bodies are read up to this much at a time.
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -123,6 +121,13 @@ impl std::fmt::Display for ExchangeError {
 }
 
 impl std::error::Error for ExchangeError {}
+
+impl ExchangeError {
+    /// Whether `e` says the client's request body failed (not the upstream).
+    pub fn is_request_body(e: &(dyn std::error::Error + 'static)) -> bool {
+        matches!(e.downcast_ref(), Some(ExchangeError::Body(_)))
+    }
+}
 
 /// The serialized request head and how its body is framed on the wire.
 pub struct Head {
@@ -226,37 +231,7 @@ impl Out {
 }
 
 fn chunk_prefix(len: usize) -> Bytes {
-    Bytes::copy_from_slice(chunk_size_line(len).as_bytes())
-}
-
-/// A chunk-size line (`<hex>\r\n`), on the stack.
-pub(crate) struct ChunkLine {
-    digits: [u8; 18],
-    start: usize,
-}
-
-impl ChunkLine {
-    pub(crate) fn as_bytes(&self) -> &[u8] {
-        &self.digits[self.start..]
-    }
-}
-
-pub(crate) fn chunk_size_line(len: usize) -> ChunkLine {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut digits = [0u8; 18];
-    let mut i = 16;
-    let mut n = len;
-    loop {
-        i -= 1;
-        digits[i] = HEX[n & 0xf];
-        n >>= 4;
-        if n == 0 {
-            break;
-        }
-    }
-    digits[16] = b'\r';
-    digits[17] = b'\n';
-    ChunkLine { digits, start: i }
+    Bytes::copy_from_slice(chunked::size_line_for(len).as_bytes())
 }
 
 /// A `Content-Length` value (or one element of a list of them): digits only, no
@@ -660,10 +635,7 @@ pub struct Home {
 
 enum State {
     Length(u64),
-    ChunkSize,
-    ChunkData(u64),
-    ChunkEnd,
-    Trailers(usize),
+    Chunked(chunked::Decoder),
     Close,
     /// The upstream broke the body; the error goes out on the next poll.
     Failed(Option<BoxError>),
@@ -705,7 +677,7 @@ impl H1Body {
         let state = match parsed.framing {
             Framing::Length(0) => State::Done,
             Framing::Length(n) => State::Length(n),
-            Framing::Chunked => State::ChunkSize,
+            Framing::Chunked => State::Chunked(chunked::Decoder::new()),
             Framing::Close => State::Close,
         };
         let mut body = H1Body {
@@ -737,109 +709,34 @@ impl H1Body {
 
     /// Decode what is buffered. `Ok(Some)`: a data frame; `Ok(None)`: need more
     /// input (or done, see `state`).
-    fn decode(&mut self) -> Result<Option<Bytes>, &'static str> {
+    fn decode(&mut self) -> Result<Option<Bytes>, chunked::Error> {
         let Some(conn) = self.conn.as_mut() else {
             return Ok(None);
         };
         let rbuf = &mut conn.rbuf;
-        loop {
-            match &mut self.state {
-                State::Done | State::Failed(_) => return Ok(None),
-                State::Length(rem) => {
-                    if rbuf.is_empty() {
-                        return Ok(None);
-                    }
-                    let take = (*rem).min(rbuf.len() as u64) as usize;
-                    *rem -= take as u64;
-                    if *rem == 0 {
-                        self.state = State::Done;
-                    }
-                    return Ok(Some(rbuf.split_to(take).freeze()));
+        match &mut self.state {
+            State::Done | State::Failed(_) => Ok(None),
+            State::Length(rem) => {
+                if rbuf.is_empty() {
+                    return Ok(None);
                 }
-                State::Close => {
-                    if rbuf.is_empty() {
-                        return Ok(None);
-                    }
-                    return Ok(Some(rbuf.split().freeze()));
+                let take = (*rem).min(rbuf.len() as u64) as usize;
+                *rem -= take as u64;
+                if *rem == 0 {
+                    self.state = State::Done;
                 }
-                State::ChunkSize => {
-                    let Some(eol) = rbuf.iter().position(|&b| b == b'\n') else {
-                        if rbuf.len() > MAX_CHUNK_LINE {
-                            return Err("chunk size line too long");
-                        }
-                        return Ok(None);
-                    };
-                    if eol > MAX_CHUNK_LINE {
-                        return Err("chunk size line too long");
-                    }
-                    let line = &rbuf[..eol];
-                    let line = line
-                        .strip_suffix(b"\r")
-                        .ok_or("bare LF in chunk size line")?;
-                    let digits = line
-                        .split(|&b| b == b';')
-                        .next()
-                        .unwrap_or(b"")
-                        .trim_ascii();
-                    if digits.is_empty() || digits.len() > 15 {
-                        return Err("invalid chunk size");
-                    }
-                    let mut size: u64 = 0;
-                    for &d in digits {
-                        let v = (d as char).to_digit(16).ok_or("invalid chunk size")?;
-                        size = size * 16 + u64::from(v);
-                    }
-                    rbuf.advance(eol + 1);
-                    self.state = if size == 0 {
-                        State::Trailers(0)
-                    } else {
-                        State::ChunkData(size)
-                    };
+                Ok(Some(rbuf.split_to(take).freeze()))
+            }
+            State::Close if rbuf.is_empty() => Ok(None),
+            State::Close => Ok(Some(rbuf.split().freeze())),
+            State::Chunked(d) => {
+                // Framing already buffered after the data is read too, so the last
+                // frame reports the end (and the connection goes home with it).
+                let data = d.decode(rbuf)?;
+                if d.is_done() {
+                    self.state = State::Done;
                 }
-                State::ChunkData(rem) => {
-                    if rbuf.is_empty() {
-                        return Ok(None);
-                    }
-                    let take = (*rem).min(rbuf.len() as u64) as usize;
-                    *rem -= take as u64;
-                    if *rem == 0 {
-                        self.state = State::ChunkEnd;
-                    }
-                    let data = rbuf.split_to(take).freeze();
-                    // Peek ahead: when the terminator is already here the body ends
-                    // with this frame, and the caller learns it from is_end_stream.
-                    self.peek_end();
-                    return Ok(Some(data));
-                }
-                State::ChunkEnd => {
-                    if rbuf.len() < 2 {
-                        return Ok(None);
-                    }
-                    if &rbuf[..2] != b"\r\n" {
-                        return Err("missing CRLF after chunk data");
-                    }
-                    rbuf.advance(2);
-                    self.state = State::ChunkSize;
-                }
-                State::Trailers(seen) => {
-                    // Trailer fields are read and dropped; an empty line ends them.
-                    let Some(eol) = rbuf.iter().position(|&b| b == b'\n') else {
-                        if *seen + rbuf.len() > MAX_TRAILER_BYTES {
-                            return Err("trailers too large");
-                        }
-                        return Ok(None);
-                    };
-                    let empty = eol == 0 || (eol == 1 && rbuf[0] == b'\r');
-                    *seen += eol + 1;
-                    if *seen > MAX_TRAILER_BYTES {
-                        return Err("trailers too large");
-                    }
-                    rbuf.advance(eol + 1);
-                    if empty {
-                        self.state = State::Done;
-                        return Ok(None);
-                    }
-                }
+                Ok(data)
             }
         }
     }
@@ -857,18 +754,6 @@ impl H1Body {
         self.state = State::Failed(Some(e));
         cx.waker().wake_by_ref();
         Poll::Pending
-    }
-
-    /// After a chunk's data: consume the chunk end and a zero-size last chunk with an
-    /// empty trailer section when they are already buffered.
-    fn peek_end(&mut self) {
-        let Some(conn) = self.conn.as_mut() else {
-            return;
-        };
-        if matches!(self.state, State::ChunkEnd) && conn.rbuf.starts_with(b"\r\n0\r\n\r\n") {
-            conn.rbuf.advance(7);
-            self.state = State::Done;
-        }
     }
 }
 
@@ -890,11 +775,17 @@ impl Body for H1Body {
         if let (Some(w), Some(conn)) = (this.writer.as_mut(), this.conn.as_mut()) {
             match w.poll_write(&mut conn.io, cx) {
                 Ok(WriteState::Sent) => this.writer = None,
-                Ok(WriteState::Failed) | Err(_) => {
-                    // The request cannot be completed: read what the upstream
+                Ok(WriteState::Failed) => {
+                    // The upstream stopped reading the request: read what it
                     // says, then close the connection.
                     this.writer = None;
                     this.keep_alive = false;
+                }
+                Err(e) => {
+                    // The client's body broke (malformed chunk, client gone): the
+                    // upstream has a half request, so its connection is aborted
+                    // and the response ends here.
+                    return this.fail(Box::new(ExchangeError::Body(e)), cx);
                 }
                 Ok(WriteState::Pending) => {}
             }
@@ -908,15 +799,16 @@ impl Body for H1Body {
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
                 Ok(None) => {}
-                Err(m) => return this.fail(m.into(), cx),
+                Err(e) => return this.fail(Box::new(e), cx),
             }
             if matches!(this.state, State::Done) {
                 this.release();
                 return Poll::Ready(None);
             }
-            let want = match this.state {
-                State::Length(rem) | State::ChunkData(rem) => {
-                    usize::try_from(rem).unwrap_or(usize::MAX)
+            let want = match &this.state {
+                State::Length(rem) => usize::try_from(*rem).unwrap_or(usize::MAX),
+                State::Chunked(d) if d.data_left() > 0 => {
+                    usize::try_from(d.data_left()).unwrap_or(usize::MAX)
                 }
                 _ => READ_CHUNK,
             };

@@ -29,6 +29,11 @@ pub enum Kind {
         transport: Transport,
         protocol: Protocol,
     },
+    /// `grpc.health.v1.Health/Check`: the request message, ready to send.
+    Grpc {
+        request: bytes::Bytes,
+        authority: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -49,6 +54,11 @@ impl Config {
                 statuses: x.expected_statuses.clone(),
                 host: HeaderValue::from_str(x.host.as_deref().unwrap_or(&cluster.name))
                     .unwrap_or(HeaderValue::from_static("localhost")),
+            }
+        } else if let Some(g) = &h.grpc {
+            Kind::Grpc {
+                request: grpc_health_request(&g.service),
+                authority: g.authority.clone().unwrap_or_else(|| cluster.name.clone()),
             }
         } else if let Some(t) = &h.thrift {
             let (tr, pr) = crate::thrift::upstream_framing(cluster.thrift.as_ref());
@@ -181,7 +191,125 @@ async fn check(c: &Cluster, cfg: &Config, ep: &Endpoint) -> bool {
         } => thrift_check(c, ep, method, *transport, *protocol)
             .await
             .is_ok(),
+        Kind::Grpc { request, authority } => grpc_check(c, ep, request, authority).await,
     }
+}
+
+const GRPC_HEALTH_PATH: &str = "/grpc.health.v1.Health/Check";
+/// `HealthCheckResponse.ServingStatus.SERVING`.
+const SERVING: u64 = 1;
+
+/// A gRPC message frame holding `HealthCheckRequest { service }` (field 1, string).
+pub fn grpc_health_request(service: &str) -> bytes::Bytes {
+    let mut msg = Vec::with_capacity(service.len() + 8);
+    if !service.is_empty() {
+        msg.push(0x0a);
+        put_varint(&mut msg, service.len() as u64);
+        msg.extend_from_slice(service.as_bytes());
+    }
+    let mut out = Vec::with_capacity(msg.len() + 5);
+    out.push(0); // not compressed
+    out.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    out.extend_from_slice(&msg);
+    out.into()
+}
+
+fn put_varint(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+fn get_varint(b: &[u8], i: &mut usize) -> Option<u64> {
+    let mut n = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *b.get(*i)?;
+        *i += 1;
+        n |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(n);
+        }
+    }
+    None
+}
+
+/// `HealthCheckResponse.status` (field 1, enum) from one gRPC message frame; None
+/// when the frame or the message is malformed. Unknown fields are skipped.
+pub fn grpc_serving_status(frame: &[u8]) -> Option<u64> {
+    let (&flag, rest) = frame.split_first()?;
+    let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+    let msg = rest.get(4..4 + len)?;
+    if flag != 0 || rest.len() != 4 + len {
+        return None;
+    }
+    let (mut i, mut status) = (0, 0);
+    while i < msg.len() {
+        let key = get_varint(msg, &mut i)?;
+        match key & 7 {
+            0 => {
+                let v = get_varint(msg, &mut i)?;
+                if key >> 3 == 1 {
+                    status = v;
+                }
+            }
+            1 => i += 8,
+            2 => {
+                let n = usize::try_from(get_varint(msg, &mut i)?).ok()?;
+                i = i.checked_add(n)?;
+            }
+            5 => i += 4,
+            _ => return None,
+        }
+    }
+    (i == msg.len()).then_some(status)
+}
+
+/// SERVING with `grpc-status: 0` is healthy; any other status, a non-200 answer,
+/// a malformed reply or a transport failure is not.
+async fn grpc_check(c: &Cluster, ep: &Endpoint, request: &bytes::Bytes, authority: &str) -> bool {
+    let Ok(uri) = Uri::builder()
+        .scheme("http")
+        .authority(authority)
+        .path_and_query(GRPC_HEALTH_PATH)
+        .build()
+    else {
+        return false;
+    };
+    let mut req = Request::new(UpBody::Full(Some(request.clone())));
+    *req.method_mut() = http::Method::POST;
+    *req.uri_mut() = uri;
+    *req.version_mut() = http::Version::HTTP_2;
+    let h = req.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    h.insert(http::header::TE, HeaderValue::from_static("trailers"));
+    h.insert(
+        http::header::USER_AGENT,
+        HeaderValue::from_static("attache-health-check"),
+    );
+    let Ok(rsp) = super::pool::send(ep, &c.pool, req).await else {
+        return false;
+    };
+    if rsp.status() != http::StatusCode::OK {
+        return false;
+    }
+    let (parts, body) = rsp.into_parts();
+    let Ok(all) = http_body_util::Limited::new(body, 64 * 1024)
+        .collect()
+        .await
+    else {
+        return false;
+    };
+    let status = all
+        .trailers()
+        .and_then(crate::http::grpc::status_of)
+        .or_else(|| crate::http::grpc::status_of(&parts.headers));
+    status == Some(attache_filters::grpc::Code::Ok)
+        && grpc_serving_status(&all.to_bytes()) == Some(SERVING)
 }
 
 /// A call with no arguments, framed/unframed and binary/compact.
@@ -255,6 +383,33 @@ async fn thrift_check(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_health_messages_encode_and_decode() {
+        assert_eq!(&grpc_health_request("")[..], &[0, 0, 0, 0, 0]);
+        assert_eq!(
+            &grpc_health_request("a.B")[..],
+            &[0, 0, 0, 0, 5, 0x0a, 3, b'a', b'.', b'B']
+        );
+        let serving = [0, 0, 0, 0, 2, 0x08, 1];
+        assert_eq!(grpc_serving_status(&serving), Some(1));
+        // NOT_SERVING, an unknown field skipped, and the default (UNKNOWN, empty).
+        assert_eq!(
+            grpc_serving_status(&[0, 0, 0, 0, 5, 0x12, 1, b'x', 0x08, 2]),
+            Some(2)
+        );
+        assert_eq!(grpc_serving_status(&[0, 0, 0, 0, 0]), Some(0));
+        // Truncated, trailing bytes, compressed, bad wire type: malformed.
+        for bad in [
+            &[0, 0, 0, 0, 2, 0x08][..],
+            &[0, 0, 0, 0, 2, 0x08, 1, 0],
+            &[1, 0, 0, 0, 2, 0x08, 1],
+            &[0, 0, 0, 0, 1, 0x0f],
+            &[],
+        ] {
+            assert_eq!(grpc_serving_status(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn encoded_health_check_calls_decode_as_calls() {

@@ -17,6 +17,7 @@ mod health;
 mod lb;
 pub mod outlier;
 pub mod pool;
+pub mod throttle;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -26,7 +27,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-pub use body::{UpBody, UpstreamBody};
+pub use body::{Replay, UpBody, UpstreamBody};
 pub use breakers::Breakers;
 pub use lb::{hash_bytes, HashKey, Lb, Rotation};
 pub use outlier::Outcome;
@@ -281,6 +282,8 @@ pub struct Cluster {
     pub connector: connector::Connector,
     pub breakers: Breakers,
     pub settings: Settings,
+    /// Upstream connect failures are logged at warn at most once a second.
+    pub connect_fail_log: throttle::Throttle,
     /// The config this cluster was built from: a reload with an identical entry
     /// reuses this cluster (pools, health, counters).
     pub raw: raw::Cluster,
@@ -354,6 +357,7 @@ impl Cluster {
             thrift: cfg.thrift.clone(),
             breakers,
             settings,
+            connect_fail_log: throttle::Throttle::default(),
             raw: cfg.clone(),
             hosts: ArcSwap::from_pointee(HostSet::default()),
             update: Mutex::new(()),

@@ -35,6 +35,10 @@ pub enum SendError {
     Overflow,
     /// The upstream reset the stream or broke the protocol.
     Protocol(h1::BoxError),
+    /// The client's request body failed while it was being sent (malformed
+    /// chunked framing, the client gone): the upstream connection is closed, and
+    /// the upstream is not to blame.
+    Body(h1::BoxError),
 }
 
 impl std::fmt::Display for SendError {
@@ -43,9 +47,15 @@ impl std::fmt::Display for SendError {
             SendError::Connect(e) => write!(f, "connect: {e}"),
             SendError::Overflow => f.write_str("connection limit reached"),
             SendError::Protocol(e) => write!(f, "{e}"),
+            SendError::Body(e) => write!(f, "request body: {e}"),
         }
     }
 }
+
+/// In a response's extensions when its request dialed a new connection: how long
+/// the connect (TCP, TLS, HTTP/2 handshake) took. For the access log.
+#[derive(Debug, Clone, Copy)]
+pub struct Connected(pub Duration);
 
 struct Idle {
     conn: Conn,
@@ -184,13 +194,16 @@ pub async fn send_with(
             let idempotent = parts.method.is_idempotent();
             let mut replays = 0;
             loop {
+                let mut dialed = None;
                 let (mut conn, reused) = match ep.pool.pop_h1(s.idle_timeout) {
                     Some(c) => (c, true),
                     None => {
                         // Boxed: dialing (TCP, maybe TLS) is the rare path and
                         // its future is large; inline it would be copied with
                         // every request's future.
+                        let t = Instant::now();
                         let (io, permit) = Box::pin(connect(ep, s)).await?;
+                        dialed = Some(Connected(t.elapsed()));
                         (h1::Conn::new(io, permit), false)
                     }
                 };
@@ -215,6 +228,9 @@ pub async fn send_with(
                         *rsp.status_mut() = parsed.status;
                         *rsp.version_mut() = parsed.version;
                         *rsp.headers_mut() = parsed.headers;
+                        if let Some(c) = dialed {
+                            rsp.extensions_mut().insert(c);
+                        }
                         return Ok(rsp);
                     }
                     // The keep-alive race: the upstream closed the idle connection
@@ -230,6 +246,8 @@ pub async fn send_with(
                         replays += 1;
                         continue;
                     }
+                    // The connection is dropped (closed) with the half-sent request.
+                    Err(h1::ExchangeError::Body(e)) => return Err(SendError::Body(e)),
                     Err(e) => return Err(SendError::Protocol(Box::new(e))),
                 }
             }
@@ -251,21 +269,43 @@ pub async fn send_with(
                 dial_guard = Some(ep.pool.h2_dial.lock().await);
                 existing = current();
             }
+            let mut dialed = None;
             let mut tx = match existing {
                 Some(tx) => tx,
-                None => Box::pin(dial_h2(ep, s)).await?,
+                None => {
+                    let t = Instant::now();
+                    let tx = Box::pin(dial_h2(ep, s)).await?;
+                    dialed = Some(Connected(t.elapsed()));
+                    tx
+                }
             };
             drop(dial_guard);
             tx.ready()
                 .await
                 .map_err(|e| SendError::Protocol(Box::new(e)))?;
             let req = req.map(|()| body.take().unwrap_or(UpBody::Empty));
-            let rsp = tx
-                .send_request(req)
-                .await
-                .map_err(|e| SendError::Protocol(Box::new(e)))?;
-            Ok(rsp.map(UpstreamBody::H2))
+            let rsp = tx.send_request(req).await.map_err(h2_send_error)?;
+            let mut rsp = rsp.map(UpstreamBody::H2);
+            if let Some(c) = dialed {
+                rsp.extensions_mut().insert(c);
+            }
+            Ok(rsp)
         }
+    }
+}
+
+/// Why an HTTP/2 exchange failed. When the request body fails (a malformed
+/// chunked upload), hyper resets the stream itself: a reset initiated by us (not
+/// received from the upstream, nor made by h2 over a protocol error), so the
+/// upstream is not to blame.
+fn h2_send_error(e: hyper::Error) -> SendError {
+    let ours = std::error::Error::source(&e)
+        .and_then(|s| s.downcast_ref::<h2::Error>())
+        .is_some_and(|h| h.is_reset() && !h.is_remote() && !h.is_library());
+    if ours {
+        SendError::Body(Box::new(e))
+    } else {
+        SendError::Protocol(Box::new(e))
     }
 }
 

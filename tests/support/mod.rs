@@ -176,6 +176,9 @@ impl Proxy {
             15 => "TERM",
             2 => "INT",
             1 => "HUP",
+            3 => "QUIT",
+            10 => "USR1",
+            12 => "USR2",
             _ => "KILL",
         };
         let _ = Command::new("kill")

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use crate::duration::ConfigDuration;
 
 /// A status or status class that counts as an error: `5xx`, `429`, or `429` as a
-/// number.
+/// number; for `grpc_codes`, a gRPC code name or number.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(untagged)]
 pub enum StatusPattern {
@@ -17,6 +17,22 @@ pub enum StatusPattern {
 
 fn default_statuses() -> Vec<StatusPattern> {
     vec![StatusPattern::Text("5xx".into())]
+}
+
+/// The gRPC codes that are errors by default: the server's failures. Client errors
+/// (`INVALID_ARGUMENT`, `NOT_FOUND`, `PERMISSION_DENIED`, ...) count as success, as
+/// 4xx do, and so does `CANCELLED` (the client gave up).
+pub fn default_grpc_codes() -> Vec<StatusPattern> {
+    [
+        "UNKNOWN",
+        "DEADLINE_EXCEEDED",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+    ]
+    .map(|n| StatusPattern::Text(n.into()))
+    .to_vec()
 }
 
 fn yes() -> bool {
@@ -30,6 +46,10 @@ pub struct Errors {
     /// Statuses that are errors. Default: `[5xx]`; add `429` to count throttling.
     #[serde(default = "default_statuses")]
     pub statuses: Vec<StatusPattern>,
+    /// For gRPC calls, which final `grpc-status` codes are errors (names such as
+    /// `UNAVAILABLE`, or numbers); the HTTP status is not used for them.
+    #[serde(default = "default_grpc_codes")]
+    pub grpc_codes: Vec<StatusPattern>,
     /// Whether the proxy's own failure replies (no route, no healthy upstream,
     /// connect failure, timeout, reset: any local reply with a response flag other
     /// than `DC`) are errors whatever their status. Default: true.
@@ -41,6 +61,7 @@ impl Default for Errors {
     fn default() -> Self {
         Errors {
             statuses: default_statuses(),
+            grpc_codes: default_grpc_codes(),
             local_replies: true,
         }
     }

@@ -16,6 +16,7 @@ use prometheus::{Histogram, IntCounter};
 use super::board::{Board, Objective, ObjectiveSpec, Selector, Series};
 use super::config::{Config, Errors, StatusPattern};
 use crate::api::{ConfigError, FactoryContext, HttpFilter, HttpFilterFactory, StreamCtx};
+use crate::grpc::Code;
 use crate::stats::Stats;
 
 /// `attache_sli_requests_total{listener,route,outcome}`.
@@ -30,10 +31,11 @@ pub const NO_ROUTE: &str = "_none";
 /// Label once [`MAX_ROUTES`] is reached.
 pub const OTHER_ROUTE: &str = "_other";
 
-/// Statuses 0..640 as a bitset, plus the local-reply rule.
+/// Statuses 0..640 as a bitset, gRPC codes as another, plus the local-reply rule.
 #[derive(Debug, Clone)]
 struct Classifier {
     bits: [u64; 10],
+    grpc: u32,
     local_replies: bool,
 }
 
@@ -41,8 +43,22 @@ impl Classifier {
     fn compile(e: &Errors, at: &str, errors: &mut Vec<ConfigError>) -> Classifier {
         let mut c = Classifier {
             bits: [0; 10],
+            grpc: 0,
             local_replies: e.local_replies,
         };
+        for (i, p) in e.grpc_codes.iter().enumerate() {
+            let code = match p {
+                StatusPattern::Code(n) => Code::ALL.get(usize::from(*n)).copied(),
+                StatusPattern::Text(t) => Code::from_name(t),
+            };
+            match code {
+                Some(code) => c.grpc |= 1 << (code as u32),
+                None => errors.push(ConfigError::at(
+                    &format!("{at}.grpc_codes.{i}"),
+                    "expected a gRPC status code: a name such as `UNAVAILABLE`, or 0-16",
+                )),
+            }
+        }
         for (i, p) in e.statuses.iter().enumerate() {
             let range = match p {
                 StatusPattern::Code(n) => Some((*n, *n)),
@@ -68,6 +84,9 @@ impl Classifier {
             cx.local_reply && matches!(cx.response_flag, Some(flag) if flag != "DC");
         if self.local_replies && proxy_failure {
             return true;
+        }
+        if let Some(code) = cx.grpc_status {
+            return self.grpc & (1 << (code as u32)) != 0;
         }
         match cx.status {
             Some(s) => {

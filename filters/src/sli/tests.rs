@@ -220,3 +220,53 @@ fn ring_forgets_old_buckets_and_windows_differ() {
     assert_eq!(json["routes"][0]["last_1h"]["requests"], 0);
     assert_eq!(json["routes"][0]["requests"], 3);
 }
+
+fn grpc_done(route: &str, code: crate::grpc::Code) -> StreamCtx {
+    let mut cx = done(route, Some(200));
+    cx.grpc = Some(crate::grpc::Kind::Grpc);
+    cx.grpc_status = Some(code);
+    cx
+}
+
+#[test]
+fn grpc_calls_are_classified_by_grpc_status_not_http_200() {
+    use crate::grpc::Code;
+    let h = Harness::default();
+    let f = h.build("sli", "{}");
+    let errors = [
+        Code::Unknown,
+        Code::DeadlineExceeded,
+        Code::Unimplemented,
+        Code::Internal,
+        Code::Unavailable,
+        Code::DataLoss,
+    ];
+    for c in Code::ALL {
+        f.on_complete(&grpc_done("rpc", c));
+    }
+    assert_eq!(outcome(&h, "rpc", "error"), errors.len() as u64);
+    assert_eq!(outcome(&h, "rpc", "success"), (17 - errors.len()) as u64);
+}
+
+#[test]
+fn grpc_error_codes_are_configurable_per_route() {
+    use crate::grpc::Code;
+    let h = Harness::default();
+    let f = h.build(
+        "sli",
+        "{ errors: { grpc_codes: [UNAVAILABLE] }, routes: { strict: { grpc_codes: [PERMISSION_DENIED, 13] } } }",
+    );
+    for c in [Code::PermissionDenied, Code::Internal, Code::Unavailable] {
+        f.on_complete(&grpc_done("rpc", c));
+        f.on_complete(&grpc_done("strict", c));
+    }
+    assert_eq!(outcome(&h, "rpc", "error"), 1);
+    assert_eq!(outcome(&h, "strict", "error"), 2);
+    let errs = Harness::default()
+        .try_build("sli", "{ errors: { grpc_codes: [UNAVAILBLE, 17] } }", false)
+        .expect_err("invalid");
+    assert_eq!(
+        error_paths(&errs),
+        vec![path("errors.grpc_codes.0"), path("errors.grpc_codes.1")]
+    );
+}
