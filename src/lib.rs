@@ -19,4 +19,5 @@ pub mod tcp;
 pub mod thrift;
 pub mod tls;
 pub mod toolkit;
+pub mod trace;
 pub mod upstream;

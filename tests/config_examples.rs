@@ -51,6 +51,7 @@ fn each_named_example_validates() {
         "fleet.yaml",
         "grpc-sidecar.yaml",
         "mesh-rbac.yaml",
+        "tracing.yaml",
     ] {
         let path = std::path::Path::new("config").join(name);
         assert!(path.exists(), "config/{name} is missing");

@@ -44,6 +44,7 @@ pub const OPERATORS: &[(&str, bool)] = &[
     ("DOWNSTREAM_TLS_CIPHER", false),
     ("REQUESTED_SERVER_NAME", false),
     ("GRPC_STATUS", false),
+    ("TRACE_ID", false),
 ];
 
 /// Where a `%REQ(...)%` / `%RESP(...)%` value comes from.
@@ -76,6 +77,8 @@ enum Op {
     ResponseFlags,
     /// The gRPC status name of a gRPC call (`PERMISSION_DENIED`).
     GrpcStatus,
+    /// The request's trace id (32 hex digits) on listeners with `tracing:`.
+    TraceId,
     BytesReceived,
     BytesSent,
     Duration(Unit),
@@ -166,6 +169,7 @@ const JSON: &[(&str, &str)] = &[
     ("route", "%ROUTE_NAME%"),
     ("start_time", "%START_TIME%"),
     ("status", "%RESPONSE_CODE%"),
+    ("trace_id", "%TRACE_ID%"),
     ("upstream", "%UPSTREAM_HOST%"),
     ("user_agent", "%REQ(USER-AGENT)%"),
 ];
@@ -400,6 +404,7 @@ fn simple(name: &str) -> Option<Op> {
         "RESPONSE_CODE" => Op::ResponseCode,
         "RESPONSE_FLAGS" => Op::ResponseFlags,
         "GRPC_STATUS" => Op::GrpcStatus,
+        "TRACE_ID" => Op::TraceId,
         "BYTES_RECEIVED" => Op::BytesReceived,
         "BYTES_SENT" => Op::BytesSent,
         "UPSTREAM_HOST" => Op::UpstreamHost,
@@ -472,6 +477,7 @@ fn value<'a>(op: Op, r: &'a Record<'_>) -> Val<'a> {
         // `-` for a request that is not a gRPC call, as the gRPC docs show.
         Op::GrpcStatus if r.grpc_status.is_empty() => s("-"),
         Op::GrpcStatus => s(r.grpc_status),
+        Op::TraceId => s(r.trace_id),
         Op::BytesReceived => Val::Int(r.bytes_received),
         Op::BytesSent => Val::Int(r.bytes_sent),
         Op::Duration(u) => dur(r.duration, u),

@@ -54,6 +54,8 @@ pub struct Record<'a> {
     pub peer_san: &'a str,
     /// The gRPC status name (`PERMISSION_DENIED`) of a gRPC call; empty otherwise.
     pub grpc_status: &'a str,
+    /// The trace id, 32 hex digits, on listeners with `tracing:`; empty otherwise.
+    pub trace_id: &'a str,
     pub peer_uri_san: &'a str,
     pub peer_dns_san: &'a str,
     pub peer_subject: &'a str,

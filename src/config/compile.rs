@@ -294,6 +294,11 @@ pub fn compile(
             );
         }
     }
+    let tracer = cfg
+        .tracing
+        .as_ref()
+        .and_then(|t| compile_tracing(&mut cx, t))
+        .map(|t| crate::trace::Tracer::new(t, opts.stats));
 
     // Clusters first: routes refer to them.
     let mut clusters: HashMap<String, Arc<Cluster>> = HashMap::new();
@@ -555,6 +560,9 @@ pub fn compile(
                     .then(|| crate::proxy_protocol::unexpected_counter(opts.stats, &l.name)),
                 proxy_protocol,
                 rbac,
+                tracing: tracer
+                    .clone()
+                    .filter(|_| l.protocol == raw::ListenerProtocol::Http),
             }));
         }
     }
@@ -576,6 +584,63 @@ pub fn compile(
         listeners,
         clusters,
         effective,
+    })
+}
+
+/// `tracing:`: the collector address and the batching bounds, with their defaults.
+fn compile_tracing(cx: &mut Cx<'_>, t: &raw::Tracing) -> Option<crate::trace::TraceCfg> {
+    let collector = parse_addr(cx, "tracing.collector", &t.collector);
+    let sampling = t.sampling.unwrap_or(1.0);
+    if !(0.0..=1.0).contains(&sampling) {
+        cx.err(
+            "tracing.sampling",
+            format!("sampling {sampling} is not a share; write a number from 0.0 (none) to 1.0 (every new trace)"),
+        );
+    }
+    let path = t.path.clone().unwrap_or_else(|| "/v1/traces".to_string());
+    if !path.starts_with('/') || http::uri::PathAndQuery::try_from(path.as_str()).is_err() {
+        cx.err(
+            "tracing.path",
+            format!("`{path}` is not a request path; write e.g. `/v1/traces`"),
+        );
+    }
+    let positive = |cx: &mut Cx<'_>, key: &str, v: Option<usize>, default: usize| match v {
+        Some(0) => {
+            cx.err(
+                &format!("tracing.{key}"),
+                format!("{key} must be at least 1"),
+            );
+            default
+        }
+        v => v.unwrap_or(default),
+    };
+    let batch_size = positive(cx, "batch_size", t.batch_size, 512);
+    let max_queue = positive(cx, "max_queue", t.max_queue, 4096);
+    let flush_interval = t.flush_interval.map_or(Duration::from_secs(1), |d| d.0);
+    let export_timeout = t.export_timeout.map_or(Duration::from_secs(5), |d| d.0);
+    for (key, d) in [
+        ("flush_interval", flush_interval),
+        ("export_timeout", export_timeout),
+    ] {
+        if d.is_zero() {
+            cx.err(
+                &format!("tracing.{key}"),
+                format!("{key} must be greater than 0s"),
+            );
+        }
+    }
+    Some(crate::trace::TraceCfg {
+        collector: collector?,
+        path,
+        sampling,
+        service_name: t
+            .service_name
+            .clone()
+            .unwrap_or_else(|| "attache".to_string()),
+        batch_size,
+        flush_interval,
+        max_queue,
+        export_timeout,
     })
 }
 
@@ -1005,7 +1070,7 @@ fn compile_http(
             if let (PathMatch::Prefix(pre), true) = (&matcher.path, simple) {
                 catch_alls.push((pre.clone(), name.clone(), cx.line(&format!("{rp}.match"))));
             }
-            let action = compile_action(cx, &rp, route, &matcher, clusters);
+            let action = compile_action(cx, &rp, route, &matcher, clusters, fcx.stats);
             let filters =
                 compile_overrides(cx, &rp, route, &chain, &chain_raw, fcx, &listener_chain);
             let rbac = route.rbac.as_ref().and_then(|r| {
@@ -1393,6 +1458,7 @@ fn compile_action(
     route: &raw::Route,
     matcher: &Matcher,
     clusters: &Arc<HashMap<String, Arc<Cluster>>>,
+    stats: &Stats,
 ) -> Option<Action> {
     let n = [
         route.route.is_some(),
@@ -1696,6 +1762,7 @@ fn compile_action(
             );
         }
     }
+    let mirrors = compile_mirrors(cx, &ap, &a.mirror, timeout, clusters, stats);
     Some(Action::Route(RouteAction {
         target,
         timeout,
@@ -1706,7 +1773,53 @@ fn compile_action(
         prefix_rewrite: a.prefix_rewrite.clone(),
         host_rewrite,
         upgrades: upgrades.into_boxed_slice(),
+        mirrors,
     }))
+}
+
+/// `route.mirror`: known clusters, a percent from 0 to 100, bounds above zero.
+fn compile_mirrors(
+    cx: &mut Cx<'_>,
+    ap: &str,
+    raw: &[raw::Mirror],
+    route_timeout: Option<Duration>,
+    clusters: &HashMap<String, Arc<Cluster>>,
+    stats: &Stats,
+) -> Box<[crate::http::mirror::Mirror]> {
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, m) in raw.iter().enumerate() {
+        let mp = format!("{ap}.mirror.{i}");
+        let percent = m.percent.unwrap_or(100.0);
+        if !(0.0..=100.0).contains(&percent) {
+            cx.err(
+                &format!("{mp}.percent"),
+                format!("percent {percent} is not between 0 and 100 (fractions allowed, e.g. 0.5)"),
+            );
+        }
+        let timeout = m
+            .timeout
+            .map(|d| d.0)
+            .or(route_timeout)
+            .unwrap_or(Duration::from_secs(15));
+        if timeout.is_zero() {
+            cx.err(
+                &format!("{mp}.timeout"),
+                "a mirror timeout must be greater than 0s",
+            );
+        }
+        let Some(cluster) = clusters.get(&m.cluster) else {
+            unknown_cluster(cx, &format!("{mp}.cluster"), &m.cluster, clusters);
+            continue;
+        };
+        out.push(crate::http::mirror::Mirror {
+            cluster: cluster.clone(),
+            share: percent / 100.0,
+            max_body_bytes: m.max_body_bytes.unwrap_or(64 * 1024),
+            timeout,
+            stats: crate::http::mirror::MirrorStats::new(stats, &m.cluster),
+        });
+    }
+    out.into_boxed_slice()
 }
 
 // Re-exported for the router benchmark and tests.

@@ -22,6 +22,38 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     #[serde(default)]
     pub clusters: Vec<Cluster>,
+    /// Trace propagation and OTLP span export for every HTTP listener.
+    #[serde(default)]
+    pub tracing: Option<Tracing>,
+}
+
+/// `tracing:` (docs/tracing.md).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Tracing {
+    /// The OTLP/HTTP collector, `IP:PORT` (plain HTTP).
+    pub collector: String,
+    /// Default `/v1/traces`.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Share of new traces sampled, 0.0 to 1.0 (default 1.0); an incoming decision wins.
+    #[serde(default)]
+    pub sampling: Option<f64>,
+    /// `service.name` of the exported resource (default `attache`).
+    #[serde(default)]
+    pub service_name: Option<String>,
+    /// Spans per export request (default 512).
+    #[serde(default)]
+    pub batch_size: Option<usize>,
+    /// Longest wait before a partial batch is sent (default 1s).
+    #[serde(default)]
+    pub flush_interval: Option<Dur>,
+    /// Spans held waiting for export; more are dropped (default 4096).
+    #[serde(default)]
+    pub max_queue: Option<usize>,
+    /// Bound on one export request, connect included (default 5s).
+    #[serde(default)]
+    pub export_timeout: Option<Dur>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -470,6 +502,25 @@ pub struct RouteAction {
     /// to the upstream for HTTP/1.1 requests; others have `Upgrade` stripped.
     #[serde(default)]
     pub upgrades: Vec<String>,
+    /// Shadow copies of a share of the route's requests to other clusters.
+    #[serde(default)]
+    pub mirror: Vec<Mirror>,
+}
+
+/// One `route.mirror` entry (docs/configuration.md#mirror).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Mirror {
+    pub cluster: String,
+    /// Share of requests copied, 0 to 100 (fractions allowed; default 100).
+    #[serde(default)]
+    pub percent: Option<f64>,
+    /// Largest request body copied (default 64 KiB); larger or streamed ones are skipped.
+    #[serde(default)]
+    pub max_body_bytes: Option<usize>,
+    /// Bound on the copy (default: the route's timeout, else 15s).
+    #[serde(default)]
+    pub timeout: Option<Dur>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -51,6 +51,8 @@ pub struct Listener {
     pub unexpected_proxy_header: Option<prometheus::IntCounter>,
     /// The listener's authorization (HTTP routes may replace it).
     pub rbac: Option<Arc<crate::rbac::Rbac>>,
+    /// Trace propagation and span export (`tracing:`), HTTP listeners only.
+    pub tracing: Option<Arc<crate::trace::Tracer>>,
 }
 
 pub struct HttpSettings {

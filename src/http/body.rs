@@ -299,6 +299,8 @@ pub struct Completion {
     pub close_connection: bool,
     /// Set for gRPC calls: the status seen, and the route's call metrics.
     pub grpc: Option<grpc::Call>,
+    /// The request's span, on listeners with `tracing:`.
+    pub trace: Option<crate::trace::Active>,
     finished: bool,
 }
 
@@ -377,6 +379,7 @@ impl Completion {
             sc: None,
             close_connection: false,
             grpc: None,
+            trace: None,
             finished: false,
         }
     }
@@ -486,10 +489,34 @@ impl Completion {
                 req_headers: &self.req_headers,
                 resp_headers: &self.resp_headers,
                 grpc_status: grpc_code.map_or("", |c| c.name()),
+                trace_id: self.trace.as_ref().map_or("", |t| t.trace_id_str()),
                 ..self.conn.tls_record()
             };
             log.write(&rec);
         }
+        self.end_span();
+    }
+
+    /// The span of a traced request ends with its stream.
+    fn end_span(&mut self) {
+        let Some(span) = self.trace.take() else {
+            return;
+        };
+        span.finish(crate::trace::End {
+            listener: &self.rt.listener.name,
+            method: &self.method,
+            route: self.route.as_ref(),
+            cluster: self.cluster.as_ref(),
+            upstream: self.upstream.as_ref(),
+            status: self.status,
+            flag: self.flag,
+            bytes_in: self.bytes_in
+                + self
+                    .bytes_in_stream
+                    .as_ref()
+                    .map_or(0, |c| c.load(Ordering::Relaxed)),
+            bytes_out: self.bytes_out,
+        });
     }
 }
 

@@ -7,6 +7,7 @@ pub mod grpc;
 mod grpc_web;
 mod h1;
 mod h2;
+pub mod mirror;
 pub use body::rfc3339;
 pub mod normalize;
 mod proxy;

@@ -319,6 +319,11 @@ pub async fn handle(req: Request<DownBody>, conn: Arc<ConnCtx>) -> Response<Resp
         if done.logging() {
             done.request_id = parts.headers.get(&X_REQUEST_ID).cloned();
         }
+        // Trace context: join or start, our span id goes upstream as the parent.
+        if let Some(tracer) = &rt.listener.tracing {
+            let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            done.trace = Some(tracer.start(&mut parts.headers, pq));
+        }
 
         // Route.
         let view = RequestView {
@@ -480,11 +485,13 @@ pub async fn handle(req: Request<DownBody>, conn: Arc<ConnCtx>) -> Response<Resp
                     HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
                 );
 
+                // Mirrors copy bodies that are buffered: buffer for them as for retries.
+                let mirror_body = ra.mirrors.iter().map(|m| m.max_body_bytes).max();
                 let req_body = match request_body(
                     body.take(),
                     h2,
-                    ra.retry.is_some(),
-                    http.retry_buffer_bytes,
+                    ra.retry.is_some() || mirror_body.is_some(),
+                    http.retry_buffer_bytes.max(mirror_body.unwrap_or(0)),
                 )
                 .await
                 {
@@ -506,12 +513,14 @@ pub async fn handle(req: Request<DownBody>, conn: Arc<ConnCtx>) -> Response<Resp
                 // The upstream call counts a streamed body's bytes as it sends them. A
                 // counter of its own only when the access log will read it; otherwise
                 // the connection's write-only one (no allocation per request).
-                // The idle timer reads it too, to see the client still sending.
+                // The idle timer reads it too, to see the client still sending; the
+                // span reports it.
+                let counted = done.logging() || done.trace.is_some();
                 let own_counter = matches!(req_body, ReqBody::Stream(_))
-                    && (done.logging() || ra.stream_idle_timeout.is_some());
+                    && (counted || ra.stream_idle_timeout.is_some());
                 let bytes_in = if own_counter {
                     let c = Arc::new(AtomicU64::new(0));
-                    if done.logging() {
+                    if counted {
                         done.bytes_in_stream = Some(c.clone());
                     }
                     c
@@ -528,6 +537,11 @@ pub async fn handle(req: Request<DownBody>, conn: Arc<ConnCtx>) -> Response<Resp
                     _ => None,
                 };
 
+                // An upgrade (WebSocket) handshake is not copied: a shadow tunnel
+                // would have no client.
+                if !ra.mirrors.is_empty() && upgrade.is_none() {
+                    mirror_copies(ra, &parts, &pq, &req_body);
+                }
                 let hash = cluster
                     .lb
                     .request_hash(&parts.headers, conn.remote_ip.to_str().unwrap_or(""));
@@ -606,6 +620,22 @@ pub async fn handle(req: Request<DownBody>, conn: Arc<ConnCtx>) -> Response<Resp
         rsp.body_mut().hold_request_body(b);
     }
     rsp
+}
+
+/// Shadow copies of the request as forwarded (never waits for them).
+fn mirror_copies(ra: &RouteAction, parts: &http::request::Parts, pq: &str, body: &ReqBody) {
+    use super::mirror::{Copy, CopyBody};
+    let body = match body {
+        ReqBody::Empty => CopyBody::Empty,
+        ReqBody::Buffered(b) => CopyBody::Buffered(b),
+        ReqBody::Stream(_) => CopyBody::Streamed,
+    };
+    let copy = Copy {
+        parts,
+        path_and_query: pq,
+        body,
+    };
+    super::mirror::spawn(&ra.mirrors, &copy);
 }
 
 /// The request body for the upstream call: buffered (replayable) when a retry policy

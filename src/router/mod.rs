@@ -251,6 +251,8 @@ pub struct RouteAction {
     pub host_rewrite: Option<HeaderValue>,
     /// Upgrade protocols tunnelled for this route, lowercase (`websocket`).
     pub upgrades: Box<[Box<str>]>,
+    /// Shadow copies (`mirror:`), usually none.
+    pub mirrors: Box<[crate::http::mirror::Mirror]>,
 }
 
 impl RouteAction {

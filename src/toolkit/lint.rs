@@ -268,6 +268,7 @@ pub fn lint(cfg: &raw::Config, map: &SourceMap) -> Vec<Finding> {
                 if let Some(c) = &a.cluster {
                     used.insert(c);
                 }
+                used.extend(a.mirror.iter().map(|m| m.cluster.as_str()));
                 if a.cluster_header.is_some() {
                     dynamic = true;
                 }

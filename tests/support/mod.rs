@@ -617,3 +617,35 @@ pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], timeout: Duration) -> 
     let _ = tokio::time::timeout(timeout, s.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// An HTTP/1.1 server on 127.0.0.1:0 that hands `handle` each request's head and
+/// whole body and sends what it returns (a collector, a recording shadow, ...).
+pub async fn serve_collected<F, Fut>(handle: F) -> SocketAddr
+where
+    F: Fn(http::request::Parts, Bytes) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let handle = handle.clone();
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let body = body.collect().await.map(|c| c.to_bytes());
+                        Ok::<_, Infallible>(handle(parts, body.unwrap_or_default()).await)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
