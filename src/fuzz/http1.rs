@@ -1,8 +1,9 @@
 //! HTTP/1.1 targets: the downstream request head and the upstream response.
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use http::{header, HeaderMap, Method, StatusCode, Version};
 
+use super::{feed, Decoded};
 use crate::http::parse_for_fuzzing;
 use crate::upstream::h1::{parse_head_for_fuzzing, parse_length, tokens, FuzzBody};
 
@@ -172,11 +173,11 @@ pub(super) fn response(data: &[u8]) {
         return;
     };
     response_head(&head, &body, is_head);
-    let whole = decode(body, &rbuf, rbuf.len().max(1));
+    let whole = feed(body, &rbuf, rbuf.len().max(1));
     let (Ok(Some((_, body))), _) = parse() else {
         panic!("the same head parsed differently");
     };
-    let split = decode(body, &rbuf, super::step_of(flags));
+    let split = feed(body, &rbuf, super::step_of(flags));
     assert_eq!(whole, split, "decoding depends on how the bytes arrive");
     let (Ok(Some((_, body))), _) = parse() else {
         panic!("the same head parsed differently");
@@ -206,52 +207,6 @@ fn response_head(p: &crate::upstream::h1::Parsed, body: &FuzzBody, is_head: bool
             !body.keep_alive(),
             "a body read until close keeps the connection"
         );
-    }
-}
-
-/// What decoding `rest` fed `step` bytes at a time produced.
-#[derive(Debug, PartialEq, Eq)]
-struct Decoded {
-    data: Vec<u8>,
-    outcome: Result<bool, crate::http1::chunked::Error>,
-    /// Bytes left after the body ended.
-    left: Option<Bytes>,
-}
-
-fn decode(mut body: FuzzBody, rest: &[u8], step: usize) -> Decoded {
-    let mut buf = BytesMut::new();
-    let mut data = Vec::new();
-    let mut fed = 0;
-    loop {
-        // Every frame consumes input, so this ends within the input's length.
-        for _ in 0..=rest.len() + 1 {
-            match body.decode(&mut buf) {
-                Ok(Some(frame)) => {
-                    assert!(!frame.is_empty(), "empty data frame");
-                    data.extend_from_slice(&frame);
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    return Decoded {
-                        data,
-                        outcome: Err(e),
-                        left: None,
-                    }
-                }
-            }
-        }
-        if body.is_done() || fed == rest.len() {
-            let done = body.is_done();
-            let left = done.then(|| Bytes::copy_from_slice(&[&buf[..], &rest[fed..]].concat()));
-            return Decoded {
-                data,
-                outcome: Ok(done),
-                left,
-            };
-        }
-        let n = step.min(rest.len() - fed);
-        buf.extend_from_slice(&rest[fed..fed + n]);
-        fed += n;
     }
 }
 

@@ -137,3 +137,86 @@ pub fn config_load(data: &[u8]) {
 fn step_of(flags: u8) -> usize {
     usize::from(flags & 7) + 1
 }
+
+/// A decoder that takes bytes from a buffer as they arrive: the chunked decoder and
+/// the upstream response body.
+trait Incremental {
+    fn decode(
+        &mut self,
+        buf: &mut bytes::BytesMut,
+    ) -> Result<Option<bytes::Bytes>, crate::http1::chunked::Error>;
+    fn is_done(&self) -> bool;
+}
+
+impl Incremental for crate::http1::chunked::Decoder {
+    fn decode(
+        &mut self,
+        buf: &mut bytes::BytesMut,
+    ) -> Result<Option<bytes::Bytes>, crate::http1::chunked::Error> {
+        crate::http1::chunked::Decoder::decode(self, buf)
+    }
+    fn is_done(&self) -> bool {
+        crate::http1::chunked::Decoder::is_done(self)
+    }
+}
+
+impl Incremental for crate::upstream::h1::FuzzBody {
+    fn decode(
+        &mut self,
+        buf: &mut bytes::BytesMut,
+    ) -> Result<Option<bytes::Bytes>, crate::http1::chunked::Error> {
+        crate::upstream::h1::FuzzBody::decode(self, buf)
+    }
+    fn is_done(&self) -> bool {
+        crate::upstream::h1::FuzzBody::is_done(self)
+    }
+}
+
+/// What feeding a decoder produced: the data, how it ended (`Ok(true)`: the body
+/// is complete), and the bytes left after the body.
+#[derive(Debug, PartialEq, Eq)]
+struct Decoded {
+    data: Vec<u8>,
+    outcome: Result<bool, crate::http1::chunked::Error>,
+    left: Option<bytes::Bytes>,
+}
+
+/// Feed `input` to `d` `step` bytes at a time, draining every frame after each
+/// read, until the body ends, fails, or the input runs out.
+fn feed(mut d: impl Incremental, input: &[u8], step: usize) -> Decoded {
+    let mut buf = bytes::BytesMut::new();
+    let mut data = Vec::new();
+    let mut fed = 0;
+    loop {
+        // Every frame consumes input, so this ends within the input's length.
+        for _ in 0..=input.len() + 1 {
+            match d.decode(&mut buf) {
+                Ok(Some(frame)) => {
+                    assert!(!frame.is_empty(), "empty data frame");
+                    data.extend_from_slice(&frame);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    return Decoded {
+                        data,
+                        outcome: Err(e),
+                        left: None,
+                    }
+                }
+            }
+        }
+        if d.is_done() || fed == input.len() {
+            let done = d.is_done();
+            let left =
+                done.then(|| bytes::Bytes::copy_from_slice(&[&buf[..], &input[fed..]].concat()));
+            return Decoded {
+                data,
+                outcome: Ok(done),
+                left,
+            };
+        }
+        let n = step.min(input.len() - fed);
+        buf.extend_from_slice(&input[fed..fed + n]);
+        fed += n;
+    }
+}
