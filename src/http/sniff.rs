@@ -126,6 +126,9 @@ impl Tracker {
         }
     }
 
+    /// Advance the framing state machine over `data`. One function on purpose: each
+    /// arm consumes bytes and picks the next state, and the states share the line
+    /// buffer, so splitting it would pass the same borrowed fields to every piece.
     fn follow(&mut self, mut data: &[u8]) {
         let Tracker {
             state, flags, line, ..
