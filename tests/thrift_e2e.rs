@@ -784,14 +784,17 @@ async fn binary_and_compact_clients_reach_servers_of_the_other_protocol() {
 
 /// An origin that holds each reply until it has received `n` calls (or `wait`
 /// passes), then answers the later arrivals first; a reply to `getUser(id)` is
-/// `"<id>:<calls received when answering>"`.
+/// `"<id>:<calls received when the gate opened>"`. The gate opens once, for every
+/// call waiting at it, so a slow machine cannot let a later call's arrival leak into
+/// an earlier call's answer; a call arriving after it opened sees its own count.
 fn start_gate_origin(n: usize, wait: Duration) -> SocketAddr {
     use std::sync::{Arc, Condvar, Mutex};
     use support::thrift_peer::protocols;
     use thrift::protocol::{TFieldIdentifier, TMessageIdentifier, TStructIdentifier};
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = l.local_addr().expect("addr");
-    let gate = Arc::new((Mutex::new(0usize), Condvar::new()));
+    // (calls received, the count when the gate opened)
+    let gate = Arc::new((Mutex::new((0usize, None::<usize>)), Condvar::new()));
     std::thread::spawn(move || {
         for s in l.incoming() {
             let Ok(s) = s else { return };
@@ -814,12 +817,25 @@ fn start_gate_origin(n: usize, wait: Duration) -> SocketAddr {
                     }
                     i.read_message_end().expect("end");
                     let (lock, cv) = &*gate;
-                    let mut seen = lock.lock().expect("lock");
-                    *seen += 1;
-                    let arrival = *seen;
+                    let mut state = lock.lock().expect("lock");
+                    state.0 += 1;
+                    let arrival = state.0;
                     cv.notify_all();
-                    let (seen, _) = cv.wait_timeout_while(seen, wait, |s| *s < n).expect("wait");
-                    let seen = *seen;
+                    let (mut state, _) = cv
+                        .wait_timeout_while(state, wait, |(seen, opened)| {
+                            *seen < n && opened.is_none()
+                        })
+                        .expect("wait");
+                    let seen = match state.1 {
+                        Some(opened) if arrival <= opened => opened,
+                        Some(_) => arrival,
+                        None => {
+                            state.1 = Some(state.0);
+                            state.0
+                        }
+                    };
+                    cv.notify_all();
+                    drop(state);
                     // The first arrival answers last.
                     std::thread::sleep(Duration::from_millis(50 * (n - arrival.min(n)) as u64));
                     let reply =
