@@ -139,9 +139,8 @@ pub async fn watch_config(server: Arc<Server>) {
 /// Start discovery and health checking for every cluster of `snap` (clusters reused
 /// from the running config are already started).
 pub async fn start_clusters(snap: &Snapshot) {
-    for c in snap.clusters.values() {
-        c.start().await;
-    }
+    // Together: DNS and EDS clusters wait (bounded) for their first answer.
+    futures_util::future::join_all(snap.clusters.values().map(|c| c.start())).await;
 }
 
 impl Server {
@@ -202,6 +201,7 @@ impl Server {
     /// Bind every listener of the current snapshot; nothing is served until all bind.
     pub async fn bind_all(self: &Arc<Self>) -> Result<(), StartError> {
         let snap = self.snapshot.load_full();
+        crate::xds::start(self);
         start_clusters(&snap).await;
         let takeover = self.takeover.load(Ordering::SeqCst);
         let mut bound = Vec::new();
