@@ -311,7 +311,7 @@ fn validate_checks_the_xds_block_and_eds_clusters() {
     );
     let (code, out, path) = support::validate(
         "xds.yaml",
-        "clusters:\n  - name: xds_server\n    endpoints: [\"127.0.0.1:18000\"]\n  - name: app\n    discovery: { eds: { service_name: app } }\nxds:\n  cluster: xds_servr\n  node: { id: \"\" }\n  resources: [eds, lds]\n",
+        "clusters:\n  - name: xds_server\n    endpoints: [\"127.0.0.1:18000\"]\n  - name: app\n    discovery: { eds: { service_name: app } }\nxds:\n  cluster: xds_servr\n  node: { id: \"\" }\n  resources: [eds, rds]\n",
     );
     assert_eq!(code, 1, "{out}");
     for (at, msg) in [
@@ -320,7 +320,7 @@ fn validate_checks_the_xds_block_and_eds_clusters() {
             "unknown cluster `xds_servr`; did you mean `xds_server`?",
         ),
         ("8:15", "node id must not be empty"),
-        ("9:20", "`lds` is not supported by this build yet"),
+        ("9:14", "`rds` names come from xDS listeners; add `lds`"),
     ] {
         assert!(
             out.contains(&format!("{}:{at}", path.display())) && out.contains(msg),

@@ -641,16 +641,14 @@ fn compile_xds(cx: &mut Cx<'_>, cfg: &raw::Config) -> Option<Arc<crate::xds::Set
         .unwrap_or_else(|| vec![raw::XdsType::Eds])
         .into_iter()
         .collect();
-    for (i, t) in x.resources.iter().flatten().enumerate() {
-        if *t != raw::XdsType::Eds {
-            cx.err(
-                &format!("xds.resources.{i}"),
-                format!(
-                    "`{}` is not supported by this build yet; write `resources: [eds]`",
-                    crate::xds::short_name(*t)
-                ),
-            );
-        }
+    if types.contains(&raw::XdsType::Rds) && !types.contains(&raw::XdsType::Lds) {
+        cx.err(
+            "xds.resources",
+            "`rds` names come from xDS listeners; add `lds` (`resources: [eds, cds, lds, rds]`)",
+        );
+    }
+    if types.is_empty() {
+        cx.err("xds.resources", "list at least one of eds, cds, lds, rds");
     }
     let dur =
         |cx: &mut Cx<'_>, key: &str, v: Option<super::duration::Dur>, default: Duration| match v {

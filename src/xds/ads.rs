@@ -6,11 +6,14 @@
 //! accepted before keeps serving.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::core::v3::{node::UserAgentVersionType, Locality, Node};
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use envoy_types::pb::google::protobuf::Any;
@@ -18,7 +21,7 @@ use envoy_types::pb::google::rpc::Status;
 use prost_otlp::Message;
 
 use super::translate::Nack;
-use super::{eds, short_name, transport, type_of, type_url, Client};
+use super::{dynamic, eds, short_name, transport, type_of, type_url, Client};
 use crate::config::raw::XdsType;
 use crate::server::Server;
 
@@ -52,7 +55,7 @@ fn jitter(d: Duration) -> Duration {
 }
 
 /// One stream, until it fails; `answered` is set once a response arrived.
-async fn session(client: &Client, server: &Server, answered: &mut bool) -> String {
+async fn session(client: &Arc<Client>, server: &Arc<Server>, answered: &mut bool) -> String {
     let Some(cluster) = server
         .snapshot
         .load()
@@ -70,12 +73,27 @@ async fn session(client: &Client, server: &Server, answered: &mut bool) -> Strin
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<DiscoveryRequest>();
     let outbound =
         futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
-    let mut subs = Subscriptions::new(client);
+    let rds_names = client.dynamic.lock().await.rds_names();
+    let subs = Arc::new(Mutex::new(Subscriptions::new(client)));
     for t in client.settings.types.iter().copied() {
-        if let Some(r) = subs.initial(client, t) {
+        let names = match t {
+            XdsType::Eds => eds::registry().wanted(),
+            XdsType::Rds => rds_names.clone(),
+            XdsType::Cds | XdsType::Lds => BTreeSet::new(),
+        };
+        if let Some(r) = lock(&subs).initial(client, t, names) {
             let _ = tx.send(r);
         }
     }
+    // CDS, LDS and RDS compile a whole config: off this loop, in order.
+    let (work, queue) = tokio::sync::mpsc::unbounded_channel();
+    let worker = Worker {
+        client: client.clone(),
+        server: server.clone(),
+        subs: subs.clone(),
+        tx: tx.clone(),
+    };
+    let _worker = AbortOnDrop(tokio::spawn(worker.run(queue)));
     let opened = tokio::time::timeout(OPEN_TIMEOUT, grpc.stream_aggregated_resources(outbound));
     let mut inbound = match opened.await {
         Ok(Ok(r)) => r.into_inner(),
@@ -90,13 +108,17 @@ async fn session(client: &Client, server: &Server, answered: &mut bool) -> Strin
             msg = inbound.message() => match msg {
                 Ok(Some(resp)) => {
                     *answered = true;
-                    let _ = tx.send(subs.answer(client, resp));
+                    match lock(&subs).receive(client, resp) {
+                        Received::Answer(r) => { let _ = tx.send(r); }
+                        Received::Dynamic(t, resp) => { let _ = work.send((t, resp)); }
+                    }
                 }
                 Ok(None) => return "stream closed by the server".to_string(),
                 Err(status) => return format!("stream failed: {status}"),
             },
             _ = registry.wanted_changed.notified() => {
-                if let Some(r) = subs.eds_changed(client) {
+                let r = lock(&subs).names_changed(client, XdsType::Eds, registry.wanted());
+                if let Some(r) = r {
                     let _ = tx.send(r);
                 }
             }
@@ -120,30 +142,33 @@ impl Subscriptions {
         }
     }
 
-    /// The first request of `t` on this stream (EDS: only once a cluster wants one).
-    fn initial(&mut self, client: &Client, t: XdsType) -> Option<DiscoveryRequest> {
-        let names = match t {
-            XdsType::Eds => eds::registry().wanted(),
-            _ => BTreeSet::new(),
-        };
-        if t == XdsType::Eds && names.is_empty() {
+    /// The first request of `t` on this stream (EDS and RDS: once something wants
+    /// a name; CDS and LDS: wildcard).
+    fn initial(
+        &mut self,
+        client: &Client,
+        t: XdsType,
+        names: BTreeSet<String>,
+    ) -> Option<DiscoveryRequest> {
+        if matches!(t, XdsType::Eds | XdsType::Rds) && names.is_empty() {
             return None;
         }
         self.names.insert(t, names);
         Some(self.request(client, t, None))
     }
 
-    /// A new request when the clusters now want other EDS names.
-    fn eds_changed(&mut self, client: &Client) -> Option<DiscoveryRequest> {
-        if !client.settings.types.contains(&XdsType::Eds) {
+    /// A new request when the names wanted of `t` changed.
+    fn names_changed(
+        &mut self,
+        client: &Client,
+        t: XdsType,
+        now: BTreeSet<String>,
+    ) -> Option<DiscoveryRequest> {
+        if !client.settings.types.contains(&t) || self.names.get(&t) == Some(&now) {
             return None;
         }
-        let now = eds::registry().wanted();
-        if self.names.get(&XdsType::Eds) == Some(&now) {
-            return None;
-        }
-        self.names.insert(XdsType::Eds, now);
-        Some(self.request(client, XdsType::Eds, None))
+        self.names.insert(t, now);
+        Some(self.request(client, t, None))
     }
 
     fn request(&mut self, client: &Client, t: XdsType, nack: Option<Status>) -> DiscoveryRequest {
@@ -162,11 +187,12 @@ impl Subscriptions {
         }
     }
 
-    /// Check and apply a response; the ACK or NACK to send.
-    fn answer(&mut self, client: &Client, resp: DiscoveryResponse) -> DiscoveryRequest {
+    /// Take a response: EDS is checked and applied here; CDS, LDS and RDS go to the
+    /// worker.
+    fn receive(&mut self, client: &Client, resp: DiscoveryResponse) -> Received {
         let Some(t) = type_of(&resp.type_url).filter(|t| client.settings.types.contains(t)) else {
             tracing::warn!(type_url = %resp.type_url, "xds response of a type attache did not ask for; rejected");
-            return DiscoveryRequest {
+            return Received::Answer(DiscoveryRequest {
                 node: self.node.take(),
                 type_url: resp.type_url.clone(),
                 response_nonce: resp.nonce,
@@ -175,10 +201,25 @@ impl Subscriptions {
                     resp.type_url
                 ))),
                 ..Default::default()
-            };
+            });
         };
         self.nonces.insert(t, resp.nonce.clone());
-        match apply(t, &resp) {
+        if t != XdsType::Eds {
+            return Received::Dynamic(t, resp);
+        }
+        let result = apply_eds(&resp);
+        Received::Answer(self.finish(client, t, resp, result))
+    }
+
+    /// Record the outcome of a response; the ACK or NACK to send.
+    fn finish(
+        &mut self,
+        client: &Client,
+        t: XdsType,
+        resp: DiscoveryResponse,
+        result: Result<Vec<String>, Nack>,
+    ) -> DiscoveryRequest {
+        match result {
             Ok(names) => {
                 tracing::info!(r#type = short_name(t), version = %resp.version_info, resources = resp.resources.len(), "xds update accepted");
                 client.accepted(t, &resp.version_info, names);
@@ -192,6 +233,72 @@ impl Subscriptions {
                 client.rejected(t, &message);
                 self.request(client, t, Some(status(message)))
             }
+        }
+    }
+}
+
+enum Received {
+    Answer(DiscoveryRequest),
+    Dynamic(XdsType, DiscoveryResponse),
+}
+
+fn lock(subs: &Mutex<Subscriptions>) -> std::sync::MutexGuard<'_, Subscriptions> {
+    subs.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Applies CDS, LDS and RDS responses one at a time and answers them.
+struct Worker {
+    client: Arc<Client>,
+    server: Arc<Server>,
+    subs: Arc<Mutex<Subscriptions>>,
+    tx: tokio::sync::mpsc::UnboundedSender<DiscoveryRequest>,
+}
+
+impl Worker {
+    async fn run(
+        self,
+        mut queue: tokio::sync::mpsc::UnboundedReceiver<(XdsType, DiscoveryResponse)>,
+    ) {
+        while let Some((t, resp)) = queue.recv().await {
+            let result = self.apply(t, &resp).await;
+            let answer = lock(&self.subs).finish(&self.client, t, resp, result);
+            let _ = self.tx.send(answer);
+            let rds = self.client.dynamic.lock().await.rds_names();
+            let again = lock(&self.subs).names_changed(&self.client, XdsType::Rds, rds);
+            if let Some(r) = again {
+                let _ = self.tx.send(r);
+            }
+        }
+    }
+
+    async fn apply(&self, t: XdsType, resp: &DiscoveryResponse) -> Result<Vec<String>, Nack> {
+        let acc = &self.client.dynamic;
+        match t {
+            XdsType::Cds => {
+                let v: Vec<Cluster> = decode_all(t, &resp.resources)?;
+                dynamic::apply_clusters(&self.server, &v).await?;
+                Ok(v.into_iter().map(|c| c.name).collect())
+            }
+            XdsType::Lds => {
+                let v: Vec<Listener> = decode_all(t, &resp.resources)?;
+                let names = v.iter().map(|l| l.name.clone()).collect();
+                dynamic::apply_listeners(&self.server, acc, v).await?;
+                Ok(names)
+            }
+            XdsType::Rds => {
+                let v: Vec<RouteConfiguration> = decode_all(t, &resp.resources)?;
+                dynamic::apply_routes(&self.server, acc, &v).await?;
+                Ok(v.into_iter().map(|r| r.name).collect())
+            }
+            XdsType::Eds => apply_eds(resp),
         }
     }
 }
@@ -224,23 +331,14 @@ fn node(client: &Client) -> Node {
     }
 }
 
-/// Apply one response of type `t` as a whole; the names of its resources.
-fn apply(t: XdsType, resp: &DiscoveryResponse) -> Result<Vec<String>, Nack> {
-    match t {
-        XdsType::Eds => {
-            let clas: Vec<ClusterLoadAssignment> = decode_all(t, &resp.resources)?;
-            let registry = eds::registry();
-            let checked = registry.check(&clas)?;
-            let names = checked.iter().map(|c| c.service.clone()).collect();
-            registry.apply(checked);
-            Ok(names)
-        }
-        XdsType::Cds | XdsType::Lds | XdsType::Rds => Err(Nack {
-            resource: String::new(),
-            field: "type_url".to_string(),
-            message: format!("{} is not supported yet", short_name(t)),
-        }),
-    }
+/// Check and apply an EDS response as a whole; the names of its resources.
+fn apply_eds(resp: &DiscoveryResponse) -> Result<Vec<String>, Nack> {
+    let clas: Vec<ClusterLoadAssignment> = decode_all(XdsType::Eds, &resp.resources)?;
+    let registry = eds::registry();
+    let checked = registry.check(&clas)?;
+    let names = checked.iter().map(|c| c.service.clone()).collect();
+    registry.apply(checked);
+    Ok(names)
 }
 
 /// Decode every resource as the message of `t`.

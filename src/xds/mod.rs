@@ -11,6 +11,7 @@
 //! - `translate`: Envoy Cluster / RouteConfiguration / Listener → attache config.
 
 mod ads;
+pub mod dynamic;
 pub mod eds;
 pub mod translate;
 mod transport;
@@ -96,6 +97,8 @@ pub struct Client {
     status: Mutex<Status>,
     updates: prometheus::IntCounterVec,
     connected: IntGauge,
+    /// LDS listeners and RDS routes accepted (kept across streams).
+    dynamic: tokio::sync::Mutex<dynamic::Accepted>,
 }
 
 static CLIENT: OnceLock<Arc<Client>> = OnceLock::new();
@@ -120,6 +123,7 @@ impl Client {
             status: Mutex::new(Status::default()),
             updates,
             connected,
+            dynamic: tokio::sync::Mutex::new(dynamic::Accepted::default()),
         }
     }
 
