@@ -109,7 +109,7 @@ async fn session(client: &Arc<Client>, server: &Arc<Server>, answered: &mut bool
                 Ok(Some(resp)) => {
                     *answered = true;
                     match lock(&subs).receive(client, resp) {
-                        Received::Answer(r) => { let _ = tx.send(r); }
+                        Received::Answer(r) => { let _ = tx.send(*r); }
                         Received::Dynamic(t, resp) => { let _ = work.send((t, resp)); }
                     }
                 }
@@ -192,7 +192,7 @@ impl Subscriptions {
     fn receive(&mut self, client: &Client, resp: DiscoveryResponse) -> Received {
         let Some(t) = type_of(&resp.type_url).filter(|t| client.settings.types.contains(t)) else {
             tracing::warn!(type_url = %resp.type_url, "xds response of a type attache did not ask for; rejected");
-            return Received::Answer(DiscoveryRequest {
+            return Received::Answer(Box::new(DiscoveryRequest {
                 node: self.node.take(),
                 type_url: resp.type_url.clone(),
                 response_nonce: resp.nonce,
@@ -201,14 +201,14 @@ impl Subscriptions {
                     resp.type_url
                 ))),
                 ..Default::default()
-            });
+            }));
         };
         self.nonces.insert(t, resp.nonce.clone());
         if t != XdsType::Eds {
             return Received::Dynamic(t, resp);
         }
         let result = apply_eds(&resp);
-        Received::Answer(self.finish(client, t, resp, result))
+        Received::Answer(Box::new(self.finish(client, t, resp, result)))
     }
 
     /// Record the outcome of a response; the ACK or NACK to send.
@@ -238,7 +238,7 @@ impl Subscriptions {
 }
 
 enum Received {
-    Answer(DiscoveryRequest),
+    Answer(Box<DiscoveryRequest>),
     Dynamic(XdsType, DiscoveryResponse),
 }
 

@@ -134,9 +134,8 @@ fn translate_listeners(
             Ok(raw) => {
                 out.insert(name.clone(), raw);
             }
-            Err(_) if *missing.borrow() => {
-                tracing::info!(listener = %name, "xds listener waits for its route configuration");
-            }
+            // Waits for its route configuration (logged by `apply_listeners`).
+            Err(_) if *missing.borrow() => {}
             Err(n) => return (Err(n), asked.into_inner()),
         }
     }
@@ -179,6 +178,9 @@ pub async fn apply_listeners(
     let protos: BTreeMap<String, Listener> =
         listeners.into_iter().map(|l| (l.name.clone(), l)).collect();
     let ready = translate_listeners(&protos, &acc.routes).0?;
+    for name in protos.keys().filter(|n| !ready.contains_key(*n)) {
+        tracing::info!(listener = %name, "xds listener waits for its route configuration");
+    }
     let mut next = (*server.xds_dynamic()).clone();
     next.listeners = ready;
     server.apply_dynamic(next).await.map_err(|d| nack_of(&d))?;

@@ -28,6 +28,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic_xds::{Request, Response, Status, Streaming};
 
 pub const EDS: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+pub const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 
 /// One EDS answer: version and the assignments (already encoded, so a test can send
 /// garbage too).
@@ -38,7 +39,8 @@ pub struct Push {
 }
 
 struct Shared {
-    push: watch::Sender<Push>,
+    /// The current answer per type URL.
+    push: watch::Sender<std::collections::BTreeMap<String, Push>>,
     kill: watch::Sender<u64>,
     requests: Mutex<Vec<DiscoveryRequest>>,
     streams: Mutex<u64>,
@@ -112,7 +114,7 @@ impl Mgmt {
         let addr = l.local_addr().expect("addr");
         let ads = ads.unwrap_or_else(|| {
             Ads(Arc::new(Shared {
-                push: watch::channel(Push::default()).0,
+                push: watch::channel(Default::default()).0,
                 kill: watch::channel(0).0,
                 requests: Mutex::new(Vec::new()),
                 streams: Mutex::new(0),
@@ -126,9 +128,19 @@ impl Mgmt {
 
     /// Push a new EDS snapshot to every subscribed stream (and to later ones).
     pub fn push(&self, version: &str, resources: Vec<Any>) {
-        self.ads.0.push.send_replace(Push {
-            version: version.to_string(),
-            resources,
+        self.push_type(EDS, version, resources);
+    }
+
+    /// Push a new snapshot of `type_url`.
+    pub fn push_type(&self, type_url: &str, version: &str, resources: Vec<Any>) {
+        self.ads.0.push.send_modify(|m| {
+            m.insert(
+                type_url.to_string(),
+                Push {
+                    version: version.to_string(),
+                    resources,
+                },
+            );
         });
     }
 
@@ -192,32 +204,39 @@ impl AggregatedDiscoveryService for Ads {
         tokio::spawn(async move {
             let mut push = shared.push.subscribe();
             let mut kill = shared.kill.subscribe();
-            let mut subscribed = false;
+            let mut subscribed = std::collections::BTreeSet::new();
+            let mut sent = std::collections::BTreeMap::<String, String>::new();
             let mut nonce = 0u64;
             loop {
-                let send_now = tokio::select! {
+                tokio::select! {
                     r = inbound.message() => match r {
                         Ok(Some(req)) => {
-                            let first = !subscribed && req.type_url == EDS && !req.resource_names.is_empty();
+                            // EDS without names is not a subscription.
+                            if req.type_url != EDS || !req.resource_names.is_empty() {
+                                subscribed.insert(req.type_url.clone());
+                            }
                             shared.requests.lock().expect("requests").push(req);
-                            subscribed |= first;
-                            first
                         }
                         _ => return,
                     },
-                    r = push.changed(), if subscribed => r.is_ok(),
+                    r = push.changed() => if r.is_err() { return },
                     _ = kill.changed() => {
                         let _ = tx.send(Err(Status::unavailable("management server killed"))).await;
                         return;
                     }
-                };
-                let p = push.borrow_and_update().clone();
-                if send_now && !p.version.is_empty() {
+                }
+                let all = push.borrow_and_update().clone();
+                for t in &subscribed {
+                    let Some(p) = all.get(t) else { continue };
+                    if p.version.is_empty() || sent.get(t) == Some(&p.version) {
+                        continue;
+                    }
+                    sent.insert(t.clone(), p.version.clone());
                     nonce += 1;
                     let resp = DiscoveryResponse {
-                        version_info: p.version,
-                        resources: p.resources,
-                        type_url: EDS.to_string(),
+                        version_info: p.version.clone(),
+                        resources: p.resources.clone(),
+                        type_url: t.clone(),
                         nonce: nonce.to_string(),
                         ..Default::default()
                     };
