@@ -513,9 +513,7 @@ pub fn compile(
                 match &l.thrift {
                     None => cx.err(&p, "a thrift listener needs `thrift: { routes: [...] }`"),
                     Some(t) => {
-                        let ups = Arc::new(crate::upstream::ThriftUpstreams {
-                            clusters: clusters.clone(),
-                        });
+                        let ups = clusters.clone();
                         match crate::thrift::ListenerCtx::new(&l.name, t, opts.stats, ups) {
                             Ok(ctx) => {
                                 let ctx = ctx

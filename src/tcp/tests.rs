@@ -60,7 +60,7 @@ async fn proxy(
             tokio::spawn(async move {
                 let connect = |attempt: u32| {
                     let ep = endpoints[attempt as usize % endpoints.len()];
-                    TcpStream::connect(ep)
+                    async move { Ok((TcpStream::connect(ep).await?, ())) }
                 };
                 let outcome = proxy_connection(down, connect, settings, &counters).await;
                 let _ = tx.send(outcome);
@@ -288,7 +288,7 @@ async fn tls_on_both_sides_with_half_close() -> Result<()> {
                 };
                 let connect = |_attempt: u32| {
                     let up_tls = up_tls.clone();
-                    async move { up_tls.connect(TcpStream::connect(origin).await?).await }
+                    async move { Ok((up_tls.connect(TcpStream::connect(origin).await?).await?, ())) }
                 };
                 let o = proxy_connection(down, connect, Settings::default(), &counters).await;
                 let _ = tx.send(o);
