@@ -1,6 +1,9 @@
 //! Clusters: a living endpoint set (static, DNS or file discovery), active health
 //! checks, outlier ejection, circuit breakers, load balancing and the upstream HTTP
-//! client (a keep-alive pool per endpoint, HTTP/1.1 or multiplexed HTTP/2).
+//! client (a keep-alive pool per endpoint, HTTP/1.1 or multiplexed HTTP/2; Thrift
+//! connections wait on the same pool). Every protocol uses an endpoint the same
+//! way: a [`Cluster::attempt`] (breakers, pick, active count) whose outcome is
+//! reported back (`attempt.rs`).
 //!
 //! The data path reads the current [`HostSet`] through an `ArcSwap` (no lock); every
 //! change (membership, weight, health, ejection) builds a new one off the request
