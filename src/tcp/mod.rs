@@ -21,7 +21,10 @@ use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock, so the idle rule runs on a paused clock in tests.
+use tokio::time::Instant;
 
 use attache_filters::Stats;
 use prometheus::{IntCounter, IntGauge};
