@@ -585,7 +585,8 @@ pub async fn handle(req: Request<DownBody>, conn: Arc<ConnCtx>) -> Response<Resp
                                 let proto = rp.headers.get(header::UPGRADE).cloned();
                                 match (b.into_upgraded(), proto) {
                                     (Some(up), Some(proto)) => {
-                                        tunnel(on, up, http.idle_timeout, conn.clone());
+                                        let attempt = done.active.take();
+                                        tunnel(on, up, attempt, http.idle_timeout, conn.clone());
                                         Ok(proto)
                                     }
                                     _ => Err(RespBody::full(Bytes::new())),
@@ -688,13 +689,17 @@ async fn request_body(
 fn tunnel(
     on: hyper::upgrade::OnUpgrade,
     conn: crate::upstream::h1::Conn,
+    attempt: Option<crate::upstream::Attempt>,
     idle: Duration,
     ctx: Arc<ConnCtx>,
 ) {
     tokio::spawn(async move {
         use tokio::io::AsyncWriteExt;
-        // The permit keeps the tunnel inside the cluster's `max_connections`.
+        // The permit keeps the tunnel inside the cluster's `max_connections`; the
+        // attempt keeps it active on its endpoint (least_request, `max_requests`)
+        // like a TCP proxy connection.
         let (up, pending, _permit) = conn.into_parts();
+        let _attempt = attempt;
         let down = match on.await {
             Ok(u) => u,
             Err(e) => {
