@@ -65,10 +65,23 @@ async fn session(client: &Arc<Client>, server: &Arc<Server>, answered: &mut bool
     else {
         return format!("cluster `{}` is not configured", client.settings.cluster);
     };
-    let (svc, origin) = match transport::connect(&cluster).await {
+    let (svc, origin, hold) = match transport::connect(&cluster).await {
         Ok(c) => c,
         Err(e) => return e,
     };
+    let err = stream(client, server, svc, origin, answered).await;
+    hold.end(*answered);
+    err
+}
+
+/// Run the ADS stream over a connected service until it fails.
+async fn stream(
+    client: &Arc<Client>,
+    server: &Arc<Server>,
+    svc: transport::H2,
+    origin: http::Uri,
+    answered: &mut bool,
+) -> String {
     let mut grpc = AggregatedDiscoveryServiceClient::with_origin(svc, origin);
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<DiscoveryRequest>();
     let outbound =
