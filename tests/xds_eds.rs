@@ -336,6 +336,16 @@ fn validate_checks_the_xds_block_and_eds_clusters() {
         out.contains("set `protocol: http2` on cluster `xds_server`"),
         "{out}"
     );
+    let (code, out, path) = support::validate(
+        "no-eds.yaml",
+        "clusters:\n  - name: xds_server\n    protocol: http2\n    endpoints: [\"127.0.0.1:18000\"]\n  - name: app\n    discovery: { eds: {} }\nxds:\n  cluster: xds_server\n  node: { id: n1 }\n  resources: [cds]\n",
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("{}:6:18", path.display()))
+            && out.contains("`xds.resources` leaves out `eds`"),
+        "{out}"
+    );
     assert!(
         !out.contains("`xds_server` is not used"),
         "the xds cluster is used: {out}"

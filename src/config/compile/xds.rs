@@ -59,6 +59,16 @@ pub(super) fn compile_xds(cx: &mut Cx<'_>, cfg: &raw::Config) -> Option<Arc<crat
         .unwrap_or_else(|| vec![raw::XdsType::Eds])
         .into_iter()
         .collect();
+    let eds_cluster = cfg
+        .clusters
+        .iter()
+        .position(|c| c.discovery.as_ref().is_some_and(|d| d.eds.is_some()));
+    if let (Some(i), false) = (eds_cluster, types.contains(&raw::XdsType::Eds)) {
+        cx.err_key(
+            &format!("clusters.{i}.discovery.eds"),
+            "this cluster takes endpoints over EDS but `xds.resources` leaves out `eds`; add it",
+        );
+    }
     if types.contains(&raw::XdsType::Rds) && !types.contains(&raw::XdsType::Lds) {
         cx.err(
             "xds.resources",
