@@ -587,14 +587,14 @@ mod tests {
         });
         assert_eq!(nack(c).field, "outlier_detection.enforcing_success_rate");
         let mut c = eds_cluster("a");
-        c.eds_cluster_config.as_mut().map(|e| {
+        if let Some(e) = c.eds_cluster_config.as_mut() {
             e.eds_config = Some(core::ConfigSource {
                 config_source_specifier: Some(core::config_source::ConfigSourceSpecifier::Path(
                     "/x".into(),
                 )),
                 ..Default::default()
-            })
-        });
+            });
+        }
         assert_eq!(nack(c).field, "eds_cluster_config.eds_config");
         let mut c = eds_cluster("a");
         c.health_checks = vec![core::HealthCheck {

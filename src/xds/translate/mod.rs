@@ -236,12 +236,12 @@ pub(crate) fn filename(d: &Option<core::DataSource>, at: &At<'_>) -> Result<Valu
 }
 
 /// The parts of a `CommonTlsContext` attache has: one certificate and key (files),
-/// the trusted CA, SAN matchers and ALPN. Returns `(cert, key, ca, sans, alpn, min)`.
+/// the trusted CA, SAN matchers, ALPN and the minimum TLS version.
 pub(crate) struct CommonTls {
     pub cert_chain: Value,
     pub private_key: Value,
     pub ca: Value,
-    pub sans: Vec<(&'static str, String)>,
+    pub sans: Vec<San>,
     pub alpn: Value,
     pub min_version: Value,
 }
@@ -290,10 +290,13 @@ pub(crate) fn common_tls(
     })
 }
 
+/// A SAN rule as `(exact|prefix|suffix, value)`.
+type San = (&'static str, String);
+
 fn validation(
     v: Option<tls::common_tls_context::ValidationContextType>,
     at: &At<'_>,
-) -> Result<(Value, Vec<(&'static str, String)>), Nack> {
+) -> Result<(Value, Vec<San>), Nack> {
     use tls::common_tls_context::ValidationContextType as V;
     let mut v = match v {
         None => return Ok((Value::Null, Vec::new())),
@@ -314,7 +317,7 @@ fn validation(
 
 /// One typed SAN matcher as `(exact|prefix|suffix, value)`: attache matches DNS and
 /// URI SANs by string.
-fn san(mut m: tls::SubjectAltNameMatcher, at: &At<'_>) -> Result<(&'static str, String), Nack> {
+fn san(mut m: tls::SubjectAltNameMatcher, at: &At<'_>) -> Result<San, Nack> {
     use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern as P;
     use tls::subject_alt_name_matcher::SanType;
     let ty = std::mem::take(&mut m.san_type);
