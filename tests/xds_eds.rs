@@ -411,12 +411,9 @@ async fn a_cds_cluster_clashing_with_the_file_is_nacked_and_the_file_serves() {
     );
     assert_eq!(nack.version_info, "", "nothing accepted yet");
     let message = nack.error_detail.map(|d| d.message).unwrap_or_default();
-    // With the translation in place the clash is the reason; the placeholder
-    // translation of this branch refuses every cluster by name.
-    assert!(
-        message.starts_with("cds/app: config: cluster `app` is defined in the config file")
-            || message == "app: : not supported yet",
-        "{message}"
+    assert_eq!(
+        message,
+        "cds/app: config: cluster `app` is defined in the config file; xDS cannot replace it, rename one of them"
     );
     assert_eq!(
         p.stat_labels(
