@@ -2,7 +2,8 @@
 //! test), with the real binary and continuous load: endpoints follow the server, an
 //! invalid update is NACKed with attache's message while the old set serves, a
 //! killed and restarted server costs no request, and the static parts serve when the
-//! server is down at startup.
+//! server is down at startup; CDS clashes are NACKed and an RDS update moves traffic
+//! live.
 
 mod fleet_util;
 mod support;
@@ -429,4 +430,137 @@ async fn a_cds_cluster_clashing_with_the_file_is_nacked_and_the_file_serves() {
         assert_eq!(request(&c, &url, &[]).await, Ok((200, "a".to_string())));
     }
     assert_eq!(b.hits(), 0);
+}
+
+/// LDS + RDS: a listener from the control plane binds once its route configuration
+/// arrives, and a new route configuration moves traffic without a reload and
+/// without a failed request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rds_update_moves_traffic_live_without_a_reload() {
+    use envoy_types::pb::envoy::config::core::v3::{
+        address, socket_address, Address, SocketAddress,
+    };
+    use envoy_types::pb::envoy::config::listener::v3 as lds;
+    use envoy_types::pb::envoy::config::route::v3 as rds;
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
+    use envoy_types::pb::google::protobuf::Any;
+    use prost_otlp::Message;
+
+    fn any<M: Message>(type_url: &str, m: &M) -> Any {
+        Any {
+            type_url: type_url.to_string(),
+            value: m.encode_to_vec(),
+        }
+    }
+    fn routes(version_cluster: &str) -> Any {
+        let route = rds::Route {
+            r#match: Some(rds::RouteMatch {
+                path_specifier: Some(rds::route_match::PathSpecifier::Prefix("/".into())),
+                ..Default::default()
+            }),
+            action: Some(rds::route::Action::Route(rds::RouteAction {
+                cluster_specifier: Some(rds::route_action::ClusterSpecifier::Cluster(
+                    version_cluster.into(),
+                )),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        any(
+            xds_util::RDS,
+            &rds::RouteConfiguration {
+                name: "main".into(),
+                virtual_hosts: vec![rds::VirtualHost {
+                    name: "all".into(),
+                    domains: vec!["*".into()],
+                    routes: vec![route],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        )
+    }
+
+    let (a, b) = (Node::start("a").await, Node::start("b").await);
+    let port = fleet_util::free_port();
+    let h = hcm::HttpConnectionManager {
+        stat_prefix: "dyn".into(),
+        http_filters: vec![hcm::HttpFilter {
+            name: "envoy.filters.http.router".into(),
+            ..Default::default()
+        }],
+        route_specifier: Some(hcm::http_connection_manager::RouteSpecifier::Rds(
+            hcm::Rds {
+                route_config_name: "main".into(),
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    };
+    let l = lds::Listener {
+        name: "dyn".into(),
+        address: Some(Address {
+            address: Some(address::Address::SocketAddress(SocketAddress {
+                address: "127.0.0.1".into(),
+                port_specifier: Some(socket_address::PortSpecifier::PortValue(u32::from(port))),
+                ..Default::default()
+            })),
+        }),
+        filter_chains: vec![lds::FilterChain {
+            filters: vec![lds::Filter {
+                name: "envoy.filters.network.http_connection_manager".into(),
+                config_type: Some(lds::filter::ConfigType::TypedConfig(any(
+                    "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                    &h,
+                ))),
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let mgmt = Mgmt::start().await;
+    mgmt.push_type(xds_util::LDS, "l1", vec![any(xds_util::LDS, &l)]);
+    mgmt.push_type(xds_util::RDS, "r1", vec![routes("app_a")]);
+    let yaml = format!(
+        "clusters:\n  - name: xds_server\n    protocol: http2\n    endpoints: [\"{}\"]\n  - name: app_a\n    endpoints: [\"{}\"]\n  - name: app_b\n    endpoints: [\"{}\"]\nxds:\n  cluster: xds_server\n  node: {{ id: n1 }}\n  resources: [lds, rds]\n",
+        mgmt.addr, a.addr, b.addr
+    );
+    let p = Proxy::start(&yaml);
+    let url = format!("http://127.0.0.1:{port}/");
+    let c = client(true);
+    eventually(WAIT, "the xds listener serves a", || async {
+        request(&c, &url, &[]).await.ok().filter(|r| r.1 == "a")
+    })
+    .await;
+    let reloads = p
+        .stat_labels("attache_config_reload_total", &[("result", "ok")])
+        .await;
+    let load = Load::start(url.clone(), 3, true);
+    eventually(WAIT, "load runs", || async {
+        (load.count() > 50).then_some(())
+    })
+    .await;
+    mgmt.push_type(xds_util::RDS, "r2", vec![routes("app_b")]);
+    eventually(WAIT, "b serves", || async { (b.hits() > 20).then_some(()) }).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let a_hits = a.hits();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(a.hits(), a_hits, "the old route still took traffic");
+    let samples = load.stop().await;
+    let (n, kinds) = failures(&samples);
+    assert_eq!(n, 0, "failed requests during the route update: {kinds:?}");
+    assert_eq!(
+        p.stat_labels("attache_config_reload_total", &[("result", "ok")])
+            .await,
+        reloads,
+        "no file reload"
+    );
+    assert_eq!(
+        p.stat_labels(
+            "attache_xds_updates_total",
+            &[("type", "rds"), ("result", "accepted")]
+        )
+        .await,
+        2.0
+    );
 }

@@ -29,6 +29,8 @@ use tonic_xds::{Request, Response, Status, Streaming};
 
 pub const EDS: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
 pub const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+pub const LDS: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+pub const RDS: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
 
 /// One EDS answer: version and the assignments (already encoded, so a test can send
 /// garbage too).
