@@ -1009,8 +1009,8 @@ fn finish_local(
 ) -> Response<RespBody> {
     let (rsp, flag) = local_reply(kind, exhausted, sc.grpc);
     sc.local_reply = true;
-    sc.response_flag = Some(flag);
-    done.flag = flag;
+    sc.response_flag = Some(flag.as_str());
+    done.flag = flag.as_str();
     done.listener_stats().count_flag(flag);
     if let Some(reason) = kind.reject_reason() {
         done.listener_stats().count_reject(reason);
