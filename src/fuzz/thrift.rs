@@ -150,8 +150,12 @@ fn round_trips(m: &Message) {
             transport,
             protocol: h.protocol,
         };
-        let (len, payload) = m.wire_for(transport);
-        let bytes = [len.as_ref().map_or(&[][..], |l| &l[..]), &payload[..]].concat();
+        let (prefix, payload) = m.wire_for(transport, None);
+        let bytes = [
+            prefix.as_ref().map_or(&[][..], |p| p.as_bytes()),
+            &payload[..],
+        ]
+        .concat();
         let again = decode_one(&bytes, framing);
         assert_eq!(again.payload(), m.payload());
         assert_eq!(again.body(), m.body());

@@ -71,7 +71,7 @@ pub struct Metrics {
     retries: HashMap<String, IntCounter>,
 }
 
-const ALL_KINDS: [ErrorKind; 14] = [
+const ALL_KINDS: [ErrorKind; 16] = [
     ErrorKind::FrameTooLarge,
     ErrorKind::NegativeLength,
     ErrorKind::EmptyFrame,
@@ -86,6 +86,8 @@ const ALL_KINDS: [ErrorKind; 14] = [
     ErrorKind::InvalidVarint,
     ErrorKind::Truncated,
     ErrorKind::TrailingBytes,
+    ErrorKind::InvalidHeader,
+    ErrorKind::UnsupportedTransform,
 ];
 
 impl Metrics {
@@ -192,5 +194,7 @@ pub fn reason(kind: ErrorKind) -> &'static str {
         ErrorKind::InvalidVarint => "invalid_varint",
         ErrorKind::Truncated => "truncated",
         ErrorKind::TrailingBytes => "trailing_bytes",
+        ErrorKind::InvalidHeader => "invalid_header",
+        ErrorKind::UnsupportedTransform => "unsupported_transform",
     }
 }
