@@ -357,3 +357,19 @@ fn hostile_theader_frames_are_typed_errors() {
     let m = decode_all(&mut decoder(None, None), &odd).unwrap().unwrap();
     assert_eq!(owned(m.info_headers()), pairs(&HEADERS));
 }
+
+/// Seeds for the `thrift_decode` fuzz target: THeader calls (binary and compact,
+/// with info headers), detected (flags 0) and configured (flags 3).
+/// `cargo test --lib write_theader_fuzz_seeds -- --ignored` rewrites them.
+#[test]
+#[ignore = "writes fuzz/corpus/thrift_decode"]
+fn write_theader_fuzz_seeds() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/thrift_decode");
+    for enc in ENCS {
+        for flags in [0u8, 3] {
+            let name = format!("theader-{enc:?}-{flags}").to_lowercase();
+            let seed = [&[flags][..], &th_call(enc, 1), &th_call(enc, 2)].concat();
+            std::fs::write(dir.join(name), seed).expect("write seed");
+        }
+    }
+}
