@@ -28,7 +28,6 @@ pub(crate) const MAGIC: [u8; 2] = [0x0f, 0xff];
 const FIXED: usize = 10;
 const PROTOCOL_BINARY: u64 = 0;
 const PROTOCOL_COMPACT: u64 = 2;
-const INFO_PADDING: u64 = 0;
 const INFO_KEYVALUE: u64 = 1;
 /// fbthrift's persistent key/values: the same encoding as `INFO_KEYVALUE`.
 const INFO_PKEYVALUE: u64 = 2;
@@ -116,6 +115,9 @@ fn parse_header(header: &[u8]) -> Result<(Protocol, Range<usize>, bool), Stop> {
     Ok((protocol, info, false))
 }
 
+/// One info header: (key, value), as bytes.
+pub type Pair<'a> = (&'a [u8], &'a [u8]);
+
 /// The key/value info headers of a frame, in wire order, zero-copy. Built over an
 /// info section the decoder checked, so iteration cannot fail; it stops at the end.
 #[derive(Debug, Clone)]
@@ -147,7 +149,7 @@ impl<'a> InfoHeaders<'a> {
     }
 
     /// The next pair; `None` at padding, at an unknown block type, or at the end.
-    fn next_kv(&mut self) -> Result<Option<(&'a [u8], &'a [u8])>, Stop> {
+    fn next_kv(&mut self) -> Result<Option<Pair<'a>>, Stop> {
         while self.left == 0 {
             if self.pos >= self.input.buf.len() {
                 return Ok(None);
@@ -165,9 +167,9 @@ impl<'a> InfoHeaders<'a> {
                     }
                     self.left = count;
                 }
-                // Padding, or a block type this reader does not know: the rest
-                // is skipped, as Apache's and fbthrift's readers do.
-                INFO_PADDING | _ => return Ok(None),
+                // Padding (type 0), or a block type this reader does not know:
+                // the rest is skipped, as Apache's and fbthrift's readers do.
+                _ => return Ok(None),
             }
         }
         self.left -= 1;
@@ -178,7 +180,7 @@ impl<'a> InfoHeaders<'a> {
 }
 
 impl<'a> Iterator for InfoHeaders<'a> {
-    type Item = (&'a [u8], &'a [u8]);
+    type Item = Pair<'a>;
 
     fn next(&mut self) -> Option<Self::Item> {
         self.next_kv().ok().flatten()

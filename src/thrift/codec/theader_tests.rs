@@ -45,11 +45,11 @@ pub(super) struct Split<'a> {
 }
 
 pub(super) fn split(bytes: &[u8]) -> Split<'_> {
-    let len = u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize;
+    let len = u32::from_be_bytes(bytes[..4].try_into().expect("4 bytes")) as usize;
     assert_eq!(len, bytes.len() - 4, "frame length");
     assert_eq!(&bytes[4..6], &[0x0f, 0xff], "magic");
     let flags = u16::from_be_bytes([bytes[6], bytes[7]]);
-    let seq = u32::from_be_bytes(bytes[8..12].try_into().unwrap());
+    let seq = u32::from_be_bytes(bytes[8..12].try_into().expect("4 bytes"));
     let size = u16::from_be_bytes([bytes[12], bytes[13]]) as usize * 4;
     let header = &bytes[14..14 + size];
     assert_eq!(header[1], 0, "no transforms");
@@ -142,8 +142,8 @@ fn theader_reframes_both_ways_without_losing_the_call() {
     for enc in ENCS {
         let bytes = th_call(enc, 5);
         let m = decode_all(&mut decoder(None, None), &bytes)
-            .unwrap()
-            .unwrap();
+            .expect("decodes")
+            .expect("decodes");
         // THeader to THeader: the frame as received, info headers included.
         let (prefix, same) = m.wire_for(Transport::Header, None);
         assert!(prefix.is_none());
@@ -158,8 +158,8 @@ fn theader_reframes_both_ways_without_losing_the_call() {
         // From framed: a head with the given frame and no info headers.
         let framed = write_msg(enc, Transport::Framed, None, call("getUser", 6), &rich_args);
         let f = decode_all(&mut decoder(None, None), &framed)
-            .unwrap()
-            .unwrap();
+            .expect("decodes")
+            .expect("decodes");
         let frame_info = FrameInfo {
             flags: 5,
             seq_id: 900,
@@ -176,7 +176,7 @@ fn theader_reframes_both_ways_without_losing_the_call() {
             let (ident, _) = read_with_thrift(&out, enc.protocol(), Transport::Header);
             assert_eq!(ident.sequence_number, 6);
             let again = decode_all(&mut decoder(Some(Transport::Header), None), &out);
-            assert_eq!(again.unwrap().unwrap().body(), f.body());
+            assert_eq!(again.expect("decodes").expect("decodes").body(), f.body());
         }
         // A new sequence id keeps the frame's flags and info headers.
         let out = m.with_seq_id(40, Transport::Header);
@@ -192,8 +192,8 @@ fn theader_reframes_both_ways_without_losing_the_call() {
 fn local_replies_to_theader_calls_echo_the_frame() {
     for enc in ENCS {
         let m = decode_all(&mut decoder(None, None), &th_call(enc, 3))
-            .unwrap()
-            .unwrap();
+            .expect("decodes")
+            .expect("decodes");
         let mut out = BytesMut::new();
         answer_with_exception(&mut out, m.header(), AppExceptionKind::UnknownMethod, "no");
         let s = split(&out);
@@ -211,8 +211,8 @@ fn local_replies_to_theader_calls_echo_the_frame() {
 fn translating_a_theader_message_keeps_its_info_headers() {
     for enc in ENCS {
         let m = decode_all(&mut decoder(None, None), &th_call(enc, 8))
-            .unwrap()
-            .unwrap();
+            .expect("decodes")
+            .expect("decodes");
         let to = match enc.protocol() {
             Protocol::Binary => Protocol::Compact,
             Protocol::Compact => Protocol::Binary,
@@ -241,7 +241,7 @@ fn a_theader_frame_arriving_in_pieces_waits_then_completes() {
             "cut at {cut}"
         );
         let mut buf = BytesMut::from(&bytes[..cut]);
-        assert!(d.decode(&mut buf).unwrap().is_none());
+        assert!(d.decode(&mut buf).expect("decodes").is_none());
         buf.extend_from_slice(&bytes[cut..]);
         let m = d.decode(&mut buf).expect("ok").expect("msg");
         assert_eq!(owned(m.info_headers()), pairs(&HEADERS));
@@ -354,7 +354,9 @@ fn hostile_theader_frames_are_typed_errors() {
         &[&kv(&HEADERS)[..], &[7, 1, 1, b'x']].concat(),
         &payload,
     );
-    let m = decode_all(&mut decoder(None, None), &odd).unwrap().unwrap();
+    let m = decode_all(&mut decoder(None, None), &odd)
+        .expect("decodes")
+        .expect("decodes");
     assert_eq!(owned(m.info_headers()), pairs(&HEADERS));
 }
 
