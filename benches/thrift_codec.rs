@@ -2,7 +2,9 @@
 //! walked, message split off the buffer) for each protocol and transport (THeader
 //! with two info headers, as fbthrift clients send a trace id and a client name).
 
-use attache::thrift::codec::{put_info_keyvalues, Decoder, DecoderConfig, Protocol, Transport};
+use attache::thrift::codec::{
+    encode_frame, Decoder, DecoderConfig, FrameInfo, Pair, Protocol, Transport,
+};
 use bytes::BytesMut;
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion};
 use thrift::protocol::{
@@ -11,24 +13,14 @@ use thrift::protocol::{
 };
 use thrift::transport::TFramedWriteTransport;
 
-/// The call in a THeader frame with two info headers (the thrift crate has no
-/// THeader; the frame is laid out here as the format describes it).
+/// The call in a THeader frame with two info headers.
 fn theader(protocol: Protocol, payload: &[u8]) -> Vec<u8> {
-    let mut header = BytesMut::new();
-    header.extend_from_slice(&[if protocol == Protocol::Compact { 2 } else { 0 }, 0]);
-    let info: [(&[u8], &[u8]); 2] = [(b"trace-id", b"4bf92f3577b34da6"), (b"client", b"web")];
-    put_info_keyvalues(&mut header, &info);
-    while header.len() % 4 != 0 {
-        header.extend_from_slice(&[0]);
-    }
-    let mut out = ((10 + header.len() + payload.len()) as u32)
-        .to_be_bytes()
-        .to_vec();
-    out.extend_from_slice(&[0x0f, 0xff, 0, 0, 0, 0, 0x30, 0x39]);
-    out.extend_from_slice(&((header.len() / 4) as u16).to_be_bytes());
-    out.extend_from_slice(&header);
-    out.extend_from_slice(payload);
-    out
+    let frame = FrameInfo {
+        flags: 0,
+        seq_id: 12345,
+    };
+    let info: [Pair<'_>; 2] = [(b"trace-id", b"4bf92f3577b34da6"), (b"client", b"web")];
+    encode_frame(frame, protocol, &info, payload).to_vec()
 }
 
 /// `getUser(1: i64 id, 2: string reason)` as the thrift crate writes it.

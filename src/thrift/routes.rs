@@ -475,9 +475,10 @@ impl Routes {
     /// The first route matching the call, if any.
     pub fn route(&self, msg: &Message) -> Option<&Route> {
         let name = msg.header().name();
+        let headers = msg.info_headers();
         self.routes
             .iter()
-            .find(|r| r.matcher.matches(name, msg.info_headers()))
+            .find(|r| r.matcher.matches(name, headers.clone()))
     }
 
     /// The first route matching a message name (`method` or `Service:method`) and

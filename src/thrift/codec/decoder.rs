@@ -390,13 +390,12 @@ pub(crate) fn detect_transport(buf: &[u8]) -> Result<Option<Transport>, ErrorKin
         return Ok(None);
     };
     if b4 == MAGIC[0] {
-        // A THeader magic, or an old-style name length of 0x0fxxxxxx bytes, which
-        // no max_message_size allows.
-        return match buf.get(5) {
-            None => Ok(None),
-            Some(&b5) if b5 == MAGIC[1] => Ok(Some(Transport::Header)),
-            Some(_) => Ok(Some(Transport::Unframed)),
-        };
+        // The THeader magic; not an old-style name (0xff is never UTF-8).
+        match buf.get(5) {
+            None => return Ok(None),
+            Some(&b5) if b5 == MAGIC[1] => return Ok(Some(Transport::Header)),
+            Some(_) => {}
+        }
     }
     if b4 == 0x80 || b4 == compact::PROTOCOL_ID {
         return Ok(Some(Transport::Framed));

@@ -24,7 +24,7 @@ pub use decoder::{Decoder, DecoderConfig};
 pub use reply::{
     answer_with_exception, encode_app_exception, inspect_reply, AppExceptionKind, ReplyOutcome,
 };
-pub use theader::{put_info_keyvalues, FrameInfo, InfoHeaders};
+pub use theader::{encode_frame, FrameInfo, InfoHeaders, Pair};
 pub use transcode::transcode;
 
 /// Default `max_message_size`: 16 MiB.

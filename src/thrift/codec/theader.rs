@@ -245,12 +245,27 @@ pub(crate) fn finish(out: &mut BytesMut, at: usize) {
     out[at..at + 4].copy_from_slice(&len.to_be_bytes());
 }
 
-/// Append an `INFO_KEYVALUE` block (for tests and tools building frames).
-pub fn put_info_keyvalues(out: &mut BytesMut, pairs: &[(&[u8], &[u8])]) {
-    put_varint(out, INFO_KEYVALUE);
-    put_varint(out, pairs.len() as u64);
-    for (k, v) in pairs {
-        compact::put_string(out, k);
-        compact::put_string(out, v);
+/// A whole THeader frame: `frame`, `protocol`, one `INFO_KEYVALUE` block with
+/// `pairs` (none when empty), then `payload`, an encoded message (for tests, tools
+/// and benchmarks building frames).
+pub fn encode_frame(
+    frame: FrameInfo,
+    protocol: Protocol,
+    pairs: &[Pair<'_>],
+    payload: &[u8],
+) -> BytesMut {
+    let mut info = BytesMut::new();
+    if !pairs.is_empty() {
+        put_varint(&mut info, INFO_KEYVALUE);
+        put_varint(&mut info, pairs.len() as u64);
+        for (k, v) in pairs {
+            compact::put_string(&mut info, k);
+            compact::put_string(&mut info, v);
+        }
     }
+    let mut out = BytesMut::with_capacity(payload.len() + info.len() + 24);
+    let at = start(&mut out, frame, protocol, &info);
+    out.put_slice(payload);
+    finish(&mut out, at);
+    out
 }
