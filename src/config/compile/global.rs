@@ -1,9 +1,57 @@
-//! The process-wide sections: `admin.allowed_hosts` and `tracing:`.
+//! The process-wide sections: `admin:`, `health_listener:` and `tracing:`.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::{parse_addr, Cx};
+use super::{is_loopback, parse_addr, Cx};
 use crate::config::raw;
+
+/// The admin and health listeners' addresses and the admin access settings.
+pub(super) struct Admin {
+    /// `None` when the address did not parse (an error is reported).
+    pub address: Option<SocketAddr>,
+    pub token: Option<String>,
+    pub allowed_hosts: Vec<String>,
+    pub health: Option<SocketAddr>,
+}
+
+/// `admin:` and `health_listener:`: a non-loopback admin needs a token, and the
+/// health listener needs its own port.
+pub(super) fn compile_admin(cx: &mut Cx<'_>, cfg: &raw::Config) -> Admin {
+    let admin_addr = match &cfg.admin.address {
+        Some(a) => parse_addr(cx, "admin.address", a),
+        None => Some(SocketAddr::from(([127, 0, 0, 1], 9901))),
+    };
+    let token = cfg.admin.token.clone().filter(|t| !t.is_empty());
+    if let Some(a) = admin_addr {
+        if !is_loopback(&a) && token.is_none() {
+            cx.err(
+                "admin.address",
+                format!("admin address {a} is not loopback and no admin.token is set; set `token: ${{ATTACHE_ADMIN_TOKEN}}` or bind 127.0.0.1"),
+            );
+        }
+    }
+
+    let admin_allowed_hosts = compile_admin_hosts(cx, &cfg.admin.allowed_hosts);
+    let health_addr = cfg
+        .health_listener
+        .as_ref()
+        .and_then(|h| parse_addr(cx, "health_listener.address", &h.address));
+    if let (Some(h), Some(a)) = (health_addr, admin_addr) {
+        if h == a && h.port() != 0 {
+            cx.err(
+                "health_listener.address",
+                format!("address {h} is the admin address; the health listener needs its own port"),
+            );
+        }
+    }
+    Admin {
+        address: admin_addr,
+        token,
+        allowed_hosts: admin_allowed_hosts,
+        health: health_addr,
+    }
+}
 
 /// `tracing:`: the collector address and the batching bounds, with their defaults.
 pub(super) fn compile_tracing(cx: &mut Cx<'_>, t: &raw::Tracing) -> Option<crate::trace::TraceCfg> {
@@ -63,7 +111,7 @@ pub(super) fn compile_tracing(cx: &mut Cx<'_>, t: &raw::Tracing) -> Option<crate
 }
 
 /// `admin.allowed_hosts`: plain host names or IP literals, compared without a port.
-pub(super) fn compile_admin_hosts(cx: &mut Cx<'_>, hosts: &[String]) -> Vec<String> {
+fn compile_admin_hosts(cx: &mut Cx<'_>, hosts: &[String]) -> Vec<String> {
     let mut out = Vec::with_capacity(hosts.len());
     for (i, h) in hosts.iter().enumerate() {
         if crate::admin::guard::is_plain_host(h) {
