@@ -1,12 +1,11 @@
 //! Living fleet: discovery files (add, remove, reweight, corrupt), DNS discovery,
 //! ring hash stickiness, with the real binary and continuous load.
 
-mod fleet_util;
 mod support;
 
 use std::time::Duration;
 
-use fleet_util::{client, cluster_json, failures, request, Load, Node};
+use support::fleet::{client, cluster_json, failures, request, Load, Node};
 use support::{eventually, Proxy};
 
 fn write_eps(path: &std::path::Path, eps: &[(&Node, u32)]) {

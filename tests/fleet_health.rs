@@ -1,12 +1,11 @@
 //! Living fleet: outlier ejection, active health checks, panic mode and circuit
 //! breakers, with the real binary, real origins and continuous load.
 
-mod fleet_util;
 mod support;
 
 use std::time::{Duration, Instant};
 
-use fleet_util::{cluster_json, failures, Load, Node};
+use support::fleet::{cluster_json, failures, Load, Node};
 use support::{eventually, Proxy};
 
 fn config(cluster_extra: &str, eps: &[&Node]) -> String {

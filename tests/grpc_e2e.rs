@@ -2,14 +2,12 @@
 //! grpc-status in the access log, metrics and SLI, deadlines and long streams, and
 //! every local reply as a gRPC client sees it.
 
-#[path = "support/grpc_peer.rs"]
-mod grpc_peer;
 mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use grpc_peer::{Echo, GrpcClient, GrpcServer};
+use support::grpc_peer::{self, Echo, GrpcClient, GrpcServer};
 use support::{dead_port, eventually, Proxy};
 use tonic::{Code, Request};
 

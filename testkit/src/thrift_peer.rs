@@ -13,7 +13,6 @@
 //!
 //! `getUser(0)` throws NotFound, `getUser(-1)` fails with a TApplicationException,
 //! `getUser(950)` answers after 200ms and `getUser(999)` after 1.5s.
-#![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
