@@ -149,43 +149,37 @@ struct Silent {
 
 impl Silent {
     async fn start(&self) -> SocketAddr {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = l.local_addr().expect("addr");
         let conns = self.conns.clone();
         let answer = self.answer;
-        tokio::spawn(async move {
-            while let Ok((mut s, _)) = l.accept().await {
-                let i = {
-                    let mut c = conns.lock().expect("lock");
-                    c.push(Seen::default());
-                    c.len() - 1
-                };
-                let conns = conns.clone();
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 4096];
-                    let mut answered = answer.is_empty();
-                    loop {
-                        let n = s.read(&mut buf).await.unwrap_or(0);
-                        let head_seen = {
-                            let mut c = conns.lock().expect("lock");
-                            if n == 0 {
-                                c[i].ended = true;
-                                return;
-                            }
-                            c[i].bytes.extend_from_slice(&buf[..n]);
-                            c[i].bytes.windows(4).any(|w| w == b"\r\n\r\n")
-                        };
-                        if head_seen && !answered {
-                            answered = true;
-                            let _ = s.write_all(answer).await;
+        support::serve_each(move |mut s| {
+            let i = {
+                let mut c = conns.lock().expect("lock");
+                c.push(Seen::default());
+                c.len() - 1
+            };
+            let conns = conns.clone();
+            async move {
+                let mut buf = [0u8; 4096];
+                let mut answered = answer.is_empty();
+                loop {
+                    let n = s.read(&mut buf).await.unwrap_or(0);
+                    let head_seen = {
+                        let mut c = conns.lock().expect("lock");
+                        if n == 0 {
+                            c[i].ended = true;
+                            return;
                         }
+                        c[i].bytes.extend_from_slice(&buf[..n]);
+                        c[i].bytes.windows(4).any(|w| w == b"\r\n\r\n")
+                    };
+                    if head_seen && !answered {
+                        answered = true;
+                        let _ = s.write_all(answer).await;
                     }
-                });
+                }
             }
-        });
-        addr
+        })
+        .await
     }
 
     fn snapshot(&self) -> Vec<Seen> {

@@ -753,24 +753,16 @@ listeners:
 /// A TCP origin that reads until EOF, then answers `echo:<all>` and closes: the
 /// reply only comes after the client's half-close made it through.
 async fn half_close_echo() -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = l.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                if s.read_to_end(&mut buf).await.is_ok() {
-                    let mut out = b"echo:".to_vec();
-                    out.extend_from_slice(&buf);
-                    let _ = s.write_all(&out).await;
-                    let _ = s.shutdown().await;
-                }
-            });
+    support::serve_each(move |mut s| async move {
+        let mut buf = Vec::new();
+        if s.read_to_end(&mut buf).await.is_ok() {
+            let mut out = b"echo:".to_vec();
+            out.extend_from_slice(&buf);
+            let _ = s.write_all(&out).await;
+            let _ = s.shutdown().await;
         }
-    });
-    addr
+    })
+    .await
 }
 
 /// Write `msg`, half-close, read the reply to EOF.

@@ -105,15 +105,13 @@ async fn start_proxy(yaml: &str, upstreams: TestUpstreams) -> Proxy {
     let stats = Arc::new(Stats::new());
     let ctx = ListenerCtx::new("t", &raw, &stats, Arc::new(upstreams)).expect("config compiles");
     let ctx = Arc::new(ctx);
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind proxy");
-    let addr = l.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((s, peer)) = l.accept().await {
-            tokio::spawn(serve_connection(s, peer, ctx.clone()));
-        }
-    });
+    let addr = attache_testkit::serve_each(move |s| {
+        let peer = s
+            .peer_addr()
+            .unwrap_or_else(|e| panic!("peer address: {e}"));
+        serve_connection(s, peer, ctx.clone())
+    })
+    .await;
     Proxy { addr, stats }
 }
 

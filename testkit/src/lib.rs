@@ -11,6 +11,7 @@
 //! - [`thrift_peer`]: a Thrift origin and client on the Apache `thrift` crate
 //! - [`grpc_peer`]: a tonic server and client
 //! - [`toolkit`]: toolkit subcommands run in a scratch directory
+//! - [`yaml`]: config builders for the shape most proxy tests start from
 //!
 //! Nothing here binds a fixed port or hands out a port it does not hold: origins
 //! bind `127.0.0.1:0` and report their address, the proxy reports what it bound.
@@ -28,6 +29,7 @@ pub mod pki;
 pub mod proxy;
 pub mod thrift_peer;
 pub mod toolkit;
+pub mod yaml;
 
 pub use client::*;
 pub use origin::*;

@@ -2,6 +2,7 @@
 //! connection-resetting origin, a collector, and a port that refuses connections.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,6 +16,45 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 pub type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+/// A TCP server on 127.0.0.1:0 that runs `handle` on every accepted connection, each
+/// on its own task, for as long as the test runs. The base of every origin here; a
+/// test with a one-off origin (raw bytes, a scripted reply, an h2 peer) writes only
+/// the per-connection part.
+pub async fn serve_each<F, Fut>(handle: F) -> SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind origin");
+    let addr = l.local_addr().expect("origin addr");
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(handle(s));
+        }
+    });
+    addr
+}
+
+/// [`serve_each`] for blocking peers (the synchronous `thrift` crate): a std
+/// listener on `bind` and a thread per connection.
+pub fn serve_each_blocking<F>(bind: &str, handle: F) -> SocketAddr
+where
+    F: Fn(std::net::TcpStream) + Clone + Send + 'static,
+{
+    let l = std::net::TcpListener::bind(bind).expect("bind origin");
+    let addr = l.local_addr().expect("origin addr");
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(s) = s else { return };
+            let handle = handle.clone();
+            std::thread::spawn(move || handle(s));
+        }
+    });
+    addr
+}
 
 /// Behaviour of a test origin, chosen per request by path.
 ///
@@ -44,45 +84,35 @@ impl Origin {
     }
 
     async fn start_with(name: &str, h2: bool) -> Origin {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind origin");
-        let addr = l.local_addr().expect("addr");
         let hits = Arc::new(AtomicU64::new(0));
         let conns = Arc::new(AtomicU64::new(0));
-        let origin = Origin {
-            addr,
-            hits: hits.clone(),
-            conns: conns.clone(),
-            name: name.to_string(),
-        };
-        let name = name.to_string();
-        tokio::spawn(async move {
-            loop {
-                let Ok((s, _)) = l.accept().await else {
-                    continue;
-                };
-                conns.fetch_add(1, Ordering::SeqCst);
-                let hits = hits.clone();
-                let name = name.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req| {
-                        hits.fetch_add(1, Ordering::SeqCst);
-                        origin_handle(req, name.clone())
-                    });
-                    if h2 {
-                        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                            .serve_connection(TokioIo::new(s), svc)
-                            .await;
-                    } else {
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(s), svc)
-                            .await;
-                    }
-                });
+        let (h, c, n) = (hits.clone(), conns.clone(), name.to_string());
+        let addr = serve_each(move |s| {
+            c.fetch_add(1, Ordering::SeqCst);
+            let (hits, name) = (h.clone(), n.clone());
+            let svc = service_fn(move |req| {
+                hits.fetch_add(1, Ordering::SeqCst);
+                origin_handle(req, name.clone())
+            });
+            async move {
+                if h2 {
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(s), svc)
+                        .await;
+                } else {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(s), svc)
+                        .await;
+                }
             }
-        });
-        origin
+        })
+        .await;
+        Origin {
+            addr,
+            hits,
+            conns,
+            name: name.to_string(),
+        }
     }
 
     pub fn hits(&self) -> u64 {
@@ -196,24 +226,12 @@ async fn origin_route(req: Request<Incoming>, name: String) -> Result<Response<B
 /// An origin that accepts TCP connections and closes them immediately after reading
 /// the request: the proxy sees a reset / closed connection before a response.
 pub async fn resetting_origin() -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = l.local_addr().expect("addr");
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = l.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                use tokio::io::AsyncReadExt;
-                let mut buf = [0u8; 4096];
-                let _ = s.read(&mut buf).await;
-                drop(s);
-            });
-        }
-    });
-    addr
+    serve_each(|mut s| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf).await;
+    })
+    .await
 }
 
 /// A loopback port that refuses connections for as long as the test process runs.
@@ -243,27 +261,21 @@ where
     F: Fn(http::request::Parts, Bytes) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = l.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
+    serve_each(move |s| {
+        let handle = handle.clone();
+        let svc = service_fn(move |req: Request<Incoming>| {
             let handle = handle.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: Request<Incoming>| {
-                    let handle = handle.clone();
-                    async move {
-                        let (parts, body) = req.into_parts();
-                        let body = body.collect().await.map(|c| c.to_bytes());
-                        Ok::<_, Infallible>(handle(parts, body.unwrap_or_default()).await)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(s), svc)
-                    .await;
-            });
+            async move {
+                let (parts, body) = req.into_parts();
+                let body = body.collect().await.map(|c| c.to_bytes());
+                Ok::<_, Infallible>(handle(parts, body.unwrap_or_default()).await)
+            }
+        });
+        async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(s), svc)
+                .await;
         }
-    });
-    addr
+    })
+    .await
 }
