@@ -150,15 +150,7 @@ async fn mtls_client_cert_reaches_origin_with_xfcc() {
         Some("https")
     );
 
-    assert_eq!(
-        proxy
-            .stat_labels(
-                "attache_tls_handshake_total",
-                &[("listener", "mtls"), ("result", "ok")]
-            )
-            .await,
-        1.0
-    );
+    assert_eq!(proxy.tls_handshakes("mtls", "ok").await, 1.0);
     let expiry = proxy
         .stat_labels(
             "attache_tls_cert_expiry_timestamp_seconds",
@@ -240,12 +232,7 @@ async fn mtls_rejects_bad_clients_in_the_handshake() {
         ("san_denied", 1.0),
     ] {
         let got = eventually(T, result, || async {
-            let v = proxy
-                .stat_labels(
-                    "attache_tls_handshake_total",
-                    &[("listener", "mtls"), ("result", result)],
-                )
-                .await;
+            let v = proxy.tls_handshakes("mtls", result).await;
             (v >= want).then_some(v)
         })
         .await;
@@ -854,15 +841,7 @@ clusters:
     let out = tcp_round_trip(outer.addr("db"), &msg).await;
     assert_eq!(out.len(), msg.len() + 5);
     assert!(out.starts_with(b"echo:select 1;"));
-    assert_eq!(
-        inner
-            .stat_labels(
-                "attache_tls_handshake_total",
-                &[("listener", "db_tls"), ("result", "ok")]
-            )
-            .await,
-        1.0
-    );
+    assert_eq!(inner.tls_handshakes("db_tls", "ok").await, 1.0);
 
     // A client without a certificate is refused by the inner TLS listener.
     let cfg = pki::client_config(&certs.pki, None, &[]);
@@ -947,23 +926,13 @@ listeners:
     assert_eq!((r.status, r.body.as_str()), (200, "ok\n"));
 
     let n = eventually(T, "protocol errors counted", || async {
-        let v = proxy
-            .stat_labels(
-                "attache_tls_handshake_total",
-                &[("listener", "tls"), ("result", "protocol_error")],
-            )
-            .await;
+        let v = proxy.tls_handshakes("tls", "protocol_error").await;
         (v >= 4.0).then_some(v)
     })
     .await;
     assert_eq!(n, 4.0, "{}", proxy.admin_get("/stats?filter=tls").await.1);
     let timeouts = eventually(T, "the stalled handshake timing out", || async {
-        let v = proxy
-            .stat_labels(
-                "attache_tls_handshake_total",
-                &[("listener", "tls"), ("result", "timeout")],
-            )
-            .await;
+        let v = proxy.tls_handshakes("tls", "timeout").await;
         (v >= 1.0).then_some(v)
     })
     .await;
@@ -975,15 +944,7 @@ listeners:
         .await
         .expect("closed after the handshake timeout");
     assert!(matches!(n, Ok(0) | Err(_)));
-    assert_eq!(
-        proxy
-            .stat_labels(
-                "attache_tls_handshake_total",
-                &[("listener", "tls"), ("result", "ok")]
-            )
-            .await,
-        1.0
-    );
+    assert_eq!(proxy.tls_handshakes("tls", "ok").await, 1.0);
 }
 
 #[tokio::test]
@@ -1051,15 +1012,7 @@ clusters:
         assert_eq!(l["protocol"], "HTTP/2", "{l}");
     }
     // One TLS connection carries every request (h2 multiplexing / reuse).
-    assert_eq!(
-        inner
-            .stat_labels(
-                "attache_tls_handshake_total",
-                &[("listener", "inner"), ("result", "ok")]
-            )
-            .await,
-        1.0
-    );
+    assert_eq!(inner.tls_handshakes("inner", "ok").await, 1.0);
 }
 
 #[tokio::test]
@@ -1095,15 +1048,7 @@ listeners:
     let r = curl_https(addr, "/", &ca, &[]).await;
     assert_eq!((r.status, r.body.as_str()), (200, "two"));
     // The handshake counter carries on across the reload.
-    assert_eq!(
-        proxy
-            .stat_labels(
-                "attache_tls_handshake_total",
-                &[("listener", "tls"), ("result", "ok")]
-            )
-            .await,
-        2.0
-    );
+    assert_eq!(proxy.tls_handshakes("tls", "ok").await, 2.0);
 }
 
 #[tokio::test]

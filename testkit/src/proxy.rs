@@ -231,6 +231,14 @@ impl Proxy {
             .collect()
     }
 
+    /// `attache_tls_handshake_total{listener,result}`: handshakes on a TLS listener
+    /// that ended in `result` (`ok`, `no_client_cert`, `protocol_error`, ...).
+    pub async fn tls_handshakes(&self, listener: &str, result: &str) -> f64 {
+        let labels = [("listener", listener), ("result", result)];
+        self.stat_labels("attache_tls_handshake_total", &labels)
+            .await
+    }
+
     /// The value of `name` with exactly these labels (any order), 0 when absent.
     pub async fn stat_labels(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         let (_, body) = self.admin_get("/stats").await;
@@ -258,6 +266,24 @@ impl Proxy {
         }
         0.0
     }
+}
+
+/// `config/quickstart.yaml` on ephemeral ports. Its proxied route points at its own
+/// admin endpoint, whose port is only known once the proxy runs: it starts with that
+/// route on a refusing port, then the route is rewritten to the reported admin
+/// address and applied with `POST /reload` (no port is guessed beforehand).
+pub async fn quickstart() -> Proxy {
+    let text = std::fs::read_to_string("config/quickstart.yaml").expect("quickstart");
+    let with_route_to = |admin: SocketAddr| {
+        text.replace("address: 127.0.0.1:10000", "address: 127.0.0.1:0")
+            .replace("address: 127.0.0.1:9901", "address: 127.0.0.1:0")
+            .replace("\"127.0.0.1:9901\"", &format!("\"{admin}\""))
+    };
+    let p = Proxy::start(&with_route_to(crate::origin::dead_port()));
+    std::fs::write(&p.config_path, with_route_to(p.admin)).expect("write config");
+    let (status, body) = p.admin_post("/reload").await;
+    assert_eq!(status, 200, "quickstart reload: {body}");
+    p
 }
 
 /// The shipped example configs, `config/*.yaml`, sorted.
