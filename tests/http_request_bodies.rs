@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use support::yaml::OneRoute;
 use support::{eventually, raw_exchange, Origin, Proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -481,24 +482,12 @@ async fn http10_requests_are_served_with_their_framing() {
 #[tokio::test]
 async fn a_bad_chunk_for_an_http2_upstream_is_the_client_s_fault() {
     let origin = Origin::start_h2("o2").await;
-    let p = Proxy::start(&format!(
-        r#"
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-    virtual_hosts:
-      - name: web
-        domains: ["*"]
-        routes:
-          - match: {{ prefix: / }}
-            route: {{ cluster: h2 }}
-clusters:
-  - name: h2
-    protocol: http2
-    endpoints: ["{}"]
-"#,
-        origin.addr
-    ));
+    let p = Proxy::start(
+        &OneRoute::to(&[origin.addr])
+            .names("main", "h2")
+            .cluster_key("protocol: http2")
+            .yaml(),
+    );
     let mut s = TcpStream::connect(p.addr("main")).await.expect("connect");
     s.write_all(
         b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use support::pki::{self, Issued, Leaf, Pki};
+use support::yaml::OneRoute;
 use support::{eventually, Origin, Proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -97,28 +98,17 @@ fn client_args(c: &Issued) -> [&str; 4] {
 }
 
 fn mtls_config(certs: &Certs, origin: &Origin) -> String {
-    certs.fill(&format!(
-        r#"
-listeners:
-  - name: mtls
-    address: 127.0.0.1:0
-    tls:
-      cert_chain: @CERT@
-      private_key: @KEY@
-      client_ca: @CA@
-      allowed_client_sans: [{{ prefix: "spiffe://example.org/ns/web/" }}]
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - match: {{ prefix: / }}
-            route: {{ cluster: origin }}
-clusters:
-  - name: origin
-    endpoints: ["{}"]
-"#,
-        origin.addr
-    ))
+    let yaml = OneRoute::to(&[origin.addr])
+        .names("mtls", "origin")
+        .listener_key(
+            r#"tls:
+  cert_chain: @CERT@
+  private_key: @KEY@
+  client_ca: @CA@
+  allowed_client_sans: [{ prefix: "spiffe://example.org/ns/web/" }]"#,
+        )
+        .yaml();
+    certs.fill(&yaml)
 }
 
 #[tokio::test]
@@ -248,23 +238,7 @@ async fn mtls_rejects_bad_clients_in_the_handshake() {
 #[tokio::test]
 async fn plaintext_listener_strips_forged_xfcc() {
     let origin = Origin::start("svc").await;
-    let proxy = Proxy::start(&format!(
-        r#"
-listeners:
-  - name: plain
-    address: 127.0.0.1:0
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - match: {{ prefix: / }}
-            route: {{ cluster: origin }}
-clusters:
-  - name: origin
-    endpoints: ["{}"]
-"#,
-        origin.addr
-    ));
+    let proxy = Proxy::start(&OneRoute::to(&[origin.addr]).names("plain", "origin").yaml());
     let r = support::get(
         &proxy.url("plain", "/"),
         &[(
@@ -353,24 +327,11 @@ async fn forward_client_cert_policies() {
 async fn alpn_h2_negotiated_and_served() {
     let certs = Certs::new();
     let origin = Origin::start("svc").await;
-    let proxy = Proxy::start(&certs.fill(&format!(
-        r#"
-listeners:
-  - name: tls
-    address: 127.0.0.1:0
-    tls: {{ cert_chain: @CERT@, private_key: @KEY@ }}
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - match: {{ prefix: / }}
-            route: {{ cluster: origin }}
-clusters:
-  - name: origin
-    endpoints: ["{}"]
-"#,
-        origin.addr
-    )));
+    let yaml = OneRoute::to(&[origin.addr])
+        .names("tls", "origin")
+        .listener_key("tls: { cert_chain: @CERT@, private_key: @KEY@ }")
+        .yaml();
+    let proxy = Proxy::start(&certs.fill(&yaml));
     let addr = proxy.addr("tls");
     let ca = certs.pki.ca_path.clone();
 
@@ -953,45 +914,20 @@ async fn http2_cluster_over_tls_negotiates_h2_upstream() {
     let svc = Origin::start("svc").await;
     let log_dir = tempfile::tempdir().expect("tempdir");
     let access = log_dir.path().join("inner-access.log");
-    let inner = Proxy::start(&certs.fill(&format!(
-        r#"
-listeners:
-  - name: inner
-    address: 127.0.0.1:0
-    tls: {{ cert_chain: @CERT@, private_key: @KEY@ }}
-    access_log: {{ path: "{}", format: json }}
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - match: {{ prefix: / }}
-            route: {{ cluster: svc }}
-clusters:
-  - name: svc
-    endpoints: ["{}"]
-"#,
-        access.display(),
-        svc.addr
-    )));
-    let outer = Proxy::start(&certs.fill(&format!(
-        r#"
-listeners:
-  - name: out
-    address: 127.0.0.1:0
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - match: {{ prefix: / }}
-            route: {{ cluster: inner }}
-clusters:
-  - name: inner
-    endpoints: ["{}"]
-    protocol: http2
-    tls: {{ ca: @CA@, sni: server.test }}
-"#,
-        inner.addr("inner")
-    )));
+    let inner = OneRoute::to(&[svc.addr])
+        .names("inner", "svc")
+        .listener_key("tls: { cert_chain: @CERT@, private_key: @KEY@ }")
+        .listener_key(&format!(
+            "access_log: {{ path: \"{}\", format: json }}",
+            access.display()
+        ))
+        .yaml();
+    let inner = Proxy::start(&certs.fill(&inner));
+    let outer = OneRoute::to(&[inner.addr("inner")])
+        .names("out", "inner")
+        .cluster_key("protocol: http2\ntls: { ca: @CA@, sni: server.test }")
+        .yaml();
+    let outer = Proxy::start(&certs.fill(&outer));
     for i in 0..3 {
         let r = support::get(&outer.url("out", &format!("/h2/{i}")), &[]).await;
         assert_eq!(r.status, 200, "{}", r.text());

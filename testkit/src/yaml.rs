@@ -15,8 +15,9 @@ use std::fmt::Write;
 use std::net::SocketAddr;
 
 /// One HTTP listener on 127.0.0.1:0 whose catch-all virtual host (`all`, domain
-/// `*`) sends every request to one cluster with static endpoints. The listener is
-/// `main` and the cluster `o` unless [`names`](Self::names) says otherwise.
+/// `*`) sends every request to one cluster with static endpoints (none: the cluster
+/// keys say how it finds them, e.g. `discovery:`). The listener is `main` and the
+/// cluster `o` unless [`names`](Self::names) says otherwise.
 #[derive(Clone, Debug)]
 pub struct OneRoute {
     listener: String,
@@ -69,15 +70,18 @@ impl OneRoute {
             let _ = write!(route, ", {k}");
         }
         let endpoints: Vec<String> = self.endpoints.iter().map(|a| format!("\"{a}\"")).collect();
+        let endpoints = match endpoints.is_empty() {
+            true => String::new(),
+            false => format!("    endpoints: [{}]\n", endpoints.join(", ")),
+        };
         format!(
             "listeners:\n  - name: {listener}\n    address: 127.0.0.1:0\n{listener_keys}    \
              virtual_hosts:\n      - name: all\n        domains: [\"*\"]\n        routes:\n          \
              - match: {{ prefix: / }}\n            route: {{ {route} }}\n\
-             clusters:\n  - name: {cluster}\n    endpoints: [{endpoints}]\n{cluster_keys}",
+             clusters:\n  - name: {cluster}\n{endpoints}{cluster_keys}",
             listener = self.listener,
             listener_keys = self.listener_keys,
             cluster = self.cluster,
-            endpoints = endpoints.join(", "),
             cluster_keys = self.cluster_keys,
         )
     }
@@ -126,5 +130,16 @@ clusters:
       interval: 200ms
 "#;
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn one_route_without_endpoints_leaves_them_to_the_cluster_keys() {
+        let got = OneRoute::to(&[])
+            .cluster_key("discovery: { dns: { name: \"localhost:1\" } }")
+            .yaml();
+        assert!(
+            got.ends_with("  - name: o\n    discovery: { dns: { name: \"localhost:1\" } }\n"),
+            "{got}"
+        );
     }
 }
