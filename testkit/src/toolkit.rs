@@ -12,6 +12,12 @@ pub struct Out {
     pub stderr: String,
 }
 
+impl Default for Dir {
+    fn default() -> Dir {
+        Dir::new()
+    }
+}
+
 impl Dir {
     pub fn new() -> Dir {
         Dir(tempfile::tempdir().expect("tempdir"))
