@@ -125,7 +125,7 @@ async fn reload_under_load_loses_nothing_and_keeps_unchanged_clusters() {
         let route = format!(
             "          - match: {{ prefix: /v{i} }}\n            route: {{ cluster: other }}\n"
         );
-        std::fs::write(&p.config_path, config(port, &route, &a, &b)).expect("write");
+        support::write_atomically(&p.config_path, &config(port, &route, &a, &b));
         let (st, body) = p.admin_post("/reload").await;
         assert_eq!(st, 200, "{body}");
         tokio::time::sleep(Duration::from_millis(150)).await;
@@ -161,7 +161,7 @@ async fn invalid_reload_keeps_serving_the_old_config_and_reports_where() {
     let hash0 =
         serde_json::from_str::<serde_json::Value>(&info).expect("json")["config_hash"].clone();
     let bad_route = "          - match: { prefix: /x }\n            route: { cluster: nope }\n";
-    std::fs::write(&p.config_path, config(port, bad_route, &a, &b)).expect("write");
+    support::write_atomically(&p.config_path, &config(port, bad_route, &a, &b));
     let (st, body) = p.admin_post("/reload").await;
     assert_eq!(st, 400);
     assert!(body.contains("attache.yaml:12:31:"), "{body}");
@@ -182,7 +182,7 @@ async fn invalid_reload_keeps_serving_the_old_config_and_reports_where() {
     );
     // A valid edit is picked up by the watcher without a signal.
     let good_route = "          - match: { prefix: /x }\n            route: { cluster: other }\n";
-    std::fs::write(&p.config_path, config(port, good_route, &a, &b)).expect("write");
+    support::write_atomically(&p.config_path, &config(port, good_route, &a, &b));
     let c = client(true);
     eventually(Duration::from_secs(5), "watched reload", || async {
         matches!(request(&c, &p.url("web", "/x"), &[]).await, Ok((200, ref s)) if s == "b")

@@ -286,6 +286,15 @@ pub async fn quickstart() -> Proxy {
     p
 }
 
+/// Replace the file at `path` the way a deploy tool should: write a sibling
+/// temporary file, then rename it over `path`, so that `--watch-config` never
+/// reads a half-written config (an empty one is valid and has no listeners).
+pub fn write_atomically(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).expect("write config");
+    std::fs::rename(&tmp, path).expect("rename config into place");
+}
+
 /// The shipped example configs, `config/*.yaml`, sorted.
 pub fn shipped_configs() -> Vec<PathBuf> {
     let mut entries: Vec<PathBuf> = std::fs::read_dir("config")
