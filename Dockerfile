@@ -22,6 +22,8 @@ WORKDIR /src
 # a [[bench]] target; cargo refuses a manifest whose targets are missing.
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY filters ./filters
+# The test kit is a dev-dependency only, but cargo loads every workspace member.
+COPY testkit ./testkit
 COPY src ./src
 COPY benches ./benches
 

@@ -8,14 +8,11 @@
 //!     --connections 32 --seconds 10 [--calls 1000000] [--protocol binary] [--transport framed]
 //! ```
 
-#[path = "../tests/support/thrift_peer.rs"]
-mod thrift_peer;
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use thrift_peer::{Client, Protocol, Transport};
+use attache_testkit::thrift_peer::{Client, Protocol, Transport};
 
 struct Args {
     addr: SocketAddr,

@@ -3,10 +3,7 @@
 //!
 //! `cargo run --release --example thrift_origin -- 127.0.0.1:9191 [binary|compact] [framed|unframed]`
 
-#[path = "../tests/support/thrift_peer.rs"]
-mod thrift_peer;
-
-use thrift_peer::{Protocol, Transport};
+use attache_testkit::thrift_peer::{Protocol, Transport};
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -21,7 +18,8 @@ fn main() -> anyhow::Result<()> {
         Some("unframed") => Transport::Unframed,
         Some(other) => anyhow::bail!("unknown transport {other}"),
     };
-    let origin = thrift_peer::start_origin_on(&addr, "origin", protocol, transport);
+    let origin =
+        attache_testkit::thrift_peer::start_origin_on(&addr, "origin", protocol, transport);
     println!("listening {}", origin.addr);
     // Drain oneway logs so the channel does not grow; exits when killed.
     for _ in origin.logs.iter() {}

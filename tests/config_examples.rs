@@ -75,19 +75,7 @@ fn each_named_example_validates() {
 
 #[tokio::test]
 async fn quickstart_serves_direct_and_proxied_routes() {
-    // The quickstart's fixed ports are rewritten to ephemeral ones; the proxied route
-    // points at the admin endpoint, so it is rewritten to the admin's real port after
-    // start via a second config that names it.
-    let text = std::fs::read_to_string("config/quickstart.yaml").expect("read");
-    let admin_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let text = text
-        .replace("127.0.0.1:10000", "127.0.0.1:0")
-        .replace("127.0.0.1:9901", &format!("127.0.0.1:{admin_port}"));
-    let p = support::Proxy::start(&text);
+    let p = support::quickstart().await;
     let r = support::get(&p.url("quickstart", "/"), &[]).await;
     assert_eq!((r.status, r.text().as_str()), (200, "hello from attache\n"));
     assert_eq!(r.header("x-served-by").as_deref(), Some("attache"));

@@ -11,16 +11,9 @@ use std::time::Duration;
 
 use support::{eventually, get, Proxy};
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
-fn main_config(port: u16) -> String {
-    format!(
-        "admin:\n  address: 127.0.0.1:0\nlisteners:\n  - name: web\n    address: 127.0.0.1:{port}\n    virtual_hosts: {{ include: vhosts.yaml }}\n"
-    )
-}
+/// The top-level file, byte-identical in every generation: the listener keeps its
+/// socket across reloads because its configured address (port 0) does not change.
+const MAIN_CONFIG: &str = "admin:\n  address: 127.0.0.1:0\nlisteners:\n  - name: web\n    address: 127.0.0.1:0\n    virtual_hosts: { include: vhosts.yaml }\n";
 
 fn vhosts(body: &str) -> String {
     format!(
@@ -46,11 +39,10 @@ fn publish(dir: &Path, generation: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_config_follows_a_configmap_data_symlink_swap() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
     write_generation(
         dir.path(),
         "..2026_12_03_10_00_00.1",
-        &main_config(port),
+        MAIN_CONFIG,
         &vhosts("v1"),
     );
     publish(dir.path(), "..2026_12_03_10_00_00.1");
@@ -69,12 +61,7 @@ async fn watch_config_follows_a_configmap_data_symlink_swap() {
 
     // Only the included file changes: the top-level file is byte-identical.
     let root = p.dir.path();
-    write_generation(
-        root,
-        "..2026_12_03_10_05_00.2",
-        &main_config(port),
-        &vhosts("v2"),
-    );
+    write_generation(root, "..2026_12_03_10_05_00.2", MAIN_CONFIG, &vhosts("v2"));
     publish(root, "..2026_12_03_10_05_00.2");
     std::fs::remove_dir_all(root.join("..2026_12_03_10_00_00.1")).expect("old generation");
 

@@ -171,17 +171,8 @@ fn workspace() -> Workspace {
 }
 
 /// The quickstart on ephemeral ports: (proxy, listener `host:port`, admin `host:port`).
-fn quickstart() -> (Proxy, String, String) {
-    let admin_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let text = std::fs::read_to_string("config/quickstart.yaml")
-        .expect("quickstart")
-        .replace("127.0.0.1:10000", "127.0.0.1:0")
-        .replace("127.0.0.1:9901", &format!("127.0.0.1:{admin_port}"));
-    let p = Proxy::start(&text);
+async fn quickstart() -> (Proxy, String, String) {
+    let p = support::quickstart().await;
     let listener = p.addr("quickstart").to_string();
     let admin = p.admin.to_string();
     (p, listener, admin)
@@ -252,7 +243,7 @@ async fn every_sh_block_in_the_docs_runs_as_written() {
             .replace("cargo run --release --", "attache")
             .replace("cargo run --", "attache");
         let result = if NEEDS_QUICKSTART.iter().any(|n| b.text.contains(n)) {
-            let (_proxy, listener, admin) = quickstart();
+            let (_proxy, listener, admin) = quickstart().await;
             let script = script
                 .replace("localhost:10000", &listener)
                 .replace("localhost:9901", &admin)

@@ -10,30 +10,16 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use support::yaml::OneRoute;
 use support::{Origin, Proxy};
 
 /// Generous: the machine may be loaded.
 const T: Duration = Duration::from_secs(20);
 
 fn config(o: &Origin) -> String {
-    format!(
-        r#"
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-    http: {{ request_head_timeout: 1s, idle_timeout: 1h }}
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - match: {{ prefix: / }}
-            route: {{ cluster: o }}
-clusters:
-  - name: o
-    endpoints: ["{}"]
-"#,
-        o.addr
-    )
+    OneRoute::to(&[o.addr])
+        .listener_key("http: { request_head_timeout: 1s, idle_timeout: 1h }")
+        .yaml()
 }
 
 async fn read_to_end(s: &mut TcpStream) -> String {

@@ -1,12 +1,12 @@
 //! Living fleet: discovery files (add, remove, reweight, corrupt), DNS discovery,
 //! ring hash stickiness, with the real binary and continuous load.
 
-mod fleet_util;
 mod support;
 
 use std::time::Duration;
 
-use fleet_util::{client, cluster_json, failures, request, Load, Node};
+use support::fleet::{client, cluster_json, failures, request, Load, Node};
+use support::yaml::OneRoute;
 use support::{eventually, Proxy};
 
 fn write_eps(path: &std::path::Path, eps: &[(&Node, u32)]) {
@@ -21,24 +21,14 @@ fn write_eps(path: &std::path::Path, eps: &[(&Node, u32)]) {
 }
 
 fn proxy_with_file(path: &std::path::Path, policy: &str) -> Proxy {
-    Proxy::start(&format!(
-        r#"
-listeners:
-  - name: web
-    address: 127.0.0.1:0
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - match: {{ prefix: / }}
-            route: {{ cluster: app }}
-clusters:
-  - name: app
-    discovery: {{ file: {{ path: "{}" }} }}
-    {policy}
-"#,
-        path.display()
-    ))
+    let discovery = format!("discovery: {{ file: {{ path: \"{}\" }} }}", path.display());
+    Proxy::start(
+        &OneRoute::to(&[])
+            .names("web", "app")
+            .cluster_key(&discovery)
+            .cluster_key(policy)
+            .yaml(),
+    )
 }
 
 async fn addresses(p: &Proxy) -> Vec<(String, u64)> {
@@ -147,24 +137,16 @@ async fn discovery_file_edits_apply_and_broken_files_keep_the_last_good_set() {
 async fn dns_cluster_resolves_localhost_to_its_records() {
     let a = Node::start("a").await;
     let port = a.addr.port();
-    let p = Proxy::start(&format!(
-        r#"
-listeners:
-  - name: web
-    address: 127.0.0.1:0
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - match: {{ prefix: / }}
-            route: {{ cluster: app }}
-clusters:
-  - name: app
-    discovery: {{ dns: {{ name: "localhost:{port}", refresh: 200ms }} }}
-    connect_timeout: 250ms
-    outlier_detection: {{ consecutive_connect_failure: 1, max_ejection_percent: 50 }}
-"#
-    ));
+    let p = Proxy::start(
+        &OneRoute::to(&[])
+            .names("web", "app")
+            .cluster_key(&format!(
+                r#"discovery: {{ dns: {{ name: "localhost:{port}", refresh: 200ms }} }}
+connect_timeout: 250ms
+outlier_detection: {{ consecutive_connect_failure: 1, max_ejection_percent: 50 }}"#
+            ))
+            .yaml(),
+    );
     let expected: Vec<String> = tokio::net::lookup_host(format!("localhost:{port}"))
         .await
         .expect("resolve")
@@ -198,10 +180,7 @@ async fn ring_hash_keeps_a_key_on_one_endpoint_and_moves_only_the_departed_ones_
     let path = dir.path().join("app.yaml");
     let all: Vec<(&Node, u32)> = nodes.iter().map(|n| (n, 1)).collect();
     write_eps(&path, &all);
-    let p = proxy_with_file(
-        &path,
-        "lb_policy: ring_hash\n    hash_on: { header: x-user }",
-    );
+    let p = proxy_with_file(&path, "lb_policy: ring_hash\nhash_on: { header: x-user }");
     let c = client(true);
     let url = p.url("web", "/");
     let mut owner = std::collections::HashMap::new();

@@ -1,34 +1,21 @@
 //! Living fleet: outlier ejection, active health checks, panic mode and circuit
 //! breakers, with the real binary, real origins and continuous load.
 
-mod fleet_util;
 mod support;
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use fleet_util::{cluster_json, failures, Load, Node};
+use support::fleet::{cluster_json, failures, Load, Node};
+use support::yaml::OneRoute;
 use support::{eventually, Proxy};
 
 fn config(cluster_extra: &str, eps: &[&Node]) -> String {
-    let eps: Vec<String> = eps.iter().map(|n| format!("\"{}\"", n.addr)).collect();
-    format!(
-        r#"
-listeners:
-  - name: web
-    address: 127.0.0.1:0
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - match: {{ prefix: / }}
-            route: {{ cluster: app }}
-clusters:
-  - name: app
-    endpoints: [{}]
-{cluster_extra}
-"#,
-        eps.join(", ")
-    )
+    let eps: Vec<SocketAddr> = eps.iter().map(|n| n.addr).collect();
+    OneRoute::to(&eps)
+        .names("web", "app")
+        .cluster_key(cluster_extra)
+        .yaml()
 }
 
 async fn stat_containing(p: &Proxy, name: &str, labels: &[&str]) -> f64 {
@@ -50,7 +37,7 @@ async fn endpoint_killed_mid_load_is_ejected_then_no_more_errors() {
         Node::start("c").await,
     );
     let p = Proxy::start(&config(
-        "    outlier_detection: { consecutive_5xx: 3, consecutive_connect_failure: 2, base_ejection_time: 30s, max_ejection_percent: 50 }",
+        "outlier_detection: { consecutive_5xx: 3, consecutive_connect_failure: 2, base_ejection_time: 30s, max_ejection_percent: 50 }",
         &[&a, &b, &c],
     ));
     let load = Load::start(p.url("web", "/"), 4, true);
@@ -89,7 +76,7 @@ async fn endpoint_killed_mid_load_is_ejected_then_no_more_errors() {
     );
 }
 
-const HC: &str = "    health_check: { http: { path: /healthz }, interval: 100ms, timeout: 500ms, unhealthy_threshold: 2, healthy_threshold: 2 }";
+const HC: &str = "health_check: { http: { path: /healthz }, interval: 100ms, timeout: 500ms, unhealthy_threshold: 2, healthy_threshold: 2 }";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_health_checks_remove_an_endpoint_and_recovery_returns_it() {
@@ -166,24 +153,12 @@ async fn all_endpoints_unhealthy_enters_panic_mode_and_keeps_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn circuit_breaker_overflow_answers_503_uo_and_counts() {
     let slow = support::Origin::start("slow").await;
-    let p = Proxy::start(&format!(
-        r#"
-listeners:
-  - name: web
-    address: 127.0.0.1:0
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - match: {{ prefix: / }}
-            route: {{ cluster: app }}
-clusters:
-  - name: app
-    endpoints: ["{}"]
-    circuit_breakers: {{ max_requests: 2 }}
-"#,
-        slow.addr
-    ));
+    let p = Proxy::start(
+        &OneRoute::to(&[slow.addr])
+            .names("web", "app")
+            .cluster_key("circuit_breakers: { max_requests: 2 }")
+            .yaml(),
+    );
     let url = p.url("web", "/slow/600");
     let calls: Vec<_> = (0..8)
         .map(|_| {

@@ -1,12 +1,11 @@
 //! Living fleet: local rate limit, hot reload (valid under load, invalid, watched
 //! file, cluster state kept) and hot restart under load.
 
-mod fleet_util;
 mod support;
 
 use std::time::{Duration, Instant};
 
-use fleet_util::{client, cluster_json, failures, request, Load, Node};
+use support::fleet::{client, cluster_json, failures, request, Load, Node};
 use support::{eventually, Proxy};
 
 fn config(port: u16, extra_route: &str, a: &Node, b: &Node) -> String {
@@ -109,7 +108,9 @@ clusters:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_under_load_loses_nothing_and_keeps_unchanged_clusters() {
     let (a, b) = (Node::start("a").await, Node::start("b").await);
-    let port = fleet_util::free_port();
+    // Port 0 in every version: a listener whose configured address is unchanged
+    // keeps its socket across reloads.
+    let port = 0;
     let p = Proxy::start(&config(port, "", &a, &b));
     let ka = Load::start(p.url("web", "/"), 3, true);
     let fresh = Load::start(p.url("web", "/"), 2, false);
@@ -124,7 +125,7 @@ async fn reload_under_load_loses_nothing_and_keeps_unchanged_clusters() {
         let route = format!(
             "          - match: {{ prefix: /v{i} }}\n            route: {{ cluster: other }}\n"
         );
-        std::fs::write(&p.config_path, config(port, &route, &a, &b)).expect("write");
+        support::write_atomically(&p.config_path, &config(port, &route, &a, &b));
         let (st, body) = p.admin_post("/reload").await;
         assert_eq!(st, 200, "{body}");
         tokio::time::sleep(Duration::from_millis(150)).await;
@@ -153,14 +154,14 @@ async fn reload_under_load_loses_nothing_and_keeps_unchanged_clusters() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_reload_keeps_serving_the_old_config_and_reports_where() {
     let (a, b) = (Node::start("a").await, Node::start("b").await);
-    let port = fleet_util::free_port();
-    let p = fleet_util::start_with_args(&config(port, "", &a, &b), &["--watch-config"]);
+    let port = 0;
+    let p = support::fleet::start_with_args(&config(port, "", &a, &b), &["--watch-config"]);
     let load = Load::start(p.url("web", "/"), 2, true);
     let (_, info) = p.admin_get("/server_info").await;
     let hash0 =
         serde_json::from_str::<serde_json::Value>(&info).expect("json")["config_hash"].clone();
     let bad_route = "          - match: { prefix: /x }\n            route: { cluster: nope }\n";
-    std::fs::write(&p.config_path, config(port, bad_route, &a, &b)).expect("write");
+    support::write_atomically(&p.config_path, &config(port, bad_route, &a, &b));
     let (st, body) = p.admin_post("/reload").await;
     assert_eq!(st, 400);
     assert!(body.contains("attache.yaml:12:31:"), "{body}");
@@ -181,7 +182,7 @@ async fn invalid_reload_keeps_serving_the_old_config_and_reports_where() {
     );
     // A valid edit is picked up by the watcher without a signal.
     let good_route = "          - match: { prefix: /x }\n            route: { cluster: other }\n";
-    std::fs::write(&p.config_path, config(port, good_route, &a, &b)).expect("write");
+    support::write_atomically(&p.config_path, &config(port, good_route, &a, &b));
     let c = client(true);
     eventually(Duration::from_secs(5), "watched reload", || async {
         matches!(request(&c, &p.url("web", "/x"), &[]).await, Ok((200, ref s)) if s == "b")
@@ -199,15 +200,17 @@ async fn invalid_reload_keeps_serving_the_old_config_and_reports_where() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hot_restart_under_load_refuses_and_fails_nothing() {
     let (a, b) = (Node::start("a").await, Node::start("b").await);
-    let port = fleet_util::free_port();
-    let mut old = Proxy::start(&config(port, "", &a, &b));
+    let mut old = Proxy::start(&config(0, "", &a, &b));
+    // The new process binds the port the old one reported, beside it (SO_REUSEPORT).
+    let port = old.addr("web").port();
+    std::fs::write(&old.config_path, config(port, "", &a, &b)).expect("write");
     let url = old.url("web", "/");
     let fresh = Load::start(url.clone(), 4, false);
     let ka = Load::start(url, 2, true);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let old_admin = old.admin.to_string();
     let mut new =
-        fleet_util::start_on_config(&old.config_path, &["--hot-restart-from", &old_admin]);
+        support::fleet::start_on_config(&old.config_path, &["--hot-restart-from", &old_admin]);
     assert_eq!(new.addr("web").port(), port);
     assert_eq!(
         old.wait_exit(Duration::from_secs(15)),

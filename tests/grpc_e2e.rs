@@ -2,14 +2,12 @@
 //! grpc-status in the access log, metrics and SLI, deadlines and long streams, and
 //! every local reply as a gRPC client sees it.
 
-#[path = "support/grpc_peer.rs"]
-mod grpc_peer;
 mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use grpc_peer::{Echo, GrpcClient, GrpcServer};
+use support::grpc_peer::{self, Echo, GrpcClient, GrpcServer};
 use support::{dead_port, eventually, Proxy};
 use tonic::{Code, Request};
 
@@ -691,37 +689,31 @@ async fn grpc_web_calls_reach_a_grpc_server_with_trailers_in_the_body() {
 /// An HTTP/2 upstream that answers a call with a gRPC head and one message, then,
 /// once `go` is notified, resets the stream: no trailers, no status.
 async fn resetting_grpc_upstream(go: Arc<tokio::sync::Notify>) -> std::net::SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = l.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            let go = go.clone();
-            tokio::spawn(async move {
-                let Ok(mut conn) = h2::server::handshake(s).await else {
-                    return;
-                };
-                let Some(Ok((_req, mut respond))) = conn.accept().await else {
-                    return;
-                };
-                // Keep driving the connection while the stream is answered.
-                let driver = tokio::spawn(async move { while conn.accept().await.is_some() {} });
-                let rsp = http::Response::builder()
-                    .header("content-type", "application/grpc")
-                    .body(())
-                    .expect("response");
-                let Ok(mut send) = respond.send_response(rsp, false) else {
-                    return;
-                };
-                let _ = send.send_data(message_frame(&echo("partial")).into(), false);
-                go.notified().await;
-                send.send_reset(h2::Reason::INTERNAL_ERROR);
-                let _ = driver.await;
-            });
+    support::serve_each(move |s| {
+        let go = go.clone();
+        async move {
+            let Ok(mut conn) = h2::server::handshake(s).await else {
+                return;
+            };
+            let Some(Ok((_req, mut respond))) = conn.accept().await else {
+                return;
+            };
+            // Keep driving the connection while the stream is answered.
+            let driver = tokio::spawn(async move { while conn.accept().await.is_some() {} });
+            let rsp = http::Response::builder()
+                .header("content-type", "application/grpc")
+                .body(())
+                .expect("response");
+            let Ok(mut send) = respond.send_response(rsp, false) else {
+                return;
+            };
+            let _ = send.send_data(message_frame(&echo("partial")).into(), false);
+            go.notified().await;
+            send.send_reset(h2::Reason::INTERNAL_ERROR);
+            let _ = driver.await;
         }
-    });
-    addr
+    })
+    .await
 }
 
 #[tokio::test]

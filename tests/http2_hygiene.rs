@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
+use support::yaml::OneRoute;
 use support::{eventually, Origin, Proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -405,23 +406,12 @@ async fn a_body_that_arrived_with_its_head_is_buffered_and_retried() {
     // request that lands there is answered only if it is retried on the other.
     let good = Origin::start("good").await;
     let bad = support::resetting_origin().await;
-    let p = Proxy::start(&format!(
-        r#"
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - match: {{ prefix: / }}
-            route: {{ cluster: two, retries: {{ attempts: 2, retry_on: [reset, 5xx] }} }}
-clusters:
-  - name: two
-    endpoints: ["{}", "{bad}"]
-"#,
-        good.addr
-    ));
+    let p = Proxy::start(
+        &OneRoute::to(&[good.addr, bad])
+            .names("main", "two")
+            .route_key("retries: { attempts: 2, retry_on: [reset, 5xx] }")
+            .yaml(),
+    );
     for i in 0..4 {
         // No content-length (as most HTTP/2 clients send uploads): before, such a
         // body always streamed and was never retried.

@@ -42,34 +42,26 @@ clusters:
 /// An origin that answers every request on a connection with `answer`, then
 /// (when `close`) closes: for response framings hyper's origin does not produce.
 async fn raw_origin(answer: &'static [u8], close: bool) -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = l.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 8192];
-                let mut seen = Vec::new();
-                while let Ok(n) = s.read(&mut buf).await {
-                    if n == 0 {
-                        return;
-                    }
-                    seen.extend_from_slice(&buf[..n]);
-                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
-                        seen.drain(..end + 4);
-                        if s.write_all(answer).await.is_err() {
-                            return;
-                        }
-                        if close {
-                            return;
-                        }
-                    }
+    support::serve_each(move |mut s| async move {
+        let mut buf = vec![0u8; 8192];
+        let mut seen = Vec::new();
+        while let Ok(n) = s.read(&mut buf).await {
+            if n == 0 {
+                return;
+            }
+            seen.extend_from_slice(&buf[..n]);
+            while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                seen.drain(..end + 4);
+                if s.write_all(answer).await.is_err() {
+                    return;
                 }
-            });
+                if close {
+                    return;
+                }
+            }
         }
-    });
-    addr
+    })
+    .await
 }
 
 /// Read until `n` complete responses (heads plus bodies framed by

@@ -257,26 +257,16 @@ async fn malformed_and_smuggling_requests_get_400_and_are_not_forwarded() {
 #[tokio::test]
 async fn upstream_reset_mid_response_leaves_others_served() {
     // An origin that sends headers and part of the body, then drops the connection.
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = l.local_addr().expect("addr");
-    tokio::spawn(async move {
+    let addr = support::serve_each(move |mut s| async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        loop {
-            let Ok((mut s, _)) = l.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let _ = s.read(&mut buf).await;
-                let _ = s
-                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\npartial")
-                    .await;
-                let _ = s.shutdown().await;
-            });
-        }
-    });
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf).await;
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\npartial")
+            .await;
+        let _ = s.shutdown().await;
+    })
+    .await;
     let good = Origin::start("good").await;
     let routes = r#"
           - match: { prefix: /broken }

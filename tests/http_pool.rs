@@ -5,28 +5,13 @@ mod support;
 
 use std::time::Duration;
 
+use support::yaml::OneRoute;
 use support::{get, Origin, Proxy};
 
 fn yaml(o: &Origin, protocol: &str) -> String {
-    format!(
-        r#"
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-    virtual_hosts:
-      - name: web
-        domains: ["*"]
-        routes:
-          - match: {{ prefix: / }}
-            route: {{ cluster: o }}
-clusters:
-  - name: o
-    protocol: {protocol}
-    idle_timeout: 1s
-    endpoints: ["{}"]
-"#,
-        o.addr
-    )
+    OneRoute::to(&[o.addr])
+        .cluster_key(&format!("protocol: {protocol}\nidle_timeout: 1s"))
+        .yaml()
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use support::yaml::OneRoute;
 use support::{eventually, raw_exchange, Origin, Proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -149,43 +150,37 @@ struct Silent {
 
 impl Silent {
     async fn start(&self) -> SocketAddr {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = l.local_addr().expect("addr");
         let conns = self.conns.clone();
         let answer = self.answer;
-        tokio::spawn(async move {
-            while let Ok((mut s, _)) = l.accept().await {
-                let i = {
-                    let mut c = conns.lock().expect("lock");
-                    c.push(Seen::default());
-                    c.len() - 1
-                };
-                let conns = conns.clone();
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 4096];
-                    let mut answered = answer.is_empty();
-                    loop {
-                        let n = s.read(&mut buf).await.unwrap_or(0);
-                        let head_seen = {
-                            let mut c = conns.lock().expect("lock");
-                            if n == 0 {
-                                c[i].ended = true;
-                                return;
-                            }
-                            c[i].bytes.extend_from_slice(&buf[..n]);
-                            c[i].bytes.windows(4).any(|w| w == b"\r\n\r\n")
-                        };
-                        if head_seen && !answered {
-                            answered = true;
-                            let _ = s.write_all(answer).await;
+        support::serve_each(move |mut s| {
+            let i = {
+                let mut c = conns.lock().expect("lock");
+                c.push(Seen::default());
+                c.len() - 1
+            };
+            let conns = conns.clone();
+            async move {
+                let mut buf = [0u8; 4096];
+                let mut answered = answer.is_empty();
+                loop {
+                    let n = s.read(&mut buf).await.unwrap_or(0);
+                    let head_seen = {
+                        let mut c = conns.lock().expect("lock");
+                        if n == 0 {
+                            c[i].ended = true;
+                            return;
                         }
+                        c[i].bytes.extend_from_slice(&buf[..n]);
+                        c[i].bytes.windows(4).any(|w| w == b"\r\n\r\n")
+                    };
+                    if head_seen && !answered {
+                        answered = true;
+                        let _ = s.write_all(answer).await;
                     }
-                });
+                }
             }
-        });
-        addr
+        })
+        .await
     }
 
     fn snapshot(&self) -> Vec<Seen> {
@@ -487,24 +482,12 @@ async fn http10_requests_are_served_with_their_framing() {
 #[tokio::test]
 async fn a_bad_chunk_for_an_http2_upstream_is_the_client_s_fault() {
     let origin = Origin::start_h2("o2").await;
-    let p = Proxy::start(&format!(
-        r#"
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-    virtual_hosts:
-      - name: web
-        domains: ["*"]
-        routes:
-          - match: {{ prefix: / }}
-            route: {{ cluster: h2 }}
-clusters:
-  - name: h2
-    protocol: http2
-    endpoints: ["{}"]
-"#,
-        origin.addr
-    ));
+    let p = Proxy::start(
+        &OneRoute::to(&[origin.addr])
+            .names("main", "h2")
+            .cluster_key("protocol: http2")
+            .yaml(),
+    );
     let mut s = TcpStream::connect(p.addr("main")).await.expect("connect");
     s.write_all(
         b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",

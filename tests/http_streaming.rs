@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
+use support::yaml::OneRoute;
 use support::{Origin, Proxy};
 
 fn rss_kb(pid: i32, field: &str) -> u64 {
@@ -24,23 +25,7 @@ const TOTAL: u64 = 100 * 1024 * 1024;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_megabytes_each_way_stream_in_bounded_memory() {
     let o = Origin::start("o").await;
-    let p = Proxy::start(&format!(
-        r#"
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-    virtual_hosts:
-      - name: web
-        domains: ["*"]
-        routes:
-          - match: {{ prefix: / }}
-            route: {{ cluster: o, timeout: 60s }}
-clusters:
-  - name: o
-    endpoints: ["{}"]
-"#,
-        o.addr
-    ));
+    let p = Proxy::start(&OneRoute::to(&[o.addr]).route_key("timeout: 60s").yaml());
     // Warm up one request so allocator arenas exist before the baseline.
     support::get(&p.url("main", "/warm"), &[]).await;
     let before = rss_kb(p.pid(), "VmRSS:");

@@ -21,62 +21,51 @@ use tokio::net::TcpStream;
 /// tunnel, then echoes what it reads in upper case. Other requests get a 200 naming
 /// the `Upgrade` header they carried. With `always_101` it answers every request 101.
 async fn upgrade_origin(always_101: bool) -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = l.local_addr().expect("addr");
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = l.accept().await else {
-                continue;
-            };
+    support::serve_each(move |s| async move {
+        let svc = service_fn(move |mut req: Request<hyper::body::Incoming>| async move {
+            let up = req
+                .headers()
+                .get("upgrade")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("none")
+                .to_string();
+            if up != "websocket" && !always_101 {
+                return Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!(
+                    "plain upgrade={up}"
+                )))));
+            }
+            let on = hyper::upgrade::on(&mut req);
             tokio::spawn(async move {
-                let svc = service_fn(move |mut req: Request<hyper::body::Incoming>| async move {
-                    let up = req
-                        .headers()
-                        .get("upgrade")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("none")
-                        .to_string();
-                    if up != "websocket" && !always_101 {
-                        return Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(
-                            format!("plain upgrade={up}"),
-                        ))));
+                let Ok(u) = on.await else {
+                    return;
+                };
+                let mut io = TokioIo::new(u);
+                let _ = io.write_all(b"hi!").await;
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = io.read(&mut buf).await {
+                    if n == 0 {
+                        break;
                     }
-                    let on = hyper::upgrade::on(&mut req);
-                    tokio::spawn(async move {
-                        let Ok(u) = on.await else {
-                            return;
-                        };
-                        let mut io = TokioIo::new(u);
-                        let _ = io.write_all(b"hi!").await;
-                        let mut buf = [0u8; 1024];
-                        while let Ok(n) = io.read(&mut buf).await {
-                            if n == 0 {
-                                break;
-                            }
-                            let upper = buf[..n].to_ascii_uppercase();
-                            if io.write_all(&upper).await.is_err() {
-                                break;
-                            }
-                        }
-                    });
-                    let mut rsp = Response::new(Full::new(Bytes::new()));
-                    *rsp.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
-                    rsp.headers_mut()
-                        .insert("upgrade", http::HeaderValue::from_static("websocket"));
-                    rsp.headers_mut()
-                        .insert("connection", http::HeaderValue::from_static("upgrade"));
-                    Ok(rsp)
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(s), svc)
-                    .with_upgrades()
-                    .await;
+                    let upper = buf[..n].to_ascii_uppercase();
+                    if io.write_all(&upper).await.is_err() {
+                        break;
+                    }
+                }
             });
-        }
-    });
-    addr
+            let mut rsp = Response::new(Full::new(Bytes::new()));
+            *rsp.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+            rsp.headers_mut()
+                .insert("upgrade", http::HeaderValue::from_static("websocket"));
+            rsp.headers_mut()
+                .insert("connection", http::HeaderValue::from_static("upgrade"));
+            Ok(rsp)
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(s), svc)
+            .with_upgrades()
+            .await;
+    })
+    .await
 }
 
 fn yaml(ws: SocketAddr, plain101: SocketAddr) -> String {

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use support::yaml::OneRoute;
 use support::{get, send, Proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -38,21 +39,13 @@ struct RawOrigin {
 
 impl RawOrigin {
     async fn start(script: fn(&str) -> Vec<Step>) -> RawOrigin {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = l.local_addr().expect("addr");
         let conns = Arc::new(AtomicU64::new(0));
         let c = conns.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((s, _)) = l.accept().await else {
-                    continue;
-                };
-                c.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(serve(s, script));
-            }
-        });
+        let addr = support::serve_each(move |s| {
+            c.fetch_add(1, Ordering::SeqCst);
+            serve(s, script)
+        })
+        .await;
         RawOrigin { addr, conns }
     }
 
@@ -116,22 +109,10 @@ async fn serve(mut s: TcpStream, script: fn(&str) -> Vec<Step>) {
 }
 
 fn yaml(addr: SocketAddr) -> String {
-    format!(
-        r#"
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-    virtual_hosts:
-      - name: web
-        domains: ["*"]
-        routes:
-          - match: {{ prefix: / }}
-            route: {{ cluster: raw, timeout: 5s }}
-clusters:
-  - name: raw
-    endpoints: ["{addr}"]
-"#
-    )
+    OneRoute::to(&[addr])
+        .names("main", "raw")
+        .route_key("timeout: 5s")
+        .yaml()
 }
 
 /// Requests the origin saw on `/crash` (it closes without answering).

@@ -291,16 +291,10 @@ clusters:
 
 /// A TCP origin that writes its name and closes.
 async fn named_tcp_origin(name: &'static str) -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = l.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            let _ = s.write_all(name.as_bytes()).await;
-        }
-    });
-    addr
+    support::serve_each(move |mut s| async move {
+        let _ = s.write_all(name.as_bytes()).await;
+    })
+    .await
 }
 
 #[tokio::test]

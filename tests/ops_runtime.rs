@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::pki::{Leaf, Pki};
+use support::yaml::OneRoute;
 use support::{eventually, Origin, Proxy};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -693,23 +694,9 @@ listeners:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_connect_failures_are_warned_at_most_once_a_second() {
-    let yaml = format!(
-        r#"
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-    virtual_hosts:
-      - name: web
-        domains: ["*"]
-        routes:
-          - match: {{ prefix: / }}
-            route: {{ cluster: dead }}
-clusters:
-  - name: dead
-    endpoints: ["{}"]
-"#,
-        support::dead_port()
-    );
+    let yaml = OneRoute::to(&[support::dead_port()])
+        .names("main", "dead")
+        .yaml();
     let p = Proxy::start(&yaml);
     let started = std::time::Instant::now();
     for _ in 0..10 {

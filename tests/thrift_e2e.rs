@@ -655,8 +655,7 @@ async fn routes_to_unknown_clusters_fail_validation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thrift_over_listener_tls_with_a_rustls_client() {
-    use std::sync::{Arc, Mutex};
-    use support::thrift_peer::{protocols_rw, Shared};
+    use std::sync::Arc;
 
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
     let dir = tempfile::tempdir().expect("tempdir");
@@ -696,18 +695,9 @@ clusters:
         .expect("protocol versions")
         .with_root_certificates(roots)
         .with_no_client_auth();
-        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
-        let conn = rustls::ClientConnection::new(Arc::new(config), name).expect("client");
-        let tcp = TcpStream::connect(addr).expect("connect");
-        tcp.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
-        let tls = Shared(Arc::new(Mutex::new(rustls::StreamOwned::new(conn, tcp))));
-        let (i, o) = protocols_rw(
-            Box::new(tls.clone()),
-            Box::new(tls),
-            Protocol::Binary,
-            Transport::Framed,
-        );
-        let mut c = Client::over(i, o, None);
+        let (p, t) = (Protocol::Binary, Transport::Framed);
+        let mut c =
+            Client::connect_tls(addr, Arc::new(config), "localhost", p, t).expect("tls client");
         format!("{:?} {:?}", c.get_user(11), c.get_user(0))
     })
     .await;
@@ -852,71 +842,59 @@ fn start_gate_origin(n: usize, wait: Duration) -> SocketAddr {
     use std::sync::{Arc, Condvar, Mutex};
     use support::thrift_peer::protocols;
     use thrift::protocol::{TFieldIdentifier, TMessageIdentifier, TStructIdentifier};
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = l.local_addr().expect("addr");
     // (calls received, the count when the gate opened)
     let gate = Arc::new((Mutex::new((0usize, None::<usize>)), Condvar::new()));
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(s) = s else { return };
-            let gate = gate.clone();
-            std::thread::spawn(move || {
-                let (mut i, mut o) = protocols(&s, Protocol::Binary, Transport::Framed);
-                loop {
-                    let Ok(m) = i.read_message_begin() else {
-                        return;
-                    };
-                    let mut id = 0;
-                    i.read_struct_begin().expect("args");
-                    loop {
-                        let f = i.read_field_begin().expect("field");
-                        match (f.field_type, f.id) {
-                            (TType::Stop, _) => break,
-                            (TType::I64, Some(1)) => id = i.read_i64().expect("id"),
-                            (t, _) => i.skip(t).expect("skip"),
-                        }
-                    }
-                    i.read_message_end().expect("end");
-                    let (lock, cv) = &*gate;
-                    let mut state = lock.lock().expect("lock");
-                    state.0 += 1;
-                    let arrival = state.0;
-                    cv.notify_all();
-                    let (mut state, _) = cv
-                        .wait_timeout_while(state, wait, |(seen, opened)| {
-                            *seen < n && opened.is_none()
-                        })
-                        .expect("wait");
-                    let seen = match state.1 {
-                        Some(opened) if arrival <= opened => opened,
-                        Some(_) => arrival,
-                        None => {
-                            state.1 = Some(state.0);
-                            state.0
-                        }
-                    };
-                    cv.notify_all();
-                    drop(state);
-                    // The first arrival answers last.
-                    std::thread::sleep(Duration::from_millis(50 * (n - arrival.min(n)) as u64));
-                    let reply =
-                        TMessageIdentifier::new(&m.name, TMessageType::Reply, m.sequence_number);
-                    o.write_message_begin(&reply).expect("reply");
-                    o.write_struct_begin(&TStructIdentifier::new("r"))
-                        .expect("r");
-                    o.write_field_begin(&TFieldIdentifier::new("success", TType::String, 0))
-                        .expect("f");
-                    o.write_string(&format!("{id}:{seen}")).expect("s");
-                    o.write_field_end().expect("f");
-                    o.write_field_stop().expect("stop");
-                    o.write_struct_end().expect("r");
-                    o.write_message_end().expect("end");
-                    o.flush().expect("flush");
+    support::serve_each_blocking("127.0.0.1:0", move |s| {
+        let (mut i, mut o) = protocols(&s, Protocol::Binary, Transport::Framed);
+        loop {
+            let Ok(m) = i.read_message_begin() else {
+                return;
+            };
+            let mut id = 0;
+            i.read_struct_begin().expect("args");
+            loop {
+                let f = i.read_field_begin().expect("field");
+                match (f.field_type, f.id) {
+                    (TType::Stop, _) => break,
+                    (TType::I64, Some(1)) => id = i.read_i64().expect("id"),
+                    (t, _) => i.skip(t).expect("skip"),
                 }
-            });
+            }
+            i.read_message_end().expect("end");
+            let (lock, cv) = &*gate;
+            let mut state = lock.lock().expect("lock");
+            state.0 += 1;
+            let arrival = state.0;
+            cv.notify_all();
+            let (mut state, _) = cv
+                .wait_timeout_while(state, wait, |(seen, opened)| *seen < n && opened.is_none())
+                .expect("wait");
+            let seen = match state.1 {
+                Some(opened) if arrival <= opened => opened,
+                Some(_) => arrival,
+                None => {
+                    state.1 = Some(state.0);
+                    state.0
+                }
+            };
+            cv.notify_all();
+            drop(state);
+            // The first arrival answers last.
+            std::thread::sleep(Duration::from_millis(50 * (n - arrival.min(n)) as u64));
+            let reply = TMessageIdentifier::new(&m.name, TMessageType::Reply, m.sequence_number);
+            o.write_message_begin(&reply).expect("reply");
+            o.write_struct_begin(&TStructIdentifier::new("r"))
+                .expect("r");
+            o.write_field_begin(&TFieldIdentifier::new("success", TType::String, 0))
+                .expect("f");
+            o.write_string(&format!("{id}:{seen}")).expect("s");
+            o.write_field_end().expect("f");
+            o.write_field_stop().expect("stop");
+            o.write_struct_end().expect("r");
+            o.write_message_end().expect("end");
+            o.flush().expect("flush");
         }
-    });
-    addr
+    })
 }
 
 /// Pipelines `ids` as getUser calls on one connection, then reads every reply in

@@ -21,17 +21,12 @@ struct Dropper {
 }
 
 fn start_dropper() -> Dropper {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = l.local_addr().expect("addr");
     let dropped = Arc::new(AtomicUsize::new(0));
     let seen = dropped.clone();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { return };
-            let mut buf = [0u8; 64 * 1024];
-            if matches!(s.read(&mut buf), Ok(n) if n > 0) {
-                seen.fetch_add(1, Ordering::SeqCst);
-            }
+    let addr = support::serve_each_blocking("127.0.0.1:0", move |mut s| {
+        let mut buf = [0u8; 64 * 1024];
+        if matches!(s.read(&mut buf), Ok(n) if n > 0) {
+            seen.fetch_add(1, Ordering::SeqCst);
         }
     });
     Dropper { addr, dropped }

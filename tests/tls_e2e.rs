@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use support::pki::{self, Issued, Leaf, Pki};
+use support::yaml::OneRoute;
 use support::{eventually, Origin, Proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -97,28 +98,17 @@ fn client_args(c: &Issued) -> [&str; 4] {
 }
 
 fn mtls_config(certs: &Certs, origin: &Origin) -> String {
-    certs.fill(&format!(
-        r#"
-listeners:
-  - name: mtls
-    address: 127.0.0.1:0
-    tls:
-      cert_chain: @CERT@
-      private_key: @KEY@
-      client_ca: @CA@
-      allowed_client_sans: [{{ prefix: "spiffe://example.org/ns/web/" }}]
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - match: {{ prefix: / }}
-            route: {{ cluster: origin }}
-clusters:
-  - name: origin
-    endpoints: ["{}"]
-"#,
-        origin.addr
-    ))
+    let yaml = OneRoute::to(&[origin.addr])
+        .names("mtls", "origin")
+        .listener_key(
+            r#"tls:
+  cert_chain: @CERT@
+  private_key: @KEY@
+  client_ca: @CA@
+  allowed_client_sans: [{ prefix: "spiffe://example.org/ns/web/" }]"#,
+        )
+        .yaml();
+    certs.fill(&yaml)
 }
 
 #[tokio::test]
@@ -150,15 +140,7 @@ async fn mtls_client_cert_reaches_origin_with_xfcc() {
         Some("https")
     );
 
-    assert_eq!(
-        proxy
-            .stat_labels(
-                "attache_tls_handshake_total",
-                &[("listener", "mtls"), ("result", "ok")]
-            )
-            .await,
-        1.0
-    );
+    assert_eq!(proxy.tls_handshakes("mtls", "ok").await, 1.0);
     let expiry = proxy
         .stat_labels(
             "attache_tls_cert_expiry_timestamp_seconds",
@@ -240,12 +222,7 @@ async fn mtls_rejects_bad_clients_in_the_handshake() {
         ("san_denied", 1.0),
     ] {
         let got = eventually(T, result, || async {
-            let v = proxy
-                .stat_labels(
-                    "attache_tls_handshake_total",
-                    &[("listener", "mtls"), ("result", result)],
-                )
-                .await;
+            let v = proxy.tls_handshakes("mtls", result).await;
             (v >= want).then_some(v)
         })
         .await;
@@ -261,23 +238,7 @@ async fn mtls_rejects_bad_clients_in_the_handshake() {
 #[tokio::test]
 async fn plaintext_listener_strips_forged_xfcc() {
     let origin = Origin::start("svc").await;
-    let proxy = Proxy::start(&format!(
-        r#"
-listeners:
-  - name: plain
-    address: 127.0.0.1:0
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - match: {{ prefix: / }}
-            route: {{ cluster: origin }}
-clusters:
-  - name: origin
-    endpoints: ["{}"]
-"#,
-        origin.addr
-    ));
+    let proxy = Proxy::start(&OneRoute::to(&[origin.addr]).names("plain", "origin").yaml());
     let r = support::get(
         &proxy.url("plain", "/"),
         &[(
@@ -366,24 +327,11 @@ async fn forward_client_cert_policies() {
 async fn alpn_h2_negotiated_and_served() {
     let certs = Certs::new();
     let origin = Origin::start("svc").await;
-    let proxy = Proxy::start(&certs.fill(&format!(
-        r#"
-listeners:
-  - name: tls
-    address: 127.0.0.1:0
-    tls: {{ cert_chain: @CERT@, private_key: @KEY@ }}
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - match: {{ prefix: / }}
-            route: {{ cluster: origin }}
-clusters:
-  - name: origin
-    endpoints: ["{}"]
-"#,
-        origin.addr
-    )));
+    let yaml = OneRoute::to(&[origin.addr])
+        .names("tls", "origin")
+        .listener_key("tls: { cert_chain: @CERT@, private_key: @KEY@ }")
+        .yaml();
+    let proxy = Proxy::start(&certs.fill(&yaml));
     let addr = proxy.addr("tls");
     let ca = certs.pki.ca_path.clone();
 
@@ -753,24 +701,16 @@ listeners:
 /// A TCP origin that reads until EOF, then answers `echo:<all>` and closes: the
 /// reply only comes after the client's half-close made it through.
 async fn half_close_echo() -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = l.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                if s.read_to_end(&mut buf).await.is_ok() {
-                    let mut out = b"echo:".to_vec();
-                    out.extend_from_slice(&buf);
-                    let _ = s.write_all(&out).await;
-                    let _ = s.shutdown().await;
-                }
-            });
+    support::serve_each(move |mut s| async move {
+        let mut buf = Vec::new();
+        if s.read_to_end(&mut buf).await.is_ok() {
+            let mut out = b"echo:".to_vec();
+            out.extend_from_slice(&buf);
+            let _ = s.write_all(&out).await;
+            let _ = s.shutdown().await;
         }
-    });
-    addr
+    })
+    .await
 }
 
 /// Write `msg`, half-close, read the reply to EOF.
@@ -862,15 +802,7 @@ clusters:
     let out = tcp_round_trip(outer.addr("db"), &msg).await;
     assert_eq!(out.len(), msg.len() + 5);
     assert!(out.starts_with(b"echo:select 1;"));
-    assert_eq!(
-        inner
-            .stat_labels(
-                "attache_tls_handshake_total",
-                &[("listener", "db_tls"), ("result", "ok")]
-            )
-            .await,
-        1.0
-    );
+    assert_eq!(inner.tls_handshakes("db_tls", "ok").await, 1.0);
 
     // A client without a certificate is refused by the inner TLS listener.
     let cfg = pki::client_config(&certs.pki, None, &[]);
@@ -955,23 +887,13 @@ listeners:
     assert_eq!((r.status, r.body.as_str()), (200, "ok\n"));
 
     let n = eventually(T, "protocol errors counted", || async {
-        let v = proxy
-            .stat_labels(
-                "attache_tls_handshake_total",
-                &[("listener", "tls"), ("result", "protocol_error")],
-            )
-            .await;
+        let v = proxy.tls_handshakes("tls", "protocol_error").await;
         (v >= 4.0).then_some(v)
     })
     .await;
     assert_eq!(n, 4.0, "{}", proxy.admin_get("/stats?filter=tls").await.1);
     let timeouts = eventually(T, "the stalled handshake timing out", || async {
-        let v = proxy
-            .stat_labels(
-                "attache_tls_handshake_total",
-                &[("listener", "tls"), ("result", "timeout")],
-            )
-            .await;
+        let v = proxy.tls_handshakes("tls", "timeout").await;
         (v >= 1.0).then_some(v)
     })
     .await;
@@ -983,15 +905,7 @@ listeners:
         .await
         .expect("closed after the handshake timeout");
     assert!(matches!(n, Ok(0) | Err(_)));
-    assert_eq!(
-        proxy
-            .stat_labels(
-                "attache_tls_handshake_total",
-                &[("listener", "tls"), ("result", "ok")]
-            )
-            .await,
-        1.0
-    );
+    assert_eq!(proxy.tls_handshakes("tls", "ok").await, 1.0);
 }
 
 #[tokio::test]
@@ -1000,45 +914,20 @@ async fn http2_cluster_over_tls_negotiates_h2_upstream() {
     let svc = Origin::start("svc").await;
     let log_dir = tempfile::tempdir().expect("tempdir");
     let access = log_dir.path().join("inner-access.log");
-    let inner = Proxy::start(&certs.fill(&format!(
-        r#"
-listeners:
-  - name: inner
-    address: 127.0.0.1:0
-    tls: {{ cert_chain: @CERT@, private_key: @KEY@ }}
-    access_log: {{ path: "{}", format: json }}
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - match: {{ prefix: / }}
-            route: {{ cluster: svc }}
-clusters:
-  - name: svc
-    endpoints: ["{}"]
-"#,
-        access.display(),
-        svc.addr
-    )));
-    let outer = Proxy::start(&certs.fill(&format!(
-        r#"
-listeners:
-  - name: out
-    address: 127.0.0.1:0
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - match: {{ prefix: / }}
-            route: {{ cluster: inner }}
-clusters:
-  - name: inner
-    endpoints: ["{}"]
-    protocol: http2
-    tls: {{ ca: @CA@, sni: server.test }}
-"#,
-        inner.addr("inner")
-    )));
+    let inner = OneRoute::to(&[svc.addr])
+        .names("inner", "svc")
+        .listener_key("tls: { cert_chain: @CERT@, private_key: @KEY@ }")
+        .listener_key(&format!(
+            "access_log: {{ path: \"{}\", format: json }}",
+            access.display()
+        ))
+        .yaml();
+    let inner = Proxy::start(&certs.fill(&inner));
+    let outer = OneRoute::to(&[inner.addr("inner")])
+        .names("out", "inner")
+        .cluster_key("protocol: http2\ntls: { ca: @CA@, sni: server.test }")
+        .yaml();
+    let outer = Proxy::start(&certs.fill(&outer));
     for i in 0..3 {
         let r = support::get(&outer.url("out", &format!("/h2/{i}")), &[]).await;
         assert_eq!(r.status, 200, "{}", r.text());
@@ -1059,15 +948,7 @@ clusters:
         assert_eq!(l["protocol"], "HTTP/2", "{l}");
     }
     // One TLS connection carries every request (h2 multiplexing / reuse).
-    assert_eq!(
-        inner
-            .stat_labels(
-                "attache_tls_handshake_total",
-                &[("listener", "inner"), ("result", "ok")]
-            )
-            .await,
-        1.0
-    );
+    assert_eq!(inner.tls_handshakes("inner", "ok").await, 1.0);
 }
 
 #[tokio::test]
@@ -1103,15 +984,7 @@ listeners:
     let r = curl_https(addr, "/", &ca, &[]).await;
     assert_eq!((r.status, r.body.as_str()), (200, "two"));
     // The handshake counter carries on across the reload.
-    assert_eq!(
-        proxy
-            .stat_labels(
-                "attache_tls_handshake_total",
-                &[("listener", "tls"), ("result", "ok")]
-            )
-            .await,
-        2.0
-    );
+    assert_eq!(proxy.tls_handshakes("tls", "ok").await, 2.0);
 }
 
 #[tokio::test]

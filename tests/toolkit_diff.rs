@@ -1,9 +1,8 @@
 //! `attache diff OLD NEW`: behaviour-level changes, exit 0 equal / 1 different.
 
-#[path = "support/toolkit.rs"]
-mod toolkit;
+mod support;
 
-use toolkit::{Dir, WEB};
+use support::toolkit::{self, Dir, WEB};
 
 fn diff(old: &str, new: &str, json: bool) -> toolkit::Out {
     let d = Dir::new();

@@ -3,8 +3,9 @@
 //! time; each variant that still reads as a config must make `diff` report at
 //! least one change (exit 1).
 
-#[path = "support/toolkit.rs"]
-mod toolkit;
+mod support;
+
+use support::toolkit;
 
 use attache::config;
 use attache::toolkit::diff::diff_sources;

@@ -2,12 +2,11 @@
 //! the right file and line; cycles, escapes, undefined variables and runaway loops
 //! are clear errors, never a hang.
 
-#[path = "support/toolkit.rs"]
-mod toolkit;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use toolkit::Dir;
+use support::toolkit::Dir;
 
 const MAIN: &str = r#"listeners:
   - name: web

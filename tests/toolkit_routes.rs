@@ -1,12 +1,9 @@
 //! `attache test-routes` and `attache explain` (offline and the admin `/explain`),
 //! on weighted, header-matched and filter-overridden routes.
 
-#[path = "support/toolkit.rs"]
-mod toolkit;
-
 mod support;
 
-use toolkit::{Dir, WEB};
+use support::toolkit::{Dir, WEB};
 
 const PASSING: &str = r#"tests:
   - name: canary header goes to v2

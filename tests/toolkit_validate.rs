@@ -1,10 +1,9 @@
 //! `attache validate`: --skip-files, lints with codes (each triggered by a minimal
 //! config, none on the shipped configs), --strict and --format json.
 
-#[path = "support/toolkit.rs"]
-mod toolkit;
+mod support;
 
-use toolkit::{Dir, WEB};
+use support::toolkit::{Dir, WEB};
 
 /// A minimal valid config plus `extra_listener_yaml` spliced into the listener.
 fn one_route(filters: &str, tls: &str) -> String {

@@ -115,13 +115,21 @@ fn bind(addr: SocketAddr, takeover: bool) -> std::io::Result<TcpListener> {
     TcpListener::from_std(sock.into())
 }
 
-/// `--watch-config`: poll the config file every second; reload when its content
-/// (hash) differs from the running config's. A rejected file is reported once per
-/// content change.
+/// How often `--watch-config` reads the config file and its includes.
+pub const CONFIG_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// `--watch-config`: poll the config file every [`CONFIG_POLL_INTERVAL`]; reload when
+/// its content (hash) differs from the running config's. A rejected file is
+/// reported once per content change.
 pub async fn watch_config(server: Arc<Server>) {
+    watch_config_every(server, CONFIG_POLL_INTERVAL).await
+}
+
+/// [`watch_config`], polling every `every`.
+pub async fn watch_config_every(server: Arc<Server>, every: Duration) {
     let mut last_seen = server.config_hash();
     loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(every).await;
         let path = server.config_path.clone();
         // The same hash the loader records: the file and its includes.
         let h = tokio::task::spawn_blocking(move || crate::config::source_hash(&path)).await;

@@ -1,307 +1,23 @@
-//! Proxy tests with real Thrift peers: origins and clients built on the Apache
-//! `thrift` crate (synchronous, on std threads), `serve_connection` on a tokio
-//! listener, everything on 127.0.0.1:0.
-//!
-//! The service, written as generated code would be:
-//! ```thrift
-//! exception NotFound { 1: string why }
-//! service Users {
-//!   string getUser(1: i64 id) throws (1: NotFound nf)   // also served as findUser
-//!   void ping()
-//!   oneway void log(1: string line)
-//! }
-//! ```
-//! `getUser(0)` throws NotFound, `getUser(-1)` fails with a TApplicationException,
-//! `getUser(950)` answers after 200ms and `getUser(999)` after 1.5s.
+//! Proxy tests with real Thrift peers: the test kit's origins and clients on the
+//! Apache `thrift` crate (`attache_testkit::thrift_peer`, which documents the test
+//! service), `serve_connection` on a tokio listener, everything on 127.0.0.1:0.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use attache_filters::Stats;
-use thrift::protocol::{
-    TBinaryInputProtocol, TBinaryOutputProtocol, TCompactInputProtocol, TCompactOutputProtocol,
-    TFieldIdentifier, TInputProtocol, TMessageIdentifier, TMessageType, TMultiplexedOutputProtocol,
-    TOutputProtocol, TStructIdentifier, TType,
-};
-use thrift::transport::{
-    TBufferedReadTransport, TBufferedWriteTransport, TFramedReadTransport, TFramedWriteTransport,
-};
-use thrift::{ApplicationError, ApplicationErrorKind};
+use attache_testkit::blocking;
+use attache_testkit::thrift_peer::{start_origin, Client, Protocol, Transport, IO_TIMEOUT};
+use thrift::protocol::{TBinaryInputProtocol, TInputProtocol, TMessageType, TType};
+use thrift::transport::TFramedReadTransport;
+use thrift::ApplicationErrorKind;
 
-use super::codec::{Protocol, Transport};
+use super::codec;
 use super::{serve_connection, ListenerCtx};
 use crate::config::raw;
-
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
-
-// ---- peers -----------------------------------------------------------------------
-
-type In = Box<dyn TInputProtocol + Send>;
-type Out = Box<dyn TOutputProtocol + Send>;
-
-fn protocols(s: &TcpStream, protocol: Protocol, transport: Transport) -> (In, Out) {
-    let r = s.try_clone().expect("clone");
-    let w = s.try_clone().expect("clone");
-    let (r, w): (Box<dyn Read + Send>, Box<dyn Write + Send>) = match transport {
-        Transport::Framed => (
-            Box::new(TFramedReadTransport::new(r)),
-            Box::new(TFramedWriteTransport::new(w)),
-        ),
-        Transport::Unframed => (
-            Box::new(TBufferedReadTransport::new(r)),
-            Box::new(TBufferedWriteTransport::new(w)),
-        ),
-        Transport::Header => unreachable!("the thrift crate has no THeader"),
-    };
-    match protocol {
-        Protocol::Binary => (
-            Box::new(TBinaryInputProtocol::new(r, false)),
-            Box::new(TBinaryOutputProtocol::new(w, true)),
-        ),
-        Protocol::Compact => (
-            Box::new(TCompactInputProtocol::new(r)),
-            Box::new(TCompactOutputProtocol::new(w)),
-        ),
-    }
-}
-
-struct Origin {
-    addr: SocketAddr,
-    logs: mpsc::Receiver<String>,
-}
-
-/// A Thrift server speaking `protocol` over `transport`; replies to `getUser(id)`
-/// with `"<name>:<id>"`.
-fn start_origin(name: &'static str, protocol: Protocol, transport: Transport) -> Origin {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind origin");
-    let addr = l.local_addr().expect("addr");
-    let (tx, logs) = mpsc::channel();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(s) = s else { return };
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                let (mut i, mut o) = protocols(&s, protocol, transport);
-                while serve_one(name, &mut *i, &mut *o, &tx).is_ok() {}
-            });
-        }
-    });
-    Origin { addr, logs }
-}
-
-/// Read a struct's fields: field 1 as i64 or string, everything else skipped.
-fn read_args(i: &mut dyn TInputProtocol) -> thrift::Result<(Option<i64>, Option<String>)> {
-    let (mut n, mut s) = (None, None);
-    i.read_struct_begin()?;
-    loop {
-        let f = i.read_field_begin()?;
-        match (f.field_type, f.id) {
-            (TType::Stop, _) => break,
-            (TType::I64, Some(1)) => n = Some(i.read_i64()?),
-            (TType::String, Some(1)) => s = Some(i.read_string()?),
-            (t, _) => i.skip(t)?,
-        }
-        i.read_field_end()?;
-    }
-    i.read_struct_end()?;
-    i.read_message_end()?;
-    Ok((n, s))
-}
-
-fn serve_one(
-    origin: &str,
-    i: &mut dyn TInputProtocol,
-    o: &mut dyn TOutputProtocol,
-    logs: &mpsc::Sender<String>,
-) -> thrift::Result<()> {
-    let m = i.read_message_begin()?;
-    let method = m.name.rsplit(':').next().unwrap_or_default().to_owned();
-    let (n, s) = read_args(i)?;
-    let reply = |o: &mut dyn TOutputProtocol, kind: TMessageType| {
-        o.write_message_begin(&TMessageIdentifier::new(&method, kind, m.sequence_number))
-    };
-    match method.as_str() {
-        "log" => {
-            let _ = logs.send(s.unwrap_or_default());
-            return Ok(());
-        }
-        "getUser" | "findUser" => {
-            let id = n.unwrap_or_default();
-            match id {
-                950 => std::thread::sleep(Duration::from_millis(200)),
-                999 => std::thread::sleep(Duration::from_millis(1500)),
-                _ => {}
-            }
-            if id == -1 {
-                reply(o, TMessageType::Exception)?;
-                let e = ApplicationError::new(ApplicationErrorKind::InternalError, "boom");
-                thrift::Error::write_application_error_to_out_protocol(&e, o)?;
-            } else {
-                reply(o, TMessageType::Reply)?;
-                o.write_struct_begin(&TStructIdentifier::new("getUser_result"))?;
-                if id == 0 {
-                    o.write_field_begin(&TFieldIdentifier::new("nf", TType::Struct, 1))?;
-                    o.write_struct_begin(&TStructIdentifier::new("NotFound"))?;
-                    o.write_field_begin(&TFieldIdentifier::new("why", TType::String, 1))?;
-                    o.write_string("no such user")?;
-                    o.write_field_end()?;
-                    o.write_field_stop()?;
-                    o.write_struct_end()?;
-                } else {
-                    o.write_field_begin(&TFieldIdentifier::new("success", TType::String, 0))?;
-                    o.write_string(&format!("{origin}:{id}"))?;
-                }
-                o.write_field_end()?;
-                o.write_field_stop()?;
-                o.write_struct_end()?;
-            }
-        }
-        "ping" => {
-            reply(o, TMessageType::Reply)?;
-            o.write_struct_begin(&TStructIdentifier::new("ping_result"))?;
-            o.write_field_stop()?;
-            o.write_struct_end()?;
-        }
-        _ => {
-            reply(o, TMessageType::Exception)?;
-            let e = ApplicationError::new(ApplicationErrorKind::UnknownMethod, "unknown");
-            thrift::Error::write_application_error_to_out_protocol(&e, o)?;
-        }
-    }
-    o.write_message_end()?;
-    o.flush()
-}
-
-/// Compared through `Debug` in the assertions.
-#[derive(Debug)]
-#[allow(dead_code)]
-enum CallErr {
-    NotFound,
-    App(ApplicationErrorKind),
-    Other(String),
-}
-
-/// The hand-written equivalent of a generated client.
-struct Client {
-    i: In,
-    o: Out,
-    seq: i32,
-}
-
-impl Client {
-    fn connect(
-        addr: SocketAddr,
-        protocol: Protocol,
-        transport: Transport,
-        service: Option<&str>,
-    ) -> Client {
-        let s = TcpStream::connect(addr).expect("connect to proxy");
-        s.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
-        let (i, o) = protocols(&s, protocol, transport);
-        let o: Out = match service {
-            Some(svc) => Box::new(TMultiplexedOutputProtocol::new(svc, o)),
-            None => o,
-        };
-        Client { i, o, seq: 0 }
-    }
-
-    fn send(&mut self, name: &str, kind: TMessageType, arg: Option<(TType, &str)>) {
-        self.seq += 1;
-        let o = &mut self.o;
-        let w = |o: &mut Out| -> thrift::Result<()> {
-            o.write_message_begin(&TMessageIdentifier::new(name, kind, self.seq))?;
-            o.write_struct_begin(&TStructIdentifier::new("args"))?;
-            match arg {
-                Some((TType::I64, v)) => {
-                    o.write_field_begin(&TFieldIdentifier::new("id", TType::I64, 1))?;
-                    o.write_i64(v.parse().unwrap_or_default())?;
-                    o.write_field_end()?;
-                }
-                Some((_, v)) => {
-                    o.write_field_begin(&TFieldIdentifier::new("line", TType::String, 1))?;
-                    o.write_string(v)?;
-                    o.write_field_end()?;
-                }
-                None => {}
-            }
-            o.write_field_stop()?;
-            o.write_struct_end()?;
-            o.write_message_end()?;
-            o.flush()
-        };
-        w(o).expect("send call");
-    }
-
-    /// Read a reply: Ok(Some(string)) for field 0, Ok(None) for void.
-    fn receive(&mut self) -> Result<Option<String>, CallErr> {
-        let i = &mut self.i;
-        let m = i
-            .read_message_begin()
-            .map_err(|e| CallErr::Other(e.to_string()))?;
-        if m.sequence_number != self.seq {
-            return Err(CallErr::Other(format!(
-                "seq {} != {}",
-                m.sequence_number, self.seq
-            )));
-        }
-        if m.message_type == TMessageType::Exception {
-            let e = thrift::Error::read_application_error_from_in_protocol(&mut **i)
-                .map_err(|e| CallErr::Other(e.to_string()))?;
-            return Err(CallErr::App(e.kind));
-        }
-        let mut value = None;
-        let mut nf = false;
-        let r: thrift::Result<()> = (|| {
-            i.read_struct_begin()?;
-            loop {
-                let f = i.read_field_begin()?;
-                match (f.field_type, f.id) {
-                    (TType::Stop, _) => break,
-                    (TType::String, Some(0)) => value = Some(i.read_string()?),
-                    (t, Some(1)) => {
-                        nf = true;
-                        i.skip(t)?;
-                    }
-                    (t, _) => i.skip(t)?,
-                }
-                i.read_field_end()?;
-            }
-            i.read_struct_end()?;
-            i.read_message_end()
-        })();
-        r.map_err(|e| CallErr::Other(e.to_string()))?;
-        if nf {
-            return Err(CallErr::NotFound);
-        }
-        Ok(value)
-    }
-
-    fn get_user(&mut self, id: i64) -> Result<String, CallErr> {
-        self.call_named("getUser", id)
-    }
-
-    fn call_named(&mut self, name: &str, id: i64) -> Result<String, CallErr> {
-        self.send(
-            name,
-            TMessageType::Call,
-            Some((TType::I64, &id.to_string())),
-        );
-        self.receive()?
-            .ok_or_else(|| CallErr::Other("void reply".to_owned()))
-    }
-
-    fn ping(&mut self) -> Result<(), CallErr> {
-        self.send("ping", TMessageType::Call, None);
-        self.receive().map(|_| ())
-    }
-
-    fn log(&mut self, line: &str) {
-        self.send("log", TMessageType::OneWay, Some((TType::String, line)));
-    }
-}
 
 // ---- the proxy under test --------------------------------------------------------
 
@@ -326,7 +42,6 @@ impl TestUpstreams {
                 None => "",
                 Some(Transport::Framed) => ", thrift: { transport: framed }",
                 Some(Transport::Unframed) => ", thrift: { transport: unframed }",
-                Some(Transport::Header) => ", thrift: { transport: header }",
             };
             let yaml = format!("{{ name: {name}, endpoints: []{transport} }}");
             let cfg: raw::Cluster = serde_yaml::from_str(&yaml).expect("cluster yaml");
@@ -393,24 +108,14 @@ async fn start_proxy(yaml: &str, upstreams: TestUpstreams) -> Proxy {
     let clusters = upstreams.build(&stats);
     let ctx = ListenerCtx::new("t", &raw, &stats, clusters).expect("config compiles");
     let ctx = Arc::new(ctx);
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind proxy");
-    let addr = l.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((s, peer)) = l.accept().await {
-            tokio::spawn(serve_connection(s, peer, ctx.clone()));
-        }
-    });
+    let addr = attache_testkit::serve_each(move |s| {
+        let peer = s
+            .peer_addr()
+            .unwrap_or_else(|e| panic!("peer address: {e}"));
+        serve_connection(s, peer, ctx.clone())
+    })
+    .await;
     Proxy { addr, stats }
-}
-
-/// Run blocking client code off the runtime, under a deadline.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::time::timeout(Duration::from_secs(30), tokio::task::spawn_blocking(f))
-        .await
-        .expect("client finished in time")
-        .expect("client did not panic")
 }
 
 const BY_METHOD: &str = "
@@ -863,14 +568,14 @@ routes:
     // An exception message is as good a payload as a call for routing.
     let mut payload = bytes::BytesMut::new();
     let unframed = super::codec::Framing {
-        transport: Transport::Unframed,
-        protocol: Protocol::Binary,
+        transport: super::codec::Transport::Unframed,
+        protocol: super::codec::Protocol::Binary,
     };
     let kind = super::codec::AppExceptionKind::Unknown;
     super::codec::encode_app_exception(&mut payload, unframed, "m", 1, kind, "");
     let route = |pairs: &[Pair<'_>]| {
         let frame = FrameInfo::default();
-        let mut buf = encode_frame(frame, Protocol::Binary, pairs, &payload);
+        let mut buf = encode_frame(frame, super::codec::Protocol::Binary, pairs, &payload);
         let mut d = super::codec::Decoder::new(routes.decoder_config());
         let msg = d.decode(&mut buf).expect("ok").expect("msg");
         assert_eq!(msg.header().message_type, MessageType::Exception);
@@ -902,8 +607,8 @@ routes:
     assert_eq!(routes.clusters().len(), 2);
     let mut buf = bytes::BytesMut::new();
     let framing = super::codec::Framing {
-        transport: Transport::Framed,
-        protocol: Protocol::Binary,
+        transport: codec::Transport::Framed,
+        protocol: codec::Protocol::Binary,
     };
     super::codec::encode_app_exception(
         &mut buf,

@@ -13,7 +13,8 @@ use prometheus::IntCounter;
 
 use super::material::Problems;
 
-/// How often files are polled.
+/// How often files are polled (the product's only interval; tests inject their own
+/// with [`Watch::polling_every`]).
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Something whose material can be rebuilt from its files.
@@ -48,15 +49,22 @@ pub(crate) fn fingerprint(paths: &[String]) -> u64 {
 pub(crate) struct Watch {
     paths: Vec<String>,
     initial: u64,
+    every: Duration,
     started: AtomicBool,
 }
 
 impl Watch {
     /// `initial` is the fingerprint taken just before the material was loaded.
     pub(crate) fn new(paths: Vec<String>, initial: u64) -> Watch {
+        Self::polling_every(paths, initial, POLL_INTERVAL)
+    }
+
+    /// A watch that polls every `every` instead of [`POLL_INTERVAL`].
+    pub(crate) fn polling_every(paths: Vec<String>, initial: u64, every: Duration) -> Watch {
         Watch {
             paths,
             initial,
+            every,
             started: AtomicBool::new(false),
         }
     }
@@ -75,15 +83,16 @@ impl Watch {
         if self.started.swap(true, Ordering::AcqRel) {
             return;
         }
-        handle.spawn(watch(owner.clone(), self.paths.clone(), self.initial));
+        let paths = self.paths.clone();
+        handle.spawn(watch(owner.clone(), paths, self.initial, self.every));
     }
 }
 
-async fn watch<T: Reload>(weak: Weak<T>, paths: Vec<String>, mut applied: u64) {
+async fn watch<T: Reload>(weak: Weak<T>, paths: Vec<String>, mut applied: u64, every: Duration) {
     let paths: Arc<[String]> = paths.into();
     let mut pending: Option<u64> = None;
     loop {
-        tokio::time::sleep(POLL_INTERVAL).await;
+        tokio::time::sleep(every).await;
         if weak.strong_count() == 0 {
             return;
         }
@@ -123,5 +132,133 @@ async fn watch<T: Reload>(weak: Weak<T>, paths: Vec<String>, mut applied: u64) {
                 tracing::error!(scope, name, error = %e, "tls reload task failed; keeping the previous certificates");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The poll loop on tokio's paused clock: each `sleep` below moves time to the
+    //! next poll at once (the blocking file reads hold the clock while they run).
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    const EVERY: Duration = Duration::from_secs(1);
+
+    struct Fake {
+        reloads: AtomicUsize,
+        fail: AtomicBool,
+        ok: IntCounter,
+        failed: IntCounter,
+    }
+
+    impl Reload for Fake {
+        fn scope(&self) -> (&'static str, &str) {
+            ("listener", "t")
+        }
+        fn reload(&self) -> Result<(), Problems> {
+            self.reloads.fetch_add(1, Ordering::SeqCst);
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(vec![("tls.cert".into(), "broken".into())]);
+            }
+            Ok(())
+        }
+        fn counters(&self) -> (&IntCounter, &IntCounter) {
+            (&self.ok, &self.failed)
+        }
+    }
+
+    struct Setup {
+        _dir: tempfile::TempDir,
+        file: std::path::PathBuf,
+        fake: Arc<Fake>,
+    }
+
+    impl Setup {
+        /// A watched file with content `v1`, its watch started half a poll ago.
+        fn start() -> Setup {
+            let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+            let file = dir.path().join("cert.pem");
+            std::fs::write(&file, "v1").unwrap_or_else(|e| panic!("{e}"));
+            let paths = vec![file.to_string_lossy().into_owned()];
+            let counter = |n: &str| IntCounter::new(n, n).unwrap_or_else(|e| panic!("{e}"));
+            let fake = Arc::new(Fake {
+                reloads: AtomicUsize::new(0),
+                fail: AtomicBool::new(false),
+                ok: counter("ok"),
+                failed: counter("failed"),
+            });
+            let watch = Watch::polling_every(paths.clone(), fingerprint(&paths), EVERY);
+            watch.ensure_started(&Arc::downgrade(&fake));
+            Setup {
+                _dir: dir,
+                file,
+                fake,
+            }
+        }
+
+        fn write(&self, content: &str) {
+            std::fs::write(&self.file, content).unwrap_or_else(|e| panic!("{e}"));
+        }
+
+        fn reloads(&self) -> usize {
+            self.fake.reloads.load(Ordering::SeqCst)
+        }
+    }
+
+    /// Sleep to half a poll past the next `n` polls.
+    async fn polls(n: u32) {
+        tokio::time::sleep(EVERY * n).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unchanged_files_are_never_reloaded() {
+        let s = Setup::start();
+        tokio::time::sleep(EVERY / 2).await;
+        polls(10).await;
+        assert_eq!(s.reloads(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_change_is_applied_after_one_more_poll_sees_it_stable() {
+        let s = Setup::start();
+        tokio::time::sleep(EVERY / 2).await;
+        s.write("v2");
+        polls(1).await;
+        assert_eq!(s.reloads(), 0, "seen once: a writer may still be busy");
+        polls(1).await;
+        assert_eq!(s.reloads(), 1);
+        assert_eq!(s.fake.ok.get(), 1);
+        polls(3).await;
+        assert_eq!(s.reloads(), 1, "applied content is not reloaded again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn content_that_keeps_changing_waits_until_it_settles() {
+        let s = Setup::start();
+        tokio::time::sleep(EVERY / 2).await;
+        for v in ["v2", "v3", "v4"] {
+            s.write(v);
+            polls(1).await;
+            assert_eq!(s.reloads(), 0, "{v} changed again before a second poll");
+        }
+        polls(1).await;
+        assert_eq!(s.reloads(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_reload_is_counted_and_not_retried_until_the_files_change() {
+        let s = Setup::start();
+        s.fake.fail.store(true, Ordering::SeqCst);
+        tokio::time::sleep(EVERY / 2).await;
+        s.write("broken");
+        polls(2).await;
+        assert_eq!((s.reloads(), s.fake.failed.get()), (1, 1));
+        polls(3).await;
+        assert_eq!(s.reloads(), 1);
+        s.fake.fail.store(false, Ordering::SeqCst);
+        s.write("fixed");
+        polls(2).await;
+        assert_eq!((s.reloads(), s.fake.ok.get()), (2, 1));
     }
 }

@@ -1,15 +1,11 @@
-//! Test support: a per-run PKI (rcgen), a TLS echo server on `ServerTls::accept`, and
-//! a rustls client.
+//! Test support: the test kit's per-run PKI, a TLS echo server on
+//! `ServerTls::accept`, and a rustls client.
 
-use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use rcgen::{
-    BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose, SanType, SignatureAlgorithm,
-};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -17,153 +13,33 @@ use tokio::sync::mpsc;
 
 use super::{HandshakeFailure, PeerInfo, ServerTls};
 
-/// Key algorithm of a generated certificate.
-#[derive(Clone, Copy, Debug)]
-pub enum Alg {
-    P256,
-    P384,
-    Ed25519,
-    /// RSA 2048, generated with the `openssl` CLI (rcgen on ring cannot generate RSA).
-    Rsa,
-}
+pub use attache_testkit::pki::{path_str, Alg, Issued, Leaf};
 
-/// What to put in a leaf certificate.
-#[derive(Clone, Debug)]
-pub struct Leaf<'a> {
-    pub cn: &'a str,
-    pub dns: &'a [&'a str],
-    pub uri: &'a [&'a str],
-    pub ip: &'a [IpAddr],
-    pub alg: Alg,
-    pub expired: bool,
-}
+/// The test kit's per-run CA (`attache_testkit::pki`, shared with the integration
+/// tests). The kit panics on a broken environment; this wrapper keeps the `Result`
+/// signatures these tests chain with `?`.
+pub struct Pki(attache_testkit::pki::Pki);
 
-impl<'a> Leaf<'a> {
-    pub fn new(cn: &'a str) -> Self {
-        Leaf {
-            cn,
-            dns: &[],
-            uri: &[],
-            ip: &[],
-            alg: Alg::P256,
-            expired: false,
-        }
+impl std::ops::Deref for Pki {
+    type Target = attache_testkit::pki::Pki;
+    fn deref(&self) -> &Self::Target {
+        &self.0
     }
-}
-
-/// Paths of an issued certificate and its key.
-#[derive(Clone, Debug)]
-pub struct Issued {
-    pub cert: String,
-    pub key: String,
-    pub der: Vec<u8>,
-}
-
-/// A CA in a temp dir that issues server and client certificates.
-pub struct Pki {
-    pub dir: PathBuf,
-    pub ca_path: String,
-    ca: Certificate,
-    ca_key: KeyPair,
-}
-
-fn alg(a: Alg) -> &'static SignatureAlgorithm {
-    match a {
-        Alg::P256 | Alg::Rsa => &rcgen::PKCS_ECDSA_P256_SHA256,
-        Alg::P384 => &rcgen::PKCS_ECDSA_P384_SHA384,
-        Alg::Ed25519 => &rcgen::PKCS_ED25519,
-    }
-}
-
-fn rsa_key() -> Result<KeyPair> {
-    let out = std::process::Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-        ])
-        .output()
-        .context("running openssl genpkey (install openssl)")?;
-    anyhow::ensure!(out.status.success(), "openssl genpkey failed");
-    Ok(KeyPair::from_pem_and_sign_algo(
-        &String::from_utf8(out.stdout)?,
-        &rcgen::PKCS_RSA_SHA256,
-    )?)
 }
 
 impl Pki {
     pub fn new(dir: &Path, name: &str) -> Result<Pki> {
-        let ca_key = KeyPair::generate()?;
-        let mut p = CertificateParams::new(Vec::<String>::new())?;
-        p.distinguished_name
-            .push(DnType::CommonName, format!("{name} test ca"));
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let ca = p.self_signed(&ca_key)?;
-        let ca_path = dir.join(format!("{name}-ca.pem"));
-        std::fs::write(&ca_path, ca.pem())?;
-        Ok(Pki {
-            dir: dir.to_path_buf(),
-            ca_path: path_str(&ca_path),
-            ca,
-            ca_key,
-        })
+        Ok(Pki(attache_testkit::pki::Pki::new(dir, name)))
     }
 
     /// Issue a leaf valid for both server and client auth, written to `<file>.pem/.key`.
     pub fn issue(&self, file: &str, leaf: &Leaf<'_>) -> Result<Issued> {
-        let key = match leaf.alg {
-            Alg::Rsa => rsa_key()?,
-            a => KeyPair::generate_for(alg(a))?,
-        };
-        let mut p = CertificateParams::new(Vec::<String>::new())?;
-        p.distinguished_name.push(DnType::CommonName, leaf.cn);
-        p.distinguished_name
-            .push(DnType::OrganizationName, "attache tests");
-        for d in leaf.dns {
-            p.subject_alt_names.push(SanType::DnsName((*d).try_into()?));
-        }
-        for u in leaf.uri {
-            p.subject_alt_names.push(SanType::URI((*u).try_into()?));
-        }
-        for ip in leaf.ip {
-            p.subject_alt_names.push(SanType::IpAddress(*ip));
-        }
-        p.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        p.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        if leaf.expired {
-            p.not_before = rcgen::date_time_ymd(2020, 1, 1);
-            p.not_after = rcgen::date_time_ymd(2021, 1, 1);
-        }
-        let cert = p.signed_by(&key, &self.ca, &self.ca_key)?;
-        let cert_path = self.dir.join(format!("{file}.pem"));
-        let key_path = self.dir.join(format!("{file}.key"));
-        std::fs::write(&cert_path, cert.pem())?;
-        std::fs::write(&key_path, key.serialize_pem())?;
-        Ok(Issued {
-            cert: path_str(&cert_path),
-            key: path_str(&key_path),
-            der: cert.der().to_vec(),
-        })
+        Ok(self.0.issue(file, leaf))
     }
 
     pub fn roots(&self) -> Result<rustls::RootCertStore> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.ca.der().clone())?;
-        Ok(roots)
+        Ok(self.0.roots())
     }
-}
-
-pub fn path_str(p: &Path) -> String {
-    p.to_string_lossy().into_owned()
 }
 
 /// What the echo server saw for one connection.

@@ -13,7 +13,7 @@ use super::Cluster;
 use crate::config::endpoints::{parse_file, Spec};
 
 /// How often the endpoints file is checked (a change applies within a second).
-const FILE_POLL: Duration = Duration::from_millis(500);
+pub const FILE_POLL: Duration = Duration::from_millis(500);
 
 #[derive(PartialEq, Eq, Clone, Copy)]
 struct Stamp {
@@ -62,13 +62,18 @@ fn apply_file(c: &Cluster, path: &str) -> bool {
 }
 
 pub(super) async fn watch_file(cluster: Weak<Cluster>, path: String) {
+    watch_file_every(cluster, path, FILE_POLL).await
+}
+
+/// [`watch_file`], polling every `every` instead of [`FILE_POLL`].
+pub(super) async fn watch_file_every(cluster: Weak<Cluster>, path: String, every: Duration) {
     // The first pass re-applies what the config load read (a no-op unless the file
     // changed in between).
     let mut last: Option<Stamp> = None;
     let mut first = true;
     loop {
         if !first {
-            tokio::time::sleep(FILE_POLL).await;
+            tokio::time::sleep(every).await;
         }
         first = false;
         let Some(c) = cluster.upgrade() else {

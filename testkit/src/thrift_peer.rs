@@ -13,7 +13,6 @@
 //!
 //! `getUser(0)` throws NotFound, `getUser(-1)` fails with a TApplicationException,
 //! `getUser(950)` answers after 200ms and `getUser(999)` after 1.5s.
-#![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -125,19 +124,11 @@ pub fn start_origin_on(
     protocol: Protocol,
     transport: Transport,
 ) -> Origin {
-    let l = std::net::TcpListener::bind(bind).expect("bind origin");
-    let addr = l.local_addr().expect("addr");
     let (tx, logs) = mpsc::channel();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(s) = s else { return };
-            let _ = s.set_nodelay(true);
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                let (mut i, mut o) = protocols(&s, protocol, transport);
-                while serve_one(name, &mut *i, &mut *o, &tx).is_ok() {}
-            });
-        }
+    let addr = crate::origin::serve_each_blocking(bind, move |s| {
+        let _ = s.set_nodelay(true);
+        let (mut i, mut o) = protocols(&s, protocol, transport);
+        while serve_one(name, &mut *i, &mut *o, &tx).is_ok() {}
     });
     Origin { addr, logs }
 }
@@ -254,7 +245,31 @@ impl Client {
         Client::over(i, o, service)
     }
 
-    /// A client over protocols built by the caller (e.g. over TLS).
+    /// A client over TLS (rustls, server name `sni`) to `addr`.
+    pub fn connect_tls(
+        addr: SocketAddr,
+        tls: Arc<rustls::ClientConfig>,
+        sni: &str,
+        protocol: Protocol,
+        transport: Transport,
+    ) -> std::io::Result<Client> {
+        let tcp = TcpStream::connect(addr)?;
+        tcp.set_read_timeout(Some(IO_TIMEOUT))?;
+        tcp.set_write_timeout(Some(IO_TIMEOUT))?;
+        let name = rustls::pki_types::ServerName::try_from(sni.to_owned())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let conn = rustls::ClientConnection::new(tls, name).map_err(std::io::Error::other)?;
+        let stream = Shared(Arc::new(Mutex::new(rustls::StreamOwned::new(conn, tcp))));
+        let (i, o) = protocols_rw(
+            Box::new(stream.clone()),
+            Box::new(stream),
+            protocol,
+            transport,
+        );
+        Ok(Client::over(i, o, None))
+    }
+
+    /// A client over protocols built by the caller.
     pub fn over(i: In, o: Out, service: Option<&str>) -> Client {
         let o: Out = match service {
             Some(svc) => Box::new(TMultiplexedOutputProtocol::new(svc, o)),

@@ -13,6 +13,45 @@ use rcgen::{
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
+/// Key algorithm of a generated certificate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Alg {
+    #[default]
+    P256,
+    P384,
+    Ed25519,
+    /// RSA 2048, generated with the `openssl` CLI (rcgen on ring cannot generate RSA).
+    Rsa,
+}
+
+impl Alg {
+    fn key(self) -> KeyPair {
+        match self {
+            Alg::P256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256),
+            Alg::P384 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384),
+            Alg::Ed25519 => KeyPair::generate_for(&rcgen::PKCS_ED25519),
+            Alg::Rsa => return rsa_key(),
+        }
+        .expect("leaf key")
+    }
+}
+
+fn rsa_key() -> KeyPair {
+    let out = Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+        ])
+        .output()
+        .expect("openssl must be installed (.ci/run installs it)");
+    assert!(out.status.success(), "openssl genpkey failed");
+    let pem = String::from_utf8(out.stdout).expect("pem is text");
+    KeyPair::from_pem_and_sign_algo(&pem, &rcgen::PKCS_RSA_SHA256).expect("rsa key")
+}
+
 /// What to put in a leaf certificate.
 #[derive(Clone, Debug, Default)]
 pub struct Leaf<'a> {
@@ -20,6 +59,7 @@ pub struct Leaf<'a> {
     pub dns: &'a [&'a str],
     pub uri: &'a [&'a str],
     pub ip: &'a [IpAddr],
+    pub alg: Alg,
     pub expired: bool,
 }
 
@@ -87,7 +127,7 @@ impl Pki {
 
     /// Issue a leaf (server and client auth) without writing it.
     pub fn make(&self, leaf: &Leaf<'_>) -> (String, String, Vec<u8>) {
-        let key = KeyPair::generate().expect("leaf key");
+        let key = leaf.alg.key();
         let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
         p.distinguished_name.push(DnType::CommonName, leaf.cn);
         p.distinguished_name
@@ -108,6 +148,10 @@ impl Pki {
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        if leaf.alg == Alg::Rsa {
+            // TLS 1.2 RSA key exchange encrypts to the certificate's key.
+            p.key_usages.push(KeyUsagePurpose::KeyEncipherment);
+        }
         if leaf.expired {
             p.not_before = rcgen::date_time_ymd(2020, 1, 1);
             p.not_after = rcgen::date_time_ymd(2021, 1, 1);
