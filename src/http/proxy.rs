@@ -10,6 +10,10 @@
 //! [`super::forwarding`], the per-stream record in [`super::stream`], the retry
 //! vocabulary and decision in [`crate::router::retry`].
 
+// A `Reply` carries a local response (144 bytes) by value: boxing it would allocate
+// for every direct response and filter answer, and moving it is cheaper.
+#![allow(clippy::result_large_err)]
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
