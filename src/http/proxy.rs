@@ -85,7 +85,7 @@ pub async fn handle(req: Request<DownBody>, conn: Arc<ConnCtx>) -> Response<Resp
         let sent = forward(&mut call, parts, &mut st).await;
         // A streamed body the call did not take (no healthy endpoint, circuit
         // breaker) comes back, so an HTTP/2 one is held past the 503 too.
-        if let Some(ReqBody::Stream(b)) = call.body.take() {
+        if let Some(ReqBody::Stream(b)) = call.body.current.take() {
             body = Some(b);
         }
         match sent {
@@ -427,15 +427,19 @@ enum ReqBody {
 /// The upstream call of one request, across its tries.
 struct UpstreamCall<'a> {
     fwd: Forward<'a>,
-    /// The body, between tries: a streamed one is lent to a try and comes back when
-    /// it never left; a buffered one (or a streamed one's complete copy) is resent.
-    body: Option<ReqBody>,
+    body: BodySlot,
+    hash: Option<u64>,
+    limits: grpc::StreamLimits,
+}
+
+/// The request body between tries: a streamed one is lent to a try and comes back
+/// when it never left; a buffered one (or a streamed one's complete copy) is resent.
+struct BodySlot {
+    current: Option<ReqBody>,
     /// Counts the streamed body's bytes as the call sends them.
     bytes_in: Arc<AtomicU64>,
     /// A streamed body's copy, so a gRPC call can be retried once it all went out.
     replay: Option<Arc<std::sync::Mutex<Replay>>>,
-    hash: Option<u64>,
-    limits: grpc::StreamLimits,
 }
 
 /// Set up the upstream call: byte counting, the replay copy, mirrors, the
@@ -496,20 +500,22 @@ fn upstream_call<'a>(
     };
     UpstreamCall {
         fwd,
-        body: Some(body),
-        bytes_in,
-        replay,
+        body: BodySlot {
+            current: Some(body),
+            bytes_in,
+            replay,
+        },
         hash,
         limits,
     }
 }
 
-impl UpstreamCall<'_> {
+impl BodySlot {
     /// The body for the next try: a buffered one is shared, a streamed one lent.
-    fn lend_body(&mut self) -> UpBody {
-        match self.body.take() {
+    fn lend(&mut self) -> UpBody {
+        match self.current.take() {
             Some(ReqBody::Buffered(b)) => {
-                self.body = Some(ReqBody::Buffered(b.clone()));
+                self.current = Some(ReqBody::Buffered(b.clone()));
                 UpBody::Full(Some(b))
             }
             Some(ReqBody::Stream(s)) => UpBody::Stream {
@@ -518,7 +524,7 @@ impl UpstreamCall<'_> {
                 replay: self.replay.clone(),
             },
             Some(ReqBody::Empty) => {
-                self.body = Some(ReqBody::Empty);
+                self.current = Some(ReqBody::Empty);
                 UpBody::Empty
             }
             None => UpBody::Empty,
@@ -527,19 +533,21 @@ impl UpstreamCall<'_> {
 
     /// After a try: a streamed body that never left comes back; one that went out
     /// whole can be sent again from its copy.
-    fn take_back_body(&mut self, lent: &mut Option<UpBody>) {
+    fn take_back(&mut self, lent: &mut Option<UpBody>) {
         if let Some(UpBody::Stream { inner, .. }) = lent.take() {
-            self.body = Some(ReqBody::Stream(inner));
+            self.current = Some(ReqBody::Stream(inner));
         }
-        if self.body.is_none() {
+        if self.current.is_none() {
             let copy = self
                 .replay
                 .as_ref()
                 .and_then(|r| r.lock().unwrap_or_else(|p| p.into_inner()).take_complete());
-            self.body = copy.map(ReqBody::Buffered);
+            self.current = copy.map(ReqBody::Buffered);
         }
     }
+}
 
+impl Forward<'_> {
     /// The request head of one try. HTTP/1.1 takes the origin form (Host is a
     /// header); HTTP/2 the absolute form, whose authority becomes :authority. The
     /// last possible try takes the headers; earlier ones copy them.
@@ -549,7 +557,7 @@ impl UpstreamCall<'_> {
         ep: &Endpoint,
         last: bool,
     ) -> Result<Request<()>, ErrorKind> {
-        let (pq, cluster) = (self.fwd.pq.as_str(), &self.fwd.cluster);
+        let (pq, cluster) = (self.pq.as_str(), &self.cluster);
         let built = match cluster.protocol {
             UpstreamProtocol::Http1 => Uri::try_from(pq).map_err(http::Error::from),
             UpstreamProtocol::Http2 => {
@@ -596,34 +604,40 @@ async fn forward(
 ) -> Result<Response<UpstreamBody>, (ErrorKind, bool)> {
     // One clock read covers the first try; retries read it again.
     let first = tokio::time::Instant::now();
-    let (ra, cluster) = (call.fwd.ra, call.fwd.cluster.clone());
+    let UpstreamCall {
+        fwd,
+        body,
+        hash,
+        limits,
+    } = call;
+    let (ra, cluster) = (fwd.ra, &fwd.cluster);
     // The route timeout bounds the wait for the response head; a gRPC deadline or
     // `max_stream_duration` bounds the whole call, the head included.
-    let deadline = match (ra.timeout.map(|t| first + t), call.limits.deadline) {
+    let deadline = match (ra.timeout.map(|t| first + t), limits.deadline) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
     // A streamed body without a copy cannot be sent twice.
-    let policy = match call.body {
-        Some(ReqBody::Stream(_)) if call.replay.is_none() => None,
+    let policy = match body.current {
+        Some(ReqBody::Stream(_)) if body.replay.is_none() => None,
         _ => ra.retry.as_ref(),
     };
     let mut retry = RetryState::new(policy, deadline);
     let mut avoid: Option<Arc<Endpoint>> = None;
     loop {
         let n = retry.begin();
-        let attempt = start_attempt(&cluster, avoid.as_ref(), call.hash)
+        let attempt = start_attempt(cluster, avoid.as_ref(), *hash)
             .map_err(|kind| (kind, kind == ErrorKind::Overflow && retry.retried()))?;
         st.upstream = Some(attempt.ep.authority.clone());
         st.attempts = n;
-        let req = call
+        let req = fwd
             .request(&mut parts, &attempt.ep, retry.is_last())
             .map_err(|kind| (kind, false))?;
         // The body stays in a slot of ours until a connection takes it, so a stream
         // that never left (breaker, failed connect) goes back to the call.
-        let mut lent = Some(call.lend_body());
+        let mut lent = Some(body.lend());
         let Some(pending) = cluster.breakers.pending.try_acquire() else {
-            call.take_back_body(&mut lent);
+            body.take_back(&mut lent);
             return Err((ErrorKind::Overflow, retry.retried()));
         };
         let sent = if n == 1 {
@@ -632,14 +646,11 @@ async fn forward(
             tokio::time::Instant::now()
         };
         let send = crate::upstream::pool::send_with(&attempt.ep, &cluster.pool, req, &mut lent);
-        let result = call
-            .limits
-            .wait_head(send, sent, retry.try_limit(sent))
-            .await;
+        let result = limits.wait_head(send, sent, retry.try_limit(sent)).await;
         drop(pending);
-        call.take_back_body(&mut lent);
-        let outcome = settle(result, &cluster, &attempt.ep, sent, st);
-        let replayable = call.body.is_some();
+        body.take_back(&mut lent);
+        let outcome = settle(result, cluster, &attempt.ep, sent, st);
+        let replayable = body.current.is_some();
         let failure = match &outcome {
             Ok(rsp) => Some(Failure::Status(rsp.status().as_u16(), rsp.headers())),
             Err(ErrorKind::ConnectFailure) => Some(Failure::ConnectFailure),
@@ -1059,6 +1070,44 @@ mod tests {
         ));
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
         Arc::new(ConnCtx::new(slot, addr))
+    }
+
+    fn head(pairs: &[(&str, &str)], uri: &str) -> Parts {
+        let mut b = Request::builder().uri(uri);
+        for (k, v) in pairs {
+            b = b.header(*k, *v);
+        }
+        let req = b.body(()).unwrap_or_else(|e| panic!("{e}"));
+        req.into_parts().0
+    }
+
+    #[test]
+    fn head_checks_reject_what_an_upstream_could_read_differently() {
+        let conn = conn();
+        let rt = conn.slot.load_full();
+        let Some(http) = rt.listener.http.as_ref() else {
+            panic!("an http listener");
+        };
+        let check = |pairs: &[(&str, &str)]| check_head(&head(pairs, "/"), &conn, http);
+        let bad = |r| Some(ErrorKind::BadRequest(r));
+        let ok = check(&[("x-request-id", "a"), ("x_user", "u")]);
+        assert!(ok.as_ref().is_ok_and(|f| f.request_id && f.underscored));
+        let ok = check(&[("content-length", "1"), ("content-length", "1")]);
+        assert!(ok.is_ok_and(|f| !f.request_id && !f.underscored));
+        let two = [("content-length", "1"), ("content-length", "2")];
+        assert_eq!(check(&two).err(), bad(Reject::Framing));
+        let cl_te = [("content-length", "1"), ("transfer-encoding", "chunked")];
+        assert_eq!(check(&cl_te).err(), bad(Reject::Framing));
+        let hosts = [("host", "a"), ("host", "b")];
+        assert_eq!(check(&hosts).err(), bad(Reject::DuplicateHost));
+        let long = format!("/{}", "a".repeat(http.max_uri_bytes));
+        let got = check_head(&head(&[], &long), &conn, http);
+        assert_eq!(got.err(), Some(ErrorKind::UriTooLong));
+        let many: Vec<(String, &str)> = (0..=http.max_headers)
+            .map(|i| (format!("x-h{i}"), "v"))
+            .collect();
+        let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        assert_eq!(check(&many).err(), Some(ErrorKind::HeadersTooLarge));
     }
 
     /// The request future is made per request (an HTTP/2 stream runs it as its own
