@@ -5,6 +5,7 @@ pub mod admin;
 pub mod cidr;
 pub mod config;
 pub mod error;
+pub mod flag;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzz;

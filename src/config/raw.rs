@@ -1,5 +1,5 @@
 //! Raw config types: exactly the YAML schema (v1), `deny_unknown_fields` everywhere.
-//! Values are checked and compiled in `compile.rs`; this file only describes shape.
+//! Values are checked and compiled in `compile/`; this file only describes shape.
 
 use std::collections::BTreeMap;
 

@@ -802,8 +802,8 @@ fn respond(reply: Reply, mut st: Box<Stream>) -> Response<RespBody> {
     let rsp = match reply {
         Reply::Error(kind, exhausted) => {
             let (rsp, flag) = local_reply(kind, exhausted, st.sc.grpc);
-            st.sc.response_flag = Some(flag);
-            st.flag = flag;
+            st.sc.response_flag = Some(flag.as_str());
+            st.flag = flag.as_str();
             st.listener_stats().count_flag(flag);
             if let Some(reason) = kind.reject_reason() {
                 st.listener_stats().count_reject(reason);

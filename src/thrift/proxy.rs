@@ -20,6 +20,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use crate::config::raw;
+use crate::flag::Flag;
 
 use super::codec::{
     self, encode_app_exception, inspect_reply, transcode, AppExceptionKind, Decoder, DecoderConfig,
@@ -177,15 +178,15 @@ enum CallError {
 }
 
 impl CallError {
-    /// The access-log response flag (Envoy's meanings).
-    fn flag(&self) -> &'static str {
+    /// The response flag (Envoy's meanings).
+    fn flag(&self) -> Flag {
         match self {
-            CallError::NoHealthyUpstream => "UH",
-            CallError::ConnectFailed(_) | CallError::ConnectTimeout => "UF",
-            CallError::Timeout => "UT",
-            CallError::Reset(_) | CallError::Closed => "UR",
-            CallError::Protocol(_) | CallError::Mismatch => "UPE",
-            CallError::Translation(_) => "UPE",
+            CallError::NoHealthyUpstream => Flag::NoHealthyUpstream,
+            CallError::ConnectFailed(_) | CallError::ConnectTimeout => Flag::ConnectFailure,
+            CallError::Timeout => Flag::UpstreamTimeout,
+            CallError::Reset(_) | CallError::Closed => Flag::UpstreamReset,
+            CallError::Protocol(_) | CallError::Mismatch => Flag::UpstreamProtocolError,
+            CallError::Translation(_) => Flag::UpstreamProtocolError,
         }
     }
 }
@@ -295,6 +296,7 @@ async fn bad_input<IO: AsyncWrite + Unpin>(
     tracing::debug!(listener = %ctx.name, %peer, error = %e, "closing thrift connection");
     if let Some(h) = e.header() {
         if h.message_type == MessageType::Call {
+            ctx.metrics.local_reply.count(Flag::DownstreamProtocolError);
             out.clear();
             local_reply(out, h, AppExceptionKind::ProtocolError, &e.to_string());
             let _ = write_all_flush(io, out).await;
@@ -532,6 +534,7 @@ impl ListenerCtx {
         let stats = self.metrics.for_call(&h);
         if self.denied(who, &h) {
             stats.count(Outcome::LocalError);
+            self.metrics.local_reply.count(Flag::Rbac);
             stats.duration.observe(start.elapsed().as_secs_f64());
             if oneway {
                 return Ok(Answer::Nothing);
@@ -542,10 +545,11 @@ impl ListenerCtx {
         }
         let Some(route) = self.routes.route(&h) else {
             stats.count(Outcome::LocalError);
+            self.metrics.local_reply.count(Flag::NoRoute);
             let elapsed = start.elapsed();
             stats.duration.observe(elapsed.as_secs_f64());
             self.record_sli(sli::NO_ROUTE, Outcome::LocalError, elapsed);
-            tracing::debug!(listener = %self.name, %peer, method = h.name(), flag = "NR", "no thrift route");
+            tracing::debug!(listener = %self.name, %peer, method = h.name(), flag = %Flag::NoRoute, "no thrift route");
             if oneway {
                 return Ok(Answer::Nothing);
             }
@@ -573,8 +577,9 @@ impl ListenerCtx {
             Err(e) => {
                 tracing::debug!(
                     listener = %self.name, %peer, route = %route.name, cluster,
-                    method = h.name(), flag = e.flag(), error = %e, "thrift local reply"
+                    method = h.name(), flag = %e.flag(), error = %e, "thrift local reply"
                 );
+                self.metrics.local_reply.count(e.flag());
                 if oneway {
                     (Outcome::LocalError, Answer::Nothing)
                 } else {
