@@ -39,7 +39,7 @@ use crate::router::retry::{Failure, RetryState};
 use crate::router::{Action, RequestView, Route, RouteAction};
 use crate::upstream::pool::SendError;
 use crate::upstream::Replay;
-use crate::upstream::{ActiveGuard, Cluster, Endpoint, Outcome, UpBody, UpstreamBody};
+use crate::upstream::{Attempt, Cluster, Endpoint, Outcome, Refused, UpBody, UpstreamBody};
 
 /// The request is answered here, without an upstream: the phase that decided it
 /// returns this (as `Err`, so phases chain with `?`).
@@ -626,12 +626,12 @@ async fn forward(
     let mut avoid: Option<Arc<Endpoint>> = None;
     loop {
         let n = retry.begin();
-        let attempt = start_attempt(cluster, avoid.as_ref(), *hash)
+        let mut attempt = start_attempt(cluster, avoid.as_ref(), *hash)
             .map_err(|kind| (kind, kind == ErrorKind::Overflow && retry.retried()))?;
-        st.upstream = Some(attempt.ep.authority.clone());
+        st.upstream = Some(attempt.endpoint().authority.clone());
         st.attempts = n;
         let req = fwd
-            .request(&mut parts, &attempt.ep, retry.is_last())
+            .request(&mut parts, attempt.endpoint(), retry.is_last())
             .map_err(|kind| (kind, false))?;
         // The body stays in a slot of ours until a connection takes it, so a stream
         // that never left (breaker, failed connect) goes back to the call.
@@ -645,11 +645,12 @@ async fn forward(
         } else {
             tokio::time::Instant::now()
         };
-        let send = crate::upstream::pool::send_with(&attempt.ep, &cluster.pool, req, &mut lent);
+        let send =
+            crate::upstream::pool::send_with(attempt.endpoint(), &cluster.pool, req, &mut lent);
         let result = limits.wait_head(send, sent, retry.try_limit(sent)).await;
         drop(pending);
         body.take_back(&mut lent);
-        let outcome = settle(result, cluster, &attempt.ep, sent, st);
+        let outcome = settle(result, cluster, &mut attempt, sent, st);
         let replayable = body.current.is_some();
         let failure = match &outcome {
             Ok(rsp) => Some(Failure::Status(rsp.status().as_u16(), rsp.headers())),
@@ -665,7 +666,7 @@ async fn forward(
                 cluster.stats.count_status(rsp.status().as_u16());
             }
             cluster.stats.retry.inc();
-            avoid = Some(attempt.ep.clone());
+            avoid = Some(attempt.endpoint().clone());
             continue;
         }
         return match outcome {
@@ -679,21 +680,20 @@ async fn forward(
     }
 }
 
-/// A try's endpoint, within the cluster's request breaker: the picked endpoint
-/// (never `avoid`, the one that just failed, when there is another), counted as
-/// active while the guard lives.
+/// A try's endpoint ([`Cluster::attempt`]: the `max_requests` breaker, the pick,
+/// never `avoid` (the one that just failed) when there is another, counted active
+/// while the attempt lives).
 fn start_attempt(
-    cluster: &Cluster,
+    cluster: &Arc<Cluster>,
     avoid: Option<&Arc<Endpoint>>,
     hash: Option<u64>,
-) -> Result<ActiveGuard, ErrorKind> {
-    let Some(permit) = cluster.breakers.requests.try_acquire() else {
-        return Err(ErrorKind::Overflow);
-    };
-    let Some(ep) = cluster.pick_hashed(avoid, hash) else {
-        return Err(ErrorKind::NoHealthyUpstream);
-    };
-    Ok(ActiveGuard::new(ep, Some(permit)))
+) -> Result<Attempt, ErrorKind> {
+    cluster
+        .attempt(hash, avoid)
+        .map_err(|refused| match refused {
+            Refused::Overflow => ErrorKind::Overflow,
+            Refused::NoHealthyUpstream => ErrorKind::NoHealthyUpstream,
+        })
 }
 
 /// One try's result as the proxy reads it, with its stats, logs and the outcome
@@ -701,7 +701,7 @@ fn start_attempt(
 fn settle(
     result: Option<Result<Response<UpstreamBody>, SendError>>,
     cluster: &Cluster,
-    ep: &Arc<Endpoint>,
+    attempt: &mut Attempt,
     sent: tokio::time::Instant,
     st: &mut Stream,
 ) -> Result<Response<UpstreamBody>, ErrorKind> {
@@ -723,39 +723,29 @@ fn settle(
         }
         Some(Err(SendError::Overflow)) => Err(ErrorKind::Overflow),
         Some(Err(SendError::Connect(e))) => {
-            if let Some(suppressed) = cluster.connect_fail_log.allow() {
-                tracing::warn!(cluster = %cluster.name, upstream = %ep.authority, error = %e, suppressed, "upstream connect failed");
-            }
-            cluster.stats.connect_fail.inc();
-            ep.connect_fail.fetch_add(1, Ordering::Relaxed);
+            attempt.connect_failed(&e);
             Err(ErrorKind::ConnectFailure)
         }
         Some(Err(SendError::Protocol(e))) => {
-            tracing::debug!(cluster = %cluster.name, upstream = %ep.authority, error = %e, "upstream request failed");
+            tracing::debug!(cluster = %cluster.name, upstream = %attempt.endpoint().authority, error = %e, "upstream request failed");
             Err(ErrorKind::UpstreamReset)
         }
         Some(Err(SendError::Body(e))) => {
-            tracing::debug!(cluster = %cluster.name, upstream = %ep.authority, error = %e, "request body failed; upstream connection closed");
+            tracing::debug!(cluster = %cluster.name, upstream = %attempt.endpoint().authority, error = %e, "request body failed; upstream connection closed");
             st.close_connection = true;
             Err(ErrorKind::BadBody)
         }
     };
-    let (reported, error) = match &outcome {
-        Ok(r) if r.status().as_u16() < 500 => (Some(Outcome::Success), false),
-        Ok(_) | Err(ErrorKind::UpstreamReset) | Err(ErrorKind::Timeout) => {
-            (Some(Outcome::Failure), true)
-        }
-        Err(ErrorKind::ConnectFailure) => (Some(Outcome::ConnectFailure), true),
-        // The client's fault says nothing about the endpoint.
-        Err(ErrorKind::BadBody) => (None, false),
-        // Overflow is the proxy's own limit, not the endpoint's fault.
-        Err(_) => (Some(Outcome::Success), true),
+    let reported = match &outcome {
+        Ok(r) if r.status().as_u16() < 500 => Some(Outcome::Success),
+        Ok(_) | Err(ErrorKind::UpstreamReset) | Err(ErrorKind::Timeout) => Some(Outcome::Failure),
+        // Reported by `connect_failed`. The client's fault (a bad body) and the
+        // proxy's own limits (a `max_connections` overflow) say nothing about the
+        // endpoint.
+        Err(_) => None,
     };
-    if error {
-        ep.rq_error.fetch_add(1, Ordering::Relaxed);
-    }
     if let Some(o) = reported {
-        cluster.report(ep, o);
+        attempt.report(o);
     }
     outcome
 }
@@ -767,7 +757,7 @@ fn upstream_response(
     rsp: Response<UpstreamBody>,
     call: UpstreamCall<'_>,
     conn: &Arc<ConnCtx>,
-    st: Box<Stream>,
+    mut st: Box<Stream>,
 ) -> Response<RespBody> {
     let status = rsp.status().as_u16();
     call.fwd.cluster.stats.count_status(status);
@@ -777,7 +767,9 @@ fn upstream_response(
             let proto = rp.headers.get(header::UPGRADE).cloned();
             match (b.into_upgraded(), proto) {
                 (Some(up), Some(proto)) => {
-                    tunnel(on, up, call.fwd.http.idle_timeout, conn.clone());
+                    // The tunnel keeps the attempt: it stays active on its endpoint.
+                    let attempt = st.active.take();
+                    tunnel(on, up, attempt, call.fwd.http.idle_timeout, conn.clone());
                     Ok(proto)
                 }
                 _ => Err(RespBody::full(Bytes::new())),
@@ -976,8 +968,9 @@ async fn request_body(
 }
 
 /// Splice an upgraded downstream connection and the upstream connection that
-/// answered `101`, until both sides closed or nothing moved either way for `idle`
-/// (the listener's `idle_timeout`). Bytes the upstream sent right after its `101`
+/// answered `101` with [`crate::tcp::splice`] (the TCP proxy's), until both sides
+/// closed, either failed, or nothing moved either way for `idle` (the listener's
+/// `idle_timeout`). Bytes the upstream sent right after its `101`
 /// go to the client first.
 ///
 /// The tunnel holds the downstream connection's context, so the connection stays
@@ -986,13 +979,17 @@ async fn request_body(
 fn tunnel(
     on: hyper::upgrade::OnUpgrade,
     conn: crate::upstream::h1::Conn,
+    attempt: Option<crate::upstream::Attempt>,
     idle: Duration,
     ctx: Arc<ConnCtx>,
 ) {
     tokio::spawn(async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        // The permit keeps the tunnel inside the cluster's `max_connections`.
+        use tokio::io::AsyncWriteExt;
+        // The permit keeps the tunnel inside the cluster's `max_connections`; the
+        // attempt keeps it active on its endpoint (least_request, `max_requests`)
+        // like a TCP proxy connection.
         let (up, pending, _permit) = conn.into_parts();
+        let _attempt = attempt;
         let down = match on.await {
             Ok(u) => u,
             Err(e) => {
@@ -1009,45 +1006,8 @@ fn tunnel(
         if !pending.is_empty() && down.write_all(&pending).await.is_err() {
             return;
         }
-        let (mut dr, mut dw) = tokio::io::split(down);
-        let (mut ur, mut uw) = tokio::io::split(up);
-        let mut from_client = vec![0u8; 16 * 1024];
-        let mut from_upstream = vec![0u8; 16 * 1024];
-        let (mut client_open, mut upstream_open) = (true, true);
-        let quiet = tokio::time::sleep(idle);
-        tokio::pin!(quiet);
-        while client_open || upstream_open {
-            tokio::select! {
-                r = dr.read(&mut from_client), if client_open => match r {
-                    Ok(0) | Err(_) => {
-                        client_open = false;
-                        let _ = uw.shutdown().await;
-                    }
-                    Ok(n) => {
-                        if uw.write_all(&from_client[..n]).await.is_err() {
-                            break;
-                        }
-                        quiet.as_mut().reset(tokio::time::Instant::now() + idle);
-                    }
-                },
-                r = ur.read(&mut from_upstream), if upstream_open => match r {
-                    Ok(0) | Err(_) => {
-                        upstream_open = false;
-                        let _ = dw.shutdown().await;
-                    }
-                    Ok(n) => {
-                        if dw.write_all(&from_upstream[..n]).await.is_err() {
-                            break;
-                        }
-                        quiet.as_mut().reset(tokio::time::Instant::now() + idle);
-                    }
-                },
-                _ = &mut quiet => {
-                    tracing::debug!("upgrade tunnel idle; closing");
-                    break;
-                }
-            }
-        }
+        let spliced = crate::tcp::splice(down, up, idle, [None, None]).await;
+        tracing::debug!(end = ?spliced.end, "upgrade tunnel closed");
     });
 }
 

@@ -13,7 +13,7 @@ use super::grpc;
 use super::{ConnCtx, Runtime};
 use crate::accesslog::Record;
 use crate::stats::ListenerStats;
-use crate::upstream::ActiveGuard;
+use crate::upstream::Attempt;
 
 /// A filter chain, in order.
 pub type Chain = Arc<[Arc<dyn HttpFilter>]>;
@@ -56,7 +56,7 @@ pub struct Stream {
     pub bytes_in_stream: Option<Arc<AtomicU64>>,
     pub bytes_out: u64,
     /// The endpoint's active-request count, held until the stream ends.
-    pub active: Option<ActiveGuard>,
+    pub active: Option<Attempt>,
     pub close_connection: bool,
     /// Set for gRPC calls: the status seen, and the route's call metrics.
     pub grpc: Option<grpc::Call>,
