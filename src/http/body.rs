@@ -1,23 +1,18 @@
 //! The response body handed to the client: streamed from the upstream or a local
-//! reply, carrying the stream's [`Completion`], which runs exactly once when the body
-//! ends, fails or is dropped (client gone): filters' `on_complete`, the access log.
+//! reply, carrying the stream's record ([`Stream`]), which completes exactly once when the
+//! body ends, fails or is dropped (client gone): filters' `on_complete`, the access log.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::SystemTime;
 
-use attache_filters::{HttpFilter, StreamCtx};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
 use super::grpc::{self, Expired, Timers};
-use super::{ConnCtx, Runtime};
-use crate::accesslog::Record;
-use crate::stats::ListenerStats;
+use super::stream::Stream;
 use crate::upstream::h1::{BoxError, ExchangeError};
-use crate::upstream::{Attempt, UpstreamBody};
+use crate::upstream::UpstreamBody;
 
 enum Inner {
     Full(Option<Bytes>),
@@ -26,7 +21,7 @@ enum Inner {
 
 pub struct RespBody {
     inner: Inner,
-    done: Option<Box<Completion>>,
+    done: Option<Box<Stream>>,
     /// An unread HTTP/2 request body, dropped with this body: after the response's
     /// last frame went out (see `proxy::handle`).
     held: Option<super::DownBody>,
@@ -115,7 +110,7 @@ impl RespBody {
         self.held = Some(b);
     }
 
-    pub(super) fn attach(&mut self, done: Box<Completion>) {
+    pub(super) fn attach(&mut self, done: Box<Stream>) {
         self.done = Some(done);
     }
 
@@ -208,14 +203,6 @@ impl RespBody {
     }
 }
 
-impl Drop for Completion {
-    fn drop(&mut self) {
-        // Dropped without a response body taking it over: the request future was
-        // cancelled. `finish` is idempotent.
-        self.finish(false);
-    }
-}
-
 impl Drop for RespBody {
     fn drop(&mut self) {
         let complete = self.is_end_stream();
@@ -257,267 +244,6 @@ fn discard(mut b: super::DownBody) {
         };
         let _ = tokio::time::timeout(DISCARD_TIME, drain).await;
     });
-}
-
-/// Per-stream facts for the end of the stream.
-pub struct Completion {
-    /// When the request started: only on listeners that use durations
-    /// ([`Runtime::timed`]); the wall clock only with an access log.
-    start: Option<Instant>,
-    start_wall: Option<SystemTime>,
-    rt: Arc<Runtime>,
-    conn: Arc<ConnCtx>,
-    method: http::Method,
-    version: http::Version,
-    /// Original request path and query (access log only).
-    path: String,
-    authority: String,
-    /// Request headers the access-log format names (only those), as received.
-    req_headers: Vec<Option<http::HeaderValue>>,
-    /// Response headers the access-log format names, as sent.
-    pub resp_headers: Vec<Option<http::HeaderValue>>,
-    /// Upstream tries (access log).
-    pub attempts: u32,
-    /// The last try's new upstream connection took this long (access log).
-    pub upstream_connect: Option<Duration>,
-    /// From the request start to the upstream's response headers (access log).
-    pub response_head: Option<Duration>,
-    pub request_id: Option<http::HeaderValue>,
-    pub route: Option<Arc<str>>,
-    pub cluster: Option<Arc<str>>,
-    pub upstream: Option<Arc<str>>,
-    pub flag: &'static str,
-    pub status: u16,
-    /// Request body bytes read here (a buffered body).
-    pub bytes_in: u64,
-    /// Request body bytes the upstream call streamed, when the access log wants them.
-    pub bytes_in_stream: Option<Arc<AtomicU64>>,
-    pub bytes_out: u64,
-    pub active: Option<Attempt>,
-    pub chain: Option<Arc<[Arc<dyn HttpFilter>]>>,
-    pub sc: Option<StreamCtx>,
-    pub close_connection: bool,
-    /// Set for gRPC calls: the status seen, and the route's call metrics.
-    pub grpc: Option<grpc::Call>,
-    /// The request's span, on listeners with `tracing:`.
-    pub trace: Option<crate::trace::Active>,
-    finished: bool,
-}
-
-impl Completion {
-    /// The request's authority as the target phase decided it, when it did not
-    /// come from the URI or `Host` that `new` read (an HTTP/1.0 default).
-    pub(super) fn set_authority(&mut self, authority: &str) {
-        if self.rt.log.is_some() && self.authority != authority {
-            self.authority.clear();
-            self.authority.push_str(authority);
-        }
-    }
-
-    pub(super) fn new(
-        start: Option<Instant>,
-        conn: &Arc<ConnCtx>,
-        rt: Arc<Runtime>,
-        parts: &http::request::Parts,
-    ) -> Completion {
-        let format = rt.log.as_ref().map(|l| &l.format);
-        let logging = format.is_some();
-        let s = |h: http::header::HeaderName| {
-            parts
-                .headers
-                .get(h)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string()
-        };
-        Completion {
-            start,
-            start_wall: logging.then(SystemTime::now),
-            conn: conn.clone(),
-            method: parts.method.clone(),
-            version: parts.version,
-            path: if logging {
-                parts
-                    .uri
-                    .path_and_query()
-                    .map_or("/", |p| p.as_str())
-                    .to_string()
-            } else {
-                String::new()
-            },
-            authority: if logging {
-                parts
-                    .uri
-                    .authority()
-                    .map(|a| a.to_string())
-                    .unwrap_or_else(|| s(http::header::HOST))
-            } else {
-                String::new()
-            },
-            req_headers: format.map_or_else(Vec::new, |f| {
-                f.req_headers
-                    .iter()
-                    .map(|n| parts.headers.get(n).cloned())
-                    .collect()
-            }),
-            resp_headers: Vec::new(),
-            attempts: 0,
-            upstream_connect: None,
-            response_head: None,
-            rt,
-            request_id: None,
-            route: None,
-            cluster: None,
-            upstream: None,
-            flag: "",
-            status: 0,
-            bytes_in: 0,
-            bytes_in_stream: None,
-            bytes_out: 0,
-            active: None,
-            chain: None,
-            sc: None,
-            close_connection: false,
-            grpc: None,
-            trace: None,
-            finished: false,
-        }
-    }
-
-    /// HTTP/1 while the proxy drains: tell the client to close after this response.
-    pub fn closing_for_drain(&self) -> bool {
-        self.version < http::Version::HTTP_2 && self.conn.draining.load(Ordering::Acquire)
-    }
-
-    /// Whether this stream will write an access log line.
-    pub fn logging(&self) -> bool {
-        self.rt.log.is_some()
-    }
-
-    /// The response headers the access-log format names.
-    pub fn capture_response_headers(&mut self, headers: &http::HeaderMap) {
-        if let Some(log) = &self.rt.log {
-            self.resp_headers = log
-                .format
-                .resp_headers
-                .iter()
-                .map(|n| headers.get(n).cloned())
-                .collect();
-        }
-    }
-
-    /// Since the request started (when the stream is timed).
-    pub fn since_start(&self) -> Option<Duration> {
-        self.start.map(|s| s.elapsed())
-    }
-
-    pub fn listener_stats(&self) -> &ListenerStats {
-        &self.rt.listener.stats
-    }
-
-    fn finish(&mut self, complete: bool) {
-        if std::mem::replace(&mut self.finished, true) {
-            return;
-        }
-        if !complete && self.flag.is_empty() {
-            self.flag = if self.conn.drain_cut.load(Ordering::Relaxed) {
-                "DT"
-            } else {
-                "DC"
-            };
-        }
-        if self.chain.is_some() && self.sc.is_none() {
-            // The stream ended before a response (client reset or disconnect while
-            // waiting on the upstream): filters still learn about it.
-            self.sc = Some(StreamCtx {
-                route: self.route.clone().unwrap_or_else(|| Arc::from("")),
-                cluster: self.cluster.clone(),
-                method: self.method.clone(),
-                downstream_tls: self.conn.tls,
-                peer_sans: self.conn.peer_sans.clone(),
-                grpc: self.grpc.as_ref().map(|c| c.kind),
-                ..Default::default()
-            });
-        }
-        self.active = None;
-        // `start` is set whenever a filter chain, the access log or gRPC metrics use it.
-        let elapsed = self.start.map(|s| s.elapsed());
-        let grpc_code = self.grpc.as_ref().map(|call| {
-            let code = call.final_code(self.status, self.flag);
-            call.stats.record(code, elapsed);
-            code
-        });
-        if let (Some(chain), Some(sc)) = (self.chain.take(), self.sc.as_mut()) {
-            sc.duration = elapsed;
-            sc.grpc_status = grpc_code;
-            if sc.response_flag.is_none() && !self.flag.is_empty() {
-                sc.response_flag = Some(self.flag);
-            }
-            for f in chain.iter() {
-                f.on_complete(sc);
-            }
-        }
-        if let Some(log) = &self.rt.log {
-            let rec = Record {
-                start_time: Some(self.start_wall.unwrap_or_else(SystemTime::now)),
-                listener: &self.rt.listener.name,
-                method: self.method.as_str(),
-                path: &self.path,
-                authority: &self.authority,
-                protocol: super::proxy::protocol_name(self.version),
-                status: self.status,
-                bytes_received: self.bytes_in
-                    + self
-                        .bytes_in_stream
-                        .as_ref()
-                        .map_or(0, |c| c.load(Ordering::Relaxed)),
-                bytes_sent: self.bytes_out,
-                duration: elapsed,
-                response_duration: self.response_head,
-                upstream_connect: self.upstream_connect,
-                route: self.route.as_deref().unwrap_or(""),
-                cluster: self.cluster.as_deref().unwrap_or(""),
-                upstream: self.upstream.as_deref().unwrap_or(""),
-                attempts: self.attempts,
-                response_flag: self.flag,
-                request_id: self
-                    .request_id
-                    .as_ref()
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or(""),
-                downstream: self.conn.remote_str(),
-                req_headers: &self.req_headers,
-                resp_headers: &self.resp_headers,
-                grpc_status: grpc_code.map_or("", |c| c.name()),
-                trace_id: self.trace.as_ref().map_or("", |t| t.trace_id_str()),
-                ..self.conn.tls_record()
-            };
-            log.write(&rec);
-        }
-        self.end_span();
-    }
-
-    /// The span of a traced request ends with its stream.
-    fn end_span(&mut self) {
-        let Some(span) = self.trace.take() else {
-            return;
-        };
-        span.finish(crate::trace::End {
-            listener: &self.rt.listener.name,
-            method: &self.method,
-            route: self.route.as_ref(),
-            cluster: self.cluster.as_ref(),
-            upstream: self.upstream.as_ref(),
-            status: self.status,
-            flag: self.flag,
-            bytes_in: self.bytes_in
-                + self
-                    .bytes_in_stream
-                    .as_ref()
-                    .map_or(0, |c| c.load(Ordering::Relaxed)),
-            bytes_out: self.bytes_out,
-        });
-    }
 }
 
 /// `2026-11-25T23:59:59.123Z`.

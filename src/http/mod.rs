@@ -3,6 +3,7 @@
 //! request through the listener's current route table.
 
 mod body;
+mod forwarding;
 pub mod grpc;
 mod grpc_web;
 mod h1;
@@ -13,6 +14,7 @@ pub mod normalize;
 mod proxy;
 pub mod respond;
 mod sniff;
+mod stream;
 pub mod target;
 
 #[cfg(any(test, feature = "fuzzing"))]
@@ -31,7 +33,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
 pub use body::RespBody;
-pub use proxy::strip_hop_by_hop;
+pub use forwarding::strip_hop_by_hop;
 
 use crate::accesslog::AccessLog;
 use crate::config::snapshot::Listener;
@@ -419,7 +421,8 @@ const KEEPALIVE_GRACE: Duration = Duration::from_secs(1);
 mod tests {
     use super::*;
 
-    fn runtime(filters: &str) -> Runtime {
+    /// A runtime with one direct-response route and `filters` added to the listener.
+    pub(super) fn runtime(filters: &str) -> Runtime {
         let yaml = format!(
             r#"
 admin: {{ address: "127.0.0.1:0" }}

@@ -12,6 +12,9 @@ use regex::Regex;
 
 use crate::upstream::Cluster;
 
+pub mod retry;
+pub use retry::RetryPolicy;
+
 #[cfg(test)]
 mod tests;
 
@@ -239,36 +242,6 @@ fn percent_decode(s: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-#[derive(Debug, Clone)]
-pub struct RetryPolicy {
-    pub attempts: u32,
-    pub on_5xx: bool,
-    pub on_gateway_error: bool,
-    pub on_connect_failure: bool,
-    pub on_reset: bool,
-    pub statuses: Vec<u16>,
-    pub per_try_timeout: Option<Duration>,
-    /// gRPC codes retried when a trailers-only answer carries them, as a bit set
-    /// indexed by code (`retry_on: [unavailable, ...]`).
-    pub grpc_codes: u32,
-}
-
-impl RetryPolicy {
-    pub fn retry_status(&self, status: u16) -> bool {
-        (self.on_5xx && status >= 500)
-            || (self.on_gateway_error && matches!(status, 502..=504))
-            || self.statuses.contains(&status)
-    }
-
-    /// Whether a response head's `grpc-status` (a trailers-only answer: the call
-    /// failed before any message) is one of the retried gRPC codes.
-    pub fn retry_grpc(&self, head: &HeaderMap) -> bool {
-        self.grpc_codes != 0
-            && crate::http::grpc::status_of(head)
-                .is_some_and(|c| self.grpc_codes & (1 << (c as u32)) != 0)
-    }
 }
 
 pub enum Target {

@@ -331,24 +331,7 @@ pub fn evaluate(snap: &Snapshot, cfg: &raw::Config, rq: &Request) -> Result<Outc
             };
             out.timeout = ra.timeout;
             out.retry = ra.retry.as_ref().map(|r| {
-                let mut on = Vec::new();
-                for (b, n) in [
-                    (r.on_5xx, "5xx"),
-                    (r.on_gateway_error, "gateway-error"),
-                    (r.on_connect_failure, "connect-failure"),
-                    (r.on_reset, "reset"),
-                ] {
-                    if b {
-                        on.push(n.to_string());
-                    }
-                }
-                on.extend(r.statuses.iter().map(u16::to_string));
-                on.extend(
-                    attache_filters::grpc::Code::ALL
-                        .iter()
-                        .filter(|c| r.grpc_codes & (1 << (**c as u32)) != 0)
-                        .map(|c| format!("grpc {}", c.name())),
-                );
+                let on = r.conditions();
                 let mut s = format!("{} attempts on {}", r.attempts, on.join(", "));
                 if let Some(t) = r.per_try_timeout {
                     let _ = write!(s, ", {} per try", fmt_dur(t));

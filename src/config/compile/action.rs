@@ -10,6 +10,7 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use super::{unknown_cluster, Cx};
 use crate::config::load::did_you_mean;
 use crate::config::raw;
+use crate::router::retry::RETRY_ON;
 use crate::router::{
     Action, DirectResponse, Matcher, PathMatch, Redirect, RetryPolicy, RouteAction, Target,
 };
@@ -18,31 +19,6 @@ use crate::upstream::Cluster;
 
 /// Default `stream_idle_timeout` of a route (Envoy's default too).
 pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
-
-pub(super) const RETRY_ON: &[&str] = &[
-    "5xx",
-    "gateway-error",
-    "connect-failure",
-    "reset",
-    "retriable-status-codes",
-    "cancelled",
-    "deadline-exceeded",
-    "resource-exhausted",
-    "unavailable",
-    "internal",
-];
-
-/// The gRPC `retry_on` conditions (Envoy's names) and the code each reads.
-pub(super) const GRPC_RETRY_ON: &[(&str, attache_filters::grpc::Code)] = {
-    use attache_filters::grpc::Code;
-    &[
-        ("cancelled", Code::Cancelled),
-        ("deadline-exceeded", Code::DeadlineExceeded),
-        ("resource-exhausted", Code::ResourceExhausted),
-        ("unavailable", Code::Unavailable),
-        ("internal", Code::Internal),
-    ]
-};
 
 /// A route's action: exactly one of `direct_response`, `redirect` or `route`.
 pub(super) fn compile_action(
@@ -312,40 +288,22 @@ fn target(
 fn retry_policy(cx: &mut Cx<'_>, rp: &str, r: &raw::Retries) -> RetryPolicy {
     let mut pol = RetryPolicy {
         attempts: r.attempts,
-        on_5xx: false,
-        on_gateway_error: false,
-        on_connect_failure: false,
-        on_reset: false,
         statuses: r.retriable_status_codes.clone(),
         per_try_timeout: r.per_try_timeout.map(|d| d.0),
-        grpc_codes: 0,
+        ..RetryPolicy::default()
     };
     if r.attempts > 10 {
         cx.err(&format!("{rp}.attempts"), "attempts must be at most 10");
     }
     for (i, on) in r.retry_on.iter().enumerate() {
-        match on.as_str() {
-            "5xx" => pol.on_5xx = true,
-            "gateway-error" => pol.on_gateway_error = true,
-            "connect-failure" => pol.on_connect_failure = true,
-            "reset" => pol.on_reset = true,
-            "retriable-status-codes" => {}
-            other if GRPC_RETRY_ON.iter().any(|(n, _)| *n == other) => {
-                for (n, code) in GRPC_RETRY_ON {
-                    if *n == other {
-                        pol.grpc_codes |= 1 << (*code as u32);
-                    }
-                }
-            }
-            other => {
-                let hint = did_you_mean(other, RETRY_ON.iter().copied())
-                    .map(|s| format!("; did you mean `{s}`?"))
-                    .unwrap_or_else(|| format!("; expected one of {}", RETRY_ON.join(", ")));
-                cx.err(
-                    &format!("{rp}.retry_on.{i}"),
-                    format!("unknown retry condition `{other}`{hint}"),
-                );
-            }
+        if !pol.enable(on) {
+            let hint = did_you_mean(on, RETRY_ON.iter().copied())
+                .map(|s| format!("; did you mean `{s}`?"))
+                .unwrap_or_else(|| format!("; expected one of {}", RETRY_ON.join(", ")));
+            cx.err(
+                &format!("{rp}.retry_on.{i}"),
+                format!("unknown retry condition `{on}`{hint}"),
+            );
         }
     }
     for (i, s) in r.retriable_status_codes.iter().enumerate() {
