@@ -892,7 +892,6 @@ async fn forward(
         } else {
             tokio::time::Instant::now()
         };
-        let call = crate::upstream::pool::send_with(&ep, &cluster.pool, req, &mut up_body);
         let per_try = retry.and_then(|r| r.per_try_timeout);
         let limit = match (deadline, per_try) {
             (Some(d), Some(p)) => Some(d.min(sent + p)),
@@ -900,7 +899,16 @@ async fn forward(
             (None, Some(p)) => Some(sent + p),
             (None, None) => None,
         };
-        let result = limits.wait_head(call, sent, limit).await;
+        let result = {
+            // Pinned where it is made: the call's future is not moved again.
+            let call = std::pin::pin!(crate::upstream::pool::send_with(
+                &ep,
+                &cluster.pool,
+                req,
+                &mut up_body
+            ));
+            limits.wait_head(call, sent, limit).await
+        };
         drop(pending);
         restore(&mut up_body, body);
         let overall_expired = || deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
