@@ -35,7 +35,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version};
+use http::{header, HeaderName, HeaderValue, Method, Request, Response, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf, WriteHalf};
 use tokio::sync::{oneshot, watch};
@@ -461,9 +461,12 @@ fn build(
     let http10 = version == Version::HTTP_10;
     let (ps, pl) = (path.0 as usize, path.1 as usize);
     let uri = Uri::from_maybe_shared(raw.slice(ps..ps + pl)).ok()?;
-    // Room for the headers the proxy adds (x-request-id, x-forwarded-*): growing
-    // the map rehashes it.
-    let mut headers = HeaderMap::with_capacity(spans.len() + 4);
+    // The map is filled in place (no empty one made and dropped), with room for
+    // the headers the proxy adds (x-request-id, x-forwarded-*): growing the map
+    // rehashes it.
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.headers.reserve(spans.len() + 4);
+    let headers = &mut parts.headers;
     let mut content_length = None;
     let (mut chunked, mut expect_continue) = (false, false);
     // `Connection: close` / `keep-alive`; HTTP/1.0 closes unless asked not to.
@@ -506,11 +509,9 @@ fn build(
         let value = HeaderValue::from_maybe_shared(raw.slice(vs..ve)).ok()?;
         headers.append(name, value);
     }
-    let (mut parts, ()) = Request::new(()).into_parts();
     parts.method = method;
     parts.uri = uri;
     parts.version = version;
-    parts.headers = headers;
     let body = match (chunked, content_length) {
         // Request smuggling's signature (RFC 9112 section 6.3): refused, not
         // resolved in favour of one of them. HTTP/1.0 has no transfer codings:
