@@ -44,7 +44,7 @@ use tokio::time::Instant;
 use super::{ConnCtx, RespBody};
 use crate::error::{ErrorKind, Reject};
 use crate::http1::chunked;
-use crate::upstream::h1::{header_spans, parse_length, tokens};
+use crate::http1::head::{header_spans, parse_length, put_field, tokens};
 
 /// Header slots on the stack; a request with more (or more than the listener's
 /// `max_headers`) goes to hyper, which answers it as before.
@@ -901,7 +901,7 @@ async fn write_response<W: AsyncWrite + Unpin>(
         } else if k == header::DATE {
             has_date = true;
         }
-        put_header(out, k.as_str().as_bytes(), v.as_bytes());
+        put_field(out, k.as_str().as_bytes(), v.as_bytes());
     }
     let code = status.as_u16();
     let exact = body.size_hint().exact();
@@ -1096,16 +1096,9 @@ async fn write_both<W: AsyncWrite + Unpin>(
     send_all(wr, b, stall).await
 }
 
-fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
-}
-
 fn put_length(out: &mut Vec<u8>, n: u64) {
     let mut b = itoa::Buffer::new();
-    put_header(out, b"content-length", b.format(n).as_bytes());
+    put_field(out, b"content-length", b.format(n).as_bytes());
 }
 
 fn put_chunk_size(out: &mut Vec<u8>, n: usize) {
@@ -1126,7 +1119,7 @@ fn put_date(out: &mut Vec<u8>) {
         if d.0 != secs {
             *d = (secs, httpdate::fmt_http_date(now));
         }
-        put_header(out, b"date", d.1.as_bytes());
+        put_field(out, b"date", d.1.as_bytes());
     });
 }
 

@@ -3,3 +3,4 @@
 //! framing rule, so both directions read a message the same way.
 
 pub mod chunked;
+pub mod head;
