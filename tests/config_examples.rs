@@ -52,6 +52,7 @@ fn each_named_example_validates() {
         "grpc-sidecar.yaml",
         "mesh-rbac.yaml",
         "tracing.yaml",
+        "xds-eds.yaml",
     ] {
         let path = std::path::Path::new("config").join(name);
         assert!(path.exists(), "config/{name} is missing");

@@ -26,6 +26,7 @@ mod listener;
 mod rbac;
 mod route;
 mod tls;
+mod xds;
 
 use cluster::compile_clusters;
 use global::{compile_admin, compile_tracing};
@@ -145,6 +146,7 @@ pub fn compile(
         .map(|t| crate::trace::Tracer::new(t, opts.stats));
     // Clusters first: routes refer to them.
     let clusters = Arc::new(compile_clusters(&mut cx, &cfg.clusters, opts));
+    let xds = xds::compile_xds(&mut cx, cfg);
     let listeners = compile_listeners(
         &mut cx,
         &cfg.listeners,
@@ -172,6 +174,7 @@ pub fn compile(
         listeners,
         clusters,
         effective,
+        xds,
     })
 }
 
