@@ -882,6 +882,8 @@ pub enum ThriftTransport {
     #[default]
     Framed,
     Unframed,
+    /// THeader (`THeaderTransport`).
+    Header,
     Auto,
 }
 
@@ -949,6 +951,9 @@ pub struct ThriftMatch {
     pub method_prefix: Option<String>,
     #[serde(default)]
     pub service: Option<String>,
+    /// THeader info headers, with the HTTP route header matchers' keys.
+    #[serde(default)]
+    pub headers: Vec<HeaderMatcher>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]

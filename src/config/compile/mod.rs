@@ -99,15 +99,9 @@ fn parse_addr(cx: &mut Cx<'_>, path: &str, s: &str) -> Option<SocketAddr> {
 
 fn regex(cx: &mut Cx<'_>, path: &str, pattern: &str) -> Option<Regex> {
     // Anchored like Envoy's safe_regex: the whole value must match.
-    match Regex::new(&format!("^(?:{pattern})$")) {
-        Ok(r) => Some(r),
-        Err(e) => {
-            let e = e.to_string();
-            let detail = e.lines().last().unwrap_or("invalid").trim().to_string();
-            cx.err(path, format!("invalid regex `{pattern}`: {detail}"));
-            None
-        }
-    }
+    crate::router::anchored_regex(pattern)
+        .map_err(|msg| cx.err(path, msg))
+        .ok()
 }
 
 fn unknown_cluster(
