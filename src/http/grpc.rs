@@ -266,9 +266,12 @@ impl StreamLimits {
     /// Wait for the response head of a try sent at `from`: until `limit`, and with
     /// an idle limit, until nothing moved for that long (request bytes still going
     /// upstream restart it). None when a limit ended the wait.
+    ///
+    /// The call is pinned by the caller and borrowed: the upstream call's future is
+    /// large, and moving it in (and into a timeout) was a copy per request.
     pub async fn wait_head<F: std::future::Future>(
         &self,
-        call: F,
+        mut call: Pin<&mut F>,
         from: Instant,
         limit: Option<Instant>,
     ) -> Option<F::Output> {
@@ -278,13 +281,12 @@ impl StreamLimits {
                 None => Some(call.await),
             };
         };
-        tokio::pin!(call);
         let load = |s: &Arc<AtomicU64>| s.load(Ordering::Relaxed);
         let mut seen = self.sent.as_ref().map_or(0, load);
         let mut idle_at = from + idle;
         loop {
             let at = limit.map_or(idle_at, |l| l.min(idle_at));
-            if let Ok(r) = tokio::time::timeout_at(at, &mut call).await {
+            if let Ok(r) = tokio::time::timeout_at(at, call.as_mut()).await {
                 return Some(r);
             }
             let now = Instant::now();
@@ -519,7 +521,7 @@ mod tests {
             sent: Some(sent.clone()),
         };
         let t0 = Instant::now();
-        let never = std::future::pending::<()>();
+        let never = std::pin::pin!(std::future::pending::<()>());
         let bump = async {
             tokio::time::sleep(Duration::from_secs(8)).await;
             sent.fetch_add(1, Ordering::Relaxed);
@@ -532,11 +534,16 @@ mod tests {
         let t0 = Instant::now();
         let limit = Some(t0 + Duration::from_secs(3));
         let never = std::future::pending::<()>();
-        assert!(limits.wait_head(never, t0, limit).await.is_none());
+        assert!(limits
+            .wait_head(std::pin::pin!(never), t0, limit)
+            .await
+            .is_none());
         assert_eq!(t0.elapsed(), Duration::from_secs(3));
         let quick = async { 7 };
         assert_eq!(
-            limits.wait_head(quick, Instant::now(), limit).await,
+            limits
+                .wait_head(std::pin::pin!(quick), Instant::now(), limit)
+                .await,
             Some(7)
         );
     }

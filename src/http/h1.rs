@@ -35,7 +35,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version};
+use http::{header, HeaderName, HeaderValue, Method, Request, Response, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf, WriteHalf};
 use tokio::sync::{oneshot, watch};
@@ -44,7 +44,7 @@ use tokio::time::Instant;
 use super::{ConnCtx, RespBody};
 use crate::error::{ErrorKind, Reject};
 use crate::http1::chunked;
-use crate::upstream::h1::{header_spans, parse_length, tokens};
+use crate::http1::head::{header_spans, parse_length, put_field, tokens};
 
 /// Header slots on the stack; a request with more (or more than the listener's
 /// `max_headers`) goes to hyper, which answers it as before.
@@ -461,9 +461,12 @@ fn build(
     let http10 = version == Version::HTTP_10;
     let (ps, pl) = (path.0 as usize, path.1 as usize);
     let uri = Uri::from_maybe_shared(raw.slice(ps..ps + pl)).ok()?;
-    // Room for the headers the proxy adds (x-request-id, x-forwarded-*): growing
-    // the map rehashes it.
-    let mut headers = HeaderMap::with_capacity(spans.len() + 4);
+    // The map is filled in place (no empty one made and dropped), with room for
+    // the headers the proxy adds (x-request-id, x-forwarded-*): growing the map
+    // rehashes it.
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.headers.reserve(spans.len() + 4);
+    let headers = &mut parts.headers;
     let mut content_length = None;
     let (mut chunked, mut expect_continue) = (false, false);
     // `Connection: close` / `keep-alive`; HTTP/1.0 closes unless asked not to.
@@ -506,11 +509,9 @@ fn build(
         let value = HeaderValue::from_maybe_shared(raw.slice(vs..ve)).ok()?;
         headers.append(name, value);
     }
-    let (mut parts, ()) = Request::new(()).into_parts();
     parts.method = method;
     parts.uri = uri;
     parts.version = version;
-    parts.headers = headers;
     let body = match (chunked, content_length) {
         // Request smuggling's signature (RFC 9112 section 6.3): refused, not
         // resolved in favour of one of them. HTTP/1.0 has no transfer codings:
@@ -900,7 +901,7 @@ async fn write_response<W: AsyncWrite + Unpin>(
         } else if k == header::DATE {
             has_date = true;
         }
-        put_header(out, k.as_str().as_bytes(), v.as_bytes());
+        put_field(out, k.as_str().as_bytes(), v.as_bytes());
     }
     let code = status.as_u16();
     let exact = body.size_hint().exact();
@@ -1095,16 +1096,9 @@ async fn write_both<W: AsyncWrite + Unpin>(
     send_all(wr, b, stall).await
 }
 
-fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
-}
-
 fn put_length(out: &mut Vec<u8>, n: u64) {
     let mut b = itoa::Buffer::new();
-    put_header(out, b"content-length", b.format(n).as_bytes());
+    put_field(out, b"content-length", b.format(n).as_bytes());
 }
 
 fn put_chunk_size(out: &mut Vec<u8>, n: usize) {
@@ -1125,7 +1119,7 @@ fn put_date(out: &mut Vec<u8>) {
         if d.0 != secs {
             *d = (secs, httpdate::fmt_http_date(now));
         }
-        put_header(out, b"date", d.1.as_bytes());
+        put_field(out, b"date", d.1.as_bytes());
     });
 }
 

@@ -645,9 +645,16 @@ async fn forward(
         } else {
             tokio::time::Instant::now()
         };
-        let send =
-            crate::upstream::pool::send_with(attempt.endpoint(), &cluster.pool, req, &mut lent);
-        let result = limits.wait_head(send, sent, retry.try_limit(sent)).await;
+        let result = {
+            // Pinned where it is made: the call's future is not moved again.
+            let send = std::pin::pin!(crate::upstream::pool::send_with(
+                attempt.endpoint(),
+                &cluster.pool,
+                req,
+                &mut lent
+            ));
+            limits.wait_head(send, sent, retry.try_limit(sent)).await
+        };
         drop(pending);
         body.take_back(&mut lent);
         let outcome = settle(result, cluster, &mut attempt, sent, st);

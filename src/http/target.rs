@@ -92,52 +92,70 @@ fn trim_dot(host: &str) -> &str {
 /// reg-name: letters, digits, `-`, `_` and `.` between non-empty labels, one
 /// trailing dot allowed; or `[IPv6]`).
 pub fn parse_authority(raw: &[u8]) -> Option<Authority<'_>> {
-    let s = std::str::from_utf8(raw).ok()?;
-    let (host, port) = if s.starts_with('[') {
-        let end = s.find(']')?;
-        s[1..end].parse::<std::net::Ipv6Addr>().ok()?;
-        match &s[end + 1..] {
-            "" => (&s[..=end], None),
-            rest => (&s[..=end], Some(rest.strip_prefix(':')?)),
-        }
+    authority(std::str::from_utf8(raw).ok()?).map(|(a, _)| a)
+}
+
+/// [`parse_authority`] on text, in one pass over it (this runs for every
+/// request), and whether the host has upper-case letters.
+fn authority(s: &str) -> Option<(Authority<'_>, bool)> {
+    let b = s.as_bytes();
+    let (end, upper) = if b.first() == Some(&b'[') {
+        let end = 1 + b.iter().position(|&c| c == b']')?;
+        s[1..end - 1].parse::<std::net::Ipv6Addr>().ok()?;
+        (end, false)
     } else {
-        match s.split_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (s, None),
+        name_end(b)?
+    };
+    let port = match &b[end..] {
+        [] => None,
+        [b':', digits @ ..] => Some(parse_port(digits)?),
+        _ => return None,
+    };
+    let host = &s[..end];
+    Some((Authority { host, port }, upper))
+}
+
+/// Where a DNS-style name at the front of `b` ends (at the end or a `:`), and
+/// whether it has upper-case letters. None when it is not one: an empty label,
+/// a byte outside letters, digits, `-`, `_` and `.`, or nothing but a dot.
+fn name_end(b: &[u8]) -> Option<(usize, bool)> {
+    let (mut label, mut upper) = (0usize, false);
+    let mut end = b.len();
+    for (i, &c) in b.iter().enumerate() {
+        match c {
+            b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' => label += 1,
+            b'A'..=b'Z' => {
+                label += 1;
+                upper = true;
+            }
+            b'.' if label > 0 => label = 0,
+            b':' => {
+                end = i;
+                break;
+            }
+            _ => return None,
         }
-    };
-    if !host.starts_with('[') && !valid_name(host) {
-        return None;
     }
-    let port = match port {
-        None => None,
-        Some(p) => Some(parse_port(p)?),
-    };
-    Some(Authority { host, port })
+    // The last label may be empty only after one trailing dot.
+    let trailing_dot = end > 0 && b[end - 1] == b'.';
+    (label > 0 || (trailing_dot && end > 1)).then_some((end, upper))
 }
 
-fn valid_name(host: &str) -> bool {
-    let labels = trim_dot(host);
-    !labels.is_empty()
-        && labels.split('.').all(|l| {
-            !l.is_empty()
-                && l.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
-}
-
-fn parse_port(p: &str) -> Option<u16> {
-    if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
+fn parse_port(p: &[u8]) -> Option<u16> {
+    if p.is_empty() || p.len() > 5 {
         return None;
     }
-    p.parse::<u16>().ok().filter(|&n| n > 0)
+    let n = p.iter().try_fold(0u32, |n, &d| {
+        d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0'))
+    })?;
+    u16::try_from(n).ok().filter(|&n| n > 0)
 }
 
 /// Decide the request's target: its authority, then its path.
 pub fn resolve<'a>(head: &Head<'a>, settings: &Settings<'a>) -> Result<Target<'a>, Reject> {
-    let (authority, source, parsed) = authority_of(head, settings)?;
+    let (authority, source, parsed, upper) = authority_of(head, settings)?;
     let host = trim_dot(parsed.host);
-    let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+    let host = if upper {
         Cow::Owned(host.to_ascii_lowercase())
     } else {
         Cow::Borrowed(host)
@@ -152,12 +170,17 @@ pub fn resolve<'a>(head: &Head<'a>, settings: &Settings<'a>) -> Result<Target<'a
     })
 }
 
-fn authority_of<'a>(
-    head: &Head<'a>,
-    settings: &Settings<'a>,
-) -> Result<(&'a str, Source, Authority<'a>), Reject> {
+/// The authority, where it came from, its parts, and whether its host has upper
+/// case.
+type Decided<'a> = (&'a str, Source, Authority<'a>, bool);
+
+fn authority_of<'a>(head: &Head<'a>, settings: &Settings<'a>) -> Result<Decided<'a>, Reject> {
+    // A Host header is checked even where the URI's authority wins.
     let host_header = match head.host {
-        Some(h) => Some(parse_authority(h.as_bytes()).ok_or(Reject::Host)?),
+        Some(h) => {
+            let s = h.to_str().map_err(|_| Reject::Host)?;
+            Some((s, authority(s).ok_or(Reject::Host)?))
+        }
         None => None,
     };
     if let Some(a) = head.uri.authority() {
@@ -168,18 +191,16 @@ fn authority_of<'a>(
             None if head.tls => 443,
             None => 80,
         };
-        let parsed = parse_authority(a.as_str().as_bytes()).ok_or(Reject::Host)?;
+        let (parsed, upper) = authority(a.as_str()).ok_or(Reject::Host)?;
         match host_header {
-            Some(h) if !h.same_as(&parsed, default_port) => return Err(Reject::Host),
+            Some((_, (h, _))) if !h.same_as(&parsed, default_port) => return Err(Reject::Host),
             None if head.version == Version::HTTP_11 => return Err(Reject::Host),
             _ => {}
         }
-        return Ok((a.as_str(), Source::Uri, parsed));
+        return Ok((a.as_str(), Source::Uri, parsed, upper));
     }
-    if let (Some(h), Some(parsed)) = (head.host, host_header) {
-        // Checked above: the value is visible ASCII.
-        let s = h.to_str().map_err(|_| Reject::Host)?;
-        return Ok((s, Source::Host, parsed));
+    if let Some((s, (parsed, upper))) = host_header {
+        return Ok((s, Source::Host, parsed, upper));
     }
     // No authority at all: only HTTP/1.0 (and 0.9) may leave it out.
     let default = match head.version {
@@ -187,15 +208,15 @@ fn authority_of<'a>(
         _ => None,
     };
     let s = default.and_then(|d| d.to_str().ok()).ok_or(Reject::Host)?;
-    let parsed = parse_authority(s.as_bytes()).ok_or(Reject::Host)?;
-    Ok((s, Source::Default, parsed))
+    let (parsed, upper) = authority(s).ok_or(Reject::Host)?;
+    Ok((s, Source::Default, parsed, upper))
 }
 
 fn path_of<'a>(head: &Head<'a>, rules: &Rules) -> Result<(Cow<'a, str>, Option<&'a str>), Reject> {
-    let pq = head.uri.path_and_query().map_or("/", |p| p.as_str());
-    let (raw_path, query) = match pq.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (pq, None),
+    // `http::Uri` has found the query already.
+    let (raw_path, query) = match head.uri.path_and_query() {
+        Some(pq) => (pq.path(), pq.query()),
+        None => ("/", None),
     };
     match normalize(raw_path, rules) {
         Ok(p) => Ok((p, query)),

@@ -32,6 +32,9 @@ use super::breakers::Permit;
 use super::connector::Stream;
 use super::UpBody;
 use crate::http1::chunked;
+use crate::http1::head::{header_spans, put_field};
+// The wire helpers other modules know by this path.
+pub use crate::http1::head::{has_token, is_plain_connection_option, parse_length, tokens};
 
 /// Largest response head accepted (status line and headers).
 const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -174,10 +177,7 @@ pub fn encode_head(parts: &http::request::Parts, body: &UpBody) -> Head {
         if k == header::EXPECT {
             continue;
         }
-        buf.put_slice(k.as_str().as_bytes());
-        buf.put_slice(b": ");
-        buf.put_slice(v.as_bytes());
-        buf.put_slice(b"\r\n");
+        put_field(&mut buf, k.as_str().as_bytes(), v.as_bytes());
     }
     for f in framing {
         buf.put_slice(f);
@@ -232,17 +232,6 @@ impl Out {
 
 fn chunk_prefix(len: usize) -> Bytes {
     Bytes::copy_from_slice(chunked::size_line_for(len).as_bytes())
-}
-
-/// A `Content-Length` value (or one element of a list of them): digits only, no
-/// sign or spaces, at most 19 of them so it fits in a u64.
-pub(crate) fn parse_length(v: &[u8]) -> Option<u64> {
-    if v.is_empty() || v.len() > 19 {
-        return None;
-    }
-    v.iter().try_fold(0u64, |n, &b| {
-        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
-    })
 }
 
 /// The request still being written: buffers in flight and the body they come from.
@@ -492,29 +481,6 @@ fn parse_head(
     }
 }
 
-/// Offsets in `buf` of each parsed header's name and value (`[name start, name
-/// end, value start, value end]`), so the head can be frozen and its pieces
-/// shared instead of copied. `buf` must be under 4 GiB (heads are bounded far
-/// below) and hold the headers.
-pub(crate) fn header_spans(
-    buf: &[u8],
-    headers: &[httparse::Header<'_>],
-    spans: &mut Vec<[u32; 4]>,
-) {
-    let base = buf.as_ptr() as usize;
-    let off = |p: *const u8| (p as usize).wrapping_sub(base) as u32;
-    spans.clear();
-    spans.extend(headers.iter().map(|h| {
-        let (name, value) = (off(h.name.as_ptr()), off(h.value.as_ptr()));
-        [
-            name,
-            name + h.name.len() as u32,
-            value,
-            value + h.value.len() as u32,
-        ]
-    }));
-}
-
 /// What the framing headers of a response head say, read while the head is turned
 /// into a header map. `Connection` (when it lists only `close`, `keep-alive` or
 /// `upgrade`), `Keep-Alive`, `Proxy-Connection` and `Transfer-Encoding` are
@@ -569,28 +535,6 @@ impl HeadFacts {
         let n = name.as_str();
         n != "keep-alive" && n != "proxy-connection"
     }
-}
-
-/// Whether a comma-separated header (`Connection`, ...) lists `token`, in any case.
-pub fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .any(|v| tokens(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(token.as_bytes())))
-}
-
-/// The elements of a comma-separated header value, trimmed (empty ones included).
-pub fn tokens(value: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
-    value.split(|&b| b == b',').map(<[u8]>::trim_ascii)
-}
-
-/// A `Connection` option that names no other header to remove: empty, `close`, or
-/// `keep-alive` / `upgrade` (those headers are hop-by-hop anyway).
-pub fn is_plain_connection_option(token: &[u8]) -> bool {
-    token.is_empty()
-        || [&b"close"[..], b"keep-alive", b"upgrade"]
-            .iter()
-            .any(|o| token.eq_ignore_ascii_case(o))
 }
 
 /// How the body is framed (RFC 9112 section 6.3) and whether the connection can be

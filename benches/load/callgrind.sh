@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# User-space instructions per HTTP/1.1 keep-alive request, counted by callgrind:
+# repeatable on a busy machine, unlike wall-clock load runs. See benches/README.md.
+#
+#   benches/load/callgrind.sh BIN [BIN...]   # attache binaries (say, before and after)
+#   N=20000 SHAPES="direct forward" CONTENDERS="nginx" benches/load/callgrind.sh BIN
+#
+# For each binary and shape, the proxy runs under valgrind with one worker,
+# `h2load --h1 -c4` sends 2000 warm-up requests, the counters are zeroed
+# (`callgrind_control -z`), N more requests are sent and the counters dumped.
+# Shapes: `direct` (a direct_response route with the origin's 64-byte body) and
+# `forward` (to the harness's NGINX origin, the attache.yaml.in route).
+# CONTENDERS=nginx adds a bare NGINX reverse proxy (no forwarding headers, the
+# SAME_HEADERS=0 config) on the forward shape. Build with line tables to read
+# the profiles (`callgrind_annotate OUT/<name>.cg.1`):
+#   cargo build --release --config 'profile.release.package.attache.debug="line-tables-only"' \
+#     --config 'profile.release.package.attache.strip=false'
+set -euo pipefail
+
+N=${N:-20000}
+SHAPES=${SHAPES:-direct forward}
+CONTENDERS=${CONTENDERS:-}
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+OUT=${OUT:-$(mktemp -d /tmp/attache-callgrind.XXXXXX)}
+mkdir -p "$OUT/origin-tmp" "$OUT/nginx-tmp"
+(($# > 0)) || [[ -n $CONTENDERS ]] || {
+	echo "usage: $0 ATTACHE_BINARY..." >&2
+	exit 64
+}
+
+PIDS=()
+cleanup() {
+	for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+read -r ORIGIN_PORT PROXY_PORT <<<"$(python3 -c '
+import socket
+s = [socket.socket() for _ in range(2)]
+for x in s: x.bind(("127.0.0.1", 0))
+print(" ".join(str(x.getsockname()[1]) for x in s))')"
+
+render() {
+	local tmpl=$1 out=$2 kv text
+	shift 2
+	text=$(<"$tmpl")
+	for kv in "$@"; do text=${text//@${kv%%=*}@/${kv#*=}}; done
+	printf '%s\n' "$text" >"$out"
+}
+USER_LINE=""
+((EUID == 0)) && USER_LINE="user root;"
+
+wait_port() {
+	for _ in $(seq 1 600); do
+		curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0
+		sleep 0.2
+	done
+	echo "nothing answers on port $1" >&2
+	exit 1
+}
+
+render "$HERE/origin.conf.in" "$OUT/origin.conf" DIR="$OUT" ORIGIN_PORT="$ORIGIN_PORT" USER="$USER_LINE"
+nginx -c "$OUT/origin.conf" -p "$OUT" &
+PIDS+=($!)
+wait_port "$ORIGIN_PORT"
+
+config() { # config SHAPE FILE
+	if [[ $1 == direct ]]; then
+		cat >"$2" <<EOF
+admin: { address: "127.0.0.1:0" }
+listeners:
+  - name: bench
+    address: 127.0.0.1:$PROXY_PORT
+    protocol: http
+    virtual_hosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - match: { prefix: / }
+            direct_response: { status: 200, body: "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\n" }
+EOF
+	else
+		render "$HERE/attache.yaml.in" "$2" ORIGIN_PORT="$ORIGIN_PORT" PROXY_PORT="$PROXY_PORT"
+	fi
+}
+
+# measure NAME COMMAND...: Ir per request of COMMAND (listening on PROXY_PORT).
+measure() {
+	local name=$1 pid ir
+	shift
+	rm -f "$OUT/$name.cg"*
+	valgrind --tool=callgrind --callgrind-out-file="$OUT/$name.cg" "$@" 2>"$OUT/$name.valgrind" &
+	pid=$!
+	wait_port "$PROXY_PORT"
+	h2load --h1 -n 2000 -c 4 "http://127.0.0.1:$PROXY_PORT/" >/dev/null
+	callgrind_control -z "$pid" >/dev/null 2>&1
+	h2load --h1 -n "$N" -c 4 "http://127.0.0.1:$PROXY_PORT/" >"$OUT/$name.h2load"
+	grep -q "$N succeeded" "$OUT/$name.h2load" || echo "warning: $name had failed requests" >&2
+	callgrind_control -d "$pid" >/dev/null 2>&1
+	kill "$pid"
+	wait "$pid" || true
+	ir=$(awk '/^(summary|totals):/ {print $2; exit}' "$OUT/$name.cg.1")
+	printf '%-28s %8d Ir/request\n' "$name" $((ir / N))
+}
+
+i=0
+for bin in "$@"; do
+	i=$((i + 1))
+	for shape in $SHAPES; do
+		config "$shape" "$OUT/attache-$shape.yaml"
+		measure "attache$i-$shape" "$bin" run -c "$OUT/attache-$shape.yaml" --concurrency 1 --log-level error
+	done
+done
+if [[ " $CONTENDERS " == *" nginx "* ]]; then
+	render "$HERE/nginx.conf.in" "$OUT/nginx.conf" DIR="$OUT" ORIGIN_PORT="$ORIGIN_PORT" \
+		PROXY_PORT="$PROXY_PORT" H2_LISTEN="" USER="$USER_LINE" FWD_HEADERS="" FWD_NOTE="bare"
+	# NGINX forks no worker with master_process off: the one process serves.
+	measure nginx-forward nginx -c "$OUT/nginx.conf" -p "$OUT" -g "master_process off;"
+fi
+echo "profiles in $OUT" >&2
