@@ -20,6 +20,12 @@ use support::{bin, Proxy};
 /// (file, a line the block contains, why it is not run).
 const SKIP: &[(&str, &str, &str)] = &[
     (
+        "docs/performance.md",
+        "TESTS=idle IDLE_CONNECTIONS=10000 benches/load/run.sh",
+        "the load harness: installs NGINX and HAProxy, builds with fat LTO and runs for \
+         minutes; the lead runs it on a quiet machine (benches/README.md)",
+    ),
+    (
         "README.md",
         "cargo test --workspace --locked",
         "runs the proxy in the foreground and then the whole test suite; \

@@ -184,7 +184,7 @@ build() {
 	ATTACHE=$TARGET/release/attache
 	LOADGEN=$TARGET/release/examples/loadgen
 	[[ -x $ATTACHE ]] || die "$ATTACHE not built"
-	[[ -x $LOADGEN ]] || die "$LOADGEN not built"
+	[[ -x $LOADGEN || " $TESTS " != *" rate "* ]] || die "$LOADGEN not built"
 }
 
 # Fill @KEY@ placeholders: render TEMPLATE OUTPUT KEY=VALUE...
@@ -203,12 +203,21 @@ USER_LINE=""
 
 # The idle test holds IDLE_CONNECTIONS connections at once: the proxies' connection
 # limits (NGINX worker_connections, HAProxy maxconn) and the file limit grow to fit.
-MAX_CONN=4096
+# HAProxy reserves two descriptors per connection (client and server side) and
+# refuses to start when its maxconn does not fit the file limit, so under a low hard
+# limit it holds fewer idle connections (the table says how many).
+MAX_CONN=4096 HAPROXY_MAX_CONN=4096
+declare -A IDLE_N
 if [[ " $TESTS " == *" idle "* ]]; then
 	[[ $IDLE_CONNECTIONS =~ ^[0-9]+$ && $IDLE_CONNECTIONS -gt 0 ]] || die "IDLE_CONNECTIONS must be a whole number"
 	MAX_CONN=$((IDLE_CONNECTIONS + 1024 > 4096 ? IDLE_CONNECTIONS + 1024 : 4096))
-	ulimit -n "$((MAX_CONN + 1024))" 2>/dev/null ||
-		die "the idle test needs $((MAX_CONN + 1024)) open files (ulimit -Hn is $(ulimit -Hn)); lower IDLE_CONNECTIONS"
+	fd_hard=$(ulimit -Hn)
+	[[ $fd_hard == unlimited ]] && fd_hard=$((4 * MAX_CONN))
+	((fd_hard >= MAX_CONN + 1024)) ||
+		die "the idle test needs $((MAX_CONN + 1024)) open files (ulimit -Hn is $fd_hard); lower IDLE_CONNECTIONS"
+	ulimit -n "$fd_hard"
+	HAPROXY_MAX_CONN=$(((fd_hard - 256) / 2 < MAX_CONN ? (fd_hard - 256) / 2 : MAX_CONN))
+	IDLE_N[haproxy]=$((HAPROXY_MAX_CONN - 64 < IDLE_CONNECTIONS ? HAPROXY_MAX_CONN - 64 : IDLE_CONNECTIONS))
 fi
 
 # ---------------------------------------------------------------- contenders ---
@@ -266,7 +275,7 @@ start_nginx() {
 
 start_haproxy() {
 	local port=$1 h2port=$2
-	render "$HERE/haproxy.cfg.in" "$WORK/haproxy.cfg" ORIGIN_PORT="$ORIGIN_PORT" PROXY_PORT="$port" H2_PORT="$h2port" MAX_CONN="$MAX_CONN" \
+	render "$HERE/haproxy.cfg.in" "$WORK/haproxy.cfg" ORIGIN_PORT="$ORIGIN_PORT" PROXY_PORT="$port" H2_PORT="$h2port" MAX_CONN="$HAPROXY_MAX_CONN" \
 		FWD_HEADERS="$HAPROXY_FWD" FWD_NOTE="$FWD_NOTE"
 	haproxy -c -q -f "$WORK/haproxy.cfg" || die "haproxy rejected $WORK/haproxy.cfg"
 	taskset -c "$PROXY_CPU" haproxy -db -f "$WORK/haproxy.cfg" >>"$WORK/haproxy.log" 2>&1 &
@@ -393,12 +402,13 @@ measure_idle() {
 	start_contender "$who"
 	[[ $proto == h2c ]] && port=${H2PORT[$who]}
 	local f="$WORK/idle$round-$proto-$who.out" before after client deadline=$((SECONDS + 300))
+	local n=${IDLE_N[$who]:-$IDLE_CONNECTIONS}
 	# shellcheck disable=SC2086 # PROCS is a list of pids
 	before=$(rss_sum_kib ${PROCS[$who]})
 	taskset -c "$LOAD_CPU" python3 "$HERE/idle.py" --port "$port" --proto "$proto" \
-		--connections "$IDLE_CONNECTIONS" >"$f" 2>&1 &
+		--connections "$n" >"$f" 2>&1 &
 	client=$!
-	until grep -q '^ready' "$f"; do
+	until grep -q '^ready' "$f" 2>/dev/null; do
 		kill -0 "$client" 2>/dev/null || die "idle client failed against $who; see $f"
 		((SECONDS < deadline)) || die "idle client not done after 300 s; see $f"
 		sleep 0.2
@@ -407,8 +417,8 @@ measure_idle() {
 	after=$(rss_sum_kib ${PROCS[$who]})
 	kill -TERM "$client" 2>/dev/null || true
 	wait "$client" 2>/dev/null || true
-	printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$proto" "$who" "$IDLE_CONNECTIONS" "$before" "$after" >>"$IDLE_RESULTS"
-	log "idle $round $proto $who: $IDLE_CONNECTIONS connections, RSS $before -> $after KiB ($(((after - before) * 1024 / IDLE_CONNECTIONS)) B each)"
+	printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$proto" "$who" "$n" "$before" "$after" >>"$IDLE_RESULTS"
+	log "idle $round $proto $who: $n connections, RSS $before -> $after KiB ($(((after - before) * 1024 / n)) B each)"
 }
 
 # ---------------------------------------------------------------------- main ---
