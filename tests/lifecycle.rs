@@ -119,7 +119,11 @@ async fn each_worker_listens_on_its_own_socket_and_all_serve() {
     let o = Origin::start("o").await;
     let p = Proxy::start(&yaml(&o, "127.0.0.1:0"));
     let port = p.addr("main").port();
-    assert_eq!(listening_sockets(port), 2, "one listening socket per worker");
+    assert_eq!(
+        listening_sockets(port),
+        2,
+        "one listening socket per worker"
+    );
     // Each request on its own connection, hashed onto one of the sockets.
     for i in 0..32 {
         let r = support::get(&p.url("main", &format!("/w/{i}")), &[]).await;

@@ -658,7 +658,9 @@ async fn serve_tls(
             if peer.has_client_cert {
                 conn.peer = Some(peer);
             }
-            serve_io(s, conn, listener, local, drain, drain_timeout).await
+            // Boxed: the stream (rustls's state is inline in it) is passed by value
+            // down the layers of the connection's future; each would keep its size.
+            serve_io(Box::new(s), conn, listener, local, drain, drain_timeout).await
         }
         Err(e) => {
             tracing::debug!(listener = %listener.name, remote = %conn.remote, error = %e, "tls handshake failed");
