@@ -5,6 +5,7 @@ pub mod admin;
 pub mod cidr;
 pub mod config;
 pub mod error;
+pub mod flag;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzz;
@@ -21,3 +22,4 @@ pub mod tls;
 pub mod toolkit;
 pub mod trace;
 pub mod upstream;
+pub mod xds;

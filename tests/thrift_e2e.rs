@@ -299,12 +299,73 @@ async fn upstream_down_answers_an_exception_not_a_hang() {
     assert_eq!(got, "Err(App(InternalError)) Err(App(InternalError))");
     assert!(started.elapsed() < Duration::from_secs(5));
     stat_eventually(&proxy, &rq_total("t", "other", "local_error"), 2.0).await;
+    stat_eventually(&proxy, &local_replies("t", "UF"), 2.0).await;
     assert!(
         proxy
             .stat("attache_upstream_cx_connect_fail_total{cluster=\"down\"}")
             .await
             >= 2.0
     );
+}
+
+fn local_replies(listener: &str, flag: &str) -> String {
+    format!("attache_local_reply_total{{flag=\"{flag}\",listener=\"{listener}\"}}")
+}
+
+/// A framed binary origin that answers every call with a reply for another
+/// sequence id (a reply that does not answer the call).
+fn start_wrong_seqid_origin() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || loop {
+                let mut len = [0u8; 4];
+                if s.read_exact(&mut len).is_err() {
+                    return;
+                }
+                let mut call = vec![0u8; u32::from_be_bytes(len) as usize];
+                if s.read_exact(&mut call).is_err() {
+                    return;
+                }
+                // Strict binary: version+type (4), name length (4), name, seq id (4).
+                let n = u32::from_be_bytes([call[4], call[5], call[6], call[7]]) as usize;
+                let seq =
+                    i32::from_be_bytes([call[8 + n], call[9 + n], call[10 + n], call[11 + n]]);
+                let mut reply = vec![0x80, 0x01, 0x00, 0x02];
+                reply.extend_from_slice(&call[4..8 + n]);
+                reply.extend_from_slice(&(seq.wrapping_add(1)).to_be_bytes());
+                reply.push(0); // the result struct's STOP
+                if s.write_all(&frame(&reply)).is_err() {
+                    return;
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_that_does_not_answer_the_call_is_an_upe_local_reply_and_counted() {
+    let origin = start_wrong_seqid_origin();
+    let proxy = Proxy::start(&one_listener(
+        "
+      routes:
+        - match: {}
+          route: { cluster: wrong }
+",
+        &format!("  - {{ name: wrong, endpoints: [\"{origin}\"] }}\n"),
+    ));
+    let addr = proxy.addr("t");
+    let got = blocking(move || {
+        let mut c = Client::connect(addr, Protocol::Binary, Transport::Framed, None);
+        format!("{:?}", c.get_user(1))
+    })
+    .await;
+    assert_eq!(got, "Err(App(InternalError))");
+    stat_eventually(&proxy, &local_replies("t", "UPE"), 1.0).await;
+    stat_eventually(&proxy, &rq_total("t", "other", "local_error"), 1.0).await;
 }
 
 /// Send raw bytes and collect everything until the proxy closes the connection.

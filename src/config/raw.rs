@@ -1,5 +1,5 @@
 //! Raw config types: exactly the YAML schema (v1), `deny_unknown_fields` everywhere.
-//! Values are checked and compiled in `compile.rs`; this file only describes shape.
+//! Values are checked and compiled in `compile/`; this file only describes shape.
 
 use std::collections::BTreeMap;
 
@@ -661,6 +661,17 @@ pub struct Discovery {
     pub dns: Option<DnsDiscovery>,
     #[serde(default)]
     pub file: Option<FileDiscovery>,
+    #[serde(default)]
+    pub eds: Option<EdsDiscovery>,
+}
+
+/// `discovery: { eds: { service_name } }`: endpoints from the xDS server.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct EdsDiscovery {
+    /// The ClusterLoadAssignment's name (default: the cluster name).
+    #[serde(default)]
+    pub service_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

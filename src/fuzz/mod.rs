@@ -127,7 +127,7 @@ pub fn cookie(data: &[u8]) {
 }
 
 /// The config loader: YAML text to a compiled snapshot or located diagnostics
-/// (`src/config/load.rs`, `compile.rs`).
+/// (`src/config/load.rs`, `compile/`).
 pub fn config_load(data: &[u8]) {
     config::load(data);
 }

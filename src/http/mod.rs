@@ -381,7 +381,7 @@ fn record_early_reply(
 ) {
     let rt = conn.slot.load();
     let stats = &rt.listener.stats;
-    stats.count_flag("DPE");
+    stats.count_flag(crate::flag::Flag::DownstreamProtocolError);
     stats.count_reject(reason);
     stats.count_status(status);
     if let Some(log) = &rt.log {
@@ -391,7 +391,7 @@ fn record_early_reply(
             protocol: "HTTP/1.1",
             status,
             duration: Some(opened.elapsed()),
-            response_flag: "DPE",
+            response_flag: crate::flag::Flag::DownstreamProtocolError.as_str(),
             downstream: conn.remote_str(),
             ..conn.tls_record()
         };

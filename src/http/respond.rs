@@ -7,25 +7,34 @@ use attache_filters::grpc::{Code, Kind};
 
 use super::grpc;
 use crate::error::ErrorKind;
+use crate::flag::Flag;
 
 /// Status and short response flag (Envoy's meanings) for a local reply.
-pub fn status_and_flag(kind: ErrorKind, retries_exhausted: bool) -> (StatusCode, &'static str) {
+pub fn status_and_flag(kind: ErrorKind, retries_exhausted: bool) -> (StatusCode, Flag) {
     let (status, flag) = match kind {
-        ErrorKind::BadRequest(_) | ErrorKind::BadBody => (StatusCode::BAD_REQUEST, "DPE"),
-        ErrorKind::HeadersTooLarge => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "DPE"),
-        ErrorKind::UriTooLong => (StatusCode::URI_TOO_LONG, "DPE"),
-        ErrorKind::NoRoute => (StatusCode::NOT_FOUND, "NR"),
-        ErrorKind::Forbidden => (StatusCode::FORBIDDEN, "RBAC"),
-        ErrorKind::NoCluster => (StatusCode::SERVICE_UNAVAILABLE, "NC"),
-        ErrorKind::NoHealthyUpstream => (StatusCode::SERVICE_UNAVAILABLE, "UH"),
-        ErrorKind::ConnectFailure => (StatusCode::SERVICE_UNAVAILABLE, "UF"),
-        ErrorKind::Overflow => (StatusCode::SERVICE_UNAVAILABLE, "UO"),
-        ErrorKind::Timeout => (StatusCode::GATEWAY_TIMEOUT, "UT"),
-        ErrorKind::UpstreamReset => (StatusCode::BAD_GATEWAY, "UR"),
-        ErrorKind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "DPE"),
+        ErrorKind::BadRequest(_) | ErrorKind::BadBody => {
+            (StatusCode::BAD_REQUEST, Flag::DownstreamProtocolError)
+        }
+        ErrorKind::HeadersTooLarge => (
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Flag::DownstreamProtocolError,
+        ),
+        ErrorKind::UriTooLong => (StatusCode::URI_TOO_LONG, Flag::DownstreamProtocolError),
+        ErrorKind::NoRoute => (StatusCode::NOT_FOUND, Flag::NoRoute),
+        ErrorKind::Forbidden => (StatusCode::FORBIDDEN, Flag::Rbac),
+        ErrorKind::NoCluster => (StatusCode::SERVICE_UNAVAILABLE, Flag::NoCluster),
+        ErrorKind::NoHealthyUpstream => (StatusCode::SERVICE_UNAVAILABLE, Flag::NoHealthyUpstream),
+        ErrorKind::ConnectFailure => (StatusCode::SERVICE_UNAVAILABLE, Flag::ConnectFailure),
+        ErrorKind::Overflow => (StatusCode::SERVICE_UNAVAILABLE, Flag::Overflow),
+        ErrorKind::Timeout => (StatusCode::GATEWAY_TIMEOUT, Flag::UpstreamTimeout),
+        ErrorKind::UpstreamReset => (StatusCode::BAD_GATEWAY, Flag::UpstreamReset),
+        ErrorKind::Internal => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Flag::DownstreamProtocolError,
+        ),
     };
     if retries_exhausted && kind.is_upstream() {
-        (status, "URX")
+        (status, Flag::RetriesExhausted)
     } else {
         (status, flag)
     }
@@ -38,7 +47,7 @@ pub fn local_reply(
     kind: ErrorKind,
     retries_exhausted: bool,
     grpc: Option<Kind>,
-) -> (Response<Bytes>, &'static str) {
+) -> (Response<Bytes>, Flag) {
     let (status, flag) = status_and_flag(kind, retries_exhausted);
     if let Some(g) = grpc {
         let msg = format!("{kind} ({flag})");
@@ -124,19 +133,19 @@ mod tests {
     #[test]
     fn kinds_map_to_envoy_statuses_and_flags() {
         let cases = [
-            (ErrorKind::NoRoute, 404, "NR"),
-            (ErrorKind::Forbidden, 403, "RBAC"),
-            (ErrorKind::NoHealthyUpstream, 503, "UH"),
-            (ErrorKind::ConnectFailure, 503, "UF"),
-            (ErrorKind::Overflow, 503, "UO"),
-            (ErrorKind::Timeout, 504, "UT"),
-            (ErrorKind::UpstreamReset, 502, "UR"),
+            (ErrorKind::NoRoute, 404, Flag::NoRoute),
+            (ErrorKind::Forbidden, 403, Flag::Rbac),
+            (ErrorKind::NoHealthyUpstream, 503, Flag::NoHealthyUpstream),
+            (ErrorKind::ConnectFailure, 503, Flag::ConnectFailure),
+            (ErrorKind::Overflow, 503, Flag::Overflow),
+            (ErrorKind::Timeout, 504, Flag::UpstreamTimeout),
+            (ErrorKind::UpstreamReset, 502, Flag::UpstreamReset),
             (
                 ErrorKind::BadRequest(crate::error::Reject::Path),
                 400,
-                "DPE",
+                Flag::DownstreamProtocolError,
             ),
-            (ErrorKind::BadBody, 400, "DPE"),
+            (ErrorKind::BadBody, 400, Flag::DownstreamProtocolError),
         ];
         for (k, s, f) in cases {
             assert_eq!(
@@ -144,8 +153,11 @@ mod tests {
                 (StatusCode::from_u16(s).expect("status"), f)
             );
         }
-        assert_eq!(status_and_flag(ErrorKind::ConnectFailure, true).1, "URX");
-        assert_eq!(status_and_flag(ErrorKind::NoRoute, true).1, "NR");
+        assert_eq!(
+            status_and_flag(ErrorKind::ConnectFailure, true).1,
+            Flag::RetriesExhausted
+        );
+        assert_eq!(status_and_flag(ErrorKind::NoRoute, true).1, Flag::NoRoute);
     }
 
     #[test]

@@ -69,6 +69,8 @@ pub struct Metrics {
     pub message_timeout: IntCounter,
     /// Retries sent, by the name of a route with `retries:`.
     retries: HashMap<String, IntCounter>,
+    /// Exceptions the proxy answered itself, by response flag.
+    pub local_reply: crate::stats::LocalReplies,
 }
 
 const ALL_KINDS: [ErrorKind; 14] = [
@@ -149,6 +151,7 @@ impl Metrics {
                 )
                 .with_label_values(&[listener]),
             retries,
+            local_reply: crate::stats::LocalReplies::new(stats, listener),
         }
     }
 
