@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use attache::config::{self, Diagnostic};
+use attache::server::workers::Workers;
 use attache::server::{Server, StartError};
 use attache::stats::Stats;
 use attache_filters::Services;
@@ -170,17 +171,14 @@ fn main() -> ExitCode {
             let threads = concurrency
                 .filter(|n| *n > 0)
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-            // One worker: a current-thread runtime, no work-stealing or cross-thread
-            // wake-ups. More: the multi-threaded scheduler.
-            let mut builder = if threads == 1 {
-                tokio::runtime::Builder::new_current_thread()
-            } else {
-                let mut b = tokio::runtime::Builder::new_multi_thread();
-                b.worker_threads(threads);
-                b
-            };
-            let rt = match builder.thread_name("attache-worker").enable_all().build() {
-                Ok(rt) => rt,
+            // Every worker is a current-thread runtime with its own listening
+            // sockets and connections (no work stealing); this thread runs worker 0.
+            let started = attache::server::workers::runtime().and_then(|rt| {
+                let workers = Workers::start(threads, rt.handle().clone())?;
+                Ok((rt, workers))
+            });
+            let (rt, workers) = match started {
+                Ok(x) => x,
                 Err(e) => {
                     eprintln!("attache: cannot start the runtime: {e}");
                     return ExitCode::from(70);
@@ -191,9 +189,11 @@ fn main() -> ExitCode {
                 hot_restart_from,
                 log_level: level,
             };
-            let result = rt.block_on(run(path, threads, ready_file, setter, opts));
-            // Dropping the runtime cancels what the drain deadline left open: those
+            let handles = workers.handles().to_vec();
+            let result = rt.block_on(run(path, handles, ready_file, setter, opts));
+            // Dropping the runtimes cancels what the drain deadline left open: those
             // streams are logged (`DT`), then the access logs are flushed.
+            workers.stop();
             rt.shutdown_timeout(std::time::Duration::from_secs(1));
             match result {
                 Ok(server) => {
@@ -214,20 +214,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// Keep the timer wheel's next deadline near. tokio wakes its driver (an eventfd
-/// write, then an extra `epoll_wait` round) whenever a newly registered timer expires
-/// before the driver's planned wake-up. On an otherwise empty wheel that is every
-/// request's route timeout: two syscalls per request at moderate load (seen with
-/// strace at a fixed 5k req/s). With this tick pending, timers of 250 ms or more
-/// never become the earliest deadline; it costs four wake-ups a second when idle.
-async fn timer_heartbeat() {
-    let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    loop {
-        tick.tick().await;
-    }
-}
-
 struct RunOpts {
     watch_config: bool,
     hot_restart_from: Option<String>,
@@ -236,7 +222,7 @@ struct RunOpts {
 
 async fn run(
     path: String,
-    threads: usize,
+    workers: Vec<tokio::runtime::Handle>,
     ready_file: Option<String>,
     setter: attache::server::LogLevelSetter,
     opts: RunOpts,
@@ -249,7 +235,8 @@ async fn run(
     let health_addr = snap.health_address;
     let admin_token = snap.admin_token.clone();
     let drain_timeout = snap.drain_timeout;
-    let server = Server::new(path, snap, hash, stats, services, threads, setter);
+    let threads = workers.len();
+    let server = Server::new(path, snap, hash, stats, services, workers, setter);
     if let Ok(mut f) = server.log_filter.lock() {
         *f = opts.log_level.clone();
     }
@@ -317,7 +304,7 @@ async fn run(
         workers = threads,
         "attache serving"
     );
-    tokio::spawn(timer_heartbeat());
+    tokio::spawn(attache::server::workers::timer_heartbeat());
 
     if opts.watch_config {
         tokio::spawn(attache::server::watch_config(server.clone()));

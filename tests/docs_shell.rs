@@ -26,6 +26,12 @@ const SKIP: &[(&str, &str, &str)] = &[
          this suite and clippy runs in CI",
     ),
     (
+        "docs/performance.md",
+        "TESTS=idle IDLE_CONNECTIONS=10000 benches/load/run.sh",
+        "the load harness: installs NGINX and HAProxy, builds with fat LTO and runs for \
+         minutes; the lead runs it on a quiet machine (benches/README.md)",
+    ),
+    (
         "README.md",
         "cargo test --workspace --locked",
         "runs the proxy in the foreground and then the whole test suite; \

@@ -1,5 +1,5 @@
 //! Process lifecycle: SIGTERM drains in-flight requests then exits 0; a port in use
-//! fails startup clearly.
+//! fails startup clearly; every worker listens on its own socket.
 
 mod support;
 
@@ -96,4 +96,38 @@ async fn port_in_use_fails_startup_clearly() {
         "{stderr}"
     );
     assert!(stderr.contains("in use"), "{stderr}");
+}
+
+/// Listening TCP sockets on 127.0.0.1:`port`, from /proc/net/tcp (state 0A).
+fn listening_sockets(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let local = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.get(1) == Some(&local.as_str()) && f.get(3) == Some(&"0A")
+        })
+        .count()
+}
+
+/// `--concurrency 2` (the harness's): each worker accepts on its own listening
+/// socket (SO_REUSEPORT); connections the kernel spreads over them are all served.
+#[tokio::test]
+async fn each_worker_listens_on_its_own_socket_and_all_serve() {
+    let o = Origin::start("o").await;
+    let p = Proxy::start(&yaml(&o, "127.0.0.1:0"));
+    let port = p.addr("main").port();
+    assert_eq!(
+        listening_sockets(port),
+        2,
+        "one listening socket per worker"
+    );
+    // Each request on its own connection, hashed onto one of the sockets.
+    for i in 0..32 {
+        let r = support::get(&p.url("main", &format!("/w/{i}")), &[]).await;
+        assert_eq!(r.status, 200, "request {i}");
+    }
+    assert_eq!(o.hits(), 32);
 }

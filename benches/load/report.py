@@ -5,9 +5,13 @@
   report.py parse h2load OUTPUT LOGFILE  -> same fields (percentiles from the log)
   report.py parse loadgen OUTPUT         -> same fields
   report.py table RESULTS.tsv            -> markdown tables of medians and ratios
+  report.py idle IDLE.tsv                -> markdown table of memory per idle connection
 
 results.tsv columns (tab-separated, one row per run):
   round test contender requests rps p50_us p99_us errors cpu_s wall_s peak_kib idle_kib
+
+idle.tsv columns (one row per idle measurement, each on a freshly started proxy):
+  round proto contender connections rss_before_kib rss_after_kib
 """
 
 import re
@@ -171,6 +175,36 @@ def ratios(by, num, den, title, note):
     return out
 
 
+def idle(path):
+    """KiB per idle keep-alive connection: the median over rounds of the RSS growth
+    (all the proxy's processes) divided by the connections held."""
+    per = defaultdict(list)
+    order = []
+    with open(path) as f:
+        for line in f:
+            if line.startswith("#") or not line.strip():
+                continue
+            _, proto, who, n, before, after = line.rstrip("\n").split("\t")
+            if who not in order:
+                order.append(who)
+            per[(proto, who)].append((int(after) - int(before), int(n)))
+    out = ["### Memory per idle keep-alive connection (benches/load/idle.py)", "",
+           "Each measurement on a freshly started proxy: RSS of all its processes "
+           "before and after the connections opened (one request each, then held).", "",
+           "| proxy | protocol | connections | RSS growth | KiB per connection |",
+           "|---|---|---:|---:|---:|"]
+    for proto in ("h1", "h2c"):
+        for who in order:
+            runs = per.get((proto, who))
+            if not runs:
+                continue
+            growth = statistics.median(d for d, _ in runs)
+            n = runs[0][1]
+            out.append(f"| {who} | {proto} | {n:,} | {growth / 1024:.1f} MiB "
+                       f"| {growth / n:.2f} |")
+    print("\n".join(out))
+
+
 def main(argv):
     if len(argv) >= 3 and argv[0] == "parse":
         kind, out = argv[1], open(argv[2]).read()
@@ -185,6 +219,8 @@ def main(argv):
         print(" ".join(str(v) for v in vals))
     elif len(argv) == 2 and argv[0] == "table":
         table(argv[1])
+    elif len(argv) == 2 and argv[0] == "idle":
+        idle(argv[1])
     else:
         raise SystemExit(__doc__)
 

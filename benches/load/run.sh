@@ -10,7 +10,8 @@
 #   H2_CLIENTS [16]  H2_STREAMS [4] (h2load: clients x streams in flight)
 #   RATE [5000] req/s and RATE_CONNECTIONS [32] for the fixed-rate latency run
 #   WARMUP [2s] per contender before round 1
-#   CONTENDERS ["attache nginx haproxy"]  TESTS ["h1 h2 rate"]
+#   CONTENDERS ["attache nginx haproxy"]  TESTS ["h1 h2 rate idle"]
+#   IDLE_CONNECTIONS [10000] and IDLE_ROUNDS [1] for the idle-connection memory test
 #   PROXY_CPU [0] (the proxies)  LOAD_CPU [1] (load generator and origin)
 #   OUT [a new directory under /tmp] where results.tsv, results.md and logs go
 #   SKIP_INSTALL=1 (never apt-get)  SKIP_BUILD=1 (use the existing binaries)
@@ -36,7 +37,9 @@ RATE=${RATE:-5000}
 RATE_CONNECTIONS=${RATE_CONNECTIONS:-32}
 WARMUP=${WARMUP:-2s}
 CONTENDERS=${CONTENDERS:-attache nginx haproxy${BASELINE:+ baseline}}
-TESTS=${TESTS:-h1 h2 rate}
+TESTS=${TESTS:-h1 h2 rate idle}
+IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}
+IDLE_ROUNDS=${IDLE_ROUNDS:-1}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 
@@ -186,7 +189,7 @@ build() {
 	ATTACHE=$TARGET/release/attache
 	LOADGEN=$TARGET/release/examples/loadgen
 	[[ -x $ATTACHE ]] || die "$ATTACHE not built"
-	[[ -x $LOADGEN ]] || die "$LOADGEN not built"
+	[[ -x $LOADGEN || " $TESTS " != *" rate "* ]] || die "$LOADGEN not built"
 }
 
 # Fill @KEY@ placeholders: render TEMPLATE OUTPUT KEY=VALUE...
@@ -202,6 +205,25 @@ render() {
 
 USER_LINE=""
 ((EUID == 0)) && USER_LINE="user root;"
+
+# The idle test holds IDLE_CONNECTIONS connections at once: the proxies' connection
+# limits (NGINX worker_connections, HAProxy maxconn) and the file limit grow to fit.
+# HAProxy reserves two descriptors per connection (client and server side) and
+# refuses to start when its maxconn does not fit the file limit, so under a low hard
+# limit it holds fewer idle connections (the table says how many).
+MAX_CONN=4096 HAPROXY_MAX_CONN=4096
+declare -A IDLE_N
+if [[ " $TESTS " == *" idle "* ]]; then
+	[[ $IDLE_CONNECTIONS =~ ^[0-9]+$ && $IDLE_CONNECTIONS -gt 0 ]] || die "IDLE_CONNECTIONS must be a whole number"
+	MAX_CONN=$((IDLE_CONNECTIONS + 1024 > 4096 ? IDLE_CONNECTIONS + 1024 : 4096))
+	fd_hard=$(ulimit -Hn)
+	[[ $fd_hard == unlimited ]] && fd_hard=$((4 * MAX_CONN))
+	((fd_hard >= MAX_CONN + 1024)) ||
+		die "the idle test needs $((MAX_CONN + 1024)) open files (ulimit -Hn is $fd_hard); lower IDLE_CONNECTIONS"
+	ulimit -n "$fd_hard"
+	HAPROXY_MAX_CONN=$(((fd_hard - 256) / 2 < MAX_CONN ? (fd_hard - 256) / 2 : MAX_CONN))
+	IDLE_N[haproxy]=$((HAPROXY_MAX_CONN - 64 < IDLE_CONNECTIONS ? HAPROXY_MAX_CONN - 64 : IDLE_CONNECTIONS))
+fi
 
 # ---------------------------------------------------------------- contenders ---
 declare -A PORT H2PORT PROCS SERVING IDLE_KIB
@@ -231,13 +253,13 @@ fi
 start_nginx() {
 	local port=$1 h2port=$2 h2listen="listen 127.0.0.1:$2 http2;"
 	mkdir -p "$WORK/nginx-tmp"
-	render "$HERE/nginx.conf.in" "$WORK/nginx.conf" DIR="$WORK" ORIGIN_PORT="$ORIGIN_PORT" \
+	render "$HERE/nginx.conf.in" "$WORK/nginx.conf" DIR="$WORK" ORIGIN_PORT="$ORIGIN_PORT" MAX_CONN="$MAX_CONN" \
 		PROXY_PORT="$port" H2_LISTEN="$h2listen" USER="$USER_LINE" FWD_HEADERS="$NGINX_FWD" FWD_NOTE="$FWD_NOTE"
 	if nginx -t -p "$WORK" -c "$WORK/nginx.conf" -e "$WORK/nginx-error.log" >/dev/null 2>&1; then
 		NGINX_H2=yes
 	else
 		log "this nginx cannot serve h2c on a cleartext listener; skipping it for h2load"
-		render "$HERE/nginx.conf.in" "$WORK/nginx.conf" DIR="$WORK" ORIGIN_PORT="$ORIGIN_PORT" \
+		render "$HERE/nginx.conf.in" "$WORK/nginx.conf" DIR="$WORK" ORIGIN_PORT="$ORIGIN_PORT" MAX_CONN="$MAX_CONN" \
 			PROXY_PORT="$port" H2_LISTEN="" USER="$USER_LINE" FWD_HEADERS="$NGINX_FWD" FWD_NOTE="$FWD_NOTE"
 	fi
 	taskset -c "$PROXY_CPU" nginx -p "$WORK" -c "$WORK/nginx.conf" -e "$WORK/nginx-error.log" 2>>"$WORK/nginx-error.log" &
@@ -258,7 +280,7 @@ start_nginx() {
 
 start_haproxy() {
 	local port=$1 h2port=$2
-	render "$HERE/haproxy.cfg.in" "$WORK/haproxy.cfg" ORIGIN_PORT="$ORIGIN_PORT" PROXY_PORT="$port" H2_PORT="$h2port" \
+	render "$HERE/haproxy.cfg.in" "$WORK/haproxy.cfg" ORIGIN_PORT="$ORIGIN_PORT" PROXY_PORT="$port" H2_PORT="$h2port" MAX_CONN="$HAPROXY_MAX_CONN" \
 		FWD_HEADERS="$HAPROXY_FWD" FWD_NOTE="$FWD_NOTE"
 	haproxy -c -q -f "$WORK/haproxy.cfg" || die "haproxy rejected $WORK/haproxy.cfg"
 	taskset -c "$PROXY_CPU" haproxy -db -f "$WORK/haproxy.cfg" >>"$WORK/haproxy.log" 2>&1 &
@@ -357,6 +379,60 @@ measure() {
 	log "round $round $test $who: $(printf '%.0f' "$rps") req/s, p50 ${p50}us, p99 ${p99}us, cpu ${cpu}s, errors $errors"
 }
 
+# Stop a contender's processes (TERM, then KILL after 30 s) and wait for them.
+stop_contender() {
+	local pid deadline=$((SECONDS + 30))
+	for pid in ${PROCS[$1]}; do kill -TERM "$pid" 2>/dev/null || true; done
+	for pid in ${PROCS[$1]}; do
+		while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
+		kill -KILL "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+	done
+}
+
+rss_sum_kib() { # VmRSS summed over the given pids
+	local total=0 pid
+	for pid in "$@"; do total=$((total + $(status_kib "$pid" VmRSS))); done
+	echo "$total"
+}
+
+IDLE_RESULTS="$OUT/idle.tsv"
+
+# measure_idle ROUND CONTENDER PROTO (h1 | h2c): memory per idle keep-alive
+# connection. The contender is restarted first: memory an earlier run left in its
+# allocator would otherwise absorb the new connections and hide their cost.
+# benches/load/idle.py opens IDLE_CONNECTIONS connections, one request each, and
+# holds them; the cost is the RSS growth of all the contender's processes.
+measure_idle() {
+	local round=$1 who=$2 proto=$3 port
+	port=${PORT[$who]}
+	if [[ $proto == h2c ]]; then
+		port=${H2PORT[$who]:-}
+		[[ -n $port ]] || return 0
+	fi
+	stop_contender "$who"
+	start_contender "$who"
+	[[ $proto == h2c ]] && port=${H2PORT[$who]}
+	local f="$WORK/idle$round-$proto-$who.out" before after client deadline=$((SECONDS + 300))
+	local n=${IDLE_N[$who]:-$IDLE_CONNECTIONS}
+	# shellcheck disable=SC2086 # PROCS is a list of pids
+	before=$(rss_sum_kib ${PROCS[$who]})
+	taskset -c "$LOAD_CPU" python3 "$HERE/idle.py" --port "$port" --proto "$proto" \
+		--connections "$n" >"$f" 2>&1 &
+	client=$!
+	until grep -q '^ready' "$f" 2>/dev/null; do
+		kill -0 "$client" 2>/dev/null || die "idle client failed against $who; see $f"
+		((SECONDS < deadline)) || die "idle client not done after 300 s; see $f"
+		sleep 0.2
+	done
+	# shellcheck disable=SC2086
+	after=$(rss_sum_kib ${PROCS[$who]})
+	kill -TERM "$client" 2>/dev/null || true
+	wait "$client" 2>/dev/null || true
+	printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$proto" "$who" "$n" "$before" "$after" >>"$IDLE_RESULTS"
+	log "idle $round $proto $who: $n connections, RSS $before -> $after KiB ($(((after - before) * 1024 / n)) B each)"
+}
+
 # The span counters of the tracing contenders, from their admin endpoints (named in
 # the ready file): every sampled span should be `exported`, none `dropped`/`failed`.
 tracing_stats() {
@@ -381,9 +457,8 @@ read -r ORIGIN_PORT P_ATTACHE P_NGINX P_NGINX_H2 P_HAPROXY P_HAPROXY_H2 P_BASELI
 	<<<"$(free_ports 9)"
 start_origin
 
-read -r -a order <<<"$CONTENDERS"
-for who in "${order[@]}"; do
-	case $who in
+start_contender() {
+	case $1 in
 	attache) PORT[attache]=$P_ATTACHE && start_attache "$P_ATTACHE" ;;
 	nginx) PORT[nginx]=$P_NGINX && start_nginx "$P_NGINX" "$P_NGINX_H2" ;;
 	haproxy) PORT[haproxy]=$P_HAPROXY && start_haproxy "$P_HAPROXY" "$P_HAPROXY_H2" ;;
@@ -393,8 +468,13 @@ for who in "${order[@]}"; do
 		;;
 	trace100) PORT[trace100]=$P_TRACE100 && start_attache "$P_TRACE100" trace100 "$ATTACHE" 1.0 ;;
 	trace1) PORT[trace1]=$P_TRACE1 && start_attache "$P_TRACE1" trace1 "$ATTACHE" 0.01 ;;
-	*) die "unknown contender $who" ;;
+	*) die "unknown contender $1" ;;
 	esac
+}
+
+read -r -a order <<<"$CONTENDERS"
+for who in "${order[@]}"; do
+	start_contender "$who"
 	IDLE_KIB[$who]=$(status_kib "${SERVING[$who]}" VmRSS)
 	log "$who on 127.0.0.1:${PORT[$who]} (h2c: ${H2PORT[$who]:-none}), cpu $PROXY_CPU, idle RSS ${IDLE_KIB[$who]} KiB"
 done
@@ -424,11 +504,22 @@ for ((round = 1; round <= ROUNDS; round++)); do
 	rotated=()
 	for ((i = 0; i < n; i++)); do rotated+=("${order[$(((i + round - 1) % n))]}"); done
 	for test in "${tests[@]}"; do
+		[[ $test == idle ]] && continue # after the load rounds, on fresh processes
 		for who in "${rotated[@]}"; do
 			measure "$round" "$test" "$who"
 		done
 	done
 done
+
+if [[ " $TESTS " == *" idle "* ]]; then
+	printf '# round\tproto\tcontender\tconnections\trss_before_kib\trss_after_kib\n' >"$IDLE_RESULTS"
+	for ((round = 1; round <= IDLE_ROUNDS; round++)); do
+		for who in "${order[@]}"; do
+			measure_idle "$round" "$who" h1
+			measure_idle "$round" "$who" h2c
+		done
+	done
+fi
 
 {
 	echo "# attache load comparison, $(date -u '+%Y-%m-%d %H:%M UTC')"
@@ -441,6 +532,10 @@ done
 	echo "- VmHWM reset per run: $HWM_RESET"
 	echo
 	python3 "$HERE/report.py" table "$RESULTS"
+	if [[ -s $IDLE_RESULTS ]]; then
+		echo
+		python3 "$HERE/report.py" idle "$IDLE_RESULTS"
+	fi
 	tracing_stats
 } >"$OUT/results.md"
 cat "$OUT/results.md"

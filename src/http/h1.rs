@@ -51,11 +51,14 @@ use crate::http1::head::{header_spans, parse_length, put_field, tokens};
 const MAX_SLOTS: usize = 128;
 /// Read granularity for heads and bodies.
 const READ_CHUNK: usize = 16 * 1024;
+/// The first read on a connection without a read buffer (an idle one) goes onto
+/// the stack, this much at most.
+const IDLE_READ: usize = 4096;
+/// The response-head buffer is allocated with this much room per response.
+const OUT_START: usize = 1024;
 /// Response data up to this size is copied next to the head (one write); larger
 /// frames are written from their own buffer.
 const COPY_MAX: usize = 16 * 1024;
-/// The response buffer is replaced after a response that grew it past this.
-const OUT_KEEP: usize = 16 * 1024;
 
 pub(super) struct Limits {
     /// `idle_timeout`: waiting for the next request on a kept-alive connection.
@@ -80,10 +83,36 @@ pub struct Input {
 
 impl Input {
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() == 0 {
+            return self.poll_fill_released(cx);
+        }
         if self.buf.capacity() - self.buf.len() < 1024 {
             self.buf.reserve(READ_CHUNK);
         }
         tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+    }
+
+    /// Without a read buffer (a new or idle connection, see `release`) the wait
+    /// for bytes holds no memory: they are read onto the stack, and a buffer is
+    /// allocated only once some arrived (as NGINX and HAProxy do).
+    fn poll_fill_released(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let mut stack = [std::mem::MaybeUninit::<u8>::uninit(); IDLE_READ];
+        let mut rb = ReadBuf::uninit(&mut stack);
+        std::task::ready!(Pin::new(&mut self.io).poll_read(cx, &mut rb))?;
+        let got = rb.filled();
+        if !got.is_empty() {
+            self.buf.reserve(READ_CHUNK);
+            self.buf.extend_from_slice(got);
+        }
+        Poll::Ready(Ok(got.len()))
+    }
+
+    /// Between requests: give the read buffer back unless it holds the start of
+    /// the next request (pipelining).
+    fn release(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = BytesMut::new();
+        }
     }
 }
 
@@ -115,6 +144,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for Handover<IO> {
             let n = this.pre.len().min(buf.remaining());
             buf.put_slice(&this.pre[..n]);
             this.pre.advance(n);
+            if this.pre.is_empty() {
+                // Frees the read buffer the rest came in (it outlives an emptied
+                // `Bytes` view: 16 KiB for the connection's life).
+                this.pre = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut this.rd).poll_read(cx, buf)
@@ -551,10 +585,10 @@ where
     let (rd, mut wr) = tokio::io::split(io);
     let mut input = Some(Input {
         io: Box::new(rd),
-        buf: BytesMut::with_capacity(READ_CHUNK),
+        buf: BytesMut::new(),
         conn: conn.clone(),
     });
-    let mut out = Vec::with_capacity(1024);
+    let mut out = Vec::new();
     let mut spans = Vec::new();
     let mut served = 0u64;
     let grace = |now: Instant| {
@@ -639,7 +673,7 @@ where
                     let now = Instant::now();
                     if now >= deadline {
                         if !inp.buf.is_empty() && head_deadline.is_some_and(|d| now >= d) {
-                            head_timed_out(&mut wr, conn, lim, &mut out, opened).await;
+                            Box::pin(head_timed_out(&mut wr, conn, lim, &mut out, opened)).await;
                             return None;
                         }
                         tracing::debug!("closing an idle downstream connection");
@@ -662,7 +696,7 @@ where
             Ok(rest) => rest,
             Err(reason) => {
                 let inp = input.take()?;
-                refuse(&mut wr, &mut out, inp, conn, reason, lim.idle).await;
+                Box::pin(refuse(&mut wr, &mut out, inp, conn, reason, lim.idle)).await;
                 return None;
             }
         };
@@ -687,9 +721,11 @@ where
         // While the request is served, the client closing cancels it (logged `DC`),
         // as with hyper.
         let rsp = {
-            let mut call = pin!(super::proxy::handle(
+            // Boxed: the connection's own future stays small while it waits idle;
+            // the request's (large) state is allocated only while it is served.
+            let mut call = Box::pin(super::proxy::handle(
                 Request::from_parts(parts, body),
-                conn.clone()
+                conn.clone(),
             ));
             loop {
                 let due = continue_due;
@@ -726,15 +762,18 @@ where
             close: close || draining,
             http10,
         };
-        let written = write_response(&mut wr, &mut out, rsp, asked, &mut side, lim.idle).await;
+        // Boxed like the request's future: allocated only while a response is written.
+        let written = Box::pin(write_response(
+            &mut wr, &mut out, rsp, asked, &mut side, lim.idle,
+        ))
+        .await;
         let keep = matches!(written, Ok(true));
-        if out.capacity() > OUT_KEEP {
-            // A large response grew it; idle keep-alive connections stay small.
-            out = Vec::with_capacity(1024);
-        }
+        // Idle keep-alive connections hold no buffers.
+        out = Vec::new();
         let unread = if keep && !draining {
             match side.settle().await {
-                Ok(inp) => {
+                Ok(mut inp) => {
+                    inp.release();
                     input = Some(inp);
                     deadline = Instant::now() + lim.idle;
                     head_deadline = None;
@@ -750,7 +789,7 @@ where
         if written.is_ok() {
             let _ = bounded(lim.idle, |cx| Pin::new(&mut wr).poll_shutdown(cx)).await;
             if let Some(inp) = unread {
-                linger(inp).await;
+                Box::pin(linger(inp)).await;
             }
         }
         return None;
@@ -865,6 +904,7 @@ async fn write_response<W: AsyncWrite + Unpin>(
 ) -> io::Result<bool> {
     let (mut parts, mut body) = rsp.into_parts();
     out.clear();
+    out.reserve(OUT_START);
     let is_head = asked.is_head;
     let mut close = asked.close;
     if parts.status.is_informational() {

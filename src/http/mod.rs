@@ -193,7 +193,17 @@ pub async fn serve_connection<IO>(
             c.inc();
         }
     }
-    serve_hyper(rest, conn, drain, drain_timeout, opened, http1_only).await
+    // Boxed: hyper's connection state is allocated only for connections it takes,
+    // so the task of every connection is sized by the own codec's state.
+    Box::pin(serve_hyper(
+        rest,
+        conn,
+        drain,
+        drain_timeout,
+        opened,
+        http1_only,
+    ))
+    .await
 }
 
 /// Serve a connection with hyper: HTTP/2, and HTTP/1.1 requests the own codec
@@ -418,11 +428,12 @@ const YOUNG_CONNECTION_GRACE: Duration = Duration::from_millis(300);
 const KEEPALIVE_GRACE: Duration = Duration::from_secs(1);
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// A runtime with one direct-response route and `filters` added to the listener.
-    pub(super) fn runtime(filters: &str) -> Runtime {
+    /// A runtime for a listener answering everything with a direct 200 (plus the
+    /// given `filters:` YAML).
+    pub(crate) fn runtime(filters: &str) -> Runtime {
         let yaml = format!(
             r#"
 admin: {{ address: "127.0.0.1:0" }}

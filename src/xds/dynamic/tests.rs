@@ -123,7 +123,16 @@ async fn apply_dynamic_binds_swaps_and_keeps_the_last_good_state() {
     let services = Arc::new(attache_filters::Services::default());
     let (snap, hash) =
         crate::config::load_file(&path, &stats, &services, true).expect("file compiles");
-    let server = Server::new(path, snap, hash, stats, services, 1, Box::new(|_| Ok(())));
+    let workers = vec![tokio::runtime::Handle::current()];
+    let server = Server::new(
+        path,
+        snap,
+        hash,
+        stats,
+        services,
+        workers,
+        Box::new(|_| Ok(())),
+    );
     server.bind_all().await.expect("bind");
 
     let mut d = Dynamic::default();
