@@ -26,9 +26,10 @@ use super::codec::{
     self, encode_app_exception, inspect_reply, transcode, AppExceptionKind, Decoder, DecoderConfig,
     ErrorKind, Header, Message, MessageType, Protocol, ReplyOutcome, Transport,
 };
-use super::routes::{ConfigError, RetryPolicy, Route, Routes};
+use super::routes::{RetryPolicy, Route, Routes};
 use super::stats::{Metrics, Outcome};
 use super::upstream::{Conn, Pool, Upstreams};
+use crate::config::Problem;
 
 /// Read buffer growth step.
 const READ_CHUNK: usize = 16 * 1024;
@@ -86,7 +87,7 @@ impl ListenerCtx {
         raw: &raw::ThriftListener,
         stats: &Stats,
         upstreams: Arc<dyn Upstreams>,
-    ) -> Result<ListenerCtx, Vec<ConfigError>> {
+    ) -> Result<ListenerCtx, Vec<Problem>> {
         let max_concurrent_calls = raw
             .max_concurrent_calls
             .unwrap_or(DEFAULT_MAX_CONCURRENT_CALLS);
@@ -96,7 +97,7 @@ impl ListenerCtx {
             (r, bad_max) => {
                 let mut errors = r.err().unwrap_or_default();
                 if bad_max {
-                    errors.push((
+                    errors.push(Problem::new(
                         "thrift.max_concurrent_calls".to_owned(),
                         format!(
                             "max_concurrent_calls must be 1..={MAX_CONCURRENT_CALLS} (1 = one call at a time)"

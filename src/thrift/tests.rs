@@ -812,7 +812,7 @@ routes:
 ";
     let raw: raw::ThriftListener = serde_yaml::from_str(yaml).expect("yaml");
     let errors = super::Routes::compile(&raw).expect_err("invalid");
-    let paths: Vec<&str> = errors.iter().map(|(p, _)| p.as_str()).collect();
+    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(
         paths,
         [

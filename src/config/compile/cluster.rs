@@ -161,16 +161,7 @@ fn compile_endpoints(cx: &mut Cx<'_>, p: &str, c: &raw::Cluster, check_files: bo
     if let Some(list) = &d.static_endpoints {
         match endpoints::check(list, max) {
             Ok(v) => eps = v,
-            Err(errs) => {
-                for (path, msg) in errs {
-                    let at = if path.is_empty() {
-                        format!("{p}.discovery.static")
-                    } else {
-                        format!("{p}.discovery.static.{path}")
-                    };
-                    cx.err(&at, msg);
-                }
-            }
+            Err(problems) => cx.report(&format!("{p}.discovery.static"), problems),
         }
     }
     if let Some(dns) = &d.dns {

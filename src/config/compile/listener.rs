@@ -262,10 +262,8 @@ fn thrift_protocol(
             }
             Some(Arc::new(ctx))
         }
-        Err(errs) => {
-            for (path, msg) in errs {
-                cx.err(&format!("{p}.{path}"), msg);
-            }
+        Err(problems) => {
+            cx.report(p, problems);
             None
         }
     }

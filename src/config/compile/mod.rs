@@ -10,6 +10,7 @@ use std::time::Duration;
 use regex::Regex;
 
 use super::load::{did_you_mean, Diagnostic, SourceMap};
+use super::problem::Problem;
 use super::raw;
 use super::snapshot::Snapshot;
 use crate::router;
@@ -52,6 +53,13 @@ impl Cx<'_> {
     }
     fn err_key(&mut self, path: &str, msg: impl Into<String>) {
         self.errors.push(self.map.diag_key(path, msg));
+    }
+    /// What a checker found in the block at `base`, each problem placed in the
+    /// source by its path under `base`.
+    fn report(&mut self, base: &str, problems: impl IntoIterator<Item = Problem>) {
+        for p in problems {
+            self.err(&p.path_under(base), p.to_string());
+        }
     }
     fn line(&self, path: &str) -> usize {
         self.map.locate(path, false).0
