@@ -46,41 +46,6 @@ pub struct Config {
     pub jitter: Duration,
 }
 
-impl Config {
-    pub fn from_config(h: &raw::HealthCheck, cluster: &raw::Cluster) -> Config {
-        let kind = if let Some(x) = &h.http {
-            Kind::Http {
-                path: x.path.clone(),
-                statuses: x.expected_statuses.clone(),
-                host: HeaderValue::from_str(x.host.as_deref().unwrap_or(&cluster.name))
-                    .unwrap_or(HeaderValue::from_static("localhost")),
-            }
-        } else if let Some(g) = &h.grpc {
-            Kind::Grpc {
-                request: grpc_health_request(&g.service),
-                authority: g.authority.clone().unwrap_or_else(|| cluster.name.clone()),
-            }
-        } else if let Some(t) = &h.thrift {
-            let (tr, pr) = crate::thrift::upstream_framing(cluster.thrift.as_ref());
-            Kind::Thrift {
-                method: t.method.clone(),
-                transport: tr.unwrap_or(Transport::Framed),
-                protocol: pr.unwrap_or(Protocol::Binary),
-            }
-        } else {
-            Kind::Tcp
-        };
-        Config {
-            kind,
-            interval: h.interval.map_or(Duration::from_secs(5), |d| d.0),
-            timeout: h.timeout.map_or(Duration::from_secs(1), |d| d.0),
-            unhealthy_threshold: h.unhealthy_threshold.unwrap_or(3).max(1),
-            healthy_threshold: h.healthy_threshold.unwrap_or(2).max(1),
-            jitter: h.jitter.map_or(Duration::ZERO, |d| d.0),
-        }
-    }
-}
-
 pub(super) async fn run(cluster: Weak<Cluster>, wake: Arc<tokio::sync::Notify>) {
     loop {
         let (interval, jitter) = {

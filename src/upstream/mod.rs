@@ -13,7 +13,7 @@ pub mod breakers;
 pub mod connector;
 mod discovery;
 pub mod h1;
-mod health;
+pub mod health;
 mod lb;
 pub mod outlier;
 pub mod pool;
@@ -223,49 +223,17 @@ pub enum Source {
     File { path: String },
 }
 
-/// Cluster settings derived from config (validated in `config::compile`).
+/// Cluster settings derived from config (validated, defaults applied, in
+/// `config::compile`).
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub source: Source,
+    pub breakers: breakers::Limits,
     pub max_endpoints: usize,
     pub panic_threshold: f64,
     pub zone_aware: bool,
     pub health: Option<health::Config>,
     pub outlier: Option<outlier::Config>,
-}
-
-impl Settings {
-    pub fn from_config(cfg: &raw::Cluster) -> Settings {
-        let d = cfg.discovery.clone().unwrap_or_default();
-        let source = if let Some(dns) = d.dns {
-            Source::Dns {
-                name: dns.name,
-                refresh: dns.refresh.map_or(Duration::from_secs(5), |r| r.0),
-            }
-        } else if let Some(f) = d.file {
-            Source::File { path: f.path }
-        } else {
-            Source::Static
-        };
-        Settings {
-            source,
-            max_endpoints: cfg
-                .max_endpoints
-                .map_or(crate::config::endpoints::DEFAULT_MAX_ENDPOINTS, |m| {
-                    m as usize
-                }),
-            panic_threshold: cfg.panic_threshold.unwrap_or(50.0),
-            zone_aware: cfg.zone_aware.unwrap_or(true),
-            health: cfg
-                .health_check
-                .as_ref()
-                .map(|h| health::Config::from_config(h, cfg)),
-            outlier: cfg
-                .outlier_detection
-                .as_ref()
-                .map(outlier::Config::from_config),
-        }
-    }
 }
 
 /// A named group of endpoints with a load balancer and a client.
@@ -305,6 +273,7 @@ impl std::fmt::Debug for Cluster {
 impl Cluster {
     pub fn new(
         cfg: &raw::Cluster,
+        settings: Settings,
         endpoints: Vec<Spec>,
         stats: ClusterStats,
         fleet: FleetStats,
@@ -314,7 +283,7 @@ impl Cluster {
             .connect_timeout
             .map(|d| d.0)
             .unwrap_or(Duration::from_secs(1));
-        let breakers = Breakers::new(cfg.circuit_breakers.as_ref(), &fleet);
+        let breakers = Breakers::new(settings.breakers, &fleet);
         let connector = connector::Connector {
             connect_timeout,
             tls,
@@ -344,7 +313,6 @@ impl Cluster {
                 None
             }
         });
-        let settings = Settings::from_config(cfg);
         let c = Arc::new_cyclic(|me| Cluster {
             name: Arc::from(cfg.name.as_str()),
             lb: Lb::new(cfg.lb_policy, hash),

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 
+use super::cluster_settings::cluster_settings;
 use super::tls::tls_material;
 use super::{parse_addr, valid_cluster_name, Cx, Options};
 use crate::config::endpoints::{self, Spec};
@@ -87,7 +88,7 @@ fn compile_cluster(cx: &mut Cx<'_>, p: &str, c: &raw::Cluster, opts: &Options<'_
     };
     let stats = ClusterStats::new(opts.stats, &c.name);
     let fleet = FleetStats::new(opts.stats, &c.name);
-    Cluster::new(c, eps, stats, fleet, tls)
+    Cluster::new(c, cluster_settings(c), eps, stats, fleet, tls)
 }
 
 /// The cluster's initial endpoints: `endpoints:`, `discovery.static`, the discovery

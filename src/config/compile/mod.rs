@@ -20,6 +20,7 @@ use crate::upstream::Cluster;
 mod access_log;
 mod action;
 mod cluster;
+mod cluster_settings;
 mod filters;
 mod global;
 mod http_listener;
