@@ -13,7 +13,6 @@ use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{Cluster, Endpoint, UpBody};
-use crate::config::raw;
 use crate::thrift::codec::{Decoder, DecoderConfig, Protocol, Transport};
 
 #[derive(Debug, Clone)]
@@ -108,7 +107,7 @@ async fn check(c: &Cluster, cfg: &Config, ep: &Endpoint) -> bool {
             statuses,
             host,
         } => {
-            let built = if c.protocol == raw::UpstreamProtocol::Http2 {
+            let built = if c.protocol == super::UpstreamProtocol::Http2 {
                 Uri::builder()
                     .scheme("http")
                     .authority(host.to_str().unwrap_or(&ep.authority))
@@ -122,10 +121,10 @@ async fn check(c: &Cluster, cfg: &Config, ep: &Endpoint) -> bool {
             };
             let mut req = Request::new(UpBody::Empty);
             *req.uri_mut() = uri;
-            if c.protocol == raw::UpstreamProtocol::Http2 {
+            if c.protocol == super::UpstreamProtocol::Http2 {
                 *req.version_mut() = http::Version::HTTP_2;
             }
-            if c.protocol == raw::UpstreamProtocol::Http1 {
+            if c.protocol == super::UpstreamProtocol::Http1 {
                 req.headers_mut().insert(http::header::HOST, host.clone());
             }
             req.headers_mut().insert(

@@ -29,8 +29,9 @@ use arc_swap::ArcSwap;
 
 pub use body::{Replay, UpBody, UpstreamBody};
 pub use breakers::Breakers;
-pub use lb::{hash_bytes, HashKey, Lb, Rotation};
+pub use lb::{hash_bytes, HashKey, Lb, LbPolicy, Rotation};
 pub use outlier::Outcome;
+pub use pool::UpstreamProtocol;
 
 use crate::config::endpoints::Spec;
 use crate::config::raw;
@@ -241,7 +242,7 @@ pub struct Cluster {
     pub name: Arc<str>,
     pub lb: Lb,
     pub connect_timeout: Duration,
-    pub protocol: raw::UpstreamProtocol,
+    pub protocol: UpstreamProtocol,
     /// How requests reach endpoints (each endpoint owns its idle connections).
     pub pool: pool::Settings,
     pub stats: ClusterStats,
@@ -494,7 +495,7 @@ impl Cluster {
 /// healthy; else all healthy ones; all of them in panic mode.
 fn build_hostset(
     all: Vec<Arc<Endpoint>>,
-    policy: raw::LbPolicy,
+    policy: LbPolicy,
     panic_threshold: f64,
     zone: Option<&str>,
 ) -> HostSet {
@@ -668,13 +669,13 @@ mod tests {
     fn unhealthy_endpoints_leave_rotation_and_panic_spreads_over_all() {
         let all = specs(&[1, 2, 3, 4]);
         all[0].health.store(UNHEALTHY, Ordering::Relaxed);
-        let s = build_hostset(all.clone(), raw::LbPolicy::RoundRobin, 50.0, None);
+        let s = build_hostset(all.clone(), LbPolicy::RoundRobin, 50.0, None);
         assert_eq!((s.healthy, s.panic, s.rotation_len()), (3, false, 3));
         all[1].health.store(UNHEALTHY, Ordering::Relaxed);
         all[2].health.store(UNHEALTHY, Ordering::Relaxed);
-        let s = build_hostset(all.clone(), raw::LbPolicy::RoundRobin, 50.0, None);
+        let s = build_hostset(all.clone(), LbPolicy::RoundRobin, 50.0, None);
         assert_eq!((s.healthy, s.panic, s.rotation_len()), (1, true, 4));
-        let s = build_hostset(all, raw::LbPolicy::RoundRobin, 0.0, None);
+        let s = build_hostset(all, LbPolicy::RoundRobin, 0.0, None);
         assert_eq!((s.panic, s.rotation_len()), (false, 1));
     }
 
@@ -683,12 +684,12 @@ mod tests {
         let all = specs(&[1, 2, 3, 4]);
         all[0].set_zone(Some(Arc::from("a")));
         all[1].set_zone(Some(Arc::from("a")));
-        let s = build_hostset(all.clone(), raw::LbPolicy::Random, 50.0, Some("a"));
+        let s = build_hostset(all.clone(), LbPolicy::Random, 50.0, Some("a"));
         assert!(s.zone_local);
         assert_eq!(s.rotation_len(), 2);
         all[0].health.store(UNHEALTHY, Ordering::Relaxed);
         all[1].health.store(UNHEALTHY, Ordering::Relaxed);
-        let s = build_hostset(all, raw::LbPolicy::Random, 50.0, Some("a"));
+        let s = build_hostset(all, LbPolicy::Random, 50.0, Some("a"));
         assert!(!s.zone_local);
         assert_eq!(s.rotation_len(), 2);
     }
