@@ -22,3 +22,4 @@ pub mod tls;
 pub mod toolkit;
 pub mod trace;
 pub mod upstream;
+pub mod xds;

@@ -299,6 +299,12 @@ async fn tunnels_are_counted_and_held_by_the_drain() {
         .stat_labels("attache_downstream_cx_active", &[("listener", "main")])
         .await;
     assert_eq!(cx, 1.0, "the tunnel's connection is still open");
+    // An open tunnel is active on its endpoint, like a TCP proxy connection.
+    let (_, clusters) = p.admin_get("/clusters").await;
+    assert!(
+        clusters.contains(&format!("ws::{ws}::rq_active::1")),
+        "{clusters}"
+    );
 
     p.signal(15);
     tokio::time::sleep(Duration::from_millis(800)).await;

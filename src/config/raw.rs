@@ -645,6 +645,17 @@ pub struct Discovery {
     pub dns: Option<DnsDiscovery>,
     #[serde(default)]
     pub file: Option<FileDiscovery>,
+    #[serde(default)]
+    pub eds: Option<EdsDiscovery>,
+}
+
+/// `discovery: { eds: { service_name } }`: endpoints from the xDS server.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct EdsDiscovery {
+    /// The ClusterLoadAssignment's name (default: the cluster name).
+    #[serde(default)]
+    pub service_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -17,7 +17,7 @@ use super::{ConnCtx, Runtime};
 use crate::accesslog::Record;
 use crate::stats::ListenerStats;
 use crate::upstream::h1::{BoxError, ExchangeError};
-use crate::upstream::{ActiveGuard, UpstreamBody};
+use crate::upstream::{Attempt, UpstreamBody};
 
 enum Inner {
     Full(Option<Bytes>),
@@ -293,7 +293,7 @@ pub struct Completion {
     /// Request body bytes the upstream call streamed, when the access log wants them.
     pub bytes_in_stream: Option<Arc<AtomicU64>>,
     pub bytes_out: u64,
-    pub active: Option<ActiveGuard>,
+    pub active: Option<Attempt>,
     pub chain: Option<Arc<[Arc<dyn HttpFilter>]>>,
     pub sc: Option<StreamCtx>,
     pub close_connection: bool,

@@ -16,7 +16,7 @@ use prometheus::IntCounter;
 
 use crate::config::raw::UpstreamProtocol;
 use crate::stats::Stats;
-use crate::upstream::{ActiveGuard, Cluster, Outcome, UpBody};
+use crate::upstream::{Cluster, Outcome, Refused, UpBody};
 
 pub const MIRROR_REQUESTS_TOTAL: &str = "attache_mirror_requests_total";
 
@@ -93,24 +93,28 @@ pub fn spawn(mirrors: &[Mirror], req: &Copy<'_>) {
                 continue;
             }
         };
-        let Some(permit) = m.cluster.breakers.requests.try_acquire() else {
-            m.stats.skipped.inc();
-            continue;
+        let mut attempt = match m.cluster.attempt(None, None) {
+            Ok(a) => a,
+            Err(Refused::Overflow) => {
+                m.stats.skipped.inc();
+                continue;
+            }
+            Err(Refused::NoHealthyUpstream) => {
+                m.stats.failed.inc();
+                continue;
+            }
         };
         let Some(up) = build(&m.cluster, req) else {
             m.stats.failed.inc();
             continue;
         };
-        let (cluster, stats, timeout) = (m.cluster.clone(), m.stats.clone(), m.timeout);
+        let (stats, timeout) = (m.stats.clone(), m.timeout);
         tokio::spawn(async move {
-            let Some(ep) = cluster.pick_hashed(None, None) else {
-                stats.failed.inc();
-                return;
-            };
-            let _active = ActiveGuard::new(ep.clone(), Some(permit));
             let mut body = Some(body);
+            let cluster = attempt.cluster().clone();
             let call = async {
-                let rsp = crate::upstream::pool::send_with(&ep, &cluster.pool, up, &mut body)
+                let ep = attempt.endpoint();
+                let rsp = crate::upstream::pool::send_with(ep, &cluster.pool, up, &mut body)
                     .await
                     .ok()?;
                 let status = rsp.status().as_u16();
@@ -121,18 +125,15 @@ pub fn spawn(mirrors: &[Mirror], req: &Copy<'_>) {
             match tokio::time::timeout(timeout, call).await {
                 Ok(Some(status)) => {
                     cluster.stats.count_status(status);
-                    cluster.report(
-                        &ep,
-                        if status < 500 {
-                            Outcome::Success
-                        } else {
-                            Outcome::Failure
-                        },
-                    );
+                    attempt.report(if status < 500 {
+                        Outcome::Success
+                    } else {
+                        Outcome::Failure
+                    });
                     stats.sent.inc();
                 }
                 _ => {
-                    cluster.report(&ep, Outcome::Failure);
+                    attempt.report(Outcome::Failure);
                     stats.failed.inc();
                 }
             }

@@ -21,7 +21,7 @@ use crate::error::{ErrorKind, Reject};
 use crate::router::{Action, RequestView, RetryPolicy, RouteAction};
 use crate::upstream::pool::SendError;
 use crate::upstream::Replay;
-use crate::upstream::{ActiveGuard, Cluster, Endpoint, Outcome, UpBody, UpstreamBody};
+use crate::upstream::{Cluster, Endpoint, Outcome, Refused, UpBody, UpstreamBody};
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -585,7 +585,8 @@ pub async fn handle(req: Request<DownBody>, conn: Arc<ConnCtx>) -> Response<Resp
                                 let proto = rp.headers.get(header::UPGRADE).cloned();
                                 match (b.into_upgraded(), proto) {
                                     (Some(up), Some(proto)) => {
-                                        tunnel(on, up, http.idle_timeout, conn.clone());
+                                        let attempt = done.active.take();
+                                        tunnel(on, up, attempt, http.idle_timeout, conn.clone());
                                         Ok(proto)
                                     }
                                     _ => Err(RespBody::full(Bytes::new())),
@@ -677,8 +678,9 @@ async fn request_body(
 }
 
 /// Splice an upgraded downstream connection and the upstream connection that
-/// answered `101`, until both sides closed or nothing moved either way for `idle`
-/// (the listener's `idle_timeout`). Bytes the upstream sent right after its `101`
+/// answered `101` with [`crate::tcp::splice`] (the TCP proxy's), until both sides
+/// closed, either failed, or nothing moved either way for `idle` (the listener's
+/// `idle_timeout`). Bytes the upstream sent right after its `101`
 /// go to the client first.
 ///
 /// The tunnel holds the downstream connection's context, so the connection stays
@@ -687,13 +689,17 @@ async fn request_body(
 fn tunnel(
     on: hyper::upgrade::OnUpgrade,
     conn: crate::upstream::h1::Conn,
+    attempt: Option<crate::upstream::Attempt>,
     idle: Duration,
     ctx: Arc<ConnCtx>,
 ) {
     tokio::spawn(async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        // The permit keeps the tunnel inside the cluster's `max_connections`.
+        use tokio::io::AsyncWriteExt;
+        // The permit keeps the tunnel inside the cluster's `max_connections`; the
+        // attempt keeps it active on its endpoint (least_request, `max_requests`)
+        // like a TCP proxy connection.
         let (up, pending, _permit) = conn.into_parts();
+        let _attempt = attempt;
         let down = match on.await {
             Ok(u) => u,
             Err(e) => {
@@ -710,45 +716,8 @@ fn tunnel(
         if !pending.is_empty() && down.write_all(&pending).await.is_err() {
             return;
         }
-        let (mut dr, mut dw) = tokio::io::split(down);
-        let (mut ur, mut uw) = tokio::io::split(up);
-        let mut from_client = vec![0u8; 16 * 1024];
-        let mut from_upstream = vec![0u8; 16 * 1024];
-        let (mut client_open, mut upstream_open) = (true, true);
-        let quiet = tokio::time::sleep(idle);
-        tokio::pin!(quiet);
-        while client_open || upstream_open {
-            tokio::select! {
-                r = dr.read(&mut from_client), if client_open => match r {
-                    Ok(0) | Err(_) => {
-                        client_open = false;
-                        let _ = uw.shutdown().await;
-                    }
-                    Ok(n) => {
-                        if uw.write_all(&from_client[..n]).await.is_err() {
-                            break;
-                        }
-                        quiet.as_mut().reset(tokio::time::Instant::now() + idle);
-                    }
-                },
-                r = ur.read(&mut from_upstream), if upstream_open => match r {
-                    Ok(0) | Err(_) => {
-                        upstream_open = false;
-                        let _ = dw.shutdown().await;
-                    }
-                    Ok(n) => {
-                        if dw.write_all(&from_upstream[..n]).await.is_err() {
-                            break;
-                        }
-                        quiet.as_mut().reset(tokio::time::Instant::now() + idle);
-                    }
-                },
-                _ = &mut quiet => {
-                    tracing::debug!("upgrade tunnel idle; closing");
-                    break;
-                }
-            }
-        }
+        let spliced = crate::tcp::splice(down, up, idle, [None, None]).await;
+        tracing::debug!(end = ?spliced.end, "upgrade tunnel closed");
     });
 }
 
@@ -813,12 +782,12 @@ async fn forward(
     loop {
         attempt += 1;
         let last = attempt >= max_attempts;
-        let Some(rq_permit) = cluster.breakers.requests.try_acquire() else {
-            return Err((ErrorKind::Overflow, attempt > 1));
+        let mut try_ = match cluster.attempt(hash, last_ep.as_ref()) {
+            Ok(a) => a,
+            Err(Refused::Overflow) => return Err((ErrorKind::Overflow, attempt > 1)),
+            Err(Refused::NoHealthyUpstream) => return Err((ErrorKind::NoHealthyUpstream, false)),
         };
-        let Some(ep) = cluster.pick_hashed(last_ep.as_ref(), hash) else {
-            return Err((ErrorKind::NoHealthyUpstream, false));
-        };
+        let ep = try_.endpoint();
         done.upstream = Some(ep.authority.clone());
         done.attempts = attempt;
         let up_body = match body.as_ref() {
@@ -882,7 +851,6 @@ async fn forward(
             req.headers_mut().remove(header::HOST);
         }
 
-        let guard = ActiveGuard::new(ep.clone(), Some(rq_permit));
         let Some(pending) = cluster.breakers.pending.try_acquire() else {
             restore(&mut up_body, body);
             return Err((ErrorKind::Overflow, attempt > 1));
@@ -892,7 +860,7 @@ async fn forward(
         } else {
             tokio::time::Instant::now()
         };
-        let call = crate::upstream::pool::send_with(&ep, &cluster.pool, req, &mut up_body);
+        let call = crate::upstream::pool::send_with(ep, &cluster.pool, req, &mut up_body);
         let per_try = retry.and_then(|r| r.per_try_timeout);
         let limit = match (deadline, per_try) {
             (Some(d), Some(p)) => Some(d.min(sent + p)),
@@ -922,19 +890,15 @@ async fn forward(
             }
             Some(Err(SendError::Overflow)) => Err(ErrorKind::Overflow),
             Some(Err(SendError::Connect(e))) => {
-                if let Some(suppressed) = cluster.connect_fail_log.allow() {
-                    tracing::warn!(cluster = %cluster.name, upstream = %ep.authority, error = %e, suppressed, "upstream connect failed");
-                }
-                cluster.stats.connect_fail.inc();
-                ep.connect_fail.fetch_add(1, Ordering::Relaxed);
+                try_.connect_failed(&e);
                 Err(ErrorKind::ConnectFailure)
             }
             Some(Err(SendError::Protocol(e))) => {
-                tracing::debug!(cluster = %cluster.name, upstream = %ep.authority, error = %e, "upstream request failed");
+                tracing::debug!(cluster = %cluster.name, upstream = %try_.endpoint().authority, error = %e, "upstream request failed");
                 Err(ErrorKind::UpstreamReset)
             }
             Some(Err(SendError::Body(e))) => {
-                tracing::debug!(cluster = %cluster.name, upstream = %ep.authority, error = %e, "request body failed; upstream connection closed");
+                tracing::debug!(cluster = %cluster.name, upstream = %try_.endpoint().authority, error = %e, "request body failed; upstream connection closed");
                 done.close_connection = true;
                 Err(ErrorKind::BadBody)
             }
@@ -944,14 +908,13 @@ async fn forward(
             Ok(_) | Err(ErrorKind::UpstreamReset) | Err(ErrorKind::Timeout) => {
                 Some(Outcome::Failure)
             }
-            Err(ErrorKind::ConnectFailure) => Some(Outcome::ConnectFailure),
-            // The client's fault says nothing about the endpoint.
-            Err(ErrorKind::BadBody) => None,
-            // Overflow is the proxy's own limit, not the endpoint's fault.
-            Err(_) => Some(Outcome::Success),
+            // Reported by `connect_failed`. The client's fault (a bad body) and the
+            // proxy's own limits (a `max_connections` overflow) say nothing about
+            // the endpoint.
+            Err(_) => None,
         };
         if let Some(o) = reported {
-            cluster.report(&ep, o);
+            try_.report(o);
         }
         if body.is_none() {
             // A streamed body that went out whole can be sent again from its copy.
@@ -964,9 +927,6 @@ async fn forward(
         match outcome {
             Ok(rsp) => {
                 let status = rsp.status().as_u16();
-                if status >= 500 {
-                    ep.rq_error.fetch_add(1, Ordering::Relaxed);
-                }
                 let wants_retry = can_retry
                     && retry.is_some_and(|r| r.retry_status(status) || r.retry_grpc(rsp.headers()));
                 if wants_retry {
@@ -976,17 +936,14 @@ async fn forward(
                 if wants_retry && can_retry {
                     cluster.stats.count_status(status);
                     cluster.stats.retry.inc();
-                    last_ep = Some(ep);
-                    drop(guard);
+                    last_ep = Some(try_.endpoint().clone());
+                    drop(try_);
                     continue;
                 }
-                done.active = Some(guard);
+                done.active = Some(try_);
                 return Ok(rsp);
             }
             Err(kind) => {
-                if kind != ErrorKind::BadBody {
-                    ep.rq_error.fetch_add(1, Ordering::Relaxed);
-                }
                 let retriable = match kind {
                     ErrorKind::ConnectFailure => retry
                         .is_some_and(|r| r.on_connect_failure || r.on_5xx || r.on_gateway_error),
@@ -1005,7 +962,7 @@ async fn forward(
                 }
                 if can_retry && retriable {
                     cluster.stats.retry.inc();
-                    last_ep = Some(ep);
+                    last_ep = Some(try_.endpoint().clone());
                     continue;
                 }
                 let kind = if overall_expired() {

@@ -635,28 +635,10 @@ async fn serve_io<IO>(
                 &http::HeaderMap::new(),
                 conn.remote_ip.to_str().unwrap_or(""),
             );
+            let mut last = None;
             let outcome = crate::tcp::proxy_connection(
                 io,
-                |_attempt| {
-                    let cluster = cluster.clone();
-                    async move {
-                        let ep = cluster.pick_hashed(None, hash).ok_or_else(|| {
-                            std::io::Error::new(
-                                std::io::ErrorKind::NotConnected,
-                                "no healthy upstream",
-                            )
-                        })?;
-                        let r = cluster.connector.connect_addr(ep.addr).await;
-                        if let Err(e) = &r {
-                            cluster.stats.connect_fail.inc();
-                            ep.connect_fail.fetch_add(1, Ordering::Relaxed);
-                            if let Some(suppressed) = cluster.connect_fail_log.allow() {
-                                tracing::warn!(cluster = %cluster.name, upstream = %ep.authority, error = %e, suppressed, "upstream connect failed");
-                            }
-                        }
-                        r
-                    }
-                },
+                |_attempt| crate::tcp::connect(&cluster, hash, &mut last),
                 tcp.settings,
                 &tcp.counters,
             )

@@ -1,5 +1,8 @@
 //! The TCP proxy: connect upstream (retrying another endpoint on failure), then copy
-//! bytes both ways with half-close and an idle timeout.
+//! bytes both ways with half-close and an idle timeout ([`splice`], which HTTP
+//! upgrade tunnels use too). Each connection is one [`Attempt`] on its cluster, like
+//! an HTTP request or a Thrift call: breakers, balancing and outlier detection
+//! apply to it the same way.
 //!
 //! Half-close: when one side finishes sending (EOF, or a TLS peer that closes without
 //! `close_notify`), the proxy shuts down the write side towards the other peer and
@@ -17,11 +20,20 @@
 use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
+
+// tokio's clock, so the idle rule runs on a paused clock in tests.
+use tokio::time::Instant;
 
 use attache_filters::Stats;
 use prometheus::{IntCounter, IntGauge};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+
+use crate::upstream::breakers::Permit;
+use crate::upstream::connector::Stream;
+use crate::upstream::pool::{self, SendError};
+use crate::upstream::{Attempt, Cluster, Endpoint, Outcome as Reported};
 
 pub const CX_TOTAL: &str = "attache_tcp_cx_total";
 pub const CX_ACTIVE: &str = "attache_tcp_cx_active";
@@ -138,9 +150,10 @@ pub struct Outcome {
 
 /// Proxy one downstream connection. `connect(attempt)` opens a new upstream stream
 /// (attempt counts from 0; the load balancer should pick another endpoint each
-/// time, and may run a TLS handshake via `ClientTls`). Never panics on I/O; both
-/// streams are closed when this returns.
-pub async fn proxy_connection<D, U, C, F>(
+/// time, and may run a TLS handshake via `ClientTls`), with what must live as long
+/// as the connection (see [`connect`]). Never panics on I/O; both streams are
+/// closed when this returns.
+pub async fn proxy_connection<D, U, H, C, F>(
     downstream: D,
     mut connect: C,
     settings: Settings,
@@ -150,7 +163,7 @@ where
     D: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
     C: FnMut(u32) -> F,
-    F: Future<Output = io::Result<U>>,
+    F: Future<Output = io::Result<(U, H)>>,
 {
     counters.cx_total.inc();
     counters.cx_active.inc();
@@ -174,7 +187,7 @@ where
             }
         }
     }
-    let Some(upstream) = upstream else {
+    let Some((upstream, _held)) = upstream else {
         counters.no_upstream.inc();
         return Outcome {
             end: End::ConnectFailed,
@@ -184,14 +197,51 @@ where
         };
     };
 
+    let spliced = splice(
+        downstream,
+        upstream,
+        settings.idle_timeout,
+        [Some(&counters.rx_bytes), Some(&counters.tx_bytes)],
+    )
+    .await;
+    if spliced.end == End::IdleTimeout {
+        counters.idle_timeout.inc();
+    }
+    Outcome {
+        end: spliced.end,
+        rx_bytes: spliced.bytes[0],
+        tx_bytes: spliced.bytes[1],
+        attempts: made,
+    }
+}
+
+/// What [`splice`] moved, and how it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spliced {
+    /// `Closed`, `IdleTimeout` or `Error`.
+    pub end: End,
+    /// Bytes copied from `a` to `b`, and from `b` to `a`.
+    pub bytes: [u64; 2],
+}
+
+/// Copy bytes both ways between `a` and `b` until both directions ended (each
+/// EOF half-closes the other side), either side fails (a reset is not a
+/// half-close: both end), or no byte moved either way for `idle`. The one splice
+/// for TCP proxy connections and HTTP upgrade tunnels. `meters` count the bytes
+/// of each direction (a to b, b to a) as they move.
+pub async fn splice<A, B>(a: A, b: B, idle: Duration, meters: [Option<&IntCounter>; 2]) -> Spliced
+where
+    A: AsyncRead + AsyncWrite,
+    B: AsyncRead + AsyncWrite,
+{
     let start = Instant::now();
     let last = AtomicU64::new(0);
-    let (down_r, down_w) = tokio::io::split(downstream);
-    let (up_r, up_w) = tokio::io::split(upstream);
+    let (down_r, down_w) = tokio::io::split(a);
+    let (up_r, up_w) = tokio::io::split(b);
     let rx = AtomicU64::new(0);
     let tx = AtomicU64::new(0);
-    let client_to_up = pump(down_r, up_w, &counters.rx_bytes, &rx, &last, start);
-    let up_to_client = pump(up_r, down_w, &counters.tx_bytes, &tx, &last, start);
+    let client_to_up = pump(down_r, up_w, meters[0], &rx, &last, start);
+    let up_to_client = pump(up_r, down_w, meters[1], &tx, &last, start);
     let copy = async {
         tokio::pin!(client_to_up, up_to_client);
         let (mut a_done, mut b_done) = (false, false);
@@ -207,19 +257,57 @@ where
         }
         End::Closed
     };
-    let idle = idle_watch(settings.idle_timeout, &last, start);
+    let idle = idle_watch(idle, &last, start);
     let end = tokio::select! {
         end = copy => end,
-        () = idle => {
-            counters.idle_timeout.inc();
-            End::IdleTimeout
-        }
+        () = idle => End::IdleTimeout,
     };
-    Outcome {
+    Spliced {
         end,
-        rx_bytes: rx.load(Ordering::Relaxed),
-        tx_bytes: tx.load(Ordering::Relaxed),
-        attempts: made,
+        bytes: [rx.load(Ordering::Relaxed), tx.load(Ordering::Relaxed)],
+    }
+}
+
+/// What a proxied connection holds on its upstream side besides the stream: its
+/// slot in the cluster's `max_connections` breaker, and the [`Attempt`] that keeps
+/// it counted as active on its endpoint (least_request sees TCP connections) and in
+/// `max_requests`.
+pub type Held = (Option<Permit>, Attempt);
+
+/// One connect attempt to `cluster` for [`proxy_connection`], the way HTTP and
+/// Thrift use an endpoint: [`Cluster::attempt`] (the `max_requests` breaker, the
+/// load balancer with the connection's `hash`, another endpoint than `last` when
+/// there is one; the pick is recorded in `last`), then [`pool::dial`]
+/// (`max_connections`, the connect timeout, upstream TLS). Success and failure
+/// feed outlier detection; a connect cut by the caller's timeout is a failure.
+pub fn connect(
+    cluster: &Arc<Cluster>,
+    hash: Option<u64>,
+    last: &mut Option<Arc<Endpoint>>,
+) -> impl Future<Output = io::Result<(Stream, Held)>> + Send + 'static {
+    let attempt = cluster.attempt(hash, last.as_ref());
+    if let Ok(a) = &attempt {
+        *last = Some(a.endpoint().clone());
+    }
+    async move {
+        let mut attempt = attempt.map_err(io::Error::other)?;
+        attempt.report_on_drop(Some(Reported::ConnectFailure));
+        let dialed = pool::dial(attempt.endpoint(), &attempt.cluster().pool).await;
+        match dialed {
+            Ok((io, slot)) => {
+                attempt.report(Reported::Success);
+                Ok((io, (slot, attempt)))
+            }
+            Err(SendError::Connect(e)) => {
+                attempt.connect_failed(&e);
+                Err(e)
+            }
+            Err(e) => {
+                // The proxy's own limit (`max_connections`): not the endpoint's fault.
+                attempt.report_on_drop(None);
+                Err(io::Error::other(e.to_string()))
+            }
+        }
     }
 }
 
@@ -241,7 +329,7 @@ fn millis_since(start: Instant) -> u64 {
 async fn pump<R, W>(
     mut r: ReadHalf<R>,
     mut w: WriteHalf<W>,
-    counter: &IntCounter,
+    counter: Option<&IntCounter>,
     total: &AtomicU64,
     last: &AtomicU64,
     start: Instant,
@@ -260,7 +348,9 @@ where
         };
         last.store(millis_since(start), Ordering::Relaxed);
         w.write_all(&buf[..n]).await?;
-        counter.inc_by(n as u64);
+        if let Some(c) = counter {
+            c.inc_by(n as u64);
+        }
         total.fetch_add(n as u64, Ordering::Relaxed);
         last.store(millis_since(start), Ordering::Relaxed);
     }

@@ -60,7 +60,7 @@ async fn proxy(
             tokio::spawn(async move {
                 let connect = |attempt: u32| {
                     let ep = endpoints[attempt as usize % endpoints.len()];
-                    TcpStream::connect(ep)
+                    async move { Ok((TcpStream::connect(ep).await?, ())) }
                 };
                 let outcome = proxy_connection(down, connect, settings, &counters).await;
                 let _ = tx.send(outcome);
@@ -288,7 +288,7 @@ async fn tls_on_both_sides_with_half_close() -> Result<()> {
                 };
                 let connect = |_attempt: u32| {
                     let up_tls = up_tls.clone();
-                    async move { up_tls.connect(TcpStream::connect(origin).await?).await }
+                    async move { Ok((up_tls.connect(TcpStream::connect(origin).await?).await?, ())) }
                 };
                 let o = proxy_connection(down, connect, Settings::default(), &counters).await;
                 let _ = tx.send(o);
@@ -315,4 +315,34 @@ async fn tls_on_both_sides_with_half_close() -> Result<()> {
         (End::Closed, 50_000, reply.len() as u64)
     );
     Ok(())
+}
+
+/// The one idle rule, on a paused clock: bytes either way re-arm it, and after
+/// `idle` with none the splice ends with both directions' byte counts.
+#[tokio::test(start_paused = true)]
+async fn splice_ends_only_after_idle_without_bytes_either_way() {
+    let (a, mut a_peer) = tokio::io::duplex(1024);
+    let (b, mut b_peer) = tokio::io::duplex(1024);
+    let idle = Duration::from_secs(10);
+    let spliced = tokio::spawn(splice(a, b, idle, [None, None]));
+    let mut buf = [0u8; 2];
+    for _ in 0..3 {
+        // 8s of quiet, then a byte one way or the other: never idle for 10s.
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        a_peer.write_all(b"x").await.expect("write a");
+        b_peer.read_exact(&mut buf[..1]).await.expect("read b");
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        b_peer.write_all(b"yz").await.expect("write b");
+        a_peer.read_exact(&mut buf).await.expect("read a");
+    }
+    assert!(!spliced.is_finished());
+    let t = tokio::time::Instant::now();
+    let out = spliced.await.expect("splice task");
+    assert_eq!(out.end, End::IdleTimeout);
+    assert_eq!(out.bytes, [3, 6]);
+    let waited = t.elapsed();
+    assert!(
+        waited >= idle && waited < idle + Duration::from_secs(1),
+        "{waited:?}"
+    );
 }

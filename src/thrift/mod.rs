@@ -1,8 +1,7 @@
 //! Apache Thrift: the wire codec, compiled routes, and the per-connection proxy.
 //!
 //! Integration: build a [`ListenerCtx`] per listener at config compile time (from
-//! `raw::ThriftListener`, the metrics registry and an [`Upstreams`] implementation
-//! over the real clusters), then run [`serve_connection`] for each accepted (and,
+//! `raw::ThriftListener`, the metrics registry and the snapshot's clusters), then run [`serve_connection`] for each accepted (and,
 //! when configured, TLS-terminated) connection.
 
 pub mod codec;
@@ -16,4 +15,4 @@ mod tests;
 
 pub use proxy::{serve_connection, serve_connection_until, ListenerCtx};
 pub use routes::{upstream_framing, Routes};
-pub use upstream::{BoxIo, ConnectFuture, RetryPermit, UpstreamIo, Upstreams};
+pub use upstream::Clusters;

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use attache_filters::{sli, Stats};
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::FuturesOrdered;
-use futures_util::{FutureExt, StreamExt};
+use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
@@ -23,20 +23,19 @@ use crate::config::raw;
 use crate::flag::Flag;
 
 use super::codec::{
-    self, encode_app_exception, inspect_reply, transcode, AppExceptionKind, Decoder, DecoderConfig,
-    ErrorKind, Header, Message, MessageType, Protocol, ReplyOutcome, Transport,
+    self, encode_app_exception, inspect_reply, transcode, AppExceptionKind, Decoder, ErrorKind,
+    Header, Message, MessageType, Protocol, ReplyOutcome, Transport,
 };
 use super::routes::{RetryPolicy, Route, Routes};
 use super::stats::{Metrics, Outcome};
-use super::upstream::{Conn, Pool, Upstreams};
+use super::upstream::{self, Clusters, Conn, DialError, Framing};
 use crate::config::Problem;
+use crate::upstream::{Attempt, Cluster, Endpoint, Outcome as Reported, Refused};
 
 /// Read buffer growth step.
 const READ_CHUNK: usize = 16 * 1024;
 /// Below this much spare room the read buffer grows before the next read.
 const MIN_READ_ROOM: usize = 4 * 1024;
-/// Idle upstream connections kept per endpoint.
-const MAX_IDLE_PER_ENDPOINT: usize = 64;
 /// A frame length and a payload up to this size go out in one write.
 const COALESCE_LIMIT: usize = 16 * 1024;
 /// Default downstream idle timeout (no bytes from the client, no call in flight).
@@ -45,13 +44,13 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 pub const DEFAULT_MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Everything a Thrift listener's connections share: compiled routes, metric
-/// handles, the upstream side and its connection pool. Built once per config load.
+/// handles and the clusters (whose endpoints keep the idle upstream connections).
+/// Built once per config load.
 pub struct ListenerCtx {
     name: String,
     routes: Routes,
     metrics: Metrics,
-    upstreams: Arc<dyn Upstreams>,
-    pool: Pool,
+    clusters: Clusters,
     /// `None`: connections may stay idle forever.
     idle_timeout: Option<Duration>,
     /// `None`: a started call may take forever to arrive.
@@ -86,7 +85,7 @@ impl ListenerCtx {
         listener: &str,
         raw: &raw::ThriftListener,
         stats: &Stats,
-        upstreams: Arc<dyn Upstreams>,
+        clusters: Clusters,
     ) -> Result<ListenerCtx, Vec<Problem>> {
         let max_concurrent_calls = raw
             .max_concurrent_calls
@@ -124,8 +123,7 @@ impl ListenerCtx {
             name: listener.to_owned(),
             routes,
             metrics,
-            upstreams,
-            pool: Pool::new(MAX_IDLE_PER_ENDPOINT),
+            clusters,
             idle_timeout,
             message_timeout,
             sli: None,
@@ -160,6 +158,8 @@ impl ListenerCtx {
 enum CallError {
     #[error("no healthy upstream")]
     NoHealthyUpstream,
+    #[error("upstream overflow: a circuit breaker is full")]
+    Overflow,
     #[error("upstream connect failed: {0}")]
     ConnectFailed(io::Error),
     #[error("upstream connect timeout")]
@@ -183,6 +183,7 @@ impl CallError {
     fn flag(&self) -> Flag {
         match self {
             CallError::NoHealthyUpstream => Flag::NoHealthyUpstream,
+            CallError::Overflow => Flag::Overflow,
             CallError::ConnectFailed(_) | CallError::ConnectTimeout => Flag::ConnectFailure,
             CallError::Timeout => Flag::UpstreamTimeout,
             CallError::Reset(_) | CallError::Closed => Flag::UpstreamReset,
@@ -624,8 +625,12 @@ impl ListenerCtx {
         cluster: &str,
         msg: &Message,
     ) -> Result<Option<Message>, CallError> {
+        // Route clusters were checked against the snapshot's when it was compiled.
+        let Some(cluster) = self.clusters.get(cluster) else {
+            return Err(CallError::NoHealthyUpstream);
+        };
         match route.retry_for(msg.header()) {
-            None => self.forward(cluster, msg, None, &mut None).await,
+            None => self.forward(cluster, msg, None, None).await,
             Some(policy) => self.forward_retrying(route, policy, cluster, msg).await,
         }
     }
@@ -636,16 +641,16 @@ impl ListenerCtx {
         &self,
         route: &Route,
         policy: &RetryPolicy,
-        cluster: &str,
+        cluster: &Arc<Cluster>,
         msg: &Message,
     ) -> Result<Option<Message>, CallError> {
-        let mut avoid = None;
+        let mut avoid: Option<Arc<Endpoint>> = None;
         let mut left = policy.attempts;
         // Held while a retry runs (the cluster's `max_retries` breaker).
         let mut _permit = None;
         loop {
             let mut used = None;
-            let attempt = self.forward(cluster, msg, avoid, &mut used);
+            let attempt = self.forward(cluster, msg, avoid.as_ref(), Some(&mut used));
             let result = match policy.per_try_timeout {
                 Some(t) => tokio::time::timeout(t, attempt)
                     .await
@@ -655,10 +660,11 @@ impl ListenerCtx {
             if left == 0 || !retriable(policy, &result) {
                 return result;
             }
-            _permit = self.upstreams.retry_permit(cluster);
+            _permit = cluster.breakers.retries.try_acquire();
             if _permit.is_none() {
                 return result;
             }
+            cluster.stats.retry.inc();
             left -= 1;
             self.metrics.retry(&route.name);
             avoid = used.or(avoid);
@@ -666,105 +672,68 @@ impl ListenerCtx {
     }
 
     /// Send `msg` to an endpoint of `cluster` (other than `avoid` when there is
-    /// one), recording the endpoint picked in `used` (also when cancelled).
+    /// one) as one [`Attempt`], recording the endpoint in `used` (also when the
+    /// call is cancelled, which counts against the endpoint).
     async fn forward(
         &self,
-        cluster: &str,
+        cluster: &Arc<Cluster>,
         msg: &Message,
-        avoid: Option<SocketAddr>,
-        used: &mut Option<SocketAddr>,
+        avoid: Option<&Arc<Endpoint>>,
+        used: Option<&mut Option<Arc<Endpoint>>>,
     ) -> Result<Option<Message>, CallError> {
         let h = msg.header();
-        let (t, p) = self.upstreams.framing(cluster);
-        let transport = t.unwrap_or(h.transport);
-        let protocol = p.unwrap_or(h.protocol);
-        let (prefix, payload) = wire_out(msg, transport, protocol)?;
-        let picked = match avoid {
-            None => self.upstreams.pick(cluster),
-            Some(a) => self.upstreams.pick_avoiding(cluster, a),
-        };
-        let addr = picked.ok_or(CallError::NoHealthyUpstream)?;
-        *used = Some(addr);
-        // `complete` runs even when the route timeout drops this future mid-call.
-        let mut call = Completion {
-            upstreams: &*self.upstreams,
-            cluster,
-            addr,
-            ok: false,
-        };
-        let key = (addr, transport, protocol);
-        let result = self.exchange(cluster, key, prefix, &payload, h).await;
-        // The guard reports completion to the upstreams (also on timeout/cancel).
-        call.ok = result.is_ok();
-        if let Ok(Some(reply)) = &result {
-            if reply.header().message_type == MessageType::Exception {
-                self.upstreams.exception(cluster, addr);
+        let (t, p) = super::upstream_framing(cluster.thrift.as_ref());
+        let framing = (t.unwrap_or(h.transport), p.unwrap_or(h.protocol));
+        let (prefix, payload) = wire_out(msg, framing.0, framing.1)?;
+        let mut attempt = cluster.attempt(None, avoid).map_err(|r| match r {
+            Refused::Overflow => CallError::Overflow,
+            Refused::NoHealthyUpstream => CallError::NoHealthyUpstream,
+        })?;
+        if let Some(used) = used {
+            *used = Some(attempt.endpoint().clone());
+        }
+        let result = self
+            .exchange(&mut attempt, framing, prefix, &payload, h)
+            .await;
+        match &result {
+            Ok(Some(reply)) if reply.header().message_type == MessageType::Exception => {
+                attempt.report(Reported::ThriftFailure)
             }
+            Ok(_) => attempt.report(Reported::Success),
+            // Reported by the connect, or not the endpoint's doing.
+            Err(CallError::ConnectFailed(_) | CallError::ConnectTimeout | CallError::Overflow) => {}
+            Err(_) => attempt.report(Reported::ThriftFailure),
         }
         result
     }
 
     /// Send the encoded call (`prefix`, `payload`) over a pooled or new connection
-    /// for `key` and read the reply to `call`.
+    /// to the attempt's endpoint and read the reply to `call`. A call is never
+    /// re-sent once written (it may have been processed), unless a retry policy
+    /// names its method: see `forward_retrying`.
     async fn exchange(
         &self,
-        cluster: &str,
-        key: (SocketAddr, Transport, Protocol),
+        attempt: &mut Attempt,
+        framing: Framing,
         prefix: Option<[u8; 4]>,
         payload: &[u8],
         call: &Header,
     ) -> Result<Option<Message>, CallError> {
+        let max = self.routes.decoder_config().max_message_size;
+        let mut conn = match upstream::connection(attempt, framing, max).await {
+            Ok(c) => c,
+            Err(DialError::Overflow) => return Err(CallError::Overflow),
+            Err(DialError::Failed(e)) if e.kind() == io::ErrorKind::TimedOut => {
+                return Err(CallError::ConnectTimeout)
+            }
+            Err(DialError::Failed(e)) => return Err(CallError::ConnectFailed(e)),
+        };
+        // From here a cancelled call (the route's timeout) is the endpoint's failure.
+        attempt.report_on_drop(Some(Reported::ThriftFailure));
         let mut scratch = BytesMut::new();
-        // Idle connections the upstream closed are skipped before anything is sent.
-        // A call is never re-sent once written (it may have been processed),
-        // unless a retry policy names its method: see `forward_retrying`.
-        let mut conn = loop {
-            match self.pool.take(cluster, key) {
-                Some(mut c) => {
-                    if still_open(&mut c) {
-                        break c;
-                    }
-                }
-                None => break self.connect(cluster, key).await?,
-            }
-        };
-        match round_trip(&mut conn, prefix, payload, call, &mut scratch).await {
-            Ok(reply) => {
-                self.release(cluster, key, conn);
-                Ok(reply)
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    fn release(&self, cluster: &str, key: (SocketAddr, Transport, Protocol), conn: Conn) {
-        // Bytes after the reply mean the upstream is out of step with us.
-        if conn.buf.is_empty() {
-            self.pool.put(cluster, key, conn);
-        }
-    }
-
-    async fn connect(
-        &self,
-        cluster: &str,
-        (addr, transport, protocol): (SocketAddr, Transport, Protocol),
-    ) -> Result<Conn, CallError> {
-        let limit = self.upstreams.connect_timeout(cluster);
-        let io = match tokio::time::timeout(limit, self.upstreams.connect(cluster, addr)).await {
-            Err(_) => return Err(CallError::ConnectTimeout),
-            Ok(Err(e)) => return Err(CallError::ConnectFailed(e)),
-            Ok(Ok(io)) => io,
-        };
-        let decoder = Decoder::new(DecoderConfig {
-            transport: Some(transport),
-            protocol: Some(protocol),
-            max_message_size: self.routes.decoder_config().max_message_size,
-        });
-        Ok(Conn {
-            io,
-            buf: BytesMut::with_capacity(READ_CHUNK),
-            decoder,
-        })
+        let reply = round_trip(&mut conn, prefix, payload, call, &mut scratch).await?;
+        upstream::release(attempt, conn);
+        Ok(reply)
     }
 }
 
@@ -816,27 +785,6 @@ fn retriable(policy: &RetryPolicy, result: &Result<Option<Message>, CallError>) 
         Err(CallError::Reset(_) | CallError::Closed) => policy.on_reset,
         Err(_) => false,
     }
-}
-
-/// Reports one picked call's end to [`Upstreams::complete`] when dropped: after the
-/// exchange, or on cancellation (a timeout), which counts as a failure.
-struct Completion<'a> {
-    upstreams: &'a dyn Upstreams,
-    cluster: &'a str,
-    addr: SocketAddr,
-    ok: bool,
-}
-
-impl Drop for Completion<'_> {
-    fn drop(&mut self) {
-        self.upstreams.complete(self.cluster, self.addr, self.ok);
-    }
-}
-
-/// An idle connection is reusable if reading from it would block: not closed by the
-/// upstream, and no unsolicited bytes.
-fn still_open(conn: &mut Conn) -> bool {
-    conn.io.read_buf(&mut conn.buf).now_or_never().is_none() && conn.buf.is_empty()
 }
 
 /// Send one call and, unless it is oneway, read its reply.

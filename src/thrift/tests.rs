@@ -17,7 +17,6 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -33,7 +32,7 @@ use thrift::transport::{
 use thrift::{ApplicationError, ApplicationErrorKind};
 
 use super::codec::{Protocol, Transport};
-use super::{serve_connection, ListenerCtx, Upstreams};
+use super::{serve_connection, ListenerCtx};
 use crate::config::raw;
 
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -305,36 +304,49 @@ impl Client {
 
 // ---- the proxy under test --------------------------------------------------------
 
-struct TestUpstreams {
-    clusters: HashMap<String, (Vec<SocketAddr>, Option<Transport>)>,
-    next: AtomicUsize,
-}
+/// The clusters a test proxy routes to: real [`crate::upstream::Cluster`]s (round
+/// robin) over fixed addresses, with the cluster's `thrift.transport` when given.
+struct TestUpstreams(Vec<(String, Vec<SocketAddr>, Option<Transport>)>);
 
 impl TestUpstreams {
     fn new(clusters: &[(&str, Vec<SocketAddr>, Option<Transport>)]) -> TestUpstreams {
-        TestUpstreams {
-            clusters: clusters
+        TestUpstreams(
+            clusters
                 .iter()
-                .map(|(n, a, t)| ((*n).to_owned(), (a.clone(), *t)))
+                .map(|(n, a, t)| ((*n).to_owned(), a.clone(), *t))
                 .collect(),
-            next: AtomicUsize::new(0),
+        )
+    }
+
+    fn build(&self, stats: &Stats) -> super::Clusters {
+        let mut map = HashMap::new();
+        for (name, addrs, transport) in &self.0 {
+            let transport = match transport {
+                None => "",
+                Some(Transport::Framed) => ", thrift: { transport: framed }",
+                Some(Transport::Unframed) => ", thrift: { transport: unframed }",
+            };
+            let yaml = format!("{{ name: {name}, endpoints: []{transport} }}");
+            let cfg: raw::Cluster = serde_yaml::from_str(&yaml).expect("cluster yaml");
+            let specs = addrs
+                .iter()
+                .map(|a| crate::config::endpoints::Spec {
+                    addr: *a,
+                    weight: 1,
+                    zone: None,
+                })
+                .collect();
+            let c = crate::upstream::Cluster::new(
+                &cfg,
+                crate::config::compile::cluster_settings(&cfg),
+                specs,
+                crate::stats::ClusterStats::new(stats, name),
+                crate::stats::FleetStats::new(stats, name),
+                None,
+            );
+            map.insert(name.clone(), c);
         }
-    }
-}
-
-impl Upstreams for TestUpstreams {
-    fn pick(&self, cluster: &str) -> Option<SocketAddr> {
-        let (addrs, _) = self.clusters.get(cluster)?;
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        addrs.get(n % addrs.len().max(1)).copied()
-    }
-
-    fn connect_timeout(&self, _: &str) -> Duration {
-        Duration::from_secs(1)
-    }
-
-    fn framing(&self, cluster: &str) -> (Option<Transport>, Option<Protocol>) {
-        (self.clusters.get(cluster).and_then(|(_, t)| *t), None)
+        Arc::new(map)
     }
 }
 
@@ -377,7 +389,8 @@ impl Proxy {
 async fn start_proxy(yaml: &str, upstreams: TestUpstreams) -> Proxy {
     let raw: raw::ThriftListener = serde_yaml::from_str(yaml).expect("listener yaml");
     let stats = Arc::new(Stats::new());
-    let ctx = ListenerCtx::new("t", &raw, &stats, Arc::new(upstreams)).expect("config compiles");
+    let clusters = upstreams.build(&stats);
+    let ctx = ListenerCtx::new("t", &raw, &stats, clusters).expect("config compiles");
     let ctx = Arc::new(ctx);
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

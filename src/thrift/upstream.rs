@@ -1,80 +1,41 @@
-//! The upstream side: the trait the core implements with its clusters and load
-//! balancer, and a small per-endpoint pool of idle connections (one call in flight
-//! per connection, so sequence ids pass through unchanged).
+//! The upstream side of the Thrift proxy: the clusters a listener routes to, and
+//! Thrift connections that wait idle on their endpoint's pool between calls, like
+//! HTTP/1.1 ones (`upstream::pool`): they survive reloads that keep the endpoint,
+//! expire after the cluster's `idle_timeout`, count against its `max_connections`
+//! and are capped by `max_idle_per_endpoint`. One call is in flight per connection,
+//! so sequence ids pass through unchanged.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::io;
-use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncWrite};
+use futures_util::FutureExt;
+use tokio::io::AsyncReadExt;
 
-use super::codec::{Decoder, Protocol, Transport};
+use super::codec::{Decoder, DecoderConfig, Protocol, Transport};
+use crate::upstream::breakers::Permit;
+use crate::upstream::connector::Stream;
+use crate::upstream::pool::{self, Pooled, SendError};
+use crate::upstream::{Attempt, Cluster};
 
-/// A byte stream to an upstream (plain TCP, or TLS when the core wraps it).
-pub trait UpstreamIo: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> UpstreamIo for T {}
+/// Read buffer of a new connection.
+const READ_CHUNK: usize = 16 * 1024;
 
-pub type BoxIo = Box<dyn UpstreamIo>;
-/// A held retry slot, released on drop (see [`Upstreams::retry_permit`]).
-pub type RetryPermit = Box<dyn Send + Sync>;
-pub type ConnectFuture<'a> = Pin<Box<dyn Future<Output = io::Result<BoxIo>> + Send + 'a>>;
+/// The config snapshot's clusters by name.
+pub type Clusters = Arc<HashMap<String, Arc<Cluster>>>;
 
-/// How the proxy reaches clusters. The core implements this with its real clusters,
-/// load balancer and health state; tests implement it with fixed addresses.
-pub trait Upstreams: Send + Sync {
-    /// A healthy endpoint of `cluster`, or `None` (no such cluster or none healthy).
-    fn pick(&self, cluster: &str) -> Option<SocketAddr>;
-
-    /// As [`Upstreams::pick`], for a retry: another endpoint than `avoid` when the
-    /// cluster has a healthy one. Default: [`Upstreams::pick`].
-    fn pick_avoiding(&self, cluster: &str, _avoid: SocketAddr) -> Option<SocketAddr> {
-        self.pick(cluster)
-    }
-
-    /// Admission for one retry to `cluster`: `None` when its `max_retries` breaker
-    /// is full (the failed try's outcome stands). The permit is held while the
-    /// retry runs. Default: always admitted.
-    fn retry_permit(&self, _cluster: &str) -> Option<RetryPermit> {
-        Some(Box::new(()))
-    }
-
-    /// Time allowed to establish a connection to an endpoint of `cluster`.
-    fn connect_timeout(&self, cluster: &str) -> Duration;
-
-    /// The cluster's `thrift: { transport, protocol }`; `None` parts follow the
-    /// downstream message. See [`super::routes::upstream_framing`].
-    fn framing(&self, cluster: &str) -> (Option<Transport>, Option<Protocol>);
-
-    /// Open a connection (override for upstream TLS). Default: TCP, no Nagle.
-    fn connect<'a>(&'a self, _cluster: &'a str, addr: SocketAddr) -> ConnectFuture<'a> {
-        Box::pin(async move {
-            let s = tokio::net::TcpStream::connect(addr).await?;
-            s.set_nodelay(true)?;
-            Ok(Box::new(s) as BoxIo)
-        })
-    }
-
-    /// The end of one call to `addr` (for least-request accounting or passive
-    /// health): every `Some` from [`Upstreams::pick`] is followed by exactly one
-    /// `complete`, also when the call is cancelled by its timeout. `ok` is false for
-    /// connect failures, resets, timeouts and protocol errors. Default: nothing.
-    fn complete(&self, _cluster: &str, _addr: SocketAddr, _ok: bool) {}
-
-    /// The upstream answered a call with a `TApplicationException` (after
-    /// `complete(.., true)`); feeds outlier detection. Default: nothing.
-    fn exception(&self, _cluster: &str, _addr: SocketAddr) {}
-}
+/// The framing a connection speaks: a cluster without a fixed `thrift:` framing
+/// follows each client's, so one endpoint may hold connections of several kinds.
+pub(crate) type Framing = (Transport, Protocol);
 
 /// One upstream connection with its read buffer and decoder.
-pub(crate) struct Conn {
-    pub io: BoxIo,
-    pub buf: BytesMut,
-    pub decoder: Decoder,
+pub struct Conn {
+    pub(crate) io: Stream,
+    pub(crate) buf: BytesMut,
+    pub(crate) decoder: Decoder,
+    framing: Framing,
+    /// The connection's slot in the cluster's `max_connections` breaker.
+    _slot: Option<Permit>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -85,58 +46,71 @@ impl std::fmt::Debug for Conn {
     }
 }
 
-/// Idle connections per cluster, then per (endpoint, transport, protocol). The lock
-/// guards a push or a pop and is never held across an await; the request path does
-/// not allocate for a lookup.
-#[derive(Debug, Default)]
-pub(crate) struct Pool {
-    idle: Mutex<HashMap<String, HashMap<Key, Vec<Conn>>>>,
-    max_idle_per_endpoint: usize,
+impl Pooled for Conn {
+    /// Reading would block: not closed by the upstream, and no unsolicited bytes.
+    fn is_reusable(&mut self) -> bool {
+        self.buf.is_empty() && self.io.read_buf(&mut self.buf).now_or_never().is_none()
+    }
 }
 
-type Key = (SocketAddr, Transport, Protocol);
-type Idle = HashMap<String, HashMap<Key, Vec<Conn>>>;
+/// Why no connection could be had.
+pub(crate) enum DialError {
+    /// The cluster's `max_connections` breaker is full.
+    Overflow,
+    Failed(std::io::Error),
+}
 
-impl Pool {
-    pub fn new(max_idle_per_endpoint: usize) -> Pool {
-        Pool {
-            idle: Mutex::new(HashMap::new()),
-            max_idle_per_endpoint,
+/// An idle connection of `framing` to the attempt's endpoint, or a new one (within
+/// the cluster's connect timeout and `max_connections`). A connect failure is
+/// reported on the attempt.
+pub(crate) async fn connection(
+    attempt: &mut Attempt,
+    framing: Framing,
+    max_message_size: usize,
+) -> Result<Conn, DialError> {
+    let cluster = attempt.cluster();
+    let ep = attempt.endpoint();
+    let idle_timeout = cluster.pool.idle_timeout;
+    if let Some(c) = ep.pool.thrift.pop(idle_timeout, |c| c.framing == framing) {
+        return Ok(c);
+    }
+    let dialed = pool::dial(ep, &cluster.pool).await;
+    let (io, slot) = match dialed {
+        Ok(d) => d,
+        Err(SendError::Overflow) => return Err(DialError::Overflow),
+        Err(SendError::Connect(e)) => {
+            attempt.connect_failed(&e);
+            return Err(DialError::Failed(e));
         }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Idle> {
-        match self.idle.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
+        Err(e) => {
+            let e = std::io::Error::other(e.to_string());
+            attempt.connect_failed(&e);
+            return Err(DialError::Failed(e));
         }
-    }
+    };
+    let decoder = Decoder::new(DecoderConfig {
+        transport: Some(framing.0),
+        protocol: Some(framing.1),
+        max_message_size,
+    });
+    Ok(Conn {
+        io,
+        buf: BytesMut::with_capacity(READ_CHUNK),
+        decoder,
+        framing,
+        _slot: slot,
+    })
+}
 
-    pub fn take(&self, cluster: &str, key: Key) -> Option<Conn> {
-        self.lock().get_mut(cluster)?.get_mut(&key)?.pop()
-    }
-
-    /// Keep `conn` for reuse, unless the endpoint already has enough idle ones.
-    pub fn put(&self, cluster: &str, key: Key, conn: Conn) {
-        let surplus = {
-            let mut idle = self.lock();
-            if !idle.contains_key(cluster) {
-                idle.insert(cluster.to_owned(), HashMap::new());
-            }
-            match idle.get_mut(cluster) {
-                Some(by_key) => {
-                    let list = by_key.entry(key).or_default();
-                    if list.len() < self.max_idle_per_endpoint {
-                        list.push(conn);
-                        None
-                    } else {
-                        Some(conn)
-                    }
-                }
-                None => Some(conn),
-            }
-        };
-        // Closed outside the lock.
-        drop(surplus);
+/// A connection whose call completed cleanly goes back to its endpoint's pool,
+/// unless bytes followed the reply (the upstream is out of step with us).
+pub(crate) fn release(attempt: &Attempt, conn: Conn) {
+    if conn.buf.is_empty() {
+        let s = &attempt.cluster().pool;
+        attempt
+            .endpoint()
+            .pool
+            .thrift
+            .put(conn, s.idle_timeout, s.max_idle);
     }
 }

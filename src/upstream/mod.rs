@@ -1,6 +1,9 @@
 //! Clusters: a living endpoint set (static, DNS or file discovery), active health
 //! checks, outlier ejection, circuit breakers, load balancing and the upstream HTTP
-//! client (a keep-alive pool per endpoint, HTTP/1.1 or multiplexed HTTP/2).
+//! client (a keep-alive pool per endpoint, HTTP/1.1 or multiplexed HTTP/2; Thrift
+//! connections wait on the same pool). Every protocol uses an endpoint the same
+//! way: a [`Cluster::attempt`] (breakers, pick, active count) whose outcome is
+//! reported back (`attempt.rs`).
 //!
 //! The data path reads the current [`HostSet`] through an `ArcSwap` (no lock); every
 //! change (membership, weight, health, ejection) builds a new one off the request
@@ -8,6 +11,7 @@
 //! its `Arc<Endpoint>` (counters, health) and its pooled connections (the pool is
 //! keyed by authority).
 
+mod attempt;
 mod body;
 pub mod breakers;
 pub mod connector;
@@ -27,6 +31,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
+pub use attempt::{Attempt, Refused};
 pub use body::{Replay, UpBody, UpstreamBody};
 pub use breakers::Breakers;
 pub use lb::{hash_bytes, HashKey, Lb, LbPolicy, Rotation};
@@ -165,28 +170,6 @@ impl Endpoint {
             }
             flip
         }
-    }
-}
-
-/// Holds one request's place on an endpoint (active count, least-request input) and
-/// in the cluster's `max_requests` breaker; both are released when dropped.
-#[derive(Debug)]
-pub struct ActiveGuard {
-    pub ep: Arc<Endpoint>,
-    _rq: Option<breakers::Permit>,
-}
-
-impl ActiveGuard {
-    pub fn new(ep: Arc<Endpoint>, rq: Option<breakers::Permit>) -> ActiveGuard {
-        ep.active.fetch_add(1, Ordering::Relaxed);
-        ep.rq_total.fetch_add(1, Ordering::Relaxed);
-        ActiveGuard { ep, _rq: rq }
-    }
-}
-
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        self.ep.active.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -452,8 +435,8 @@ impl Cluster {
         tokio::spawn(sweep_pools(Arc::downgrade(self), self.pool.idle_timeout));
     }
 
-    /// Feed one call's outcome to outlier detection.
-    pub fn report(&self, ep: &Arc<Endpoint>, outcome: Outcome) {
+    /// Feed one call's outcome to outlier detection (through [`Attempt::report`]).
+    fn report(&self, ep: &Arc<Endpoint>, outcome: Outcome) {
         if let Some(cfg) = &self.settings.outlier {
             if ep.outlier.record(cfg, outcome) {
                 self.eject(ep, cfg);
@@ -548,108 +531,6 @@ async fn sweep_pools(cluster: Weak<Cluster>, idle_timeout: Duration) {
         let Some(c) = cluster.upgrade() else { return };
         for ep in c.hosts().all.iter() {
             ep.pool.sweep(idle_timeout);
-        }
-    }
-}
-
-/// The Thrift proxy's view of the clusters: the same load balancers, connectors
-/// (including upstream TLS), health state and counters as HTTP.
-pub struct ThriftUpstreams {
-    pub clusters: Arc<HashMap<String, Arc<Cluster>>>,
-}
-
-impl crate::thrift::Upstreams for ThriftUpstreams {
-    /// Picks by the cluster's policy and counts the call as active on the endpoint
-    /// (least_request reads that) until [`complete`](Self::complete).
-    fn pick(&self, cluster: &str) -> Option<SocketAddr> {
-        let ep = self.clusters.get(cluster)?.pick(None)?;
-        ep.active.fetch_add(1, Ordering::Relaxed);
-        ep.rq_total.fetch_add(1, Ordering::Relaxed);
-        Some(ep.addr)
-    }
-
-    /// As [`pick`](Self::pick), skipping `avoid` as HTTP retries do.
-    fn pick_avoiding(&self, cluster: &str, avoid: SocketAddr) -> Option<SocketAddr> {
-        let c = self.clusters.get(cluster)?;
-        let avoid = c.hosts().get(avoid).cloned();
-        let ep = c.pick(avoid.as_ref())?;
-        ep.active.fetch_add(1, Ordering::Relaxed);
-        ep.rq_total.fetch_add(1, Ordering::Relaxed);
-        Some(ep.addr)
-    }
-
-    /// The cluster's `max_retries` breaker, and its retry counter, as for HTTP.
-    fn retry_permit(&self, cluster: &str) -> Option<crate::thrift::RetryPermit> {
-        let c = self.clusters.get(cluster)?;
-        let permit = c.breakers.retries.try_acquire()?;
-        c.stats.retry.inc();
-        Some(Box::new(permit))
-    }
-
-    fn connect_timeout(&self, cluster: &str) -> Duration {
-        self.clusters
-            .get(cluster)
-            .map_or(Duration::from_secs(1), |c| c.connect_timeout)
-    }
-
-    fn framing(
-        &self,
-        cluster: &str,
-    ) -> (
-        Option<crate::thrift::codec::Transport>,
-        Option<crate::thrift::codec::Protocol>,
-    ) {
-        crate::thrift::upstream_framing(self.clusters.get(cluster).and_then(|c| c.thrift.as_ref()))
-    }
-
-    fn connect<'a>(
-        &'a self,
-        cluster: &'a str,
-        addr: SocketAddr,
-    ) -> crate::thrift::ConnectFuture<'a> {
-        Box::pin(async move {
-            let c = self.clusters.get(cluster).ok_or_else(|| {
-                std::io::Error::new(std::io::ErrorKind::NotFound, "unknown cluster")
-            })?;
-            match c.connector.connect_addr(addr).await {
-                Ok(s) => Ok(Box::new(s) as crate::thrift::BoxIo),
-                Err(e) => {
-                    c.stats.connect_fail.inc();
-                    let ep = c.hosts().get(addr).cloned();
-                    if let Some(ep) = ep {
-                        ep.connect_fail.fetch_add(1, Ordering::Relaxed);
-                        c.report(&ep, Outcome::ConnectFailure);
-                    }
-                    Err(e)
-                }
-            }
-        })
-    }
-
-    fn complete(&self, cluster: &str, addr: SocketAddr, ok: bool) {
-        let Some(c) = self.clusters.get(cluster) else {
-            return;
-        };
-        let ep = c.hosts().get(addr).cloned();
-        if let Some(ep) = ep {
-            // `pick` counted the call as active and in rq_total.
-            ep.active.fetch_sub(1, Ordering::Relaxed);
-            if ok {
-                c.report(&ep, Outcome::Success);
-            } else {
-                ep.rq_error.fetch_add(1, Ordering::Relaxed);
-                c.report(&ep, Outcome::ThriftFailure);
-            }
-        }
-    }
-
-    fn exception(&self, cluster: &str, addr: SocketAddr) {
-        let Some(c) = self.clusters.get(cluster) else {
-            return;
-        };
-        let ep = c.hosts().get(addr).cloned();
-        if let Some(ep) = ep {
-            c.report(&ep, Outcome::ThriftFailure);
         }
     }
 }

@@ -65,16 +65,119 @@ impl std::fmt::Display for SendError {
 #[derive(Debug, Clone, Copy)]
 pub struct Connected(pub Duration);
 
-struct Idle {
-    conn: Conn,
+/// A connection that can wait idle in a pool.
+pub trait Pooled {
+    /// Whether it can carry another request: nothing unread, and the upstream has
+    /// not closed it. Never blocks.
+    fn is_reusable(&mut self) -> bool;
+}
+
+impl Pooled for Conn {
+    fn is_reusable(&mut self) -> bool {
+        Conn::is_reusable(self)
+    }
+}
+
+struct Idle<T> {
+    conn: T,
     since: Instant,
 }
 
+/// Idle connections of one kind, most recently used last (the warmest is reused
+/// first). The lock guards a push or a pop, never an await or a socket call on
+/// the request path; no allocation once the stack has grown to its working size.
+pub struct IdleStack<T> {
+    idle: Mutex<Vec<Idle<T>>>,
+}
+
+impl<T> Default for IdleStack<T> {
+    fn default() -> Self {
+        IdleStack {
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl<T: Pooled> IdleStack<T> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle<T>>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The most recently used connection that `fits` and is still reusable. Older
+    /// than `idle_timeout` ones are dropped on the way (and everything older than
+    /// them, the stack being in time order), as are closed ones.
+    pub fn pop(&self, idle_timeout: Duration, fits: impl Fn(&T) -> bool) -> Option<T> {
+        loop {
+            let mut conn = self.take(idle_timeout, &fits)?;
+            // Probed outside the lock; a dead one is closed and the next tried.
+            if conn.is_reusable() {
+                return Some(conn);
+            }
+        }
+    }
+
+    fn take(&self, idle_timeout: Duration, fits: &impl Fn(&T) -> bool) -> Option<T> {
+        let now = Instant::now();
+        let mut idle = self.lock();
+        let mut i = idle.len();
+        while i > 0 {
+            i -= 1;
+            if now.duration_since(idle[i].since) >= idle_timeout {
+                idle.drain(..=i);
+                return None;
+            }
+            if fits(&idle[i].conn) {
+                return Some(idle.remove(i).conn);
+            }
+        }
+        None
+    }
+
+    /// Keep `conn` for reuse (most recent last) unless `max_idle` are already
+    /// waiting; expired ones are dropped while we are here. Surplus connections
+    /// are closed outside the lock.
+    pub fn put(&self, conn: T, idle_timeout: Duration, max_idle: usize) {
+        let now = Instant::now();
+        let surplus = {
+            let mut idle = self.lock();
+            let expired = idle
+                .iter()
+                .take_while(|i| now.duration_since(i.since) >= idle_timeout)
+                .count();
+            idle.drain(..expired);
+            if idle.len() < max_idle {
+                idle.push(Idle { conn, since: now });
+                None
+            } else {
+                Some(conn)
+            }
+        };
+        drop(surplus);
+    }
+
+    /// Close connections idle for `idle_timeout` or longer, or closed upstream.
+    pub fn sweep(&self, idle_timeout: Duration) {
+        let now = Instant::now();
+        self.lock()
+            .retain_mut(|i| now.duration_since(i.since) < idle_timeout && i.conn.is_reusable());
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// The pool of one endpoint (owned by the endpoint, so it survives reloads and
-/// discovery updates that keep the endpoint).
+/// discovery updates that keep the endpoint), for every protocol.
 #[derive(Default)]
 pub struct Pool {
-    h1: Mutex<Vec<Idle>>,
+    h1: IdleStack<Conn>,
+    /// Thrift connections, one call at a time each (see `thrift::upstream`).
+    pub thrift: IdleStack<crate::thrift::upstream::Conn>,
     h2: Mutex<Option<(http2::SendRequest<UpBody>, Instant)>>,
     /// One HTTP/2 dial at a time, so a burst of first requests shares a connection.
     h2_dial: tokio::sync::Mutex<()>,
@@ -97,42 +200,18 @@ pub struct Settings {
 }
 
 impl Pool {
-    fn pop_h1(&self, idle_timeout: Duration) -> Option<Conn> {
-        let now = Instant::now();
-        let mut idle = self.h1.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some(mut i) = idle.pop() {
-            if now.duration_since(i.since) >= idle_timeout || !i.conn.is_reusable() {
-                continue;
-            }
-            return Some(i.conn);
-        }
-        None
-    }
-
     /// A connection whose exchange completed cleanly goes back (most recent last).
     pub(super) fn put_h1(&self, conn: Conn, idle_timeout: Duration, max_idle: usize) {
-        let now = Instant::now();
-        let mut idle = self.h1.lock().unwrap_or_else(|p| p.into_inner());
-        // Oldest first: expire them while we are here.
-        let expired = idle
-            .iter()
-            .take_while(|i| now.duration_since(i.since) >= idle_timeout)
-            .count();
-        idle.drain(..expired);
-        if idle.len() < max_idle {
-            idle.push(Idle { conn, since: now });
-        }
+        self.h1.put(conn, idle_timeout, max_idle);
     }
 
-    /// Close connections idle for `idle_timeout` or longer: pooled HTTP/1.1 ones,
-    /// and the HTTP/2 connection when no request used it for that long (its
-    /// in-flight streams, if any, finish first).
+    /// Close connections idle for `idle_timeout` or longer: pooled HTTP/1.1 and
+    /// Thrift ones, and the HTTP/2 connection when no request used it for that
+    /// long (its in-flight streams, if any, finish first).
     pub fn sweep(&self, idle_timeout: Duration) {
         let now = Instant::now();
-        {
-            let mut idle = self.h1.lock().unwrap_or_else(|p| p.into_inner());
-            idle.retain_mut(|i| now.duration_since(i.since) < idle_timeout && i.conn.is_reusable());
-        }
+        self.h1.sweep(idle_timeout);
+        self.thrift.sweep(idle_timeout);
         let mut h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
         if h2
             .as_ref()
@@ -142,13 +221,16 @@ impl Pool {
         }
     }
 
-    /// Number of idle HTTP/1.1 connections (for /clusters).
+    /// Number of idle HTTP/1.1 and Thrift connections (for /clusters).
     pub fn idle(&self) -> usize {
-        self.h1.lock().map(|v| v.len()).unwrap_or(0)
+        self.h1.len() + self.thrift.len()
     }
 }
 
-async fn connect(
+/// Open a new connection to `ep` for any protocol: a slot in the cluster's
+/// `max_connections` breaker (held with the connection, released when it closes),
+/// then TCP (+ TLS) within the connect timeout.
+pub async fn dial(
     ep: &super::Endpoint,
     s: &Settings,
 ) -> Result<(super::connector::Stream, Option<super::breakers::Permit>), SendError> {
@@ -203,14 +285,14 @@ pub async fn send_with(
             let mut replays = 0;
             loop {
                 let mut dialed = None;
-                let (mut conn, reused) = match ep.pool.pop_h1(s.idle_timeout) {
+                let (mut conn, reused) = match ep.pool.h1.pop(s.idle_timeout, |_| true) {
                     Some(c) => (c, true),
                     None => {
                         // Boxed: dialing (TCP, maybe TLS) is the rare path and
                         // its future is large; inline it would be copied with
                         // every request's future.
                         let t = Instant::now();
-                        let (io, permit) = Box::pin(connect(ep, s)).await?;
+                        let (io, permit) = Box::pin(dial(ep, s)).await?;
                         dialed = Some(Connected(t.elapsed()));
                         (h1::Conn::new(io, permit), false)
                     }
@@ -322,7 +404,7 @@ async fn dial_h2(
     ep: &super::Endpoint,
     s: &Settings,
 ) -> Result<http2::SendRequest<UpBody>, SendError> {
-    let (io, permit) = connect(ep, s).await?;
+    let (io, permit) = dial(ep, s).await?;
     let (tx, conn) = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(30)))

@@ -10,7 +10,8 @@ use crate::config::raw;
 use crate::thrift::codec::{Protocol, Transport};
 use crate::upstream::{breakers, health, outlier, Settings, Source};
 
-pub(super) fn cluster_settings(cfg: &raw::Cluster) -> Settings {
+/// Also used by unit tests that build a cluster from YAML.
+pub(crate) fn cluster_settings(cfg: &raw::Cluster) -> Settings {
     let d = cfg.discovery.clone().unwrap_or_default();
     let source = if let Some(dns) = d.dns {
         Source::Dns {

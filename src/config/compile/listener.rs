@@ -265,10 +265,7 @@ fn thrift_protocol(
         cx.err(p, "a thrift listener needs `thrift: { routes: [...] }`");
         return None;
     };
-    let ups = Arc::new(crate::upstream::ThriftUpstreams {
-        clusters: clusters.clone(),
-    });
-    match crate::thrift::ListenerCtx::new(&l.name, t, opts.stats, ups) {
+    match crate::thrift::ListenerCtx::new(&l.name, t, opts.stats, clusters.clone()) {
         Ok(ctx) => {
             let ctx = ctx.with_sli(opts.services.sli.clone()).with_rbac(rbac);
             for (path, name) in ctx.routes().clusters() {

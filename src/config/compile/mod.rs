@@ -30,6 +30,8 @@ mod route;
 mod tls;
 
 use cluster::compile_clusters;
+#[cfg(test)]
+pub(crate) use cluster_settings::cluster_settings;
 use global::{compile_admin, compile_tracing};
 use listener::compile_listeners;
 
