@@ -52,6 +52,8 @@ fn each_named_example_validates() {
         "grpc-sidecar.yaml",
         "mesh-rbac.yaml",
         "tracing.yaml",
+        "xds-eds.yaml",
+        "thrift-theader.yaml",
     ] {
         let path = std::path::Path::new("config").join(name);
         assert!(path.exists(), "config/{name} is missing");
@@ -284,4 +286,56 @@ async fn mesh_rbac_example_enforces_its_policies() {
     assert_eq!(status(&web).await, "200");
     assert_eq!(status(&batch).await, "403");
     assert_eq!(origin.hits(), 1);
+}
+
+/// `config/thrift-theader.yaml` starts and routes: a multiplexed framed call to the
+/// framed billing cluster, and (with the Python `thrift` package) THeader calls by
+/// their `x-tenant` info header to the canary or the main pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thrift_theader_example_routes_framed_and_theader_calls() {
+    use support::theader_py::{py_client, python_thrift, PyServer};
+    use support::thrift_peer::{start_origin, Client, Protocol, Transport};
+    let text = std::fs::read_to_string("config/thrift-theader.yaml").expect("read");
+    let text = text.replace("127.0.0.1:9901", "127.0.0.1:0");
+    let billing = start_origin("billing", Protocol::Binary, Transport::Framed);
+    let python = python_thrift();
+    let users = python.then(|| PyServer::start("users", false));
+    let canary = python.then(|| PyServer::start("canary", false));
+    let dead = support::dead_port().to_string();
+    let addr = |s: &Option<PyServer>| s.as_ref().map_or(dead.clone(), |s| s.addr.to_string());
+    let env = [
+        ("ATTACHE_THRIFT_ADDRESS", "127.0.0.1:0".to_string()),
+        ("ATTACHE_USERS_ENDPOINT", addr(&users)),
+        ("ATTACHE_CANARY_ENDPOINT", addr(&canary)),
+        ("ATTACHE_BILLING_ENDPOINT", billing.addr.to_string()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let p = support::Proxy::start_with_env(&text, &env);
+    let listener = p.addr("thrift_header");
+    let got = support::blocking(move || {
+        Client::connect(
+            listener,
+            Protocol::Binary,
+            Transport::Framed,
+            Some("Billing"),
+        )
+        .get_user(7)
+    })
+    .await;
+    assert_eq!(got.expect("reply"), "billing:7");
+    if !python {
+        return;
+    }
+    let canary_call = py_client(listener, &["--header", "x-tenant=canary-eu"]).await;
+    assert_eq!(
+        canary_call[0]["result"]["served_by"], "canary",
+        "{canary_call:?}"
+    );
+    assert_eq!(canary_call[0]["reply_headers"]["x-served-by"], "canary");
+    let main_call = py_client(listener, &["--header", "x-tenant=acme", "--compact"]).await;
+    assert_eq!(
+        main_call[0]["result"]["served_by"], "users",
+        "{main_call:?}"
+    );
+    assert_eq!(main_call[0]["result"]["headers"]["x-tenant"], "acme");
 }

@@ -138,20 +138,26 @@ def table(path):
 
     for other, title in (("nginx", "NGINX"), ("baseline", "baseline (the BASELINE build)")):
         if "attache" in order and other in order:
-            out += ratios(by, other, title)
+            out += ratios(by, "attache", other, f"attache / {title}",
+                          "Throughput ratio > 1 means attache is faster; CPU and p99 "
+                          "ratios < 1 mean attache is cheaper / quicker.")
+    for traced, title in (("trace100", "tracing on, 100% sampled"),
+                          ("trace1", "tracing on, 1% sampled")):
+        if "attache" in order and traced in order:
+            out += ratios(by, traced, "attache", f"{traced} / attache ({title}, vs off)",
+                          "The cost of tracing: CPU/req and p99 ratios > 1 are what "
+                          "tracing adds; a req/s ratio < 1 is what it takes away.")
     print("\n".join(out))
 
 
-def ratios(by, other, title):
-    """attache / OTHER, the median of per-round ratios (the two ran seconds apart)."""
-    out = ["", f"### attache / {title} (median of the per-round ratios)", "",
-           "Throughput ratio > 1 means attache is faster; CPU and p99 ratios < 1 "
-           "mean attache is cheaper / quicker.", "",
+def ratios(by, num, den, title, note):
+    """NUM / DEN, the median of per-round ratios (the two ran seconds apart)."""
+    out = ["", f"### {title} (median of the per-round ratios)", "", note, "",
            "| test | req/s ratio | CPU/req ratio | p50 ratio | p99 ratio |",
            "|---|---:|---:|---:|---:|"]
     for test in TESTS:
-        a = {r["round"]: r for r in by[(test, "attache")]}
-        n = {r["round"]: r for r in by[(test, other)]}
+        a = {r["round"]: r for r in by[(test, num)]}
+        n = {r["round"]: r for r in by[(test, den)]}
         common = sorted(set(a) & set(n))
         if not common:
             continue

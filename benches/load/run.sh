@@ -20,6 +20,11 @@
 #   BASELINE [unset]: path to another attache binary (say, a release build of the
 #     commit before a change); it runs as contender "baseline" with the same config,
 #     so a before/after comparison is interleaved in one run
+#   Contenders trace100 and trace1 (not in the default list) run the same attache
+#     with distributed tracing on, sampling 100% and 1% of requests, exporting OTLP
+#     to the origin (which answers 200 and discards): tracing's cost, measured
+#     against contender attache (tracing off) in the same run, e.g.
+#     CONTENDERS="attache trace100 trace1"
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
@@ -266,9 +271,16 @@ start_haproxy() {
 	H2PORT[haproxy]=$h2port
 }
 
-start_attache() { # port [name binary]: the baseline contender is another attache build
-	local port=$1 name=${2:-attache} bin=${3:-$ATTACHE}
-	render "$HERE/attache.yaml.in" "$WORK/$name.yaml" ORIGIN_PORT="$ORIGIN_PORT" PROXY_PORT="$port"
+# The `tracing:` block for a sampling rate: spans exported to the origin, which
+# answers POST /v1/traces with 200 (its `return 200` serves every path).
+tracing_block() { # sampling
+	echo "tracing: { collector: 127.0.0.1:$ORIGIN_PORT, service_name: bench, sampling: $1 }"
+}
+
+start_attache() { # port [name binary sampling]: baseline is another build; trace* trace
+	local port=$1 name=${2:-attache} bin=${3:-$ATTACHE} tracing=""
+	[[ -n ${4:-} ]] && tracing=$(tracing_block "$4")
+	render "$HERE/attache.yaml.in" "$WORK/$name.yaml" ORIGIN_PORT="$ORIGIN_PORT" PROXY_PORT="$port" TRACING="$tracing"
 	"$bin" validate --config "$WORK/$name.yaml" >/dev/null || die "$name rejected $WORK/$name.yaml"
 	rm -f "$WORK/$name.ready"
 	ATTACHE_LOG=warn taskset -c "$PROXY_CPU" "$bin" run --config "$WORK/$name.yaml" \
@@ -345,13 +357,28 @@ measure() {
 	log "round $round $test $who: $(printf '%.0f' "$rps") req/s, p50 ${p50}us, p99 ${p99}us, cpu ${cpu}s, errors $errors"
 }
 
+# The span counters of the tracing contenders, from their admin endpoints (named in
+# the ready file): every sampled span should be `exported`, none `dropped`/`failed`.
+tracing_stats() {
+	local who admin
+	for who in "${order[@]}"; do
+		[[ $who == trace* ]] || continue
+		admin=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["admin"])' "$WORK/$who.ready")
+		echo
+		echo "$who spans: $(timeout 10 python3 -c 'import sys, urllib.request as u
+print(", ".join(l for l in u.urlopen(sys.argv[1], timeout=5).read().decode().splitlines()
+                if l.startswith("attache_tracing_spans_total")) or "none")' "http://$admin/stats?filter=attache_tracing")"
+	done
+}
+
 # ---------------------------------------------------------------------- main ---
 install_tools
 build
 command -v taskset >/dev/null || die "taskset not found"
 (($(nproc) >= 2)) || log "warning: fewer than 2 cores; the pinning below cannot isolate anything"
 
-read -r ORIGIN_PORT P_ATTACHE P_NGINX P_NGINX_H2 P_HAPROXY P_HAPROXY_H2 P_BASELINE <<<"$(free_ports 7)"
+read -r ORIGIN_PORT P_ATTACHE P_NGINX P_NGINX_H2 P_HAPROXY P_HAPROXY_H2 P_BASELINE P_TRACE100 P_TRACE1 \
+	<<<"$(free_ports 9)"
 start_origin
 
 read -r -a order <<<"$CONTENDERS"
@@ -364,6 +391,8 @@ for who in "${order[@]}"; do
 		[[ -x ${BASELINE:-} ]] || die "contender baseline needs BASELINE=/path/to/attache"
 		PORT[baseline]=$P_BASELINE && start_attache "$P_BASELINE" baseline "$BASELINE"
 		;;
+	trace100) PORT[trace100]=$P_TRACE100 && start_attache "$P_TRACE100" trace100 "$ATTACHE" 1.0 ;;
+	trace1) PORT[trace1]=$P_TRACE1 && start_attache "$P_TRACE1" trace1 "$ATTACHE" 0.01 ;;
 	*) die "unknown contender $who" ;;
 	esac
 	IDLE_KIB[$who]=$(status_kib "${SERVING[$who]}" VmRSS)
@@ -412,6 +441,7 @@ done
 	echo "- VmHWM reset per run: $HWM_RESET"
 	echo
 	python3 "$HERE/report.py" table "$RESULTS"
+	tracing_stats
 } >"$OUT/results.md"
 cat "$OUT/results.md"
 log "raw results: $RESULTS; logs: $WORK"

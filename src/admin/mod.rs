@@ -310,6 +310,7 @@ async fn get(req: &Request<Incoming>, path: &str, server: Arc<Server>) -> Rsp {
                 "config_hash": format!("{:016x}", load.hash),
                 "loaded_at": crate::http::rfc3339(load.at),
                 "config": v,
+                "xds": crate::xds::dump(),
             });
             json(
                 StatusCode::OK,
@@ -382,6 +383,7 @@ fn source_name(c: &crate::upstream::Cluster) -> String {
         crate::upstream::Source::Static => "static".to_string(),
         crate::upstream::Source::Dns { name, .. } => format!("dns:{name}"),
         crate::upstream::Source::File { path } => format!("file:{path}"),
+        crate::upstream::Source::Eds { service } => format!("eds:{service}"),
     }
 }
 

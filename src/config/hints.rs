@@ -19,11 +19,14 @@ const FOREIGN_KEYS: &[(&str, &str)] = &[
     ("load_assignment", "attache takes `endpoints: [HOST:PORT, ...]` or `discovery` on the cluster"),
     ("transport_socket", "attache takes `tls:` on the listener or the cluster"),
     ("listen", "attache calls it `address`: `address: 0.0.0.0:10000`"),
+    ("dynamic_resources", "attache takes a top-level `xds: { cluster: NAME, node: { id: ID } }` (docs/xds.md)"),
+    ("ads_config", "attache takes a top-level `xds: { cluster: NAME, node: { id: ID } }` (docs/xds.md)"),
+    ("eds_cluster_config", "attache takes `discovery: { eds: { service_name: NAME } }` on the cluster"),
     ("server_name", "attache calls it `domains`, a list on the virtual host: `domains: [example.com]`"),
 ];
 
 /// Envoy's cluster `type` has no key in attache: the endpoint source says it.
-const CLUSTER_TYPE: &str = "attache has no cluster `type`: write `endpoints: [HOST:PORT, ...]` (Envoy's STATIC), `discovery: { dns: { name: HOST:PORT } }` (STRICT_DNS, LOGICAL_DNS) or `discovery: { file: { path: FILE } }` (EDS from a file)";
+const CLUSTER_TYPE: &str = "attache has no cluster `type`: write `endpoints: [HOST:PORT, ...]` (Envoy's STATIC), `discovery: { dns: { name: HOST:PORT } }` (STRICT_DNS, LOGICAL_DNS), `discovery: { file: { path: FILE } }` (EDS from a file) or `discovery: { eds: { service_name: NAME } }` (EDS from the `xds:` server)";
 
 /// The message for an unknown key at `path` (dot-separated, ending in `key`).
 pub fn unknown_key(path: &str, key: &str, message: String) -> String {

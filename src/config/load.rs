@@ -110,6 +110,14 @@ impl SourceMap {
         }
     }
 
+    /// Diagnostics under `path` name `source` instead of a file position (line and
+    /// column 0): config that came from elsewhere, e.g. an xDS resource.
+    pub fn mark(&mut self, path: &str, source: &str) {
+        self.origin.insert(path.to_string(), self.files.len());
+        self.files.push(source.to_string());
+        self.pos.insert(path.to_string(), (0, 0));
+    }
+
     pub fn diag(&self, path: &str, message: impl Into<String>) -> Diagnostic {
         let (file, line, col) = self.locate_in(path, false);
         Diagnostic {

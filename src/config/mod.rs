@@ -43,8 +43,33 @@ pub fn load_file_with(
     check_files: bool,
     previous: Option<&HashMap<String, Arc<Cluster>>>,
 ) -> Result<(Snapshot, u64), Vec<Diagnostic>> {
+    load_file_extended(path, stats, services, check_files, previous, &|_, _| {
+        Vec::new()
+    })
+}
+
+/// Adds to a config before it compiles (the xDS clusters and listeners); marks in the
+/// source map where the additions came from; problems as diagnostics.
+pub type Extend<'a> = &'a dyn Fn(&mut raw::Config, &mut load::SourceMap) -> Vec<Diagnostic>;
+
+/// As [`load_file_with`], with `extend` adding resources to the file's config: they
+/// compile with it, through the same checks.
+pub fn load_file_extended(
+    path: &str,
+    stats: &Stats,
+    services: &Services,
+    check_files: bool,
+    previous: Option<&HashMap<String, Arc<Cluster>>>,
+    extend: Extend<'_>,
+) -> Result<(Snapshot, u64), Vec<Diagnostic>> {
     let lookup = |k: &str| std::env::var(k).ok();
-    let (parsed, h) = read_partial(path, None, &lookup)?;
+    let (mut parsed, h) = read_partial(path, None, &lookup)?;
+    if let Some((cfg, map, _)) = parsed.partial.as_mut() {
+        let diags = extend(cfg, map);
+        if !diags.is_empty() {
+            return Err(diags);
+        }
+    }
     finish(parsed, h, stats, services, check_files, previous)
 }
 

@@ -25,6 +25,63 @@ pub struct Config {
     /// Trace propagation and OTLP span export for every HTTP listener.
     #[serde(default)]
     pub tracing: Option<Tracing>,
+    /// An Envoy v3 xDS management server (docs/xds.md).
+    #[serde(default)]
+    pub xds: Option<Xds>,
+}
+
+/// `xds:` (docs/xds.md): where dynamic resources come from.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Xds {
+    /// A static cluster (`protocol: http2`) whose endpoints serve the ADS stream; its
+    /// TLS, connect timeout and health checks apply.
+    pub cluster: String,
+    pub node: XdsNode,
+    /// Resource types taken from the server (default `[eds]`).
+    #[serde(default)]
+    pub resources: Option<Vec<XdsType>>,
+    /// How long startup waits for the first answer per resource (default 15s).
+    #[serde(default)]
+    pub initial_fetch_timeout: Option<Dur>,
+    /// First reconnect delay, doubled up to `max_backoff`, with jitter (default 500ms).
+    #[serde(default)]
+    pub backoff: Option<Dur>,
+    /// Longest reconnect delay (default 30s).
+    #[serde(default)]
+    pub max_backoff: Option<Dur>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct XdsNode {
+    pub id: String,
+    /// Envoy's `--service-cluster`.
+    #[serde(default)]
+    pub cluster: Option<String>,
+    #[serde(default)]
+    pub locality: Option<XdsLocality>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct XdsLocality {
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub zone: Option<String>,
+    #[serde(default)]
+    pub sub_zone: Option<String>,
+}
+
+/// An xDS resource type, by its Envoy short name.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum XdsType {
+    Eds,
+    Cds,
+    Lds,
+    Rds,
 }
 
 /// `tracing:` (docs/tracing.md).
@@ -645,15 +702,15 @@ pub struct Discovery {
     pub dns: Option<DnsDiscovery>,
     #[serde(default)]
     pub file: Option<FileDiscovery>,
+    /// Endpoints from the `xds:` management server (ClusterLoadAssignment).
     #[serde(default)]
     pub eds: Option<EdsDiscovery>,
 }
 
-/// `discovery: { eds: { service_name } }`: endpoints from the xDS server.
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct EdsDiscovery {
-    /// The ClusterLoadAssignment's name (default: the cluster name).
+    /// The ClusterLoadAssignment name (default: the cluster name).
     #[serde(default)]
     pub service_name: Option<String>,
 }
@@ -809,6 +866,8 @@ pub enum ThriftTransport {
     #[default]
     Framed,
     Unframed,
+    /// THeader (`THeaderTransport`).
+    Header,
     Auto,
 }
 
@@ -876,6 +935,9 @@ pub struct ThriftMatch {
     pub method_prefix: Option<String>,
     #[serde(default)]
     pub service: Option<String>,
+    /// THeader info headers, with the HTTP route header matchers' keys.
+    #[serde(default)]
+    pub headers: Vec<HeaderMatcher>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]

@@ -25,6 +25,8 @@ pub struct Snapshot {
     pub clusters: Arc<HashMap<String, Arc<Cluster>>>,
     /// The config after `${VAR}` expansion, for `/config_dump` (redacted there).
     pub effective: serde_yaml::Value,
+    /// The `xds:` management server.
+    pub xds: Option<Arc<crate::xds::Settings>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

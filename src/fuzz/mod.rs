@@ -114,8 +114,8 @@ pub fn path_normalize(data: &[u8]) {
     path::normalize(data);
 }
 
-/// The Thrift decoder (`src/thrift/codec`): both transports, both protocols and the
-/// struct walker. The first byte picks the configured (or detected) framing, the
+/// The Thrift decoder (`src/thrift/codec`): framed, unframed and THeader, both
+/// protocols and the struct walker. The first byte picks the configured (or detected) framing, the
 /// size limit and the incremental split.
 pub fn thrift_decode(data: &[u8]) {
     thrift::decode(data);

@@ -26,6 +26,12 @@ pub(super) const DICT: &[&[u8]] = &[
     b"\x1b\x01\x85",
     b"\xff\xff\xff\xff\x0f",
     b"Svc:method",
+    // THeader: magic, flags, seq id, one header word; a key/value block.
+    b"\x0f\xff\x00\x00\x00\x00\x00\x01\x00\x01",
+    b"\x0f\xff",
+    b"\x00\x00\x00\x00",
+    b"\x02\x00\x00\x00",
+    b"\x01\x01\x01k\x01v",
 ];
 
 /// Messages decoded from one input, and how decoding stopped.
@@ -41,6 +47,7 @@ fn config(flags: u8) -> DecoderConfig {
     let transport = match flags & 3 {
         1 => Some(Transport::Framed),
         2 => Some(Transport::Unframed),
+        3 => Some(Transport::Header),
         _ => None,
     };
     let protocol = match (flags >> 2) & 3 {
@@ -145,19 +152,29 @@ fn round_trips(m: &Message) {
         Some(svc) => assert_eq!(format!("{svc}:{}", h.method()), h.name()),
         None => assert_eq!(h.method(), h.name()),
     }
-    for transport in [Transport::Framed, Transport::Unframed] {
+    // Info headers iterate to their end whatever they hold.
+    let _ = m.info_headers().count();
+    for transport in [Transport::Framed, Transport::Unframed, Transport::Header] {
         let framing = Framing {
             transport,
             protocol: h.protocol,
         };
-        let (len, payload) = m.wire_for(transport);
-        let bytes = [len.as_ref().map_or(&[][..], |l| &l[..]), &payload[..]].concat();
+        let (prefix, payload) = m.wire_for(transport, None);
+        let bytes = [
+            prefix.as_ref().map_or(&[][..], |p| p.as_bytes()),
+            &payload[..],
+        ]
+        .concat();
         let again = decode_one(&bytes, framing);
         assert_eq!(again.payload(), m.payload());
         assert_eq!(again.body(), m.body());
         let mut want = h.clone();
         want.transport = transport;
+        want.frame = (transport == Transport::Header).then(|| h.default_frame());
         assert_eq!(*again.header(), want);
+        if transport == h.transport {
+            assert!(again.info_headers().eq(m.info_headers()));
+        }
 
         let seq = h.seq_id.wrapping_add(1);
         let renumbered = decode_one(&m.with_seq_id(seq, transport), framing);

@@ -34,7 +34,7 @@ pub enum PathMatch {
     Regex(Regex),
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum ValueMatch {
     Exact(String),
     Prefix(String),
@@ -44,7 +44,42 @@ pub enum ValueMatch {
 }
 
 impl ValueMatch {
-    fn matches(&self, v: Option<&str>) -> bool {
+    /// From the `{ exact | prefix | suffix | regex | present }` keys of a header (or
+    /// query) matcher, exactly one of them; a regex is anchored like Envoy's
+    /// `safe_regex` (the whole value must match). `Err((key, message))`: `key` is
+    /// the offending key (`regex`), or `None` for the matcher itself.
+    pub fn from_keys(
+        exact: &Option<String>,
+        prefix: &Option<String>,
+        suffix: &Option<String>,
+        re: &Option<String>,
+        present: Option<bool>,
+    ) -> Result<ValueMatch, (Option<&'static str>, String)> {
+        let given = [
+            exact.is_some(),
+            prefix.is_some(),
+            suffix.is_some(),
+            re.is_some(),
+            present.is_some(),
+        ];
+        if given.iter().filter(|b| **b).count() != 1 {
+            let msg = "give exactly one of `exact`, `prefix`, `suffix`, `regex` or `present`";
+            return Err((None, msg.to_owned()));
+        }
+        Ok(if let Some(e) = exact {
+            ValueMatch::Exact(e.clone())
+        } else if let Some(p) = prefix {
+            ValueMatch::Prefix(p.clone())
+        } else if let Some(s) = suffix {
+            ValueMatch::Suffix(s.clone())
+        } else if let Some(r) = re {
+            ValueMatch::Regex(anchored_regex(r).map_err(|e| (Some("regex"), e))?)
+        } else {
+            ValueMatch::Present(present.unwrap_or(true))
+        })
+    }
+
+    pub(crate) fn matches(&self, v: Option<&str>) -> bool {
         match (self, v) {
             (ValueMatch::Present(p), v) => *p == v.is_some(),
             (_, None) => false,
@@ -54,6 +89,16 @@ impl ValueMatch {
             (ValueMatch::Regex(r), Some(v)) => r.is_match(v),
         }
     }
+}
+
+/// `pattern` compiled to match whole values only (`^(?:pattern)$`); the error is
+/// the message to show, naming the pattern.
+pub fn anchored_regex(pattern: &str) -> Result<Regex, String> {
+    Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
+        let e = e.to_string();
+        let detail = e.lines().last().unwrap_or("invalid").trim().to_string();
+        format!("invalid regex `{pattern}`: {detail}")
+    })
 }
 
 #[derive(Debug)]

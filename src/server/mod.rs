@@ -90,6 +90,8 @@ pub struct Server {
     pub admin_local: Mutex<Option<SocketAddr>>,
     /// Hot restart: bind listeners that the previous process still holds.
     pub takeover: AtomicBool,
+    /// Clusters and listeners accepted over xDS, compiled in with the file's.
+    xds_dynamic: ArcSwap<crate::xds::dynamic::Dynamic>,
 }
 
 /// Bind a listener with SO_REUSEPORT, so a hot restart's new process can bind the
@@ -139,9 +141,8 @@ pub async fn watch_config(server: Arc<Server>) {
 /// Start discovery and health checking for every cluster of `snap` (clusters reused
 /// from the running config are already started).
 pub async fn start_clusters(snap: &Snapshot) {
-    for c in snap.clusters.values() {
-        c.start().await;
-    }
+    // Together: DNS and EDS clusters wait (bounded) for their first answer.
+    futures_util::future::join_all(snap.clusters.values().map(|c| c.start())).await;
 }
 
 impl Server {
@@ -185,6 +186,7 @@ impl Server {
             drained: AtomicBool::new(false),
             admin_local: Mutex::new(None),
             takeover: AtomicBool::new(false),
+            xds_dynamic: ArcSwap::from_pointee(Default::default()),
         })
     }
 
@@ -202,6 +204,7 @@ impl Server {
     /// Bind every listener of the current snapshot; nothing is served until all bind.
     pub async fn bind_all(self: &Arc<Self>) -> Result<(), StartError> {
         let snap = self.snapshot.load_full();
+        crate::xds::start(self);
         start_clusters(&snap).await;
         let takeover = self.takeover.load(Ordering::SeqCst);
         let mut bound = Vec::new();
@@ -379,17 +382,53 @@ impl Server {
         result
     }
 
-    /// Load and validate the config file; unchanged clusters are reused.
+    /// Load and validate the config file with the accepted xDS resources; unchanged
+    /// clusters are reused.
     fn load_new(&self) -> Result<(Snapshot, u64), StartError> {
+        let dynamic = self.xds_dynamic.load_full();
+        self.load_with(&dynamic).map_err(StartError::Config)
+    }
+
+    fn load_with(
+        &self,
+        dynamic: &crate::xds::dynamic::Dynamic,
+    ) -> Result<(Snapshot, u64), Vec<Diagnostic>> {
         let old = self.snapshot.load_full();
-        crate::config::load_file_with(
+        crate::config::load_file_extended(
             &self.config_path,
             &self.stats,
             &self.services,
             true,
             Some(&old.clusters),
+            &|cfg, map| dynamic.merge(cfg, map),
         )
-        .map_err(StartError::Config)
+    }
+
+    /// The clusters and listeners accepted over xDS.
+    pub fn xds_dynamic(&self) -> Arc<crate::xds::dynamic::Dynamic> {
+        self.xds_dynamic.load_full()
+    }
+
+    /// Swap in a new set of xDS clusters and listeners the way a reload swaps a file:
+    /// compiled with the config file, then new listeners bind, replaced ones drain.
+    /// On any problem nothing changes.
+    pub async fn apply_dynamic(
+        self: &Arc<Self>,
+        dynamic: crate::xds::dynamic::Dynamic,
+    ) -> Result<(), Vec<Diagnostic>> {
+        let _guard = self.reload_lock.lock().await;
+        let (snap, hash) = self.load_with(&dynamic)?;
+        start_clusters(&snap).await;
+        self.apply(snap, hash).map_err(|e| {
+            vec![Diagnostic {
+                file: self.config_path.clone(),
+                line: 0,
+                col: 0,
+                message: e.to_string(),
+            }]
+        })?;
+        self.xds_dynamic.store(Arc::new(dynamic));
+        Ok(())
     }
 
     /// Swap in a loaded snapshot: bind new listeners (all or nothing), stop removed

@@ -13,7 +13,7 @@
 //! | `attache_tcp_cx_total` | `listener` | downstream connections proxied |
 //! | `attache_tcp_cx_active` | `listener` | connections open now |
 //! | `attache_tcp_downstream_bytes_total` | `listener`, `direction` | `rx` from the client, `tx` to it |
-//! | `attache_tcp_connect_fail_total` | `listener` | failed upstream connect attempts (incl. timeouts) |
+//! | `attache_tcp_connect_fail_total` | `listener` | failed upstream connect attempts (incl. timeouts, and attempts refused by a full breaker or with no healthy endpoint) |
 //! | `attache_tcp_no_upstream_total` | `listener` | connections closed because every attempt failed |
 //! | `attache_tcp_idle_timeout_total` | `listener` | connections closed by the idle timeout |
 

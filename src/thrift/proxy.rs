@@ -23,8 +23,8 @@ use crate::config::raw;
 use crate::flag::Flag;
 
 use super::codec::{
-    self, encode_app_exception, inspect_reply, transcode, AppExceptionKind, Decoder, ErrorKind,
-    Header, Message, MessageType, Protocol, ReplyOutcome, Transport,
+    self, answer_with_exception, inspect_reply, transcode, AppExceptionKind, Decoder, ErrorKind,
+    Header, Message, MessageType, Prefix, Protocol, ReplyOutcome, Transport,
 };
 use super::routes::{RetryPolicy, Route, Routes};
 use super::stats::{Metrics, Outcome};
@@ -198,7 +198,7 @@ enum Answer {
     Nothing,
     /// A local reply, already encoded into the connection's scratch buffer.
     Local,
-    Forward(Option<[u8; 4]>, Bytes),
+    Forward(Option<Prefix>, Bytes),
 }
 
 /// Serve one downstream connection until the peer closes it, stays idle past the
@@ -300,7 +300,11 @@ async fn bad_input<IO: AsyncWrite + Unpin>(
         if h.message_type == MessageType::Call {
             ctx.metrics.local_reply.count(Flag::DownstreamProtocolError);
             out.clear();
-            local_reply(out, h, AppExceptionKind::ProtocolError, &e.to_string());
+            let kind = match e.kind() {
+                ErrorKind::UnsupportedTransform => AppExceptionKind::InvalidTransform,
+                _ => AppExceptionKind::ProtocolError,
+            };
+            local_reply(out, h, kind, &e.to_string());
             let _ = write_all_flush(io, out).await;
         }
     }
@@ -483,7 +487,7 @@ async fn drained(drain: &mut Option<watch::Receiver<bool>>) {
 /// Encode a `TApplicationException` answering `h` in the client's own framing. The
 /// name is the bare method, as a multiplexing server replies.
 fn local_reply(out: &mut BytesMut, h: &Header, kind: AppExceptionKind, message: &str) {
-    encode_app_exception(out, h.framing(), h.method(), h.seq_id, kind, message);
+    answer_with_exception(out, h, kind, message);
 }
 
 async fn write_all_flush<W: AsyncWrite + Unpin + ?Sized>(w: &mut W, b: &[u8]) -> io::Result<()> {
@@ -491,10 +495,11 @@ async fn write_all_flush<W: AsyncWrite + Unpin + ?Sized>(w: &mut W, b: &[u8]) ->
     w.flush().await
 }
 
-/// Write an optional frame length and a payload, coalesced into `scratch` when small.
+/// Write an optional prefix (frame length or THeader head) and a payload,
+/// coalesced into `scratch` when small.
 async fn write_parts<W: AsyncWrite + Unpin + ?Sized>(
     w: &mut W,
-    prefix: Option<[u8; 4]>,
+    prefix: Option<Prefix>,
     payload: &[u8],
     scratch: &mut BytesMut,
 ) -> io::Result<()> {
@@ -502,13 +507,13 @@ async fn write_parts<W: AsyncWrite + Unpin + ?Sized>(
         None => w.write_all(payload).await?,
         Some(p) if payload.len() <= COALESCE_LIMIT => {
             scratch.clear();
-            scratch.extend_from_slice(&p);
+            scratch.extend_from_slice(p.as_bytes());
             scratch.extend_from_slice(payload);
             w.write_all(scratch).await?;
             scratch.clear();
         }
         Some(p) => {
-            w.write_all(&p).await?;
+            w.write_all(p.as_bytes()).await?;
             w.write_all(payload).await?;
         }
     }
@@ -545,7 +550,7 @@ impl ListenerCtx {
             local_reply(out, &h, AppExceptionKind::Unknown, &message);
             return Ok(Answer::Local);
         }
-        let Some(route) = self.routes.route(&h) else {
+        let Some(route) = self.routes.route(&msg) else {
             stats.count(Outcome::LocalError);
             self.metrics.local_reply.count(Flag::NoRoute);
             let elapsed = start.elapsed();
@@ -715,7 +720,7 @@ impl ListenerCtx {
         &self,
         attempt: &mut Attempt,
         framing: Framing,
-        prefix: Option<[u8; 4]>,
+        prefix: Option<Prefix>,
         payload: &[u8],
         call: &Header,
     ) -> Result<Option<Message>, CallError> {
@@ -739,26 +744,30 @@ impl ListenerCtx {
 
 /// The call as the upstream reads it: framed for `transport` and, when the
 /// cluster's protocol differs from the client's, re-encoded in `protocol`. The same
-/// protocol costs no copy.
+/// protocol costs no copy. A THeader call keeps its frame (info headers included)
+/// towards a THeader cluster; towards another transport its head is dropped.
 fn wire_out(
     msg: &Message,
     transport: Transport,
     protocol: Protocol,
-) -> Result<(Option<[u8; 4]>, Bytes), CallError> {
+) -> Result<(Option<Prefix>, Bytes), CallError> {
     if protocol == msg.header().protocol {
-        return Ok(msg.wire_for(transport));
+        return Ok(msg.wire_for(transport, None));
     }
-    transcode(msg, protocol, transport)
+    transcode(msg, protocol, transport, None)
         .map(|b| (None, b))
         .map_err(CallError::Translation)
 }
 
-/// The reply as the client reads it: in the call's own transport and protocol.
-fn wire_back(reply: &Message, call: &Header) -> Result<(Option<[u8; 4]>, Bytes), CallError> {
+/// The reply as the client reads it: in the call's own transport and protocol. A
+/// THeader client gets the upstream's THeader reply as it came (its info headers
+/// too), or a reply from another transport in a frame echoing the call's flags and
+/// frame sequence id.
+fn wire_back(reply: &Message, call: &Header) -> Result<(Option<Prefix>, Bytes), CallError> {
     if reply.header().protocol == call.protocol {
-        return Ok(reply.wire_for(call.transport));
+        return Ok(reply.wire_for(call.transport, call.frame));
     }
-    transcode(reply, call.protocol, call.transport)
+    transcode(reply, call.protocol, call.transport, call.frame)
         .map(|b| (None, b))
         .map_err(CallError::Translation)
 }
@@ -790,7 +799,7 @@ fn retriable(policy: &RetryPolicy, result: &Result<Option<Message>, CallError>) 
 /// Send one call and, unless it is oneway, read its reply.
 async fn round_trip(
     conn: &mut Conn,
-    prefix: Option<[u8; 4]>,
+    prefix: Option<Prefix>,
     payload: &[u8],
     call: &Header,
     scratch: &mut BytesMut,

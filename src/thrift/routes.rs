@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use crate::config::raw;
 use crate::config::Problem;
+use crate::router::ValueMatch;
 
-use super::codec::{DecoderConfig, Protocol};
+use super::codec::{DecoderConfig, Message, Protocol};
 use super::codec::{Header, MessageType, Transport, DEFAULT_MAX_MESSAGE_SIZE};
 
 /// Default per-call timeout (connect, send and reply), as HTTP routes; `0s` = none.
@@ -133,6 +134,51 @@ fn compile_retries(
     (errors.len() == before).then_some(pol)
 }
 
+/// Compile `match.headers` at `{at}.match.headers`, reporting every problem. Only
+/// THeader calls carry headers, so a listener that cannot receive them is told.
+fn compile_headers(
+    at: &str,
+    transport: raw::ThriftTransport,
+    raw: &[raw::HeaderMatcher],
+    errors: &mut Vec<Problem>,
+) -> Vec<InfoMatch> {
+    let at = format!("{at}.match.headers");
+    if !raw.is_empty()
+        && matches!(
+            transport,
+            raw::ThriftTransport::Framed | raw::ThriftTransport::Unframed
+        )
+    {
+        errors.push(Problem::new(
+            at.clone(),
+            "only THeader calls carry headers; set `thrift.transport: header` (or `auto`)"
+                .to_owned(),
+        ));
+    }
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, h) in raw.iter().enumerate() {
+        let hp = format!("{at}.{i}");
+        if h.name.is_empty() {
+            errors.push(Problem::new(
+                format!("{hp}.name"),
+                "must not be empty".to_owned(),
+            ));
+        }
+        match ValueMatch::from_keys(&h.exact, &h.prefix, &h.suffix, &h.regex, h.present) {
+            Ok(value) => out.push(InfoMatch {
+                name: h.name.clone(),
+                value,
+                invert: h.invert,
+            }),
+            Err((key, msg)) => {
+                let path = key.map_or(hp.clone(), |k| format!("{hp}.{k}"));
+                errors.push(Problem::new(path, msg));
+            }
+        }
+    }
+    out
+}
+
 /// All present conditions must hold; none present matches every call.
 #[derive(Debug, Clone, Default)]
 struct Match {
@@ -142,6 +188,34 @@ struct Match {
     method_prefix: Option<String>,
     /// The multiplexed service (`Service:` prefix).
     service: Option<String>,
+    /// THeader info headers.
+    headers: Vec<InfoMatch>,
+}
+
+/// One `match.headers` entry: a THeader info header's value. Names compare
+/// ASCII-case-insensitively (as Envoy's THeader matching); when a name appears
+/// twice the last value counts, the one Apache and fbthrift servers read.
+#[derive(Debug, Clone)]
+struct InfoMatch {
+    name: String,
+    value: ValueMatch,
+    invert: bool,
+}
+
+impl InfoMatch {
+    fn matches<'a>(&self, headers: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> bool {
+        let value = headers
+            .filter(|(k, _)| k.eq_ignore_ascii_case(self.name.as_bytes()))
+            .last()
+            .map(|(_, v)| v);
+        let ok = match value.map(std::str::from_utf8) {
+            None => self.value.matches(None),
+            Some(Ok(v)) => self.value.matches(Some(v)),
+            // Not text: only `present` can say anything about it.
+            Some(Err(_)) => matches!(self.value, ValueMatch::Present(true)),
+        };
+        ok != self.invert
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -152,8 +226,12 @@ enum Action {
 }
 
 impl Match {
-    fn matches(&self, h: &Header) -> bool {
-        self.matches_name(h.name())
+    /// `headers`: the call's THeader info headers (none for other transports).
+    fn matches<'a, I>(&self, name: &str, headers: I) -> bool
+    where
+        I: Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
+    {
+        self.matches_name(name) && self.headers.iter().all(|m| m.matches(headers.clone()))
     }
 
     /// As [`Header::method`] and [`Header::service`] split a message name.
@@ -234,6 +312,7 @@ fn transport(t: raw::ThriftTransport) -> Option<Transport> {
     match t {
         raw::ThriftTransport::Framed => Some(Transport::Framed),
         raw::ThriftTransport::Unframed => Some(Transport::Unframed),
+        raw::ThriftTransport::Header => Some(Transport::Header),
         raw::ThriftTransport::Auto => None,
     }
 }
@@ -309,9 +388,11 @@ impl Routes {
                     _ => *slot = value.clone(),
                 }
             }
+            matcher.headers = compile_headers(&at, raw.transport, &r.matcher.headers, &mut errors);
             let is_catch_all = r.matcher.method.is_none()
                 && r.matcher.method_prefix.is_none()
-                && r.matcher.service.is_none();
+                && r.matcher.service.is_none()
+                && r.matcher.headers.is_empty();
             if let Some(first) = catch_all {
                 errors.push(Problem::new(
                     format!("{at}.match"),
@@ -393,13 +474,23 @@ impl Routes {
     }
 
     /// The first route matching the call, if any.
-    pub fn route(&self, h: &Header) -> Option<&Route> {
-        self.routes.iter().find(|r| r.matcher.matches(h))
+    pub fn route(&self, msg: &Message) -> Option<&Route> {
+        let name = msg.header().name();
+        let headers = msg.info_headers();
+        self.routes
+            .iter()
+            .find(|r| r.matcher.matches(name, headers.clone()))
     }
 
-    /// The first route matching a message name (`method` or `Service:method`).
-    pub fn route_name(&self, name: &str) -> Option<&Route> {
-        self.routes.iter().find(|r| r.matcher.matches_name(name))
+    /// The first route matching a message name (`method` or `Service:method`) and
+    /// THeader info headers.
+    pub fn route_name<'a, I>(&self, name: &str, headers: I) -> Option<&Route>
+    where
+        I: Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
+    {
+        self.routes
+            .iter()
+            .find(|r| r.matcher.matches(name, headers.clone()))
     }
 
     /// Every route, in order.

@@ -73,7 +73,7 @@ pub struct Metrics {
     pub local_reply: crate::stats::LocalReplies,
 }
 
-const ALL_KINDS: [ErrorKind; 14] = [
+const ALL_KINDS: [ErrorKind; 16] = [
     ErrorKind::FrameTooLarge,
     ErrorKind::NegativeLength,
     ErrorKind::EmptyFrame,
@@ -88,6 +88,8 @@ const ALL_KINDS: [ErrorKind; 14] = [
     ErrorKind::InvalidVarint,
     ErrorKind::Truncated,
     ErrorKind::TrailingBytes,
+    ErrorKind::InvalidHeader,
+    ErrorKind::UnsupportedTransform,
 ];
 
 impl Metrics {
@@ -195,5 +197,7 @@ pub fn reason(kind: ErrorKind) -> &'static str {
         ErrorKind::InvalidVarint => "invalid_varint",
         ErrorKind::Truncated => "truncated",
         ErrorKind::TrailingBytes => "trailing_bytes",
+        ErrorKind::InvalidHeader => "invalid_header",
+        ErrorKind::UnsupportedTransform => "unsupported_transform",
     }
 }

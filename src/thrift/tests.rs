@@ -54,6 +54,7 @@ fn protocols(s: &TcpStream, protocol: Protocol, transport: Transport) -> (In, Ou
             Box::new(TBufferedReadTransport::new(r)),
             Box::new(TBufferedWriteTransport::new(w)),
         ),
+        Transport::Header => unreachable!("the thrift crate has no THeader"),
     };
     match protocol {
         Protocol::Binary => (
@@ -325,6 +326,7 @@ impl TestUpstreams {
                 None => "",
                 Some(Transport::Framed) => ", thrift: { transport: framed }",
                 Some(Transport::Unframed) => ", thrift: { transport: unframed }",
+                Some(Transport::Header) => ", thrift: { transport: header }",
             };
             let yaml = format!("{{ name: {name}, endpoints: []{transport} }}");
             let cfg: raw::Cluster = serde_yaml::from_str(&yaml).expect("cluster yaml");
@@ -840,6 +842,57 @@ routes:
 }
 
 #[test]
+fn header_matches_read_theader_info_headers() {
+    use super::codec::{encode_frame, FrameInfo, MessageType, Pair};
+    let yaml = "
+transport: header
+routes:
+  - name: blue
+    match: { headers: [{ name: X-Tenant, exact: blue }] }
+    route: { cluster: blue }
+  - name: blob
+    match: { headers: [{ name: blob, present: true }, { name: x-skip, present: false }] }
+    route: { cluster: blob }
+  - name: not_g
+    match: { headers: [{ name: x-tenant, prefix: g, invert: true }] }
+    route: { cluster: not_g }
+  - name: rest
+    route: { cluster: rest }
+";
+    let raw: raw::ThriftListener = serde_yaml::from_str(yaml).expect("yaml");
+    let routes = super::Routes::compile(&raw).expect("valid");
+    // An exception message is as good a payload as a call for routing.
+    let mut payload = bytes::BytesMut::new();
+    let unframed = super::codec::Framing {
+        transport: Transport::Unframed,
+        protocol: Protocol::Binary,
+    };
+    let kind = super::codec::AppExceptionKind::Unknown;
+    super::codec::encode_app_exception(&mut payload, unframed, "m", 1, kind, "");
+    let route = |pairs: &[Pair<'_>]| {
+        let frame = FrameInfo::default();
+        let mut buf = encode_frame(frame, Protocol::Binary, pairs, &payload);
+        let mut d = super::codec::Decoder::new(routes.decoder_config());
+        let msg = d.decode(&mut buf).expect("ok").expect("msg");
+        assert_eq!(msg.header().message_type, MessageType::Exception);
+        routes.route(&msg).map(|r| r.name.clone())
+    };
+    let cases: [(&[Pair<'_>], &str); 5] = [
+        // Names compare case-insensitively; the last of a repeated name counts.
+        (&[(b"x-tenant", b"green"), (b"X-TENANT", b"blue")], "blue"),
+        (&[(b"x-tenant", b"blue"), (b"x-tenant", b"green")], "rest"),
+        // A value that is not UTF-8 is present, and matches nothing else.
+        (&[(b"blob", b"\xff\xfe")], "blob"),
+        (&[(b"blob", b"\xff"), (b"x-skip", b"1")], "not_g"),
+        // No headers: `present: true` and value matches fail, inverted ones hold.
+        (&[], "not_g"),
+    ];
+    for (pairs, want) in cases {
+        assert_eq!(route(pairs).as_deref(), Some(want), "{pairs:?}");
+    }
+}
+
+#[test]
 fn weighted_clusters_follow_weights() {
     let yaml = "
 routes:
@@ -863,7 +916,7 @@ routes:
     );
     let mut d = super::codec::Decoder::new(routes.decoder_config());
     let msg = d.decode(&mut buf).expect("ok").expect("msg");
-    let route = routes.route(msg.header()).expect("catch-all");
+    let route = routes.route(&msg).expect("catch-all");
     let a = (0..10_000).filter(|_| route.cluster() == "a").count();
     assert!((8_500..9_500).contains(&a), "a chosen {a} times in 10000");
 }

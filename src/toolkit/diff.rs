@@ -827,6 +827,9 @@ fn thrift_routes(
         if let Some(m) = &r.matcher.service {
             parts.push(format!("service {m}"));
         }
+        for h in &r.matcher.headers {
+            parts.push(format!("header {}", h.name));
+        }
         if parts.is_empty() {
             "every call".to_string()
         } else {

@@ -147,7 +147,8 @@ pub fn evaluate(snap: &Snapshot, cfg: &raw::Config, rq: &Request) -> Result<Outc
             None => method,
         };
         let routes = t.routes();
-        if let Some(r) = routes.route_name(&name) {
+        let headers = rq.headers.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes()));
+        if let Some(r) = routes.route_name(&name, headers) {
             let idx = routes
                 .all()
                 .iter()

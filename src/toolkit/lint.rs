@@ -330,6 +330,10 @@ pub fn lint(cfg: &raw::Config, map: &SourceMap) -> Vec<Finding> {
         }
     }
 
+    // The management server's cluster serves the xDS stream.
+    if let Some(x) = &cfg.xds {
+        used.insert(&x.cluster);
+    }
     // A105: with a `cluster_header` route any cluster may be chosen at run time.
     if !dynamic {
         for (i, c) in cfg.clusters.iter().enumerate() {

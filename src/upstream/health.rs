@@ -276,7 +276,7 @@ async fn grpc_check(c: &Cluster, ep: &Endpoint, request: &bytes::Bytes, authorit
         && grpc_serving_status(&all.to_bytes()) == Some(SERVING)
 }
 
-/// A call with no arguments, framed/unframed and binary/compact.
+/// A call with no arguments, in any transport and protocol.
 pub fn encode_call(method: &str, transport: Transport, protocol: Protocol) -> Vec<u8> {
     let mut body = Vec::with_capacity(method.len() + 16);
     match protocol {
@@ -304,13 +304,24 @@ pub fn encode_call(method: &str, transport: Transport, protocol: Protocol) -> Ve
         }
     }
     body.push(0); // empty args struct: field stop
-    match transport {
-        Transport::Framed => {
-            let mut out = (body.len() as u32).to_be_bytes().to_vec();
-            out.extend_from_slice(&body);
-            out
+    if transport == Transport::Unframed {
+        return body;
+    }
+    // Framed or THeader: re-framed as the proxy re-frames calls.
+    let mut buf = BytesMut::from(&body[..]);
+    let mut dec = Decoder::new(DecoderConfig {
+        transport: Some(Transport::Unframed),
+        protocol: Some(protocol),
+        max_message_size: body.len(),
+    });
+    match dec.decode(&mut buf) {
+        Ok(Some(msg)) => {
+            let (prefix, payload) = msg.wire_for(transport, None);
+            let prefix = prefix.as_ref().map_or(&[][..], |p| p.as_bytes());
+            [prefix, &payload[..]].concat()
         }
-        Transport::Unframed => body,
+        // The call above always decodes; send it unframed rather than panic.
+        _ => body,
     }
 }
 
@@ -382,6 +393,8 @@ mod tests {
             (Transport::Unframed, Protocol::Binary),
             (Transport::Framed, Protocol::Compact),
             (Transport::Unframed, Protocol::Compact),
+            (Transport::Header, Protocol::Binary),
+            (Transport::Header, Protocol::Compact),
         ] {
             let mut buf = BytesMut::from(&encode_call("ping", t, p)[..]);
             let mut dec = Decoder::new(DecoderConfig::default());

@@ -1,4 +1,4 @@
-//! Clusters: a living endpoint set (static, DNS or file discovery), active health
+//! Clusters: a living endpoint set (static, DNS, file or EDS discovery), active health
 //! checks, outlier ejection, circuit breakers, load balancing and the upstream HTTP
 //! client (a keep-alive pool per endpoint, HTTP/1.1 or multiplexed HTTP/2; Thrift
 //! connections wait on the same pool). Every protocol uses an endpoint the same
@@ -203,8 +203,17 @@ impl HostSet {
 #[derive(Debug, Clone)]
 pub enum Source {
     Static,
-    Dns { name: String, refresh: Duration },
-    File { path: String },
+    Dns {
+        name: String,
+        refresh: Duration,
+    },
+    File {
+        path: String,
+    },
+    /// ClusterLoadAssignment `service` from the `xds:` server.
+    Eds {
+        service: String,
+    },
 }
 
 /// Cluster settings derived from config (validated, defaults applied, in
@@ -428,6 +437,7 @@ impl Cluster {
                     *refresh,
                 ));
             }
+            Source::Eds { service } => crate::xds::eds::attach(self, service).await,
         }
         if self.settings.health.is_some() {
             tokio::spawn(health::run(Arc::downgrade(self), self.hc_now.clone()));

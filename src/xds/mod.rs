@@ -1,1 +1,237 @@
+//! The xDS client (docs/xds.md): one Envoy v3 aggregated discovery (ADS) stream,
+//! state-of-the-world protocol, to the management server named by `xds.cluster`.
+//! What it accepts goes through the same checks as the file config; what fails them
+//! is NACKed with attache's message and the last accepted state keeps serving, also
+//! while the server is unreachable.
+//!
+//! - [`eds`]: ClusterLoadAssignment → the endpoints of `discovery: { eds: … }` clusters.
+//! - `ads`: the stream, ACK/NACK, reconnect with jittered backoff.
+//! - `transport`: gRPC over the management cluster's own connector (TLS, mTLS,
+//!   connect timeout) and HTTP/2.
+//! - `translate`: Envoy Cluster / RouteConfiguration / Listener → attache config.
+
+mod ads;
+pub mod dynamic;
+pub mod eds;
 pub mod translate;
+mod transport;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use prometheus::{IntCounter, IntGauge};
+
+use crate::config::raw::XdsType;
+use crate::stats::Stats;
+
+pub const XDS_UPDATES_TOTAL: &str = "attache_xds_updates_total";
+pub const XDS_CONNECTED: &str = "attache_xds_connected";
+
+/// The type URL of each resource type.
+pub fn type_url(t: XdsType) -> &'static str {
+    match t {
+        XdsType::Eds => "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
+        XdsType::Cds => "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+        XdsType::Lds => "type.googleapis.com/envoy.config.listener.v3.Listener",
+        XdsType::Rds => "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+    }
+}
+
+/// The metric label and `/config_dump` key of a type.
+pub fn short_name(t: XdsType) -> &'static str {
+    match t {
+        XdsType::Eds => "eds",
+        XdsType::Cds => "cds",
+        XdsType::Lds => "lds",
+        XdsType::Rds => "rds",
+    }
+}
+
+const ALL_TYPES: [XdsType; 4] = [XdsType::Eds, XdsType::Cds, XdsType::Lds, XdsType::Rds];
+
+fn type_of(url: &str) -> Option<XdsType> {
+    ALL_TYPES.into_iter().find(|t| type_url(*t) == url)
+}
+
+/// The compiled `xds:` block.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// The static cluster of the management server.
+    pub cluster: String,
+    pub node_id: String,
+    pub node_cluster: String,
+    pub region: String,
+    pub zone: String,
+    pub sub_zone: String,
+    pub types: BTreeSet<XdsType>,
+    pub initial_fetch_timeout: Duration,
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+/// One accepted resource, for `/config_dump`.
+struct Accepted {
+    version: String,
+    at: SystemTime,
+}
+
+/// What each type last did, for `/config_dump`.
+#[derive(Default)]
+struct TypeStatus {
+    version: Option<String>,
+    accepted_at: Option<SystemTime>,
+    last_nack: Option<(String, SystemTime)>,
+}
+
+#[derive(Default)]
+struct Status {
+    connected: bool,
+    types: BTreeMap<XdsType, TypeStatus>,
+    resources: BTreeMap<(XdsType, String), Accepted>,
+}
+
+/// The running client: settings, counters and what `/config_dump` shows.
+pub struct Client {
+    pub settings: Settings,
+    status: Mutex<Status>,
+    updates: prometheus::IntCounterVec,
+    connected: IntGauge,
+    /// LDS listeners and RDS routes accepted (kept across streams).
+    dynamic: tokio::sync::Mutex<dynamic::Accepted>,
+}
+
+static CLIENT: OnceLock<Arc<Client>> = OnceLock::new();
+
+impl Client {
+    fn new(settings: Settings, stats: &Stats) -> Client {
+        let updates = stats.counter_vec(
+            XDS_UPDATES_TOTAL,
+            "xDS responses by resource type and result (accepted, rejected)",
+            &["type", "result"],
+        );
+        for t in ALL_TYPES {
+            for r in ["accepted", "rejected"] {
+                updates.with_label_values(&[short_name(t), r]);
+            }
+        }
+        let connected = stats
+            .gauge_vec(XDS_CONNECTED, "1 while the ADS stream is up", &[])
+            .with_label_values(&[] as &[&str]);
+        Client {
+            settings,
+            status: Mutex::new(Status::default()),
+            updates,
+            connected,
+            dynamic: tokio::sync::Mutex::new(dynamic::Accepted::default()),
+        }
+    }
+
+    fn status(&self) -> std::sync::MutexGuard<'_, Status> {
+        self.status.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn counter(&self, t: XdsType, result: &str) -> IntCounter {
+        self.updates.with_label_values(&[short_name(t), result])
+    }
+
+    fn set_connected(&self, up: bool) {
+        self.connected.set(i64::from(up));
+        self.status().connected = up;
+    }
+
+    /// Record an accepted response of `t` at `version` carrying `names`.
+    fn accepted(&self, t: XdsType, version: &str, names: impl IntoIterator<Item = String>) {
+        self.counter(t, "accepted").inc();
+        let now = SystemTime::now();
+        let mut s = self.status();
+        let ts = s.types.entry(t).or_default();
+        ts.version = Some(version.to_string());
+        ts.accepted_at = Some(now);
+        for n in names {
+            s.resources.insert(
+                (t, n),
+                Accepted {
+                    version: version.to_string(),
+                    at: now,
+                },
+            );
+        }
+    }
+
+    fn rejected(&self, t: XdsType, message: &str) {
+        self.counter(t, "rejected").inc();
+        self.status().types.entry(t).or_default().last_nack =
+            Some((message.to_string(), SystemTime::now()));
+    }
+
+    /// The last accepted version of `t` (sent again on reconnect).
+    fn version(&self, t: XdsType) -> String {
+        self.status()
+            .types
+            .get(&t)
+            .and_then(|s| s.version.clone())
+            .unwrap_or_default()
+    }
+
+    fn dump(&self) -> serde_json::Value {
+        let s = self.status();
+        let rfc = |t: &SystemTime| crate::http::rfc3339(*t);
+        let types: serde_json::Map<String, serde_json::Value> = s
+            .types
+            .iter()
+            .map(|(t, ts)| {
+                (
+                    short_name(*t).to_string(),
+                    serde_json::json!({
+                        "version": ts.version,
+                        "accepted_at": ts.accepted_at.as_ref().map(rfc),
+                        "last_nack": ts.last_nack.as_ref().map(|(m, at)| serde_json::json!({
+                            "message": m, "at": rfc(at),
+                        })),
+                    }),
+                )
+            })
+            .collect();
+        let resources: Vec<serde_json::Value> = s
+            .resources
+            .iter()
+            .map(|((t, name), a)| {
+                serde_json::json!({
+                    "type": short_name(*t),
+                    "name": name,
+                    "version": a.version,
+                    "accepted_at": rfc(&a.at),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "server_cluster": self.settings.cluster,
+            "node_id": self.settings.node_id,
+            "connected": s.connected,
+            "types": types,
+            "resources": resources,
+        })
+    }
+}
+
+/// Start the xDS client of `server` (once, at startup; an `xds:` block that a reload
+/// adds or changes applies on restart). Starting EDS clusters then wait for their
+/// first endpoints up to `initial_fetch_timeout`.
+pub fn start(server: &Arc<crate::server::Server>) {
+    let Some(settings) = server.snapshot.load().xds.clone() else {
+        return;
+    };
+    let client = Arc::new(Client::new((*settings).clone(), &server.stats));
+    if CLIENT.set(client.clone()).is_err() {
+        return;
+    }
+    eds::registry().activate(settings.initial_fetch_timeout);
+    tokio::spawn(ads::run(client, server.clone()));
+}
+
+/// `/config_dump`'s `xds` section: each type's last accepted version and NACK, and
+/// each accepted resource with its version and when it was accepted.
+pub fn dump() -> serde_json::Value {
+    CLIENT.get().map_or(serde_json::Value::Null, |c| c.dump())
+}

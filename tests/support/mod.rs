@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod pki;
+pub mod theader_py;
 pub mod thrift_peer;
 
 use std::collections::HashMap;

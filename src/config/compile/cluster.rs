@@ -100,6 +100,7 @@ fn compile_endpoints(cx: &mut Cx<'_>, p: &str, c: &raw::Cluster, check_files: bo
         d.is_some_and(|d| d.static_endpoints.is_some()),
         d.is_some_and(|d| d.dns.is_some()),
         d.is_some_and(|d| d.file.is_some()),
+        d.is_some_and(|d| d.eds.is_some()),
     ]
     .iter()
     .filter(|b| **b)
@@ -122,7 +123,7 @@ fn compile_endpoints(cx: &mut Cx<'_>, p: &str, c: &raw::Cluster, check_files: bo
         };
         cx.err_key(
             &at,
-            "give exactly one endpoint source: `endpoints`, or one of `discovery.static`, `discovery.dns`, `discovery.file`",
+            "give exactly one endpoint source: `endpoints`, or one of `discovery.static`, `discovery.dns`, `discovery.file`, `discovery.eds`",
         );
         return Vec::new();
     }

@@ -20,6 +20,10 @@ pub(crate) fn cluster_settings(cfg: &raw::Cluster) -> Settings {
         }
     } else if let Some(f) = d.file {
         Source::File { path: f.path }
+    } else if let Some(e) = d.eds {
+        Source::Eds {
+            service: e.service_name.unwrap_or_else(|| cfg.name.clone()),
+        }
     } else {
         Source::Static
     };

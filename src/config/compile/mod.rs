@@ -28,6 +28,7 @@ mod listener;
 mod rbac;
 mod route;
 mod tls;
+mod xds;
 
 use cluster::compile_clusters;
 #[cfg(test)]
@@ -109,15 +110,9 @@ fn parse_addr(cx: &mut Cx<'_>, path: &str, s: &str) -> Option<SocketAddr> {
 
 fn regex(cx: &mut Cx<'_>, path: &str, pattern: &str) -> Option<Regex> {
     // Anchored like Envoy's safe_regex: the whole value must match.
-    match Regex::new(&format!("^(?:{pattern})$")) {
-        Ok(r) => Some(r),
-        Err(e) => {
-            let e = e.to_string();
-            let detail = e.lines().last().unwrap_or("invalid").trim().to_string();
-            cx.err(path, format!("invalid regex `{pattern}`: {detail}"));
-            None
-        }
-    }
+    crate::router::anchored_regex(pattern)
+        .map_err(|msg| cx.err(path, msg))
+        .ok()
 }
 
 fn unknown_cluster(
@@ -156,6 +151,7 @@ pub fn compile(
         .map(|t| crate::trace::Tracer::new(t, opts.stats));
     // Clusters first: routes refer to them.
     let clusters = Arc::new(compile_clusters(&mut cx, &cfg.clusters, opts));
+    let xds = xds::compile_xds(&mut cx, cfg);
     let listeners = compile_listeners(
         &mut cx,
         &cfg.listeners,
@@ -183,6 +179,7 @@ pub fn compile(
         listeners,
         clusters,
         effective,
+        xds,
     })
 }
 

@@ -6,6 +6,8 @@ use super::{regex, Cx};
 use crate::config::raw;
 use crate::router::{HeaderMatch, Matcher, PathMatch, QueryMatch, SanMatch, ValueMatch};
 
+/// A header or query matcher's value condition (see [`ValueMatch::from_keys`]),
+/// its problem reported at `path`.
 pub(super) fn value_match(
     cx: &mut Cx<'_>,
     path: &str,
@@ -15,34 +17,14 @@ pub(super) fn value_match(
     re: &Option<String>,
     present: Option<bool>,
 ) -> Option<ValueMatch> {
-    let n = [
-        exact.is_some(),
-        prefix.is_some(),
-        suffix.is_some(),
-        re.is_some(),
-        present.is_some(),
-    ]
-    .iter()
-    .filter(|b| **b)
-    .count();
-    if n != 1 {
-        cx.err(
-            path,
-            "give exactly one of `exact`, `prefix`, `suffix`, `regex` or `present`",
-        );
-        return None;
+    match ValueMatch::from_keys(exact, prefix, suffix, re, present) {
+        Ok(v) => Some(v),
+        Err((key, msg)) => {
+            let at = key.map_or_else(|| path.to_owned(), |k| format!("{path}.{k}"));
+            cx.err(&at, msg);
+            None
+        }
     }
-    Some(if let Some(e) = exact {
-        ValueMatch::Exact(e.clone())
-    } else if let Some(p) = prefix {
-        ValueMatch::Prefix(p.clone())
-    } else if let Some(s) = suffix {
-        ValueMatch::Suffix(s.clone())
-    } else if let Some(r) = re {
-        ValueMatch::Regex(regex(cx, &format!("{path}.regex"), r)?)
-    } else {
-        ValueMatch::Present(present.unwrap_or(true))
-    })
 }
 
 pub(super) fn compile_match(cx: &mut Cx<'_>, mp: &str, m: &raw::RouteMatch) -> Option<Matcher> {

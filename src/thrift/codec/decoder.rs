@@ -6,7 +6,10 @@ use bytes::{Bytes, BytesMut};
 use super::binary::{self, RawHeader};
 use super::compact;
 use super::skip::{Input, Progress, Stop, Walker};
-use super::{Error, ErrorKind, Header, Message, Protocol, Transport, DEFAULT_MAX_MESSAGE_SIZE};
+use super::theader::{self, MAGIC};
+use super::{
+    Error, ErrorKind, Header, Message, MessageType, Protocol, Transport, DEFAULT_MAX_MESSAGE_SIZE,
+};
 
 /// What a connection is expected to speak. `None` means detect it from the first
 /// message and then hold the connection to what was found.
@@ -89,7 +92,7 @@ impl Decoder {
             },
         };
         match transport {
-            Transport::Framed => self.decode_framed(buf),
+            Transport::Framed | Transport::Header => self.decode_framed(buf, transport),
             Transport::Unframed => self.decode_unframed(buf),
         }
     }
@@ -113,7 +116,13 @@ impl Decoder {
         }
     }
 
-    fn decode_framed(&mut self, buf: &mut BytesMut) -> Result<Option<Message>, Error> {
+    /// A framed or THeader frame. Both start with a 4-byte length; a THeader frame
+    /// then has its head (checked, info headers included) before the message.
+    fn decode_framed(
+        &mut self,
+        buf: &mut BytesMut,
+        transport: Transport,
+    ) -> Result<Option<Message>, Error> {
         let Some(&[a, b, c, d]) = buf.get(..4) else {
             return Ok(None);
         };
@@ -128,53 +137,104 @@ impl Decoder {
         if len < MIN_MESSAGE {
             return Err(ErrorKind::FrameTooSmall.into());
         }
-        let Some(payload) = buf.get(4..4 + len) else {
-            self.check_frame_head(buf.get(4..).unwrap_or(&[]), len)?;
+        let Some(frame) = buf.get(4..4 + len) else {
+            self.check_frame_head(buf.get(4..).unwrap_or(&[]), len, transport)?;
             return Ok(None);
         };
         self.head_checked = false;
-        let protocol = self.protocol_for(payload[0])?;
-        let input = Input {
-            buf: payload,
-            limit: len,
-        };
-        let raw = parse_header(protocol, &input).map_err(|s| match s {
-            // The frame is complete, so anything missing means it is too short.
+        // The frame is complete, so anything missing means it is too short.
+        let complete = |s: Stop| match s {
             Stop::More | Stop::Fail(ErrorKind::MessageTooLarge) => ErrorKind::Truncated,
             Stop::Fail(k) => k,
-        })?;
+        };
+        let head = match transport {
+            Transport::Header => {
+                Some(theader::parse_head(&frame_input(frame, len)).map_err(complete)?)
+            }
+            _ => None,
+        };
+        if let Some(h) = head.as_ref().filter(|h| h.transformed) {
+            return Err(refuse_transformed(h));
+        }
+        let inner = head.as_ref().map_or(0, |h| h.payload_start);
+        let payload = frame.get(inner..).unwrap_or(&[]);
+        let protocol = self.payload_protocol(payload, head.as_ref())?;
+        let input = Input {
+            buf: payload,
+            limit: len - inner,
+        };
+        let raw = parse_header(protocol, &input).map_err(complete)?;
         self.walker.reset_struct(protocol, raw.body_start);
         let walked = self.walker.run(&input);
         let fail = match walked {
-            Ok(Progress::Done(end)) if end == len => None,
+            Ok(Progress::Done(end)) if end == input.limit => None,
             Ok(Progress::Done(_)) => Some(ErrorKind::TrailingBytes),
             Ok(Progress::NeedMore) | Err(ErrorKind::MessageTooLarge) => Some(ErrorKind::Truncated),
             Err(k) => Some(k),
         };
+        let at = Located {
+            protocol,
+            transport,
+            payload_start: 4 + inner,
+            head,
+        };
         if let Some(kind) = fail {
             let name = Bytes::copy_from_slice(payload.get(raw.name.clone()).unwrap_or(&[]));
-            let header = header(name, &raw, protocol, Transport::Framed);
+            let mut header = header(name, &raw, protocol, transport);
+            header.frame = at.head.as_ref().map(|h| h.frame);
             return Err(Error::with_header(kind, header));
         }
         let wire = buf.split_to(4 + len).freeze();
-        Ok(Some(message(wire, 4, &raw, protocol, Transport::Framed)))
+        Ok(Some(message(wire, &raw, &at)))
+    }
+
+    /// The protocol of a frame's message, from its first byte; in a THeader frame it
+    /// must be the one the head names.
+    fn payload_protocol(
+        &mut self,
+        payload: &[u8],
+        head: Option<&theader::Head>,
+    ) -> Result<Protocol, ErrorKind> {
+        let first = *payload.first().ok_or(ErrorKind::Truncated)?;
+        let protocol = self.protocol_for(first)?;
+        match head {
+            Some(h) if h.protocol != protocol => Err(ErrorKind::ProtocolMismatch),
+            _ => Ok(protocol),
+        }
     }
 
     /// Refuse an incomplete frame as soon as its first bytes cannot start a message
-    /// (unknown protocol or version, message type, a name longer than the frame),
-    /// rather than after waiting for the length it declared. Only the header is
-    /// looked at, once per frame.
-    fn check_frame_head(&mut self, head: &[u8], len: usize) -> Result<(), Error> {
-        let Some(&first) = head.first() else {
-            return Ok(());
-        };
-        if self.head_checked {
+    /// (a bad THeader head, unknown protocol or version, message type, a name
+    /// longer than the frame), rather than after waiting for the length it
+    /// declared. Only the head is looked at, once per frame.
+    fn check_frame_head(
+        &mut self,
+        head: &[u8],
+        len: usize,
+        transport: Transport,
+    ) -> Result<(), Error> {
+        if head.is_empty() || self.head_checked {
             return Ok(());
         }
-        let protocol = self.protocol_for(first)?;
+        let (inner, theader) = match transport {
+            Transport::Header => match theader::parse_head(&frame_input(head, len)) {
+                Ok(h) if h.transformed => return Err(refuse_transformed(&h)),
+                Ok(h) => (h.payload_start, Some(h)),
+                Err(Stop::More) => return Ok(()),
+                Err(Stop::Fail(ErrorKind::MessageTooLarge)) => {
+                    return Err(ErrorKind::Truncated.into())
+                }
+                Err(Stop::Fail(k)) => return Err(k.into()),
+            },
+            _ => (0, None),
+        };
+        let Some(payload) = head.get(inner..).filter(|p| !p.is_empty()) else {
+            return Ok(());
+        };
+        let protocol = self.payload_protocol(payload, theader.as_ref())?;
         let input = Input {
-            buf: head,
-            limit: len,
+            buf: payload,
+            limit: len - inner,
         };
         match parse_header(protocol, &input) {
             Ok(_) => {
@@ -214,7 +274,13 @@ impl Decoder {
             Ok(Progress::Done(end)) => {
                 let Partial { raw, protocol } = &partial;
                 let wire = buf.split_to(end).freeze();
-                let msg = message(wire, 0, raw, *protocol, Transport::Unframed);
+                let at = Located {
+                    protocol: *protocol,
+                    transport: Transport::Unframed,
+                    payload_start: 0,
+                    head: None,
+                };
+                let msg = message(wire, raw, &at);
                 self.partial = None;
                 Ok(Some(msg))
             }
@@ -247,29 +313,65 @@ fn header(name: Bytes, raw: &RawHeader, protocol: Protocol, transport: Transport
         protocol,
         transport,
         strict: raw.strict,
+        frame: None,
     }
 }
 
-fn message(
-    wire: Bytes,
-    payload_start: usize,
-    raw: &RawHeader,
+/// A THeader frame whose payload is compressed cannot be routed: refused with a
+/// header naming the frame (no method; the message is not readable), so the
+/// client can be told why before the connection closes.
+fn refuse_transformed(h: &theader::Head) -> Error {
+    let header = Header {
+        name: Bytes::new(),
+        message_type: MessageType::Call,
+        seq_id: h.frame.seq_id as i32,
+        protocol: h.protocol,
+        transport: Transport::Header,
+        strict: true,
+        frame: Some(h.frame),
+    };
+    Error::with_header(ErrorKind::UnsupportedTransform, header)
+}
+
+/// The frame payload (after the length) received so far, and its declared length.
+fn frame_input(buf: &[u8], len: usize) -> Input<'_> {
+    Input { buf, limit: len }
+}
+
+/// Where a decoded message sits in its wire bytes, and how it arrived.
+struct Located {
     protocol: Protocol,
     transport: Transport,
-) -> Message {
-    let name = wire.slice(payload_start + raw.name.start..payload_start + raw.name.end);
+    /// Where the protocol message starts in the wire bytes.
+    payload_start: usize,
+    /// THeader only: the frame head (offsets from the frame payload, after LENGTH).
+    head: Option<theader::Head>,
+}
+
+fn message(wire: Bytes, raw: &RawHeader, at: &Located) -> Message {
+    let p = at.payload_start;
+    let name = wire.slice(p + raw.name.start..p + raw.name.end);
+    let mut header = header(name, raw, at.protocol, at.transport);
+    header.frame = at.head.as_ref().map(|h| h.frame);
+    let info = at
+        .head
+        .as_ref()
+        .map_or(0..0, |h| 4 + h.info.start..4 + h.info.end);
     Message {
-        header: header(name, raw, protocol, transport),
+        header,
         wire,
-        payload_start,
+        payload_start: p,
         seq_start: raw.seq_start,
         body_start: raw.body_start,
+        info,
     }
 }
 
-/// Decide framed or unframed from a connection's first bytes (`None`: need more).
+/// Decide framed, THeader or unframed from a connection's first bytes (`None`:
+/// need more).
 ///
-/// A protocol magic first (`0x80` strict binary, `0x82` compact) means unframed: a
+/// A frame length followed by the THeader magic `0x0FFF` is THeader. A protocol
+/// magic first (`0x80` strict binary, `0x82` compact) means unframed: a
 /// frame length that large would be negative. Otherwise the first four bytes are a
 /// frame length if a magic follows them. Failing both, this is old-style binary,
 /// framed when bytes 4..8 read as a name length that fits inside the frame the first
@@ -287,6 +389,14 @@ pub(crate) fn detect_transport(buf: &[u8]) -> Result<Option<Transport>, ErrorKin
     let Some(&b4) = buf.get(4) else {
         return Ok(None);
     };
+    if b4 == MAGIC[0] {
+        // The THeader magic; not an old-style name (0xff is never UTF-8).
+        match buf.get(5) {
+            None => return Ok(None),
+            Some(&b5) if b5 == MAGIC[1] => return Ok(Some(Transport::Header)),
+            Some(_) => {}
+        }
+    }
     if b4 == 0x80 || b4 == compact::PROTOCOL_ID {
         return Ok(Some(Transport::Framed));
     }

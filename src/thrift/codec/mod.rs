@@ -12,6 +12,7 @@ mod compact;
 mod decoder;
 mod reply;
 mod skip;
+mod theader;
 mod transcode;
 
 #[cfg(test)]
@@ -20,7 +21,10 @@ mod tests;
 use bytes::Bytes;
 
 pub use decoder::{Decoder, DecoderConfig};
-pub use reply::{encode_app_exception, inspect_reply, AppExceptionKind, ReplyOutcome};
+pub use reply::{
+    answer_with_exception, encode_app_exception, inspect_reply, AppExceptionKind, ReplyOutcome,
+};
+pub use theader::{encode_frame, FrameInfo, InfoHeaders, Pair};
 pub use transcode::transcode;
 
 /// Default `max_message_size`: 16 MiB.
@@ -36,6 +40,9 @@ pub enum Transport {
     Framed,
     /// Messages follow one another; the end is found by walking the struct.
     Unframed,
+    /// THeader frames (`THeaderTransport`): a frame length, a header with flags, a
+    /// sequence id and info key/values, then the message.
+    Header,
 }
 
 /// How a message is encoded.
@@ -95,6 +102,8 @@ pub struct Header {
     pub transport: Transport,
     /// Binary only: the header carried the `0x8001` version (always true for compact).
     pub strict: bool,
+    /// THeader only: the frame's flags and sequence id, echoed in the reply.
+    pub frame: Option<FrameInfo>,
 }
 
 impl Header {
@@ -118,6 +127,15 @@ impl Header {
         self.name().split_once(':').map(|(s, _)| s)
     }
 
+    /// The THeader frame a message of this header gets when re-framed as THeader:
+    /// its own, or no flags and the message's sequence id.
+    pub fn default_frame(&self) -> FrameInfo {
+        self.frame.unwrap_or(FrameInfo {
+            flags: 0,
+            seq_id: self.seq_id as u32,
+        })
+    }
+
     /// The transport and protocol this message arrived in.
     pub fn framing(&self) -> Framing {
         Framing {
@@ -139,6 +157,38 @@ pub struct Message {
     seq_start: usize,
     /// Where the body struct starts, relative to the payload.
     body_start: usize,
+    /// THeader only: the info section (key/values, padding) in `wire`.
+    info: std::ops::Range<usize>,
+}
+
+/// What is written before a message's payload: a frame length, or a THeader frame
+/// head without info headers. Built on the stack; the payload is never copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prefix {
+    bytes: [u8; 18],
+    len: u8,
+}
+
+impl Prefix {
+    fn length(len: usize) -> Prefix {
+        // The decoder bounds a message by max_message_size (a u32 in config), so the
+        // length fits; saturate rather than panic regardless.
+        let len = u32::try_from(len).unwrap_or(u32::MAX);
+        let mut bytes = [0; 18];
+        bytes[..4].copy_from_slice(&len.to_be_bytes());
+        Prefix { bytes, len: 4 }
+    }
+
+    fn theader(frame: FrameInfo, protocol: Protocol, payload_len: usize) -> Prefix {
+        Prefix {
+            bytes: theader::bare_head(frame, protocol, payload_len),
+            len: 18,
+        }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
 }
 
 impl Message {
@@ -163,20 +213,45 @@ impl Message {
             .unwrap_or(&[])
     }
 
-    /// The message for a peer using `transport`: an optional 4-byte frame length to
-    /// write first, then the payload. Zero-copy in both directions (framed <->
-    /// unframed translation is dropping or prepending the length).
-    pub fn wire_for(&self, transport: Transport) -> (Option<[u8; 4]>, Bytes) {
+    /// The THeader info key/values (none unless the message came in a THeader
+    /// frame), in wire order.
+    pub fn info_headers(&self) -> InfoHeaders<'_> {
+        InfoHeaders::new(self.info_section())
+    }
+
+    /// The info section as received (empty unless THeader).
+    pub(crate) fn info_section(&self) -> &[u8] {
+        self.wire.get(self.info.clone()).unwrap_or(&[])
+    }
+
+    /// The message for a peer using `transport`: an optional [`Prefix`] to write
+    /// first, then the payload. Zero-copy in every direction: framed <-> unframed
+    /// drops or prepends the length; THeader to another transport drops the frame
+    /// head (info headers included); another transport to THeader prepends a head
+    /// with `frame` (default: no flags, the message's sequence id) and no info
+    /// headers; THeader to THeader is the frame as received.
+    pub fn wire_for(
+        &self,
+        transport: Transport,
+        frame: Option<FrameInfo>,
+    ) -> (Option<Prefix>, Bytes) {
         match (self.header.transport, transport) {
-            (Transport::Framed, Transport::Framed) | (Transport::Unframed, Transport::Unframed) => {
-                (None, self.wire.clone())
-            }
-            (Transport::Framed, Transport::Unframed) => (None, self.payload()),
+            (Transport::Framed, Transport::Framed)
+            | (Transport::Unframed, Transport::Unframed)
+            | (Transport::Header, Transport::Header) => (None, self.wire.clone()),
+            (Transport::Framed | Transport::Header, Transport::Unframed) => (None, self.payload()),
             (Transport::Unframed, Transport::Framed) => {
-                // The decoder bounds a message by max_message_size (a u32 in config),
-                // so the length fits; saturate rather than panic regardless.
-                let len = u32::try_from(self.wire.len()).unwrap_or(u32::MAX);
-                (Some(len.to_be_bytes()), self.wire.clone())
+                (Some(Prefix::length(self.wire.len())), self.wire.clone())
+            }
+            (Transport::Header, Transport::Framed) => {
+                let payload = self.payload();
+                (Some(Prefix::length(payload.len())), payload)
+            }
+            (Transport::Framed | Transport::Unframed, Transport::Header) => {
+                let payload = self.payload();
+                let frame = frame.unwrap_or_else(|| self.header.default_frame());
+                let head = Prefix::theader(frame, self.header.protocol, payload.len());
+                (Some(head), payload)
             }
         }
     }
@@ -190,13 +265,28 @@ impl Message {
     pub fn with_seq_id(&self, seq_id: i32, transport: Transport) -> Bytes {
         let payload = &self.wire[self.payload_start..];
         let mut out = bytes::BytesMut::with_capacity(payload.len() + 8);
-        if transport == Transport::Framed {
-            out.extend_from_slice(&[0; 4]);
-        }
+        let frame = FrameInfo {
+            seq_id: seq_id as u32,
+            ..self.header.frame.unwrap_or_default()
+        };
+        let start = match transport {
+            Transport::Framed => {
+                out.extend_from_slice(&[0; 4]);
+                Some(0)
+            }
+            Transport::Header => Some(theader::start(
+                &mut out,
+                frame,
+                self.header.protocol,
+                self.info_section(),
+            )),
+            Transport::Unframed => None,
+        };
+        let before = out.len();
         match self.header.protocol {
             Protocol::Binary => {
                 out.extend_from_slice(payload);
-                let at = out.len() - payload.len() + self.seq_start;
+                let at = before + self.seq_start;
                 if let Some(slot) = out.get_mut(at..at + 4) {
                     slot.copy_from_slice(&seq_id.to_be_bytes());
                 }
@@ -211,9 +301,8 @@ impl Message {
                 out.extend_from_slice(payload.get(self.body_start..).unwrap_or(&[]));
             }
         }
-        if transport == Transport::Framed {
-            let len = u32::try_from(out.len() - 4).unwrap_or(u32::MAX);
-            out[..4].copy_from_slice(&len.to_be_bytes());
+        if let Some(at) = start {
+            theader::finish(&mut out, at);
         }
         out.freeze()
     }
@@ -250,6 +339,10 @@ pub enum ErrorKind {
     Truncated,
     #[error("frame has bytes after the message")]
     TrailingBytes,
+    #[error("malformed THeader header")]
+    InvalidHeader,
+    #[error("THeader transform (compression) not supported")]
+    UnsupportedTransform,
 }
 
 /// A decode error: its kind, and the header when it decoded before the body failed

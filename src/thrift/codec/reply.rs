@@ -4,7 +4,10 @@
 use bytes::{BufMut, BytesMut};
 
 use super::skip::{Input, Progress, Stop, Ty, Walker};
-use super::{binary, compact, ErrorKind, Framing, Message, MessageType, Protocol, Transport};
+use super::theader::{self, FrameInfo};
+use super::{
+    binary, compact, ErrorKind, Framing, Header, Message, MessageType, Protocol, Transport,
+};
 
 /// `TApplicationException` types (the subset the proxy uses or reports).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -13,6 +16,8 @@ pub enum AppExceptionKind {
     UnknownMethod,
     InternalError,
     ProtocolError,
+    /// A THeader transform (compression) the receiver does not support.
+    InvalidTransform,
     /// Any other type id.
     Other(i32),
 }
@@ -24,6 +29,7 @@ impl AppExceptionKind {
             AppExceptionKind::UnknownMethod => 1,
             AppExceptionKind::InternalError => 6,
             AppExceptionKind::ProtocolError => 7,
+            AppExceptionKind::InvalidTransform => 8,
             AppExceptionKind::Other(n) => n,
         }
     }
@@ -34,6 +40,7 @@ impl AppExceptionKind {
             1 => AppExceptionKind::UnknownMethod,
             6 => AppExceptionKind::InternalError,
             7 => AppExceptionKind::ProtocolError,
+            8 => AppExceptionKind::InvalidTransform,
             n => AppExceptionKind::Other(n),
         }
     }
@@ -113,7 +120,8 @@ pub fn inspect_reply(msg: &Message) -> Result<ReplyOutcome, ErrorKind> {
 }
 
 /// Append a `TApplicationException` message (`message` field 1, `type` field 2) for
-/// call `name`/`seq_id` in `framing` to `out`.
+/// call `name`/`seq_id` in `framing` to `out` (THeader: a frame with no flags and
+/// `seq_id`; see [`answer_with_exception`] to echo a call's frame).
 pub fn encode_app_exception(
     out: &mut BytesMut,
     framing: Framing,
@@ -122,11 +130,43 @@ pub fn encode_app_exception(
     kind: AppExceptionKind,
     message: &str,
 ) {
-    let start = out.len();
-    if framing.transport == Transport::Framed {
-        out.put_u32(0);
-    }
-    let body = out.len();
+    let frame = FrameInfo {
+        flags: 0,
+        seq_id: seq_id as u32,
+    };
+    encode(out, framing, frame, (name, seq_id), kind, message);
+}
+
+/// Append a `TApplicationException` answering `call` in its own transport and
+/// protocol, with its sequence id and bare method name (as a multiplexing server
+/// replies); a THeader reply echoes the call's frame flags and sequence id.
+pub fn answer_with_exception(
+    out: &mut BytesMut,
+    call: &Header,
+    kind: AppExceptionKind,
+    message: &str,
+) {
+    let frame = call.default_frame();
+    let id = (call.method(), call.seq_id);
+    encode(out, call.framing(), frame, id, kind, message);
+}
+
+fn encode(
+    out: &mut BytesMut,
+    framing: Framing,
+    frame: FrameInfo,
+    (name, seq_id): (&str, i32),
+    kind: AppExceptionKind,
+    message: &str,
+) {
+    let start = match framing.transport {
+        Transport::Framed => {
+            out.put_u32(0);
+            Some(out.len() - 4)
+        }
+        Transport::Header => Some(theader::start(out, frame, framing.protocol, &[])),
+        Transport::Unframed => None,
+    };
     match framing.protocol {
         Protocol::Binary => {
             binary::write_header(out, name, MessageType::Exception, seq_id);
@@ -147,10 +187,7 @@ pub fn encode_app_exception(
             out.put_u8(0);
         }
     }
-    if framing.transport == Transport::Framed {
-        let len = u32::try_from(out.len() - body).unwrap_or(u32::MAX);
-        if let Some(slot) = out.get_mut(start..start + 4) {
-            slot.copy_from_slice(&len.to_be_bytes());
-        }
+    if let Some(at) = start {
+        theader::finish(out, at);
     }
 }

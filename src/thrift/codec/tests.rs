@@ -11,6 +11,9 @@ use thrift::transport::{TFramedReadTransport, TFramedWriteTransport};
 
 use super::*;
 
+#[path = "theader_tests.rs"]
+mod theader;
+
 /// How the reference implementation writes a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Enc {
@@ -46,6 +49,7 @@ fn write_msg(
         let sink: Box<dyn std::io::Write + '_> = match transport {
             Transport::Framed => Box::new(TFramedWriteTransport::new(&mut out)),
             Transport::Unframed => Box::new(&mut out),
+            Transport::Header => unreachable!("the thrift crate has no THeader: use th_frame"),
         };
         let proto: Box<dyn TOutputProtocol + '_> = match enc {
             Enc::BinaryStrict => Box::new(TBinaryOutputProtocol::new(sink, true)),
@@ -309,6 +313,7 @@ fn thrift_reader(
     let source: Box<dyn std::io::Read + '_> = match transport {
         Transport::Framed => Box::new(TFramedReadTransport::new(bytes)),
         Transport::Unframed => Box::new(bytes),
+        Transport::Header => Box::new(theader::split(bytes).payload),
     };
     match protocol {
         Protocol::Binary => Box::new(TBinaryInputProtocol::new(source, false)),
@@ -383,10 +388,10 @@ fn reframing_and_seq_id_rewrite_are_read_by_apache_thrift() {
                 .expect("ok")
                 .expect("msg");
             for to in TRANSPORTS {
-                let (prefix, payload) = m.wire_for(to);
+                let (prefix, payload) = m.wire_for(to, None);
                 let mut out = Vec::new();
                 if let Some(p) = prefix {
-                    out.extend_from_slice(&p);
+                    out.extend_from_slice(p.as_bytes());
                 }
                 out.extend_from_slice(&payload);
                 let (ident, _) = read_with_thrift(&out, enc.protocol(), to);
@@ -951,7 +956,7 @@ fn transcoding_between_binary_and_compact_keeps_every_value() {
                     .expect(&case);
                 let want = dump_with_thrift(&bytes, enc.protocol(), tr);
                 for out_tr in TRANSPORTS {
-                    let got = transcode(&msg, to, out_tr).expect(&case);
+                    let got = transcode(&msg, to, out_tr, None).expect(&case);
                     assert_eq!(
                         dump_with_thrift(&got, to, out_tr),
                         want,
@@ -1005,7 +1010,7 @@ fn transcoding_keeps_app_exceptions_readable() {
         } else {
             Protocol::Binary
         };
-        let got = transcode(&msg, to, Transport::Unframed).expect("transcode");
+        let got = transcode(&msg, to, Transport::Unframed, None).expect("transcode");
         let (ident, err) = read_with_thrift(&got, to, Transport::Unframed);
         assert_eq!(ident.sequence_number, 4);
         let err = err.expect("an application exception");
@@ -1039,7 +1044,7 @@ fn transcoding_random_bodies_never_panics() {
             let framed = framed(&raw);
             if let Ok(Some(m)) = decode_all(&mut decoder(None, None), &framed) {
                 for to in [Protocol::Binary, Protocol::Compact] {
-                    let _ = transcode(&m, to, Transport::Framed);
+                    let _ = transcode(&m, to, Transport::Framed, None);
                 }
             }
         }

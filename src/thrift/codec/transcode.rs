@@ -9,19 +9,37 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::skip::{Input, Stop, Ty};
+use super::theader::{self, FrameInfo};
+#[cfg(doc)]
+use super::Header;
 use super::{binary, compact, Error, ErrorKind, Message, Protocol, Transport, MAX_DEPTH};
 
 /// `msg` re-encoded in protocol `to`, framed for `transport` (frame length
-/// included). Name, message type and sequence id are kept.
-pub fn transcode(msg: &Message, to: Protocol, transport: Transport) -> Result<Bytes, Error> {
+/// included). Name, message type and sequence id are kept. For THeader the frame
+/// head carries `frame` (default: the message's own, see [`Header::default_frame`])
+/// and the message's info headers when it came in a THeader frame.
+pub fn transcode(
+    msg: &Message,
+    to: Protocol,
+    transport: Transport,
+    frame: Option<FrameInfo>,
+) -> Result<Bytes, Error> {
     let h = msg.header();
     let body = msg.body();
+    let info = msg.info_section();
     // Binary spends more bytes than compact on most values.
-    let mut out = BytesMut::with_capacity(body.len() * 2 + h.name().len() + 16);
-    if transport == Transport::Framed {
-        out.put_u32(0);
-    }
-    let start = out.len();
+    let mut out = BytesMut::with_capacity(body.len() * 2 + h.name().len() + info.len() + 32);
+    let start = match transport {
+        Transport::Framed => {
+            out.put_u32(0);
+            Some(0)
+        }
+        Transport::Header => {
+            let frame = frame.unwrap_or_else(|| h.default_frame());
+            Some(theader::start(&mut out, frame, to, info))
+        }
+        Transport::Unframed => None,
+    };
     match to {
         Protocol::Binary => binary::write_header(&mut out, h.name(), h.message_type, h.seq_id),
         Protocol::Compact => compact::write_header(&mut out, h.name(), h.message_type, h.seq_id),
@@ -40,9 +58,9 @@ pub fn transcode(msg: &Message, to: Protocol, transport: Transport) -> Result<By
         Stop::Fail(k) => Error::with_header(k, h.clone()),
     })?;
     let mut out = w.out;
-    if transport == Transport::Framed {
-        let len = u32::try_from(out.len() - start).map_err(|_| ErrorKind::MessageTooLarge)?;
-        out[..4].copy_from_slice(&len.to_be_bytes());
+    if let Some(at) = start {
+        u32::try_from(out.len() - at - 4).map_err(|_| ErrorKind::MessageTooLarge)?;
+        theader::finish(&mut out, at);
     }
     Ok(out.freeze())
 }

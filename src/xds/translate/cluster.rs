@@ -156,7 +156,7 @@ pub(crate) fn endpoints(
 }
 
 /// One endpoint, or `None` when its health status says it takes no traffic
-/// (UNHEALTHY, DRAINING, TIMEOUT, DEGRADED).
+/// (UNHEALTHY, DRAINING, TIMEOUT); DEGRADED serves, as for EDS (attache has no degraded tier).
 fn lb_endpoint(
     mut lb: eds::LbEndpoint,
     zone: Option<&str>,
@@ -179,7 +179,7 @@ fn lb_endpoint(
     endpoint.hostname.clear();
     at.at("endpoint").done(&endpoint)?;
     at.done(&lb)?;
-    if !matches!(status, H::Unknown | H::Healthy) {
+    if !matches!(status, H::Unknown | H::Healthy | H::Degraded) {
         return Ok(None);
     }
     Ok(Some(map([

@@ -1,0 +1,378 @@
+//! The ADS stream (state of the world): one request per subscribed type, then for
+//! every response an ACK (its version and nonce) or a NACK (the last accepted
+//! version, its nonce and an `error_detail` with attache's message). A broken stream
+//! is re-opened after a jittered, doubling backoff; on a new stream each type asks
+//! again with the last version it accepted, and until the server answers, what was
+//! accepted before keeps serving.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::core::v3::{node::UserAgentVersionType, Locality, Node};
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::google::protobuf::Any;
+use envoy_types::pb::google::rpc::Status;
+use prost_otlp::Message;
+
+use super::translate::Nack;
+use super::{dynamic, eds, short_name, transport, type_of, type_url, Client};
+use crate::config::raw::XdsType;
+use crate::server::Server;
+
+/// gRPC `INVALID_ARGUMENT`, the code of a NACK's `error_detail` (as Envoy sends).
+const INVALID_ARGUMENT: i32 = 3;
+/// Bound on opening the stream once connected.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Keep one ADS stream open for the life of the process.
+pub(super) async fn run(client: Arc<Client>, server: Arc<Server>) {
+    let base = client.settings.backoff;
+    let mut backoff = base;
+    loop {
+        let mut answered = false;
+        let err = session(&client, &server, &mut answered).await;
+        client.set_connected(false);
+        if answered {
+            backoff = base;
+        }
+        let delay = jitter(backoff);
+        tracing::warn!(cluster = %client.settings.cluster, error = %err, retry_in = ?delay, "xds stream down; serving the last accepted resources");
+        tokio::time::sleep(delay).await;
+        backoff = (backoff * 2).min(client.settings.max_backoff);
+    }
+}
+
+/// Between half and all of `d` (Envoy-style jitter: reconnects spread out).
+fn jitter(d: Duration) -> Duration {
+    let half = d / 2;
+    half + half.mul_f64(fastrand::f64())
+}
+
+/// One stream, until it fails; `answered` is set once a response arrived.
+async fn session(client: &Arc<Client>, server: &Arc<Server>, answered: &mut bool) -> String {
+    let Some(cluster) = server
+        .snapshot
+        .load()
+        .clusters
+        .get(&client.settings.cluster)
+        .cloned()
+    else {
+        return format!("cluster `{}` is not configured", client.settings.cluster);
+    };
+    let (svc, origin, hold) = match transport::connect(&cluster).await {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
+    let err = stream(client, server, svc, origin, answered).await;
+    hold.end(*answered);
+    err
+}
+
+/// Run the ADS stream over a connected service until it fails.
+async fn stream(
+    client: &Arc<Client>,
+    server: &Arc<Server>,
+    svc: transport::H2,
+    origin: http::Uri,
+    answered: &mut bool,
+) -> String {
+    let mut grpc = AggregatedDiscoveryServiceClient::with_origin(svc, origin);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<DiscoveryRequest>();
+    let outbound =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+    let rds_names = client.dynamic.lock().await.rds_names();
+    let subs = Arc::new(Mutex::new(Subscriptions::new(client)));
+    for t in client.settings.types.iter().copied() {
+        let names = match t {
+            XdsType::Eds => eds::registry().wanted(),
+            XdsType::Rds => rds_names.clone(),
+            XdsType::Cds | XdsType::Lds => BTreeSet::new(),
+        };
+        if let Some(r) = lock(&subs).initial(client, t, names) {
+            let _ = tx.send(r);
+        }
+    }
+    // CDS, LDS and RDS compile a whole config: off this loop, in order.
+    let (work, queue) = tokio::sync::mpsc::unbounded_channel();
+    let worker = Worker {
+        client: client.clone(),
+        server: server.clone(),
+        subs: subs.clone(),
+        tx: tx.clone(),
+    };
+    let _worker = AbortOnDrop(tokio::spawn(worker.run(queue)));
+    let opened = tokio::time::timeout(OPEN_TIMEOUT, grpc.stream_aggregated_resources(outbound));
+    let mut inbound = match opened.await {
+        Ok(Ok(r)) => r.into_inner(),
+        Ok(Err(status)) => return format!("stream refused: {status}"),
+        Err(_) => return "stream not opened within 15s".to_string(),
+    };
+    client.set_connected(true);
+    tracing::info!(cluster = %client.settings.cluster, "xds stream up");
+    let registry = eds::registry();
+    loop {
+        tokio::select! {
+            msg = inbound.message() => match msg {
+                Ok(Some(resp)) => {
+                    *answered = true;
+                    match lock(&subs).receive(client, resp) {
+                        Received::Answer(r) => { let _ = tx.send(*r); }
+                        Received::Dynamic(t, resp) => { let _ = work.send((t, resp)); }
+                    }
+                }
+                Ok(None) => return "stream closed by the server".to_string(),
+                Err(status) => return format!("stream failed: {status}"),
+            },
+            _ = registry.wanted_changed.notified() => {
+                let r = lock(&subs).names_changed(client, XdsType::Eds, registry.wanted());
+                if let Some(r) = r {
+                    let _ = tx.send(r);
+                }
+            }
+        }
+    }
+}
+
+/// What this stream asked for and the last nonce of each type.
+struct Subscriptions {
+    node: Option<Node>,
+    names: BTreeMap<XdsType, BTreeSet<String>>,
+    nonces: BTreeMap<XdsType, String>,
+}
+
+impl Subscriptions {
+    fn new(client: &Client) -> Subscriptions {
+        Subscriptions {
+            node: Some(node(client)),
+            names: BTreeMap::new(),
+            nonces: BTreeMap::new(),
+        }
+    }
+
+    /// The first request of `t` on this stream (EDS and RDS: once something wants
+    /// a name; CDS and LDS: wildcard).
+    fn initial(
+        &mut self,
+        client: &Client,
+        t: XdsType,
+        names: BTreeSet<String>,
+    ) -> Option<DiscoveryRequest> {
+        if matches!(t, XdsType::Eds | XdsType::Rds) && names.is_empty() {
+            return None;
+        }
+        self.names.insert(t, names);
+        Some(self.request(client, t, None))
+    }
+
+    /// A new request when the names wanted of `t` changed.
+    fn names_changed(
+        &mut self,
+        client: &Client,
+        t: XdsType,
+        now: BTreeSet<String>,
+    ) -> Option<DiscoveryRequest> {
+        if !client.settings.types.contains(&t) || self.names.get(&t) == Some(&now) {
+            return None;
+        }
+        self.names.insert(t, now);
+        Some(self.request(client, t, None))
+    }
+
+    fn request(&mut self, client: &Client, t: XdsType, nack: Option<Status>) -> DiscoveryRequest {
+        DiscoveryRequest {
+            version_info: client.version(t),
+            node: self.node.take(),
+            resource_names: self
+                .names
+                .get(&t)
+                .map(|n| n.iter().cloned().collect())
+                .unwrap_or_default(),
+            type_url: type_url(t).to_string(),
+            response_nonce: self.nonces.get(&t).cloned().unwrap_or_default(),
+            error_detail: nack,
+            ..Default::default()
+        }
+    }
+
+    /// Take a response: EDS is checked and applied here; CDS, LDS and RDS go to the
+    /// worker.
+    fn receive(&mut self, client: &Client, resp: DiscoveryResponse) -> Received {
+        let Some(t) = type_of(&resp.type_url).filter(|t| client.settings.types.contains(t)) else {
+            tracing::warn!(type_url = %resp.type_url, "xds response of a type attache did not ask for; rejected");
+            return Received::Answer(Box::new(DiscoveryRequest {
+                node: self.node.take(),
+                type_url: resp.type_url.clone(),
+                response_nonce: resp.nonce,
+                error_detail: Some(status(format!(
+                    "attache did not subscribe to {}",
+                    resp.type_url
+                ))),
+                ..Default::default()
+            }));
+        };
+        self.nonces.insert(t, resp.nonce.clone());
+        if t != XdsType::Eds {
+            return Received::Dynamic(t, resp);
+        }
+        let result = apply_eds(&resp);
+        Received::Answer(Box::new(self.finish(client, t, resp, result)))
+    }
+
+    /// Record the outcome of a response; the ACK or NACK to send.
+    fn finish(
+        &mut self,
+        client: &Client,
+        t: XdsType,
+        resp: DiscoveryResponse,
+        result: Result<Vec<String>, Nack>,
+    ) -> DiscoveryRequest {
+        match result {
+            Ok(names) => {
+                tracing::info!(r#type = short_name(t), version = %resp.version_info, resources = resp.resources.len(), "xds update accepted");
+                client.accepted(t, &resp.version_info, names);
+                let mut ack = self.request(client, t, None);
+                ack.version_info = resp.version_info;
+                ack
+            }
+            Err(nack) => {
+                let message = nack.to_string();
+                tracing::warn!(r#type = short_name(t), version = %resp.version_info, error = %message, "xds update rejected; keeping the last accepted state");
+                client.rejected(t, &message);
+                self.request(client, t, Some(status(message)))
+            }
+        }
+    }
+}
+
+enum Received {
+    Answer(Box<DiscoveryRequest>),
+    Dynamic(XdsType, DiscoveryResponse),
+}
+
+fn lock(subs: &Mutex<Subscriptions>) -> std::sync::MutexGuard<'_, Subscriptions> {
+    subs.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Applies CDS, LDS and RDS responses one at a time and answers them.
+struct Worker {
+    client: Arc<Client>,
+    server: Arc<Server>,
+    subs: Arc<Mutex<Subscriptions>>,
+    tx: tokio::sync::mpsc::UnboundedSender<DiscoveryRequest>,
+}
+
+impl Worker {
+    async fn run(
+        self,
+        mut queue: tokio::sync::mpsc::UnboundedReceiver<(XdsType, DiscoveryResponse)>,
+    ) {
+        while let Some((t, resp)) = queue.recv().await {
+            let result = self.apply(t, &resp).await;
+            let answer = lock(&self.subs).finish(&self.client, t, resp, result);
+            let _ = self.tx.send(answer);
+            let rds = self.client.dynamic.lock().await.rds_names();
+            let again = lock(&self.subs).names_changed(&self.client, XdsType::Rds, rds);
+            if let Some(r) = again {
+                let _ = self.tx.send(r);
+            }
+        }
+    }
+
+    async fn apply(&self, t: XdsType, resp: &DiscoveryResponse) -> Result<Vec<String>, Nack> {
+        let acc = &self.client.dynamic;
+        match t {
+            XdsType::Cds => {
+                let v: Vec<Cluster> = decode_all(t, &resp.resources)?;
+                dynamic::apply_clusters(&self.server, &v).await?;
+                Ok(v.into_iter().map(|c| c.name).collect())
+            }
+            XdsType::Lds => {
+                let v: Vec<Listener> = decode_all(t, &resp.resources)?;
+                let names = v.iter().map(|l| l.name.clone()).collect();
+                dynamic::apply_listeners(&self.server, acc, v).await?;
+                Ok(names)
+            }
+            XdsType::Rds => {
+                let v: Vec<RouteConfiguration> = decode_all(t, &resp.resources)?;
+                dynamic::apply_routes(&self.server, acc, &v).await?;
+                Ok(v.into_iter().map(|r| r.name).collect())
+            }
+            XdsType::Eds => apply_eds(resp),
+        }
+    }
+}
+
+fn status(message: String) -> Status {
+    Status {
+        code: INVALID_ARGUMENT,
+        message,
+        details: Vec::new(),
+    }
+}
+
+fn node(client: &Client) -> Node {
+    let s = &client.settings;
+    let locality =
+        (!(s.region.is_empty() && s.zone.is_empty() && s.sub_zone.is_empty())).then(|| Locality {
+            region: s.region.clone(),
+            zone: s.zone.clone(),
+            sub_zone: s.sub_zone.clone(),
+        });
+    Node {
+        id: s.node_id.clone(),
+        cluster: s.node_cluster.clone(),
+        locality,
+        user_agent_name: "attache".to_string(),
+        user_agent_version_type: Some(UserAgentVersionType::UserAgentVersion(
+            env!("CARGO_PKG_VERSION").to_string(),
+        )),
+        ..Default::default()
+    }
+}
+
+/// Check and apply an EDS response as a whole; the names of its resources.
+fn apply_eds(resp: &DiscoveryResponse) -> Result<Vec<String>, Nack> {
+    let clas: Vec<ClusterLoadAssignment> = decode_all(XdsType::Eds, &resp.resources)?;
+    let registry = eds::registry();
+    let checked = registry.check(&clas)?;
+    let names = checked.iter().map(|c| c.service.clone()).collect();
+    registry.apply(checked);
+    Ok(names)
+}
+
+/// Decode every resource as the message of `t`.
+fn decode_all<M: Message + Default>(t: XdsType, resources: &[Any]) -> Result<Vec<M>, Nack> {
+    resources
+        .iter()
+        .enumerate()
+        .map(|(i, any)| {
+            let bad = |message: String| Nack {
+                resource: format!("resources[{i}]"),
+                field: "type_url".to_string(),
+                message,
+            };
+            if any.type_url != type_url(t) {
+                return Err(bad(format!(
+                    "`{}` in a {} response",
+                    any.type_url,
+                    short_name(t)
+                )));
+            }
+            M::decode(&*any.value).map_err(|e| bad(format!("cannot decode: {e}")))
+        })
+        .collect()
+}

@@ -1,0 +1,260 @@
+//! A scripted xDS management server for the tests: the real Envoy v3 ADS service
+//! (envoy-types' tonic server traits) on loopback. The test sets the EDS snapshot to
+//! push; every stream that subscribes gets the current one and each later one; every
+//! request the client sends (subscriptions, ACKs, NACKs) is recorded. `kill` ends
+//! every stream and stops accepting; `start_on` brings it back on the same address.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::core::v3::{
+    address, socket_address, Address, HealthStatus, Locality, SocketAddress,
+};
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    lb_endpoint::HostIdentifier, ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
+};
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use envoy_types::pb::google::protobuf::{Any, UInt32Value};
+use prost_otlp::Message;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic_xds::{Request, Response, Status, Streaming};
+
+pub const EDS: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+pub const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+pub const LDS: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+pub const RDS: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+
+/// One EDS answer: version and the assignments (already encoded, so a test can send
+/// garbage too).
+#[derive(Clone, Default)]
+pub struct Push {
+    pub version: String,
+    pub resources: Vec<Any>,
+}
+
+struct Shared {
+    /// The current answer per type URL.
+    push: watch::Sender<std::collections::BTreeMap<String, Push>>,
+    kill: watch::Sender<u64>,
+    requests: Mutex<Vec<DiscoveryRequest>>,
+    streams: Mutex<u64>,
+}
+
+#[derive(Clone)]
+pub struct Ads(Arc<Shared>);
+
+/// A running management server.
+pub struct Mgmt {
+    pub addr: SocketAddr,
+    ads: Ads,
+    stop: watch::Sender<bool>,
+}
+
+/// An endpoint of an assignment: address, weight, health.
+pub fn ep(addr: SocketAddr, weight: u32, health: HealthStatus) -> LbEndpoint {
+    LbEndpoint {
+        health_status: health as i32,
+        load_balancing_weight: Some(UInt32Value { value: weight }),
+        host_identifier: Some(HostIdentifier::Endpoint(Endpoint {
+            address: Some(Address {
+                address: Some(address::Address::SocketAddress(SocketAddress {
+                    address: addr.ip().to_string(),
+                    port_specifier: Some(socket_address::PortSpecifier::PortValue(u32::from(
+                        addr.port(),
+                    ))),
+                    ..Default::default()
+                })),
+            }),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+/// An assignment for `service` with one locality in `zone`.
+pub fn cla(service: &str, zone: &str, eps: Vec<LbEndpoint>) -> Any {
+    let c = ClusterLoadAssignment {
+        cluster_name: service.to_string(),
+        endpoints: vec![LocalityLbEndpoints {
+            locality: Some(Locality {
+                zone: zone.to_string(),
+                ..Default::default()
+            }),
+            lb_endpoints: eps,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    Any {
+        type_url: EDS.to_string(),
+        value: c.encode_to_vec(),
+    }
+}
+
+impl Mgmt {
+    pub async fn start() -> Mgmt {
+        Self::start_on("127.0.0.1:0".parse().expect("addr"), None).await
+    }
+
+    /// Serve on `at`; `ads` carries the state of a killed server over (a restart).
+    pub async fn start_on(at: SocketAddr, ads: Option<Ads>) -> Mgmt {
+        let l = loop {
+            // The killed server's socket may linger a moment.
+            match tokio::net::TcpListener::bind(at).await {
+                Ok(l) => break l,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        let addr = l.local_addr().expect("addr");
+        let ads = ads.unwrap_or_else(|| {
+            Ads(Arc::new(Shared {
+                push: watch::channel(Default::default()).0,
+                kill: watch::channel(0).0,
+                requests: Mutex::new(Vec::new()),
+                streams: Mutex::new(0),
+            }))
+        });
+        let (stop, stopped) = watch::channel(false);
+        let svc = AggregatedDiscoveryServiceServer::new(ads.clone());
+        tokio::spawn(serve(l, svc, stopped));
+        Mgmt { addr, ads, stop }
+    }
+
+    /// Push a new EDS snapshot to every subscribed stream (and to later ones).
+    pub fn push(&self, version: &str, resources: Vec<Any>) {
+        self.push_type(EDS, version, resources);
+    }
+
+    /// Push a new snapshot of `type_url`.
+    pub fn push_type(&self, type_url: &str, version: &str, resources: Vec<Any>) {
+        self.ads.0.push.send_modify(|m| {
+            m.insert(
+                type_url.to_string(),
+                Push {
+                    version: version.to_string(),
+                    resources,
+                },
+            );
+        });
+    }
+
+    /// Every request received so far.
+    pub fn requests(&self) -> Vec<DiscoveryRequest> {
+        self.ads.0.requests.lock().expect("requests").clone()
+    }
+
+    /// Streams opened so far.
+    pub fn streams(&self) -> u64 {
+        *self.ads.0.streams.lock().expect("streams")
+    }
+
+    /// End every stream (UNAVAILABLE) and stop accepting; the state is returned for
+    /// a restart on the same address.
+    pub fn kill(self) -> (SocketAddr, Ads) {
+        self.ads.0.kill.send_modify(|n| *n += 1);
+        let _ = self.stop.send(true);
+        (self.addr, self.ads.clone())
+    }
+}
+
+/// Accept HTTP/2 connections until `stop`, which also drops every open connection.
+async fn serve(
+    l: tokio::net::TcpListener,
+    svc: AggregatedDiscoveryServiceServer<Ads>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let s = tokio::select! {
+            r = l.accept() => match r { Ok((s, _)) => s, Err(_) => continue },
+            _ = stop.changed() => return,
+        };
+        let svc = hyper_util::service::TowerToHyperService::new(svc.clone());
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            let conn =
+                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc);
+            tokio::select! {
+                _ = conn => {}
+                _ = stop.changed() => {}
+            }
+        });
+    }
+}
+
+#[tonic_xds::async_trait]
+impl AggregatedDiscoveryService for Ads {
+    type StreamAggregatedResourcesStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
+    type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        *self.0.streams.lock().expect("streams") += 1;
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        let shared = self.0.clone();
+        tokio::spawn(async move {
+            let mut push = shared.push.subscribe();
+            let mut kill = shared.kill.subscribe();
+            let mut subscribed = std::collections::BTreeSet::new();
+            let mut sent = std::collections::BTreeMap::<String, String>::new();
+            let mut nonce = 0u64;
+            loop {
+                tokio::select! {
+                    r = inbound.message() => match r {
+                        Ok(Some(req)) => {
+                            // EDS without names is not a subscription.
+                            if req.type_url != EDS || !req.resource_names.is_empty() {
+                                subscribed.insert(req.type_url.clone());
+                            }
+                            shared.requests.lock().expect("requests").push(req);
+                        }
+                        _ => return,
+                    },
+                    r = push.changed() => if r.is_err() { return },
+                    _ = kill.changed() => {
+                        let _ = tx.send(Err(Status::unavailable("management server killed"))).await;
+                        return;
+                    }
+                }
+                let all = push.borrow_and_update().clone();
+                for t in &subscribed {
+                    let Some(p) = all.get(t) else { continue };
+                    if p.version.is_empty() || sent.get(t) == Some(&p.version) {
+                        continue;
+                    }
+                    sent.insert(t.clone(), p.version.clone());
+                    nonce += 1;
+                    let resp = DiscoveryResponse {
+                        version_info: p.version.clone(),
+                        resources: p.resources.clone(),
+                        type_url: t.clone(),
+                        nonce: nonce.to_string(),
+                        ..Default::default()
+                    };
+                    if tx.send(Ok(resp)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        _request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        Err(Status::unimplemented("delta xDS is not scripted"))
+    }
+}
