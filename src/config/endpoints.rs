@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::load::{index, Diagnostic};
+use super::problem::{Problem, Problems};
 use super::raw::EndpointEntry;
 
 /// The default bound on a discovered endpoint set.
@@ -22,14 +23,17 @@ pub struct Spec {
     pub zone: Option<Arc<str>>,
 }
 
-/// Check entries; problems as (path relative to the list, message), all at once.
-pub fn check(entries: &[EndpointEntry], max: usize) -> Result<Vec<Spec>, Vec<(String, String)>> {
+/// Check entries; every problem at once, with its path relative to the list.
+pub fn check(entries: &[EndpointEntry], max: usize) -> Result<Vec<Spec>, Problems> {
     let mut errs = Vec::new();
     if entries.is_empty() {
-        errs.push((String::new(), "the endpoint list is empty".to_string()));
+        errs.push(Problem::new(
+            String::new(),
+            "the endpoint list is empty".to_string(),
+        ));
     }
     if entries.len() > max {
-        errs.push((
+        errs.push(Problem::new(
             String::new(),
             format!(
                 "{} endpoints is over the limit of {max} (max_endpoints)",
@@ -44,14 +48,14 @@ pub fn check(entries: &[EndpointEntry], max: usize) -> Result<Vec<Spec>, Vec<(St
         let addr = match e.address.parse::<SocketAddr>() {
             Ok(a) if a.port() != 0 => a,
             Ok(_) => {
-                errs.push((
+                errs.push(Problem::new(
                     format!("{i}.address"),
                     format!("endpoint `{}` needs a port other than 0", e.address),
                 ));
                 continue;
             }
             Err(_) => {
-                errs.push((
+                errs.push(Problem::new(
                     format!("{i}.address"),
                     format!(
                         "`{}` is not an address; write IP:PORT, e.g. `10.0.0.7:8080`",
@@ -62,14 +66,14 @@ pub fn check(entries: &[EndpointEntry], max: usize) -> Result<Vec<Spec>, Vec<(St
             }
         };
         if !seen.insert(addr) {
-            errs.push((
+            errs.push(Problem::new(
                 format!("{i}.address"),
                 format!("endpoint {addr} is listed twice"),
             ));
         }
         let weight = e.weight.unwrap_or(1);
         if weight == 0 || weight > MAX_WEIGHT {
-            errs.push((
+            errs.push(Problem::new(
                 format!("{i}.weight"),
                 format!("weight {weight} must be between 1 and {MAX_WEIGHT}"),
             ));
@@ -80,7 +84,7 @@ pub fn check(entries: &[EndpointEntry], max: usize) -> Result<Vec<Spec>, Vec<(St
                 Some(Arc::from(z))
             }
             Some(_) => {
-                errs.push((
+                errs.push(Problem::new(
                     format!("{i}.zone"),
                     "zone must be at most 64 printable ASCII characters".to_string(),
                 ));
@@ -140,7 +144,7 @@ pub fn parse_file(file: &str, text: &str, max: usize) -> Result<Vec<Spec>, Vec<D
     check(&entries, max).map_err(|errs| {
         let map = index(file, text);
         errs.into_iter()
-            .map(|(path, msg)| map.diag(&path, msg))
+            .map(|p| map.diag(&p.path, p.to_string()))
             .collect()
     })
 }

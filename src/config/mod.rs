@@ -6,10 +6,12 @@ pub mod endpoints;
 pub mod hints;
 pub mod include;
 pub mod load;
+pub mod problem;
 pub mod raw;
 pub mod snapshot;
 
 pub use load::Diagnostic;
+pub use problem::{Problem, Problems};
 pub use snapshot::Snapshot;
 
 use std::collections::HashMap;

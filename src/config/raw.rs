@@ -628,24 +628,8 @@ pub struct DirectResponse {
     pub content_type: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum LbPolicy {
-    #[default]
-    RoundRobin,
-    LeastRequest,
-    Random,
-    /// Consistent hashing on `hash_on` (header, cookie or source IP).
-    RingHash,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum UpstreamProtocol {
-    #[default]
-    Http1,
-    Http2,
-}
+// Plain enums the runtime uses as they are: defined there, read from YAML here.
+pub use crate::upstream::{LbPolicy, UpstreamProtocol};
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]

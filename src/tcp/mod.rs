@@ -113,26 +113,6 @@ pub struct Settings {
     pub idle_timeout: Duration,
 }
 
-impl Settings {
-    /// From a listener's `tcp:` block and its cluster's `connect_timeout`.
-    pub fn from_config(
-        tcp: &crate::config::raw::TcpListener,
-        connect_timeout: Duration,
-    ) -> Settings {
-        Settings {
-            connect_attempts: tcp
-                .connect_attempts
-                .unwrap_or(DEFAULT_CONNECT_ATTEMPTS)
-                .max(1),
-            connect_timeout,
-            idle_timeout: tcp
-                .idle_timeout
-                .map(|d| d.0)
-                .unwrap_or(DEFAULT_IDLE_TIMEOUT),
-        }
-    }
-}
-
 impl Default for Settings {
     fn default() -> Self {
         Settings {

@@ -14,5 +14,5 @@ pub mod upstream;
 mod tests;
 
 pub use proxy::{serve_connection, serve_connection_until, ListenerCtx};
-pub use routes::{upstream_framing, ConfigError, Routes};
+pub use routes::{upstream_framing, Routes};
 pub use upstream::Clusters;

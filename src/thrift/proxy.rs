@@ -26,9 +26,10 @@ use super::codec::{
     self, answer_with_exception, inspect_reply, transcode, AppExceptionKind, Decoder, ErrorKind,
     Header, Message, MessageType, Prefix, Protocol, ReplyOutcome, Transport,
 };
-use super::routes::{ConfigError, RetryPolicy, Route, Routes};
+use super::routes::{RetryPolicy, Route, Routes};
 use super::stats::{Metrics, Outcome};
 use super::upstream::{self, Clusters, Conn, DialError, Framing};
+use crate::config::Problem;
 use crate::upstream::{Attempt, Cluster, Endpoint, Outcome as Reported, Refused};
 
 /// Read buffer growth step.
@@ -85,7 +86,7 @@ impl ListenerCtx {
         raw: &raw::ThriftListener,
         stats: &Stats,
         clusters: Clusters,
-    ) -> Result<ListenerCtx, Vec<ConfigError>> {
+    ) -> Result<ListenerCtx, Vec<Problem>> {
         let max_concurrent_calls = raw
             .max_concurrent_calls
             .unwrap_or(DEFAULT_MAX_CONCURRENT_CALLS);
@@ -95,7 +96,7 @@ impl ListenerCtx {
             (r, bad_max) => {
                 let mut errors = r.err().unwrap_or_default();
                 if bad_max {
-                    errors.push((
+                    errors.push(Problem::new(
                         "thrift.max_concurrent_calls".to_owned(),
                         format!(
                             "max_concurrent_calls must be 1..={MAX_CONCURRENT_CALLS} (1 = one call at a time)"

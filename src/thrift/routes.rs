@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::config::raw;
+use crate::config::Problem;
 use crate::router::ValueMatch;
 
 use super::codec::{DecoderConfig, Message, Protocol};
@@ -11,9 +12,6 @@ use super::codec::{Header, MessageType, Transport, DEFAULT_MAX_MESSAGE_SIZE};
 
 /// Default per-call timeout (connect, send and reply), as HTTP routes; `0s` = none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// A config problem: (dotted path relative to the listener, message).
-pub type ConfigError = (String, String);
 
 /// The compiled route table of one Thrift listener.
 #[derive(Debug, Clone)]
@@ -66,7 +64,7 @@ impl RetryPolicy {
 fn compile_retries(
     at: &str,
     r: &raw::ThriftRetries,
-    errors: &mut Vec<ConfigError>,
+    errors: &mut Vec<Problem>,
 ) -> Option<RetryPolicy> {
     let at = format!("{at}.route.retries");
     let mut pol = RetryPolicy {
@@ -76,13 +74,13 @@ fn compile_retries(
     };
     let before = errors.len();
     if r.attempts > MAX_RETRIES {
-        errors.push((
+        errors.push(Problem::new(
             format!("{at}.attempts"),
             format!("attempts must be at most {MAX_RETRIES}"),
         ));
     }
     if r.retry_on.is_empty() {
-        errors.push((
+        errors.push(Problem::new(
             format!("{at}.retry_on"),
             format!("name at least one of {}", RETRY_ON.join(", ")),
         ));
@@ -97,7 +95,7 @@ fn compile_retries(
                 let hint = crate::config::load::did_you_mean(other, RETRY_ON.iter().copied())
                     .map(|s| format!("did you mean `{s}`?"))
                     .unwrap_or_else(|| format!("expected one of {}", RETRY_ON.join(", ")));
-                errors.push((
+                errors.push(Problem::new(
                     format!("{at}.retry_on.{i}"),
                     format!("unknown retry condition `{other}`; {hint}"),
                 ));
@@ -107,14 +105,14 @@ fn compile_retries(
         *flag = true;
     }
     if r.methods.is_empty() {
-        errors.push((
+        errors.push(Problem::new(
             format!("{at}.methods"),
             "list the idempotent methods to retry; other calls are never retried".to_owned(),
         ));
     }
     for (i, m) in r.methods.iter().enumerate() {
         if m.is_empty() || m.contains(':') {
-            errors.push((
+            errors.push(Problem::new(
                 format!("{at}.methods.{i}"),
                 "a bare method name, without `Service:`".to_owned(),
             ));
@@ -122,13 +120,13 @@ fn compile_retries(
     }
     pol.methods = r.methods.clone();
     if r.per_try_timeout.is_some_and(|d| d.0.is_zero()) {
-        errors.push((
+        errors.push(Problem::new(
             format!("{at}.per_try_timeout"),
             "must be greater than 0; omit it to bound tries only by the route timeout".to_owned(),
         ));
     }
     if pol.on_timeout && r.per_try_timeout.is_none() {
-        errors.push((
+        errors.push(Problem::new(
             format!("{at}.retry_on"),
             "`timeout` needs `per_try_timeout` (the route timeout ends the whole call)".to_owned(),
         ));
@@ -142,7 +140,7 @@ fn compile_headers(
     at: &str,
     transport: raw::ThriftTransport,
     raw: &[raw::HeaderMatcher],
-    errors: &mut Vec<ConfigError>,
+    errors: &mut Vec<Problem>,
 ) -> Vec<InfoMatch> {
     let at = format!("{at}.match.headers");
     if !raw.is_empty()
@@ -151,7 +149,7 @@ fn compile_headers(
             raw::ThriftTransport::Framed | raw::ThriftTransport::Unframed
         )
     {
-        errors.push((
+        errors.push(Problem::new(
             at.clone(),
             "only THeader calls carry headers; set `thrift.transport: header` (or `auto`)"
                 .to_owned(),
@@ -161,7 +159,10 @@ fn compile_headers(
     for (i, h) in raw.iter().enumerate() {
         let hp = format!("{at}.{i}");
         if h.name.is_empty() {
-            errors.push((format!("{hp}.name"), "must not be empty".to_owned()));
+            errors.push(Problem::new(
+                format!("{hp}.name"),
+                "must not be empty".to_owned(),
+            ));
         }
         match ValueMatch::from_keys(&h.exact, &h.prefix, &h.suffix, &h.regex, h.present) {
             Ok(value) => out.push(InfoMatch {
@@ -171,7 +172,7 @@ fn compile_headers(
             }),
             Err((key, msg)) => {
                 let path = key.map_or(hp.clone(), |k| format!("{hp}.{k}"));
-                errors.push((path, msg));
+                errors.push(Problem::new(path, msg));
             }
         }
     }
@@ -341,19 +342,19 @@ pub fn upstream_framing(
 impl Routes {
     /// Compile and check a listener's `thrift:` block, reporting every problem.
     /// Paths are relative to the listener, e.g. `thrift.routes.2.match`.
-    pub fn compile(raw: &raw::ThriftListener) -> Result<Routes, Vec<ConfigError>> {
+    pub fn compile(raw: &raw::ThriftListener) -> Result<Routes, Vec<Problem>> {
         let mut errors = Vec::new();
         let max = match raw.max_message_size {
             None => DEFAULT_MAX_MESSAGE_SIZE,
             Some(0) => {
-                errors.push((
+                errors.push(Problem::new(
                     "thrift.max_message_size".to_owned(),
                     "must be greater than 0".to_owned(),
                 ));
                 DEFAULT_MAX_MESSAGE_SIZE
             }
             Some(n) if n > i32::MAX as u32 => {
-                errors.push((
+                errors.push(Problem::new(
                     "thrift.max_message_size".to_owned(),
                     format!("must be at most {} (a frame length is an i32)", i32::MAX),
                 ));
@@ -376,11 +377,11 @@ impl Routes {
                 ("service", &r.matcher.service, &mut matcher.service),
             ] {
                 match value {
-                    Some(v) if v.is_empty() => errors.push((
+                    Some(v) if v.is_empty() => errors.push(Problem::new(
                         format!("{at}.match.{key}"),
                         "must not be empty; omit `match` to match every call".to_owned(),
                     )),
-                    Some(v) if key == "service" && v.contains(':') => errors.push((
+                    Some(v) if key == "service" && v.contains(':') => errors.push(Problem::new(
                         format!("{at}.match.{key}"),
                         "a service name cannot contain `:`".to_owned(),
                     )),
@@ -393,7 +394,7 @@ impl Routes {
                 && r.matcher.service.is_none()
                 && r.matcher.headers.is_empty();
             if let Some(first) = catch_all {
-                errors.push((
+                errors.push(Problem::new(
                     format!("{at}.match"),
                     format!("unreachable: thrift.routes.{first} before it matches every call"),
                 ));
@@ -402,7 +403,7 @@ impl Routes {
             }
             let action = match (&r.route.cluster, &r.route.weighted_clusters) {
                 (Some(c), None) if c.is_empty() => {
-                    errors.push((
+                    errors.push(Problem::new(
                         format!("{at}.route.cluster"),
                         "must not be empty".to_owned(),
                     ));
@@ -414,7 +415,7 @@ impl Routes {
                     let mut compiled = Vec::with_capacity(ws.len());
                     for (j, w) in ws.iter().enumerate() {
                         if w.cluster.is_empty() {
-                            errors.push((
+                            errors.push(Problem::new(
                                 format!("{at}.route.weighted_clusters.{j}.cluster"),
                                 "must not be empty".to_owned(),
                             ));
@@ -423,7 +424,7 @@ impl Routes {
                         compiled.push((w.cluster.clone(), upper));
                     }
                     if upper == 0 {
-                        errors.push((
+                        errors.push(Problem::new(
                             format!("{at}.route.weighted_clusters"),
                             "weights sum to zero".to_owned(),
                         ));
@@ -431,7 +432,7 @@ impl Routes {
                     Some(Action::Weighted(compiled))
                 }
                 _ => {
-                    errors.push((
+                    errors.push(Problem::new(
                         format!("{at}.route"),
                         "set exactly one of `cluster` or `weighted_clusters`".to_owned(),
                     ));

@@ -55,6 +55,7 @@ impl TestUpstreams {
                 .collect();
             let c = crate::upstream::Cluster::new(
                 &cfg,
+                crate::config::compile::cluster_settings(&cfg),
                 specs,
                 crate::stats::ClusterStats::new(stats, name),
                 crate::stats::FleetStats::new(stats, name),
@@ -531,7 +532,7 @@ routes:
 ";
     let raw: raw::ThriftListener = serde_yaml::from_str(yaml).expect("yaml");
     let errors = super::Routes::compile(&raw).expect_err("invalid");
-    let paths: Vec<&str> = errors.iter().map(|(p, _)| p.as_str()).collect();
+    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(
         paths,
         [

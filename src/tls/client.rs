@@ -18,7 +18,7 @@ use tokio_rustls::TlsConnector;
 
 use crate::config::raw;
 
-use super::material::{self, load_pair, load_roots, Problems};
+use super::material::{self, load_pair, load_roots, Problem, Problems};
 use super::reload::{self, Reload, Watch};
 use super::validate::{usable, validate_cluster_with};
 use super::verify::SanServerVerifier;
@@ -217,12 +217,12 @@ pub(crate) fn load(tls: &raw::ClusterTls) -> Result<Loaded, Problems> {
     let roots = Arc::new(roots);
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| vec![("ca".to_string(), format!("unsupported: {e}"))])?;
+        .map_err(|e| vec![Problem::new("ca".to_string(), format!("unsupported: {e}"))])?;
     let builder = if tls.verify_sans.is_empty() {
         let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
             .build()
             .map_err(|e| {
-                vec![(
+                vec![Problem::new(
                     "ca".to_string(),
                     format!("cannot verify servers with it: {e}"),
                 )]

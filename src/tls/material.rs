@@ -12,7 +12,7 @@ use rustls::RootCertStore;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 /// Every problem found, as (dotted key relative to the `tls:` block, message).
-pub type Problems = Vec<(String, String)>;
+pub use crate::config::{Problem, Problems};
 
 /// The facts about one certificate that metrics, verification and XFCC use.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -261,7 +261,7 @@ pub fn load_identity(
     let chain = match read_file(chain_path).and_then(|b| parse_certs(&b, chain_path)) {
         Ok(c) => Some(c),
         Err(e) => {
-            problems.push((chain_key.to_string(), e));
+            problems.push(Problem::new(chain_key.to_string(), e));
             None
         }
     };
@@ -269,7 +269,7 @@ pub fn load_identity(
         Ok(k) => match provider.key_provider.load_private_key(k) {
             Ok(k) => Some(k),
             Err(e) => {
-                problems.push((
+                problems.push(Problem::new(
                     key_key.to_string(),
                     format!("`{key_path}` is not a supported private key (RSA, ECDSA P-256/P-384 or Ed25519): {e}"),
                 ));
@@ -277,7 +277,7 @@ pub fn load_identity(
             }
         },
         Err(e) => {
-            problems.push((key_key.to_string(), e));
+            problems.push(Problem::new(key_key.to_string(), e));
             None
         }
     };
@@ -292,20 +292,23 @@ pub fn load_identity(
                     format!("chain certificate {} in `{chain_path}`", i + 1)
                 };
                 if let Err(e) = check_validity(&f, now, &what) {
-                    problems.push((chain_key.to_string(), e));
+                    problems.push(Problem::new(chain_key.to_string(), e));
                 }
                 if i == 0 {
                     leaf = Some(f);
                 }
             }
-            Err(e) => problems.push((chain_key.to_string(), format!("`{chain_path}`: {e}"))),
+            Err(e) => problems.push(Problem::new(
+                chain_key.to_string(),
+                format!("`{chain_path}`: {e}"),
+            )),
         }
     }
     let key = key?;
     let certified = CertifiedKey::new(chain, key);
     match certified.keys_match() {
         Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
-        Err(_) => problems.push((
+        Err(_) => problems.push(Problem::new(
             key_key.to_string(),
             format!("private key `{key_path}` does not match the certificate in `{chain_path}`"),
         )),
@@ -336,13 +339,13 @@ pub fn load_pair(
         (Some(c), Some(k)) => load_identity(c, k, chain_key, key_key, provider, now, problems),
         (Some(c), None) => {
             if let Err(e) = read_file(c).and_then(|b| parse_certs(&b, c)) {
-                problems.push((chain_key.to_string(), e));
+                problems.push(Problem::new(chain_key.to_string(), e));
             }
             None
         }
         (None, Some(k)) => {
             if let Err(e) = read_file(k).and_then(|b| parse_key(&b, k)) {
-                problems.push((key_key.to_string(), e));
+                problems.push(Problem::new(key_key.to_string(), e));
             }
             None
         }
@@ -355,7 +358,7 @@ pub fn load_roots(path: &str, key: &str, problems: &mut Problems) -> Option<Root
     let certs = match read_file(path).and_then(|b| parse_certs(&b, path)) {
         Ok(c) => c,
         Err(e) => {
-            problems.push((key.to_string(), e));
+            problems.push(Problem::new(key.to_string(), e));
             return None;
         }
     };
@@ -363,7 +366,7 @@ pub fn load_roots(path: &str, key: &str, problems: &mut Problems) -> Option<Root
     let mut ok = true;
     for (i, c) in certs.into_iter().enumerate() {
         if let Err(e) = roots.add(c) {
-            problems.push((
+            problems.push(Problem::new(
                 key.to_string(),
                 format!(
                     "certificate {} in CA bundle `{path}` is not a usable trust anchor: {e}",

@@ -123,8 +123,8 @@ async fn watch<T: Reload>(weak: Weak<T>, paths: Vec<String>, mut applied: u64, e
             }
             Ok(Err(problems)) => {
                 failed.inc();
-                for (key, msg) in problems {
-                    tracing::error!(scope, name, key = %key, error = %msg, "tls reload failed; keeping the previous certificates");
+                for p in problems {
+                    tracing::error!(scope, name, key = %p.path, error = %p, "tls reload failed; keeping the previous certificates");
                 }
             }
             Err(e) => {

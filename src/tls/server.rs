@@ -19,7 +19,9 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::raw;
 
-use super::material::{self, cert_facts, load_pair, load_roots, sha256_hex, Identity, Problems};
+use super::material::{
+    self, cert_facts, load_pair, load_roots, sha256_hex, Identity, Problem, Problems,
+};
 use super::reload::{self, Reload, Watch};
 use super::validate::{usable, validate_listener_with, versions};
 use super::verify::{AllowlistClientVerifier, SanMatch, SAN_DENIED};
@@ -495,7 +497,12 @@ pub(crate) fn load(tls: &raw::ListenerTls) -> Result<Loaded, Problems> {
 
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions)
-        .map_err(|e| vec![("min_version".to_string(), format!("unsupported: {e}"))])?;
+        .map_err(|e| {
+            vec![Problem::new(
+                "min_version".to_string(),
+                format!("unsupported: {e}"),
+            )]
+        })?;
     let builder = match roots {
         Some(roots) => {
             let mut vb = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
@@ -503,7 +510,7 @@ pub(crate) fn load(tls: &raw::ListenerTls) -> Result<Loaded, Problems> {
                 vb = vb.allow_unauthenticated();
             }
             let webpki = vb.build().map_err(|e| {
-                vec![(
+                vec![Problem::new(
                     "client_ca".to_string(),
                     format!("cannot verify client certificates with it: {e}"),
                 )]

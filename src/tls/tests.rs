@@ -80,7 +80,7 @@ fn counter(stats: &Stats, name: &'static str, labels: &[&str]) -> u64 {
 }
 
 fn keys(problems: &Problems) -> HashSet<&str> {
-    problems.iter().map(|(k, _)| k.as_str()).collect()
+    problems.iter().map(|p| p.path.as_str()).collect()
 }
 
 async fn start(

@@ -6,7 +6,7 @@ use rustls::pki_types::ServerName;
 
 use crate::config::raw;
 
-use super::material::{check_path, Problems};
+use super::material::{check_path, Problem, Problems};
 use super::verify::SanMatch;
 use super::{client, server};
 
@@ -51,21 +51,27 @@ pub(crate) fn usable(path: &Option<String>) -> Option<&str> {
 fn check_opt_path(problems: &mut Problems, key: &str, path: &Option<String>) {
     if let Some(p) = path {
         if let Err(e) = check_path(p) {
-            problems.push((key.to_string(), e));
+            problems.push(Problem::new(key.to_string(), e));
         }
     }
 }
 
 fn pair(problems: &mut Problems, prefix: &str, chain: &Option<String>, key: &Option<String>) {
     match (chain, key) {
-        (Some(_), None) => problems.push((
-            format!("{prefix}private_key"),
-            "cert_chain is set but private_key is missing".to_string(),
-        )),
-        (None, Some(_)) => problems.push((
-            format!("{prefix}cert_chain"),
-            "private_key is set but cert_chain is missing".to_string(),
-        )),
+        (Some(_), None) => problems.push(
+            Problem::new(
+                format!("{prefix}private_key"),
+                "cert_chain is set but private_key is missing",
+            )
+            .hint("add `private_key: PATH`, the PEM key of that certificate"),
+        ),
+        (None, Some(_)) => problems.push(
+            Problem::new(
+                format!("{prefix}cert_chain"),
+                "private_key is set but cert_chain is missing",
+            )
+            .hint("add `cert_chain: PATH`, the PEM certificate chain, leaf first"),
+        ),
         _ => {}
     }
     check_opt_path(problems, &format!("{prefix}cert_chain"), chain);
@@ -94,14 +100,14 @@ fn check_min_version(problems: &mut Problems, min_version: &Option<String>) {
         } else {
             format!("min_version `{v}` is not one of \"1.2\", \"1.3\"")
         };
-        problems.push(("min_version".to_string(), msg));
+        problems.push(Problem::new("min_version".to_string(), msg));
     }
 }
 
 fn check_alpn(problems: &mut Problems, alpn: &Option<Vec<String>>) {
     let Some(list) = alpn else { return };
     if list.is_empty() {
-        problems.push((
+        problems.push(Problem::new(
             "alpn".to_string(),
             "alpn is empty; remove it or list protocols".to_string(),
         ));
@@ -121,7 +127,7 @@ fn check_alpn(problems: &mut Problems, alpn: &Option<Vec<String>>) {
             None
         };
         if let Some(msg) = bad {
-            problems.push((format!("alpn.{i}"), msg));
+            problems.push(Problem::new(format!("alpn.{i}"), msg));
         }
     }
 }
@@ -142,7 +148,7 @@ fn check_server_name(name: &str) -> Result<(), String> {
 fn listener_static(tls: &raw::ListenerTls) -> Problems {
     let mut problems = Problems::new();
     if tls.cert_chain.is_none() && tls.private_key.is_none() && tls.certificates.is_empty() {
-        problems.push((
+        problems.push(Problem::new(
             "cert_chain".to_string(),
             "a tls block needs cert_chain and private_key, or certificates".to_string(),
         ));
@@ -158,16 +164,16 @@ fn listener_static(tls: &raw::ListenerTls) -> Problems {
             &Some(c.private_key.clone()),
         );
         if c.server_names.is_empty() {
-            problems.push((
+            problems.push(Problem::new(
                 format!("{prefix}server_names"),
                 "server_names is empty".to_string(),
             ));
         }
         for (j, name) in c.server_names.iter().enumerate() {
             if let Err(e) = check_server_name(name) {
-                problems.push((format!("{prefix}server_names.{j}"), e));
+                problems.push(Problem::new(format!("{prefix}server_names.{j}"), e));
             } else if !seen_names.insert(name.to_ascii_lowercase()) {
-                problems.push((
+                problems.push(Problem::new(
                     format!("{prefix}server_names.{j}"),
                     format!("server name `{name}` is already served by an earlier certificate"),
                 ));
@@ -177,21 +183,21 @@ fn listener_static(tls: &raw::ListenerTls) -> Problems {
     check_opt_path(&mut problems, "client_ca", &tls.client_ca);
     if tls.client_ca.is_none() {
         if !tls.allowed_client_sans.is_empty() {
-            problems.push((
+            problems.push(Problem::new(
                 "allowed_client_sans".to_string(),
                 "allowed_client_sans needs client_ca (client certificates are not verified without it)"
                     .to_string(),
             ));
         }
         if tls.require_client_cert == Some(true) {
-            problems.push((
+            problems.push(Problem::new(
                 "require_client_cert".to_string(),
                 "require_client_cert needs client_ca".to_string(),
             ));
         }
     }
     if tls.require_client_cert == Some(false) && !tls.allowed_client_sans.is_empty() {
-        problems.push((
+        problems.push(Problem::new(
             "allowed_client_sans".to_string(),
             "allowed_client_sans with require_client_cert: false would let clients without a certificate through"
                 .to_string(),
@@ -199,14 +205,14 @@ fn listener_static(tls: &raw::ListenerTls) -> Problems {
     }
     for (i, m) in tls.allowed_client_sans.iter().enumerate() {
         match SanMatch::compile(m) {
-            None => problems.push((
+            None => problems.push(Problem::new(
                 format!("allowed_client_sans.{i}"),
                 "set exactly one of exact, prefix, suffix".to_string(),
             )),
             Some(SanMatch::Exact(s) | SanMatch::Prefix(s) | SanMatch::Suffix(s))
                 if s.is_empty() =>
             {
-                problems.push((
+                problems.push(Problem::new(
                     format!("allowed_client_sans.{i}"),
                     "matcher value is empty".to_string(),
                 ))
@@ -218,7 +224,7 @@ fn listener_static(tls: &raw::ListenerTls) -> Problems {
     check_min_version(&mut problems, &tls.min_version);
     if let Some(d) = tls.handshake_timeout {
         if d.0.is_zero() {
-            problems.push((
+            problems.push(Problem::new(
                 "handshake_timeout".to_string(),
                 "handshake_timeout must be above zero".to_string(),
             ));
@@ -230,7 +236,7 @@ fn listener_static(tls: &raw::ListenerTls) -> Problems {
 fn cluster_static(tls: &raw::ClusterTls) -> Problems {
     let mut problems = Problems::new();
     match &tls.ca {
-        None => problems.push((
+        None => problems.push(Problem::new(
             "ca".to_string(),
             "ca is required: upstream certificates are verified against it (there are no system roots)"
                 .to_string(),
@@ -240,7 +246,7 @@ fn cluster_static(tls: &raw::ClusterTls) -> Problems {
     pair(&mut problems, "", &tls.cert_chain, &tls.private_key);
     if let Some(sni) = &tls.sni {
         if ServerName::try_from(sni.as_str()).is_err() {
-            problems.push((
+            problems.push(Problem::new(
                 "sni".to_string(),
                 format!("sni `{sni}` is not a DNS name or IP address"),
             ));
@@ -248,7 +254,10 @@ fn cluster_static(tls: &raw::ClusterTls) -> Problems {
     }
     for (i, s) in tls.verify_sans.iter().enumerate() {
         if s.trim().is_empty() {
-            problems.push((format!("verify_sans.{i}"), "name is empty".to_string()));
+            problems.push(Problem::new(
+                format!("verify_sans.{i}"),
+                "name is empty".to_string(),
+            ));
         }
     }
     check_alpn(&mut problems, &tls.alpn);

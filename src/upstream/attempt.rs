@@ -157,6 +157,7 @@ mod tests {
             .collect();
         Cluster::new(
             &cfg,
+            crate::config::compile::cluster_settings(&cfg),
             specs,
             ClusterStats::new(&stats, &cfg.name),
             FleetStats::new(&stats, &cfg.name),

@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use prometheus::IntCounter;
 
-use crate::config::raw;
 use crate::stats::FleetStats;
 
 /// A held slot; released on drop.
@@ -55,6 +54,15 @@ impl Gate {
     }
 }
 
+/// `circuit_breakers:`; `None` is no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub max_connections: Option<u32>,
+    pub max_pending_requests: Option<u32>,
+    pub max_requests: Option<u32>,
+    pub max_retries: Option<u32>,
+}
+
 #[derive(Debug)]
 pub struct Breakers {
     pub connections: Arc<Gate>,
@@ -64,9 +72,7 @@ pub struct Breakers {
 }
 
 impl Breakers {
-    pub fn new(cfg: Option<&raw::CircuitBreakers>, fleet: &FleetStats) -> Breakers {
-        let d = raw::CircuitBreakers::default();
-        let c = cfg.unwrap_or(&d);
+    pub fn new(c: Limits, fleet: &FleetStats) -> Breakers {
         Breakers {
             connections: Arc::new(Gate::new(c.max_connections, fleet.overflow[0].clone())),
             pending: Gate::new(c.max_pending_requests, fleet.overflow[1].clone()),

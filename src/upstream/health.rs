@@ -13,7 +13,6 @@ use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{Cluster, Endpoint, UpBody};
-use crate::config::raw;
 use crate::thrift::codec::{Decoder, DecoderConfig, Protocol, Transport};
 
 #[derive(Debug, Clone)]
@@ -44,41 +43,6 @@ pub struct Config {
     pub unhealthy_threshold: u32,
     pub healthy_threshold: u32,
     pub jitter: Duration,
-}
-
-impl Config {
-    pub fn from_config(h: &raw::HealthCheck, cluster: &raw::Cluster) -> Config {
-        let kind = if let Some(x) = &h.http {
-            Kind::Http {
-                path: x.path.clone(),
-                statuses: x.expected_statuses.clone(),
-                host: HeaderValue::from_str(x.host.as_deref().unwrap_or(&cluster.name))
-                    .unwrap_or(HeaderValue::from_static("localhost")),
-            }
-        } else if let Some(g) = &h.grpc {
-            Kind::Grpc {
-                request: grpc_health_request(&g.service),
-                authority: g.authority.clone().unwrap_or_else(|| cluster.name.clone()),
-            }
-        } else if let Some(t) = &h.thrift {
-            let (tr, pr) = crate::thrift::upstream_framing(cluster.thrift.as_ref());
-            Kind::Thrift {
-                method: t.method.clone(),
-                transport: tr.unwrap_or(Transport::Framed),
-                protocol: pr.unwrap_or(Protocol::Binary),
-            }
-        } else {
-            Kind::Tcp
-        };
-        Config {
-            kind,
-            interval: h.interval.map_or(Duration::from_secs(5), |d| d.0),
-            timeout: h.timeout.map_or(Duration::from_secs(1), |d| d.0),
-            unhealthy_threshold: h.unhealthy_threshold.unwrap_or(3).max(1),
-            healthy_threshold: h.healthy_threshold.unwrap_or(2).max(1),
-            jitter: h.jitter.map_or(Duration::ZERO, |d| d.0),
-        }
-    }
 }
 
 pub(super) async fn run(cluster: Weak<Cluster>, wake: Arc<tokio::sync::Notify>) {
@@ -143,7 +107,7 @@ async fn check(c: &Cluster, cfg: &Config, ep: &Endpoint) -> bool {
             statuses,
             host,
         } => {
-            let built = if c.protocol == raw::UpstreamProtocol::Http2 {
+            let built = if c.protocol == super::UpstreamProtocol::Http2 {
                 Uri::builder()
                     .scheme("http")
                     .authority(host.to_str().unwrap_or(&ep.authority))
@@ -157,10 +121,10 @@ async fn check(c: &Cluster, cfg: &Config, ep: &Endpoint) -> bool {
             };
             let mut req = Request::new(UpBody::Empty);
             *req.uri_mut() = uri;
-            if c.protocol == raw::UpstreamProtocol::Http2 {
+            if c.protocol == super::UpstreamProtocol::Http2 {
                 *req.version_mut() = http::Version::HTTP_2;
             }
-            if c.protocol == raw::UpstreamProtocol::Http1 {
+            if c.protocol == super::UpstreamProtocol::Http1 {
                 req.headers_mut().insert(http::header::HOST, host.clone());
             }
             req.headers_mut().insert(

@@ -11,7 +11,18 @@ use std::sync::Arc;
 use http::{header, HeaderMap, HeaderName};
 
 use super::Endpoint;
-use crate::config::raw::LbPolicy;
+
+/// `lb_policy:`: how an endpoint is picked.
+#[derive(Debug, Clone, Copy, serde::Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LbPolicy {
+    #[default]
+    RoundRobin,
+    LeastRequest,
+    Random,
+    /// Consistent hashing on `hash_on` (header, cookie or source IP).
+    RingHash,
+}
 
 /// What a request hashes on for `ring_hash`.
 #[derive(Debug, Clone)]

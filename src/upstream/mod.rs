@@ -17,7 +17,7 @@ pub mod breakers;
 pub mod connector;
 mod discovery;
 pub mod h1;
-mod health;
+pub mod health;
 mod lb;
 pub mod outlier;
 pub mod pool;
@@ -34,8 +34,9 @@ use arc_swap::ArcSwap;
 pub use attempt::{Attempt, Refused};
 pub use body::{Replay, UpBody, UpstreamBody};
 pub use breakers::Breakers;
-pub use lb::{hash_bytes, HashKey, Lb, Rotation};
+pub use lb::{hash_bytes, HashKey, Lb, LbPolicy, Rotation};
 pub use outlier::Outcome;
+pub use pool::UpstreamProtocol;
 
 use crate::config::endpoints::Spec;
 use crate::config::raw;
@@ -215,10 +216,12 @@ pub enum Source {
     },
 }
 
-/// Cluster settings derived from config (validated in `config::compile`).
+/// Cluster settings derived from config (validated, defaults applied, in
+/// `config::compile`).
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub source: Source,
+    pub breakers: breakers::Limits,
     pub max_endpoints: usize,
     pub panic_threshold: f64,
     pub zone_aware: bool,
@@ -226,50 +229,12 @@ pub struct Settings {
     pub outlier: Option<outlier::Config>,
 }
 
-impl Settings {
-    pub fn from_config(cfg: &raw::Cluster) -> Settings {
-        let d = cfg.discovery.clone().unwrap_or_default();
-        let source = if let Some(dns) = d.dns {
-            Source::Dns {
-                name: dns.name,
-                refresh: dns.refresh.map_or(Duration::from_secs(5), |r| r.0),
-            }
-        } else if let Some(f) = d.file {
-            Source::File { path: f.path }
-        } else if let Some(e) = d.eds {
-            Source::Eds {
-                service: e.service_name.unwrap_or_else(|| cfg.name.clone()),
-            }
-        } else {
-            Source::Static
-        };
-        Settings {
-            source,
-            max_endpoints: cfg
-                .max_endpoints
-                .map_or(crate::config::endpoints::DEFAULT_MAX_ENDPOINTS, |m| {
-                    m as usize
-                }),
-            panic_threshold: cfg.panic_threshold.unwrap_or(50.0),
-            zone_aware: cfg.zone_aware.unwrap_or(true),
-            health: cfg
-                .health_check
-                .as_ref()
-                .map(|h| health::Config::from_config(h, cfg)),
-            outlier: cfg
-                .outlier_detection
-                .as_ref()
-                .map(outlier::Config::from_config),
-        }
-    }
-}
-
 /// A named group of endpoints with a load balancer and a client.
 pub struct Cluster {
     pub name: Arc<str>,
     pub lb: Lb,
     pub connect_timeout: Duration,
-    pub protocol: raw::UpstreamProtocol,
+    pub protocol: UpstreamProtocol,
     /// How requests reach endpoints (each endpoint owns its idle connections).
     pub pool: pool::Settings,
     pub stats: ClusterStats,
@@ -301,6 +266,7 @@ impl std::fmt::Debug for Cluster {
 impl Cluster {
     pub fn new(
         cfg: &raw::Cluster,
+        settings: Settings,
         endpoints: Vec<Spec>,
         stats: ClusterStats,
         fleet: FleetStats,
@@ -310,7 +276,7 @@ impl Cluster {
             .connect_timeout
             .map(|d| d.0)
             .unwrap_or(Duration::from_secs(1));
-        let breakers = Breakers::new(cfg.circuit_breakers.as_ref(), &fleet);
+        let breakers = Breakers::new(settings.breakers, &fleet);
         let connector = connector::Connector {
             connect_timeout,
             tls,
@@ -340,7 +306,6 @@ impl Cluster {
                 None
             }
         });
-        let settings = Settings::from_config(cfg);
         let c = Arc::new_cyclic(|me| Cluster {
             name: Arc::from(cfg.name.as_str()),
             lb: Lb::new(cfg.lb_policy, hash),
@@ -523,7 +488,7 @@ impl Cluster {
 /// healthy; else all healthy ones; all of them in panic mode.
 fn build_hostset(
     all: Vec<Arc<Endpoint>>,
-    policy: raw::LbPolicy,
+    policy: LbPolicy,
     panic_threshold: f64,
     zone: Option<&str>,
 ) -> HostSet {
@@ -595,13 +560,13 @@ mod tests {
     fn unhealthy_endpoints_leave_rotation_and_panic_spreads_over_all() {
         let all = specs(&[1, 2, 3, 4]);
         all[0].health.store(UNHEALTHY, Ordering::Relaxed);
-        let s = build_hostset(all.clone(), raw::LbPolicy::RoundRobin, 50.0, None);
+        let s = build_hostset(all.clone(), LbPolicy::RoundRobin, 50.0, None);
         assert_eq!((s.healthy, s.panic, s.rotation_len()), (3, false, 3));
         all[1].health.store(UNHEALTHY, Ordering::Relaxed);
         all[2].health.store(UNHEALTHY, Ordering::Relaxed);
-        let s = build_hostset(all.clone(), raw::LbPolicy::RoundRobin, 50.0, None);
+        let s = build_hostset(all.clone(), LbPolicy::RoundRobin, 50.0, None);
         assert_eq!((s.healthy, s.panic, s.rotation_len()), (1, true, 4));
-        let s = build_hostset(all, raw::LbPolicy::RoundRobin, 0.0, None);
+        let s = build_hostset(all, LbPolicy::RoundRobin, 0.0, None);
         assert_eq!((s.panic, s.rotation_len()), (false, 1));
     }
 
@@ -610,12 +575,12 @@ mod tests {
         let all = specs(&[1, 2, 3, 4]);
         all[0].set_zone(Some(Arc::from("a")));
         all[1].set_zone(Some(Arc::from("a")));
-        let s = build_hostset(all.clone(), raw::LbPolicy::Random, 50.0, Some("a"));
+        let s = build_hostset(all.clone(), LbPolicy::Random, 50.0, Some("a"));
         assert!(s.zone_local);
         assert_eq!(s.rotation_len(), 2);
         all[0].health.store(UNHEALTHY, Ordering::Relaxed);
         all[1].health.store(UNHEALTHY, Ordering::Relaxed);
-        let s = build_hostset(all, raw::LbPolicy::Random, 50.0, Some("a"));
+        let s = build_hostset(all, LbPolicy::Random, 50.0, Some("a"));
         assert!(!s.zone_local);
         assert_eq!(s.rotation_len(), 2);
     }

@@ -6,8 +6,6 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::config::raw;
-
 /// One call's result as outlier detection sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -27,23 +25,6 @@ pub struct Config {
     pub base_ejection_time: Duration,
     pub max_ejection_time: Duration,
     pub max_ejection_percent: u32,
-}
-
-impl Config {
-    pub fn from_config(o: &raw::OutlierDetection) -> Config {
-        Config {
-            consecutive_5xx: o.consecutive_5xx.unwrap_or(5),
-            consecutive_connect_failure: o.consecutive_connect_failure.unwrap_or(5),
-            consecutive_exceptions: o.consecutive_exceptions.unwrap_or(5),
-            base_ejection_time: o
-                .base_ejection_time
-                .map_or(Duration::from_secs(30), |d| d.0),
-            max_ejection_time: o
-                .max_ejection_time
-                .map_or(Duration::from_secs(300), |d| d.0),
-            max_ejection_percent: o.max_ejection_percent.unwrap_or(10),
-        }
-    }
 }
 
 #[derive(Debug, Default)]
@@ -134,12 +115,14 @@ mod tests {
     use super::*;
 
     fn cfg() -> Config {
-        Config::from_config(&raw::OutlierDetection {
-            consecutive_5xx: Some(3),
-            max_ejection_percent: Some(50),
-            base_ejection_time: Some(crate::config::duration::Dur(Duration::from_secs(10))),
-            ..Default::default()
-        })
+        Config {
+            consecutive_5xx: 3,
+            consecutive_connect_failure: 5,
+            consecutive_exceptions: 5,
+            base_ejection_time: Duration::from_secs(10),
+            max_ejection_time: Duration::from_secs(300),
+            max_ejection_percent: 50,
+        }
     }
 
     #[test]

@@ -24,7 +24,15 @@ use super::breakers::Gate;
 use super::connector::Connector;
 use super::h1::{self, Conn};
 use super::{UpBody, UpstreamBody};
-use crate::config::raw::UpstreamProtocol;
+
+/// A cluster's `protocol:`: HTTP/1.1 or HTTP/2 (prior knowledge or ALPN) upstream.
+#[derive(Debug, Clone, Copy, serde::Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    #[default]
+    Http1,
+    Http2,
+}
 
 /// Why a request could not be exchanged.
 #[derive(Debug)]

@@ -271,8 +271,11 @@ pub fn specs(cla: &ClusterLoadAssignment, max: usize) -> Result<Vec<Spec>, Nack>
         ));
     }
     endpoints::check(&entries, max).map_err(|errs| {
-        let (path, msg) = errs.into_iter().next().unwrap_or_default();
-        nack(name, &field_of(&path, &at), msg)
+        let p = errs
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| crate::config::Problem::new("", ""));
+        nack(name, &field_of(&p.path, &at), p.to_string())
     })
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 
+use super::cluster_settings::cluster_settings;
 use super::tls::tls_material;
 use super::{parse_addr, valid_cluster_name, Cx, Options};
 use crate::config::endpoints::{self, Spec};
@@ -87,7 +88,7 @@ fn compile_cluster(cx: &mut Cx<'_>, p: &str, c: &raw::Cluster, opts: &Options<'_
     };
     let stats = ClusterStats::new(opts.stats, &c.name);
     let fleet = FleetStats::new(opts.stats, &c.name);
-    Cluster::new(c, eps, stats, fleet, tls)
+    Cluster::new(c, cluster_settings(c), eps, stats, fleet, tls)
 }
 
 /// The cluster's initial endpoints: `endpoints:`, `discovery.static`, the discovery
@@ -162,16 +163,7 @@ fn compile_endpoints(cx: &mut Cx<'_>, p: &str, c: &raw::Cluster, check_files: bo
     if let Some(list) = &d.static_endpoints {
         match endpoints::check(list, max) {
             Ok(v) => eps = v,
-            Err(errs) => {
-                for (path, msg) in errs {
-                    let at = if path.is_empty() {
-                        format!("{p}.discovery.static")
-                    } else {
-                        format!("{p}.discovery.static.{path}")
-                    };
-                    cx.err(&at, msg);
-                }
-            }
+            Err(problems) => cx.report(&format!("{p}.discovery.static"), problems),
         }
     }
     if let Some(dns) = &d.dns {

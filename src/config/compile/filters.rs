@@ -3,11 +3,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use attache_filters::{registry, FactoryContext, HttpFilter, PathSeg};
+use attache_filters::{registry, ConfigError, FactoryContext, HttpFilter};
 
 use super::Cx;
 use crate::config::load::did_you_mean;
 use crate::config::raw;
+use crate::config::Problem;
 
 /// A listener's filter chain: the filters as written (name, index) and the ones
 /// that built, with the chain used when no override applies.
@@ -52,12 +53,7 @@ pub(super) fn compile_chain(
         chain_raw.push((name.clone(), j));
         match factory.build(value, fcx) {
             Ok(f) => chain.push((name.clone(), f)),
-            Err(errs) => {
-                for e in errs {
-                    let path = join_seg(&np, &e.path);
-                    cx.err(&path, format!("filter `{name}`: {}", e.message));
-                }
-            }
+            Err(errs) => cx.report(&np, named(name, "", errs)),
         }
     }
     let listener: Arc<[Arc<dyn HttpFilter>]> = chain.iter().map(|(_, f)| f.clone()).collect();
@@ -68,16 +64,16 @@ pub(super) fn compile_chain(
     }
 }
 
-fn join_seg(path: &str, segs: &[PathSeg]) -> String {
-    let mut out = path.to_string();
-    for s in segs {
-        out.push('.');
-        match s {
-            PathSeg::Key(k) => out.push_str(k),
-            PathSeg::Index(i) => out.push_str(&i.to_string()),
-        }
-    }
-    out
+/// A filter's problems, each message saying which filter (`what`: "" or
+/// " override").
+fn named(name: &str, what: &str, errs: Vec<ConfigError>) -> Vec<Problem> {
+    errs.into_iter()
+        .map(|e| {
+            let mut p = Problem::from(e);
+            p.message = format!("filter `{name}`{what}: {}", p.message);
+            p
+        })
+        .collect()
 }
 
 /// A route's chain: the listener's, with `filter_overrides` applied (a filter
@@ -124,14 +120,7 @@ pub(super) fn compile_overrides(
                 };
                 match factory.build(v, fcx) {
                     Ok(f) => out.push(f),
-                    Err(errs) => {
-                        for e in errs {
-                            cx.err(
-                                &join_seg(&op, &e.path),
-                                format!("filter `{name}` override: {}", e.message),
-                            );
-                        }
-                    }
+                    Err(errs) => cx.report(&op, named(name, " override", errs)),
                 }
             }
         }

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use attache_filters::FactoryContext;
 
@@ -225,9 +226,24 @@ fn tcp_protocol(
     };
     Some(TcpSettings {
         cluster: c.clone(),
-        settings: crate::tcp::Settings::from_config(t, c.connect_timeout),
+        settings: tcp_settings(t, c.connect_timeout),
         counters: crate::tcp::TcpCounters::new(opts.stats, &l.name),
     })
+}
+
+/// A listener's `tcp:` block (and its cluster's `connect_timeout`), defaults applied.
+fn tcp_settings(tcp: &raw::TcpListener, connect_timeout: Duration) -> crate::tcp::Settings {
+    crate::tcp::Settings {
+        connect_attempts: tcp
+            .connect_attempts
+            .unwrap_or(crate::tcp::DEFAULT_CONNECT_ATTEMPTS)
+            .max(1),
+        connect_timeout,
+        idle_timeout: tcp
+            .idle_timeout
+            .map(|d| d.0)
+            .unwrap_or(crate::tcp::DEFAULT_IDLE_TIMEOUT),
+    }
 }
 
 /// `protocol: thrift`: the `thrift:` routes, each naming a known cluster.
@@ -259,10 +275,8 @@ fn thrift_protocol(
             }
             Some(Arc::new(ctx))
         }
-        Err(errs) => {
-            for (path, msg) in errs {
-                cx.err(&format!("{p}.{path}"), msg);
-            }
+        Err(problems) => {
+            cx.report(p, problems);
             None
         }
     }

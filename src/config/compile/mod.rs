@@ -10,6 +10,7 @@ use std::time::Duration;
 use regex::Regex;
 
 use super::load::{did_you_mean, Diagnostic, SourceMap};
+use super::problem::Problem;
 use super::raw;
 use super::snapshot::Snapshot;
 use crate::router;
@@ -19,6 +20,7 @@ use crate::upstream::Cluster;
 mod access_log;
 mod action;
 mod cluster;
+mod cluster_settings;
 mod filters;
 mod global;
 mod http_listener;
@@ -29,6 +31,8 @@ mod tls;
 mod xds;
 
 use cluster::compile_clusters;
+#[cfg(test)]
+pub(crate) use cluster_settings::cluster_settings;
 use global::{compile_admin, compile_tracing};
 use listener::compile_listeners;
 
@@ -53,6 +57,13 @@ impl Cx<'_> {
     }
     fn err_key(&mut self, path: &str, msg: impl Into<String>) {
         self.errors.push(self.map.diag_key(path, msg));
+    }
+    /// What a checker found in the block at `base`, each problem placed in the
+    /// source by its path under `base`.
+    fn report(&mut self, base: &str, problems: impl IntoIterator<Item = Problem>) {
+        for p in problems {
+            self.err(&p.path_under(base), p.to_string());
+        }
     }
     fn line(&self, path: &str) -> usize {
         self.map.locate(path, false).0

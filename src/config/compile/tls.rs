@@ -21,8 +21,6 @@ pub(super) fn tls_material<T>(
     } else {
         check_without_files()
     };
-    for (k, m) in problems {
-        cx.err(&format!("{path}.tls.{k}"), m);
-    }
+    cx.report(&format!("{path}.tls"), problems);
     None
 }

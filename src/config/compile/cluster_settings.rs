@@ -1,0 +1,107 @@
+//! A cluster's runtime settings with every default applied: the endpoint source,
+//! health checking, outlier detection and circuit breakers. The values were
+//! checked in `cluster.rs`; this is the one place their defaults live.
+
+use std::time::Duration;
+
+use http::HeaderValue;
+
+use crate::config::raw;
+use crate::thrift::codec::{Protocol, Transport};
+use crate::upstream::{breakers, health, outlier, Settings, Source};
+
+/// Also used by unit tests that build a cluster from YAML.
+pub(crate) fn cluster_settings(cfg: &raw::Cluster) -> Settings {
+    let d = cfg.discovery.clone().unwrap_or_default();
+    let source = if let Some(dns) = d.dns {
+        Source::Dns {
+            name: dns.name,
+            refresh: dns.refresh.map_or(Duration::from_secs(5), |r| r.0),
+        }
+    } else if let Some(f) = d.file {
+        Source::File { path: f.path }
+    } else if let Some(e) = d.eds {
+        Source::Eds {
+            service: e.service_name.unwrap_or_else(|| cfg.name.clone()),
+        }
+    } else {
+        Source::Static
+    };
+    Settings {
+        source,
+        breakers: breaker_limits(cfg.circuit_breakers.as_ref()),
+        max_endpoints: cfg
+            .max_endpoints
+            .map_or(crate::config::endpoints::DEFAULT_MAX_ENDPOINTS, |m| {
+                m as usize
+            }),
+        panic_threshold: cfg.panic_threshold.unwrap_or(50.0),
+        zone_aware: cfg.zone_aware.unwrap_or(true),
+        health: cfg.health_check.as_ref().map(|h| health_config(h, cfg)),
+        outlier: cfg.outlier_detection.as_ref().map(outlier_config),
+    }
+}
+
+/// `circuit_breakers:`; each limit left out is no limit.
+fn breaker_limits(c: Option<&raw::CircuitBreakers>) -> breakers::Limits {
+    let Some(c) = c else {
+        return breakers::Limits::default();
+    };
+    breakers::Limits {
+        max_connections: c.max_connections,
+        max_pending_requests: c.max_pending_requests,
+        max_requests: c.max_requests,
+        max_retries: c.max_retries,
+    }
+}
+
+/// `health_check:`: the probe (an HTTP request's Host and a gRPC authority
+/// default to the cluster's name) and its timing.
+fn health_config(h: &raw::HealthCheck, cluster: &raw::Cluster) -> health::Config {
+    let kind = if let Some(x) = &h.http {
+        health::Kind::Http {
+            path: x.path.clone(),
+            statuses: x.expected_statuses.clone(),
+            host: HeaderValue::from_str(x.host.as_deref().unwrap_or(&cluster.name))
+                .unwrap_or(HeaderValue::from_static("localhost")),
+        }
+    } else if let Some(g) = &h.grpc {
+        health::Kind::Grpc {
+            request: health::grpc_health_request(&g.service),
+            authority: g.authority.clone().unwrap_or_else(|| cluster.name.clone()),
+        }
+    } else if let Some(t) = &h.thrift {
+        let (tr, pr) = crate::thrift::upstream_framing(cluster.thrift.as_ref());
+        health::Kind::Thrift {
+            method: t.method.clone(),
+            transport: tr.unwrap_or(Transport::Framed),
+            protocol: pr.unwrap_or(Protocol::Binary),
+        }
+    } else {
+        health::Kind::Tcp
+    };
+    health::Config {
+        kind,
+        interval: h.interval.map_or(Duration::from_secs(5), |d| d.0),
+        timeout: h.timeout.map_or(Duration::from_secs(1), |d| d.0),
+        unhealthy_threshold: h.unhealthy_threshold.unwrap_or(3).max(1),
+        healthy_threshold: h.healthy_threshold.unwrap_or(2).max(1),
+        jitter: h.jitter.map_or(Duration::ZERO, |d| d.0),
+    }
+}
+
+/// `outlier_detection:` with Envoy's defaults.
+fn outlier_config(o: &raw::OutlierDetection) -> outlier::Config {
+    outlier::Config {
+        consecutive_5xx: o.consecutive_5xx.unwrap_or(5),
+        consecutive_connect_failure: o.consecutive_connect_failure.unwrap_or(5),
+        consecutive_exceptions: o.consecutive_exceptions.unwrap_or(5),
+        base_ejection_time: o
+            .base_ejection_time
+            .map_or(Duration::from_secs(30), |d| d.0),
+        max_ejection_time: o
+            .max_ejection_time
+            .map_or(Duration::from_secs(300), |d| d.0),
+        max_ejection_percent: o.max_ejection_percent.unwrap_or(10),
+    }
+}
