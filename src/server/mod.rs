@@ -147,7 +147,7 @@ pub async fn watch_config(server: Arc<Server>) {
 
 /// [`watch_config`], polling every `every`.
 pub async fn watch_config_every(server: Arc<Server>, every: Duration) {
-    let mut last_seen = server.config_hash();
+    let mut watch = Settle::new(server.config_hash());
     loop {
         tokio::time::sleep(every).await;
         let path = server.config_path.clone();
@@ -156,13 +156,45 @@ pub async fn watch_config_every(server: Arc<Server>, every: Duration) {
         let Ok(Some(h)) = h else {
             continue;
         };
-        if h == last_seen || h == server.config_hash() {
-            last_seen = h;
-            continue;
+        if watch.observe(h, server.config_hash()) {
+            tracing::info!(config = %server.config_path, "config file changed; reloading");
+            let _ = server.reload().await;
         }
-        last_seen = h;
-        tracing::info!(config = %server.config_path, "config file changed; reloading");
-        let _ = server.reload().await;
+    }
+}
+
+/// When a polled file's content is applied: only once two polls in a row saw the
+/// same new content, so a file an editor is still writing in place (read half
+/// written, which may even be valid YAML) is never applied; content already tried
+/// is not retried until it changes again.
+struct Settle {
+    tried: u64,
+    seen: Option<u64>,
+}
+
+impl Settle {
+    fn new(running: u64) -> Settle {
+        Settle {
+            tried: running,
+            seen: None,
+        }
+    }
+
+    /// One poll saw `h` while `running` is the running config's hash: true when
+    /// `h` should be applied now.
+    fn observe(&mut self, h: u64, running: u64) -> bool {
+        if h == running || h == self.tried {
+            // Applied (here or by SIGHUP / POST /reload), or tried and refused.
+            self.tried = if h == running { running } else { self.tried };
+            self.seen = None;
+            return false;
+        }
+        if self.seen.replace(h) != Some(h) {
+            return false; // new content: wait for one more poll to see it settled
+        }
+        self.tried = h;
+        self.seen = None;
+        true
     }
 }
 
@@ -772,6 +804,25 @@ async fn serve_io<IO>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `--watch-config` applies content only once two polls in a row saw it: a
+    /// file caught half written (the next poll sees more) is never applied.
+    #[test]
+    fn watched_config_applies_only_settled_content() {
+        let mut w = Settle::new(1);
+        assert!(!w.observe(1, 1), "unchanged");
+        assert!(!w.observe(2, 1), "first sighting of a change waits");
+        assert!(!w.observe(3, 1), "still being written: waits again");
+        assert!(w.observe(3, 1), "the same content twice is applied");
+        // The reload failed (running stays 1): not retried until the file changes.
+        assert!(!w.observe(3, 1));
+        assert!(!w.observe(3, 1));
+        assert!(!w.observe(4, 1));
+        assert!(w.observe(4, 1), "new settled content is tried");
+        // Reloaded by SIGHUP to what the file holds: nothing to do.
+        assert!(!w.observe(5, 5));
+        assert!(!w.observe(5, 5));
+    }
 
     /// An idle connection's memory is mostly its task, the future of
     /// `serve_accepted`. What a request in flight, hyper, a TLS handshake, TCP
