@@ -273,12 +273,14 @@ mod tests {
     }
 
     fn gate(max: u32) -> Gate {
-        let cfg = crate::config::raw::CircuitBreakers {
+        let limits = crate::upstream::breakers::Limits {
+            max_connections: None,
+            max_pending_requests: None,
+            max_requests: None,
             max_retries: Some(max),
-            ..Default::default()
         };
         let stats = crate::stats::FleetStats::new(&crate::stats::Stats::new(), "c");
-        crate::upstream::breakers::Breakers::new(Some(&cfg), &stats).retries
+        crate::upstream::breakers::Breakers::new(limits, &stats).retries
     }
 
     #[tokio::test(start_paused = true)]

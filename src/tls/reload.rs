@@ -159,7 +159,7 @@ mod tests {
         fn reload(&self) -> Result<(), Problems> {
             self.reloads.fetch_add(1, Ordering::SeqCst);
             if self.fail.load(Ordering::SeqCst) {
-                return Err(vec![("tls.cert".into(), "broken".into())]);
+                return Err(vec![crate::config::Problem::new("tls.cert", "broken")]);
             }
             Ok(())
         }
