@@ -80,7 +80,7 @@ listeners:
             direct_response: { status: 200, body: "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\n" }
 EOF
 	else
-		render "$HERE/attache.yaml.in" "$2" ORIGIN_PORT="$ORIGIN_PORT" PROXY_PORT="$PROXY_PORT"
+		render "$HERE/attache.yaml.in" "$2" ORIGIN_PORT="$ORIGIN_PORT" PROXY_PORT="$PROXY_PORT" TRACING=""
 	fi
 }
 
