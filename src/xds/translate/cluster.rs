@@ -7,11 +7,11 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3 as http_opts;
 use serde_yaml::Value;
 
-use super::{common_tls, duration, into_raw, map, opt, opt_string, socket_address, string, unpack};
+use super::{common_tls, duration, into_raw, map, opt, opt_string, socket_address, string};
+use super::{tls_socket, unpack};
 use super::{At, Nack};
 use crate::config::raw;
 
-const TLS_SOCKET: &str = "envoy.transport_sockets.tls";
 const HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 
 /// Translates one CDS resource. STATIC and STRICT/LOGICAL_DNS clusters carry their
@@ -345,20 +345,9 @@ fn outlier(o: Option<cds::OutlierDetection>, at: &At<'_>) -> Result<Value, Nack>
 }
 
 fn upstream_tls(t: Option<core::TransportSocket>, at: &At<'_>) -> Result<Value, Nack> {
-    use core::transport_socket::ConfigType;
-    let Some(mut t) = t else {
+    let Some((mut ctx, at)) = tls_socket::<tls::UpstreamTlsContext>(t, at)? else {
         return Ok(Value::Null);
     };
-    if t.name != TLS_SOCKET {
-        return Err(at.nack("name", format!("only {TLS_SOCKET}")));
-    }
-    t.name.clear();
-    let Some(ConfigType::TypedConfig(any)) = t.config_type.take() else {
-        return Err(at.nack("typed_config", "an UpstreamTlsContext is required"));
-    };
-    at.done(&t)?;
-    let at = at.at("typed_config");
-    let mut ctx: tls::UpstreamTlsContext = unpack(&any, &at, "")?;
     let common = common_tls(&ctx.common_tls_context.take(), &at.at("common_tls_context"))?;
     if common.sans.iter().any(|(kind, _)| *kind != "exact") {
         return Err(at.nack(

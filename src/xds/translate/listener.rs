@@ -11,14 +11,13 @@ use envoy_types::pb::google::protobuf::Any;
 use serde_yaml::{Mapping, Value};
 
 use super::route::route_configuration_value;
-use super::{common_tls, duration, into_raw, map, opt, socket_address, string, unpack};
+use super::{common_tls, duration, into_raw, map, opt, socket_address, string, tls_socket, unpack};
 use super::{At, Nack};
 use crate::config::raw;
 
 const HCM: &str = "envoy.filters.network.http_connection_manager";
 const TCP_PROXY: &str = "envoy.filters.network.tcp_proxy";
 const ROUTER: &str = "envoy.filters.http.router";
-const TLS_SOCKET: &str = "envoy.transport_sockets.tls";
 /// Listener filters attache does on its own (protocol and TLS detection) and so
 /// accepts as no-ops; `proxy_protocol` maps to `proxy_protocol: true`.
 const INSPECTORS: [&str; 2] = [
@@ -304,20 +303,9 @@ fn tcp_proxy(any: &Any, at: &At<'_>) -> Result<Mapping, Nack> {
 }
 
 fn downstream_tls(t: Option<core::TransportSocket>, at: &At<'_>) -> Result<Value, Nack> {
-    use core::transport_socket::ConfigType;
-    let Some(mut t) = t else {
+    let Some((mut ctx, at)) = tls_socket::<tls::DownstreamTlsContext>(t, at)? else {
         return Ok(Value::Null);
     };
-    if t.name != TLS_SOCKET {
-        return Err(at.nack("name", format!("only {TLS_SOCKET}")));
-    }
-    t.name.clear();
-    let Some(ConfigType::TypedConfig(any)) = t.config_type.take() else {
-        return Err(at.nack("typed_config", "a DownstreamTlsContext is required"));
-    };
-    at.done(&t)?;
-    let at = at.at("typed_config");
-    let mut ctx: tls::DownstreamTlsContext = unpack(&any, &at, "")?;
     let common = common_tls(&ctx.common_tls_context.take(), &at.at("common_tls_context"))?;
     let require = ctx.require_client_certificate.take().map(|b| b.value);
     at.done(&ctx)?;
@@ -469,7 +457,7 @@ mod tests {
 
     fn tls_socket(ctx: &tls::DownstreamTlsContext) -> core::TransportSocket {
         core::TransportSocket {
-            name: TLS_SOCKET.into(),
+            name: "envoy.transport_sockets.tls".into(),
             config_type: Some(core::transport_socket::ConfigType::TypedConfig(any(ctx))),
         }
     }

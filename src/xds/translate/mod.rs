@@ -201,6 +201,28 @@ pub(crate) fn unpack<M: prost_otlp::Message + prost_otlp::Name + Default>(
     M::decode(&*any.value).map_err(|e| at.nack(field, format!("undecodable: {e}")))
 }
 
+/// The TLS context inside an `envoy.transport_sockets.tls` transport socket (`None`
+/// without a socket), and where its fields are.
+pub(crate) fn tls_socket<'a, M: prost_otlp::Message + prost_otlp::Name + Default>(
+    t: Option<core::TransportSocket>,
+    at: &At<'a>,
+) -> Result<Option<(M, At<'a>)>, Nack> {
+    use core::transport_socket::ConfigType;
+    const TLS_SOCKET: &str = "envoy.transport_sockets.tls";
+    let Some(mut t) = t else { return Ok(None) };
+    if t.name != TLS_SOCKET {
+        return Err(at.nack("name", format!("only {TLS_SOCKET}")));
+    }
+    t.name.clear();
+    let Some(ConfigType::TypedConfig(any)) = t.config_type.take() else {
+        return Err(at.nack("typed_config", format!("a typed {} is required", M::NAME)));
+    };
+    at.done(&t)?;
+    let at = at.at("typed_config");
+    let ctx = unpack(&any, &at, "")?;
+    Ok(Some((ctx, at)))
+}
+
 /// `host:port` from an Envoy socket address (named ports, pipes and internal
 /// addresses are refused).
 pub(crate) fn socket_address(a: &Option<core::Address>, at: &At<'_>) -> Result<String, Nack> {
