@@ -185,7 +185,9 @@ impl Settle {
     fn observe(&mut self, h: u64, running: u64) -> bool {
         if h == running || h == self.tried {
             // Applied (here or by SIGHUP / POST /reload), or tried and refused.
-            self.tried = if h == running { running } else { self.tried };
+            if h == running {
+                self.tried = running;
+            }
             self.seen = None;
             return false;
         }
