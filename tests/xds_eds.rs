@@ -5,7 +5,6 @@
 //! server is down at startup; CDS clashes are NACKed and an RDS update moves traffic
 //! live.
 
-mod fleet_util;
 mod support;
 mod xds_util;
 
@@ -13,7 +12,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::HealthStatus;
-use fleet_util::{client, cluster_json, failures, request, Load, Node};
+use support::fleet::{client, cluster_json, failures, request, Load, Node};
 use support::{eventually, Proxy};
 use xds_util::{cla, ep, Mgmt, EDS};
 
@@ -234,8 +233,9 @@ async fn endpoints_follow_the_server_and_bad_updates_and_outages_cost_no_request
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn static_parts_serve_while_the_server_is_down_and_eds_fills_in_when_it_comes_up() {
     let a = Node::start("a").await;
-    let port = fleet_util::free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    // Held, not listening: the proxy starts with its management server refusing.
+    let reserved = xds_util::Reserved::new();
+    let addr = reserved.addr();
     let started = std::time::Instant::now();
     let p = Proxy::start(&config(addr, "1s"));
     assert!(
@@ -252,7 +252,7 @@ async fn static_parts_serve_while_the_server_is_down_and_eds_fills_in_when_it_co
     assert_eq!(status, 503, "no endpoints yet");
     assert!(addresses(&p).await.is_empty());
 
-    let mgmt = Mgmt::start_on(addr, None).await;
+    let mgmt = Mgmt::start_reserved(reserved);
     mgmt.push("1", vec![cla("app_svc", "z1", eps(&[&a]))]);
     eventually(
         WAIT,
@@ -482,7 +482,6 @@ async fn an_rds_update_moves_traffic_live_without_a_reload() {
     }
 
     let (a, b) = (Node::start("a").await, Node::start("b").await);
-    let port = fleet_util::free_port();
     let h = hcm::HttpConnectionManager {
         stat_prefix: "dyn".into(),
         http_filters: vec![hcm::HttpFilter {
@@ -502,7 +501,8 @@ async fn an_rds_update_moves_traffic_live_without_a_reload() {
         address: Some(Address {
             address: Some(address::Address::SocketAddress(SocketAddress {
                 address: "127.0.0.1".into(),
-                port_specifier: Some(socket_address::PortSpecifier::PortValue(u32::from(port))),
+                // Port 0: the proxy binds a free one, `/listeners` says which.
+                port_specifier: Some(socket_address::PortSpecifier::PortValue(0)),
                 ..Default::default()
             })),
         }),
@@ -526,7 +526,18 @@ async fn an_rds_update_moves_traffic_live_without_a_reload() {
         mgmt.addr, a.addr, b.addr
     );
     let p = Proxy::start(&yaml);
-    let url = format!("http://127.0.0.1:{port}/");
+    let bound = eventually(WAIT, "the xds listener is bound", || async {
+        let (_, body) = p.admin_get("/listeners").await;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        v["listeners"]
+            .as_array()?
+            .iter()
+            .find(|l| l["name"] == "dyn")?["bound_address"]
+            .as_str()
+            .map(str::to_string)
+    })
+    .await;
+    let url = format!("http://{bound}/");
     let c = client(true);
     eventually(WAIT, "the xds listener serves a", || async {
         request(&c, &url, &[]).await.ok().filter(|r| r.1 == "a")
