@@ -75,6 +75,13 @@ fn eps(nodes: &[&Node]) -> Vec<envoy_types::pb::envoy::config::endpoint::v3::LbE
         .collect()
 }
 
+/// `/config_dump`'s `config_hash`: the file config the running snapshot came from.
+async fn config_hash(p: &Proxy) -> String {
+    let (_, body) = p.admin_get("/config_dump").await;
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    v["config_hash"].as_str().expect("config_hash").to_string()
+}
+
 /// The requests of EDS type that carry `nonce`.
 fn answers_to(
     m: &Mgmt,
@@ -434,9 +441,10 @@ async fn a_cds_cluster_clashing_with_the_file_is_nacked_and_the_file_serves() {
 
 /// LDS + RDS: a listener from the control plane binds once its route configuration
 /// arrives, and a new route configuration moves traffic without a reload and
-/// without a failed request.
+/// without a failed request, also while the config file on disk is broken (xDS
+/// updates compile with the config the running snapshot came from).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_rds_update_moves_traffic_live_without_a_reload() {
+async fn an_rds_update_moves_traffic_live_without_a_reload_even_with_the_file_broken() {
     use envoy_types::pb::envoy::config::core::v3::{
         address, socket_address, Address, SocketAddress,
     };
@@ -551,6 +559,11 @@ async fn an_rds_update_moves_traffic_live_without_a_reload() {
         (load.count() > 50).then_some(())
     })
     .await;
+    let running = config_hash(&p).await;
+    // Edited on disk, not applied: the reload fails, xDS updates must not.
+    std::fs::write(&p.config_path, "clusters: [\n").expect("break the file");
+    let (status, _) = p.admin_post("/reload").await;
+    assert_ne!(status, 200, "the broken file is refused");
     mgmt.push_type(xds_util::RDS, "r2", vec![routes("app_b")]);
     eventually(WAIT, "b serves", || async { (b.hits() > 20).then_some(()) }).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -573,5 +586,10 @@ async fn an_rds_update_moves_traffic_live_without_a_reload() {
         )
         .await,
         2.0
+    );
+    assert_eq!(
+        config_hash(&p).await,
+        running,
+        "the running file config is still the one loaded at startup"
     );
 }

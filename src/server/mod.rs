@@ -95,6 +95,9 @@ pub struct Server {
     pub takeover: AtomicBool,
     /// Clusters and listeners accepted over xDS, compiled in with the file's.
     xds_dynamic: ArcSwap<crate::xds::dynamic::Dynamic>,
+    /// The config file as read by the last load that succeeded (the running
+    /// snapshot's): xDS updates compile against it, never against the file on disk.
+    source: ArcSwap<crate::config::Source>,
 }
 
 /// Bind a listener's sockets, one per worker, all with SO_REUSEPORT on one address
@@ -211,7 +214,7 @@ impl Server {
     pub fn new(
         config_path: String,
         snapshot: Snapshot,
-        hash: u64,
+        source: crate::config::Source,
         stats: Arc<Stats>,
         services: Arc<Services>,
         workers: Vec<tokio::runtime::Handle>,
@@ -224,7 +227,7 @@ impl Server {
             config_path,
             snapshot: ArcSwap::from_pointee(snapshot),
             load: ArcSwap::from_pointee(LoadInfo {
-                hash,
+                hash: source.hash,
                 at: SystemTime::now(),
             }),
             started: Instant::now(),
@@ -250,6 +253,7 @@ impl Server {
             admin_local: Mutex::new(None),
             takeover: AtomicBool::new(false),
             xds_dynamic: ArcSwap::from_pointee(Default::default()),
+            source: ArcSwap::from_pointee(source),
         })
     }
 
@@ -441,9 +445,14 @@ impl Server {
     pub async fn reload(self: &Arc<Self>) -> Result<(), StartError> {
         let _guard = self.reload_lock.lock().await;
         let result = match self.load_new() {
-            Ok((snap, hash)) => {
+            Ok((snap, source)) => {
                 start_clusters(&snap).await;
-                self.apply(snap, hash)
+                let load = LoadInfo {
+                    hash: source.hash,
+                    at: SystemTime::now(),
+                };
+                self.apply(snap, Some(load))
+                    .map(|()| self.source.store(Arc::new(source)))
             }
             Err(e) => Err(e),
         };
@@ -466,20 +475,32 @@ impl Server {
         result
     }
 
-    /// Load and validate the config file with the accepted xDS resources; unchanged
-    /// clusters are reused.
-    fn load_new(&self) -> Result<(Snapshot, u64), StartError> {
+    /// Read, validate and compile the config file with the accepted xDS resources;
+    /// unchanged clusters are reused.
+    fn load_new(&self) -> Result<(Snapshot, crate::config::Source), StartError> {
         let dynamic = self.xds_dynamic.load_full();
-        self.load_with(&dynamic).map_err(StartError::Config)
+        let old = self.snapshot.load_full();
+        crate::config::load_file_source(
+            &self.config_path,
+            &self.stats,
+            &self.services,
+            true,
+            Some(&old.clusters),
+            &|cfg, map| dynamic.merge(cfg, map),
+        )
+        .map_err(StartError::Config)
     }
 
-    fn load_with(
+    /// Compile xDS resources with the config the running snapshot came from (not the
+    /// file on disk, which may have been edited and not applied); unchanged clusters
+    /// are reused.
+    fn compile_dynamic(
         &self,
         dynamic: &crate::xds::dynamic::Dynamic,
-    ) -> Result<(Snapshot, u64), Vec<Diagnostic>> {
+    ) -> Result<Snapshot, Vec<Diagnostic>> {
         let old = self.snapshot.load_full();
-        crate::config::load_file_extended(
-            &self.config_path,
+        crate::config::compile_source(
+            &self.source.load(),
             &self.stats,
             &self.services,
             true,
@@ -494,16 +515,16 @@ impl Server {
     }
 
     /// Swap in a new set of xDS clusters and listeners the way a reload swaps a file:
-    /// compiled with the config file, then new listeners bind, replaced ones drain.
-    /// On any problem nothing changes.
+    /// compiled with the running file config (`source`), then new listeners bind,
+    /// replaced ones drain. On any problem nothing changes.
     pub async fn apply_dynamic(
         self: &Arc<Self>,
         dynamic: crate::xds::dynamic::Dynamic,
     ) -> Result<(), Vec<Diagnostic>> {
         let _guard = self.reload_lock.lock().await;
-        let (snap, hash) = self.load_with(&dynamic)?;
+        let snap = self.compile_dynamic(&dynamic)?;
         start_clusters(&snap).await;
-        self.apply(snap, hash).map_err(|e| {
+        self.apply(snap, None).map_err(|e| {
             vec![Diagnostic {
                 file: self.config_path.clone(),
                 line: 0,
@@ -516,8 +537,9 @@ impl Server {
     }
 
     /// Swap in a loaded snapshot: bind new listeners (all or nothing), stop removed
-    /// ones, point running ones at the new config.
-    fn apply(self: &Arc<Self>, snap: Snapshot, hash: u64) -> Result<(), StartError> {
+    /// ones, point running ones at the new config. `load`: a new file config was
+    /// read (None: an xDS update on the running one).
+    fn apply(self: &Arc<Self>, snap: Snapshot, load: Option<LoadInfo>) -> Result<(), StartError> {
         let old = self.snapshot.load_full();
         if snap.admin_address != old.admin_address {
             tracing::warn!("admin.address changes apply on restart only");
@@ -569,10 +591,9 @@ impl Server {
             self.start_listener(&l, socks);
         }
         self.snapshot.store(Arc::new(snap));
-        self.load.store(Arc::new(LoadInfo {
-            hash,
-            at: SystemTime::now(),
-        }));
+        if let Some(load) = load {
+            self.load.store(Arc::new(load));
+        }
         Ok(())
     }
 
