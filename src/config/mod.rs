@@ -3,6 +3,7 @@
 pub mod compile;
 pub mod duration;
 pub mod endpoints;
+pub mod from_xds;
 pub mod hints;
 pub mod include;
 pub mod load;
