@@ -275,6 +275,39 @@ async fn static_parts_serve_while_the_server_is_down_and_eds_fills_in_when_it_co
     assert_eq!(body.1, "a");
 }
 
+/// A config file edited on disk and broken (not applied) does not hold EDS back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eds_updates_apply_while_the_file_on_disk_is_broken() {
+    let (a, b) = (Node::start("a").await, Node::start("b").await);
+    let mgmt = Mgmt::start().await;
+    mgmt.push("1", vec![cla("app_svc", "z1", eps(&[&a]))]);
+    let p = Proxy::start(&config(mgmt.addr, "10s"));
+    assert_eq!(addresses(&p).await, sorted(&[&a]));
+    let running = config_hash(&p).await;
+    std::fs::write(&p.config_path, "clusters: [\n").expect("break the file");
+    let (status, _) = p.admin_post("/reload").await;
+    assert_ne!(status, 200, "the broken file is refused");
+
+    mgmt.push("2", vec![cla("app_svc", "z1", eps(&[&b]))]);
+    let ack = eventually(WAIT, "an answer to version 2", || async {
+        answers_to(&mgmt, "2").into_iter().next()
+    })
+    .await;
+    assert_eq!(ack.version_info, "2");
+    assert!(ack.error_detail.is_none(), "NACKed: {:?}", ack.error_detail);
+    let (c, url) = (client(true), p.url("web", "/"));
+    eventually(WAIT, "traffic moves to b", || async {
+        request(&c, &url, &[]).await.ok().filter(|r| r.1 == "b")
+    })
+    .await;
+    let a_hits = a.hits();
+    for _ in 0..10 {
+        assert_eq!(request(&c, &url, &[]).await, Ok((200, "b".to_string())));
+    }
+    assert_eq!(a.hits(), a_hits);
+    assert_eq!(config_hash(&p).await, running);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unhealthy_and_draining_endpoints_get_no_traffic() {
     let (a, b, c) = (
