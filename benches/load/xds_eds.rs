@@ -15,8 +15,9 @@
 //!    one new address: the time from the push to the first request arriving there
 //!    (push → traffic moved).
 //!
-//! Resident memory per endpoint: RSS with the set loaded minus RSS with one endpoint,
-//! over the endpoint count.
+//! Resident memory per endpoint: RSS with the set loaded (before any traffic) minus
+//! RSS with one endpoint, over the endpoint count; and the same after the updates,
+//! when every endpoint also holds a pooled keep-alive upstream connection.
 //!
 //! ```text
 //! CARGO_TARGET_DIR=$PWD/target-perf cargo build --release --bin attache --example xds_eds ...
@@ -301,6 +302,8 @@ async fn main() -> Result<()> {
             .collect::<Vec<_>>()
     };
     push_and_wait(&m, "1", healthy(all(&gen))).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let set = rss_kib(pid)?;
 
     // 1. Warm-up: every endpoint used once (round robin), so "before" is steady state.
     let phase = Arc::new(AtomicU8::new(WARMUP));
@@ -372,13 +375,14 @@ async fn main() -> Result<()> {
     lat.sort();
     moves.sort();
     println!(
-        "absorb: endpoints={} updates={} ups={:.1} p50_ms={:.2} p99_ms={:.2} max_ms={:.2} rss_base_kib={base} rss_loaded_kib={loaded} bytes_per_endpoint={}",
+        "absorb: endpoints={} updates={} ups={:.1} p50_ms={:.2} p99_ms={:.2} max_ms={:.2} rss_base_kib={base} rss_set_kib={set} rss_pooled_kib={loaded} bytes_per_endpoint={} with_pooled_connection={}",
         a.endpoints,
         a.updates,
         a.updates as f64 / during.as_secs_f64(),
         pct(&lat, 0.5),
         pct(&lat, 0.99),
         pct(&lat, 1.0),
+        (set.saturating_sub(base) * 1024) / a.endpoints as u64,
         (loaded.saturating_sub(base) * 1024) / a.endpoints as u64,
     );
     report_traffic("before", &samples, BEFORE, a.before);
