@@ -246,8 +246,11 @@ async fn serve_hyper<IO>(
     drop(rt);
     let c2 = conn.clone();
     let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-        let c = c2.clone();
-        async move { Ok::<_, Infallible>(proxy::handle(req.map(DownBody::Hyper), c).await) }
+        // Boxed: hyper spawns each HTTP/2 stream's future as a task, and tokio moves
+        // a task's future by value several times (spawning, storing, completing), so
+        // the spawned future must stay a pointer, not the request future itself.
+        let handle = Box::pin(proxy::handle(req.map(DownBody::Hyper), c2.clone()));
+        async move { Ok::<_, Infallible>(handle.await) }
     });
     let flags = sniff::Flags {
         framing: conn.framing_conflict.clone(),
