@@ -66,7 +66,7 @@ wait_port() { # wait_port PORT [CURL_OPTION...]
 	exit 1
 }
 
-render "$HERE/origin.conf.in" "$OUT/origin.conf" DIR="$OUT" ORIGIN_PORT="$ORIGIN_PORT" USER="$USER_LINE"
+render "$HERE/origin.conf.in" "$OUT/origin.conf" WORKERS=1 DIR="$OUT" ORIGIN_PORT="$ORIGIN_PORT" USER="$USER_LINE"
 nginx -c "$OUT/origin.conf" -p "$OUT" &
 PIDS+=($!)
 wait_port "$ORIGIN_PORT"
@@ -130,7 +130,7 @@ done
 nginx_conf() {
 	local h2=""
 	[[ $1 == h2c-* ]] && h2=" http2"
-	render "$HERE/nginx.conf.in" "$2" DIR="$OUT" ORIGIN_PORT="$ORIGIN_PORT" MAX_CONN=1024 \
+	render "$HERE/nginx.conf.in" "$2" WORKERS=1 DIR="$OUT" ORIGIN_PORT="$ORIGIN_PORT" MAX_CONN=1024 \
 		PROXY_PORT="$PROXY_PORT$h2" H2_LISTEN="" USER="$USER_LINE" FWD_HEADERS="" FWD_NOTE="bare"
 }
 if [[ " $CONTENDERS " == *" nginx "* ]]; then
