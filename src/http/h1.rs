@@ -41,7 +41,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf, WriteHalf};
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
-use super::{ConnCtx, RespBody};
+use super::{ConnCtx, DownBody, RespBody};
 use crate::error::{ErrorKind, Reject};
 use crate::http1::chunked;
 use crate::http1::head::{header_spans, parse_length, put_field, tokens};
@@ -54,8 +54,11 @@ const READ_CHUNK: usize = 16 * 1024;
 /// The first read on a connection without a read buffer (an idle one) goes onto
 /// the stack, this much at most.
 const IDLE_READ: usize = 4096;
-/// The response-head buffer is allocated with this much room per response.
+/// A new response buffer has this much room (it grows for larger heads and
+/// the body data copied next to the head).
 const OUT_START: usize = 1024;
+/// A response buffer larger than this (grown by a large response) is not kept.
+const OUT_KEEP: usize = 16 * 1024;
 /// Response data up to this size is copied next to the head (one write); larger
 /// frames are written from their own buffer.
 const COPY_MAX: usize = 16 * 1024;
@@ -101,18 +104,111 @@ impl Input {
         std::task::ready!(Pin::new(&mut self.io).poll_read(cx, &mut rb))?;
         let got = rb.filled();
         if !got.is_empty() {
-            self.buf.reserve(READ_CHUNK);
+            self.buf = spare::read_buf();
             self.buf.extend_from_slice(got);
         }
         Poll::Ready(Ok(got.len()))
     }
 
-    /// Between requests: give the read buffer back unless it holds the start of
-    /// the next request (pipelining).
+    /// Between requests: give the read buffer back (to the worker's spares)
+    /// unless it holds the start of the next request (pipelining).
     fn release(&mut self) {
         if self.buf.is_empty() {
-            self.buf = BytesMut::new();
+            spare::put_read_buf(std::mem::take(&mut self.buf));
         }
+    }
+
+    /// The connection for hyper, from the start of the request this codec did
+    /// not take.
+    fn hand_over<IO>(self, wr: WriteHalf<IO>, served: u64) -> Handover<IO> {
+        Handover {
+            pre: self.buf.freeze(),
+            rd: self.io,
+            wr,
+            served,
+        }
+    }
+}
+
+/// Buffers a connection needs only while it has a request to work on, kept per
+/// worker thread between uses: an idle connection holds none, and one whose
+/// requests follow each other reuses the same few instead of allocating and
+/// freeing 16 KiB of read buffer and a response buffer per request. At most
+/// [`spare::KEEP`] of each kind are kept (≤ 1 MiB per worker).
+mod spare {
+    use std::cell::RefCell;
+
+    use bytes::BytesMut;
+
+    use super::{OUT_KEEP, OUT_START, READ_CHUNK};
+
+    pub(super) const KEEP: usize = 32;
+
+    thread_local! {
+        static READ: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+        static OUT: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// An empty read buffer with room for [`READ_CHUNK`] bytes.
+    pub(super) fn read_buf() -> BytesMut {
+        let buf = READ.try_with(|spares| spares.borrow_mut().pop());
+        buf.ok()
+            .flatten()
+            .unwrap_or_else(|| BytesMut::with_capacity(READ_CHUNK))
+    }
+
+    /// Keep `buf` (emptied) for the next connection that reads, when nothing
+    /// else shares its memory (a request's head may still) and it did not grow.
+    pub(super) fn put_read_buf(mut buf: BytesMut) {
+        buf.clear();
+        if buf.try_reclaim(READ_CHUNK) && buf.capacity() <= 2 * READ_CHUNK {
+            keep(&READ, buf);
+        }
+    }
+
+    /// An empty response buffer; it goes back to the spares when dropped.
+    pub(super) fn out_buf() -> OutBuf {
+        let buf = OUT.try_with(|spares| spares.borrow_mut().pop());
+        OutBuf(
+            buf.ok()
+                .flatten()
+                .unwrap_or_else(|| Vec::with_capacity(OUT_START)),
+        )
+    }
+
+    pub(super) struct OutBuf(Vec<u8>);
+
+    impl std::ops::Deref for OutBuf {
+        type Target = Vec<u8>;
+        fn deref(&self) -> &Vec<u8> {
+            &self.0
+        }
+    }
+
+    impl std::ops::DerefMut for OutBuf {
+        fn deref_mut(&mut self) -> &mut Vec<u8> {
+            &mut self.0
+        }
+    }
+
+    impl Drop for OutBuf {
+        fn drop(&mut self) {
+            // One that a large response grew is given back to the allocator.
+            if self.0.capacity() <= OUT_KEEP {
+                self.0.clear();
+                keep(&OUT, std::mem::take(&mut self.0));
+            }
+        }
+    }
+
+    fn keep<T: 'static>(spares: &'static std::thread::LocalKey<RefCell<Vec<T>>>, item: T) {
+        // (Not while the thread exits: then the item is just dropped.)
+        let _ = spares.try_with(|spares| {
+            let mut spares = spares.borrow_mut();
+            if spares.len() < KEEP {
+                spares.push(item);
+            }
+        });
     }
 }
 
@@ -569,8 +665,143 @@ enum Wake {
     Timer,
 }
 
+/// What the wait for a request head ended with.
+// Returned once per request and matched at once, like `Parsed`.
+#[allow(clippy::large_enum_variant)]
+enum Got {
+    Head(Head),
+    /// Not for this codec: hyper takes the connection, with the bytes read.
+    Handover,
+    /// `request_head_timeout` passed with part of a head read (answered 408).
+    TimedOut,
+    /// The client closed, or the connection idled out.
+    Close,
+}
+
+/// What a connection waits on besides its bytes: one timer for the connection,
+/// moved forward lazily (when it fires early) rather than re-armed per request,
+/// and the drain signal.
+struct Waiter<'a, D> {
+    timer: Pin<&'a mut tokio::time::Sleep>,
+    deadline: Instant,
+    /// Set while a partial head is waiting for its end: then the deadline is a
+    /// request-head deadline, answered with a 408.
+    head_deadline: Option<Instant>,
+    /// `drain.changed()`: it registers the task once; after that only `probe`'s
+    /// version check (an atomic load, no lock) runs per request.
+    drained: Pin<&'a mut D>,
+    probe: watch::Receiver<bool>,
+    registered: bool,
+    draining: bool,
+    opened: Instant,
+    drain_timeout: Duration,
+}
+
+impl<D: Future> Waiter<'_, D> {
+    /// A complete head, from what was read already (pipelining) or the socket.
+    async fn next_head(
+        &mut self,
+        inp: &mut Input,
+        conn: &ConnCtx,
+        lim: &Limits,
+        spans: &mut Vec<[u32; 4]>,
+    ) -> Got {
+        loop {
+            if !inp.buf.is_empty() {
+                match parse(&mut inp.buf, spans, lim.max_headers) {
+                    Parsed::Request(h) => return Got::Head(h),
+                    Parsed::Partial if inp.buf.len() < lim.max_head => self.head_started(lim),
+                    Parsed::Partial | Parsed::Handover => return Got::Handover,
+                }
+            }
+            match poll_fn(|cx| self.poll_wake(inp, cx)).await {
+                Wake::Read(Ok(0)) | Wake::Read(Err(_)) => return Got::Close,
+                Wake::Read(Ok(_)) => {}
+                Wake::Drain => self.start_draining(conn),
+                Wake::Timer => {
+                    let now = Instant::now();
+                    if now < self.deadline {
+                        self.timer.as_mut().reset(self.deadline);
+                        continue;
+                    }
+                    if !inp.buf.is_empty() && self.head_deadline.is_some_and(|d| now >= d) {
+                        return Got::TimedOut;
+                    }
+                    tracing::debug!("closing an idle downstream connection");
+                    return Got::Close;
+                }
+            }
+        }
+    }
+
+    fn poll_wake(&mut self, inp: &mut Input, cx: &mut Context<'_>) -> Poll<Wake> {
+        if let Poll::Ready(r) = inp.poll_fill(cx) {
+            return Poll::Ready(Wake::Read(r));
+        }
+        if !self.draining && (!self.registered || self.drain_changed()) {
+            self.registered = true;
+            if self.drained.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Wake::Drain);
+            }
+        }
+        if self.timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Wake::Timer);
+        }
+        Poll::Pending
+    }
+
+    /// The head started and must end within `request_head_timeout` (the clock
+    /// is read only for heads split across reads).
+    fn head_started(&mut self, lim: &Limits) {
+        if self.head_deadline.is_none() {
+            let d = Instant::now() + lim.head;
+            self.head_deadline = Some(d);
+            if d < self.deadline {
+                self.deadline = d;
+                self.timer.as_mut().reset(d);
+            }
+        }
+    }
+
+    /// A response went out and the connection stays: the next request has
+    /// `idle_timeout` to begin (the timer moves when it fires).
+    fn kept_alive(&mut self, lim: &Limits) {
+        self.deadline = Instant::now() + lim.idle;
+        self.head_deadline = None;
+    }
+
+    fn drain_changed(&self) -> bool {
+        self.probe.has_changed().unwrap_or(true)
+    }
+
+    /// Draining: the connection closes after its next response, or when no
+    /// request comes within the grace period.
+    fn start_draining(&mut self, conn: &ConnCtx) {
+        self.draining = true;
+        conn.draining.store(true, Ordering::Release);
+        let now = Instant::now();
+        let grace = (self.opened + super::YOUNG_CONNECTION_GRACE)
+            .max(now + super::KEEPALIVE_GRACE.min(self.drain_timeout / 2));
+        self.deadline = self.deadline.min(grace);
+        self.timer.as_mut().reset(self.deadline);
+    }
+
+    /// Whether the response being written closes the connection because a
+    /// drain began while its request was in flight.
+    fn drain_began(&mut self, conn: &ConnCtx) -> bool {
+        if !self.draining && self.drain_changed() {
+            self.draining = true;
+            conn.draining.store(true, Ordering::Release);
+        }
+        self.draining
+    }
+}
+
 /// Serve the connection until it closes (`None`) or a request this codec does not
-/// take arrives (`Some`: hand the rest to hyper).
+/// take arrives (`Some`: hand the rest to hyper). Phases per request: wait for
+/// a complete head, dispatch it (framing checked, read side lent to the body),
+/// the exchange (the request through the proxy and its response on the wire),
+/// then keep the connection for the next request or close it.
 pub(super) async fn serve<IO>(
     io: IO,
     conn: &Arc<ConnCtx>,
@@ -583,217 +814,193 @@ where
     IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let (rd, mut wr) = tokio::io::split(io);
-    let mut input = Some(Input {
+    let mut input = Input {
         io: Box::new(rd),
         buf: BytesMut::new(),
         conn: conn.clone(),
-    });
-    let mut out = Vec::new();
+    };
     let mut spans = Vec::new();
     let mut served = 0u64;
-    let grace = |now: Instant| {
-        (opened + super::YOUNG_CONNECTION_GRACE)
-            .max(now + super::KEEPALIVE_GRACE.min(drain_timeout / 2))
-    };
-    let mut draining = *drain.borrow();
-    // One timer for the connection: moved forward lazily (when it fires early)
-    // rather than re-armed per request. A new connection has `request_head_timeout`
-    // for its first head (NGINX's `client_header_timeout`).
-    let mut deadline = opened + lim.head.min(lim.idle);
-    // Set while a partial head is waiting for its end: then the deadline is a
-    // request-head deadline, answered with a 408.
-    let mut head_deadline = Some(deadline);
-    if draining {
-        conn.draining.store(true, Ordering::Release);
-        deadline = deadline.min(grace(Instant::now()));
-    }
-    let mut timer = pin!(tokio::time::sleep_until(deadline));
-    // The drain signal: `drained` registers this task once; after that only the
-    // probe's version check (an atomic load, no lock) runs per request.
+    let draining = *drain.borrow();
     let probe = drain.clone();
-    let drain_changed = move || probe.has_changed().unwrap_or(true);
-    let mut registered = false;
-    let mut drained = pin!(drain.changed());
+    // A new connection has `request_head_timeout` for its first head (NGINX's
+    // `client_header_timeout`).
+    let deadline = opened + lim.head.min(lim.idle);
+    let mut w = Waiter {
+        timer: pin!(tokio::time::sleep_until(deadline)),
+        deadline,
+        head_deadline: Some(deadline),
+        drained: pin!(drain.changed()),
+        probe,
+        registered: false,
+        draining: false,
+        opened,
+        drain_timeout,
+    };
+    if draining {
+        w.start_draining(conn);
+    }
     loop {
-        let inp = input.as_mut()?;
-        // A complete head, from what was read already (pipelining) or the socket.
-        let head = loop {
-            if !inp.buf.is_empty() {
-                match parse(&mut inp.buf, &mut spans, lim.max_headers) {
-                    Parsed::Request(h) => break h,
-                    Parsed::Partial if inp.buf.len() < lim.max_head => {
-                        // The head started and must end within `request_head_timeout`
-                        // (the clock is read only for heads split across reads).
-                        if head_deadline.is_none() {
-                            let d = Instant::now() + lim.head;
-                            head_deadline = Some(d);
-                            if d < deadline {
-                                deadline = d;
-                                timer.as_mut().reset(deadline);
-                            }
-                        }
-                    }
-                    Parsed::Partial | Parsed::Handover => {
-                        let inp = input.take()?;
-                        return Some(Handover {
-                            pre: inp.buf.freeze(),
-                            rd: inp.io,
-                            wr,
-                            served,
-                        });
-                    }
-                }
+        let head = match w.next_head(&mut input, conn, lim, &mut spans).await {
+            Got::Head(head) => head,
+            Got::Handover => return Some(input.hand_over(wr, served)),
+            Got::TimedOut => {
+                Box::pin(head_timed_out(&mut wr, conn, lim, opened)).await;
+                return None;
             }
-            let wake = poll_fn(|cx| {
-                if let Poll::Ready(r) = inp.poll_fill(cx) {
-                    return Poll::Ready(Wake::Read(r));
-                }
-                if !draining && (!registered || drain_changed()) {
-                    registered = true;
-                    if drained.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Wake::Drain);
-                    }
-                }
-                if timer.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Wake::Timer);
-                }
-                Poll::Pending
-            })
-            .await;
-            match wake {
-                Wake::Read(Ok(0)) | Wake::Read(Err(_)) => return None,
-                Wake::Read(Ok(_)) => {}
-                Wake::Drain => {
-                    draining = true;
-                    conn.draining.store(true, Ordering::Release);
-                    deadline = deadline.min(grace(Instant::now()));
-                    timer.as_mut().reset(deadline);
-                }
-                Wake::Timer => {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        if !inp.buf.is_empty() && head_deadline.is_some_and(|d| now >= d) {
-                            Box::pin(head_timed_out(&mut wr, conn, lim, &mut out, opened)).await;
-                            return None;
-                        }
-                        tracing::debug!("closing an idle downstream connection");
-                        return None;
-                    }
-                    timer.as_mut().reset(deadline);
-                }
-            }
+            Got::Close => return None,
         };
-
-        let Head {
-            parts,
-            body: framing,
-            close,
-            expect_continue,
-        } = head;
-        // The body's framing is checked as far as it is buffered before anything
-        // goes upstream: nothing of a malformed request is forwarded.
-        let rest = match framing.and_then(|r| checked(r, inp_buf(&input))) {
-            Ok(rest) => rest,
-            Err(reason) => {
-                let inp = input.take()?;
-                Box::pin(refuse(&mut wr, &mut out, inp, conn, reason, lim.idle)).await;
+        let (req, mut side, ask) = match dispatch(head, input) {
+            Ok(dispatched) => dispatched,
+            Err((reason, input)) => {
+                Box::pin(refuse(&mut wr, input, conn, reason, lim.idle)).await;
                 return None;
             }
         };
-        let is_head = parts.method == Method::HEAD;
-        let http10 = parts.version == Version::HTTP_10;
-        // A client that waits for `100 Continue` before its body gets it once the
-        // request goes on past the proxy's own checks and replies (the handler no
-        // longer answers at once), like Envoy; a local reply (a 403) goes out
-        // without it. A client that sent body bytes anyway waits for nothing.
-        let mut continue_due = expect_continue && !rest.is_done() && inp_buf(&input).is_empty();
-        let (body, mut side) = if !rest.is_done() {
-            let (tx, rx) = oneshot::channel();
-            let body = H1Body {
-                input: input.take(),
-                rest,
-                back: Some(tx),
-            };
-            (super::DownBody::H1(body), Side::Lent(rx))
-        } else {
-            (super::DownBody::Empty, Side::Home(input.take()?))
-        };
-        // While the request is served, the client closing cancels it (logged `DC`),
-        // as with hyper.
-        let rsp = {
-            // Boxed: the connection's own future stays small while it waits idle;
-            // the request's (large) state is allocated only while it is served.
-            let mut call = Box::pin(super::proxy::handle(
-                Request::from_parts(parts, body),
-                conn.clone(),
-            ));
-            loop {
-                let due = continue_due;
-                let r = poll_fn(|cx| {
-                    if let Poll::Ready(r) = call.as_mut().poll(cx) {
-                        return Poll::Ready(Some(Some(r)));
-                    }
-                    if due {
-                        return Poll::Ready(Some(None));
-                    }
-                    side.poll_closed(cx).map(|()| None)
-                })
-                .await?;
-                match r {
-                    Some(rsp) => break rsp,
-                    None => {
-                        continue_due = false;
-                        send_all(&mut wr, b"HTTP/1.1 100 Continue\r\n\r\n", lim.idle)
-                            .await
-                            .ok()?;
-                        send_flush(&mut wr, lim.idle).await.ok()?;
-                    }
-                }
-            }
-        };
+        // One allocation per request, made only while it is served: the
+        // connection's own future stays small while it waits idle.
+        let drain_began = || w.drain_began(conn);
+        let ex = exchange(&mut wr, conn, req, &mut side, ask, drain_began, lim.idle);
+        let written = Box::pin(ex).await?;
         served += 1;
-        if !draining && drain_changed() {
-            // Began while the request was in flight: this response closes.
-            draining = true;
-            conn.draining.store(true, Ordering::Release);
-        }
-        let asked = Asked {
-            is_head,
-            close: close || draining,
-            http10,
-        };
-        // Boxed like the request's future: allocated only while a response is written.
-        let written = Box::pin(write_response(
-            &mut wr, &mut out, rsp, asked, &mut side, lim.idle,
-        ))
-        .await;
-        let keep = matches!(written, Ok(true));
-        // Idle keep-alive connections hold no buffers.
-        out = Vec::new();
-        let unread = if keep && !draining {
-            match side.settle().await {
-                Ok(mut inp) => {
-                    inp.release();
-                    input = Some(inp);
-                    deadline = Instant::now() + lim.idle;
-                    head_deadline = None;
-                    continue;
+        input = match next_input(written, side, w.draining).await {
+            Ok(next) => next,
+            Err((orderly, unread)) => {
+                // After a failed or stalled write the client gets no orderly
+                // close (on TLS that would wait on it again).
+                if orderly {
+                    let _ = bounded(lim.idle, |cx| Pin::new(&mut wr).poll_shutdown(cx)).await;
+                    if let Some(inp) = unread {
+                        Box::pin(linger(inp)).await;
+                    }
                 }
-                Err(unread) => unread,
+                return None;
             }
-        } else {
-            side.unread()
         };
-        // After a failed or stalled write the client gets no orderly close (on TLS
-        // that would wait on it again).
-        if written.is_ok() {
-            let _ = bounded(lim.idle, |cx| Pin::new(&mut wr).poll_shutdown(cx)).await;
-            if let Some(inp) = unread {
-                Box::pin(linger(inp)).await;
+        w.kept_alive(lim);
+    }
+}
+
+/// What of the request the exchange needs besides the request itself.
+struct Ask {
+    asked: Asked,
+    /// The client waits for `100 Continue` before sending its body.
+    continue_due: bool,
+}
+
+/// A parsed head as the request to serve. The body's framing is checked as far
+/// as it is buffered before anything goes upstream (nothing of a malformed
+/// request is forwarded); the read side is lent to the body when there is one.
+fn dispatch(head: Head, input: Input) -> Result<(Request<DownBody>, Side, Ask), (Reject, Input)> {
+    let Head {
+        parts,
+        body: framing,
+        close,
+        expect_continue,
+    } = head;
+    let rest = match framing.and_then(|r| checked(r, &input.buf)) {
+        Ok(rest) => rest,
+        Err(reason) => return Err((reason, input)),
+    };
+    let asked = Asked {
+        is_head: parts.method == Method::HEAD,
+        close,
+        http10: parts.version == Version::HTTP_10,
+    };
+    // A client that waits for `100 Continue` before its body gets it once the
+    // request goes on past the proxy's own checks and replies (the handler no
+    // longer answers at once), like Envoy; a local reply (a 403) goes out
+    // without it. A client that sent body bytes anyway waits for nothing.
+    let continue_due = expect_continue && !rest.is_done() && input.buf.is_empty();
+    let (body, side) = if rest.is_done() {
+        (DownBody::Empty, Side::Home(input))
+    } else {
+        let (tx, rx) = oneshot::channel();
+        let body = H1Body {
+            input: Some(input),
+            rest,
+            back: Some(tx),
+        };
+        (DownBody::H1(body), Side::Lent(rx))
+    };
+    let ask = Ask {
+        asked,
+        continue_due,
+    };
+    Ok((Request::from_parts(parts, body), side, ask))
+}
+
+/// One request from dispatch to the end of its response: the request through
+/// the proxy (sending `100 Continue` when it goes on past the proxy's own
+/// replies), then the response on the wire. The request's future and the
+/// response writer are pinned here, each once, so the caller boxes the pair as
+/// one allocation. `None`: the client closed the connection while the request
+/// was served, which cancels it (logged `DC`, as with hyper).
+async fn exchange<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    conn: &Arc<ConnCtx>,
+    req: Request<DownBody>,
+    side: &mut Side,
+    ask: Ask,
+    drain_began: impl FnOnce() -> bool,
+    stall: Duration,
+) -> Option<io::Result<bool>> {
+    let Ask {
+        mut asked,
+        mut continue_due,
+    } = ask;
+    let rsp = {
+        let mut call = pin!(super::proxy::handle(req, conn.clone()));
+        loop {
+            let due = continue_due;
+            let r = poll_fn(|cx| {
+                if let Poll::Ready(r) = call.as_mut().poll(cx) {
+                    return Poll::Ready(Some(Some(r)));
+                }
+                if due {
+                    return Poll::Ready(Some(None));
+                }
+                side.poll_closed(cx).map(|()| None)
+            })
+            .await?;
+            match r {
+                Some(rsp) => break rsp,
+                None => {
+                    continue_due = false;
+                    send_all(wr, b"HTTP/1.1 100 Continue\r\n\r\n", stall)
+                        .await
+                        .ok()?;
+                    send_flush(wr, stall).await.ok()?;
+                }
             }
         }
-        return None;
-    }
+    };
+    asked.close |= drain_began();
+    let written = pin!(write_response(wr, rsp, asked, side, stall));
+    Some(written.await)
+}
+
+/// After a response: the read side for the next request, or (`Err`) that the
+/// connection closes, whether in order (the response went out) and the read
+/// side if the client may still be sending.
+async fn next_input(
+    written: io::Result<bool>,
+    side: Side,
+    draining: bool,
+) -> Result<Input, (bool, Option<Input>)> {
+    let unread = if matches!(written, Ok(true)) && !draining {
+        match side.settle().await {
+            Ok(mut inp) => {
+                // Idle keep-alive connections hold no buffers.
+                inp.release();
+                return Ok(inp);
+            }
+            Err(unread) => unread,
+        }
+    } else {
+        side.unread()
+    };
+    Err((written.is_ok(), unread))
 }
 
 /// `rest` when what of the body is buffered is well-formed.
@@ -804,16 +1011,11 @@ fn checked(rest: Rest, buf: &[u8]) -> Result<Rest, Reject> {
     }
 }
 
-fn inp_buf(input: &Option<Input>) -> &[u8] {
-    input.as_ref().map_or(&[], |i| &i.buf[..])
-}
-
 /// Answer a request this codec refuses before it is dispatched: `400`, counted
 /// and logged like the parser's refusals, then the connection closes (lingering,
 /// as the client may still be sending the body).
 async fn refuse<W: AsyncWrite + Unpin>(
     wr: &mut W,
-    out: &mut Vec<u8>,
     input: Input,
     conn: &ConnCtx,
     reason: Reject,
@@ -831,7 +1033,7 @@ async fn refuse<W: AsyncWrite + Unpin>(
         close: true,
         http10: false,
     };
-    if write_response(wr, out, rsp, asked, &mut side, stall)
+    if write_response(wr, rsp, asked, &mut side, stall)
         .await
         .is_ok()
     {
@@ -848,24 +1050,24 @@ async fn head_timed_out<W: AsyncWrite + Unpin>(
     wr: &mut W,
     conn: &ConnCtx,
     lim: &Limits,
-    out: &mut Vec<u8>,
     opened: Instant,
 ) {
     tracing::debug!("request head not received in time; answering 408");
     const BODY: &[u8] = b"request timeout\n";
-    out.clear();
+    let mut out = Vec::with_capacity(OUT_START);
     out.extend_from_slice(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain\r\n");
-    put_length(out, BODY.len() as u64);
-    put_date(out);
+    put_length(&mut out, BODY.len() as u64);
+    put_date(&mut out);
     out.extend_from_slice(b"connection: close\r\n\r\n");
     out.extend_from_slice(BODY);
     super::record_early_reply(conn, 408, crate::error::Reject::HeadTimeout, opened);
-    if send_all(wr, out, lim.idle).await.is_ok() && send_flush(wr, lim.idle).await.is_ok() {
+    if send_all(wr, &out, lim.idle).await.is_ok() && send_flush(wr, lim.idle).await.is_ok() {
         let _ = bounded(lim.idle, |cx| Pin::new(&mut *wr).poll_shutdown(cx)).await;
     }
 }
 
 /// How a response body is framed on the wire.
+#[derive(Clone, Copy)]
 enum Framing {
     None,
     Length(u64),
@@ -893,18 +1095,38 @@ struct Asked {
     http10: bool,
 }
 
-/// Write a response. `Ok(true)`: the connection can carry another request.
+/// Write a response: its head, then its body. `Ok(true)`: the connection can
+/// carry another request.
 async fn write_response<W: AsyncWrite + Unpin>(
     wr: &mut W,
-    out: &mut Vec<u8>,
     rsp: Response<RespBody>,
     asked: Asked,
     side: &mut Side,
     stall: Duration,
 ) -> io::Result<bool> {
     let (mut parts, mut body) = rsp.into_parts();
-    out.clear();
-    out.reserve(OUT_START);
+    let mut out = spare::out_buf();
+    let (framing, close) = put_head(&mut out, &mut parts, &mut body, asked);
+    drop(parts);
+    if let Framing::None = framing {
+        drop(body);
+        send_all(wr, &out, stall).await?;
+        send_flush(wr, stall).await?;
+        return Ok(!close);
+    }
+    let whole = pin!(write_body(wr, &mut out, body, framing, side, stall));
+    Ok(whole.await? && !close)
+}
+
+/// The response head into `out`, and how its body is framed: by the status, the
+/// request method, the body's exact length (or the declared one) and what the
+/// client speaks. The second value: the connection closes after this response.
+fn put_head(
+    out: &mut Vec<u8>,
+    parts: &mut http::response::Parts,
+    body: &mut RespBody,
+    asked: Asked,
+) -> (Framing, bool) {
     let is_head = asked.is_head;
     let mut close = asked.close;
     if parts.status.is_informational() {
@@ -913,7 +1135,7 @@ async fn write_response<W: AsyncWrite + Unpin>(
         // the connection closes.
         parts.status = http::StatusCode::INTERNAL_SERVER_ERROR;
         parts.headers.clear();
-        body = RespBody::full(Bytes::new());
+        *body = RespBody::full(Bytes::new());
         close = true;
     }
     let status = parts.status;
@@ -973,21 +1195,27 @@ async fn write_response<W: AsyncWrite + Unpin>(
         out.extend_from_slice(b"connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
+    (framing, close)
+}
 
-    let mut left = match framing {
-        Framing::None => {
-            drop(body);
-            send_all(wr, out, stall).await?;
-            send_flush(wr, stall).await?;
-            return Ok(!close);
-        }
-        Framing::Length(n) => n,
-        Framing::Chunked | Framing::Close => u64::MAX,
-    };
+/// The body after the head in `out`: frames that are ready join what is
+/// buffered, which goes out when the body has to wait. `Ok(false)`: the body
+/// was cut (the upstream broke, the client left, or it did not match its
+/// length), so the connection must close.
+async fn write_body<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    out: &mut Vec<u8>,
+    mut body: RespBody,
+    framing: Framing,
+    side: &mut Side,
+    stall: Duration,
+) -> io::Result<bool> {
     let chunked = matches!(framing, Framing::Chunked);
+    let mut left = match framing {
+        Framing::Length(n) => n,
+        _ => u64::MAX,
+    };
     loop {
-        // Frames that are ready join the head in one write; the buffer goes out
-        // when the body has to wait.
         // While the body waits, the client closing ends the response (and drops
         // the upstream's side of it) at once, not at the next failed write.
         let waiting = !out.is_empty();
@@ -1062,16 +1290,15 @@ async fn write_response<W: AsyncWrite + Unpin>(
             }
         }
     }
+    // Shorter than its length: the client must not wait for the rest.
+    let complete = !matches!(framing, Framing::Length(_)) || left == 0;
     if chunked {
         out.extend_from_slice(b"0\r\n\r\n");
-    } else if left > 0 && !matches!(framing, Framing::Close) {
-        // Shorter than its length: the client must not wait for the rest.
-        close = true;
     }
     drop(body);
     send_all(wr, out, stall).await?;
     send_flush(wr, stall).await?;
-    Ok(!close)
+    Ok(complete)
 }
 
 /// Run one write-side operation on the client connection, allowing the client to
@@ -1360,7 +1587,6 @@ mod tests {
         let mut wire = Vec::new();
         let keep = write_response(
             &mut wire,
-            &mut Vec::new(),
             rsp,
             asked,
             &mut Side::Spent(None),
