@@ -201,6 +201,15 @@ mod spare {
         }
     }
 
+    /// How many read and response buffers are kept.
+    #[cfg(test)]
+    pub(super) fn kept() -> (usize, usize) {
+        (
+            READ.with(|spares| spares.borrow().len()),
+            OUT.with(|spares| spares.borrow().len()),
+        )
+    }
+
     fn keep<T: 'static>(spares: &'static std::thread::LocalKey<RefCell<Vec<T>>>, item: T) {
         // (Not while the thread exits: then the item is just dropped.)
         let _ = spares.try_with(|spares| {
@@ -1539,6 +1548,52 @@ mod tests {
         assert_eq!(chunked.end_in(b"3\r\nabcd\r\n0\r\n\r\n"), None);
         assert_eq!(Rest::Length(2).end_in(b"abc"), Some(2));
         assert_eq!(Rest::Broken.end_in(b"0\r\n\r\n"), None);
+    }
+
+    #[test]
+    fn read_buffers_are_kept_for_reuse_only_when_unshared() {
+        let mut buf = spare::read_buf();
+        let at = buf.as_ptr();
+        assert!(buf.capacity() >= READ_CHUNK);
+        buf.extend_from_slice(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        let head = buf.split_to(buf.len()).freeze();
+        // A request's head still shares the memory: it is not kept.
+        spare::put_read_buf(buf);
+        let other = spare::read_buf();
+        assert_ne!(other.as_ptr(), at);
+        drop(head);
+        // Released once nothing shares it: the next connection that reads gets it
+        // back, whole.
+        let mut buf = spare::read_buf();
+        buf.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
+        let at = buf.as_ptr();
+        drop(buf.split_to(buf.len()).freeze());
+        spare::put_read_buf(buf);
+        let again = spare::read_buf();
+        assert_eq!(again.as_ptr(), at);
+        assert!(again.is_empty() && again.capacity() >= READ_CHUNK);
+    }
+
+    #[test]
+    fn response_buffers_come_back_unless_grown_and_spares_are_bounded() {
+        let mut out = spare::out_buf();
+        out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+        let at = out.as_ptr();
+        drop(out);
+        let out = spare::out_buf();
+        assert_eq!(out.as_ptr(), at);
+        assert!(out.is_empty());
+        let mut big = spare::out_buf();
+        big.resize(OUT_KEEP + 1, 0);
+        let at = big.as_ptr();
+        drop(big);
+        assert_ne!(spare::out_buf().as_ptr(), at, "a grown buffer is not kept");
+        drop(out);
+        let many: Vec<_> = (0..2 * spare::KEEP).map(|_| spare::out_buf()).collect();
+        drop(many);
+        let bufs: Vec<_> = (0..2 * spare::KEEP).map(|_| spare::read_buf()).collect();
+        bufs.into_iter().for_each(spare::put_read_buf);
+        assert_eq!(spare::kept(), (spare::KEEP, spare::KEEP));
     }
 
     #[test]
