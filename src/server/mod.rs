@@ -16,6 +16,7 @@ use attache_filters::Services;
 use prometheus::IntCounter;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_util::either::Either;
 
 use crate::accesslog::Sinks;
 use crate::config::raw::ListenerProtocol;
@@ -699,41 +700,18 @@ async fn serve_accepted(
     let mut conn = Box::new(ConnCtx::new(slot, remote));
     conn.open = Some(guard);
     conn.drain_cut = drain_cut;
-    match &listener.tls {
-        None => serve_io(stream, conn, &listener, local, drain, drain_timeout).await,
-        // Boxed, like the protocols in `serve_io`: the task is sized by what a
-        // plaintext connection holds while it waits.
-        Some(tls) => {
-            Box::pin(serve_tls(
-                stream,
-                conn,
-                tls,
-                &listener,
-                local,
-                drain,
-                drain_timeout,
-            ))
-            .await
-        }
-    }
-}
-
-/// The TLS handshake, then the listener's protocol over TLS.
-async fn serve_tls(
-    stream: tokio::net::TcpStream,
-    mut conn: Box<ConnCtx>,
-    tls: &crate::tls::ServerTls,
-    listener: &Arc<Listener>,
-    local: SocketAddr,
-    drain: watch::Receiver<bool>,
-    drain_timeout: Duration,
-) {
-    // Boxed: the handshake's state (rustls's connection, the timeout) and its
-    // result would otherwise size this future for the connection's life.
-    let Some(stream) = Box::pin(handshake(stream, &mut conn, tls, &listener.name)).await else {
-        return;
+    // One `serve_io` for plaintext and TLS (the stream is either): a TLS
+    // connection's task holds one copy of the serving state, not a second, boxed
+    // one beside the unused plaintext one. The handshake is boxed: its state
+    // (rustls's connection, the timeout) and result are freed once it is done.
+    let io = match &listener.tls {
+        None => Either::Left(stream),
+        Some(tls) => match Box::pin(handshake(stream, &mut conn, tls, &listener.name)).await {
+            Some(s) => Either::Right(s),
+            None => return,
+        },
     };
-    serve_io(stream, conn, listener, local, drain, drain_timeout).await
+    serve_io(io, conn, &listener, local, drain, drain_timeout).await
 }
 
 /// The TLS handshake; the peer's facts go onto `conn`.
@@ -849,7 +827,9 @@ mod tests {
 
     /// An idle connection's memory is mostly its task, the future of
     /// `serve_accepted`. What a request in flight, hyper, a TLS handshake, TCP
-    /// proxying or Thrift need is boxed when used, so the task stays small.
+    /// proxying or Thrift need is boxed when used, so the task stays small. A TLS
+    /// connection has the same task: it serves its boxed TLS stream through the
+    /// same `serve_io` future.
     #[tokio::test]
     async fn the_connection_task_is_small() {
         let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -874,49 +854,5 @@ mod tests {
         // Debug-build sizes (release ones are smaller); it was 11.7 KiB with the
         // request, the response writer and the TLS branch inline.
         assert!(size <= 4608, "a connection's task is {size} bytes");
-    }
-
-    /// A TLS connection's future holds no handshake state while it serves: the
-    /// handshake (rustls's connection, the timeout) and its result are boxed and
-    /// freed once done, so `serve_tls` is the size of serving a plain connection
-    /// (it was 1.6 KiB more in a debug build, the TLS stream held twice).
-    #[tokio::test]
-    async fn a_served_tls_connection_holds_no_handshake_state() {
-        use crate::tls::testutil::{Leaf, Pki};
-        let dir = tempfile::tempdir().expect("tempdir");
-        let pki = Pki::new(dir.path(), "ca").expect("pki");
-        let server = pki.issue("server", &Leaf::new("server")).expect("leaf");
-        let raw = crate::config::raw::ListenerTls {
-            cert_chain: Some(server.cert.clone()),
-            private_key: Some(server.key.clone()),
-            ..Default::default()
-        };
-        let stats = crate::stats::Stats::new();
-        let tls = crate::tls::ServerTls::build(&raw, "l", &stats).expect("server tls");
-        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = l.local_addr().expect("local address");
-        let slot = Arc::new(ArcSwap::from_pointee(crate::http::tests::runtime("")));
-        let listener = slot.load().listener.clone();
-        let conn = || Box::new(ConnCtx::new(slot.clone(), addr));
-        let connect = || tokio::net::TcpStream::connect(addr);
-        let (_tx, drain) = watch::channel(false);
-        let timeout = Duration::from_secs(1);
-        let stream = connect().await.expect("connect");
-        let tls_fut = serve_tls(
-            stream,
-            conn(),
-            &tls,
-            &listener,
-            addr,
-            drain.clone(),
-            timeout,
-        );
-        let stream = connect().await.expect("connect");
-        let plain_fut = serve_io(stream, conn(), &listener, addr, drain, timeout);
-        let (tls_size, plain) = (size_of_val(&tls_fut), size_of_val(&plain_fut));
-        assert!(
-            tls_size <= plain + 256,
-            "serve_tls is {tls_size} bytes, serving a plain connection {plain}"
-        );
     }
 }
