@@ -334,7 +334,7 @@ tracing_block() { # sampling
 # The idle test's TLS listener: the bench listener's routes, over TLS.
 attache_tls_listener() { # port
 	cat <<EOF
-  - name: bench-tls
+  - name: bench_tls
     address: 127.0.0.1:$1
     protocol: http
     tls: { cert_chain: $CERTS/server.pem, private_key: $CERTS/server.key }
