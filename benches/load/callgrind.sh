@@ -59,7 +59,7 @@ wait_port() {
 	exit 1
 }
 
-render "$HERE/origin.conf.in" "$OUT/origin.conf" DIR="$OUT" ORIGIN_PORT="$ORIGIN_PORT" USER="$USER_LINE"
+render "$HERE/origin.conf.in" "$OUT/origin.conf" DIR="$OUT" ORIGIN_PORT="$ORIGIN_PORT" USER="$USER_LINE" WORKERS=1
 nginx -c "$OUT/origin.conf" -p "$OUT" &
 PIDS+=($!)
 wait_port "$ORIGIN_PORT"
@@ -80,7 +80,7 @@ listeners:
             direct_response: { status: 200, body: "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\n" }
 EOF
 	else
-		render "$HERE/attache.yaml.in" "$2" ORIGIN_PORT="$ORIGIN_PORT" PROXY_PORT="$PROXY_PORT" TRACING=""
+		render "$HERE/attache.yaml.in" "$2" ORIGIN_PORT="$ORIGIN_PORT" PROXY_PORT="$PROXY_PORT" TRACING="" TLS_LISTENER=""
 	fi
 }
 
@@ -113,7 +113,7 @@ for bin in "$@"; do
 done
 if [[ " $CONTENDERS " == *" nginx "* ]]; then
 	render "$HERE/nginx.conf.in" "$OUT/nginx.conf" DIR="$OUT" ORIGIN_PORT="$ORIGIN_PORT" \
-		PROXY_PORT="$PROXY_PORT" H2_LISTEN="" USER="$USER_LINE" FWD_HEADERS="" FWD_NOTE="bare"
+		PROXY_PORT="$PROXY_PORT" H2_LISTEN="" TLS_LISTEN="" WORKERS=1 USER="$USER_LINE" FWD_HEADERS="" FWD_NOTE="bare"
 	# NGINX forks no worker with master_process off: the one process serves.
 	measure nginx-forward nginx -c "$OUT/nginx.conf" -p "$OUT" -g "master_process off;"
 fi
