@@ -16,6 +16,7 @@ use attache_filters::Services;
 use prometheus::IntCounter;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_util::either::Either;
 
 use crate::accesslog::Sinks;
 use crate::config::raw::ListenerProtocol;
@@ -720,53 +721,51 @@ async fn serve_accepted(
     let mut conn = Box::new(ConnCtx::new(slot, remote));
     conn.open = Some(guard);
     conn.drain_cut = drain_cut;
-    match &listener.tls {
-        None => serve_io(stream, conn, &listener, local, drain, drain_timeout).await,
-        // Boxed, like the protocols in `serve_io`: the task is sized by what a
-        // plaintext connection holds while it waits.
-        Some(tls) => {
-            Box::pin(serve_tls(
-                stream,
-                conn,
-                tls,
-                &listener,
-                local,
-                drain,
-                drain_timeout,
-            ))
-            .await
+    // One `serve_io` for plaintext and TLS (the stream is either): a TLS
+    // connection's task holds one copy of the serving state, not a second, boxed
+    // one beside the unused plaintext one. The handshake is boxed: its state
+    // (rustls's connection, the timeout) and result are freed once it is done.
+    let io = match &listener.tls {
+        None => Either::Left(stream),
+        Some(tls) => match Box::pin(handshake(stream, &mut conn, tls, &listener.name)).await {
+            Some(s) => Either::Right(s),
+            None => return,
+        },
+    };
+    serve_io(io, conn, &listener, local, drain, drain_timeout).await
+}
+
+/// The TLS handshake; the peer's facts go onto `conn`.
+async fn handshake(
+    stream: tokio::net::TcpStream,
+    conn: &mut ConnCtx,
+    tls: &crate::tls::ServerTls,
+    listener: &str,
+) -> Option<Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>> {
+    match tls.accept(stream).await {
+        Ok((s, peer)) => {
+            adopt_peer(conn, peer, tls);
+            // Boxed: the stream (rustls's state is inline in it) is passed by value
+            // down the layers of the connection's future; each would keep its size.
+            Some(Box::new(s))
+        }
+        Err(e) => {
+            tracing::debug!(listener, remote = %conn.remote, error = %e, "tls handshake failed");
+            None
         }
     }
 }
 
-/// The TLS handshake, then the listener's protocol over TLS.
-async fn serve_tls(
-    stream: tokio::net::TcpStream,
-    mut conn: Box<ConnCtx>,
-    tls: &crate::tls::ServerTls,
-    listener: &Arc<Listener>,
-    local: SocketAddr,
-    drain: watch::Receiver<bool>,
-    drain_timeout: Duration,
-) {
-    match tls.accept(stream).await {
-        Ok((s, peer)) => {
-            conn.tls = true;
-            conn.tls_version = peer.version;
-            conn.tls_cipher = peer.cipher;
-            conn.sni = peer.sni.as_deref().map(Box::from);
-            conn.peer_sans = peer.sans().map(str::to_string).collect();
-            conn.xfcc = tls.forward_client_cert();
-            if peer.has_client_cert {
-                conn.peer = Some(peer);
-            }
-            // Boxed: the stream (rustls's state is inline in it) is passed by value
-            // down the layers of the connection's future; each would keep its size.
-            serve_io(Box::new(s), conn, listener, local, drain, drain_timeout).await
-        }
-        Err(e) => {
-            tracing::debug!(listener = %listener.name, remote = %conn.remote, error = %e, "tls handshake failed");
-        }
+/// What the handshake told about the peer, onto the connection's facts.
+fn adopt_peer(conn: &mut ConnCtx, peer: crate::tls::PeerInfo, tls: &crate::tls::ServerTls) {
+    conn.tls = true;
+    conn.tls_version = peer.version;
+    conn.tls_cipher = peer.cipher;
+    conn.sni = peer.sni.as_deref().map(Box::from);
+    conn.peer_sans = peer.sans().map(str::to_string).collect();
+    conn.xfcc = tls.forward_client_cert();
+    if peer.has_client_cert {
+        conn.peer = Some(peer);
     }
 }
 
@@ -849,7 +848,9 @@ mod tests {
 
     /// An idle connection's memory is mostly its task, the future of
     /// `serve_accepted`. What a request in flight, hyper, a TLS handshake, TCP
-    /// proxying or Thrift need is boxed when used, so the task stays small.
+    /// proxying or Thrift need is boxed when used, so the task stays small. A TLS
+    /// connection has the same task: it serves its boxed TLS stream through the
+    /// same `serve_io` future.
     #[tokio::test]
     async fn the_connection_task_is_small() {
         let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
