@@ -10,7 +10,8 @@ use serde::Deserialize;
 
 use super::explain::{self, Act, Outcome, RouteId};
 use crate::config::load::{self, Diagnostic, SourceMap};
-use crate::config::{raw, Snapshot};
+use crate::config::words::plural;
+use crate::config::{duration, Snapshot};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -237,64 +238,54 @@ fn check(e: &Expect, o: &Outcome, map: &SourceMap, tp: &str, out: &mut Vec<Misma
         mm("filters", f.join(", "), o.filters.join(", "));
     }
     if let Some(t) = &e.timeout {
-        let expected = crate::config::duration::parse(t)
-            .map(explain::fmt_dur)
+        let expected = duration::parse(t)
+            .map(duration::format)
             .unwrap_or_else(|_| t.clone());
         mm(
             "timeout",
             expected,
-            o.timeout.map_or("none".into(), explain::fmt_dur),
+            o.timeout.map_or("none".into(), duration::format),
         );
     }
 }
 
-/// Every route of the config, for coverage: (id, `listener/vhost/route`, path).
-pub fn all_routes(cfg: &raw::Config) -> Vec<(RouteId, String, String)> {
+/// Every route of the compiled config, for coverage: (id, `listener/vhost/route`,
+/// the route's path in the source).
+pub fn all_routes(snap: &Snapshot) -> Vec<(RouteId, String, String)> {
     let mut out = Vec::new();
-    for (li, l) in cfg.listeners.iter().enumerate() {
-        for (vi, vh) in l.virtual_hosts.iter().enumerate() {
+    for (li, l) in snap.listeners.iter().enumerate() {
+        let vhosts = l.http.iter().flat_map(|h| h.router.vhosts.iter());
+        for (vi, vh) in vhosts.enumerate() {
             for (ri, r) in vh.routes.iter().enumerate() {
-                let name = r
-                    .name
-                    .clone()
-                    .unwrap_or_else(|| format!("{}/{}", vh.name, ri));
                 out.push((
                     RouteId {
                         listener: li,
                         vhost: Some(vi),
                         route: ri,
                     },
-                    format!("{}/{}/{}", l.name, vh.name, name),
+                    format!("{}/{}/{}", l.name, vh.name, r.name),
                     format!("listeners.{li}.virtual_hosts.{vi}.routes.{ri}"),
                 ));
             }
         }
-        if let Some(t) = &l.thrift {
-            for (ri, r) in t.routes.iter().enumerate() {
-                let name = r.name.clone().unwrap_or_else(|| format!("routes.{ri}"));
-                out.push((
-                    RouteId {
-                        listener: li,
-                        vhost: None,
-                        route: ri,
-                    },
-                    format!("{}/{}", l.name, name),
-                    format!("listeners.{li}.thrift.routes.{ri}"),
-                ));
-            }
+        let thrift = l.thrift.iter().flat_map(|t| t.routes().all().iter());
+        for (ri, r) in thrift.enumerate() {
+            out.push((
+                RouteId {
+                    listener: li,
+                    vhost: None,
+                    route: ri,
+                },
+                format!("{}/{}", l.name, r.name),
+                format!("listeners.{li}.thrift.routes.{ri}"),
+            ));
         }
     }
     out
 }
 
 /// Run every test.
-pub fn run(
-    snap: &Snapshot,
-    cfg: &raw::Config,
-    cfg_map: &SourceMap,
-    tests: &File,
-    tests_map: &SourceMap,
-) -> Report {
+pub fn run(snap: &Snapshot, cfg_map: &SourceMap, tests: &File, tests_map: &SourceMap) -> Report {
     let mut reached: BTreeSet<RouteId> = BTreeSet::new();
     let mut results = Vec::new();
     for (i, t) in tests.tests.iter().enumerate() {
@@ -323,7 +314,7 @@ pub fn run(
             service: t.request.service.clone(),
         };
         let mut mismatches = Vec::new();
-        match explain::evaluate(snap, cfg, &rq) {
+        match explain::evaluate(snap, &rq) {
             Ok(o) => {
                 if let Some(id) = &o.route_id {
                     reached.insert(id.clone());
@@ -343,7 +334,7 @@ pub fn run(
             mismatches,
         });
     }
-    let all = all_routes(cfg);
+    let all = all_routes(snap);
     let unreached = all
         .iter()
         .filter(|(id, _, _)| !reached.contains(id))
@@ -389,7 +380,7 @@ impl Report {
         let _ = writeln!(
             s,
             "{}: {} passed, {} failed",
-            super::plural(self.results.len(), "test"),
+            plural(self.results.len(), "test"),
             self.results.len() - failed,
             failed
         );
