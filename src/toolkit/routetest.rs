@@ -152,8 +152,56 @@ fn weights_str(ws: &[(String, u64)]) -> String {
         .join(", ")
 }
 
+/// Each expectation the test states, compared with what happened.
 fn check(e: &Expect, o: &Outcome, map: &SourceMap, tp: &str, out: &mut Vec<Mismatch>) {
-    let mut mm = |field: &'static str, expected: String, actual: String| {
+    let stated = [
+        (
+            "virtual_host",
+            e.virtual_host
+                .clone()
+                .map(|v| (v, or_none(&o.virtual_host))),
+        ),
+        ("route", e.route.clone().map(|r| (r, or_none(&o.route)))),
+        ("no_route", e.no_route.map(|n| (n.to_string(), no_route(o)))),
+        (
+            "cluster",
+            e.cluster.clone().map(|c| (c, cluster(&o.action))),
+        ),
+        (
+            "weighted_clusters",
+            e.weighted_clusters
+                .as_ref()
+                .map(|ws| weighted(ws, &o.action)),
+        ),
+        (
+            "redirect",
+            e.redirect.clone().map(|r| (r, redirect(&o.action))),
+        ),
+        (
+            "direct_response",
+            e.direct_response
+                .map(|s| (s.to_string(), direct(&o.action))),
+        ),
+        (
+            "status",
+            e.status.map(|s| (s.to_string(), status(&o.action))),
+        ),
+        (
+            "rewritten_path",
+            e.rewritten_path.clone().map(|p| (p, rewritten(o))),
+        ),
+        (
+            "filters",
+            e.filters
+                .as_ref()
+                .map(|f| (f.join(", "), o.filters.join(", "))),
+        ),
+        ("timeout", e.timeout.as_deref().map(|t| timeout(t, o))),
+    ];
+    for (field, pair) in stated {
+        let Some((expected, actual)) = pair else {
+            continue;
+        };
         if expected != actual {
             out.push(Mismatch {
                 field,
@@ -162,91 +210,72 @@ fn check(e: &Expect, o: &Outcome, map: &SourceMap, tp: &str, out: &mut Vec<Misma
                 at: map.diag(&format!("{tp}.expect.{field}"), ""),
             });
         }
+    }
+}
+
+fn or_none(v: &Option<String>) -> String {
+    v.clone().unwrap_or_else(|| "(none)".to_string())
+}
+
+fn no_route(o: &Outcome) -> String {
+    if o.route.is_none() && matches!(o.action, Act::NoRoute) {
+        "true".into()
+    } else {
+        format!("false (route {})", or_none(&o.route))
+    }
+}
+
+/// The cluster the request goes to, else what happens instead.
+fn cluster(a: &Act) -> String {
+    match a {
+        Act::Cluster(c) | Act::Tcp(c) => c.clone(),
+        Act::ClusterHeader {
+            resolved: Some(c), ..
+        } => c.clone(),
+        other => other.describe(),
+    }
+}
+
+/// (expected, actual) weights, each sorted by cluster.
+fn weighted(expected: &BTreeMap<String, u64>, a: &Act) -> (String, String) {
+    let expected: Vec<(String, u64)> = expected.iter().map(|(c, w)| (c.clone(), *w)).collect();
+    let actual = match a {
+        Act::Weighted(ws) => weights_str(ws),
+        other => other.describe(),
     };
-    let none = || "(none)".to_string();
-    if let Some(v) = &e.virtual_host {
-        mm(
-            "virtual_host",
-            v.clone(),
-            o.virtual_host.clone().unwrap_or_else(none),
-        );
+    (weights_str(&expected), actual)
+}
+
+fn redirect(a: &Act) -> String {
+    match a {
+        Act::Redirect { location, .. } => location.clone(),
+        other => other.describe(),
     }
-    if let Some(r) = &e.route {
-        mm("route", r.clone(), o.route.clone().unwrap_or_else(none));
+}
+
+fn direct(a: &Act) -> String {
+    match a {
+        Act::Direct { status } => status.to_string(),
+        other => other.describe(),
     }
-    if let Some(n) = e.no_route {
-        let actual = o.route.is_none() && matches!(o.action, Act::NoRoute);
-        mm(
-            "no_route",
-            n.to_string(),
-            if actual {
-                "true".into()
-            } else {
-                format!("false (route {})", o.route.clone().unwrap_or_else(none))
-            },
-        );
-    }
-    if let Some(c) = &e.cluster {
-        let actual = match &o.action {
-            Act::Cluster(c) | Act::Tcp(c) => c.clone(),
-            Act::ClusterHeader {
-                resolved: Some(c), ..
-            } => c.clone(),
-            other => other.describe(),
-        };
-        mm("cluster", c.clone(), actual);
-    }
-    if let Some(ws) = &e.weighted_clusters {
-        let expected: Vec<(String, u64)> = ws.iter().map(|(c, w)| (c.clone(), *w)).collect();
-        let actual = match &o.action {
-            Act::Weighted(a) => weights_str(a),
-            other => other.describe(),
-        };
-        mm("weighted_clusters", weights_str(&expected), actual);
-    }
-    if let Some(r) = &e.redirect {
-        let actual = match &o.action {
-            Act::Redirect { location, .. } => location.clone(),
-            other => other.describe(),
-        };
-        mm("redirect", r.clone(), actual);
-    }
-    if let Some(s) = e.direct_response {
-        let actual = match &o.action {
-            Act::Direct { status } => status.to_string(),
-            other => other.describe(),
-        };
-        mm("direct_response", s.to_string(), actual);
-    }
-    if let Some(s) = e.status {
-        let actual = status_of(&o.action).map_or_else(
-            || format!("proxied ({})", o.action.describe()),
-            |s| s.to_string(),
-        );
-        mm("status", s.to_string(), actual);
-    }
-    if let Some(p) = &e.rewritten_path {
-        mm(
-            "rewritten_path",
-            p.clone(),
-            o.upstream_path
-                .clone()
-                .unwrap_or_else(|| "(not proxied)".into()),
-        );
-    }
-    if let Some(f) = &e.filters {
-        mm("filters", f.join(", "), o.filters.join(", "));
-    }
-    if let Some(t) = &e.timeout {
-        let expected = duration::parse(t)
-            .map(duration::format)
-            .unwrap_or_else(|_| t.clone());
-        mm(
-            "timeout",
-            expected,
-            o.timeout.map_or("none".into(), duration::format),
-        );
-    }
+}
+
+fn status(a: &Act) -> String {
+    status_of(a).map_or_else(|| format!("proxied ({})", a.describe()), |s| s.to_string())
+}
+
+fn rewritten(o: &Outcome) -> String {
+    o.upstream_path
+        .clone()
+        .unwrap_or_else(|| "(not proxied)".into())
+}
+
+/// (expected, actual) timeouts, both written the way configs write them.
+fn timeout(t: &str, o: &Outcome) -> (String, String) {
+    let expected = duration::parse(t)
+        .map(duration::format)
+        .unwrap_or_else(|_| t.to_string());
+    (expected, o.timeout.map_or("none".into(), duration::format))
 }
 
 /// Every route of the compiled config, for coverage: (id, `listener/vhost/route`,
