@@ -242,14 +242,8 @@ fn listener(cx: &mut Cx<'_>, p: Pair<'_, raw::Listener>) {
             &at("tcp.cluster"),
         );
     }
-    tls(
-        cx,
-        name,
-        &lp,
-        LISTENER_TLS,
-        o.tls.as_ref().map(listener_tls),
-        n.tls.as_ref().map(listener_tls),
-    );
+    let both = (o.tls.as_ref(), n.tls.as_ref());
+    tls(cx, (name, &lp), LISTENER_TLS, listener_tls, both);
     filters(cx, name, &lp, o, n);
     routes::virtual_hosts(cx, name, (oi, o), (i, n));
     routes::thrift_routes(cx, name, (oi, o), (i, n));
@@ -283,14 +277,8 @@ fn cluster(cx: &mut Cx<'_>, p: Pair<'_, raw::Cluster>) {
     for (k, a, b) in fields {
         cx.field(Kind::Cluster, name, k, &a, &b, &format!("{cp}.{k}"));
     }
-    tls(
-        cx,
-        name,
-        &cp,
-        CLUSTER_TLS,
-        o.tls.as_ref().map(cluster_tls),
-        n.tls.as_ref().map(cluster_tls),
-    );
+    let both = (o.tls.as_ref(), n.tls.as_ref());
+    tls(cx, (name, &cp), CLUSTER_TLS, cluster_tls, both);
 }
 
 /// `endpoints +a, +b, -c` when the endpoint set changed.
@@ -375,16 +363,15 @@ fn cluster_tls(t: &raw::ClusterTls) -> TlsFields {
 
 /// The `tls:` block of the listener or cluster at `owner`: added, removed, or the
 /// keys that differ.
-fn tls(
+fn tls<T>(
     cx: &mut Cx<'_>,
-    name: &str,
-    owner: &str,
+    (name, owner): (&str, &str),
     words: TlsWords,
-    o: Option<TlsFields>,
-    n: Option<TlsFields>,
+    fields: fn(&T) -> TlsFields,
+    (o, n): (Option<&T>, Option<&T>),
 ) {
     let tp = format!("{owner}.tls");
-    match (o, n) {
+    match (o.map(fields), n.map(fields)) {
         (None, None) => {}
         (None, Some(_)) => cx.added(Kind::Tls, name, words.added.into(), &tp),
         (Some(_), None) => cx.push(Kind::Tls, '-', name, words.removed.into(), owner, false),
