@@ -545,7 +545,10 @@ async fn an_rds_update_moves_traffic_live_without_a_reload() {
     // /explain answers from the running snapshot, xDS listeners and routes included.
     let (status, body) = p.admin_get("/explain?listener=dyn&path=/").await;
     assert_eq!(status, 200, "{body}");
-    assert!(body.contains("action        route to cluster app_b\n"), "{body}");
+    assert!(
+        body.contains("action        route to cluster app_b\n"),
+        "{body}"
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
     let a_hits = a.hits();
     tokio::time::sleep(Duration::from_millis(500)).await;
