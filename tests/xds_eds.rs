@@ -599,6 +599,13 @@ async fn an_rds_update_moves_traffic_live_without_a_reload_even_with_the_file_br
     assert_ne!(status, 200, "the broken file is refused");
     mgmt.push_type(xds_util::RDS, "r2", vec![routes("app_b")]);
     eventually(WAIT, "b serves", || async { (b.hits() > 20).then_some(()) }).await;
+    // /explain answers from the running snapshot, xDS listeners and routes included.
+    let (status, body) = p.admin_get("/explain?listener=dyn&path=/").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("action        route to cluster app_b\n"),
+        "{body}"
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
     let a_hits = a.hits();
     tokio::time::sleep(Duration::from_millis(500)).await;

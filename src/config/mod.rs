@@ -1,15 +1,18 @@
 //! Config: raw serde types -> validation with FILE:LINE:COL -> compiled snapshot.
 
 pub mod compile;
+pub mod diff;
 pub mod duration;
 pub mod endpoints;
 pub mod from_xds;
 pub mod hints;
 pub mod include;
+pub mod lint;
 pub mod load;
 pub mod problem;
 pub mod raw;
 pub mod snapshot;
+pub mod words;
 
 pub use load::Diagnostic;
 pub use problem::{Problem, Problems};
