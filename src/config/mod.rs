@@ -9,7 +9,9 @@ pub mod load;
 pub mod problem;
 pub mod raw;
 pub mod snapshot;
+pub mod types;
 
+pub use compile::ClusterEntry;
 pub use load::Diagnostic;
 pub use problem::{Problem, Problems};
 pub use snapshot::Snapshot;

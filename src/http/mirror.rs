@@ -14,7 +14,7 @@ use http::{Request, Uri, Version};
 use http_body_util::BodyExt;
 use prometheus::IntCounter;
 
-use crate::config::raw::UpstreamProtocol;
+use crate::upstream::UpstreamProtocol;
 use crate::stats::Stats;
 use crate::upstream::{Cluster, Outcome, Refused, UpBody};
 

@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::accesslog::Sinks;
-use crate::config::raw::ListenerProtocol;
+use crate::config::types::ListenerProtocol;
 use crate::config::snapshot::Listener;
 use crate::config::{Diagnostic, Snapshot};
 use crate::http::{ConnCtx, Runtime};

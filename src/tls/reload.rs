@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use prometheus::IntCounter;
 
 use super::material::Problems;
@@ -24,6 +25,49 @@ pub(crate) trait Reload: Send + Sync + 'static {
     /// Re-read every file and swap in a new config; on error the old one stays.
     fn reload(&self) -> Result<(), Problems>;
     fn counters(&self) -> (&IntCounter, &IntCounter);
+}
+
+/// Settings whose files build the material one side of TLS uses.
+pub(crate) trait Source: Send + Sync + 'static {
+    type Loaded: Send + Sync + 'static;
+    /// Every file `load` reads.
+    fn files(&self) -> Vec<String>;
+    /// Read every file and build the material.
+    fn load(&self) -> Result<Self::Loaded, Problems>;
+}
+
+/// The material in use (swapped whole on rotation), the settings it is rebuilt
+/// from, and the watch on their files.
+pub(crate) struct Material<S: Source> {
+    settings: S,
+    current: ArcSwap<S::Loaded>,
+    pub(crate) watch: Watch,
+}
+
+impl<S: Source> Material<S> {
+    /// Load the settings' files; the watch starts from their content just before.
+    pub(crate) fn load(settings: S) -> Result<Material<S>, Problems> {
+        let paths = settings.files();
+        let initial = fingerprint(&paths);
+        let loaded = settings.load()?;
+        Ok(Material {
+            settings,
+            current: ArcSwap::from_pointee(loaded),
+            watch: Watch::new(paths, initial),
+        })
+    }
+
+    /// The material new connections use now.
+    pub(crate) fn current(&self) -> Arc<S::Loaded> {
+        self.current.load_full()
+    }
+
+    /// Re-read every file and swap in the result; on error the old one stays.
+    pub(crate) fn reload(&self) -> Result<(), Problems> {
+        let loaded = self.settings.load()?;
+        self.current.store(Arc::new(loaded));
+        Ok(())
+    }
 }
 
 /// A hash of the content of every watched file; unreadable files hash their error kind.

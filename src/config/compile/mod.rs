@@ -27,9 +27,11 @@ mod http_listener;
 mod listener;
 mod rbac;
 mod route;
+mod thrift;
 mod tls;
 mod xds;
 
+pub use cluster::ClusterEntry;
 use cluster::compile_clusters;
 #[cfg(test)]
 pub(crate) use cluster_settings::cluster_settings;

@@ -1,26 +1,319 @@
-//! `tls:` blocks of listeners and clusters, reported under `<path>.tls`.
+//! `tls:` blocks of listeners and clusters: every setting checked (all problems
+//! at once, keyed by the dotted path relative to the block, reported under
+//! `<path>.tls`), then compiled into the typed settings the TLS builders take,
+//! every default applied. The checks here never touch the filesystem (that is
+//! what `--skip-files` runs); the builders read and parse every PEM file.
 
+use rustls::pki_types::ServerName;
+
+use super::route::san_matcher;
 use super::Cx;
+use crate::config::raw;
+use crate::config::{Problem, Problems};
+use crate::router::SanMatch;
+use crate::tls::{
+    check_path, CertPair, ClusterSettings, ListenerSettings, MinVersion, SniCertificate,
+    DEFAULT_HANDSHAKE_TIMEOUT,
+};
 
-/// A `tls:` block: with file checks, build it (building validates every file and
-/// setting first and returns all problems, so nothing is read twice); without, only
-/// check the settings and that paths are well-formed. Problems are reported under
-/// `<path>.tls`.
-pub(super) fn tls_material<T>(
+/// A `tls:` block: check its settings (and, with file checks, build it, which
+/// reads every file); problems are reported under `<path>.tls`.
+pub(super) fn tls_material<S, T>(
     cx: &mut Cx<'_>,
     path: &str,
     check_files: bool,
-    check_without_files: impl FnOnce() -> crate::tls::Problems,
-    build: impl FnOnce() -> Result<T, crate::tls::Problems>,
+    settings: Result<S, Problems>,
+    build: impl FnOnce(S) -> Result<T, Problems>,
 ) -> Option<T> {
-    let problems = if check_files {
-        match build() {
+    let problems = match settings {
+        Ok(s) if check_files => match build(s) {
             Ok(x) => return Some(x),
             Err(problems) => problems,
-        }
-    } else {
-        check_without_files()
+        },
+        Ok(_) => return None,
+        Err(problems) => problems,
     };
     cx.report(&format!("{path}.tls"), problems);
     None
+}
+
+/// A listener's `tls:` block; `alpn` when the block sets none.
+pub(crate) fn listener_settings(
+    tls: &raw::ListenerTls,
+    default_alpn: &[&str],
+) -> Result<ListenerSettings, Problems> {
+    let problems = listener_static(tls);
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let default_cert = tls.cert_chain.clone().zip(tls.private_key.clone());
+    Ok(ListenerSettings {
+        default_cert: default_cert.map(|(cert_chain, private_key)| CertPair {
+            cert_chain,
+            private_key,
+        }),
+        certificates: tls
+            .certificates
+            .iter()
+            .map(|c| SniCertificate {
+                server_names: c.server_names.clone(),
+                pair: CertPair {
+                    cert_chain: c.cert_chain.clone(),
+                    private_key: c.private_key.clone(),
+                },
+            })
+            .collect(),
+        client_ca: tls.client_ca.clone(),
+        require_client_cert: tls.require_client_cert != Some(false),
+        allowed_client_sans: tls.allowed_client_sans.iter().filter_map(san_matcher).collect(),
+        alpn: alpn(&tls.alpn, default_alpn),
+        min_version: min_version(&tls.min_version).unwrap_or_default(),
+        handshake_timeout: tls
+            .handshake_timeout
+            .map_or(DEFAULT_HANDSHAKE_TIMEOUT, |d| d.0),
+        forward_client_cert: tls.forward_client_cert.unwrap_or_default(),
+    })
+}
+
+/// A cluster's `tls:` block; `alpn` when the block sets none.
+pub(crate) fn cluster_settings(
+    tls: &raw::ClusterTls,
+    default_alpn: &[&str],
+) -> Result<ClusterSettings, Problems> {
+    let problems = cluster_static(tls);
+    let Some(ca) = tls.ca.clone().filter(|_| problems.is_empty()) else {
+        return Err(problems);
+    };
+    let client_cert = tls.cert_chain.clone().zip(tls.private_key.clone());
+    Ok(ClusterSettings {
+        ca,
+        sni: tls
+            .sni
+            .as_deref()
+            .and_then(|s| ServerName::try_from(s.to_string()).ok()),
+        verify_sans: tls.verify_sans.clone(),
+        client_cert: client_cert.map(|(cert_chain, private_key)| CertPair {
+            cert_chain,
+            private_key,
+        }),
+        alpn: alpn(&tls.alpn, default_alpn),
+    })
+}
+
+fn alpn(alpn: &Option<Vec<String>>, default: &[&str]) -> Vec<Vec<u8>> {
+    match alpn {
+        Some(list) => list.iter().map(|p| p.as_bytes().to_vec()).collect(),
+        None => default.iter().map(|p| p.as_bytes().to_vec()).collect(),
+    }
+}
+
+fn check_opt_path(problems: &mut Problems, key: &str, path: &Option<String>) {
+    if let Some(p) = path {
+        if let Err(e) = check_path(p) {
+            problems.push(Problem::new(key.to_string(), e));
+        }
+    }
+}
+
+fn pair(problems: &mut Problems, prefix: &str, chain: &Option<String>, key: &Option<String>) {
+    match (chain, key) {
+        (Some(_), None) => problems.push(
+            Problem::new(
+                format!("{prefix}private_key"),
+                "cert_chain is set but private_key is missing",
+            )
+            .hint("add `private_key: PATH`, the PEM key of that certificate"),
+        ),
+        (None, Some(_)) => problems.push(
+            Problem::new(
+                format!("{prefix}cert_chain"),
+                "private_key is set but cert_chain is missing",
+            )
+            .hint("add `cert_chain: PATH`, the PEM certificate chain, leaf first"),
+        ),
+        _ => {}
+    }
+    check_opt_path(problems, &format!("{prefix}cert_chain"), chain);
+    check_opt_path(problems, &format!("{prefix}private_key"), key);
+}
+
+/// A `min_version`; `None` for a bad value.
+fn min_version(min_version: &Option<String>) -> Option<MinVersion> {
+    match min_version.as_deref().map(str::trim) {
+        None | Some("1.2") => Some(MinVersion::Tls12),
+        Some("1.3") => Some(MinVersion::Tls13),
+        Some(_) => None,
+    }
+}
+
+fn check_min_version(problems: &mut Problems, min_version: &Option<String>) {
+    if self::min_version(min_version).is_none() {
+        let v = min_version.as_deref().unwrap_or_default();
+        let msg = if matches!(v.trim(), "1.0" | "1.1") {
+            format!("TLS {} is not supported; use \"1.2\" or \"1.3\"", v.trim())
+        } else {
+            format!("min_version `{v}` is not one of \"1.2\", \"1.3\"")
+        };
+        problems.push(Problem::new("min_version".to_string(), msg));
+    }
+}
+
+fn check_alpn(problems: &mut Problems, alpn: &Option<Vec<String>>) {
+    let Some(list) = alpn else { return };
+    if list.is_empty() {
+        problems.push(Problem::new(
+            "alpn".to_string(),
+            "alpn is empty; remove it or list protocols".to_string(),
+        ));
+    }
+    for (i, p) in list.iter().enumerate() {
+        let bad = if p.is_empty() {
+            Some("protocol name is empty".to_string())
+        } else if p.len() > 255 {
+            Some("protocol name is longer than 255 bytes".to_string())
+        } else if !p.bytes().all(|b| b.is_ascii_graphic()) {
+            Some(format!(
+                "protocol name `{p}` has spaces or non-ASCII characters"
+            ))
+        } else if list[..i].contains(p) {
+            Some(format!("protocol `{p}` is listed twice"))
+        } else {
+            None
+        };
+        if let Some(msg) = bad {
+            problems.push(Problem::new(format!("alpn.{i}"), msg));
+        }
+    }
+}
+
+fn check_server_name(name: &str) -> Result<(), String> {
+    let host = name.strip_prefix("*.").unwrap_or(name);
+    if host.contains('*') {
+        return Err(format!(
+            "server name `{name}`: only a leading `*.` wildcard is supported"
+        ));
+    }
+    match ServerName::try_from(host) {
+        Ok(ServerName::DnsName(_)) => Ok(()),
+        _ => Err(format!("server name `{name}` is not a DNS name")),
+    }
+}
+
+fn listener_static(tls: &raw::ListenerTls) -> Problems {
+    let mut problems = Problems::new();
+    if tls.cert_chain.is_none() && tls.private_key.is_none() && tls.certificates.is_empty() {
+        problems.push(Problem::new(
+            "cert_chain".to_string(),
+            "a tls block needs cert_chain and private_key, or certificates".to_string(),
+        ));
+    }
+    pair(&mut problems, "", &tls.cert_chain, &tls.private_key);
+    let mut seen_names = std::collections::HashSet::new();
+    for (i, c) in tls.certificates.iter().enumerate() {
+        let prefix = format!("certificates.{i}.");
+        pair(
+            &mut problems,
+            &prefix,
+            &Some(c.cert_chain.clone()),
+            &Some(c.private_key.clone()),
+        );
+        if c.server_names.is_empty() {
+            problems.push(Problem::new(
+                format!("{prefix}server_names"),
+                "server_names is empty".to_string(),
+            ));
+        }
+        for (j, name) in c.server_names.iter().enumerate() {
+            if let Err(e) = check_server_name(name) {
+                problems.push(Problem::new(format!("{prefix}server_names.{j}"), e));
+            } else if !seen_names.insert(name.to_ascii_lowercase()) {
+                problems.push(Problem::new(
+                    format!("{prefix}server_names.{j}"),
+                    format!("server name `{name}` is already served by an earlier certificate"),
+                ));
+            }
+        }
+    }
+    check_opt_path(&mut problems, "client_ca", &tls.client_ca);
+    if tls.client_ca.is_none() {
+        if !tls.allowed_client_sans.is_empty() {
+            problems.push(Problem::new(
+                "allowed_client_sans".to_string(),
+                "allowed_client_sans needs client_ca (client certificates are not verified without it)"
+                    .to_string(),
+            ));
+        }
+        if tls.require_client_cert == Some(true) {
+            problems.push(Problem::new(
+                "require_client_cert".to_string(),
+                "require_client_cert needs client_ca".to_string(),
+            ));
+        }
+    }
+    if tls.require_client_cert == Some(false) && !tls.allowed_client_sans.is_empty() {
+        problems.push(Problem::new(
+            "allowed_client_sans".to_string(),
+            "allowed_client_sans with require_client_cert: false would let clients without a certificate through"
+                .to_string(),
+        ));
+    }
+    for (i, m) in tls.allowed_client_sans.iter().enumerate() {
+        match san_matcher(m) {
+            None => problems.push(Problem::new(
+                format!("allowed_client_sans.{i}"),
+                "set exactly one of exact, prefix, suffix".to_string(),
+            )),
+            Some(SanMatch::Exact(s) | SanMatch::Prefix(s) | SanMatch::Suffix(s))
+                if s.is_empty() =>
+            {
+                problems.push(Problem::new(
+                    format!("allowed_client_sans.{i}"),
+                    "matcher value is empty".to_string(),
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    check_alpn(&mut problems, &tls.alpn);
+    check_min_version(&mut problems, &tls.min_version);
+    if let Some(d) = tls.handshake_timeout {
+        if d.0.is_zero() {
+            problems.push(Problem::new(
+                "handshake_timeout".to_string(),
+                "handshake_timeout must be above zero".to_string(),
+            ));
+        }
+    }
+    problems
+}
+
+fn cluster_static(tls: &raw::ClusterTls) -> Problems {
+    let mut problems = Problems::new();
+    match &tls.ca {
+        None => problems.push(Problem::new(
+            "ca".to_string(),
+            "ca is required: upstream certificates are verified against it (there are no system roots)"
+                .to_string(),
+        )),
+        Some(_) => check_opt_path(&mut problems, "ca", &tls.ca),
+    }
+    pair(&mut problems, "", &tls.cert_chain, &tls.private_key);
+    if let Some(sni) = &tls.sni {
+        if ServerName::try_from(sni.as_str()).is_err() {
+            problems.push(Problem::new(
+                "sni".to_string(),
+                format!("sni `{sni}` is not a DNS name or IP address"),
+            ));
+        }
+    }
+    for (i, s) in tls.verify_sans.iter().enumerate() {
+        if s.trim().is_empty() {
+            problems.push(Problem::new(
+                format!("verify_sans.{i}"),
+                "name is empty".to_string(),
+            ));
+        }
+    }
+    check_alpn(&mut problems, &tls.alpn);
+    problems
 }
