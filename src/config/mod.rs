@@ -9,6 +9,8 @@ pub mod load;
 pub mod problem;
 pub mod raw;
 pub mod snapshot;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod types;
 
 pub use compile::ClusterEntry;

@@ -65,6 +65,23 @@ pub struct ListenerSettings {
     pub forward_client_cert: ForwardClientCert,
 }
 
+impl Default for ListenerSettings {
+    /// No certificates yet; every other key at its default.
+    fn default() -> ListenerSettings {
+        ListenerSettings {
+            default_cert: None,
+            certificates: Vec::new(),
+            client_ca: None,
+            require_client_cert: true,
+            allowed_client_sans: Vec::new(),
+            alpn: Vec::new(),
+            min_version: MinVersion::Tls12,
+            handshake_timeout: super::DEFAULT_HANDSHAKE_TIMEOUT,
+            forward_client_cert: ForwardClientCert::SanitizeSet,
+        }
+    }
+}
+
 impl ListenerSettings {
     /// Every file this reads (watched for rotation).
     pub fn files(&self) -> Vec<String> {

@@ -35,6 +35,8 @@ pub use cluster::ClusterEntry;
 use cluster::compile_clusters;
 #[cfg(test)]
 pub(crate) use cluster_settings::cluster_settings;
+#[cfg(test)]
+pub(crate) use thrift::thrift_listener;
 use global::{compile_admin, compile_tracing};
 use listener::compile_listeners;
 

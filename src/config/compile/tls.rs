@@ -317,3 +317,258 @@ fn cluster_static(tls: &raw::ClusterTls) -> Problems {
     check_alpn(&mut problems, &tls.alpn);
     problems
 }
+
+#[cfg(test)]
+mod tests {
+    //! Every problem of a `tls:` block at once, keyed relative to the block:
+    //! the settings first, then (with file checks) every file the builder reads.
+
+    use std::collections::HashSet;
+
+    use anyhow::Result;
+    use attache_filters::Stats;
+
+    use super::*;
+    use crate::config::raw::{self, SanMatcher, SanRule, SniCertificate};
+    use crate::tls::testutil::{path_str, Issued, Leaf, Pki};
+    use crate::tls::{ClientTls, ServerTls};
+
+    const FRONTEND: &str = "spiffe://example.org/ns/web/sa/frontend";
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        pki: Pki,
+        server: Issued,
+        client: Issued,
+    }
+
+    fn fixture() -> Result<Fixture> {
+        let dir = tempfile::tempdir()?;
+        let pki = Pki::new(dir.path(), "main")?;
+        let server = pki.issue("server", &Leaf::new("server"))?;
+        let client = pki.issue(
+            "client",
+            &Leaf {
+                uri: &[FRONTEND],
+                ..Leaf::new("frontend")
+            },
+        )?;
+        Ok(Fixture {
+            _dir: dir,
+            pki,
+            server,
+            client,
+        })
+    }
+
+    fn mtls(f: &Fixture) -> raw::ListenerTls {
+        raw::ListenerTls {
+            cert_chain: Some(f.server.cert.clone()),
+            private_key: Some(f.server.key.clone()),
+            client_ca: Some(f.pki.ca_path.clone()),
+            ..Default::default()
+        }
+    }
+
+    fn keys(problems: &Problems) -> HashSet<&str> {
+        problems.iter().map(|p| p.path.as_str()).collect()
+    }
+
+    /// What `validate` reports for a listener block (files unless `skip_files`).
+    fn validate_listener_with(tls: &raw::ListenerTls, skip_files: bool) -> Problems {
+        let settings = listener_settings(tls, &[]);
+        match settings {
+            Err(problems) => problems,
+            Ok(_) if skip_files => Problems::new(),
+            Ok(s) => ServerTls::build(&s, "l", &Stats::new()).err().unwrap_or_default(),
+        }
+    }
+
+    fn validate_listener(tls: &raw::ListenerTls) -> Problems {
+        validate_listener_with(tls, false)
+    }
+
+    fn validate_cluster(tls: &raw::ClusterTls) -> Problems {
+        match cluster_settings(tls, &[]) {
+            Err(problems) => problems,
+            Ok(s) => ClientTls::build(&s, "c", &Stats::new()).err().unwrap_or_default(),
+        }
+    }
+
+    #[test]
+    fn validate_reports_every_problem_at_once() {
+        let raw = raw::ListenerTls {
+            private_key: Some("/nonexistent/key.pem".into()),
+            allowed_client_sans: vec![SanMatcher::Exact(FRONTEND.into())],
+            alpn: Some(vec!["h2".into(), "".into(), "h2".into()]),
+            min_version: Some("1.1".into()),
+            certificates: vec![
+                SniCertificate {
+                    server_names: vec!["bad name".into(), "api.example.com".into()],
+                    cert_chain: "/nonexistent/a.pem".into(),
+                    private_key: "".into(),
+                },
+                SniCertificate {
+                    server_names: vec!["API.example.com".into()],
+                    cert_chain: "/nonexistent/b.pem".into(),
+                    private_key: "/nonexistent/b.key".into(),
+                },
+            ],
+            ..Default::default()
+        };
+        // Every settings problem at once; files are read once the settings are right.
+        let problems = validate_listener(&raw);
+        let k = keys(&problems);
+        for want in [
+            "cert_chain",
+            "allowed_client_sans",
+            "alpn.1",
+            "alpn.2",
+            "min_version",
+            "certificates.0.server_names.0",
+            "certificates.0.private_key",
+            "certificates.1.server_names.0",
+        ] {
+            assert!(k.contains(want), "missing {want} in {problems:?}");
+        }
+    }
+
+    #[test]
+    fn validate_reads_files_and_names_the_bad_one() -> Result<()> {
+        let f = fixture()?;
+        let dir = f.pki.dir.clone();
+        let other_key = f.client.key.clone();
+        let expired = f.pki.issue(
+            "expired",
+            &Leaf {
+                expired: true,
+                ..Leaf::new("old")
+            },
+        )?;
+        let garbage = dir.join("garbage.pem");
+        std::fs::write(&garbage, b"not pem at all")?;
+
+        // Key of another certificate.
+        let raw = raw::ListenerTls {
+            private_key: Some(other_key),
+            ..mtls(&f)
+        };
+        assert_eq!(
+            keys(&validate_listener(&raw)),
+            HashSet::from(["private_key"])
+        );
+        // Expired certificate.
+        let raw = raw::ListenerTls {
+            cert_chain: Some(expired.cert.clone()),
+            private_key: Some(expired.key.clone()),
+            ..Default::default()
+        };
+        assert_eq!(
+            keys(&validate_listener(&raw)),
+            HashSet::from(["cert_chain"])
+        );
+        // CA bundle that is not PEM, and a missing SNI key file.
+        let raw = raw::ListenerTls {
+            client_ca: Some(path_str(&garbage)),
+            certificates: vec![SniCertificate {
+                server_names: vec!["api.example.com".into()],
+                cert_chain: f.server.cert.clone(),
+                private_key: path_str(&dir.join("missing.key")),
+            }],
+            ..mtls(&f)
+        };
+        assert_eq!(
+            keys(&validate_listener(&raw)),
+            HashSet::from(["client_ca", "certificates.0.private_key"])
+        );
+        // A good block has no problems.
+        assert!(validate_listener(&mtls(&f)).is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn skip_files_checks_only_the_shape_of_paths() {
+        let raw = raw::ListenerTls {
+            cert_chain: Some("/nonexistent/cert.pem".into()),
+            private_key: Some("/nonexistent/key.pem".into()),
+            client_ca: Some("/nonexistent/ca.pem".into()),
+            ..Default::default()
+        };
+        assert!(validate_listener_with(&raw, true).is_empty());
+        assert_eq!(
+            keys(&validate_listener_with(&raw, false)),
+            HashSet::from(["cert_chain", "private_key", "client_ca"])
+        );
+        let raw = raw::ListenerTls {
+            client_ca: Some(" ".into()),
+            ..raw
+        };
+        assert_eq!(
+            keys(&validate_listener_with(&raw, true)),
+            HashSet::from(["client_ca"])
+        );
+        let empty = raw::ListenerTls::default();
+        assert_eq!(
+            keys(&validate_listener_with(&empty, true)),
+            HashSet::from(["cert_chain"])
+        );
+    }
+
+    #[test]
+    fn validate_cluster_block() -> Result<()> {
+        let f = fixture()?;
+        let raw = raw::ClusterTls {
+            sni: Some("not a name".into()),
+            cert_chain: Some(f.client.cert.clone()),
+            verify_sans: vec!["".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            keys(&validate_cluster(&raw)),
+            HashSet::from(["ca", "sni", "private_key", "verify_sans.0"])
+        );
+        let good = raw::ClusterTls {
+            ca: Some(f.pki.ca_path.clone()),
+            sni: Some("server.internal".into()),
+            cert_chain: Some(f.client.cert.clone()),
+            private_key: Some(f.client.key.clone()),
+            ..Default::default()
+        };
+        assert!(validate_cluster(&good).is_empty());
+        let bad_key = raw::ClusterTls {
+            private_key: Some(f.server.key.clone()),
+            ..good
+        };
+        assert_eq!(
+            keys(&validate_cluster(&bad_key)),
+            HashSet::from(["private_key"])
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn san_rules_need_exactly_one_field() {
+        let raw = raw::ListenerTls {
+            cert_chain: Some("a".into()),
+            private_key: Some("b".into()),
+            client_ca: Some("c".into()),
+            allowed_client_sans: vec![
+                SanMatcher::Rule(SanRule {
+                    prefix: Some("spiffe://".into()),
+                    ..Default::default()
+                }),
+                SanMatcher::Rule(SanRule::default()),
+                SanMatcher::Rule(SanRule {
+                    exact: Some("x".into()),
+                    suffix: Some("y".into()),
+                    ..Default::default()
+                }),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(
+            keys(&validate_listener_with(&raw, true)),
+            HashSet::from(["allowed_client_sans.1", "allowed_client_sans.2"])
+        );
+    }
+}
