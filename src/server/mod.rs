@@ -18,8 +18,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::accesslog::Sinks;
-use crate::config::types::ListenerProtocol;
 use crate::config::snapshot::Listener;
+use crate::config::types::ListenerProtocol;
 use crate::config::{Diagnostic, Snapshot};
 use crate::http::{ConnCtx, Runtime};
 use crate::stats::{Stats, CONFIG_RELOAD_TOTAL};

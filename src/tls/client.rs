@@ -17,7 +17,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use super::material::{self, load_identity, load_roots, Identity, Problem, Problems};
-use super::reload::{Material, Reload, Source};
+use super::reload::{self, Material, Reload};
 use super::settings::ClusterSettings;
 use super::verify::SanServerVerifier;
 use super::{CLUSTER_CERT_EXPIRY, CLUSTER_HANDSHAKE_TOTAL, CLUSTER_RELOAD_TOTAL};
@@ -34,11 +34,9 @@ pub(crate) struct Loaded {
 pub struct ClientTls {
     cluster: String,
     sni: Option<ServerName<'static>>,
-    material: Material<ClusterSettings>,
+    material: Material<ClusterSettings, Loaded>,
     handshake_ok: IntCounter,
     handshake_failed: IntCounter,
-    reload_ok: IntCounter,
-    reload_failed: IntCounter,
     expiry: IntGauge,
     me: Weak<ClientTls>,
 }
@@ -47,6 +45,7 @@ impl std::fmt::Debug for ClientTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientTls")
             .field("cluster", &self.cluster)
+            .field("sni", &self.sni)
             .finish_non_exhaustive()
     }
 }
@@ -59,15 +58,17 @@ impl ClientTls {
         cluster: &str,
         stats: &Stats,
     ) -> Result<Arc<ClientTls>, Problems> {
-        let material = Material::load(tls.clone())?;
+        let reloads = || {
+            let metric = (
+                CLUSTER_RELOAD_TOTAL,
+                "Cluster certificate reloads by result",
+            );
+            reload::counters(stats, metric, ("cluster", cluster))
+        };
+        let material = Material::load(tls.clone(), tls.files(), load, reloads)?;
         let hs = stats.counter_vec(
             CLUSTER_HANDSHAKE_TOTAL,
             "Upstream TLS handshakes by result",
-            &["cluster", "result"],
-        );
-        let reloads = stats.counter_vec(
-            CLUSTER_RELOAD_TOTAL,
-            "Cluster certificate reloads by result",
             &["cluster", "result"],
         );
         let expiry = stats
@@ -84,8 +85,6 @@ impl ClientTls {
             material,
             handshake_ok: hs.with_label_values(&[cluster, "ok"]),
             handshake_failed: hs.with_label_values(&[cluster, "failed"]),
-            reload_ok: reloads.with_label_values(&[cluster, "ok"]),
-            reload_failed: reloads.with_label_values(&[cluster, "failed"]),
             expiry,
         });
         client.publish_expiry();
@@ -159,19 +158,7 @@ impl Reload for ClientTls {
     }
 
     fn counters(&self) -> (&IntCounter, &IntCounter) {
-        (&self.reload_ok, &self.reload_failed)
-    }
-}
-
-impl Source for ClusterSettings {
-    type Loaded = Loaded;
-
-    fn files(&self) -> Vec<String> {
-        ClusterSettings::files(self)
-    }
-
-    fn load(&self) -> Result<Loaded, Problems> {
-        load(self)
+        self.material.counters()
     }
 }
 
@@ -183,7 +170,15 @@ fn load(tls: &ClusterSettings) -> Result<Loaded, Problems> {
     let identity = tls.client_cert.as_ref().and_then(|p| {
         let (c, k) = (&p.cert_chain, &p.private_key);
         let now = material::now_unix();
-        load_identity(c, k, "cert_chain", "private_key", &provider, now, &mut problems)
+        load_identity(
+            c,
+            k,
+            "cert_chain",
+            "private_key",
+            &provider,
+            now,
+            &mut problems,
+        )
     });
     let Some(roots) = roots.filter(|_| problems.is_empty()) else {
         return Err(problems);

@@ -33,9 +33,7 @@ pub use reload::POLL_INTERVAL;
 pub use server::{
     HandshakeError, HandshakeFailure, PeerInfo, ServerTls, DEFAULT_HANDSHAKE_TIMEOUT,
 };
-pub use settings::{
-    CertPair, ClusterSettings, ListenerSettings, MinVersion, SniCertificate,
-};
+pub use settings::{CertPair, ClusterSettings, ListenerSettings, MinVersion, SniCertificate};
 pub use xfcc::{apply_xfcc, xfcc_value, XFCC};
 
 pub const HANDSHAKE_TOTAL: &str = "attache_tls_handshake_total";

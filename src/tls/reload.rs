@@ -27,47 +27,69 @@ pub(crate) trait Reload: Send + Sync + 'static {
     fn counters(&self) -> (&IntCounter, &IntCounter);
 }
 
-/// Settings whose files build the material one side of TLS uses.
-pub(crate) trait Source: Send + Sync + 'static {
-    type Loaded: Send + Sync + 'static;
-    /// Every file `load` reads.
-    fn files(&self) -> Vec<String>;
-    /// Read every file and build the material.
-    fn load(&self) -> Result<Self::Loaded, Problems>;
-}
+/// Reads a side's files and builds its material (`Err`: every problem).
+pub(crate) type Load<S, L> = fn(&S) -> Result<L, Problems>;
 
-/// The material in use (swapped whole on rotation), the settings it is rebuilt
-/// from, and the watch on their files.
-pub(crate) struct Material<S: Source> {
+/// The material in use (swapped whole on rotation), the settings and function
+/// it is rebuilt with, the watch on its files and the reload counters.
+pub(crate) struct Material<S, L> {
     settings: S,
-    current: ArcSwap<S::Loaded>,
+    load: Load<S, L>,
+    current: ArcSwap<L>,
     pub(crate) watch: Watch,
+    ok: IntCounter,
+    failed: IntCounter,
 }
 
-impl<S: Source> Material<S> {
-    /// Load the settings' files; the watch starts from their content just before.
-    pub(crate) fn load(settings: S) -> Result<Material<S>, Problems> {
-        let paths = settings.files();
-        let initial = fingerprint(&paths);
-        let loaded = settings.load()?;
+impl<S, L> Material<S, L> {
+    /// Load the settings' `files`; the watch starts from their content just
+    /// before. The reload counters (`ok`, `failed`) are made only on success.
+    pub(crate) fn load(
+        settings: S,
+        files: Vec<String>,
+        load: Load<S, L>,
+        counters: impl FnOnce() -> (IntCounter, IntCounter),
+    ) -> Result<Material<S, L>, Problems> {
+        let initial = fingerprint(&files);
+        let loaded = load(&settings)?;
+        let (ok, failed) = counters();
         Ok(Material {
             settings,
+            load,
             current: ArcSwap::from_pointee(loaded),
-            watch: Watch::new(paths, initial),
+            watch: Watch::new(files, initial),
+            ok,
+            failed,
         })
     }
 
     /// The material new connections use now.
-    pub(crate) fn current(&self) -> Arc<S::Loaded> {
+    pub(crate) fn current(&self) -> Arc<L> {
         self.current.load_full()
     }
 
     /// Re-read every file and swap in the result; on error the old one stays.
     pub(crate) fn reload(&self) -> Result<(), Problems> {
-        let loaded = self.settings.load()?;
+        let loaded = (self.load)(&self.settings)?;
         self.current.store(Arc::new(loaded));
         Ok(())
     }
+
+    /// The reload counters: (`ok`, `failed`).
+    pub(crate) fn counters(&self) -> (&IntCounter, &IntCounter) {
+        (&self.ok, &self.failed)
+    }
+}
+
+/// The reload counters (`ok`, `failed`) of one owner: `metric{<scope>=name, result}`.
+pub(crate) fn counters(
+    stats: &attache_filters::Stats,
+    (metric, help): (&'static str, &str),
+    (scope, name): (&str, &str),
+) -> (IntCounter, IntCounter) {
+    let vec = stats.counter_vec(metric, help, &[scope, "result"]);
+    let counter = |result| vec.with_label_values(&[name, result]);
+    (counter("ok"), counter("failed"))
 }
 
 /// A hash of the content of every watched file; unreadable files hash their error kind.

@@ -22,7 +22,7 @@ use crate::config::types::ForwardClientCert;
 use super::material::{
     self, cert_facts, load_identity, load_roots, sha256_hex, Identity, Problem, Problems,
 };
-use super::reload::{Material, Reload, Source};
+use super::reload::{self, Material, Reload};
 use super::settings::{ListenerSettings, SniCertificate};
 use super::verify::{AllowlistClientVerifier, SAN_DENIED};
 use super::{CERT_EXPIRY, HANDSHAKE_TOTAL, RELOAD_TOTAL};
@@ -181,12 +181,10 @@ pub(crate) struct Loaded {
 /// A listener's TLS: the current rustls config (swapped on rotation) and its metrics.
 pub struct ServerTls {
     listener: String,
-    material: Material<ListenerSettings>,
+    material: Material<ListenerSettings, Loaded>,
     handshake_timeout: Duration,
     forward_client_cert: ForwardClientCert,
     handshakes: HandshakeCounters,
-    reload_ok: IntCounter,
-    reload_failed: IntCounter,
     expiry: HashMap<String, IntGauge>,
     me: Weak<ServerTls>,
 }
@@ -195,6 +193,8 @@ impl std::fmt::Debug for ServerTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerTls")
             .field("listener", &self.listener)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("forward_client_cert", &self.forward_client_cert)
             .finish_non_exhaustive()
     }
 }
@@ -207,7 +207,11 @@ impl ServerTls {
         listener: &str,
         stats: &Stats,
     ) -> Result<Arc<ServerTls>, Problems> {
-        let material = Material::load(tls.clone())?;
+        let reloads = || {
+            let metric = (RELOAD_TOTAL, "Listener certificate reloads by result");
+            reload::counters(stats, metric, ("listener", listener))
+        };
+        let material = Material::load(tls.clone(), tls.files(), load, reloads)?;
         let expiry_vec = stats.gauge_vec(
             CERT_EXPIRY,
             "Unix time at which a serving certificate expires",
@@ -224,11 +228,6 @@ impl ServerTls {
                 )
             })
             .collect();
-        let reloads = stats.counter_vec(
-            RELOAD_TOTAL,
-            "Listener certificate reloads by result",
-            &["listener", "result"],
-        );
         let server = Arc::new_cyclic(|me| ServerTls {
             me: me.clone(),
             listener: listener.to_string(),
@@ -236,8 +235,6 @@ impl ServerTls {
             handshake_timeout: tls.handshake_timeout,
             forward_client_cert: tls.forward_client_cert,
             handshakes: HandshakeCounters::new(stats, listener),
-            reload_ok: reloads.with_label_values(&[listener, "ok"]),
-            reload_failed: reloads.with_label_values(&[listener, "failed"]),
             expiry,
         });
         server.publish_expiry();
@@ -320,7 +317,7 @@ impl Reload for ServerTls {
     }
 
     fn counters(&self) -> (&IntCounter, &IntCounter) {
-        (&self.reload_ok, &self.reload_failed)
+        self.material.counters()
     }
 }
 
@@ -378,18 +375,6 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
-impl Source for ListenerSettings {
-    type Loaded = Loaded;
-
-    fn files(&self) -> Vec<String> {
-        ListenerSettings::files(self)
-    }
-
-    fn load(&self) -> Result<Loaded, Problems> {
-        load(self)
-    }
-}
-
 /// Read every file of a listener's TLS and build its rustls config: the serving
 /// identities, the client CA, then the config over them.
 fn load(tls: &ListenerSettings) -> Result<Loaded, Problems> {
@@ -403,7 +388,11 @@ fn load(tls: &ListenerSettings) -> Result<Loaded, Problems> {
     if !problems.is_empty() {
         return Err(problems);
     }
-    let Some(default_id) = ids.default.as_ref().or(ids.by_name.first().map(|(_, id)| id)) else {
+    let Some(default_id) = ids
+        .default
+        .as_ref()
+        .or(ids.by_name.first().map(|(_, id)| id))
+    else {
         return Err(problems);
     };
     let local_uri = default_id.leaf.uri_sans.first().cloned();
@@ -487,21 +476,26 @@ impl Identities<'_> {
 
     /// (cert label, not_after): `default`, then each SNI certificate's first name.
     fn expiries(&self) -> Vec<(String, i64)> {
-        let default = self.default.iter().map(|d| ("default".to_string(), d.leaf.not_after));
-        let named = self.by_name.iter().map(|(c, id)| (label(c), id.leaf.not_after));
+        let default = self
+            .default
+            .iter()
+            .map(|d| ("default".to_string(), d.leaf.not_after));
+        let named = self
+            .by_name
+            .iter()
+            .map(|(c, id)| (label(c), id.leaf.not_after));
         default.chain(named).collect()
     }
 
     /// Every certificate in use: serving certificates, then the client CAs.
     fn certs(&self, tls: &ListenerSettings) -> Vec<material::CertInfo> {
-        let info = |role, name: String, path: &str, facts: &material::CertFacts| {
-            material::CertInfo {
+        let info =
+            |role, name: String, path: &str, facts: &material::CertFacts| material::CertInfo {
                 role,
                 name,
                 path: path.to_string(),
                 facts: facts.clone(),
-            }
-        };
+            };
         let mut certs = Vec::new();
         if let (Some(d), Some(p)) = (&self.default, &tls.default_cert) {
             certs.push(info("server", "default".into(), &p.cert_chain, &d.leaf));

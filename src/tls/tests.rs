@@ -2,8 +2,7 @@
 //! a TLS echo server on `ServerTls::accept`, driven by a rustls client, raw bytes
 //! and `openssl s_client`.
 
-use std::collections::HashSet;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,47 +14,6 @@ use tokio::net::TcpStream;
 use super::testutil::*;
 use super::*;
 use crate::router::SanMatch;
-
-const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-const FRONTEND: &str = "spiffe://example.org/ns/web/sa/frontend";
-
-struct Fixture {
-    _dir: tempfile::TempDir,
-    pki: Pki,
-    other: Pki,
-    server: Issued,
-    client: Issued,
-}
-
-fn fixture() -> Result<Fixture> {
-    let dir = tempfile::tempdir()?;
-    let pki = Pki::new(dir.path(), "main")?;
-    let other = Pki::new(dir.path(), "other")?;
-    let server = pki.issue(
-        "server",
-        &Leaf {
-            dns: &["localhost", "server.internal"],
-            uri: &["spiffe://example.org/ns/edge/sa/proxy"],
-            ip: &[LOCALHOST],
-            ..Leaf::new("server")
-        },
-    )?;
-    let client = pki.issue(
-        "client",
-        &Leaf {
-            uri: &[FRONTEND],
-            dns: &["web.internal"],
-            ..Leaf::new("frontend")
-        },
-    )?;
-    Ok(Fixture {
-        _dir: dir,
-        pki,
-        other,
-        server,
-        client,
-    })
-}
 
 fn pair(cert_chain: String, private_key: String) -> CertPair {
     CertPair {

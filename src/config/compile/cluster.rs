@@ -75,13 +75,9 @@ fn compile_cluster(cx: &mut Cx<'_>, p: &str, c: &raw::Cluster, opts: &Options<'_
             UpstreamProtocol::Http2 => &["h2"],
             UpstreamProtocol::Http1 => &[],
         };
-        tls_material(
-            cx,
-            p,
-            opts.check_files,
-            tls_settings(t, alpn),
-            |s| crate::tls::ClientTls::build(&s, &c.name, opts.stats),
-        )
+        tls_material(cx, p, opts.check_files, tls_settings(t, alpn), |s| {
+            crate::tls::ClientTls::build(&s, &c.name, opts.stats)
+        })
     });
     let stats = ClusterStats::new(opts.stats, &c.name);
     let fleet = FleetStats::new(opts.stats, &c.name);

@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use http::HeaderValue;
 
-use crate::config::raw;
-use crate::thrift::codec::{Protocol, Transport};
 use super::cluster::ClusterEntry;
 use super::thrift::upstream_framing;
-use crate::upstream::{breakers, health, outlier, HashKey, Settings, Source};
+use crate::config::raw;
+use crate::thrift::codec::{Protocol, Transport};
 use crate::upstream::DEFAULT_MAX_IDLE_PER_ENDPOINT;
+use crate::upstream::{breakers, health, outlier, HashKey, Settings, Source};
 
 /// `connect_timeout` when the cluster sets none.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);

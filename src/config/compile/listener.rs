@@ -159,13 +159,9 @@ fn listener_tls(
         raw::ListenerProtocol::Http => &["h2", "http/1.1"],
         _ => &[],
     };
-    tls_material(
-        cx,
-        p,
-        opts.check_files,
-        listener_settings(t, alpn),
-        |s| crate::tls::ServerTls::build(&s, &l.name, opts.stats),
-    )
+    tls_material(cx, p, opts.check_files, listener_settings(t, alpn), |s| {
+        crate::tls::ServerTls::build(&s, &l.name, opts.stats)
+    })
 }
 
 /// `protocol: http`: virtual hosts and filters, and no `tcp` or `thrift` block.
@@ -268,9 +264,10 @@ fn thrift_protocol(
     };
     match super::thrift::thrift_listener(t) {
         Ok(settings) => {
-            let ctx = crate::thrift::ListenerCtx::new(&l.name, settings, opts.stats, clusters.clone())
-                .with_sli(opts.services.sli.clone())
-                .with_rbac(rbac);
+            let ctx =
+                crate::thrift::ListenerCtx::new(&l.name, settings, opts.stats, clusters.clone())
+                    .with_sli(opts.services.sli.clone())
+                    .with_rbac(rbac);
             for (path, name) in ctx.routes().clusters() {
                 if !clusters.contains_key(name) {
                     unknown_cluster(cx, &format!("{p}.{path}"), name, clusters);

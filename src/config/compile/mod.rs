@@ -31,14 +31,14 @@ mod thrift;
 mod tls;
 mod xds;
 
-pub use cluster::ClusterEntry;
 use cluster::compile_clusters;
+pub use cluster::ClusterEntry;
 #[cfg(test)]
 pub(crate) use cluster_settings::cluster_settings;
-#[cfg(test)]
-pub(crate) use thrift::thrift_listener;
 use global::{compile_admin, compile_tracing};
 use listener::compile_listeners;
+#[cfg(test)]
+pub(crate) use thrift::thrift_listener;
 
 /// What compilation needs besides the config.
 pub struct Options<'a> {

@@ -136,7 +136,11 @@ fn compile_match(
     let mut matcher = Match::default();
     for (key, value, slot) in [
         ("method", &m.method, &mut matcher.method),
-        ("method_prefix", &m.method_prefix, &mut matcher.method_prefix),
+        (
+            "method_prefix",
+            &m.method_prefix,
+            &mut matcher.method_prefix,
+        ),
         ("service", &m.service, &mut matcher.service),
     ] {
         match value {

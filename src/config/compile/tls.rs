@@ -65,7 +65,11 @@ pub(crate) fn listener_settings(
             .collect(),
         client_ca: tls.client_ca.clone(),
         require_client_cert: tls.require_client_cert != Some(false),
-        allowed_client_sans: tls.allowed_client_sans.iter().filter_map(san_matcher).collect(),
+        allowed_client_sans: tls
+            .allowed_client_sans
+            .iter()
+            .filter_map(san_matcher)
+            .collect(),
         alpn: alpn(&tls.alpn, default_alpn),
         min_version: min_version(&tls.min_version).unwrap_or_default(),
         handshake_timeout: tls
@@ -330,36 +334,8 @@ mod tests {
 
     use super::*;
     use crate::config::raw::{self, SanMatcher, SanRule, SniCertificate};
-    use crate::tls::testutil::{path_str, Issued, Leaf, Pki};
+    use crate::tls::testutil::{fixture, path_str, Fixture, Leaf, FRONTEND};
     use crate::tls::{ClientTls, ServerTls};
-
-    const FRONTEND: &str = "spiffe://example.org/ns/web/sa/frontend";
-
-    struct Fixture {
-        _dir: tempfile::TempDir,
-        pki: Pki,
-        server: Issued,
-        client: Issued,
-    }
-
-    fn fixture() -> Result<Fixture> {
-        let dir = tempfile::tempdir()?;
-        let pki = Pki::new(dir.path(), "main")?;
-        let server = pki.issue("server", &Leaf::new("server"))?;
-        let client = pki.issue(
-            "client",
-            &Leaf {
-                uri: &[FRONTEND],
-                ..Leaf::new("frontend")
-            },
-        )?;
-        Ok(Fixture {
-            _dir: dir,
-            pki,
-            server,
-            client,
-        })
-    }
 
     fn mtls(f: &Fixture) -> raw::ListenerTls {
         raw::ListenerTls {
@@ -380,7 +356,9 @@ mod tests {
         match settings {
             Err(problems) => problems,
             Ok(_) if skip_files => Problems::new(),
-            Ok(s) => ServerTls::build(&s, "l", &Stats::new()).err().unwrap_or_default(),
+            Ok(s) => ServerTls::build(&s, "l", &Stats::new())
+                .err()
+                .unwrap_or_default(),
         }
     }
 
@@ -391,7 +369,9 @@ mod tests {
     fn validate_cluster(tls: &raw::ClusterTls) -> Problems {
         match cluster_settings(tls, &[]) {
             Err(problems) => problems,
-            Ok(s) => ClientTls::build(&s, "c", &Stats::new()).err().unwrap_or_default(),
+            Ok(s) => ClientTls::build(&s, "c", &Stats::new())
+                .err()
+                .unwrap_or_default(),
         }
     }
 
