@@ -139,3 +139,61 @@ fn outlier_config(o: &raw::OutlierDetection) -> outlier::Config {
         max_ejection_percent: o.max_ejection_percent.unwrap_or(10),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::{LbPolicy, UpstreamProtocol};
+
+    fn settings(yaml: &str) -> Settings {
+        let cfg: raw::Cluster = serde_yaml::from_str(yaml).expect("cluster yaml");
+        cluster_settings(&cfg)
+    }
+
+    #[test]
+    fn a_bare_cluster_gets_every_default() {
+        let s = settings("{ name: c, endpoints: [] }");
+        assert_eq!(s.lb_policy, LbPolicy::default());
+        assert!(s.hash.is_none());
+        assert_eq!(s.connect_timeout, Duration::from_secs(1));
+        assert_eq!(s.protocol, UpstreamProtocol::Http1);
+        assert_eq!(s.idle_timeout, Duration::from_secs(60));
+        assert_eq!(
+            s.max_idle_per_endpoint,
+            DEFAULT_MAX_IDLE_PER_ENDPOINT as usize
+        );
+        assert_eq!(s.thrift, crate::thrift::UpstreamFraming::default());
+        assert_eq!(s.panic_threshold, 50.0);
+        assert!(s.zone_aware);
+        assert!(s.health.is_none() && s.outlier.is_none());
+    }
+
+    #[test]
+    fn set_keys_win_over_defaults() {
+        let s = settings(
+            "{ name: c, endpoints: [], lb_policy: ring_hash, hash_on: { header: x-user },
+               connect_timeout: 3s, protocol: http2, idle_timeout: 5s,
+               max_idle_per_endpoint: 7, thrift: { transport: header, protocol: auto } }",
+        );
+        assert_eq!(s.lb_policy, LbPolicy::RingHash);
+        assert!(matches!(s.hash, Some(HashKey::Header(ref h)) if h == "x-user"));
+        assert_eq!(s.connect_timeout, Duration::from_secs(3));
+        assert_eq!(s.protocol, UpstreamProtocol::Http2);
+        assert_eq!(s.idle_timeout, Duration::from_secs(5));
+        assert_eq!(s.max_idle_per_endpoint, 7);
+        assert_eq!(s.thrift.transport, Some(Transport::Header));
+        assert_eq!(
+            s.thrift.protocol, None,
+            "`auto` follows the downstream call"
+        );
+    }
+
+    #[test]
+    fn an_identical_entry_is_equal_and_a_changed_one_is_not() {
+        let a = settings("{ name: c, endpoints: [\"127.0.0.1:1\"] }").entry;
+        let b = settings("{ name: c, endpoints: [\"127.0.0.1:1\"] }").entry;
+        let c = settings("{ name: c, endpoints: [\"127.0.0.1:1\"], connect_timeout: 2s }").entry;
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+}

@@ -551,4 +551,48 @@ mod tests {
             HashSet::from(["allowed_client_sans.1", "allowed_client_sans.2"])
         );
     }
+
+    #[test]
+    fn settings_get_every_default_once() {
+        let f = fixture().expect("fixture");
+        let s = listener_settings(&mtls(&f), &["h2", "http/1.1"]).expect("valid");
+        assert_eq!(s.alpn, [b"h2".to_vec(), b"http/1.1".to_vec()]);
+        assert!(
+            s.require_client_cert,
+            "a client_ca requires a certificate by default"
+        );
+        assert_eq!(s.min_version, MinVersion::Tls12);
+        assert_eq!(s.handshake_timeout, DEFAULT_HANDSHAKE_TIMEOUT);
+        assert_eq!(
+            s.forward_client_cert,
+            crate::config::types::ForwardClientCert::SanitizeSet
+        );
+        let set = raw::ListenerTls {
+            alpn: Some(vec!["http/1.1".into()]),
+            require_client_cert: Some(false),
+            min_version: Some("1.3".into()),
+            ..mtls(&f)
+        };
+        let s = listener_settings(&set, &["h2", "http/1.1"]).expect("valid");
+        assert_eq!(s.alpn, [b"http/1.1".to_vec()]);
+        assert!(!s.require_client_cert);
+        assert_eq!(s.min_version, MinVersion::Tls13);
+        let sans = raw::ListenerTls {
+            allowed_client_sans: vec![SanMatcher::Exact(FRONTEND.into())],
+            ..mtls(&f)
+        };
+        let s = listener_settings(&sans, &[]).expect("valid");
+        assert_eq!(s.allowed_client_sans, [SanMatch::Exact(FRONTEND.into())]);
+        assert!(s.alpn.is_empty());
+
+        let c = raw::ClusterTls {
+            ca: Some(f.pki.ca_path.clone()),
+            sni: Some("server.internal".into()),
+            ..Default::default()
+        };
+        let s = cluster_settings(&c, &["h2"]).expect("valid");
+        assert_eq!(s.alpn, [b"h2".to_vec()]);
+        assert_eq!(s.sni, ServerName::try_from("server.internal").ok());
+        assert!(s.client_cert.is_none() && s.verify_sans.is_empty());
+    }
 }
