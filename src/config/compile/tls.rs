@@ -203,20 +203,39 @@ fn check_server_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// Every setting of a listener block, files untouched.
 fn listener_static(tls: &raw::ListenerTls) -> Problems {
     let mut problems = Problems::new();
+    check_certificates(&mut problems, tls);
+    check_client_auth(&mut problems, tls);
+    check_alpn(&mut problems, &tls.alpn);
+    check_min_version(&mut problems, &tls.min_version);
+    if let Some(d) = tls.handshake_timeout {
+        if d.0.is_zero() {
+            problems.push(Problem::new(
+                "handshake_timeout".to_string(),
+                "handshake_timeout must be above zero".to_string(),
+            ));
+        }
+    }
+    problems
+}
+
+/// The default certificate and the SNI ones: pairs complete, paths well-formed,
+/// server names valid and each served once.
+fn check_certificates(problems: &mut Problems, tls: &raw::ListenerTls) {
     if tls.cert_chain.is_none() && tls.private_key.is_none() && tls.certificates.is_empty() {
         problems.push(Problem::new(
             "cert_chain".to_string(),
             "a tls block needs cert_chain and private_key, or certificates".to_string(),
         ));
     }
-    pair(&mut problems, "", &tls.cert_chain, &tls.private_key);
+    pair(problems, "", &tls.cert_chain, &tls.private_key);
     let mut seen_names = std::collections::HashSet::new();
     for (i, c) in tls.certificates.iter().enumerate() {
         let prefix = format!("certificates.{i}.");
         pair(
-            &mut problems,
+            problems,
             &prefix,
             &Some(c.cert_chain.clone()),
             &Some(c.private_key.clone()),
@@ -238,7 +257,11 @@ fn listener_static(tls: &raw::ListenerTls) -> Problems {
             }
         }
     }
-    check_opt_path(&mut problems, "client_ca", &tls.client_ca);
+}
+
+/// `client_ca` and the keys that need it.
+fn check_client_auth(problems: &mut Problems, tls: &raw::ListenerTls) {
+    check_opt_path(problems, "client_ca", &tls.client_ca);
     if tls.client_ca.is_none() {
         if !tls.allowed_client_sans.is_empty() {
             problems.push(Problem::new(
@@ -278,17 +301,6 @@ fn listener_static(tls: &raw::ListenerTls) -> Problems {
             Some(_) => {}
         }
     }
-    check_alpn(&mut problems, &tls.alpn);
-    check_min_version(&mut problems, &tls.min_version);
-    if let Some(d) = tls.handshake_timeout {
-        if d.0.is_zero() {
-            problems.push(Problem::new(
-                "handshake_timeout".to_string(),
-                "handshake_timeout must be above zero".to_string(),
-            ));
-        }
-    }
-    problems
 }
 
 fn cluster_static(tls: &raw::ClusterTls) -> Problems {
