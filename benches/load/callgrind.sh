@@ -59,7 +59,7 @@ wait_port() {
 	exit 1
 }
 
-render "$HERE/origin.conf.in" "$OUT/origin.conf" DIR="$OUT" ORIGIN_PORT="$ORIGIN_PORT" USER="$USER_LINE"
+render "$HERE/origin.conf.in" "$OUT/origin.conf" DIR="$OUT" ORIGIN_PORT="$ORIGIN_PORT" USER="$USER_LINE" WORKERS=1
 nginx -c "$OUT/origin.conf" -p "$OUT" &
 PIDS+=($!)
 wait_port "$ORIGIN_PORT"
@@ -112,7 +112,7 @@ for bin in "$@"; do
 	done
 done
 if [[ " $CONTENDERS " == *" nginx "* ]]; then
-	render "$HERE/nginx.conf.in" "$OUT/nginx.conf" DIR="$OUT" ORIGIN_PORT="$ORIGIN_PORT" \
+	render "$HERE/nginx.conf.in" "$OUT/nginx.conf" DIR="$OUT" ORIGIN_PORT="$ORIGIN_PORT" MAX_CONN=1024 WORKERS=1 \
 		PROXY_PORT="$PROXY_PORT" H2_LISTEN="" USER="$USER_LINE" FWD_HEADERS="" FWD_NOTE="bare"
 	# NGINX forks no worker with master_process off: the one process serves.
 	measure nginx-forward nginx -c "$OUT/nginx.conf" -p "$OUT" -g "master_process off;"
