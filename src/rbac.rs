@@ -26,7 +26,7 @@ use std::net::IpAddr;
 use prometheus::IntCounter;
 
 use crate::cidr::Cidr;
-use crate::config::raw::{RbacAction, RbacMode};
+use crate::config::types::{RbacAction, RbacMode};
 use crate::router::{Matcher, RequestView, SanMatch};
 use crate::stats::Stats;
 

@@ -12,8 +12,12 @@ pub mod load;
 pub mod problem;
 pub mod raw;
 pub mod snapshot;
+#[cfg(test)]
+pub(crate) mod testing;
+pub mod types;
 pub mod words;
 
+pub use compile::ClusterEntry;
 pub use load::Diagnostic;
 pub use problem::{Problem, Problems};
 pub use snapshot::Snapshot;

@@ -7,6 +7,11 @@ use serde::Deserialize;
 
 use super::duration::Dur;
 
+// Plain enums runtime code uses as they are: defined in `config::types`, read here.
+pub use super::types::{
+    ForwardClientCert, HeadersWithUnderscores, ListenerProtocol, RbacAction, RbacMode,
+};
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -134,15 +139,6 @@ pub struct HealthListener {
     pub address: String,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum ListenerProtocol {
-    #[default]
-    Http,
-    Tcp,
-    Thrift,
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listener {
@@ -190,25 +186,6 @@ pub struct ProxyProtocolOptions {
     /// Bound on receiving the header (default 3s).
     #[serde(default)]
     pub timeout: Option<Dur>,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum RbacMode {
-    #[default]
-    Enforce,
-    /// Count and log what would be denied; forward anyway.
-    Shadow,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum RbacAction {
-    /// Allow only what some policy matches.
-    #[default]
-    Allow,
-    /// Deny what some policy matches.
-    Deny,
 }
 
 /// Envoy's RBAC shape: a policy matches when one of its principals (who) and one
@@ -361,15 +338,6 @@ pub enum DoubleEncoding {
     Keep,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum HeadersWithUnderscores {
-    Allow,
-    #[default]
-    Drop,
-    Reject,
-}
-
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerTls {
@@ -422,14 +390,6 @@ pub struct SanRule {
     pub prefix: Option<String>,
     #[serde(default)]
     pub suffix: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum ForwardClientCert {
-    Sanitize,
-    AppendForward,
-    SanitizeSet,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use attache_filters::HttpFilter;
 
-use super::raw;
+use super::types::{HeadersWithUnderscores, ListenerProtocol};
 use crate::router::Router;
 use crate::stats::ListenerStats;
 use crate::upstream::Cluster;
@@ -39,7 +39,7 @@ pub struct AccessLogCfg {
 pub struct Listener {
     pub name: Arc<str>,
     pub address: SocketAddr,
-    pub protocol: raw::ListenerProtocol,
+    pub protocol: ListenerProtocol,
     pub stats: ListenerStats,
     pub access_log: Option<AccessLogCfg>,
     pub http: Option<HttpSettings>,
@@ -73,7 +73,7 @@ pub struct HttpSettings {
     pub request_head_timeout: Duration,
     /// `default_host_for_http_10`, checked as an authority.
     pub default_host_http10: Option<http::HeaderValue>,
-    pub headers_with_underscores: raw::HeadersWithUnderscores,
+    pub headers_with_underscores: HeadersWithUnderscores,
     pub generate_request_id: bool,
     pub retry_buffer_bytes: usize,
     pub http2: Http2Settings,

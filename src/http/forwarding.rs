@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use crate::config::raw::ForwardClientCert;
+use crate::config::types::ForwardClientCert;
 use crate::tls::PeerInfo;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

@@ -14,8 +14,8 @@ use http::{Request, Uri, Version};
 use http_body_util::BodyExt;
 use prometheus::IntCounter;
 
-use crate::config::raw::UpstreamProtocol;
 use crate::stats::Stats;
+use crate::upstream::UpstreamProtocol;
 use crate::upstream::{Cluster, Outcome, Refused, UpBody};
 
 pub const MIRROR_REQUESTS_TOTAL: &str = "attache_mirror_requests_total";

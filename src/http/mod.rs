@@ -84,7 +84,7 @@ pub struct ConnCtx {
     /// The verified client certificate, on mTLS listeners.
     pub peer: Option<crate::tls::PeerInfo>,
     /// What to do with `x-forwarded-client-cert`.
-    pub xfcc: crate::config::raw::ForwardClientCert,
+    pub xfcc: crate::config::types::ForwardClientCert,
     /// Set when an HTTP/1 head carried both Content-Length and Transfer-Encoding.
     pub framing_conflict: Arc<std::sync::atomic::AtomicBool>,
     /// Set when an HTTP/1 request line hyper parses carried a `#fragment` (hyper
@@ -119,7 +119,7 @@ impl ConnCtx {
             sni: None,
             peer_sans: Vec::new(),
             peer: None,
-            xfcc: crate::config::raw::ForwardClientCert::SanitizeSet,
+            xfcc: crate::config::types::ForwardClientCert::SanitizeSet,
             framing_conflict: Default::default(),
             target_fragment: Default::default(),
             draining: Default::default(),

@@ -32,13 +32,14 @@ use super::grpc;
 use super::respond::local_reply;
 use super::stream::{Chain, Stream};
 use super::{target, ConnCtx, DownBody, Runtime};
-use crate::config::raw::{HeadersWithUnderscores, UpstreamProtocol};
 use crate::config::snapshot::HttpSettings;
+use crate::config::types::HeadersWithUnderscores;
 use crate::error::{ErrorKind, Reject};
 use crate::router::retry::{Failure, RetryState};
 use crate::router::{Action, RequestView, Route, RouteAction};
 use crate::upstream::pool::SendError;
 use crate::upstream::Replay;
+use crate::upstream::UpstreamProtocol;
 use crate::upstream::{Attempt, Cluster, Endpoint, Outcome, Refused, UpBody, UpstreamBody};
 
 /// The request is answered here, without an upstream: the phase that decided it

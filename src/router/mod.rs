@@ -117,7 +117,9 @@ pub struct QueryMatch {
     pub value: ValueMatch,
 }
 
-#[derive(Debug)]
+/// A certificate SAN condition (route `peer_san`, RBAC principals, a listener's
+/// `allowed_client_sans`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SanMatch {
     Exact(String),
     Prefix(String),

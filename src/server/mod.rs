@@ -19,8 +19,8 @@ use tokio::sync::watch;
 use tokio_util::either::Either;
 
 use crate::accesslog::Sinks;
-use crate::config::raw::ListenerProtocol;
 use crate::config::snapshot::Listener;
+use crate::config::types::ListenerProtocol;
 use crate::config::{Diagnostic, Snapshot};
 use crate::http::{ConnCtx, Runtime};
 use crate::stats::{Stats, CONFIG_RELOAD_TOTAL};

@@ -12,9 +12,17 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use super::*;
-use crate::config::raw;
-use crate::tls::testutil::{Leaf, Pki};
-use crate::tls::{ClientTls, ServerTls};
+use rustls::pki_types::ServerName;
+
+use crate::tls::testutil::{Issued, Leaf, Pki};
+use crate::tls::{CertPair, ClientTls, ClusterSettings, ListenerSettings, ServerTls};
+
+fn pair(issued: &Issued) -> CertPair {
+    CertPair {
+        cert_chain: issued.cert.clone(),
+        private_key: issued.key.clone(),
+    }
+}
 
 /// An origin that reads until the client half-closes, then replies with the byte
 /// count and what it read, and closes.
@@ -218,9 +226,8 @@ async fn tls_on_both_sides_with_half_close() -> Result<()> {
 
     // A TLS origin (requiring a client cert) in front of the half-close logic.
     let origin_tls = ServerTls::build(
-        &raw::ListenerTls {
-            cert_chain: Some(origin_cert.cert.clone()),
-            private_key: Some(origin_cert.key.clone()),
+        &ListenerSettings {
+            default_cert: Some(pair(&origin_cert)),
             client_ca: Some(pki.ca_path.clone()),
             ..Default::default()
         },
@@ -248,9 +255,8 @@ async fn tls_on_both_sides_with_half_close() -> Result<()> {
     });
 
     let down_tls = ServerTls::build(
-        &raw::ListenerTls {
-            cert_chain: Some(proxy_cert.cert.clone()),
-            private_key: Some(proxy_cert.key.clone()),
+        &ListenerSettings {
+            default_cert: Some(pair(&proxy_cert)),
             ..Default::default()
         },
         "db",
@@ -258,12 +264,12 @@ async fn tls_on_both_sides_with_half_close() -> Result<()> {
     )
     .map_err(|p| anyhow::anyhow!("{p:?}"))?;
     let up_tls = ClientTls::build(
-        &raw::ClusterTls {
-            ca: Some(pki.ca_path.clone()),
-            sni: Some("origin.internal".into()),
-            cert_chain: Some(client_cert.cert.clone()),
-            private_key: Some(client_cert.key.clone()),
-            ..Default::default()
+        &ClusterSettings {
+            ca: pki.ca_path.clone(),
+            sni: ServerName::try_from("origin.internal").ok(),
+            verify_sans: Vec::new(),
+            client_cert: Some(pair(&client_cert)),
+            alpn: Vec::new(),
         },
         "pg",
         &stats,

@@ -1,7 +1,8 @@
 //! Apache Thrift: the wire codec, compiled routes, and the per-connection proxy.
 //!
 //! Integration: build a [`ListenerCtx`] per listener at config compile time (from
-//! `raw::ThriftListener`, the metrics registry and the snapshot's clusters), then run [`serve_connection`] for each accepted (and,
+//! the compiled [`Settings`], the metrics registry and the snapshot's clusters),
+//! then run [`serve_connection`] for each accepted (and,
 //! when configured, TLS-terminated) connection.
 
 pub mod codec;
@@ -13,6 +14,6 @@ pub mod upstream;
 #[cfg(test)]
 mod tests;
 
-pub use proxy::{serve_connection, serve_connection_until, ListenerCtx};
-pub use routes::{upstream_framing, Routes};
+pub use proxy::{serve_connection, serve_connection_until, ListenerCtx, Settings};
+pub use routes::{Routes, UpstreamFraming};
 pub use upstream::Clusters;

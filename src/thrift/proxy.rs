@@ -19,7 +19,6 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
-use crate::config::raw;
 use crate::flag::Flag;
 
 use super::codec::{
@@ -29,7 +28,6 @@ use super::codec::{
 use super::routes::{RetryPolicy, Route, Routes};
 use super::stats::{Metrics, Outcome};
 use super::upstream::{self, Clusters, Conn, DialError, Framing};
-use crate::config::Problem;
 use crate::upstream::{Attempt, Cluster, Endpoint, Outcome as Reported, Refused};
 
 /// Read buffer growth step.
@@ -69,6 +67,19 @@ pub const DEFAULT_MAX_CONCURRENT_CALLS: u32 = 1;
 /// Upper bound of `max_concurrent_calls`.
 pub const MAX_CONCURRENT_CALLS: u32 = 1024;
 
+/// A Thrift listener's `thrift:` block, compiled with every default applied
+/// (`config::compile::thrift`).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub routes: Routes,
+    /// `None`: connections may stay idle forever.
+    pub idle_timeout: Option<Duration>,
+    /// `None`: a started call may take forever to arrive.
+    pub message_timeout: Option<Duration>,
+    /// Pipelined calls of one connection forwarded at once; 1 = one at a time.
+    pub max_concurrent_calls: usize,
+}
+
 impl std::fmt::Debug for ListenerCtx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ListenerCtx")
@@ -78,58 +89,31 @@ impl std::fmt::Debug for ListenerCtx {
 }
 
 impl ListenerCtx {
-    /// Compile a listener's `thrift:` block and resolve its metrics. Errors carry
-    /// paths relative to the listener (`thrift.routes.2.route`). Unknown cluster
-    /// names are for the caller to check, with [`Routes::clusters`].
+    /// A listener's context over its compiled settings; resolves its metrics.
     pub fn new(
         listener: &str,
-        raw: &raw::ThriftListener,
+        settings: Settings,
         stats: &Stats,
         clusters: Clusters,
-    ) -> Result<ListenerCtx, Vec<Problem>> {
-        let max_concurrent_calls = raw
-            .max_concurrent_calls
-            .unwrap_or(DEFAULT_MAX_CONCURRENT_CALLS);
-        let bad_max = !(1..=MAX_CONCURRENT_CALLS).contains(&max_concurrent_calls);
-        let routes = match (Routes::compile(raw), bad_max) {
-            (Ok(r), false) => r,
-            (r, bad_max) => {
-                let mut errors = r.err().unwrap_or_default();
-                if bad_max {
-                    errors.push(Problem::new(
-                        "thrift.max_concurrent_calls".to_owned(),
-                        format!(
-                            "max_concurrent_calls must be 1..={MAX_CONCURRENT_CALLS} (1 = one call at a time)"
-                        ),
-                    ));
-                }
-                return Err(errors);
-            }
-        };
+    ) -> ListenerCtx {
+        let routes = settings.routes;
         let metrics = Metrics::new(
             stats,
             listener,
             routes.method_labels(),
             routes.retry_route_names(),
         );
-        let timeout = |d: Option<crate::config::duration::Dur>, default| match d {
-            None => Some(default),
-            Some(d) if d.0.is_zero() => None,
-            Some(d) => Some(d.0),
-        };
-        let idle_timeout = timeout(raw.idle_timeout, DEFAULT_IDLE_TIMEOUT);
-        let message_timeout = timeout(raw.message_timeout, DEFAULT_MESSAGE_TIMEOUT);
-        Ok(ListenerCtx {
+        ListenerCtx {
             name: listener.to_owned(),
             routes,
             metrics,
             clusters,
-            idle_timeout,
-            message_timeout,
+            idle_timeout: settings.idle_timeout,
+            message_timeout: settings.message_timeout,
             sli: None,
-            max_concurrent_calls: max_concurrent_calls as usize,
+            max_concurrent_calls: settings.max_concurrent_calls,
             rbac: None,
-        })
+        }
     }
 
     /// Record every call's outcome on the `/sli` board too, under (listener, route
@@ -687,8 +671,11 @@ impl ListenerCtx {
         used: Option<&mut Option<Arc<Endpoint>>>,
     ) -> Result<Option<Message>, CallError> {
         let h = msg.header();
-        let (t, p) = super::upstream_framing(cluster.thrift.as_ref());
-        let framing = (t.unwrap_or(h.transport), p.unwrap_or(h.protocol));
+        let up = cluster.thrift;
+        let framing = (
+            up.transport.unwrap_or(h.transport),
+            up.protocol.unwrap_or(h.protocol),
+        );
         let (prefix, payload) = wire_out(msg, framing.0, framing.1)?;
         let mut attempt = cluster.attempt(None, avoid).map_err(|r| match r {
             Refused::Overflow => CallError::Overflow,

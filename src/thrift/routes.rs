@@ -1,14 +1,13 @@
-//! Thrift route tables compiled from `raw::ThriftListener`: match by method, method
-//! prefix, multiplexed service, or everything; pick a cluster or a weighted one.
+//! Thrift route tables (compiled in `config::compile::thrift`): match by method,
+//! method prefix, multiplexed service, or everything; pick a cluster or a weighted
+//! one.
 
 use std::time::Duration;
 
-use crate::config::raw;
-use crate::config::Problem;
 use crate::router::ValueMatch;
 
 use super::codec::{DecoderConfig, Message, Protocol};
-use super::codec::{Header, MessageType, Transport, DEFAULT_MAX_MESSAGE_SIZE};
+use super::codec::{Header, MessageType, Transport};
 
 /// Default per-call timeout (connect, send and reply), as HTTP routes; `0s` = none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -24,10 +23,11 @@ pub struct Routes {
 pub struct Route {
     /// The route's `name`, or `routes.<index>`.
     pub name: String,
-    matcher: Match,
-    action: Action,
-    timeout: Option<Duration>,
-    retry: Option<RetryPolicy>,
+    pub(crate) matcher: Match,
+    pub(crate) action: Action,
+    /// `None`: no timeout.
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) retry: Option<RetryPolicy>,
 }
 
 /// The conditions `retries.retry_on` may name.
@@ -48,7 +48,7 @@ pub struct RetryPolicy {
     /// EXCEPTION). A declared IDL exception is a result, never retried.
     pub on_exception: bool,
     /// Bare method names; the only calls retried.
-    methods: Vec<String>,
+    pub methods: Vec<String>,
     /// Bound on one try; `None`: only the route timeout.
     pub per_try_timeout: Option<Duration>,
 }
@@ -60,146 +60,27 @@ impl RetryPolicy {
     }
 }
 
-/// Compile `retries:` at `{at}.route.retries`, reporting every problem.
-fn compile_retries(
-    at: &str,
-    r: &raw::ThriftRetries,
-    errors: &mut Vec<Problem>,
-) -> Option<RetryPolicy> {
-    let at = format!("{at}.route.retries");
-    let mut pol = RetryPolicy {
-        attempts: r.attempts,
-        per_try_timeout: r.per_try_timeout.map(|d| d.0),
-        ..RetryPolicy::default()
-    };
-    let before = errors.len();
-    if r.attempts > MAX_RETRIES {
-        errors.push(Problem::new(
-            format!("{at}.attempts"),
-            format!("attempts must be at most {MAX_RETRIES}"),
-        ));
-    }
-    if r.retry_on.is_empty() {
-        errors.push(Problem::new(
-            format!("{at}.retry_on"),
-            format!("name at least one of {}", RETRY_ON.join(", ")),
-        ));
-    }
-    for (i, on) in r.retry_on.iter().enumerate() {
-        let flag = match on.as_str() {
-            "connect-failure" => &mut pol.on_connect_failure,
-            "timeout" => &mut pol.on_timeout,
-            "reset" => &mut pol.on_reset,
-            "exception" => &mut pol.on_exception,
-            other => {
-                let hint = crate::config::load::did_you_mean(other, RETRY_ON.iter().copied())
-                    .map(|s| format!("did you mean `{s}`?"))
-                    .unwrap_or_else(|| format!("expected one of {}", RETRY_ON.join(", ")));
-                errors.push(Problem::new(
-                    format!("{at}.retry_on.{i}"),
-                    format!("unknown retry condition `{other}`; {hint}"),
-                ));
-                continue;
-            }
-        };
-        *flag = true;
-    }
-    if r.methods.is_empty() {
-        errors.push(Problem::new(
-            format!("{at}.methods"),
-            "list the idempotent methods to retry; other calls are never retried".to_owned(),
-        ));
-    }
-    for (i, m) in r.methods.iter().enumerate() {
-        if m.is_empty() || m.contains(':') {
-            errors.push(Problem::new(
-                format!("{at}.methods.{i}"),
-                "a bare method name, without `Service:`".to_owned(),
-            ));
-        }
-    }
-    pol.methods = r.methods.clone();
-    if r.per_try_timeout.is_some_and(|d| d.0.is_zero()) {
-        errors.push(Problem::new(
-            format!("{at}.per_try_timeout"),
-            "must be greater than 0; omit it to bound tries only by the route timeout".to_owned(),
-        ));
-    }
-    if pol.on_timeout && r.per_try_timeout.is_none() {
-        errors.push(Problem::new(
-            format!("{at}.retry_on"),
-            "`timeout` needs `per_try_timeout` (the route timeout ends the whole call)".to_owned(),
-        ));
-    }
-    (errors.len() == before).then_some(pol)
-}
-
-/// Compile `match.headers` at `{at}.match.headers`, reporting every problem. Only
-/// THeader calls carry headers, so a listener that cannot receive them is told.
-fn compile_headers(
-    at: &str,
-    transport: raw::ThriftTransport,
-    raw: &[raw::HeaderMatcher],
-    errors: &mut Vec<Problem>,
-) -> Vec<InfoMatch> {
-    let at = format!("{at}.match.headers");
-    if !raw.is_empty()
-        && matches!(
-            transport,
-            raw::ThriftTransport::Framed | raw::ThriftTransport::Unframed
-        )
-    {
-        errors.push(Problem::new(
-            at.clone(),
-            "only THeader calls carry headers; set `thrift.transport: header` (or `auto`)"
-                .to_owned(),
-        ));
-    }
-    let mut out = Vec::with_capacity(raw.len());
-    for (i, h) in raw.iter().enumerate() {
-        let hp = format!("{at}.{i}");
-        if h.name.is_empty() {
-            errors.push(Problem::new(
-                format!("{hp}.name"),
-                "must not be empty".to_owned(),
-            ));
-        }
-        match ValueMatch::from_keys(&h.exact, &h.prefix, &h.suffix, &h.regex, h.present) {
-            Ok(value) => out.push(InfoMatch {
-                name: h.name.clone(),
-                value,
-                invert: h.invert,
-            }),
-            Err((key, msg)) => {
-                let path = key.map_or(hp.clone(), |k| format!("{hp}.{k}"));
-                errors.push(Problem::new(path, msg));
-            }
-        }
-    }
-    out
-}
-
 /// All present conditions must hold; none present matches every call.
 #[derive(Debug, Clone, Default)]
-struct Match {
+pub(crate) struct Match {
     /// Equal to the method part of the name, or to the whole name.
-    method: Option<String>,
+    pub method: Option<String>,
     /// Prefix of the method part.
-    method_prefix: Option<String>,
+    pub method_prefix: Option<String>,
     /// The multiplexed service (`Service:` prefix).
-    service: Option<String>,
+    pub service: Option<String>,
     /// THeader info headers.
-    headers: Vec<InfoMatch>,
+    pub headers: Vec<InfoMatch>,
 }
 
 /// One `match.headers` entry: a THeader info header's value. Names compare
 /// ASCII-case-insensitively (as Envoy's THeader matching); when a name appears
 /// twice the last value counts, the one Apache and fbthrift servers read.
 #[derive(Debug, Clone)]
-struct InfoMatch {
-    name: String,
-    value: ValueMatch,
-    invert: bool,
+pub(crate) struct InfoMatch {
+    pub name: String,
+    pub value: ValueMatch,
+    pub invert: bool,
 }
 
 impl InfoMatch {
@@ -219,7 +100,7 @@ impl InfoMatch {
 }
 
 #[derive(Debug, Clone)]
-enum Action {
+pub(crate) enum Action {
     Cluster(String),
     /// (cluster, cumulative weight upper bound); total is the last bound.
     Weighted(Vec<(String, u64)>),
@@ -308,169 +189,18 @@ impl Route {
     }
 }
 
-fn transport(t: raw::ThriftTransport) -> Option<Transport> {
-    match t {
-        raw::ThriftTransport::Framed => Some(Transport::Framed),
-        raw::ThriftTransport::Unframed => Some(Transport::Unframed),
-        raw::ThriftTransport::Header => Some(Transport::Header),
-        raw::ThriftTransport::Auto => None,
-    }
-}
-
-fn protocol(p: raw::ThriftProtocol) -> Option<Protocol> {
-    match p {
-        raw::ThriftProtocol::Binary => Some(Protocol::Binary),
-        raw::ThriftProtocol::Compact => Some(Protocol::Compact),
-        raw::ThriftProtocol::Auto => None,
-    }
-}
-
-/// A cluster's upstream framing from its `thrift:` block: `None` parts follow the
-/// downstream message (`auto` has no meaning upstream and means the same).
-pub fn upstream_framing(
-    raw: Option<&raw::ThriftUpstream>,
-) -> (Option<Transport>, Option<Protocol>) {
-    match raw {
-        None => (None, None),
-        Some(u) => (
-            u.transport.and_then(transport),
-            u.protocol.and_then(protocol),
-        ),
-    }
+/// A cluster's upstream framing (its `thrift:` block): `None` parts follow the
+/// downstream call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UpstreamFraming {
+    pub transport: Option<Transport>,
+    pub protocol: Option<Protocol>,
 }
 
 impl Routes {
-    /// Compile and check a listener's `thrift:` block, reporting every problem.
-    /// Paths are relative to the listener, e.g. `thrift.routes.2.match`.
-    pub fn compile(raw: &raw::ThriftListener) -> Result<Routes, Vec<Problem>> {
-        let mut errors = Vec::new();
-        let max = match raw.max_message_size {
-            None => DEFAULT_MAX_MESSAGE_SIZE,
-            Some(0) => {
-                errors.push(Problem::new(
-                    "thrift.max_message_size".to_owned(),
-                    "must be greater than 0".to_owned(),
-                ));
-                DEFAULT_MAX_MESSAGE_SIZE
-            }
-            Some(n) if n > i32::MAX as u32 => {
-                errors.push(Problem::new(
-                    "thrift.max_message_size".to_owned(),
-                    format!("must be at most {} (a frame length is an i32)", i32::MAX),
-                ));
-                DEFAULT_MAX_MESSAGE_SIZE
-            }
-            Some(n) => n as usize,
-        };
-        let mut routes = Vec::with_capacity(raw.routes.len());
-        let mut catch_all: Option<usize> = None;
-        for (i, r) in raw.routes.iter().enumerate() {
-            let at = format!("thrift.routes.{i}");
-            let mut matcher = Match::default();
-            for (key, value, slot) in [
-                ("method", &r.matcher.method, &mut matcher.method),
-                (
-                    "method_prefix",
-                    &r.matcher.method_prefix,
-                    &mut matcher.method_prefix,
-                ),
-                ("service", &r.matcher.service, &mut matcher.service),
-            ] {
-                match value {
-                    Some(v) if v.is_empty() => errors.push(Problem::new(
-                        format!("{at}.match.{key}"),
-                        "must not be empty; omit `match` to match every call".to_owned(),
-                    )),
-                    Some(v) if key == "service" && v.contains(':') => errors.push(Problem::new(
-                        format!("{at}.match.{key}"),
-                        "a service name cannot contain `:`".to_owned(),
-                    )),
-                    _ => *slot = value.clone(),
-                }
-            }
-            matcher.headers = compile_headers(&at, raw.transport, &r.matcher.headers, &mut errors);
-            let is_catch_all = r.matcher.method.is_none()
-                && r.matcher.method_prefix.is_none()
-                && r.matcher.service.is_none()
-                && r.matcher.headers.is_empty();
-            if let Some(first) = catch_all {
-                errors.push(Problem::new(
-                    format!("{at}.match"),
-                    format!("unreachable: thrift.routes.{first} before it matches every call"),
-                ));
-            } else if is_catch_all {
-                catch_all = Some(i);
-            }
-            let action = match (&r.route.cluster, &r.route.weighted_clusters) {
-                (Some(c), None) if c.is_empty() => {
-                    errors.push(Problem::new(
-                        format!("{at}.route.cluster"),
-                        "must not be empty".to_owned(),
-                    ));
-                    None
-                }
-                (Some(c), None) => Some(Action::Cluster(c.clone())),
-                (None, Some(ws)) => {
-                    let mut upper = 0u64;
-                    let mut compiled = Vec::with_capacity(ws.len());
-                    for (j, w) in ws.iter().enumerate() {
-                        if w.cluster.is_empty() {
-                            errors.push(Problem::new(
-                                format!("{at}.route.weighted_clusters.{j}.cluster"),
-                                "must not be empty".to_owned(),
-                            ));
-                        }
-                        upper += u64::from(w.weight);
-                        compiled.push((w.cluster.clone(), upper));
-                    }
-                    if upper == 0 {
-                        errors.push(Problem::new(
-                            format!("{at}.route.weighted_clusters"),
-                            "weights sum to zero".to_owned(),
-                        ));
-                    }
-                    Some(Action::Weighted(compiled))
-                }
-                _ => {
-                    errors.push(Problem::new(
-                        format!("{at}.route"),
-                        "set exactly one of `cluster` or `weighted_clusters`".to_owned(),
-                    ));
-                    None
-                }
-            };
-            let timeout = match r.route.timeout {
-                None => Some(DEFAULT_TIMEOUT),
-                Some(d) if d.0.is_zero() => None,
-                Some(d) => Some(d.0),
-            };
-            let retry = r
-                .route
-                .retries
-                .as_ref()
-                .and_then(|rr| compile_retries(&at, rr, &mut errors));
-            if let Some(action) = action {
-                let name = r.name.clone().unwrap_or_else(|| format!("routes.{i}"));
-                routes.push(Route {
-                    name,
-                    matcher,
-                    action,
-                    timeout,
-                    retry,
-                });
-            }
-        }
-        if !errors.is_empty() {
-            return Err(errors);
-        }
-        Ok(Routes {
-            routes,
-            decoder: DecoderConfig {
-                transport: transport(raw.transport),
-                protocol: protocol(raw.protocol),
-                max_message_size: max,
-            },
-        })
+    /// A route table over compiled routes (built by `config::compile`).
+    pub(crate) fn new(routes: Vec<Route>, decoder: DecoderConfig) -> Routes {
+        Routes { routes, decoder }
     }
 
     /// The first route matching the call, if any.

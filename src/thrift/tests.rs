@@ -17,7 +17,6 @@ use thrift::ApplicationErrorKind;
 
 use super::codec;
 use super::{serve_connection, ListenerCtx};
-use crate::config::raw;
 
 // ---- the proxy under test --------------------------------------------------------
 
@@ -44,7 +43,6 @@ impl TestUpstreams {
                 Some(Transport::Unframed) => ", thrift: { transport: unframed }",
             };
             let yaml = format!("{{ name: {name}, endpoints: []{transport} }}");
-            let cfg: raw::Cluster = serde_yaml::from_str(&yaml).expect("cluster yaml");
             let specs = addrs
                 .iter()
                 .map(|a| crate::config::endpoints::Spec {
@@ -53,14 +51,7 @@ impl TestUpstreams {
                     zone: None,
                 })
                 .collect();
-            let c = crate::upstream::Cluster::new(
-                &cfg,
-                crate::config::compile::cluster_settings(&cfg),
-                specs,
-                crate::stats::ClusterStats::new(stats, name),
-                crate::stats::FleetStats::new(stats, name),
-                None,
-            );
+            let c = crate::config::testing::cluster(&yaml, specs, stats);
             map.insert(name.clone(), c);
         }
         Arc::new(map)
@@ -104,10 +95,10 @@ impl Proxy {
 }
 
 async fn start_proxy(yaml: &str, upstreams: TestUpstreams) -> Proxy {
-    let raw: raw::ThriftListener = serde_yaml::from_str(yaml).expect("listener yaml");
+    let settings = crate::config::testing::thrift_listener(yaml).expect("config compiles");
     let stats = Arc::new(Stats::new());
     let clusters = upstreams.build(&stats);
-    let ctx = ListenerCtx::new("t", &raw, &stats, clusters).expect("config compiles");
+    let ctx = ListenerCtx::new("t", settings, &stats, clusters);
     let ctx = Arc::new(ctx);
     let addr = attache_testkit::serve_each(move |s| {
         let peer = s
@@ -530,8 +521,7 @@ routes:
   - match: { service: 'A:b' }
     route: { weighted_clusters: [{ cluster: a, weight: 0 }] }
 ";
-    let raw: raw::ThriftListener = serde_yaml::from_str(yaml).expect("yaml");
-    let errors = super::Routes::compile(&raw).expect_err("invalid");
+    let errors = crate::config::testing::thrift_listener(yaml).expect_err("invalid");
     let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(
         paths,
@@ -564,8 +554,9 @@ routes:
   - name: rest
     route: { cluster: rest }
 ";
-    let raw: raw::ThriftListener = serde_yaml::from_str(yaml).expect("yaml");
-    let routes = super::Routes::compile(&raw).expect("valid");
+    let routes = crate::config::testing::thrift_listener(yaml)
+        .expect("valid")
+        .routes;
     // An exception message is as good a payload as a call for routing.
     let mut payload = bytes::BytesMut::new();
     let unframed = super::codec::Framing {
@@ -603,8 +594,9 @@ fn weighted_clusters_follow_weights() {
 routes:
   - route: { weighted_clusters: [{ cluster: a, weight: 90 }, { cluster: b, weight: 10 }] }
 ";
-    let raw: raw::ThriftListener = serde_yaml::from_str(yaml).expect("yaml");
-    let routes = super::Routes::compile(&raw).expect("valid");
+    let routes = crate::config::testing::thrift_listener(yaml)
+        .expect("valid")
+        .routes;
     assert_eq!(routes.clusters().len(), 2);
     let mut buf = bytes::BytesMut::new();
     let framing = super::codec::Framing {

@@ -5,9 +5,9 @@ use std::io;
 use std::net::IpAddr;
 use std::sync::{Arc, Weak};
 
-use arc_swap::ArcSwap;
 use attache_filters::Stats;
 use prometheus::{IntCounter, IntGauge};
+use rustls::client::danger::ServerCertVerifier;
 use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
@@ -16,11 +16,9 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use crate::config::raw;
-
-use super::material::{self, load_pair, load_roots, Problem, Problems};
-use super::reload::{self, Reload, Watch};
-use super::validate::{usable, validate_cluster_with};
+use super::material::{self, load_identity, load_roots, Identity, Problem, Problems};
+use super::reload::{self, Material, Reload};
+use super::settings::ClusterSettings;
 use super::verify::SanServerVerifier;
 use super::{CLUSTER_CERT_EXPIRY, CLUSTER_HANDSHAKE_TOTAL, CLUSTER_RELOAD_TOTAL};
 
@@ -35,55 +33,42 @@ pub(crate) struct Loaded {
 /// cluster's connect timeout (it has none of its own).
 pub struct ClientTls {
     cluster: String,
-    raw: raw::ClusterTls,
     sni: Option<ServerName<'static>>,
-    current: ArcSwap<Loaded>,
+    material: Material<ClusterSettings, Loaded>,
     handshake_ok: IntCounter,
     handshake_failed: IntCounter,
-    reload_ok: IntCounter,
-    reload_failed: IntCounter,
     expiry: IntGauge,
     me: Weak<ClientTls>,
-    watch: Watch,
 }
 
 impl std::fmt::Debug for ClientTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientTls")
             .field("cluster", &self.cluster)
+            .field("sni", &self.sni)
             .finish_non_exhaustive()
     }
 }
 
 impl ClientTls {
-    /// Validate and load everything, register metrics, and (inside a tokio runtime)
-    /// start the file watcher. ALPN is `tls.alpn` as given: for a `protocol: http2`
-    /// cluster pass `alpn: ["h2"]` when the config left it unset.
+    /// Load every file, register metrics, and (inside a tokio runtime) start the
+    /// file watcher. Errors are every file problem, keyed as in the `tls:` block.
     pub fn build(
-        tls: &raw::ClusterTls,
+        tls: &ClusterSettings,
         cluster: &str,
         stats: &Stats,
     ) -> Result<Arc<ClientTls>, Problems> {
-        let problems = validate_cluster_with(tls, true);
-        if !problems.is_empty() {
-            return Err(problems);
-        }
-        let paths = watched_paths(tls);
-        let initial = reload::fingerprint(&paths);
-        let loaded = load(tls)?;
-        let sni = tls
-            .sni
-            .as_deref()
-            .and_then(|s| ServerName::try_from(s.to_string()).ok());
-
+        let reloads = || {
+            let metric = (
+                CLUSTER_RELOAD_TOTAL,
+                "Cluster certificate reloads by result",
+            );
+            reload::counters(stats, metric, ("cluster", cluster))
+        };
+        let material = Material::load(tls.clone(), tls.files(), load, reloads)?;
         let hs = stats.counter_vec(
             CLUSTER_HANDSHAKE_TOTAL,
             "Upstream TLS handshakes by result",
-            &["cluster", "result"],
-        );
-        let reloads = stats.counter_vec(
-            CLUSTER_RELOAD_TOTAL,
-            "Cluster certificate reloads by result",
             &["cluster", "result"],
         );
         let expiry = stats
@@ -95,24 +80,20 @@ impl ClientTls {
             .with_label_values(&[cluster, "client"]);
         let client = Arc::new_cyclic(|me| ClientTls {
             me: me.clone(),
-            watch: Watch::new(paths, initial),
             cluster: cluster.to_string(),
-            raw: tls.clone(),
-            sni,
-            current: ArcSwap::from_pointee(loaded),
+            sni: tls.sni.clone(),
+            material,
             handshake_ok: hs.with_label_values(&[cluster, "ok"]),
             handshake_failed: hs.with_label_values(&[cluster, "failed"]),
-            reload_ok: reloads.with_label_values(&[cluster, "ok"]),
-            reload_failed: reloads.with_label_values(&[cluster, "failed"]),
             expiry,
         });
         client.publish_expiry();
-        client.watch.ensure_started(&client.me);
+        client.material.watch.ensure_started(&client.me);
         Ok(client)
     }
 
     fn publish_expiry(&self) {
-        if let Some(t) = self.current.load().client_cert_not_after {
+        if let Some(t) = self.material.current().client_cert_not_after {
             self.expiry.set(t);
         }
     }
@@ -124,12 +105,12 @@ impl ClientTls {
 
     /// Every certificate in use now (the client certificate, then the CAs).
     pub fn certs(&self) -> Vec<material::CertInfo> {
-        self.current.load().certs.clone()
+        self.material.current().certs.clone()
     }
 
     /// The rustls config new connections use now.
     pub fn config(&self) -> Arc<ClientConfig> {
-        self.current.load().config.clone()
+        self.material.current().config.clone()
     }
 
     /// TLS over a connected socket; the server name is `sni`, else the peer's IP.
@@ -149,7 +130,7 @@ impl ClientTls {
             .sni
             .clone()
             .unwrap_or(ServerName::IpAddress(endpoint_ip.into()));
-        self.watch.ensure_started(&self.me);
+        self.material.watch.ensure_started(&self.me);
         let connector = TlsConnector::from(self.config());
         match connector.connect(name, io).await {
             Ok(s) => {
@@ -171,109 +152,95 @@ impl Reload for ClientTls {
     }
 
     fn reload(&self) -> Result<(), Problems> {
-        let loaded = load(&self.raw)?;
-        self.current.store(Arc::new(loaded));
+        self.material.reload()?;
         self.publish_expiry();
         Ok(())
     }
 
     fn counters(&self) -> (&IntCounter, &IntCounter) {
-        (&self.reload_ok, &self.reload_failed)
+        self.material.counters()
     }
 }
 
-fn watched_paths(tls: &raw::ClusterTls) -> Vec<String> {
-    [&tls.ca, &tls.cert_chain, &tls.private_key]
-        .into_iter()
-        .flatten()
-        .cloned()
-        .collect()
-}
-
-/// Read every file of a cluster `tls:` block and build its rustls config.
-pub(crate) fn load(tls: &raw::ClusterTls) -> Result<Loaded, Problems> {
+/// Read every file of a cluster's TLS and build its rustls config.
+fn load(tls: &ClusterSettings) -> Result<Loaded, Problems> {
     let provider = material::provider();
-    let now = material::now_unix();
     let mut problems = Problems::new();
-    let roots = usable(&tls.ca).and_then(|p| load_roots(p, "ca", &mut problems));
-    let identity = load_pair(
-        usable(&tls.cert_chain),
-        usable(&tls.private_key),
-        "cert_chain",
-        "private_key",
-        &provider,
-        now,
-        &mut problems,
-    );
-    if !problems.is_empty() {
-        return Err(problems);
-    }
-    let Some(roots) = roots else {
+    let roots = load_roots(&tls.ca, "ca", &mut problems);
+    let identity = tls.client_cert.as_ref().and_then(|p| {
+        let (c, k) = (&p.cert_chain, &p.private_key);
+        let now = material::now_unix();
+        load_identity(
+            c,
+            k,
+            "cert_chain",
+            "private_key",
+            &provider,
+            now,
+            &mut problems,
+        )
+    });
+    let Some(roots) = roots.filter(|_| problems.is_empty()) else {
         return Err(problems);
     };
-    if tls.cert_chain.is_some() && identity.is_none() {
-        return Err(problems);
-    }
-    let roots = Arc::new(roots);
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| vec![Problem::new("ca".to_string(), format!("unsupported: {e}"))])?;
-    let builder = if tls.verify_sans.is_empty() {
-        let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
-            .build()
-            .map_err(|e| {
-                vec![Problem::new(
-                    "ca".to_string(),
-                    format!("cannot verify servers with it: {e}"),
-                )]
-            })?;
-        builder.with_webpki_verifier(verifier)
-    } else {
-        let algs = provider.signature_verification_algorithms;
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(SanServerVerifier::new(
-                roots,
-                algs,
-                tls.verify_sans.clone(),
-            )))
-    };
+    let builder = builder
+        .dangerous()
+        .with_custom_certificate_verifier(server_verifier(tls, roots, &provider)?);
     let client_cert_not_after = identity.as_ref().map(|id| id.leaf.not_after);
-    let mut certs: Vec<material::CertInfo> = identity
-        .iter()
-        .map(|id| material::CertInfo {
-            role: "client",
-            name: "client".into(),
-            path: tls.cert_chain.clone().unwrap_or_default(),
-            facts: id.leaf.clone(),
-        })
-        .collect();
-    if let Some(ca) = &tls.ca {
-        certs.extend(
-            material::bundle_facts(ca)
-                .into_iter()
-                .map(|facts| material::CertInfo {
-                    role: "ca",
-                    name: "ca".into(),
-                    path: ca.clone(),
-                    facts,
-                }),
-        );
-    }
+    let certs = cert_infos(tls, identity.as_ref());
     let mut config = match identity {
         Some(id) => builder
             .with_client_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(id.key))),
         None => builder.with_no_client_auth(),
     };
-    config.alpn_protocols = tls
-        .alpn
-        .iter()
-        .flatten()
-        .map(|p| p.as_bytes().to_vec())
-        .collect();
+    config.alpn_protocols = tls.alpn.clone();
     Ok(Loaded {
         config: Arc::new(config),
         client_cert_not_after,
         certs,
     })
+}
+
+/// Upstream certificates verified against `roots` by webpki, then (with
+/// `verify_sans`) for one of the names.
+fn server_verifier(
+    tls: &ClusterSettings,
+    roots: rustls::RootCertStore,
+    provider: &Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Arc<dyn ServerCertVerifier>, Problems> {
+    let roots = Arc::new(roots);
+    if !tls.verify_sans.is_empty() {
+        let algs = provider.signature_verification_algorithms;
+        let names = tls.verify_sans.clone();
+        return Ok(Arc::new(SanServerVerifier::new(roots, algs, names)));
+    }
+    let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+        .build()
+        .map_err(|e| {
+            vec![Problem::new(
+                "ca".to_string(),
+                format!("cannot verify servers with it: {e}"),
+            )]
+        })?;
+    Ok(verifier)
+}
+
+/// Every certificate in use: the client certificate, then the CAs.
+fn cert_infos(tls: &ClusterSettings, identity: Option<&Identity>) -> Vec<material::CertInfo> {
+    let info = |role, name: &str, path: &str, facts| material::CertInfo {
+        role,
+        name: name.into(),
+        path: path.to_string(),
+        facts,
+    };
+    let client = identity.zip(tls.client_cert.as_ref());
+    let client = client.map(|(id, p)| info("client", "client", &p.cert_chain, id.leaf.clone()));
+    let cas = material::bundle_facts(&tls.ca).into_iter();
+    client
+        .into_iter()
+        .chain(cas.map(|facts| info("ca", "ca", &tls.ca, facts)))
+        .collect()
 }

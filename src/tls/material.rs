@@ -322,37 +322,6 @@ pub fn load_identity(
     })
 }
 
-/// Like [`load_identity`] for a pair where either side may be missing (a shape
-/// problem reported elsewhere): the side that is there is still read and checked,
-/// so every file problem shows up in one run.
-#[allow(clippy::too_many_arguments)]
-pub fn load_pair(
-    chain: Option<&str>,
-    key: Option<&str>,
-    chain_key: &str,
-    key_key: &str,
-    provider: &CryptoProvider,
-    now: i64,
-    problems: &mut Problems,
-) -> Option<Identity> {
-    match (chain, key) {
-        (Some(c), Some(k)) => load_identity(c, k, chain_key, key_key, provider, now, problems),
-        (Some(c), None) => {
-            if let Err(e) = read_file(c).and_then(|b| parse_certs(&b, c)) {
-                problems.push(Problem::new(chain_key.to_string(), e));
-            }
-            None
-        }
-        (None, Some(k)) => {
-            if let Err(e) = read_file(k).and_then(|b| parse_key(&b, k)) {
-                problems.push(Problem::new(key_key.to_string(), e));
-            }
-            None
-        }
-        (None, None) => None,
-    }
-}
-
 /// Load a CA bundle into a root store; every certificate must parse.
 pub fn load_roots(path: &str, key: &str, problems: &mut Problems) -> Option<RootCertStore> {
     let certs = match read_file(path).and_then(|b| parse_certs(&b, path)) {

@@ -1,5 +1,6 @@
 //! TLS: downstream termination with mTLS, upstream origination, certificate
-//! rotation, `x-forwarded-client-cert`, and validation of `tls:` blocks.
+//! rotation and `x-forwarded-client-cert`, built from the typed settings that
+//! `config::compile::tls` checks and compiles.
 //!
 //! Every rustls config is built with the ring provider explicitly
 //! (`builder_with_provider`); nothing depends on a process-wide default provider.
@@ -17,7 +18,7 @@ mod client;
 mod material;
 mod reload;
 mod server;
-mod validate;
+mod settings;
 mod verify;
 mod xfcc;
 
@@ -27,15 +28,12 @@ mod tests;
 pub(crate) mod testutil;
 
 pub use client::ClientTls;
-pub use material::{CertFacts, CertInfo, Problems};
+pub use material::{check_path, CertFacts, CertInfo, Problems};
 pub use reload::POLL_INTERVAL;
 pub use server::{
     HandshakeError, HandshakeFailure, PeerInfo, ServerTls, DEFAULT_HANDSHAKE_TIMEOUT,
 };
-pub use validate::{
-    validate_cluster, validate_cluster_with, validate_listener, validate_listener_with,
-};
-pub use verify::SanMatch;
+pub use settings::{CertPair, ClusterSettings, ListenerSettings, MinVersion, SniCertificate};
 pub use xfcc::{apply_xfcc, xfcc_value, XFCC};
 
 pub const HANDSHAKE_TOTAL: &str = "attache_tls_handshake_total";

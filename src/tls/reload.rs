@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use prometheus::IntCounter;
 
 use super::material::Problems;
@@ -24,6 +25,71 @@ pub(crate) trait Reload: Send + Sync + 'static {
     /// Re-read every file and swap in a new config; on error the old one stays.
     fn reload(&self) -> Result<(), Problems>;
     fn counters(&self) -> (&IntCounter, &IntCounter);
+}
+
+/// Reads a side's files and builds its material (`Err`: every problem).
+pub(crate) type Load<S, L> = fn(&S) -> Result<L, Problems>;
+
+/// The material in use (swapped whole on rotation), the settings and function
+/// it is rebuilt with, the watch on its files and the reload counters.
+pub(crate) struct Material<S, L> {
+    settings: S,
+    load: Load<S, L>,
+    current: ArcSwap<L>,
+    pub(crate) watch: Watch,
+    ok: IntCounter,
+    failed: IntCounter,
+}
+
+impl<S, L> Material<S, L> {
+    /// Load the settings' `files`; the watch starts from their content just
+    /// before. The reload counters (`ok`, `failed`) are made only on success.
+    pub(crate) fn load(
+        settings: S,
+        files: Vec<String>,
+        load: Load<S, L>,
+        counters: impl FnOnce() -> (IntCounter, IntCounter),
+    ) -> Result<Material<S, L>, Problems> {
+        let initial = fingerprint(&files);
+        let loaded = load(&settings)?;
+        let (ok, failed) = counters();
+        Ok(Material {
+            settings,
+            load,
+            current: ArcSwap::from_pointee(loaded),
+            watch: Watch::new(files, initial),
+            ok,
+            failed,
+        })
+    }
+
+    /// The material new connections use now.
+    pub(crate) fn current(&self) -> Arc<L> {
+        self.current.load_full()
+    }
+
+    /// Re-read every file and swap in the result; on error the old one stays.
+    pub(crate) fn reload(&self) -> Result<(), Problems> {
+        let loaded = (self.load)(&self.settings)?;
+        self.current.store(Arc::new(loaded));
+        Ok(())
+    }
+
+    /// The reload counters: (`ok`, `failed`).
+    pub(crate) fn counters(&self) -> (&IntCounter, &IntCounter) {
+        (&self.ok, &self.failed)
+    }
+}
+
+/// The reload counters (`ok`, `failed`) of one owner: `metric{<scope>=name, result}`.
+pub(crate) fn counters(
+    stats: &attache_filters::Stats,
+    (metric, help): (&'static str, &str),
+    (scope, name): (&str, &str),
+) -> (IntCounter, IntCounter) {
+    let vec = stats.counter_vec(metric, help, &[scope, "result"]);
+    let counter = |result| vec.with_label_values(&[name, result]);
+    (counter("ok"), counter("failed"))
 }
 
 /// A hash of the content of every watched file; unreadable files hash their error kind.

@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use attache_filters::Stats;
 use prometheus::{IntCounter, IntGauge};
+use rustls::crypto::CryptoProvider;
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
@@ -17,14 +17,14 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::raw;
+use crate::config::types::ForwardClientCert;
 
 use super::material::{
-    self, cert_facts, load_pair, load_roots, sha256_hex, Identity, Problem, Problems,
+    self, cert_facts, load_identity, load_roots, sha256_hex, Identity, Problem, Problems,
 };
-use super::reload::{self, Reload, Watch};
-use super::validate::{usable, validate_listener_with, versions};
-use super::verify::{AllowlistClientVerifier, SanMatch, SAN_DENIED};
+use super::reload::{self, Material, Reload};
+use super::settings::{ListenerSettings, SniCertificate};
+use super::verify::{AllowlistClientVerifier, SAN_DENIED};
 use super::{CERT_EXPIRY, HANDSHAKE_TOTAL, RELOAD_TOTAL};
 
 /// Handshake timeout when the config sets none.
@@ -181,47 +181,44 @@ pub(crate) struct Loaded {
 /// A listener's TLS: the current rustls config (swapped on rotation) and its metrics.
 pub struct ServerTls {
     listener: String,
-    raw: raw::ListenerTls,
-    current: ArcSwap<Loaded>,
+    material: Material<ListenerSettings, Loaded>,
     handshake_timeout: Duration,
+    forward_client_cert: ForwardClientCert,
     handshakes: HandshakeCounters,
-    reload_ok: IntCounter,
-    reload_failed: IntCounter,
     expiry: HashMap<String, IntGauge>,
     me: Weak<ServerTls>,
-    watch: Watch,
 }
 
 impl std::fmt::Debug for ServerTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerTls")
             .field("listener", &self.listener)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("forward_client_cert", &self.forward_client_cert)
             .finish_non_exhaustive()
     }
 }
 
 impl ServerTls {
-    /// Validate and load everything, register metrics, and (inside a tokio runtime)
-    /// start the file watcher. Errors are every problem, keyed as in `validate_listener`.
+    /// Load every file, register metrics, and (inside a tokio runtime) start the
+    /// file watcher. Errors are every file problem, keyed as in the `tls:` block.
     pub fn build(
-        tls: &raw::ListenerTls,
+        tls: &ListenerSettings,
         listener: &str,
         stats: &Stats,
     ) -> Result<Arc<ServerTls>, Problems> {
-        let problems = validate_listener_with(tls, true);
-        if !problems.is_empty() {
-            return Err(problems);
-        }
-        let paths = watched_paths(tls);
-        let initial = reload::fingerprint(&paths);
-        let loaded = load(tls)?;
-
+        let reloads = || {
+            let metric = (RELOAD_TOTAL, "Listener certificate reloads by result");
+            reload::counters(stats, metric, ("listener", listener))
+        };
+        let material = Material::load(tls.clone(), tls.files(), load, reloads)?;
         let expiry_vec = stats.gauge_vec(
             CERT_EXPIRY,
             "Unix time at which a serving certificate expires",
             &["listener", "cert"],
         );
-        let expiry: HashMap<String, IntGauge> = loaded
+        let expiry: HashMap<String, IntGauge> = material
+            .current()
             .expiries
             .iter()
             .map(|(label, _)| {
@@ -231,33 +228,22 @@ impl ServerTls {
                 )
             })
             .collect();
-        let reloads = stats.counter_vec(
-            RELOAD_TOTAL,
-            "Listener certificate reloads by result",
-            &["listener", "result"],
-        );
         let server = Arc::new_cyclic(|me| ServerTls {
             me: me.clone(),
-            watch: Watch::new(paths, initial),
             listener: listener.to_string(),
-            raw: tls.clone(),
-            current: ArcSwap::from_pointee(loaded),
-            handshake_timeout: tls
-                .handshake_timeout
-                .map(|d| d.0)
-                .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT),
+            material,
+            handshake_timeout: tls.handshake_timeout,
+            forward_client_cert: tls.forward_client_cert,
             handshakes: HandshakeCounters::new(stats, listener),
-            reload_ok: reloads.with_label_values(&[listener, "ok"]),
-            reload_failed: reloads.with_label_values(&[listener, "failed"]),
             expiry,
         });
         server.publish_expiry();
-        server.watch.ensure_started(&server.me);
+        server.material.watch.ensure_started(&server.me);
         Ok(server)
     }
 
     fn publish_expiry(&self) {
-        for (label, not_after) in &self.current.load().expiries {
+        for (label, not_after) in &self.material.current().expiries {
             if let Some(g) = self.expiry.get(label) {
                 g.set(*not_after);
             }
@@ -269,22 +255,19 @@ impl ServerTls {
         &self.listener
     }
 
-    /// The effective `forward_client_cert` policy (default `sanitize_set`), for
-    /// [`apply_xfcc`](super::apply_xfcc).
-    pub fn forward_client_cert(&self) -> raw::ForwardClientCert {
-        self.raw
-            .forward_client_cert
-            .unwrap_or(raw::ForwardClientCert::SanitizeSet)
+    /// The `forward_client_cert` policy, for [`apply_xfcc`](super::apply_xfcc).
+    pub fn forward_client_cert(&self) -> ForwardClientCert {
+        self.forward_client_cert
     }
 
     /// Every certificate in use now (serving certificates, then client CAs).
     pub fn certs(&self) -> Vec<material::CertInfo> {
-        self.current.load().certs.clone()
+        self.material.current().certs.clone()
     }
 
     /// The rustls config new handshakes use now.
     pub fn config(&self) -> Arc<ServerConfig> {
-        self.current.load().config.clone()
+        self.material.current().config.clone()
     }
 
     /// Run the server handshake under the handshake timeout and count its outcome.
@@ -293,8 +276,8 @@ impl ServerTls {
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
-        self.watch.ensure_started(&self.me);
-        let current = self.current.load_full();
+        self.material.watch.ensure_started(&self.me);
+        let current = self.material.current();
         let acceptor = TlsAcceptor::from(current.config.clone());
         match tokio::time::timeout(self.handshake_timeout, acceptor.accept(io)).await {
             Err(_) => {
@@ -328,14 +311,13 @@ impl Reload for ServerTls {
     }
 
     fn reload(&self) -> Result<(), Problems> {
-        let loaded = load(&self.raw)?;
-        self.current.store(Arc::new(loaded));
+        self.material.reload()?;
         self.publish_expiry();
         Ok(())
     }
 
     fn counters(&self) -> (&IntCounter, &IntCounter) {
-        (&self.reload_ok, &self.reload_failed)
+        self.material.counters()
     }
 }
 
@@ -367,19 +349,6 @@ fn peer_info(conn: &ServerConnection, local_uri: Option<String>) -> PeerInfo {
     peer
 }
 
-/// Every file a listener's TLS reads (watched for rotation).
-fn watched_paths(tls: &raw::ListenerTls) -> Vec<String> {
-    let mut paths: Vec<String> = Vec::new();
-    paths.extend(tls.cert_chain.iter().cloned());
-    paths.extend(tls.private_key.iter().cloned());
-    for c in &tls.certificates {
-        paths.push(c.cert_chain.clone());
-        paths.push(c.private_key.clone());
-    }
-    paths.extend(tls.client_ca.iter().cloned());
-    paths
-}
-
 /// Chooses the certificate by SNI: exact name, then `*.parent`, then the default.
 #[derive(Debug)]
 struct SniResolver {
@@ -406,97 +375,30 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
-/// Read every file of a listener `tls:` block and build its rustls config.
-/// Only well-formed paths are read; shape problems are `validate`'s to report.
-pub(crate) fn load(tls: &raw::ListenerTls) -> Result<Loaded, Problems> {
+/// Read every file of a listener's TLS and build its rustls config: the serving
+/// identities, the client CA, then the config over them.
+fn load(tls: &ListenerSettings) -> Result<Loaded, Problems> {
     let provider = material::provider();
-    let now = material::now_unix();
     let mut problems = Problems::new();
-
-    let default = load_pair(
-        usable(&tls.cert_chain),
-        usable(&tls.private_key),
-        "cert_chain",
-        "private_key",
-        &provider,
-        now,
-        &mut problems,
-    );
-    let mut by_name: Vec<(&raw::SniCertificate, Identity)> = Vec::new();
-    for (i, c) in tls.certificates.iter().enumerate() {
-        let (ck, kk) = (
-            format!("certificates.{i}.cert_chain"),
-            format!("certificates.{i}.private_key"),
-        );
-        let ok = |p: &'_ str| material::check_path(p).is_ok();
-        let chain = Some(c.cert_chain.as_str()).filter(|p| ok(p));
-        let key = Some(c.private_key.as_str()).filter(|p| ok(p));
-        if let Some(id) = load_pair(chain, key, &ck, &kk, &provider, now, &mut problems) {
-            by_name.push((c, id));
-        }
-    }
-    let roots = match (&tls.client_ca, usable(&tls.client_ca)) {
-        (None, _) => None,
-        (Some(_), Some(p)) => load_roots(p, "client_ca", &mut problems),
-        (Some(_), None) => return Err(problems),
-    };
+    let ids = load_identities(tls, &provider, &mut problems);
+    let roots = tls
+        .client_ca
+        .as_deref()
+        .and_then(|ca| load_roots(ca, "client_ca", &mut problems));
     if !problems.is_empty() {
         return Err(problems);
     }
-    let expected = usize::from(tls.cert_chain.is_some()) + tls.certificates.len();
-    if expected != usize::from(default.is_some()) + by_name.len() || expected == 0 {
-        // A shape problem (reported by the static check) left something unloaded.
+    let Some(default_id) = ids
+        .default
+        .as_ref()
+        .or(ids.by_name.first().map(|(_, id)| id))
+    else {
         return Err(problems);
-    }
-    if tls.client_ca.is_some() && roots.is_none() {
-        return Err(problems);
-    }
-    let Some(versions) = versions(&tls.min_version) else {
-        return Err(problems);
-    };
-
-    let mut expiries = Vec::new();
-    let mut certs = Vec::new();
-    let mut exact = HashMap::new();
-    let mut wildcard = HashMap::new();
-    let info = |role, name: &str, path: &str, facts: &material::CertFacts| material::CertInfo {
-        role,
-        name: name.to_string(),
-        path: path.to_string(),
-        facts: facts.clone(),
-    };
-    if let Some(d) = &default {
-        expiries.push(("default".to_string(), d.leaf.not_after));
-        let path = tls.cert_chain.as_deref().unwrap_or_default();
-        certs.push(info("server", "default", path, &d.leaf));
-    }
-    for (c, id) in &by_name {
-        let label = c.server_names.first().cloned().unwrap_or_default();
-        certs.push(info("server", &label, &c.cert_chain, &id.leaf));
-        expiries.push((label, id.leaf.not_after));
-        for name in &c.server_names {
-            let name = name.to_ascii_lowercase();
-            match name.strip_prefix("*.") {
-                Some(parent) => wildcard
-                    .entry(parent.to_string())
-                    .or_insert_with(|| id.key.clone()),
-                None => exact.entry(name).or_insert_with(|| id.key.clone()),
-            };
-        }
-    }
-    let default_id = match default.as_ref().or(by_name.first().map(|(_, id)| id)) {
-        Some(id) => id.clone(),
-        None => return Err(problems),
     };
     let local_uri = default_id.leaf.uri_sans.first().cloned();
-    let resolver = SniResolver {
-        exact,
-        wildcard,
-        default: default_id.key,
-    };
-
+    let resolver = ids.resolver(default_id);
     let builder = ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(versions)
+        .with_protocol_versions(tls.min_version.versions())
         .map_err(|e| {
             vec![Problem::new(
                 "min_version".to_string(),
@@ -504,47 +406,139 @@ pub(crate) fn load(tls: &raw::ListenerTls) -> Result<Loaded, Problems> {
             )]
         })?;
     let builder = match roots {
-        Some(roots) => {
-            let mut vb = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
-            if tls.require_client_cert == Some(false) {
-                vb = vb.allow_unauthenticated();
-            }
-            let webpki = vb.build().map_err(|e| {
-                vec![Problem::new(
-                    "client_ca".to_string(),
-                    format!("cannot verify client certificates with it: {e}"),
-                )]
-            })?;
-            let allow: Vec<SanMatch> = tls
-                .allowed_client_sans
-                .iter()
-                .filter_map(SanMatch::compile)
-                .collect();
-            let verifier: Arc<dyn ClientCertVerifier> = if allow.is_empty() {
-                webpki
-            } else {
-                Arc::new(AllowlistClientVerifier::new(webpki, allow))
-            };
-            builder.with_client_cert_verifier(verifier)
-        }
+        Some(roots) => builder.with_client_cert_verifier(client_verifier(tls, roots, provider)?),
         None => builder.with_no_client_auth(),
     };
     let mut config = builder.with_cert_resolver(Arc::new(resolver));
-    config.alpn_protocols = tls
-        .alpn
-        .iter()
-        .flatten()
-        .map(|p| p.as_bytes().to_vec())
-        .collect();
-    if let Some(ca) = &tls.client_ca {
-        for f in material::bundle_facts(ca) {
-            certs.push(info("ca", "client_ca", ca, &f));
-        }
-    }
+    config.alpn_protocols = tls.alpn.clone();
     Ok(Loaded {
         config: Arc::new(config),
         local_uri,
-        expiries,
-        certs,
+        expiries: ids.expiries(),
+        certs: ids.certs(tls),
+    })
+}
+
+/// A listener's serving identities: the default certificate and the SNI ones.
+struct Identities<'a> {
+    default: Option<Identity>,
+    by_name: Vec<(&'a SniCertificate, Identity)>,
+}
+
+/// Read every serving certificate and key; problems under their keys.
+fn load_identities<'a>(
+    tls: &'a ListenerSettings,
+    provider: &CryptoProvider,
+    problems: &mut Problems,
+) -> Identities<'a> {
+    let now = material::now_unix();
+    let default = tls.default_cert.as_ref().and_then(|p| {
+        let (c, k) = (&p.cert_chain, &p.private_key);
+        load_identity(c, k, "cert_chain", "private_key", provider, now, problems)
+    });
+    let mut by_name = Vec::with_capacity(tls.certificates.len());
+    for (i, c) in tls.certificates.iter().enumerate() {
+        let (ck, kk) = (
+            format!("certificates.{i}.cert_chain"),
+            format!("certificates.{i}.private_key"),
+        );
+        let (chain, key) = (&c.pair.cert_chain, &c.pair.private_key);
+        if let Some(id) = load_identity(chain, key, &ck, &kk, provider, now, problems) {
+            by_name.push((c, id));
+        }
+    }
+    Identities { default, by_name }
+}
+
+impl Identities<'_> {
+    /// Exact names, then `*.parent` wildcards, then `default`; the first
+    /// certificate to claim a name keeps it.
+    fn resolver(&self, default: &Identity) -> SniResolver {
+        let mut exact = HashMap::new();
+        let mut wildcard = HashMap::new();
+        for (c, id) in &self.by_name {
+            for name in &c.server_names {
+                let name = name.to_ascii_lowercase();
+                match name.strip_prefix("*.") {
+                    Some(parent) => wildcard
+                        .entry(parent.to_string())
+                        .or_insert_with(|| id.key.clone()),
+                    None => exact.entry(name).or_insert_with(|| id.key.clone()),
+                };
+            }
+        }
+        SniResolver {
+            exact,
+            wildcard,
+            default: default.key.clone(),
+        }
+    }
+
+    /// (cert label, not_after): `default`, then each SNI certificate's first name.
+    fn expiries(&self) -> Vec<(String, i64)> {
+        let default = self
+            .default
+            .iter()
+            .map(|d| ("default".to_string(), d.leaf.not_after));
+        let named = self
+            .by_name
+            .iter()
+            .map(|(c, id)| (label(c), id.leaf.not_after));
+        default.chain(named).collect()
+    }
+
+    /// Every certificate in use: serving certificates, then the client CAs.
+    fn certs(&self, tls: &ListenerSettings) -> Vec<material::CertInfo> {
+        let info =
+            |role, name: String, path: &str, facts: &material::CertFacts| material::CertInfo {
+                role,
+                name,
+                path: path.to_string(),
+                facts: facts.clone(),
+            };
+        let mut certs = Vec::new();
+        if let (Some(d), Some(p)) = (&self.default, &tls.default_cert) {
+            certs.push(info("server", "default".into(), &p.cert_chain, &d.leaf));
+        }
+        for (c, id) in &self.by_name {
+            certs.push(info("server", label(c), &c.pair.cert_chain, &id.leaf));
+        }
+        if let Some(ca) = &tls.client_ca {
+            for f in material::bundle_facts(ca) {
+                certs.push(info("ca", "client_ca".into(), ca, &f));
+            }
+        }
+        certs
+    }
+}
+
+/// An SNI certificate's label in metrics and `/certs`: its first server name.
+fn label(c: &SniCertificate) -> String {
+    c.server_names.first().cloned().unwrap_or_default()
+}
+
+/// Client certificates verified against `roots`, then (when set) the SAN allowlist.
+fn client_verifier(
+    tls: &ListenerSettings,
+    roots: rustls::RootCertStore,
+    provider: Arc<CryptoProvider>,
+) -> Result<Arc<dyn ClientCertVerifier>, Problems> {
+    let mut vb = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+    if !tls.require_client_cert {
+        vb = vb.allow_unauthenticated();
+    }
+    let webpki = vb.build().map_err(|e| {
+        vec![Problem::new(
+            "client_ca".to_string(),
+            format!("cannot verify client certificates with it: {e}"),
+        )]
+    })?;
+    Ok(if tls.allowed_client_sans.is_empty() {
+        webpki
+    } else {
+        Arc::new(AllowlistClientVerifier::new(
+            webpki,
+            tls.allowed_client_sans.clone(),
+        ))
     })
 }

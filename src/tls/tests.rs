@@ -2,8 +2,7 @@
 //! a TLS echo server on `ServerTls::accept`, driven by a rustls client, raw bytes
 //! and `openssl s_client`.
 
-use std::collections::HashSet;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,54 +13,37 @@ use tokio::net::TcpStream;
 
 use super::testutil::*;
 use super::*;
-use crate::config::duration::Dur;
-use crate::config::raw::{self, SanMatcher, SanRule, SniCertificate};
+use crate::router::SanMatch;
 
-const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-const FRONTEND: &str = "spiffe://example.org/ns/web/sa/frontend";
-
-struct Fixture {
-    _dir: tempfile::TempDir,
-    pki: Pki,
-    other: Pki,
-    server: Issued,
-    client: Issued,
+fn pair(cert_chain: String, private_key: String) -> CertPair {
+    CertPair {
+        cert_chain,
+        private_key,
+    }
 }
 
-fn fixture() -> Result<Fixture> {
-    let dir = tempfile::tempdir()?;
-    let pki = Pki::new(dir.path(), "main")?;
-    let other = Pki::new(dir.path(), "other")?;
-    let server = pki.issue(
-        "server",
-        &Leaf {
-            dns: &["localhost", "server.internal"],
-            uri: &["spiffe://example.org/ns/edge/sa/proxy"],
-            ip: &[LOCALHOST],
-            ..Leaf::new("server")
-        },
-    )?;
-    let client = pki.issue(
-        "client",
-        &Leaf {
-            uri: &[FRONTEND],
-            dns: &["web.internal"],
-            ..Leaf::new("frontend")
-        },
-    )?;
-    Ok(Fixture {
-        _dir: dir,
-        pki,
-        other,
-        server,
-        client,
-    })
+fn alpn(protocols: &[&str]) -> Vec<Vec<u8>> {
+    protocols.iter().map(|p| p.as_bytes().to_vec()).collect()
 }
 
-fn mtls_raw(f: &Fixture) -> raw::ListenerTls {
-    raw::ListenerTls {
-        cert_chain: Some(f.server.cert.clone()),
-        private_key: Some(f.server.key.clone()),
+fn sni(name: &str) -> rustls::pki_types::ServerName<'static> {
+    rustls::pki_types::ServerName::try_from(name.to_string()).expect("a DNS name")
+}
+
+/// A cluster's TLS that verifies against `ca`, every other key at its default.
+fn cluster_tls(ca: &str) -> ClusterSettings {
+    ClusterSettings {
+        ca: ca.to_string(),
+        sni: None,
+        verify_sans: Vec::new(),
+        client_cert: None,
+        alpn: Vec::new(),
+    }
+}
+
+fn mtls(f: &Fixture) -> ListenerSettings {
+    ListenerSettings {
+        default_cert: Some(pair(f.server.cert.clone(), f.server.key.clone())),
         client_ca: Some(f.pki.ca_path.clone()),
         ..Default::default()
     }
@@ -79,199 +61,13 @@ fn counter(stats: &Stats, name: &'static str, labels: &[&str]) -> u64 {
         .get()
 }
 
-fn keys(problems: &Problems) -> HashSet<&str> {
-    problems.iter().map(|p| p.path.as_str()).collect()
-}
-
 async fn start(
-    raw: &raw::ListenerTls,
+    tls: &ListenerSettings,
     stats: &Stats,
 ) -> Result<(SocketAddr, tokio::sync::mpsc::UnboundedReceiver<Seen>)> {
     let tls =
-        ServerTls::build(raw, "l", stats).map_err(|p| anyhow::anyhow!("build failed: {p:?}"))?;
+        ServerTls::build(tls, "l", stats).map_err(|p| anyhow::anyhow!("build failed: {p:?}"))?;
     echo_server(tls).await
-}
-
-// ---- validation ----
-
-#[test]
-fn validate_reports_every_problem_at_once() {
-    let raw = raw::ListenerTls {
-        private_key: Some("/nonexistent/key.pem".into()),
-        allowed_client_sans: vec![SanMatcher::Exact(FRONTEND.into())],
-        alpn: Some(vec!["h2".into(), "".into(), "h2".into()]),
-        min_version: Some("1.1".into()),
-        certificates: vec![
-            SniCertificate {
-                server_names: vec!["bad name".into(), "api.example.com".into()],
-                cert_chain: "/nonexistent/a.pem".into(),
-                private_key: "".into(),
-            },
-            SniCertificate {
-                server_names: vec!["API.example.com".into()],
-                cert_chain: "/nonexistent/b.pem".into(),
-                private_key: "/nonexistent/b.key".into(),
-            },
-        ],
-        ..Default::default()
-    };
-    let problems = validate_listener(&raw);
-    let k = keys(&problems);
-    for want in [
-        "cert_chain",
-        "private_key",
-        "allowed_client_sans",
-        "alpn.1",
-        "alpn.2",
-        "min_version",
-        "certificates.0.server_names.0",
-        "certificates.0.private_key",
-        "certificates.0.cert_chain",
-        "certificates.1.server_names.0",
-        "certificates.1.cert_chain",
-        "certificates.1.private_key",
-    ] {
-        assert!(k.contains(want), "missing {want} in {problems:?}");
-    }
-}
-
-#[test]
-fn validate_reads_files_and_names_the_bad_one() -> Result<()> {
-    let f = fixture()?;
-    let dir = f.pki.dir.clone();
-    let other_key = f.client.key.clone();
-    let expired = f.pki.issue(
-        "expired",
-        &Leaf {
-            expired: true,
-            ..Leaf::new("old")
-        },
-    )?;
-    let garbage = dir.join("garbage.pem");
-    std::fs::write(&garbage, b"not pem at all")?;
-
-    // Key of another certificate.
-    let raw = raw::ListenerTls {
-        private_key: Some(other_key),
-        ..mtls_raw(&f)
-    };
-    assert_eq!(
-        keys(&validate_listener(&raw)),
-        HashSet::from(["private_key"])
-    );
-    // Expired certificate.
-    let raw = raw::ListenerTls {
-        cert_chain: Some(expired.cert.clone()),
-        private_key: Some(expired.key.clone()),
-        ..Default::default()
-    };
-    assert_eq!(
-        keys(&validate_listener(&raw)),
-        HashSet::from(["cert_chain"])
-    );
-    // CA bundle that is not PEM, and a missing SNI key file.
-    let raw = raw::ListenerTls {
-        client_ca: Some(path_str(&garbage)),
-        certificates: vec![SniCertificate {
-            server_names: vec!["api.example.com".into()],
-            cert_chain: f.server.cert.clone(),
-            private_key: path_str(&dir.join("missing.key")),
-        }],
-        ..mtls_raw(&f)
-    };
-    assert_eq!(
-        keys(&validate_listener(&raw)),
-        HashSet::from(["client_ca", "certificates.0.private_key"])
-    );
-    // A good block has no problems.
-    assert!(validate_listener(&mtls_raw(&f)).is_empty());
-    Ok(())
-}
-
-#[test]
-fn skip_files_checks_only_the_shape_of_paths() {
-    let raw = raw::ListenerTls {
-        cert_chain: Some("/nonexistent/cert.pem".into()),
-        private_key: Some("/nonexistent/key.pem".into()),
-        client_ca: Some("/nonexistent/ca.pem".into()),
-        ..Default::default()
-    };
-    assert!(validate_listener_with(&raw, true).is_empty());
-    assert_eq!(
-        keys(&validate_listener_with(&raw, false)),
-        HashSet::from(["cert_chain", "private_key", "client_ca"])
-    );
-    let raw = raw::ListenerTls {
-        client_ca: Some(" ".into()),
-        ..raw
-    };
-    assert_eq!(
-        keys(&validate_listener_with(&raw, true)),
-        HashSet::from(["client_ca"])
-    );
-    let empty = raw::ListenerTls::default();
-    assert_eq!(
-        keys(&validate_listener_with(&empty, true)),
-        HashSet::from(["cert_chain"])
-    );
-}
-
-#[test]
-fn validate_cluster_block() -> Result<()> {
-    let f = fixture()?;
-    let raw = raw::ClusterTls {
-        sni: Some("not a name".into()),
-        cert_chain: Some(f.client.cert.clone()),
-        verify_sans: vec!["".into()],
-        ..Default::default()
-    };
-    assert_eq!(
-        keys(&validate_cluster(&raw)),
-        HashSet::from(["ca", "sni", "private_key", "verify_sans.0"])
-    );
-    let good = raw::ClusterTls {
-        ca: Some(f.pki.ca_path.clone()),
-        sni: Some("server.internal".into()),
-        cert_chain: Some(f.client.cert.clone()),
-        private_key: Some(f.client.key.clone()),
-        ..Default::default()
-    };
-    assert!(validate_cluster(&good).is_empty());
-    let bad_key = raw::ClusterTls {
-        private_key: Some(f.server.key.clone()),
-        ..good
-    };
-    assert_eq!(
-        keys(&validate_cluster(&bad_key)),
-        HashSet::from(["private_key"])
-    );
-    Ok(())
-}
-
-#[test]
-fn san_rules_need_exactly_one_field() {
-    let raw = raw::ListenerTls {
-        cert_chain: Some("a".into()),
-        private_key: Some("b".into()),
-        client_ca: Some("c".into()),
-        allowed_client_sans: vec![
-            SanMatcher::Rule(SanRule {
-                prefix: Some("spiffe://".into()),
-                ..Default::default()
-            }),
-            SanMatcher::Rule(SanRule::default()),
-            SanMatcher::Rule(SanRule {
-                exact: Some("x".into()),
-                suffix: Some("y".into()),
-                ..Default::default()
-            }),
-        ],
-        ..Default::default()
-    };
-    assert_eq!(
-        keys(&validate_listener_with(&raw, true)),
-        HashSet::from(["allowed_client_sans.1", "allowed_client_sans.2"])
-    );
 }
 
 // ---- handshakes with a rustls client ----
@@ -291,9 +87,8 @@ async fn every_key_type_serves() -> Result<()> {
                 ..Leaf::new("kt")
             },
         )?;
-        let raw = raw::ListenerTls {
-            cert_chain: Some(cert.cert.clone()),
-            private_key: Some(cert.key.clone()),
+        let raw = ListenerSettings {
+            default_cert: Some(pair(cert.cert.clone(), cert.key.clone())),
             ..Default::default()
         };
         let stats = Stats::new();
@@ -313,9 +108,9 @@ async fn every_key_type_serves() -> Result<()> {
 async fn valid_client_cert_is_accepted_with_its_identity() -> Result<()> {
     let f = fixture()?;
     let stats = Stats::new();
-    let raw = raw::ListenerTls {
-        allowed_client_sans: vec![SanMatcher::Exact(FRONTEND.into())],
-        ..mtls_raw(&f)
+    let raw = ListenerSettings {
+        allowed_client_sans: vec![SanMatch::Exact(FRONTEND.into())],
+        ..mtls(&f)
     };
     let (addr, mut seen) = start(&raw, &stats).await?;
     let got = rustls_ping(
@@ -355,18 +150,12 @@ async fn valid_client_cert_is_accepted_with_its_identity() -> Result<()> {
 async fn bad_client_certs_fail_the_handshake_and_are_counted() -> Result<()> {
     let f = fixture()?;
     let stats = Stats::new();
-    let raw = raw::ListenerTls {
+    let raw = ListenerSettings {
         allowed_client_sans: vec![
-            SanMatcher::Rule(SanRule {
-                prefix: Some("spiffe://example.org/ns/web/".into()),
-                ..Default::default()
-            }),
-            SanMatcher::Rule(SanRule {
-                suffix: Some(".trusted.internal".into()),
-                ..Default::default()
-            }),
+            SanMatch::Prefix("spiffe://example.org/ns/web/".into()),
+            SanMatch::Suffix(".trusted.internal".into()),
         ],
-        ..mtls_raw(&f)
+        ..mtls(&f)
     };
     let (addr, mut seen) = start(&raw, &stats).await?;
     let other_ca = f.other.issue(
@@ -444,9 +233,9 @@ async fn bad_client_certs_fail_the_handshake_and_are_counted() -> Result<()> {
 async fn optional_client_cert_lets_anonymous_clients_in() -> Result<()> {
     let f = fixture()?;
     let stats = Stats::new();
-    let raw = raw::ListenerTls {
-        require_client_cert: Some(false),
-        ..mtls_raw(&f)
+    let raw = ListenerSettings {
+        require_client_cert: false,
+        ..mtls(&f)
     };
     let (addr, mut seen) = start(&raw, &stats).await?;
     let got = rustls_ping(addr, client_config(f.pki.roots()?, None, &[])?, "localhost").await?;
@@ -474,9 +263,9 @@ async fn optional_client_cert_lets_anonymous_clients_in() -> Result<()> {
 async fn alpn_h2_is_negotiated() -> Result<()> {
     let f = fixture()?;
     let stats = Stats::new();
-    let raw = raw::ListenerTls {
-        alpn: Some(vec!["h2".into(), "http/1.1".into()]),
-        ..mtls_raw(&f)
+    let raw = ListenerSettings {
+        alpn: alpn(&["h2", "http/1.1"]),
+        ..mtls(&f)
     };
     let (addr, mut seen) = start(&raw, &stats).await?;
     let cfg = client_config(f.pki.roots()?, Some(&f.client), &["h2", "http/1.1"])?;
@@ -519,19 +308,16 @@ async fn sni_picks_the_certificate() -> Result<()> {
         },
     )?;
     let stats = Stats::new();
-    let raw = raw::ListenerTls {
-        cert_chain: Some(f.server.cert.clone()),
-        private_key: Some(f.server.key.clone()),
+    let raw = ListenerSettings {
+        default_cert: Some(pair(f.server.cert.clone(), f.server.key.clone())),
         certificates: vec![
             SniCertificate {
                 server_names: vec!["api.example.com".into()],
-                cert_chain: api.cert.clone(),
-                private_key: api.key.clone(),
+                pair: pair(api.cert.clone(), api.key.clone()),
             },
             SniCertificate {
                 server_names: vec!["*.apps.example.com".into()],
-                cert_chain: wild.cert.clone(),
-                private_key: wild.key.clone(),
+                pair: pair(wild.cert.clone(), wild.key.clone()),
             },
         ],
         ..Default::default()
@@ -570,9 +356,9 @@ async fn sni_picks_the_certificate() -> Result<()> {
 async fn tls13_only_refuses_tls12() -> Result<()> {
     let f = fixture()?;
     let stats = Stats::new();
-    let raw = raw::ListenerTls {
-        min_version: Some("1.3".into()),
-        ..mtls_raw(&f)
+    let raw = ListenerSettings {
+        min_version: MinVersion::Tls13,
+        ..mtls(&f)
     };
     let (addr, mut seen) = start(&raw, &stats).await?;
     let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -608,7 +394,7 @@ async fn send_raw_and_expect_close(addr: SocketAddr, bytes: &[u8], half_close: b
 async fn bad_input_closes_the_connection_and_is_counted() -> Result<()> {
     let f = fixture()?;
     let stats = Stats::new();
-    let (addr, mut seen) = start(&mtls_raw(&f), &stats).await?;
+    let (addr, mut seen) = start(&mtls(&f), &stats).await?;
 
     // A real ClientHello, cut short.
     let cfg = client_config(f.pki.roots()?, None, &[])?;
@@ -650,9 +436,9 @@ async fn bad_input_closes_the_connection_and_is_counted() -> Result<()> {
 async fn a_silent_client_hits_the_handshake_timeout() -> Result<()> {
     let f = fixture()?;
     let stats = Stats::new();
-    let raw = raw::ListenerTls {
-        handshake_timeout: Some(Dur(Duration::from_millis(300))),
-        ..mtls_raw(&f)
+    let raw = ListenerSettings {
+        handshake_timeout: Duration::from_millis(300),
+        ..mtls(&f)
     };
     let (addr, mut seen) = start(&raw, &stats).await?;
     let started = Instant::now();
@@ -691,7 +477,7 @@ where
 async fn rotation_picks_up_new_files_and_keeps_old_on_a_broken_one() -> Result<()> {
     let f = fixture()?;
     let stats = Stats::new();
-    let (addr, _seen) = start(&mtls_raw(&f), &stats).await?;
+    let (addr, _seen) = start(&mtls(&f), &stats).await?;
     let cfg = client_config(f.pki.roots()?, Some(&f.client), &[])?;
     let first = rustls_ping(addr, cfg.clone(), "localhost").await?;
     assert!(first.server_cert == f.server.der);
@@ -760,7 +546,7 @@ fn material_built_before_the_runtime_is_watched_once_traffic_flows() -> Result<(
     let f = fixture()?;
     let stats = Stats::new();
     // Built with no runtime (as `main` may do while validating).
-    let tls = ServerTls::build(&mtls_raw(&f), "l", &stats).map_err(|p| anyhow::anyhow!("{p:?}"))?;
+    let tls = ServerTls::build(&mtls(&f), "l", &stats).map_err(|p| anyhow::anyhow!("{p:?}"))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -798,7 +584,7 @@ async fn origin(
     f: &Fixture,
     stats: &Stats,
 ) -> Result<(SocketAddr, tokio::sync::mpsc::UnboundedReceiver<Seen>)> {
-    start(&mtls_raw(f), stats).await
+    start(&mtls(f), stats).await
 }
 
 async fn client_ping(tls: &ClientTls, addr: SocketAddr) -> Result<String> {
@@ -815,13 +601,12 @@ async fn client_tls_does_mtls_to_an_origin_that_requires_it() -> Result<()> {
     let f = fixture()?;
     let stats = Stats::new();
     let (addr, mut seen) = origin(&f, &stats).await?;
-    let raw = raw::ClusterTls {
-        ca: Some(f.pki.ca_path.clone()),
-        sni: Some("server.internal".into()),
+    let raw = ClusterSettings {
+        ca: f.pki.ca_path.clone(),
+        sni: Some(sni("server.internal")),
         verify_sans: vec!["spiffe://example.org/ns/edge/sa/proxy".into()],
-        cert_chain: Some(f.client.cert.clone()),
-        private_key: Some(f.client.key.clone()),
-        alpn: Some(vec!["h2".into()]),
+        client_cert: Some(pair(f.client.cert.clone(), f.client.key.clone())),
+        alpn: alpn(&["h2"]),
     };
     let tls = ClientTls::build(&raw, "c", &stats).map_err(|p| anyhow::anyhow!("{p:?}"))?;
     assert_eq!(client_ping(&tls, addr).await?, "echo:ping\n");
@@ -835,9 +620,8 @@ async fn client_tls_does_mtls_to_an_origin_that_requires_it() -> Result<()> {
     assert!(g.with_label_values(&["c", "client"]).get() > super::material::now_unix());
 
     // Without a client certificate the origin refuses.
-    let anon = raw::ClusterTls {
-        cert_chain: None,
-        private_key: None,
+    let anon = ClusterSettings {
+        client_cert: None,
         ..raw
     };
     let tls = ClientTls::build(&anon, "c", &stats).map_err(|p| anyhow::anyhow!("{p:?}"))?;
@@ -855,13 +639,11 @@ async fn client_tls_rejects_an_origin_with_the_wrong_san() -> Result<()> {
     let f = fixture()?;
     let stats = Stats::new();
     let (addr, _seen) = origin(&f, &stats).await?;
-    let base = raw::ClusterTls {
-        ca: Some(f.pki.ca_path.clone()),
-        cert_chain: Some(f.client.cert.clone()),
-        private_key: Some(f.client.key.clone()),
-        ..Default::default()
+    let base = ClusterSettings {
+        client_cert: Some(pair(f.client.cert.clone(), f.client.key.clone())),
+        ..cluster_tls(&f.pki.ca_path)
     };
-    let wrong = raw::ClusterTls {
+    let wrong = ClusterSettings {
         verify_sans: vec!["payments.internal".into()],
         ..base.clone()
     };
@@ -892,15 +674,14 @@ async fn client_tls_rejects_an_origin_with_the_wrong_san() -> Result<()> {
                 ..Leaf::new("o")
             },
         )?;
-        let raw = raw::ListenerTls {
-            cert_chain: Some(other.cert),
-            private_key: Some(other.key),
+        let raw = ListenerSettings {
+            default_cert: Some(pair(other.cert, other.key)),
             ..Default::default()
         };
         start(&raw, &Stats::new()).await?
     };
-    let right_name = raw::ClusterTls {
-        sni: Some("server.internal".into()),
+    let right_name = ClusterSettings {
+        sni: Some(sni("server.internal")),
         ..base.clone()
     };
     let tls = ClientTls::build(&right_name, "c", &stats).map_err(|p| anyhow::anyhow!("{p:?}"))?;
@@ -973,15 +754,14 @@ async fn openssl_s_client_valid_cert_alpn_and_sni() -> Result<()> {
         },
     )?;
     let stats = Stats::new();
-    let raw = raw::ListenerTls {
-        alpn: Some(vec!["h2".into(), "http/1.1".into()]),
-        allowed_client_sans: vec![SanMatcher::Exact(FRONTEND.into())],
+    let raw = ListenerSettings {
+        alpn: alpn(&["h2", "http/1.1"]),
+        allowed_client_sans: vec![SanMatch::Exact(FRONTEND.into())],
         certificates: vec![SniCertificate {
             server_names: vec!["api.example.com".into()],
-            cert_chain: api.cert.clone(),
-            private_key: api.key.clone(),
+            pair: pair(api.cert.clone(), api.key.clone()),
         }],
-        ..mtls_raw(&f)
+        ..mtls(&f)
     };
     let (addr, mut seen) = start(&raw, &stats).await?;
     let mut args = cert_args(&f.pki.ca_path, Some(&f.client));
@@ -1011,9 +791,9 @@ async fn openssl_s_client_valid_cert_alpn_and_sni() -> Result<()> {
 async fn openssl_s_client_bad_clients_are_rejected() -> Result<()> {
     let f = fixture()?;
     let stats = Stats::new();
-    let raw = raw::ListenerTls {
-        allowed_client_sans: vec![SanMatcher::Exact(FRONTEND.into())],
-        ..mtls_raw(&f)
+    let raw = ListenerSettings {
+        allowed_client_sans: vec![SanMatch::Exact(FRONTEND.into())],
+        ..mtls(&f)
     };
     let (addr, mut seen) = start(&raw, &stats).await?;
     let stranger = f.other.issue(

@@ -1,7 +1,7 @@
 //! Test support: the test kit's per-run PKI, a TLS echo server on
 //! `ServerTls::accept`, and a rustls client.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -40,6 +40,48 @@ impl Pki {
     pub fn roots(&self) -> Result<rustls::RootCertStore> {
         Ok(self.0.roots())
     }
+}
+
+pub const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+pub const FRONTEND: &str = "spiffe://example.org/ns/web/sa/frontend";
+
+/// A per-run PKI with a second, unrelated one, and a server and a client leaf.
+pub struct Fixture {
+    _dir: tempfile::TempDir,
+    pub pki: Pki,
+    pub other: Pki,
+    pub server: Issued,
+    pub client: Issued,
+}
+
+pub fn fixture() -> Result<Fixture> {
+    let dir = tempfile::tempdir()?;
+    let pki = Pki::new(dir.path(), "main")?;
+    let other = Pki::new(dir.path(), "other")?;
+    let server = pki.issue(
+        "server",
+        &Leaf {
+            dns: &["localhost", "server.internal"],
+            uri: &["spiffe://example.org/ns/edge/sa/proxy"],
+            ip: &[LOCALHOST],
+            ..Leaf::new("server")
+        },
+    )?;
+    let client = pki.issue(
+        "client",
+        &Leaf {
+            uri: &[FRONTEND],
+            dns: &["web.internal"],
+            ..Leaf::new("frontend")
+        },
+    )?;
+    Ok(Fixture {
+        _dir: dir,
+        pki,
+        other,
+        server,
+        client,
+    })
 }
 
 /// What the echo server saw for one connection.

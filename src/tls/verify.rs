@@ -16,40 +16,9 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::ParsedCertificate;
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, RootCertStore};
 
-use crate::config::raw;
+use crate::router::SanMatch;
 
 use super::material::cert_facts;
-
-/// One compiled `allowed_client_sans` entry, matched against URI and DNS SANs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SanMatch {
-    Exact(String),
-    Prefix(String),
-    Suffix(String),
-}
-
-impl SanMatch {
-    pub fn matches(&self, san: &str) -> bool {
-        match self {
-            SanMatch::Exact(s) => san == s,
-            SanMatch::Prefix(p) => san.starts_with(p.as_str()),
-            SanMatch::Suffix(s) => san.ends_with(s.as_str()),
-        }
-    }
-
-    /// Compile a raw matcher; `None` when it sets zero or several of exact/prefix/suffix.
-    pub fn compile(raw: &raw::SanMatcher) -> Option<SanMatch> {
-        match raw {
-            raw::SanMatcher::Exact(s) => Some(SanMatch::Exact(s.clone())),
-            raw::SanMatcher::Rule(r) => match (&r.exact, &r.prefix, &r.suffix) {
-                (Some(e), None, None) => Some(SanMatch::Exact(e.clone())),
-                (None, Some(p), None) => Some(SanMatch::Prefix(p.clone())),
-                (None, None, Some(s)) => Some(SanMatch::Suffix(s.clone())),
-                _ => None,
-            },
-        }
-    }
-}
 
 /// Wraps webpki client verification (chain to `client_ca`, validity, EKU) and then
 /// requires one URI or DNS SAN of the leaf to match the allowlist.

@@ -4,7 +4,7 @@
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::config::raw::ForwardClientCert;
+use crate::config::types::ForwardClientCert;
 
 use super::server::PeerInfo;
 

@@ -141,12 +141,8 @@ impl Drop for Attempt {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::raw;
-    use crate::stats::{ClusterStats, FleetStats};
 
     fn cluster(yaml: &str, ports: &[u16]) -> Arc<Cluster> {
-        let cfg: raw::Cluster = serde_yaml::from_str(yaml).expect("cluster yaml");
-        let stats = attache_filters::Stats::new();
         let specs = ports
             .iter()
             .map(|p| crate::config::endpoints::Spec {
@@ -155,14 +151,7 @@ mod tests {
                 zone: None,
             })
             .collect();
-        Cluster::new(
-            &cfg,
-            crate::config::compile::cluster_settings(&cfg),
-            specs,
-            ClusterStats::new(&stats, &cfg.name),
-            FleetStats::new(&stats, &cfg.name),
-            None,
-        )
+        crate::config::testing::cluster(yaml, specs, &attache_filters::Stats::new())
     }
 
     #[test]

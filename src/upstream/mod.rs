@@ -39,7 +39,6 @@ pub use outlier::Outcome;
 pub use pool::UpstreamProtocol;
 
 use crate::config::endpoints::Spec;
-use crate::config::raw;
 use crate::stats::{ClusterStats, FleetStats};
 
 static LOCAL_ZONE: OnceLock<Arc<str>> = OnceLock::new();
@@ -220,6 +219,20 @@ pub enum Source {
 /// `config::compile`).
 #[derive(Debug, Clone)]
 pub struct Settings {
+    pub lb_policy: LbPolicy,
+    /// The request key for `ring_hash`.
+    pub hash: Option<HashKey>,
+    pub connect_timeout: Duration,
+    pub protocol: UpstreamProtocol,
+    /// Idle pooled connections are closed after this.
+    pub idle_timeout: Duration,
+    /// Idle connections kept per endpoint.
+    pub max_idle_per_endpoint: usize,
+    /// Thrift upstream framing (`None` parts follow the downstream call).
+    pub thrift: crate::thrift::UpstreamFraming,
+    /// The config entry this cluster was built from: a reload with an identical
+    /// entry reuses the running cluster (pools, health, counters).
+    pub entry: crate::config::ClusterEntry,
     pub source: Source,
     pub breakers: breakers::Limits,
     pub max_endpoints: usize,
@@ -239,15 +252,12 @@ pub struct Cluster {
     pub pool: pool::Settings,
     pub stats: ClusterStats,
     pub fleet: FleetStats,
-    pub thrift: Option<raw::ThriftUpstream>,
+    pub thrift: crate::thrift::UpstreamFraming,
     pub connector: connector::Connector,
     pub breakers: Breakers,
     pub settings: Settings,
     /// Upstream connect failures are logged at warn at most once a second.
     pub connect_fail_log: throttle::Throttle,
-    /// The config this cluster was built from: a reload with an identical entry
-    /// reuses this cluster (pools, health, counters).
-    pub raw: raw::Cluster,
     hosts: ArcSwap<HostSet>,
     /// Serializes endpoint-set rebuilds (control path only; never held across await).
     update: Mutex<()>,
@@ -265,61 +275,38 @@ impl std::fmt::Debug for Cluster {
 
 impl Cluster {
     pub fn new(
-        cfg: &raw::Cluster,
+        name: &str,
         settings: Settings,
         endpoints: Vec<Spec>,
         stats: ClusterStats,
         fleet: FleetStats,
         tls: Option<Arc<crate::tls::ClientTls>>,
     ) -> Arc<Cluster> {
-        let connect_timeout = cfg
-            .connect_timeout
-            .map(|d| d.0)
-            .unwrap_or(Duration::from_secs(1));
         let breakers = Breakers::new(settings.breakers, &fleet);
         let connector = connector::Connector {
-            connect_timeout,
+            connect_timeout: settings.connect_timeout,
             tls,
         };
         let pool = pool::Settings {
-            protocol: cfg.protocol,
-            idle_timeout: cfg
-                .idle_timeout
-                .map(|d| d.0)
-                .unwrap_or(Duration::from_secs(60)),
-            max_idle: cfg
-                .max_idle_per_endpoint
-                .unwrap_or(DEFAULT_MAX_IDLE_PER_ENDPOINT) as usize,
+            protocol: settings.protocol,
+            idle_timeout: settings.idle_timeout,
+            max_idle: settings.max_idle_per_endpoint,
             connector: connector.clone(),
             limit: breakers.connection_limit(),
         };
-        let hash = cfg.hash_on.as_ref().and_then(|h| {
-            if let Some(n) = &h.header {
-                http::HeaderName::from_bytes(n.as_bytes())
-                    .ok()
-                    .map(HashKey::Header)
-            } else if let Some(c) = &h.cookie {
-                Some(HashKey::Cookie(c.clone()))
-            } else if h.source_ip == Some(true) {
-                Some(HashKey::SourceIp)
-            } else {
-                None
-            }
-        });
         let c = Arc::new_cyclic(|me| Cluster {
-            name: Arc::from(cfg.name.as_str()),
-            lb: Lb::new(cfg.lb_policy, hash),
-            connect_timeout,
-            protocol: cfg.protocol,
+            name: Arc::from(name),
+            lb: Lb::new(settings.lb_policy, settings.hash.clone()),
+            connect_timeout: settings.connect_timeout,
+            protocol: settings.protocol,
             pool,
             connector,
             stats,
             fleet,
-            thrift: cfg.thrift.clone(),
+            thrift: settings.thrift,
             breakers,
             settings,
             connect_fail_log: throttle::Throttle::default(),
-            raw: cfg.clone(),
             hosts: ArcSwap::from_pointee(HostSet::default()),
             update: Mutex::new(()),
             started: AtomicBool::new(false),

@@ -8,12 +8,12 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue};
 
 use super::cluster_settings::cluster_settings;
-use super::tls::tls_material;
+use super::tls::{cluster_settings as tls_settings, tls_material};
 use super::{parse_addr, valid_cluster_name, Cx, Options};
 use crate::config::endpoints::{self, Spec};
 use crate::config::raw;
 use crate::stats::{ClusterStats, FleetStats};
-use crate::upstream::Cluster;
+use crate::upstream::{Cluster, UpstreamProtocol};
 
 /// `clusters:`, by name. An identical cluster in the running config
 /// (`opts.previous`) is reused as is: its pools, health state, ejections and
@@ -48,7 +48,7 @@ pub(super) fn compile_clusters(
         }
         cluster_lines.insert(c.name.clone(), cx.line(&format!("{p}.name")));
         if let Some(prev) = opts.previous.and_then(|m| m.get(&c.name)) {
-            if prev.raw == *c {
+            if prev.settings.entry.0 == *c {
                 clusters.insert(c.name.clone(), prev.clone());
                 continue;
             }
@@ -70,25 +70,29 @@ fn compile_cluster(cx: &mut Cx<'_>, p: &str, c: &raw::Cluster, opts: &Options<'_
             );
         }
     }
-    let tls = match &c.tls {
-        None => None,
-        Some(t) => {
-            let mut t = t.clone();
-            if c.protocol == raw::UpstreamProtocol::Http2 && t.alpn.is_none() {
-                t.alpn = Some(vec!["h2".to_string()]);
-            }
-            tls_material(
-                cx,
-                p,
-                opts.check_files,
-                || crate::tls::validate_cluster_with(&t, true),
-                || crate::tls::ClientTls::build(&t, &c.name, opts.stats),
-            )
-        }
-    };
+    let tls = c.tls.as_ref().and_then(|t| {
+        let alpn: &[&str] = match c.protocol {
+            UpstreamProtocol::Http2 => &["h2"],
+            UpstreamProtocol::Http1 => &[],
+        };
+        tls_material(cx, p, opts.check_files, tls_settings(t, alpn), |s| {
+            crate::tls::ClientTls::build(&s, &c.name, opts.stats)
+        })
+    });
     let stats = ClusterStats::new(opts.stats, &c.name);
     let fleet = FleetStats::new(opts.stats, &c.name);
-    Cluster::new(c, cluster_settings(c), eps, stats, fleet, tls)
+    Cluster::new(&c.name, cluster_settings(c), eps, stats, fleet, tls)
+}
+
+/// The `clusters:` entry a running cluster was built from, opaque outside
+/// `config`: a reload with an identical entry reuses the running cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterEntry(raw::Cluster);
+
+impl ClusterEntry {
+    pub(super) fn new(c: &raw::Cluster) -> ClusterEntry {
+        ClusterEntry(c.clone())
+    }
 }
 
 /// The cluster's initial endpoints: `endpoints:`, `discovery.static`, the discovery

@@ -12,7 +12,7 @@ use super::access_log::access_log;
 use super::global::Admin;
 use super::http_listener::compile_http;
 use super::rbac::compile_rbac;
-use super::tls::tls_material;
+use super::tls::{listener_settings, tls_material};
 use super::{parse_addr, unknown_cluster, valid_name, Cx, Options};
 use crate::config::raw;
 use crate::config::snapshot::{HttpSettings, Listener, TcpSettings};
@@ -154,17 +154,14 @@ fn listener_tls(
     l: &raw::Listener,
     opts: &Options<'_>,
 ) -> Option<Arc<crate::tls::ServerTls>> {
-    let mut t = l.tls.clone()?;
-    if l.protocol == raw::ListenerProtocol::Http && t.alpn.is_none() {
-        t.alpn = Some(vec!["h2".to_string(), "http/1.1".to_string()]);
-    }
-    tls_material(
-        cx,
-        p,
-        opts.check_files,
-        || crate::tls::validate_listener_with(&t, true),
-        || crate::tls::ServerTls::build(&t, &l.name, opts.stats),
-    )
+    let t = l.tls.as_ref()?;
+    let alpn: &[&str] = match l.protocol {
+        raw::ListenerProtocol::Http => &["h2", "http/1.1"],
+        _ => &[],
+    };
+    tls_material(cx, p, opts.check_files, listener_settings(t, alpn), |s| {
+        crate::tls::ServerTls::build(&s, &l.name, opts.stats)
+    })
 }
 
 /// `protocol: http`: virtual hosts and filters, and no `tcp` or `thrift` block.
@@ -265,9 +262,12 @@ fn thrift_protocol(
         cx.err(p, "a thrift listener needs `thrift: { routes: [...] }`");
         return None;
     };
-    match crate::thrift::ListenerCtx::new(&l.name, t, opts.stats, clusters.clone()) {
-        Ok(ctx) => {
-            let ctx = ctx.with_sli(opts.services.sli.clone()).with_rbac(rbac);
+    match super::thrift::thrift_listener(t) {
+        Ok(settings) => {
+            let ctx =
+                crate::thrift::ListenerCtx::new(&l.name, settings, opts.stats, clusters.clone())
+                    .with_sli(opts.services.sli.clone())
+                    .with_rbac(rbac);
             for (path, name) in ctx.routes().clusters() {
                 if !clusters.contains_key(name) {
                     unknown_cluster(cx, &format!("{p}.{path}"), name, clusters);

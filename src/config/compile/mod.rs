@@ -27,14 +27,18 @@ mod http_listener;
 mod listener;
 mod rbac;
 mod route;
+mod thrift;
 mod tls;
 mod xds;
 
 use cluster::compile_clusters;
+pub use cluster::ClusterEntry;
 #[cfg(test)]
 pub(crate) use cluster_settings::cluster_settings;
 use global::{compile_admin, compile_tracing};
 use listener::compile_listeners;
+#[cfg(test)]
+pub(crate) use thrift::thrift_listener;
 
 /// What compilation needs besides the config.
 pub struct Options<'a> {

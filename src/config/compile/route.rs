@@ -127,13 +127,27 @@ pub(super) fn compile_match(cx: &mut Cx<'_>, mp: &str, m: &raw::RouteMatch) -> O
 
 /// A `{ exact | prefix | suffix }` SAN rule (exactly one key).
 pub(super) fn san_match(cx: &mut Cx<'_>, p: &str, s: &raw::SanRule) -> Option<SanMatch> {
+    let m = san_rule(s);
+    if m.is_none() {
+        cx.err(p, "give exactly one of `exact`, `prefix` or `suffix`");
+    }
+    m
+}
+
+/// A SAN matcher: a bare string is exact; a rule sets exactly one key (`None`
+/// when it sets zero or several).
+pub(super) fn san_matcher(m: &raw::SanMatcher) -> Option<SanMatch> {
+    match m {
+        raw::SanMatcher::Exact(s) => Some(SanMatch::Exact(s.clone())),
+        raw::SanMatcher::Rule(r) => san_rule(r),
+    }
+}
+
+fn san_rule(s: &raw::SanRule) -> Option<SanMatch> {
     match (&s.exact, &s.prefix, &s.suffix) {
         (Some(e), None, None) => Some(SanMatch::Exact(e.clone())),
         (None, Some(x), None) => Some(SanMatch::Prefix(x.clone())),
         (None, None, Some(x)) => Some(SanMatch::Suffix(x.clone())),
-        _ => {
-            cx.err(p, "give exactly one of `exact`, `prefix` or `suffix`");
-            None
-        }
+        _ => None,
     }
 }
