@@ -1,6 +1,6 @@
-//! Moved to the test kit (testkit/src/fleet.rs); use `support::fleet`. This file
-//! only keeps `mod fleet_util;` in branches that predate the kit compiling; delete
-//! it once none does.
+//! Moved to the test kit (testkit/src/fleet.rs); use `support::fleet`. Only
+//! tests/xds_eds.rs still includes this file (`mod fleet_util;`), for the re-export
+//! and `free_port` below; the xds2 branch moves it off both. Delete this file then.
 #![allow(unused_imports)]
 
 pub use attache_testkit::fleet::*;
