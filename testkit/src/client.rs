@@ -115,3 +115,11 @@ pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], timeout: Duration) -> 
     let _ = tokio::time::timeout(timeout, s.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// The JSON the echoing [`Origin`](crate::Origin) answered with, from a raw
+/// HTTP/1.1 response that must be a `200 OK`.
+pub fn echoed(out: &str) -> serde_json::Value {
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {out}"))
+}

@@ -239,6 +239,15 @@ impl Proxy {
             .await
     }
 
+    /// `attache_downstream_rq_rejected_total{listener,reason}`: requests on
+    /// `listener` refused before routing for `reason` (`host`, `path`,
+    /// `head_timeout`, `scheme`, ...).
+    pub async fn rejected(&self, listener: &str, reason: &str) -> f64 {
+        let labels = [("listener", listener), ("reason", reason)];
+        self.stat_labels("attache_downstream_rq_rejected_total", &labels)
+            .await
+    }
+
     /// The value of `name` with exactly these labels (any order), 0 when absent.
     pub async fn stat_labels(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         let (_, body) = self.admin_get("/stats").await;
