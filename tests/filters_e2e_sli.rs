@@ -74,7 +74,7 @@ async fn sli_counts_and_ratios_match_a_scripted_mix() {
             .expect("request task");
     }
 
-    eventually(Duration::from_secs(5), "sli counters", || async {
+    eventually(Duration::from_secs(30), "sli counters", || async {
         let done = p.stat(&sli_stat("app", "success")).await == 45.0
             && p.stat(&sli_stat("app", "error")).await == 10.0
             && p.stat(&sli_stat("throttled", "error")).await == 3.0

@@ -13,7 +13,7 @@ use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use support::{get, Proxy};
+use support::{eventually, get, Proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -256,7 +256,7 @@ clusters:
     // ...and a quiet one is closed after it.
     let quiet = std::time::Instant::now();
     let mut buf = [0u8; 16];
-    let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
+    let n = tokio::time::timeout(Duration::from_secs(15), s.read(&mut buf))
         .await
         .expect("closed within the idle timeout")
         .unwrap_or(0);
@@ -296,7 +296,10 @@ async fn tunnels_are_counted_and_held_by_the_drain() {
     );
 
     p.signal(15);
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    eventually(Duration::from_secs(30), "the drain to start", || async {
+        (p.admin_get("/ready").await == (503, "DRAINING\n".to_string())).then_some(())
+    })
+    .await;
     s.write_all(b"still here")
         .await
         .expect("write during drain");

@@ -42,7 +42,7 @@ async fn sigterm_finishes_an_in_flight_slow_request_then_exits_zero() {
     .await;
     p.signal(15);
     // While draining, /ready says so and new connections are refused.
-    support::eventually(Duration::from_secs(5), "ready 503", || {
+    support::eventually(Duration::from_secs(30), "ready 503", || {
         let admin = p.admin;
         async move {
             let r = support::get(&format!("http://{admin}/ready"), &[]).await;
