@@ -267,14 +267,10 @@ fn raw_frame(size: u16, header: &[u8]) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_theader_frames_close_the_connection_and_are_counted_by_reason() {
     // An origin that only counts connections: nothing may reach it.
-    let origin = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let origin_addr = origin.local_addr().expect("addr");
     let reached = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let seen = reached.clone();
-    std::thread::spawn(move || {
-        for _ in origin.incoming() {
-            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }
+    let origin_addr = support::serve_each_blocking("127.0.0.1:0", move |_| {
+        seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     });
     let yaml = config(
         "    thrift:
