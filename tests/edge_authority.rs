@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{echoed, raw_exchange, Origin, Proxy};
+use support::{echoed, h2_request, raw_exchange, Origin, Proxy};
 
 const T: Duration = Duration::from_secs(10);
 
@@ -234,37 +234,6 @@ async fn a_fragment_in_the_request_target_is_refused() {
     assert!(out.starts_with("HTTP/1.0 400 Bad Request\r\n"), "{out}");
     assert_eq!(o.hits(), 0, "nothing reached the origin");
     assert_eq!(p.rejected("main", "fragment").await, 6.0);
-}
-
-/// Send one HTTP/2 request (prior knowledge) with these pseudo-header and header
-/// values; (status, body).
-async fn h2_request(
-    addr: std::net::SocketAddr,
-    uri: &str,
-    headers: &[(&str, &str)],
-) -> (u16, String) {
-    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let (mut client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
-    tokio::spawn(conn);
-    let mut req = http::Request::builder().uri(uri);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let req = req.body(()).expect("request");
-    let (rsp, _) = client.send_request(req, true).expect("send");
-    let rsp = tokio::time::timeout(T, rsp)
-        .await
-        .expect("in time")
-        .expect("response");
-    let status = rsp.status().as_u16();
-    let mut body = rsp.into_body();
-    let mut out = Vec::new();
-    while let Some(chunk) = tokio::time::timeout(T, body.data()).await.expect("in time") {
-        let chunk = chunk.expect("data");
-        let _ = body.flow_control().release_capacity(chunk.len());
-        out.extend_from_slice(&chunk);
-    }
-    (status, String::from_utf8_lossy(&out).into_owned())
 }
 
 #[tokio::test]

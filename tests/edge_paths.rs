@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{echoed, raw_exchange, Origin, Proxy};
+use support::{echoed, h2_request, raw_exchange, Origin, Proxy};
 
 const T: Duration = Duration::from_secs(10);
 
@@ -163,32 +163,8 @@ async fn http2_requests_get_the_same_path_and_header_rules() {
     let send = |listener: &'static str,
                 path: &'static str,
                 header: Option<(&'static str, &'static str)>| {
-        let addr = p.addr(listener);
-        async move {
-            let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-            let (mut client, conn) = h2::client::handshake(tcp).await.expect("handshake");
-            tokio::spawn(conn);
-            let mut req = http::Request::builder().uri(format!("http://a.example{path}"));
-            if let Some((k, v)) = header {
-                req = req.header(k, v);
-            }
-            let (rsp, _) = client
-                .send_request(req.body(()).expect("request"), true)
-                .expect("send");
-            let rsp = tokio::time::timeout(T, rsp)
-                .await
-                .expect("in time")
-                .expect("response");
-            let status = rsp.status().as_u16();
-            let mut body = rsp.into_body();
-            let mut out = Vec::new();
-            while let Some(c) = tokio::time::timeout(T, body.data()).await.expect("in time") {
-                let c = c.expect("data");
-                let _ = body.flow_control().release_capacity(c.len());
-                out.extend_from_slice(&c);
-            }
-            (status, String::from_utf8_lossy(&out).into_owned())
-        }
+        let (addr, uri) = (p.addr(listener), format!("http://a.example{path}"));
+        async move { h2_request(addr, &uri, header.as_slice()).await }
     };
     for path in ["/public/..;/admin", "/public/..\\admin", "/public/%252e"] {
         assert_eq!(send("strict", path, None).await.0, 400, "{path}");

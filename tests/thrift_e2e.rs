@@ -33,18 +33,7 @@ async fn stat_eventually(proxy: &Proxy, name: &str, want: f64) {
 /// One thrift listener `t` with `thrift_block` (indented under `thrift:`), and
 /// `clusters` verbatim.
 fn one_listener(thrift_block: &str, clusters: &str) -> String {
-    format!(
-        "
-listeners:
-  - name: t
-    address: 127.0.0.1:0
-    protocol: thrift
-    thrift:
-{thrift_block}
-clusters:
-{clusters}
-"
-    )
+    support::yaml::thrift_listener(&format!("    thrift:\n{thrift_block}"), clusters)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,20 +16,15 @@ use support::{blocking, Proxy};
 const WAIT: Duration = Duration::from_secs(15);
 
 fn proxy(thrift_block: &str, origin: SocketAddr) -> Proxy {
-    Proxy::start(&format!(
-        "
-listeners:
-  - name: t
-    address: 127.0.0.1:0
-    protocol: thrift
-    thrift:
+    Proxy::start(&support::yaml::thrift_listener(
+        &format!(
+            "    thrift:
 {thrift_block}
       routes:
         - match: {{}}
-          route: {{ cluster: a }}
-clusters:
-  - {{ name: a, endpoints: [\"{origin}\"] }}
-"
+          route: {{ cluster: a }}"
+        ),
+        &format!("  - {{ name: a, endpoints: [\"{origin}\"] }}"),
     ))
 }
 

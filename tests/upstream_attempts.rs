@@ -197,20 +197,17 @@ async fn least_request_sees_tcp_connections() {
 // ---- Thrift ------------------------------------------------------------------
 
 fn thrift_config(endpoint: SocketAddr, cluster_keys: &str, route_name: &str) -> String {
-    format!(
-        "
-listeners:
-  - name: t
-    address: 127.0.0.1:0
-    protocol: thrift
-    thrift:
+    support::yaml::thrift_listener(
+        &format!(
+            "    thrift:
       max_concurrent_calls: 4
       routes:
         - name: {route_name}
-          route: {{ cluster: users }}
-clusters:
-  - {{ name: users, endpoints: [\"{endpoint}\"], connect_timeout: 2s{cluster_keys} }}
-"
+          route: {{ cluster: users }}"
+        ),
+        &format!(
+            "  - {{ name: users, endpoints: [\"{endpoint}\"], connect_timeout: 2s{cluster_keys} }}"
+        ),
     )
 }
 

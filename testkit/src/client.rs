@@ -88,6 +88,34 @@ pub async fn send(method: &str, url: &str, headers: &[(&str, &str)], body: Bytes
     }
 }
 
+/// One HTTP/2 request (prior knowledge, the `h2` crate) on a fresh connection to
+/// `addr`, with these header values; (status, body).
+pub async fn h2_request(addr: SocketAddr, uri: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    const T: Duration = Duration::from_secs(30);
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    tokio::spawn(conn);
+    let mut req = Request::builder().uri(uri);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(()).expect("request");
+    let (rsp, _) = client.send_request(req, true).expect("send");
+    let rsp = tokio::time::timeout(T, rsp)
+        .await
+        .expect("in time")
+        .expect("response");
+    let status = rsp.status().as_u16();
+    let mut body = rsp.into_body();
+    let mut out = Vec::new();
+    while let Some(chunk) = tokio::time::timeout(T, body.data()).await.expect("in time") {
+        let chunk = chunk.expect("data");
+        let _ = body.flow_control().release_capacity(chunk.len());
+        out.extend_from_slice(&chunk);
+    }
+    (status, String::from_utf8_lossy(&out).into_owned())
+}
+
 /// Run `curl` with args off the async runtime; (exit ok, stdout).
 pub async fn curl(args: &[&str]) -> (bool, String) {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();

@@ -87,6 +87,23 @@ impl OneRoute {
     }
 }
 
+/// One Thrift listener `t` on 127.0.0.1:0: `keys` are its keys after
+/// `protocol: thrift` (`thrift:`, `rbac:`, `tls:` ... written at four spaces, as
+/// they stand in the file), `clusters` the items of `clusters:` (at two).
+pub fn thrift_listener(keys: &str, clusters: &str) -> String {
+    format!(
+        "
+listeners:
+  - name: t
+    address: 127.0.0.1:0
+    protocol: thrift
+{keys}
+clusters:
+{clusters}
+"
+    )
+}
+
 /// `yaml` with each non-empty line indented by `n` spaces, each ending in a newline.
 pub fn indent(yaml: &str, n: usize) -> String {
     let pad = " ".repeat(n);
