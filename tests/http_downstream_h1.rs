@@ -7,6 +7,7 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use support::yaml::Routes;
 use support::{raw_exchange, Origin, Proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -20,31 +21,22 @@ const T: Duration = Duration::from_secs(15);
 const BOUND: Duration = Duration::from_secs(5);
 
 fn proxy(origin: SocketAddr, raw_origin: SocketAddr) -> Proxy {
-    Proxy::start(&format!(
-        r#"
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-    http: {{ idle_timeout: 400ms }}
-    virtual_hosts:
-      - name: web
-        domains: ["*"]
-        routes:
-          - match: {{ prefix: /deny }}
-            direct_response: {{ status: 403, body: "private\n" }}
-          - match: {{ prefix: /hello }}
-            direct_response: {{ status: 200, body: "hello" }}
-          - match: {{ prefix: /raw/ }}
-            route: {{ cluster: raw }}
-          - match: {{ prefix: / }}
-            route: {{ cluster: origin }}
-clusters:
-  - name: origin
-    endpoints: ["{origin}"]
-  - name: raw
-    endpoints: ["{raw_origin}"]
-"#
-    ))
+    let routes = r#"
+- match: { prefix: /deny }
+  direct_response: { status: 403, body: "private\n" }
+- match: { prefix: /hello }
+  direct_response: { status: 200, body: "hello" }
+- match: { prefix: /raw/ }
+  route: { cluster: raw }
+- match: { prefix: / }
+  route: { cluster: origin }"#;
+    Proxy::start(
+        &Routes::new(routes)
+            .listener_key("http: { idle_timeout: 400ms }")
+            .cluster("origin", &[origin], "")
+            .cluster("raw", &[raw_origin], "")
+            .yaml(),
+    )
 }
 
 /// An origin that answers every request on a connection with `answer`, then

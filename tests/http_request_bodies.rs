@@ -10,34 +10,25 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::yaml::OneRoute;
+use support::yaml::{OneRoute, Routes};
 use support::{eventually, raw_exchange, Origin, Proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 fn proxy(origin: SocketAddr, raw: SocketAddr) -> Proxy {
-    Proxy::start(&format!(
-        r#"
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-    virtual_hosts:
-      - name: web
-        domains: ["*"]
-        routes:
-          - match: {{ prefix: /deny }}
-            direct_response: {{ status: 403, body: "private\n" }}
-          - match: {{ prefix: /raw/ }}
-            route: {{ cluster: raw, timeout: 20s }}
-          - match: {{ prefix: / }}
-            route: {{ cluster: origin }}
-clusters:
-  - name: origin
-    endpoints: ["{origin}"]
-  - name: raw
-    endpoints: ["{raw}"]
-"#
-    ))
+    let routes = r#"
+- match: { prefix: /deny }
+  direct_response: { status: 403, body: "private\n" }
+- match: { prefix: /raw/ }
+  route: { cluster: raw, timeout: 20s }
+- match: { prefix: / }
+  route: { cluster: origin }"#;
+    Proxy::start(
+        &Routes::new(routes)
+            .cluster("origin", &[origin], "")
+            .cluster("raw", &[raw], "")
+            .yaml(),
+    )
 }
 
 const HEAD: &str = "POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";

@@ -13,6 +13,7 @@ use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use support::yaml::Routes;
 use support::{eventually, get, Proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -69,28 +70,17 @@ async fn upgrade_origin(always_101: bool) -> SocketAddr {
 }
 
 fn yaml(ws: SocketAddr, plain101: SocketAddr) -> String {
-    format!(
-        r#"
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-    virtual_hosts:
-      - name: web
-        domains: ["*"]
-        routes:
-          - match: {{ prefix: /ws }}
-            route: {{ cluster: ws, upgrades: [WebSocket] }}
-          - match: {{ prefix: /always101 }}
-            route: {{ cluster: always101 }}
-          - match: {{ prefix: / }}
-            route: {{ cluster: ws }}
-clusters:
-  - name: ws
-    endpoints: ["{ws}"]
-  - name: always101
-    endpoints: ["{plain101}"]
-"#
-    )
+    let routes = r#"
+- match: { prefix: /ws }
+  route: { cluster: ws, upgrades: [WebSocket] }
+- match: { prefix: /always101 }
+  route: { cluster: always101 }
+- match: { prefix: / }
+  route: { cluster: ws }"#;
+    Routes::new(routes)
+        .cluster("ws", &[ws], "")
+        .cluster("always101", &[plain101], "")
+        .yaml()
 }
 
 /// Send a raw upgrade request; returns the response head and the stream.
@@ -225,23 +215,12 @@ clusters:
 #[tokio::test]
 async fn a_quiet_tunnel_closes_after_the_listener_idle_timeout() {
     let ws = upgrade_origin(false).await;
-    let p = Proxy::start(&format!(
-        r#"
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-    http: {{ idle_timeout: 400ms }}
-    virtual_hosts:
-      - name: web
-        domains: ["*"]
-        routes:
-          - match: {{ prefix: /ws }}
-            route: {{ cluster: ws, upgrades: [websocket] }}
-clusters:
-  - name: ws
-    endpoints: ["{ws}"]
-"#
-    ));
+    let p = Proxy::start(
+        &Routes::new("- match: { prefix: /ws }\n  route: { cluster: ws, upgrades: [websocket] }")
+            .listener_key("http: { idle_timeout: 400ms }")
+            .cluster("ws", &[ws], "")
+            .yaml(),
+    );
     let (head, rest, mut s) = handshake(p.addr("main"), "/ws").await;
     assert!(head.starts_with("http/1.1 101"), "{head}");
     let got = read_exactly(&mut s, rest, 3).await;

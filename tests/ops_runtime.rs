@@ -11,34 +11,19 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::pki::{Leaf, Pki};
-use support::yaml::OneRoute;
+use support::yaml::{OneRoute, Routes};
 use support::{eventually, Origin, Proxy};
 
 const WAIT: Duration = Duration::from_secs(20);
 
 /// One listener `main` routing everything to `origin`, with `access_log`.
 fn config(origin: &Origin, access_log: &str, extra: &str) -> String {
-    format!(
-        r#"
-drain_timeout: 10s
-{extra}
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-    access_log: {access_log}
-    virtual_hosts:
-      - name: web
-        domains: ["*"]
-        routes:
-          - name: all
-            match: {{ prefix: / }}
-            route: {{ cluster: o, timeout: 30s }}
-clusters:
-  - name: o
-    endpoints: ["{}"]
-"#,
-        origin.addr
-    )
+    let routes = "- name: all\n  match: { prefix: / }\n  route: { cluster: o, timeout: 30s }";
+    let listener = Routes::new(routes)
+        .listener_key(&format!("access_log: {access_log}"))
+        .cluster("o", &[origin.addr], "")
+        .yaml();
+    format!("drain_timeout: 10s\n{extra}\n{listener}")
 }
 
 fn read(p: &Path) -> String {
