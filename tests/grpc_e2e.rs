@@ -100,6 +100,30 @@ async fn sli(p: &Proxy, route: &str, outcome: &str) -> f64 {
     .await
 }
 
+/// Wait until each `(route, grpc_status, n)` is counted `n` times, and each
+/// `(route, outcome, n)` of the SLI counter.
+async fn wait_counts(
+    p: &Proxy,
+    what: &str,
+    grpc: &[(&str, &str, f64)],
+    slis: &[(&str, &str, f64)],
+) {
+    eventually(WAIT, what, || async {
+        for (route, status, n) in grpc {
+            if grpc_count(p, route, status).await != *n {
+                return None;
+            }
+        }
+        for (route, outcome, n) in slis {
+            if sli(p, route, outcome).await != *n {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+}
+
 /// The access log lines (JSON) of calls to `path`.
 fn log_lines(p: &Proxy, path: &str) -> Vec<serde_json::Value> {
     p.log()
@@ -130,12 +154,16 @@ async fn unary_ok_and_errors_reach_the_log_metrics_and_sli() {
         .expect_err("unavailable");
     assert_eq!(down.code(), Code::Unavailable);
 
-    eventually(WAIT, "grpc metrics", || async {
-        let done = grpc_count(&p, "echo", "OK").await == 1.0
-            && grpc_count(&p, "echo", "PERMISSION_DENIED").await == 1.0
-            && grpc_count(&p, "echo", "UNAVAILABLE").await == 1.0;
-        done.then_some(())
-    })
+    wait_counts(
+        &p,
+        "grpc metrics",
+        &[
+            ("echo", "OK", 1.0),
+            ("echo", "PERMISSION_DENIED", 1.0),
+            ("echo", "UNAVAILABLE", 1.0),
+        ],
+        &[],
+    )
     .await;
     // PERMISSION_DENIED is the client's problem (success, like a 4xx); UNAVAILABLE
     // is the service's, although both travelled as HTTP 200.
@@ -197,12 +225,12 @@ async fn server_client_and_bidi_streams_pass_with_their_trailers() {
     let echoed = c.bidi(vec![echo("x"), echo("y")]).await.expect("bidi");
     assert_eq!(echoed, ["x", "y"]);
 
-    eventually(WAIT, "stream metrics", || async {
-        let done = grpc_count(&p, "echo", "OK").await == 3.0
-            && grpc_count(&p, "echo", "DATA_LOSS").await == 1.0
-            && sli(&p, "echo", "error").await == 1.0;
-        done.then_some(())
-    })
+    wait_counts(
+        &p,
+        "stream metrics",
+        &[("echo", "OK", 3.0), ("echo", "DATA_LOSS", 1.0)],
+        &[("echo", "error", 1.0)],
+    )
     .await;
 }
 
@@ -281,11 +309,15 @@ async fn grpc_timeout_shorter_than_the_route_timeout_ends_the_call() {
         ]
     );
 
-    eventually(WAIT, "deadline metrics", || async {
-        let done = grpc_count(&p, "echo", "DEADLINE_EXCEEDED").await == 2.0
-            && grpc_count(&p, "capped", "DEADLINE_EXCEEDED").await == 1.0;
-        done.then_some(())
-    })
+    wait_counts(
+        &p,
+        "deadline metrics",
+        &[
+            ("echo", "DEADLINE_EXCEEDED", 2.0),
+            ("capped", "DEADLINE_EXCEEDED", 1.0),
+        ],
+        &[],
+    )
     .await;
 }
 
@@ -364,13 +396,17 @@ async fn every_local_reply_is_a_grpc_status() {
     );
     slow.await.expect("join").expect("the first call completes");
 
-    eventually(WAIT, "local reply metrics", || async {
-        let done = grpc_count(&p, "_none", "UNIMPLEMENTED").await == 1.0
-            && grpc_count(&p, "dead", "UNAVAILABLE").await == 1.0
-            && grpc_count(&p, "short", "DEADLINE_EXCEEDED").await == 1.0
-            && grpc_count(&p, "limited", "RESOURCE_EXHAUSTED").await == 1.0;
-        done.then_some(())
-    })
+    wait_counts(
+        &p,
+        "local reply metrics",
+        &[
+            ("_none", "UNIMPLEMENTED", 1.0),
+            ("dead", "UNAVAILABLE", 1.0),
+            ("short", "DEADLINE_EXCEEDED", 1.0),
+            ("limited", "RESOURCE_EXHAUSTED", 1.0),
+        ],
+        &[],
+    )
     .await;
 }
 
@@ -751,11 +787,12 @@ clusters:
     assert_eq!(first.map(|m| m.text).as_deref(), Some("partial"));
     go.notify_one();
     s.message().await.expect_err("reset mid-stream");
-    eventually(WAIT, "INTERNAL counted as an SLI error", || async {
-        let done = grpc_count(&p, "dead", "INTERNAL").await == 1.0
-            && sli(&p, "dead", "error").await == 1.0;
-        done.then_some(())
-    })
+    wait_counts(
+        &p,
+        "INTERNAL counted as an SLI error",
+        &[("dead", "INTERNAL", 1.0)],
+        &[("dead", "error", 1.0)],
+    )
     .await;
     let line = eventually(WAIT, "access log", || async {
         log_lines(&p, "/dead.Echo/ServerStream").pop()

@@ -777,22 +777,22 @@ listeners:
         )),
         "{out}"
     );
-    let (code, out, _) = support::validate(
-        "health2.yaml",
-        &yaml.replace(
+    for (name, from, to, error) in [
+        (
+            "health2.yaml",
             "address: 127.0.0.1:19901 }\nlisteners",
             "address: 127.0.0.1:19902 }\nlisteners",
+            "is the health_listener address",
         ),
-    );
-    assert_eq!(code, 1, "{out}");
-    assert!(out.contains("is the health_listener address"), "{out}");
-    let (code, out, _) = support::validate(
-        "health3.yaml",
-        &yaml.replace(
+        (
+            "health3.yaml",
             "health_listener: { address: 127.0.0.1:19901 }",
             "health_listener: { address: \"localhost:9902\" }",
+            "`localhost:9902` is not an address",
         ),
-    );
-    assert_eq!(code, 1, "{out}");
-    assert!(out.contains("`localhost:9902` is not an address"), "{out}");
+    ] {
+        let (code, out, _) = support::validate(name, &yaml.replace(from, to));
+        assert_eq!(code, 1, "{out}");
+        assert!(out.contains(error), "{out}");
+    }
 }
