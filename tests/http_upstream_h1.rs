@@ -48,7 +48,7 @@ impl RawOrigin {
             c.fetch_add(1, Ordering::SeqCst);
             let d = d.clone();
             async move {
-                serve(s, script).await;
+                Box::pin(serve(s, script)).await;
                 d.fetch_add(1, Ordering::SeqCst);
             }
         })
