@@ -80,7 +80,7 @@ async fn proxy_with_file_log(format: &str, drain_timeout: &str) -> (Origin, Prox
     );
     let cfg = dir.path().join("attache.yaml");
     std::fs::write(&cfg, yaml).expect("config");
-    let p = Proxy::spawn(dir, cfg, &[], &[], WAIT);
+    let p = Proxy::spawn(dir, cfg, &[], &[], support::READY_WITHIN);
     (o, p)
 }
 

@@ -274,22 +274,12 @@ pub async fn cluster_json(admin: SocketAddr, name: &str) -> serde_json::Value {
 
 /// Start `attache run` like `support::Proxy::start`, with extra CLI args.
 pub fn start_with_args(yaml: &str, args: &[&str]) -> crate::proxy::Proxy {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config_path = dir.path().join("attache.yaml");
-    std::fs::write(&config_path, yaml).expect("write config");
-    spawn_in(dir, config_path, args)
+    crate::proxy::Proxy::start_with(yaml, args, &[])
 }
 
 /// Start another `attache run` on an existing config file (hot restart).
 pub fn start_on_config(config_path: &std::path::Path, args: &[&str]) -> crate::proxy::Proxy {
     let dir = tempfile::tempdir().expect("tempdir");
-    spawn_in(dir, config_path.to_path_buf(), args)
-}
-
-fn spawn_in(
-    dir: tempfile::TempDir,
-    config_path: std::path::PathBuf,
-    args: &[&str],
-) -> crate::proxy::Proxy {
-    crate::proxy::Proxy::spawn(dir, config_path, args, &[], Duration::from_secs(30))
+    let (path, ready_within) = (config_path.to_path_buf(), crate::proxy::READY_WITHIN);
+    crate::proxy::Proxy::spawn(dir, path, args, &[], ready_within)
 }

@@ -12,6 +12,10 @@ use bytes::Bytes;
 
 use crate::client::{get, send};
 
+/// How long a started proxy may take to write its ready file: generous, the
+/// machine may be loaded (a proxy that never gets ready still fails).
+pub const READY_WITHIN: Duration = Duration::from_secs(60);
+
 /// A running `attache run`. Dropping it kills and reaps the process, and prints its
 /// log when the test is failing.
 pub struct Proxy {
@@ -57,6 +61,12 @@ impl Proxy {
     }
 
     pub fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Proxy {
+        Self::start_with(yaml, &[], env)
+    }
+
+    /// Start with `yaml` (admin on 127.0.0.1:0 added when absent), extra CLI
+    /// `args` and environment for the child.
+    pub fn start_with(yaml: &str, args: &[&str], env: &[(&str, &str)]) -> Proxy {
         let dir = tempfile::tempdir().expect("tempdir");
         let yaml = if yaml.contains("admin:") {
             yaml.to_string()
@@ -65,7 +75,7 @@ impl Proxy {
         };
         let config_path = dir.path().join("attache.yaml");
         std::fs::write(&config_path, yaml).expect("write config");
-        Self::spawn(dir, config_path, &[], env, Duration::from_secs(20))
+        Self::spawn(dir, config_path, args, env, READY_WITHIN)
     }
 
     /// `attache run` on `config_path` with extra CLI `args` and environment; `dir`
