@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use support::grpc_peer::{self, Echo, GrpcClient, GrpcServer};
+use support::yaml::Routes;
 use support::{dead_port, eventually, Proxy};
 use tonic::{Code, Request};
 
@@ -449,42 +450,31 @@ async fn stream_idle_timeout_ends_a_silent_stream() {
 }
 
 fn fleet_config(server: &GrpcServer) -> String {
-    format!(
-        r#"
-listeners:
-  - name: grpc
-    address: 127.0.0.1:0
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - name: retried
-            match: {{ prefix: /retry.Echo/ }}
-            route:
-              cluster: backend
-              prefix_rewrite: /test.Echo/
-              retries: {{ attempts: 2, retry_on: [unavailable] }}
-          - name: checked
-            match: {{ prefix: /test.Echo/ }}
-            route: {{ cluster: checked, timeout: 0s }}
-clusters:
-  - name: backend
-    protocol: http2
-    endpoints: ["{addr}"]
-  - name: checked
-    protocol: http2
-    endpoints: ["{addr}"]
-    panic_threshold: 0
-    health_check:
-      grpc: {{ service: {service} }}
-      interval: 100ms
-      timeout: 1s
-      unhealthy_threshold: 1
-      healthy_threshold: 1
-"#,
-        addr = server.addr,
-        service = grpc_peer::SERVICE,
-    )
+    let routes = "- name: retried
+  match: { prefix: /retry.Echo/ }
+  route:
+    cluster: backend
+    prefix_rewrite: /test.Echo/
+    retries: { attempts: 2, retry_on: [unavailable] }
+- name: checked
+  match: { prefix: /test.Echo/ }
+  route: { cluster: checked, timeout: 0s }";
+    let checked = format!(
+        "protocol: http2
+panic_threshold: 0
+health_check:
+  grpc: {{ service: {} }}
+  interval: 100ms
+  timeout: 1s
+  unhealthy_threshold: 1
+  healthy_threshold: 1",
+        grpc_peer::SERVICE
+    );
+    Routes::new(routes)
+        .names("grpc", "all")
+        .cluster("backend", &[server.addr], "protocol: http2")
+        .cluster("checked", &[server.addr], &checked)
+        .yaml()
 }
 
 #[tokio::test]
@@ -586,31 +576,17 @@ async fn shipped_grpc_sidecar_config_serves_calls() {
 }
 
 fn web_config(server: &GrpcServer) -> String {
-    format!(
-        r#"
-listeners:
-  - name: web
-    address: 127.0.0.1:0
-    filters:
-      - cors:
-          allowed_origins: ["https://app.example"]
-          allowed_headers: [content-type, x-grpc-web, x-user-agent, grpc-timeout]
-          expose_headers: [grpc-status, grpc-message]
-      - grpc_web: {{}}
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - name: echo
-            match: {{ prefix: /test.Echo/ }}
-            route: {{ cluster: backend, timeout: 0s }}
-clusters:
-  - name: backend
-    protocol: http2
-    endpoints: ["{addr}"]
-"#,
-        addr = server.addr
-    )
+    let filters = r#"filters:
+  - cors:
+      allowed_origins: ["https://app.example"]
+      allowed_headers: [content-type, x-grpc-web, x-user-agent, grpc-timeout]
+      expose_headers: [grpc-status, grpc-message]
+  - grpc_web: {}"#;
+    Routes::new("- name: echo\n  match: { prefix: /test.Echo/ }\n  route: { cluster: backend, timeout: 0s }")
+        .names("web", "all")
+        .listener_key(filters)
+        .cluster("backend", &[server.addr], "protocol: http2")
+        .yaml()
 }
 
 /// A browser's gRPC-Web POST from `https://app.example`.
@@ -756,27 +732,13 @@ async fn resetting_grpc_upstream(go: Arc<tokio::sync::Notify>) -> std::net::Sock
 async fn a_stream_reset_without_trailers_is_an_internal_error_for_every_signal() {
     let go = Arc::new(tokio::sync::Notify::new());
     let reset = resetting_grpc_upstream(go.clone()).await;
-    let yaml = format!(
-        r#"
-listeners:
-  - name: grpc
-    address: 127.0.0.1:0
-    access_log: {{ path: stdout, format: json }}
-    filters:
-      - sli: {{}}
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - name: dead
-            match: {{ prefix: / }}
-            route: {{ cluster: resetting, timeout: 0s }}
-clusters:
-  - name: resetting
-    protocol: http2
-    endpoints: ["{reset}"]
-"#
-    );
+    let yaml = Routes::new(
+        "- name: dead\n  match: { prefix: / }\n  route: { cluster: resetting, timeout: 0s }",
+    )
+    .names("grpc", "all")
+    .listener_key("access_log: { path: stdout, format: json }\nfilters:\n  - sli: {}")
+    .cluster("resetting", &[reset], "protocol: http2")
+    .yaml();
     let p = Proxy::start(&yaml);
     let mut c = GrpcClient::new(p.addr("grpc"));
     let mut s = c
