@@ -20,9 +20,7 @@ fn write_eps(path: &std::path::Path, eps: &[(&Node, u32)]) {
         .map(|(n, w)| format!("- {{ address: \"{}\", weight: {w}, zone: z1 }}\n", n.addr))
         .collect();
     // Atomic replace, as a discovery agent should.
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).expect("write endpoints");
-    std::fs::rename(&tmp, path).expect("rename endpoints");
+    support::write_atomically(path, &text);
 }
 
 fn proxy_with_file(path: &std::path::Path, policy: &str) -> Proxy {

@@ -542,9 +542,7 @@ clusters:
 
 /// Write `contents` to `path` atomically (temp file + rename).
 fn replace_file(path: &str, contents: &str) {
-    let tmp = format!("{path}.tmp");
-    std::fs::write(&tmp, contents).expect("write temp");
-    std::fs::rename(&tmp, path).expect("rename");
+    support::write_atomically(std::path::Path::new(path), contents);
 }
 
 #[tokio::test]

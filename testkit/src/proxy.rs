@@ -306,12 +306,13 @@ pub async fn quickstart() -> Proxy {
 }
 
 /// Replace the file at `path` the way a deploy tool should: write a sibling
-/// temporary file, then rename it over `path`, so that `--watch-config` never
-/// reads a half-written config (an empty one is valid and has no listeners).
+/// temporary file, then rename it over `path`, so that a watcher (`--watch-config`,
+/// certificate reload, file discovery) never reads a half-written file (an empty
+/// config is valid and has no listeners).
 pub fn write_atomically(path: &std::path::Path, text: &str) {
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).expect("write config");
-    std::fs::rename(&tmp, path).expect("rename config into place");
+    std::fs::write(&tmp, text).expect("write temporary file");
+    std::fs::rename(&tmp, path).expect("rename into place");
 }
 
 /// The shipped example configs, `config/*.yaml`, sorted.
