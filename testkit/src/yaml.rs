@@ -36,6 +36,7 @@ use std::net::SocketAddr;
 #[derive(Clone, Debug)]
 pub struct Routes {
     listener: String,
+    address: String,
     vhost: String,
     listener_keys: String,
     routes: String,
@@ -48,6 +49,7 @@ impl Routes {
     pub fn new(routes: &str) -> Routes {
         Routes {
             listener: "main".into(),
+            address: "127.0.0.1:0".into(),
             vhost: "web".into(),
             listener_keys: String::new(),
             routes: indent(routes, 10),
@@ -58,6 +60,13 @@ impl Routes {
     pub fn names(mut self, listener: &str, vhost: &str) -> Routes {
         self.listener = listener.into();
         self.vhost = vhost.into();
+        self
+    }
+
+    /// The listener's address (`127.0.0.1:0` unless set: a test that needs another
+    /// one holds it).
+    pub fn address(mut self, address: &str) -> Routes {
+        self.address = address.into();
         self
     }
 
@@ -85,10 +94,11 @@ impl Routes {
             false => format!("clusters:\n{}", self.clusters),
         };
         format!(
-            "listeners:\n  - name: {listener}\n    address: 127.0.0.1:0\n{listener_keys}    \
+            "listeners:\n  - name: {listener}\n    address: {address}\n{listener_keys}    \
              virtual_hosts:\n      - name: {vhost}\n        domains: [\"*\"]\n        routes:\n\
              {routes}{clusters}",
             listener = self.listener,
+            address = self.address,
             listener_keys = self.listener_keys,
             vhost = self.vhost,
             routes = self.routes,
