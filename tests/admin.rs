@@ -211,18 +211,12 @@ async fn config_dump_redacts_secrets_and_reload_applies_or_rejects() {
 
     // An invalid file is rejected with its position; the old config keeps serving.
     let good = std::fs::read_to_string(&p.config_path).expect("read");
-    std::fs::write(
-        &p.config_path,
-        good.replace("cluster: origin }", "cluster: orign }"),
-    )
-    .expect("write");
-    let r = send(
-        "POST",
-        &format!("http://{}/reload", p.admin),
-        &auth,
-        Bytes::new(),
-    )
-    .await;
+    let reload_with = |text: String| {
+        std::fs::write(&p.config_path, text).expect("write");
+        let url = format!("http://{}/reload", p.admin);
+        async move { send("POST", &url, &auth, Bytes::new()).await }
+    };
+    let r = reload_with(good.replace("cluster: origin }", "cluster: orign }")).await;
     assert_eq!(r.status, 400);
     assert!(
         r.text()
@@ -239,18 +233,7 @@ async fn config_dump_redacts_secrets_and_reload_applies_or_rejects() {
     );
 
     // A valid change applies to new requests.
-    std::fs::write(
-        &p.config_path,
-        good.replace("match: { prefix: / }", "match: { prefix: /only/ }"),
-    )
-    .expect("write");
-    let r = send(
-        "POST",
-        &format!("http://{}/reload", p.admin),
-        &auth,
-        Bytes::new(),
-    )
-    .await;
+    let r = reload_with(good.replace("match: { prefix: / }", "match: { prefix: /only/ }")).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(get(&p.url("main", "/x"), &[]).await.status, 404);
     assert_eq!(get(&p.url("main", "/only/x"), &[]).await.status, 200);

@@ -13,18 +13,23 @@ fn example_certs(dir: &std::path::Path) {
     pki.issue("client", &support::pki::Leaf::new("svc").uri(&id));
 }
 
+/// `attache validate --config PATH` with the example certificates in `certs`.
+fn validate_with_certs(path: &std::path::Path, certs: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_attache"))
+        .args(["validate", "--config"])
+        .arg(path)
+        .env("ATTACHE_CERT_DIR", certs)
+        .output()
+        .expect("run attache")
+}
+
 #[test]
 fn every_shipped_config_validates() {
     let certs = tempfile::tempdir().expect("tempdir");
     example_certs(certs.path());
     let mut n = 0;
     for path in support::shipped_configs() {
-        let out = Command::new(env!("CARGO_BIN_EXE_attache"))
-            .args(["validate", "--config"])
-            .arg(&path)
-            .env("ATTACHE_CERT_DIR", certs.path())
-            .output()
-            .expect("run attache");
+        let out = validate_with_certs(&path, certs.path());
         assert!(
             out.status.success(),
             "{} does not validate:\n{}",
@@ -57,12 +62,7 @@ fn each_named_example_validates() {
     ] {
         let path = std::path::Path::new("config").join(name);
         assert!(path.exists(), "config/{name} is missing");
-        let out = Command::new(env!("CARGO_BIN_EXE_attache"))
-            .args(["validate", "--config"])
-            .arg(&path)
-            .env("ATTACHE_CERT_DIR", certs.path())
-            .output()
-            .expect("run attache");
+        let out = validate_with_certs(&path, certs.path());
         assert!(
             out.status.success(),
             "config/{name}: {}",

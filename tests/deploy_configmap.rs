@@ -50,13 +50,7 @@ async fn watch_config_follows_a_configmap_data_symlink_swap() {
         symlink(format!("..data/{f}"), dir.path().join(f)).expect("user-visible link");
     }
     let config = dir.path().join("attache.yaml");
-    let p = Proxy::spawn(
-        dir,
-        config,
-        &["--watch-config"],
-        &[],
-        Duration::from_secs(30),
-    );
+    let p = Proxy::spawn(dir, config, &["--watch-config"], &[], support::READY_WITHIN);
     assert_eq!(get(&p.url("web", "/"), &[]).await.text(), "v1");
 
     // Only the included file changes: the top-level file is byte-identical.

@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{raw_exchange, Origin, Proxy};
+use support::{echoed, h2_request, raw_exchange, Origin, Proxy};
 
 const T: Duration = Duration::from_secs(10);
 
@@ -50,21 +50,6 @@ clusters:
     )
 }
 
-async fn rejected(p: &Proxy, listener: &str, reason: &str) -> f64 {
-    p.stat_labels(
-        "attache_downstream_rq_rejected_total",
-        &[("listener", listener), ("reason", reason)],
-    )
-    .await
-}
-
-/// The JSON the echo origin answered with, from a raw HTTP/1.1 response.
-fn echoed(out: &str) -> serde_json::Value {
-    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
-    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {out}"))
-}
-
 fn assert_bad_request(out: &str, what: &str) {
     assert!(
         out.starts_with("HTTP/1.1 400 Bad Request\r\n")
@@ -93,7 +78,7 @@ async fn a_host_that_disagrees_with_the_absolute_form_is_refused() {
         assert!(out.contains("\r\nconnection: close\r\n"), "{req}: {out}");
     }
     assert_eq!(o.hits(), 0, "nothing reached the origin");
-    assert_eq!(rejected(&p, "main", "host").await, 6.0);
+    assert_eq!(p.rejected("main", "host").await, 6.0);
 
     // The same host in another spelling is the same authority, and the forwarded
     // Host is the absolute form's, not the client's header.
@@ -160,9 +145,9 @@ async fn malformed_hosts_are_refused_and_never_forwarded() {
     .await;
     assert_bad_request(&out, "two hosts");
     assert_eq!(o.hits(), 0, "nothing reached the origin");
-    let counted = rejected(&p, "main", "host").await + rejected(&p, "main", "malformed").await;
+    let counted = p.rejected("main", "host").await + p.rejected("main", "malformed").await;
     assert_eq!(counted, bad.len() as f64);
-    assert_eq!(rejected(&p, "main", "duplicate_host").await, 1.0);
+    assert_eq!(p.rejected("main", "duplicate_host").await, 1.0);
 
     // Good spellings route: upper case, a port, a trailing dot, an IP literal.
     for (host, status) in [
@@ -196,15 +181,13 @@ async fn requests_without_host_need_http10_and_a_default() {
     let out = raw_exchange(p.addr("main"), b"GET /x HTTP/1.0\r\n\r\n", T).await;
     assert!(out.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{out}");
     assert_eq!(o.hits(), 0);
-    assert_eq!(rejected(&p, "main", "host").await, 2.0);
-    assert_eq!(rejected(&p, "legacy", "host").await, 1.0);
+    assert_eq!(p.rejected("main", "host").await, 2.0);
+    assert_eq!(p.rejected("legacy", "host").await, 1.0);
 
     // The default authority is routed, sent upstream as Host (never an HTTP/1.1
     // request without one) and logged.
     let out = raw_exchange(p.addr("legacy"), b"GET /old HTTP/1.0\r\n\r\n", T).await;
-    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
-    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    let j: serde_json::Value = serde_json::from_str(body).expect("json");
+    let j = echoed(&out);
     assert_eq!(j["headers"]["host"], "allowed.example");
     assert_eq!(j["version"], "HTTP/1.1");
     // A Host sent over HTTP/1.0 is used as sent.
@@ -250,38 +233,7 @@ async fn a_fragment_in_the_request_target_is_refused() {
     .await;
     assert!(out.starts_with("HTTP/1.0 400 Bad Request\r\n"), "{out}");
     assert_eq!(o.hits(), 0, "nothing reached the origin");
-    assert_eq!(rejected(&p, "main", "fragment").await, 6.0);
-}
-
-/// Send one HTTP/2 request (prior knowledge) with these pseudo-header and header
-/// values; (status, body).
-async fn h2_request(
-    addr: std::net::SocketAddr,
-    uri: &str,
-    headers: &[(&str, &str)],
-) -> (u16, String) {
-    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let (mut client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
-    tokio::spawn(conn);
-    let mut req = http::Request::builder().uri(uri);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let req = req.body(()).expect("request");
-    let (rsp, _) = client.send_request(req, true).expect("send");
-    let rsp = tokio::time::timeout(T, rsp)
-        .await
-        .expect("in time")
-        .expect("response");
-    let status = rsp.status().as_u16();
-    let mut body = rsp.into_body();
-    let mut out = Vec::new();
-    while let Some(chunk) = tokio::time::timeout(T, body.data()).await.expect("in time") {
-        let chunk = chunk.expect("data");
-        let _ = body.flow_control().release_capacity(chunk.len());
-        out.extend_from_slice(&chunk);
-    }
-    (status, String::from_utf8_lossy(&out).into_owned())
+    assert_eq!(p.rejected("main", "fragment").await, 6.0);
 }
 
 #[tokio::test]
@@ -301,7 +253,7 @@ async fn http2_authority_wins_and_a_different_host_is_refused() {
     let (status, _) = h2_request(addr, "http://u@allowed.example/x", &[]).await;
     assert_eq!(status, 400);
     assert_eq!(o.hits(), 0, "nothing reached the origin");
-    assert_eq!(rejected(&p, "main", "host").await, 5.0);
+    assert_eq!(p.rejected("main", "host").await, 5.0);
 
     let (status, body) = h2_request(
         addr,

@@ -58,14 +58,6 @@ async fn read_response(s: &mut TcpStream) -> String {
     }
 }
 
-async fn head_timeouts(p: &Proxy) -> f64 {
-    p.stat_labels(
-        "attache_downstream_rq_rejected_total",
-        &[("listener", "main"), ("reason", "head_timeout")],
-    )
-    .await
-}
-
 #[tokio::test]
 async fn an_incomplete_head_gets_408_and_a_dribbling_client_is_not_kept() {
     let o = Origin::start("o").await;
@@ -106,7 +98,7 @@ async fn an_incomplete_head_gets_408_and_a_dribbling_client_is_not_kept() {
     assert!(wrote < head.len(), "the whole head was accepted");
     assert!(out.starts_with("HTTP/1.1 408 "), "{out}");
     assert_eq!(o.hits(), 0);
-    assert_eq!(head_timeouts(&p).await, 2.0);
+    assert_eq!(p.rejected("main", "head_timeout").await, 2.0);
 }
 
 #[tokio::test]
@@ -119,7 +111,7 @@ async fn a_silent_connection_is_closed_without_a_reply() {
     assert!(start.elapsed() >= Duration::from_millis(900), "too early");
     assert!(start.elapsed() < T, "not closed");
     assert_eq!(out, "");
-    assert_eq!(head_timeouts(&p).await, 0.0);
+    assert_eq!(p.rejected("main", "head_timeout").await, 0.0);
 }
 
 #[tokio::test]
@@ -166,7 +158,7 @@ async fn connections_hyper_serves_are_bounded_by_the_head_timeout_too() {
     assert!(out.is_empty() || out.starts_with("HTTP/1.1 408 "), "{out}");
     assert_eq!(o.hits(), 1);
     support::eventually(T, "the head timeout counted", || async {
-        (head_timeouts(&p).await == 1.0).then_some(())
+        (p.rejected("main", "head_timeout").await == 1.0).then_some(())
     })
     .await;
 }

@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{raw_exchange, Origin, Proxy};
+use support::{echoed, h2_request, raw_exchange, Origin, Proxy};
 
 const T: Duration = Duration::from_secs(10);
 
@@ -46,25 +46,10 @@ clusters:
     )
 }
 
-async fn rejected(p: &Proxy, listener: &str, reason: &str) -> f64 {
-    p.stat_labels(
-        "attache_downstream_rq_rejected_total",
-        &[("listener", listener), ("reason", reason)],
-    )
-    .await
-}
-
 async fn get_raw(p: &Proxy, listener: &str, target: &str, headers: &str) -> String {
     let req =
         format!("GET {target} HTTP/1.1\r\nHost: a.example\r\n{headers}Connection: close\r\n\r\n");
     raw_exchange(p.addr(listener), req.as_bytes(), T).await
-}
-
-/// The JSON the echo origin answered with.
-fn echoed(out: &str) -> serde_json::Value {
-    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
-    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
 #[tokio::test]
@@ -104,7 +89,7 @@ async fn paths_origins_read_as_dot_segments_are_refused() {
     assert_eq!(o.hits(), 0, "nothing reached the origin");
     for reason in ["path_traversal", "backslash", "double_encoding", "path"] {
         let want = cases.iter().filter(|(_, r)| *r == reason).count() as f64;
-        assert_eq!(rejected(&p, "strict", reason).await, want, "{reason}");
+        assert_eq!(p.rejected("strict", reason).await, want, "{reason}");
     }
     // Plain dot segments are still resolved, parameters elsewhere kept.
     let j = echoed(&get_raw(&p, "strict", "/public/a/%2e%2e/b;v=1/./c", "").await);
@@ -167,7 +152,7 @@ async fn underscore_headers_are_dropped_by_default_and_counted() {
     // reject: 400, nothing forwarded.
     let out = get_raw(&p, "refusing", "/public/x", headers).await;
     assert!(out.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{out}");
-    assert_eq!(rejected(&p, "refusing", "underscore_header").await, 1.0);
+    assert_eq!(p.rejected("refusing", "underscore_header").await, 1.0);
     assert_eq!(o.hits(), 2);
 }
 
@@ -178,32 +163,8 @@ async fn http2_requests_get_the_same_path_and_header_rules() {
     let send = |listener: &'static str,
                 path: &'static str,
                 header: Option<(&'static str, &'static str)>| {
-        let addr = p.addr(listener);
-        async move {
-            let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-            let (mut client, conn) = h2::client::handshake(tcp).await.expect("handshake");
-            tokio::spawn(conn);
-            let mut req = http::Request::builder().uri(format!("http://a.example{path}"));
-            if let Some((k, v)) = header {
-                req = req.header(k, v);
-            }
-            let (rsp, _) = client
-                .send_request(req.body(()).expect("request"), true)
-                .expect("send");
-            let rsp = tokio::time::timeout(T, rsp)
-                .await
-                .expect("in time")
-                .expect("response");
-            let status = rsp.status().as_u16();
-            let mut body = rsp.into_body();
-            let mut out = Vec::new();
-            while let Some(c) = tokio::time::timeout(T, body.data()).await.expect("in time") {
-                let c = c.expect("data");
-                let _ = body.flow_control().release_capacity(c.len());
-                out.extend_from_slice(&c);
-            }
-            (status, String::from_utf8_lossy(&out).into_owned())
-        }
+        let (addr, uri) = (p.addr(listener), format!("http://a.example{path}"));
+        async move { h2_request(addr, &uri, header.as_slice()).await }
     };
     for path in ["/public/..;/admin", "/public/..\\admin", "/public/%252e"] {
         assert_eq!(send("strict", path, None).await.0, 400, "{path}");

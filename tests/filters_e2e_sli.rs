@@ -5,37 +5,28 @@ mod support;
 
 use std::time::Duration;
 
+use support::yaml::Routes;
 use support::{eventually, get, Origin, Proxy};
 
 fn config(origin: &Origin) -> String {
-    format!(
-        r#"
-listeners:
-  - name: web
-    address: 127.0.0.1:0
-    filters:
-      - sli:
-          routes:
-            throttled: {{ statuses: [5xx, 429] }}
-          objectives:
-            - {{ name: app_availability, routes: [app], target: 99.0, window: 1h }}
-            - {{ name: origin_cluster, clusters: [origin], target: 90, window: 1h }}
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - name: throttled
-            match: {{ prefix: /t/ }}
-            route: {{ cluster: origin, prefix_rewrite: /status/, timeout: 5s }}
-          - name: app
-            match: {{ prefix: / }}
-            route: {{ cluster: origin, timeout: 300ms }}
-clusters:
-  - name: origin
-    endpoints: ["{addr}"]
-"#,
-        addr = origin.addr
-    )
+    let filters = "filters:
+  - sli:
+      routes:
+        throttled: { statuses: [5xx, 429] }
+      objectives:
+        - { name: app_availability, routes: [app], target: 99.0, window: 1h }
+        - { name: origin_cluster, clusters: [origin], target: 90, window: 1h }";
+    let routes = "- name: throttled
+  match: { prefix: /t/ }
+  route: { cluster: origin, prefix_rewrite: /status/, timeout: 5s }
+- name: app
+  match: { prefix: / }
+  route: { cluster: origin, timeout: 300ms }";
+    Routes::new(routes)
+        .names("web", "all")
+        .listener_key(filters)
+        .cluster("origin", &[origin.addr], "")
+        .yaml()
 }
 
 fn sli_stat(route: &str, outcome: &str) -> String {
@@ -74,7 +65,7 @@ async fn sli_counts_and_ratios_match_a_scripted_mix() {
             .expect("request task");
     }
 
-    eventually(Duration::from_secs(5), "sli counters", || async {
+    eventually(Duration::from_secs(30), "sli counters", || async {
         let done = p.stat(&sli_stat("app", "success")).await == 45.0
             && p.stat(&sli_stat("app", "error")).await == 10.0
             && p.stat(&sli_stat("throttled", "error")).await == 3.0

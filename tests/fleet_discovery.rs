@@ -9,15 +9,18 @@ use support::fleet::{client, cluster_json, failures, request, Load, Node};
 use support::yaml::OneRoute;
 use support::{eventually, Proxy};
 
+/// How long a discovery file edit may take to apply: generous, because the
+/// machine may be loaded and the largest file has 10,001 entries. A file that is
+/// never applied still fails the wait.
+const APPLY: Duration = Duration::from_secs(30);
+
 fn write_eps(path: &std::path::Path, eps: &[(&Node, u32)]) {
     let text: String = eps
         .iter()
         .map(|(n, w)| format!("- {{ address: \"{}\", weight: {w}, zone: z1 }}\n", n.addr))
         .collect();
     // Atomic replace, as a discovery agent should.
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).expect("write endpoints");
-    std::fs::rename(&tmp, path).expect("rename endpoints");
+    support::write_atomically(path, &text);
 }
 
 fn proxy_with_file(path: &std::path::Path, policy: &str) -> Proxy {
@@ -71,34 +74,32 @@ async fn discovery_file_edits_apply_and_broken_files_keep_the_last_good_set() {
 
     // Add c.
     write_eps(&path, &[(&a, 1), (&b, 1), (&c, 1)]);
-    eventually(Duration::from_secs(3), "c added", || async {
+    eventually(APPLY, "c added", || async {
         (addresses(&p).await == sorted(&[(&a, 1), (&b, 1), (&c, 1)])).then_some(())
     })
     .await;
-    eventually(Duration::from_secs(3), "c serves", || async {
-        (c.hits() > 5).then_some(())
-    })
-    .await;
+    eventually(APPLY, "c serves", || async { (c.hits() > 5).then_some(()) }).await;
 
     // Remove a: no more traffic to it, no failed request.
     write_eps(&path, &[(&b, 1), (&c, 1)]);
-    eventually(Duration::from_secs(3), "a removed", || async {
+    eventually(APPLY, "a removed", || async {
         (addresses(&p).await == sorted(&[(&b, 1), (&c, 1)])).then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    load.settle().await;
     let a_hits = a.hits();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    load.more(100).await;
     assert_eq!(a.hits(), a_hits);
 
     // Reweight: c gets about three times b's traffic.
     write_eps(&path, &[(&b, 1), (&c, 3)]);
-    eventually(Duration::from_secs(3), "c reweighted", || async {
+    eventually(APPLY, "c reweighted", || async {
         (addresses(&p).await == sorted(&[(&b, 1), (&c, 3)])).then_some(())
     })
     .await;
+    load.settle().await;
     let (hb, hc) = (b.hits(), c.hits());
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    load.more(400).await;
     let (db, dc) = (b.hits() - hb, c.hits() - hc);
     assert!(db > 20, "b still served: {db}");
     let ratio = dc as f64 / db as f64;
@@ -118,7 +119,7 @@ async fn discovery_file_edits_apply_and_broken_files_keep_the_last_good_set() {
     .enumerate()
     {
         std::fs::write(&path, bad).expect("write");
-        eventually(Duration::from_secs(3), "rejection counted", || async {
+        eventually(APPLY, "rejection counted", || async {
             let n = p
                 .stat("attache_discovery_update_total{cluster=\"app\",result=\"rejected\"}")
                 .await;
@@ -205,7 +206,7 @@ async fn ring_hash_keeps_a_key_on_one_endpoint_and_moves_only_the_departed_ones_
         .map(|n| (n, 1))
         .collect();
     write_eps(&path, &fewer);
-    eventually(Duration::from_secs(3), "n3 removed", || async {
+    eventually(APPLY, "n3 removed", || async {
         (addresses(&p).await.len() == 9).then_some(())
     })
     .await;

@@ -4,11 +4,15 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::fleet::{cluster_json, failures, Load, Node};
 use support::yaml::OneRoute;
 use support::{eventually, Proxy};
+
+/// How long health checks, ejections and traffic shifts may take: generous, the
+/// machine may be loaded (each still fails if it never happens).
+const WAIT: Duration = Duration::from_secs(30);
 
 fn config(cluster_extra: &str, eps: &[&Node]) -> String {
     let eps: Vec<SocketAddr> = eps.iter().map(|n| n.addr).collect();
@@ -41,26 +45,27 @@ async fn endpoint_killed_mid_load_is_ejected_then_no_more_errors() {
         &[&a, &b, &c],
     ));
     let load = Load::start(p.url("web", "/"), 4, true);
-    eventually(Duration::from_secs(10), "load running", || async {
+    eventually(WAIT, "load running", || async {
         (load.count() > 50).then_some(())
     })
     .await;
     b.kill();
-    let ejected_at = eventually(Duration::from_secs(10), "b ejected", || async {
+    eventually(WAIT, "b ejected", || async {
         let c = cluster_json(p.admin, "app").await;
         let ep = c["endpoints"]
             .as_array()?
             .iter()
             .find(|e| e["address"] == b.addr.to_string())?
             .clone();
-        (ep["ejected"] == true).then(Instant::now)
+        (ep["ejected"] == true).then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let ejected_at = load.settle().await;
+    load.more(150).await;
     let samples = load.stop().await;
     let after: Vec<_> = samples
         .iter()
-        .filter(|s| s.at > ejected_at + Duration::from_millis(200))
+        .filter(|s| s.sent >= ejected_at)
         .cloned()
         .collect();
     assert!(after.len() > 100, "load kept running: {}", after.len());
@@ -84,7 +89,7 @@ async fn failing_health_checks_remove_an_endpoint_and_recovery_returns_it() {
     let p = Proxy::start(&config(HC, &[&a, &b]));
     let load = Load::start(p.url("web", "/"), 2, true);
     a.set_health(503);
-    eventually(Duration::from_secs(10), "a unhealthy", || async {
+    eventually(WAIT, "a unhealthy", || async {
         let c = cluster_json(p.admin, "app").await;
         let eps = c["endpoints"].as_array()?.clone();
         eps.iter()
@@ -93,9 +98,9 @@ async fn failing_health_checks_remove_an_endpoint_and_recovery_returns_it() {
     })
     .await;
     // Out of rotation: no new traffic to a.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    load.settle().await;
     let a_hits = a.hits();
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    load.more(100).await;
     assert_eq!(a.hits(), a_hits, "unhealthy endpoint still gets traffic");
     let (_, text) = p.admin_get("/clusters").await;
     assert!(
@@ -104,7 +109,7 @@ async fn failing_health_checks_remove_an_endpoint_and_recovery_returns_it() {
     );
 
     a.set_health(200);
-    eventually(Duration::from_secs(10), "a healthy again", || async {
+    eventually(WAIT, "a healthy again", || async {
         let c = cluster_json(p.admin, "app").await;
         let eps = c["endpoints"].as_array()?.clone();
         eps.iter()
@@ -113,7 +118,7 @@ async fn failing_health_checks_remove_an_endpoint_and_recovery_returns_it() {
     })
     .await;
     let a_hits = a.hits();
-    eventually(Duration::from_secs(5), "a gets traffic again", || async {
+    eventually(WAIT, "a gets traffic again", || async {
         (a.hits() > a_hits + 10).then_some(())
     })
     .await;
@@ -134,13 +139,14 @@ async fn all_endpoints_unhealthy_enters_panic_mode_and_keeps_serving() {
     let load = Load::start(p.url("web", "/"), 2, true);
     a.set_health(500);
     b.set_health(500);
-    eventually(Duration::from_secs(10), "panic mode", || async {
+    eventually(WAIT, "panic mode", || async {
         let c = cluster_json(p.admin, "app").await;
         (c["panic"] == true && c["healthy"] == 0).then_some(())
     })
     .await;
+    load.settle().await;
     let (ha, hb) = (a.hits(), b.hits());
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    load.more(100).await;
     assert!(
         a.hits() > ha && b.hits() > hb,
         "panic mode balances over all"
@@ -159,7 +165,7 @@ async fn circuit_breaker_overflow_answers_503_uo_and_counts() {
             .cluster_key("circuit_breakers: { max_requests: 2 }")
             .yaml(),
     );
-    let url = p.url("web", "/slow/600");
+    let url = p.url("web", "/slow/2000");
     let calls: Vec<_> = (0..8)
         .map(|_| {
             let url = url.clone();

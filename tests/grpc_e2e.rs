@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use support::grpc_peer::{self, Echo, GrpcClient, GrpcServer};
+use support::yaml::Routes;
 use support::{dead_port, eventually, Proxy};
 use tonic::{Code, Request};
 
@@ -100,6 +101,30 @@ async fn sli(p: &Proxy, route: &str, outcome: &str) -> f64 {
     .await
 }
 
+/// Wait until each `(route, grpc_status, n)` is counted `n` times, and each
+/// `(route, outcome, n)` of the SLI counter.
+async fn wait_counts(
+    p: &Proxy,
+    what: &str,
+    grpc: &[(&str, &str, f64)],
+    slis: &[(&str, &str, f64)],
+) {
+    eventually(WAIT, what, || async {
+        for (route, status, n) in grpc {
+            if grpc_count(p, route, status).await != *n {
+                return None;
+            }
+        }
+        for (route, outcome, n) in slis {
+            if sli(p, route, outcome).await != *n {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+}
+
 /// The access log lines (JSON) of calls to `path`.
 fn log_lines(p: &Proxy, path: &str) -> Vec<serde_json::Value> {
     p.log()
@@ -130,12 +155,16 @@ async fn unary_ok_and_errors_reach_the_log_metrics_and_sli() {
         .expect_err("unavailable");
     assert_eq!(down.code(), Code::Unavailable);
 
-    eventually(WAIT, "grpc metrics", || async {
-        let done = grpc_count(&p, "echo", "OK").await == 1.0
-            && grpc_count(&p, "echo", "PERMISSION_DENIED").await == 1.0
-            && grpc_count(&p, "echo", "UNAVAILABLE").await == 1.0;
-        done.then_some(())
-    })
+    wait_counts(
+        &p,
+        "grpc metrics",
+        &[
+            ("echo", "OK", 1.0),
+            ("echo", "PERMISSION_DENIED", 1.0),
+            ("echo", "UNAVAILABLE", 1.0),
+        ],
+        &[],
+    )
     .await;
     // PERMISSION_DENIED is the client's problem (success, like a 4xx); UNAVAILABLE
     // is the service's, although both travelled as HTTP 200.
@@ -197,12 +226,12 @@ async fn server_client_and_bidi_streams_pass_with_their_trailers() {
     let echoed = c.bidi(vec![echo("x"), echo("y")]).await.expect("bidi");
     assert_eq!(echoed, ["x", "y"]);
 
-    eventually(WAIT, "stream metrics", || async {
-        let done = grpc_count(&p, "echo", "OK").await == 3.0
-            && grpc_count(&p, "echo", "DATA_LOSS").await == 1.0
-            && sli(&p, "echo", "error").await == 1.0;
-        done.then_some(())
-    })
+    wait_counts(
+        &p,
+        "stream metrics",
+        &[("echo", "OK", 3.0), ("echo", "DATA_LOSS", 1.0)],
+        &[("echo", "error", 1.0)],
+    )
     .await;
 }
 
@@ -281,11 +310,15 @@ async fn grpc_timeout_shorter_than_the_route_timeout_ends_the_call() {
         ]
     );
 
-    eventually(WAIT, "deadline metrics", || async {
-        let done = grpc_count(&p, "echo", "DEADLINE_EXCEEDED").await == 2.0
-            && grpc_count(&p, "capped", "DEADLINE_EXCEEDED").await == 1.0;
-        done.then_some(())
-    })
+    wait_counts(
+        &p,
+        "deadline metrics",
+        &[
+            ("echo", "DEADLINE_EXCEEDED", 2.0),
+            ("capped", "DEADLINE_EXCEEDED", 1.0),
+        ],
+        &[],
+    )
     .await;
 }
 
@@ -364,13 +397,17 @@ async fn every_local_reply_is_a_grpc_status() {
     );
     slow.await.expect("join").expect("the first call completes");
 
-    eventually(WAIT, "local reply metrics", || async {
-        let done = grpc_count(&p, "_none", "UNIMPLEMENTED").await == 1.0
-            && grpc_count(&p, "dead", "UNAVAILABLE").await == 1.0
-            && grpc_count(&p, "short", "DEADLINE_EXCEEDED").await == 1.0
-            && grpc_count(&p, "limited", "RESOURCE_EXHAUSTED").await == 1.0;
-        done.then_some(())
-    })
+    wait_counts(
+        &p,
+        "local reply metrics",
+        &[
+            ("_none", "UNIMPLEMENTED", 1.0),
+            ("dead", "UNAVAILABLE", 1.0),
+            ("short", "DEADLINE_EXCEEDED", 1.0),
+            ("limited", "RESOURCE_EXHAUSTED", 1.0),
+        ],
+        &[],
+    )
     .await;
 }
 
@@ -413,42 +450,31 @@ async fn stream_idle_timeout_ends_a_silent_stream() {
 }
 
 fn fleet_config(server: &GrpcServer) -> String {
-    format!(
-        r#"
-listeners:
-  - name: grpc
-    address: 127.0.0.1:0
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - name: retried
-            match: {{ prefix: /retry.Echo/ }}
-            route:
-              cluster: backend
-              prefix_rewrite: /test.Echo/
-              retries: {{ attempts: 2, retry_on: [unavailable] }}
-          - name: checked
-            match: {{ prefix: /test.Echo/ }}
-            route: {{ cluster: checked, timeout: 0s }}
-clusters:
-  - name: backend
-    protocol: http2
-    endpoints: ["{addr}"]
-  - name: checked
-    protocol: http2
-    endpoints: ["{addr}"]
-    panic_threshold: 0
-    health_check:
-      grpc: {{ service: {service} }}
-      interval: 100ms
-      timeout: 1s
-      unhealthy_threshold: 1
-      healthy_threshold: 1
-"#,
-        addr = server.addr,
-        service = grpc_peer::SERVICE,
-    )
+    let routes = "- name: retried
+  match: { prefix: /retry.Echo/ }
+  route:
+    cluster: backend
+    prefix_rewrite: /test.Echo/
+    retries: { attempts: 2, retry_on: [unavailable] }
+- name: checked
+  match: { prefix: /test.Echo/ }
+  route: { cluster: checked, timeout: 0s }";
+    let checked = format!(
+        "protocol: http2
+panic_threshold: 0
+health_check:
+  grpc: {{ service: {} }}
+  interval: 100ms
+  timeout: 1s
+  unhealthy_threshold: 1
+  healthy_threshold: 1",
+        grpc_peer::SERVICE
+    );
+    Routes::new(routes)
+        .names("grpc", "all")
+        .cluster("backend", &[server.addr], "protocol: http2")
+        .cluster("checked", &[server.addr], &checked)
+        .yaml()
 }
 
 #[tokio::test]
@@ -550,31 +576,17 @@ async fn shipped_grpc_sidecar_config_serves_calls() {
 }
 
 fn web_config(server: &GrpcServer) -> String {
-    format!(
-        r#"
-listeners:
-  - name: web
-    address: 127.0.0.1:0
-    filters:
-      - cors:
-          allowed_origins: ["https://app.example"]
-          allowed_headers: [content-type, x-grpc-web, x-user-agent, grpc-timeout]
-          expose_headers: [grpc-status, grpc-message]
-      - grpc_web: {{}}
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - name: echo
-            match: {{ prefix: /test.Echo/ }}
-            route: {{ cluster: backend, timeout: 0s }}
-clusters:
-  - name: backend
-    protocol: http2
-    endpoints: ["{addr}"]
-"#,
-        addr = server.addr
-    )
+    let filters = r#"filters:
+  - cors:
+      allowed_origins: ["https://app.example"]
+      allowed_headers: [content-type, x-grpc-web, x-user-agent, grpc-timeout]
+      expose_headers: [grpc-status, grpc-message]
+  - grpc_web: {}"#;
+    Routes::new("- name: echo\n  match: { prefix: /test.Echo/ }\n  route: { cluster: backend, timeout: 0s }")
+        .names("web", "all")
+        .listener_key(filters)
+        .cluster("backend", &[server.addr], "protocol: http2")
+        .yaml()
 }
 
 /// A browser's gRPC-Web POST from `https://app.example`.
@@ -720,27 +732,13 @@ async fn resetting_grpc_upstream(go: Arc<tokio::sync::Notify>) -> std::net::Sock
 async fn a_stream_reset_without_trailers_is_an_internal_error_for_every_signal() {
     let go = Arc::new(tokio::sync::Notify::new());
     let reset = resetting_grpc_upstream(go.clone()).await;
-    let yaml = format!(
-        r#"
-listeners:
-  - name: grpc
-    address: 127.0.0.1:0
-    access_log: {{ path: stdout, format: json }}
-    filters:
-      - sli: {{}}
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - name: dead
-            match: {{ prefix: / }}
-            route: {{ cluster: resetting, timeout: 0s }}
-clusters:
-  - name: resetting
-    protocol: http2
-    endpoints: ["{reset}"]
-"#
-    );
+    let yaml = Routes::new(
+        "- name: dead\n  match: { prefix: / }\n  route: { cluster: resetting, timeout: 0s }",
+    )
+    .names("grpc", "all")
+    .listener_key("access_log: { path: stdout, format: json }\nfilters:\n  - sli: {}")
+    .cluster("resetting", &[reset], "protocol: http2")
+    .yaml();
     let p = Proxy::start(&yaml);
     let mut c = GrpcClient::new(p.addr("grpc"));
     let mut s = c
@@ -751,11 +749,12 @@ clusters:
     assert_eq!(first.map(|m| m.text).as_deref(), Some("partial"));
     go.notify_one();
     s.message().await.expect_err("reset mid-stream");
-    eventually(WAIT, "INTERNAL counted as an SLI error", || async {
-        let done = grpc_count(&p, "dead", "INTERNAL").await == 1.0
-            && sli(&p, "dead", "error").await == 1.0;
-        done.then_some(())
-    })
+    wait_counts(
+        &p,
+        "INTERNAL counted as an SLI error",
+        &[("dead", "INTERNAL", 1.0)],
+        &[("dead", "error", 1.0)],
+    )
     .await;
     let line = eventually(WAIT, "access log", || async {
         log_lines(&p, "/dead.Echo/ServerStream").pop()

@@ -352,13 +352,7 @@ async fn a_scheme_other_than_http_or_https_is_refused() {
         assert_eq!(rsp.status().as_u16(), want, "{uri}");
     }
     assert_eq!(o.hits(), 2, "only http and https were forwarded");
-    let rejected = p
-        .stat_labels(
-            "attache_downstream_rq_rejected_total",
-            &[("listener", "main"), ("reason", "scheme")],
-        )
-        .await;
-    assert_eq!(rejected, 2.0);
+    assert_eq!(p.rejected("main", "scheme").await, 2.0);
 }
 
 #[tokio::test]

@@ -10,34 +10,25 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::yaml::OneRoute;
+use support::yaml::{OneRoute, Routes};
 use support::{eventually, raw_exchange, Origin, Proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 fn proxy(origin: SocketAddr, raw: SocketAddr) -> Proxy {
-    Proxy::start(&format!(
-        r#"
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-    virtual_hosts:
-      - name: web
-        domains: ["*"]
-        routes:
-          - match: {{ prefix: /deny }}
-            direct_response: {{ status: 403, body: "private\n" }}
-          - match: {{ prefix: /raw/ }}
-            route: {{ cluster: raw, timeout: 20s }}
-          - match: {{ prefix: / }}
-            route: {{ cluster: origin }}
-clusters:
-  - name: origin
-    endpoints: ["{origin}"]
-  - name: raw
-    endpoints: ["{raw}"]
-"#
-    ))
+    let routes = r#"
+- match: { prefix: /deny }
+  direct_response: { status: 403, body: "private\n" }
+- match: { prefix: /raw/ }
+  route: { cluster: raw, timeout: 20s }
+- match: { prefix: / }
+  route: { cluster: origin }"#;
+    Proxy::start(
+        &Routes::new(routes)
+            .cluster("origin", &[origin], "")
+            .cluster("raw", &[raw], "")
+            .yaml(),
+    )
 }
 
 const HEAD: &str = "POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
@@ -102,7 +93,7 @@ async fn malformed_chunks_in_the_buffer_get_400_and_nothing_is_forwarded() {
     }
     assert_eq!(origin.hits(), 0, "nothing reached the origin");
     assert_eq!(origin.conns(), 0, "not even a connection");
-    assert_eq!(rejected(&p, "chunked").await, cases.len() as f64);
+    assert_eq!(p.rejected("main", "chunked").await, cases.len() as f64);
     let dpe = p
         .stat("attache_local_reply_total{flag=\"DPE\",listener=\"main\"}")
         .await;
@@ -121,7 +112,7 @@ async fn conflicting_framing_is_refused_by_the_codec() {
         assert_eq!(without_date(&out), BAD_REQUEST);
     }
     assert_eq!(origin.conns(), 0);
-    assert_eq!(rejected(&p, "framing").await, 2.0);
+    assert_eq!(p.rejected("main", "framing").await, 2.0);
 }
 
 /// What a [`Silent`] origin received on one connection, and whether it ended.
@@ -129,15 +120,6 @@ async fn conflicting_framing_is_refused_by_the_codec() {
 struct Seen {
     bytes: Vec<u8>,
     ended: bool,
-}
-
-/// `attache_downstream_rq_rejected_total` for `reason` on the listener.
-async fn rejected(p: &Proxy, reason: &str) -> f64 {
-    p.stat_labels(
-        "attache_downstream_rq_rejected_total",
-        &[("listener", "main"), ("reason", reason)],
-    )
-    .await
 }
 
 /// An origin that reads requests and never completes an answer: it sends
@@ -229,7 +211,7 @@ async fn a_bad_chunk_after_dispatch_aborts_the_upstream_request() {
         !seen.contains("garbage") && !seen.contains("0\r\n\r\n"),
         "{seen:?}"
     );
-    assert_eq!(rejected(&p, "chunked").await, 1.0);
+    assert_eq!(p.rejected("main", "chunked").await, 1.0);
     // Not the upstream's fault: no 5xx, no reset counted against it.
     let upstream_5xx = p
         .stat_labels(
@@ -321,7 +303,7 @@ async fn valid_chunked_uploads_are_forwarded() {
     // All on one client connection and one upstream connection.
     assert_eq!(origin.conns(), 1);
     assert_eq!(origin.hits(), 5);
-    assert_eq!(rejected(&p, "chunked").await, 0.0);
+    assert_eq!(p.rejected("main", "chunked").await, 0.0);
 }
 
 /// Read exactly `n` bytes.
@@ -425,7 +407,7 @@ async fn a_bad_chunk_after_the_response_started_closes_both_connections() {
     .await;
     let seen = String::from_utf8_lossy(&got[0].bytes).into_owned();
     assert!(seen.ends_with("5\r\nworld\r\n"), "{seen:?}");
-    assert_eq!(rejected(&p, "chunked").await, 1.0);
+    assert_eq!(p.rejected("main", "chunked").await, 1.0);
 }
 
 #[tokio::test]
@@ -501,5 +483,5 @@ async fn a_bad_chunk_for_an_http2_upstream_is_the_client_s_fault() {
     .await;
     s.write_all(b"zz\r\n").await.expect("write");
     assert_eq!(without_date(&until_closed(&mut s).await), BAD_REQUEST);
-    assert_eq!(rejected(&p, "chunked").await, 1.0);
+    assert_eq!(p.rejected("main", "chunked").await, 1.0);
 }

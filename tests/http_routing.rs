@@ -4,6 +4,7 @@ mod support;
 
 use std::time::Duration;
 
+use support::yaml::Routes;
 use support::{get, Origin, Proxy};
 
 fn json(r: &support::Resp) -> serde_json::Value {
@@ -239,28 +240,15 @@ async fn forwards_proxy_headers_and_strips_hop_by_hop() {
 #[tokio::test]
 async fn weighted_split_follows_weights() {
     let (a, b) = two_origins().await;
-    let yaml = format!(
-        r#"
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-    virtual_hosts:
-      - name: web
-        domains: ["*"]
-        routes:
-          - match: {{ prefix: / }}
-            route:
-              weighted_clusters:
-                - {{ cluster: a, weight: 90 }}
-                - {{ cluster: b, weight: 10 }}
-clusters:
-  - name: a
-    endpoints: ["{}"]
-  - name: b
-    endpoints: ["{}"]
-"#,
-        a.addr, b.addr
-    );
+    let routes = "- match: { prefix: / }
+  route:
+    weighted_clusters:
+      - { cluster: a, weight: 90 }
+      - { cluster: b, weight: 10 }";
+    let yaml = Routes::new(routes)
+        .cluster("a", &[a.addr], "")
+        .cluster("b", &[b.addr], "")
+        .yaml();
     let p = Proxy::start(&yaml);
     let client: hyper_util::client::legacy::Client<_, http_body_util::Empty<bytes::Bytes>> =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
@@ -304,28 +292,14 @@ clusters:
 async fn http2_prior_knowledge_via_curl_and_h2_upstream() {
     let a = Origin::start("a").await;
     let h2 = Origin::start_h2("h2").await;
-    let yaml = format!(
-        r#"
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-    virtual_hosts:
-      - name: web
-        domains: ["*"]
-        routes:
-          - match: {{ prefix: /h2/ }}
-            route: {{ cluster: h2 }}
-          - match: {{ prefix: / }}
-            route: {{ cluster: a }}
-clusters:
-  - name: a
-    endpoints: ["{}"]
-  - name: h2
-    protocol: http2
-    endpoints: ["{}"]
-"#,
-        a.addr, h2.addr
-    );
+    let routes = "- match: { prefix: /h2/ }
+  route: { cluster: h2 }
+- match: { prefix: / }
+  route: { cluster: a }";
+    let yaml = Routes::new(routes)
+        .cluster("a", &[a.addr], "")
+        .cluster("h2", &[h2.addr], "protocol: http2")
+        .yaml();
     let p = Proxy::start(&yaml);
     let (ok, out) = support::curl(&[
         "--http2-prior-knowledge",
@@ -367,28 +341,20 @@ clusters:
 /// Before the fix, curl failed (exit 92) on most of these uploads.
 #[tokio::test]
 async fn http2_local_reply_during_upload_completes() {
-    let yaml = r#"
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-    virtual_hosts:
-      - name: web
-        domains: ["*"]
-        routes:
-          - match: { prefix: /deny }
-            direct_response: { status: 403, body: "denied" }
-          - match: { prefix: /full }
-            route: { cluster: full }
-          - match: { prefix: /dead }
-            route: { cluster: dead }
-clusters:
-  - name: full
-    endpoints: ["127.0.0.1:9"]
-    circuit_breakers: { max_requests: 0 }
-  - name: dead
-    endpoints: ["127.0.0.1:9"]
-"#;
-    let p = Proxy::start(yaml);
+    let routes = r#"
+- match: { prefix: /deny }
+  direct_response: { status: 403, body: "denied" }
+- match: { prefix: /full }
+  route: { cluster: full }
+- match: { prefix: /dead }
+  route: { cluster: dead }"#;
+    let discard: std::net::SocketAddr = "127.0.0.1:9".parse().expect("addr");
+    let p = Proxy::start(
+        &Routes::new(routes)
+            .cluster("full", &[discard], "circuit_breakers: { max_requests: 0 }")
+            .cluster("dead", &[discard], "")
+            .yaml(),
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     let upload = dir.path().join("upload.bin");
     std::fs::write(&upload, vec![7u8; 300_000]).expect("write upload");

@@ -13,7 +13,8 @@ use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use support::{get, Proxy};
+use support::yaml::Routes;
+use support::{eventually, get, Proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -69,28 +70,17 @@ async fn upgrade_origin(always_101: bool) -> SocketAddr {
 }
 
 fn yaml(ws: SocketAddr, plain101: SocketAddr) -> String {
-    format!(
-        r#"
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-    virtual_hosts:
-      - name: web
-        domains: ["*"]
-        routes:
-          - match: {{ prefix: /ws }}
-            route: {{ cluster: ws, upgrades: [WebSocket] }}
-          - match: {{ prefix: /always101 }}
-            route: {{ cluster: always101 }}
-          - match: {{ prefix: / }}
-            route: {{ cluster: ws }}
-clusters:
-  - name: ws
-    endpoints: ["{ws}"]
-  - name: always101
-    endpoints: ["{plain101}"]
-"#
-    )
+    let routes = r#"
+- match: { prefix: /ws }
+  route: { cluster: ws, upgrades: [WebSocket] }
+- match: { prefix: /always101 }
+  route: { cluster: always101 }
+- match: { prefix: / }
+  route: { cluster: ws }"#;
+    Routes::new(routes)
+        .cluster("ws", &[ws], "")
+        .cluster("always101", &[plain101], "")
+        .yaml()
 }
 
 /// Send a raw upgrade request; returns the response head and the stream.
@@ -225,23 +215,12 @@ clusters:
 #[tokio::test]
 async fn a_quiet_tunnel_closes_after_the_listener_idle_timeout() {
     let ws = upgrade_origin(false).await;
-    let p = Proxy::start(&format!(
-        r#"
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-    http: {{ idle_timeout: 400ms }}
-    virtual_hosts:
-      - name: web
-        domains: ["*"]
-        routes:
-          - match: {{ prefix: /ws }}
-            route: {{ cluster: ws, upgrades: [websocket] }}
-clusters:
-  - name: ws
-    endpoints: ["{ws}"]
-"#
-    ));
+    let p = Proxy::start(
+        &Routes::new("- match: { prefix: /ws }\n  route: { cluster: ws, upgrades: [websocket] }")
+            .listener_key("http: { idle_timeout: 400ms }")
+            .cluster("ws", &[ws], "")
+            .yaml(),
+    );
     let (head, rest, mut s) = handshake(p.addr("main"), "/ws").await;
     assert!(head.starts_with("http/1.1 101"), "{head}");
     let got = read_exactly(&mut s, rest, 3).await;
@@ -256,7 +235,7 @@ clusters:
     // ...and a quiet one is closed after it.
     let quiet = std::time::Instant::now();
     let mut buf = [0u8; 16];
-    let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
+    let n = tokio::time::timeout(Duration::from_secs(15), s.read(&mut buf))
         .await
         .expect("closed within the idle timeout")
         .unwrap_or(0);
@@ -296,7 +275,10 @@ async fn tunnels_are_counted_and_held_by_the_drain() {
     );
 
     p.signal(15);
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    eventually(Duration::from_secs(30), "the drain to start", || async {
+        (p.admin_get("/ready").await == (503, "DRAINING\n".to_string())).then_some(())
+    })
+    .await;
     s.write_all(b"still here")
         .await
         .expect("write during drain");

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use support::yaml::OneRoute;
-use support::{get, send, Proxy};
+use support::{eventually, get, send, Proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -35,22 +35,37 @@ enum Step {
 struct RawOrigin {
     addr: SocketAddr,
     conns: Arc<AtomicU64>,
+    /// Connections the origin has closed (its script ended or the peer left).
+    closed: Arc<AtomicU64>,
 }
 
 impl RawOrigin {
     async fn start(script: fn(&str) -> Vec<Step>) -> RawOrigin {
         let conns = Arc::new(AtomicU64::new(0));
-        let c = conns.clone();
+        let closed = Arc::new(AtomicU64::new(0));
+        let (c, d) = (conns.clone(), closed.clone());
         let addr = support::serve_each(move |s| {
             c.fetch_add(1, Ordering::SeqCst);
-            serve(s, script)
+            let d = d.clone();
+            async move {
+                Box::pin(serve(s, script)).await;
+                d.fetch_add(1, Ordering::SeqCst);
+            }
         })
         .await;
-        RawOrigin { addr, conns }
+        RawOrigin {
+            addr,
+            conns,
+            closed,
+        }
     }
 
     fn conns(&self) -> u64 {
         self.conns.load(Ordering::SeqCst)
+    }
+
+    fn closed(&self) -> u64 {
+        self.closed.load(Ordering::SeqCst)
     }
 }
 
@@ -229,7 +244,10 @@ async fn a_pooled_connection_the_origin_closed_is_replaced_without_an_error() {
         );
         // The origin closes its side 100 ms after answering; the pooled connection
         // is dead by the next request.
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        eventually(Duration::from_secs(30), "the origin to close", || async {
+            (o.closed() > round).then_some(())
+        })
+        .await;
     }
     assert_eq!(o.conns(), 5);
     assert_eq!(

@@ -5,27 +5,15 @@ mod support;
 
 use std::time::Duration;
 
+use support::yaml::Routes;
 use support::{Origin, Proxy};
 
 fn yaml(origin: &Origin, address: &str) -> String {
-    format!(
-        r#"
-drain_timeout: 10s
-listeners:
-  - name: main
-    address: {address}
-    virtual_hosts:
-      - name: web
-        domains: ["*"]
-        routes:
-          - match: {{ prefix: / }}
-            route: {{ cluster: o, timeout: 30s }}
-clusters:
-  - name: o
-    endpoints: ["{}"]
-"#,
-        origin.addr
-    )
+    let routes = Routes::new("- match: { prefix: / }\n  route: { cluster: o, timeout: 30s }")
+        .address(address)
+        .cluster("o", &[origin.addr], "")
+        .yaml();
+    format!("drain_timeout: 10s\n{routes}")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -42,7 +30,7 @@ async fn sigterm_finishes_an_in_flight_slow_request_then_exits_zero() {
     .await;
     p.signal(15);
     // While draining, /ready says so and new connections are refused.
-    support::eventually(Duration::from_secs(5), "ready 503", || {
+    support::eventually(Duration::from_secs(30), "ready 503", || {
         let admin = p.admin;
         async move {
             let r = support::get(&format!("http://{admin}/ready"), &[]).await;

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use support::pki::{self, Leaf, Pki};
+use support::yaml::OneRoute;
 use support::{curl, raw_exchange, Origin, Proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -247,25 +248,17 @@ async fn v2_header_then_tls() {
     let pki = Pki::new(dir.path(), "main");
     let server = pki.issue("server", &Leaf::new("server").dns(&["server.test"]));
     let origin = Origin::start("web").await;
-    let proxy = Proxy::start(&format!(
-        r#"
-listeners:
-  - name: pp_tls
-    address: 127.0.0.1:0
-    proxy_protocol: true
-    tls: {{ cert_chain: {}, private_key: {}, alpn: [http/1.1] }}
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - match: {{ prefix: / }}
-            route: {{ cluster: web }}
-clusters:
-  - name: web
-    endpoints: ["{}"]
-"#,
-        server.cert, server.key, origin.addr
-    ));
+    let tls = format!(
+        "tls: {{ cert_chain: {}, private_key: {}, alpn: [http/1.1] }}",
+        server.cert, server.key
+    );
+    let proxy = Proxy::start(
+        &OneRoute::to(&[origin.addr])
+            .names("pp_tls", "web")
+            .listener_key("proxy_protocol: true")
+            .listener_key(&tls)
+            .yaml(),
+    );
     let mut tcp = tokio::net::TcpStream::connect(proxy.addr("pp_tls"))
         .await
         .expect("connect");

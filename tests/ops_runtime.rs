@@ -11,34 +11,19 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::pki::{Leaf, Pki};
-use support::yaml::OneRoute;
+use support::yaml::{OneRoute, Routes};
 use support::{eventually, Origin, Proxy};
 
 const WAIT: Duration = Duration::from_secs(20);
 
 /// One listener `main` routing everything to `origin`, with `access_log`.
 fn config(origin: &Origin, access_log: &str, extra: &str) -> String {
-    format!(
-        r#"
-drain_timeout: 10s
-{extra}
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-    access_log: {access_log}
-    virtual_hosts:
-      - name: web
-        domains: ["*"]
-        routes:
-          - name: all
-            match: {{ prefix: / }}
-            route: {{ cluster: o, timeout: 30s }}
-clusters:
-  - name: o
-    endpoints: ["{}"]
-"#,
-        origin.addr
-    )
+    let routes = "- name: all\n  match: { prefix: / }\n  route: { cluster: o, timeout: 30s }";
+    let listener = Routes::new(routes)
+        .listener_key(&format!("access_log: {access_log}"))
+        .cluster("o", &[origin.addr], "")
+        .yaml();
+    format!("drain_timeout: 10s\n{extra}\n{listener}")
 }
 
 fn read(p: &Path) -> String {
@@ -95,7 +80,7 @@ async fn proxy_with_file_log(format: &str, drain_timeout: &str) -> (Origin, Prox
     );
     let cfg = dir.path().join("attache.yaml");
     std::fs::write(&cfg, yaml).expect("config");
-    let p = Proxy::spawn(dir, cfg, &[], &[], WAIT);
+    let p = Proxy::spawn(dir, cfg, &[], &[], support::READY_WITHIN);
     (o, p)
 }
 
@@ -792,22 +777,22 @@ listeners:
         )),
         "{out}"
     );
-    let (code, out, _) = support::validate(
-        "health2.yaml",
-        &yaml.replace(
+    for (name, from, to, error) in [
+        (
+            "health2.yaml",
             "address: 127.0.0.1:19901 }\nlisteners",
             "address: 127.0.0.1:19902 }\nlisteners",
+            "is the health_listener address",
         ),
-    );
-    assert_eq!(code, 1, "{out}");
-    assert!(out.contains("is the health_listener address"), "{out}");
-    let (code, out, _) = support::validate(
-        "health3.yaml",
-        &yaml.replace(
+        (
+            "health3.yaml",
             "health_listener: { address: 127.0.0.1:19901 }",
             "health_listener: { address: \"localhost:9902\" }",
+            "`localhost:9902` is not an address",
         ),
-    );
-    assert_eq!(code, 1, "{out}");
-    assert!(out.contains("`localhost:9902` is not an address"), "{out}");
+    ] {
+        let (code, out, _) = support::validate(name, &yaml.replace(from, to));
+        assert_eq!(code, 1, "{out}");
+        assert!(out.contains(error), "{out}");
+    }
 }

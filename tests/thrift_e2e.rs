@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use support::thrift_peer::{
     start_origin, ApplicationErrorKind, Client, Protocol, Transport, IO_TIMEOUT,
 };
-use support::{blocking, dead_port, Proxy};
+use support::{blocking, dead_port, eventually, Proxy};
 use thrift::protocol::{TBinaryInputProtocol, TInputProtocol, TMessageType, TType};
 use thrift::transport::TFramedReadTransport;
 
@@ -23,35 +23,17 @@ fn rq_total(listener: &str, method: &str, outcome: &str) -> String {
 
 /// Wait until a stat reaches `want` (counters are bumped after the reply is sent).
 async fn stat_eventually(proxy: &Proxy, name: &str, want: f64) {
-    let mut last = 0.0;
-    let got = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            last = proxy.stat(name).await;
-            if last == want {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    let what = format!("{name} to be {want}");
+    eventually(Duration::from_secs(30), &what, || async {
+        (proxy.stat(name).await == want).then_some(())
     })
     .await;
-    assert!(got.is_ok(), "{name}: want {want}, last saw {last}");
 }
 
 /// One thrift listener `t` with `thrift_block` (indented under `thrift:`), and
 /// `clusters` verbatim.
 fn one_listener(thrift_block: &str, clusters: &str) -> String {
-    format!(
-        "
-listeners:
-  - name: t
-    address: 127.0.0.1:0
-    protocol: thrift
-    thrift:
-{thrift_block}
-clusters:
-{clusters}
-"
-    )
+    support::yaml::thrift_listener(&format!("    thrift:\n{thrift_block}"), clusters)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -315,35 +297,26 @@ fn local_replies(listener: &str, flag: &str) -> String {
 /// A framed binary origin that answers every call with a reply for another
 /// sequence id (a reply that does not answer the call).
 fn start_wrong_seqid_origin() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = l.local_addr().expect("addr");
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { return };
-            std::thread::spawn(move || loop {
-                let mut len = [0u8; 4];
-                if s.read_exact(&mut len).is_err() {
-                    return;
-                }
-                let mut call = vec![0u8; u32::from_be_bytes(len) as usize];
-                if s.read_exact(&mut call).is_err() {
-                    return;
-                }
-                // Strict binary: version+type (4), name length (4), name, seq id (4).
-                let n = u32::from_be_bytes([call[4], call[5], call[6], call[7]]) as usize;
-                let seq =
-                    i32::from_be_bytes([call[8 + n], call[9 + n], call[10 + n], call[11 + n]]);
-                let mut reply = vec![0x80, 0x01, 0x00, 0x02];
-                reply.extend_from_slice(&call[4..8 + n]);
-                reply.extend_from_slice(&(seq.wrapping_add(1)).to_be_bytes());
-                reply.push(0); // the result struct's STOP
-                if s.write_all(&frame(&reply)).is_err() {
-                    return;
-                }
-            });
+    support::serve_each_blocking("127.0.0.1:0", |mut s| loop {
+        let mut len = [0u8; 4];
+        if s.read_exact(&mut len).is_err() {
+            return;
         }
-    });
-    addr
+        let mut call = vec![0u8; u32::from_be_bytes(len) as usize];
+        if s.read_exact(&mut call).is_err() {
+            return;
+        }
+        // Strict binary: version+type (4), name length (4), name, seq id (4).
+        let n = u32::from_be_bytes([call[4], call[5], call[6], call[7]]) as usize;
+        let seq = i32::from_be_bytes([call[8 + n], call[9 + n], call[10 + n], call[11 + n]]);
+        let mut reply = vec![0x80, 0x01, 0x00, 0x02];
+        reply.extend_from_slice(&call[4..8 + n]);
+        reply.extend_from_slice(&(seq.wrapping_add(1)).to_be_bytes());
+        reply.push(0); // the result struct's STOP
+        if s.write_all(&frame(&reply)).is_err() {
+            return;
+        }
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -954,10 +927,11 @@ async fn pipelined_calls_are_forwarded_concurrently_and_answered_in_order() {
 /// (so not forwarded) until one of the first two is answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_concurrent_calls_bounds_the_calls_in_flight() {
-    let proxy = gate_proxy(2, start_gate_origin(3, Duration::from_secs(2)));
+    let proxy = gate_proxy(2, start_gate_origin(3, Duration::from_secs(5)));
     let addr = proxy.addr("t");
     let got = blocking(move || pipeline(addr, &[1, 2, 3])).await;
-    // The gate gives up after 2s with two calls: both saw only 2.
+    // The gate gives up after 5s with two calls: both saw only 2. (Long enough
+    // for the second call to reach it on a loaded machine.)
     assert_eq!(
         got,
         [

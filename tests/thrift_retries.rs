@@ -39,22 +39,19 @@ fn proxy(retries: &str, endpoints: &[SocketAddr]) -> Proxy {
 /// As [`proxy`], with `cluster_keys` added to the cluster (`, key: value`).
 fn proxy_with(retries: &str, endpoints: &[SocketAddr], cluster_keys: &str) -> Proxy {
     let eps: Vec<String> = endpoints.iter().map(|a| format!("\"{a}\"")).collect();
-    Proxy::start(&format!(
-        "
-listeners:
-  - name: t
-    address: 127.0.0.1:0
-    protocol: thrift
-    thrift:
+    Proxy::start(&support::yaml::thrift_listener(
+        &format!(
+            "    thrift:
       routes:
         - name: users
           route:
             cluster: users
-            retries: {retries}
-clusters:
-  - {{ name: users, endpoints: [{}], connect_timeout: 500ms{cluster_keys} }}
-",
-        eps.join(", ")
+            retries: {retries}"
+        ),
+        &format!(
+            "  - {{ name: users, endpoints: [{}], connect_timeout: 500ms{cluster_keys} }}",
+            eps.join(", ")
+        ),
     ))
 }
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde_json::Value;
 use support::theader_py::{py_client, python_thrift, PyServer};
 use support::thrift_peer::{Client, Protocol, Transport};
+use support::yaml::thrift_listener;
 use support::{blocking, Proxy};
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -33,20 +34,6 @@ async fn stat_eventually(proxy: &Proxy, name: &str, want: f64) {
     .await
 }
 
-fn config(thrift: &str, clusters: &str) -> String {
-    format!(
-        "
-listeners:
-  - name: t
-    address: 127.0.0.1:0
-    protocol: thrift
-{thrift}
-clusters:
-{clusters}
-"
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn theader_calls_route_on_info_headers_which_pass_through_both_ways() {
     if !python_thrift() {
@@ -54,7 +41,7 @@ async fn theader_calls_route_on_info_headers_which_pass_through_both_ways() {
     }
     let blue = PyServer::start("blue", false);
     let green = PyServer::start("green", false);
-    let yaml = config(
+    let yaml = thrift_listener(
         "    thrift:
       transport: auto
       protocol: auto
@@ -183,7 +170,7 @@ async fn rbac_denies_theader_calls_with_an_exception_in_their_frame() {
         return;
     }
     let up = PyServer::start("up", false);
-    let yaml = config(
+    let yaml = thrift_listener(
         "    rbac:
       action: deny
       policies:
@@ -228,7 +215,7 @@ async fn compressed_theader_frames_are_refused_with_invalid_transform_and_counte
         return;
     }
     let up = PyServer::start("up", false);
-    let yaml = config(
+    let yaml = thrift_listener(
         "    thrift:
       transport: auto
       routes:
@@ -267,16 +254,12 @@ fn raw_frame(size: u16, header: &[u8]) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_theader_frames_close_the_connection_and_are_counted_by_reason() {
     // An origin that only counts connections: nothing may reach it.
-    let origin = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let origin_addr = origin.local_addr().expect("addr");
     let reached = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let seen = reached.clone();
-    std::thread::spawn(move || {
-        for _ in origin.incoming() {
-            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }
+    let origin_addr = support::serve_each_blocking("127.0.0.1:0", move |_| {
+        seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     });
-    let yaml = config(
+    let yaml = thrift_listener(
         "    thrift:
       transport: auto
       routes:

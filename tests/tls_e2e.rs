@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use support::pki::{self, Issued, Leaf, Pki};
-use support::yaml::OneRoute;
+use support::yaml::{OneRoute, Routes};
 use support::{eventually, Origin, Proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -109,6 +109,17 @@ fn mtls_config(certs: &Certs, origin: &Origin) -> String {
         )
         .yaml();
     certs.fill(&yaml)
+}
+
+/// Listener `name` with `tls` (flow style; `@CERT@`-style names that
+/// `Certs::fill` replaces) answering every request itself: 200 and `body`.
+fn answering(name: &str, tls: &str, body: &str) -> String {
+    let route =
+        format!("- match: {{ prefix: / }}\n  direct_response: {{ status: 200, body: {body:?} }}");
+    Routes::new(&route)
+        .names(name, "all")
+        .listener_key(&format!("tls: {tls}"))
+        .yaml()
 }
 
 #[tokio::test]
@@ -411,28 +422,17 @@ clusters:
 /// A TLS origin that requires client certificates: a second attache with an mTLS
 /// listener in front of a plain origin.
 fn tls_origin_config(certs: &Certs, origin: &Origin) -> String {
-    certs.fill(&format!(
-        r#"
-listeners:
-  - name: origin_tls
-    address: 127.0.0.1:0
-    tls:
-      cert_chain: @CERT@
-      private_key: @KEY@
-      client_ca: @CA@
-      alpn: [http/1.1]
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - match: {{ prefix: / }}
-            route: {{ cluster: svc }}
-clusters:
-  - name: svc
-    endpoints: ["{}"]
-"#,
-        origin.addr
-    ))
+    let tls = "tls:
+  cert_chain: @CERT@
+  private_key: @KEY@
+  client_ca: @CA@
+  alpn: [http/1.1]";
+    certs.fill(
+        &OneRoute::to(&[origin.addr])
+            .names("origin_tls", "svc")
+            .listener_key(tls)
+            .yaml(),
+    )
 }
 
 #[tokio::test]
@@ -542,28 +542,17 @@ clusters:
 
 /// Write `contents` to `path` atomically (temp file + rename).
 fn replace_file(path: &str, contents: &str) {
-    let tmp = format!("{path}.tmp");
-    std::fs::write(&tmp, contents).expect("write temp");
-    std::fs::rename(&tmp, path).expect("rename");
+    support::write_atomically(std::path::Path::new(path), contents);
 }
 
 #[tokio::test]
 async fn server_cert_rotation_without_restart() {
     let certs = Certs::new();
-    let proxy = Proxy::start(&certs.fill(
-        r#"
-listeners:
-  - name: tls
-    address: 127.0.0.1:0
-    tls: { cert_chain: @CERT@, private_key: @KEY@ }
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - match: { prefix: / }
-            direct_response: { status: 200, body: "ok\n" }
-"#,
-    ));
+    let proxy = Proxy::start(&certs.fill(&answering(
+        "tls",
+        "{ cert_chain: @CERT@, private_key: @KEY@ }",
+        "ok\n",
+    )));
     let addr = proxy.addr("tls");
     let cfg = pki::client_config(&certs.pki, None, &["http/1.1"]);
     let seen = pki::server_cert(addr, cfg.clone(), "server.test")
@@ -672,24 +661,21 @@ async fn peer_san_selects_the_route() {
         "admin",
         &Leaf::new("admin").uri(&["spiffe://example.org/ns/admin/sa/ops"]),
     );
-    let proxy = Proxy::start(&certs.fill(
-        r#"
-listeners:
-  - name: mtls
-    address: 127.0.0.1:0
-    tls: { cert_chain: @CERT@, private_key: @KEY@, client_ca: @CA@ }
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - name: admins
-            match: { prefix: /, peer_san: { prefix: "spiffe://example.org/ns/admin/" } }
-            direct_response: { status: 200, body: "admin" }
-          - name: others
-            match: { prefix: / }
-            direct_response: { status: 403, body: "not admin" }
-"#,
-    ));
+    let routes = r#"
+- name: admins
+  match: { prefix: /, peer_san: { prefix: "spiffe://example.org/ns/admin/" } }
+  direct_response: { status: 200, body: "admin" }
+- name: others
+  match: { prefix: / }
+  direct_response: { status: 403, body: "not admin" }"#;
+    let proxy = Proxy::start(
+        &certs.fill(
+            &Routes::new(routes)
+                .names("mtls", "all")
+                .listener_key("tls: { cert_chain: @CERT@, private_key: @KEY@, client_ca: @CA@ }")
+                .yaml(),
+        ),
+    );
     let addr = proxy.addr("mtls");
     let ca = certs.pki.ca_path.clone();
     let r = curl_https(addr, "/x", &ca, &client_args(&admin)).await;
@@ -830,20 +816,11 @@ clusters:
 #[tokio::test]
 async fn bad_clients_on_a_tls_port_are_closed_and_counted() {
     let certs = Certs::new();
-    let proxy = Proxy::start(&certs.fill(
-        r#"
-listeners:
-  - name: tls
-    address: 127.0.0.1:0
-    tls: { cert_chain: @CERT@, private_key: @KEY@, handshake_timeout: 1s }
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - match: { prefix: / }
-            direct_response: { status: 200, body: "ok\n" }
-"#,
-    ));
+    let proxy = Proxy::start(&certs.fill(&answering(
+        "tls",
+        "{ cert_chain: @CERT@, private_key: @KEY@, handshake_timeout: 1s }",
+        "ok\n",
+    )));
     let addr = proxy.addr("tls");
 
     // A client that connects and never speaks holds only its own connection.
@@ -955,19 +932,10 @@ async fn http2_cluster_over_tls_negotiates_h2_upstream() {
 async fn config_reload_keeps_serving_tls() {
     let certs = Certs::new();
     let yaml = |body: &str| {
-        certs.fill(&format!(
-            r#"
-listeners:
-  - name: tls
-    address: 127.0.0.1:0
-    tls: {{ cert_chain: @CERT@, private_key: @KEY@ }}
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - match: {{ prefix: / }}
-            direct_response: {{ status: 200, body: "{body}" }}
-"#
+        certs.fill(&answering(
+            "tls",
+            "{ cert_chain: @CERT@, private_key: @KEY@ }",
+            body,
         ))
     };
     let proxy = Proxy::start(&yaml("one"));
@@ -996,20 +964,11 @@ async fn client_ca_rotation_admits_the_new_ca() {
     let bundle = certs.dir.path().join("client-ca-bundle.pem");
     std::fs::copy(&certs.pki.ca_path, &bundle).expect("copy ca");
     let yaml = certs
-        .fill(
-            r#"
-listeners:
-  - name: mtls
-    address: 127.0.0.1:0
-    tls: { cert_chain: @CERT@, private_key: @KEY@, client_ca: @BUNDLE@ }
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - match: { prefix: / }
-            direct_response: { status: 200, body: "in" }
-"#,
-        )
+        .fill(&answering(
+            "mtls",
+            "{ cert_chain: @CERT@, private_key: @KEY@, client_ca: @BUNDLE@ }",
+            "in",
+        ))
         .replace("@BUNDLE@", &bundle.display().to_string());
     let proxy = Proxy::start(&yaml);
     let addr = proxy.addr("mtls");

@@ -216,10 +216,10 @@ fn render_output_creates_missing_directories() {
 
 #[test]
 fn undefined_template_variables_point_at_the_template_line() {
-    let d = Dir::new();
-    d.write("t.yaml.j2", TEMPLATE)
-        .write("vars.yaml", "name: web\nroutes: []\n");
-    let out = d.run(&["render", "--template", "t.yaml.j2", "--vars", "vars.yaml"]);
+    let out = Dir::new()
+        .write("t.yaml.j2", TEMPLATE)
+        .write("vars.yaml", "name: web\nroutes: []\n")
+        .run(&["render", "--template", "t.yaml.j2", "--vars", "vars.yaml"]);
     assert_eq!(out.code, 1);
     assert_eq!(
         out.stderr,

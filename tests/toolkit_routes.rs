@@ -142,12 +142,12 @@ FAIL canary without the header (t.yaml:10:5)
 
 #[test]
 fn tests_file_with_unknown_keys_is_located_and_exits_2() {
-    let d = Dir::new();
-    d.write("web.yaml", WEB).write(
-        "t.yaml",
-        "tests:\n  - name: x\n    request: { host: a, pth: /api/ }\n    expect: { rout: api }\n",
-    );
-    let out = d.run(&["test-routes", "-c", "web.yaml", "-t", "t.yaml"]);
+    let tests =
+        "tests:\n  - name: x\n    request: { host: a, pth: /api/ }\n    expect: { rout: api }\n";
+    let out = Dir::new()
+        .write("web.yaml", WEB)
+        .write("t.yaml", tests)
+        .run(&["test-routes", "-c", "web.yaml", "-t", "t.yaml"]);
     assert_eq!(out.code, 2);
     assert_eq!(
         out.stderr,
@@ -159,10 +159,7 @@ fn tests_file_with_unknown_keys_is_located_and_exits_2() {
 
 #[test]
 fn thrift_routes_are_tested_by_method_and_service() {
-    let d = Dir::new();
-    d.write(
-        "rpc.yaml",
-        r#"listeners:
+    let rpc = r#"listeners:
   - name: rpc
     address: 127.0.0.1:0
     protocol: thrift
@@ -178,27 +175,26 @@ clusters:
     endpoints: ["127.0.0.1:9001"]
   - name: other
     endpoints: ["127.0.0.1:9002"]
-"#,
-    )
-    .write(
-        "t.yaml",
-        r#"tests:
+"#;
+    let tests = r#"tests:
   - name: multiplexed user service
     request: { method: getUser, service: UserService }
     expect: { route: users, cluster: users }
   - name: anything else is split
     request: { method: ping }
     expect: { route: rest, weighted_clusters: { users: 50, other: 50 } }
-"#,
-    );
-    let out = d.run(&[
-        "test-routes",
-        "-c",
-        "rpc.yaml",
-        "-t",
-        "t.yaml",
-        "--coverage",
-    ]);
+"#;
+    let out = Dir::new()
+        .write("rpc.yaml", rpc)
+        .write("t.yaml", tests)
+        .run(&[
+            "test-routes",
+            "-c",
+            "rpc.yaml",
+            "-t",
+            "t.yaml",
+            "--coverage",
+        ]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     assert!(
         out.stdout
@@ -210,9 +206,7 @@ clusters:
 
 #[test]
 fn explain_weighted_route_with_overridden_filter() {
-    let d = Dir::new();
-    d.write("web.yaml", WEB);
-    let out = d.run(&[
+    let out = Dir::new().write("web.yaml", WEB).run(&[
         "explain",
         "--config",
         "web.yaml",

@@ -25,9 +25,7 @@ clusters:
 }
 
 fn lint_codes(yaml: &str) -> (i32, Vec<String>) {
-    let d = Dir::new();
-    d.write("c.yaml", yaml);
-    let out = d.run(&[
+    let out = Dir::new().write("c.yaml", yaml).run(&[
         "validate",
         "--config",
         "c.yaml",
@@ -202,12 +200,12 @@ fn skip_files_accepts_missing_cert_paths_that_plain_validate_rejects() {
 
 #[test]
 fn json_output_locates_core_errors_and_lints() {
-    let d = Dir::new();
-    d.write(
-        "c.yaml",
-        &one_route("", "").replace("cluster: app }", "cluster: apq }"),
-    );
-    let out = d.run(&["validate", "--config", "c.yaml", "--format", "json"]);
+    let out = Dir::new()
+        .write(
+            "c.yaml",
+            &one_route("", "").replace("cluster: app }", "cluster: apq }"),
+        )
+        .run(&["validate", "--config", "c.yaml", "--format", "json"]);
     assert_eq!(out.code, 1);
     let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");
     assert_eq!(
@@ -245,9 +243,9 @@ fn shipped_configs_are_lint_clean() {
     }
     assert!(n > 0, "no configs in config/");
     // The toolkit's own example config is clean too (besides A107, which it shows).
-    let d = Dir::new();
-    d.write("web.yaml", WEB);
-    let out = d.run(&["validate", "--config", "web.yaml"]);
+    let out = Dir::new()
+        .write("web.yaml", WEB)
+        .run(&["validate", "--config", "web.yaml"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
 }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 use support::thrift_peer::{start_origin, CallErr, Client, Protocol, Transport};
 use support::{blocking, dead_port, eventually, Proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -25,39 +25,37 @@ struct Echo {
 }
 
 async fn echo() -> Echo {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind echo");
-    let addr = l.local_addr().expect("addr");
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let seen = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            seen.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
-    Echo { addr, accepted }
+    counting(|mut s| async move {
+        let (mut r, mut w) = s.split();
+        let _ = tokio::io::copy(&mut r, &mut w).await;
+    })
+    .await
 }
 
 /// A relay in front of `to` that counts the connections it accepted (how many
 /// upstream connections the proxy opened).
 async fn counting_relay(to: SocketAddr) -> Echo {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
-    let addr = l.local_addr().expect("addr");
+    counting(move |mut s| async move {
+        if let Ok(mut up) = TcpStream::connect(to).await {
+            let _ = tokio::io::copy_bidirectional(&mut s, &mut up).await;
+        }
+    })
+    .await
+}
+
+/// A server running `handle` on each connection, counting the connections.
+async fn counting<F, Fut>(handle: F) -> Echo
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let accepted = Arc::new(AtomicUsize::new(0));
     let seen = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            seen.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                if let Ok(mut up) = TcpStream::connect(to).await {
-                    let _ = tokio::io::copy_bidirectional(&mut s, &mut up).await;
-                }
-            });
-        }
-    });
+    let addr = support::serve_each(move |s| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        handle(s)
+    })
+    .await;
     Echo { addr, accepted }
 }
 
@@ -199,20 +197,17 @@ async fn least_request_sees_tcp_connections() {
 // ---- Thrift ------------------------------------------------------------------
 
 fn thrift_config(endpoint: SocketAddr, cluster_keys: &str, route_name: &str) -> String {
-    format!(
-        "
-listeners:
-  - name: t
-    address: 127.0.0.1:0
-    protocol: thrift
-    thrift:
+    support::yaml::thrift_listener(
+        &format!(
+            "    thrift:
       max_concurrent_calls: 4
       routes:
         - name: {route_name}
-          route: {{ cluster: users }}
-clusters:
-  - {{ name: users, endpoints: [\"{endpoint}\"], connect_timeout: 2s{cluster_keys} }}
-"
+          route: {{ cluster: users }}"
+        ),
+        &format!(
+            "  - {{ name: users, endpoints: [\"{endpoint}\"], connect_timeout: 2s{cluster_keys} }}"
+        ),
     )
 }
 

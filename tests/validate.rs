@@ -135,8 +135,9 @@ fn assert_each_fails_with(table: Vec<(String, Vec<&str>)>) {
     }
 }
 
-#[test]
-fn run_refuses_an_invalid_config_before_binding() {
+/// `attache ARGS PATH`, PATH a config whose only route names an unknown cluster
+/// (`nope`, at line 9).
+fn attache_on_unknown_cluster(args: &[&str]) -> std::process::Output {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("bad.yaml");
     std::fs::write(
@@ -144,11 +145,16 @@ fn run_refuses_an_invalid_config_before_binding() {
         listener("          - match: { prefix: / }\n            route: { cluster: nope }\n"),
     )
     .expect("write");
-    let out = Command::new(env!("CARGO_BIN_EXE_attache"))
-        .args(["run", "--config"])
+    Command::new(env!("CARGO_BIN_EXE_attache"))
+        .args(args)
         .arg(&path)
         .output()
-        .expect("run");
+        .expect("run")
+}
+
+#[test]
+fn run_refuses_an_invalid_config_before_binding() {
+    let out = attache_on_unknown_cluster(&["run", "--config"]);
     assert_eq!(out.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("unknown cluster `nope`"), "{stderr}");
@@ -157,18 +163,7 @@ fn run_refuses_an_invalid_config_before_binding() {
 
 #[test]
 fn json_output_for_ci() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("bad.yaml");
-    std::fs::write(
-        &path,
-        listener("          - match: { prefix: / }\n            route: { cluster: nope }\n"),
-    )
-    .expect("write");
-    let out = Command::new(env!("CARGO_BIN_EXE_attache"))
-        .args(["validate", "--format", "json", "--config"])
-        .arg(&path)
-        .output()
-        .expect("run");
+    let out = attache_on_unknown_cluster(&["validate", "--format", "json", "--config"]);
     assert_eq!(out.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v["ok"], false);

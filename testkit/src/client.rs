@@ -88,6 +88,34 @@ pub async fn send(method: &str, url: &str, headers: &[(&str, &str)], body: Bytes
     }
 }
 
+/// One HTTP/2 request (prior knowledge, the `h2` crate) on a fresh connection to
+/// `addr`, with these header values; (status, body).
+pub async fn h2_request(addr: SocketAddr, uri: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    const T: Duration = Duration::from_secs(30);
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    tokio::spawn(conn);
+    let mut req = Request::builder().uri(uri);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(()).expect("request");
+    let (rsp, _) = client.send_request(req, true).expect("send");
+    let rsp = tokio::time::timeout(T, rsp)
+        .await
+        .expect("in time")
+        .expect("response");
+    let status = rsp.status().as_u16();
+    let mut body = rsp.into_body();
+    let mut out = Vec::new();
+    while let Some(chunk) = tokio::time::timeout(T, body.data()).await.expect("in time") {
+        let chunk = chunk.expect("data");
+        let _ = body.flow_control().release_capacity(chunk.len());
+        out.extend_from_slice(&chunk);
+    }
+    (status, String::from_utf8_lossy(&out).into_owned())
+}
+
 /// Run `curl` with args off the async runtime; (exit ok, stdout).
 pub async fn curl(args: &[&str]) -> (bool, String) {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
@@ -114,4 +142,12 @@ pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], timeout: Duration) -> 
     let mut out = Vec::new();
     let _ = tokio::time::timeout(timeout, s.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The JSON the echoing [`Origin`](crate::Origin) answered with, from a raw
+/// HTTP/1.1 response that must be a `200 OK`.
+pub fn echoed(out: &str) -> serde_json::Value {
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {out}"))
 }

@@ -15,6 +15,8 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::watch;
 
+use crate::client::eventually;
+
 /// An origin that answers `name` on every path, `/healthz` with a settable status,
 /// and can be killed (listener closed, open connections dropped).
 pub struct Node {
@@ -103,9 +105,17 @@ impl Node {
 /// One request's outcome: status, or the client error.
 #[derive(Debug, Clone)]
 pub struct Sample {
+    /// When the request was sent and when its outcome was known.
+    pub sent: Instant,
     pub at: Instant,
+    /// Which of the load's workers sent it (0-based).
+    pub worker: usize,
     pub result: Result<(u16, String), String>,
 }
+
+/// How long [`Load::settle`] and [`Load::more`] wait: generous, the machine may
+/// be loaded (each request has its own 10 s deadline).
+const LOAD_WAIT: Duration = Duration::from_secs(60);
 
 /// Continuous load from `workers` tasks until stopped.
 pub struct Load {
@@ -156,14 +166,17 @@ impl Load {
         let stop = Arc::new(AtomicBool::new(false));
         let samples = Arc::new(Mutex::new(Vec::new()));
         let tasks = (0..workers)
-            .map(|_| {
+            .map(|worker| {
                 let (stop, samples, url) = (stop.clone(), samples.clone(), url.clone());
                 tokio::spawn(async move {
                     let c = client(keep_alive);
                     while !stop.load(Ordering::SeqCst) {
+                        let sent = Instant::now();
                         let result = request(&c, &url, &[]).await;
                         samples.lock().expect("samples").push(Sample {
+                            sent,
                             at: Instant::now(),
+                            worker,
                             result,
                         });
                         tokio::time::sleep(Duration::from_millis(2)).await;
@@ -180,6 +193,39 @@ impl Load {
 
     pub fn count(&self) -> usize {
         self.samples.lock().expect("samples").len()
+    }
+
+    /// Wait until every worker has finished a request it sent after this call, so
+    /// that no request routed before it is still in flight (an endpoint just
+    /// removed, ejected or reweighted sees no more traffic from then on). The
+    /// instant of the call, for filtering samples by [`Sample::sent`].
+    pub async fn settle(&self) -> Instant {
+        let from = Instant::now();
+        let workers = self.tasks.len();
+        eventually(
+            LOAD_WAIT,
+            "every load worker to send a new request",
+            || async {
+                let samples = self.samples.lock().expect("samples");
+                let mut seen = vec![false; workers];
+                for s in samples.iter().filter(|s| s.sent >= from) {
+                    seen[s.worker] = true;
+                }
+                seen.iter().all(|s| *s).then_some(())
+            },
+        )
+        .await;
+        from
+    }
+
+    /// Wait until `n` more requests have completed: an observation window counted
+    /// in requests, not in time, so that a loaded machine does not shrink it.
+    pub async fn more(&self, n: usize) {
+        let target = self.count() + n;
+        eventually(LOAD_WAIT, "more requests of the load", || async {
+            (self.count() >= target).then_some(())
+        })
+        .await;
     }
 
     /// Samples so far (the load keeps running).
@@ -228,22 +274,12 @@ pub async fn cluster_json(admin: SocketAddr, name: &str) -> serde_json::Value {
 
 /// Start `attache run` like `support::Proxy::start`, with extra CLI args.
 pub fn start_with_args(yaml: &str, args: &[&str]) -> crate::proxy::Proxy {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config_path = dir.path().join("attache.yaml");
-    std::fs::write(&config_path, yaml).expect("write config");
-    spawn_in(dir, config_path, args)
+    crate::proxy::Proxy::start_with(yaml, args, &[])
 }
 
 /// Start another `attache run` on an existing config file (hot restart).
 pub fn start_on_config(config_path: &std::path::Path, args: &[&str]) -> crate::proxy::Proxy {
     let dir = tempfile::tempdir().expect("tempdir");
-    spawn_in(dir, config_path.to_path_buf(), args)
-}
-
-fn spawn_in(
-    dir: tempfile::TempDir,
-    config_path: std::path::PathBuf,
-    args: &[&str],
-) -> crate::proxy::Proxy {
-    crate::proxy::Proxy::spawn(dir, config_path, args, &[], Duration::from_secs(30))
+    let (path, ready_within) = (config_path.to_path_buf(), crate::proxy::READY_WITHIN);
+    crate::proxy::Proxy::spawn(dir, path, args, &[], ready_within)
 }

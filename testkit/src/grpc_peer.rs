@@ -63,99 +63,74 @@ fn answer(m: Echo) -> Result<Echo, Status> {
     }
 }
 
-struct Unary;
-impl tower_service::Service<Request<Echo>> for Unary {
-    type Response = Response<Echo>;
+/// One method of the echo service. tonic's server codec takes a tower `Service`
+/// per method; this one calls a plain function, so each method below is only
+/// what it answers.
+struct Method<F>(F);
+
+impl<Req, Rsp, F> tower_service::Service<Request<Req>> for Method<F>
+where
+    F: FnMut(Request<Req>) -> BoxFut<Response<Rsp>>,
+{
+    type Response = Response<Rsp>;
     type Error = Status;
-    type Future = BoxFut<Response<Echo>>;
+    type Future = BoxFut<Response<Rsp>>;
     fn poll_ready(
         &mut self,
         _: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Result<(), Status>> {
         std::task::Poll::Ready(Ok(()))
     }
-    fn call(&mut self, req: Request<Echo>) -> Self::Future {
-        Box::pin(async move {
-            let m = req.into_inner();
-            tokio::time::sleep(Duration::from_millis(m.delay_ms)).await;
-            answer(m).map(Response::new)
-        })
+    fn call(&mut self, req: Request<Req>) -> Self::Future {
+        (self.0)(req)
     }
 }
 
-struct ServerStream;
-impl tower_service::Service<Request<Echo>> for ServerStream {
-    type Response = Response<EchoStream>;
-    type Error = Status;
-    type Future = BoxFut<Response<EchoStream>>;
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Status>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-    fn call(&mut self, req: Request<Echo>) -> Self::Future {
+fn unary(req: Request<Echo>) -> BoxFut<Response<Echo>> {
+    Box::pin(async move {
         let m = req.into_inner();
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
-        tokio::spawn(async move {
-            for i in 0..m.count {
-                tokio::time::sleep(Duration::from_millis(m.delay_ms)).await;
-                let reply = Echo::text(&format!("{} {i}", m.text));
-                if tx.send(Ok(reply)).await.is_err() {
-                    return;
-                }
-            }
-            if m.code != 0 {
-                let _ = tx.send(answer(m)).await;
-            }
-        });
-        Box::pin(async move {
-            Ok(Response::new(
-                Box::pin(ReceiverStream::new(rx)) as EchoStream
-            ))
-        })
-    }
+        tokio::time::sleep(Duration::from_millis(m.delay_ms)).await;
+        answer(m).map(Response::new)
+    })
 }
 
-struct ClientStream;
-impl tower_service::Service<Request<Streaming<Echo>>> for ClientStream {
-    type Response = Response<Echo>;
-    type Error = Status;
-    type Future = BoxFut<Response<Echo>>;
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Status>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-    fn call(&mut self, req: Request<Streaming<Echo>>) -> Self::Future {
-        Box::pin(async move {
-            let mut s = req.into_inner();
-            let mut all = Vec::new();
-            while let Some(m) = s.message().await? {
-                all.push(m.text);
+fn server_stream(req: Request<Echo>) -> BoxFut<Response<EchoStream>> {
+    let m = req.into_inner();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        for i in 0..m.count {
+            tokio::time::sleep(Duration::from_millis(m.delay_ms)).await;
+            let reply = Echo::text(&format!("{} {i}", m.text));
+            if tx.send(Ok(reply)).await.is_err() {
+                return;
             }
-            Ok(Response::new(Echo::text(&all.join(","))))
-        })
-    }
+        }
+        if m.code != 0 {
+            let _ = tx.send(answer(m)).await;
+        }
+    });
+    Box::pin(async move {
+        Ok(Response::new(
+            Box::pin(ReceiverStream::new(rx)) as EchoStream
+        ))
+    })
 }
 
-struct Bidi;
-impl tower_service::Service<Request<Streaming<Echo>>> for Bidi {
-    type Response = Response<EchoStream>;
-    type Error = Status;
-    type Future = BoxFut<Response<EchoStream>>;
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Status>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-    fn call(&mut self, req: Request<Streaming<Echo>>) -> Self::Future {
-        let s = req.into_inner();
-        let out = s.map(|m| m.and_then(answer));
-        Box::pin(async move { Ok(Response::new(Box::pin(out) as EchoStream)) })
-    }
+fn client_stream(req: Request<Streaming<Echo>>) -> BoxFut<Response<Echo>> {
+    Box::pin(async move {
+        let mut s = req.into_inner();
+        let mut all = Vec::new();
+        while let Some(m) = s.message().await? {
+            all.push(m.text);
+        }
+        Ok(Response::new(Echo::text(&all.join(","))))
+    })
+}
+
+fn bidi(req: Request<Streaming<Echo>>) -> BoxFut<Response<EchoStream>> {
+    let s = req.into_inner();
+    let out = s.map(|m| m.and_then(answer));
+    Box::pin(async move { Ok(Response::new(Box::pin(out) as EchoStream)) })
 }
 
 /// What the server records of a request: (path, grpc-timeout, content-type).
@@ -172,59 +147,25 @@ pub struct GrpcServer {
 impl GrpcServer {
     /// Serve on 127.0.0.1:0 (HTTP/2 cleartext), reporting `test.Echo` as SERVING.
     pub async fn start() -> GrpcServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind grpc server");
-        let addr = listener.local_addr().expect("addr");
         let (health, health_svc) = tonic_health::server::health_reporter();
         health
             .set_service_status(SERVICE, tonic_health::ServingStatus::Serving)
             .await;
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let seen2 = seen.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let health_svc = health_svc.clone();
-                let seen = seen2.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let mut health_svc = health_svc.clone();
-                        let seen = seen.clone();
-                        async move {
-                            let h = |n: &str| {
-                                req.headers()
-                                    .get(n)
-                                    .and_then(|v| v.to_str().ok())
-                                    .map(str::to_string)
-                            };
-                            seen.lock().expect("seen").push((
-                                req.uri().path().to_string(),
-                                h("grpc-timeout"),
-                                h("content-type"),
-                            ));
-                            let rsp = match req.uri().path() {
-                                UNARY => grpc().unary(Unary, req).await,
-                                SERVER_STREAM => grpc().server_streaming(ServerStream, req).await,
-                                CLIENT_STREAM => grpc().client_streaming(ClientStream, req).await,
-                                BIDI => grpc().streaming(Bidi, req).await,
-                                _ => match tower_service::Service::call(&mut health_svc, req).await
-                                {
-                                    Ok(r) => r,
-                                    Err(e) => match e {},
-                                },
-                            };
-                            Ok::<_, Infallible>(rsp)
-                        }
-                    });
-                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
+        let recorded = seen.clone();
+        let addr = crate::origin::serve_each(move |stream| {
+            let (health_svc, recorded) = (health_svc.clone(), recorded.clone());
+            let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                record(&recorded, &req);
+                route(req, health_svc.clone())
+            });
+            async move {
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
             }
-        });
+        })
+        .await;
         GrpcServer { addr, health, seen }
     }
 
@@ -236,6 +177,45 @@ impl GrpcServer {
         };
         self.health.set_service_status(SERVICE, status).await;
     }
+}
+
+fn record(seen: &Mutex<Vec<Head>>, req: &http::Request<hyper::body::Incoming>) {
+    let h = |n: &str| {
+        req.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let head = (
+        req.uri().path().to_string(),
+        h("grpc-timeout"),
+        h("content-type"),
+    );
+    seen.lock().expect("seen").push(head);
+}
+
+/// The echo service's methods by path; anything else goes to the health service.
+async fn route<H>(
+    req: http::Request<hyper::body::Incoming>,
+    mut health: H,
+) -> Result<http::Response<tonic::body::Body>, Infallible>
+where
+    H: tower_service::Service<
+        http::Request<hyper::body::Incoming>,
+        Response = http::Response<tonic::body::Body>,
+        Error = Infallible,
+    >,
+{
+    Ok(match req.uri().path() {
+        UNARY => grpc().unary(Method(unary), req).await,
+        SERVER_STREAM => grpc().server_streaming(Method(server_stream), req).await,
+        CLIENT_STREAM => grpc().client_streaming(Method(client_stream), req).await,
+        BIDI => grpc().streaming(Method(bidi), req).await,
+        _ => match health.call(req).await {
+            Ok(r) => r,
+            Err(e) => match e {},
+        },
+    })
 }
 
 fn grpc() -> tonic::server::Grpc<ProstCodec<Echo, Echo>> {

@@ -12,6 +12,10 @@ use bytes::Bytes;
 
 use crate::client::{get, send};
 
+/// How long a started proxy may take to write its ready file: generous, the
+/// machine may be loaded (a proxy that never gets ready still fails).
+pub const READY_WITHIN: Duration = Duration::from_secs(60);
+
 /// A running `attache run`. Dropping it kills and reaps the process, and prints its
 /// log when the test is failing.
 pub struct Proxy {
@@ -57,6 +61,12 @@ impl Proxy {
     }
 
     pub fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Proxy {
+        Self::start_with(yaml, &[], env)
+    }
+
+    /// Start with `yaml` (admin on 127.0.0.1:0 added when absent), extra CLI
+    /// `args` and environment for the child.
+    pub fn start_with(yaml: &str, args: &[&str], env: &[(&str, &str)]) -> Proxy {
         let dir = tempfile::tempdir().expect("tempdir");
         let yaml = if yaml.contains("admin:") {
             yaml.to_string()
@@ -65,7 +75,7 @@ impl Proxy {
         };
         let config_path = dir.path().join("attache.yaml");
         std::fs::write(&config_path, yaml).expect("write config");
-        Self::spawn(dir, config_path, &[], env, Duration::from_secs(20))
+        Self::spawn(dir, config_path, args, env, READY_WITHIN)
     }
 
     /// `attache run` on `config_path` with extra CLI `args` and environment; `dir`
@@ -239,6 +249,15 @@ impl Proxy {
             .await
     }
 
+    /// `attache_downstream_rq_rejected_total{listener,reason}`: requests on
+    /// `listener` refused before routing for `reason` (`host`, `path`,
+    /// `head_timeout`, `scheme`, ...).
+    pub async fn rejected(&self, listener: &str, reason: &str) -> f64 {
+        let labels = [("listener", listener), ("reason", reason)];
+        self.stat_labels("attache_downstream_rq_rejected_total", &labels)
+            .await
+    }
+
     /// The value of `name` with exactly these labels (any order), 0 when absent.
     pub async fn stat_labels(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         let (_, body) = self.admin_get("/stats").await;
@@ -287,12 +306,13 @@ pub async fn quickstart() -> Proxy {
 }
 
 /// Replace the file at `path` the way a deploy tool should: write a sibling
-/// temporary file, then rename it over `path`, so that `--watch-config` never
-/// reads a half-written config (an empty one is valid and has no listeners).
+/// temporary file, then rename it over `path`, so that a watcher (`--watch-config`,
+/// certificate reload, file discovery) never reads a half-written file (an empty
+/// config is valid and has no listeners).
 pub fn write_atomically(path: &std::path::Path, text: &str) {
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).expect("write config");
-    std::fs::rename(&tmp, path).expect("rename config into place");
+    std::fs::write(&tmp, text).expect("write temporary file");
+    std::fs::rename(&tmp, path).expect("rename into place");
 }
 
 /// The shipped example configs, `config/*.yaml`, sorted.

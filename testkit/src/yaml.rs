@@ -14,16 +14,107 @@
 use std::fmt::Write;
 use std::net::SocketAddr;
 
-/// One HTTP listener on 127.0.0.1:0 whose catch-all virtual host (`all`, domain
-/// `*`) sends every request to one cluster with static endpoints (none: the cluster
-/// keys say how it finds them, e.g. `discovery:`). The listener is `main` and the
-/// cluster `o` unless [`names`](Self::names) says otherwise.
+/// One HTTP listener on 127.0.0.1:0 with one virtual host for every domain
+/// (`domains: ["*"]`), the routes a test writes out, and clusters with static
+/// endpoints. The listener is `main` and the virtual host `web` unless
+/// [`names`](Self::names) says otherwise:
+///
+/// ```
+/// # use attache_testkit::yaml::Routes;
+/// let origin: std::net::SocketAddr = "127.0.0.1:8080".parse().unwrap();
+/// let yaml = Routes::new(
+///     "- match: { prefix: /deny }
+///   direct_response: { status: 403 }
+/// - match: { prefix: / }
+///   route: { cluster: origin }",
+/// )
+/// .listener_key("http: { idle_timeout: 400ms }")
+/// .cluster("origin", &[origin], "")
+/// .yaml();
+/// assert!(yaml.contains("        routes:\n          - match: { prefix: /deny }\n"));
+/// ```
+#[derive(Clone, Debug)]
+pub struct Routes {
+    listener: String,
+    address: String,
+    vhost: String,
+    listener_keys: String,
+    routes: String,
+    clusters: String,
+}
+
+impl Routes {
+    /// `routes`: the items of the virtual host's `routes:` list, written from
+    /// column 0 (`- match: ...`).
+    pub fn new(routes: &str) -> Routes {
+        Routes {
+            listener: "main".into(),
+            address: "127.0.0.1:0".into(),
+            vhost: "web".into(),
+            listener_keys: String::new(),
+            routes: indent(routes, 10),
+            clusters: String::new(),
+        }
+    }
+
+    pub fn names(mut self, listener: &str, vhost: &str) -> Routes {
+        self.listener = listener.into();
+        self.vhost = vhost.into();
+        self
+    }
+
+    /// The listener's address (`127.0.0.1:0` unless set: a test that needs another
+    /// one holds it).
+    pub fn address(mut self, address: &str) -> Routes {
+        self.address = address.into();
+        self
+    }
+
+    /// Keys of the listener (YAML written from column 0, one or more lines).
+    pub fn listener_key(mut self, yaml: &str) -> Routes {
+        self.listener_keys.push_str(&indent(yaml, 4));
+        self
+    }
+
+    /// A cluster with these static endpoints (none: its `keys` say how it finds
+    /// them) and `keys` (YAML written from column 0, may be empty).
+    pub fn cluster(mut self, name: &str, endpoints: &[SocketAddr], keys: &str) -> Routes {
+        let _ = writeln!(self.clusters, "  - name: {name}");
+        if !endpoints.is_empty() {
+            let quoted: Vec<String> = endpoints.iter().map(|a| format!("\"{a}\"")).collect();
+            let _ = writeln!(self.clusters, "    endpoints: [{}]", quoted.join(", "));
+        }
+        self.clusters.push_str(&indent(keys, 4));
+        self
+    }
+
+    pub fn yaml(&self) -> String {
+        let clusters = match self.clusters.is_empty() {
+            true => String::new(),
+            false => format!("clusters:\n{}", self.clusters),
+        };
+        format!(
+            "listeners:\n  - name: {listener}\n    address: {address}\n{listener_keys}    \
+             virtual_hosts:\n      - name: {vhost}\n        domains: [\"*\"]\n        routes:\n\
+             {routes}{clusters}",
+            listener = self.listener,
+            address = self.address,
+            listener_keys = self.listener_keys,
+            vhost = self.vhost,
+            routes = self.routes,
+        )
+    }
+}
+
+/// [`Routes`] with one catch-all route to one cluster, the shape most proxy tests
+/// start from: the virtual host is `all`, the listener `main` and the cluster `o`
+/// unless [`names`](Self::names) says otherwise.
 #[derive(Clone, Debug)]
 pub struct OneRoute {
     listener: String,
     cluster: String,
     endpoints: Vec<SocketAddr>,
-    listener_keys: String,
+    listener_keys: Vec<String>,
     route_keys: Vec<String>,
     cluster_keys: String,
 }
@@ -34,7 +125,7 @@ impl OneRoute {
             listener: "main".into(),
             cluster: "o".into(),
             endpoints: endpoints.to_vec(),
-            listener_keys: String::new(),
+            listener_keys: Vec::new(),
             route_keys: Vec::new(),
             cluster_keys: String::new(),
         }
@@ -48,7 +139,7 @@ impl OneRoute {
 
     /// Keys of the listener (YAML written from column 0, one or more lines).
     pub fn listener_key(mut self, yaml: &str) -> OneRoute {
-        self.listener_keys.push_str(&indent(yaml, 4));
+        self.listener_keys.push(yaml.into());
         self
     }
 
@@ -60,7 +151,8 @@ impl OneRoute {
 
     /// Keys of the cluster (YAML written from column 0, one or more lines).
     pub fn cluster_key(mut self, yaml: &str) -> OneRoute {
-        self.cluster_keys.push_str(&indent(yaml, 4));
+        self.cluster_keys.push_str(yaml);
+        self.cluster_keys.push('\n');
         self
     }
 
@@ -69,22 +161,33 @@ impl OneRoute {
         for k in &self.route_keys {
             let _ = write!(route, ", {k}");
         }
-        let endpoints: Vec<String> = self.endpoints.iter().map(|a| format!("\"{a}\"")).collect();
-        let endpoints = match endpoints.is_empty() {
-            true => String::new(),
-            false => format!("    endpoints: [{}]\n", endpoints.join(", ")),
-        };
-        format!(
-            "listeners:\n  - name: {listener}\n    address: 127.0.0.1:0\n{listener_keys}    \
-             virtual_hosts:\n      - name: all\n        domains: [\"*\"]\n        routes:\n          \
-             - match: {{ prefix: / }}\n            route: {{ {route} }}\n\
-             clusters:\n  - name: {cluster}\n{endpoints}{cluster_keys}",
-            listener = self.listener,
-            listener_keys = self.listener_keys,
-            cluster = self.cluster,
-            cluster_keys = self.cluster_keys,
-        )
+        let routes = format!("- match: {{ prefix: / }}\n  route: {{ {route} }}");
+        let with_keys = self
+            .listener_keys
+            .iter()
+            .fold(Routes::new(&routes), |r, k| r.listener_key(k));
+        with_keys
+            .names(&self.listener, "all")
+            .cluster(&self.cluster, &self.endpoints, &self.cluster_keys)
+            .yaml()
     }
+}
+
+/// One Thrift listener `t` on 127.0.0.1:0: `keys` are its keys after
+/// `protocol: thrift` (`thrift:`, `rbac:`, `tls:` ... written at four spaces, as
+/// they stand in the file), `clusters` the items of `clusters:` (at two).
+pub fn thrift_listener(keys: &str, clusters: &str) -> String {
+    format!(
+        "
+listeners:
+  - name: t
+    address: 127.0.0.1:0
+    protocol: thrift
+{keys}
+clusters:
+{clusters}
+"
+    )
 }
 
 /// `yaml` with each non-empty line indented by `n` spaces, each ending in a newline.
@@ -130,6 +233,39 @@ clusters:
       interval: 200ms
 "#;
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn routes_writes_the_routes_and_clusters_given() {
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let got = Routes::new("- match: { prefix: /x }\n  direct_response: { status: 403 }")
+            .names("edge", "any")
+            .listener_key("access_log: { path: stdout }")
+            .cluster("a", &[a], "")
+            .cluster("b", &[], "discovery: { file: { path: eps.yaml } }")
+            .yaml();
+        let want = r#"listeners:
+  - name: edge
+    address: 127.0.0.1:0
+    access_log: { path: stdout }
+    virtual_hosts:
+      - name: any
+        domains: ["*"]
+        routes:
+          - match: { prefix: /x }
+            direct_response: { status: 403 }
+clusters:
+  - name: a
+    endpoints: ["127.0.0.1:1"]
+  - name: b
+    discovery: { file: { path: eps.yaml } }
+"#;
+        assert_eq!(got, want);
+        let direct_only = Routes::new("- match: { prefix: / }\n  direct_response: { status: 200 }");
+        assert!(
+            direct_only.yaml().ends_with("{ status: 200 }\n"),
+            "no clusters: section"
+        );
     }
 
     #[test]

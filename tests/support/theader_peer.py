@@ -45,20 +45,30 @@ def text(b):
     return b.decode("utf-8", "replace") if isinstance(b, bytes) else b
 
 
-def read_call(prot):
-    name, mtype, seqid = prot.readMessageBegin()
-    ident = None
+MISSING = object()
+
+
+def read_field(prot, want_id, want_type, read, default=None):
+    """Read a struct: `read(prot)` of field `want_id` if it has `want_type`,
+    else `default`; every other field is skipped."""
+    value = default
     prot.readStructBegin()
     while True:
         _, ftype, fid = prot.readFieldBegin()
         if ftype == TType.STOP:
             break
-        if fid == 1 and ftype == TType.I64:
-            ident = prot.readI64()
+        if fid == want_id and ftype == want_type:
+            value = read(prot)
         else:
             prot.skip(ftype)
         prot.readFieldEnd()
     prot.readStructEnd()
+    return value
+
+
+def read_call(prot):
+    name, mtype, seqid = prot.readMessageBegin()
+    ident = read_field(prot, 1, TType.I64, lambda p: p.readI64())
     prot.readMessageEnd()
     return name, mtype, seqid, ident
 
@@ -173,17 +183,11 @@ def client(addr, compact, zlib, headers, calls, method):
             x.read(prot)
             out["exception"] = {"type": x.type, "message": x.message}
         else:
-            prot.readStructBegin()
-            while True:
-                _, ftype, fid = prot.readFieldBegin()
-                if ftype == TType.STOP:
-                    break
-                if fid == 0 and ftype == TType.STRING:
-                    out["result"] = json.loads(prot.readString())
-                else:
-                    prot.skip(ftype)
-                prot.readFieldEnd()
-            prot.readStructEnd()
+            result = read_field(
+                prot, 0, TType.STRING, lambda p: json.loads(p.readString()), MISSING
+            )
+            if result is not MISSING:
+                out["result"] = result
         prot.readMessageEnd()
         print(json.dumps(out, sort_keys=True), flush=True)
     sock.close()
