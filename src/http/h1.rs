@@ -1,29 +1,35 @@
-//! Downstream HTTP/1.x: attache's own codec for the requests that make up nearly
-//! all traffic, hyper for everything else.
+//! Downstream HTTP/1.x: attache's own codec, for every HTTP/1 request. hyper keeps
+//! HTTP/2 only: a connection that opens with the HTTP/2 preface (prior knowledge,
+//! or TLS with ALPN `h2`) is handed to it with the bytes read so far.
 //!
 //! hyper's server dispatch (its connection state machine, the auto-detection
 //! wrapper, a boxed header-read timer per request, a channel per request body)
-//! was the largest share of attache's user-space cost per proxied request. This
-//! codec serves a request itself when it is a well-formed HTTP/1.1 or HTTP/1.0
-//! request in origin form, framed by no body, one `Content-Length`, or
-//! `Transfer-Encoding: chunked` (HTTP/1.1 only; decoded by the strict
-//! [`chunked`] decoder), with or without `Expect: 100-continue` (answered here),
-//! and without `Upgrade`. HTTP/1.0 clients get no chunked responses (a body of
-//! unknown length ends with the connection) and keep-alive only when they ask.
+//! was the largest share of attache's user-space cost per proxied request, and it
+//! resolved `Content-Length` with `Transfer-Encoding` in favour of chunked instead
+//! of refusing it, which took a shadow parser to catch. This codec serves HTTP/1.1
+//! and HTTP/1.0 requests in every target form (origin, absolute, `*`, and
+//! authority-form for `CONNECT`: attache opens no tunnels for it, so a `2xx` goes
+//! out bare and the connection closes), framed by no body, one `Content-Length`,
+//! or `Transfer-Encoding: chunked` (HTTP/1.1 only; decoded by the strict
+//! [`chunked`] decoder), with or without `Expect: 100-continue` (answered here).
+//! HTTP/1.0 clients get no chunked responses (a body of unknown length ends with
+//! the connection) and keep-alive only when they ask.
 //!
-//! Framing is checked before a request is dispatched: both `Content-Length` and
-//! `Transfer-Encoding` (or any `Transfer-Encoding` on HTTP/1.0) is a `400`, and so
-//! is a malformed chunk among the bytes that arrived with the head. A malformed
-//! chunk that arrives later fails the body, which aborts the upstream request (see
-//! `upstream::h1`); the connection closes after the answer.
+//! Refused before anything is forwarded, answered here (counted with a reason,
+//! logged `DPE`) and followed by a close: a malformed head (`400`), one over
+//! `max_head` or with more than `max_headers` lines (`431`), framing that could be
+//! read two ways (both `Content-Length` and `Transfer-Encoding`, differing or
+//! invalid lengths, `chunked` not last or repeated, any coding on HTTP/1.0:
+//! `400`), a coding before `chunked` (`501`), another expectation (`417`), a
+//! `#fragment` or a target form that does not fit the method (`400`), and a
+//! malformed chunk among the bytes that arrived with the head (`400`). A malformed
+//! chunk that arrives later fails the body, which aborts the upstream request
+//! (see `upstream::h1`); the connection closes after the answer.
 //!
-//! Anything else, and an HTTP/2 preface, hands the connection with the bytes read
-//! so far to hyper for the rest of its life: malformed or oversized heads (hyper's
-//! 400 and 431), other expectations, upgrades (hyper's upgrade hand-off feeds the
-//! tunnel), absolute-form and `OPTIONS *`, transfer codings other than exactly
-//! `chunked`, and HTTP/2. hyper resolves `Content-Length` with
-//! `Transfer-Encoding` in favour of chunked instead of refusing it, so on those
-//! connections the request-smuggling watcher (`sniff`) still follows the framing.
+//! Upgrades: a request with `Upgrade` and no body carries an [`OnUpgrade`]; a route
+//! that tunnels the protocol takes it, and when the upstream answers `101` this
+//! codec writes the `101` and hands the connection (with the bytes the client sent
+//! past its head) to the tunnel (`proxy::tunnel`, one `tcp::splice`).
 
 use std::future::{poll_fn, Future};
 use std::io;
@@ -46,8 +52,9 @@ use crate::error::{ErrorKind, Reject};
 use crate::http1::chunked;
 use crate::http1::head::{header_spans, parse_length, put_field, tokens};
 
-/// Header slots on the stack; a request with more (or more than the listener's
-/// `max_headers`) goes to hyper, which answers it as before.
+/// Header slots on the stack; a request with more than the listener's
+/// `max_headers` is a `431` (more than this, under a higher `max_headers`, are
+/// parsed again with slots on the heap).
 const MAX_SLOTS: usize = 128;
 /// Read granularity for heads and bodies.
 const READ_CHUNK: usize = 16 * 1024;
@@ -66,7 +73,7 @@ pub(super) struct Limits {
     /// `request_head_timeout`: from a new connection, or the first byte of a
     /// request head, to the end of that head.
     pub head: Duration,
-    /// hyper's read buffer bound: a head that does not fit goes to hyper (431).
+    /// The read buffer's bound for a head: one that does not fit is a `431`.
     pub max_head: usize,
     pub max_headers: usize,
 }
@@ -459,31 +466,76 @@ enum Parsed {
     Http2,
 }
 
+/// What [`parse`] answers when there is no request head to build.
+enum NoHead {
+    Partial,
+    Refused(ErrorKind),
+    Http2,
+}
+
+impl From<NoHead> for Parsed {
+    fn from(n: NoHead) -> Parsed {
+        match n {
+            NoHead::Partial => Parsed::Partial,
+            NoHead::Refused(kind) => Parsed::Refused(kind),
+            NoHead::Http2 => Parsed::Http2,
+        }
+    }
+}
+
 /// The HTTP/2 connection preface (RFC 9113 section 3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Parse one request head from the front of `buf`.
 fn parse(buf: &mut BytesMut, spans: &mut Vec<[u32; 4]>, max_headers: usize) -> Parsed {
     let mut slots = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_SLOTS];
-    let slots = &mut slots[..max_headers.min(MAX_SLOTS)];
+    let line = match scan(buf, spans, &mut slots[..max_headers.min(MAX_SLOTS)]) {
+        Err(NoHead::Refused(ErrorKind::HeadersTooLarge)) if max_headers > MAX_SLOTS => {
+            // More lines than the stack holds, under a `max_headers` above it (rare).
+            let mut slots = Vec::new();
+            slots.resize_with(max_headers, MaybeUninit::uninit);
+            scan(buf, spans, &mut slots)
+        }
+        line => line,
+    };
+    let (n, method, path, version) = match line {
+        Ok(line) => line,
+        Err(no) => return no.into(),
+    };
+    let raw = buf.split_to(n).freeze();
+    match build(&raw, method, version, path, spans) {
+        Ok(head) => Parsed::Request(head),
+        Err(kind) => Parsed::Refused(kind),
+    }
+}
+
+/// The request line and header spans of the head at the front of `buf`, with room
+/// for `slots.len()` header lines: the head's length, method, target (offset and
+/// length) and version; or what [`parse`] answers without a request.
+fn scan<'b>(
+    buf: &'b [u8],
+    spans: &mut Vec<[u32; 4]>,
+    slots: &mut [MaybeUninit<httparse::Header<'b>>],
+) -> Result<(usize, Method, (u32, u32), Version), NoHead> {
     let mut req = httparse::Request::new(&mut []);
     let n = match httparse::ParserConfig::default()
         .parse_request_with_uninit_headers(&mut req, buf, slots)
     {
         Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Parsed::Partial,
-        Err(e) => return unparsed(buf, e),
+        Ok(httparse::Status::Partial) => return Err(NoHead::Partial),
+        Err(e) => return Err(unparsed(buf, e)),
     };
+    let malformed = NoHead::Refused(ErrorKind::BadRequest(Reject::Malformed));
     let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
-        return Parsed::Refused(ErrorKind::BadRequest(Reject::Malformed));
+        return Err(malformed);
     };
     // `http::Uri` would drop a `#fragment` silently: refused (RFC 9112 section
     // 3.2 has no fragment in a request target).
     if path.contains('#') {
-        return Parsed::Refused(ErrorKind::BadRequest(Reject::Fragment));
+        return Err(NoHead::Refused(ErrorKind::BadRequest(Reject::Fragment)));
     }
     let Ok(method) = Method::from_bytes(method.as_bytes()) else {
-        return Parsed::Refused(ErrorKind::BadRequest(Reject::Malformed));
+        return Err(malformed);
     };
     // Offsets (the head is bounded by `max_head`), so the head can be frozen and
     // its pieces shared instead of copied.
@@ -492,32 +544,28 @@ fn parse(buf: &mut BytesMut, spans: &mut Vec<[u32; 4]>, max_headers: usize) -> P
         path.len() as u32,
     );
     header_spans(buf, req.headers, spans);
-    let raw = buf.split_to(n).freeze();
     let version = if minor == 0 {
         Version::HTTP_10
     } else {
         Version::HTTP_11
     };
-    match build(&raw, method, version, path, spans) {
-        Ok(head) => Parsed::Request(head),
-        Err(kind) => Parsed::Refused(kind),
-    }
+    Ok((n, method, path, version))
 }
 
 /// A head `httparse` refused: the start (or all) of the HTTP/2 preface, or a
 /// `400` (`431` for more header lines than `max_headers`), as hyper answered them.
-fn unparsed(buf: &[u8], e: httparse::Error) -> Parsed {
+fn unparsed(buf: &[u8], e: httparse::Error) -> NoHead {
     let n = buf.len().min(H2_PREFACE.len());
     if buf[..n] == H2_PREFACE[..n] {
         return if n < H2_PREFACE.len() {
-            Parsed::Partial
+            NoHead::Partial
         } else {
-            Parsed::Http2
+            NoHead::Http2
         };
     }
     match e {
-        httparse::Error::TooManyHeaders => Parsed::Refused(ErrorKind::HeadersTooLarge),
-        _ => Parsed::Refused(ErrorKind::BadRequest(Reject::Malformed)),
+        httparse::Error::TooManyHeaders => NoHead::Refused(ErrorKind::HeadersTooLarge),
+        _ => NoHead::Refused(ErrorKind::BadRequest(Reject::Malformed)),
     }
 }
 
@@ -610,7 +658,14 @@ fn build(
     let malformed = ErrorKind::BadRequest(Reject::Malformed);
     let http10 = version == Version::HTTP_10;
     let (ps, pl) = (path.0 as usize, path.1 as usize);
-    let uri = Uri::from_maybe_shared(raw.slice(ps..ps + pl)).map_err(|_| malformed)?;
+    let uri = Uri::from_maybe_shared(raw.slice(ps..ps + pl)).map_err(|_| {
+        // `http::Uri` holds at most 65,534 bytes (hyper's `414` too).
+        if pl >= usize::from(u16::MAX) {
+            ErrorKind::UriTooLong
+        } else {
+            malformed
+        }
+    })?;
     if (raw[ps] != b'/' || method == Method::CONNECT) && !form_fits(&method, &uri) {
         return Err(ErrorKind::BadRequest(Reject::Target));
     }
@@ -672,8 +727,8 @@ enum Wake {
     Timer,
 }
 
-/// Serve the connection until it closes (`None`) or a request this codec does not
-/// take arrives (`Some`: hand the rest to hyper).
+/// Serve the connection until it closes or switches to an upgrade tunnel (`None`),
+/// or until it turns out to be HTTP/2 (`Some`: hand it to hyper).
 pub(super) async fn serve<IO>(
     io: IO,
     conn: &Arc<ConnCtx>,
@@ -1367,7 +1422,7 @@ fn put_date(out: &mut Vec<u8>) {
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) enum FuzzParsed {
     /// Taken: the head, how its body is framed, and `Connection: close`.
-    Request(http::request::Parts, crate::fuzz::RequestBody, bool),
+    Request(Box<http::request::Parts>, crate::fuzz::RequestBody, bool),
     /// More bytes are needed.
     Partial,
     /// Answered here with this status, and the connection closed.
@@ -1388,7 +1443,7 @@ pub(crate) fn parse_for_fuzzing(buf: &mut BytesMut, max_headers: usize) -> FuzzP
                 Ok(Rest::Chunked(_)) => RequestBody::Chunked,
                 Ok(Rest::Broken) | Err(_) => RequestBody::Refused,
             };
-            FuzzParsed::Request(h.parts, body, h.close)
+            FuzzParsed::Request(Box::new(h.parts), body, h.close)
         }
         Parsed::Partial => FuzzParsed::Partial,
         Parsed::Refused(kind) => {
@@ -1588,6 +1643,24 @@ mod tests {
         assert_eq!(chunked.end_in(b"3\r\nabcd\r\n0\r\n\r\n"), None);
         assert_eq!(Rest::Length(2).end_in(b"abc"), Some(2));
         assert_eq!(Rest::Broken.end_in(b"0\r\n\r\n"), None);
+    }
+
+    #[test]
+    fn more_headers_than_the_stack_holds_are_taken_under_a_higher_limit() {
+        let many: String = (0..MAX_SLOTS + 10)
+            .map(|i| format!("x-{i}: v\r\n"))
+            .collect();
+        let head = format!("GET / HTTP/1.1\r\n{many}\r\n");
+        let mut buf = BytesMut::from(head.as_str());
+        let Parsed::Request(h) = parse(&mut buf, &mut Vec::new(), 1000) else {
+            panic!("not taken");
+        };
+        assert_eq!(h.parts.headers.len(), MAX_SLOTS + 10);
+        let mut buf = BytesMut::from(head.as_str());
+        assert!(matches!(
+            parse(&mut buf, &mut Vec::new(), MAX_SLOTS + 9),
+            Parsed::Refused(ErrorKind::HeadersTooLarge)
+        ));
     }
 
     #[test]
