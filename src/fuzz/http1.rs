@@ -126,7 +126,14 @@ fn served_request(parts: &http::request::Parts, body: RequestBody, close: bool) 
         }
         RequestBody::Chunked => {
             assert!(lengths.is_empty(), "Content-Length beside chunked framing");
-            assert!(matches!(&codings[..], [v] if v.as_bytes().eq_ignore_ascii_case(b"chunked")));
+            // Exactly one `chunked` (empty list elements are allowed, RFC 9110
+            // section 5.6.1).
+            let named: Vec<&[u8]> = codings
+                .iter()
+                .flat_map(|v| tokens(v.as_bytes()))
+                .filter(|t| !t.is_empty())
+                .collect();
+            assert!(matches!(&named[..], [t] if t.eq_ignore_ascii_case(b"chunked")));
         }
         RequestBody::Refused => {}
     }
