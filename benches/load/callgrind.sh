@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
-# User-space instructions per HTTP/1.1 keep-alive request, counted by callgrind:
-# repeatable on a busy machine, unlike wall-clock load runs. See benches/README.md.
+# User-space instructions per request (HTTP/1.1 keep-alive, or h2c), counted by
+# callgrind: repeatable on a busy machine, unlike wall-clock load runs. See
+# benches/README.md.
 #
 #   benches/load/callgrind.sh BIN [BIN...]   # attache binaries (say, before and after)
 #   N=20000 SHAPES="direct forward" CONTENDERS="nginx" benches/load/callgrind.sh BIN
+#   SHAPES="h2c-direct h2c-forward" benches/load/callgrind.sh BIN
 #
 # For each binary and shape, the proxy runs under valgrind with one worker,
-# `h2load --h1 -c4` sends 2000 warm-up requests, the counters are zeroed
+# the client sends 2000 warm-up requests, the counters are zeroed
 # (`callgrind_control -z`), N more requests are sent and the counters dumped.
 # Shapes: `direct` (a direct_response route with the origin's 64-byte body) and
-# `forward` (to the harness's NGINX origin, the attache.yaml.in route).
-# CONTENDERS=nginx adds a bare NGINX reverse proxy (no forwarding headers, the
-# SAME_HEADERS=0 config) on the forward shape. Build with line tables to read
-# the profiles (`callgrind_annotate OUT/<name>.cg.1`):
+# `forward` (to the harness's NGINX origin over HTTP/1.1, the attache.yaml.in
+# route), both with `h2load --h1 -c4`; `h2c-direct` and `h2c-forward` are the
+# same routes with HTTP/2 by prior knowledge downstream, `h2load -c4 -m10`
+# (4 connections, 10 streams in flight on each; the upstream side stays
+# HTTP/1.1). CONTENDERS=nginx adds a bare NGINX reverse proxy (no forwarding
+# headers, the SAME_HEADERS=0 config) on each forward shape selected. Build with
+# line tables to read the profiles (`callgrind_annotate OUT/<name>.cg.1`):
 #   cargo build --release --config 'profile.release.package.attache.debug="line-tables-only"' \
 #     --config 'profile.release.package.attache.strip=false'
 set -euo pipefail
@@ -50,22 +55,24 @@ render() {
 USER_LINE=""
 ((EUID == 0)) && USER_LINE="user root;"
 
-wait_port() {
+wait_port() { # wait_port PORT [CURL_OPTION...]
+	local port=$1
+	shift
 	for _ in $(seq 1 600); do
-		curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0
+		curl -s -o /dev/null "$@" "http://127.0.0.1:$port/" && return 0
 		sleep 0.2
 	done
-	echo "nothing answers on port $1" >&2
+	echo "nothing answers on port $port" >&2
 	exit 1
 }
 
-render "$HERE/origin.conf.in" "$OUT/origin.conf" DIR="$OUT" ORIGIN_PORT="$ORIGIN_PORT" USER="$USER_LINE"
+render "$HERE/origin.conf.in" "$OUT/origin.conf" WORKERS=1 DIR="$OUT" ORIGIN_PORT="$ORIGIN_PORT" USER="$USER_LINE"
 nginx -c "$OUT/origin.conf" -p "$OUT" &
 PIDS+=($!)
 wait_port "$ORIGIN_PORT"
 
 config() { # config SHAPE FILE
-	if [[ $1 == direct ]]; then
+	if [[ $1 == direct || $1 == h2c-direct ]]; then
 		cat >"$2" <<EOF
 admin: { address: "127.0.0.1:0" }
 listeners:
@@ -84,17 +91,24 @@ EOF
 	fi
 }
 
-# measure NAME COMMAND...: Ir per request of COMMAND (listening on PROXY_PORT).
+# client SHAPE: the load generator's options for SHAPE (h2c shapes: HTTP/2 by
+# prior knowledge, 10 streams in flight per connection).
+client() {
+	if [[ $1 == h2c-* ]]; then echo "-c 4 -m 10"; else echo "--h1 -c 4"; fi
+}
+
+# measure NAME SHAPE COMMAND...: Ir per request of COMMAND (listening on PROXY_PORT).
 measure() {
-	local name=$1 pid ir
-	shift
+	local name=$1 shape=$2 opts pid ir
+	read -ra opts <<<"$(client "$shape")"
+	shift 2
 	rm -f "$OUT/$name.cg"*
 	valgrind --tool=callgrind --callgrind-out-file="$OUT/$name.cg" "$@" 2>"$OUT/$name.valgrind" &
 	pid=$!
-	wait_port "$PROXY_PORT"
-	h2load --h1 -n 2000 -c 4 "http://127.0.0.1:$PROXY_PORT/" >/dev/null
+	if [[ $shape == h2c-* ]]; then wait_port "$PROXY_PORT" --http2-prior-knowledge; else wait_port "$PROXY_PORT"; fi
+	h2load "${opts[@]}" -n 2000 "http://127.0.0.1:$PROXY_PORT/" >/dev/null
 	callgrind_control -z "$pid" >/dev/null 2>&1
-	h2load --h1 -n "$N" -c 4 "http://127.0.0.1:$PROXY_PORT/" >"$OUT/$name.h2load"
+	h2load "${opts[@]}" -n "$N" "http://127.0.0.1:$PROXY_PORT/" >"$OUT/$name.h2load"
 	grep -q "$N succeeded" "$OUT/$name.h2load" || echo "warning: $name had failed requests" >&2
 	callgrind_control -d "$pid" >/dev/null 2>&1
 	kill "$pid"
@@ -108,13 +122,23 @@ for bin in "$@"; do
 	i=$((i + 1))
 	for shape in $SHAPES; do
 		config "$shape" "$OUT/attache-$shape.yaml"
-		measure "attache$i-$shape" "$bin" run -c "$OUT/attache-$shape.yaml" --concurrency 1 --log-level error
+		measure "attache$i-$shape" "$shape" "$bin" run -c "$OUT/attache-$shape.yaml" --concurrency 1 --log-level error
 	done
 done
+# nginx_conf SHAPE FILE: the bare NGINX proxy; for h2c its listener speaks
+# HTTP/2 by prior knowledge (`listen ... http2` on a cleartext port).
+nginx_conf() {
+	local h2=""
+	[[ $1 == h2c-* ]] && h2=" http2"
+	render "$HERE/nginx.conf.in" "$2" WORKERS=1 DIR="$OUT" ORIGIN_PORT="$ORIGIN_PORT" MAX_CONN=1024 \
+		PROXY_PORT="$PROXY_PORT$h2" H2_LISTEN="" USER="$USER_LINE" FWD_HEADERS="" FWD_NOTE="bare"
+}
 if [[ " $CONTENDERS " == *" nginx "* ]]; then
-	render "$HERE/nginx.conf.in" "$OUT/nginx.conf" DIR="$OUT" ORIGIN_PORT="$ORIGIN_PORT" \
-		PROXY_PORT="$PROXY_PORT" H2_LISTEN="" USER="$USER_LINE" FWD_HEADERS="" FWD_NOTE="bare"
-	# NGINX forks no worker with master_process off: the one process serves.
-	measure nginx-forward nginx -c "$OUT/nginx.conf" -p "$OUT" -g "master_process off;"
+	for shape in $SHAPES; do
+		[[ $shape == *forward ]] || continue
+		nginx_conf "$shape" "$OUT/nginx-$shape.conf"
+		# NGINX forks no worker with master_process off: the one process serves.
+		measure "nginx-$shape" "$shape" nginx -c "$OUT/nginx-$shape.conf" -p "$OUT" -g "master_process off;"
+	done
 fi
 echo "profiles in $OUT" >&2

@@ -13,6 +13,9 @@
 #   CONTENDERS ["attache nginx haproxy"]  TESTS ["h1 h2 rate idle"]
 #   IDLE_CONNECTIONS [10000] and IDLE_ROUNDS [1] for the idle-connection memory test
 #   PROXY_CPU [0] (the proxies)  LOAD_CPU [1] (load generator and origin)
+#   WORKERS [1]: proxy workers (attache --concurrency, NGINX worker_processes,
+#     HAProxy nbthread) and load-generator threads (wrk -t, h2load -t). For the
+#     scaling run give both sides both cores: WORKERS=2 PROXY_CPU=0,1 LOAD_CPU=0,1
 #   OUT [a new directory under /tmp] where results.tsv, results.md and logs go
 #   SKIP_INSTALL=1 (never apt-get)  SKIP_BUILD=1 (use the existing binaries)
 #   SAME_HEADERS [1]: NGINX and HAProxy add x-forwarded-for, x-forwarded-proto and
@@ -42,6 +45,7 @@ IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}
 IDLE_ROUNDS=${IDLE_ROUNDS:-1}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
+WORKERS=${WORKERS:-1}
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
@@ -230,11 +234,11 @@ declare -A PORT H2PORT PROCS SERVING IDLE_KIB
 
 start_origin() {
 	mkdir -p "$WORK/origin-tmp"
-	render "$HERE/origin.conf.in" "$WORK/origin.conf" DIR="$WORK" ORIGIN_PORT="$ORIGIN_PORT" USER="$USER_LINE"
+	render "$HERE/origin.conf.in" "$WORK/origin.conf" WORKERS="$WORKERS" DIR="$WORK" ORIGIN_PORT="$ORIGIN_PORT" USER="$USER_LINE"
 	taskset -c "$LOAD_CPU" nginx -p "$WORK" -c "$WORK/origin.conf" -e "$WORK/origin-error.log" 2>>"$WORK/origin-error.log" &
 	PIDS+=($!)
 	wait_port "$ORIGIN_PORT" "$!"
-	log "origin (nginx, 1 worker) on 127.0.0.1:$ORIGIN_PORT, cpu $LOAD_CPU"
+	log "origin (nginx, $WORKERS worker(s)) on 127.0.0.1:$ORIGIN_PORT, cpu $LOAD_CPU"
 }
 
 NGINX_H2=no
@@ -254,33 +258,33 @@ start_nginx() {
 	local port=$1 h2port=$2 h2listen="listen 127.0.0.1:$2 http2;"
 	mkdir -p "$WORK/nginx-tmp"
 	render "$HERE/nginx.conf.in" "$WORK/nginx.conf" DIR="$WORK" ORIGIN_PORT="$ORIGIN_PORT" MAX_CONN="$MAX_CONN" \
-		PROXY_PORT="$port" H2_LISTEN="$h2listen" USER="$USER_LINE" FWD_HEADERS="$NGINX_FWD" FWD_NOTE="$FWD_NOTE"
+		WORKERS="$WORKERS" PROXY_PORT="$port" H2_LISTEN="$h2listen" USER="$USER_LINE" FWD_HEADERS="$NGINX_FWD" FWD_NOTE="$FWD_NOTE"
 	if nginx -t -p "$WORK" -c "$WORK/nginx.conf" -e "$WORK/nginx-error.log" >/dev/null 2>&1; then
 		NGINX_H2=yes
 	else
 		log "this nginx cannot serve h2c on a cleartext listener; skipping it for h2load"
 		render "$HERE/nginx.conf.in" "$WORK/nginx.conf" DIR="$WORK" ORIGIN_PORT="$ORIGIN_PORT" MAX_CONN="$MAX_CONN" \
-			PROXY_PORT="$port" H2_LISTEN="" USER="$USER_LINE" FWD_HEADERS="$NGINX_FWD" FWD_NOTE="$FWD_NOTE"
+			WORKERS="$WORKERS" PROXY_PORT="$port" H2_LISTEN="" USER="$USER_LINE" FWD_HEADERS="$NGINX_FWD" FWD_NOTE="$FWD_NOTE"
 	fi
 	taskset -c "$PROXY_CPU" nginx -p "$WORK" -c "$WORK/nginx.conf" -e "$WORK/nginx-error.log" 2>>"$WORK/nginx-error.log" &
 	local master=$!
 	PIDS+=("$master")
 	wait_port "$port" "$master"
-	local worker="" deadline=$((SECONDS + 10))
-	while [[ -z $worker ]]; do
-		worker=$(pgrep -P "$master" | head -n1 || true)
-		[[ -n $worker ]] || ((SECONDS < deadline)) || die "nginx worker did not start"
-		[[ -n $worker ]] || sleep 0.05
+	local workers="" deadline=$((SECONDS + 10))
+	while (($(wc -w <<<"$workers") < WORKERS)); do
+		workers=$(pgrep -P "$master" | head -n "$WORKERS" | tr '\n' ' ' || true)
+		(($(wc -w <<<"$workers") >= WORKERS)) || ((SECONDS < deadline)) || die "nginx workers did not start"
+		(($(wc -w <<<"$workers") >= WORKERS)) || sleep 0.05
 	done
-	PROCS[nginx]="$master $worker"
-	SERVING[nginx]=$worker
+	PROCS[nginx]="$master $workers"
+	SERVING[nginx]=${workers%% *}
 	[[ $NGINX_H2 == yes ]] && H2PORT[nginx]=$h2port
 	return 0
 }
 
 start_haproxy() {
 	local port=$1 h2port=$2
-	render "$HERE/haproxy.cfg.in" "$WORK/haproxy.cfg" ORIGIN_PORT="$ORIGIN_PORT" PROXY_PORT="$port" H2_PORT="$h2port" MAX_CONN="$HAPROXY_MAX_CONN" \
+	render "$HERE/haproxy.cfg.in" "$WORK/haproxy.cfg" WORKERS="$WORKERS" ORIGIN_PORT="$ORIGIN_PORT" PROXY_PORT="$port" H2_PORT="$h2port" MAX_CONN="$HAPROXY_MAX_CONN" \
 		FWD_HEADERS="$HAPROXY_FWD" FWD_NOTE="$FWD_NOTE"
 	haproxy -c -q -f "$WORK/haproxy.cfg" || die "haproxy rejected $WORK/haproxy.cfg"
 	taskset -c "$PROXY_CPU" haproxy -db -f "$WORK/haproxy.cfg" >>"$WORK/haproxy.log" 2>&1 &
@@ -306,7 +310,7 @@ start_attache() { # port [name binary sampling]: baseline is another build; trac
 	"$bin" validate --config "$WORK/$name.yaml" >/dev/null || die "$name rejected $WORK/$name.yaml"
 	rm -f "$WORK/$name.ready"
 	ATTACHE_LOG=warn taskset -c "$PROXY_CPU" "$bin" run --config "$WORK/$name.yaml" \
-		--concurrency 1 --ready-file "$WORK/$name.ready" >>"$WORK/$name.log" 2>&1 &
+		--concurrency "$WORKERS" --ready-file "$WORK/$name.ready" >>"$WORK/$name.log" 2>&1 &
 	local pid=$!
 	PIDS+=("$pid")
 	local deadline=$((SECONDS + 20))
@@ -326,7 +330,7 @@ start_attache() { # port [name binary sampling]: baseline is another build; trac
 load_h1() { # port seconds tag
 	local f="$WORK/$3.wrk"
 	taskset -c "$LOAD_CPU" timeout "$RUN_LIMIT" \
-		wrk -t1 -c"$CONNECTIONS" -d"$2s" --latency "http://127.0.0.1:$1/" >"$f" 2>&1 ||
+		wrk -t"$WORKERS" -c"$CONNECTIONS" -d"$2s" --latency "http://127.0.0.1:$1/" >"$f" 2>&1 ||
 		die "wrk failed; see $f"
 	python3 "$HERE/report.py" parse wrk "$f"
 }
@@ -334,7 +338,7 @@ load_h1() { # port seconds tag
 load_h2() {
 	local f="$WORK/$3.h2load" lf="$WORK/$3.h2log"
 	taskset -c "$LOAD_CPU" timeout "$RUN_LIMIT" \
-		h2load -t1 -c"$H2_CLIENTS" -m"$H2_STREAMS" -D"$2" --log-file="$lf" "http://127.0.0.1:$1/" >"$f" 2>&1 ||
+		h2load -t"$WORKERS" -c"$H2_CLIENTS" -m"$H2_STREAMS" -D"$2" --log-file="$lf" "http://127.0.0.1:$1/" >"$f" 2>&1 ||
 		die "h2load failed; see $f"
 	python3 "$HERE/report.py" parse h2load "$f" "$lf"
 	rm -f "$lf"
@@ -525,8 +529,8 @@ fi
 	echo "# attache load comparison, $(date -u '+%Y-%m-%d %H:%M UTC')"
 	echo
 	echo "- machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), kernel $(uname -r)"
-	echo "- proxies pinned to cpu $PROXY_CPU; load generator and origin (nginx, 1 worker) to cpu $LOAD_CPU"
-	echo "- attache $("$ATTACHE" --version | awk '{print $2}') --concurrency 1; $(nginx -v 2>&1 | sed 's/^nginx version: //') 1 worker, upstream keepalive; $(haproxy -v | head -n1 | awk '{print "haproxy " $3}') nbthread 1, http-reuse always"
+	echo "- proxies pinned to cpu $PROXY_CPU; load generator and origin (nginx, $WORKERS worker(s)) to cpu $LOAD_CPU"
+	echo "- attache $("$ATTACHE" --version | awk '{print $2}') --concurrency $WORKERS; $(nginx -v 2>&1 | sed 's/^nginx version: //') $WORKERS worker(s), upstream keepalive; $(haproxy -v | head -n1 | awk '{print "haproxy " $3}') nbthread $WORKERS, http-reuse always"
 	echo "- NGINX and HAProxy: $FWD_NOTE"
 	echo "- h1: wrk -t1 -c$CONNECTIONS -d${DUR_S}s; h2: h2load -t1 -c$H2_CLIENTS -m$H2_STREAMS -D$DUR_S (nginx h2c: $NGINX_H2); rate: loadgen $RATE req/s over $RATE_CONNECTIONS connections, ${DUR_S}s"
 	echo "- VmHWM reset per run: $HWM_RESET"

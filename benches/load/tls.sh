@@ -24,6 +24,9 @@
 #   OUT [a new directory under /tmp]: results.tsv, results.md, configs and logs
 #   SKIP_INSTALL=1 (never apt-get)   SKIP_BUILD=1 (use the existing release binary)
 #   CARGO_TARGET_DIR [<repo>/target]
+#   BASELINE [unset]: another attache binary (say, a release build from before a
+#   change); it runs as contender "baseline" with the same config, interleaved with
+#   the others in every round, and the report gains a baseline column
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
@@ -33,6 +36,8 @@ HS_CONNECTIONS=${HS_CONNECTIONS:-32}
 H2_CLIENTS=${H2_CLIENTS:-16}
 H2_STREAMS=${H2_STREAMS:-4}
 CONTENDERS=${CONTENDERS:-attache nginx haproxy}
+BASELINE=${BASELINE:-}
+if [[ -n $BASELINE && $CONTENDERS != *baseline* ]]; then CONTENDERS="$CONTENDERS baseline"; fi
 TESTS=${TESTS:-keepalive handshake h2}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
@@ -150,7 +155,8 @@ wait_https() {
 # ------------------------------------------------------------- contenders ---
 PORT=""
 ADMIN_PORT=""
-start_attache() {
+start_attache() { # [binary]
+	local bin=${1:-$ATTACHE}
 	PORT=$(free_port)
 	ADMIN_PORT=$(free_port)
 	cat >"$WORK/attache.yaml" <<EOF
@@ -170,10 +176,15 @@ listeners:
           - match: { prefix: / }
             direct_response: { status: 200, body: "ok\n" }
 EOF
-	"$ATTACHE" validate --config "$WORK/attache.yaml" >/dev/null
-	taskset -c "$PROXY_CPU" "$ATTACHE" run --config "$WORK/attache.yaml" --concurrency 1 \
+	"$bin" validate --config "$WORK/attache.yaml" >/dev/null
+	taskset -c "$PROXY_CPU" "$bin" run --config "$WORK/attache.yaml" --concurrency 1 \
 		--log-level warn >"$WORK/attache.log" 2>&1 &
 	PIDS+=($!)
+}
+
+start_baseline() {
+	[[ -x $BASELINE ]] || die "BASELINE=$BASELINE is not an executable"
+	start_attache "$BASELINE"
 }
 
 start_nginx() {
@@ -280,10 +291,10 @@ for round in $(seq 1 "$ROUNDS"); do
 			log "$c $t: ${v:-?} $unit ${e:+(}${e}${e:+)}"
 			printf '%s\t%s\t%s\t%s\t%s\n' "$round" "$c" "$t" "${v:-0}" "$unit" >>"$TSV"
 		done
-		if [[ $c == attache ]]; then
+		if [[ $c == attache || $c == baseline ]]; then
 			# Sanity: every handshake-test request was its own TLS handshake.
 			curl -s "http://127.0.0.1:$ADMIN_PORT/stats?filter=attache_tls_handshake_total" \
-				>"$WORK/attache-handshakes.round$round.txt" || true
+				>"$WORK/$c-handshakes.round$round.txt" || true
 		fi
 		stop_pid "${PIDS[-1]}"
 	done
@@ -297,15 +308,22 @@ median() {
 		awk '{v[NR]=$1} END { if (NR == 0) print 0; else if (NR % 2) print v[(NR+1)/2]; else print (v[NR/2] + v[NR/2+1]) / 2 }'
 }
 {
-	echo "| test (median of $ROUNDS) | attache | nginx | haproxy | attache / nginx |"
-	echo "| --- | ---: | ---: | ---: | ---: |"
+	b_head="" b_rule=""
+	[[ -n $BASELINE ]] && b_head=" baseline | attache / baseline |" b_rule=" ---: | ---: |"
+	echo "| test (median of $ROUNDS) | attache | nginx | haproxy | attache / nginx |$b_head"
+	echo "| --- | ---: | ---: | ---: | ---: |$b_rule"
 	for t in $TESTS; do
 		a=$(median attache "$t")
 		n=$(median nginx "$t")
 		h=$(median haproxy "$t")
 		u=$(awk -F'\t' -v t="$t" '$3==t {print $5; exit}' "$TSV")
 		r=$(awk -v a="$a" -v n="$n" 'BEGIN { if (n > 0) printf "%.2f", a / n; else print "-" }')
-		printf '| %s (%s) | %.0f | %.0f | %.0f | %s |\n' "$t" "$u" "$a" "$n" "$h" "$r"
+		printf '| %s (%s) | %.0f | %.0f | %.0f | %s |' "$t" "$u" "$a" "$n" "$h" "$r"
+		if [[ -n $BASELINE ]]; then
+			b=$(median baseline "$t")
+			printf ' %.0f | %s |' "$b" "$(awk -v a="$a" -v b="$b" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')"
+		fi
+		echo
 	done
 } >"$MD"
 cat "$MD"

@@ -61,8 +61,11 @@ const READ_CHUNK: usize = 16 * 1024;
 /// The first read on a connection without a read buffer (an idle one) goes onto
 /// the stack, this much at most.
 const IDLE_READ: usize = 4096;
-/// The response-head buffer is allocated with this much room per response.
+/// A new response buffer has this much room (it grows for larger heads and
+/// the body data copied next to the head).
 const OUT_START: usize = 1024;
+/// A response buffer larger than this (grown by a large response) is not kept.
+const OUT_KEEP: usize = 16 * 1024;
 /// Response data up to this size is copied next to the head (one write); larger
 /// frames are written from their own buffer.
 const COPY_MAX: usize = 16 * 1024;
@@ -108,18 +111,119 @@ impl Input {
         std::task::ready!(Pin::new(&mut self.io).poll_read(cx, &mut rb))?;
         let got = rb.filled();
         if !got.is_empty() {
-            self.buf.reserve(READ_CHUNK);
+            self.buf = spare::read_buf();
             self.buf.extend_from_slice(got);
         }
         Poll::Ready(Ok(got.len()))
     }
 
-    /// Between requests: give the read buffer back unless it holds the start of
-    /// the next request (pipelining).
+    /// Between requests: give the read buffer back (to the worker's spares)
+    /// unless it holds the start of the next request (pipelining).
     fn release(&mut self) {
         if self.buf.is_empty() {
-            self.buf = BytesMut::new();
+            spare::put_read_buf(std::mem::take(&mut self.buf));
         }
+    }
+
+    /// The connection for hyper or a tunnel, with the bytes read and not
+    /// consumed.
+    fn hand_over<W>(self, wr: W) -> Handover<W> {
+        Handover {
+            pre: self.buf.freeze(),
+            rd: self.io,
+            wr,
+        }
+    }
+}
+
+/// Buffers a connection needs only while it has a request to work on, kept per
+/// worker thread between uses: an idle connection holds none, and one whose
+/// requests follow each other reuses the same few instead of allocating and
+/// freeing 16 KiB of read buffer and a response buffer per request. At most
+/// [`spare::KEEP`] of each kind are kept (≤ 1 MiB per worker).
+mod spare {
+    use std::cell::RefCell;
+
+    use bytes::BytesMut;
+
+    use super::{OUT_KEEP, OUT_START, READ_CHUNK};
+
+    pub(super) const KEEP: usize = 32;
+
+    thread_local! {
+        static READ: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+        static OUT: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// An empty read buffer with room for [`READ_CHUNK`] bytes.
+    pub(super) fn read_buf() -> BytesMut {
+        let buf = READ.try_with(|spares| spares.borrow_mut().pop());
+        buf.ok()
+            .flatten()
+            .unwrap_or_else(|| BytesMut::with_capacity(READ_CHUNK))
+    }
+
+    /// Keep `buf` (emptied) for the next connection that reads, when nothing
+    /// else shares its memory (a request's head may still) and it did not grow.
+    pub(super) fn put_read_buf(mut buf: BytesMut) {
+        buf.clear();
+        if buf.try_reclaim(READ_CHUNK) && buf.capacity() <= 2 * READ_CHUNK {
+            keep(&READ, buf);
+        }
+    }
+
+    /// An empty response buffer; it goes back to the spares when dropped.
+    pub(super) fn out_buf() -> OutBuf {
+        let buf = OUT.try_with(|spares| spares.borrow_mut().pop());
+        OutBuf(
+            buf.ok()
+                .flatten()
+                .unwrap_or_else(|| Vec::with_capacity(OUT_START)),
+        )
+    }
+
+    pub(super) struct OutBuf(Vec<u8>);
+
+    impl std::ops::Deref for OutBuf {
+        type Target = Vec<u8>;
+        fn deref(&self) -> &Vec<u8> {
+            &self.0
+        }
+    }
+
+    impl std::ops::DerefMut for OutBuf {
+        fn deref_mut(&mut self) -> &mut Vec<u8> {
+            &mut self.0
+        }
+    }
+
+    impl Drop for OutBuf {
+        fn drop(&mut self) {
+            // One that a large response grew is given back to the allocator.
+            if self.0.capacity() <= OUT_KEEP {
+                self.0.clear();
+                keep(&OUT, std::mem::take(&mut self.0));
+            }
+        }
+    }
+
+    /// How many read and response buffers are kept.
+    #[cfg(test)]
+    pub(super) fn kept() -> (usize, usize) {
+        (
+            READ.with(|spares| spares.borrow().len()),
+            OUT.with(|spares| spares.borrow().len()),
+        )
+    }
+
+    fn keep<T: 'static>(spares: &'static std::thread::LocalKey<RefCell<Vec<T>>>, item: T) {
+        // (Not while the thread exits: then the item is just dropped.)
+        let _ = spares.try_with(|spares| {
+            let mut spares = spares.borrow_mut();
+            if spares.len() < KEEP {
+                spares.push(item);
+            }
+        });
     }
 }
 
@@ -729,6 +833,16 @@ enum Wake {
 
 /// Serve the connection until it closes or switches to an upgrade tunnel (`None`),
 /// or until it turns out to be HTTP/2 (`Some`: hand it to hyper).
+///
+/// One function on purpose (issue 14 asks for phases or a reason): it is the
+/// keep-alive fast path, and each phase split out as its own future (the wait
+/// for a head, dispatch, the exchange) moved the request head, the request and
+/// the response between futures and made the request's and the writer's state
+/// one box with no overlap between them: +160 instructions per request under
+/// callgrind (benches/load/callgrind.sh, direct shape) for the same work. The
+/// phases are marked by the comments below: a complete head; its framing
+/// checked and the read side lent to the body; the request through the proxy
+/// (boxed); the response (boxed, see `write_response`); keep-alive or close.
 pub(super) async fn serve<IO>(
     io: IO,
     conn: &Arc<ConnCtx>,
@@ -746,7 +860,6 @@ where
         buf: BytesMut::new(),
         conn: conn.clone(),
     });
-    let mut out = Vec::new();
     let mut spans = Vec::new();
     let mut served = 0u64;
     let grace = |now: Instant| {
@@ -794,13 +907,7 @@ where
                     parsed => {
                         let inp = input.take()?;
                         let kind = match parsed {
-                            Parsed::Http2 if served == 0 => {
-                                return Some(Handover {
-                                    pre: inp.buf.freeze(),
-                                    rd: inp.io,
-                                    wr,
-                                });
-                            }
+                            Parsed::Http2 if served == 0 => return Some(inp.hand_over(wr)),
                             Parsed::Refused(kind) => kind,
                             Parsed::Partial => ErrorKind::HeadersTooLarge,
                             Parsed::Request(_) | Parsed::Http2 => {
@@ -808,7 +915,7 @@ where
                             }
                         };
                         let first = served == 0;
-                        Box::pin(refuse_head(&mut wr, &mut out, inp, kind, first, lim.idle)).await;
+                        Box::pin(refuse_head(&mut wr, inp, kind, first, lim.idle)).await;
                         return None;
                     }
                 }
@@ -842,7 +949,7 @@ where
                     let now = Instant::now();
                     if now >= deadline {
                         if !inp.buf.is_empty() && head_deadline.is_some_and(|d| now >= d) {
-                            Box::pin(head_timed_out(&mut wr, conn, lim, &mut out, opened)).await;
+                            Box::pin(head_timed_out(&mut wr, conn, lim, opened)).await;
                             return None;
                         }
                         tracing::debug!("closing an idle downstream connection");
@@ -866,7 +973,7 @@ where
             Ok(rest) => rest,
             Err(kind) => {
                 let inp = input.take()?;
-                Box::pin(refuse(&mut wr, &mut out, inp, kind, lim.idle)).await;
+                Box::pin(refuse(&mut wr, inp, kind, lim.idle)).await;
                 return None;
             }
         };
@@ -934,7 +1041,7 @@ where
         if (switch.is_some() && rsp.status() == StatusCode::SWITCHING_PROTOCOLS)
             || (connect && rsp.status().is_success())
         {
-            Box::pin(switch_protocols(wr, out, rsp, side, switch, lim.idle)).await;
+            Box::pin(switch_protocols(wr, rsp, side, switch, lim.idle)).await;
             return None;
         }
         let asked = Asked {
@@ -943,16 +1050,12 @@ where
             http10,
         };
         // Boxed like the request's future: allocated only while a response is written.
-        let written = Box::pin(write_response(
-            &mut wr, &mut out, rsp, asked, &mut side, lim.idle,
-        ))
-        .await;
+        let written = Box::pin(write_response(&mut wr, rsp, asked, &mut side, lim.idle)).await;
         let keep = matches!(written, Ok(true));
-        // Idle keep-alive connections hold no buffers.
-        out = Vec::new();
         let unread = if keep && !draining {
             match side.settle().await {
                 Ok(mut inp) => {
+                    // Idle keep-alive connections hold no buffers.
                     inp.release();
                     input = Some(inp);
                     deadline = Instant::now() + lim.idle;
@@ -993,7 +1096,6 @@ fn inp_buf(input: &Option<Input>) -> &[u8] {
 /// (`attache_proxy_protocol_total{outcome="unexpected"}`) before the `400`.
 async fn refuse_head<W: AsyncWrite + Unpin>(
     wr: &mut W,
-    out: &mut Vec<u8>,
     mut input: Input,
     kind: ErrorKind,
     first: bool,
@@ -1005,20 +1107,14 @@ async fn refuse_head<W: AsyncWrite + Unpin>(
         }
     }
     input.buf.clear();
-    refuse(wr, out, input, kind, stall).await;
+    refuse(wr, input, kind, stall).await;
 }
 
 /// Answer a request this codec refuses before it is dispatched (`400`, `417`,
 /// `431`, `501`: see [`Parsed::Refused`]), counted and logged as a `DPE` reply
 /// with its reason, then close the connection (lingering, as the client may
 /// still be sending the body). Nothing of it goes upstream.
-async fn refuse<W: AsyncWrite + Unpin>(
-    wr: &mut W,
-    out: &mut Vec<u8>,
-    input: Input,
-    kind: ErrorKind,
-    stall: Duration,
-) {
+async fn refuse<W: AsyncWrite + Unpin>(wr: &mut W, input: Input, kind: ErrorKind, stall: Duration) {
     let (rsp, _) = super::respond::local_reply(kind, false, None);
     let reason = kind.reject_reason().unwrap_or(Reject::Malformed);
     super::record_early_reply(&input.conn, rsp.status().as_u16(), reason, Instant::now());
@@ -1032,7 +1128,7 @@ async fn refuse<W: AsyncWrite + Unpin>(
         close: true,
         http10: false,
     };
-    if write_response(wr, out, rsp, asked, &mut side, stall)
+    if write_response(wr, rsp, asked, &mut side, stall)
         .await
         .is_ok()
     {
@@ -1050,7 +1146,6 @@ async fn refuse<W: AsyncWrite + Unpin>(
 /// the stream's log line).
 async fn switch_protocols<IO: AsyncWrite + Unpin + Send + 'static>(
     mut wr: WriteHalf<IO>,
-    mut out: Vec<u8>,
     rsp: Response<RespBody>,
     side: Side,
     switch: Option<oneshot::Sender<Upgraded>>,
@@ -1058,7 +1153,7 @@ async fn switch_protocols<IO: AsyncWrite + Unpin + Send + 'static>(
 ) {
     let (parts, body) = rsp.into_parts();
     drop(body);
-    out.clear();
+    let mut out = Vec::with_capacity(OUT_START);
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(parts.status.as_str().as_bytes());
     out.push(b' ');
@@ -1081,13 +1176,9 @@ async fn switch_protocols<IO: AsyncWrite + Unpin + Send + 'static>(
     }
     match (switch, side) {
         (Some(tx), Side::Home(input)) => {
-            let up = Handover {
-                pre: input.buf.freeze(),
-                rd: input.io,
-                wr: Box::new(wr) as Box<dyn AsyncWrite + Send + Unpin>,
-            };
+            let wr: Box<dyn AsyncWrite + Send + Unpin> = Box::new(wr);
             // The tunnel dropped its end: the connection closes with `wr`.
-            let _ = tx.send(up);
+            let _ = tx.send(input.hand_over(wr));
         }
         _ => {
             let _ = bounded(stall, |cx| Pin::new(&mut wr).poll_shutdown(cx)).await;
@@ -1103,24 +1194,24 @@ async fn head_timed_out<W: AsyncWrite + Unpin>(
     wr: &mut W,
     conn: &ConnCtx,
     lim: &Limits,
-    out: &mut Vec<u8>,
     opened: Instant,
 ) {
     tracing::debug!("request head not received in time; answering 408");
     const BODY: &[u8] = b"request timeout\n";
-    out.clear();
+    let mut out = Vec::with_capacity(OUT_START);
     out.extend_from_slice(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain\r\n");
-    put_length(out, BODY.len() as u64);
-    put_date(out);
+    put_length(&mut out, BODY.len() as u64);
+    put_date(&mut out);
     out.extend_from_slice(b"connection: close\r\n\r\n");
     out.extend_from_slice(BODY);
     super::record_early_reply(conn, 408, crate::error::Reject::HeadTimeout, opened);
-    if send_all(wr, out, lim.idle).await.is_ok() && send_flush(wr, lim.idle).await.is_ok() {
+    if send_all(wr, &out, lim.idle).await.is_ok() && send_flush(wr, lim.idle).await.is_ok() {
         let _ = bounded(lim.idle, |cx| Pin::new(&mut *wr).poll_shutdown(cx)).await;
     }
 }
 
 /// How a response body is framed on the wire.
+#[derive(Clone, Copy)]
 enum Framing {
     None,
     Length(u64),
@@ -1148,18 +1239,38 @@ struct Asked {
     http10: bool,
 }
 
-/// Write a response. `Ok(true)`: the connection can carry another request.
+/// Write a response: its head, then its body. `Ok(true)`: the connection can
+/// carry another request.
 async fn write_response<W: AsyncWrite + Unpin>(
     wr: &mut W,
-    out: &mut Vec<u8>,
     rsp: Response<RespBody>,
     asked: Asked,
     side: &mut Side,
     stall: Duration,
 ) -> io::Result<bool> {
     let (mut parts, mut body) = rsp.into_parts();
-    out.clear();
-    out.reserve(OUT_START);
+    let mut out = spare::out_buf();
+    let (framing, close) = put_head(&mut out, &mut parts, &mut body, asked);
+    drop(parts);
+    if let Framing::None = framing {
+        drop(body);
+        send_all(wr, &out, stall).await?;
+        send_flush(wr, stall).await?;
+        return Ok(!close);
+    }
+    let whole = pin!(write_body(wr, &mut out, body, framing, side, stall));
+    Ok(whole.await? && !close)
+}
+
+/// The response head into `out`, and how its body is framed: by the status, the
+/// request method, the body's exact length (or the declared one) and what the
+/// client speaks. The second value: the connection closes after this response.
+fn put_head(
+    out: &mut Vec<u8>,
+    parts: &mut http::response::Parts,
+    body: &mut RespBody,
+    asked: Asked,
+) -> (Framing, bool) {
     let is_head = asked.is_head;
     let mut close = asked.close;
     if parts.status.is_informational() {
@@ -1168,7 +1279,7 @@ async fn write_response<W: AsyncWrite + Unpin>(
         // the connection closes.
         parts.status = http::StatusCode::INTERNAL_SERVER_ERROR;
         parts.headers.clear();
-        body = RespBody::full(Bytes::new());
+        *body = RespBody::full(Bytes::new());
         close = true;
     }
     let status = parts.status;
@@ -1228,21 +1339,27 @@ async fn write_response<W: AsyncWrite + Unpin>(
         out.extend_from_slice(b"connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
+    (framing, close)
+}
 
-    let mut left = match framing {
-        Framing::None => {
-            drop(body);
-            send_all(wr, out, stall).await?;
-            send_flush(wr, stall).await?;
-            return Ok(!close);
-        }
-        Framing::Length(n) => n,
-        Framing::Chunked | Framing::Close => u64::MAX,
-    };
+/// The body after the head in `out`: frames that are ready join what is
+/// buffered, which goes out when the body has to wait. `Ok(false)`: the body
+/// was cut (the upstream broke, the client left, or it did not match its
+/// length), so the connection must close.
+async fn write_body<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    out: &mut Vec<u8>,
+    mut body: RespBody,
+    framing: Framing,
+    side: &mut Side,
+    stall: Duration,
+) -> io::Result<bool> {
     let chunked = matches!(framing, Framing::Chunked);
+    let mut left = match framing {
+        Framing::Length(n) => n,
+        _ => u64::MAX,
+    };
     loop {
-        // Frames that are ready join the head in one write; the buffer goes out
-        // when the body has to wait.
         // While the body waits, the client closing ends the response (and drops
         // the upstream's side of it) at once, not at the next failed write.
         let waiting = !out.is_empty();
@@ -1317,16 +1434,15 @@ async fn write_response<W: AsyncWrite + Unpin>(
             }
         }
     }
+    // Shorter than its length: the client must not wait for the rest.
+    let complete = !matches!(framing, Framing::Length(_)) || left == 0;
     if chunked {
         out.extend_from_slice(b"0\r\n\r\n");
-    } else if left > 0 && !matches!(framing, Framing::Close) {
-        // Shorter than its length: the client must not wait for the rest.
-        close = true;
     }
     drop(body);
     send_all(wr, out, stall).await?;
     send_flush(wr, stall).await?;
-    Ok(!close)
+    Ok(complete)
 }
 
 /// Run one write-side operation on the client connection, allowing the client to
@@ -1664,6 +1780,52 @@ mod tests {
     }
 
     #[test]
+    fn read_buffers_are_kept_for_reuse_only_when_unshared() {
+        let mut buf = spare::read_buf();
+        let at = buf.as_ptr();
+        assert!(buf.capacity() >= READ_CHUNK);
+        buf.extend_from_slice(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        let head = buf.split_to(buf.len()).freeze();
+        // A request's head still shares the memory: it is not kept.
+        spare::put_read_buf(buf);
+        let other = spare::read_buf();
+        assert_ne!(other.as_ptr(), at);
+        drop(head);
+        // Released once nothing shares it: the next connection that reads gets it
+        // back, whole.
+        let mut buf = spare::read_buf();
+        buf.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
+        let at = buf.as_ptr();
+        drop(buf.split_to(buf.len()).freeze());
+        spare::put_read_buf(buf);
+        let again = spare::read_buf();
+        assert_eq!(again.as_ptr(), at);
+        assert!(again.is_empty() && again.capacity() >= READ_CHUNK);
+    }
+
+    #[test]
+    fn response_buffers_come_back_unless_grown_and_spares_are_bounded() {
+        let mut out = spare::out_buf();
+        out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+        let at = out.as_ptr();
+        drop(out);
+        let out = spare::out_buf();
+        assert_eq!(out.as_ptr(), at);
+        assert!(out.is_empty());
+        let mut big = spare::out_buf();
+        big.resize(OUT_KEEP + 1, 0);
+        let at = big.as_ptr();
+        drop(big);
+        assert_ne!(spare::out_buf().as_ptr(), at, "a grown buffer is not kept");
+        drop(out);
+        let many: Vec<_> = (0..2 * spare::KEEP).map(|_| spare::out_buf()).collect();
+        drop(many);
+        let bufs: Vec<_> = (0..2 * spare::KEEP).map(|_| spare::read_buf()).collect();
+        bufs.into_iter().for_each(spare::put_read_buf);
+        assert_eq!(spare::kept(), (spare::KEEP, spare::KEEP));
+    }
+
+    #[test]
     fn too_many_headers_are_a_431() {
         let mut s = String::from("GET / HTTP/1.1\r\n");
         for i in 0..5 {
@@ -1709,7 +1871,6 @@ mod tests {
         let mut wire = Vec::new();
         let keep = write_response(
             &mut wire,
-            &mut Vec::new(),
             rsp,
             asked,
             &mut Side::Spent(None),

@@ -852,6 +852,8 @@ mod tests {
         let size = std::mem::size_of_val(&task);
         // Debug-build sizes (release ones are smaller); it was 11.7 KiB with the
         // request, the response writer and the TLS branch inline.
-        assert!(size <= 4608, "a connection's task is {size} bytes");
+        // 2,304 while the response buffer lived in the task, 2,280 since it comes
+        // from the worker's spares while a response is written.
+        assert!(size <= 2304, "a connection's task is {size} bytes");
     }
 }
