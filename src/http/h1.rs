@@ -890,7 +890,9 @@ where
         // A complete head, from what was read already (pipelining) or the socket.
         let head = loop {
             if !inp.buf.is_empty() {
-                match parse(&mut inp.buf, &mut spans, lim.max_headers) {
+                // The match ends before any await: the parse result (a whole
+                // head) is not kept in the connection's future.
+                let refused = match parse(&mut inp.buf, &mut spans, lim.max_headers) {
                     Parsed::Request(h) => break h,
                     Parsed::Partial if inp.buf.len() < lim.max_head => {
                         // The head started and must end within `request_head_timeout`
@@ -903,21 +905,17 @@ where
                                 timer.as_mut().reset(deadline);
                             }
                         }
+                        None
                     }
-                    parsed => {
-                        let inp = input.take()?;
-                        let kind = match parsed {
-                            Parsed::Http2 if served == 0 => return Some(inp.hand_over(wr)),
-                            Parsed::Refused(kind) => kind,
-                            Parsed::Partial => ErrorKind::HeadersTooLarge,
-                            Parsed::Request(_) | Parsed::Http2 => {
-                                ErrorKind::BadRequest(Reject::Malformed)
-                            }
-                        };
-                        let first = served == 0;
-                        Box::pin(refuse_head(&mut wr, inp, kind, first, lim.idle)).await;
-                        return None;
-                    }
+                    parsed => Some(refusal(parsed, served == 0)),
+                };
+                if let Some(kind) = refused {
+                    let (inp, first) = (input.take()?, served == 0);
+                    let Some(kind) = kind else {
+                        return Some(inp.hand_over(wr));
+                    };
+                    Box::pin(refuse_head(&mut wr, inp, kind, first, lim.idle)).await;
+                    return None;
                 }
             }
             let wake = poll_fn(|cx| {
@@ -1089,6 +1087,18 @@ fn checked(rest: Rest, buf: &[u8]) -> Result<Rest, ErrorKind> {
 
 fn inp_buf(input: &Option<Input>) -> &[u8] {
     input.as_ref().map_or(&[], |i| &i.buf[..])
+}
+
+/// What a head that is no request gets: `None` for the HTTP/2 preface opening
+/// the connection (hyper's), else the refusal. (Taking `parsed` by value keeps it
+/// out of the connection's future across the refusal's awaits.)
+fn refusal(parsed: Parsed, first: bool) -> Option<ErrorKind> {
+    match parsed {
+        Parsed::Http2 if first => None,
+        Parsed::Refused(kind) => Some(kind),
+        Parsed::Partial => Some(ErrorKind::HeadersTooLarge),
+        Parsed::Request(_) | Parsed::Http2 => Some(ErrorKind::BadRequest(Reject::Malformed)),
+    }
 }
 
 /// A head refused before it became a request (see [`unparsed`]): the bytes read
