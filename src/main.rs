@@ -229,14 +229,15 @@ async fn run(
 ) -> anyhow::Result<Arc<Server>> {
     let stats = Arc::new(Stats::new());
     let services = Arc::new(Services::default());
-    let (snap, hash) =
-        config::load_file(&path, &stats, &services, true).map_err(StartError::Config)?;
+    let (snap, source) =
+        config::load_file_source(&path, &stats, &services, true, None, &|_, _| Vec::new())
+            .map_err(StartError::Config)?;
     let admin_addr = snap.admin_address;
     let health_addr = snap.health_address;
     let admin_token = snap.admin_token.clone();
     let drain_timeout = snap.drain_timeout;
     let threads = workers.len();
-    let server = Server::new(path, snap, hash, stats, services, workers, setter);
+    let server = Server::new(path, snap, source, stats, services, workers, setter);
     if let Ok(mut f) = server.log_filter.lock() {
         *f = opts.log_level.clone();
     }

@@ -134,3 +134,14 @@ fn keys_without_a_readable_description_still_show_with_their_path() {
         )
     );
 }
+
+#[test]
+fn a_new_admin_token_is_reported_without_its_value() {
+    let old = format!("admin: {{ token: first-secret }}\n{WEB}");
+    let new = format!("admin: {{ token: second-secret }}\n{WEB}");
+    let out = diff(&old, &new, false);
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (1, "~ admin admin: token set -> set\n1 change\n")
+    );
+}

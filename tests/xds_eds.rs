@@ -5,7 +5,6 @@
 //! server is down at startup; CDS clashes are NACKed and an RDS update moves traffic
 //! live.
 
-mod fleet_util;
 mod support;
 mod xds_util;
 
@@ -13,7 +12,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::HealthStatus;
-use fleet_util::{client, cluster_json, failures, request, Load, Node};
+use support::fleet::{client, cluster_json, failures, request, Load, Node};
 use support::{eventually, Proxy};
 use xds_util::{cla, ep, Mgmt, EDS};
 
@@ -74,6 +73,13 @@ fn eps(nodes: &[&Node]) -> Vec<envoy_types::pb::envoy::config::endpoint::v3::LbE
         .iter()
         .map(|n| ep(n.addr, 1, HealthStatus::Healthy))
         .collect()
+}
+
+/// `/config_dump`'s `config_hash`: the file config the running snapshot came from.
+async fn config_hash(p: &Proxy) -> String {
+    let (_, body) = p.admin_get("/config_dump").await;
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    v["config_hash"].as_str().expect("config_hash").to_string()
 }
 
 /// The requests of EDS type that carry `nonce`.
@@ -234,8 +240,9 @@ async fn endpoints_follow_the_server_and_bad_updates_and_outages_cost_no_request
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn static_parts_serve_while_the_server_is_down_and_eds_fills_in_when_it_comes_up() {
     let a = Node::start("a").await;
-    let port = fleet_util::free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    // Held, not listening: the proxy starts with its management server refusing.
+    let reserved = xds_util::Reserved::new();
+    let addr = reserved.addr();
     let started = std::time::Instant::now();
     let p = Proxy::start(&config(addr, "1s"));
     assert!(
@@ -252,7 +259,7 @@ async fn static_parts_serve_while_the_server_is_down_and_eds_fills_in_when_it_co
     assert_eq!(status, 503, "no endpoints yet");
     assert!(addresses(&p).await.is_empty());
 
-    let mgmt = Mgmt::start_on(addr, None).await;
+    let mgmt = Mgmt::start_reserved(reserved);
     mgmt.push("1", vec![cla("app_svc", "z1", eps(&[&a]))]);
     eventually(
         WAIT,
@@ -266,6 +273,39 @@ async fn static_parts_serve_while_the_server_is_down_and_eds_fills_in_when_it_co
     })
     .await;
     assert_eq!(body.1, "a");
+}
+
+/// A config file edited on disk and broken (not applied) does not hold EDS back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eds_updates_apply_while_the_file_on_disk_is_broken() {
+    let (a, b) = (Node::start("a").await, Node::start("b").await);
+    let mgmt = Mgmt::start().await;
+    mgmt.push("1", vec![cla("app_svc", "z1", eps(&[&a]))]);
+    let p = Proxy::start(&config(mgmt.addr, "10s"));
+    assert_eq!(addresses(&p).await, sorted(&[&a]));
+    let running = config_hash(&p).await;
+    std::fs::write(&p.config_path, "clusters: [\n").expect("break the file");
+    let (status, _) = p.admin_post("/reload").await;
+    assert_ne!(status, 200, "the broken file is refused");
+
+    mgmt.push("2", vec![cla("app_svc", "z1", eps(&[&b]))]);
+    let ack = eventually(WAIT, "an answer to version 2", || async {
+        answers_to(&mgmt, "2").into_iter().next()
+    })
+    .await;
+    assert_eq!(ack.version_info, "2");
+    assert!(ack.error_detail.is_none(), "NACKed: {:?}", ack.error_detail);
+    let (c, url) = (client(true), p.url("web", "/"));
+    eventually(WAIT, "traffic moves to b", || async {
+        request(&c, &url, &[]).await.ok().filter(|r| r.1 == "b")
+    })
+    .await;
+    let a_hits = a.hits();
+    for _ in 0..10 {
+        assert_eq!(request(&c, &url, &[]).await, Ok((200, "b".to_string())));
+    }
+    assert_eq!(a.hits(), a_hits);
+    assert_eq!(config_hash(&p).await, running);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -434,9 +474,10 @@ async fn a_cds_cluster_clashing_with_the_file_is_nacked_and_the_file_serves() {
 
 /// LDS + RDS: a listener from the control plane binds once its route configuration
 /// arrives, and a new route configuration moves traffic without a reload and
-/// without a failed request.
+/// without a failed request, also while the config file on disk is broken (xDS
+/// updates compile with the config the running snapshot came from).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_rds_update_moves_traffic_live_without_a_reload() {
+async fn an_rds_update_moves_traffic_live_without_a_reload_even_with_the_file_broken() {
     use envoy_types::pb::envoy::config::core::v3::{
         address, socket_address, Address, SocketAddress,
     };
@@ -482,7 +523,6 @@ async fn an_rds_update_moves_traffic_live_without_a_reload() {
     }
 
     let (a, b) = (Node::start("a").await, Node::start("b").await);
-    let port = fleet_util::free_port();
     let h = hcm::HttpConnectionManager {
         stat_prefix: "dyn".into(),
         http_filters: vec![hcm::HttpFilter {
@@ -502,7 +542,8 @@ async fn an_rds_update_moves_traffic_live_without_a_reload() {
         address: Some(Address {
             address: Some(address::Address::SocketAddress(SocketAddress {
                 address: "127.0.0.1".into(),
-                port_specifier: Some(socket_address::PortSpecifier::PortValue(u32::from(port))),
+                // Port 0: the proxy binds a free one, `/listeners` says which.
+                port_specifier: Some(socket_address::PortSpecifier::PortValue(0)),
                 ..Default::default()
             })),
         }),
@@ -526,7 +567,18 @@ async fn an_rds_update_moves_traffic_live_without_a_reload() {
         mgmt.addr, a.addr, b.addr
     );
     let p = Proxy::start(&yaml);
-    let url = format!("http://127.0.0.1:{port}/");
+    let bound = eventually(WAIT, "the xds listener is bound", || async {
+        let (_, body) = p.admin_get("/listeners").await;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        v["listeners"]
+            .as_array()?
+            .iter()
+            .find(|l| l["name"] == "dyn")?["bound_address"]
+            .as_str()
+            .map(str::to_string)
+    })
+    .await;
+    let url = format!("http://{bound}/");
     let c = client(true);
     eventually(WAIT, "the xds listener serves a", || async {
         request(&c, &url, &[]).await.ok().filter(|r| r.1 == "a")
@@ -540,8 +592,20 @@ async fn an_rds_update_moves_traffic_live_without_a_reload() {
         (load.count() > 50).then_some(())
     })
     .await;
+    let running = config_hash(&p).await;
+    // Edited on disk, not applied: the reload fails, xDS updates must not.
+    std::fs::write(&p.config_path, "clusters: [\n").expect("break the file");
+    let (status, _) = p.admin_post("/reload").await;
+    assert_ne!(status, 200, "the broken file is refused");
     mgmt.push_type(xds_util::RDS, "r2", vec![routes("app_b")]);
     eventually(WAIT, "b serves", || async { (b.hits() > 20).then_some(()) }).await;
+    // /explain answers from the running snapshot, xDS listeners and routes included.
+    let (status, body) = p.admin_get("/explain?listener=dyn&path=/").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("action        route to cluster app_b\n"),
+        "{body}"
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
     let a_hits = a.hits();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -562,5 +626,10 @@ async fn an_rds_update_moves_traffic_live_without_a_reload() {
         )
         .await,
         2.0
+    );
+    assert_eq!(
+        config_hash(&p).await,
+        running,
+        "the running file config is still the one loaded at startup"
     );
 }

@@ -87,7 +87,7 @@ listeners:
             direct_response: { status: 200, body: "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\n" }
 EOF
 	else
-		render "$HERE/attache.yaml.in" "$2" ORIGIN_PORT="$ORIGIN_PORT" PROXY_PORT="$PROXY_PORT" TRACING=""
+		render "$HERE/attache.yaml.in" "$2" ORIGIN_PORT="$ORIGIN_PORT" PROXY_PORT="$PROXY_PORT" TRACING="" TLS_LISTENER=""
 	fi
 }
 
@@ -131,7 +131,7 @@ nginx_conf() {
 	local h2=""
 	[[ $1 == h2c-* ]] && h2=" http2"
 	render "$HERE/nginx.conf.in" "$2" WORKERS=1 DIR="$OUT" ORIGIN_PORT="$ORIGIN_PORT" MAX_CONN=1024 \
-		PROXY_PORT="$PROXY_PORT$h2" H2_LISTEN="" USER="$USER_LINE" FWD_HEADERS="" FWD_NOTE="bare"
+		PROXY_PORT="$PROXY_PORT$h2" H2_LISTEN="" TLS_LISTEN="" USER="$USER_LINE" FWD_HEADERS="" FWD_NOTE="bare"
 }
 if [[ " $CONTENDERS " == *" nginx "* ]]; then
 	for shape in $SHAPES; do

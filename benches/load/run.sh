@@ -12,6 +12,7 @@
 #   WARMUP [2s] per contender before round 1
 #   CONTENDERS ["attache nginx haproxy"]  TESTS ["h1 h2 rate idle"]
 #   IDLE_CONNECTIONS [10000] and IDLE_ROUNDS [1] for the idle-connection memory test
+#     (HTTP/1.1, h2c, and HTTP/1.1 over TLS with a certificate made per run)
 #   PROXY_CPU [0] (the proxies)  LOAD_CPU [1] (load generator and origin)
 #   WORKERS [1]: proxy workers (attache --concurrency, NGINX worker_processes,
 #     HAProxy nbthread) and load-generator threads (wrk -t, h2load -t). For the
@@ -161,6 +162,7 @@ install_tools() {
 	command -v h2load >/dev/null || missing+=(nghttp2-client)
 	command -v python3 >/dev/null || missing+=(python3)
 	command -v taskset >/dev/null || missing+=(util-linux)
+	command -v openssl >/dev/null || missing+=(openssl)
 	((${#missing[@]} == 0)) && return 0
 	[[ ${SKIP_INSTALL:-} == 1 ]] && die "missing tools: ${missing[*]} (SKIP_INSTALL=1)"
 	((EUID == 0)) || die "missing tools: ${missing[*]}; run as root or install them"
@@ -230,7 +232,29 @@ if [[ " $TESTS " == *" idle "* ]]; then
 fi
 
 # ---------------------------------------------------------------- contenders ---
-declare -A PORT H2PORT PROCS SERVING IDLE_KIB
+declare -A PORT H2PORT TLSPORT PROCS SERVING IDLE_KIB
+
+# The idle test's TLS row: every contender terminates TLS on one more port with the
+# same certificate (ECDSA P-256, made per run as benches/load/tls.sh makes it), with
+# its TLS defaults otherwise. Without the idle test the configs carry no TLS.
+TLS_ON=no
+[[ " $TESTS " == *" idle "* ]] && TLS_ON=yes
+make_certs() {
+	CERTS="$WORK/certs"
+	mkdir -p "$CERTS"
+	openssl req -x509 -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:P-256 \
+		-keyout "$CERTS/ca.key" -out "$CERTS/ca.pem" -days 2 -subj "/CN=bench ca" \
+		-addext "basicConstraints=critical,CA:true" \
+		-addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+	openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:P-256 \
+		-keyout "$CERTS/server.key" -out "$CERTS/server.csr" -subj "/CN=localhost" 2>/dev/null
+	printf '%s\n' "subjectAltName=DNS:localhost,IP:127.0.0.1" "basicConstraints=critical,CA:false" \
+		"keyUsage=critical,digitalSignature" "extendedKeyUsage=serverAuth" >"$CERTS/ext.cnf"
+	openssl x509 -req -in "$CERTS/server.csr" -CA "$CERTS/ca.pem" -CAkey "$CERTS/ca.key" \
+		-CAcreateserial -out "$CERTS/server.pem" -days 1 -extfile "$CERTS/ext.cnf" 2>/dev/null
+	# HAProxy wants the chain and the key in one file.
+	cat "$CERTS/server.pem" "$CERTS/server.key" >"$CERTS/server-combined.pem"
+}
 
 start_origin() {
 	mkdir -p "$WORK/origin-tmp"
@@ -255,16 +279,20 @@ else
 fi
 
 start_nginx() {
-	local port=$1 h2port=$2 h2listen="listen 127.0.0.1:$2 http2;"
+	local port=$1 h2port=$2 h2listen="listen 127.0.0.1:$2 http2;" tls=""
+	if [[ $TLS_ON == yes ]]; then
+		TLSPORT[nginx]=$(free_ports 1)
+		tls="listen 127.0.0.1:${TLSPORT[nginx]} ssl; ssl_certificate $CERTS/server.pem; ssl_certificate_key $CERTS/server.key;"
+	fi
 	mkdir -p "$WORK/nginx-tmp"
 	render "$HERE/nginx.conf.in" "$WORK/nginx.conf" DIR="$WORK" ORIGIN_PORT="$ORIGIN_PORT" MAX_CONN="$MAX_CONN" \
-		WORKERS="$WORKERS" PROXY_PORT="$port" H2_LISTEN="$h2listen" USER="$USER_LINE" FWD_HEADERS="$NGINX_FWD" FWD_NOTE="$FWD_NOTE"
+		WORKERS="$WORKERS" PROXY_PORT="$port" H2_LISTEN="$h2listen" TLS_LISTEN="$tls" USER="$USER_LINE" FWD_HEADERS="$NGINX_FWD" FWD_NOTE="$FWD_NOTE"
 	if nginx -t -p "$WORK" -c "$WORK/nginx.conf" -e "$WORK/nginx-error.log" >/dev/null 2>&1; then
 		NGINX_H2=yes
 	else
 		log "this nginx cannot serve h2c on a cleartext listener; skipping it for h2load"
 		render "$HERE/nginx.conf.in" "$WORK/nginx.conf" DIR="$WORK" ORIGIN_PORT="$ORIGIN_PORT" MAX_CONN="$MAX_CONN" \
-			WORKERS="$WORKERS" PROXY_PORT="$port" H2_LISTEN="" USER="$USER_LINE" FWD_HEADERS="$NGINX_FWD" FWD_NOTE="$FWD_NOTE"
+			WORKERS="$WORKERS" PROXY_PORT="$port" H2_LISTEN="" TLS_LISTEN="$tls" USER="$USER_LINE" FWD_HEADERS="$NGINX_FWD" FWD_NOTE="$FWD_NOTE"
 	fi
 	taskset -c "$PROXY_CPU" nginx -p "$WORK" -c "$WORK/nginx.conf" -e "$WORK/nginx-error.log" 2>>"$WORK/nginx-error.log" &
 	local master=$!
@@ -283,9 +311,13 @@ start_nginx() {
 }
 
 start_haproxy() {
-	local port=$1 h2port=$2
+	local port=$1 h2port=$2 tls=""
+	if [[ $TLS_ON == yes ]]; then
+		TLSPORT[haproxy]=$(free_ports 1)
+		tls="bind 127.0.0.1:${TLSPORT[haproxy]} ssl crt $CERTS/server-combined.pem alpn http/1.1"
+	fi
 	render "$HERE/haproxy.cfg.in" "$WORK/haproxy.cfg" WORKERS="$WORKERS" ORIGIN_PORT="$ORIGIN_PORT" PROXY_PORT="$port" H2_PORT="$h2port" MAX_CONN="$HAPROXY_MAX_CONN" \
-		FWD_HEADERS="$HAPROXY_FWD" FWD_NOTE="$FWD_NOTE"
+		TLS_BIND="$tls" FWD_HEADERS="$HAPROXY_FWD" FWD_NOTE="$FWD_NOTE"
 	haproxy -c -q -f "$WORK/haproxy.cfg" || die "haproxy rejected $WORK/haproxy.cfg"
 	taskset -c "$PROXY_CPU" haproxy -db -f "$WORK/haproxy.cfg" >>"$WORK/haproxy.log" 2>&1 &
 	local pid=$!
@@ -303,10 +335,31 @@ tracing_block() { # sampling
 	echo "tracing: { collector: 127.0.0.1:$ORIGIN_PORT, service_name: bench, sampling: $1 }"
 }
 
+# The idle test's TLS listener: the bench listener's routes, over TLS.
+attache_tls_listener() { # port
+	cat <<EOF
+  - name: bench_tls
+    address: 127.0.0.1:$1
+    protocol: http
+    tls: { cert_chain: $CERTS/server.pem, private_key: $CERTS/server.key }
+    virtual_hosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - match: { prefix: / }
+            route: { cluster: origin }
+EOF
+}
+
 start_attache() { # port [name binary sampling]: baseline is another build; trace* trace
-	local port=$1 name=${2:-attache} bin=${3:-$ATTACHE} tracing=""
+	local port=$1 name=${2:-attache} bin=${3:-$ATTACHE} tracing="" tls=""
 	[[ -n ${4:-} ]] && tracing=$(tracing_block "$4")
-	render "$HERE/attache.yaml.in" "$WORK/$name.yaml" ORIGIN_PORT="$ORIGIN_PORT" PROXY_PORT="$port" TRACING="$tracing"
+	if [[ $TLS_ON == yes ]]; then
+		TLSPORT[$name]=$(free_ports 1)
+		tls=$(attache_tls_listener "${TLSPORT[$name]}")
+	fi
+	render "$HERE/attache.yaml.in" "$WORK/$name.yaml" ORIGIN_PORT="$ORIGIN_PORT" PROXY_PORT="$port" TRACING="$tracing" \
+		TLS_LISTENER="$tls"
 	"$bin" validate --config "$WORK/$name.yaml" >/dev/null || die "$name rejected $WORK/$name.yaml"
 	rm -f "$WORK/$name.ready"
 	ATTACHE_LOG=warn taskset -c "$PROXY_CPU" "$bin" run --config "$WORK/$name.yaml" \
@@ -402,27 +455,28 @@ rss_sum_kib() { # VmRSS summed over the given pids
 
 IDLE_RESULTS="$OUT/idle.tsv"
 
-# measure_idle ROUND CONTENDER PROTO (h1 | h2c): memory per idle keep-alive
+# measure_idle ROUND CONTENDER PROTO (h1 | h2c | tls): memory per idle keep-alive
 # connection. The contender is restarted first: memory an earlier run left in its
 # allocator would otherwise absorb the new connections and hide their cost.
 # benches/load/idle.py opens IDLE_CONNECTIONS connections, one request each, and
 # holds them; the cost is the RSS growth of all the contender's processes.
 measure_idle() {
-	local round=$1 who=$2 proto=$3 port
-	port=${PORT[$who]}
-	if [[ $proto == h2c ]]; then
-		port=${H2PORT[$who]:-}
-		[[ -n $port ]] || return 0
+	local round=$1 who=$2 proto=$3 args
+	if [[ $proto == h2c && -z ${H2PORT[$who]:-} ]]; then
+		return 0
 	fi
 	stop_contender "$who"
 	start_contender "$who"
-	[[ $proto == h2c ]] && port=${H2PORT[$who]}
+	case $proto in
+	h1) args=(--port "${PORT[$who]}") ;;
+	h2c) args=(--port "${H2PORT[$who]}" --proto h2c) ;;
+	tls) args=(--port "${TLSPORT[$who]}" --tls) ;;
+	esac
 	local f="$WORK/idle$round-$proto-$who.out" before after client deadline=$((SECONDS + 300))
 	local n=${IDLE_N[$who]:-$IDLE_CONNECTIONS}
 	# shellcheck disable=SC2086 # PROCS is a list of pids
 	before=$(rss_sum_kib ${PROCS[$who]})
-	taskset -c "$LOAD_CPU" python3 "$HERE/idle.py" --port "$port" --proto "$proto" \
-		--connections "$n" >"$f" 2>&1 &
+	taskset -c "$LOAD_CPU" python3 "$HERE/idle.py" "${args[@]}" --connections "$n" >"$f" 2>&1 &
 	client=$!
 	until grep -q '^ready' "$f" 2>/dev/null; do
 		kill -0 "$client" 2>/dev/null || die "idle client failed against $who; see $f"
@@ -460,6 +514,7 @@ command -v taskset >/dev/null || die "taskset not found"
 read -r ORIGIN_PORT P_ATTACHE P_NGINX P_NGINX_H2 P_HAPROXY P_HAPROXY_H2 P_BASELINE P_TRACE100 P_TRACE1 \
 	<<<"$(free_ports 9)"
 start_origin
+[[ $TLS_ON == yes ]] && make_certs
 
 start_contender() {
 	case $1 in
@@ -521,6 +576,7 @@ if [[ " $TESTS " == *" idle "* ]]; then
 		for who in "${order[@]}"; do
 			measure_idle "$round" "$who" h1
 			measure_idle "$round" "$who" h2c
+			measure_idle "$round" "$who" tls
 		done
 	done
 fi

@@ -116,6 +116,15 @@ fn json(status: StatusCode, body: impl Into<Bytes>) -> Rsp {
     r
 }
 
+/// JSON or plain text, as the request's `?format=` asked.
+fn reply(want_json: bool, status: StatusCode, body: impl Into<Bytes>) -> Rsp {
+    if want_json {
+        json(status, body)
+    } else {
+        text(status, body)
+    }
+}
+
 fn query(req: &Request<Incoming>, name: &str) -> Option<String> {
     crate::router::query_param(req.uri().query(), name)
 }
@@ -224,150 +233,163 @@ fn not_allowed(body: String, allow: &'static str) -> Rsp {
     r
 }
 
+/// The GET router: one small handler per path in [`GET_PATHS`].
 async fn get(req: &Request<Incoming>, path: &str, server: Arc<Server>) -> Rsp {
     let want_json = query(req, "format").as_deref() == Some("json");
     match path {
-        "/" => {
-            let mut s = String::from("attache admin\n\nGET\n");
-            for (p, d) in GET_PATHS {
-                s.push_str(&format!("  {p:<20} {d}\n"));
-            }
-            s.push_str("POST\n");
-            for (p, d) in POST_PATHS {
-                s.push_str(&format!("  {p:<20} {d}\n"));
-            }
-            text(StatusCode::OK, s)
-        }
-        "/stats" => {
-            if let Some(bad) = stats_query_problem(req.uri().query()) {
-                return text(StatusCode::BAD_REQUEST, bad);
-            }
-            let filter = match query(req, "filter") {
-                Some(f) => match regex::Regex::new(&f) {
-                    Ok(r) => Some(r),
-                    Err(e) => {
-                        return text(
-                            StatusCode::BAD_REQUEST,
-                            format!("invalid filter regex: {e}\n"),
-                        )
-                    }
-                },
-                None => None,
-            };
-            let stats = server.stats.clone();
-            let out = tokio::task::spawn_blocking(move || {
-                if want_json {
-                    crate::stats::render_json(&stats, filter.as_ref())
-                } else {
-                    crate::stats::render_text(&stats, filter.as_ref())
-                }
-            })
-            .await
-            .unwrap_or_default();
-            if want_json {
-                json(StatusCode::OK, out)
-            } else {
-                text(StatusCode::OK, out)
-            }
-        }
-        "/stats/prometheus" => {
-            let stats = server.stats.clone();
-            let out = tokio::task::spawn_blocking(move || crate::stats::render_prometheus(&stats))
-                .await
-                .unwrap_or_default();
-            let mut r = text(StatusCode::OK, out);
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4"),
-            );
-            r
-        }
-        "/clusters" => {
-            let snap = server.snapshot.load_full();
-            let mut names: Vec<&String> = snap.clusters.keys().collect();
-            names.sort();
-            let clusters: Vec<&Arc<crate::upstream::Cluster>> =
-                names.iter().filter_map(|n| snap.clusters.get(*n)).collect();
-            if want_json {
-                let v: Vec<serde_json::Value> = clusters.iter().map(|c| cluster_json(c)).collect();
-                return json(
-                    StatusCode::OK,
-                    serde_json::json!({ "clusters": v }).to_string(),
-                );
-            }
-            let mut s = String::new();
-            for c in clusters {
-                cluster_text(&mut s, c);
-            }
-            text(StatusCode::OK, s)
-        }
-        "/config_dump" => {
-            let mut v = server.snapshot.load().effective.clone();
-            redact(&mut v);
-            let load = server.load.load();
-            let body = serde_json::json!({
-                "config_path": server.config_path,
-                "config_hash": format!("{:016x}", load.hash),
-                "loaded_at": crate::http::rfc3339(load.at),
-                "config": v,
-                "xds": crate::xds::dump(),
-            });
-            json(
-                StatusCode::OK,
-                serde_json::to_string_pretty(&body).unwrap_or_default(),
-            )
-        }
+        "/" => index(),
+        "/stats" => stats(req, &server, want_json).await,
+        "/stats/prometheus" => prometheus(&server).await,
+        "/clusters" => clusters(&server, want_json),
+        "/config_dump" => config_dump(&server),
         "/ready" => ops::ready(&server),
         "/live" => ops::live(),
         "/listeners" => ops::listeners(&server),
         "/certs" => ops::certs(&server),
         "/logging" => ops::logging(&server),
-        "/server_info" => {
-            let load = server.load.load();
-            let state = if server.draining.load(Ordering::SeqCst) {
-                "DRAINING"
-            } else if server.health_failed.load(Ordering::SeqCst) {
-                "FAILED"
-            } else {
-                "LIVE"
-            };
-            let listeners: serde_json::Map<String, serde_json::Value> = server
-                .bound_addresses()
-                .into_iter()
-                .map(|(n, a)| (n, serde_json::Value::from(a.to_string())))
-                .collect();
-            let body = serde_json::json!({
-                "version": env!("CARGO_PKG_VERSION"),
-                "state": state,
-                "uptime_seconds": server.started.elapsed().as_secs(),
-                "concurrency": server.concurrency,
-                "config_path": server.config_path,
-                "config_hash": format!("{:016x}", load.hash),
-                "config_loaded_at": crate::http::rfc3339(load.at),
-                "listeners": listeners,
-            });
-            json(
-                StatusCode::OK,
-                serde_json::to_string_pretty(&body).unwrap_or_default(),
-            )
-        }
+        "/server_info" => server_info(&server),
         "/sli" => sli(&server, want_json),
-        "/explain" => {
-            let snap = server.snapshot.load_full();
-            let (ok, body) = crate::toolkit::explain::admin(&snap, req.uri().query(), want_json);
-            let status = if ok {
-                StatusCode::OK
-            } else {
-                StatusCode::BAD_REQUEST
-            };
-            if want_json {
-                json(status, body)
-            } else {
-                text(status, body)
-            }
-        }
+        "/explain" => explain(req, &server, want_json),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
+}
+
+/// `/`: every path with one line saying what it answers.
+fn index() -> Rsp {
+    let mut s = String::from("attache admin\n\nGET\n");
+    for (p, d) in GET_PATHS {
+        s.push_str(&format!("  {p:<20} {d}\n"));
+    }
+    s.push_str("POST\n");
+    for (p, d) in POST_PATHS {
+        s.push_str(&format!("  {p:<20} {d}\n"));
+    }
+    text(StatusCode::OK, s)
+}
+
+/// `/stats`: every metric, optionally filtered by a regex; rendered off the
+/// runtime's worker threads.
+async fn stats(req: &Request<Incoming>, server: &Server, want_json: bool) -> Rsp {
+    if let Some(bad) = stats_query_problem(req.uri().query()) {
+        return text(StatusCode::BAD_REQUEST, bad);
+    }
+    let filter = match query(req, "filter").map(|f| regex::Regex::new(&f)) {
+        Some(Ok(r)) => Some(r),
+        Some(Err(e)) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("invalid filter regex: {e}\n"),
+            )
+        }
+        None => None,
+    };
+    let stats = server.stats.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        if want_json {
+            crate::stats::render_json(&stats, filter.as_ref())
+        } else {
+            crate::stats::render_text(&stats, filter.as_ref())
+        }
+    })
+    .await
+    .unwrap_or_default();
+    reply(want_json, StatusCode::OK, out)
+}
+
+/// `/stats/prometheus`: the text exposition format.
+async fn prometheus(server: &Server) -> Rsp {
+    let stats = server.stats.clone();
+    let out = tokio::task::spawn_blocking(move || crate::stats::render_prometheus(&stats))
+        .await
+        .unwrap_or_default();
+    let mut r = text(StatusCode::OK, out);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    r
+}
+
+/// `/clusters`: every cluster by name, with its endpoints.
+fn clusters(server: &Server, want_json: bool) -> Rsp {
+    let snap = server.snapshot.load_full();
+    let mut names: Vec<&String> = snap.clusters.keys().collect();
+    names.sort();
+    let clusters: Vec<&Arc<crate::upstream::Cluster>> =
+        names.iter().filter_map(|n| snap.clusters.get(*n)).collect();
+    if want_json {
+        let v: Vec<serde_json::Value> = clusters.iter().map(|c| cluster_json(c)).collect();
+        return json(
+            StatusCode::OK,
+            serde_json::json!({ "clusters": v }).to_string(),
+        );
+    }
+    let mut s = String::new();
+    for c in clusters {
+        cluster_text(&mut s, c);
+    }
+    text(StatusCode::OK, s)
+}
+
+/// `/config_dump`: the effective config, secrets redacted, with its hash.
+fn config_dump(server: &Server) -> Rsp {
+    let mut v = server.snapshot.load().effective.clone();
+    redact(&mut v);
+    let load = server.load.load();
+    let body = serde_json::json!({
+        "config_path": server.config_path,
+        "config_hash": format!("{:016x}", load.hash),
+        "loaded_at": crate::http::rfc3339(load.at),
+        "config": v,
+        "xds": crate::xds::dump(),
+    });
+    json(
+        StatusCode::OK,
+        serde_json::to_string_pretty(&body).unwrap_or_default(),
+    )
+}
+
+/// `/server_info`: version, state, uptime, config and bound listeners.
+fn server_info(server: &Server) -> Rsp {
+    let load = server.load.load();
+    let state = if server.draining.load(Ordering::SeqCst) {
+        "DRAINING"
+    } else if server.health_failed.load(Ordering::SeqCst) {
+        "FAILED"
+    } else {
+        "LIVE"
+    };
+    let listeners: serde_json::Map<String, serde_json::Value> = server
+        .bound_addresses()
+        .into_iter()
+        .map(|(n, a)| (n, serde_json::Value::from(a.to_string())))
+        .collect();
+    let body = serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "state": state,
+        "uptime_seconds": server.started.elapsed().as_secs(),
+        "concurrency": server.concurrency,
+        "config_path": server.config_path,
+        "config_hash": format!("{:016x}", load.hash),
+        "config_loaded_at": crate::http::rfc3339(load.at),
+        "listeners": listeners,
+    });
+    json(
+        StatusCode::OK,
+        serde_json::to_string_pretty(&body).unwrap_or_default(),
+    )
+}
+
+/// `/explain`: the route a described request takes in the running config.
+fn explain(req: &Request<Incoming>, server: &Server, want_json: bool) -> Rsp {
+    let snap = server.snapshot.load_full();
+    let (ok, body) = crate::toolkit::explain::admin(&snap, req.uri().query(), want_json);
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    reply(want_json, status, body)
 }
 
 fn health_name(h: crate::upstream::Health) -> &'static str {
@@ -477,11 +499,13 @@ fn cluster_text(s: &mut String, c: &crate::upstream::Cluster) {
 }
 
 fn sli(server: &Server, want_json: bool) -> Rsp {
-    if want_json {
-        json(StatusCode::OK, server.services.sli.render_json())
+    let sli = &server.services.sli;
+    let body = if want_json {
+        sli.render_json()
     } else {
-        text(StatusCode::OK, server.services.sli.render_text())
-    }
+        sli.render_text()
+    };
+    reply(want_json, StatusCode::OK, body)
 }
 
 /// `/stats` takes `filter` and `format=json|text`; anything else is a 400 naming

@@ -9,3 +9,19 @@ pub use attache_filters::duration::ConfigDuration as Dur;
 pub fn parse(s: &str) -> Result<Duration, String> {
     attache_filters::duration::parse(s).map_err(|e| e.to_string())
 }
+
+/// Format a duration the way configs write them: `0s`, `250ms`, `15s`, `2m`, `1h`.
+pub fn format(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        "0s".into()
+    } else if ms % 3_600_000 == 0 {
+        format!("{}h", ms / 3_600_000)
+    } else if ms % 60_000 == 0 {
+        format!("{}m", ms / 60_000)
+    } else if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}

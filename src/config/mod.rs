@@ -1,14 +1,18 @@
 //! Config: raw serde types -> validation with FILE:LINE:COL -> compiled snapshot.
 
 pub mod compile;
+pub mod diff;
 pub mod duration;
 pub mod endpoints;
+pub mod from_xds;
 pub mod hints;
 pub mod include;
+pub mod lint;
 pub mod load;
 pub mod problem;
 pub mod raw;
 pub mod snapshot;
+pub mod words;
 
 pub use load::Diagnostic;
 pub use problem::{Problem, Problems};
@@ -62,15 +66,62 @@ pub fn load_file_extended(
     previous: Option<&HashMap<String, Arc<Cluster>>>,
     extend: Extend<'_>,
 ) -> Result<(Snapshot, u64), Vec<Diagnostic>> {
+    load_file_source(path, stats, services, check_files, previous, extend)
+        .map(|(snap, src)| (snap, src.hash))
+}
+
+/// As [`load_file_extended`], also returning the file's own config as read (before
+/// `extend`): what the running snapshot came from, so that later additions (xDS
+/// updates) compile against it with [`compile_source`] instead of re-reading a file
+/// that may have been edited (and broken) since.
+pub fn load_file_source(
+    path: &str,
+    stats: &Stats,
+    services: &Services,
+    check_files: bool,
+    previous: Option<&HashMap<String, Arc<Cluster>>>,
+    extend: Extend<'_>,
+) -> Result<(Snapshot, Source), Vec<Diagnostic>> {
     let lookup = |k: &str| std::env::var(k).ok();
     let (mut parsed, h) = read_partial(path, None, &lookup)?;
-    if let Some((cfg, map, _)) = parsed.partial.as_mut() {
-        let diags = extend(cfg, map);
-        if !diags.is_empty() {
-            return Err(diags);
-        }
+    let Some((cfg, map, effective)) = parsed.partial.as_mut() else {
+        return Err(parsed.diags);
+    };
+    let source = Source {
+        cfg: cfg.clone(),
+        map: map.clone(),
+        effective: effective.clone(),
+        hash: h,
+    };
+    let diags = extend(cfg, map);
+    if !diags.is_empty() {
+        return Err(diags);
     }
-    finish(parsed, h, stats, services, check_files, previous)
+    finish(parsed, h, stats, services, check_files, previous).map(|(snap, _)| (snap, source))
+}
+
+/// Compile a config already read (the running one's [`Source`]) with `extend`'s
+/// additions; nothing is read from the config file.
+pub fn compile_source(
+    src: &Source,
+    stats: &Stats,
+    services: &Services,
+    check_files: bool,
+    previous: Option<&HashMap<String, Arc<Cluster>>>,
+    extend: Extend<'_>,
+) -> Result<Snapshot, Vec<Diagnostic>> {
+    let (mut cfg, mut map) = (src.cfg.clone(), src.map.clone());
+    let diags = extend(&mut cfg, &mut map);
+    if !diags.is_empty() {
+        return Err(diags);
+    }
+    let opts = compile::Options {
+        stats,
+        services,
+        check_files,
+        previous,
+    };
+    compile::compile(&cfg, &map, src.effective.clone(), &opts)
 }
 
 /// As [`load_file`], for text already in memory (no includes); `lookup` resolves
@@ -130,6 +181,7 @@ pub fn merge_semantic(
 
 /// A config file read, assembled from its includes, expanded and deserialized, but
 /// not yet compiled.
+#[derive(Debug, Clone)]
 pub struct Source {
     pub cfg: raw::Config,
     pub map: load::SourceMap,

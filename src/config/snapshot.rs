@@ -61,6 +61,8 @@ pub struct HttpSettings {
     pub router: Router,
     /// The listener's chain, used when no route matched.
     pub filters: Arc<[Arc<dyn HttpFilter>]>,
+    /// The names of `filters`, in chain order (for `/explain`).
+    pub filter_names: Box<[Arc<str>]>,
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub max_uri_bytes: usize,

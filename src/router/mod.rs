@@ -341,6 +341,15 @@ pub enum Action {
     Direct(DirectResponse),
 }
 
+/// What a route's `filter_overrides` entry does to a filter of the listener's chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilterOverride {
+    /// `name: disabled`: the filter does not run for this route.
+    Disabled,
+    /// The filter runs with the route's own config.
+    Configured,
+}
+
 pub struct Route {
     /// Configured name, or `<vhost>/<index>`.
     pub name: Arc<str>,
@@ -348,6 +357,9 @@ pub struct Route {
     pub action: Action,
     /// The listener's chain with this route's overrides applied.
     pub filters: Arc<[Arc<dyn HttpFilter>]>,
+    /// The route's `filter_overrides` by filter name, as written (for `/explain`;
+    /// `filters` already has them applied).
+    pub overrides: Box<[(Arc<str>, FilterOverride)]>,
     /// gRPC call metrics for this route (resolved on its first call).
     pub grpc: Arc<crate::http::grpc::RouteStats>,
     /// Replaces the listener's RBAC for this route.

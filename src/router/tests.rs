@@ -21,6 +21,7 @@ fn route(name: &str, path: PathMatch) -> Route {
             content_type: http::HeaderValue::from_static("text/plain"),
         }),
         filters: Arc::from(Vec::new()),
+        overrides: Box::default(),
         grpc: crate::http::grpc::RouteStats::new(
             crate::http::grpc::Vecs::new(&crate::stats::Stats::new()),
             "l",

@@ -16,6 +16,7 @@ use attache_filters::Services;
 use prometheus::IntCounter;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_util::either::Either;
 
 use crate::accesslog::Sinks;
 use crate::config::raw::ListenerProtocol;
@@ -95,6 +96,9 @@ pub struct Server {
     pub takeover: AtomicBool,
     /// Clusters and listeners accepted over xDS, compiled in with the file's.
     xds_dynamic: ArcSwap<crate::xds::dynamic::Dynamic>,
+    /// The config file as read by the last load that succeeded (the running
+    /// snapshot's): xDS updates compile against it, never against the file on disk.
+    source: ArcSwap<crate::config::Source>,
 }
 
 /// Bind a listener's sockets, one per worker, all with SO_REUSEPORT on one address
@@ -211,7 +215,7 @@ impl Server {
     pub fn new(
         config_path: String,
         snapshot: Snapshot,
-        hash: u64,
+        source: crate::config::Source,
         stats: Arc<Stats>,
         services: Arc<Services>,
         workers: Vec<tokio::runtime::Handle>,
@@ -224,7 +228,7 @@ impl Server {
             config_path,
             snapshot: ArcSwap::from_pointee(snapshot),
             load: ArcSwap::from_pointee(LoadInfo {
-                hash,
+                hash: source.hash,
                 at: SystemTime::now(),
             }),
             started: Instant::now(),
@@ -250,6 +254,7 @@ impl Server {
             admin_local: Mutex::new(None),
             takeover: AtomicBool::new(false),
             xds_dynamic: ArcSwap::from_pointee(Default::default()),
+            source: ArcSwap::from_pointee(source),
         })
     }
 
@@ -441,9 +446,14 @@ impl Server {
     pub async fn reload(self: &Arc<Self>) -> Result<(), StartError> {
         let _guard = self.reload_lock.lock().await;
         let result = match self.load_new() {
-            Ok((snap, hash)) => {
+            Ok((snap, source)) => {
                 start_clusters(&snap).await;
-                self.apply(snap, hash)
+                let load = LoadInfo {
+                    hash: source.hash,
+                    at: SystemTime::now(),
+                };
+                self.apply(snap, Some(load))
+                    .map(|()| self.source.store(Arc::new(source)))
             }
             Err(e) => Err(e),
         };
@@ -466,20 +476,32 @@ impl Server {
         result
     }
 
-    /// Load and validate the config file with the accepted xDS resources; unchanged
-    /// clusters are reused.
-    fn load_new(&self) -> Result<(Snapshot, u64), StartError> {
+    /// Read, validate and compile the config file with the accepted xDS resources;
+    /// unchanged clusters are reused.
+    fn load_new(&self) -> Result<(Snapshot, crate::config::Source), StartError> {
         let dynamic = self.xds_dynamic.load_full();
-        self.load_with(&dynamic).map_err(StartError::Config)
+        let old = self.snapshot.load_full();
+        crate::config::load_file_source(
+            &self.config_path,
+            &self.stats,
+            &self.services,
+            true,
+            Some(&old.clusters),
+            &|cfg, map| dynamic.merge(cfg, map),
+        )
+        .map_err(StartError::Config)
     }
 
-    fn load_with(
+    /// Compile xDS resources with the config the running snapshot came from (not the
+    /// file on disk, which may have been edited and not applied); unchanged clusters
+    /// are reused.
+    fn compile_dynamic(
         &self,
         dynamic: &crate::xds::dynamic::Dynamic,
-    ) -> Result<(Snapshot, u64), Vec<Diagnostic>> {
+    ) -> Result<Snapshot, Vec<Diagnostic>> {
         let old = self.snapshot.load_full();
-        crate::config::load_file_extended(
-            &self.config_path,
+        crate::config::compile_source(
+            &self.source.load(),
             &self.stats,
             &self.services,
             true,
@@ -494,16 +516,16 @@ impl Server {
     }
 
     /// Swap in a new set of xDS clusters and listeners the way a reload swaps a file:
-    /// compiled with the config file, then new listeners bind, replaced ones drain.
-    /// On any problem nothing changes.
+    /// compiled with the running file config (`source`), then new listeners bind,
+    /// replaced ones drain. On any problem nothing changes.
     pub async fn apply_dynamic(
         self: &Arc<Self>,
         dynamic: crate::xds::dynamic::Dynamic,
     ) -> Result<(), Vec<Diagnostic>> {
         let _guard = self.reload_lock.lock().await;
-        let (snap, hash) = self.load_with(&dynamic)?;
+        let snap = self.compile_dynamic(&dynamic)?;
         start_clusters(&snap).await;
-        self.apply(snap, hash).map_err(|e| {
+        self.apply(snap, None).map_err(|e| {
             vec![Diagnostic {
                 file: self.config_path.clone(),
                 line: 0,
@@ -516,8 +538,9 @@ impl Server {
     }
 
     /// Swap in a loaded snapshot: bind new listeners (all or nothing), stop removed
-    /// ones, point running ones at the new config.
-    fn apply(self: &Arc<Self>, snap: Snapshot, hash: u64) -> Result<(), StartError> {
+    /// ones, point running ones at the new config. `load`: a new file config was
+    /// read (None: an xDS update on the running one).
+    fn apply(self: &Arc<Self>, snap: Snapshot, load: Option<LoadInfo>) -> Result<(), StartError> {
         let old = self.snapshot.load_full();
         if snap.admin_address != old.admin_address {
             tracing::warn!("admin.address changes apply on restart only");
@@ -569,10 +592,9 @@ impl Server {
             self.start_listener(&l, socks);
         }
         self.snapshot.store(Arc::new(snap));
-        self.load.store(Arc::new(LoadInfo {
-            hash,
-            at: SystemTime::now(),
-        }));
+        if let Some(load) = load {
+            self.load.store(Arc::new(load));
+        }
         Ok(())
     }
 
@@ -699,53 +721,51 @@ async fn serve_accepted(
     let mut conn = Box::new(ConnCtx::new(slot, remote));
     conn.open = Some(guard);
     conn.drain_cut = drain_cut;
-    match &listener.tls {
-        None => serve_io(stream, conn, &listener, local, drain, drain_timeout).await,
-        // Boxed, like the protocols in `serve_io`: the task is sized by what a
-        // plaintext connection holds while it waits.
-        Some(tls) => {
-            Box::pin(serve_tls(
-                stream,
-                conn,
-                tls,
-                &listener,
-                local,
-                drain,
-                drain_timeout,
-            ))
-            .await
+    // One `serve_io` for plaintext and TLS (the stream is either): a TLS
+    // connection's task holds one copy of the serving state, not a second, boxed
+    // one beside the unused plaintext one. The handshake is boxed: its state
+    // (rustls's connection, the timeout) and result are freed once it is done.
+    let io = match &listener.tls {
+        None => Either::Left(stream),
+        Some(tls) => match Box::pin(handshake(stream, &mut conn, tls, &listener.name)).await {
+            Some(s) => Either::Right(s),
+            None => return,
+        },
+    };
+    serve_io(io, conn, &listener, local, drain, drain_timeout).await
+}
+
+/// The TLS handshake; the peer's facts go onto `conn`.
+async fn handshake(
+    stream: tokio::net::TcpStream,
+    conn: &mut ConnCtx,
+    tls: &crate::tls::ServerTls,
+    listener: &str,
+) -> Option<Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>> {
+    match tls.accept(stream).await {
+        Ok((s, peer)) => {
+            adopt_peer(conn, peer, tls);
+            // Boxed: the stream (rustls's state is inline in it) is passed by value
+            // down the layers of the connection's future; each would keep its size.
+            Some(Box::new(s))
+        }
+        Err(e) => {
+            tracing::debug!(listener, remote = %conn.remote, error = %e, "tls handshake failed");
+            None
         }
     }
 }
 
-/// The TLS handshake, then the listener's protocol over TLS.
-async fn serve_tls(
-    stream: tokio::net::TcpStream,
-    mut conn: Box<ConnCtx>,
-    tls: &crate::tls::ServerTls,
-    listener: &Arc<Listener>,
-    local: SocketAddr,
-    drain: watch::Receiver<bool>,
-    drain_timeout: Duration,
-) {
-    match tls.accept(stream).await {
-        Ok((s, peer)) => {
-            conn.tls = true;
-            conn.tls_version = peer.version;
-            conn.tls_cipher = peer.cipher;
-            conn.sni = peer.sni.as_deref().map(Box::from);
-            conn.peer_sans = peer.sans().map(str::to_string).collect();
-            conn.xfcc = tls.forward_client_cert();
-            if peer.has_client_cert {
-                conn.peer = Some(peer);
-            }
-            // Boxed: the stream (rustls's state is inline in it) is passed by value
-            // down the layers of the connection's future; each would keep its size.
-            serve_io(Box::new(s), conn, listener, local, drain, drain_timeout).await
-        }
-        Err(e) => {
-            tracing::debug!(listener = %listener.name, remote = %conn.remote, error = %e, "tls handshake failed");
-        }
+/// What the handshake told about the peer, onto the connection's facts.
+fn adopt_peer(conn: &mut ConnCtx, peer: crate::tls::PeerInfo, tls: &crate::tls::ServerTls) {
+    conn.tls = true;
+    conn.tls_version = peer.version;
+    conn.tls_cipher = peer.cipher;
+    conn.sni = peer.sni.as_deref().map(Box::from);
+    conn.peer_sans = peer.sans().map(str::to_string).collect();
+    conn.xfcc = tls.forward_client_cert();
+    if peer.has_client_cert {
+        conn.peer = Some(peer);
     }
 }
 
@@ -828,7 +848,9 @@ mod tests {
 
     /// An idle connection's memory is mostly its task, the future of
     /// `serve_accepted`. What a request in flight, hyper, a TLS handshake, TCP
-    /// proxying or Thrift need is boxed when used, so the task stays small.
+    /// proxying or Thrift need is boxed when used, so the task stays small. A TLS
+    /// connection has the same task: it serves its boxed TLS stream through the
+    /// same `serve_io` future.
     #[tokio::test]
     async fn the_connection_task_is_small() {
         let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use attache_filters::Services;
 use clap::{Args, ValueEnum};
 
-use super::{diff, explain, lint, render, routetest, Finding, Severity};
+use super::{diff, explain, render, routetest, Finding, Severity};
+use crate::config::lint;
+use crate::config::words::plural;
 use crate::config::{self, compile, load, Diagnostic};
 use crate::stats::Stats;
 
@@ -163,8 +165,8 @@ fn print_findings(f: &[Finding], format: Format, ok_line: Option<String>) {
             if !f.is_empty() {
                 eprintln!(
                     "{}, {}",
-                    super::plural(errors, "error"),
-                    super::plural(warnings, "warning")
+                    plural(errors, "error"),
+                    plural(warnings, "warning")
                 );
             }
             if let Some(l) = ok_line {
@@ -322,7 +324,7 @@ pub fn test_routes(a: &TestRoutesArgs) -> u8 {
             return 2;
         }
     };
-    let report = routetest::run(&snap, &src.cfg, &src.map, &tests, &tmap);
+    let report = routetest::run(&snap, &src.map, &tests, &tmap);
     let mut code = u8::from(report.failed() > 0);
     let pct = report.coverage.percent();
     let under = a.fail_under.filter(|min| pct + 1e-9 < *min);
@@ -349,7 +351,7 @@ pub fn test_routes(a: &TestRoutesArgs) -> u8 {
 }
 
 pub fn explain(a: &ExplainArgs) -> u8 {
-    let (src, snap) = match load(&a.config, a.include_root.as_deref(), a.format) {
+    let (_, snap) = match load(&a.config, a.include_root.as_deref(), a.format) {
         Ok(x) => x,
         Err(code) => return code,
     };
@@ -372,7 +374,7 @@ pub fn explain(a: &ExplainArgs) -> u8 {
         query: Vec::new(),
         service: a.service.clone(),
     };
-    match explain::evaluate(&snap, &src.cfg, &rq) {
+    match explain::evaluate(&snap, &rq) {
         Ok(o) => {
             match a.format {
                 Format::Text => print!("{}", o.to_text()),

@@ -8,9 +8,12 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
-use crate::config::raw;
+use crate::config::duration;
+use crate::config::snapshot::HttpSettings;
+use crate::config::words::percent;
 use crate::config::Snapshot;
-use crate::router::{self, Action, RequestView, Target};
+use crate::router::{self, Action, FilterOverride, RequestView, RouteAction, Target};
+use crate::thrift::ListenerCtx;
 
 /// A request to explain.
 #[derive(Debug, Clone, Default)]
@@ -82,30 +85,14 @@ pub struct Outcome {
     pub host_rewrite: Option<String>,
 }
 
-/// Format a duration the way configs write them.
-pub fn fmt_dur(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms == 0 {
-        "0s".into()
-    } else if ms % 3_600_000 == 0 {
-        format!("{}h", ms / 3_600_000)
-    } else if ms % 60_000 == 0 {
-        format!("{}m", ms / 60_000)
-    } else if ms % 1000 == 0 {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{ms}ms")
-    }
-}
-
-fn listener_index(snap: &Snapshot, cfg: &raw::Config, name: Option<&str>) -> Result<usize, String> {
+fn listener_index(snap: &Snapshot, name: Option<&str>) -> Result<usize, String> {
     match name {
-        Some(n) => cfg
+        Some(n) => snap
             .listeners
             .iter()
-            .position(|l| l.name == n)
+            .position(|l| &*l.name == n)
             .ok_or_else(|| {
-                let names: Vec<&str> = cfg.listeners.iter().map(|l| l.name.as_str()).collect();
+                let names: Vec<&str> = snap.listeners.iter().map(|l| &*l.name).collect();
                 format!("no listener `{n}`; listeners: {}", names.join(", "))
             }),
         None if snap.listeners.len() == 1 => Ok(0),
@@ -113,72 +100,139 @@ fn listener_index(snap: &Snapshot, cfg: &raw::Config, name: Option<&str>) -> Res
     }
 }
 
-/// Evaluate `rq` against a compiled snapshot and the raw config it came from.
-pub fn evaluate(snap: &Snapshot, cfg: &raw::Config, rq: &Request) -> Result<Outcome, String> {
-    let li = listener_index(snap, cfg, rq.listener.as_deref())?;
-    let (Some(rl), Some(sl)) = (cfg.listeners.get(li), snap.listeners.get(li)) else {
+impl Outcome {
+    /// Nothing decided yet: an HTTP request no route took.
+    fn new(listener: &str) -> Outcome {
+        Outcome {
+            listener: listener.to_string(),
+            protocol: "http",
+            virtual_host: None,
+            route: None,
+            route_id: None,
+            action: Act::NoRoute,
+            filters: Vec::new(),
+            disabled: Vec::new(),
+            overridden: Vec::new(),
+            timeout: None,
+            retry: None,
+            upstream_path: None,
+            host_rewrite: None,
+        }
+    }
+}
+
+/// Evaluate `rq` against a compiled snapshot, with the code the proxy runs.
+pub fn evaluate(snap: &Snapshot, rq: &Request) -> Result<Outcome, String> {
+    let li = listener_index(snap, rq.listener.as_deref())?;
+    let Some(l) = snap.listeners.get(li) else {
         return Err("listener not compiled".into());
     };
-    let mut out = Outcome {
-        listener: rl.name.clone(),
-        protocol: "http",
-        virtual_host: None,
-        route: None,
-        route_id: None,
-        action: Act::NoRoute,
-        filters: Vec::new(),
-        disabled: Vec::new(),
-        overridden: Vec::new(),
-        timeout: None,
-        retry: None,
-        upstream_path: None,
-        host_rewrite: None,
-    };
-    if let Some(t) = &sl.tcp {
+    let mut out = Outcome::new(&l.name);
+    if let Some(t) = &l.tcp {
         out.protocol = "tcp";
         out.action = Act::Tcp(t.cluster.name.to_string());
-        return Ok(out);
-    }
-    if let Some(t) = &sl.thrift {
+    } else if let Some(t) = &l.thrift {
         out.protocol = "thrift";
-        let method = rq.method.clone().unwrap_or_default();
-        let name = match &rq.service {
-            Some(s) => format!("{s}:{method}"),
-            None => method,
-        };
-        let routes = t.routes();
-        let headers = rq.headers.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes()));
-        if let Some(r) = routes.route_name(&name, headers) {
-            let idx = routes
-                .all()
-                .iter()
-                .position(|x| std::ptr::eq(x, r))
-                .unwrap_or(0);
-            out.route = Some(r.name.clone());
-            out.route_id = Some(RouteId {
-                listener: li,
-                vhost: None,
-                route: idx,
-            });
-            let targets = r.targets();
-            out.action = match targets.as_slice() {
-                [(c, None)] => Act::Cluster((*c).to_string()),
-                _ => Act::Weighted(
-                    targets
-                        .iter()
-                        .map(|(c, w)| ((*c).to_string(), w.unwrap_or(0)))
-                        .collect(),
-                ),
-            };
-            out.timeout = r.timeout();
-        }
-        return Ok(out);
+        thrift_route(&mut out, li, t, rq);
+    } else if let Some(http) = &l.http {
+        http_route(&mut out, li, l.tls.is_some(), http, rq)?;
+    } else {
+        return Err(format!("listener `{}` has no routes", l.name));
     }
-    let Some(http) = &sl.http else {
-        return Err(format!("listener `{}` has no routes", rl.name));
-    };
-    out.filters = chain_names(rl);
+    Ok(out)
+}
 
+/// A Thrift call: the route its (service-qualified) method name and headers take.
+fn thrift_route(out: &mut Outcome, li: usize, t: &ListenerCtx, rq: &Request) {
+    let method = rq.method.clone().unwrap_or_default();
+    let name = match &rq.service {
+        Some(s) => format!("{s}:{method}"),
+        None => method,
+    };
+    let routes = t.routes();
+    let headers = rq.headers.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes()));
+    let Some(r) = routes.route_name(&name, headers) else {
+        return;
+    };
+    out.route = Some(r.name.clone());
+    out.route_id = Some(RouteId {
+        listener: li,
+        vhost: None,
+        route: index_of(routes.all(), r),
+    });
+    let targets = r.targets();
+    out.action = match targets.as_slice() {
+        [(c, None)] => Act::Cluster((*c).to_string()),
+        _ => Act::Weighted(
+            targets
+                .iter()
+                .map(|(c, w)| ((*c).to_string(), w.unwrap_or(0)))
+                .collect(),
+        ),
+    };
+    out.timeout = r.timeout();
+}
+
+/// Where `item` sits in `all` (compared by address: the item is one of them).
+fn index_of<T>(all: &[T], item: &T) -> usize {
+    all.iter().position(|x| std::ptr::eq(x, item)).unwrap_or(0)
+}
+
+/// The request target after the proxy's target phase: what routing sees.
+struct Resolved {
+    host: String,
+    path: String,
+    query: Option<String>,
+    authority: String,
+}
+
+/// An HTTP request: the target phase, the router, the route's filters and action.
+fn http_route(
+    out: &mut Outcome,
+    li: usize,
+    tls: bool,
+    http: &HttpSettings,
+    rq: &Request,
+) -> Result<(), String> {
+    out.filters = http.filter_names.iter().map(|n| n.to_string()).collect();
+    let (method, mut headers) = request_head(rq)?;
+    let t = match resolve_target(rq, &method, &headers, tls, http) {
+        Ok(t) => t,
+        Err(why) => {
+            out.action = Act::Rejected(why);
+            return Ok(());
+        }
+    };
+    headers.insert(
+        http::header::HOST,
+        HeaderValue::from_str(&t.authority).map_err(|_| "invalid host".to_string())?,
+    );
+    let view = RequestView {
+        host: &t.host,
+        path: &t.path,
+        query: t.query.as_deref(),
+        headers: &headers,
+        method: &method,
+        peer_sans: &[],
+    };
+    out.virtual_host = http.router.vhost(&t.host).map(|vh| vh.name.to_string());
+    let Some((vh, route)) = http.router.route(&view) else {
+        return Ok(());
+    };
+    out.route = Some(route.name.to_string());
+    out.route_id = Some(RouteId {
+        listener: li,
+        vhost: Some(index_of(&http.router.vhosts, vh)),
+        route: index_of(&vh.routes, route),
+    });
+    route_filters(out, route);
+    route_action(out, http, route, tls, &t, &headers);
+    Ok(())
+}
+
+/// The method and headers as given; `Host` from `host` (else `localhost`) when the
+/// headers have none.
+fn request_head(rq: &Request) -> Result<(Method, HeaderMap), String> {
     let method = Method::from_bytes(rq.method.as_deref().unwrap_or("GET").as_bytes())
         .map_err(|_| "invalid method".to_string())?;
     let mut headers = HeaderMap::new();
@@ -191,9 +245,6 @@ pub fn evaluate(snap: &Snapshot, cfg: &raw::Config, rq: &Request) -> Result<Outc
         };
         headers.append(k, v);
     }
-    // The request as the proxy would receive it: `host` as the authority of an
-    // absolute-form (or HTTP/2) request, a `host` header as `Host` (when absent,
-    // `host` or else `localhost`). The proxy's own target phase then decides.
     if !headers.contains_key(http::header::HOST) {
         let host = match rq.host.as_str() {
             "" => HeaderValue::from_static("localhost"),
@@ -201,6 +252,12 @@ pub fn evaluate(snap: &Snapshot, cfg: &raw::Config, rq: &Request) -> Result<Outc
         };
         headers.insert(http::header::HOST, host);
     }
+    Ok((method, headers))
+}
+
+/// The request target as the proxy would receive it: `host` as the authority of
+/// an absolute-form (or HTTP/2) request, then the path and any extra query.
+fn target_text(rq: &Request) -> String {
     let mut target = String::new();
     if !rq.host.is_empty() {
         target.push_str("http://");
@@ -212,146 +269,142 @@ pub fn evaluate(snap: &Snapshot, cfg: &raw::Config, rq: &Request) -> Result<Outc
         let extra: Vec<String> = rq.query.iter().map(|(k, v)| format!("{k}={v}")).collect();
         target.push_str(&extra.join("&"));
     }
+    target
+}
+
+/// The proxy's own target phase decides host, path and query, or why it answers
+/// 400 before routing.
+fn resolve_target(
+    rq: &Request,
+    method: &Method,
+    headers: &HeaderMap,
+    tls: bool,
+    http: &HttpSettings,
+) -> Result<Resolved, String> {
+    let target = target_text(rq);
     if headers.get_all(http::header::HOST).iter().count() > 1 {
-        out.action = Act::Rejected("more than one host header (400)".into());
-        return Ok(out);
+        return Err("more than one host header (400)".into());
     }
     if target.contains('#') {
-        out.action = Act::Rejected("fragment in the request target (400)".into());
-        return Ok(out);
+        return Err("fragment in the request target (400)".into());
     }
     let Ok(uri) = target.parse::<http::Uri>() else {
-        out.action = Act::Rejected("malformed request target (400)".into());
-        return Ok(out);
+        return Err("malformed request target (400)".into());
     };
-    let host_header = headers.get(http::header::HOST).cloned();
     let head = crate::http::target::Head {
         version: http::Version::HTTP_11,
         options: method == Method::OPTIONS,
         uri: &uri,
-        host: host_header.as_ref(),
-        tls: rl.tls.is_some(),
+        host: headers.get(http::header::HOST),
+        tls,
     };
     let settings = crate::http::target::Settings {
         path: &http.path_rules,
         default_host_http10: http.default_host_http10.as_ref(),
     };
-    let t = match crate::http::target::resolve(&head, &settings) {
-        Ok(t) => t,
-        Err(reason) => {
-            out.action = Act::Rejected(format!("{} (400)", rejected_why(reason)));
-            return Ok(out);
-        }
-    };
-    headers.insert(
-        http::header::HOST,
-        HeaderValue::from_str(t.authority).map_err(|_| "invalid host".to_string())?,
-    );
-    let (host, path, query) = (t.host.into_owned(), t.path.into_owned(), t.query);
-    let authority = t.authority.to_string();
-    let view = RequestView {
-        host: &host,
-        path: &path,
-        query,
-        headers: &headers,
-        method: &method,
-        peer_sans: &[],
-    };
-    if let Some(vh) = http.router.vhost(&host) {
-        out.virtual_host = Some(vh.name.to_string());
-    }
-    let Some((vh, route)) = http.router.route(&view) else {
-        return Ok(out);
-    };
-    let vi = http
-        .router
-        .vhosts
-        .iter()
-        .position(|v| std::ptr::eq(v, vh))
-        .unwrap_or(0);
-    let ri = vh
-        .routes
-        .iter()
-        .position(|r| std::ptr::eq(r, route))
-        .unwrap_or(0);
-    out.route = Some(route.name.to_string());
-    out.route_id = Some(RouteId {
-        listener: li,
-        vhost: Some(vi),
-        route: ri,
-    });
-    if let Some(rr) = rl.virtual_hosts.get(vi).and_then(|v| v.routes.get(ri)) {
-        let chain = std::mem::take(&mut out.filters);
-        for name in chain {
-            match rr.filter_overrides.get(&name) {
-                Some(v) if v.as_str() == Some("disabled") => out.disabled.push(name),
-                Some(_) => {
-                    out.overridden.push(name.clone());
-                    out.filters.push(name);
-                }
-                None => out.filters.push(name),
+    let t = crate::http::target::resolve(&head, &settings)
+        .map_err(|reason| format!("{} (400)", rejected_why(reason)))?;
+    Ok(Resolved {
+        host: t.host.into_owned(),
+        path: t.path.into_owned(),
+        query: t.query.map(str::to_string),
+        authority: t.authority.to_string(),
+    })
+}
+
+/// The listener's chain as this route runs it: its `filter_overrides` applied.
+fn route_filters(out: &mut Outcome, route: &router::Route) {
+    let chain = std::mem::take(&mut out.filters);
+    for name in chain {
+        let kind = route
+            .overrides
+            .iter()
+            .find(|(n, _)| **n == *name)
+            .map(|(_, k)| *k);
+        match kind {
+            Some(FilterOverride::Disabled) => out.disabled.push(name),
+            Some(FilterOverride::Configured) => {
+                out.overridden.push(name.clone());
+                out.filters.push(name);
             }
+            None => out.filters.push(name),
         }
     }
-    match &route.action {
-        Action::Direct(d) => {
-            out.action = Act::Direct {
-                status: d.status.as_u16(),
-            }
-        }
-        Action::Redirect(r) => {
-            out.action = Act::Redirect {
-                status: r.status.as_u16(),
-                location: router::redirect_location(
-                    r,
-                    &route.matcher.path,
-                    rl.tls.is_some(),
-                    &host,
-                    Some(&authority),
-                    &path,
-                    query,
-                ),
-            }
-        }
-        Action::Route(ra) => {
-            out.action = match &ra.target {
-                Target::Cluster(c) => Act::Cluster(c.name.to_string()),
-                Target::Weighted { clusters, .. } => Act::Weighted(
-                    clusters
-                        .iter()
-                        .map(|(c, w)| (c.name.to_string(), u64::from(*w)))
-                        .collect(),
-                ),
-                Target::Header(h) => Act::ClusterHeader {
-                    header: h.to_string(),
-                    resolved: ra
-                        .cluster(&http.router, &headers)
-                        .map(|c| c.name.to_string()),
-                },
-            };
-            out.timeout = ra.timeout;
-            out.retry = ra.retry.as_ref().map(|r| {
-                let on = r.conditions();
-                let mut s = format!("{} attempts on {}", r.attempts, on.join(", "));
-                if let Some(t) = r.per_try_timeout {
-                    let _ = write!(s, ", {} per try", fmt_dur(t));
-                }
-                s
-            });
-            out.upstream_path = Some(router::rewrite_path(
+}
+
+/// What the matched route does: a direct response, a redirect, or forwarding.
+fn route_action(
+    out: &mut Outcome,
+    http: &HttpSettings,
+    route: &router::Route,
+    tls: bool,
+    t: &Resolved,
+    headers: &HeaderMap,
+) {
+    out.action = match &route.action {
+        Action::Direct(d) => Act::Direct {
+            status: d.status.as_u16(),
+        },
+        Action::Redirect(r) => Act::Redirect {
+            status: r.status.as_u16(),
+            location: router::redirect_location(
+                r,
                 &route.matcher.path,
-                ra.prefix_rewrite.as_deref(),
-                &path,
-                None,
-            ));
-            out.host_rewrite = ra
-                .host_rewrite
-                .as_ref()
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string);
+                tls,
+                &t.host,
+                Some(&t.authority),
+                &t.path,
+                t.query.as_deref(),
+            ),
+        },
+        Action::Route(ra) => {
+            forward(out, route, ra, t);
+            forward_target(http, ra, headers)
         }
+    };
+}
+
+/// Where a forwarding route sends the request.
+fn forward_target(http: &HttpSettings, ra: &RouteAction, headers: &HeaderMap) -> Act {
+    match &ra.target {
+        Target::Cluster(c) => Act::Cluster(c.name.to_string()),
+        Target::Weighted { clusters, .. } => Act::Weighted(
+            clusters
+                .iter()
+                .map(|(c, w)| (c.name.to_string(), u64::from(*w)))
+                .collect(),
+        ),
+        Target::Header(h) => Act::ClusterHeader {
+            header: h.to_string(),
+            resolved: ra
+                .cluster(&http.router, headers)
+                .map(|c| c.name.to_string()),
+        },
     }
-    Ok(out)
+}
+
+/// A forwarding route's timeout, retries and rewrites.
+fn forward(out: &mut Outcome, route: &router::Route, ra: &RouteAction, t: &Resolved) {
+    out.timeout = ra.timeout;
+    out.retry = ra.retry.as_ref().map(|r| {
+        let on = r.conditions();
+        let mut s = format!("{} attempts on {}", r.attempts, on.join(", "));
+        if let Some(t) = r.per_try_timeout {
+            let _ = write!(s, ", {} per try", duration::format(t));
+        }
+        s
+    });
+    out.upstream_path = Some(router::rewrite_path(
+        &route.matcher.path,
+        ra.prefix_rewrite.as_deref(),
+        &t.path,
+        None,
+    ));
+    out.host_rewrite = ra
+        .host_rewrite
+        .as_ref()
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string);
 }
 
 /// Why the proxy refuses a request before routing, in words.
@@ -366,23 +419,6 @@ fn rejected_why(reason: crate::error::Reject) -> &'static str {
         Reject::DoubleEncoding => "path is double-encoded",
         Reject::Path => "malformed path or escaped slash",
         other => other.as_str(),
-    }
-}
-
-/// The listener's filter names, in chain order.
-pub fn chain_names(l: &raw::Listener) -> Vec<String> {
-    l.filters.iter().flat_map(|m| m.keys().cloned()).collect()
-}
-
-fn percent(w: u64, total: u64) -> String {
-    if total == 0 {
-        return "0%".into();
-    }
-    let p = w as f64 * 100.0 / total as f64;
-    if (p - p.round()).abs() < 1e-9 {
-        format!("{}%", p.round() as u64)
-    } else {
-        format!("{p:.1}%")
     }
 }
 
@@ -491,7 +527,10 @@ impl Outcome {
                 self.action,
                 Act::Cluster(_) | Act::Weighted(_) | Act::ClusterHeader { .. }
             ) {
-                line("timeout", &self.timeout.map_or("none".to_string(), fmt_dur));
+                line(
+                    "timeout",
+                    &self.timeout.map_or("none".to_string(), duration::format),
+                );
             }
             if let Some(r) = &self.retry {
                 line("retries", r);
@@ -512,7 +551,7 @@ impl Outcome {
             "filters": self.filters,
             "overridden_filters": self.overridden,
             "disabled_filters": self.disabled,
-            "timeout": self.timeout.map(fmt_dur),
+            "timeout": self.timeout.map(duration::format),
             "retries": self.retry,
         })
     }
@@ -542,11 +581,7 @@ pub fn admin(snap: &Snapshot, query: Option<&str>, json: bool) -> (bool, String)
             _ => {}
         }
     }
-    let cfg = match serde_yaml::from_value::<raw::Config>(snap.effective.clone()) {
-        Ok(c) => c,
-        Err(e) => return (false, format!("cannot read the running config: {e}\n")),
-    };
-    match evaluate(snap, &cfg, &rq) {
+    match evaluate(snap, &rq) {
         Ok(o) if json => (true, o.to_json().to_string()),
         Ok(o) => (true, o.to_text()),
         Err(e) if json => (false, serde_json::json!({ "error": e }).to_string()),

@@ -10,7 +10,8 @@ use serde::Deserialize;
 
 use super::explain::{self, Act, Outcome, RouteId};
 use crate::config::load::{self, Diagnostic, SourceMap};
-use crate::config::{raw, Snapshot};
+use crate::config::words::plural;
+use crate::config::{duration, Snapshot};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -151,8 +152,56 @@ fn weights_str(ws: &[(String, u64)]) -> String {
         .join(", ")
 }
 
+/// Each expectation the test states, compared with what happened.
 fn check(e: &Expect, o: &Outcome, map: &SourceMap, tp: &str, out: &mut Vec<Mismatch>) {
-    let mut mm = |field: &'static str, expected: String, actual: String| {
+    let stated = [
+        (
+            "virtual_host",
+            e.virtual_host
+                .clone()
+                .map(|v| (v, or_none(&o.virtual_host))),
+        ),
+        ("route", e.route.clone().map(|r| (r, or_none(&o.route)))),
+        ("no_route", e.no_route.map(|n| (n.to_string(), no_route(o)))),
+        (
+            "cluster",
+            e.cluster.clone().map(|c| (c, cluster(&o.action))),
+        ),
+        (
+            "weighted_clusters",
+            e.weighted_clusters
+                .as_ref()
+                .map(|ws| weighted(ws, &o.action)),
+        ),
+        (
+            "redirect",
+            e.redirect.clone().map(|r| (r, redirect(&o.action))),
+        ),
+        (
+            "direct_response",
+            e.direct_response
+                .map(|s| (s.to_string(), direct(&o.action))),
+        ),
+        (
+            "status",
+            e.status.map(|s| (s.to_string(), status(&o.action))),
+        ),
+        (
+            "rewritten_path",
+            e.rewritten_path.clone().map(|p| (p, rewritten(o))),
+        ),
+        (
+            "filters",
+            e.filters
+                .as_ref()
+                .map(|f| (f.join(", "), o.filters.join(", "))),
+        ),
+        ("timeout", e.timeout.as_deref().map(|t| timeout(t, o))),
+    ];
+    for (field, pair) in stated {
+        let Some((expected, actual)) = pair else {
+            continue;
+        };
         if expected != actual {
             out.push(Mismatch {
                 field,
@@ -161,140 +210,111 @@ fn check(e: &Expect, o: &Outcome, map: &SourceMap, tp: &str, out: &mut Vec<Misma
                 at: map.diag(&format!("{tp}.expect.{field}"), ""),
             });
         }
-    };
-    let none = || "(none)".to_string();
-    if let Some(v) = &e.virtual_host {
-        mm(
-            "virtual_host",
-            v.clone(),
-            o.virtual_host.clone().unwrap_or_else(none),
-        );
-    }
-    if let Some(r) = &e.route {
-        mm("route", r.clone(), o.route.clone().unwrap_or_else(none));
-    }
-    if let Some(n) = e.no_route {
-        let actual = o.route.is_none() && matches!(o.action, Act::NoRoute);
-        mm(
-            "no_route",
-            n.to_string(),
-            if actual {
-                "true".into()
-            } else {
-                format!("false (route {})", o.route.clone().unwrap_or_else(none))
-            },
-        );
-    }
-    if let Some(c) = &e.cluster {
-        let actual = match &o.action {
-            Act::Cluster(c) | Act::Tcp(c) => c.clone(),
-            Act::ClusterHeader {
-                resolved: Some(c), ..
-            } => c.clone(),
-            other => other.describe(),
-        };
-        mm("cluster", c.clone(), actual);
-    }
-    if let Some(ws) = &e.weighted_clusters {
-        let expected: Vec<(String, u64)> = ws.iter().map(|(c, w)| (c.clone(), *w)).collect();
-        let actual = match &o.action {
-            Act::Weighted(a) => weights_str(a),
-            other => other.describe(),
-        };
-        mm("weighted_clusters", weights_str(&expected), actual);
-    }
-    if let Some(r) = &e.redirect {
-        let actual = match &o.action {
-            Act::Redirect { location, .. } => location.clone(),
-            other => other.describe(),
-        };
-        mm("redirect", r.clone(), actual);
-    }
-    if let Some(s) = e.direct_response {
-        let actual = match &o.action {
-            Act::Direct { status } => status.to_string(),
-            other => other.describe(),
-        };
-        mm("direct_response", s.to_string(), actual);
-    }
-    if let Some(s) = e.status {
-        let actual = status_of(&o.action).map_or_else(
-            || format!("proxied ({})", o.action.describe()),
-            |s| s.to_string(),
-        );
-        mm("status", s.to_string(), actual);
-    }
-    if let Some(p) = &e.rewritten_path {
-        mm(
-            "rewritten_path",
-            p.clone(),
-            o.upstream_path
-                .clone()
-                .unwrap_or_else(|| "(not proxied)".into()),
-        );
-    }
-    if let Some(f) = &e.filters {
-        mm("filters", f.join(", "), o.filters.join(", "));
-    }
-    if let Some(t) = &e.timeout {
-        let expected = crate::config::duration::parse(t)
-            .map(explain::fmt_dur)
-            .unwrap_or_else(|_| t.clone());
-        mm(
-            "timeout",
-            expected,
-            o.timeout.map_or("none".into(), explain::fmt_dur),
-        );
     }
 }
 
-/// Every route of the config, for coverage: (id, `listener/vhost/route`, path).
-pub fn all_routes(cfg: &raw::Config) -> Vec<(RouteId, String, String)> {
+fn or_none(v: &Option<String>) -> String {
+    v.clone().unwrap_or_else(|| "(none)".to_string())
+}
+
+fn no_route(o: &Outcome) -> String {
+    if o.route.is_none() && matches!(o.action, Act::NoRoute) {
+        "true".into()
+    } else {
+        format!("false (route {})", or_none(&o.route))
+    }
+}
+
+/// The cluster the request goes to, else what happens instead.
+fn cluster(a: &Act) -> String {
+    match a {
+        Act::Cluster(c) | Act::Tcp(c) => c.clone(),
+        Act::ClusterHeader {
+            resolved: Some(c), ..
+        } => c.clone(),
+        other => other.describe(),
+    }
+}
+
+/// (expected, actual) weights, each sorted by cluster.
+fn weighted(expected: &BTreeMap<String, u64>, a: &Act) -> (String, String) {
+    let expected: Vec<(String, u64)> = expected.iter().map(|(c, w)| (c.clone(), *w)).collect();
+    let actual = match a {
+        Act::Weighted(ws) => weights_str(ws),
+        other => other.describe(),
+    };
+    (weights_str(&expected), actual)
+}
+
+fn redirect(a: &Act) -> String {
+    match a {
+        Act::Redirect { location, .. } => location.clone(),
+        other => other.describe(),
+    }
+}
+
+fn direct(a: &Act) -> String {
+    match a {
+        Act::Direct { status } => status.to_string(),
+        other => other.describe(),
+    }
+}
+
+fn status(a: &Act) -> String {
+    status_of(a).map_or_else(|| format!("proxied ({})", a.describe()), |s| s.to_string())
+}
+
+fn rewritten(o: &Outcome) -> String {
+    o.upstream_path
+        .clone()
+        .unwrap_or_else(|| "(not proxied)".into())
+}
+
+/// (expected, actual) timeouts, both written the way configs write them.
+fn timeout(t: &str, o: &Outcome) -> (String, String) {
+    let expected = duration::parse(t)
+        .map(duration::format)
+        .unwrap_or_else(|_| t.to_string());
+    (expected, o.timeout.map_or("none".into(), duration::format))
+}
+
+/// Every route of the compiled config, for coverage: (id, `listener/vhost/route`,
+/// the route's path in the source).
+pub fn all_routes(snap: &Snapshot) -> Vec<(RouteId, String, String)> {
     let mut out = Vec::new();
-    for (li, l) in cfg.listeners.iter().enumerate() {
-        for (vi, vh) in l.virtual_hosts.iter().enumerate() {
+    for (li, l) in snap.listeners.iter().enumerate() {
+        let vhosts = l.http.iter().flat_map(|h| h.router.vhosts.iter());
+        for (vi, vh) in vhosts.enumerate() {
             for (ri, r) in vh.routes.iter().enumerate() {
-                let name = r
-                    .name
-                    .clone()
-                    .unwrap_or_else(|| format!("{}/{}", vh.name, ri));
                 out.push((
                     RouteId {
                         listener: li,
                         vhost: Some(vi),
                         route: ri,
                     },
-                    format!("{}/{}/{}", l.name, vh.name, name),
+                    format!("{}/{}/{}", l.name, vh.name, r.name),
                     format!("listeners.{li}.virtual_hosts.{vi}.routes.{ri}"),
                 ));
             }
         }
-        if let Some(t) = &l.thrift {
-            for (ri, r) in t.routes.iter().enumerate() {
-                let name = r.name.clone().unwrap_or_else(|| format!("routes.{ri}"));
-                out.push((
-                    RouteId {
-                        listener: li,
-                        vhost: None,
-                        route: ri,
-                    },
-                    format!("{}/{}", l.name, name),
-                    format!("listeners.{li}.thrift.routes.{ri}"),
-                ));
-            }
+        let thrift = l.thrift.iter().flat_map(|t| t.routes().all().iter());
+        for (ri, r) in thrift.enumerate() {
+            out.push((
+                RouteId {
+                    listener: li,
+                    vhost: None,
+                    route: ri,
+                },
+                format!("{}/{}", l.name, r.name),
+                format!("listeners.{li}.thrift.routes.{ri}"),
+            ));
         }
     }
     out
 }
 
 /// Run every test.
-pub fn run(
-    snap: &Snapshot,
-    cfg: &raw::Config,
-    cfg_map: &SourceMap,
-    tests: &File,
-    tests_map: &SourceMap,
-) -> Report {
+pub fn run(snap: &Snapshot, cfg_map: &SourceMap, tests: &File, tests_map: &SourceMap) -> Report {
     let mut reached: BTreeSet<RouteId> = BTreeSet::new();
     let mut results = Vec::new();
     for (i, t) in tests.tests.iter().enumerate() {
@@ -323,7 +343,7 @@ pub fn run(
             service: t.request.service.clone(),
         };
         let mut mismatches = Vec::new();
-        match explain::evaluate(snap, cfg, &rq) {
+        match explain::evaluate(snap, &rq) {
             Ok(o) => {
                 if let Some(id) = &o.route_id {
                     reached.insert(id.clone());
@@ -343,7 +363,7 @@ pub fn run(
             mismatches,
         });
     }
-    let all = all_routes(cfg);
+    let all = all_routes(snap);
     let unreached = all
         .iter()
         .filter(|(id, _, _)| !reached.contains(id))
@@ -389,7 +409,7 @@ impl Report {
         let _ = writeln!(
             s,
             "{}: {} passed, {} failed",
-            super::plural(self.results.len(), "test"),
+            plural(self.results.len(), "test"),
             self.results.len() - failed,
             failed
         );

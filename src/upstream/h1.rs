@@ -452,7 +452,13 @@ fn parse_head(
         };
         // The head is under MAX_HEAD_BYTES, so offsets fit in u32.
         header_spans(rbuf, rsp.headers, spans);
-        let raw = rbuf.split_to(n).freeze();
+        // The head is copied out rather than split off: header values outlive the
+        // exchange (HTTP/2's HPACK table keeps the ones it indexed for the whole
+        // downstream connection), and a view into `rbuf` would keep its 16 KiB
+        // allocation with them. The copy also leaves `rbuf` unshared, so the next
+        // read reuses it.
+        let raw = Bytes::copy_from_slice(&rbuf[..n]);
+        rbuf.advance(n);
         let mut headers = HeaderMap::with_capacity(spans.len());
         let mut facts = HeadFacts::default();
         for &[ns, ne, vs, ve] in spans.iter() {
@@ -870,6 +876,26 @@ mod tests {
         parse(raw, is_head)
             .expect("valid head")
             .expect("complete head")
+    }
+
+    /// Response header values outlive the exchange (an HTTP/2 downstream's HPACK
+    /// table keeps the ones it indexes for the connection's life): they must not
+    /// hold on to the connection's read buffer, which stays the connection's own.
+    #[test]
+    fn header_values_do_not_keep_the_read_buffer() {
+        let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
+        rbuf.extend_from_slice(b"HTTP/1.1 200 OK\r\nserver: origin\r\ncontent-length: 2\r\n\r\nok");
+        let p = parse_head(&mut rbuf, &mut Vec::new(), false)
+            .expect("valid head")
+            .expect("complete head");
+        assert_eq!(p.headers["server"], "origin");
+        assert_eq!(&rbuf[..], b"ok");
+        rbuf.clear();
+        assert!(
+            rbuf.try_reclaim(READ_CHUNK),
+            "the read buffer is shared with the header values"
+        );
+        assert_eq!(p.headers["server"], "origin");
     }
 
     #[test]

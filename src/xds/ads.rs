@@ -20,9 +20,9 @@ use envoy_types::pb::google::protobuf::Any;
 use envoy_types::pb::google::rpc::Status;
 use prost_otlp::Message;
 
-use super::translate::Nack;
+use super::ResourceType;
 use super::{dynamic, eds, short_name, transport, type_of, type_url, Client};
-use crate::config::raw::XdsType;
+use crate::config::from_xds::Nack;
 use crate::server::Server;
 
 /// gRPC `INVALID_ARGUMENT`, the code of a NACK's `error_detail` (as Envoy sends).
@@ -90,9 +90,9 @@ async fn stream(
     let subs = Arc::new(Mutex::new(Subscriptions::new(client)));
     for t in client.settings.types.iter().copied() {
         let names = match t {
-            XdsType::Eds => eds::registry().wanted(),
-            XdsType::Rds => rds_names.clone(),
-            XdsType::Cds | XdsType::Lds => BTreeSet::new(),
+            ResourceType::Eds => eds::registry().wanted(),
+            ResourceType::Rds => rds_names.clone(),
+            ResourceType::Cds | ResourceType::Lds => BTreeSet::new(),
         };
         if let Some(r) = lock(&subs).initial(client, t, names) {
             let _ = tx.send(r);
@@ -130,7 +130,7 @@ async fn stream(
                 Err(status) => return format!("stream failed: {status}"),
             },
             _ = registry.wanted_changed.notified() => {
-                let r = lock(&subs).names_changed(client, XdsType::Eds, registry.wanted());
+                let r = lock(&subs).names_changed(client, ResourceType::Eds, registry.wanted());
                 if let Some(r) = r {
                     let _ = tx.send(r);
                 }
@@ -142,8 +142,8 @@ async fn stream(
 /// What this stream asked for and the last nonce of each type.
 struct Subscriptions {
     node: Option<Node>,
-    names: BTreeMap<XdsType, BTreeSet<String>>,
-    nonces: BTreeMap<XdsType, String>,
+    names: BTreeMap<ResourceType, BTreeSet<String>>,
+    nonces: BTreeMap<ResourceType, String>,
 }
 
 impl Subscriptions {
@@ -160,10 +160,10 @@ impl Subscriptions {
     fn initial(
         &mut self,
         client: &Client,
-        t: XdsType,
+        t: ResourceType,
         names: BTreeSet<String>,
     ) -> Option<DiscoveryRequest> {
-        if matches!(t, XdsType::Eds | XdsType::Rds) && names.is_empty() {
+        if matches!(t, ResourceType::Eds | ResourceType::Rds) && names.is_empty() {
             return None;
         }
         self.names.insert(t, names);
@@ -174,7 +174,7 @@ impl Subscriptions {
     fn names_changed(
         &mut self,
         client: &Client,
-        t: XdsType,
+        t: ResourceType,
         now: BTreeSet<String>,
     ) -> Option<DiscoveryRequest> {
         if !client.settings.types.contains(&t) || self.names.get(&t) == Some(&now) {
@@ -184,7 +184,12 @@ impl Subscriptions {
         Some(self.request(client, t, None))
     }
 
-    fn request(&mut self, client: &Client, t: XdsType, nack: Option<Status>) -> DiscoveryRequest {
+    fn request(
+        &mut self,
+        client: &Client,
+        t: ResourceType,
+        nack: Option<Status>,
+    ) -> DiscoveryRequest {
         DiscoveryRequest {
             version_info: client.version(t),
             node: self.node.take(),
@@ -217,7 +222,7 @@ impl Subscriptions {
             }));
         };
         self.nonces.insert(t, resp.nonce.clone());
-        if t != XdsType::Eds {
+        if t != ResourceType::Eds {
             return Received::Dynamic(t, resp);
         }
         let result = apply_eds(&resp);
@@ -228,7 +233,7 @@ impl Subscriptions {
     fn finish(
         &mut self,
         client: &Client,
-        t: XdsType,
+        t: ResourceType,
         resp: DiscoveryResponse,
         result: Result<Vec<String>, Nack>,
     ) -> DiscoveryRequest {
@@ -252,7 +257,7 @@ impl Subscriptions {
 
 enum Received {
     Answer(Box<DiscoveryRequest>),
-    Dynamic(XdsType, DiscoveryResponse),
+    Dynamic(ResourceType, DiscoveryResponse),
 }
 
 fn lock(subs: &Mutex<Subscriptions>) -> std::sync::MutexGuard<'_, Subscriptions> {
@@ -278,40 +283,40 @@ struct Worker {
 impl Worker {
     async fn run(
         self,
-        mut queue: tokio::sync::mpsc::UnboundedReceiver<(XdsType, DiscoveryResponse)>,
+        mut queue: tokio::sync::mpsc::UnboundedReceiver<(ResourceType, DiscoveryResponse)>,
     ) {
         while let Some((t, resp)) = queue.recv().await {
             let result = self.apply(t, &resp).await;
             let answer = lock(&self.subs).finish(&self.client, t, resp, result);
             let _ = self.tx.send(answer);
             let rds = self.client.dynamic.lock().await.rds_names();
-            let again = lock(&self.subs).names_changed(&self.client, XdsType::Rds, rds);
+            let again = lock(&self.subs).names_changed(&self.client, ResourceType::Rds, rds);
             if let Some(r) = again {
                 let _ = self.tx.send(r);
             }
         }
     }
 
-    async fn apply(&self, t: XdsType, resp: &DiscoveryResponse) -> Result<Vec<String>, Nack> {
+    async fn apply(&self, t: ResourceType, resp: &DiscoveryResponse) -> Result<Vec<String>, Nack> {
         let acc = &self.client.dynamic;
         match t {
-            XdsType::Cds => {
+            ResourceType::Cds => {
                 let v: Vec<Cluster> = decode_all(t, &resp.resources)?;
-                dynamic::apply_clusters(&self.server, &v).await?;
+                dynamic::apply_clusters(&self.server, acc, &v).await?;
                 Ok(v.into_iter().map(|c| c.name).collect())
             }
-            XdsType::Lds => {
+            ResourceType::Lds => {
                 let v: Vec<Listener> = decode_all(t, &resp.resources)?;
                 let names = v.iter().map(|l| l.name.clone()).collect();
                 dynamic::apply_listeners(&self.server, acc, v).await?;
                 Ok(names)
             }
-            XdsType::Rds => {
+            ResourceType::Rds => {
                 let v: Vec<RouteConfiguration> = decode_all(t, &resp.resources)?;
                 dynamic::apply_routes(&self.server, acc, &v).await?;
                 Ok(v.into_iter().map(|r| r.name).collect())
             }
-            XdsType::Eds => apply_eds(resp),
+            ResourceType::Eds => apply_eds(resp),
         }
     }
 }
@@ -346,7 +351,7 @@ fn node(client: &Client) -> Node {
 
 /// Check and apply an EDS response as a whole; the names of its resources.
 fn apply_eds(resp: &DiscoveryResponse) -> Result<Vec<String>, Nack> {
-    let clas: Vec<ClusterLoadAssignment> = decode_all(XdsType::Eds, &resp.resources)?;
+    let clas: Vec<ClusterLoadAssignment> = decode_all(ResourceType::Eds, &resp.resources)?;
     let registry = eds::registry();
     let checked = registry.check(&clas)?;
     let names = checked.iter().map(|c| c.service.clone()).collect();
@@ -355,7 +360,7 @@ fn apply_eds(resp: &DiscoveryResponse) -> Result<Vec<String>, Nack> {
 }
 
 /// Decode every resource as the message of `t`.
-fn decode_all<M: Message + Default>(t: XdsType, resources: &[Any]) -> Result<Vec<M>, Nack> {
+fn decode_all<M: Message + Default>(t: ResourceType, resources: &[Any]) -> Result<Vec<M>, Nack> {
     resources
         .iter()
         .enumerate()

@@ -8,12 +8,14 @@
 //! - `ads`: the stream, ACK/NACK, reconnect with jittered backoff.
 //! - `transport`: gRPC over the management cluster's own connector (TLS, mTLS,
 //!   connect timeout) and HTTP/2.
-//! - `translate`: Envoy Cluster / RouteConfiguration / Listener → attache config.
+//! - `dynamic`: CDS / LDS / RDS updates swapped in like a file reload.
+//!
+//! Translating resources into attache's config is `config::from_xds`: the client
+//! hands it resources and applies what it compiles to.
 
 mod ads;
 pub mod dynamic;
 pub mod eds;
-pub mod translate;
 mod transport;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -22,35 +24,48 @@ use std::time::{Duration, SystemTime};
 
 use prometheus::{IntCounter, IntGauge};
 
-use crate::config::raw::XdsType;
 use crate::stats::Stats;
+
+/// An xDS resource type (the compiled `xds.resources`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ResourceType {
+    Eds,
+    Cds,
+    Lds,
+    Rds,
+}
 
 pub const XDS_UPDATES_TOTAL: &str = "attache_xds_updates_total";
 pub const XDS_CONNECTED: &str = "attache_xds_connected";
 
 /// The type URL of each resource type.
-pub fn type_url(t: XdsType) -> &'static str {
+pub fn type_url(t: ResourceType) -> &'static str {
     match t {
-        XdsType::Eds => "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
-        XdsType::Cds => "type.googleapis.com/envoy.config.cluster.v3.Cluster",
-        XdsType::Lds => "type.googleapis.com/envoy.config.listener.v3.Listener",
-        XdsType::Rds => "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+        ResourceType::Eds => "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
+        ResourceType::Cds => "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+        ResourceType::Lds => "type.googleapis.com/envoy.config.listener.v3.Listener",
+        ResourceType::Rds => "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
     }
 }
 
 /// The metric label and `/config_dump` key of a type.
-pub fn short_name(t: XdsType) -> &'static str {
+pub fn short_name(t: ResourceType) -> &'static str {
     match t {
-        XdsType::Eds => "eds",
-        XdsType::Cds => "cds",
-        XdsType::Lds => "lds",
-        XdsType::Rds => "rds",
+        ResourceType::Eds => "eds",
+        ResourceType::Cds => "cds",
+        ResourceType::Lds => "lds",
+        ResourceType::Rds => "rds",
     }
 }
 
-const ALL_TYPES: [XdsType; 4] = [XdsType::Eds, XdsType::Cds, XdsType::Lds, XdsType::Rds];
+const ALL_TYPES: [ResourceType; 4] = [
+    ResourceType::Eds,
+    ResourceType::Cds,
+    ResourceType::Lds,
+    ResourceType::Rds,
+];
 
-fn type_of(url: &str) -> Option<XdsType> {
+fn type_of(url: &str) -> Option<ResourceType> {
     ALL_TYPES.into_iter().find(|t| type_url(*t) == url)
 }
 
@@ -64,7 +79,7 @@ pub struct Settings {
     pub region: String,
     pub zone: String,
     pub sub_zone: String,
-    pub types: BTreeSet<XdsType>,
+    pub types: BTreeSet<ResourceType>,
     pub initial_fetch_timeout: Duration,
     pub backoff: Duration,
     pub max_backoff: Duration,
@@ -87,8 +102,8 @@ struct TypeStatus {
 #[derive(Default)]
 struct Status {
     connected: bool,
-    types: BTreeMap<XdsType, TypeStatus>,
-    resources: BTreeMap<(XdsType, String), Accepted>,
+    types: BTreeMap<ResourceType, TypeStatus>,
+    resources: BTreeMap<(ResourceType, String), Accepted>,
 }
 
 /// The running client: settings, counters and what `/config_dump` shows.
@@ -131,7 +146,7 @@ impl Client {
         self.status.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn counter(&self, t: XdsType, result: &str) -> IntCounter {
+    fn counter(&self, t: ResourceType, result: &str) -> IntCounter {
         self.updates.with_label_values(&[short_name(t), result])
     }
 
@@ -141,7 +156,7 @@ impl Client {
     }
 
     /// Record an accepted response of `t` at `version` carrying `names`.
-    fn accepted(&self, t: XdsType, version: &str, names: impl IntoIterator<Item = String>) {
+    fn accepted(&self, t: ResourceType, version: &str, names: impl IntoIterator<Item = String>) {
         self.counter(t, "accepted").inc();
         let now = SystemTime::now();
         let mut s = self.status();
@@ -159,14 +174,14 @@ impl Client {
         }
     }
 
-    fn rejected(&self, t: XdsType, message: &str) {
+    fn rejected(&self, t: ResourceType, message: &str) {
         self.counter(t, "rejected").inc();
         self.status().types.entry(t).or_default().last_nack =
             Some((message.to_string(), SystemTime::now()));
     }
 
     /// The last accepted version of `t` (sent again on reconnect).
-    fn version(&self, t: XdsType) -> String {
+    fn version(&self, t: ResourceType) -> String {
         self.status()
             .types
             .get(&t)

@@ -51,6 +51,23 @@ struct Shared {
 #[derive(Clone)]
 pub struct Ads(Arc<Shared>);
 
+/// A loopback address held for a management server that starts later: bound but not
+/// listening, so the proxy's connections to it are refused (the server is down) and
+/// no other socket can take the port meanwhile.
+pub struct Reserved(tokio::net::TcpSocket);
+
+impl Reserved {
+    pub fn new() -> Reserved {
+        let s = tokio::net::TcpSocket::new_v4().expect("socket");
+        s.bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        Reserved(s)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.0.local_addr().expect("addr")
+    }
+}
+
 /// A running management server.
 pub struct Mgmt {
     pub addr: SocketAddr,
@@ -113,6 +130,15 @@ impl Mgmt {
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }
         };
+        Self::serve_on(l, ads)
+    }
+
+    /// Start listening on an address held since [`Reserved::new`].
+    pub fn start_reserved(r: Reserved) -> Mgmt {
+        Self::serve_on(r.0.listen(128).expect("listen"), None)
+    }
+
+    fn serve_on(l: tokio::net::TcpListener, ads: Option<Ads>) -> Mgmt {
         let addr = l.local_addr().expect("addr");
         let ads = ads.unwrap_or_else(|| {
             Ads(Arc::new(Shared {

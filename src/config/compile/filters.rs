@@ -9,6 +9,7 @@ use super::Cx;
 use crate::config::load::did_you_mean;
 use crate::config::raw;
 use crate::config::Problem;
+use crate::router::FilterOverride;
 
 /// A listener's filter chain: the filters as written (name, index) and the ones
 /// that built, with the chain used when no override applies.
@@ -62,6 +63,30 @@ pub(super) fn compile_chain(
         written: chain_raw,
         listener,
     }
+}
+
+impl Chain {
+    /// The names of the filters that built, in chain order.
+    pub fn names(&self) -> Box<[Arc<str>]> {
+        self.built
+            .iter()
+            .map(|(n, _)| Arc::from(n.as_str()))
+            .collect()
+    }
+}
+
+/// A route's `filter_overrides` as the snapshot records them: which filters it
+/// disables and which it configures again.
+pub(super) fn override_kinds(route: &raw::Route) -> Box<[(Arc<str>, FilterOverride)]> {
+    let kind = |v: &serde_yaml::Value| match v.as_str() {
+        Some("disabled") => FilterOverride::Disabled,
+        _ => FilterOverride::Configured,
+    };
+    route
+        .filter_overrides
+        .iter()
+        .map(|(name, v)| (Arc::from(name.as_str()), kind(v)))
+        .collect()
 }
 
 /// A filter's problems, each message saying which filter (`what`: "" or

@@ -7,7 +7,7 @@ use std::time::Duration;
 use attache_filters::FactoryContext;
 
 use super::action::compile_action;
-use super::filters::{compile_chain, compile_overrides, Chain};
+use super::filters::{compile_chain, compile_overrides, override_kinds, Chain};
 use super::rbac::compile_rbac;
 use super::route::compile_match;
 use super::Cx;
@@ -51,6 +51,7 @@ pub(super) fn compile_http(
     let routing = Routing {
         router: Router::new(vhosts, clusters.clone()),
         filters: chain.listener.clone(),
+        filter_names: chain.names(),
         grpc_no_route: RouteStats::new(grpc_vecs, &l.name, crate::http::grpc::NO_ROUTE),
     };
     let opts = l.http.clone().unwrap_or_default();
@@ -234,6 +235,7 @@ fn compile_route(
         name: Arc::from(name.as_str()),
         matcher,
         filters,
+        overrides: override_kinds(route),
         rbac,
     })
 }
@@ -242,6 +244,7 @@ fn compile_route(
 struct Routing {
     router: Router,
     filters: Arc<[Arc<dyn attache_filters::HttpFilter>]>,
+    filter_names: Box<[Arc<str>]>,
     grpc_no_route: Arc<RouteStats>,
 }
 
@@ -296,6 +299,7 @@ fn http_settings(
     HttpSettings {
         router: routing.router,
         filters: routing.filters,
+        filter_names: routing.filter_names,
         max_header_bytes: max_kb as usize * 1024,
         max_headers: max_headers as usize,
         max_uri_bytes: max_uri as usize,

@@ -6,6 +6,16 @@ use std::time::Duration;
 
 use super::{did_you_mean, Cx};
 use crate::config::raw;
+use crate::xds::ResourceType;
+
+fn resource_type(t: raw::XdsType) -> ResourceType {
+    match t {
+        raw::XdsType::Eds => ResourceType::Eds,
+        raw::XdsType::Cds => ResourceType::Cds,
+        raw::XdsType::Lds => ResourceType::Lds,
+        raw::XdsType::Rds => ResourceType::Rds,
+    }
+}
 
 /// `xds:` and the clusters that take endpoints from it.
 pub(super) fn compile_xds(cx: &mut Cx<'_>, cfg: &raw::Config) -> Option<Arc<crate::xds::Settings>> {
@@ -53,23 +63,24 @@ pub(super) fn compile_xds(cx: &mut Cx<'_>, cfg: &raw::Config) -> Option<Arc<crat
             "node id must not be empty (the server keys its answers on it)",
         );
     }
-    let types: std::collections::BTreeSet<raw::XdsType> = x
+    let types: std::collections::BTreeSet<ResourceType> = x
         .resources
         .clone()
         .unwrap_or_else(|| vec![raw::XdsType::Eds])
         .into_iter()
+        .map(resource_type)
         .collect();
     let eds_cluster = cfg
         .clusters
         .iter()
         .position(|c| c.discovery.as_ref().is_some_and(|d| d.eds.is_some()));
-    if let (Some(i), false) = (eds_cluster, types.contains(&raw::XdsType::Eds)) {
+    if let (Some(i), false) = (eds_cluster, types.contains(&ResourceType::Eds)) {
         cx.err_key(
             &format!("clusters.{i}.discovery.eds"),
             "this cluster takes endpoints over EDS but `xds.resources` leaves out `eds`; add it",
         );
     }
-    if types.contains(&raw::XdsType::Rds) && !types.contains(&raw::XdsType::Lds) {
+    if types.contains(&ResourceType::Rds) && !types.contains(&ResourceType::Lds) {
         cx.err(
             "xds.resources",
             "`rds` names come from xDS listeners; add `lds` (`resources: [eds, cds, lds, rds]`)",

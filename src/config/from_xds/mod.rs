@@ -17,6 +17,8 @@
 #![allow(deprecated)]
 
 mod cluster;
+pub mod dynamic;
+pub mod endpoints;
 mod listener;
 mod route;
 
@@ -38,6 +40,15 @@ pub struct Nack {
     pub resource: String,
     pub field: String,
     pub message: String,
+}
+
+/// A [`Nack`] of `resource` at `field`.
+pub fn nack(resource: &str, field: &str, message: impl Into<String>) -> Nack {
+    Nack {
+        resource: resource.to_string(),
+        field: field.to_string(),
+        message: message.into(),
+    }
 }
 
 impl fmt::Display for Nack {

@@ -10,7 +10,7 @@
 
 use serde_yaml::Value;
 
-use super::diff::{Change, Kind};
+use super::{Change, Kind};
 use crate::config::load::SourceMap;
 
 /// Keys whose values are never printed (as in `/config_dump`).

@@ -335,7 +335,7 @@ fn downstream_tls(t: Option<core::TransportSocket>, at: &At<'_>) -> Result<Value
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::xds::translate::tests_util::{addr, any, compiles_listener};
+    use crate::config::from_xds::tests_util::{addr, any, compiles_listener};
     use envoy_types::pb::envoy::config::route::v3 as rds;
 
     fn hcm_listener(h: hcm::HttpConnectionManager) -> lds::Listener {
@@ -416,7 +416,7 @@ mod tests {
         let l = hcm_listener(h);
         let n = listener(&l, &|_| None).expect_err("routes not there yet");
         assert_eq!(n.field, "rds.route_config_name");
-        let hosts = crate::xds::translate::route_configuration(&rds::RouteConfiguration {
+        let hosts = crate::config::from_xds::route_configuration(&rds::RouteConfiguration {
             name: "main".into(),
             virtual_hosts: vec![rds::VirtualHost {
                 name: "v".into(),

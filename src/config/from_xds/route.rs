@@ -436,7 +436,7 @@ fn direct(mut d: rds::DirectResponseAction, at: &At<'_>) -> Result<Value, Nack> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::xds::translate::tests_util::{compiles_routes, dur, u32v};
+    use crate::config::from_xds::tests_util::{compiles_routes, dur, u32v};
 
     fn route_to(cluster: &str, m: rds::RouteMatch) -> rds::Route {
         rds::Route {

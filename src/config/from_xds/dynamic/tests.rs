@@ -4,6 +4,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
+use crate::server::Server;
 use crate::stats::Stats;
 
 const FILE: &str = "
@@ -121,13 +122,14 @@ async fn apply_dynamic_binds_swaps_and_keeps_the_last_good_state() {
     let (_dir, path) = config_file();
     let stats = Arc::new(Stats::new());
     let services = Arc::new(attache_filters::Services::default());
-    let (snap, hash) =
-        crate::config::load_file(&path, &stats, &services, true).expect("file compiles");
+    let (snap, source) =
+        crate::config::load_file_source(&path, &stats, &services, true, None, &|_, _| Vec::new())
+            .expect("file compiles");
     let workers = vec![tokio::runtime::Handle::current()];
     let server = Server::new(
-        path,
+        path.clone(),
         snap,
-        hash,
+        source,
         stats,
         services,
         workers,
@@ -164,6 +166,26 @@ async fn apply_dynamic_binds_swaps_and_keeps_the_last_good_state() {
     // A file reload keeps the xDS listener.
     server.reload().await.expect("reload");
     assert_eq!(addr("dyn_in"), Some(dyn_addr));
+
+    // A file broken on disk (edited, not applied) fails its reload but does not hold
+    // xDS updates back: they compile with the config the running snapshot came from.
+    std::fs::write(&path, "listeners: [").expect("break the file");
+    assert!(server.reload().await.is_err());
+    let mut more = d.clone();
+    more.listeners.insert(
+        "dyn_two".into(),
+        listener("{ name: dyn_two, address: '127.0.0.1:0', virtual_hosts: [{ name: a, domains: ['*'], routes: [{ match: { prefix: / }, direct_response: { status: 200, body: two } }] }] }"),
+    );
+    server
+        .apply_dynamic(more)
+        .await
+        .expect("applies with the file broken");
+    let two = addr("dyn_two").expect("second xds listener bound");
+    assert!(get(two).await.ends_with("two"));
+    assert!(addr("web").is_some(), "the file's listener still serves");
+    std::fs::write(&path, FILE).expect("fix the file");
+    server.reload().await.expect("reload");
+    assert_eq!(addr("dyn_two"), Some(two));
 
     // The listener leaves the xDS set: it stops.
     server

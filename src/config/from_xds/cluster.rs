@@ -430,7 +430,7 @@ fn panic_threshold(rest: &mut cds::Cluster, at: &At<'_>) -> Result<Value, Nack> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::xds::translate::tests_util::{addr, compiles, dur, u32v};
+    use crate::config::from_xds::tests_util::{addr, compiles, dur, u32v};
 
     fn eds_cluster(name: &str) -> cds::Cluster {
         cds::Cluster {
