@@ -16,6 +16,11 @@ pub enum ErrorKind {
     UriTooLong,
     /// Request headers over the listener's limits (431).
     HeadersTooLarge,
+    /// An `Expect` other than `100-continue` (417, RFC 9110 section 10.1.1).
+    ExpectationFailed,
+    /// A transfer coding other than `chunked` before the final `chunked` (501,
+    /// RFC 9112 section 6.1): the proxy does not decode it.
+    UnknownCoding,
     /// No route matched (404).
     NoRoute,
     /// RBAC denied the request (403).
@@ -44,6 +49,8 @@ impl ErrorKind {
             ErrorKind::BadRequest(r) => Some(r),
             ErrorKind::UriTooLong => Some(Reject::UriTooLong),
             ErrorKind::HeadersTooLarge => Some(Reject::HeadersTooLarge),
+            ErrorKind::ExpectationFailed => Some(Reject::Expect),
+            ErrorKind::UnknownCoding => Some(Reject::TransferCoding),
             _ => None,
         }
     }
@@ -68,6 +75,8 @@ impl std::fmt::Display for ErrorKind {
             ErrorKind::BadRequest(_) | ErrorKind::BadBody => "bad request",
             ErrorKind::HeadersTooLarge => "request header fields too large",
             ErrorKind::UriTooLong => "request uri too long",
+            ErrorKind::ExpectationFailed => "expectation failed",
+            ErrorKind::UnknownCoding => "transfer coding not implemented",
             ErrorKind::NoRoute => "no route matched",
             ErrorKind::Forbidden => "rbac: access denied",
             ErrorKind::NoCluster => "cluster not found",
@@ -125,6 +134,10 @@ pub enum Reject {
     UnderscoreHeader,
     /// The request head did not arrive within `request_head_timeout` (408).
     HeadTimeout,
+    /// An `Expect` other than `100-continue` (417).
+    Expect,
+    /// A transfer coding other than `chunked` (501).
+    TransferCoding,
 }
 
 impl Reject {
@@ -147,6 +160,8 @@ impl Reject {
         Reject::DoubleEncoding,
         Reject::UnderscoreHeader,
         Reject::HeadTimeout,
+        Reject::Expect,
+        Reject::TransferCoding,
     ];
 
     /// The metric label and log name.
@@ -169,6 +184,8 @@ impl Reject {
             Reject::DoubleEncoding => "double_encoding",
             Reject::UnderscoreHeader => "underscore_header",
             Reject::HeadTimeout => "head_timeout",
+            Reject::Expect => "expect",
+            Reject::TransferCoding => "transfer_coding",
         }
     }
 }

@@ -152,6 +152,33 @@ async fn websocket_upgrades_are_tunnelled_on_routes_that_allow_them() {
     }
 }
 
+#[tokio::test]
+async fn bytes_sent_right_after_the_upgrade_request_go_through_the_tunnel() {
+    let ws = upgrade_origin(false).await;
+    let always = upgrade_origin(true).await;
+    let p = Proxy::start(&yaml(ws, always));
+    // The client does not wait for the 101: its first frame comes in the same
+    // write as the request head, so the codec has read it already.
+    let mut s = TcpStream::connect(p.addr("main")).await.expect("connect");
+    s.write_all(
+        b"GET /ws/early HTTP/1.1\r\nHost: chat.example\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nearly frame",
+    )
+    .await
+    .expect("write");
+    let mut got = Vec::new();
+    let head_end = loop {
+        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        got = read_exactly(&mut s, got.clone(), got.len() + 1).await;
+    };
+    let head = String::from_utf8_lossy(&got[..head_end]).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    let tunnel = read_exactly(&mut s, got[head_end..].to_vec(), 3 + 11).await;
+    assert_eq!(&tunnel[..], b"hi!EARLY FRAME");
+    assert_eq!(upgrades(&p, "total").await, 1.0);
+}
+
 async fn read_exactly_owned(mut s: TcpStream, rest: Vec<u8>) -> TcpStream {
     let got = read_exactly(&mut s, rest, 3).await;
     assert_eq!(&got[..], b"hi!");

@@ -4,7 +4,7 @@ use bytes::BytesMut;
 use http::{header, HeaderMap, Method, StatusCode, Version};
 
 use super::{feed, Decoded};
-use crate::http::parse_for_fuzzing;
+use crate::http::{parse_for_fuzzing, FuzzParsed};
 use crate::upstream::h1::{parse_head_for_fuzzing, parse_length, tokens, FuzzBody};
 
 pub(super) const REQUEST_DICT: &[&[u8]] = &[
@@ -23,6 +23,10 @@ pub(super) const REQUEST_DICT: &[&[u8]] = &[
     b"Connection: close\r\n",
     b"Expect: 100-continue\r\n",
     b"Upgrade: websocket\r\n",
+    b"Expect: x\r\n",
+    b"Transfer-Encoding: gzip, chunked\r\n",
+    b"OPTIONS * ",
+    b"a:443",
     b" \t",
     b"%2e%2e/",
     b"/../",
@@ -70,11 +74,14 @@ pub(super) fn request(data: &[u8]) {
     for max in MAX_HEADERS {
         let mut buf = BytesMut::from(data);
         match parse_for_fuzzing(&mut buf, max) {
-            Ok(None) | Err(()) => {
-                // hyper takes over from the same bytes, or more are awaited.
+            FuzzParsed::Partial | FuzzParsed::Http2 => {
+                // More is awaited, or hyper takes over from the same bytes.
                 assert_eq!(&buf[..], data, "a partial head or hand-over consumed bytes");
             }
-            Ok(Some((parts, body, close))) => {
+            FuzzParsed::Refused(status) => {
+                assert!([400, 417, 431, 501].contains(&status), "{status}");
+            }
+            FuzzParsed::Request(parts, body, close) => {
                 let consumed = data.len() - buf.len();
                 assert_eq!(&buf[..], &data[consumed..], "bytes after the head changed");
                 served_request(&parts, body, close);
@@ -84,8 +91,9 @@ pub(super) fn request(data: &[u8]) {
     }
 }
 
-/// What the codec serves is a plain origin-form HTTP/1.1 or HTTP/1.0 request whose
-/// framing no one can read differently (HTTP/1.0 has no chunked framing).
+/// What the codec serves is an HTTP/1.1 or HTTP/1.0 request whose target form fits
+/// its method and whose framing no one can read differently (HTTP/1.0 has no
+/// chunked framing).
 fn served_request(parts: &http::request::Parts, body: RequestBody, close: bool) {
     assert!(
         parts.version == Version::HTTP_11 || parts.version == Version::HTTP_10,
@@ -95,9 +103,14 @@ fn served_request(parts: &http::request::Parts, body: RequestBody, close: bool) 
     if parts.version == Version::HTTP_10 {
         assert!(body != RequestBody::Chunked, "chunked framing on HTTP/1.0");
     }
-    assert!(parts.method != Method::CONNECT, "CONNECT served");
-    assert!(parts.uri.scheme().is_none() && parts.uri.authority().is_none());
-    assert!(parts.uri.path().starts_with('/'), "{:?}", parts.uri);
+    let uri = &parts.uri;
+    let authority_form = uri.scheme().is_none() && uri.authority().is_some();
+    assert_eq!(authority_form, parts.method == Method::CONNECT, "{uri:?}");
+    if uri.scheme().is_some() {
+        assert!(uri.authority().is_some(), "{uri:?}");
+    } else if !authority_form {
+        assert!(uri.path().starts_with('/') || uri.path() == "*", "{uri:?}");
+    }
     let h = &parts.headers;
     let lengths: Vec<_> = h.get_all(header::CONTENT_LENGTH).iter().collect();
     let codings: Vec<_> = h.get_all(header::TRANSFER_ENCODING).iter().collect();
@@ -113,7 +126,14 @@ fn served_request(parts: &http::request::Parts, body: RequestBody, close: bool) 
         }
         RequestBody::Chunked => {
             assert!(lengths.is_empty(), "Content-Length beside chunked framing");
-            assert!(matches!(&codings[..], [v] if v.as_bytes().eq_ignore_ascii_case(b"chunked")));
+            // Exactly one `chunked` (empty list elements are allowed, RFC 9110
+            // section 5.6.1).
+            let named: Vec<&[u8]> = codings
+                .iter()
+                .flat_map(|v| tokens(v.as_bytes()))
+                .filter(|t| !t.is_empty())
+                .collect();
+            assert!(matches!(&named[..], [t] if t.eq_ignore_ascii_case(b"chunked")));
         }
         RequestBody::Refused => {}
     }
@@ -133,7 +153,7 @@ fn head_ends_where_parsed(
     close: bool,
 ) {
     let mut alone = BytesMut::from(head);
-    let Ok(Some((again, l, c))) = parse_for_fuzzing(&mut alone, max) else {
+    let FuzzParsed::Request(again, l, c) = parse_for_fuzzing(&mut alone, max) else {
         panic!("the head alone is not the same request");
     };
     assert!(alone.is_empty());
@@ -143,7 +163,7 @@ fn head_ends_where_parsed(
     );
     let mut short = BytesMut::from(&head[..head.len() - 1]);
     assert!(
-        !matches!(parse_for_fuzzing(&mut short, max), Ok(Some(_))),
+        !matches!(parse_for_fuzzing(&mut short, max), FuzzParsed::Request(..)),
         "a head one byte short is a request"
     );
 }

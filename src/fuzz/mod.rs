@@ -18,10 +18,10 @@
 mod chunked;
 mod config;
 mod cookie;
+mod framing;
 mod http1;
 mod mutate;
 mod path;
-mod sniff;
 mod thrift;
 
 #[cfg(test)]
@@ -57,9 +57,9 @@ pub const TARGETS: &[Target] = &[
         dict: chunked::DICT,
     },
     Target {
-        name: "http1_sniff",
-        run: http1_sniff,
-        dict: sniff::DICT,
+        name: "http1_framing",
+        run: http1_framing,
+        dict: framing::DICT,
     },
     Target {
         name: "path_normalize",
@@ -101,11 +101,12 @@ pub fn http1_chunked(data: &[u8]) {
     chunked::decode(data);
 }
 
-/// The request-smuggling watcher on connections hyper serves (`src/http/sniff.rs`):
-/// it must flag a head with both `Content-Length` and `Transfer-Encoding`, however
-/// the bytes arrive. The first byte picks the incremental split.
-pub fn http1_sniff(data: &[u8]) {
-    sniff::watch(data);
+/// Request smuggling against the downstream HTTP/1 codec (`src/http/h1.rs`): a
+/// head with both `Content-Length` and `Transfer-Encoding`, or a `#fragment`, is
+/// never served, and what the codec does with a head does not depend on how its
+/// bytes arrive. The first byte picks the incremental split.
+pub fn http1_framing(data: &[u8]) {
+    framing::check(data);
 }
 
 /// Request path normalization (`src/http/normalize.rs`). The first byte picks the

@@ -109,7 +109,7 @@ fn every_target_has_a_test_and_a_corpus() {
             "http1_request",
             "http1_response",
             "http1_chunked",
-            "http1_sniff",
+            "http1_framing",
             "path_normalize",
             "thrift_decode",
             "cookie",
@@ -141,8 +141,8 @@ fn fuzz_http1_chunked() {
 }
 
 #[test]
-fn fuzz_http1_sniff() {
-    fuzz("http1_sniff");
+fn fuzz_http1_framing() {
+    fuzz("http1_framing");
 }
 
 #[test]

@@ -1,29 +1,35 @@
-//! Downstream HTTP/1.x: attache's own codec for the requests that make up nearly
-//! all traffic, hyper for everything else.
+//! Downstream HTTP/1.x: attache's own codec, for every HTTP/1 request. hyper keeps
+//! HTTP/2 only: a connection that opens with the HTTP/2 preface (prior knowledge,
+//! or TLS with ALPN `h2`) is handed to it with the bytes read so far.
 //!
 //! hyper's server dispatch (its connection state machine, the auto-detection
 //! wrapper, a boxed header-read timer per request, a channel per request body)
-//! was the largest share of attache's user-space cost per proxied request. This
-//! codec serves a request itself when it is a well-formed HTTP/1.1 or HTTP/1.0
-//! request in origin form, framed by no body, one `Content-Length`, or
-//! `Transfer-Encoding: chunked` (HTTP/1.1 only; decoded by the strict
-//! [`chunked`] decoder), with or without `Expect: 100-continue` (answered here),
-//! and without `Upgrade`. HTTP/1.0 clients get no chunked responses (a body of
-//! unknown length ends with the connection) and keep-alive only when they ask.
+//! was the largest share of attache's user-space cost per proxied request, and it
+//! resolved `Content-Length` with `Transfer-Encoding` in favour of chunked instead
+//! of refusing it, which took a shadow parser to catch. This codec serves HTTP/1.1
+//! and HTTP/1.0 requests in every target form (origin, absolute, `*`, and
+//! authority-form for `CONNECT`: attache opens no tunnels for it, so a `2xx` goes
+//! out bare and the connection closes), framed by no body, one `Content-Length`,
+//! or `Transfer-Encoding: chunked` (HTTP/1.1 only; decoded by the strict
+//! [`chunked`] decoder), with or without `Expect: 100-continue` (answered here).
+//! HTTP/1.0 clients get no chunked responses (a body of unknown length ends with
+//! the connection) and keep-alive only when they ask.
 //!
-//! Framing is checked before a request is dispatched: both `Content-Length` and
-//! `Transfer-Encoding` (or any `Transfer-Encoding` on HTTP/1.0) is a `400`, and so
-//! is a malformed chunk among the bytes that arrived with the head. A malformed
-//! chunk that arrives later fails the body, which aborts the upstream request (see
-//! `upstream::h1`); the connection closes after the answer.
+//! Refused before anything is forwarded, answered here (counted with a reason,
+//! logged `DPE`) and followed by a close: a malformed head (`400`), one over
+//! `max_head` or with more than `max_headers` lines (`431`), framing that could be
+//! read two ways (both `Content-Length` and `Transfer-Encoding`, differing or
+//! invalid lengths, `chunked` not last or repeated, any coding on HTTP/1.0:
+//! `400`), a coding before `chunked` (`501`), another expectation (`417`), a
+//! `#fragment` or a target form that does not fit the method (`400`), and a
+//! malformed chunk among the bytes that arrived with the head (`400`). A malformed
+//! chunk that arrives later fails the body, which aborts the upstream request
+//! (see `upstream::h1`); the connection closes after the answer.
 //!
-//! Anything else, and an HTTP/2 preface, hands the connection with the bytes read
-//! so far to hyper for the rest of its life: malformed or oversized heads (hyper's
-//! 400 and 431), other expectations, upgrades (hyper's upgrade hand-off feeds the
-//! tunnel), absolute-form and `OPTIONS *`, transfer codings other than exactly
-//! `chunked`, and HTTP/2. hyper resolves `Content-Length` with
-//! `Transfer-Encoding` in favour of chunked instead of refusing it, so on those
-//! connections the request-smuggling watcher (`sniff`) still follows the framing.
+//! Upgrades: a request with `Upgrade` and no body carries an [`OnUpgrade`]; a route
+//! that tunnels the protocol takes it, and when the upstream answers `101` this
+//! codec writes the `101` and hands the connection (with the bytes the client sent
+//! past its head) to the tunnel (`proxy::tunnel`, one `tcp::splice`).
 
 use std::future::{poll_fn, Future};
 use std::io;
@@ -35,7 +41,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{header, HeaderName, HeaderValue, Method, Request, Response, Uri, Version};
+use http::{header, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf, WriteHalf};
 use tokio::sync::{oneshot, watch};
@@ -46,8 +52,9 @@ use crate::error::{ErrorKind, Reject};
 use crate::http1::chunked;
 use crate::http1::head::{header_spans, parse_length, put_field, tokens};
 
-/// Header slots on the stack; a request with more (or more than the listener's
-/// `max_headers`) goes to hyper, which answers it as before.
+/// Header slots on the stack; a request with more than the listener's
+/// `max_headers` is a `431` (more than this, under a higher `max_headers`, are
+/// parsed again with slots on the heap).
 const MAX_SLOTS: usize = 128;
 /// Read granularity for heads and bodies.
 const READ_CHUNK: usize = 16 * 1024;
@@ -69,7 +76,7 @@ pub(super) struct Limits {
     /// `request_head_timeout`: from a new connection, or the first byte of a
     /// request head, to the end of that head.
     pub head: Duration,
-    /// hyper's read buffer bound: a head that does not fit goes to hyper (431).
+    /// The read buffer's bound for a head: one that does not fit is a `431`.
     pub max_head: usize,
     pub max_headers: usize,
 }
@@ -118,14 +125,13 @@ impl Input {
         }
     }
 
-    /// The connection for hyper, from the start of the request this codec did
-    /// not take.
-    fn hand_over<IO>(self, wr: WriteHalf<IO>, served: u64) -> Handover<IO> {
+    /// The connection for hyper or a tunnel, with the bytes read and not
+    /// consumed.
+    fn hand_over<W>(self, wr: W) -> Handover<W> {
         Handover {
             pre: self.buf.freeze(),
             rd: self.io,
             wr,
-            served,
         }
     }
 }
@@ -221,24 +227,43 @@ mod spare {
     }
 }
 
-/// A connection this codec hands to hyper: the bytes it read (from the start of
-/// the request it did not take) come first.
-pub(super) struct Handover<IO> {
+/// A connection this codec hands on, to hyper (HTTP/2) or to an upgrade tunnel:
+/// the bytes it read and did not consume (the HTTP/2 preface, or what the client
+/// sent past an upgrade request's head) come first.
+pub struct Handover<W> {
     pre: Bytes,
     rd: DynRead,
-    wr: WriteHalf<IO>,
-    /// Requests this codec served on the connection before.
-    pub served: u64,
+    wr: W,
 }
 
-impl<IO> Handover<IO> {
-    /// The bytes read but not yet handed to hyper.
-    pub(super) fn pending(&self) -> &[u8] {
-        &self.pre
+/// The client connection an upgrade switched, as the tunnel gets it.
+pub type Upgraded = Handover<Box<dyn AsyncWrite + Send + Unpin>>;
+
+/// The downstream side of an upgrade request (in its extensions, for a route that
+/// tunnels the protocol): resolves to the client connection once the upstream's
+/// `101` has been written to it. (Shared and taken once, as request extensions
+/// must be `Clone`; made only for upgrade requests.)
+#[derive(Clone)]
+pub struct OnUpgrade(Arc<std::sync::Mutex<Option<oneshot::Receiver<Upgraded>>>>);
+
+impl OnUpgrade {
+    /// The switched connection; `None` when it did not switch (the `101` could not
+    /// be written, or the client went away).
+    pub async fn switched(self) -> Option<Upgraded> {
+        let rx = self.0.lock().ok()?.take()?;
+        rx.await.ok()
     }
 }
 
-impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for Handover<IO> {
+/// Put an [`OnUpgrade`] into an upgrade request's extensions; the sender hands
+/// over the connection after a `101`.
+fn offer_upgrade(ext: &mut http::Extensions) -> oneshot::Sender<Upgraded> {
+    let (tx, rx) = oneshot::channel();
+    ext.insert(OnUpgrade(Arc::new(std::sync::Mutex::new(Some(rx)))));
+    tx
+}
+
+impl<W: AsyncWrite + Unpin> AsyncRead for Handover<W> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -260,7 +285,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for Handover<IO> {
     }
 }
 
-impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Handover<IO> {
+impl<W: AsyncWrite + Unpin> AsyncWrite for Handover<W> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().wr).poll_write(cx, b)
     }
@@ -521,12 +546,15 @@ const LINGER_IDLE: Duration = Duration::from_secs(5);
 struct Head {
     parts: http::request::Parts,
     /// How the body is framed, or why the framing is refused.
-    body: Result<Rest, Reject>,
+    body: Result<Rest, ErrorKind>,
     /// The client asked to close after the response (`Connection: close`, or
     /// HTTP/1.0 without `keep-alive`).
     close: bool,
     /// `Expect: 100-continue`.
     expect_continue: bool,
+    /// The request carries `Upgrade`: a route that tunnels the protocol may
+    /// switch the connection (see [`OnUpgrade`]).
+    upgrade: bool,
 }
 
 // Returned once per request and matched at once: boxing the head would cost an
@@ -535,34 +563,83 @@ struct Head {
 enum Parsed {
     Request(Head),
     Partial,
-    /// Not for this codec: hyper takes the connection from here.
-    Handover,
+    /// Refused before anything is forwarded: answered here, then the connection
+    /// closes (the bytes that follow cannot be trusted to start a request).
+    Refused(ErrorKind),
+    /// The HTTP/2 connection preface: hyper serves HTTP/2. The bytes stay in `buf`.
+    Http2,
 }
 
-/// Parse one request head from the front of `buf`. On `Handover` the bytes are
-/// left in `buf`.
+/// What [`parse`] answers when there is no request head to build.
+enum NoHead {
+    Partial,
+    Refused(ErrorKind),
+    Http2,
+}
+
+impl From<NoHead> for Parsed {
+    fn from(n: NoHead) -> Parsed {
+        match n {
+            NoHead::Partial => Parsed::Partial,
+            NoHead::Refused(kind) => Parsed::Refused(kind),
+            NoHead::Http2 => Parsed::Http2,
+        }
+    }
+}
+
+/// The HTTP/2 connection preface (RFC 9113 section 3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Parse one request head from the front of `buf`.
 fn parse(buf: &mut BytesMut, spans: &mut Vec<[u32; 4]>, max_headers: usize) -> Parsed {
     let mut slots = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_SLOTS];
-    let slots = &mut slots[..max_headers.min(MAX_SLOTS)];
+    let line = match scan(buf, spans, &mut slots[..max_headers.min(MAX_SLOTS)]) {
+        Err(NoHead::Refused(ErrorKind::HeadersTooLarge)) if max_headers > MAX_SLOTS => {
+            // More lines than the stack holds, under a `max_headers` above it (rare).
+            let mut slots = Vec::new();
+            slots.resize_with(max_headers, MaybeUninit::uninit);
+            scan(buf, spans, &mut slots)
+        }
+        line => line,
+    };
+    let (n, method, path, version) = match line {
+        Ok(line) => line,
+        Err(no) => return no.into(),
+    };
+    let raw = buf.split_to(n).freeze();
+    match build(&raw, method, version, path, spans) {
+        Ok(head) => Parsed::Request(head),
+        Err(kind) => Parsed::Refused(kind),
+    }
+}
+
+/// The request line and header spans of the head at the front of `buf`, with room
+/// for `slots.len()` header lines: the head's length, method, target (offset and
+/// length) and version; or what [`parse`] answers without a request.
+fn scan<'b>(
+    buf: &'b [u8],
+    spans: &mut Vec<[u32; 4]>,
+    slots: &mut [MaybeUninit<httparse::Header<'b>>],
+) -> Result<(usize, Method, (u32, u32), Version), NoHead> {
     let mut req = httparse::Request::new(&mut []);
     let n = match httparse::ParserConfig::default()
         .parse_request_with_uninit_headers(&mut req, buf, slots)
     {
         Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Parsed::Partial,
-        Err(_) => return Parsed::Handover,
+        Ok(httparse::Status::Partial) => return Err(NoHead::Partial),
+        Err(e) => return Err(unparsed(buf, e)),
     };
-    let (Some(method), Some(path), Some(minor @ (0 | 1))) = (req.method, req.path, req.version)
-    else {
-        return Parsed::Handover;
+    let malformed = NoHead::Refused(ErrorKind::BadRequest(Reject::Malformed));
+    let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
+        return Err(malformed);
     };
-    // A `#fragment` goes to hyper too, where `sniff` flags it for a 400 (`http::Uri`
-    // would drop it silently here).
-    if !path.starts_with('/') || method == "CONNECT" || method == "PRI" || path.contains('#') {
-        return Parsed::Handover;
+    // `http::Uri` would drop a `#fragment` silently: refused (RFC 9112 section
+    // 3.2 has no fragment in a request target).
+    if path.contains('#') {
+        return Err(NoHead::Refused(ErrorKind::BadRequest(Reject::Fragment)));
     }
     let Ok(method) = Method::from_bytes(method.as_bytes()) else {
-        return Parsed::Handover;
+        return Err(malformed);
     };
     // Offsets (the head is bounded by `max_head`), so the head can be frozen and
     // its pieces shared instead of copied.
@@ -571,22 +648,107 @@ fn parse(buf: &mut BytesMut, spans: &mut Vec<[u32; 4]>, max_headers: usize) -> P
         path.len() as u32,
     );
     header_spans(buf, req.headers, spans);
-    let raw = buf.split_to(n).freeze();
     let version = if minor == 0 {
         Version::HTTP_10
     } else {
         Version::HTTP_11
     };
-    match build(&raw, method, version, path, spans) {
-        Some(head) => Parsed::Request(head),
-        None => {
-            // Put the head back in front of what follows it, for hyper.
-            let mut all = BytesMut::with_capacity(raw.len() + buf.len());
-            all.extend_from_slice(&raw);
-            all.extend_from_slice(buf);
-            *buf = all;
-            Parsed::Handover
+    Ok((n, method, path, version))
+}
+
+/// A head `httparse` refused: the start (or all) of the HTTP/2 preface, or a
+/// `400` (`431` for more header lines than `max_headers`), as hyper answered them.
+fn unparsed(buf: &[u8], e: httparse::Error) -> NoHead {
+    let n = buf.len().min(H2_PREFACE.len());
+    if buf[..n] == H2_PREFACE[..n] {
+        return if n < H2_PREFACE.len() {
+            NoHead::Partial
+        } else {
+            NoHead::Http2
+        };
+    }
+    match e {
+        httparse::Error::TooManyHeaders => NoHead::Refused(ErrorKind::HeadersTooLarge),
+        _ => NoHead::Refused(ErrorKind::BadRequest(Reject::Malformed)),
+    }
+}
+
+/// The request target's form fits the method (RFC 9112 section 3.2):
+/// authority-form (`host:port`) only, and always, for `CONNECT`. Origin-form
+/// (`/path`), absolute-form (`http://host/path`) and `*` (for `OPTIONS`, checked
+/// by the target phase) are left to `target::resolve`, like the authority rules.
+fn form_fits(method: &Method, uri: &Uri) -> bool {
+    let authority_form = uri.scheme().is_none() && uri.authority().is_some();
+    authority_form == (method == Method::CONNECT)
+}
+
+/// How a request's body is framed (RFC 9112 section 6), from its
+/// `Transfer-Encoding` and `Content-Length` lines.
+#[derive(Default)]
+struct FramingLines {
+    length: Option<u64>,
+    /// A `Content-Length` that is not plain digits, or two that differ.
+    bad_length: bool,
+    /// Some `Transfer-Encoding` line was seen.
+    coded: bool,
+    /// The last coding is `chunked`, and it is there once.
+    chunked_last: bool,
+    /// `chunked` twice, or not last.
+    misplaced_chunked: bool,
+    /// A coding other than `chunked` (which the proxy does not decode).
+    other_coding: bool,
+}
+
+impl FramingLines {
+    /// One `Content-Length` line; `false` for a repeat (with the same value, RFC
+    /// 9112 section 6.3 item 5: kept once).
+    fn length(&mut self, value: &[u8]) -> bool {
+        let n = parse_length(value);
+        self.bad_length |= n.is_none() || self.length.is_some_and(|l| Some(l) != n);
+        let first = self.length.is_none();
+        self.length = self.length.or(n);
+        first
+    }
+
+    /// One `Transfer-Encoding` line, a list of codings.
+    fn codings(&mut self, value: &[u8]) {
+        // The fast case: exactly `chunked`, once.
+        if !self.coded && value.eq_ignore_ascii_case(b"chunked") {
+            self.coded = true;
+            self.chunked_last = true;
+            return;
         }
+        self.coded = true;
+        for t in tokens(value).filter(|t| !t.is_empty()) {
+            if self.chunked_last {
+                // Something after `chunked`, or `chunked` again.
+                self.misplaced_chunked = true;
+            }
+            self.chunked_last = t.eq_ignore_ascii_case(b"chunked");
+            self.other_coding |= !self.chunked_last;
+        }
+    }
+
+    /// The body's framing, or the answer for a request whose framing is refused:
+    /// `400` for request smuggling's signature (both headers), an invalid length,
+    /// `chunked` missing from the end or repeated, or any transfer coding on
+    /// HTTP/1.0 (RFC 9112 sections 6.1 and 6.3; NGINX refuses them too); `501` for
+    /// a coding before `chunked` that the proxy would have to decode.
+    fn rest(&self, http10: bool) -> Result<Rest, ErrorKind> {
+        let framing = Err(ErrorKind::BadRequest(Reject::Framing));
+        if self.bad_length || (self.coded && (self.length.is_some() || http10)) {
+            return framing;
+        }
+        if !self.coded {
+            return Ok(Rest::Length(self.length.unwrap_or(0)));
+        }
+        if self.misplaced_chunked || !self.chunked_last {
+            return framing;
+        }
+        if self.other_coding {
+            return Err(ErrorKind::UnknownCoding);
+        }
+        Ok(Rest::Chunked(chunked::Decoder::new()))
     }
 }
 
@@ -596,75 +758,70 @@ fn build(
     version: Version,
     path: (u32, u32),
     spans: &[[u32; 4]],
-) -> Option<Head> {
+) -> Result<Head, ErrorKind> {
+    let malformed = ErrorKind::BadRequest(Reject::Malformed);
     let http10 = version == Version::HTTP_10;
     let (ps, pl) = (path.0 as usize, path.1 as usize);
-    let uri = Uri::from_maybe_shared(raw.slice(ps..ps + pl)).ok()?;
+    let uri = Uri::from_maybe_shared(raw.slice(ps..ps + pl)).map_err(|_| {
+        // `http::Uri` holds at most 65,534 bytes (hyper's `414` too).
+        if pl >= usize::from(u16::MAX) {
+            ErrorKind::UriTooLong
+        } else {
+            malformed
+        }
+    })?;
+    if (raw[ps] != b'/' || method == Method::CONNECT) && !form_fits(&method, &uri) {
+        return Err(ErrorKind::BadRequest(Reject::Target));
+    }
     // The map is filled in place (no empty one made and dropped), with room for
     // the headers the proxy adds (x-request-id, x-forwarded-*): growing the map
     // rehashes it.
     let (mut parts, ()) = Request::new(()).into_parts();
     parts.headers.reserve(spans.len() + 4);
     let headers = &mut parts.headers;
-    let mut content_length = None;
-    let (mut chunked, mut expect_continue) = (false, false);
+    let mut framing = FramingLines::default();
+    let (mut expect_continue, mut upgrade) = (false, false);
     // `Connection: close` / `keep-alive`; HTTP/1.0 closes unless asked not to.
     let (mut says_close, mut says_keep_alive) = (false, false);
     for &[ns, ne, vs, ve] in spans {
         let (ns, ne, vs, ve) = (ns as usize, ne as usize, vs as usize, ve as usize);
-        let name = HeaderName::from_bytes(&raw[ns..ne]).ok()?;
+        let name = HeaderName::from_bytes(&raw[ns..ne]).map_err(|_| malformed)?;
         let value = &raw[vs..ve];
         if name == header::CONTENT_LENGTH {
-            if content_length.is_some() {
-                return None;
+            if !framing.length(value) {
+                continue;
             }
-            // A list or anything but plain digits is hyper's to refuse.
-            content_length = Some(parse_length(value)?);
         } else if name == header::TRANSFER_ENCODING {
-            // Exactly `chunked`, once. Other codings, a list or a repeat are
-            // hyper's to refuse (RFC 9112 section 6.1: chunked must be last, and
-            // a proxy cannot frame the rest).
-            if chunked || !value.eq_ignore_ascii_case(b"chunked") {
-                return None;
-            }
-            chunked = true;
+            framing.codings(value);
         } else if name == header::EXPECT {
             // Answered here (hop-by-hop in effect: not forwarded, like NGINX and
-            // Envoy); other expectations are hyper's to refuse. HTTP/1.0 clients'
-            // expectations are ignored (RFC 9110 section 10.1.1).
+            // Envoy); another expectation is a `417` (RFC 9110 section 10.1.1).
+            // HTTP/1.0 clients' expectations are ignored (same section).
             if !http10 && !value.eq_ignore_ascii_case(b"100-continue") {
-                return None;
+                return Err(ErrorKind::ExpectationFailed);
             }
             expect_continue = !http10;
             continue;
         } else if name == header::UPGRADE {
-            return None;
+            upgrade = true;
         } else if name == header::CONNECTION {
             for t in tokens(value) {
                 says_close |= t.eq_ignore_ascii_case(b"close");
                 says_keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
             }
         }
-        let value = HeaderValue::from_maybe_shared(raw.slice(vs..ve)).ok()?;
+        let value = HeaderValue::from_maybe_shared(raw.slice(vs..ve)).map_err(|_| malformed)?;
         headers.append(name, value);
     }
     parts.method = method;
     parts.uri = uri;
     parts.version = version;
-    let body = match (chunked, content_length) {
-        // Request smuggling's signature (RFC 9112 section 6.3): refused, not
-        // resolved in favour of one of them. HTTP/1.0 has no transfer codings:
-        // its framing is faulty too (section 6.1; NGINX refuses it as well).
-        (true, Some(_)) => Err(Reject::Framing),
-        (true, None) if http10 => Err(Reject::Framing),
-        (true, None) => Ok(Rest::Chunked(chunked::Decoder::new())),
-        (false, n) => Ok(Rest::Length(n.unwrap_or(0))),
-    };
-    Some(Head {
+    Ok(Head {
         parts,
-        body,
+        body: framing.rest(http10),
         close: says_close || (http10 && !says_keep_alive),
         expect_continue,
+        upgrade,
     })
 }
 
@@ -674,8 +831,8 @@ enum Wake {
     Timer,
 }
 
-/// Serve the connection until it closes (`None`) or a request this codec does not
-/// take arrives (`Some`: hand the rest to hyper).
+/// Serve the connection until it closes or switches to an upgrade tunnel (`None`),
+/// or until it turns out to be HTTP/2 (`Some`: hand it to hyper).
 ///
 /// One function on purpose (issue 14 asks for phases or a reason): it is the
 /// keep-alive fast path, and each phase split out as its own future (the wait
@@ -693,7 +850,7 @@ pub(super) async fn serve<IO>(
     drain: &mut watch::Receiver<bool>,
     opened: Instant,
     drain_timeout: Duration,
-) -> Option<Handover<IO>>
+) -> Option<Handover<WriteHalf<IO>>>
 where
     IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -733,7 +890,9 @@ where
         // A complete head, from what was read already (pipelining) or the socket.
         let head = loop {
             if !inp.buf.is_empty() {
-                match parse(&mut inp.buf, &mut spans, lim.max_headers) {
+                // The match ends before any await: the parse result (a whole
+                // head) is not kept in the connection's future.
+                let refused = match parse(&mut inp.buf, &mut spans, lim.max_headers) {
                     Parsed::Request(h) => break h,
                     Parsed::Partial if inp.buf.len() < lim.max_head => {
                         // The head started and must end within `request_head_timeout`
@@ -746,10 +905,17 @@ where
                                 timer.as_mut().reset(deadline);
                             }
                         }
+                        None
                     }
-                    Parsed::Partial | Parsed::Handover => {
-                        return Some(input.take()?.hand_over(wr, served));
-                    }
+                    parsed => Some(refusal(parsed, served == 0)),
+                };
+                if let Some(kind) = refused {
+                    let (inp, first) = (input.take()?, served == 0);
+                    let Some(kind) = kind else {
+                        return Some(inp.hand_over(wr));
+                    };
+                    Box::pin(refuse_head(&mut wr, inp, kind, first, lim.idle)).await;
+                    return None;
                 }
             }
             let wake = poll_fn(|cx| {
@@ -793,23 +959,28 @@ where
         };
 
         let Head {
-            parts,
+            mut parts,
             body: framing,
             close,
             expect_continue,
+            upgrade,
         } = head;
         // The body's framing is checked as far as it is buffered before anything
         // goes upstream: nothing of a malformed request is forwarded.
         let rest = match framing.and_then(|r| checked(r, inp_buf(&input))) {
             Ok(rest) => rest,
-            Err(reason) => {
+            Err(kind) => {
                 let inp = input.take()?;
-                Box::pin(refuse(&mut wr, inp, conn, reason, lim.idle)).await;
+                Box::pin(refuse(&mut wr, inp, kind, lim.idle)).await;
                 return None;
             }
         };
         let is_head = parts.method == Method::HEAD;
         let http10 = parts.version == Version::HTTP_10;
+        let connect = parts.method == Method::CONNECT;
+        // An upgrade without a body may switch the connection: a route that tunnels
+        // the protocol takes `OnUpgrade`, and the client connection follows the 101.
+        let switch = (upgrade && rest.is_done()).then(|| offer_upgrade(&mut parts.extensions));
         // A client that waits for `100 Continue` before its body gets it once the
         // request goes on past the proxy's own checks and replies (the handler no
         // longer answers at once), like Envoy; a local reply (a 403) goes out
@@ -865,9 +1036,15 @@ where
             draining = true;
             conn.draining.store(true, Ordering::Release);
         }
+        if (switch.is_some() && rsp.status() == StatusCode::SWITCHING_PROTOCOLS)
+            || (connect && rsp.status().is_success())
+        {
+            Box::pin(switch_protocols(wr, rsp, side, switch, lim.idle)).await;
+            return None;
+        }
         let asked = Asked {
             is_head,
-            close: close || draining,
+            close: close || draining || connect,
             http10,
         };
         // Boxed like the request's future: allocated only while a response is written.
@@ -901,9 +1078,9 @@ where
 }
 
 /// `rest` when what of the body is buffered is well-formed.
-fn checked(rest: Rest, buf: &[u8]) -> Result<Rest, Reject> {
+fn checked(rest: Rest, buf: &[u8]) -> Result<Rest, ErrorKind> {
     match rest {
-        Rest::Chunked(d) if d.scan(buf).is_err() => Err(Reject::Chunked),
+        Rest::Chunked(d) if d.scan(buf).is_err() => Err(ErrorKind::BadRequest(Reject::Chunked)),
         _ => Ok(rest),
     }
 }
@@ -912,18 +1089,45 @@ fn inp_buf(input: &Option<Input>) -> &[u8] {
     input.as_ref().map_or(&[], |i| &i.buf[..])
 }
 
-/// Answer a request this codec refuses before it is dispatched: `400`, counted
-/// and logged like the parser's refusals, then the connection closes (lingering,
-/// as the client may still be sending the body).
-async fn refuse<W: AsyncWrite + Unpin>(
+/// What a head that is no request gets: `None` for the HTTP/2 preface opening
+/// the connection (hyper's), else the refusal. (Taking `parsed` by value keeps it
+/// out of the connection's future across the refusal's awaits.)
+fn refusal(parsed: Parsed, first: bool) -> Option<ErrorKind> {
+    match parsed {
+        Parsed::Http2 if first => None,
+        Parsed::Refused(kind) => Some(kind),
+        Parsed::Partial => Some(ErrorKind::HeadersTooLarge),
+        Parsed::Request(_) | Parsed::Http2 => Some(ErrorKind::BadRequest(Reject::Malformed)),
+    }
+}
+
+/// A head refused before it became a request (see [`unparsed`]): the bytes read
+/// are dropped, and a PROXY protocol header that opened the connection is counted
+/// (`attache_proxy_protocol_total{outcome="unexpected"}`) before the `400`.
+async fn refuse_head<W: AsyncWrite + Unpin>(
     wr: &mut W,
-    input: Input,
-    conn: &ConnCtx,
-    reason: Reject,
+    mut input: Input,
+    kind: ErrorKind,
+    first: bool,
     stall: Duration,
 ) {
-    let (rsp, _) = super::respond::local_reply(ErrorKind::BadRequest(reason), false, None);
-    super::record_early_reply(conn, rsp.status().as_u16(), reason, Instant::now());
+    if first && crate::proxy_protocol::looks_like_header(&input.buf) {
+        if let Some(c) = &input.conn.slot.load().listener.unexpected_proxy_header {
+            c.inc();
+        }
+    }
+    input.buf.clear();
+    refuse(wr, input, kind, stall).await;
+}
+
+/// Answer a request this codec refuses before it is dispatched (`400`, `417`,
+/// `431`, `501`: see [`Parsed::Refused`]), counted and logged as a `DPE` reply
+/// with its reason, then close the connection (lingering, as the client may
+/// still be sending the body). Nothing of it goes upstream.
+async fn refuse<W: AsyncWrite + Unpin>(wr: &mut W, input: Input, kind: ErrorKind, stall: Duration) {
+    let (rsp, _) = super::respond::local_reply(kind, false, None);
+    let reason = kind.reject_reason().unwrap_or(Reject::Malformed);
+    super::record_early_reply(&input.conn, rsp.status().as_u16(), reason, Instant::now());
     tracing::debug!(reason = reason.as_str(), "request refused before dispatch");
     let mut rsp = rsp.map(RespBody::full);
     rsp.headers_mut()
@@ -940,6 +1144,55 @@ async fn refuse<W: AsyncWrite + Unpin>(
     {
         let _ = bounded(stall, |cx| Pin::new(&mut *wr).poll_shutdown(cx)).await;
         linger(input).await;
+    }
+}
+
+/// A response after which the connection is no longer HTTP/1: the upstream's
+/// `101` to an upgrade a route tunnels (`switch`: the connection then goes to the
+/// tunnel, with what the client sent past its request head), or a `2xx` to a
+/// `CONNECT`. attache opens no `CONNECT` tunnels: that answer goes out without a
+/// body or length (RFC 9110 section 9.3.6) and the connection closes, as under
+/// hyper before. Only the head is written; the body is dropped (which completes
+/// the stream's log line).
+async fn switch_protocols<IO: AsyncWrite + Unpin + Send + 'static>(
+    mut wr: WriteHalf<IO>,
+    rsp: Response<RespBody>,
+    side: Side,
+    switch: Option<oneshot::Sender<Upgraded>>,
+    stall: Duration,
+) {
+    let (parts, body) = rsp.into_parts();
+    drop(body);
+    let mut out = Vec::with_capacity(OUT_START);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(parts.status.as_str().as_bytes());
+    out.push(b' ');
+    let reason = parts.status.canonical_reason().unwrap_or("");
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let framing = [header::CONTENT_LENGTH, header::TRANSFER_ENCODING];
+    for (k, v) in parts.headers.iter().filter(|(k, _)| !framing.contains(k)) {
+        put_field(&mut out, k.as_str().as_bytes(), v.as_bytes());
+    }
+    if !parts.headers.contains_key(header::DATE) {
+        put_date(&mut out);
+    }
+    if switch.is_none() && !parts.headers.contains_key(header::CONNECTION) {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if send_all(&mut wr, &out, stall).await.is_err() || send_flush(&mut wr, stall).await.is_err() {
+        return;
+    }
+    match (switch, side) {
+        (Some(tx), Side::Home(input)) => {
+            let wr: Box<dyn AsyncWrite + Send + Unpin> = Box::new(wr);
+            // The tunnel dropped its end: the connection closes with `wr`.
+            let _ = tx.send(input.hand_over(wr));
+        }
+        _ => {
+            let _ = bounded(stall, |cx| Pin::new(&mut wr).poll_shutdown(cx)).await;
+        }
     }
 }
 
@@ -1291,26 +1544,38 @@ fn put_date(out: &mut Vec<u8>) {
     });
 }
 
-/// The fuzz harness's entry (see `crate::fuzz`): [`parse`] on `buf`. `Ok(Some)`:
-/// the request this codec takes, how its body is framed and `Connection: close`;
-/// `Ok(None)`: a partial head; `Err(())`: a hand-over to hyper. `buf` keeps what
-/// [`parse`] leaves in it.
+/// What [`parse`] made of a buffer, for the fuzz harness (see `crate::fuzz`).
 #[cfg(any(test, feature = "fuzzing"))]
-pub(crate) fn parse_for_fuzzing(
-    buf: &mut BytesMut,
-    max_headers: usize,
-) -> Result<Option<(http::request::Parts, crate::fuzz::RequestBody, bool)>, ()> {
+pub(crate) enum FuzzParsed {
+    /// Taken: the head, how its body is framed, and `Connection: close`.
+    Request(Box<http::request::Parts>, crate::fuzz::RequestBody, bool),
+    /// More bytes are needed.
+    Partial,
+    /// Answered here with this status, and the connection closed.
+    Refused(u16),
+    /// The HTTP/2 preface: hyper's.
+    Http2,
+}
+
+/// The fuzz harness's entry: [`parse`] on `buf`, which keeps what [`parse`]
+/// leaves in it.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn parse_for_fuzzing(buf: &mut BytesMut, max_headers: usize) -> FuzzParsed {
+    use crate::fuzz::RequestBody;
     match parse(buf, &mut Vec::new(), max_headers) {
         Parsed::Request(h) => {
             let body = match h.body {
-                Ok(Rest::Length(n)) => crate::fuzz::RequestBody::Length(n),
-                Ok(Rest::Chunked(_)) => crate::fuzz::RequestBody::Chunked,
-                Ok(Rest::Broken) | Err(_) => crate::fuzz::RequestBody::Refused,
+                Ok(Rest::Length(n)) => RequestBody::Length(n),
+                Ok(Rest::Chunked(_)) => RequestBody::Chunked,
+                Ok(Rest::Broken) | Err(_) => RequestBody::Refused,
             };
-            Ok(Some((h.parts, body, h.close)))
+            FuzzParsed::Request(Box::new(h.parts), body, h.close)
         }
-        Parsed::Partial => Ok(None),
-        Parsed::Handover => Err(()),
+        Parsed::Partial => FuzzParsed::Partial,
+        Parsed::Refused(kind) => {
+            FuzzParsed::Refused(super::respond::status_and_flag(kind, false).0.as_u16())
+        }
+        Parsed::Http2 => FuzzParsed::Http2,
     }
 }
 
@@ -1353,34 +1618,92 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn everything_else_goes_to_hyper_with_its_bytes() {
-        for head in [
-            "GET / HTTP/2.0\r\n\r\n",
-            "GET http://x/ HTTP/1.1\r\nHost: x\r\n\r\n",
-            "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n",
-            "CONNECT x:443 HTTP/1.1\r\nHost: x\r\n\r\n",
-            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
-            "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
-            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
-            "POST / HTTP/1.1\r\nTransfer-Encoding: identity\r\n\r\n",
-            "POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
-            "POST / HTTP/1.1\r\nContent-Length: +1\r\n\r\n",
-            "POST / HTTP/1.1\r\nContent-Length: 1, 1\r\n\r\n",
-            "POST / HTTP/1.1\r\nExpect: something-else\r\nContent-Length: 1\r\n\r\n",
-            "GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
-            "GET / HTTP/1.1\r\nBad Header: x\r\n\r\n",
-            "GET /\x01 HTTP/1.1\r\n\r\n",
-            "GET /a#b HTTP/1.1\r\nHost: x\r\n\r\n",
-        ] {
-            let mut buf = BytesMut::from(format!("{head}GET /next HTTP/1.1\r\n\r\n").as_str());
-            let before = buf.clone();
-            assert!(
-                matches!(parse(&mut buf, &mut Vec::new(), 100), Parsed::Handover),
-                "{head:?}"
-            );
-            assert_eq!(buf, before, "{head:?}: bytes kept for hyper");
+    /// The status a head is refused with, or 0 when it is taken.
+    fn refused(head: &str) -> u16 {
+        let mut buf = BytesMut::from(format!("{head}GET /next HTTP/1.1\r\n\r\n").as_str());
+        match parse(&mut buf, &mut Vec::new(), 100) {
+            Parsed::Refused(kind) => super::super::respond::status_and_flag(kind, false)
+                .0
+                .as_u16(),
+            Parsed::Request(h) => match h.body {
+                Err(kind) => super::super::respond::status_and_flag(kind, false)
+                    .0
+                    .as_u16(),
+                Ok(_) => 0,
+            },
+            Parsed::Partial | Parsed::Http2 => panic!("{head:?}: not parsed"),
         }
+    }
+
+    #[test]
+    fn what_hyper_took_before_is_answered_here() {
+        for (head, status) in [
+            ("GET / HTTP/2.0\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nBad Header: x\r\n\r\n", 400),
+            ("GET /\x01 HTTP/1.1\r\n\r\n", 400),
+            ("GET /a#b HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+            ("PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n", 400),
+            // Framing: a coding not ending in `chunked`, `chunked` twice, a bad
+            // or disagreeing length; a coding before `chunked` is not decoded.
+            ("POST / HTTP/1.1\r\nTransfer-Encoding: identity\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nContent-Length: +1\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nContent-Length: 1, 1\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
+            ("POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n", 501),
+            ("POST / HTTP/1.1\r\nExpect: something-else\r\nContent-Length: 1\r\n\r\n", 417),
+            // Target forms: authority-form is for CONNECT only, and CONNECT has it.
+            ("GET x:443 HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+            ("CONNECT / HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+            // Taken: the target phase decides these.
+            ("GET http://x/ HTTP/1.1\r\nHost: x\r\n\r\n", 0),
+            ("OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", 0),
+            ("CONNECT x:443 HTTP/1.1\r\nHost: x\r\n\r\n", 0),
+            ("GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n", 0),
+            ("POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n", 0),
+            ("POST / HTTP/1.1\r\nTransfer-Encoding: chunked,\r\n\r\n", 0),
+        ] {
+            assert_eq!(refused(head), status, "{head:?}");
+        }
+    }
+
+    #[test]
+    fn the_http2_preface_is_left_for_hyper() {
+        for n in 1..H2_PREFACE.len() {
+            let mut buf = BytesMut::from(&H2_PREFACE[..n]);
+            assert!(
+                matches!(parse(&mut buf, &mut Vec::new(), 100), Parsed::Partial),
+                "{n}"
+            );
+        }
+        let mut buf = BytesMut::from(&b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0"[..]);
+        let before = buf.clone();
+        assert!(matches!(
+            parse(&mut buf, &mut Vec::new(), 100),
+            Parsed::Http2
+        ));
+        assert_eq!(buf, before, "bytes kept for hyper");
+    }
+
+    #[test]
+    fn a_repeated_length_is_kept_once() {
+        let Parsed::Request(h) =
+            parse_str("POST / HTTP/1.1\r\nContent-Length: 2\r\ncontent-length: 2\r\n\r\n")
+        else {
+            panic!("not taken");
+        };
+        assert!(matches!(h.body, Ok(Rest::Length(2))));
+        assert_eq!(
+            h.parts
+                .headers
+                .get_all(header::CONTENT_LENGTH)
+                .iter()
+                .count(),
+            1
+        );
     }
 
     #[test]
@@ -1398,7 +1721,10 @@ mod tests {
             let Parsed::Request(h) = parse_str(head) else {
                 panic!("not taken: {head:?}");
             };
-            assert!(matches!(h.body, Err(Reject::Framing)), "{head:?}");
+            assert!(
+                matches!(h.body, Err(ErrorKind::BadRequest(Reject::Framing))),
+                "{head:?}"
+            );
         }
     }
 
@@ -1416,7 +1742,10 @@ mod tests {
         let h = taken("POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n");
         assert!(!h.expect_continue && !h.parts.headers.contains_key(header::EXPECT));
         let h = taken("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n");
-        assert!(matches!(h.body, Err(Reject::Framing)));
+        assert!(matches!(
+            h.body,
+            Err(ErrorKind::BadRequest(Reject::Framing))
+        ));
     }
 
     #[test]
@@ -1426,7 +1755,7 @@ mod tests {
         assert!(checked(chunked(), b"").is_ok());
         assert!(matches!(
             checked(chunked(), b"5\r\nhello\r\n0x"),
-            Err(Reject::Chunked)
+            Err(ErrorKind::BadRequest(Reject::Chunked))
         ));
         // A counted body's bytes are the body's business.
         assert!(checked(Rest::Length(3), b"\x00\x01").is_ok());
@@ -1440,6 +1769,24 @@ mod tests {
         assert_eq!(chunked.end_in(b"3\r\nabcd\r\n0\r\n\r\n"), None);
         assert_eq!(Rest::Length(2).end_in(b"abc"), Some(2));
         assert_eq!(Rest::Broken.end_in(b"0\r\n\r\n"), None);
+    }
+
+    #[test]
+    fn more_headers_than_the_stack_holds_are_taken_under_a_higher_limit() {
+        let many: String = (0..MAX_SLOTS + 10)
+            .map(|i| format!("x-{i}: v\r\n"))
+            .collect();
+        let head = format!("GET / HTTP/1.1\r\n{many}\r\n");
+        let mut buf = BytesMut::from(head.as_str());
+        let Parsed::Request(h) = parse(&mut buf, &mut Vec::new(), 1000) else {
+            panic!("not taken");
+        };
+        assert_eq!(h.parts.headers.len(), MAX_SLOTS + 10);
+        let mut buf = BytesMut::from(head.as_str());
+        assert!(matches!(
+            parse(&mut buf, &mut Vec::new(), MAX_SLOTS + 9),
+            Parsed::Refused(ErrorKind::HeadersTooLarge)
+        ));
     }
 
     #[test]
@@ -1489,7 +1836,7 @@ mod tests {
     }
 
     #[test]
-    fn too_many_headers_go_to_hyper() {
+    fn too_many_headers_are_a_431() {
         let mut s = String::from("GET / HTTP/1.1\r\n");
         for i in 0..5 {
             s.push_str(&format!("x-{i}: v\r\n"));
@@ -1498,7 +1845,7 @@ mod tests {
         let mut buf = BytesMut::from(s.as_str());
         assert!(matches!(
             parse(&mut buf, &mut Vec::new(), 4),
-            Parsed::Handover
+            Parsed::Refused(ErrorKind::HeadersTooLarge)
         ));
         let mut buf = BytesMut::from(s.as_str());
         assert!(matches!(

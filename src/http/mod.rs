@@ -1,6 +1,7 @@
 //! Downstream HTTP: one task per connection (HTTP/1.1 with keep-alive and pipelining,
 //! or HTTP/2 by prior knowledge or ALPN, detected per connection), proxying each
-//! request through the listener's current route table.
+//! request through the listener's current route table. HTTP/1 is attache's own
+//! codec (`h1`); hyper serves HTTP/2.
 
 mod body;
 mod forwarding;
@@ -13,12 +14,11 @@ pub use body::rfc3339;
 pub mod normalize;
 mod proxy;
 pub mod respond;
-mod sniff;
 mod stream;
 pub mod target;
 
 #[cfg(any(test, feature = "fuzzing"))]
-pub(crate) use {h1::parse_for_fuzzing, sniff::flags_for_fuzzing};
+pub(crate) use h1::{parse_for_fuzzing, FuzzParsed};
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -28,7 +28,6 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
@@ -85,11 +84,6 @@ pub struct ConnCtx {
     pub peer: Option<crate::tls::PeerInfo>,
     /// What to do with `x-forwarded-client-cert`.
     pub xfcc: crate::config::types::ForwardClientCert,
-    /// Set when an HTTP/1 head carried both Content-Length and Transfer-Encoding.
-    pub framing_conflict: Arc<std::sync::atomic::AtomicBool>,
-    /// Set when an HTTP/1 request line hyper parses carried a `#fragment` (hyper
-    /// and `http::Uri` drop it silently).
-    pub target_fragment: Arc<std::sync::atomic::AtomicBool>,
     /// Set when the proxy drains: HTTP/1 responses then carry `Connection: close`,
     /// so keep-alive clients close the connection themselves instead of racing a
     /// request against our close.
@@ -120,8 +114,6 @@ impl ConnCtx {
             peer_sans: Vec::new(),
             peer: None,
             xfcc: crate::config::types::ForwardClientCert::SanitizeSet,
-            framing_conflict: Default::default(),
-            target_fragment: Default::default(),
             draining: Default::default(),
             unread_bytes_in: Default::default(),
             drain_cut: Default::default(),
@@ -181,40 +173,24 @@ pub async fn serve_connection<IO>(
             max_headers: h.max_headers,
         }
     };
-    // attache's own HTTP/1.1 codec first; hyper takes over the connection at the
-    // first request the codec leaves to it (see `h1`).
+    // attache's own HTTP/1 codec serves every HTTP/1 request; a connection that
+    // opens with the HTTP/2 preface (prior knowledge, or TLS with ALPN `h2`) goes
+    // to hyper, with the bytes the codec read.
     let Some(rest) = h1::serve(io, &conn, &limits, &mut drain, opened, drain_timeout).await else {
         return;
     };
-    let http1_only = rest.served > 0;
-    if !http1_only && crate::proxy_protocol::looks_like_header(rest.pending()) {
-        // hyper answers it 400 (not a request line); count what it was.
-        if let Some(c) = &conn.slot.load().listener.unexpected_proxy_header {
-            c.inc();
-        }
-    }
     // Boxed: hyper's connection state is allocated only for connections it takes,
     // so the task of every connection is sized by the own codec's state.
-    Box::pin(serve_hyper(
-        rest,
-        conn,
-        drain,
-        drain_timeout,
-        opened,
-        http1_only,
-    ))
-    .await
+    Box::pin(serve_h2(rest, conn, drain, drain_timeout, opened)).await
 }
 
-/// Serve a connection with hyper: HTTP/2, and HTTP/1.1 requests the own codec
-/// does not take.
-async fn serve_hyper<IO>(
+/// Serve an HTTP/2 connection with hyper.
+async fn serve_h2<IO>(
     io: IO,
     conn: Arc<ConnCtx>,
     mut drain: watch::Receiver<bool>,
     drain_timeout: Duration,
     opened: tokio::time::Instant,
-    http1_only: bool,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -222,47 +198,26 @@ async fn serve_hyper<IO>(
     let Some(h) = rt.listener.http.as_ref() else {
         return;
     };
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
-        // hyper's timer runs from the end of one response to the end of the next
-        // head, so on connections it serves it bounds the keep-alive wait too.
-        .header_read_timeout(h.request_head_timeout.min(h.idle_timeout))
-        .max_buf_size(h.max_header_bytes.max(8192))
-        .max_headers(h.max_headers);
+    let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     let h2 = &h.http2;
-    b.http2()
-        .timer(TokioTimer::new())
+    b.timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(h.max_header_bytes).unwrap_or(u32::MAX))
         .max_concurrent_streams(h2.max_concurrent_streams)
         .initial_stream_window_size(h2.initial_stream_window_size)
         .initial_connection_window_size(h2.initial_connection_window_size)
         .max_frame_size(h2.max_frame_size)
         .keep_alive_interval(Some(Duration::from_secs(60)));
-    if http1_only {
-        // HTTP/2 only from the connection's first byte.
-        b = b.http1_only();
-    }
     drop(rt);
     let c2 = conn.clone();
     let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         stream_future(req.map(DownBody::Hyper), c2.clone())
     });
-    let flags = sniff::Flags {
-        framing: conn.framing_conflict.clone(),
-        fragment: conn.target_fragment.clone(),
-        head_pending: Default::default(),
-    };
-    let head_pending = flags.head_pending.clone();
-    let io = sniff::Sniff::new(io, flags);
-    let fut = b.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    let fut = b.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(fut);
     if !*drain.borrow() {
         tokio::select! {
             r = fut.as_mut() => {
                 if let Err(e) = r {
-                    let pending = head_pending.load(std::sync::atomic::Ordering::Acquire);
-                    record_parser_reply(&conn, &*e, opened, pending);
                     tracing::debug!(error = %e, "downstream connection ended with an error");
                 }
                 return;
@@ -305,8 +260,8 @@ fn stream_future(
     async move { Ok(handle.await) }
 }
 
-/// A request body from the client: none, read by hyper (HTTP/2 and the requests
-/// hyper serves), or by the own HTTP/1.1 codec.
+/// A request body from the client: none, read by hyper (HTTP/2), or by the own
+/// HTTP/1 codec.
 pub enum DownBody {
     Empty,
     Hyper(hyper::body::Incoming),
@@ -355,37 +310,9 @@ impl http_body::Body for DownBody {
     }
 }
 
-/// hyper's HTTP/1 parser answers a malformed head (`400`) or one over its buffer
-/// limit (`431`) itself and closes the connection, before any request reaches
-/// `proxy::handle`. Count and log those like attache's own `DPE` replies, so a
-/// client sending garbage shows up in the stats and the access log. Its header-read
-/// timer (`request_head_timeout`) closes without a reply; with part of a head read
-/// (`head_pending`) that is counted and logged as a `408` (as NGINX logs it), an
-/// idle close is not.
-fn record_parser_reply(
-    conn: &ConnCtx,
-    e: &(dyn std::error::Error + 'static),
-    opened: tokio::time::Instant,
-    head_pending: bool,
-) {
-    let Some(he) = e.downcast_ref::<hyper::Error>() else {
-        return;
-    };
-    let (status, reason) = if he.is_parse_too_large() {
-        (431, crate::error::Reject::HeadersTooLarge)
-    } else if he.is_parse() {
-        (400, crate::error::Reject::Malformed)
-    } else if he.is_timeout() && head_pending {
-        (408, crate::error::Reject::HeadTimeout)
-    } else {
-        return;
-    };
-    record_early_reply(conn, status, reason, opened);
-}
-
 /// Count and log a reply sent before a request reached `proxy::handle` (flag
-/// `DPE`): hyper's parser refusing a head, the own codec's framing checks, or a
-/// request-head timeout. Its reason, its status, and an access-log line with an
+/// `DPE`): the HTTP/1 codec refusing a head or its framing, or a request-head
+/// timeout. Its reason, its status, and an access-log line with an
 /// empty method and path.
 fn record_early_reply(
     conn: &ConnCtx,

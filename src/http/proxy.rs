@@ -14,7 +14,7 @@
 // for every direct response and filter answer, and moving it is cheaper.
 #![allow(clippy::result_large_err)]
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -113,7 +113,7 @@ fn request_phases<'a>(
     let Some(http) = rt.listener.http.as_ref() else {
         return Err(ErrorKind::Internal.into());
     };
-    let facts = check_head(parts, conn, http).inspect_err(|_| st.close_connection = true)?;
+    let facts = check_head(parts, http).inspect_err(|_| st.close_connection = true)?;
     if facts.underscored && http.headers_with_underscores == HeadersWithUnderscores::Drop {
         let dropped = forwarding::drop_underscored(&mut parts.headers);
         st.listener_stats().underscore_dropped.inc_by(dropped);
@@ -156,14 +156,15 @@ struct HeadFacts {
     underscored: bool,
 }
 
-/// Head checks, in one pass over the head: its size for the limits (hyper's read
-/// buffer bound is not an exact header limit), and what attache will not forward
+/// Head checks, in one pass over the head: its size for the limits (the codecs'
+/// read bounds are not exact header limits), and what attache will not forward
 /// because an upstream could read it differently: both Content-Length and
-/// Transfer-Encoding, several different Content-Lengths (request smuggling), more
+/// Transfer-Encoding, several different Content-Lengths (request smuggling; the
+/// HTTP/1 codec refuses those and `#fragment`s before a request exists), more
 /// than one Host (RFC 9112 section 3.2: attache routes on the first, an upstream or
-/// cache might read another), a bad `:scheme`, a `#fragment`, and names with `_`
-/// when the listener rejects them. A failure closes the connection.
-fn check_head(parts: &Parts, conn: &ConnCtx, http: &HttpSettings) -> Result<HeadFacts, ErrorKind> {
+/// cache might read another), a bad `:scheme`, and names with `_` when the
+/// listener rejects them. A failure closes the connection.
+fn check_head(parts: &Parts, http: &HttpSettings) -> Result<HeadFacts, ErrorKind> {
     let pq_len = parts.uri.path_and_query().map_or(0, |p| p.as_str().len());
     let mut header_bytes = pq_len;
     let mut first_cl: Option<&HeaderValue> = None;
@@ -184,10 +185,7 @@ fn check_head(parts: &Parts, conn: &ConnCtx, http: &HttpSettings) -> Result<Head
         }
     }
     let reject = |r| Err(ErrorKind::BadRequest(r));
-    if cl_conflict
-        || (first_cl.is_some() && has_te)
-        || conn.framing_conflict.load(Ordering::Acquire)
-    {
+    if cl_conflict || (first_cl.is_some() && has_te) {
         return reject(Reject::Framing);
     }
     if hosts > 1 {
@@ -195,9 +193,6 @@ fn check_head(parts: &Parts, conn: &ConnCtx, http: &HttpSettings) -> Result<Head
     }
     if parts.version == Version::HTTP_2 && !super::h2::scheme_ok(&parts.uri) {
         return reject(Reject::Scheme);
-    }
-    if conn.target_fragment.load(Ordering::Acquire) {
-        return reject(Reject::Fragment);
     }
     if underscored > 0 && http.headers_with_underscores == HeadersWithUnderscores::Reject {
         return reject(Reject::UnderscoreHeader);
@@ -344,7 +339,7 @@ struct Forward<'a> {
     /// Upstream path and query.
     pq: String,
     /// An upgrade this route tunnels: its protocol and the downstream upgrade handle.
-    upgrade: Option<(HeaderValue, hyper::upgrade::OnUpgrade)>,
+    upgrade: Option<(HeaderValue, super::h1::OnUpgrade)>,
 }
 
 impl Forward<'_> {
@@ -386,7 +381,7 @@ fn prepare_forward<'a>(
             ra.upgrade_of(&parts.headers).and_then(|proto| {
                 parts
                     .extensions
-                    .remove::<hyper::upgrade::OnUpgrade>()
+                    .remove::<super::h1::OnUpgrade>()
                     .map(|on| (proto, on))
             })
         } else {
@@ -979,13 +974,14 @@ async fn request_body(
 /// answered `101` with [`crate::tcp::splice`] (the TCP proxy's), until both sides
 /// closed, either failed, or nothing moved either way for `idle` (the listener's
 /// `idle_timeout`). Bytes the upstream sent right after its `101`
-/// go to the client first.
+/// go to the client first; bytes the client sent past its request head go to the
+/// upstream first (the own HTTP/1 codec hands them over with the connection).
 ///
 /// The tunnel holds the downstream connection's context, so the connection stays
 /// counted as open (`attache_downstream_cx_active`) and a drain waits for the
 /// tunnel, up to `drain_timeout`, like for a request.
 fn tunnel(
-    on: hyper::upgrade::OnUpgrade,
+    on: super::h1::OnUpgrade,
     conn: crate::upstream::h1::Conn,
     attempt: Option<crate::upstream::Attempt>,
     idle: Duration,
@@ -998,19 +994,15 @@ fn tunnel(
         // like a TCP proxy connection.
         let (up, pending, _permit) = conn.into_parts();
         let _attempt = attempt;
-        let down = match on.await {
-            Ok(u) => u,
-            Err(e) => {
-                tracing::debug!(error = %e, "downstream upgrade failed");
-                return;
-            }
+        let Some(mut down) = on.switched().await else {
+            tracing::debug!("the downstream connection did not switch protocols");
+            return;
         };
         let rt = ctx.slot.load_full();
         let stats = &rt.listener.stats;
         stats.upgrade_total.inc();
         stats.upgrade_active.inc();
         let _open = Gauged(&stats.upgrade_active);
-        let mut down = hyper_util::rt::TokioIo::new(down);
         if !pending.is_empty() && down.write_all(&pending).await.is_err() {
             return;
         }
@@ -1056,7 +1048,7 @@ mod tests {
         let Some(http) = rt.listener.http.as_ref() else {
             panic!("an http listener");
         };
-        let check = |pairs: &[(&str, &str)]| check_head(&head(pairs, "/"), &conn, http);
+        let check = |pairs: &[(&str, &str)]| check_head(&head(pairs, "/"), http);
         let bad = |r| Some(ErrorKind::BadRequest(r));
         let ok = check(&[("x-request-id", "a"), ("x_user", "u")]);
         assert!(ok.as_ref().is_ok_and(|f| f.request_id && f.underscored));
@@ -1069,7 +1061,7 @@ mod tests {
         let hosts = [("host", "a"), ("host", "b")];
         assert_eq!(check(&hosts).err(), bad(Reject::DuplicateHost));
         let long = format!("/{}", "a".repeat(http.max_uri_bytes));
-        let got = check_head(&head(&[], &long), &conn, http);
+        let got = check_head(&head(&[], &long), http);
         assert_eq!(got.err(), Some(ErrorKind::UriTooLong));
         let many: Vec<(String, &str)> = (0..=http.max_headers)
             .map(|i| (format!("x-h{i}"), "v"))

@@ -20,6 +20,11 @@ pub fn status_and_flag(kind: ErrorKind, retries_exhausted: bool) -> (StatusCode,
             Flag::DownstreamProtocolError,
         ),
         ErrorKind::UriTooLong => (StatusCode::URI_TOO_LONG, Flag::DownstreamProtocolError),
+        ErrorKind::ExpectationFailed => (
+            StatusCode::EXPECTATION_FAILED,
+            Flag::DownstreamProtocolError,
+        ),
+        ErrorKind::UnknownCoding => (StatusCode::NOT_IMPLEMENTED, Flag::DownstreamProtocolError),
         ErrorKind::NoRoute => (StatusCode::NOT_FOUND, Flag::NoRoute),
         ErrorKind::Forbidden => (StatusCode::FORBIDDEN, Flag::Rbac),
         ErrorKind::NoCluster => (StatusCode::SERVICE_UNAVAILABLE, Flag::NoCluster),
@@ -80,7 +85,9 @@ fn grpc_code(kind: ErrorKind, status: StatusCode) -> Code {
         ErrorKind::BadRequest(_)
         | ErrorKind::BadBody
         | ErrorKind::UriTooLong
-        | ErrorKind::HeadersTooLarge => Code::Internal,
+        | ErrorKind::HeadersTooLarge
+        | ErrorKind::ExpectationFailed
+        | ErrorKind::UnknownCoding => Code::Internal,
         ErrorKind::Internal => Code::from_http(status.as_u16()),
     }
 }

@@ -8,11 +8,8 @@
 //!
 //! The roles keep their own state machines (`http::h1::serve` drives a downstream
 //! connection, `upstream::h1::exchange` one upstream exchange) over these pieces.
-//! What the server role still leaves to hyper, and why, is in `http::h1`'s module
-//! doc: HTTP/2, upgrades (hyper's upgrade hand-off feeds the tunnel), and heads
-//! the codec does not take (absolute-form, `OPTIONS *`, fragments, other
-//! expectations and transfer codings, malformed or oversized heads, which hyper
-//! answers). On those connections `http::sniff` still follows the framing.
+//! The server role serves every HTTP/1 request; hyper keeps only HTTP/2 (see
+//! `http::h1`'s module doc).
 
 pub mod chunked;
 pub mod head;

@@ -162,6 +162,24 @@ impl Proxy {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// The output lines containing `needle`, once there are exactly `n` of them
+    /// (waiting up to 10 seconds: access-log lines are written asynchronously).
+    pub async fn log_lines(&self, needle: &str, n: usize) -> Vec<String> {
+        let what = format!("{n} log lines with {needle}");
+        crate::eventually(Duration::from_secs(30), &what, || {
+            let log = self.log();
+            async move {
+                let lines: Vec<String> = log
+                    .lines()
+                    .filter(|l| l.contains(needle))
+                    .map(str::to_string)
+                    .collect();
+                (lines.len() == n).then_some(lines)
+            }
+        })
+        .await
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
     }

@@ -1,4 +1,0 @@
-//! libFuzzer entry for the `http1_sniff` target in `attache::fuzz` (see docs/fuzzing.md).
-#![no_main]
-
-libfuzzer_sys::fuzz_target!(|data: &[u8]| attache::fuzz::http1_sniff(data));
