@@ -34,20 +34,7 @@ async fn hundred_megabytes_each_way_stream_in_bounded_memory() {
     let client: hyper_util::client::legacy::Client<_, http_body_util::StreamBody<_>> =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .build(hyper_util::client::legacy::connect::HttpConnector::new());
-    let chunk = Bytes::from(vec![b'u'; 256 * 1024]);
-    let stream = Box::pin(futures_util::stream::unfold(TOTAL, move |left| {
-        let chunk = chunk.clone();
-        async move {
-            if left == 0 {
-                return None;
-            }
-            let n = left.min(chunk.len() as u64);
-            Some((
-                Ok::<_, std::io::Error>(hyper::body::Frame::data(chunk.slice(..n as usize))),
-                left - n,
-            ))
-        }
-    }));
+    let stream = support::frames_of(TOTAL, Bytes::from(vec![b'u'; 256 * 1024]));
     let req = http::Request::post(p.url("main", "/upload"))
         .header("content-length", TOTAL)
         .body(http_body_util::StreamBody::new(stream))

@@ -166,20 +166,7 @@ async fn origin_route(req: Request<Incoming>, name: String) -> Result<Response<B
     }
     if let Some(n) = path.strip_prefix("/download/") {
         let total: u64 = n.parse().unwrap_or(0);
-        let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
-        let stream = futures_util::stream::unfold(total, move |left| {
-            let chunk = chunk.clone();
-            async move {
-                if left == 0 {
-                    return None;
-                }
-                let n = left.min(chunk.len() as u64);
-                Some((
-                    Ok::<_, std::io::Error>(hyper::body::Frame::data(chunk.slice(..n as usize))),
-                    left - n,
-                ))
-            }
-        });
+        let stream = frames_of(total, Bytes::from(vec![b'x'; 64 * 1024]));
         let body = http_body_util::StreamBody::new(stream).boxed();
         let mut r = Response::new(body);
         r.headers_mut().insert("content-length", total.into());
@@ -232,6 +219,28 @@ pub async fn resetting_origin() -> SocketAddr {
         let _ = s.read(&mut buf).await;
     })
     .await
+}
+
+/// A body of `total` bytes streamed as frames of `chunk` (the last one cut short),
+/// never whole in memory: large uploads and downloads in tests.
+pub fn frames_of(
+    total: u64,
+    chunk: Bytes,
+) -> impl futures_util::Stream<Item = Result<hyper::body::Frame<Bytes>, std::io::Error>> + Send + Unpin
+{
+    Box::pin(futures_util::stream::unfold(total, move |left| {
+        let chunk = chunk.clone();
+        async move {
+            if left == 0 {
+                return None;
+            }
+            let n = left.min(chunk.len() as u64);
+            Some((
+                Ok(hyper::body::Frame::data(chunk.slice(..n as usize))),
+                left - n,
+            ))
+        }
+    }))
 }
 
 /// A loopback port that refuses connections for as long as the test process runs.
