@@ -198,7 +198,7 @@ async fn endpoints_follow_the_server_and_bad_updates_and_outages_cost_no_request
 
     // The server dies: the proxy keeps serving b and c, reconnects when it is back
     // and asks with the version it holds; the restarted server's version 4 applies.
-    let (addr, state) = mgmt.kill();
+    let down = mgmt.kill();
     eventually(WAIT, "disconnected", || async {
         (p.stat("attache_xds_connected").await == 0.0).then_some(())
     })
@@ -209,7 +209,7 @@ async fn endpoints_follow_the_server_and_bad_updates_and_outages_cost_no_request
         b.hits() > hb && c.hits() > hc,
         "the last accepted set serves while the server is down"
     );
-    let mgmt = Mgmt::start_on(addr, Some(state)).await;
+    let mgmt = Mgmt::restart(down);
     mgmt.push("4", vec![cla("app_svc", "z1", eps(&[&c]))]);
     eventually(WAIT, "set is c", || async {
         (addresses(&p).await == sorted(&[&c])).then_some(())

@@ -2,12 +2,13 @@
 //! (envoy-types' tonic server traits) on loopback. The test sets the EDS snapshot to
 //! push; every stream that subscribes gets the current one and each later one; every
 //! request the client sends (subscriptions, ACKs, NACKs) is recorded. `kill` ends
-//! every stream and stops accepting; `start_on` brings it back on the same address.
+//! every stream and closes every connection it accepts from then on (the server is
+//! down); `restart` serves again on the same listening socket, which the test holds
+//! throughout so no other process can take the port.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::{
     address, socket_address, Address, HealthStatus, Locality, SocketAddress,
@@ -72,7 +73,22 @@ impl Reserved {
 pub struct Mgmt {
     pub addr: SocketAddr,
     ads: Ads,
+    listener: Arc<tokio::net::TcpListener>,
     stop: watch::Sender<bool>,
+}
+
+/// A killed management server: its listening socket, still held, closes every
+/// connection it accepts (to a client, the server is down).
+pub struct Down {
+    listener: Arc<tokio::net::TcpListener>,
+    ads: Ads,
+    refuser: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        self.refuser.abort();
+    }
 }
 
 /// An endpoint of an assignment: address, weight, health.
@@ -118,27 +134,24 @@ pub fn cla(service: &str, zone: &str, eps: Vec<LbEndpoint>) -> Any {
 
 impl Mgmt {
     pub async fn start() -> Mgmt {
-        Self::start_on("127.0.0.1:0".parse().expect("addr"), None).await
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        Self::serve_on(Arc::new(l), None)
     }
 
-    /// Serve on `at`; `ads` carries the state of a killed server over (a restart).
-    pub async fn start_on(at: SocketAddr, ads: Option<Ads>) -> Mgmt {
-        let l = loop {
-            // The killed server's socket may linger a moment.
-            match tokio::net::TcpListener::bind(at).await {
-                Ok(l) => break l,
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        };
-        Self::serve_on(l, ads)
+    /// Serve again on the killed server's socket, with its state (a restart).
+    pub fn restart(down: Down) -> Mgmt {
+        down.refuser.abort();
+        Self::serve_on(down.listener.clone(), Some(down.ads.clone()))
     }
 
     /// Start listening on an address held since [`Reserved::new`].
     pub fn start_reserved(r: Reserved) -> Mgmt {
-        Self::serve_on(r.0.listen(128).expect("listen"), None)
+        Self::serve_on(Arc::new(r.0.listen(128).expect("listen")), None)
     }
 
-    fn serve_on(l: tokio::net::TcpListener, ads: Option<Ads>) -> Mgmt {
+    fn serve_on(l: Arc<tokio::net::TcpListener>, ads: Option<Ads>) -> Mgmt {
         let addr = l.local_addr().expect("addr");
         let ads = ads.unwrap_or_else(|| {
             Ads(Arc::new(Shared {
@@ -150,8 +163,13 @@ impl Mgmt {
         });
         let (stop, stopped) = watch::channel(false);
         let svc = AggregatedDiscoveryServiceServer::new(ads.clone());
-        tokio::spawn(serve(l, svc, stopped));
-        Mgmt { addr, ads, stop }
+        tokio::spawn(serve(l.clone(), svc, stopped));
+        Mgmt {
+            addr,
+            ads,
+            listener: l,
+            stop,
+        }
     }
 
     /// Push a new EDS snapshot to every subscribed stream (and to later ones).
@@ -182,18 +200,28 @@ impl Mgmt {
         *self.ads.0.streams.lock().expect("streams")
     }
 
-    /// End every stream (UNAVAILABLE) and stop accepting; the state is returned for
-    /// a restart on the same address.
-    pub fn kill(self) -> (SocketAddr, Ads) {
+    /// End every stream (UNAVAILABLE) and every connection; until [`Mgmt::restart`],
+    /// each new connection is closed at once.
+    pub fn kill(self) -> Down {
         self.ads.0.kill.send_modify(|n| *n += 1);
         let _ = self.stop.send(true);
-        (self.addr, self.ads.clone())
+        let l = self.listener.clone();
+        let refuser = tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                drop(s);
+            }
+        });
+        Down {
+            listener: self.listener.clone(),
+            ads: self.ads.clone(),
+            refuser,
+        }
     }
 }
 
 /// Accept HTTP/2 connections until `stop`, which also drops every open connection.
 async fn serve(
-    l: tokio::net::TcpListener,
+    l: Arc<tokio::net::TcpListener>,
     svc: AggregatedDiscoveryServiceServer<Ads>,
     mut stop: watch::Receiver<bool>,
 ) {
