@@ -26,77 +26,144 @@ pub struct Spec {
 /// Check entries; every problem at once, with its path relative to the list.
 pub fn check(entries: &[EndpointEntry], max: usize) -> Result<Vec<Spec>, Problems> {
     let mut errs = Vec::new();
-    if entries.is_empty() {
-        errs.push(Problem::new(
-            String::new(),
-            "the endpoint list is empty".to_string(),
-        ));
-    }
-    if entries.len() > max {
-        errs.push(Problem::new(
-            String::new(),
-            format!(
-                "{} endpoints is over the limit of {max} (max_endpoints)",
-                entries.len()
-            ),
-        ));
-        return Err(errs);
+    if let Some(m) = count_problem(entries.len(), max) {
+        let over = !entries.is_empty();
+        errs.push(Problem::new(String::new(), m));
+        if over {
+            return Err(errs);
+        }
     }
     let mut out = Vec::with_capacity(entries.len());
-    let mut seen = HashSet::new();
+    let mut admit = Admit::with_capacity(entries.len());
     for (i, e) in entries.iter().enumerate() {
-        let addr = match e.address.parse::<SocketAddr>() {
-            Ok(a) if a.port() != 0 => a,
-            Ok(_) => {
-                errs.push(Problem::new(
-                    format!("{i}.address"),
-                    format!("endpoint `{}` needs a port other than 0", e.address),
-                ));
-                continue;
-            }
-            Err(_) => {
-                errs.push(Problem::new(
-                    format!("{i}.address"),
-                    format!(
-                        "`{}` is not an address; write IP:PORT, e.g. `10.0.0.7:8080`",
-                        e.address
-                    ),
-                ));
-                continue;
-            }
-        };
-        if !seen.insert(addr) {
+        let Ok(addr) = e.address.parse::<SocketAddr>() else {
             errs.push(Problem::new(
                 format!("{i}.address"),
-                format!("endpoint {addr} is listed twice"),
+                format!(
+                    "`{}` is not an address; write IP:PORT, e.g. `10.0.0.7:8080`",
+                    e.address
+                ),
             ));
-        }
-        let weight = e.weight.unwrap_or(1);
-        if weight == 0 || weight > MAX_WEIGHT {
-            errs.push(Problem::new(
-                format!("{i}.weight"),
-                format!("weight {weight} must be between 1 and {MAX_WEIGHT}"),
-            ));
-        }
-        let zone = match e.zone.as_deref() {
-            None | Some("") => None,
-            Some(z) if z.len() <= 64 && z.bytes().all(|b| b.is_ascii_graphic()) => {
-                Some(Arc::from(z))
-            }
-            Some(_) => {
-                errs.push(Problem::new(
-                    format!("{i}.zone"),
-                    "zone must be at most 64 printable ASCII characters".to_string(),
-                ));
-                None
-            }
+            continue;
         };
-        out.push(Spec { addr, weight, zone });
+        match admit.spec(addr, e.weight, e.zone.as_deref()) {
+            Ok(spec) => out.push(spec),
+            Err(bad) => errs.extend(
+                bad.into_iter()
+                    .map(|(key, m)| Problem::new(format!("{i}.{}", key.as_str()), m)),
+            ),
+        }
     }
     if errs.is_empty() {
         Ok(out)
     } else {
         Err(errs)
+    }
+}
+
+/// What is wrong with a set of `n` endpoints under `max`, if anything (empty, or
+/// over the limit).
+pub fn count_problem(n: usize, max: usize) -> Option<String> {
+    if n == 0 {
+        Some("the endpoint list is empty".to_string())
+    } else if n > max {
+        Some(format!(
+            "{n} endpoints is over the limit of {max} (max_endpoints)"
+        ))
+    } else {
+        None
+    }
+}
+
+/// The field of an endpoint a problem is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Key {
+    Address,
+    Weight,
+    Zone,
+}
+
+impl Key {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Key::Address => "address",
+            Key::Weight => "weight",
+            Key::Zone => "zone",
+        }
+    }
+}
+
+/// The checks every endpoint of a set passes, whatever its source (a config list,
+/// a discovery file, an EDS assignment): a port, no duplicate address, a weight in
+/// range, a printable zone. Zones are interned: the endpoints of one zone share one
+/// allocation.
+pub struct Admit {
+    seen: HashSet<SocketAddr>,
+    zones: Vec<Arc<str>>,
+}
+
+impl Admit {
+    pub fn with_capacity(n: usize) -> Admit {
+        Admit {
+            seen: HashSet::with_capacity(n),
+            zones: Vec::new(),
+        }
+    }
+
+    /// Check one endpoint; every problem with it, by field.
+    pub fn spec(
+        &mut self,
+        addr: SocketAddr,
+        weight: Option<u32>,
+        zone: Option<&str>,
+    ) -> Result<Spec, Vec<(Key, String)>> {
+        let mut errs = Vec::new();
+        if addr.port() == 0 {
+            errs.push((
+                Key::Address,
+                format!("endpoint `{addr}` needs a port other than 0"),
+            ));
+        } else if !self.seen.insert(addr) {
+            errs.push((Key::Address, format!("endpoint {addr} is listed twice")));
+        }
+        let weight = weight.unwrap_or(1);
+        if weight == 0 || weight > MAX_WEIGHT {
+            errs.push((
+                Key::Weight,
+                format!("weight {weight} must be between 1 and {MAX_WEIGHT}"),
+            ));
+        }
+        let zone = match zone {
+            None | Some("") => None,
+            Some(z) => match self.zone(z) {
+                Some(z) => Some(z),
+                None => {
+                    errs.push((
+                        Key::Zone,
+                        "zone must be at most 64 printable ASCII characters".to_string(),
+                    ));
+                    None
+                }
+            },
+        };
+        if errs.is_empty() {
+            Ok(Spec { addr, weight, zone })
+        } else {
+            Err(errs)
+        }
+    }
+
+    /// The shared allocation of zone `z`, if it is a valid zone.
+    fn zone(&mut self, z: &str) -> Option<Arc<str>> {
+        if let Some(known) = self.zones.iter().find(|k| ***k == *z) {
+            return Some(known.clone());
+        }
+        if z.len() > 64 || !z.bytes().all(|b| b.is_ascii_graphic()) {
+            return None;
+        }
+        let a: Arc<str> = Arc::from(z);
+        self.zones.push(a.clone());
+        Some(a)
     }
 }
 

@@ -23,7 +23,6 @@ pub mod outlier;
 pub mod pool;
 pub mod throttle;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -127,6 +126,16 @@ impl Endpoint {
         self.zone.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Whether the endpoint's zone is `z` (the same allocation, or equal text).
+    fn has_zone(&self, z: &Option<Arc<str>>) -> bool {
+        let mine = self.zone.lock().unwrap_or_else(|p| p.into_inner());
+        match (&*mine, z) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b) || **a == **b,
+            (None, None) => true,
+            _ => false,
+        }
+    }
+
     fn set_zone(&self, z: Option<Arc<str>>) {
         *self.zone.lock().unwrap_or_else(|p| p.into_inner()) = z;
     }
@@ -179,7 +188,6 @@ impl Endpoint {
 pub struct HostSet {
     /// Every endpoint, sorted by address.
     pub all: Vec<Arc<Endpoint>>,
-    by_addr: HashMap<SocketAddr, usize>,
     pub healthy: usize,
     /// Fewer than `panic_threshold` percent are healthy: balancing over all.
     pub panic: bool,
@@ -190,7 +198,8 @@ pub struct HostSet {
 
 impl HostSet {
     pub fn get(&self, addr: SocketAddr) -> Option<&Arc<Endpoint>> {
-        self.by_addr.get(&addr).and_then(|i| self.all.get(*i))
+        let i = self.all.binary_search_by_key(&addr, |e| e.addr).ok()?;
+        self.all.get(i)
     }
 
     pub fn rotation_len(&self) -> usize {
@@ -339,40 +348,24 @@ impl Cluster {
     }
 
     /// Replace the endpoint set. Endpoints that stay keep their `Arc` (counters,
-    /// health, pooled connections); new ones start `Pending` when `pending` and
-    /// health checking is on. Returns whether membership or weights changed.
+    /// health, pooled connections, zone allocation); new ones start `Pending` when
+    /// `pending` and health checking is on. Incremental: the new set is one merge of
+    /// the (sorted) old set with the specs, a set that changes nothing is found by a
+    /// comparison alone and builds nothing, and the data path sees the change as one
+    /// pointer store. Specs sorted by address (EDS sends them so) are not sorted again.
+    /// Returns whether membership, weights or zones changed.
     pub fn set_endpoints(&self, specs: &[Spec], pending: bool) -> bool {
+        let mut order: Vec<&Spec> = specs.iter().collect();
+        if !order.is_sorted_by_key(|s| s.addr) {
+            order.sort_unstable_by_key(|s| s.addr);
+        }
         let _g = self.update.lock().unwrap_or_else(|p| p.into_inner());
         let old = self.hosts.load_full();
-        let mut changed = old.all.len() != specs.len();
-        let mut all = Vec::with_capacity(specs.len());
-        let mut added = false;
-        for s in specs {
-            let ep = match old.get(s.addr) {
-                Some(e) => {
-                    if e.weight() != s.weight || e.zone() != s.zone {
-                        changed = true;
-                    }
-                    e.clone()
-                }
-                None => {
-                    changed = true;
-                    added = true;
-                    let e = Endpoint::new(s.addr);
-                    if pending && self.settings.health.is_some() {
-                        e.health.store(PENDING, Ordering::Relaxed);
-                    }
-                    Arc::new(e)
-                }
-            };
-            ep.set_weight(s.weight);
-            ep.set_zone(s.zone.clone());
-            all.push(ep);
-        }
-        if !changed {
+        if unchanged(&old.all, &order) {
             return false;
         }
-        all.sort_by_key(|e| e.addr);
+        let pending = pending && self.settings.health.is_some();
+        let (all, added) = merge(&old.all, &order, pending);
         self.store(all);
         if added {
             self.hc_now.notify_one();
@@ -471,6 +464,51 @@ impl Cluster {
     }
 }
 
+/// Whether `specs` (sorted) describe `all` exactly: the same addresses, weights and
+/// zones. Reads only; no allocation.
+fn unchanged(all: &[Arc<Endpoint>], specs: &[&Spec]) -> bool {
+    all.len() == specs.len()
+        && all
+            .iter()
+            .zip(specs)
+            .all(|(e, s)| e.addr == s.addr && e.weight() == s.weight && e.has_zone(&s.zone))
+}
+
+/// The endpoint list for `specs` (sorted): one walk along the old list (sorted too),
+/// reusing each endpoint that stays (weight and zone updated in place when they
+/// changed) and creating the new ones. Also whether any endpoint is new.
+fn merge(old: &[Arc<Endpoint>], specs: &[&Spec], pending: bool) -> (Vec<Arc<Endpoint>>, bool) {
+    let mut all = Vec::with_capacity(specs.len());
+    let mut added = false;
+    let mut rest = old.iter().peekable();
+    for s in specs {
+        while rest.next_if(|e| e.addr < s.addr).is_some() {}
+        let ep = match rest.next_if(|e| e.addr == s.addr) {
+            Some(e) => {
+                if e.weight() != s.weight {
+                    e.set_weight(s.weight);
+                }
+                if !e.has_zone(&s.zone) {
+                    e.set_zone(s.zone.clone());
+                }
+                e.clone()
+            }
+            None => {
+                added = true;
+                let e = Endpoint::new(s.addr);
+                e.set_weight(s.weight);
+                e.set_zone(s.zone.clone());
+                if pending {
+                    e.health.store(PENDING, Ordering::Relaxed);
+                }
+                Arc::new(e)
+            }
+        };
+        all.push(ep);
+    }
+    (all, added)
+}
+
 /// Decide the rotation: local zone's healthy endpoints when enough of them are
 /// healthy; else all healthy ones; all of them in panic mode.
 fn build_hostset(
@@ -479,7 +517,6 @@ fn build_hostset(
     panic_threshold: f64,
     zone: Option<&str>,
 ) -> HostSet {
-    let by_addr = all.iter().enumerate().map(|(i, e)| (e.addr, i)).collect();
     let healthy: Vec<Arc<Endpoint>> = all.iter().filter(|e| e.is_healthy()).cloned().collect();
     let n_healthy = healthy.len();
     let panic = !all.is_empty() && (n_healthy as f64) * 100.0 < panic_threshold * all.len() as f64;
@@ -512,7 +549,6 @@ fn build_hostset(
     HostSet {
         rotation: Rotation::build(members, policy),
         all,
-        by_addr,
         healthy: n_healthy,
         panic,
         zone_local,

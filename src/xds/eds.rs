@@ -17,7 +17,9 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::google::protobuf::Any;
 
+use super::ResourceType;
 use crate::config::endpoints::{self, Spec};
 pub use crate::config::from_xds::endpoints::specs;
 use crate::config::from_xds::{nack, Nack};
@@ -38,7 +40,16 @@ pub struct Registry {
 #[derive(Default)]
 struct Inner {
     clusters: Vec<(String, Weak<Cluster>)>,
-    sets: HashMap<String, Arc<[Spec]>>,
+    sets: HashMap<String, Last>,
+}
+
+/// The last accepted assignment of a service: its endpoints, and the encoded
+/// resource with the `max_endpoints` it was checked against, so that the same
+/// resource sent again is recognized without decoding or checking it.
+struct Last {
+    specs: Arc<[Spec]>,
+    encoded: Vec<u8>,
+    max: usize,
 }
 
 /// The process-wide registry.
@@ -86,33 +97,82 @@ impl Registry {
             .unwrap_or(endpoints::DEFAULT_MAX_ENDPOINTS)
     }
 
-    /// Check every assignment of one response; all or nothing.
-    pub fn check(&self, assignments: &[ClusterLoadAssignment]) -> Result<Vec<Checked>, Nack> {
+    /// Check every assignment of one response (encoded, as received); all or
+    /// nothing. An assignment identical to the last accepted one of its service is
+    /// not decoded or checked again.
+    pub fn check(&self, resources: Vec<Any>) -> Result<Vec<Checked>, Nack> {
         let mut seen = BTreeSet::new();
-        let mut out = Vec::with_capacity(assignments.len());
-        for cla in assignments {
-            if !seen.insert(cla.cluster_name.as_str()) {
-                return Err(nack(
-                    &cla.cluster_name,
-                    "cluster_name",
-                    "the response carries this ClusterLoadAssignment twice",
-                ));
+        let mut out = Vec::with_capacity(resources.len());
+        let twice = |name: &str| {
+            nack(
+                name,
+                "cluster_name",
+                "the response carries this ClusterLoadAssignment twice",
+            )
+        };
+        for (i, any) in resources.into_iter().enumerate() {
+            let c = match self.repeated(&any.value) {
+                Some(c) => c,
+                None => {
+                    let cla: ClusterLoadAssignment = super::decode(ResourceType::Eds, i, &any)?;
+                    if seen.contains(&cla.cluster_name) {
+                        return Err(twice(&cla.cluster_name));
+                    }
+                    self.check_one(cla, any.value)?
+                }
+            };
+            if !seen.insert(c.service.clone()) {
+                return Err(twice(&c.service));
             }
-            let max = self.max_for(&cla.cluster_name);
-            out.push(Checked {
-                service: cla.cluster_name.clone(),
-                specs: specs(cla, max)?.into(),
-            });
+            out.push(c);
         }
         Ok(out)
     }
 
-    /// Apply checked assignments to their clusters and remember them.
+    /// The accepted assignment whose encoding is `encoded`, if its service's
+    /// `max_endpoints` has not changed since.
+    fn repeated(&self, encoded: &[u8]) -> Option<Checked> {
+        let (service, last) = {
+            let g = self.lock();
+            let (service, last) = g
+                .sets
+                .iter()
+                .find(|(_, l)| l.encoded.len() == encoded.len() && l.encoded == encoded)?;
+            (service.clone(), (last.specs.clone(), last.max))
+        };
+        (self.max_for(&service) == last.1).then(|| Checked {
+            service,
+            specs: last.0,
+            encoded: Vec::new(),
+            max: last.1,
+            repeated: true,
+        })
+    }
+
+    /// Check one decoded assignment; its endpoints sorted by address.
+    fn check_one(&self, cla: ClusterLoadAssignment, encoded: Vec<u8>) -> Result<Checked, Nack> {
+        let max = self.max_for(&cla.cluster_name);
+        let mut specs = specs(&cla, max)?;
+        specs.sort_unstable_by_key(|s| s.addr);
+        Ok(Checked {
+            service: cla.cluster_name,
+            specs: specs.into(),
+            encoded,
+            max,
+            repeated: false,
+        })
+    }
+
+    /// Apply checked assignments to their clusters and remember them. A repeated
+    /// assignment changes nothing.
     pub fn apply(&self, checked: Vec<Checked>) {
         let mut targets = Vec::new();
         {
             let mut g = self.lock();
             for c in checked {
+                if c.repeated {
+                    continue;
+                }
                 for (s, w) in &g.clusters {
                     if *s == c.service {
                         if let Some(cl) = w.upgrade() {
@@ -120,7 +180,12 @@ impl Registry {
                         }
                     }
                 }
-                g.sets.insert(c.service, c.specs);
+                let last = Last {
+                    specs: c.specs,
+                    encoded: c.encoded,
+                    max: c.max,
+                };
+                g.sets.insert(c.service, last);
             }
         }
         for (cl, specs) in targets {
@@ -131,14 +196,19 @@ impl Registry {
 
     /// The last accepted endpoints for `service`.
     pub fn accepted(&self, service: &str) -> Option<Arc<[Spec]>> {
-        self.lock().sets.get(service).cloned()
+        self.lock().sets.get(service).map(|l| l.specs.clone())
     }
 }
 
 /// One assignment that passed the checks.
 pub struct Checked {
     pub service: String,
+    /// Sorted by address.
     pub specs: Arc<[Spec]>,
+    encoded: Vec<u8>,
+    max: usize,
+    /// The same resource as the last accepted one of `service`.
+    repeated: bool,
 }
 
 fn set(c: &Cluster, specs: &[Spec]) {
@@ -158,7 +228,7 @@ pub async fn attach(c: &Arc<Cluster>, service: &str) {
         let mut g = reg.lock();
         g.clusters.retain(|(_, w)| w.strong_count() > 0);
         g.clusters.push((service.to_string(), Arc::downgrade(c)));
-        g.sets.get(service).cloned()
+        g.sets.get(service).map(|l| l.specs.clone())
     };
     reg.wanted_changed.notify_one();
     if let Some(specs) = cached {

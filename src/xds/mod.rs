@@ -69,6 +69,27 @@ fn type_of(url: &str) -> Option<ResourceType> {
     ALL_TYPES.into_iter().find(|t| type_url(*t) == url)
 }
 
+/// Decode resource `i` of a response as the message of `t`.
+fn decode<M: prost_otlp::Message + Default>(
+    t: ResourceType,
+    i: usize,
+    any: &envoy_types::pb::google::protobuf::Any,
+) -> Result<M, crate::config::from_xds::Nack> {
+    let bad = |message: String| crate::config::from_xds::Nack {
+        resource: format!("resources[{i}]"),
+        field: "type_url".to_string(),
+        message,
+    };
+    if any.type_url != type_url(t) {
+        return Err(bad(format!(
+            "`{}` in a {} response",
+            any.type_url,
+            short_name(t)
+        )));
+    }
+    M::decode(&*any.value).map_err(|e| bad(format!("cannot decode: {e}")))
+}
+
 /// The compiled `xds:` block.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {

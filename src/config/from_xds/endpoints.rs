@@ -1,5 +1,5 @@
 //! EDS: a ClusterLoadAssignment → the endpoint specs of a cluster, checked like a
-//! discovery file (`config::endpoints::check`); a problem is a [`Nack`] with the
+//! discovery file (`config::endpoints::Admit`); a problem is a [`Nack`] with the
 //! assignment's field path. The registry that applies them is `xds::eds`.
 
 use std::net::{IpAddr, SocketAddr};
@@ -10,17 +10,59 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
 };
 
 use super::{nack, Nack};
-use crate::config::endpoints::{self, Spec};
-use crate::config::raw::EndpointEntry;
+use crate::config::endpoints::{self, Key, Spec};
 
 /// Where an endpoint sits in the assignment, for error paths.
+#[derive(Clone, Copy)]
 struct At {
     locality: usize,
     endpoint: usize,
 }
 
-/// The endpoints of `cla` that may take traffic, checked like a discovery file.
+impl At {
+    fn path(self) -> String {
+        format!(
+            "endpoints[{}].lb_endpoints[{}]",
+            self.locality, self.endpoint
+        )
+    }
+}
+
+/// An endpoint that may take traffic, before the checks every endpoint set passes.
+struct Candidate<'a> {
+    addr: SocketAddr,
+    weight: Option<u32>,
+    zone: Option<&'a str>,
+    at: At,
+}
+
+/// The endpoints of `cla` that may take traffic, in the order listed, checked like a
+/// discovery file (`config::endpoints::Admit`). Field paths are only formatted for a
+/// refusal: a large assignment costs one pass and no per-endpoint strings.
 pub fn specs(cla: &ClusterLoadAssignment, max: usize) -> Result<Vec<Spec>, Nack> {
+    let name = cla.cluster_name.as_str();
+    let candidates = candidates(cla)?;
+    if let Some(m) = endpoints::count_problem(candidates.len(), max) {
+        return Err(nack(name, "endpoints", m));
+    }
+    let mut admit = endpoints::Admit::with_capacity(candidates.len());
+    candidates
+        .into_iter()
+        .map(|c| {
+            admit.spec(c.addr, c.weight, c.zone).map_err(|errs| {
+                let (key, m) = errs
+                    .into_iter()
+                    .next()
+                    .unwrap_or((Key::Address, String::new()));
+                nack(name, &field_of(key, c.at), m)
+            })
+        })
+        .collect()
+}
+
+/// The endpoints that may take traffic, with their addresses read; what the
+/// assignment asks for that attache cannot do is refused here.
+fn candidates(cla: &ClusterLoadAssignment) -> Result<Vec<Candidate<'_>>, Nack> {
     let name = cla.cluster_name.as_str();
     if !cla.named_endpoints.is_empty() {
         return Err(nack(
@@ -40,8 +82,7 @@ pub fn specs(cla: &ClusterLoadAssignment, max: usize) -> Result<Vec<Spec>, Nack>
             "attache does not drop requests by overload category",
         ));
     }
-    let mut entries = Vec::new();
-    let mut at = Vec::new();
+    let mut out = Vec::new();
     let mut listed = 0usize;
     for (l, loc) in cla.endpoints.iter().enumerate() {
         if loc.priority != 0 {
@@ -58,29 +99,26 @@ pub fn specs(cla: &ClusterLoadAssignment, max: usize) -> Result<Vec<Spec>, Nack>
                 "attache takes endpoints in `lb_endpoints` only",
             ));
         }
-        let zone = loc
-            .locality
-            .as_ref()
-            .map(|x| x.zone.clone())
-            .filter(|z| !z.is_empty());
+        let zone = loc.locality.as_ref().map(|x| x.zone.as_str());
+        out.reserve(loc.lb_endpoints.len());
         for (e, lb) in loc.lb_endpoints.iter().enumerate() {
             listed += 1;
-            let path = format!("endpoints[{l}].lb_endpoints[{e}]");
-            if !serves(name, &path, lb)? {
-                continue;
-            }
-            entries.push(EndpointEntry {
-                address: address_of(name, &path, lb)?,
-                weight: lb.load_balancing_weight.map(|w| w.value),
-                zone: zone.clone(),
-            });
-            at.push(At {
+            let at = At {
                 locality: l,
                 endpoint: e,
+            };
+            if !serves(name, at, lb)? {
+                continue;
+            }
+            out.push(Candidate {
+                addr: address_of(name, at, lb)?,
+                weight: lb.load_balancing_weight.map(|w| w.value),
+                zone,
+                at,
             });
         }
     }
-    if entries.is_empty() && listed > 0 {
+    if out.is_empty() && listed > 0 {
         return Err(nack(
             name,
             "endpoints",
@@ -89,59 +127,54 @@ pub fn specs(cla: &ClusterLoadAssignment, max: usize) -> Result<Vec<Spec>, Nack>
             ),
         ));
     }
-    endpoints::check(&entries, max).map_err(|errs| {
-        let p = errs
-            .into_iter()
-            .next()
-            .unwrap_or_else(|| crate::config::Problem::new("", ""));
-        nack(name, &field_of(&p.path, &at), p.to_string())
-    })
+    Ok(out)
 }
 
 /// HEALTHY, UNKNOWN and DEGRADED take traffic; UNHEALTHY, DRAINING and TIMEOUT do not.
-fn serves(name: &str, path: &str, lb: &LbEndpoint) -> Result<bool, Nack> {
+fn serves(name: &str, at: At, lb: &LbEndpoint) -> Result<bool, Nack> {
     match HealthStatus::try_from(lb.health_status) {
         Ok(HealthStatus::Unknown | HealthStatus::Healthy | HealthStatus::Degraded) => Ok(true),
         Ok(HealthStatus::Unhealthy | HealthStatus::Draining | HealthStatus::Timeout) => Ok(false),
         Err(_) => Err(nack(
             name,
-            &format!("{path}.health_status"),
+            &format!("{}.health_status", at.path()),
             format!("unknown health status {}", lb.health_status),
         )),
     }
 }
 
-/// `IP:PORT` of a socket address endpoint (no names: attache does not resolve EDS hosts).
-fn address_of(name: &str, path: &str, lb: &LbEndpoint) -> Result<String, Nack> {
+/// The IP address and port of a socket address endpoint (no names: attache does not
+/// resolve EDS hosts).
+fn address_of(name: &str, at: At, lb: &LbEndpoint) -> Result<SocketAddr, Nack> {
+    let ap = || format!("{}.endpoint.address", at.path());
+    let sp = || format!("{}.socket_address", ap());
     let Some(HostIdentifier::Endpoint(ep)) = &lb.host_identifier else {
         return Err(nack(
             name,
-            &format!("{path}.endpoint"),
+            &format!("{}.endpoint", at.path()),
             "each lb_endpoint needs an `endpoint` with an address",
         ));
     };
-    let ap = format!("{path}.endpoint.address");
     let Some(address::Address::SocketAddress(sa)) =
         ep.address.as_ref().and_then(|a| a.address.as_ref())
     else {
         return Err(nack(
             name,
-            &ap,
+            &ap(),
             "attache takes `socket_address` endpoints only (no pipes or internal addresses)",
         ));
     };
-    let sp = format!("{ap}.socket_address");
     if sa.protocol != socket_address::Protocol::Tcp as i32 {
         return Err(nack(
             name,
-            &format!("{sp}.protocol"),
+            &format!("{}.protocol", sp()),
             "attache proxies to TCP endpoints only",
         ));
     }
     if !sa.resolver_name.is_empty() {
         return Err(nack(
             name,
-            &format!("{sp}.resolver_name"),
+            &format!("{}.resolver_name", sp()),
             "custom resolvers are not supported; send an IP address",
         ));
     }
@@ -150,7 +183,7 @@ fn address_of(name: &str, path: &str, lb: &LbEndpoint) -> Result<String, Nack> {
         Some(socket_address::PortSpecifier::NamedPort(_)) => {
             return Err(nack(
                 name,
-                &format!("{sp}.named_port"),
+                &format!("{}.named_port", sp()),
                 "named ports are not supported; send `port_value`",
             ))
         }
@@ -159,34 +192,25 @@ fn address_of(name: &str, path: &str, lb: &LbEndpoint) -> Result<String, Nack> {
     let ip: IpAddr = sa.address.parse().map_err(|_| {
         nack(
             name,
-            &format!("{sp}.address"),
+            &format!("{}.address", sp()),
             format!("`{}` is not an IP address; EDS endpoints are IP addresses (attache does not resolve names from EDS)", sa.address),
         )
     })?;
     let port = u16::try_from(port).map_err(|_| {
         nack(
             name,
-            &format!("{sp}.port_value"),
+            &format!("{}.port_value", sp()),
             format!("port {port} is out of range"),
         )
     })?;
-    Ok(SocketAddr::new(ip, port).to_string())
+    Ok(SocketAddr::new(ip, port))
 }
 
-/// Map `endpoints::check`'s path (`3.address`, `3.weight`, `3.zone`, or empty) back
-/// to the assignment's field path.
-fn field_of(path: &str, at: &[At]) -> String {
-    let Some((i, key)) = path.split_once('.') else {
-        return "endpoints".to_string();
-    };
-    let Some(a) = i.parse::<usize>().ok().and_then(|i| at.get(i)) else {
-        return "endpoints".to_string();
-    };
-    let ep = format!("endpoints[{}].lb_endpoints[{}]", a.locality, a.endpoint);
+/// The assignment's field path of a problem with an endpoint's `key`.
+fn field_of(key: Key, at: At) -> String {
     match key {
-        "address" => format!("{ep}.endpoint.address.socket_address"),
-        "weight" => format!("{ep}.load_balancing_weight"),
-        "zone" => format!("endpoints[{}].locality.zone", a.locality),
-        _ => ep,
+        Key::Address => format!("{}.endpoint.address.socket_address", at.path()),
+        Key::Weight => format!("{}.load_balancing_weight", at.path()),
+        Key::Zone => format!("endpoints[{}].locality.zone", at.locality),
     }
 }
