@@ -12,60 +12,22 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::HealthStatus;
-use support::fleet::{client, cluster_json, failures, request, Load, Node};
+use support::fleet::{addresses_of, client, cluster_addresses, failures, request, Load, Node};
 use support::{eventually, Proxy};
 use xds_util::{cla, ep, Mgmt, EDS};
 
 const WAIT: Duration = Duration::from_secs(10);
 
 fn config(mgmt: SocketAddr, initial_fetch: &str) -> String {
-    format!(
-        r#"
-listeners:
-  - name: web
-    address: 127.0.0.1:0
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - match: {{ path: /static }}
-            direct_response: {{ status: 200, body: "static\n" }}
-          - match: {{ prefix: / }}
-            route: {{ cluster: app, retries: {{ attempts: 2, retry_on: [connect-failure, reset] }} }}
-clusters:
-  - name: xds_server
-    protocol: http2
-    endpoints: ["{mgmt}"]
-  - name: app
-    discovery: {{ eds: {{ service_name: app_svc }} }}
-xds:
-  cluster: xds_server
-  node: {{ id: attache-test, cluster: edge, locality: {{ zone: z1 }} }}
-  initial_fetch_timeout: {initial_fetch}
-  backoff: 100ms
-  max_backoff: 400ms
-"#
-    )
+    xds_util::proxy_config(mgmt, initial_fetch, "")
 }
 
 async fn addresses(p: &Proxy) -> Vec<String> {
-    let c = cluster_json(p.admin, "app").await;
-    let mut v: Vec<String> = c["endpoints"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|e| e["address"].as_str().unwrap_or("").to_string())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
+    cluster_addresses(p.admin, "app").await
 }
 
 fn sorted(nodes: &[&Node]) -> Vec<String> {
-    let mut v: Vec<String> = nodes.iter().map(|n| n.addr.to_string()).collect();
-    v.sort();
-    v
+    addresses_of(nodes)
 }
 
 fn eps(nodes: &[&Node]) -> Vec<envoy_types::pb::envoy::config::endpoint::v3::LbEndpoint> {

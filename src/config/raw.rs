@@ -55,6 +55,21 @@ pub struct Xds {
     /// Longest reconnect delay (default 30s).
     #[serde(default)]
     pub max_backoff: Option<Dur>,
+    /// The ADS protocol: state of the world (default) or incremental (delta).
+    #[serde(default)]
+    pub api_type: Option<XdsApiType>,
+}
+
+/// `xds.api_type`, as Envoy's `api_type` of an `ads_config`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum XdsApiType {
+    /// `StreamAggregatedResources`, state of the world.
+    #[serde(alias = "AGGREGATED_GRPC")]
+    AggregatedGrpc,
+    /// `DeltaAggregatedResources`, incremental.
+    #[serde(alias = "AGGREGATED_DELTA_GRPC")]
+    AggregatedDeltaGrpc,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -68,7 +68,11 @@ async fn session(client: &Arc<Client>, server: &Arc<Server>, answered: &mut bool
         Ok(c) => c,
         Err(e) => return e,
     };
-    let err = stream(client, server, svc, origin, answered).await;
+    let err = if client.settings.delta {
+        super::delta::stream(client, server, svc, origin, answered).await
+    } else {
+        stream(client, server, svc, origin, answered).await
+    };
     hold.end(*answered);
     err
 }
@@ -82,38 +86,19 @@ async fn stream(
     answered: &mut bool,
 ) -> String {
     let mut grpc = AggregatedDiscoveryServiceClient::with_origin(svc, origin);
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<DiscoveryRequest>();
-    let outbound =
-        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
-    let rds_names = client.dynamic.lock().await.rds_names();
+    let (tx, outbound) = outbound::<DiscoveryRequest>();
     let subs = Arc::new(Mutex::new(Subscriptions::new(client)));
-    for t in client.settings.types.iter().copied() {
-        let names = match t {
-            ResourceType::Eds => eds::registry().wanted(),
-            ResourceType::Rds => rds_names.clone(),
-            ResourceType::Cds | ResourceType::Lds => BTreeSet::new(),
-        };
+    for (t, names) in wanted(client).await {
         if let Some(r) = lock(&subs).initial(client, t, names) {
             let _ = tx.send(r);
         }
     }
     // CDS, LDS and RDS compile a whole config: off this loop, in order.
-    let (work, queue) = tokio::sync::mpsc::unbounded_channel();
-    let worker = Worker {
-        client: client.clone(),
-        server: server.clone(),
-        subs: subs.clone(),
-        tx: tx.clone(),
+    let (work, _worker) = serial();
+    let mut inbound = match open(client, grpc.stream_aggregated_resources(outbound)).await {
+        Ok(s) => s,
+        Err(e) => return e,
     };
-    let _worker = AbortOnDrop(tokio::spawn(worker.run(queue)));
-    let opened = tokio::time::timeout(OPEN_TIMEOUT, grpc.stream_aggregated_resources(outbound));
-    let mut inbound = match opened.await {
-        Ok(Ok(r)) => r.into_inner(),
-        Ok(Err(status)) => return format!("stream refused: {status}"),
-        Err(_) => return "stream not opened within 15s".to_string(),
-    };
-    client.set_connected(true);
-    tracing::info!(cluster = %client.settings.cluster, "xds stream up");
     let registry = eds::registry();
     loop {
         tokio::select! {
@@ -123,9 +108,11 @@ async fn stream(
                     let received = lock(&subs).receive(client, resp);
                     match received {
                         Received::Answer(r) => { let _ = tx.send(*r); }
-                        Received::Dynamic(t, resp) => { let _ = work.send((t, resp)); }
+                        Received::Dynamic(t, resp) => {
+                            let _ = work.send(Box::pin(dynamic_job(client.clone(), server.clone(), subs.clone(), tx.clone(), t, resp)));
+                        }
                         Received::Eds(mut resp) => {
-                            let result = apply_eds(std::mem::take(&mut resp.resources)).await;
+                            let result = apply_eds(std::mem::take(&mut resp.resources), None).await;
                             let answer = lock(&subs).finish(client, ResourceType::Eds, resp, result);
                             let _ = tx.send(answer);
                         }
@@ -142,6 +129,54 @@ async fn stream(
             }
         }
     }
+}
+
+/// The requests a stream sends (the sender) and the stream tonic sends them from.
+pub(super) fn outbound<M: Send + 'static>() -> (
+    tokio::sync::mpsc::UnboundedSender<M>,
+    impl futures_util::Stream<Item = M> + Send + 'static,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<M>();
+    let out =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+    (tx, out)
+}
+
+/// The names each subscribed type asks for on a new stream: EDS the services of
+/// the running `discovery.eds` clusters, RDS the route configurations of the
+/// accepted listeners, CDS and LDS none (a wildcard).
+pub(super) async fn wanted(client: &Client) -> Vec<(ResourceType, BTreeSet<String>)> {
+    let rds_names = client.dynamic.lock().await.rds_names();
+    let types = client.settings.types.iter().copied();
+    types
+        .map(|t| match t {
+            ResourceType::Eds => (t, eds::registry().wanted()),
+            ResourceType::Rds => (t, rds_names.clone()),
+            ResourceType::Cds | ResourceType::Lds => (t, BTreeSet::new()),
+        })
+        .collect()
+}
+
+/// Open the stream (bounded by [`OPEN_TIMEOUT`]); the client is connected then.
+pub(super) async fn open<R>(
+    client: &Client,
+    opening: impl std::future::Future<
+        Output = Result<tonic_xds::Response<tonic_xds::Streaming<R>>, tonic_xds::Status>,
+    >,
+) -> Result<tonic_xds::Streaming<R>, String> {
+    let inbound = match tokio::time::timeout(OPEN_TIMEOUT, opening).await {
+        Ok(Ok(r)) => r.into_inner(),
+        Ok(Err(status)) => return Err(format!("stream refused: {status}")),
+        Err(_) => return Err("stream not opened within 15s".to_string()),
+    };
+    client.set_connected(true);
+    let protocol = if client.settings.delta {
+        "delta"
+    } else {
+        "state of the world"
+    };
+    tracing::info!(cluster = %client.settings.cluster, protocol, "xds stream up");
+    Ok(inbound)
 }
 
 /// What this stream asked for and the last nonce of each type.
@@ -266,11 +301,11 @@ enum Received {
     Dynamic(ResourceType, DiscoveryResponse),
 }
 
-fn lock(subs: &Mutex<Subscriptions>) -> std::sync::MutexGuard<'_, Subscriptions> {
+pub(super) fn lock<T>(subs: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     subs.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+pub(super) struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -278,56 +313,99 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Applies CDS, LDS and RDS responses one at a time and answers them.
-struct Worker {
+/// A piece of work for the stream's serial worker.
+pub(super) type Job = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// A worker that runs jobs one at a time, in the order sent, for as long as the
+/// returned guard lives: CDS, LDS and RDS updates compile a whole config, which may
+/// wait for EDS clusters' first endpoints, so they run beside the stream loop (which
+/// keeps reading) and never overtake each other.
+pub(super) fn serial() -> (tokio::sync::mpsc::UnboundedSender<Job>, AbortOnDrop) {
+    let (work, mut queue) = tokio::sync::mpsc::unbounded_channel::<Job>();
+    let worker = tokio::spawn(async move {
+        while let Some(job) = queue.recv().await {
+            job.await;
+        }
+    });
+    (work, AbortOnDrop(worker))
+}
+
+/// Apply a CDS, LDS or RDS response and answer it; then ask for the route
+/// configurations the listeners now name.
+async fn dynamic_job(
     client: Arc<Client>,
     server: Arc<Server>,
     subs: Arc<Mutex<Subscriptions>>,
     tx: tokio::sync::mpsc::UnboundedSender<DiscoveryRequest>,
-}
-
-impl Worker {
-    async fn run(
-        self,
-        mut queue: tokio::sync::mpsc::UnboundedReceiver<(ResourceType, DiscoveryResponse)>,
-    ) {
-        while let Some((t, resp)) = queue.recv().await {
-            let result = self.apply(t, &resp).await;
-            let answer = lock(&self.subs).finish(&self.client, t, resp, result);
-            let _ = self.tx.send(answer);
-            let rds = self.client.dynamic.lock().await.rds_names();
-            let again = lock(&self.subs).names_changed(&self.client, ResourceType::Rds, rds);
-            if let Some(r) = again {
-                let _ = self.tx.send(r);
-            }
-        }
-    }
-
-    async fn apply(&self, t: ResourceType, resp: &DiscoveryResponse) -> Result<Vec<String>, Nack> {
-        let acc = &self.client.dynamic;
-        match t {
-            ResourceType::Cds => {
-                let v: Vec<Cluster> = decode_all(t, &resp.resources)?;
-                dynamic::apply_clusters(&self.server, acc, &v).await?;
-                Ok(v.into_iter().map(|c| c.name).collect())
-            }
-            ResourceType::Lds => {
-                let v: Vec<Listener> = decode_all(t, &resp.resources)?;
-                let names = v.iter().map(|l| l.name.clone()).collect();
-                dynamic::apply_listeners(&self.server, acc, v).await?;
-                Ok(names)
-            }
-            ResourceType::Rds => {
-                let v: Vec<RouteConfiguration> = decode_all(t, &resp.resources)?;
-                dynamic::apply_routes(&self.server, acc, &v).await?;
-                Ok(v.into_iter().map(|r| r.name).collect())
-            }
-            ResourceType::Eds => apply_eds(resp.resources.clone()).await,
-        }
+    t: ResourceType,
+    resp: DiscoveryResponse,
+) {
+    let result = apply_dynamic(&client, &server, t, &resp.resources, None).await;
+    let answer = lock(&subs).finish(&client, t, resp, result);
+    let _ = tx.send(answer);
+    let rds = client.dynamic.lock().await.rds_names();
+    let again = lock(&subs).names_changed(&client, ResourceType::Rds, rds);
+    if let Some(r) = again {
+        let _ = tx.send(r);
     }
 }
 
-fn status(message: String) -> Status {
+/// Apply CDS, LDS or RDS resources through the config compile; the names of the
+/// resources. With `declared`, each resource's own name must be the one declared
+/// for it (the delta protocol names resources beside them).
+pub(super) async fn apply_dynamic(
+    client: &Client,
+    server: &Arc<Server>,
+    t: ResourceType,
+    resources: &[Any],
+    declared: Option<&[String]>,
+) -> Result<Vec<String>, Nack> {
+    let acc = &client.dynamic;
+    match t {
+        ResourceType::Cds => {
+            let v: Vec<Cluster> = decode_all(t, resources)?;
+            names_match(declared, v.iter().map(|c| &c.name))?;
+            dynamic::apply_clusters(server, acc, &v).await?;
+            Ok(v.into_iter().map(|c| c.name).collect())
+        }
+        ResourceType::Lds => {
+            let v: Vec<Listener> = decode_all(t, resources)?;
+            names_match(declared, v.iter().map(|l| &l.name))?;
+            let names = v.iter().map(|l| l.name.clone()).collect();
+            dynamic::apply_listeners(server, acc, v).await?;
+            Ok(names)
+        }
+        ResourceType::Rds => {
+            let v: Vec<RouteConfiguration> = decode_all(t, resources)?;
+            names_match(declared, v.iter().map(|r| &r.name))?;
+            dynamic::apply_routes(server, acc, &v).await?;
+            Ok(v.into_iter().map(|r| r.name).collect())
+        }
+        ResourceType::Eds => apply_eds(resources.to_vec(), declared.map(<[String]>::to_vec)).await,
+    }
+}
+
+/// With `declared`, each resource's own name is the one declared for it.
+fn names_match<'a>(
+    declared: Option<&[String]>,
+    names: impl Iterator<Item = &'a String>,
+) -> Result<(), Nack> {
+    let Some(declared) = declared else {
+        return Ok(());
+    };
+    for (i, (d, n)) in declared.iter().zip(names).enumerate() {
+        if d != n {
+            return Err(Nack {
+                resource: format!("resources[{i}]"),
+                field: "name".to_string(),
+                message: format!("the resource is named `{d}` but carries `{n}`"),
+            });
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn status(message: String) -> Status {
     Status {
         code: INVALID_ARGUMENT,
         message,
@@ -335,7 +413,7 @@ fn status(message: String) -> Status {
     }
 }
 
-fn node(client: &Client) -> Node {
+pub(super) fn node(client: &Client) -> Node {
     let s = &client.settings;
     let locality =
         (!(s.region.is_empty() && s.zone.is_empty() && s.sub_zone.is_empty())).then(|| Locality {
@@ -358,10 +436,15 @@ fn node(client: &Client) -> Node {
 /// Check and apply an EDS response as a whole, off the serving threads (decoding,
 /// checking and diffing a 10,000-endpoint assignment takes milliseconds); the
 /// names of its resources. The caller waits, so responses still apply in order.
-async fn apply_eds(resources: Vec<Any>) -> Result<Vec<String>, Nack> {
+/// With `declared`, each assignment's `cluster_name` must be the name declared for it.
+pub(super) async fn apply_eds(
+    resources: Vec<Any>,
+    declared: Option<Vec<String>>,
+) -> Result<Vec<String>, Nack> {
     let work = tokio::task::spawn_blocking(move || {
         let registry = eds::registry();
         let checked = registry.check(resources)?;
+        names_match(declared.as_deref(), checked.iter().map(|c| &c.service))?;
         let names = checked.iter().map(|c| c.service.clone()).collect();
         registry.apply(checked);
         Ok(names)

@@ -1,11 +1,14 @@
 //! The xDS client (docs/xds.md): one Envoy v3 aggregated discovery (ADS) stream,
-//! state-of-the-world protocol, to the management server named by `xds.cluster`.
+//! state-of-the-world or incremental (delta) protocol, to the management server
+//! named by `xds.cluster`.
 //! What it accepts goes through the same checks as the file config; what fails them
 //! is NACKed with attache's message and the last accepted state keeps serving, also
 //! while the server is unreachable.
 //!
 //! - [`eds`]: ClusterLoadAssignment → the endpoints of `discovery: { eds: … }` clusters.
 //! - `ads`: the stream, ACK/NACK, reconnect with jittered backoff.
+//! - `delta`: the same over `DeltaAggregatedResources` (`api_type:
+//!   aggregated_delta_grpc`).
 //! - `transport`: gRPC over the management cluster's own connector (TLS, mTLS,
 //!   connect timeout) and HTTP/2.
 //! - `dynamic`: CDS / LDS / RDS updates swapped in like a file reload.
@@ -14,6 +17,7 @@
 //! hands it resources and applies what it compiles to.
 
 mod ads;
+mod delta;
 pub mod dynamic;
 pub mod eds;
 mod transport;
@@ -104,6 +108,8 @@ pub struct Settings {
     pub initial_fetch_timeout: Duration,
     pub backoff: Duration,
     pub max_backoff: Duration,
+    /// The incremental protocol (`api_type: aggregated_delta_grpc`).
+    pub delta: bool,
 }
 
 /// One accepted resource, for `/config_dump`.
@@ -135,6 +141,8 @@ pub struct Client {
     connected: IntGauge,
     /// LDS listeners and RDS routes accepted (kept across streams).
     dynamic: tokio::sync::Mutex<dynamic::Accepted>,
+    /// Delta protocol: every accepted resource and its version (kept across streams).
+    held: Mutex<delta::Held>,
 }
 
 static CLIENT: OnceLock<Arc<Client>> = OnceLock::new();
@@ -160,6 +168,7 @@ impl Client {
             updates,
             connected,
             dynamic: tokio::sync::Mutex::new(dynamic::Accepted::default()),
+            held: Mutex::new(delta::Held::default()),
         }
     }
 
@@ -178,21 +187,38 @@ impl Client {
 
     /// Record an accepted response of `t` at `version` carrying `names`.
     fn accepted(&self, t: ResourceType, version: &str, names: impl IntoIterator<Item = String>) {
+        let each = names.into_iter().map(|n| (n, version.to_string()));
+        self.accepted_each(t, version, each, &[]);
+    }
+
+    /// Record an accepted response of `t` (`version` for the type): each resource
+    /// with its own version, and the resources it removed.
+    fn accepted_each(
+        &self,
+        t: ResourceType,
+        version: &str,
+        resources: impl IntoIterator<Item = (String, String)>,
+        removed: &[String],
+    ) {
         self.counter(t, "accepted").inc();
         let now = SystemTime::now();
         let mut s = self.status();
         let ts = s.types.entry(t).or_default();
         ts.version = Some(version.to_string());
         ts.accepted_at = Some(now);
-        for n in names {
-            s.resources.insert(
-                (t, n),
-                Accepted {
-                    version: version.to_string(),
-                    at: now,
-                },
-            );
+        for (n, version) in resources {
+            s.resources.insert((t, n), Accepted { version, at: now });
         }
+        for n in removed {
+            s.resources.remove(&(t, n.clone()));
+        }
+    }
+
+    /// Resources of `t` no longer subscribed to leave `/config_dump`.
+    fn forget(&self, t: ResourceType, names: &BTreeSet<String>) {
+        self.status()
+            .resources
+            .retain(|(rt, n), _| *rt != t || !names.contains(n));
     }
 
     fn rejected(&self, t: ResourceType, message: &str) {

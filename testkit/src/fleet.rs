@@ -272,6 +272,28 @@ pub async fn cluster_json(admin: SocketAddr, name: &str) -> serde_json::Value {
         .unwrap_or(serde_json::Value::Null)
 }
 
+/// The endpoint addresses of cluster `name` as `/clusters` shows them, sorted.
+pub async fn cluster_addresses(admin: SocketAddr, name: &str) -> Vec<String> {
+    let c = cluster_json(admin, name).await;
+    let mut v: Vec<String> = c["endpoints"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|e| e["address"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// The addresses of `nodes`, sorted (to compare with [`cluster_addresses`]).
+pub fn addresses_of(nodes: &[&Node]) -> Vec<String> {
+    let mut v: Vec<String> = nodes.iter().map(|n| n.addr.to_string()).collect();
+    v.sort();
+    v
+}
+
 /// Start `attache run` like `support::Proxy::start`, with extra CLI args.
 pub fn start_with_args(yaml: &str, args: &[&str]) -> crate::proxy::Proxy {
     crate::proxy::Proxy::start_with(yaml, args, &[])

@@ -7,6 +7,7 @@
 //! throughout so no other process can take the port.
 #![allow(dead_code)]
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -20,7 +21,7 @@ use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service
     AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
 };
 use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse, Resource,
 };
 use envoy_types::pb::google::protobuf::{Any, UInt32Value};
 use prost_otlp::Message;
@@ -41,11 +42,18 @@ pub struct Push {
     pub resources: Vec<Any>,
 }
 
+/// The delta protocol's resources: type URL → name → (version, resource).
+pub type DeltaSnapshot = BTreeMap<String, BTreeMap<String, (String, Any)>>;
+
 struct Shared {
     /// The current answer per type URL.
-    push: watch::Sender<std::collections::BTreeMap<String, Push>>,
+    push: watch::Sender<BTreeMap<String, Push>>,
+    /// The resources a delta stream serves.
+    delta: watch::Sender<DeltaSnapshot>,
     kill: watch::Sender<u64>,
     requests: Mutex<Vec<DiscoveryRequest>>,
+    delta_requests: Mutex<Vec<DeltaDiscoveryRequest>>,
+    delta_responses: Mutex<Vec<DeltaDiscoveryResponse>>,
     streams: Mutex<u64>,
 }
 
@@ -85,10 +93,50 @@ pub struct Down {
     refuser: tokio::task::JoinHandle<()>,
 }
 
+impl Down {
+    /// Every delta request the server had received.
+    pub fn delta_requests(&self) -> Vec<DeltaDiscoveryRequest> {
+        self.ads.0.delta_requests.lock().expect("requests").clone()
+    }
+}
+
 impl Drop for Down {
     fn drop(&mut self) {
         self.refuser.abort();
     }
+}
+
+/// A proxy config: a listener routing `/static` to a direct response and the rest
+/// to cluster `app` (EDS service `app_svc`) from the management server at `mgmt`;
+/// `xds_extra` is more `xds:` keys (each line indented by two spaces).
+pub fn proxy_config(mgmt: SocketAddr, initial_fetch: &str, xds_extra: &str) -> String {
+    format!(
+        r#"
+listeners:
+  - name: web
+    address: 127.0.0.1:0
+    virtual_hosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - match: {{ path: /static }}
+            direct_response: {{ status: 200, body: "static\n" }}
+          - match: {{ prefix: / }}
+            route: {{ cluster: app, retries: {{ attempts: 2, retry_on: [connect-failure, reset] }} }}
+clusters:
+  - name: xds_server
+    protocol: http2
+    endpoints: ["{mgmt}"]
+  - name: app
+    discovery: {{ eds: {{ service_name: app_svc }} }}
+xds:
+  cluster: xds_server
+  node: {{ id: attache-test, cluster: edge, locality: {{ zone: z1 }} }}
+  initial_fetch_timeout: {initial_fetch}
+  backoff: 100ms
+  max_backoff: 400ms
+{xds_extra}"#
+    )
 }
 
 /// An endpoint of an assignment: address, weight, health.
@@ -156,8 +204,11 @@ impl Mgmt {
         let ads = ads.unwrap_or_else(|| {
             Ads(Arc::new(Shared {
                 push: watch::channel(Default::default()).0,
+                delta: watch::channel(Default::default()).0,
                 kill: watch::channel(0).0,
                 requests: Mutex::new(Vec::new()),
+                delta_requests: Mutex::new(Vec::new()),
+                delta_responses: Mutex::new(Vec::new()),
                 streams: Mutex::new(0),
             }))
         });
@@ -188,6 +239,36 @@ impl Mgmt {
                 },
             );
         });
+    }
+
+    /// Delta: serve resource `name` of `type_url` at `version` (`None`: remove it).
+    pub fn delta_set(&self, type_url: &str, name: &str, resource: Option<(&str, Any)>) {
+        self.ads.0.delta.send_modify(|m| {
+            let of_type = m.entry(type_url.to_string()).or_default();
+            match resource {
+                Some((version, any)) => {
+                    of_type.insert(name.to_string(), (version.to_string(), any));
+                }
+                None => {
+                    of_type.remove(name);
+                }
+            }
+        });
+    }
+
+    /// Every delta request received so far.
+    pub fn delta_requests(&self) -> Vec<DeltaDiscoveryRequest> {
+        self.ads.0.delta_requests.lock().expect("requests").clone()
+    }
+
+    /// Every delta response sent so far.
+    pub fn delta_responses(&self) -> Vec<DeltaDiscoveryResponse> {
+        self.ads
+            .0
+            .delta_responses
+            .lock()
+            .expect("responses")
+            .clone()
     }
 
     /// Every request received so far.
@@ -260,8 +341,8 @@ impl AggregatedDiscoveryService for Ads {
         tokio::spawn(async move {
             let mut push = shared.push.subscribe();
             let mut kill = shared.kill.subscribe();
-            let mut subscribed = std::collections::BTreeSet::new();
-            let mut sent = std::collections::BTreeMap::<String, String>::new();
+            let mut subscribed = BTreeSet::new();
+            let mut sent = BTreeMap::<String, String>::new();
             let mut nonce = 0u64;
             loop {
                 tokio::select! {
@@ -307,8 +388,115 @@ impl AggregatedDiscoveryService for Ads {
 
     async fn delta_aggregated_resources(
         &self,
-        _request: Request<Streaming<DeltaDiscoveryRequest>>,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        Err(Status::unimplemented("delta xDS is not scripted"))
+        let stream = {
+            let mut n = self.0.streams.lock().expect("streams");
+            *n += 1;
+            *n
+        };
+        let inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(delta_stream(self.0.clone(), stream, inbound, tx));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// What one delta stream subscribed to and what its client holds, per type.
+#[derive(Default)]
+struct DeltaSub {
+    wildcard: bool,
+    names: BTreeSet<String>,
+    /// Name → version the client has (its `initial_resource_versions`, then what
+    /// was sent).
+    known: BTreeMap<String, String>,
+}
+
+/// Serve one delta stream: on every request and every snapshot change, send each
+/// subscribed type what the client does not have yet and what it has that is gone.
+async fn delta_stream(
+    shared: Arc<Shared>,
+    stream: u64,
+    mut inbound: Streaming<DeltaDiscoveryRequest>,
+    tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+) {
+    let mut snapshot = shared.delta.subscribe();
+    let mut kill = shared.kill.subscribe();
+    let mut subs: BTreeMap<String, DeltaSub> = BTreeMap::new();
+    let mut nonce = 0u64;
+    loop {
+        tokio::select! {
+            r = inbound.message() => match r {
+                Ok(Some(req)) => {
+                    let first = !subs.contains_key(&req.type_url);
+                    let sub = subs.entry(req.type_url.clone()).or_default();
+                    if first {
+                        sub.wildcard = req.resource_names_subscribe.is_empty()
+                            && (req.type_url == CDS || req.type_url == LDS);
+                        sub.known = req.initial_resource_versions.clone().into_iter().collect();
+                    }
+                    sub.names.extend(req.resource_names_subscribe.iter().cloned());
+                    for n in &req.resource_names_unsubscribe {
+                        sub.names.remove(n);
+                        sub.known.remove(n);
+                    }
+                    shared.delta_requests.lock().expect("requests").push(req);
+                }
+                _ => return,
+            },
+            r = snapshot.changed() => if r.is_err() { return },
+            _ = kill.changed() => {
+                let _ = tx.send(Err(Status::unavailable("management server killed"))).await;
+                return;
+            }
+        }
+        let all = snapshot.borrow_and_update().clone();
+        for (t, sub) in subs.iter_mut() {
+            let empty = BTreeMap::new();
+            let have = all.get(t).unwrap_or(&empty);
+            let wanted = |n: &String| sub.wildcard || sub.names.contains(n);
+            let resources: Vec<Resource> = have
+                .iter()
+                .filter(|(n, (v, _))| wanted(n) && sub.known.get(*n) != Some(v))
+                .map(|(n, (v, any))| Resource {
+                    name: n.clone(),
+                    version: v.clone(),
+                    resource: Some(any.clone()),
+                    ..Default::default()
+                })
+                .collect();
+            let removed: Vec<String> = sub
+                .known
+                .keys()
+                .filter(|n| !have.contains_key(*n))
+                .cloned()
+                .collect();
+            if resources.is_empty() && removed.is_empty() {
+                continue;
+            }
+            for r in &resources {
+                sub.known.insert(r.name.clone(), r.version.clone());
+            }
+            for n in &removed {
+                sub.known.remove(n);
+            }
+            nonce += 1;
+            let resp = DeltaDiscoveryResponse {
+                system_version_info: format!("s{stream}-{nonce}"),
+                resources,
+                type_url: t.clone(),
+                removed_resources: removed,
+                nonce: format!("s{stream}-{nonce}"),
+                ..Default::default()
+            };
+            shared
+                .delta_responses
+                .lock()
+                .expect("responses")
+                .push(resp.clone());
+            if tx.send(Ok(resp)).await.is_err() {
+                return;
+            }
+        }
     }
 }

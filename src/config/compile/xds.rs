@@ -125,5 +125,6 @@ pub(super) fn compile_xds(cx: &mut Cx<'_>, cfg: &raw::Config) -> Option<Arc<crat
         initial_fetch_timeout,
         backoff,
         max_backoff,
+        delta: x.api_type == Some(raw::XdsApiType::AggregatedDeltaGrpc),
     }))
 }
