@@ -16,7 +16,7 @@ use envoy_types::pb::envoy::config::core::v3::HealthStatus;
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use support::fleet::{addresses_of, cluster_addresses, failures, Load, Node};
 use support::{eventually, Proxy};
-use xds_util::{cla, ep, Mgmt, EDS};
+use xds_util::{cla, ep, static_cluster, Mgmt, CDS, EDS};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -41,14 +41,9 @@ fn put(m: &Mgmt, version: &str, nodes: &[&Node]) {
     m.delta_set(EDS, "app_svc", Some((version, cla("app_svc", "z1", eps))));
 }
 
-/// The answer (ACK or NACK) to the delta response with `nonce`.
+/// The answer (ACK or NACK) to the EDS delta response with `nonce`.
 async fn answer(m: &Mgmt, nonce: &str) -> DeltaDiscoveryRequest {
-    eventually(WAIT, &format!("answer to {nonce}"), || async {
-        m.delta_requests()
-            .into_iter()
-            .find(|r| r.type_url == EDS && r.response_nonce == nonce)
-    })
-    .await
+    answer_of(m, EDS, nonce).await
 }
 
 /// The nonce of the last delta response sent.
@@ -222,6 +217,103 @@ async fn delta_updates_nacks_reconnects_and_removals_cost_no_request() {
         n, 0,
         "failed requests during delta updates and outages: {kinds:?}"
     );
+}
+
+/// CDS over delta: a wildcard subscription; a cluster added, one clashing with the
+/// file NACKed with the same message as state of the world, the removal of a
+/// resource never accepted ACKed, and `removed_resources` removing a cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_cds_adds_nacks_and_removes_clusters() {
+    let (a, b) = (Node::start("a").await, Node::start("b").await);
+    let mgmt = Mgmt::start().await;
+    put(&mgmt, "1", &[&a]);
+    mgmt.delta_set(
+        CDS,
+        "extra",
+        Some(("e1", static_cluster("extra", &[b.addr]))),
+    );
+    let yaml = config(mgmt.addr).replace(
+        "  initial_fetch_timeout",
+        "  resources: [eds, cds]\n  initial_fetch_timeout",
+    );
+    let p = Proxy::start(&yaml);
+    let endpoints_of = |name: &'static str| {
+        let admin = p.admin;
+        async move { cluster_addresses(admin, name).await }
+    };
+    eventually(WAIT, "cluster extra from cds", || async {
+        (endpoints_of("extra").await == addresses_of(&[&b])).then_some(())
+    })
+    .await;
+    let sub = mgmt
+        .delta_requests()
+        .into_iter()
+        .find(|r| r.type_url == CDS)
+        .expect("cds subscription");
+    assert!(
+        sub.resource_names_subscribe.is_empty(),
+        "CDS is a wildcard subscription"
+    );
+    let x = dump(&p).await;
+    let cds: Vec<&serde_json::Value> = x["resources"]
+        .as_array()
+        .map(|r| r.iter().filter(|r| r["type"] == "cds").collect())
+        .unwrap_or_default();
+    assert_eq!(cds.len(), 1, "{x}");
+    assert_eq!(
+        (&cds[0]["name"], &cds[0]["version"]),
+        (&"extra".into(), &"e1".into())
+    );
+
+    // A cluster named like the file's: NACKed, `extra` stays.
+    mgmt.delta_set(CDS, "app", Some(("c1", static_cluster("app", &[b.addr]))));
+    let nonce = eventually(WAIT, "clash sent", || async {
+        mgmt.delta_responses()
+            .into_iter()
+            .find(|r| r.resources.iter().any(|x| x.name == "app"))
+            .map(|r| r.nonce)
+    })
+    .await;
+    let nack = answer_of(&mgmt, CDS, &nonce).await;
+    assert_eq!(
+        nack.error_detail.map(|d| d.message).unwrap_or_default(),
+        "cds/app: config: cluster `app` is defined in the config file; xDS cannot replace it, rename one of them"
+    );
+    assert_eq!(endpoints_of("extra").await, addresses_of(&[&b]));
+
+    // The server drops the clashing cluster (never accepted: nothing to undo), then
+    // removes `extra`: both ACKed, and `extra` is gone.
+    mgmt.delta_set(CDS, "app", None);
+    mgmt.delta_set(CDS, "extra", None);
+    let removals = eventually(WAIT, "removals sent", || async {
+        let r: Vec<String> = mgmt
+            .delta_responses()
+            .into_iter()
+            .filter(|r| r.type_url == CDS && !r.removed_resources.is_empty())
+            .map(|r| r.nonce)
+            .collect();
+        (!r.is_empty()).then_some(r)
+    })
+    .await;
+    for nonce in removals {
+        let ack = answer_of(&mgmt, CDS, &nonce).await;
+        assert!(ack.error_detail.is_none(), "{ack:?}");
+    }
+    eventually(WAIT, "cluster extra removed", || async {
+        endpoints_of("extra").await.is_empty().then_some(())
+    })
+    .await;
+    assert_eq!(endpoints_of("app").await, addresses_of(&[&a]));
+}
+
+/// The answer to the delta response of `type_url` with `nonce`.
+async fn answer_of(m: &Mgmt, type_url: &str, nonce: &str) -> DeltaDiscoveryRequest {
+    eventually(WAIT, &format!("answer to {nonce}"), || async {
+        m.delta_requests()
+            .into_iter()
+            .find(|r| r.type_url == type_url && r.response_nonce == nonce)
+    })
+    .await
 }
 
 /// Requests the killed server had received (a restart keeps counting from there).

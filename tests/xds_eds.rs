@@ -360,37 +360,13 @@ fn validate_checks_the_xds_block_and_eds_clusters() {
 /// an empty version) and the file's cluster keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cds_cluster_clashing_with_the_file_is_nacked_and_the_file_serves() {
-    use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
-    use envoy_types::pb::envoy::config::endpoint::v3::{
-        ClusterLoadAssignment, LocalityLbEndpoints,
-    };
-    use prost_otlp::Message;
-
     let (a, b) = (Node::start("a").await, Node::start("b").await);
     let mgmt = Mgmt::start().await;
     mgmt.push("1", vec![cla("app_svc", "z1", eps(&[&a]))]);
-    let clash = Cluster {
-        name: "app".to_string(),
-        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
-            cluster::DiscoveryType::Static as i32,
-        )),
-        load_assignment: Some(ClusterLoadAssignment {
-            cluster_name: "app".to_string(),
-            endpoints: vec![LocalityLbEndpoints {
-                lb_endpoints: eps(&[&b]),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
     mgmt.push_type(
         xds_util::CDS,
         "c1",
-        vec![envoy_types::pb::google::protobuf::Any {
-            type_url: xds_util::CDS.to_string(),
-            value: clash.encode_to_vec(),
-        }],
+        vec![xds_util::static_cluster("app", &[b.addr])],
     );
     let yaml = config(mgmt.addr, "10s").replace(
         "  initial_fetch_timeout",

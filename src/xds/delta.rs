@@ -446,3 +446,103 @@ impl Subscriptions {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use envoy_types::pb::google::protobuf::Duration;
+
+    use super::*;
+
+    fn resource(name: &str, t: ResourceType) -> Resource {
+        Resource {
+            name: name.to_string(),
+            version: "1".to_string(),
+            resource: Some(Any {
+                type_url: type_url(t).to_string(),
+                value: Vec::new(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn refusal(resources: Vec<Resource>, removed: &[&str]) -> Option<String> {
+        let resp = DeltaDiscoveryResponse {
+            type_url: type_url(ResourceType::Eds).to_string(),
+            resources,
+            removed_resources: removed.iter().map(|n| n.to_string()).collect(),
+            ..Default::default()
+        };
+        check_resources(ResourceType::Eds, &resp)
+            .err()
+            .map(|n| n.to_string())
+    }
+
+    #[test]
+    fn resources_attache_cannot_take_are_refused_by_field() {
+        let eds = |n: &str| resource(n, ResourceType::Eds);
+        assert_eq!(refusal(vec![eds("a"), eds("b")], &["c"]), None);
+        assert_eq!(
+            refusal(vec![eds("a"), eds("a")], &[]).as_deref(),
+            Some("a: resources[1].name: the response carries this resource twice")
+        );
+        assert_eq!(
+            refusal(vec![eds("a")], &["a"]).as_deref(),
+            Some("a: removed_resources: the response both updates and removes this resource")
+        );
+        assert_eq!(
+            refusal(vec![resource("a", ResourceType::Cds)], &[]).as_deref(),
+            Some("a: resources[0].resource.type_url: `type.googleapis.com/envoy.config.cluster.v3.Cluster` in a eds response")
+        );
+        let mut ttl = eds("a");
+        ttl.ttl = Some(Duration {
+            seconds: 5,
+            nanos: 0,
+        });
+        assert!(refusal(vec![ttl], &[]).is_some_and(|m| m.starts_with("a: resources[0].ttl: ")));
+        let mut heartbeat = eds("a");
+        heartbeat.resource = None;
+        assert!(refusal(vec![heartbeat], &[])
+            .is_some_and(|m| m.starts_with("a: resources[0].resource: ")));
+        let mut alias = eds("a");
+        alias.aliases = vec!["b".to_string()];
+        assert!(
+            refusal(vec![alias], &[]).is_some_and(|m| m.starts_with("a: resources[0].aliases: "))
+        );
+        assert!(refusal(vec![eds("")], &[])
+            .is_some_and(|m| m.contains("resources[0].name: a resource needs a name")));
+    }
+
+    #[test]
+    fn held_versions_follow_commits_and_unsubscriptions() {
+        let mut held = Held::default();
+        let changed = |name: &str, version: &str| Changed {
+            name: name.to_string(),
+            version: version.to_string(),
+            resource: Any::default(),
+        };
+        held.commit(Update {
+            t: ResourceType::Cds,
+            nonce: String::new(),
+            system_version: String::new(),
+            changed: vec![changed("a", "1"), changed("b", "1")],
+            removed: Vec::new(),
+        });
+        let u = Update {
+            t: ResourceType::Cds,
+            nonce: String::new(),
+            system_version: String::new(),
+            changed: vec![changed("c", "2")],
+            removed: vec!["a".to_string()],
+        };
+        assert_eq!(held.after(&u).0, ["b", "c"]);
+        held.commit(u);
+        let all = held.versions(ResourceType::Cds, None);
+        assert_eq!(all.len(), 2);
+        assert_eq!((all["b"].as_str(), all["c"].as_str()), ("1", "2"));
+        let only_b = BTreeSet::from(["b".to_string()]);
+        assert_eq!(held.versions(ResourceType::Cds, Some(&only_b)).len(), 1);
+        held.forget(ResourceType::Cds, &only_b);
+        assert_eq!(held.versions(ResourceType::Cds, None).len(), 1);
+        assert!(held.versions(ResourceType::Eds, None).is_empty());
+    }
+}

@@ -180,6 +180,33 @@ pub fn cla(service: &str, zone: &str, eps: Vec<LbEndpoint>) -> Any {
     }
 }
 
+/// A CDS cluster `name` of type STATIC with `endpoints` (healthy, weight 1).
+pub fn static_cluster(name: &str, endpoints: &[SocketAddr]) -> Any {
+    use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
+    let c = Cluster {
+        name: name.to_string(),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::Static as i32,
+        )),
+        load_assignment: Some(ClusterLoadAssignment {
+            cluster_name: name.to_string(),
+            endpoints: vec![LocalityLbEndpoints {
+                lb_endpoints: endpoints
+                    .iter()
+                    .map(|a| ep(*a, 1, HealthStatus::Healthy))
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    Any {
+        type_url: CDS.to_string(),
+        value: c.encode_to_vec(),
+    }
+}
+
 impl Mgmt {
     pub async fn start() -> Mgmt {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0")
