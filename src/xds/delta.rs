@@ -31,7 +31,7 @@ use super::{eds, short_name, transport, type_of, type_url, Client, ResourceType}
 use crate::config::from_xds::{nack, Nack};
 use crate::server::Server;
 
-/// One accepted resource, kept across streams.
+/// One accepted resource, kept across streams (the resource of CDS and LDS only).
 struct Kept {
     version: String,
     resource: Any,
@@ -76,19 +76,23 @@ impl Held {
         all.into_iter().map(|(n, a)| (n.clone(), a.clone())).unzip()
     }
 
+    /// Keep what `u` changed. Only CDS and LDS need the resources themselves
+    /// (each update applies the whole set); EDS and RDS keep versions alone, so a
+    /// large assignment is not held twice (the EDS registry keeps its encoding).
     fn commit(&mut self, u: Update) {
+        let whole_set = matches!(u.t, ResourceType::Cds | ResourceType::Lds);
         let held = self.0.entry(u.t).or_default();
         for n in &u.removed {
             held.remove(n);
         }
         for c in u.changed {
-            held.insert(
-                c.name,
-                Kept {
-                    version: c.version,
-                    resource: c.resource,
-                },
-            );
+            let resource = if whole_set {
+                c.resource
+            } else {
+                Any::default()
+            };
+            let version = c.version;
+            held.insert(c.name, Kept { version, resource });
         }
     }
 
