@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::HealthStatus;
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
-use support::fleet::{addresses_of, cluster_addresses, failures, Load, Node};
+use support::fleet::{addresses_of, client, cluster_addresses, failures, request, Load, Node};
 use support::{eventually, Proxy};
-use xds_util::{cla, ep, static_cluster, Mgmt, CDS, EDS};
+use xds_util::{cla, ep, rds_listener, routes, static_cluster, Mgmt, CDS, EDS, LDS, RDS};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -304,6 +304,67 @@ async fn delta_cds_adds_nacks_and_removes_clusters() {
     })
     .await;
     assert_eq!(endpoints_of("app").await, addresses_of(&[&a]));
+}
+
+/// LDS + RDS over delta: RDS subscribes by name once the listener naming it is
+/// accepted, a changed route configuration moves traffic live without a failed
+/// request, and removing the listener unsubscribes its route configuration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_lds_and_rds_follow_the_listener_names() {
+    let (a, b) = (Node::start("a").await, Node::start("b").await);
+    let mgmt = Mgmt::start().await;
+    mgmt.delta_set(LDS, "dyn", Some(("l1", rds_listener("dyn", "main"))));
+    mgmt.delta_set(RDS, "main", Some(("r1", routes("main", "app_a"))));
+    let yaml = format!(
+        "clusters:\n  - name: xds_server\n    protocol: http2\n    endpoints: [\"{}\"]\n  - name: app_a\n    endpoints: [\"{}\"]\n  - name: app_b\n    endpoints: [\"{}\"]\nxds:\n  cluster: xds_server\n  api_type: aggregated_delta_grpc\n  node: {{ id: n1 }}\n  resources: [lds, rds]\n",
+        mgmt.addr, a.addr, b.addr
+    );
+    let p = Proxy::start(&yaml);
+    let bound = || p.bound_address("dyn");
+    let url = format!("http://{}/", eventually(WAIT, "dyn is bound", bound).await);
+    let c = client(true);
+    eventually(WAIT, "dyn serves a", || async {
+        request(&c, &url, &[]).await.ok().filter(|r| r.1 == "a")
+    })
+    .await;
+    let subs: Vec<DeltaDiscoveryRequest> = mgmt
+        .delta_requests()
+        .into_iter()
+        .filter(|r| r.type_url == RDS && !r.resource_names_subscribe.is_empty())
+        .collect();
+    assert_eq!(subs.len(), 1, "{subs:?}");
+    assert_eq!(subs[0].resource_names_subscribe, ["main"]);
+
+    let load = Load::start(url.clone(), 3, true);
+    eventually(WAIT, "load runs", || async {
+        (load.count() > 50).then_some(())
+    })
+    .await;
+    mgmt.delta_set(RDS, "main", Some(("r2", routes("main", "app_b"))));
+    eventually(WAIT, "b serves", || async { (b.hits() > 20).then_some(()) }).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let a_hits = a.hits();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(a.hits(), a_hits, "the old route still took traffic");
+    let samples = load.stop().await;
+    let (n, kinds) = failures(&samples);
+    assert_eq!(n, 0, "failed requests during the route update: {kinds:?}");
+
+    // The listener goes: it stops serving and its route configuration is
+    // unsubscribed.
+    mgmt.delta_set(LDS, "dyn", None);
+    eventually(WAIT, "dyn removed", || async {
+        bound().await.is_none().then_some(())
+    })
+    .await;
+    let unsub = eventually(WAIT, "rds unsubscribed", || async {
+        mgmt.delta_requests()
+            .into_iter()
+            .find(|r| r.type_url == RDS && !r.resource_names_unsubscribe.is_empty())
+    })
+    .await;
+    assert_eq!(unsub.resource_names_unsubscribe, ["main"]);
+    assert!(unsub.resource_names_subscribe.is_empty());
 }
 
 /// The answer to the delta response of `type_url` with `nonce`.

@@ -416,104 +416,19 @@ async fn a_cds_cluster_clashing_with_the_file_is_nacked_and_the_file_serves() {
 /// updates compile with the config the running snapshot came from).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_rds_update_moves_traffic_live_without_a_reload_even_with_the_file_broken() {
-    use envoy_types::pb::envoy::config::core::v3::{
-        address, socket_address, Address, SocketAddress,
-    };
-    use envoy_types::pb::envoy::config::listener::v3 as lds;
-    use envoy_types::pb::envoy::config::route::v3 as rds;
-    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
-    use envoy_types::pb::google::protobuf::Any;
-    use prost_otlp::Message;
-
-    fn any<M: Message>(type_url: &str, m: &M) -> Any {
-        Any {
-            type_url: type_url.to_string(),
-            value: m.encode_to_vec(),
-        }
-    }
-    fn routes(version_cluster: &str) -> Any {
-        let route = rds::Route {
-            r#match: Some(rds::RouteMatch {
-                path_specifier: Some(rds::route_match::PathSpecifier::Prefix("/".into())),
-                ..Default::default()
-            }),
-            action: Some(rds::route::Action::Route(rds::RouteAction {
-                cluster_specifier: Some(rds::route_action::ClusterSpecifier::Cluster(
-                    version_cluster.into(),
-                )),
-                ..Default::default()
-            })),
-            ..Default::default()
-        };
-        any(
-            xds_util::RDS,
-            &rds::RouteConfiguration {
-                name: "main".into(),
-                virtual_hosts: vec![rds::VirtualHost {
-                    name: "all".into(),
-                    domains: vec!["*".into()],
-                    routes: vec![route],
-                    ..Default::default()
-                }],
-                ..Default::default()
-            },
-        )
-    }
+    use xds_util::{rds_listener, routes};
 
     let (a, b) = (Node::start("a").await, Node::start("b").await);
-    let h = hcm::HttpConnectionManager {
-        stat_prefix: "dyn".into(),
-        http_filters: vec![hcm::HttpFilter {
-            name: "envoy.filters.http.router".into(),
-            ..Default::default()
-        }],
-        route_specifier: Some(hcm::http_connection_manager::RouteSpecifier::Rds(
-            hcm::Rds {
-                route_config_name: "main".into(),
-                ..Default::default()
-            },
-        )),
-        ..Default::default()
-    };
-    let l = lds::Listener {
-        name: "dyn".into(),
-        address: Some(Address {
-            address: Some(address::Address::SocketAddress(SocketAddress {
-                address: "127.0.0.1".into(),
-                // Port 0: the proxy binds a free one, `/listeners` says which.
-                port_specifier: Some(socket_address::PortSpecifier::PortValue(0)),
-                ..Default::default()
-            })),
-        }),
-        filter_chains: vec![lds::FilterChain {
-            filters: vec![lds::Filter {
-                name: "envoy.filters.network.http_connection_manager".into(),
-                config_type: Some(lds::filter::ConfigType::TypedConfig(any(
-                    "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                    &h,
-                ))),
-            }],
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
     let mgmt = Mgmt::start().await;
-    mgmt.push_type(xds_util::LDS, "l1", vec![any(xds_util::LDS, &l)]);
-    mgmt.push_type(xds_util::RDS, "r1", vec![routes("app_a")]);
+    mgmt.push_type(xds_util::LDS, "l1", vec![rds_listener("dyn", "main")]);
+    mgmt.push_type(xds_util::RDS, "r1", vec![routes("main", "app_a")]);
     let yaml = format!(
         "clusters:\n  - name: xds_server\n    protocol: http2\n    endpoints: [\"{}\"]\n  - name: app_a\n    endpoints: [\"{}\"]\n  - name: app_b\n    endpoints: [\"{}\"]\nxds:\n  cluster: xds_server\n  node: {{ id: n1 }}\n  resources: [lds, rds]\n",
         mgmt.addr, a.addr, b.addr
     );
     let p = Proxy::start(&yaml);
     let bound = eventually(WAIT, "the xds listener is bound", || async {
-        let (_, body) = p.admin_get("/listeners").await;
-        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-        v["listeners"]
-            .as_array()?
-            .iter()
-            .find(|l| l["name"] == "dyn")?["bound_address"]
-            .as_str()
-            .map(str::to_string)
+        p.bound_address("dyn").await
     })
     .await;
     let url = format!("http://{bound}/");
@@ -535,7 +450,7 @@ async fn an_rds_update_moves_traffic_live_without_a_reload_even_with_the_file_br
     std::fs::write(&p.config_path, "clusters: [\n").expect("break the file");
     let (status, _) = p.admin_post("/reload").await;
     assert_ne!(status, 200, "the broken file is refused");
-    mgmt.push_type(xds_util::RDS, "r2", vec![routes("app_b")]);
+    mgmt.push_type(xds_util::RDS, "r2", vec![routes("main", "app_b")]);
     eventually(WAIT, "b serves", || async { (b.hits() > 20).then_some(()) }).await;
     // /explain answers from the running snapshot, xDS listeners and routes included.
     let (status, body) = p.admin_get("/explain?listener=dyn&path=/").await;

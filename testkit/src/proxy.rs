@@ -217,6 +217,19 @@ impl Proxy {
         }
     }
 
+    /// The address listener `name` is bound to now, as `/listeners` shows it
+    /// (also for listeners added after startup, e.g. over xDS); `None` if absent.
+    pub async fn bound_address(&self, name: &str) -> Option<String> {
+        let (_, body) = self.admin_get("/listeners").await;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        v["listeners"]
+            .as_array()?
+            .iter()
+            .find(|l| l["name"] == name)?["bound_address"]
+            .as_str()
+            .map(str::to_string)
+    }
+
     /// `GET` an admin path; (status, body).
     pub async fn admin_get(&self, path: &str) -> (u16, String) {
         let r = get(&format!("http://{}{}", self.admin, path), &[]).await;

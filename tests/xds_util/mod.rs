@@ -207,6 +207,82 @@ pub fn static_cluster(name: &str, endpoints: &[SocketAddr]) -> Any {
     }
 }
 
+/// A route configuration `name`: every path of every host to `cluster`.
+pub fn routes(name: &str, cluster: &str) -> Any {
+    use envoy_types::pb::envoy::config::route::v3 as rds;
+    let route = rds::Route {
+        r#match: Some(rds::RouteMatch {
+            path_specifier: Some(rds::route_match::PathSpecifier::Prefix("/".into())),
+            ..Default::default()
+        }),
+        action: Some(rds::route::Action::Route(rds::RouteAction {
+            cluster_specifier: Some(rds::route_action::ClusterSpecifier::Cluster(cluster.into())),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let rc = rds::RouteConfiguration {
+        name: name.into(),
+        virtual_hosts: vec![rds::VirtualHost {
+            name: "all".into(),
+            domains: vec!["*".into()],
+            routes: vec![route],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    Any {
+        type_url: RDS.to_string(),
+        value: rc.encode_to_vec(),
+    }
+}
+
+/// An HTTP listener `name` on 127.0.0.1 port 0 (the proxy binds a free one,
+/// `/listeners` says which) whose routes come over RDS as `route_config_name`.
+pub fn rds_listener(name: &str, route_config_name: &str) -> Any {
+    use envoy_types::pb::envoy::config::listener::v3 as lds;
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
+    let h = hcm::HttpConnectionManager {
+        stat_prefix: name.into(),
+        http_filters: vec![hcm::HttpFilter {
+            name: "envoy.filters.http.router".into(),
+            ..Default::default()
+        }],
+        route_specifier: Some(hcm::http_connection_manager::RouteSpecifier::Rds(
+            hcm::Rds {
+                route_config_name: route_config_name.into(),
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    };
+    let l = lds::Listener {
+        name: name.into(),
+        address: Some(Address {
+            address: Some(address::Address::SocketAddress(SocketAddress {
+                address: "127.0.0.1".into(),
+                port_specifier: Some(socket_address::PortSpecifier::PortValue(0)),
+                ..Default::default()
+            })),
+        }),
+        filter_chains: vec![lds::FilterChain {
+            filters: vec![lds::Filter {
+                name: "envoy.filters.network.http_connection_manager".into(),
+                config_type: Some(lds::filter::ConfigType::TypedConfig(Any {
+                    type_url: "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager".into(),
+                    value: h.encode_to_vec(),
+                })),
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    Any {
+        type_url: LDS.to_string(),
+        value: l.encode_to_vec(),
+    }
+}
+
 impl Mgmt {
     pub async fn start() -> Mgmt {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0")
