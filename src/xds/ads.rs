@@ -451,8 +451,8 @@ pub(super) async fn apply_eds(
     });
     work.await.unwrap_or_else(|e| {
         Err(Nack {
-            resource: String::new(),
-            field: String::new(),
+            resource: "eds".to_string(),
+            field: "resources".to_string(),
             message: format!("internal error applying the update: {e}"),
         })
     })
