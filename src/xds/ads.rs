@@ -88,11 +88,7 @@ async fn stream(
     let mut grpc = AggregatedDiscoveryServiceClient::with_origin(svc, origin);
     let (tx, outbound) = outbound::<DiscoveryRequest>();
     let subs = Arc::new(Mutex::new(Subscriptions::new(client)));
-    for (t, names) in wanted(client).await {
-        if let Some(r) = lock(&subs).initial(client, t, names) {
-            let _ = tx.send(r);
-        }
-    }
+    subscribe_all(client, &subs, &tx).await;
     // CDS, LDS and RDS compile a whole config: off this loop, in order.
     let (work, _worker) = serial();
     let mut inbound = match open(client, grpc.stream_aggregated_resources(outbound)).await {
@@ -122,10 +118,7 @@ async fn stream(
                 Err(status) => return format!("stream failed: {status}"),
             },
             _ = registry.wanted_changed.notified() => {
-                let r = lock(&subs).names_changed(client, ResourceType::Eds, registry.wanted());
-                if let Some(r) = r {
-                    let _ = tx.send(r);
-                }
+                follow(client, &subs, &tx, ResourceType::Eds, registry.wanted());
             }
         }
     }
@@ -142,10 +135,58 @@ pub(super) fn outbound<M: Send + 'static>() -> (
     (tx, out)
 }
 
+/// What a stream subscribed to, in one protocol's terms: the first request of each
+/// type on a stream, and the request that follows a change of the names wanted.
+pub(super) trait Subscribe {
+    type Request;
+
+    fn initial(
+        &mut self,
+        client: &Client,
+        t: ResourceType,
+        names: BTreeSet<String>,
+    ) -> Option<Self::Request>;
+
+    fn names_changed(
+        &mut self,
+        client: &Client,
+        t: ResourceType,
+        now: BTreeSet<String>,
+    ) -> Option<Self::Request>;
+}
+
+/// Subscribe to every type on a new stream.
+pub(super) async fn subscribe_all<S: Subscribe>(
+    client: &Client,
+    subs: &Mutex<S>,
+    tx: &tokio::sync::mpsc::UnboundedSender<S::Request>,
+) {
+    for (t, names) in wanted(client).await {
+        let first = lock(subs).initial(client, t, names);
+        if let Some(r) = first {
+            let _ = tx.send(r);
+        }
+    }
+}
+
+/// Follow the names `t` wants now (a request only when they changed).
+pub(super) fn follow<S: Subscribe>(
+    client: &Client,
+    subs: &Mutex<S>,
+    tx: &tokio::sync::mpsc::UnboundedSender<S::Request>,
+    t: ResourceType,
+    now: BTreeSet<String>,
+) {
+    let r = lock(subs).names_changed(client, t, now);
+    if let Some(r) = r {
+        let _ = tx.send(r);
+    }
+}
+
 /// The names each subscribed type asks for on a new stream: EDS the services of
 /// the running `discovery.eds` clusters, RDS the route configurations of the
 /// accepted listeners, CDS and LDS none (a wildcard).
-pub(super) async fn wanted(client: &Client) -> Vec<(ResourceType, BTreeSet<String>)> {
+async fn wanted(client: &Client) -> Vec<(ResourceType, BTreeSet<String>)> {
     let rds_names = client.dynamic.lock().await.rds_names();
     let types = client.settings.types.iter().copied();
     types
@@ -193,35 +234,6 @@ impl Subscriptions {
             names: BTreeMap::new(),
             nonces: BTreeMap::new(),
         }
-    }
-
-    /// The first request of `t` on this stream (EDS and RDS: once something wants
-    /// a name; CDS and LDS: wildcard).
-    fn initial(
-        &mut self,
-        client: &Client,
-        t: ResourceType,
-        names: BTreeSet<String>,
-    ) -> Option<DiscoveryRequest> {
-        if matches!(t, ResourceType::Eds | ResourceType::Rds) && names.is_empty() {
-            return None;
-        }
-        self.names.insert(t, names);
-        Some(self.request(client, t, None))
-    }
-
-    /// A new request when the names wanted of `t` changed.
-    fn names_changed(
-        &mut self,
-        client: &Client,
-        t: ResourceType,
-        now: BTreeSet<String>,
-    ) -> Option<DiscoveryRequest> {
-        if !client.settings.types.contains(&t) || self.names.get(&t) == Some(&now) {
-            return None;
-        }
-        self.names.insert(t, now);
-        Some(self.request(client, t, None))
     }
 
     fn request(
@@ -295,6 +307,39 @@ impl Subscriptions {
     }
 }
 
+impl Subscribe for Subscriptions {
+    type Request = DiscoveryRequest;
+
+    /// The first request of `t` on this stream (EDS and RDS: once something wants
+    /// a name; CDS and LDS: wildcard).
+    fn initial(
+        &mut self,
+        client: &Client,
+        t: ResourceType,
+        names: BTreeSet<String>,
+    ) -> Option<DiscoveryRequest> {
+        if matches!(t, ResourceType::Eds | ResourceType::Rds) && names.is_empty() {
+            return None;
+        }
+        self.names.insert(t, names);
+        Some(self.request(client, t, None))
+    }
+
+    /// A new request when the names wanted of `t` changed.
+    fn names_changed(
+        &mut self,
+        client: &Client,
+        t: ResourceType,
+        now: BTreeSet<String>,
+    ) -> Option<DiscoveryRequest> {
+        if !client.settings.types.contains(&t) || self.names.get(&t) == Some(&now) {
+            return None;
+        }
+        self.names.insert(t, now);
+        Some(self.request(client, t, None))
+    }
+}
+
 enum Received {
     Answer(Box<DiscoveryRequest>),
     Eds(DiscoveryResponse),
@@ -344,10 +389,7 @@ async fn dynamic_job(
     let answer = lock(&subs).finish(&client, t, resp, result);
     let _ = tx.send(answer);
     let rds = client.dynamic.lock().await.rds_names();
-    let again = lock(&subs).names_changed(&client, ResourceType::Rds, rds);
-    if let Some(r) = again {
-        let _ = tx.send(r);
-    }
+    follow(&client, &subs, &tx, ResourceType::Rds, rds);
 }
 
 /// Apply CDS, LDS or RDS resources through the config compile; the names of the

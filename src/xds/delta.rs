@@ -26,7 +26,10 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 };
 use envoy_types::pb::google::protobuf::Any;
 
-use super::ads::{apply_dynamic, apply_eds, lock, node, open, outbound, serial, status, wanted};
+use super::ads::{
+    apply_dynamic, apply_eds, follow, lock, node, open, outbound, serial, status, subscribe_all,
+    Subscribe,
+};
 use super::{eds, short_name, transport, type_of, type_url, Client, ResourceType};
 use crate::config::from_xds::{nack, Nack};
 use crate::server::Server;
@@ -132,11 +135,7 @@ pub(super) async fn stream(
     let mut grpc = AggregatedDiscoveryServiceClient::with_origin(svc, origin);
     let (tx, outbound) = outbound::<DeltaDiscoveryRequest>();
     let subs = Arc::new(Mutex::new(Subscriptions::new(client)));
-    for (t, names) in wanted(client).await {
-        if let Some(r) = lock(&subs).initial(client, t, names) {
-            let _ = tx.send(r);
-        }
-    }
+    subscribe_all(client, &subs, &tx).await;
     let (work, _worker) = serial();
     let mut inbound = match open(client, grpc.delta_aggregated_resources(outbound)).await {
         Ok(s) => s,
@@ -163,10 +162,7 @@ pub(super) async fn stream(
                 Err(status) => return format!("stream failed: {status}"),
             },
             _ = registry.wanted_changed.notified() => {
-                let r = lock(&subs).names_changed(client, ResourceType::Eds, registry.wanted());
-                if let Some(r) = r {
-                    let _ = tx.send(r);
-                }
+                follow(client, &subs, &tx, ResourceType::Eds, registry.wanted());
             }
         }
     }
@@ -183,10 +179,7 @@ async fn dynamic_job(
 ) {
     respond(&client, &server, &subs, &tx, u).await;
     let rds = client.dynamic.lock().await.rds_names();
-    let again = lock(&subs).names_changed(&client, ResourceType::Rds, rds);
-    if let Some(r) = again {
-        let _ = tx.send(r);
-    }
+    follow(&client, &subs, &tx, ResourceType::Rds, rds);
 }
 
 /// Apply an update, record it and send its ACK or NACK.
@@ -380,6 +373,26 @@ impl Subscriptions {
         }
     }
 
+    /// The ACK (no `nack`) or NACK of the response with `nonce`.
+    fn answer(
+        &mut self,
+        t: ResourceType,
+        nonce: String,
+        nack: Option<envoy_types::pb::google::rpc::Status>,
+    ) -> DeltaDiscoveryRequest {
+        DeltaDiscoveryRequest {
+            node: self.node.take(),
+            type_url: type_url(t).to_string(),
+            response_nonce: nonce,
+            error_detail: nack,
+            ..Default::default()
+        }
+    }
+}
+
+impl Subscribe for Subscriptions {
+    type Request = DeltaDiscoveryRequest;
+
     /// The first request of `t` on this stream, with the versions held of what it
     /// asks for (EDS and RDS: once something wants a name; CDS and LDS: wildcard).
     fn initial(
@@ -432,22 +445,6 @@ impl Subscriptions {
             resource_names_unsubscribe: gone.into_iter().collect(),
             ..Default::default()
         })
-    }
-
-    /// The ACK (no `nack`) or NACK of the response with `nonce`.
-    fn answer(
-        &mut self,
-        t: ResourceType,
-        nonce: String,
-        nack: Option<envoy_types::pb::google::rpc::Status>,
-    ) -> DeltaDiscoveryRequest {
-        DeltaDiscoveryRequest {
-            node: self.node.take(),
-            type_url: type_url(t).to_string(),
-            response_nonce: nonce,
-            error_detail: nack,
-            ..Default::default()
-        }
     }
 }
 
