@@ -6,6 +6,7 @@ use http::{header, HeaderMap, Method, StatusCode, Version};
 use super::{feed, Decoded};
 use crate::http::{parse_for_fuzzing, FuzzParsed};
 use crate::http1::body::Decoder;
+use crate::http1::framing::{Fields, Framing};
 use crate::http1::head::{parse_length, tokens};
 use crate::upstream::h1::parse_head_for_fuzzing;
 
@@ -139,10 +140,31 @@ fn served_request(parts: &http::request::Parts, body: RequestBody, close: bool) 
         }
         RequestBody::Refused => {}
     }
+    same_framing_as_a_response(h, body);
     // HTTP/1.0 closes unless the client asked for keep-alive (RFC 9112 9.3).
     let close_asked = lists(h, header::CONNECTION, b"close")
         || (parts.version == Version::HTTP_10 && !lists(h, header::CONNECTION, b"keep-alive"));
     assert_eq!(close, close_asked);
+}
+
+/// Both roles share one framing vocabulary: the fields of a request the server
+/// role frames by length or chunked, read by the client role's response rule (a
+/// `200` to a GET), frame the body the same way.
+fn same_framing_as_a_response(h: &HeaderMap, body: RequestBody) {
+    let mut fields = Fields::default();
+    for (name, value) in h {
+        if name == header::CONTENT_LENGTH {
+            fields.content_length(value.as_bytes());
+        } else if name == header::TRANSFER_ENCODING {
+            fields.transfer_encoding(value.as_bytes());
+        }
+    }
+    let expected = match body {
+        RequestBody::Length(0) | RequestBody::Refused => return,
+        RequestBody::Length(n) => Framing::Length(n),
+        RequestBody::Chunked => Framing::Chunked,
+    };
+    assert_eq!(fields.response(StatusCode::OK, false), Ok(expected));
 }
 
 /// The head ends exactly where it was parsed: the same bytes alone give the same

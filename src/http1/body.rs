@@ -156,6 +156,13 @@ mod tests {
         assert_eq!(d.end_in(&buf), None);
     }
 
+    /// Every HTTP/1 body holds one, and the server role's request head and
+    /// connection task carry it: it stays two words.
+    #[test]
+    fn the_decoder_stays_small() {
+        assert_eq!(std::mem::size_of::<Decoder>(), 16);
+    }
+
     #[test]
     fn the_end_is_found_without_consuming() {
         let d = Decoder::new(Framing::Length(4));
