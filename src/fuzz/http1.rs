@@ -232,7 +232,7 @@ pub(super) fn response(data: &[u8]) {
 
 /// A response head as the proxy gets it: final, hop-by-hop framing consumed, no
 /// length beside a transfer coding, no body where none may be.
-fn response_head(p: &crate::upstream::h1::Parsed, body: &Decoder, is_head: bool) {
+fn response_head(p: &crate::upstream::h1::ResponseHead, body: &Decoder, is_head: bool) {
     assert!(
         !p.status.is_informational() || p.status == StatusCode::SWITCHING_PROTOCOLS,
         "interim response returned"

@@ -138,7 +138,7 @@ impl ExchangeError {
 
 /// The serialized request head, how its body is framed on the wire, and what the
 /// response head is read for.
-pub struct Head {
+pub struct RequestHead {
     bytes: Bytes,
     chunked: bool,
     is_head: bool,
@@ -157,7 +157,11 @@ pub struct Head {
 /// allocation as long as the table holds the value. Otherwise (an HTTP/1
 /// downstream, a health check, a mirror) the values are slices of the buffer,
 /// dropped with the response.
-pub fn encode_head(parts: &http::request::Parts, body: &UpBody, headers_outlive: bool) -> Head {
+pub fn encode_head(
+    parts: &http::request::Parts,
+    body: &UpBody,
+    headers_outlive: bool,
+) -> RequestHead {
     let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     // The exact size, so the buffer becomes `Bytes` without another allocation.
     let mut len = parts.method.as_str().len() + 1 + pq.len() + 11 + 2;
@@ -198,7 +202,7 @@ pub fn encode_head(parts: &http::request::Parts, body: &UpBody, headers_outlive:
     }
     buf.put_slice(b"\r\n");
     debug_assert_eq!(buf.len(), len);
-    Head {
+    RequestHead {
         bytes: Bytes::from(buf),
         chunked,
         is_head: parts.method == Method::HEAD,
@@ -207,7 +211,7 @@ pub fn encode_head(parts: &http::request::Parts, body: &UpBody, headers_outlive:
 }
 
 /// A parsed response head and how its body is framed.
-pub struct Parsed {
+pub struct ResponseHead {
     pub status: StatusCode,
     pub version: Version,
     pub headers: HeaderMap,
@@ -216,7 +220,7 @@ pub struct Parsed {
 }
 
 #[cfg(any(test, feature = "fuzzing"))]
-impl Parsed {
+impl ResponseHead {
     /// Whether the connection could carry another exchange after this response.
     pub(crate) fn keep_alive(&self) -> bool {
         self.keep_alive
@@ -272,7 +276,7 @@ enum WriteState {
 }
 
 impl Writer {
-    fn new(head: Head, mut body: UpBody) -> Writer {
+    fn new(head: RequestHead, mut body: UpBody) -> Writer {
         let chunked = head.chunked;
         let mut out = Out {
             bufs: [head.bytes, Bytes::new(), Bytes::new()],
@@ -365,9 +369,9 @@ impl Writer {
 /// driving while the response body streams.
 pub async fn exchange(
     conn: &mut Conn,
-    head: Head,
+    head: RequestHead,
     body: UpBody,
-) -> Result<(Parsed, Option<Writer>), ExchangeError> {
+) -> Result<(ResponseHead, Option<Writer>), ExchangeError> {
     let (is_head, outlive) = (head.is_head, head.headers_outlive);
     let mut writer = Some(Writer::new(head, body));
     let mut written: u64 = 0;
@@ -436,7 +440,7 @@ fn parse_head(
     spans: &mut Vec<[u32; 4]>,
     is_head: bool,
     outlive: bool,
-) -> Result<Option<Parsed>, ExchangeError> {
+) -> Result<Option<ResponseHead>, ExchangeError> {
     let parser = httparse::ParserConfig::default();
     loop {
         if rbuf.is_empty() {
@@ -491,7 +495,7 @@ fn parse_head(
         let keep_alive = status != StatusCode::SWITCHING_PROTOCOLS
             && framing != Framing::Close
             && fields.persistent(version);
-        return Ok(Some(Parsed {
+        return Ok(Some(ResponseHead {
             status,
             version,
             headers,
@@ -569,7 +573,7 @@ impl H1Body {
         self.conn.take()
     }
 
-    pub fn new(conn: Conn, parsed: &Parsed, writer: Option<Writer>, home: Home) -> H1Body {
+    pub fn new(conn: Conn, parsed: &ResponseHead, writer: Option<Writer>, home: Home) -> H1Body {
         if parsed.status == StatusCode::SWITCHING_PROTOCOLS {
             // The connection is not HTTP any more: the caller tunnels it or drops it.
             return H1Body {
@@ -725,7 +729,7 @@ pub(crate) fn parse_head_for_fuzzing(
     rbuf: &mut BytesMut,
     is_head: bool,
     outlive: bool,
-) -> Result<Option<(Parsed, Decoder)>, ExchangeError> {
+) -> Result<Option<(ResponseHead, Decoder)>, ExchangeError> {
     let parsed = parse_head(rbuf, &mut Vec::new(), is_head, outlive)?;
     Ok(parsed.map(|p| {
         let body = Decoder::new(p.framing);
@@ -737,12 +741,12 @@ pub(crate) fn parse_head_for_fuzzing(
 mod tests {
     use super::*;
 
-    fn parse(raw: &[u8], is_head: bool) -> Result<Option<Parsed>, ExchangeError> {
+    fn parse(raw: &[u8], is_head: bool) -> Result<Option<ResponseHead>, ExchangeError> {
         let mut b = BytesMut::from(raw);
         parse_head(&mut b, &mut Vec::new(), is_head, false)
     }
 
-    fn head(raw: &[u8], is_head: bool) -> Parsed {
+    fn head(raw: &[u8], is_head: bool) -> ResponseHead {
         parse(raw, is_head)
             .expect("valid head")
             .expect("complete head")
