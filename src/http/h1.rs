@@ -26,6 +26,13 @@
 //! chunk that arrives later fails the body, which aborts the upstream request
 //! (see `upstream::h1`); the connection closes after the answer.
 //!
+//! This is the server role of the one HTTP/1 codec (`crate::http1`): header
+//! fields become the request's `HeaderMap` through `http1::head`, the framing
+//! refusals above are the request rule of `http1::framing`, and request bodies
+//! are read by `http1::body::Decoder`, all shared with the client role
+//! (`upstream::h1`). What is here is the server's own: the request line and
+//! target forms, `Expect`, driving the connection, and encoding responses.
+//!
 //! Upgrades: a request with `Upgrade` and no body carries an [`OnUpgrade`]; a route
 //! that tunnels the protocol takes it, and when the upstream answers `101` this
 //! codec writes the `101` and hands the connection (with the bytes the client sent
