@@ -141,6 +141,15 @@ impl Fields {
     /// One `Connection` line; `true` when it names more than `close`,
     /// `keep-alive` or `upgrade` (other headers the hop-by-hop pass removes).
     pub fn connection(&mut self, value: &[u8]) -> bool {
+        // The common values, one option each: no list to split.
+        if value.eq_ignore_ascii_case(b"keep-alive") {
+            self.keep_alive = true;
+            return false;
+        }
+        if value.eq_ignore_ascii_case(b"close") {
+            self.close = true;
+            return false;
+        }
         let mut others = false;
         for t in tokens(value) {
             self.close |= t.eq_ignore_ascii_case(b"close");
@@ -318,5 +327,7 @@ mod tests {
         let mut f = Fields::default();
         assert!(!f.connection(b"close, upgrade"));
         assert!(f.connection(b"close, x-hop"));
+        assert!(!f.connection(b"Keep-Alive") && !f.connection(b"CLOSE"));
+        assert!(f.keep_alive && f.close);
     }
 }
