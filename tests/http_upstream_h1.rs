@@ -169,6 +169,12 @@ fn script(path: &str) -> Vec<Step> {
             b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 4\r\n\r\nabcd",
         )],
         "/garbage" => vec![Write(b"SSH-2.0-OpenSSH_9.6\r\n\r\n"), Close],
+        "/chunked-twice" => vec![Write(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, chunked\r\n\r\n3\r\n3\r\nabc\r\n0\r\n\r\n",
+        )],
+        "/chunked-listed" => vec![Write(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: ,chunked,\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        )],
         "/truncated" => vec![
             Write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly part"),
             Close,
@@ -276,6 +282,28 @@ async fn broken_responses_are_502_and_counted() {
     assert!(!ok, "curl reports the truncated body");
     let r = get(&p.url("main", "/"), &[]).await;
     assert_eq!(r.status, 200);
+}
+
+/// The response framing rule is the shared one (`http1::framing`): `chunked`
+/// applied twice cannot be decoded into the body the origin meant (502, the
+/// connection dropped), while empty list elements around `chunked` are nothing
+/// (RFC 9110 section 5.6.1) and the body is relayed on a reused connection.
+#[tokio::test]
+async fn transfer_codings_are_read_by_the_shared_framing_rule() {
+    let o = RawOrigin::start(script).await;
+    let p = Proxy::start(&yaml(o.addr));
+    let r = get(&p.url("main", "/chunked-twice"), &[]).await;
+    assert_eq!(r.status, 502);
+    assert_eq!(
+        p.stat("attache_local_reply_total{flag=\"UR\",listener=\"main\"}")
+            .await,
+        1.0
+    );
+    let r = get(&p.url("main", "/chunked-listed"), &[]).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "abc"));
+    let r = get(&p.url("main", "/"), &[]).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "hi"));
+    assert_eq!(o.conns(), 2, "the chunked-twice connection is not reused");
 }
 
 #[tokio::test]

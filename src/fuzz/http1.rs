@@ -5,7 +5,10 @@ use http::{header, HeaderMap, Method, StatusCode, Version};
 
 use super::{feed, Decoded};
 use crate::http::{parse_for_fuzzing, FuzzParsed};
-use crate::upstream::h1::{parse_head_for_fuzzing, parse_length, tokens, FuzzBody};
+use crate::http1::body::Decoder;
+use crate::http1::framing::{Fields, Framing};
+use crate::http1::head::{parse_length, tokens};
+use crate::upstream::h1::parse_head_for_fuzzing;
 
 pub(super) const REQUEST_DICT: &[&[u8]] = &[
     b"GET ",
@@ -137,10 +140,31 @@ fn served_request(parts: &http::request::Parts, body: RequestBody, close: bool) 
         }
         RequestBody::Refused => {}
     }
+    same_framing_as_a_response(h, body);
     // HTTP/1.0 closes unless the client asked for keep-alive (RFC 9112 9.3).
     let close_asked = lists(h, header::CONNECTION, b"close")
         || (parts.version == Version::HTTP_10 && !lists(h, header::CONNECTION, b"keep-alive"));
     assert_eq!(close, close_asked);
+}
+
+/// Both roles share one framing vocabulary: the fields of a request the server
+/// role frames by length or chunked, read by the client role's response rule (a
+/// `200` to a GET), frame the body the same way.
+fn same_framing_as_a_response(h: &HeaderMap, body: RequestBody) {
+    let mut fields = Fields::default();
+    for (name, value) in h {
+        if name == header::CONTENT_LENGTH {
+            fields.content_length(value.as_bytes());
+        } else if name == header::TRANSFER_ENCODING {
+            fields.transfer_encoding(value.as_bytes());
+        }
+    }
+    let expected = match body {
+        RequestBody::Length(0) | RequestBody::Refused => return,
+        RequestBody::Length(n) => Framing::Length(n),
+        RequestBody::Chunked => Framing::Chunked,
+    };
+    assert_eq!(fields.response(StatusCode::OK, false), Ok(expected));
 }
 
 /// The head ends exactly where it was parsed: the same bytes alone give the same
@@ -179,10 +203,11 @@ pub(super) fn response(data: &[u8]) {
         return;
     };
     let is_head = flags & 0x80 != 0;
+    let outlive = flags & 0x40 != 0;
     // A fresh decoder for the body each time (the parse is deterministic).
     let parse = || {
         let mut rbuf = BytesMut::from(data);
-        let parsed = parse_head_for_fuzzing(&mut rbuf, is_head);
+        let parsed = parse_head_for_fuzzing(&mut rbuf, is_head, outlive);
         (parsed, rbuf)
     };
     let (Ok(parsed), rbuf) = parse() else {
@@ -207,7 +232,7 @@ pub(super) fn response(data: &[u8]) {
 
 /// A response head as the proxy gets it: final, hop-by-hop framing consumed, no
 /// length beside a transfer coding, no body where none may be.
-fn response_head(p: &crate::upstream::h1::Parsed, body: &FuzzBody, is_head: bool) {
+fn response_head(p: &crate::upstream::h1::ResponseHead, body: &Decoder, is_head: bool) {
     assert!(
         !p.status.is_informational() || p.status == StatusCode::SWITCHING_PROTOCOLS,
         "interim response returned"
@@ -215,16 +240,16 @@ fn response_head(p: &crate::upstream::h1::Parsed, body: &FuzzBody, is_head: bool
     for name in ["transfer-encoding", "keep-alive", "proxy-connection"] {
         assert!(!p.headers.contains_key(name), "{name} left in the map");
     }
-    if body.is_chunked() {
+    if let Decoder::Chunked(_) = body {
         assert!(!p.headers.contains_key(header::CONTENT_LENGTH));
     }
     let bodiless = [StatusCode::NO_CONTENT, StatusCode::NOT_MODIFIED];
     if is_head || bodiless.contains(&p.status) || p.status == StatusCode::SWITCHING_PROTOCOLS {
         assert!(body.is_done(), "a body where none may be");
     }
-    if body.until_close() {
+    if let Decoder::Close = body {
         assert!(
-            !body.keep_alive(),
+            !p.keep_alive(),
             "a body read until close keeps the connection"
         );
     }
@@ -232,13 +257,18 @@ fn response_head(p: &crate::upstream::h1::Parsed, body: &FuzzBody, is_head: bool
 
 /// A body never yields more than it was given, and a length or read-until-close
 /// body is the bytes themselves.
-fn decoded_body(body: &FuzzBody, rest: &[u8], d: &Decoded) {
+fn decoded_body(body: &Decoder, rest: &[u8], d: &Decoded) {
     assert!(d.data.len() <= rest.len(), "more body than input");
-    if let Some(n) = body.remaining() {
+    let remaining = match body {
+        Decoder::Length(n) => Some(*n),
+        Decoder::Done => Some(0),
+        _ => None,
+    };
+    if let Some(n) = remaining {
         let n = usize::try_from(n).unwrap_or(usize::MAX).min(rest.len());
         assert_eq!(d.data, rest[..n]);
     }
-    if body.until_close() {
+    if let Decoder::Close = body {
         assert_eq!(d.data, rest);
     }
     if let Some(left) = &d.left {

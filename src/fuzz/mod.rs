@@ -88,9 +88,11 @@ pub fn http1_request(data: &[u8]) {
     http1::request(data);
 }
 
-/// The upstream HTTP/1.1 client's response head and body decoding
-/// (`src/upstream/h1.rs`). The first byte picks a HEAD request and how the bytes
-/// are split when fed incrementally.
+/// The upstream HTTP/1.1 client's response head (`src/upstream/h1.rs`, with the
+/// response rule of `src/http1/framing.rs`) and the shared body decoder
+/// (`src/http1/body.rs`). The first byte picks a HEAD request, whether the head
+/// is copied out of the read buffer (an HTTP/2 downstream) and how the bytes are
+/// split when fed incrementally.
 pub fn http1_response(data: &[u8]) {
     http1::response(data);
 }
@@ -140,7 +142,7 @@ fn step_of(flags: u8) -> usize {
 }
 
 /// A decoder that takes bytes from a buffer as they arrive: the chunked decoder and
-/// the upstream response body.
+/// the body decoder of both roles.
 trait Incremental {
     fn decode(
         &mut self,
@@ -161,15 +163,15 @@ impl Incremental for crate::http1::chunked::Decoder {
     }
 }
 
-impl Incremental for crate::upstream::h1::FuzzBody {
+impl Incremental for crate::http1::body::Decoder {
     fn decode(
         &mut self,
         buf: &mut bytes::BytesMut,
     ) -> Result<Option<bytes::Bytes>, crate::http1::chunked::Error> {
-        crate::upstream::h1::FuzzBody::decode(self, buf)
+        crate::http1::body::Decoder::decode(self, buf)
     }
     fn is_done(&self) -> bool {
-        crate::upstream::h1::FuzzBody::is_done(self)
+        crate::http1::body::Decoder::is_done(self)
     }
 }
 

@@ -90,7 +90,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
 }
 
 fn remove_listed(headers: &mut HeaderMap, connection: &HeaderValue) {
-    use crate::upstream::h1::{is_plain_connection_option, tokens};
+    use crate::http1::head::{is_plain_connection_option, tokens};
     if let Ok(list) = connection.to_str() {
         // The usual options name nothing else to remove, so skip their lookup.
         for name in tokens(list.as_bytes()).filter(|t| !is_plain_connection_option(t)) {

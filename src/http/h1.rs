@@ -26,6 +26,13 @@
 //! chunk that arrives later fails the body, which aborts the upstream request
 //! (see `upstream::h1`); the connection closes after the answer.
 //!
+//! This is the server role of the one HTTP/1 codec (`crate::http1`): header
+//! fields become the request's `HeaderMap` through `http1::head`, the framing
+//! refusals above are the request rule of `http1::framing`, and request bodies
+//! are read by `http1::body::Decoder`, all shared with the client role
+//! (`upstream::h1`). What is here is the server's own: the request line and
+//! target forms, `Expect`, driving the connection, and encoding responses.
+//!
 //! Upgrades: a request with `Upgrade` and no body carries an [`OnUpgrade`]; a route
 //! that tunnels the protocol takes it, and when the upstream answers `101` this
 //! codec writes the `101` and hands the connection (with the bytes the client sent
@@ -41,7 +48,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{header, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf, WriteHalf};
 use tokio::sync::{oneshot, watch};
@@ -49,8 +56,10 @@ use tokio::time::Instant;
 
 use super::{ConnCtx, RespBody};
 use crate::error::{ErrorKind, Reject};
+use crate::http1::body::Decoder;
 use crate::http1::chunked;
-use crate::http1::head::{header_spans, parse_length, put_field, tokens};
+use crate::http1::framing::{Faulty, Fields, Framing};
+use crate::http1::head::{self, header_spans, parse_length, put_field, tokens};
 
 /// Header slots on the stack; a request with more than the listener's
 /// `max_headers` is a `431` (more than this, under a higher `max_headers`, are
@@ -307,55 +316,13 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for Handover<W> {
     }
 }
 
-/// What is left of a request body on the wire.
-#[derive(Clone, Copy)]
-enum Rest {
-    Length(u64),
-    Chunked(chunked::Decoder),
-    /// Malformed: where it ends is unknown.
-    Broken,
-}
-
-impl Rest {
-    fn is_done(&self) -> bool {
-        match self {
-            Rest::Length(n) => *n == 0,
-            Rest::Chunked(d) => d.is_done(),
-            Rest::Broken => false,
-        }
-    }
-
-    /// The next piece of the body from `buf` (`None`: more input needed, or done).
-    fn take(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, chunked::Error> {
-        match self {
-            Rest::Length(_) | Rest::Broken if buf.is_empty() => Ok(None),
-            Rest::Length(left) => {
-                let n = (*left).min(buf.len() as u64);
-                *left -= n;
-                Ok(Some(buf.split_to(n as usize).freeze()))
-            }
-            Rest::Chunked(d) => d.decode(buf),
-            Rest::Broken => Ok(None),
-        }
-    }
-
-    /// Where the rest of the body ends in `buf`, when it is all there (and valid).
-    fn end_in(&self, buf: &[u8]) -> Option<usize> {
-        match self {
-            Rest::Length(n) => (buf.len() as u64 >= *n).then_some(*n as usize),
-            Rest::Chunked(d) => d.scan(buf).ok().flatten(),
-            Rest::Broken => None,
-        }
-    }
-}
-
 /// A request body framed by `Content-Length` or chunked, read from the
 /// connection. It owns the connection's read side while it lives and gives it
 /// back (with what it did not read) when it ends or is dropped.
 pub struct H1Body {
     input: Option<Input>,
-    rest: Rest,
-    back: Option<oneshot::Sender<(Input, Rest)>>,
+    rest: Decoder,
+    back: Option<oneshot::Sender<(Input, Decoder)>>,
 }
 
 impl H1Body {
@@ -394,7 +361,7 @@ impl Body for H1Body {
             let Some(input) = this.input.as_mut() else {
                 return Poll::Ready(Some(Err(io::ErrorKind::UnexpectedEof.into())));
             };
-            match this.rest.take(&mut input.buf) {
+            match this.rest.decode(&mut input.buf) {
                 Ok(Some(data)) => {
                     if this.rest.is_done() {
                         this.give_back();
@@ -408,7 +375,6 @@ impl Body for H1Body {
                     // connection is aborted, the client gets a 400 or a close.
                     count_refused(&input.conn, Reject::Chunked);
                     tracing::debug!(error = %e, "malformed chunked request body");
-                    this.rest = Rest::Broken;
                     return this.fail(io::Error::new(io::ErrorKind::InvalidData, e));
                 }
             }
@@ -431,11 +397,7 @@ impl Body for H1Body {
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self.rest {
-            Rest::Length(n) => SizeHint::with_exact(n),
-            Rest::Chunked(d) if d.is_done() => SizeHint::with_exact(0),
-            _ => SizeHint::default(),
-        }
+        self.rest.size_hint()
     }
 }
 
@@ -449,7 +411,7 @@ enum Side {
     Home(Input),
     /// Lent to the request body, which sends it back (with how much of the body it
     /// left unread) when it ends or is dropped.
-    Lent(oneshot::Receiver<(Input, Rest)>),
+    Lent(oneshot::Receiver<(Input, Decoder)>),
     /// Back, but part of the body it did not read has not arrived: the connection
     /// closes after the response (as with hyper), lingering on the read side when
     /// it is here (see [`linger`]).
@@ -460,7 +422,7 @@ impl Side {
     /// The read side as the body gave it back: what the body left unread is
     /// skipped when it is buffered already (and well-formed); otherwise the
     /// connection is spent.
-    fn returned(back: Result<(Input, Rest), oneshot::error::RecvError>) -> Side {
+    fn returned(back: Result<(Input, Decoder), oneshot::error::RecvError>) -> Side {
         match back {
             Ok((mut input, rest)) => match rest.end_in(&input.buf) {
                 Some(n) => {
@@ -546,7 +508,7 @@ const LINGER_IDLE: Duration = Duration::from_secs(5);
 struct Head {
     parts: http::request::Parts,
     /// How the body is framed, or why the framing is refused.
-    body: Result<Rest, ErrorKind>,
+    body: Result<Decoder, ErrorKind>,
     /// The client asked to close after the response (`Connection: close`, or
     /// HTTP/1.0 without `keep-alive`).
     close: bool,
@@ -682,73 +644,23 @@ fn form_fits(method: &Method, uri: &Uri) -> bool {
     authority_form == (method == Method::CONNECT)
 }
 
-/// How a request's body is framed (RFC 9112 section 6), from its
-/// `Transfer-Encoding` and `Content-Length` lines.
-#[derive(Default)]
-struct FramingLines {
-    length: Option<u64>,
-    /// A `Content-Length` that is not plain digits, or two that differ.
-    bad_length: bool,
-    /// Some `Transfer-Encoding` line was seen.
-    coded: bool,
-    /// The last coding is `chunked`, and it is there once.
-    chunked_last: bool,
-    /// `chunked` twice, or not last.
-    misplaced_chunked: bool,
-    /// A coding other than `chunked` (which the proxy does not decode).
-    other_coding: bool,
+/// A request whose framing two readers could take differently is refused (RFC
+/// 9112 sections 6.1 and 6.3; NGINX refuses them too): `400` for request
+/// smuggling's signature (both headers), an invalid length, `chunked` missing
+/// from the end or repeated, or any transfer coding on HTTP/1.0; `501` for a
+/// coding before `chunked` that the proxy would have to decode.
+impl From<Faulty> for ErrorKind {
+    fn from(f: Faulty) -> ErrorKind {
+        match f {
+            Faulty::UnknownCoding => ErrorKind::UnknownCoding,
+            _ => ErrorKind::BadRequest(Reject::Framing),
+        }
+    }
 }
 
-impl FramingLines {
-    /// One `Content-Length` line; `false` for a repeat (with the same value, RFC
-    /// 9112 section 6.3 item 5: kept once).
-    fn length(&mut self, value: &[u8]) -> bool {
-        let n = parse_length(value);
-        self.bad_length |= n.is_none() || self.length.is_some_and(|l| Some(l) != n);
-        let first = self.length.is_none();
-        self.length = self.length.or(n);
-        first
-    }
-
-    /// One `Transfer-Encoding` line, a list of codings.
-    fn codings(&mut self, value: &[u8]) {
-        // The fast case: exactly `chunked`, once.
-        if !self.coded && value.eq_ignore_ascii_case(b"chunked") {
-            self.coded = true;
-            self.chunked_last = true;
-            return;
-        }
-        self.coded = true;
-        for t in tokens(value).filter(|t| !t.is_empty()) {
-            if self.chunked_last {
-                // Something after `chunked`, or `chunked` again.
-                self.misplaced_chunked = true;
-            }
-            self.chunked_last = t.eq_ignore_ascii_case(b"chunked");
-            self.other_coding |= !self.chunked_last;
-        }
-    }
-
-    /// The body's framing, or the answer for a request whose framing is refused:
-    /// `400` for request smuggling's signature (both headers), an invalid length,
-    /// `chunked` missing from the end or repeated, or any transfer coding on
-    /// HTTP/1.0 (RFC 9112 sections 6.1 and 6.3; NGINX refuses them too); `501` for
-    /// a coding before `chunked` that the proxy would have to decode.
-    fn rest(&self, http10: bool) -> Result<Rest, ErrorKind> {
-        let framing = Err(ErrorKind::BadRequest(Reject::Framing));
-        if self.bad_length || (self.coded && (self.length.is_some() || http10)) {
-            return framing;
-        }
-        if !self.coded {
-            return Ok(Rest::Length(self.length.unwrap_or(0)));
-        }
-        if self.misplaced_chunked || !self.chunked_last {
-            return framing;
-        }
-        if self.other_coding {
-            return Err(ErrorKind::UnknownCoding);
-        }
-        Ok(Rest::Chunked(chunked::Decoder::new()))
+impl From<head::Invalid> for ErrorKind {
+    fn from(_: head::Invalid) -> ErrorKind {
+        ErrorKind::BadRequest(Reject::Malformed)
     }
 }
 
@@ -778,21 +690,14 @@ fn build(
     // rehashes it.
     let (mut parts, ()) = Request::new(()).into_parts();
     parts.headers.reserve(spans.len() + 4);
-    let headers = &mut parts.headers;
-    let mut framing = FramingLines::default();
+    let mut framing = Fields::default();
     let (mut expect_continue, mut upgrade) = (false, false);
-    // `Connection: close` / `keep-alive`; HTTP/1.0 closes unless asked not to.
-    let (mut says_close, mut says_keep_alive) = (false, false);
-    for &[ns, ne, vs, ve] in spans {
-        let (ns, ne, vs, ve) = (ns as usize, ne as usize, vs as usize, ve as usize);
-        let name = HeaderName::from_bytes(&raw[ns..ne]).map_err(|_| malformed)?;
-        let value = &raw[vs..ve];
+    head::into_map(raw, spans, &mut parts.headers, |name, value| {
         if name == header::CONTENT_LENGTH {
-            if !framing.length(value) {
-                continue;
-            }
+            // A repeat with the same value is kept once.
+            return Ok(framing.content_length(value));
         } else if name == header::TRANSFER_ENCODING {
-            framing.codings(value);
+            framing.transfer_encoding(value);
         } else if name == header::EXPECT {
             // Answered here (hop-by-hop in effect: not forwarded, like NGINX and
             // Envoy); another expectation is a `417` (RFC 9110 section 10.1.1).
@@ -801,25 +706,25 @@ fn build(
                 return Err(ErrorKind::ExpectationFailed);
             }
             expect_continue = !http10;
-            continue;
+            return Ok(false);
         } else if name == header::UPGRADE {
             upgrade = true;
         } else if name == header::CONNECTION {
-            for t in tokens(value) {
-                says_close |= t.eq_ignore_ascii_case(b"close");
-                says_keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
-            }
+            framing.connection(value);
         }
-        let value = HeaderValue::from_maybe_shared(raw.slice(vs..ve)).map_err(|_| malformed)?;
-        headers.append(name, value);
-    }
+        Ok(true)
+    })?;
     parts.method = method;
     parts.uri = uri;
     parts.version = version;
     Ok(Head {
         parts,
-        body: framing.rest(http10),
-        close: says_close || (http10 && !says_keep_alive),
+        body: framing
+            .request(version)
+            .map(Decoder::new)
+            .map_err(ErrorKind::from),
+        // HTTP/1.0 closes unless asked not to.
+        close: !framing.persistent(version),
         expect_continue,
         upgrade,
     })
@@ -1078,10 +983,10 @@ where
 }
 
 /// `rest` when what of the body is buffered is well-formed.
-fn checked(rest: Rest, buf: &[u8]) -> Result<Rest, ErrorKind> {
-    match rest {
-        Rest::Chunked(d) if d.scan(buf).is_err() => Err(ErrorKind::BadRequest(Reject::Chunked)),
-        _ => Ok(rest),
+fn checked(rest: Decoder, buf: &[u8]) -> Result<Decoder, ErrorKind> {
+    match rest.check(buf) {
+        Err(_) => Err(ErrorKind::BadRequest(Reject::Chunked)),
+        Ok(()) => Ok(rest),
     }
 }
 
@@ -1218,16 +1123,6 @@ async fn head_timed_out<W: AsyncWrite + Unpin>(
     if send_all(wr, &out, lim.idle).await.is_ok() && send_flush(wr, lim.idle).await.is_ok() {
         let _ = bounded(lim.idle, |cx| Pin::new(&mut *wr).poll_shutdown(cx)).await;
     }
-}
-
-/// How a response body is framed on the wire.
-#[derive(Clone, Copy)]
-enum Framing {
-    None,
-    Length(u64),
-    Chunked,
-    /// Until the connection closes (HTTP/1.0 clients, unknown length).
-    Close,
 }
 
 enum Next<F> {
@@ -1565,9 +1460,10 @@ pub(crate) fn parse_for_fuzzing(buf: &mut BytesMut, max_headers: usize) -> FuzzP
     match parse(buf, &mut Vec::new(), max_headers) {
         Parsed::Request(h) => {
             let body = match h.body {
-                Ok(Rest::Length(n)) => RequestBody::Length(n),
-                Ok(Rest::Chunked(_)) => RequestBody::Chunked,
-                Ok(Rest::Broken) | Err(_) => RequestBody::Refused,
+                Ok(Decoder::Done) => RequestBody::Length(0),
+                Ok(Decoder::Length(n)) => RequestBody::Length(n),
+                Ok(Decoder::Chunked(_)) => RequestBody::Chunked,
+                Ok(Decoder::Close | Decoder::Failed) | Err(_) => RequestBody::Refused,
             };
             FuzzParsed::Request(Box::new(h.parts), body, h.close)
         }
@@ -1599,7 +1495,7 @@ mod tests {
         assert_eq!(h.parts.uri.path(), "/a/b");
         assert_eq!(h.parts.uri.query(), Some("c=d"));
         assert_eq!(h.parts.headers["host"], "x");
-        assert!(matches!(h.body, Ok(Rest::Length(12))));
+        assert!(matches!(h.body, Ok(Decoder::Length(12))));
         assert!(!h.expect_continue);
         assert!(h.close);
         let Parsed::Request(h) = parse_str(
@@ -1695,7 +1591,7 @@ mod tests {
         else {
             panic!("not taken");
         };
-        assert!(matches!(h.body, Ok(Rest::Length(2))));
+        assert!(matches!(h.body, Ok(Decoder::Length(2))));
         assert_eq!(
             h.parts
                 .headers
@@ -1713,7 +1609,7 @@ mod tests {
         else {
             panic!("not taken");
         };
-        assert!(matches!(h.body, Ok(Rest::Chunked(_))));
+        assert!(matches!(h.body, Ok(Decoder::Chunked(_))));
         for head in [
             "POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
             "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
@@ -1750,7 +1646,7 @@ mod tests {
 
     #[test]
     fn buffered_chunks_are_checked_before_dispatch() {
-        let chunked = || Rest::Chunked(chunked::Decoder::new());
+        let chunked = || Decoder::Chunked(chunked::Decoder::new());
         assert!(checked(chunked(), b"5\r\nhel").is_ok());
         assert!(checked(chunked(), b"").is_ok());
         assert!(matches!(
@@ -1758,17 +1654,17 @@ mod tests {
             Err(ErrorKind::BadRequest(Reject::Chunked))
         ));
         // A counted body's bytes are the body's business.
-        assert!(checked(Rest::Length(3), b"\x00\x01").is_ok());
+        assert!(checked(Decoder::Length(3), b"\x00\x01").is_ok());
     }
 
     #[test]
     fn an_unread_body_is_skipped_only_when_all_there() {
-        let chunked = Rest::Chunked(chunked::Decoder::new());
+        let chunked = Decoder::Chunked(chunked::Decoder::new());
         assert_eq!(chunked.end_in(b"3\r\nabc\r\n0\r\n\r\nGET"), Some(13));
         assert_eq!(chunked.end_in(b"3\r\nabc\r\n"), None);
         assert_eq!(chunked.end_in(b"3\r\nabcd\r\n0\r\n\r\n"), None);
-        assert_eq!(Rest::Length(2).end_in(b"abc"), Some(2));
-        assert_eq!(Rest::Broken.end_in(b"0\r\n\r\n"), None);
+        assert_eq!(Decoder::Length(2).end_in(b"abc"), Some(2));
+        assert_eq!(Decoder::Failed.end_in(b"0\r\n\r\n"), None);
     }
 
     #[test]

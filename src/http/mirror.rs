@@ -114,7 +114,7 @@ pub fn spawn(mirrors: &[Mirror], req: &Copy<'_>) {
             let cluster = attempt.cluster().clone();
             let call = async {
                 let ep = attempt.endpoint();
-                let rsp = crate::upstream::pool::send_with(ep, &cluster.pool, up, &mut body)
+                let rsp = crate::upstream::pool::send_with(ep, &cluster.pool, up, &mut body, false)
                     .await
                     .ok()?;
                 let status = rsp.status().as_u16();

@@ -620,6 +620,10 @@ async fn forward(
     };
     let mut retry = RetryState::new(policy, deadline);
     let mut avoid: Option<Arc<Endpoint>> = None;
+    // The downstream's version (each try's request is rewritten to the
+    // upstream's): an HTTP/2 downstream keeps response header values in its HPACK
+    // table, so an HTTP/1 upstream's response head is copied out for it.
+    let headers_outlive = parts.version == Version::HTTP_2;
     loop {
         let n = retry.begin();
         let mut attempt = start_attempt(cluster, avoid.as_ref(), *hash)
@@ -647,7 +651,8 @@ async fn forward(
                 attempt.endpoint(),
                 &cluster.pool,
                 req,
-                &mut lent
+                &mut lent,
+                headers_outlive,
             ));
             limits.wait_head(send, sent, retry.try_limit(sent)).await
         };

@@ -70,8 +70,8 @@ impl std::error::Error for Error {}
 enum State {
     /// At the start of a chunk-size line.
     Size,
-    /// Chunk data bytes still to come.
-    Data(u64),
+    /// Chunk data bytes still to come (`Decoder::left` of them).
+    Data,
     /// The CRLF after chunk data.
     DataEnd,
     /// At the start of a trailer field line, or the empty line ending the body.
@@ -90,14 +90,22 @@ enum Step {
     More,
 }
 
-/// Decoder state for one chunked body. Small and `Copy`: [`Decoder::scan`]
-/// checks bytes ahead on a copy without consuming them.
+/// Decoder state for one chunked body. Small (16 bytes: it lives in every
+/// HTTP/1 body, request and response) and `Copy`: [`Decoder::scan`] checks bytes
+/// ahead on a copy without consuming them.
 #[derive(Debug, Clone, Copy)]
 pub struct Decoder {
     state: State,
-    extensions: usize,
-    trailers: usize,
+    /// Chunk data bytes still to come in `State::Data`.
+    left: u64,
+    /// Extension bytes so far (at most [`MAX_EXTENSIONS`]).
+    extensions: u16,
+    /// Trailer bytes so far (at most [`MAX_TRAILERS`]).
+    trailers: u16,
 }
+
+// The bounds the counters are checked against fit them.
+const _: () = assert!(MAX_EXTENSIONS <= u16::MAX as usize && MAX_TRAILERS <= u16::MAX as usize);
 
 impl Default for Decoder {
     fn default() -> Self {
@@ -109,6 +117,7 @@ impl Decoder {
     pub const fn new() -> Decoder {
         Decoder {
             state: State::Size,
+            left: 0,
             extensions: 0,
             trailers: 0,
         }
@@ -123,7 +132,7 @@ impl Decoder {
     /// read-size hint.
     pub fn data_left(&self) -> u64 {
         match self.state {
-            State::Data(n) => n,
+            State::Data => self.left,
             _ => 0,
         }
     }
@@ -177,26 +186,27 @@ impl Decoder {
                 let Some(line) = size_line(buf)? else {
                     return Ok(Step::More);
                 };
-                let extensions = self.extensions + line.extensions;
+                let extensions = usize::from(self.extensions) + line.extensions;
                 if extensions > MAX_EXTENSIONS {
                     return Err(Error::TooLong);
                 }
-                self.extensions = extensions;
+                self.extensions = extensions as u16;
+                self.left = line.size;
                 self.state = match line.size {
                     0 => State::Trailer,
-                    n => State::Data(n),
+                    _ => State::Data,
                 };
                 Ok(Step::Skip(line.len))
             }
-            State::Data(left) => {
+            State::Data => {
                 if buf.is_empty() {
                     return Ok(Step::More);
                 }
-                let n = left.min(buf.len() as u64);
-                self.state = match left - n {
-                    0 => State::DataEnd,
-                    rest => State::Data(rest),
-                };
+                let n = self.left.min(buf.len() as u64);
+                self.left -= n;
+                if self.left == 0 {
+                    self.state = State::DataEnd;
+                }
                 Ok(Step::Data(n as usize))
             }
             State::DataEnd => match buf {
@@ -209,7 +219,7 @@ impl Decoder {
             },
             State::Trailer => {
                 let Some(len) = trailer_line(buf)? else {
-                    if self.trailers + buf.len() > MAX_TRAILERS {
+                    if usize::from(self.trailers) + buf.len() > MAX_TRAILERS {
                         return Err(Error::TooLong);
                     }
                     return Ok(Step::More);
@@ -217,10 +227,11 @@ impl Decoder {
                 if len == 2 {
                     self.state = State::Done;
                 } else {
-                    if self.trailers + len > MAX_TRAILERS {
+                    let trailers = usize::from(self.trailers) + len;
+                    if trailers > MAX_TRAILERS {
                         return Err(Error::TooLong);
                     }
-                    self.trailers += len;
+                    self.trailers = trailers as u16;
                 }
                 Ok(Step::Skip(len))
             }

@@ -1,8 +1,10 @@
 //! Message heads (RFC 9112 sections 2-5), for both roles: where a parsed head's
-//! fields are, the field-value grammar both directions read (`Content-Length`,
-//! comma-separated lists), and the field lines both encoders write.
+//! fields are, how they become a `HeaderMap` ([`into_map`]), the field-value
+//! grammar both directions read (`Content-Length`, comma-separated lists), and
+//! the field lines both encoders write.
 
-use http::header::{HeaderMap, HeaderName};
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 /// Offsets in `buf` of each parsed header's name and value (`[name start, name
 /// end, value start, value end]`), so the head can be frozen and its pieces
@@ -21,6 +23,41 @@ pub fn header_spans(buf: &[u8], headers: &[httparse::Header<'_>], spans: &mut Ve
             value + h.value.len() as u32,
         ]
     }));
+}
+
+/// A header field `http` refuses to carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Invalid {
+    Name,
+    Value,
+}
+
+/// The header fields of a head (`spans` into `raw`, from [`header_spans`]) into
+/// `headers`: names parsed, values slices of `raw` (no copy). `each` sees every
+/// field first (the role's framing and connection rules: see
+/// [`super::framing::Fields`]) and says whether it goes into the map.
+///
+/// The values share `raw`'s allocation for as long as they live: a role whose
+/// header values may outlive the exchange passes a `raw` of its own rather than
+/// a view into its connection's read buffer (see `upstream::h1`).
+#[inline]
+pub fn into_map<E: From<Invalid>>(
+    raw: &Bytes,
+    spans: &[[u32; 4]],
+    headers: &mut HeaderMap,
+    mut each: impl FnMut(&HeaderName, &[u8]) -> Result<bool, E>,
+) -> Result<(), E> {
+    for &[ns, ne, vs, ve] in spans {
+        let (ns, ne, vs, ve) = (ns as usize, ne as usize, vs as usize, ve as usize);
+        let name = HeaderName::from_bytes(&raw[ns..ne]).map_err(|_| Invalid::Name)?;
+        if !each(&name, &raw[vs..ve])? {
+            continue;
+        }
+        let value =
+            HeaderValue::from_maybe_shared(raw.slice(vs..ve)).map_err(|_| Invalid::Value)?;
+        headers.append(name, value);
+    }
+    Ok(())
 }
 
 /// A `Content-Length` value (or one element of a list of them): digits only, no

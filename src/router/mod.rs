@@ -282,7 +282,7 @@ impl RouteAction {
         if self.upgrades.is_empty() {
             return None;
         }
-        if !crate::upstream::h1::has_token(headers, http::header::CONNECTION, "upgrade") {
+        if !crate::http1::head::has_token(headers, http::header::CONNECTION, "upgrade") {
             return None;
         }
         let up = headers.get(http::header::UPGRADE)?;

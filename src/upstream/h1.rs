@@ -9,12 +9,16 @@
 //! owns the connection while it streams and puts it back into the endpoint's pool the
 //! moment the last byte is read. A body dropped early closes the connection instead.
 //!
-//! Framing follows RFC 9112 section 6: no body for HEAD, 1xx, 204 and 304; chunked
-//! when it is the final transfer coding (Content-Length is then dropped); another
+//! This is the client role of the one HTTP/1 codec (`crate::http1`): the response
+//! head becomes a header map with `http1::head`, its framing is read by the
+//! response rule of `http1::framing` (no body for HEAD, 1xx, 204 and 304; chunked
+//! when it is the final transfer coding, Content-Length then dropped; another
 //! transfer coding or no length reads until the upstream closes; a Content-Length
-//! must be one valid number. Interim 1xx responses are skipped. The request body is
-//! written while the response head is read, so an upstream that answers early (413,
-//! a redirect) is heard without waiting for the whole upload.
+//! must be one valid number), and the body by `http1::body::Decoder`. What is left
+//! here is the client's own: encoding the request, skipping interim 1xx
+//! responses, the exchange's I/O, and the pool. The request body is written while
+//! the response head is read, so an upstream that answers early (413, a redirect)
+//! is heard without waiting for the whole upload.
 
 use std::io;
 use std::pin::Pin;
@@ -23,7 +27,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName};
 use http::{Method, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -31,10 +35,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use super::breakers::Permit;
 use super::connector::Stream;
 use super::UpBody;
+use crate::http1::body::Decoder;
 use crate::http1::chunked;
-use crate::http1::head::{header_spans, put_field};
-// The wire helpers other modules know by this path.
-pub use crate::http1::head::{has_token, is_plain_connection_option, parse_length, tokens};
+use crate::http1::framing::{Faulty, Fields, Framing};
+use crate::http1::head::{self, header_spans, put_field};
 
 /// Largest response head accepted (status line and headers).
 const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -132,18 +136,32 @@ impl ExchangeError {
     }
 }
 
-/// The serialized request head and how its body is framed on the wire.
-pub struct Head {
+/// The serialized request head, how its body is framed on the wire, and what the
+/// response head is read for.
+pub struct RequestHead {
     bytes: Bytes,
     chunked: bool,
     is_head: bool,
+    headers_outlive: bool,
 }
 
 /// Serialize the request head. Hop-by-hop headers are the caller's business (the
 /// proxy strips them); `Expect` is dropped because the downstream side already
 /// answered `100-continue`. The body framing comes from `Content-Length` when the
 /// request has one, else a buffered body gets one and a streamed body is chunked.
-pub fn encode_head(parts: &http::request::Parts, body: &UpBody) -> Head {
+///
+/// `headers_outlive`: the response's header values may outlive the exchange (an
+/// HTTP/2 downstream's HPACK table keeps the ones it indexes for the downstream
+/// connection's life), so the response head is copied out of the connection's
+/// read buffer instead of shared with it: a view would pin the buffer's 16 KiB
+/// allocation as long as the table holds the value. Otherwise (an HTTP/1
+/// downstream, a health check, a mirror) the values are slices of the buffer,
+/// dropped with the response.
+pub fn encode_head(
+    parts: &http::request::Parts,
+    body: &UpBody,
+    headers_outlive: bool,
+) -> RequestHead {
     let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     // The exact size, so the buffer becomes `Bytes` without another allocation.
     let mut len = parts.method.as_str().len() + 1 + pq.len() + 11 + 2;
@@ -184,15 +202,16 @@ pub fn encode_head(parts: &http::request::Parts, body: &UpBody) -> Head {
     }
     buf.put_slice(b"\r\n");
     debug_assert_eq!(buf.len(), len);
-    Head {
+    RequestHead {
         bytes: Bytes::from(buf),
         chunked,
         is_head: parts.method == Method::HEAD,
+        headers_outlive,
     }
 }
 
 /// A parsed response head and how its body is framed.
-pub struct Parsed {
+pub struct ResponseHead {
     pub status: StatusCode,
     pub version: Version,
     pub headers: HeaderMap,
@@ -200,12 +219,12 @@ pub struct Parsed {
     keep_alive: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    Length(u64),
-    Chunked,
-    /// Read until the upstream closes.
-    Close,
+#[cfg(any(test, feature = "fuzzing"))]
+impl ResponseHead {
+    /// Whether the connection could carry another exchange after this response.
+    pub(crate) fn keep_alive(&self) -> bool {
+        self.keep_alive
+    }
 }
 
 /// Up to three buffers still to be written, in order.
@@ -257,7 +276,7 @@ enum WriteState {
 }
 
 impl Writer {
-    fn new(head: Head, mut body: UpBody) -> Writer {
+    fn new(head: RequestHead, mut body: UpBody) -> Writer {
         let chunked = head.chunked;
         let mut out = Out {
             bufs: [head.bytes, Bytes::new(), Bytes::new()],
@@ -350,10 +369,10 @@ impl Writer {
 /// driving while the response body streams.
 pub async fn exchange(
     conn: &mut Conn,
-    head: Head,
+    head: RequestHead,
     body: UpBody,
-) -> Result<(Parsed, Option<Writer>), ExchangeError> {
-    let is_head = head.is_head;
+) -> Result<(ResponseHead, Option<Writer>), ExchangeError> {
+    let (is_head, outlive) = (head.is_head, head.headers_outlive);
     let mut writer = Some(Writer::new(head, body));
     let mut written: u64 = 0;
     let mut received = false;
@@ -376,7 +395,7 @@ pub async fn exchange(
         };
         // Read side: the response head, possibly before the request is all out.
         loop {
-            match parse_head(&mut conn.rbuf, &mut conn.spans, is_head) {
+            match parse_head(&mut conn.rbuf, &mut conn.spans, is_head, outlive) {
                 Ok(Some(parsed)) => {
                     let w = writer.take();
                     return Poll::Ready(Ok((parsed, w)));
@@ -414,12 +433,14 @@ pub async fn exchange(
 }
 
 /// Parse one final response head from the front of `rbuf` (skipping interim 1xx
-/// responses). `Ok(None)`: incomplete.
+/// responses), for a HEAD request when `is_head`; `outlive`: see [`encode_head`].
+/// `Ok(None)`: incomplete.
 fn parse_head(
     rbuf: &mut BytesMut,
     spans: &mut Vec<[u32; 4]>,
     is_head: bool,
-) -> Result<Option<Parsed>, ExchangeError> {
+    outlive: bool,
+) -> Result<Option<ResponseHead>, ExchangeError> {
     let parser = httparse::ParserConfig::default();
     loop {
         if rbuf.is_empty() {
@@ -452,32 +473,29 @@ fn parse_head(
         };
         // The head is under MAX_HEAD_BYTES, so offsets fit in u32.
         header_spans(rbuf, rsp.headers, spans);
-        // The head is copied out rather than split off: header values outlive the
-        // exchange (HTTP/2's HPACK table keeps the ones it indexed for the whole
-        // downstream connection), and a view into `rbuf` would keep its 16 KiB
-        // allocation with them. The copy also leaves `rbuf` unshared, so the next
-        // read reuses it.
-        let raw = Bytes::copy_from_slice(&rbuf[..n]);
-        rbuf.advance(n);
+        let raw = if outlive {
+            // A copy (see `encode_head`), which also leaves `rbuf` unshared.
+            let raw = Bytes::copy_from_slice(&rbuf[..n]);
+            rbuf.advance(n);
+            raw
+        } else {
+            rbuf.split_to(n).freeze()
+        };
         let mut headers = HeaderMap::with_capacity(spans.len());
-        let mut facts = HeadFacts::default();
-        for &[ns, ne, vs, ve] in spans.iter() {
-            let (ns, ne, vs, ve) = (ns as usize, ne as usize, vs as usize, ve as usize);
-            let name = HeaderName::from_bytes(&raw[ns..ne])
-                .map_err(|_| ExchangeError::Protocol("invalid response header name"))?;
-            if !facts.note(&name, &raw[vs..ve]) {
-                continue;
-            }
-            let value = HeaderValue::from_maybe_shared(raw.slice(vs..ve))
-                .map_err(|_| ExchangeError::Protocol("invalid response header value"))?;
-            headers.append(name, value);
-        }
-        if facts.transfer_encoding.is_some() {
+        let mut fields = Fields::default();
+        head::into_map(&raw, spans, &mut headers, |name, value| {
+            Ok::<_, ExchangeError>(note(&mut fields, name, value))
+        })?;
+        if fields.is_coded() {
             // Content-Length is ignored (and must not be forwarded) with a transfer coding.
             headers.remove(header::CONTENT_LENGTH);
         }
-        let (framing, keep_alive) = framing_of(status, version, &facts, is_head)?;
-        return Ok(Some(Parsed {
+        let framing = fields.response(status, is_head)?;
+        // After a `101` the connection is not HTTP any more.
+        let keep_alive = status != StatusCode::SWITCHING_PROTOCOLS
+            && framing != Framing::Close
+            && fields.persistent(version);
+        return Ok(Some(ResponseHead {
             status,
             version,
             headers,
@@ -487,92 +505,40 @@ fn parse_head(
     }
 }
 
-/// What the framing headers of a response head say, read while the head is turned
-/// into a header map. `Connection` (when it lists only `close`, `keep-alive` or
-/// `upgrade`), `Keep-Alive`, `Proxy-Connection` and `Transfer-Encoding` are
-/// hop-by-hop and are consumed here instead of going into the map (the proxy would
-/// strip them anyway); `Connection` naming other headers stays for the proxy's
+/// Record one response header's framing and connection facts; false when it is
+/// consumed and stays out of the map. `Connection` (when it lists only `close`,
+/// `keep-alive` or `upgrade`), `Keep-Alive`, `Proxy-Connection` and
+/// `Transfer-Encoding` are hop-by-hop and consumed here (the proxy would strip
+/// them anyway); `Connection` naming other headers stays for the proxy's
 /// hop-by-hop pass to act on.
-#[derive(Default)]
-struct HeadFacts {
-    close: bool,
-    keep_alive: bool,
-    /// Present: whether the last transfer coding is `chunked`.
-    transfer_encoding: Option<bool>,
-    content_length: Option<u64>,
-    /// A malformed or conflicting Content-Length: an error only where the length
-    /// frames the body (not with a transfer coding, nor for HEAD, 204 or 304).
-    bad_length: Option<&'static str>,
+fn note(fields: &mut Fields, name: &HeaderName, value: &[u8]) -> bool {
+    if name == header::CONNECTION {
+        return fields.connection(value);
+    }
+    if name == header::TRANSFER_ENCODING {
+        fields.transfer_encoding(value);
+        return false;
+    }
+    if name == header::CONTENT_LENGTH {
+        fields.content_length(value);
+        return true;
+    }
+    let n = name.as_str();
+    n != "keep-alive" && n != "proxy-connection"
 }
 
-impl HeadFacts {
-    /// Record one header; false when it is consumed and stays out of the map.
-    fn note(&mut self, name: &HeaderName, value: &[u8]) -> bool {
-        if name == header::CONNECTION {
-            let mut others = false;
-            for t in tokens(value) {
-                self.close |= t.eq_ignore_ascii_case(b"close");
-                self.keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
-                others |= !is_plain_connection_option(t);
-            }
-            return others;
-        }
-        if name == header::TRANSFER_ENCODING {
-            // The last coding of the last header decides.
-            let chunked = tokens(value)
-                .next_back()
-                .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
-            self.transfer_encoding = Some(chunked);
-            return false;
-        }
-        if name == header::CONTENT_LENGTH {
-            for part in tokens(value) {
-                let Some(n) = parse_length(part) else {
-                    self.bad_length.get_or_insert("invalid content-length");
-                    continue;
-                };
-                if self.content_length.is_some_and(|l| l != n) {
-                    self.bad_length.get_or_insert("conflicting content-length");
-                }
-                self.content_length = Some(n);
-            }
-            return true;
-        }
-        let n = name.as_str();
-        n != "keep-alive" && n != "proxy-connection"
+impl From<Faulty> for ExchangeError {
+    fn from(f: Faulty) -> ExchangeError {
+        ExchangeError::Protocol(f.as_str())
     }
 }
 
-/// How the body is framed (RFC 9112 section 6.3) and whether the connection can be
-/// reused after it.
-fn framing_of(
-    status: StatusCode,
-    version: Version,
-    facts: &HeadFacts,
-    is_head: bool,
-) -> Result<(Framing, bool), ExchangeError> {
-    let keep_alive = if version == Version::HTTP_11 {
-        !facts.close
-    } else {
-        facts.keep_alive
-    };
-    if status == StatusCode::SWITCHING_PROTOCOLS {
-        // Upgrades are not proxied; the connection is not HTTP any more.
-        return Ok((Framing::Length(0), false));
-    }
-    if is_head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
-        return Ok((Framing::Length(0), keep_alive));
-    }
-    match (
-        facts.transfer_encoding,
-        facts.bad_length,
-        facts.content_length,
-    ) {
-        (Some(true), _, _) => Ok((Framing::Chunked, keep_alive)),
-        (Some(false), _, _) => Ok((Framing::Close, false)),
-        (None, Some(bad), _) => Err(ExchangeError::Protocol(bad)),
-        (None, None, Some(n)) => Ok((Framing::Length(n), keep_alive)),
-        (None, None, None) => Ok((Framing::Close, false)),
+impl From<head::Invalid> for ExchangeError {
+    fn from(i: head::Invalid) -> ExchangeError {
+        ExchangeError::Protocol(match i {
+            head::Invalid::Name => "invalid response header name",
+            head::Invalid::Value => "invalid response header value",
+        })
     }
 }
 
@@ -583,31 +549,13 @@ pub struct Home {
     pub max_idle: usize,
 }
 
-enum State {
-    Length(u64),
-    Chunked(chunked::Decoder),
-    Close,
-    /// The upstream broke the body; the error goes out on the next poll.
-    Failed(Option<BoxError>),
-    Done,
-}
-
-impl State {
-    /// Where a body framed by `framing` starts.
-    fn first(framing: Framing) -> State {
-        match framing {
-            Framing::Length(0) => State::Done,
-            Framing::Length(n) => State::Length(n),
-            Framing::Chunked => State::Chunked(chunked::Decoder::new()),
-            Framing::Close => State::Close,
-        }
-    }
-}
-
 /// A response body read from an upstream HTTP/1.1 connection.
 pub struct H1Body {
     conn: Option<Conn>,
-    state: State,
+    state: Decoder,
+    /// The upstream broke the body (`state` is `Failed`); the error goes out on
+    /// the next poll.
+    error: Option<BoxError>,
     keep_alive: bool,
     home: Option<Home>,
     /// The rest of the request, when the upstream answered before it was sent
@@ -625,12 +573,13 @@ impl H1Body {
         self.conn.take()
     }
 
-    pub fn new(conn: Conn, parsed: &Parsed, writer: Option<Writer>, home: Home) -> H1Body {
+    pub fn new(conn: Conn, parsed: &ResponseHead, writer: Option<Writer>, home: Home) -> H1Body {
         if parsed.status == StatusCode::SWITCHING_PROTOCOLS {
             // The connection is not HTTP any more: the caller tunnels it or drops it.
             return H1Body {
                 conn: Some(conn),
-                state: State::Done,
+                state: Decoder::Done,
+                error: None,
                 keep_alive: false,
                 home: None,
                 writer: None,
@@ -638,12 +587,13 @@ impl H1Body {
         }
         let mut body = H1Body {
             conn: Some(conn),
-            state: State::first(parsed.framing),
+            state: Decoder::new(parsed.framing),
+            error: None,
             keep_alive: parsed.keep_alive,
             home: Some(home),
             writer: writer.map(Box::new),
         };
-        if matches!(body.state, State::Done) {
+        if body.state.is_done() {
             body.release();
         }
         body
@@ -652,7 +602,7 @@ impl H1Body {
     /// The body is complete: the connection goes back to its pool when it can carry
     /// another exchange, and is closed otherwise.
     fn release(&mut self) {
-        self.state = State::Done;
+        self.state = Decoder::Done;
         let (Some(conn), Some(home)) = (self.conn.take(), self.home.take()) else {
             return;
         };
@@ -669,7 +619,7 @@ impl H1Body {
         let Some(conn) = self.conn.as_mut() else {
             return Ok(None);
         };
-        decode_body(&mut self.state, &mut conn.rbuf)
+        self.state.decode(&mut conn.rbuf)
     }
 
     /// The upstream broke the body. The connection is closed now; the error is
@@ -682,39 +632,10 @@ impl H1Body {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.conn = None;
         self.writer = None;
-        self.state = State::Failed(Some(e));
+        self.state = Decoder::Failed;
+        self.error = Some(e);
         cx.waker().wake_by_ref();
         Poll::Pending
-    }
-}
-
-/// Decode what `rbuf` holds of a body in `state`. `Ok(Some)`: a data frame;
-/// `Ok(None)`: need more input (or done, see `state`).
-fn decode_body(state: &mut State, rbuf: &mut BytesMut) -> Result<Option<Bytes>, chunked::Error> {
-    match &mut *state {
-        State::Done | State::Failed(_) => Ok(None),
-        State::Length(rem) => {
-            if rbuf.is_empty() {
-                return Ok(None);
-            }
-            let take = (*rem).min(rbuf.len() as u64) as usize;
-            *rem -= take as u64;
-            if *rem == 0 {
-                *state = State::Done;
-            }
-            Ok(Some(rbuf.split_to(take).freeze()))
-        }
-        State::Close if rbuf.is_empty() => Ok(None),
-        State::Close => Ok(Some(rbuf.split().freeze())),
-        State::Chunked(d) => {
-            // Framing already buffered after the data is read too, so the last
-            // frame reports the end (and the connection goes home with it).
-            let data = d.decode(rbuf)?;
-            if d.is_done() {
-                *state = State::Done;
-            }
-            Ok(data)
-        }
     }
 }
 
@@ -727,9 +648,12 @@ impl Body for H1Body {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        if let State::Failed(e) = &mut this.state {
-            let e = e.take().unwrap_or_else(|| "upstream body failed".into());
-            this.state = State::Done;
+        if let Decoder::Failed = this.state {
+            let e = this
+                .error
+                .take()
+                .unwrap_or_else(|| "upstream body failed".into());
+            this.state = Decoder::Done;
             return Poll::Ready(Some(Err(e)));
         }
         // Keep sending the request while its response streams (full duplex).
@@ -754,7 +678,7 @@ impl Body for H1Body {
         loop {
             match this.decode() {
                 Ok(Some(data)) => {
-                    if matches!(this.state, State::Done) {
+                    if this.state.is_done() {
                         this.release();
                     }
                     return Poll::Ready(Some(Ok(Frame::data(data))));
@@ -762,23 +686,20 @@ impl Body for H1Body {
                 Ok(None) => {}
                 Err(e) => return this.fail(Box::new(e), cx),
             }
-            if matches!(this.state, State::Done) {
+            if this.state.is_done() {
                 this.release();
                 return Poll::Ready(None);
             }
-            let want = match &this.state {
-                State::Length(rem) => usize::try_from(*rem).unwrap_or(usize::MAX),
-                State::Chunked(d) if d.data_left() > 0 => {
-                    usize::try_from(d.data_left()).unwrap_or(usize::MAX)
-                }
-                _ => READ_CHUNK,
-            };
+            let want = this
+                .state
+                .expected()
+                .map_or(READ_CHUNK, |n| usize::try_from(n).unwrap_or(usize::MAX));
             let Some(conn) = this.conn.as_mut() else {
                 return Poll::Ready(None);
             };
             match conn.poll_fill(cx, want) {
                 Poll::Ready(Ok(0)) => {
-                    if matches!(this.state, State::Close) {
+                    if matches!(this.state, Decoder::Close) {
                         this.keep_alive = false;
                         this.release();
                         return Poll::Ready(None);
@@ -793,15 +714,11 @@ impl Body for H1Body {
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self.state, State::Done)
+        self.state.is_done()
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self.state {
-            State::Length(n) => SizeHint::with_exact(n),
-            State::Done => SizeHint::with_exact(0),
-            _ => SizeHint::default(),
-        }
+        self.state.size_hint()
     }
 }
 
@@ -811,68 +728,25 @@ impl Body for H1Body {
 pub(crate) fn parse_head_for_fuzzing(
     rbuf: &mut BytesMut,
     is_head: bool,
-) -> Result<Option<(Parsed, FuzzBody)>, ExchangeError> {
-    let parsed = parse_head(rbuf, &mut Vec::new(), is_head)?;
+    outlive: bool,
+) -> Result<Option<(ResponseHead, Decoder)>, ExchangeError> {
+    let parsed = parse_head(rbuf, &mut Vec::new(), is_head, outlive)?;
     Ok(parsed.map(|p| {
-        let state = if p.status == StatusCode::SWITCHING_PROTOCOLS {
-            State::Done
-        } else {
-            State::first(p.framing)
-        };
-        let body = FuzzBody(state, p.keep_alive);
+        let body = Decoder::new(p.framing);
         (p, body)
     }))
-}
-
-/// A response body decoded by [`decode_body`] from bytes the fuzz harness hands it.
-#[cfg(any(test, feature = "fuzzing"))]
-pub(crate) struct FuzzBody(State, bool);
-
-#[cfg(any(test, feature = "fuzzing"))]
-impl FuzzBody {
-    pub(crate) fn decode(&mut self, rbuf: &mut BytesMut) -> Result<Option<Bytes>, chunked::Error> {
-        decode_body(&mut self.0, rbuf)
-    }
-
-    pub(crate) fn is_done(&self) -> bool {
-        matches!(self.0, State::Done)
-    }
-
-    /// The bytes still expected of a body framed by length (0 when done).
-    pub(crate) fn remaining(&self) -> Option<u64> {
-        match self.0 {
-            State::Length(n) => Some(n),
-            State::Done => Some(0),
-            _ => None,
-        }
-    }
-
-    /// Whether the connection could carry another exchange after this body.
-    pub(crate) fn keep_alive(&self) -> bool {
-        self.1
-    }
-
-    /// Read until the upstream closes.
-    pub(crate) fn until_close(&self) -> bool {
-        matches!(self.0, State::Close)
-    }
-
-    /// Inside a chunked body (size line, data, chunk end or trailers).
-    pub(crate) fn is_chunked(&self) -> bool {
-        matches!(self.0, State::Chunked(_))
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parse(raw: &[u8], is_head: bool) -> Result<Option<Parsed>, ExchangeError> {
+    fn parse(raw: &[u8], is_head: bool) -> Result<Option<ResponseHead>, ExchangeError> {
         let mut b = BytesMut::from(raw);
-        parse_head(&mut b, &mut Vec::new(), is_head)
+        parse_head(&mut b, &mut Vec::new(), is_head, false)
     }
 
-    fn head(raw: &[u8], is_head: bool) -> Parsed {
+    fn head(raw: &[u8], is_head: bool) -> ResponseHead {
         parse(raw, is_head)
             .expect("valid head")
             .expect("complete head")
@@ -885,7 +759,7 @@ mod tests {
     fn header_values_do_not_keep_the_read_buffer() {
         let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
         rbuf.extend_from_slice(b"HTTP/1.1 200 OK\r\nserver: origin\r\ncontent-length: 2\r\n\r\nok");
-        let p = parse_head(&mut rbuf, &mut Vec::new(), false)
+        let p = parse_head(&mut rbuf, &mut Vec::new(), false, true)
             .expect("valid head")
             .expect("complete head");
         assert_eq!(p.headers["server"], "origin");
@@ -896,6 +770,28 @@ mod tests {
             "the read buffer is shared with the header values"
         );
         assert_eq!(p.headers["server"], "origin");
+    }
+
+    /// For a downstream that drops the headers with the response (HTTP/1), the
+    /// values are slices of the read buffer: no copy of the head per response.
+    /// The buffer is reused once they are gone.
+    #[test]
+    fn header_values_share_the_read_buffer_when_they_do_not_outlive_the_response() {
+        let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
+        rbuf.extend_from_slice(b"HTTP/1.1 200 OK\r\nserver: origin\r\ncontent-length: 2\r\n\r\nok");
+        let start = rbuf.as_ptr() as usize;
+        let p = parse_head(&mut rbuf, &mut Vec::new(), false, false)
+            .expect("valid head")
+            .expect("complete head");
+        let value = p.headers["server"].as_bytes().as_ptr() as usize;
+        assert!(
+            (start..start + READ_CHUNK).contains(&value),
+            "the header value was copied"
+        );
+        rbuf.clear();
+        assert!(!rbuf.try_reclaim(READ_CHUNK), "shared while the head lives");
+        drop(p);
+        assert!(rbuf.try_reclaim(READ_CHUNK), "reused once the head is gone");
     }
 
     #[test]
@@ -915,9 +811,9 @@ mod tests {
         let p = head(b"HTTP/1.1 200 OK\r\n\r\n", false);
         assert_eq!(p.framing, Framing::Close);
         let p = head(b"HTTP/1.1 204 No Content\r\n\r\n", false);
-        assert_eq!(p.framing, Framing::Length(0));
+        assert_eq!(p.framing, Framing::None);
         let p = head(b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n", true);
-        assert_eq!(p.framing, Framing::Length(0));
+        assert_eq!(p.framing, Framing::None);
         let p = head(b"HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\n", false);
         assert!(!p.keep_alive);
         let p = head(
@@ -957,7 +853,7 @@ mod tests {
         assert!(p.headers.is_empty());
         // A bad length does not matter where no body follows.
         let p = head(b"HTTP/1.1 200 OK\r\ncontent-length: zz\r\n\r\n", true);
-        assert_eq!(p.framing, Framing::Length(0));
+        assert_eq!(p.framing, Framing::None);
     }
 
     #[test]

@@ -264,17 +264,20 @@ pub async fn send(
 ) -> Result<Response<UpstreamBody>, SendError> {
     let (parts, body) = req.into_parts();
     let mut body = Some(body);
-    send_with(ep, s, Request::from_parts(parts, ()), &mut body).await
+    send_with(ep, s, Request::from_parts(parts, ()), &mut body, false).await
 }
 
 /// [`send`], with the body in a slot the caller keeps: the body is taken out only
 /// when a connection is there to carry it, so after a failed connect (or a
 /// circuit breaker refusing one) the caller still has an unsent stream.
+/// `headers_outlive`: the response's header values may be kept past the response
+/// (an HTTP/2 downstream's HPACK table; see [`h1::encode_head`]).
 pub async fn send_with(
     ep: &super::Endpoint,
     s: &Settings,
     req: Request<()>,
     body: &mut Option<UpBody>,
+    headers_outlive: bool,
 ) -> Result<Response<UpstreamBody>, SendError> {
     match s.protocol {
         UpstreamProtocol::Http1 => {
@@ -305,7 +308,7 @@ pub async fn send_with(
                 };
                 // Encoded per attempt: a replay (rare) re-encodes instead of every
                 // request keeping a shared copy.
-                let head = h1::encode_head(&parts, &b);
+                let head = h1::encode_head(&parts, &b, headers_outlive);
                 match h1::exchange(&mut conn, head, b).await {
                     Ok((parsed, writer)) => {
                         let home = h1::Home {
