@@ -24,6 +24,10 @@
 //! the `rustls::Error` (what [`HandshakeFailure::classify`] looks at). A fatal
 //! error's alert is sent (once, best effort) before the error is returned.
 //!
+//! The SNI name is not readable from an unbuffered connection; the listener's
+//! certificate resolver notes it while the handshake step that runs it is on
+//! this thread ([`note_sni`]).
+//!
 //! [`HandshakeFailure::classify`]: super::HandshakeFailure::classify
 
 use std::cell::RefCell;
@@ -70,9 +74,6 @@ pub struct ServerStream<IO> {
     eof: bool,
     /// `close_notify` is queued: nothing more may be written.
     closing: bool,
-    /// rustls may hold output that no input will prompt (the session tickets
-    /// after the handshake): the next read or write asks it first.
-    kick: bool,
 }
 
 /// What a pass of rustls over the received ciphertext came to.
@@ -110,7 +111,6 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> ServerStream<IO> {
             peer_closed: false,
             eof: false,
             closing: false,
-            kick: true,
         };
         let mut sni = None;
         std::future::poll_fn(|cx| stream.poll_handshake(cx, &mut sni)).await?;
@@ -164,7 +164,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> ServerStream<IO> {
     /// Run rustls over the received ciphertext until it needs input, delivered
     /// a record's plaintext (into `dst`, the rest into `plain`), or (with
     /// something to `write`) encrypted it. Handshake and alert records it
-    /// produces go into `outgoing`; sending them is the caller's.
+    /// produces go into `outgoing` first (so nothing stays queued in rustls once
+    /// this returns); sending them is the caller's.
     fn process(&mut self, mut dst: Option<&mut ReadBuf<'_>>, write: Write<'_>) -> io::Result<Next> {
         loop {
             let status = self.conn.process_tls_records(self.incoming.pending_mut());
@@ -304,14 +305,6 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> ServerStream<IO> {
         self.outgoing.release_if_empty();
         Poll::Ready(Ok(()))
     }
-
-    /// Hand rustls what output it queued without input (see `kick`).
-    fn unkick(&mut self) -> io::Result<()> {
-        if std::mem::take(&mut self.kick) && self.incoming.is_empty() {
-            self.process(None, Write::Nothing)?;
-        }
-        Ok(())
-    }
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for ServerStream<IO> {
@@ -324,7 +317,6 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for ServerStream<IO> {
         if buf.remaining() == 0 {
             return Poll::Ready(Ok(()));
         }
-        this.unkick()?;
         loop {
             if !this.plain.is_empty() {
                 let n = this.plain.len().min(buf.remaining());
@@ -370,7 +362,6 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ServerStream<IO> {
         if this.closing {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
-        this.unkick()?;
         // Earlier records first: what was accepted is sent in order, and a
         // socket that takes nothing pushes back here.
         ready!(this.poll_send(cx))?;
