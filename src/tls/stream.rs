@@ -132,11 +132,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> ServerStream<IO> {
         while self.conn.is_handshaking() {
             let next = sni_seen_during(sni, || self.process(None, Write::Nothing));
             match next {
-                Err(e) => {
-                    // The alert rustls queued, best effort: the connection is dropped.
-                    let _ = self.poll_send(cx);
-                    return Poll::Ready(Err(e));
-                }
+                Err(e) => return Poll::Ready(Err(self.failed(cx, e))),
                 // (rustls may send before the handshake is done: TLS 1.3's 0.5-RTT.)
                 Ok(Next::Input | Next::Traffic) if self.conn.is_handshaking() => {
                     if let Poll::Ready(Err(e)) = self.poll_send(cx) {
@@ -256,6 +252,13 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> ServerStream<IO> {
         }
     }
 
+    /// A fatal error: the alert rustls queued goes out if the socket takes it
+    /// now (best effort, as the connection is done), then the error.
+    fn failed(&mut self, cx: &mut Context<'_>, e: io::Error) -> io::Error {
+        let _ = self.poll_send(cx);
+        e
+    }
+
     /// Read more ciphertext into `incoming`: Ready(0) at EOF. Without a buffer
     /// (idle) the bytes go onto the stack first; a read that finds nothing with
     /// nothing pending gives the buffer back.
@@ -332,7 +335,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for ServerStream<IO> {
             }
             if !this.incoming.is_empty() {
                 let before = buf.filled().len();
-                match this.process(Some(buf), Write::Nothing)? {
+                match this
+                    .process(Some(buf), Write::Nothing)
+                    .map_err(|e| this.failed(cx, e))?
+                {
                     Next::Plaintext if buf.filled().len() > before => return Poll::Ready(Ok(())),
                     Next::Plaintext | Next::PeerClosed => continue,
                     Next::Input | Next::Traffic | Next::Written(_) => {}
@@ -366,7 +372,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ServerStream<IO> {
         // socket that takes nothing pushes back here.
         ready!(this.poll_send(cx))?;
         let chunk = &data[..data.len().min(PLAIN_MAX)];
-        let n = match this.process(None, Write::Data(chunk))? {
+        let n = match this
+            .process(None, Write::Data(chunk))
+            .map_err(|e| this.failed(cx, e))?
+        {
             Next::Written(n) => n,
             _ => return Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
         };
@@ -806,6 +815,43 @@ mod tests {
             .await?
             .expect_err("a truncated stream is an error");
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        Ok(())
+    }
+
+    /// A record that does not decrypt is an `InvalidData` error carrying rustls's
+    /// error, and the peer is told with an alert before the connection closes.
+    #[tokio::test]
+    async fn a_forged_record_fails_the_read_and_is_answered_with_an_alert() -> Result<()> {
+        let f = fixture()?;
+        let tls = server(&f)?;
+        let (mut s, _, mut c) =
+            connect(&tls, client_config(f.pki.roots()?, None, &[])?, 64 * 1024).await?;
+        let mut forged = vec![0x17, 0x03, 0x03, 0x00, 0x20];
+        forged.extend_from_slice(&[0xab; 0x20]);
+        c.get_mut().0.write_all(&forged).await?;
+        let mut buf = [0u8; 64];
+        let err = tokio::time::timeout(BOUND, s.read(&mut buf))
+            .await?
+            .expect_err("a forged record is refused");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        let inner = err
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<rustls::Error>());
+        assert_eq!(inner, Some(&rustls::Error::DecryptError), "{err:?}");
+        drop(s);
+        let seen = tokio::time::timeout(BOUND, c.read(&mut buf))
+            .await?
+            .expect_err("the client is told");
+        let alert = seen
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<rustls::Error>());
+        assert_eq!(
+            alert,
+            Some(&rustls::Error::AlertReceived(
+                rustls::AlertDescription::BadRecordMac
+            )),
+            "{seen:?}"
+        );
         Ok(())
     }
 
