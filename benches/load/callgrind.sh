@@ -6,6 +6,7 @@
 #   benches/load/callgrind.sh BIN [BIN...]   # attache binaries (say, before and after)
 #   N=20000 SHAPES="direct forward" CONTENDERS="nginx" benches/load/callgrind.sh BIN
 #   SHAPES="h2c-direct h2c-forward" benches/load/callgrind.sh BIN
+#   SHAPES=tls-direct benches/load/callgrind.sh BEFORE AFTER   # HTTP/1.1 over TLS
 #
 # For each binary and shape, the proxy runs under valgrind with one worker,
 # the client sends 2000 warm-up requests, the counters are zeroed
@@ -15,7 +16,10 @@
 # route), both with `h2load --h1 -c4`; `h2c-direct` and `h2c-forward` are the
 # same routes with HTTP/2 by prior knowledge downstream, `h2load -c4 -m10`
 # (4 connections, 10 streams in flight on each; the upstream side stays
-# HTTP/1.1). CONTENDERS=nginx adds a bare NGINX reverse proxy (no forwarding
+# HTTP/1.1). `tls-direct` is the direct route on a TLS listener (an ECDSA P-256
+# certificate made per run), HTTP/1.1 keep-alive over TLS 1.3 with
+# `h2load --h1 -c4`: the measured run's 4 handshakes are included (about 1% of
+# its instructions at N=20000). CONTENDERS=nginx adds a bare NGINX reverse proxy (no forwarding
 # headers, the SAME_HEADERS=0 config) on each forward shape selected. Build with
 # line tables to read the profiles (`callgrind_annotate OUT/<name>.cg.1`):
 #   cargo build --release --config 'profile.release.package.attache.debug="line-tables-only"' \
@@ -55,11 +59,12 @@ render() {
 USER_LINE=""
 ((EUID == 0)) && USER_LINE="user root;"
 
-wait_port() { # wait_port PORT [CURL_OPTION...]
-	local port=$1
+wait_port() { # wait_port PORT [CURL_OPTION...] (-k: HTTPS, unverified)
+	local port=$1 scheme=http
 	shift
+	[[ ${1:-} == -k ]] && scheme=https
 	for _ in $(seq 1 600); do
-		curl -s -o /dev/null "$@" "http://127.0.0.1:$port/" && return 0
+		curl -s -o /dev/null "$@" "$scheme://127.0.0.1:$port/" && return 0
 		sleep 0.2
 	done
 	echo "nothing answers on port $port" >&2
@@ -71,14 +76,24 @@ nginx -c "$OUT/origin.conf" -p "$OUT" &
 PIDS+=($!)
 wait_port "$ORIGIN_PORT"
 
+# The tls-direct shape's certificate (self-signed; h2load does not verify).
+if [[ " $SHAPES " == *" tls-direct "* ]]; then
+	openssl req -x509 -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:P-256 \
+		-keyout "$OUT/server.key" -out "$OUT/server.pem" -days 1 -subj "/CN=localhost" \
+		-addext "subjectAltName=DNS:localhost,IP:127.0.0.1" 2>/dev/null
+fi
+
 config() { # config SHAPE FILE
-	if [[ $1 == direct || $1 == h2c-direct ]]; then
+	local tls=""
+	[[ $1 == tls-* ]] && tls="tls: { cert_chain: $OUT/server.pem, private_key: $OUT/server.key }"
+	if [[ $1 == direct || $1 == h2c-direct || $1 == tls-direct ]]; then
 		cat >"$2" <<EOF
 admin: { address: "127.0.0.1:0" }
 listeners:
   - name: bench
     address: 127.0.0.1:$PROXY_PORT
     protocol: http
+    $tls
     virtual_hosts:
       - name: all
         domains: ["*"]
@@ -99,16 +114,23 @@ client() {
 
 # measure NAME SHAPE COMMAND...: Ir per request of COMMAND (listening on PROXY_PORT).
 measure() {
-	local name=$1 shape=$2 opts pid ir
+	local name=$1 shape=$2 opts pid ir url="http://127.0.0.1:$PROXY_PORT/"
 	read -ra opts <<<"$(client "$shape")"
 	shift 2
 	rm -f "$OUT/$name.cg"*
 	valgrind --tool=callgrind --callgrind-out-file="$OUT/$name.cg" "$@" 2>"$OUT/$name.valgrind" &
 	pid=$!
-	if [[ $shape == h2c-* ]]; then wait_port "$PROXY_PORT" --http2-prior-knowledge; else wait_port "$PROXY_PORT"; fi
-	h2load "${opts[@]}" -n 2000 "http://127.0.0.1:$PROXY_PORT/" >/dev/null
+	case $shape in
+	h2c-*) wait_port "$PROXY_PORT" --http2-prior-knowledge ;;
+	tls-*)
+		url="https://127.0.0.1:$PROXY_PORT/"
+		wait_port "$PROXY_PORT" -k
+		;;
+	*) wait_port "$PROXY_PORT" ;;
+	esac
+	h2load "${opts[@]}" -n 2000 "$url" >/dev/null
 	callgrind_control -z "$pid" >/dev/null 2>&1
-	h2load "${opts[@]}" -n "$N" "http://127.0.0.1:$PROXY_PORT/" >"$OUT/$name.h2load"
+	h2load "${opts[@]}" -n "$N" "$url" >"$OUT/$name.h2load"
 	grep -q "$N succeeded" "$OUT/$name.h2load" || echo "warning: $name had failed requests" >&2
 	callgrind_control -d "$pid" >/dev/null 2>&1
 	kill "$pid"

@@ -741,7 +741,7 @@ async fn handshake(
     conn: &mut ConnCtx,
     tls: &crate::tls::ServerTls,
     listener: &str,
-) -> Option<Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>> {
+) -> Option<Box<crate::tls::ServerStream<tokio::net::TcpStream>>> {
     match tls.accept(stream).await {
         Ok((s, peer)) => {
             adopt_peer(conn, peer, tls);

@@ -19,6 +19,7 @@ mod material;
 mod reload;
 mod server;
 mod settings;
+mod stream;
 mod verify;
 mod xfcc;
 
@@ -34,6 +35,7 @@ pub use server::{
     HandshakeError, HandshakeFailure, PeerInfo, ServerTls, DEFAULT_HANDSHAKE_TIMEOUT,
 };
 pub use settings::{CertPair, ClusterSettings, ListenerSettings, MinVersion, SniCertificate};
+pub use stream::ServerStream;
 pub use xfcc::{apply_xfcc, xfcc_value, XFCC};
 
 pub const HANDSHAKE_TOTAL: &str = "attache_tls_handshake_total";

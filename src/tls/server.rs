@@ -12,10 +12,8 @@ use rustls::crypto::CryptoProvider;
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use rustls::{ServerConfig, ServerConnection};
+use rustls::{CommonState, ServerConfig};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_rustls::server::TlsStream;
-use tokio_rustls::TlsAcceptor;
 
 use crate::config::types::ForwardClientCert;
 
@@ -24,6 +22,7 @@ use super::material::{
 };
 use super::reload::{self, Material, Reload};
 use super::settings::{ListenerSettings, SniCertificate};
+use super::stream::{self, ServerStream};
 use super::verify::{AllowlistClientVerifier, SAN_DENIED};
 use super::{CERT_EXPIRY, HANDSHAKE_TOTAL, RELOAD_TOTAL};
 
@@ -95,7 +94,8 @@ impl HandshakeFailure {
         }
     }
 
-    /// Classify what tokio-rustls returned from a server handshake.
+    /// Classify what a server handshake returned (a rustls error inside an
+    /// `InvalidData` I/O error, or the socket's).
     pub fn classify(err: &std::io::Error) -> HandshakeFailure {
         let rustls_err = err
             .get_ref()
@@ -272,14 +272,14 @@ impl ServerTls {
 
     /// Run the server handshake under the handshake timeout and count its outcome.
     /// On failure the connection is dropped (closed); nothing else is affected.
-    pub async fn accept<IO>(&self, io: IO) -> Result<(TlsStream<IO>, PeerInfo), HandshakeError>
+    pub async fn accept<IO>(&self, io: IO) -> Result<(ServerStream<IO>, PeerInfo), HandshakeError>
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
         self.material.watch.ensure_started(&self.me);
         let current = self.material.current();
-        let acceptor = TlsAcceptor::from(current.config.clone());
-        match tokio::time::timeout(self.handshake_timeout, acceptor.accept(io)).await {
+        let handshake = ServerStream::accept(io, current.config.clone());
+        match tokio::time::timeout(self.handshake_timeout, handshake).await {
             Err(_) => {
                 self.handshakes.timeout.inc();
                 Err(HandshakeError {
@@ -296,8 +296,8 @@ impl ServerTls {
                     source: Some(e),
                 })
             }
-            Ok(Ok(stream)) => {
-                let peer = peer_info(stream.get_ref().1, current.local_uri.clone());
+            Ok(Ok((stream, sni))) => {
+                let peer = peer_info(stream.common(), sni, current.local_uri.clone());
                 self.handshakes.ok.inc();
                 Ok((stream, peer))
             }
@@ -321,10 +321,10 @@ impl Reload for ServerTls {
     }
 }
 
-fn peer_info(conn: &ServerConnection, local_uri: Option<String>) -> PeerInfo {
+fn peer_info(conn: &CommonState, sni: Option<String>, local_uri: Option<String>) -> PeerInfo {
     let mut peer = PeerInfo {
         alpn_h2: conn.alpn_protocol() == Some(b"h2"),
-        sni: conn.server_name().map(str::to_string),
+        sni,
         version: match conn.protocol_version() {
             Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
             Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
@@ -359,6 +359,7 @@ struct SniResolver {
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        stream::note_sni(hello.server_name());
         let Some(name) = hello.server_name() else {
             return Some(self.default.clone());
         };
