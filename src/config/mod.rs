@@ -51,31 +51,19 @@ pub fn load_file_with(
     check_files: bool,
     previous: Option<&HashMap<String, Arc<Cluster>>>,
 ) -> Result<(Snapshot, u64), Vec<Diagnostic>> {
-    load_file_extended(path, stats, services, check_files, previous, &|_, _| {
+    load_file_source(path, stats, services, check_files, previous, &|_, _| {
         Vec::new()
     })
+    .map(|(snap, src)| (snap, src.hash))
 }
 
 /// Adds to a config before it compiles (the xDS clusters and listeners); marks in the
 /// source map where the additions came from; problems as diagnostics.
 pub type Extend<'a> = &'a dyn Fn(&mut raw::Config, &mut load::SourceMap) -> Vec<Diagnostic>;
 
-/// As [`load_file_with`], with `extend` adding resources to the file's config: they
-/// compile with it, through the same checks.
-pub fn load_file_extended(
-    path: &str,
-    stats: &Stats,
-    services: &Services,
-    check_files: bool,
-    previous: Option<&HashMap<String, Arc<Cluster>>>,
-    extend: Extend<'_>,
-) -> Result<(Snapshot, u64), Vec<Diagnostic>> {
-    load_file_source(path, stats, services, check_files, previous, extend)
-        .map(|(snap, src)| (snap, src.hash))
-}
-
-/// As [`load_file_extended`], also returning the file's own config as read (before
-/// `extend`): what the running snapshot came from, so that later additions (xDS
+/// As [`load_file_with`], with `extend` adding resources to the file's config (they
+/// compile with it, through the same checks), also returning the file's own config as
+/// read (before `extend`): what the running snapshot came from, so that later additions (xDS
 /// updates) compile against it with [`compile_source`] instead of re-reading a file
 /// that may have been edited (and broken) since.
 pub fn load_file_source(

@@ -40,7 +40,7 @@ fn config_file() -> (tempfile::TempDir, String) {
 }
 
 fn load(path: &str, d: &Dynamic) -> Result<crate::config::Snapshot, Vec<Diagnostic>> {
-    crate::config::load_file_extended(
+    crate::config::load_file_source(
         path,
         &Stats::new(),
         &attache_filters::Services::default(),
