@@ -31,16 +31,18 @@ static HOP_BY_HOP: [&HeaderName; 9] = [
 ];
 const TE_BIT: u16 = 1 << 8;
 
-/// Which of [`HOP_BY_HOP`] a map holds, as a bit set, from one scan of its names
-/// (no hashing: standard names compare as small integers).
-fn hop_by_hop_present(headers: &HeaderMap) -> u16 {
-    let mut mask = 0;
+/// Which of [`HOP_BY_HOP`] a map holds, as a bit set, and whether it has `Host`,
+/// from one scan of its names (no hashing: standard names compare as small
+/// integers).
+fn hop_by_hop_present(headers: &HeaderMap) -> (u16, bool) {
+    let (mut mask, mut host) = (0, false);
     for name in headers.keys() {
         if let Some(i) = HOP_BY_HOP.iter().position(|h| *h == name) {
             mask |= 1 << i;
         }
+        host |= name == header::HOST;
     }
-    mask
+    (mask, host)
 }
 
 /// Remove hop-by-hop headers (RFC 9110 7.6.1), including those `Connection` names.
@@ -48,7 +50,12 @@ fn hop_by_hop_present(headers: &HeaderMap) -> u16 {
 /// only the names present are looked up and removed. True when a `Connection`
 /// header was there, so names it listed may have been removed.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
-    let mask = hop_by_hop_present(headers);
+    let (mask, _) = hop_by_hop_present(headers);
+    strip_present(headers, mask)
+}
+
+/// [`strip_hop_by_hop`] of the names in `mask`.
+fn strip_present(headers: &mut HeaderMap, mask: u16) -> bool {
     if mask == 0 {
         return false;
     }
@@ -136,24 +143,40 @@ pub fn stamp_identity(
     tracer.map(|t| t.start(headers, path_and_query))
 }
 
-/// A random v4 UUID for `x-request-id`, hex written by hand (no `fmt`).
-fn request_id() -> HeaderValue {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let a = (fastrand::u64(..) & 0xffff_ffff_ffff_0fff) | 0x0000_0000_0000_4000;
-    let b = (fastrand::u64(..) & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
-    let bytes = ((u128::from(a)) << 64 | u128::from(b)).to_be_bytes();
-    let mut out = [0u8; 36];
+/// Each byte value as its two lower-case hex digits.
+static HEX_PAIRS: [[u8; 2]; 256] = {
+    let digits = b"0123456789abcdef";
+    let mut pairs = [[0u8; 2]; 256];
     let mut i = 0;
-    for (n, byte) in bytes.iter().enumerate() {
-        if matches!(n, 4 | 6 | 8 | 10) {
-            out[i] = b'-';
-            i += 1;
-        }
-        out[i] = HEX[usize::from(byte >> 4)];
-        out[i + 1] = HEX[usize::from(byte & 0xf)];
-        i += 2;
+    while i < 256 {
+        pairs[i] = [digits[i >> 4], digits[i & 0xf]];
+        i += 1;
     }
-    HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    pairs
+};
+
+/// Where each of a UUID's 16 bytes goes in its text form (the dashes are at 8,
+/// 13, 18 and 23).
+const UUID_AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+
+/// A random v4 UUID for `x-request-id`: two random words, each byte written as a
+/// hex pair from a table into the text's fixed layout (no `fmt`, no per-digit
+/// branches; the loop unrolls).
+fn request_id() -> HeaderValue {
+    let text = uuid_v4(fastrand::u64(..), fastrand::u64(..));
+    HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// The v4 UUID made of the random words `a` and `b` (version and variant bits set).
+fn uuid_v4(a: u64, b: u64) -> [u8; 36] {
+    let a = (a & 0xffff_ffff_ffff_0fff) | 0x0000_0000_0000_4000;
+    let b = (b & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
+    let bytes = ((u128::from(a)) << 64 | u128::from(b)).to_be_bytes();
+    let mut out = *b"00000000-0000-0000-0000-000000000000";
+    for (byte, at) in bytes.iter().zip(UUID_AT) {
+        out[at..at + 2].copy_from_slice(&HEX_PAIRS[usize::from(*byte)]);
+    }
+    out
 }
 
 /// Who sent the request, as the forwarding headers describe it.
@@ -181,9 +204,15 @@ pub struct Upstream<'a> {
 /// `x-forwarded-for`, `x-forwarded-proto` and the `x-forwarded-client-cert` policy.
 pub fn request_to_upstream(headers: &mut HeaderMap, up: &Upstream<'_>, down: &Downstream<'_>) {
     // `Host` is the request's authority (set by the target phase), unless a filter
-    // or `host_rewrite` changed it.
-    let host_in_map = headers.get(header::HOST).cloned();
-    let listed_removed = strip_hop_by_hop(headers);
+    // or `host_rewrite` changed it. Looked up only when a `Connection` header may
+    // list it (and so remove it): most requests need no lookup at all.
+    let (mask, has_host) = hop_by_hop_present(headers);
+    let host_in_map = if mask & 1 != 0 && has_host {
+        headers.get(header::HOST).cloned()
+    } else {
+        None
+    };
+    strip_present(headers, mask);
     if let Some(proto) = up.upgrade {
         headers.insert(header::UPGRADE, proto.clone());
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -192,11 +221,11 @@ pub fn request_to_upstream(headers: &mut HeaderMap, up: &Upstream<'_>, down: &Do
         (Some(h), _) => {
             headers.insert(header::HOST, h.clone());
         }
-        // Put back only if `Connection` named it (and so removed it).
-        (None, Some(h)) if listed_removed => {
+        // Put back: `Connection` may have named it (and so removed it).
+        (None, Some(h)) => {
             headers.insert(header::HOST, h);
         }
-        (None, Some(_)) => {}
+        (None, None) if has_host => {}
         // A filter removed it: an HTTP/1.1 request never goes without one.
         (None, None) => {
             if let Ok(v) = HeaderValue::from_str(up.authority) {
@@ -403,12 +432,29 @@ mod tests {
         let id = m[&X_REQUEST_ID].to_str().unwrap_or_default().to_string();
         assert_eq!(id.len(), 36);
         assert_eq!(&id[14..15], "4", "a version-4 UUID: {id}");
+        assert!(
+            matches!(&id[19..20], "8" | "9" | "a" | "b"),
+            "RFC 4122 variant: {id}"
+        );
+        for (i, c) in id.char_indices() {
+            let dash = matches!(i, 8 | 13 | 18 | 23);
+            assert_eq!(c == '-', dash, "{id}");
+            assert!(dash || matches!(c, '0'..='9' | 'a'..='f'), "{id}");
+        }
         let mut m = map(&[("x-request-id", "mine")]);
         stamp_identity(&mut m, true, true, None, "/");
         assert_eq!(m.get_all(&X_REQUEST_ID).iter().count(), 1);
         let mut m = HeaderMap::new();
         stamp_identity(&mut m, false, false, None, "/");
         assert!(m.is_empty());
+    }
+
+    #[test]
+    fn request_ids_are_v4_uuids_in_lower_case_hex() {
+        let id = uuid_v4(0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210);
+        assert_eq!(&id, b"01234567-89ab-4def-bedc-ba9876543210");
+        let id = uuid_v4(u64::MAX, 0);
+        assert_eq!(&id, b"ffffffff-ffff-4fff-8000-000000000000");
     }
 
     #[test]

@@ -745,9 +745,10 @@ enum Wake {
 /// the response between futures and made the request's and the writer's state
 /// one box with no overlap between them: +160 instructions per request under
 /// callgrind (benches/load/callgrind.sh, direct shape) for the same work. The
-/// phases are marked by the comments below: a complete head; its framing
-/// checked and the read side lent to the body; the request through the proxy
-/// (boxed); the response (boxed, see `write_response`); keep-alive or close.
+/// phases are marked by the comments below: a complete head; [`dispatch`] (a
+/// plain function: its framing checked, the read side lent to the body, the
+/// request's future made in its box); the request through the proxy; the
+/// response (boxed, see `write_response`); keep-alive or close.
 pub(super) async fn serve<IO>(
     io: IO,
     conn: &Arc<ConnCtx>,
@@ -863,97 +864,60 @@ where
             }
         };
 
-        let Head {
-            mut parts,
-            body: framing,
-            close,
-            expect_continue,
-            upgrade,
-        } = head;
-        // The body's framing is checked as far as it is buffered before anything
-        // goes upstream: nothing of a malformed request is forwarded.
-        let rest = match framing.and_then(|r| checked(r, inp_buf(&input))) {
-            Ok(rest) => rest,
+        // The request to the proxy, its read side lent to its body or kept here.
+        let Dispatched {
+            mut call,
+            mut side,
+            switch,
+            connect,
+            mut asked,
+            mut continue_due,
+        } = match dispatch(head, &mut input, conn) {
+            Ok(d) => d,
             Err(kind) => {
                 let inp = input.take()?;
                 Box::pin(refuse(&mut wr, inp, kind, lim.idle)).await;
                 return None;
             }
         };
-        let is_head = parts.method == Method::HEAD;
-        let http10 = parts.version == Version::HTTP_10;
-        let connect = parts.method == Method::CONNECT;
-        // An upgrade without a body may switch the connection: a route that tunnels
-        // the protocol takes `OnUpgrade`, and the client connection follows the 101.
-        let switch = (upgrade && rest.is_done()).then(|| offer_upgrade(&mut parts.extensions));
-        // A client that waits for `100 Continue` before its body gets it once the
-        // request goes on past the proxy's own checks and replies (the handler no
-        // longer answers at once), like Envoy; a local reply (a 403) goes out
-        // without it. A client that sent body bytes anyway waits for nothing.
-        let mut continue_due = expect_continue && !rest.is_done() && inp_buf(&input).is_empty();
-        let (body, mut side) = if !rest.is_done() {
-            let (tx, rx) = oneshot::channel();
-            let body = H1Body {
-                input: input.take(),
-                rest,
-                back: Some(tx),
-            };
-            (super::DownBody::H1(body), Side::Lent(rx))
-        } else {
-            (super::DownBody::Empty, Side::Home(input.take()?))
-        };
         // While the request is served, the client closing cancels it (logged `DC`),
-        // as with hyper.
-        let rsp = {
-            // Boxed: the connection's own future stays small while it waits idle;
-            // the request's (large) state is allocated only while it is served.
-            let mut call = Box::pin(super::proxy::handle(
-                Request::from_parts(parts, body),
-                conn.clone(),
-            ));
-            loop {
-                let due = continue_due;
-                let r = poll_fn(|cx| {
-                    if let Poll::Ready(r) = call.as_mut().poll(cx) {
-                        return Poll::Ready(Some(Some(r)));
-                    }
-                    if due {
-                        return Poll::Ready(Some(None));
-                    }
-                    side.poll_closed(cx).map(|()| None)
-                })
-                .await?;
-                match r {
-                    Some(rsp) => break rsp,
-                    None => {
-                        continue_due = false;
-                        send_all(&mut wr, b"HTTP/1.1 100 Continue\r\n\r\n", lim.idle)
-                            .await
-                            .ok()?;
-                        send_flush(&mut wr, lim.idle).await.ok()?;
-                    }
+        // as with hyper. The response and its status come out of the match (so no
+        // borrowed response stays in the connection's future).
+        let (status, rsp) = loop {
+            let due = continue_due;
+            match poll_fn(|cx| {
+                if let Poll::Ready(r) = call.as_mut().poll(cx) {
+                    return Poll::Ready(Some(Some(r)));
                 }
+                if due {
+                    return Poll::Ready(Some(None));
+                }
+                side.poll_closed(cx).map(|()| None)
+            })
+            .await?
+            {
+                Some(rsp) => break (rsp.status(), rsp),
+                None => continue_due = false,
             }
+            Box::pin(send_continue(&mut wr, lim.idle)).await.ok()?;
         };
+        drop(call);
         served += 1;
         if !draining && drain_changed() {
             // Began while the request was in flight: this response closes.
             draining = true;
             conn.draining.store(true, Ordering::Release);
         }
-        if (switch.is_some() && rsp.status() == StatusCode::SWITCHING_PROTOCOLS)
-            || (connect && rsp.status().is_success())
+        if (switch.is_some() && status == StatusCode::SWITCHING_PROTOCOLS)
+            || (connect && status.is_success())
         {
             Box::pin(switch_protocols(wr, rsp, side, switch, lim.idle)).await;
             return None;
         }
-        let asked = Asked {
-            is_head,
-            close: close || draining || connect,
-            http10,
-        };
+        asked.close |= draining;
         // Boxed like the request's future: allocated only while a response is written.
-        let written = Box::pin(write_response(&mut wr, rsp, asked, &mut side, lim.idle)).await;
+        let written =
+            super::in_box(|| write_response(&mut wr, rsp, asked, &mut side, lim.idle)).await;
         let keep = matches!(written, Ok(true));
         let unread = if keep && !draining {
             match side.settle().await {
@@ -973,13 +937,105 @@ where
         // After a failed or stalled write the client gets no orderly close (on TLS
         // that would wait on it again).
         if written.is_ok() {
-            let _ = bounded(lim.idle, |cx| Pin::new(&mut wr).poll_shutdown(cx)).await;
-            if let Some(inp) = unread {
-                Box::pin(linger(inp)).await;
-            }
+            Box::pin(close_after(&mut wr, unread, lim.idle)).await;
         }
         return None;
     }
+}
+
+/// The orderly close after a connection's last response: the write side shut
+/// down, then a linger on the read side when the client may still be sending.
+/// (Boxed by `serve`: once per connection, and its state is not part of every
+/// connection's future.)
+async fn close_after<W: AsyncWrite + Unpin>(wr: &mut W, unread: Option<Input>, stall: Duration) {
+    let _ = bounded(stall, |cx| Pin::new(&mut *wr).poll_shutdown(cx)).await;
+    if let Some(inp) = unread {
+        linger(inp).await;
+    }
+}
+
+/// A request handed to the proxy by [`dispatch`].
+struct Dispatched<F> {
+    /// The proxy's future for it. Boxed: the connection's own future stays small
+    /// while it waits idle; the request's (large) state is allocated only while it
+    /// is served.
+    call: Pin<Box<F>>,
+    /// Where the connection's read side is meanwhile.
+    side: Side,
+    /// An upgrade request's hand-off of the connection, after a `101`.
+    switch: Option<oneshot::Sender<Upgraded>>,
+    /// A `CONNECT`: a `2xx` answer ends the connection after its head.
+    connect: bool,
+    asked: Asked,
+    /// The client waits for `100 Continue` before it sends the body.
+    continue_due: bool,
+}
+
+/// A complete head to the proxy: its body's framing checked as far as it is
+/// buffered (nothing of a malformed request is forwarded: `Err` is the refusal),
+/// the read side lent to the body or kept, the request's future made.
+///
+/// A function of its own so that the head is never borrowed in `serve`: a local
+/// that was ever borrowed keeps its slot in the connection's future across every
+/// later await (the request head there cost 224 bytes per connection).
+fn dispatch(
+    head: Head,
+    input: &mut Option<Input>,
+    conn: &Arc<ConnCtx>,
+) -> Result<Dispatched<impl Future<Output = Response<RespBody>> + Send + use<>>, ErrorKind> {
+    let Head {
+        mut parts,
+        body: framing,
+        close,
+        expect_continue,
+        upgrade,
+    } = head;
+    let rest = framing.and_then(|r| checked(r, inp_buf(input)))?;
+    let connect = parts.method == Method::CONNECT;
+    let asked = Asked {
+        is_head: parts.method == Method::HEAD,
+        close: close || connect,
+        http10: parts.version == Version::HTTP_10,
+    };
+    // An upgrade without a body may switch the connection: a route that tunnels
+    // the protocol takes `OnUpgrade`, and the client connection follows the 101.
+    let switch = (upgrade && rest.is_done()).then(|| offer_upgrade(&mut parts.extensions));
+    // A client that waits for `100 Continue` before its body gets it once the
+    // request goes on past the proxy's own checks and replies (the handler no
+    // longer answers at once), like Envoy; a local reply (a 403) goes out
+    // without it. A client that sent body bytes anyway waits for nothing.
+    let continue_due = expect_continue && !rest.is_done() && inp_buf(input).is_empty();
+    let Some(inp) = input.take() else {
+        return Err(ErrorKind::Internal);
+    };
+    let (body, side) = if !rest.is_done() {
+        let (tx, rx) = oneshot::channel();
+        let body = H1Body {
+            input: Some(inp),
+            rest,
+            back: Some(tx),
+        };
+        (super::DownBody::H1(body), Side::Lent(rx))
+    } else {
+        (super::DownBody::Empty, Side::Home(inp))
+    };
+    let conn = conn.clone();
+    let call = super::in_box(|| super::proxy::handle(Request::from_parts(parts, body), conn));
+    Ok(Dispatched {
+        call,
+        side,
+        switch,
+        connect,
+        asked,
+        continue_due,
+    })
+}
+
+/// `100 Continue`, for a client that waits for it before sending its body (rare:
+/// boxed, so its write state is not part of every connection's future).
+async fn send_continue<W: AsyncWrite + Unpin>(wr: &mut W, stall: Duration) -> io::Result<()> {
+    send_all(wr, b"HTTP/1.1 100 Continue\r\n\r\n", stall).await?;
+    send_flush(wr, stall).await
 }
 
 /// `rest` when what of the body is buffered is well-formed.

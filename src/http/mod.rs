@@ -37,6 +37,17 @@ pub use forwarding::strip_hop_by_hop;
 use crate::accesslog::AccessLog;
 use crate::config::snapshot::Listener;
 
+/// `Box::pin(make())`, with the future made in its box. `Box::pin(fut)` builds the
+/// future on the stack and then copies all of it (its largest state, mostly
+/// uninitialized at the start) into the allocation: ~300 instructions per request
+/// for the request future, and again for the response writer's, under callgrind.
+/// Allocated first, the future is written straight into the box (only its
+/// arguments are copied).
+pub(crate) fn in_box<F>(make: impl FnOnce() -> F) -> std::pin::Pin<Box<F>> {
+    let slot = Box::<F>::new_uninit();
+    Box::into_pin(Box::write(slot, make()))
+}
+
 /// What a running listener serves right now; swapped on reload.
 pub struct Runtime {
     pub listener: Arc<Listener>,
@@ -256,7 +267,7 @@ fn stream_future(
     req: http::Request<DownBody>,
     conn: Arc<ConnCtx>,
 ) -> impl std::future::Future<Output = Result<http::Response<RespBody>, Infallible>> {
-    let handle = Box::pin(proxy::handle(req, conn));
+    let handle = in_box(|| proxy::handle(req, conn));
     async move { Ok(handle.await) }
 }
 

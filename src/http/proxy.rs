@@ -543,50 +543,59 @@ impl BodySlot {
     }
 }
 
-impl Forward<'_> {
-    /// The request head of one try. HTTP/1.1 takes the origin form (Host is a
-    /// header); HTTP/2 the absolute form, whose authority becomes :authority. The
-    /// last possible try takes the headers; earlier ones copy them.
-    fn request(
-        &self,
-        parts: &mut Parts,
-        ep: &Endpoint,
-        last: bool,
-    ) -> Result<Request<()>, ErrorKind> {
-        let (pq, cluster) = (self.pq.as_str(), &self.cluster);
-        let built = match cluster.protocol {
-            UpstreamProtocol::Http1 => Uri::try_from(pq).map_err(http::Error::from),
-            UpstreamProtocol::Http2 => {
-                let authority = parts
-                    .headers
-                    .get(header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .unwrap_or(&ep.authority);
-                Uri::builder()
-                    .scheme("http")
-                    .authority(authority)
-                    .path_and_query(pq)
-                    .build()
-            }
-        };
-        let uri = built.map_err(|_| ErrorKind::BadRequest(Reject::Target))?;
-        let mut req = Request::new(());
-        *req.method_mut() = parts.method.clone();
-        *req.uri_mut() = uri;
-        *req.version_mut() = match cluster.protocol {
-            UpstreamProtocol::Http1 => Version::HTTP_11,
-            UpstreamProtocol::Http2 => Version::HTTP_2,
-        };
-        *req.headers_mut() = if last {
-            std::mem::take(&mut parts.headers)
-        } else {
-            parts.headers.clone()
-        };
-        if cluster.protocol == UpstreamProtocol::Http2 {
-            req.headers_mut().remove(header::HOST);
+/// The request head of one try to `cluster`, for the upstream path and query `pq`.
+/// HTTP/1.1 takes the origin form (Host is a header); HTTP/2 the absolute form,
+/// whose authority becomes :authority. The last possible try takes the headers
+/// (and, to HTTP/1.1, the path); earlier ones copy them.
+fn try_request(
+    cluster: &Cluster,
+    pq: &mut String,
+    parts: &mut Parts,
+    ep: &Endpoint,
+    last: bool,
+) -> Result<Request<()>, ErrorKind> {
+    let built = match cluster.protocol {
+        UpstreamProtocol::Http1 => {
+            // The URI shares the path's buffer (`Uri::try_from(&str)` copies
+            // it into a new allocation).
+            let pq = if last {
+                Bytes::from(std::mem::take(pq))
+            } else {
+                Bytes::copy_from_slice(pq.as_bytes())
+            };
+            Uri::from_maybe_shared(pq).map_err(http::Error::from)
         }
-        Ok(req)
+        UpstreamProtocol::Http2 => {
+            let pq = pq.as_str();
+            let authority = parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or(&ep.authority);
+            Uri::builder()
+                .scheme("http")
+                .authority(authority)
+                .path_and_query(pq)
+                .build()
+        }
+    };
+    let uri = built.map_err(|_| ErrorKind::BadRequest(Reject::Target))?;
+    let mut req = Request::new(());
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = uri;
+    *req.version_mut() = match cluster.protocol {
+        UpstreamProtocol::Http1 => Version::HTTP_11,
+        UpstreamProtocol::Http2 => Version::HTTP_2,
+    };
+    *req.headers_mut() = if last {
+        std::mem::take(&mut parts.headers)
+    } else {
+        parts.headers.clone()
+    };
+    if cluster.protocol == UpstreamProtocol::Http2 {
+        req.headers_mut().remove(header::HOST);
     }
+    Ok(req)
 }
 
 /// Send the request upstream with the route's timeout and retry policy, within the
@@ -606,7 +615,7 @@ async fn forward(
         hash,
         limits,
     } = call;
-    let (ra, cluster) = (fwd.ra, &fwd.cluster);
+    let (ra, cluster, pq) = (fwd.ra, &fwd.cluster, &mut fwd.pq);
     // The route timeout bounds the wait for the response head; a gRPC deadline or
     // `max_stream_duration` bounds the whole call, the head included.
     let deadline = match (ra.timeout.map(|t| first + t), limits.deadline) {
@@ -630,8 +639,7 @@ async fn forward(
             .map_err(|kind| (kind, kind == ErrorKind::Overflow && retry.retried()))?;
         st.upstream = Some(attempt.endpoint().authority.clone());
         st.attempts = n;
-        let req = fwd
-            .request(&mut parts, attempt.endpoint(), retry.is_last())
+        let req = try_request(cluster, pq, &mut parts, attempt.endpoint(), retry.is_last())
             .map_err(|kind| (kind, false))?;
         // The body stays in a slot of ours until a connection takes it, so a stream
         // that never left (breaker, failed connect) goes back to the call.

@@ -81,56 +81,61 @@ impl Stream {
             (Some(k), Some(http)) => Some(grpc::Call::new(k, http.grpc_no_route.clone())),
             _ => None,
         };
-        Box::new(Stream {
-            sc: StreamCtx {
-                method: parts.method.clone(),
-                downstream_tls: conn.tls,
-                peer_sans: conn.peer_sans.clone(),
-                grpc: grpc_kind,
-                ..Default::default()
+        // Allocated first and written in place (`Box::new` would build the
+        // record on the stack and copy it in).
+        Box::write(
+            Box::new_uninit(),
+            Stream {
+                sc: StreamCtx {
+                    method: parts.method.clone(),
+                    downstream_tls: conn.tls,
+                    peer_sans: conn.peer_sans.clone(),
+                    grpc: grpc_kind,
+                    ..Default::default()
+                },
+                chain: None,
+                start,
+                start_wall: logging.then(SystemTime::now),
+                conn: conn.clone(),
+                version: parts.version,
+                path: if logging {
+                    parts
+                        .uri
+                        .path_and_query()
+                        .map_or("/", |p| p.as_str())
+                        .to_string()
+                } else {
+                    String::new()
+                },
+                authority: if logging {
+                    authority_of(parts)
+                } else {
+                    String::new()
+                },
+                req_headers: format.map_or_else(Vec::new, |f| {
+                    f.req_headers
+                        .iter()
+                        .map(|n| parts.headers.get(n).cloned())
+                        .collect()
+                }),
+                resp_headers: Vec::new(),
+                attempts: 0,
+                upstream_connect: None,
+                response_head: None,
+                rt,
+                request_id: None,
+                upstream: None,
+                flag: "",
+                bytes_in: 0,
+                bytes_in_stream: None,
+                bytes_out: 0,
+                active: None,
+                close_connection: false,
+                grpc,
+                trace: None,
+                finished: false,
             },
-            chain: None,
-            start,
-            start_wall: logging.then(SystemTime::now),
-            conn: conn.clone(),
-            version: parts.version,
-            path: if logging {
-                parts
-                    .uri
-                    .path_and_query()
-                    .map_or("/", |p| p.as_str())
-                    .to_string()
-            } else {
-                String::new()
-            },
-            authority: if logging {
-                authority_of(parts)
-            } else {
-                String::new()
-            },
-            req_headers: format.map_or_else(Vec::new, |f| {
-                f.req_headers
-                    .iter()
-                    .map(|n| parts.headers.get(n).cloned())
-                    .collect()
-            }),
-            resp_headers: Vec::new(),
-            attempts: 0,
-            upstream_connect: None,
-            response_head: None,
-            rt,
-            request_id: None,
-            upstream: None,
-            flag: "",
-            bytes_in: 0,
-            bytes_in_stream: None,
-            bytes_out: 0,
-            active: None,
-            close_connection: false,
-            grpc,
-            trace: None,
-            finished: false,
-        })
+        )
     }
 
     /// The request's authority as the target phase decided it, when it did not

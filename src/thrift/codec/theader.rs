@@ -230,7 +230,7 @@ pub(crate) fn start(
     put_varint(out, protocol_id(protocol));
     put_varint(out, 0);
     out.put_slice(info);
-    while (out.len() - header) % 4 != 0 {
+    while !(out.len() - header).is_multiple_of(4) {
         out.put_u8(0);
     }
     // An info section comes from a frame whose header fit in a u16 count of words.
