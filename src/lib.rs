@@ -15,6 +15,7 @@ pub mod proxy_protocol;
 pub mod rbac;
 pub mod router;
 pub mod server;
+pub mod spare;
 pub mod stats;
 pub mod tcp;
 pub mod thrift;

@@ -149,27 +149,21 @@ impl Input {
 /// worker thread between uses: an idle connection holds none, and one whose
 /// requests follow each other reuses the same few instead of allocating and
 /// freeing 16 KiB of read buffer and a response buffer per request. At most
-/// [`spare::KEEP`] of each kind are kept (≤ 1 MiB per worker).
+/// [`crate::spare::KEEP`] of each kind are kept (≤ 1 MiB per worker).
 mod spare {
-    use std::cell::RefCell;
-
     use bytes::BytesMut;
 
     use super::{OUT_KEEP, OUT_START, READ_CHUNK};
-
-    pub(super) const KEEP: usize = 32;
+    use crate::spare::{keep, take, List};
 
     thread_local! {
-        static READ: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
-        static OUT: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+        static READ: List<BytesMut> = const { List::new(Vec::new()) };
+        static OUT: List<Vec<u8>> = const { List::new(Vec::new()) };
     }
 
     /// An empty read buffer with room for [`READ_CHUNK`] bytes.
     pub(super) fn read_buf() -> BytesMut {
-        let buf = READ.try_with(|spares| spares.borrow_mut().pop());
-        buf.ok()
-            .flatten()
-            .unwrap_or_else(|| BytesMut::with_capacity(READ_CHUNK))
+        take(&READ).unwrap_or_else(|| BytesMut::with_capacity(READ_CHUNK))
     }
 
     /// Keep `buf` (emptied) for the next connection that reads, when nothing
@@ -183,12 +177,7 @@ mod spare {
 
     /// An empty response buffer; it goes back to the spares when dropped.
     pub(super) fn out_buf() -> OutBuf {
-        let buf = OUT.try_with(|spares| spares.borrow_mut().pop());
-        OutBuf(
-            buf.ok()
-                .flatten()
-                .unwrap_or_else(|| Vec::with_capacity(OUT_START)),
-        )
+        OutBuf(take(&OUT).unwrap_or_else(|| Vec::with_capacity(OUT_START)))
     }
 
     pub(super) struct OutBuf(Vec<u8>);
@@ -219,20 +208,7 @@ mod spare {
     /// How many read and response buffers are kept.
     #[cfg(test)]
     pub(super) fn kept() -> (usize, usize) {
-        (
-            READ.with(|spares| spares.borrow().len()),
-            OUT.with(|spares| spares.borrow().len()),
-        )
-    }
-
-    fn keep<T: 'static>(spares: &'static std::thread::LocalKey<RefCell<Vec<T>>>, item: T) {
-        // (Not while the thread exits: then the item is just dropped.)
-        let _ = spares.try_with(|spares| {
-            let mut spares = spares.borrow_mut();
-            if spares.len() < KEEP {
-                spares.push(item);
-            }
-        });
+        (crate::spare::kept(&READ), crate::spare::kept(&OUT))
     }
 }
 
@@ -1782,11 +1758,15 @@ mod tests {
         drop(big);
         assert_eq!(spare::kept().1, kept, "a grown buffer is not kept");
         drop(out);
-        let many: Vec<_> = (0..2 * spare::KEEP).map(|_| spare::out_buf()).collect();
+        let many: Vec<_> = (0..2 * crate::spare::KEEP)
+            .map(|_| spare::out_buf())
+            .collect();
         drop(many);
-        let bufs: Vec<_> = (0..2 * spare::KEEP).map(|_| spare::read_buf()).collect();
+        let bufs: Vec<_> = (0..2 * crate::spare::KEEP)
+            .map(|_| spare::read_buf())
+            .collect();
         bufs.into_iter().for_each(spare::put_read_buf);
-        assert_eq!(spare::kept(), (spare::KEEP, spare::KEEP));
+        assert_eq!(spare::kept(), (crate::spare::KEEP, crate::spare::KEEP));
     }
 
     #[test]

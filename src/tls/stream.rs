@@ -563,41 +563,31 @@ impl Buf {
 
 /// Ciphertext buffers kept per worker thread between uses, so connections whose
 /// requests follow each other reuse a few instead of allocating and zero-filling
-/// 18 KiB per read or response. At most `KEEP` (≤ 0.6 MiB per worker).
+/// 18 KiB per read or response. At most [`crate::spare::KEEP`] (≤ 0.6 MiB per worker).
 mod spare {
-    use std::cell::RefCell;
-
     use super::RECORD_MAX;
-
-    pub(super) const KEEP: usize = 32;
+    use crate::spare::List;
 
     thread_local! {
-        static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+        static SPARE: List<Vec<u8>> = const { List::new(Vec::new()) };
     }
 
     /// A zero-filled buffer of `RECORD_MAX` bytes.
     pub(super) fn take() -> Vec<u8> {
-        let buf = SPARE.try_with(|s| s.borrow_mut().pop());
-        buf.ok().flatten().unwrap_or_else(|| vec![0; RECORD_MAX])
+        crate::spare::take(&SPARE).unwrap_or_else(|| vec![0; RECORD_MAX])
     }
 
     /// Keep `buf` when it has the standard size (one grown for a long handshake
     /// message, or a plaintext stash, goes back to the allocator).
     pub(super) fn put(buf: Vec<u8>) {
-        if buf.len() != RECORD_MAX {
-            return;
+        if buf.len() == RECORD_MAX {
+            crate::spare::keep(&SPARE, buf);
         }
-        let _ = SPARE.try_with(|s| {
-            let mut s = s.borrow_mut();
-            if s.len() < KEEP {
-                s.push(buf);
-            }
-        });
     }
 
     #[cfg(test)]
     pub(super) fn kept() -> usize {
-        SPARE.with(|s| s.borrow().len())
+        crate::spare::kept(&SPARE)
     }
 }
 
