@@ -227,6 +227,10 @@ async fn run(
     setter: attache::server::LogLevelSetter,
     opts: RunOpts,
 ) -> anyhow::Result<Arc<Server>> {
+    // First, so that a signal sent while the config loads and the listeners bind
+    // (a logrotate run, `systemctl reload`) waits for startup instead of killing
+    // the process by its default action.
+    let mut signals = Signals::install()?;
     let stats = Arc::new(Stats::new());
     let services = Arc::new(Services::default());
     let (snap, source) =
@@ -311,44 +315,65 @@ async fn run(
         tokio::spawn(attache::server::watch_config(server.clone()));
     }
 
-    signals(&server).await?;
+    signals.serve(&server).await;
     server.drain().await;
     Ok(server)
 }
 
-/// Serve signals until one asks to stop (or `POST /quitquitquit` does):
-/// TERM, INT and QUIT drain and exit; HUP reloads; USR1 reopens the access logs;
-/// USR2 is ignored (logged), so no signal ends the process without a drain.
-async fn signals(server: &Arc<Server>) -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    let mut quit = signal(SignalKind::quit()).context("SIGQUIT handler")?;
-    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
-    let mut usr1 = signal(SignalKind::user_defined1()).context("SIGUSR1 handler")?;
-    let mut usr2 = signal(SignalKind::user_defined2()).context("SIGUSR2 handler")?;
-    loop {
-        tokio::select! {
-            _ = term.recv() => tracing::info!(signal = "SIGTERM", "draining, then exiting"),
-            _ = int.recv() => tracing::info!(signal = "SIGINT", "draining, then exiting"),
-            _ = quit.recv() => tracing::info!(signal = "SIGQUIT", "draining, then exiting"),
-            _ = server.exit.notified() => {}
-            _ = hup.recv() => {
-                tracing::info!(signal = "SIGHUP", "reloading the config");
-                let _ = server.reload().await;
-                continue;
+/// The signals `attache run` handles, installed before anything else so none of
+/// them ends the process by its default action.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    quit: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
+    usr2: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let on =
+            |kind: SignalKind, name: &str| signal(kind).with_context(|| format!("{name} handler"));
+        Ok(Signals {
+            term: on(SignalKind::terminate(), "SIGTERM")?,
+            int: on(SignalKind::interrupt(), "SIGINT")?,
+            quit: on(SignalKind::quit(), "SIGQUIT")?,
+            hup: on(SignalKind::hangup(), "SIGHUP")?,
+            usr1: on(SignalKind::user_defined1(), "SIGUSR1")?,
+            usr2: on(SignalKind::user_defined2(), "SIGUSR2")?,
+        })
+    }
+
+    /// Serve signals until one asks to stop (or `POST /quitquitquit` does):
+    /// TERM, INT and QUIT drain and exit; HUP reloads; USR1 reopens the access
+    /// logs; USR2 is ignored (logged), so no signal ends the process without a
+    /// drain. Signals that arrived during startup are served now.
+    async fn serve(&mut self, server: &Arc<Server>) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => tracing::info!(signal = "SIGTERM", "draining, then exiting"),
+                _ = self.int.recv() => tracing::info!(signal = "SIGINT", "draining, then exiting"),
+                _ = self.quit.recv() => tracing::info!(signal = "SIGQUIT", "draining, then exiting"),
+                _ = server.exit.notified() => {}
+                _ = self.hup.recv() => {
+                    tracing::info!(signal = "SIGHUP", "reloading the config");
+                    let _ = server.reload().await;
+                    continue;
+                }
+                _ = self.usr1.recv() => {
+                    tracing::info!(signal = "SIGUSR1", "reopening access logs");
+                    let s = server.clone();
+                    let _ = tokio::task::spawn_blocking(move || s.reopen_logs()).await;
+                    continue;
+                }
+                _ = self.usr2.recv() => {
+                    tracing::info!(signal = "SIGUSR2", "ignored; for a binary upgrade start the new attache with --hot-restart-from");
+                    continue;
+                }
             }
-            _ = usr1.recv() => {
-                tracing::info!(signal = "SIGUSR1", "reopening access logs");
-                let s = server.clone();
-                let _ = tokio::task::spawn_blocking(move || s.reopen_logs()).await;
-                continue;
-            }
-            _ = usr2.recv() => {
-                tracing::info!(signal = "SIGUSR2", "ignored; for a binary upgrade start the new attache with --hot-restart-from");
-                continue;
-            }
+            return;
         }
-        return Ok(());
     }
 }

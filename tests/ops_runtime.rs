@@ -796,3 +796,98 @@ listeners:
         assert!(out.contains(error), "{out}");
     }
 }
+
+/// An old attache's admin endpoint as a hot restart sees it: answers every request
+/// `200` and says when the first one came.
+async fn fake_old_admin() -> (std::net::SocketAddr, tokio::sync::oneshot::Receiver<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let mut tx = Some(tx);
+        while let Ok((mut s, _)) = l.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .await;
+            if let Some(tx) = tx.take() {
+                let _ = tx.send(());
+            }
+        }
+    });
+    (addr, rx)
+}
+
+/// A signal that arrives while attache is still starting (a logrotate run or a
+/// `systemctl reload` right after start) must not end it by the signal's default
+/// action: it is served once startup completes. The start is held open by a hot
+/// restart waiting for the admin address, which the test keeps bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signals_during_startup_are_served_after_it_not_fatal() {
+    let (old_admin, asked) = fake_old_admin().await;
+    let held = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let admin = held.local_addr().expect("addr");
+    let yaml = format!(
+        "admin: {{ address: \"{admin}\" }}\n{}",
+        Routes::new("- match: { prefix: / }\n  direct_response: { status: 200 }").yaml()
+    );
+    let old = old_admin.to_string();
+    let (dir, mut child) = run_split(&yaml, &["--hot-restart-from", &old], &[]);
+    tokio::time::timeout(WAIT, asked)
+        .await
+        .expect("the new process asked the old one to drain")
+        .expect("asked");
+    // Now waiting for the admin address: still starting.
+    assert!(!dir.path().join("ready.json").exists());
+    for sig in ["-USR1", "-HUP", "-USR2"] {
+        let ok = Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(ok.success());
+    }
+    drop(held);
+    let ready = dir.path().join("ready.json");
+    let started = eventually(WAIT, "ready file", || {
+        let ready = ready.clone();
+        let exited = child.try_wait().ok().flatten();
+        async move {
+            match exited {
+                Some(status) => Some(Err(status)),
+                None => serde_json::from_str::<serde_json::Value>(&read(&ready))
+                    .ok()
+                    .map(Ok),
+            }
+        }
+    })
+    .await;
+    let stderr = dir.path().join("stderr");
+    let info = started.unwrap_or_else(|status| {
+        panic!("attache died during startup: {status}\n{}", read(&stderr))
+    });
+    let addr = info["listeners"]["main"]
+        .as_str()
+        .expect("addr")
+        .to_string();
+    assert_eq!(
+        support::get(&format!("http://{addr}/"), &[]).await.status,
+        200
+    );
+    eventually(WAIT, "the startup signals served", || {
+        let log = read(&stderr);
+        async move {
+            ["SIGUSR1", "SIGHUP", "SIGUSR2"]
+                .iter()
+                .all(|s| log.contains(s))
+                .then_some(())
+        }
+    })
+    .await;
+    assert!(child.try_wait().expect("wait").is_none(), "still running");
+    let _ = child.kill();
+    let _ = child.wait();
+}
