@@ -126,8 +126,18 @@ fn main() -> ExitCode {
         Cmd::Render(a) => ExitCode::from(attache::toolkit::cli::render(&a)),
         Cmd::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut cmd, "attache", &mut std::io::stdout());
-            ExitCode::SUCCESS
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "attache", &mut script);
+            // One write: a reader that went away (`| head`) is not worth a panic
+            // (clap_complete's own writer panics on a closed pipe).
+            match std::io::Write::write_all(&mut std::io::stdout().lock(), &script) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("attache: cannot write the completion script: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Cmd::Run {
             config: path,

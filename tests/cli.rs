@@ -118,3 +118,21 @@ fn completions_for_bash_zsh_and_fish() {
     }
     assert_eq!(attache(&["completions", "tcsh"]).status.code(), Some(2));
 }
+
+/// `attache completions fish | head -3`: the reader goes away before the script is
+/// written; attache exits quietly instead of panicking on the closed pipe.
+#[test]
+fn completions_into_a_closed_pipe_do_not_panic() {
+    for shell in ["bash", "zsh", "fish"] {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let out = Command::new(support::bin())
+            .args(["completions", shell])
+            .stdout(writer)
+            .output()
+            .expect("run attache");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{shell}: {err}");
+        assert!(out.status.success(), "{shell}: {:?} {err}", out.status);
+    }
+}
