@@ -8,7 +8,14 @@ For every kustomize base under deploy/kubernetes/:
   - every attache config embedded in a ConfigMap (a data key ending in .yaml) is
     checked with `attache validate --skip-files` (no certificates needed).
 Each Deployment's terminationGracePeriodSeconds must cover its preStop sleep plus
-the drain_timeout of the attache config it mounts. With `systemd-analyze` on PATH, deploy/systemd/attache.service is verified too
+the drain_timeout of the attache config it mounts. The rules the bases promise are
+checked too (policy_errors): every container non-root with a numeric UID, a
+read-only root filesystem, no privilege escalation and every capability dropped;
+the attache container's readiness and liveness probes are GET /ready and /live on
+the port of the mounted config's health_listener (on every interface, the admin
+endpoint on loopback), its preStop fails readiness and then POSTs
+/drain_listeners; a Deployment behind a LoadBalancer Service has a
+PodDisruptionBudget; the Dockerfile's USER is numeric. With `systemd-analyze` on PATH, deploy/systemd/attache.service is verified too
 (with its binary path pointed at the attache being checked), and its sandboxing
 must keep `systemd-analyze security` exposure at 3 or below.
 
@@ -180,6 +187,116 @@ def grace_errors(where, docs):
     return errors
 
 
+def mounted_configs(docs, pod):
+    """The attache configs (parsed) of the ConfigMaps `pod` mounts."""
+    maps = {
+        d["metadata"]["name"]: d
+        for d in docs
+        if d.get("kind") == "ConfigMap" and "attache.yaml" in (d.get("data") or {})
+    }
+    names = [v["configMap"]["name"] for v in pod.get("volumes", []) if "configMap" in v]
+    return [yaml.safe_load(maps[n]["data"]["attache.yaml"]) or {} for n in names if n in maps]
+
+
+def port_of(address):
+    """(host, port) of an `IP:PORT` / `[IPv6]:PORT` address."""
+    host, _, port = str(address).rpartition(":")
+    return host.strip("[]"), int(port) if port.isdigit() else None
+
+
+def container_port(container, port):
+    """A probe's `port` (a number or the name of a container port) as a number."""
+    if isinstance(port, int):
+        return port
+    for p in container.get("ports", []):
+        if p.get("name") == port:
+            return p.get("containerPort")
+    return None
+
+
+def security_errors(where, pod, c):
+    """Non-root with a numeric UID, read-only root, no escalation, no capabilities."""
+    psc, sc = pod.get("securityContext") or {}, c.get("securityContext") or {}
+    errors = []
+    if not (sc.get("runAsNonRoot", psc.get("runAsNonRoot")) is True):
+        errors.append("runAsNonRoot is not true")
+    uid = sc.get("runAsUser", psc.get("runAsUser"))
+    if not (isinstance(uid, int) and uid > 0):
+        errors.append("no numeric non-zero runAsUser (kubelet cannot verify a user name)")
+    if sc.get("readOnlyRootFilesystem") is not True:
+        errors.append("readOnlyRootFilesystem is not true")
+    if sc.get("allowPrivilegeEscalation") is not False:
+        errors.append("allowPrivilegeEscalation is not false")
+    caps = sc.get("capabilities") or {}
+    if "ALL" not in (caps.get("drop") or []) or caps.get("add"):
+        errors.append("capabilities: drop [ALL] and add none")
+    return [f"{where}: container {c['name']}: {e}" for e in errors]
+
+
+def probe_errors(where, c, cfg):
+    """Probes on the health_listener, which must listen on the pod IP; admin on loopback."""
+    errors = []
+    health = (cfg.get("health_listener") or {}).get("address")
+    if not health:
+        return [f"{where}: the attache config has no health_listener for kubelet's probes"]
+    host, port = port_of(health)
+    if host not in ("0.0.0.0", "::"):
+        errors.append(f"health_listener {health} is not reachable on the pod IP")
+    admin_host, _ = port_of((cfg.get("admin") or {}).get("address", "127.0.0.1:9901"))
+    if admin_host not in ("127.0.0.1", "::1", "localhost"):
+        errors.append("the admin endpoint is not on loopback")
+    for kind, path in (("readinessProbe", "/ready"), ("livenessProbe", "/live")):
+        get = (c.get(kind) or {}).get("httpGet") or {}
+        if get.get("path") != path or container_port(c, get.get("port")) != port:
+            errors.append(f"{kind} is not GET {path} on the health_listener port {port}")
+    cmd = " ".join(c.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", []))
+    fail, drain = cmd.find("/healthcheck/fail"), cmd.find("/drain_listeners")
+    if fail < 0 or drain < fail:
+        errors.append("preStop does not POST /healthcheck/fail, then /drain_listeners")
+    return [f"{where}: container {c['name']}: {e}" for e in errors]
+
+
+def selects(selector, labels):
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def policy_errors(where, docs):
+    """The rules the bases promise (see the module doc)."""
+    errors = []
+    workloads = [d for d in docs if d.get("kind") in ("Deployment", "DaemonSet")]
+    for d in workloads:
+        at = f"{where}: {d['kind']} {d['metadata']['name']}"
+        pod = d["spec"]["template"]["spec"]
+        configs = mounted_configs(docs, pod)
+        for c in pod["containers"]:
+            errors += security_errors(at, pod, c)
+            if c.get("image", "").split(":")[0].endswith("attache"):
+                errors += [e for cfg in configs[:1] for e in probe_errors(at, c, cfg)]
+                if not configs:
+                    errors.append(f"{at}: container {c['name']}: mounts no attache ConfigMap")
+    balanced = [
+        s["spec"].get("selector") or {}
+        for s in docs
+        if s.get("kind") == "Service" and s["spec"].get("type") == "LoadBalancer"
+    ]
+    pdbs = [p["spec"]["selector"].get("matchLabels") or {} for p in docs if p.get("kind") == "PodDisruptionBudget"]
+    for d in workloads:
+        labels = d["spec"]["template"]["metadata"].get("labels") or {}
+        if d["kind"] == "Deployment" and any(selects(s, labels) for s in balanced):
+            if not any(selects(p, labels) for p in pdbs):
+                errors.append(f"{where}: Deployment {d['metadata']['name']} is behind a LoadBalancer Service without a PodDisruptionBudget")
+    return errors
+
+
+def image_user_errors():
+    """The image's USER must be numeric: kubelet refuses to verify runAsNonRoot for a name."""
+    with open(os.path.join(REPO, "Dockerfile")) as f:
+        users = [l.split()[1] for l in f if l.startswith("USER ")]
+    if not users or not re.fullmatch(r"\d+(:\d+)?", users[-1]):
+        return [f"Dockerfile: the final USER must be numeric (UID:GID), not {users[-1:] or 'unset'}"]
+    return []
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
@@ -202,9 +319,11 @@ def main():
                 errors += validate_config(a.attache, path_, key, text)
                 configs += 1
         errors += grace_errors(os.path.relpath(base, REPO), docs)
+        errors += policy_errors(os.path.relpath(base, REPO), docs)
         if shutil.which("kubectl"):
             for doc in rendered(base):
                 errors += schema_errors(f"kubectl kustomize {os.path.relpath(base, REPO)}", doc, a.k8s_version)
+    errors += image_user_errors()
     errors += systemd_errors(a.attache)
     for e in errors:
         print(e, file=sys.stderr)
