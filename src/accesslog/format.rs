@@ -15,9 +15,12 @@ use http::HeaderName;
 
 use super::Record;
 
+mod strftime;
+use strftime::TimeFormat;
+
 /// Every operator name, for did-you-mean hints and the docs. `(name, takes_arg)`.
 pub const OPERATORS: &[(&str, bool)] = &[
-    ("START_TIME", false),
+    ("START_TIME", true),
     ("REQ", true),
     ("RESP", true),
     ("PROTOCOL", false),
@@ -72,6 +75,8 @@ enum Unit {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Op {
     StartTime,
+    /// `%START_TIME(FORMAT)%`: index into [`Format::times`].
+    StartTimeAs(usize),
     Protocol,
     ResponseCode,
     ResponseFlags,
@@ -143,6 +148,8 @@ pub struct Format {
     pub req_headers: Vec<HeaderName>,
     /// Response headers the format reads, captured per response in this order.
     pub resp_headers: Vec<HeaderName>,
+    /// The `%START_TIME(...)%` patterns, compiled.
+    times: Vec<TimeFormat>,
 }
 
 /// The built-in `format: text` line.
@@ -178,6 +185,7 @@ const JSON: &[(&str, &str)] = &[
 struct Builder {
     req: Vec<HeaderName>,
     resp: Vec<HeaderName>,
+    times: Vec<TimeFormat>,
     /// Allow the built-ins' private operators.
     builtin: bool,
 }
@@ -253,7 +261,7 @@ impl Format {
                 for p in parts {
                     match p {
                         Part::Lit(s) => out.push_str(s),
-                        Part::Op(op) => text_value(value(*op, rec), out),
+                        Part::Op(op) => text_value(value(*op, rec, &self.times), out),
                     }
                 }
             }
@@ -264,7 +272,7 @@ impl Format {
                         out.push(',');
                     }
                     out.push_str(&f.key);
-                    json_field(f, rec, out);
+                    json_field(f, rec, &self.times, out);
                 }
                 out.push('}');
             }
@@ -278,6 +286,7 @@ impl Builder {
             kind,
             req_headers: self.req,
             resp_headers: self.resp,
+            times: self.times,
         }
     }
 
@@ -294,10 +303,15 @@ impl Builder {
                 rest = r;
                 continue;
             }
-            let Some(end) = after.find('%') else {
+            // A strftime pattern holds `%`s of its own: it ends at `)%`.
+            let end = match after.strip_prefix("START_TIME(") {
+                Some(arg) => arg.find(")%").map(|e| e + "START_TIME()".len()),
+                None => after.find('%'),
+            };
+            let Some(end) = end else {
                 let at = template.len() - rest.len() + i;
                 return Err(format!(
-                    "unterminated operator at byte {at} of the format; write `%NAME%`, or `%%` for a literal %"
+                    "unterminated operator at byte {at} of the format; write `%NAME%`, `%START_TIME(PATTERN)%`, or `%%` for a literal %"
                 ));
             };
             if !lit.is_empty() {
@@ -356,6 +370,14 @@ impl Builder {
             "DURATION" => Op::Duration(unit(arg)?),
             "RESPONSE_DURATION" => Op::ResponseDuration(unit(arg)?),
             "UPSTREAM_CONNECT_DURATION" => Op::UpstreamConnectDuration(unit(arg)?),
+            "START_TIME" => match arg {
+                None => Op::StartTime,
+                Some(pattern) => {
+                    let f = TimeFormat::parse(pattern).map_err(|e| format!("`%{body}%`: {e}"))?;
+                    self.times.push(f);
+                    Op::StartTimeAs(self.times.len() - 1)
+                }
+            },
             _ => {
                 let op = simple(name).ok_or_else(|| unknown(name))?;
                 if arg.is_some() {
@@ -399,7 +421,6 @@ impl Builder {
 
 fn simple(name: &str) -> Option<Op> {
     Some(match name {
-        "START_TIME" => Op::StartTime,
         "PROTOCOL" => Op::Protocol,
         "RESPONSE_CODE" => Op::ResponseCode,
         "RESPONSE_FLAGS" => Op::ResponseFlags,
@@ -466,11 +487,19 @@ fn dur(d: Option<Duration>, unit: Unit) -> Val<'static> {
     }
 }
 
-fn value<'a>(op: Op, r: &'a Record<'_>) -> Val<'a> {
+fn value<'a>(op: Op, r: &'a Record<'_>, times: &[TimeFormat]) -> Val<'a> {
     match op {
         Op::StartTime => r
             .start_time
             .map_or(Val::None, |t| Val::Str(Cow::Owned(crate::http::rfc3339(t)))),
+        Op::StartTimeAs(i) => match (r.start_time, times.get(i)) {
+            (Some(t), Some(f)) => {
+                let mut out = String::new();
+                f.render(t, &mut out);
+                Val::Str(Cow::Owned(out))
+            }
+            _ => Val::None,
+        },
         Op::Protocol => s(r.protocol),
         Op::ResponseCode => Val::Int(u64::from(r.status)),
         Op::ResponseFlags => s(r.response_flag),
@@ -562,10 +591,10 @@ fn text_value(v: Val<'_>, out: &mut String) {
     }
 }
 
-fn json_field(f: &Field, rec: &Record<'_>, out: &mut String) {
+fn json_field(f: &Field, rec: &Record<'_>, times: &[TimeFormat], out: &mut String) {
     // One operator alone keeps its type (number, string, null).
     if let [Part::Op(op)] = f.parts.as_slice() {
-        match value(*op, rec) {
+        match value(*op, rec, times) {
             Val::None => out.push_str(match f.absent {
                 Absent::Null => "null",
                 Absent::Empty => "\"\"",
@@ -585,7 +614,7 @@ fn json_field(f: &Field, rec: &Record<'_>, out: &mut String) {
     for p in &f.parts {
         match p {
             Part::Lit(l) => line.push_str(l),
-            Part::Op(op) => match value(*op, rec) {
+            Part::Op(op) => match value(*op, rec, times) {
                 Val::None => line.push('-'),
                 Val::Str(t) => line.push_str(&t),
                 Val::Int(n) => {

@@ -10,7 +10,7 @@ mod grpc_web;
 mod h1;
 mod h2;
 pub mod mirror;
-pub use body::rfc3339;
+pub use body::{civil_from_days, rfc3339};
 pub mod normalize;
 mod proxy;
 pub mod respond;

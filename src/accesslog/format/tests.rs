@@ -144,3 +144,29 @@ fn bad_templates_say_what_is_wrong() {
         }
     }
 }
+
+#[test]
+fn start_time_takes_an_envoy_strftime_pattern() {
+    let f = Format::text("[%START_TIME(%Y-%m-%dT%H:%M:%S%z)%] %START_TIME(%s.%3f)% %START_TIME%")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        render(&f, &rec(&[], &[])),
+        "[2025-11-25T23:59:59+0000] 1764115199.123 2025-11-25T23:59:59.123Z"
+    );
+    let fields = vec![(
+        "t".to_string(),
+        "%START_TIME(%d/%b/%Y:%H:%M:%S %z)%".to_string(),
+    )];
+    let f = Format::json(&fields).unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(
+        render(&f, &rec(&[], &[])),
+        r#"{"t":"25/Nov/2025:23:59:59 +0000"}"#
+    );
+    for (t, want) in [
+        ("%START_TIME(%Q)%", "unsupported time specifier `%Q`"),
+        ("%START_TIME(%Y", "unterminated operator"),
+    ] {
+        let e = Format::text(t).expect_err(t);
+        assert!(e.contains(want), "{t}: {e}");
+    }
+}
