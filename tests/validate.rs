@@ -227,3 +227,44 @@ fn envoy_and_nginx_habits_get_a_located_hint() {
     ];
     assert_each_fails_with(table);
 }
+
+/// A config with several Envoy habits at once (the way a migration starts): every
+/// one is reported in the same run, also those after a listener whose required
+/// `address` was wrong, located where they are written.
+#[test]
+fn every_habit_in_one_file_is_reported_at_once() {
+    let yaml = "listeners:
+  - name: web
+    address: 10000
+    virtual_hosts:
+      - name: v
+        domains: \"*\"
+        routes:
+          - match: { prefix: / }
+            route: { cluster: api, timeout: 2 }
+  - name: web2
+    address:
+      socket_address: { address: 0.0.0.0, port_value: 10001 }
+    virtual_hosts: []
+  - name: web3
+    address: 127.0.0.1:0
+    virtual_hosts: []
+clusters:
+  - name: api
+    type: STRICT_DNS
+    endpoints: [\"127.0.0.1:9000\"]
+    lb_policy: ROUND_ROBIN
+";
+    let (code, _, err) = validate(yaml);
+    assert_eq!(code, 1, "{err}");
+    for want in [
+        "F:3:14: a port alone is not an address",
+        "F:6:18: invalid type: string \"*\", expected a sequence",
+        "F:9:45: a duration needs a unit",
+        "F:12:21: attache takes `address: HOST:PORT`, not Envoy's `socket_address`",
+        "F:19:5: unknown key `type`: attache has no cluster `type`",
+        "F:21:16: unknown value `ROUND_ROBIN`; did you mean `round_robin`?",
+    ] {
+        assert!(err.contains(want), "missing `{want}` in:\n{err}");
+    }
+}

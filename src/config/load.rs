@@ -414,20 +414,9 @@ fn remove_at(value: &mut Value, path: &[&str]) -> bool {
     let Some((last, parents)) = path.split_last() else {
         return false;
     };
-    let mut cur = value;
-    for seg in parents {
-        cur = match cur {
-            Value::Mapping(m) => match m.get_mut(*seg) {
-                Some(v) => v,
-                None => return false,
-            },
-            Value::Sequence(s) => match seg.parse::<usize>().ok().and_then(|i| s.get_mut(i)) {
-                Some(v) => v,
-                None => return false,
-            },
-            _ => return false,
-        };
-    }
+    let Some(cur) = value_at_mut(value, parents) else {
+        return false;
+    };
     match cur {
         Value::Mapping(m) => m.remove(*last).is_some(),
         Value::Sequence(s) => match last.parse::<usize>() {
@@ -586,25 +575,35 @@ pub fn deserialize_all<T: serde::de::DeserializeOwned>(
 
 /// Every shape error, and the value as deserialized once the offending nodes are
 /// removed (with the value and the removed paths), if it then deserializes.
+///
+/// A node is removed after its error is reported, and deserializing starts again,
+/// so each error is reported once. When a required key is missing (or was removed),
+/// the list item that needs it is dropped as a whole, so the items after it are
+/// still checked; the document is then incomplete and no value is returned
+/// (semantic checks would see a listener or cluster missing).
 #[allow(clippy::type_complexity)]
 pub fn deserialize_partial<T: serde::de::DeserializeOwned>(
     mut value: Value,
     map: &SourceMap,
 ) -> (Vec<Diagnostic>, Option<(T, Value)>, Vec<String>) {
     let mut diags = Vec::new();
+    // Paths in the document as written (list items dropped since do not shift them).
     let mut removed: Vec<String> = Vec::new();
+    let mut dropped = Dropped::default();
     for _ in 0..200 {
         match serde_path_to_error::deserialize::<_, T>(value.clone()) {
-            Ok(cfg) => return (diags, Some((cfg, value)), removed),
+            Ok(cfg) if dropped.is_empty() => return (diags, Some((cfg, value)), removed),
+            Ok(_) => return (diags, None, removed),
             Err(e) => {
                 let path = path_string(e.path());
                 let (shape, msg) = reword(&e.inner().to_string());
                 let is_missing = msg.starts_with("missing required key");
+                let orig = dropped.original(&path);
                 // A key we removed ourselves is "missing" now: already reported.
                 let echo = is_missing
                     && removed
                         .iter()
-                        .any(|r| r.rsplit_once('.').map_or("", |(p, _)| p) == path || r == &path);
+                        .any(|r| r.rsplit_once('.').map_or("", |(p, _)| p) == orig || r == &orig);
                 let segs: Vec<&str> = if path.is_empty() {
                     Vec::new()
                 } else {
@@ -619,24 +618,33 @@ pub fn deserialize_partial<T: serde::de::DeserializeOwned>(
                         } else {
                             format!("{path}.{key}")
                         };
-                        let msg = super::hints::unknown_key(&full, &key, msg);
-                        diags.push(map.diag_key(&full, msg));
+                        let orig_full = dropped.original(&full);
+                        let msg = super::hints::unknown_key(&orig_full, &key, msg);
+                        diags.push(map.diag_key(&orig_full, msg));
                         let fsegs: Vec<&str> = full.split('.').collect();
                         if !remove_at(&mut value, &fsegs) {
                             break;
                         }
-                        removed.push(full);
+                        removed.push(orig_full);
                     }
-                    Shape::Other => {
-                        if !echo {
-                            let at = super::hints::value_at(&value, &path);
-                            let msg = super::hints::wrong_type(&path, at, msg);
-                            diags.push(map.diag(&path, msg));
-                        }
-                        if is_missing || !remove_at(&mut value, &segs) {
+                    Shape::Other if echo => {
+                        if !dropped.drop_item(&mut value, &path) {
                             break;
                         }
-                        removed.push(path);
+                    }
+                    Shape::Other => {
+                        let at = super::hints::value_at(&value, &path);
+                        let msg = super::hints::wrong_type(&orig, at, msg);
+                        diags.push(map.diag(&orig, msg));
+                        let gone = if is_missing {
+                            dropped.drop_item(&mut value, &path)
+                        } else {
+                            remove_at(&mut value, &segs)
+                        };
+                        if !gone {
+                            break;
+                        }
+                        removed.push(orig);
                     }
                 }
             }
@@ -646,6 +654,77 @@ pub fn deserialize_partial<T: serde::de::DeserializeOwned>(
         diags.push(map.diag("", "config could not be read"));
     }
     (diags, None, removed)
+}
+
+/// List items removed from the document while collecting shape errors, by the
+/// list's path as written: so a later error's path names the item in the file.
+#[derive(Default)]
+struct Dropped(HashMap<String, Vec<usize>>);
+
+impl Dropped {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `path` in the value as it is now, as a path in the document as written.
+    fn original(&self, path: &str) -> String {
+        let mut out = String::new();
+        for seg in path.split('.').filter(|s| !s.is_empty()) {
+            let seg = match (seg.parse::<usize>(), self.0.get(&out)) {
+                (Ok(mut i), Some(gone)) => {
+                    // `gone` is ascending: each dropped item at or before this
+                    // one moved it down by one.
+                    for g in gone {
+                        if *g <= i {
+                            i += 1;
+                        }
+                    }
+                    i.to_string()
+                }
+                _ => seg.to_string(),
+            };
+            out = join(&out, &seg);
+        }
+        out
+    }
+
+    /// Remove the list item at `path` (as it is now); false when `path` is not one.
+    fn drop_item(&mut self, value: &mut Value, path: &str) -> bool {
+        let Some((list, index)) = path.rsplit_once('.') else {
+            return false;
+        };
+        let Ok(index) = index.parse::<usize>() else {
+            return false;
+        };
+        let segs: Vec<&str> = list.split('.').collect();
+        let Some(Value::Sequence(items)) = value_at_mut(value, &segs) else {
+            return false;
+        };
+        if index >= items.len() {
+            return false;
+        }
+        items.remove(index);
+        let orig = self.original(path);
+        let Some((orig_list, orig_index)) = orig.rsplit_once('.') else {
+            return false;
+        };
+        let gone = self.0.entry(orig_list.to_string()).or_default();
+        gone.extend(orig_index.parse::<usize>().ok());
+        gone.sort_unstable();
+        true
+    }
+}
+
+fn value_at_mut<'a>(value: &'a mut Value, path: &[&str]) -> Option<&'a mut Value> {
+    let mut cur = value;
+    for seg in path {
+        cur = match cur {
+            Value::Mapping(m) => m.get_mut(*seg)?,
+            Value::Sequence(s) => s.get_mut(seg.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(cur)
 }
 
 #[cfg(test)]
@@ -672,6 +751,26 @@ mod tests {
             errs[1].message.contains("did you mean `protocol`"),
             "{}",
             errs[1].message
+        );
+    }
+
+    /// A bad required key drops its list item, and the items after it are still
+    /// checked, located where they are written.
+    #[test]
+    fn errors_after_a_bad_required_key_are_still_reported() {
+        let text = "listeners:\n  - name: a\n    address: 10000\n  - address: 127.0.0.1:1\n  - name: c\n    address: 127.0.0.1:2\n    protocl: http\nclusters:\n  - name: x\n    lb_policy: ROUND_ROBIN\n";
+        let errs = parse("f.yaml", text, &no_env).expect_err("must fail");
+        let at: Vec<(usize, usize)> = errs.iter().map(|e| (e.line, e.col)).collect();
+        // listeners.0.address; listeners.1 has no name (its own error, not an echo);
+        // listeners.2.protocl; clusters.0.lb_policy.
+        assert_eq!(at, [(3, 14), (4, 12), (7, 5), (10, 16)], "{errs:?}");
+        assert!(
+            errs[1].message.contains("missing required key `name`"),
+            "{errs:?}"
+        );
+        assert!(
+            errs[2].message.contains("did you mean `protocol`"),
+            "{errs:?}"
         );
     }
 
