@@ -523,7 +523,7 @@ listeners:
     address: 127.0.0.1:0
     access_log:
       path: "{}"
-      format: "%REQ(:METHOD)% %REQ(:PATH)% %RESPONSE_CODE% ua=%REQ(USER-AGENT)% x=%REQ(X-MISSING?X-ALT)% rsp=%RESP(X-Back)% tries=%UPSTREAM_REQUEST_ATTEMPT_COUNT% host=%UPSTREAM_HOST% listener=%LISTENER_NAME% tls=%DOWNSTREAM_TLS_VERSION%\n"
+      format: "%REQ(:METHOD)% %REQ(:PATH)% %RESPONSE_CODE% ua=%REQ(USER-AGENT)% x=%REQ(X-MISSING?X-ALT)% rsp=%RESP(X-Back)% tries=%UPSTREAM_REQUEST_ATTEMPT_COUNT% host=%UPSTREAM_HOST% listener=%LISTENER_NAME% tls=%DOWNSTREAM_TLS_VERSION% at=%START_TIME(%s)%\n"
     virtual_hosts: &vh
       - name: web
         domains: ["*"]
@@ -574,13 +574,21 @@ clusters:
         503
     );
     let got = lines(&text, 2).await;
+    let (line, at) = got[0].rsplit_once(" at=").expect("at=");
     assert_eq!(
-        got[0],
+        line,
         format!(
             "GET /a?q=1 200 ua=ua/1 x=alt rsp=b1 tries=1 host={} listener=text tls=-",
             o.addr
         )
     );
+    // %START_TIME(%s)%: Unix seconds of this run.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let at: u64 = at.parse().unwrap_or_else(|e| panic!("{at}: {e}"));
+    assert!(at <= now && now - at < 120, "{at} vs {now}");
     assert!(
         got[1].starts_with("GET /status/503 503 ") && got[1].contains(" tries=2 "),
         "{}",
