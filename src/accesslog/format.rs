@@ -224,7 +224,7 @@ impl Format {
 
     /// A text template (`format: "..."`). A trailing newline is dropped (each line
     /// ends with one).
-    pub fn text(template: &str) -> Result<Format, String> {
+    pub fn text(template: &str) -> Result<Format, Vec<String>> {
         let mut b = Builder::default();
         let template = template.strip_suffix('\n').unwrap_or(template);
         let parts = b.parse(template)?;
@@ -244,7 +244,7 @@ impl Format {
                     parts,
                     absent: Absent::Null,
                 }),
-                Err(e) => errors.push((k.clone(), e)),
+                Err(es) => errors.extend(es.into_iter().map(|e| (k.clone(), e))),
             }
         }
         if errors.is_empty() {
@@ -290,9 +290,11 @@ impl Builder {
         }
     }
 
-    /// Split a template into literals and operators; `%%` is a literal `%`.
-    fn parse(&mut self, template: &str) -> Result<Vec<Part>, String> {
+    /// Split a template into literals and operators; `%%` is a literal `%`. On
+    /// failure, every bad operator's problem.
+    fn parse(&mut self, template: &str) -> Result<Vec<Part>, Vec<String>> {
         let mut parts = Vec::new();
+        let mut errors = Vec::new();
         let mut lit = String::new();
         let mut rest = template;
         while let Some(i) = rest.find('%') {
@@ -310,21 +312,29 @@ impl Builder {
             };
             let Some(end) = end else {
                 let at = template.len() - rest.len() + i;
-                return Err(format!(
+                errors.push(format!(
                     "unterminated operator at byte {at} of the format; write `%NAME%`, `%START_TIME(PATTERN)%`, or `%%` for a literal %"
                 ));
+                return Err(errors);
             };
             if !lit.is_empty() {
                 parts.push(Part::Lit(std::mem::take(&mut lit)));
             }
-            parts.push(Part::Op(self.operator(&after[..end])?));
+            match self.operator(&after[..end]) {
+                Ok(op) => parts.push(Part::Op(op)),
+                Err(e) => errors.push(e),
+            }
             rest = &after[end + 1..];
         }
         lit.push_str(rest);
         if !lit.is_empty() {
             parts.push(Part::Lit(lit));
         }
-        Ok(parts)
+        if errors.is_empty() {
+            Ok(parts)
+        } else {
+            Err(errors)
+        }
     }
 
     /// One operator body: `NAME`, `NAME(ARG)` or `NAME(ARG):MAX`.

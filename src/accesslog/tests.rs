@@ -5,7 +5,7 @@ use super::*;
 fn cfg(path: &str) -> AccessLogCfg {
     AccessLogCfg {
         path: path.to_string(),
-        format: Arc::new(Format::text("%RESPONSE_CODE%").unwrap_or_else(|e| panic!("{e}"))),
+        format: Arc::new(Format::text("%RESPONSE_CODE%").unwrap_or_else(|e| panic!("{e:?}"))),
     }
 }
 

@@ -46,7 +46,7 @@ fn text_template_renders_operators_and_literals() {
 %UPSTREAM_CONNECT_DURATION(us)% %UPSTREAM_REQUEST_ATTEMPT_COUNT% %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% \
 %DOWNSTREAM_TLS_VERSION% %DOWNSTREAM_TLS_CIPHER% %REQUESTED_SERVER_NAME% %LISTENER_NAME% 100%% %START_TIME%\n",
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap_or_else(|e| panic!("{e:?}"));
     assert_eq!(
         render(&f, &rec(&[], &[])),
         "GET /a?b=1 200 1 1873 1200 250 2 ::1 TLSv1.3 - example.com ingress 100% 2025-11-25T23:59:59.123Z"
@@ -56,7 +56,7 @@ fn text_template_renders_operators_and_literals() {
 #[test]
 fn headers_are_captured_only_when_named_and_fall_back() {
     let f = Format::text("%REQ(X-A?X-B)% %REQ(x-a)% %RESP(Content-Type)% %REQ(USER-AGENT):3%")
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap_or_else(|e| panic!("{e:?}"));
     assert_eq!(f.req_headers, ["x-a", "x-b", "user-agent"]);
     assert_eq!(f.resp_headers, ["content-type"]);
     let req = [
@@ -70,7 +70,7 @@ fn headers_are_captured_only_when_named_and_fall_back() {
 
 #[test]
 fn text_values_are_escaped() {
-    let f = Format::text("\"%REQ(X-A)%\"").unwrap_or_else(|e| panic!("{e}"));
+    let f = Format::text("\"%REQ(X-A)%\"").unwrap_or_else(|e| panic!("{e:?}"));
     let req = [Some(HeaderValue::from_static("a\" b\\c"))];
     assert_eq!(render(&f, &rec(&req, &[])), r#""a\" b\\c""#);
 }
@@ -140,7 +140,10 @@ fn bad_templates_say_what_is_wrong() {
         match Format::text(t) {
             Ok(_) if want.is_empty() => {}
             Ok(_) => panic!("{t} accepted"),
-            Err(e) => assert!(!want.is_empty() && e.contains(want), "{t}: {e}"),
+            Err(e) => assert!(
+                !want.is_empty() && e.join("; ").contains(want),
+                "{t}: {e:?}"
+            ),
         }
     }
 }
@@ -148,7 +151,7 @@ fn bad_templates_say_what_is_wrong() {
 #[test]
 fn start_time_takes_an_envoy_strftime_pattern() {
     let f = Format::text("[%START_TIME(%Y-%m-%dT%H:%M:%S%z)%] %START_TIME(%s.%3f)% %START_TIME%")
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap_or_else(|e| panic!("{e:?}"));
     assert_eq!(
         render(&f, &rec(&[], &[])),
         "[2025-11-25T23:59:59+0000] 1764115199.123 2025-11-25T23:59:59.123Z"
@@ -166,7 +169,17 @@ fn start_time_takes_an_envoy_strftime_pattern() {
         ("%START_TIME(%Q)%", "unsupported time specifier `%Q`"),
         ("%START_TIME(%Y", "unterminated operator"),
     ] {
-        let e = Format::text(t).expect_err(t);
+        let e = Format::text(t).expect_err(t).join("; ");
         assert!(e.contains(want), "{t}: {e}");
     }
+}
+
+#[test]
+fn every_bad_operator_of_a_template_is_reported() {
+    let e = Format::text("%RESPONSE_COD% %REQ(:PATH)% %DURATION(h)% %PROTOCOL(x)%")
+        .expect_err("three bad operators");
+    assert_eq!(e.len(), 3, "{e:?}");
+    assert!(e[0].contains("did you mean `%RESPONSE_CODE%`"), "{e:?}");
+    assert!(e[1].contains("unknown unit `h`"), "{e:?}");
+    assert!(e[2].contains("takes no argument"), "{e:?}");
 }

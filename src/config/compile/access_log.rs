@@ -43,8 +43,10 @@ pub(super) fn access_log(
         (Some("text"), None) => Some(Format::builtin_text()),
         (Some(t), None) if t.contains('%') => match Format::text(t) {
             Ok(f) => Some(f),
-            Err(e) => {
-                cx.err(&format!("{path}.format"), e);
+            Err(errors) => {
+                for e in errors {
+                    cx.err(&format!("{path}.format"), e);
+                }
                 None
             }
         },
