@@ -128,14 +128,29 @@ fn each_promised_rule_fails_when_broken() {
             "a duration needs a unit",
         ),
     ];
-    for (file, from, to, error) in cases {
-        let dir = tempfile::tempdir().expect("tempdir");
-        copy_with(dir.path(), file, from, to);
-        let (ok, text) = check(dir.path());
-        assert!(!ok, "{file}: `{to}` passed:\n{text}");
-        assert!(
-            text.contains(error),
-            "{file}: `{to}`: expected `{error}`:\n{text}"
-        );
-    }
+    // Each case checks its own copy; they run side by side (each is a few seconds
+    // of python, kubectl and systemd-analyze).
+    let failures: Vec<String> = std::thread::scope(|s| {
+        let runs: Vec<_> = cases
+            .iter()
+            .map(|(file, from, to, error)| {
+                s.spawn(move || {
+                    let dir = tempfile::tempdir().expect("tempdir");
+                    copy_with(dir.path(), file, from, to);
+                    let (ok, text) = check(dir.path());
+                    match (ok, text.contains(error)) {
+                        (false, true) => None,
+                        (true, _) => Some(format!("{file}: `{to}` passed:\n{text}")),
+                        (false, false) => {
+                            Some(format!("{file}: `{to}`: expected `{error}`:\n{text}"))
+                        }
+                    }
+                })
+            })
+            .collect();
+        runs.into_iter()
+            .filter_map(|r| r.join().expect("case thread"))
+            .collect()
+    });
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
