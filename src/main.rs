@@ -184,10 +184,18 @@ fn main() -> ExitCode {
             // Every worker is a current-thread runtime with its own listening
             // sockets and connections (no work stealing); this thread runs worker 0.
             let started = attache::server::workers::runtime().and_then(|rt| {
+                // As soon as there is a runtime: from here on, a signal that comes
+                // while the config loads and the listeners bind (a logrotate run,
+                // `systemctl reload`) waits for startup instead of killing the
+                // process by its default action.
+                let signals = {
+                    let _in = rt.enter();
+                    Signals::install()?
+                };
                 let workers = Workers::start(threads, rt.handle().clone())?;
-                Ok((rt, workers))
+                Ok((rt, workers, signals))
             });
-            let (rt, workers) = match started {
+            let (rt, workers, signals) = match started {
                 Ok(x) => x,
                 Err(e) => {
                     eprintln!("attache: cannot start the runtime: {e}");
@@ -200,7 +208,7 @@ fn main() -> ExitCode {
                 log_level: level,
             };
             let handles = workers.handles().to_vec();
-            let result = rt.block_on(run(path, handles, ready_file, setter, opts));
+            let result = rt.block_on(run(path, handles, ready_file, setter, opts, signals));
             // Dropping the runtimes cancels what the drain deadline left open: those
             // streams are logged (`DT`), then the access logs are flushed.
             workers.stop();
@@ -236,11 +244,8 @@ async fn run(
     ready_file: Option<String>,
     setter: attache::server::LogLevelSetter,
     opts: RunOpts,
+    mut signals: Signals,
 ) -> anyhow::Result<Arc<Server>> {
-    // First, so that a signal sent while the config loads and the listeners bind
-    // (a logrotate run, `systemctl reload`) waits for startup instead of killing
-    // the process by its default action.
-    let mut signals = Signals::install()?;
     let stats = Arc::new(Stats::new());
     let services = Arc::new(Services::default());
     let (snap, source) =
@@ -342,17 +347,16 @@ struct Signals {
 }
 
 impl Signals {
-    fn install() -> anyhow::Result<Signals> {
+    /// Within a runtime (the signal driver is its).
+    fn install() -> std::io::Result<Signals> {
         use tokio::signal::unix::{signal, SignalKind};
-        let on =
-            |kind: SignalKind, name: &str| signal(kind).with_context(|| format!("{name} handler"));
         Ok(Signals {
-            term: on(SignalKind::terminate(), "SIGTERM")?,
-            int: on(SignalKind::interrupt(), "SIGINT")?,
-            quit: on(SignalKind::quit(), "SIGQUIT")?,
-            hup: on(SignalKind::hangup(), "SIGHUP")?,
-            usr1: on(SignalKind::user_defined1(), "SIGUSR1")?,
-            usr2: on(SignalKind::user_defined2(), "SIGUSR2")?,
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            quit: signal(SignalKind::quit())?,
+            hup: signal(SignalKind::hangup())?,
+            usr1: signal(SignalKind::user_defined1())?,
+            usr2: signal(SignalKind::user_defined2())?,
         })
     }
 
