@@ -114,10 +114,8 @@ impl Out {
                 tracing::info!(path = %path, "access log reopened");
                 Ok(())
             }
-            Err(e) => {
-                tracing::error!(path = %path, error = %e, "cannot reopen access log; still writing to the old file");
-                Err(e.to_string())
-            }
+            // Logged once, by the caller (`Server::reopen_logs`).
+            Err(e) => Err(e.to_string()),
         }
     }
 }

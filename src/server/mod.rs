@@ -655,7 +655,7 @@ impl Server {
         let r = self.sinks.reopen();
         for (path, result) in &r {
             if let Err(e) = result {
-                tracing::error!(path = %path, error = %e, "access log reopen failed");
+                tracing::error!(path = %path, error = %e, "access log reopen failed; still writing to the old file");
             }
         }
         r
