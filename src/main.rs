@@ -331,7 +331,10 @@ async fn run(
     }
 
     signals.serve(&server).await;
-    server.drain().await;
+    tokio::select! {
+        _ = server.drain() => {}
+        _ = signals.while_draining(&server) => {}
+    }
     Ok(server)
 }
 
@@ -377,9 +380,7 @@ impl Signals {
                     continue;
                 }
                 _ = self.usr1.recv() => {
-                    tracing::info!(signal = "SIGUSR1", "reopening access logs");
-                    let s = server.clone();
-                    let _ = tokio::task::spawn_blocking(move || s.reopen_logs()).await;
+                    reopen_logs(server).await;
                     continue;
                 }
                 _ = self.usr2.recv() => {
@@ -390,4 +391,29 @@ impl Signals {
             return;
         }
     }
+
+    /// While the drain runs (never returns): USR1 still reopens the access logs (a
+    /// logrotate run during a long drain); the others are logged and ignored.
+    async fn while_draining(&mut self, server: &Arc<Server>) {
+        loop {
+            let signal = tokio::select! {
+                _ = self.usr1.recv() => {
+                    reopen_logs(server).await;
+                    continue;
+                }
+                _ = self.term.recv() => "SIGTERM",
+                _ = self.int.recv() => "SIGINT",
+                _ = self.quit.recv() => "SIGQUIT",
+                _ = self.hup.recv() => "SIGHUP",
+                _ = self.usr2.recv() => "SIGUSR2",
+            };
+            tracing::info!(signal, "ignored: already draining (until drain_timeout)");
+        }
+    }
+}
+
+async fn reopen_logs(server: &Arc<Server>) {
+    tracing::info!(signal = "SIGUSR1", "reopening access logs");
+    let s = server.clone();
+    let _ = tokio::task::spawn_blocking(move || s.reopen_logs()).await;
 }

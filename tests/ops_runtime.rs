@@ -899,3 +899,40 @@ async fn signals_during_startup_are_served_after_it_not_fatal() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// During a drain (up to `drain_timeout`), SIGUSR1 still reopens the access log, so
+/// a logrotate run then does not leave the last requests' lines in the rotated
+/// file; the other signals are logged as ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigusr1_reopens_logs_during_a_drain() {
+    let (o, mut p) = proxy_with_file_log("\"%REQ(:PATH)% %RESPONSE_CODE%\"", "10s").await;
+    let log = log_path(&p);
+    let inflight = in_flight(&o, &p, "/slow/3000").await;
+    p.signal(15);
+    eventually(WAIT, "draining", || {
+        let log = p.log();
+        async move { log.contains("draining").then_some(()) }
+    })
+    .await;
+    std::fs::rename(&log, p.dir.path().join("access.log.1")).expect("rename");
+    p.signal(1);
+    p.signal(10);
+    eventually(WAIT, "a new file at the path", || {
+        let log = log.clone();
+        async move { log.exists().then_some(()) }
+    })
+    .await;
+    let r = tokio::time::timeout(WAIT, inflight)
+        .await
+        .expect("in time")
+        .expect("task");
+    assert_eq!(r.status, 200);
+    let code = tokio::task::block_in_place(|| p.wait_exit(WAIT));
+    assert_eq!(code, Some(0));
+    assert_eq!(read(&log), "/slow/3000 200\n", "the drained request's line");
+    assert!(
+        p.log().contains("ignored: already draining") && p.log().contains("SIGHUP"),
+        "{}",
+        p.log()
+    );
+}
