@@ -111,7 +111,10 @@ fn print_diags(diags: &[Diagnostic], format: Format) {
                 .iter()
                 .map(|d| serde_json::json!({"file": d.file, "line": d.line, "column": d.col, "severity": "error", "message": d.message}))
                 .collect();
-            println!("{}", serde_json::json!({ "ok": false, "errors": v }));
+            attache::toolkit::cli::out(format_args!(
+                "{}\n",
+                serde_json::json!({ "ok": false, "errors": v })
+            ));
         }
     }
 }
@@ -128,16 +131,10 @@ fn main() -> ExitCode {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut cmd, "attache", &mut script);
-            // One write: a reader that went away (`| head`) is not worth a panic
-            // (clap_complete's own writer panics on a closed pipe).
-            match std::io::Write::write_all(&mut std::io::stdout().lock(), &script) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("attache: cannot write the completion script: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            // Written by us: clap_complete's own writer panics on a closed pipe.
+            let script = String::from_utf8_lossy(&script);
+            attache::toolkit::cli::out(format_args!("{script}"));
+            ExitCode::SUCCESS
         }
         Cmd::Run {
             config: path,

@@ -119,20 +119,36 @@ fn completions_for_bash_zsh_and_fish() {
     assert_eq!(attache(&["completions", "tcsh"]).status.code(), Some(2));
 }
 
-/// `attache completions fish | head -3`: the reader goes away before the script is
-/// written; attache exits quietly instead of panicking on the closed pipe.
+/// `attache completions fish | head -3`, `attache validate --format json F | head -c 10`:
+/// the reader goes away before the output is written; attache keeps its exit code
+/// instead of panicking on the closed pipe.
 #[test]
-fn completions_into_a_closed_pipe_do_not_panic() {
-    for shell in ["bash", "zsh", "fish"] {
+fn output_into_a_closed_pipe_does_not_panic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "listeners:\n  - name: a\n    adress: 1\n").expect("write");
+    let bad = bad.display().to_string();
+    let runs: &[(&[&str], i32)] = &[
+        (&["completions", "bash"], 0),
+        (&["completions", "zsh"], 0),
+        (&["completions", "fish"], 0),
+        (&["validate", "--format", "json", &bad], 1),
+        (&["validate", "config/quickstart.yaml"], 0),
+        (
+            &["diff", "config/quickstart.yaml", "config/sidecar.yaml"],
+            1,
+        ),
+    ];
+    for (args, code) in runs {
         let (reader, writer) = std::io::pipe().expect("pipe");
         drop(reader);
         let out = Command::new(support::bin())
-            .args(["completions", shell])
+            .args(*args)
             .stdout(writer)
             .output()
             .expect("run attache");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!err.contains("panicked"), "{shell}: {err}");
-        assert!(out.status.success(), "{shell}: {:?} {err}", out.status);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(*code), "{args:?}: {err}");
     }
 }

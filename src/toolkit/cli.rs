@@ -13,6 +13,27 @@ use crate::config::words::plural;
 use crate::config::{self, compile, load, Diagnostic};
 use crate::stats::Stats;
 
+/// Write to stdout. A reader that went away (`attache validate ... | head`) ends the
+/// output, not the command: the exit code is still the command's verdict, and
+/// nothing panics the way `print!` does on a closed pipe.
+pub fn out(args: std::fmt::Arguments<'_>) {
+    let _ = std::io::Write::write_fmt(&mut std::io::stdout().lock(), args);
+}
+
+/// [`out`] with `println!`'s syntax.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// [`out`] with `print!`'s syntax.
+macro_rules! outp {
+    ($($arg:tt)*) => {
+        out(format_args!($($arg)*))
+    };
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
 pub enum Format {
     Text,
@@ -170,7 +191,7 @@ fn print_findings(f: &[Finding], format: Format, ok_line: Option<String>) {
                 );
             }
             if let Some(l) = ok_line {
-                println!("{l}");
+                outln!("{l}");
             }
         }
         Format::Json => {
@@ -180,7 +201,7 @@ fn print_findings(f: &[Finding], format: Format, ok_line: Option<String>) {
                     .map(Finding::to_json)
                     .collect::<Vec<_>>()
             };
-            println!(
+            outln!(
                 "{}",
                 serde_json::json!({
                     "ok": ok_line.is_some(),
@@ -330,9 +351,9 @@ pub fn test_routes(a: &TestRoutesArgs) -> u8 {
     let under = a.fail_under.filter(|min| pct + 1e-9 < *min);
     match a.format {
         Format::Text => {
-            print!("{}", report.to_text(a.coverage || a.fail_under.is_some()));
+            outp!("{}", report.to_text(a.coverage || a.fail_under.is_some()));
             if let Some(min) = under {
-                println!("coverage {pct:.1}% is below --fail-under {min}");
+                outln!("coverage {pct:.1}% is below --fail-under {min}");
             }
         }
         Format::Json => {
@@ -341,7 +362,7 @@ pub fn test_routes(a: &TestRoutesArgs) -> u8 {
             if under.is_some() {
                 v["ok"] = serde_json::Value::Bool(false);
             }
-            println!("{v}");
+            outln!("{v}");
         }
     }
     if under.is_some() {
@@ -377,8 +398,8 @@ pub fn explain(a: &ExplainArgs) -> u8 {
     match explain::evaluate(&snap, &rq) {
         Ok(o) => {
             match a.format {
-                Format::Text => print!("{}", o.to_text()),
-                Format::Json => println!("{}", o.to_json()),
+                Format::Text => outp!("{}", o.to_text()),
+                Format::Json => outln!("{}", o.to_json()),
             }
             0
         }
@@ -404,8 +425,8 @@ pub fn diff(a: &DiffArgs) -> u8 {
     };
     let changes = diff::diff_sources(&old, &new);
     match a.format {
-        Format::Text => print!("{}", diff::to_text(&changes)),
-        Format::Json => println!("{}", diff::to_json(&changes)),
+        Format::Text => outp!("{}", diff::to_text(&changes)),
+        Format::Json => outln!("{}", diff::to_json(&changes)),
     }
     u8::from(!changes.is_empty())
 }
@@ -468,7 +489,7 @@ pub fn render(a: &RenderArgs) -> u8 {
                     eprintln!("{f}");
                 }
             }
-            print!("{text}");
+            outp!("{text}");
             0
         }
     }
