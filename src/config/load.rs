@@ -688,23 +688,26 @@ impl Dropped {
         out
     }
 
-    /// Remove the list item at `path` (as it is now); false when `path` is not one.
+    /// Remove the list item that `path` (as it is now) is or is inside of; false
+    /// when there is none.
     fn drop_item(&mut self, value: &mut Value, path: &str) -> bool {
-        let Some((list, index)) = path.rsplit_once('.') else {
+        let segs: Vec<&str> = path.split('.').collect();
+        let Some((k, index)) = segs
+            .iter()
+            .enumerate()
+            .rev()
+            .find_map(|(k, s)| Some((k, s.parse::<usize>().ok()?)))
+        else {
             return false;
         };
-        let Ok(index) = index.parse::<usize>() else {
-            return false;
-        };
-        let segs: Vec<&str> = list.split('.').collect();
-        let Some(Value::Sequence(items)) = value_at_mut(value, &segs) else {
+        let Some(Value::Sequence(items)) = value_at_mut(value, &segs[..k]) else {
             return false;
         };
         if index >= items.len() {
             return false;
         }
         items.remove(index);
-        let orig = self.original(path);
+        let orig = self.original(&segs[..=k].join("."));
         let Some((orig_list, orig_index)) = orig.rsplit_once('.') else {
             return false;
         };
@@ -772,6 +775,17 @@ mod tests {
             errs[2].message.contains("did you mean `protocol`"),
             "{errs:?}"
         );
+
+        // Missing deeper inside an item (a DNS discovery without `name`): the
+        // enclosing item goes, the next one is still checked.
+        let text = "clusters:\n  - name: a\n    discovery: { dns: { refresh: 5s } }\n  - name: b\n    lb_polcy: random\n";
+        let errs = parse("f.yaml", text, &no_env).expect_err("must fail");
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(
+            errs[1].message.contains("did you mean `lb_policy`"),
+            "{errs:?}"
+        );
+        assert_eq!((errs[1].line, errs[1].col), (5, 5), "{errs:?}");
     }
 
     #[test]
