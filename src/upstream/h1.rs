@@ -164,14 +164,17 @@ pub fn encode_head(
 ) -> RequestHead {
     let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     // The exact size, so the buffer becomes `Bytes` without another allocation.
+    // One pass for the size and whether the request has a `Content-Length`.
     let mut len = parts.method.as_str().len() + 1 + pq.len() + 11 + 2;
+    let mut has_length = false;
     for (k, v) in parts.headers.iter() {
         if k != header::EXPECT {
             len += k.as_str().len() + v.len() + 4;
+            has_length |= k == header::CONTENT_LENGTH;
         }
     }
     let mut digits = itoa::Buffer::new();
-    let framing: &[&[u8]] = if parts.headers.contains_key(header::CONTENT_LENGTH) {
+    let framing: &[&[u8]] = if has_length {
         &[]
     } else {
         match body {

@@ -316,7 +316,11 @@ pub async fn send_with(
                             idle_timeout: s.idle_timeout,
                             max_idle: s.max_idle,
                         };
-                        let body = h1::H1Body::new(conn, &parsed, writer, home);
+                        // Allocated first, written in place.
+                        let body = Box::write(
+                            Box::new_uninit(),
+                            h1::H1Body::new(conn, &parsed, writer, home),
+                        );
                         let mut rsp = Response::new(UpstreamBody::H1(body));
                         *rsp.status_mut() = parsed.status;
                         *rsp.version_mut() = parsed.version;
