@@ -140,6 +140,53 @@ fn eq_folded(raw: &[u8], lower: &[u8]) -> bool {
     same(n - 8)
 }
 
+/// Header maps of finished heads, per worker, emptied: a new head's map is
+/// taken from here, so a connection whose requests follow each other does not
+/// allocate (and free) a map's two tables per request and per response. Maps
+/// that grew past [`MAP_KEEP`] fields go back to the allocator.
+mod maps {
+    use http::HeaderMap;
+
+    use crate::spare::{keep, take, List};
+
+    thread_local! {
+        static MAPS: List<HeaderMap> = const { List::new(Vec::new()) };
+    }
+
+    /// The most fields a kept map has room for.
+    pub(super) const MAP_KEEP: usize = 48;
+
+    pub(super) fn take_map() -> Option<HeaderMap> {
+        take(&MAPS)
+    }
+
+    pub(super) fn keep_map(map: HeaderMap) {
+        keep(&MAPS, map);
+    }
+
+    #[cfg(test)]
+    pub(super) fn kept() -> usize {
+        crate::spare::kept(&MAPS)
+    }
+}
+
+/// An empty header map with room for `fields`, a spare one when this worker has
+/// one (see [`recycle`]).
+pub fn new_map(fields: usize) -> HeaderMap {
+    let mut map = maps::take_map().unwrap_or_default();
+    map.reserve(fields);
+    map
+}
+
+/// A head's map once its request or response is done with it (written out):
+/// emptied (no field of it stays) and kept for the next head on this worker.
+pub fn recycle(mut map: HeaderMap) {
+    if map.capacity() <= maps::MAP_KEEP {
+        map.clear();
+        maps::keep_map(map);
+    }
+}
+
 /// A `Content-Length` value (or one element of a list of them): digits only, no
 /// sign or spaces, at most 19 of them so it fits in a u64.
 pub fn parse_length(v: &[u8]) -> Option<u64> {
@@ -188,14 +235,48 @@ mod tests {
     #[test]
     fn field_name_agrees_with_header_name() {
         let names: &[&[u8]] = &[
-            b"host", b"Host", b"HOST", b"date", b"Date", b"etag", b"ETag", b"accept",
-            b"Cookie", b"server", b"Server", b"connection", b"Connection", b"User-Agent",
-            b"set-cookie", b"Content-Type", b"cache-control", b"Authorization",
-            b"Last-Modified", b"Content-Length", b"CONTENT-LENGTH", b"accept-encoding",
-            b"Content-Encoding", b"Transfer-Encoding", b"x-request-id", b"X-Custom",
-            b"vary", b"Upgrade", b"te", b"hosT", b"hozt", b"dat_", b"hos\x80", b"h st",
-            b"content_length", b"Content-Lengtz", b"transfer-encodin_", b"\xc8ost",
-            b"h\x00st", b"content-length ", b":authority", b"",
+            b"host",
+            b"Host",
+            b"HOST",
+            b"date",
+            b"Date",
+            b"etag",
+            b"ETag",
+            b"accept",
+            b"Cookie",
+            b"server",
+            b"Server",
+            b"connection",
+            b"Connection",
+            b"User-Agent",
+            b"set-cookie",
+            b"Content-Type",
+            b"cache-control",
+            b"Authorization",
+            b"Last-Modified",
+            b"Content-Length",
+            b"CONTENT-LENGTH",
+            b"accept-encoding",
+            b"Content-Encoding",
+            b"Transfer-Encoding",
+            b"x-request-id",
+            b"X-Custom",
+            b"vary",
+            b"Upgrade",
+            b"te",
+            b"hosT",
+            b"hozt",
+            b"dat_",
+            b"hos\x80",
+            b"h st",
+            b"content_length",
+            b"Content-Lengtz",
+            b"transfer-encodin_",
+            b"\xc8ost",
+            b"h\x00st",
+            b"content-length ",
+            b":authority",
+            b"",
         ];
         for raw in names {
             let ours = field_name(raw).ok();
@@ -204,7 +285,12 @@ mod tests {
         }
         // Every byte value in every position of a fast-path name: only the
         // letter itself in either case matches.
-        for lower in [&b"content-length"[..], b"transfer-encoding", b"host", b"accept"] {
+        for lower in [
+            &b"content-length"[..],
+            b"transfer-encoding",
+            b"host",
+            b"accept",
+        ] {
             for at in 0..lower.len() {
                 for b in 0..=255u8 {
                     let mut raw = lower.to_vec();
@@ -218,6 +304,27 @@ mod tests {
             }
         }
         // The fast path hands back the standard name itself.
-        assert_eq!(field_name(b"Content-Length"), Ok(http::header::CONTENT_LENGTH));
+        assert_eq!(
+            field_name(b"Content-Length"),
+            Ok(http::header::CONTENT_LENGTH)
+        );
+    }
+
+    #[test]
+    fn recycled_maps_come_back_empty_and_large_ones_are_not_kept() {
+        while maps::take_map().is_some() {}
+        let mut m = new_map(4);
+        m.insert(http::header::HOST, HeaderValue::from_static("a"));
+        m.append(http::header::ACCEPT, HeaderValue::from_static("b"));
+        m.append(http::header::ACCEPT, HeaderValue::from_static("c"));
+        recycle(m);
+        assert_eq!(maps::kept(), 1);
+        let again = new_map(2);
+        assert!(again.is_empty());
+        assert!(again.get(http::header::ACCEPT).is_none());
+        assert!(again.capacity() >= 4);
+        assert_eq!(maps::kept(), 0);
+        recycle(HeaderMap::with_capacity(1000));
+        assert_eq!(maps::kept(), 0);
     }
 }

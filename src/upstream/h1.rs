@@ -484,7 +484,7 @@ fn parse_head(
         } else {
             rbuf.split_to(n).freeze()
         };
-        let mut headers = HeaderMap::with_capacity(spans.len());
+        let mut headers = head::new_map(spans.len());
         let mut fields = Fields::default();
         head::into_map(&raw, spans, &mut headers, |name, value| {
             Ok::<_, ExchangeError>(note(&mut fields, name, value))
