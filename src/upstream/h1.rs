@@ -75,8 +75,15 @@ impl Conn {
         if !self.rbuf.is_empty() {
             return false;
         }
-        let mut cx = Context::from_waker(std::task::Waker::noop());
         let mut probe = [0u8; 1];
+        // A plain socket is asked without registering a waker: `try_read` reads
+        // only when the runtime saw it readable (a close or stray bytes), and
+        // otherwise answers `WouldBlock` from the readiness it already has.
+        if let Stream::Plain(tcp) = &self.io {
+            return matches!(tcp.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+        }
+        // TLS: the stream may hold records of its own, so it is polled.
+        let mut cx = Context::from_waker(std::task::Waker::noop());
         let mut buf = ReadBuf::new(&mut probe);
         matches!(
             Pin::new(&mut self.io).poll_read(&mut cx, &mut buf),
