@@ -18,6 +18,12 @@ use tokio::io::AsyncRead;
 use tokio_util::codec::FramedRead as InnerFramedRead;
 use tokio_util::codec::{LengthDelimitedCodec, LengthDelimitedCodecError};
 
+/// (attache patch) The read buffer is allocated with this capacity when bytes
+/// are to be read (tokio-util's `FramedRead` default, which upstream allocated
+/// once per connection) and released when a read finds nothing more to read
+/// and no partial frame is buffered, so an idle connection holds none.
+const READ_BUFFER_CAPACITY: usize = 8 * 1024;
+
 // 16 MB "sane default" taken from golang http2
 const DEFAULT_SETTINGS_MAX_HEADER_LIST_SIZE: usize = 16 << 20;
 
@@ -421,7 +427,19 @@ where
         let _e = span.enter();
         loop {
             tracing::trace!("poll");
-            let bytes = match ready!(Pin::new(&mut self.inner).poll_next(cx)) {
+            if self.inner.read_buffer().capacity() == 0 {
+                // (attache patch) Released when the connection went idle. (A new
+                // buffer, not `reserve`: `BytesMut` remembers the capacity it was
+                // made with and grows a shared buffer to at least that.)
+                *self.inner.read_buffer_mut() = BytesMut::with_capacity(READ_BUFFER_CAPACITY);
+            }
+            let polled = Pin::new(&mut self.inner).poll_next(cx);
+            if polled.is_pending() && self.inner.read_buffer().is_empty() {
+                // (attache patch) Nothing to read and no partial frame: free the
+                // buffer (frames split from it keep what they use).
+                *self.inner.read_buffer_mut() = BytesMut::new();
+            }
+            let bytes = match ready!(polled) {
                 Some(Ok(bytes)) => bytes,
                 Some(Err(e)) => return Poll::Ready(Some(Err(map_err(e)))),
                 None => return Poll::Ready(None),

@@ -102,6 +102,21 @@ impl Header {
         }
     }
 
+    /// (attache patch) The header with its own copy of a pseudo-header value:
+    /// those are views into the buffer they were decoded from (the connection's
+    /// read buffer, or the Huffman scratch buffer), which a view kept in the
+    /// dynamic table would pin for the connection's life. Field names and values
+    /// are copies already (`HeaderName::from_lowercase`, `HeaderValue::from_bytes`).
+    pub fn detached(self) -> Header {
+        match self {
+            Header::Authority(v) => Header::Authority(BytesStr::from(v.as_str())),
+            Header::Scheme(v) => Header::Scheme(BytesStr::from(v.as_str())),
+            Header::Path(v) => Header::Path(BytesStr::from(v.as_str())),
+            Header::Protocol(v) => Header::Protocol(Protocol::from(v.as_str())),
+            other => other,
+        }
+    }
+
     pub fn len(&self) -> usize {
         match *self {
             Header::Field {

@@ -86,6 +86,19 @@ impl Store {
         }
     }
 
+    /// (attache patch) No stream is stored: no `Key` can resolve.
+    pub fn is_empty(&self) -> bool {
+        self.slab.is_empty() && self.ids.is_empty()
+    }
+
+    /// (attache patch) Free the memory the slab and the index grew to when no
+    /// stream is stored: an idle connection then holds none of it.
+    pub fn release_if_empty(&mut self) {
+        if self.is_empty() && (self.slab.capacity() != 0 || self.ids.capacity() != 0) {
+            *self = Store::new();
+        }
+    }
+
     pub fn find_mut(&mut self, id: &StreamId) -> Option<Ptr<'_>> {
         let index = {
             let key = self.ids.get(id)?;
