@@ -18,10 +18,11 @@ use tokio::io::AsyncRead;
 use tokio_util::codec::FramedRead as InnerFramedRead;
 use tokio_util::codec::{LengthDelimitedCodec, LengthDelimitedCodecError};
 
-/// (attache patch) The read buffer is allocated with this capacity when bytes
-/// are to be read (tokio-util's `FramedRead` default, which upstream allocated
-/// once per connection) and released when a read finds nothing more to read
-/// and no partial frame is buffered, so an idle connection holds none.
+/// (attache patch) The read buffer is taken with this capacity (from the
+/// thread's spares, `spare.rs`, or the allocator) when bytes are to be read
+/// (tokio-util's `FramedRead` default, which upstream allocated once per
+/// connection) and given back when a read finds nothing more to read and no
+/// partial frame is buffered, so an idle connection holds none.
 const READ_BUFFER_CAPACITY: usize = 8 * 1024;
 
 // 16 MB "sane default" taken from golang http2
@@ -428,16 +429,19 @@ where
         loop {
             tracing::trace!("poll");
             if self.inner.read_buffer().capacity() == 0 {
-                // (attache patch) Released when the connection went idle. (A new
-                // buffer, not `reserve`: `BytesMut` remembers the capacity it was
-                // made with and grows a shared buffer to at least that.)
-                *self.inner.read_buffer_mut() = BytesMut::with_capacity(READ_BUFFER_CAPACITY);
+                // (attache patch) Released when the connection went idle: take one
+                // of the thread's spares or a new one. (Not `reserve`: `BytesMut`
+                // remembers the capacity it was made with and grows a shared
+                // buffer to at least that.)
+                *self.inner.read_buffer_mut() = super::spare::read(READ_BUFFER_CAPACITY);
             }
             let polled = Pin::new(&mut self.inner).poll_next(cx);
             if polled.is_pending() && self.inner.read_buffer().is_empty() {
-                // (attache patch) Nothing to read and no partial frame: free the
-                // buffer (frames split from it keep what they use).
-                *self.inner.read_buffer_mut() = BytesMut::new();
+                // (attache patch) Nothing to read and no partial frame: give the
+                // buffer back (kept as a spare unless frames split from it still
+                // use it; they keep what they use).
+                let buf = std::mem::take(self.inner.read_buffer_mut());
+                super::spare::give_read(buf, READ_BUFFER_CAPACITY);
             }
             let bytes = match ready!(polled) {
                 Some(Ok(bytes)) => bytes,

@@ -65,9 +65,9 @@ enum Next<B> {
 /// The minimum MAX_FRAME_SIZE is 16kb, so always be able to send a HEADERS
 /// frame that big.
 ///
-/// (attache patch: the buffer is allocated when the first frame is buffered
-/// and released once everything buffered has been written, so an idle
-/// connection holds none; see PATCHES.md.)
+/// (attache patch: the buffer is taken, from the thread's spares or the
+/// allocator, when the first frame is buffered and given back once everything
+/// buffered has been written, so an idle connection holds none; PATCHES.md.)
 const DEFAULT_BUFFER_CAPACITY: usize = 16 * 1_024;
 
 /// Chain payloads bigger than this when vectored I/O is enabled. The remote
@@ -231,8 +231,8 @@ where
         // Ensure that we have enough capacity to accept the write.
         assert!(self.has_capacity());
         if self.buf.get_ref().capacity() == 0 {
-            // (attache patch) Released by `release_buf`: allocate it again.
-            *self.buf.get_mut() = BytesMut::with_capacity(DEFAULT_BUFFER_CAPACITY);
+            // (attache patch) Released by `release_buf`: take one again.
+            *self.buf.get_mut() = super::spare::write(DEFAULT_BUFFER_CAPACITY);
         }
         let span = tracing::trace_span!("FramedWrite::buffer", frame = ?item);
         let _e = span.enter();
@@ -324,13 +324,14 @@ where
             && (buf.capacity() == 0 || buf.capacity() - buf.len() >= self.min_buffer_capacity)
     }
 
-    /// (attache patch) Free the write buffer once everything in it has been written (`flush`
-    /// cleared it): an idle connection then holds none, and `buffer` allocates
-    /// it again for the next frame.
+    /// (attache patch) Give the write buffer back (to the thread's spares) once
+    /// everything in it has been written (`flush` cleared it): an idle
+    /// connection then holds none, and `buffer` takes one for the next frame.
     fn release_buf(&mut self) {
         let buf = self.buf.get_ref();
         if self.next.is_none() && buf.is_empty() && buf.capacity() != 0 {
-            self.buf = Cursor::new(BytesMut::new());
+            let buf = std::mem::take(&mut self.buf).into_inner();
+            super::spare::give_write(buf, DEFAULT_BUFFER_CAPACITY);
         }
     }
 

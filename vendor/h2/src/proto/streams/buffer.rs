@@ -4,6 +4,9 @@ use slab::Slab;
 #[derive(Debug)]
 pub struct Buffer<T> {
     slab: Slab<Slot<T>>,
+    /// (attache patch) The capacity given back when the slab last emptied: the
+    /// next frame reserves it at once instead of growing step by step.
+    released: usize,
 }
 
 /// A sequence of frames in a `Buffer`
@@ -27,7 +30,10 @@ struct Slot<T> {
 
 impl<T> Buffer<T> {
     pub fn new() -> Self {
-        Buffer { slab: Slab::new() }
+        Buffer {
+            slab: Slab::new(),
+            released: 0,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -38,7 +44,15 @@ impl<T> Buffer<T> {
     /// `Deque` can refer to it then); it grows again from nothing.
     pub fn release_if_empty(&mut self) {
         if self.slab.is_empty() && self.slab.capacity() != 0 {
+            self.released = self.slab.capacity();
             self.slab = Slab::new();
+        }
+    }
+
+    /// (attache patch) Reserve what was released, before the first insert.
+    fn regrow(&mut self) {
+        if self.released != 0 && self.slab.capacity() == 0 {
+            self.slab.reserve_exact(self.released);
         }
     }
 }
@@ -53,6 +67,7 @@ impl Deque {
     }
 
     pub fn push_back<T>(&mut self, buf: &mut Buffer<T>, value: T) {
+        buf.regrow();
         let key = buf.slab.insert(Slot { value, next: None });
 
         match self.indices {
@@ -70,6 +85,7 @@ impl Deque {
     }
 
     pub fn push_front<T>(&mut self, buf: &mut Buffer<T>, value: T) {
+        buf.regrow();
         let key = buf.slab.insert(Slot { value, next: None });
 
         match self.indices {

@@ -12,6 +12,9 @@ use std::ops;
 pub(super) struct Store {
     slab: slab::Slab<Stream>,
     ids: IndexMap<StreamId, SlabIndex>,
+    /// (attache patch) The capacity given back when the store last emptied: the
+    /// next stream reserves it at once instead of growing step by step.
+    released: usize,
 }
 
 /// "Pointer" to an entry in the store
@@ -83,6 +86,7 @@ impl Store {
         Store {
             slab: slab::Slab::new(),
             ids: IndexMap::new(),
+            released: 0,
         }
     }
 
@@ -95,7 +99,17 @@ impl Store {
     /// stream is stored: an idle connection then holds none of it.
     pub fn release_if_empty(&mut self) {
         if self.is_empty() && (self.slab.capacity() != 0 || self.ids.capacity() != 0) {
+            let released = self.slab.capacity().max(self.ids.capacity());
             *self = Store::new();
+            self.released = released;
+        }
+    }
+
+    /// (attache patch) Reserve what was released, before the first insert.
+    fn regrow(&mut self) {
+        if self.released != 0 && self.slab.capacity() == 0 {
+            self.slab.reserve_exact(self.released);
+            self.ids.reserve(self.released);
         }
     }
 
@@ -115,6 +129,7 @@ impl Store {
     }
 
     pub fn insert(&mut self, id: StreamId, val: Stream) -> Ptr<'_> {
+        self.regrow();
         let index = SlabIndex(self.slab.insert(val) as u32);
         assert!(self.ids.insert(id, index).is_none());
 
@@ -128,6 +143,7 @@ impl Store {
     }
 
     pub fn find_entry(&mut self, id: StreamId) -> Entry<'_> {
+        self.regrow();
         use self::indexmap::map::Entry::*;
 
         match self.ids.entry(id) {
