@@ -21,8 +21,8 @@ use tokio_util::codec::{LengthDelimitedCodec, LengthDelimitedCodecError};
 /// (attache patch) The read buffer is taken with this capacity (from the
 /// thread's spares, `spare.rs`, or the allocator) when bytes are to be read
 /// (tokio-util's `FramedRead` default, which upstream allocated once per
-/// connection) and given back when a read finds nothing more to read and no
-/// partial frame is buffered, so an idle connection holds none.
+/// connection) and given back by `release_buffer` when the connection is idle
+/// with no partial frame buffered, so an idle connection holds none.
 const READ_BUFFER_CAPACITY: usize = 8 * 1024;
 
 // 16 MB "sane default" taken from golang http2
@@ -107,6 +107,17 @@ impl<T> FramedRead<T> {
     #[inline]
     pub fn set_header_table_size(&mut self, val: usize) {
         self.decoder.set_header_table_size(val);
+    }
+
+    /// (attache patch) Give the read buffer back when it holds nothing (no
+    /// partial frame): kept as a spare unless frames split from it still use it
+    /// (they keep what they use). `poll_next` takes one again.
+    pub(crate) fn release_buffer(&mut self) {
+        let buf = self.inner.read_buffer();
+        if buf.is_empty() && buf.capacity() != 0 {
+            let buf = std::mem::take(self.inner.read_buffer_mut());
+            super::spare::give_read(buf, READ_BUFFER_CAPACITY);
+        }
     }
 }
 
@@ -435,15 +446,7 @@ where
                 // buffer to at least that.)
                 *self.inner.read_buffer_mut() = super::spare::read(READ_BUFFER_CAPACITY);
             }
-            let polled = Pin::new(&mut self.inner).poll_next(cx);
-            if polled.is_pending() && self.inner.read_buffer().is_empty() {
-                // (attache patch) Nothing to read and no partial frame: give the
-                // buffer back (kept as a spare unless frames split from it still
-                // use it; they keep what they use).
-                let buf = std::mem::take(self.inner.read_buffer_mut());
-                super::spare::give_read(buf, READ_BUFFER_CAPACITY);
-            }
-            let bytes = match ready!(polled) {
+            let bytes = match ready!(Pin::new(&mut self.inner).poll_next(cx)) {
                 Some(Ok(bytes)) => bytes,
                 Some(Err(e)) => return Poll::Ready(Some(Err(map_err(e)))),
                 None => return Poll::Ready(None),

@@ -66,8 +66,9 @@ enum Next<B> {
 /// frame that big.
 ///
 /// (attache patch: the buffer is taken, from the thread's spares or the
-/// allocator, when the first frame is buffered and given back once everything
-/// buffered has been written, so an idle connection holds none; PATCHES.md.)
+/// allocator, when the first frame is buffered and given back when the
+/// connection is idle with everything written, so an idle connection holds
+/// none; PATCHES.md.)
 const DEFAULT_BUFFER_CAPACITY: usize = 16 * 1_024;
 
 /// Chain payloads bigger than this when vectored I/O is enabled. The remote
@@ -130,6 +131,12 @@ where
         self.encoder.has_capacity()
     }
 
+    /// (attache patch) Give the write buffer back when everything in it has been
+    /// written (the connection is idle); `buffer` takes one again.
+    pub(crate) fn release_buffer(&mut self) {
+        self.encoder.release_buf();
+    }
+
     /// Buffer a frame.
     ///
     /// `poll_ready` must be called first to ensure that a frame may be
@@ -172,9 +179,6 @@ where
                 ControlFlow::Break => break,
             }
         }
-
-        // (attache patch) Everything buffered has been written.
-        self.encoder.release_buf();
 
         tracing::trace!("flushing buffer");
         // Flush the upstream
@@ -324,9 +328,8 @@ where
             && (buf.capacity() == 0 || buf.capacity() - buf.len() >= self.min_buffer_capacity)
     }
 
-    /// (attache patch) Give the write buffer back (to the thread's spares) once
-    /// everything in it has been written (`flush` cleared it): an idle
-    /// connection then holds none, and `buffer` takes one for the next frame.
+    /// (attache patch) Give the write buffer back (to the thread's spares) if
+    /// everything in it has been written (`flush` cleared it).
     fn release_buf(&mut self) {
         let buf = self.buf.get_ref();
         if self.next.is_none() && buf.is_empty() && buf.capacity() != 0 {

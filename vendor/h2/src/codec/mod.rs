@@ -142,6 +142,13 @@ where
 
     /// Returns whether the codec can buffer a frame without flushing the
     /// underlying I/O object.
+    /// (attache patch) The connection is idle (no stream, everything written):
+    /// give back the read and write buffers if they hold nothing.
+    pub(crate) fn release_idle_buffers(&mut self) {
+        self.inner.release_buffer();
+        self.framed_write().release_buffer();
+    }
+
     pub(crate) fn has_send_capacity(&mut self) -> bool {
         self.framed_write().has_capacity()
     }

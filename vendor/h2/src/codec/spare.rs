@@ -62,4 +62,3 @@ fn give(list: &'static LocalKey<List>, mut buf: BytesMut, capacity: usize) {
         }
     });
 }
-

@@ -79,6 +79,44 @@ pub(super) trait Resolve {
     fn resolve(&mut self, key: Key) -> Ptr<'_>;
 }
 
+/// (attache patch) Per-thread spare stream stores: the slab and the id map of
+/// stores that emptied, for the next connection on the thread that needs one,
+/// so that connections that go idle and busy in turn do not allocate them each
+/// time. At most [`spare::KEEP`] of at most [`spare::MAX_STREAMS`] streams each
+/// (about 0.7 MiB per thread).
+mod spare {
+    use super::{SlabIndex, Stream, StreamId};
+    use indexmap::IndexMap;
+    use std::cell::RefCell;
+
+    pub(super) const KEEP: usize = 16;
+    pub(super) const MAX_STREAMS: usize = 32;
+
+    type Parts = (slab::Slab<Stream>, IndexMap<StreamId, SlabIndex>);
+
+    thread_local! {
+        static STORES: RefCell<Vec<Parts>> = const { RefCell::new(Vec::new()) };
+    }
+
+    pub(super) fn take() -> Option<Parts> {
+        STORES.try_with(|l| l.borrow_mut().pop()).ok().flatten()
+    }
+
+    /// Keep an empty slab and id map (dropped when the list is full, when they
+    /// grew beyond `MAX_STREAMS`, or while the thread exits).
+    pub(super) fn give(slab: slab::Slab<Stream>, ids: IndexMap<StreamId, SlabIndex>) {
+        if !slab.is_empty() || !ids.is_empty() || slab.capacity() > MAX_STREAMS {
+            return;
+        }
+        let _ = STORES.try_with(|l| {
+            let mut l = l.borrow_mut();
+            if l.len() < KEEP {
+                l.push((slab, ids));
+            }
+        });
+    }
+}
+
 // ===== impl Store =====
 
 impl Store {
@@ -100,16 +138,24 @@ impl Store {
     pub fn release_if_empty(&mut self) {
         if self.is_empty() && (self.slab.capacity() != 0 || self.ids.capacity() != 0) {
             let released = self.slab.capacity().max(self.ids.capacity());
-            *self = Store::new();
+            let emptied = std::mem::replace(self, Store::new());
             self.released = released;
+            spare::give(emptied.slab, emptied.ids);
         }
     }
 
-    /// (attache patch) Reserve what was released, before the first insert.
+    /// (attache patch) Before the first insert after a release: an emptied
+    /// store's memory from the thread's spares, or what was released reserved
+    /// at once.
     fn regrow(&mut self) {
         if self.released != 0 && self.slab.capacity() == 0 {
-            self.slab.reserve_exact(self.released);
-            self.ids.reserve(self.released);
+            if let Some((slab, ids)) = spare::take() {
+                self.slab = slab;
+                self.ids = ids;
+            } else {
+                self.slab.reserve_exact(self.released);
+                self.ids.reserve(self.released);
+            }
         }
     }
 

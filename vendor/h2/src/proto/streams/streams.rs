@@ -227,8 +227,8 @@ where
                 let reclaimed = me.reclaim_written_frame(&self.send_buffer, dst);
                 if !reclaimed {
                     // (attache patch) Everything is written: an idle connection
-                    // gives back what its streams' state grew to.
-                    me.release_if_idle(&self.send_buffer);
+                    // gives back its buffers and what its streams' state grew to.
+                    me.release_if_idle(&self.send_buffer, dst);
                 }
                 reclaimed
             };
@@ -1030,14 +1030,23 @@ impl Inner {
             .reclaim_written_frame(send_buffer, &mut self.store, dst)
     }
 
-    /// (attache patch) With no stream stored, free the memory the stream store
-    /// and the frame queues grew to (slabs keep their high-water mark
-    /// otherwise): about 3.5 KiB per idle connection. Their next use
-    /// allocates again.
-    fn release_if_idle<B>(&mut self, send_buffer: &SendBuffer<B>) {
+    /// (attache patch) With no stream stored and everything written, the
+    /// connection is idle: give back the codec's read and write buffers, and
+    /// the memory the stream store and the frame queues grew to (slabs keep
+    /// their high-water mark otherwise, about 3.5 KiB). Their next use takes or
+    /// allocates them again.
+    fn release_if_idle<T, B>(
+        &mut self,
+        send_buffer: &SendBuffer<B>,
+        dst: &mut Codec<T, Prioritized<B>>,
+    ) where
+        T: AsyncWrite + Unpin,
+        B: Buf,
+    {
         if !self.store.is_empty() {
             return;
         }
+        dst.release_idle_buffers();
         self.store.release_if_empty();
         self.actions.recv.release_buffer_if_empty();
         send_buffer.inner.lock().unwrap().release_if_empty();
