@@ -879,7 +879,9 @@ fn listener_chain(st: &Stream) -> Chain {
 }
 
 /// A gRPC call's response head: a local reply (the proxy's, a filter's, a direct
-/// response) reshaped for a gRPC client, and the status of a trailers-only answer.
+/// response) reshaped for a gRPC client, an upstream's answer translated for a
+/// gRPC-Web client (one that is not gRPC becomes a status), and the status of a
+/// trailers-only answer.
 fn grpc_head(
     parts: &mut http::response::Parts,
     body: &mut RespBody,
@@ -894,11 +896,15 @@ fn grpc_head(
     }
     let local = st.sc.local_reply;
     if let Some(call) = st.grpc.as_mut() {
-        call.observe(&parts.headers);
         if let (Some(web), false) = (call.web, local) {
-            super::grpc_web::response_head(&mut parts.headers, web.text);
-            body.set_web(web.text);
+            if super::respond::grpc_web_from_foreign(parts, kind) {
+                *body = RespBody::full(Bytes::new());
+            } else {
+                super::grpc_web::response_head(&mut parts.headers, web.text);
+                body.set_web(web.text);
+            }
         }
+        call.observe(&parts.headers);
     }
 }
 
