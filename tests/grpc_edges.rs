@@ -848,3 +848,198 @@ async fn grpc_health_checks_pass_only_on_serving() {
     let checks = server.calls(grpc_peer::HEALTH_CHECK);
     assert!(checks >= 2, "{checks}");
 }
+
+fn failing(code: tonic::Code, msg: &str) -> Echo {
+    Echo {
+        text: msg.into(),
+        code: code as i32,
+        ..Default::default()
+    }
+}
+
+/// The routes of [`configured_signals_follow_the_config`]: SLI classes per
+/// listener and per route, an objective, a template access log, a stream bound
+/// by `max_stream_duration`, and one route per gRPC retry condition.
+fn signals_config(server: &GrpcServer) -> String {
+    let mut routes = String::from(
+        "- name: lenient
+  match: { prefix: /test.Echo/ }
+  route: { cluster: backend, timeout: 0s }
+- name: strict
+  match: { prefix: /strict.Echo/ }
+  route: { cluster: backend, timeout: 0s, prefix_rewrite: /test.Echo/ }
+- name: bounded
+  match: { prefix: /bounded.Echo/ }
+  route: { cluster: backend, timeout: 0s, prefix_rewrite: /test.Echo/, max_stream_duration: 700ms }
+",
+    );
+    for (i, cond) in RETRY_CONDITIONS.iter().enumerate() {
+        routes.push_str(&format!(
+            "- name: retry_{i}
+  match: {{ prefix: /retry{i}.Echo/ }}
+  route: {{ cluster: backend, timeout: 0s, prefix_rewrite: /test.Echo/, retries: {{ attempts: 1, retry_on: [{cond}] }} }}
+"
+        ));
+    }
+    let listener = r#"access_log: { path: stdout, format: "call %REQ(:PATH)% grpc=%GRPC_STATUS% http=%RESPONSE_CODE%" }
+filters:
+  - sli:
+      errors: { grpc_codes: [UNAVAILABLE, RESOURCE_EXHAUSTED] }
+      routes:
+        strict: { grpc_codes: [PERMISSION_DENIED] }
+      objectives:
+        - { name: strict_grpc, routes: [strict], target: 99.9, window: 30d }"#;
+    Routes::new(&routes)
+        .names("grpc", "all")
+        .listener_key(listener)
+        .cluster("backend", &[server.addr], "protocol: http2")
+        .yaml()
+}
+
+/// `retry_on` gRPC conditions and the code a server answers to trigger each.
+const RETRY_CONDITIONS: [&str; 5] = [
+    "cancelled",
+    "deadline-exceeded",
+    "resource-exhausted",
+    "unavailable",
+    "internal",
+];
+const RETRY_CODES: [tonic::Code; 5] = [
+    tonic::Code::Cancelled,
+    tonic::Code::DeadlineExceeded,
+    tonic::Code::ResourceExhausted,
+    tonic::Code::Unavailable,
+    tonic::Code::Internal,
+];
+
+#[tokio::test]
+async fn configured_signals_follow_the_config() {
+    use support::grpc_peer::GrpcClient;
+    use tonic::Code;
+    let server = GrpcServer::start().await;
+    let p = Proxy::start(&signals_config(&server));
+    let mut c = GrpcClient::new(p.addr("grpc"));
+
+    // SLI classes: the listener's list (UNKNOWN is not in it, RESOURCE_EXHAUSTED
+    // is), and the `strict` route's own list replacing it.
+    let calls = [
+        ("/test.Echo/Unary", Code::Unknown),
+        ("/test.Echo/Unary", Code::ResourceExhausted),
+        ("/test.Echo/Unary", Code::PermissionDenied),
+        ("/strict.Echo/Unary", Code::PermissionDenied),
+        ("/strict.Echo/Unary", Code::Unavailable),
+    ];
+    for (path, code) in calls {
+        let e = c.unary_at(path, failing(code, "x")).await.expect_err(path);
+        assert_eq!(e.code(), code);
+    }
+    let sli = |route: &'static str, outcome: &'static str| {
+        let p = &p;
+        async move {
+            p.stat_labels(
+                "attache_sli_requests_total",
+                &[("listener", "grpc"), ("route", route), ("outcome", outcome)],
+            )
+            .await
+        }
+    };
+    eventually(WAIT, "SLI classes", || async {
+        let got = [
+            sli("lenient", "success").await,
+            sli("lenient", "error").await,
+            sli("strict", "success").await,
+            sli("strict", "error").await,
+        ];
+        (got == [2.0, 1.0, 1.0, 1.0]).then_some(())
+    })
+    .await;
+    let (_, board) = p.admin_get("/sli?format=json").await;
+    let v: serde_json::Value = serde_json::from_str(&board).expect("json");
+    let o = v["objectives"]
+        .as_array()
+        .expect("objectives")
+        .iter()
+        .find(|o| o["name"] == "strict_grpc")
+        .unwrap_or_else(|| panic!("no objective in {board}"))
+        .clone();
+    assert_eq!(
+        (
+            o["window"]["requests"].as_u64(),
+            o["window"]["errors"].as_u64()
+        ),
+        (Some(2), Some(1))
+    );
+    // The duration histogram counts every call of the route.
+    let n = p
+        .stat_labels(
+            "attache_grpc_request_duration_seconds_count",
+            &[("listener", "grpc"), ("route", "lenient")],
+        )
+        .await;
+    assert_eq!(n, 3.0);
+    // A template access log renders the status name.
+    let line = eventually(WAIT, "template log line", || async {
+        p.log()
+            .lines()
+            .find(|l| l.contains("call /strict.Echo/Unary grpc=UNAVAILABLE"))
+            .map(str::to_string)
+    })
+    .await;
+    assert!(line.ends_with("http=200"), "{line}");
+
+    // max_stream_duration ends a stream after its head with DEADLINE_EXCEEDED
+    // trailers, the server still sending.
+    let (got, end) = c
+        .server_stream_at(
+            "/bounded.Echo/ServerStream",
+            Echo {
+                text: "tick".into(),
+                count: 20,
+                delay_ms: 200,
+                ..Default::default()
+            },
+        )
+        .await;
+    assert!(!got.is_empty() && got.len() < 20, "{got:?}");
+    let e = end.expect_err("bounded");
+    assert_eq!(
+        (e.code(), e.message()),
+        (Code::DeadlineExceeded, "deadline exceeded (UT)")
+    );
+
+    // Each gRPC retry condition retries a trailers-only answer with its code.
+    for (i, code) in RETRY_CODES.into_iter().enumerate() {
+        let before = server.calls(grpc_peer::UNARY);
+        let path: &'static str = [
+            "/retry0.Echo/Unary",
+            "/retry1.Echo/Unary",
+            "/retry2.Echo/Unary",
+            "/retry3.Echo/Unary",
+            "/retry4.Echo/Unary",
+        ][i];
+        let e = c
+            .unary_at(path, failing(code, "again"))
+            .await
+            .expect_err(path);
+        assert_eq!(e.code(), code, "{path}");
+        assert_eq!(
+            server.calls(grpc_peer::UNARY) - before,
+            2,
+            "{}",
+            RETRY_CONDITIONS[i]
+        );
+        // A code the route does not name is answered after one try.
+        let other = if code == Code::Internal {
+            Code::DataLoss
+        } else {
+            Code::Internal
+        };
+        let before = server.calls(grpc_peer::UNARY);
+        let _ = c.unary_at(path, failing(other, "once")).await;
+        assert_eq!(
+            server.calls(grpc_peer::UNARY) - before,
+            1,
+            "{path} {other:?}"
+        );
+    }
+}
