@@ -226,6 +226,9 @@ const LOCAL_REPLY_ROUTES: &str = "
             route: { cluster: backend, prefix_rewrite: /test.Echo/ }
             filter_overrides:
               local_rate_limit: { max_tokens: 1, tokens_per_fill: 1, fill_interval: 1h }
+          - name: by_header
+            match: { prefix: /header.Echo/ }
+            route: { cluster_header: x-cluster }
           - name: maintenance
             match: { prefix: /maintenance.Echo/ }
             direct_response: { status: 503, body: \"down for maintenance\\n\" }";
@@ -318,6 +321,7 @@ fn local_reply_cases() -> Vec<(
             "7",
             "forbidden: cross-site request rejected by csrf protection (the request's Origin/Referer is neither this site nor an allowed origin)",
         ),
+        ("/header.Echo/Unary", vec![("x-cluster", "nope")], echo("x"), "14", "cluster not found (NC)"),
         ("/maintenance.Echo/Unary", vec![], echo("x"), "14", "down for maintenance"),
     ]
 }
@@ -568,7 +572,8 @@ async fn grpc_web_text_bodies_split_anywhere_with_padding_mid_stream() {
 }
 
 /// An HTTP/2 upstream scripted by method name: `NoTrailers` ends its stream after a
-/// message without trailers, `Html` answers 503 `text/plain`, `Garbage` answers a
+/// message without trailers, `Html` answers 503 `text/plain`, `Reset` resets the
+/// stream before any answer, `Garbage` answers a
 /// trailers-only `grpc-status: 999`, the health service answers `UNIMPLEMENTED`,
 /// anything else a trailers-only OK. Each request body is read to its end first.
 async fn scripted_upstream() -> SocketAddr {
@@ -625,6 +630,7 @@ async fn answer_scripted(
                 let _ = send.send_data(Bytes::from_static(b"overloaded\n"), true);
             }
         }
+        "Reset" => respond.send_reset(h2::Reason::INTERNAL_ERROR),
         "Garbage" => {
             let _ = respond.send_response(grpc("999"), true);
         }
@@ -657,6 +663,10 @@ async fn upstream_answers_without_a_grpc_status_are_errors_and_web_clients_get_o
     let a = h2c_call(addr, "/s.S/NoTrailers", &[], &echo("x")).await;
     assert_eq!((a.status, a.trailers.is_none()), (200, true), "{a:?}");
     assert_eq!(a.grpc().0, None);
+    // A reset before the head is the proxy's answer to give.
+    let a = h2c_call(addr, "/s.S/Reset", &[], &echo("x")).await;
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(a.grpc(), (Some("14"), Some("upstream reset (UR)")), "{a:?}");
     // A non-gRPC answer (an HTTP 503 page) reaches a gRPC client as it is: gRPC
     // clients map the HTTP status themselves (UNAVAILABLE).
     let a = h2c_call(addr, "/s.S/Html", &[], &echo("x")).await;
@@ -696,7 +706,7 @@ async fn upstream_answers_without_a_grpc_status_are_errors_and_web_clients_get_o
         }
     };
     eventually(WAIT, "INTERNAL and UNAVAILABLE counted", || async {
-        (count("INTERNAL").await == 1.0 && count("UNAVAILABLE").await == 2.0).then_some(())
+        (count("INTERNAL").await == 1.0 && count("UNAVAILABLE").await == 3.0).then_some(())
     })
     .await;
     let errors = p
@@ -709,7 +719,7 @@ async fn upstream_answers_without_a_grpc_status_are_errors_and_web_clients_get_o
             ],
         )
         .await;
-    assert_eq!(errors, 3.0);
+    assert_eq!(errors, 4.0);
 }
 
 #[tokio::test]
