@@ -141,6 +141,7 @@ async fn grpc_timeout_follows_its_grammar_every_unit_and_the_cap() {
     // (rewritten in milliseconds, so the server gives up when the proxy does).
     let forwarded = [
         ("/test.Echo/Unary", "1H", "1H"),
+        ("/test.Echo/Unary", "99999999H", "99999999H"),
         ("/test.Echo/Unary", "30M", "30M"),
         ("/test.Echo/Unary", "00000009S", "00000009S"),
         ("/test.Echo/Unary", "99999999m", "99999999m"),
