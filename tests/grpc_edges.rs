@@ -314,7 +314,7 @@ fn local_reply_cases() -> Vec<(
         ),
         ("/denied.Echo/Unary", vec![], echo("x"), "7", "rbac: access denied (RBAC)"),
         ("/limited.Echo/Unary", vec![], echo("x"), "0", ""),
-        ("/limited.Echo/Unary", vec![], echo("x"), "8", "rate limited"),
+        ("/limited.Echo/Unary", vec![], echo("x"), "8", "rate limited (RL)"),
         (
             "/test.Echo/Unary",
             cross_site,
@@ -393,9 +393,29 @@ async fn every_local_reply_is_trailers_only_grpc_over_h2c_and_tls() {
             assert!(a.body.is_empty() && a.trailers.is_none(), "{what}: {a:?}");
         }
     }
-    // The rate limiter's `retry-after` is kept on its gRPC answer.
+    // The rate limiter's `retry-after` is kept on its gRPC answer, and its flag is
+    // logged and counted like the proxy's own.
     let a = h2c_call(p.addr("h2c"), "/limited.Echo/Unary", &[], &echo("again")).await;
     assert!(a.header("retry-after").is_some(), "{a:?}");
+    let rl = p
+        .stat_labels(
+            "attache_local_reply_total",
+            &[("listener", "h2c"), ("flag", "RL")],
+        )
+        .await;
+    assert_eq!(rl, 2.0);
+    let line = eventually(WAIT, "the rate-limited call logged", || async {
+        p.log()
+            .lines()
+            .filter(|l| l.contains("\"path\":\"/limited.Echo/Unary\""))
+            .find(|l| l.contains("\"response_flags\":\"RL\""))
+            .map(str::to_string)
+    })
+    .await;
+    assert!(
+        line.contains("\"grpc_status\":\"RESOURCE_EXHAUSTED\""),
+        "{line}"
+    );
 }
 
 #[tokio::test]

@@ -140,6 +140,8 @@ pub struct StreamCtx {
     /// The response was produced by the proxy (no route, upstream failure, a filter).
     pub local_reply: bool,
     /// Short response flag (NR, UH, UF, UO, UT, UR, URX, DC) when the proxy answered.
+    /// A filter that answers a request may name its own (`local_rate_limit`: `RL`);
+    /// the core logs and counts it when it is one of attache's flags.
     pub response_flag: Option<&'static str>,
     /// Host (or :authority) of the request, lower case, without port.
     pub host: Option<Host>,

@@ -818,7 +818,14 @@ fn respond(reply: Reply, mut st: Box<Stream>) -> Response<RespBody> {
             }
             rsp
         }
-        Reply::Local(rsp) => rsp,
+        Reply::Local(rsp) => {
+            // A filter that answered may name its flag (`RL`).
+            if let Some(flag) = st.sc.response_flag.and_then(crate::flag::Flag::from_name) {
+                st.flag = flag.as_str();
+                st.listener_stats().count_flag(flag);
+            }
+            rsp
+        }
     };
     st.sc.local_reply = true;
     response_phases(rsp.map(RespBody::full), st)
@@ -890,7 +897,7 @@ fn grpc_head(
 ) {
     if st.sc.local_reply {
         let text = body.full_bytes().cloned().unwrap_or_default();
-        if super::respond::grpc_from_http(parts, &text, kind) {
+        if super::respond::grpc_from_http(parts, &text, kind, st.flag) {
             *body = RespBody::full(Bytes::new());
         }
     }

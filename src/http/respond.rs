@@ -107,21 +107,31 @@ pub fn grpc_reply(kind: Kind, code: Code, message: &str) -> Response<Bytes> {
 }
 
 /// Reshape another local reply (a filter's 403 or 429, a `direct_response`) for a
-/// gRPC client: the status mapped to a code, the plain-text body as `grpc-message`,
+/// gRPC client: the status mapped to a code, the plain-text body as `grpc-message`
+/// (with the reply's response flag, when a filter named one: `rate limited (RL)`),
 /// and the reply's other headers (`retry-after`, CORS) kept. A 2xx reply, or one
 /// that already carries `grpc-status`, is left as it is.
-pub fn grpc_from_http(parts: &mut http::response::Parts, body: &Bytes, kind: Kind) -> bool {
+pub fn grpc_from_http(
+    parts: &mut http::response::Parts,
+    body: &Bytes,
+    kind: Kind,
+    flag: &str,
+) -> bool {
     if parts.status.is_success() || parts.headers.contains_key(&grpc::GRPC_STATUS) {
         return false;
     }
     let code = Code::from_http(parts.status.as_u16());
     let text = std::str::from_utf8(body).unwrap_or("").trim();
-    let msg = if text.is_empty() {
+    let text = if text.is_empty() {
         parts.status.canonical_reason().unwrap_or("local reply")
     } else {
         text
     };
-    trailers_only(parts, kind, code, msg);
+    if flag.is_empty() {
+        trailers_only(parts, kind, code, text);
+    } else {
+        trailers_only(parts, kind, code, &format!("{text} ({flag})"));
+    }
     true
 }
 
@@ -238,13 +248,13 @@ mod tests {
             .insert("retry-after", HeaderValue::from_static("1"));
         let (mut parts, ()) = rsp.into_parts();
         let body = Bytes::from_static(b"rate limited\n");
-        assert!(grpc_from_http(&mut parts, &body, Kind::Grpc));
+        assert!(grpc_from_http(&mut parts, &body, Kind::Grpc, "RL"));
         assert_eq!(parts.status, StatusCode::OK);
         assert_eq!(parts.headers["grpc-status"], "8");
-        assert_eq!(parts.headers["grpc-message"], "rate limited");
+        assert_eq!(parts.headers["grpc-message"], "rate limited (RL)");
         assert_eq!(parts.headers["retry-after"], "1");
         // Done once: a reply that is gRPC already stays as it is.
-        assert!(!grpc_from_http(&mut parts, &body, Kind::Grpc));
+        assert!(!grpc_from_http(&mut parts, &body, Kind::Grpc, ""));
     }
 
     #[test]
