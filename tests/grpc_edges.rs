@@ -285,15 +285,18 @@ fn local_reply_config(server: &GrpcServer, tls: &pki::Issued) -> String {
     )
 }
 
-/// The local replies a gRPC client must be able to read: (path, headers, message,
-/// grpc-status, grpc-message).
-fn local_reply_cases() -> Vec<(
+/// One local reply case: (path, extra request headers, message, grpc-status,
+/// grpc-message).
+type Case = (
     &'static str,
     Vec<(&'static str, &'static str)>,
     Echo,
     &'static str,
     &'static str,
-)> {
+);
+
+/// The local replies a gRPC client must be able to read.
+fn local_reply_cases() -> Vec<Case> {
     let cross_site = vec![
         ("origin", "https://evil.example"),
         ("sec-fetch-site", "cross-site"),
