@@ -1077,3 +1077,57 @@ async fn configured_signals_follow_the_config() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_client_that_cancels_mid_stream_is_cancelled_not_an_error() {
+    use support::grpc_peer::GrpcClient;
+    let server = GrpcServer::start().await;
+    let yaml = Routes::new(
+        "- name: echo\n  match: { prefix: /test.Echo/ }\n  route: { cluster: backend, timeout: 0s }",
+    )
+    .names("grpc", "all")
+    .listener_key("access_log: { path: stdout, format: json }\nfilters:\n  - sli: {}")
+    .cluster("backend", &[server.addr], "protocol: http2")
+    .yaml();
+    let p = Proxy::start(&yaml);
+    let mut c = GrpcClient::new(p.addr("grpc"));
+    let long = Echo {
+        text: "tick".into(),
+        count: 100,
+        delay_ms: 100,
+        ..Default::default()
+    };
+    let mut s = c
+        .server_stream_open(grpc_peer::SERVER_STREAM, long)
+        .await
+        .expect("head");
+    let first = s.message().await.expect("first message");
+    assert_eq!(first.map(|m| m.text).as_deref(), Some("tick 0"));
+    drop(s); // the client resets the stream (CANCEL)
+    let line = eventually(WAIT, "the cancelled call logged", || async {
+        p.log()
+            .lines()
+            .find(|l| l.contains(grpc_peer::SERVER_STREAM))
+            .map(str::to_string)
+    })
+    .await;
+    assert!(line.contains("\"grpc_status\":\"CANCELLED\""), "{line}");
+    assert!(line.contains("\"response_flags\":\"DC\""), "{line}");
+    let labels = |outcome| {
+        [
+            ("listener", "grpc"),
+            ("route", "echo"),
+            ("outcome", outcome),
+        ]
+    };
+    assert_eq!(
+        p.stat_labels("attache_sli_requests_total", &labels("success"))
+            .await,
+        1.0
+    );
+    assert_eq!(
+        p.stat_labels("attache_sli_requests_total", &labels("error"))
+            .await,
+        0.0
+    );
+}
