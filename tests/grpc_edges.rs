@@ -183,6 +183,14 @@ async fn grpc_timeout_follows_its_grammar_every_unit_and_the_cap() {
         assert_eq!(a.grpc().0, Some("0"), "{sent}: {a:?}");
         want.push(None);
     }
+    // Several fields: the first is the deadline, and the only one forwarded.
+    let twice = [("grpc-timeout", "1S"), ("grpc-timeout", "1H")];
+    let a = h2c_call(addr, "/test.Echo/Unary", &twice, &echo("twice")).await;
+    assert_eq!(a.grpc().0, Some("0"), "{a:?}");
+    want.push(Some("1S".to_string()));
+    let a = h2c_call(addr, "/capped.Echo/Unary", &twice, &echo("twice")).await;
+    assert_eq!(a.grpc().0, Some("0"), "{a:?}");
+    want.push(Some("1S".to_string()));
     assert_eq!(timeouts_seen(&server, grpc_peer::UNARY), want);
 
     // Short deadlines in the small units expire at the proxy (the server would

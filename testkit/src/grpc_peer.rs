@@ -135,7 +135,8 @@ fn bidi(req: Request<Streaming<Echo>>) -> BoxFut<Response<EchoStream>> {
     Box::pin(async move { Ok(Response::new(Box::pin(out) as EchoStream)) })
 }
 
-/// What the server records of a request: (path, grpc-timeout, content-type).
+/// What the server records of a request: (path, grpc-timeout, content-type), each
+/// header's fields joined with `, `.
 pub type Head = (String, Option<String>, Option<String>);
 
 /// A running test gRPC server.
@@ -188,11 +189,15 @@ impl GrpcServer {
 }
 
 fn record(seen: &Mutex<Vec<Head>>, req: &http::Request<hyper::body::Incoming>) {
+    // Every field of the name, joined: a test sees a duplicate the proxy let through.
     let h = |n: &str| {
-        req.headers()
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
+        let all: Vec<&str> = req
+            .headers()
+            .get_all(n)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        (!all.is_empty()).then(|| all.join(", "))
     };
     let head = (
         req.uri().path().to_string(),
