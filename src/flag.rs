@@ -59,6 +59,12 @@ impl Flag {
         Flag::StreamIdle,
     ];
 
+    /// The flag named `s` (what a filter that answered sets in
+    /// `StreamCtx::response_flag`).
+    pub fn from_name(s: &str) -> Option<Flag> {
+        Flag::ALL.into_iter().find(|f| f.as_str() == s)
+    }
+
     pub const fn as_str(self) -> &'static str {
         match self {
             Flag::NoRoute => "NR",
@@ -77,14 +83,6 @@ impl Flag {
             Flag::DrainTimeout => "DT",
             Flag::StreamIdle => "SI",
         }
-    }
-}
-
-impl Flag {
-    /// The flag named `s` (what a filter that answered sets in
-    /// `StreamCtx::response_flag`).
-    pub fn from_name(s: &str) -> Option<Flag> {
-        Flag::ALL.into_iter().find(|f| f.as_str() == s)
     }
 }
 
