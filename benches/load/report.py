@@ -83,6 +83,7 @@ TESTS = {
     "h1": "HTTP/1.1 keep-alive, max throughput (wrk)",
     "h2": "HTTP/2 cleartext (prior knowledge), max throughput (h2load)",
     "rate": "Fixed rate, latency (loadgen, open loop)",
+    "close": "HTTP/1.1, a new connection per request (wrk, Connection: close)",
 }
 
 
@@ -140,7 +141,7 @@ def table(path):
         idle = [r["idle_kib"] for r in rows if r["who"] == who]
         out.append(f"| {who} | {statistics.median(idle) / 1024:.1f} MiB |")
 
-    for other, title in (("nginx", "NGINX"), ("baseline", "baseline (the BASELINE build)")):
+    for other, title in (("nginx", "NGINX"), ("haproxy", "HAProxy"), ("baseline", "baseline (the BASELINE build)")):
         if "attache" in order and other in order:
             out += ratios(by, "attache", other, f"attache / {title}",
                           "Throughput ratio > 1 means attache is faster; CPU and p99 "

@@ -10,7 +10,9 @@
 #   H2_CLIENTS [16]  H2_STREAMS [4] (h2load: clients x streams in flight)
 #   RATE [5000] req/s and RATE_CONNECTIONS [32] for the fixed-rate latency run
 #   WARMUP [2s] per contender before round 1
-#   CONTENDERS ["attache nginx haproxy"]  TESTS ["h1 h2 rate idle"]
+#   CONTENDERS ["attache nginx haproxy"]  TESTS ["h1 h2 rate idle"]; "close" (not in
+#     the default list) is HTTP/1.1 with a new connection per request: wrk with
+#     `Connection: close` over CLOSE_CONNECTIONS [32] connections
 #   IDLE_CONNECTIONS [10000] and IDLE_ROUNDS [1] for the idle-connection memory test
 #     (HTTP/1.1, h2c, and HTTP/1.1 over TLS with a certificate made per run)
 #   PROXY_CPU [0] (the proxies)  LOAD_CPU [1] (load generator and origin)
@@ -39,6 +41,7 @@ H2_CLIENTS=${H2_CLIENTS:-16}
 H2_STREAMS=${H2_STREAMS:-4}
 RATE=${RATE:-5000}
 RATE_CONNECTIONS=${RATE_CONNECTIONS:-32}
+CLOSE_CONNECTIONS=${CLOSE_CONNECTIONS:-32}
 WARMUP=${WARMUP:-2s}
 CONTENDERS=${CONTENDERS:-attache nginx haproxy${BASELINE:+ baseline}}
 TESTS=${TESTS:-h1 h2 rate idle}
@@ -388,6 +391,16 @@ load_h1() { # port seconds tag
 	python3 "$HERE/report.py" parse wrk "$f"
 }
 
+# A new connection per request: every response closes its connection and wrk opens
+# the next one, so accept, the first read and the close are in every request's cost.
+load_close() {
+	local f="$WORK/$3.wrk"
+	taskset -c "$LOAD_CPU" timeout "$RUN_LIMIT" \
+		wrk -t"$WORKERS" -c"$CLOSE_CONNECTIONS" -d"$2s" --latency -H 'Connection: close' \
+		"http://127.0.0.1:$1/" >"$f" 2>&1 || die "wrk failed; see $f"
+	python3 "$HERE/report.py" parse wrk "$f"
+}
+
 load_h2() {
 	local f="$WORK/$3.h2load" lf="$WORK/$3.h2log"
 	taskset -c "$LOAD_CPU" timeout "$RUN_LIMIT" \
@@ -588,7 +601,7 @@ fi
 	echo "- proxies pinned to cpu $PROXY_CPU; load generator and origin (nginx, $WORKERS worker(s)) to cpu $LOAD_CPU"
 	echo "- attache $("$ATTACHE" --version | awk '{print $2}') --concurrency $WORKERS; $(nginx -v 2>&1 | sed 's/^nginx version: //') $WORKERS worker(s), upstream keepalive; $(haproxy -v | head -n1 | awk '{print "haproxy " $3}') nbthread $WORKERS, http-reuse always"
 	echo "- NGINX and HAProxy: $FWD_NOTE"
-	echo "- h1: wrk -t1 -c$CONNECTIONS -d${DUR_S}s; h2: h2load -t1 -c$H2_CLIENTS -m$H2_STREAMS -D$DUR_S (nginx h2c: $NGINX_H2); rate: loadgen $RATE req/s over $RATE_CONNECTIONS connections, ${DUR_S}s"
+	echo "- h1: wrk -t1 -c$CONNECTIONS -d${DUR_S}s; h2: h2load -t1 -c$H2_CLIENTS -m$H2_STREAMS -D$DUR_S (nginx h2c: $NGINX_H2); rate: loadgen $RATE req/s over $RATE_CONNECTIONS connections, ${DUR_S}s; close: wrk -t$WORKERS -c$CLOSE_CONNECTIONS with Connection: close"
 	echo "- VmHWM reset per run: $HWM_RESET"
 	echo
 	python3 "$HERE/report.py" table "$RESULTS"

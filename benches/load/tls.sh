@@ -10,6 +10,8 @@
 #              and a full TLS handshake (session tickets and caches are off on NGINX
 #              and HAProxy; wrk never resumes sessions): handshakes/s
 #   h2         h2load, H2_CLIENTS TLS connections x H2_STREAMS streams: requests/s
+# and, for each, the proxy's CPU-s per 100k requests (utime + stime from /proc, the
+# proxy and its children).
 #
 #   benches/load/tls.sh                            # DURATION=10
 #   DURATION=3 benches/load/tls.sh                 # a quick run
@@ -264,13 +266,28 @@ run_h2load() {
 		tr -d ','
 }
 
+# CPU ticks (utime + stime) of a process and its children: NGINX's worker is a child
+# of the master that PIDS records.
+CLK_TCK=$(getconf CLK_TCK)
+tree_ticks() {
+	local total=0 pid stat rest
+	local -a f
+	for pid in "$1" $(pgrep -P "$1" || true); do
+		stat=$(<"/proc/$pid/stat") || continue
+		rest=${stat##*) } # fields from 3 on; comm may contain spaces
+		read -r -a f <<<"$rest"
+		total=$((total + f[11] + f[12])) # fields 14 and 15
+	done
+	echo "$total"
+}
+
 errors_of() {
 	local f=$1
 	awk '/Non-2xx|Socket errors|failed/ {printf "%s ", $0}' "$f" 2>/dev/null
 }
 
 TSV="$OUT/results.tsv"
-printf 'round\tcontender\ttest\tvalue\tunit\n' >"$TSV"
+printf 'round\tcontender\ttest\tvalue\tunit\tcpu_s\n' >"$TSV"
 for round in $(seq 1 "$ROUNDS"); do
 	for c in $CONTENDERS; do
 		log "round $round/$ROUNDS: starting $c on cpu $PROXY_CPU (load average $(cut -d' ' -f1-3 /proc/loadavg))"
@@ -279,17 +296,19 @@ for round in $(seq 1 "$ROUNDS"); do
 		# Warm up (not recorded).
 		timeout 15 taskset -c "$LOAD_CPU" wrk -t1 -c8 -d1s "https://localhost:$PORT/" >/dev/null 2>&1 || true
 		for t in $TESTS; do
+			ticks=$(tree_ticks "${PIDS[-1]}")
 			case $t in
 			keepalive) v=$(run_wrk "$c" keepalive -c"$CONNECTIONS") unit="req/s" ;;
 			handshake) v=$(run_wrk "$c" handshake -c"$HS_CONNECTIONS" -H 'Connection: close') unit="handshakes/s" ;;
 			h2) v=$(run_h2load "$c") unit="req/s" ;;
 			*) die "unknown test $t" ;;
 			esac
+			cpu=$(awk -v a="$(tree_ticks "${PIDS[-1]}")" -v b="$ticks" -v t="$CLK_TCK" 'BEGIN { printf "%.2f", (a - b) / t }')
 			f="$WORK/$c-$t.txt"
 			cp "$f" "$WORK/$c-$t.round$round.txt"
 			e=$(errors_of "$f")
-			log "$c $t: ${v:-?} $unit ${e:+(}${e}${e:+)}"
-			printf '%s\t%s\t%s\t%s\t%s\n' "$round" "$c" "$t" "${v:-0}" "$unit" >>"$TSV"
+			log "$c $t: ${v:-?} $unit, cpu ${cpu}s ${e:+(}${e}${e:+)}"
+			printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$c" "$t" "${v:-0}" "$unit" "$cpu" >>"$TSV"
 		done
 		if [[ $c == attache || $c == baseline ]]; then
 			# Sanity: every handshake-test request was its own TLS handshake.
@@ -306,6 +325,11 @@ MD="$OUT/results.md"
 median() {
 	awk -F'\t' -v c="$1" -v t="$2" '$2==c && $3==t {print $4}' "$TSV" | sort -g |
 		awk '{v[NR]=$1} END { if (NR == 0) print 0; else if (NR % 2) print v[(NR+1)/2]; else print (v[NR/2] + v[NR/2+1]) / 2 }'
+}
+# Median over rounds of one contender's CPU-s per 100k requests in one test.
+median_cpu() {
+	awk -F'\t' -v c="$1" -v t="$2" -v d="$DURATION" '$2==c && $3==t && $4 > 0 {print $6 / ($4 * d) * 100000}' "$TSV" |
+		sort -g | awk '{v[NR]=$1} END { if (NR == 0) print 0; else if (NR % 2) print v[(NR+1)/2]; else print (v[NR/2] + v[NR/2+1]) / 2 }'
 }
 {
 	b_head="" b_rule=""
@@ -324,6 +348,19 @@ median() {
 			printf ' %.0f | %s |' "$b" "$(awk -v a="$a" -v b="$b" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')"
 		fi
 		echo
+	done
+	echo
+	echo "CPU-s per 100k requests (the proxy's utime + stime, all its processes; median of $ROUNDS):"
+	echo
+	echo "| test | attache | nginx | haproxy | attache / nginx | attache / haproxy |"
+	echo "| --- | ---: | ---: | ---: | ---: | ---: |"
+	for t in $TESTS; do
+		a=$(median_cpu attache "$t")
+		n=$(median_cpu nginx "$t")
+		h=$(median_cpu haproxy "$t")
+		printf '| %s | %.2f | %.2f | %.2f | %s | %s |\n' "$t" "$a" "$n" "$h" \
+			"$(awk -v a="$a" -v b="$n" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')" \
+			"$(awk -v a="$a" -v b="$h" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')"
 	done
 } >"$MD"
 cat "$MD"
