@@ -272,6 +272,11 @@ pub trait HttpFilter: Send + Sync + std::fmt::Debug {
     fn on_request(&self, _req: &mut request::Parts, _cx: &mut StreamCtx) -> Action {
         Action::Continue
     }
+    /// A request the proxy refuses before the chain's `on_request` ran (an `rbac`
+    /// denial), in chain order: look, do not act or count, so that `on_response`
+    /// can still shape the refusal (`cors`: the headers that let a browser read
+    /// it).
+    fn on_refused_request(&self, _req: &request::Parts, _cx: &mut StreamCtx) {}
     /// Response head phase, reverse chain order.
     fn on_response(&self, _rsp: &mut response::Parts, _cx: &mut StreamCtx) -> Action {
         Action::Continue

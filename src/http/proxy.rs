@@ -277,6 +277,11 @@ fn route_phase<'a>(
     if let Some(rbac) = route.rbac.as_ref().or(rt.listener.rbac.as_ref()) {
         let rq = crate::rbac::Request::Http(&view);
         if rbac.check(&conn.rbac_peer(), &rq, &rt.listener.name).deny() {
+            // The filters never saw the request; they may still shape the 403
+            // (`cors`: so a browser can read it).
+            for f in route.filters.iter() {
+                f.on_refused_request(parts, &mut st.sc);
+            }
             return Err(ErrorKind::Forbidden.into());
         }
     }
