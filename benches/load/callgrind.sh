@@ -16,7 +16,9 @@
 # route), both with `h2load --h1 -c4`; `h2c-direct` and `h2c-forward` are the
 # same routes with HTTP/2 by prior knowledge downstream, `h2load -c4 -m10`
 # (4 connections, 10 streams in flight on each; the upstream side stays
-# HTTP/1.1). `tls-direct` is the direct route on a TLS listener (an ECDSA P-256
+# HTTP/1.1); `h2c-serial` is h2c-direct with one stream at a time per connection
+# (`-m 1`: every request finds its connection idle, the case that pays for
+# buffers released when idle). `tls-direct` is the direct route on a TLS listener (an ECDSA P-256
 # certificate made per run), HTTP/1.1 keep-alive over TLS 1.3 with
 # `h2load --h1 -c4`: the measured run's 4 handshakes are included (about 1% of
 # its instructions at N=20000). CONTENDERS=nginx adds a bare NGINX reverse proxy (no forwarding
@@ -86,7 +88,7 @@ fi
 config() { # config SHAPE FILE
 	local tls=""
 	[[ $1 == tls-* ]] && tls="tls: { cert_chain: $OUT/server.pem, private_key: $OUT/server.key }"
-	if [[ $1 == direct || $1 == h2c-direct || $1 == tls-direct ]]; then
+	if [[ $1 == direct || $1 == h2c-direct || $1 == h2c-serial || $1 == tls-direct ]]; then
 		cat >"$2" <<EOF
 admin: { address: "127.0.0.1:0" }
 listeners:
@@ -109,7 +111,11 @@ EOF
 # client SHAPE: the load generator's options for SHAPE (h2c shapes: HTTP/2 by
 # prior knowledge, 10 streams in flight per connection).
 client() {
-	if [[ $1 == h2c-* ]]; then echo "-c 4 -m 10"; else echo "--h1 -c 4"; fi
+	case $1 in
+	h2c-serial) echo "-c 4 -m 1" ;;
+	h2c-*) echo "-c 4 -m 10" ;;
+	*) echo "--h1 -c 4" ;;
+	esac
 }
 
 # measure NAME SHAPE COMMAND...: Ir per request of COMMAND (listening on PROXY_PORT).

@@ -3,7 +3,10 @@
 `idle`): open N connections to a proxy, send one request on each and read its
 whole response, then hold them all open, idle, until SIGTERM or SIGINT.
 
-    idle.py --port 8080 --connections 10000 [--proto h1|h2c] [--tls]
+    idle.py --port 8080 --connections 10000 [--proto h1|h2c|h2] [--tls]
+
+`h2c` is HTTP/2 by prior knowledge; `h2` is HTTP/2 over TLS (ALPN `h2`, implies
+`--tls`); `--tls` alone is HTTP/1.1 over TLS (ALPN `http/1.1`).
 
 Prints `ready N` on stdout once every connection has had its response, so the
 caller can read the proxy's RSS; a connection that fails or gets no 200 makes it
@@ -12,6 +15,7 @@ report a wrong per-connection cost).
 """
 
 import argparse
+import functools
 import signal
 import socket
 import ssl
@@ -60,10 +64,11 @@ def h1_exchange(sock, host):
         read_exact(sock, length - len(rest))
 
 
-def h2_exchange(sock, host):
-    # HPACK: :method GET (static 2), :scheme http (6), :path / (4), then
-    # :authority (static name 1) as a literal with incremental indexing.
-    block = b"\x82\x86\x84\x41" + bytes([len(host)]) + host.encode()
+def h2_exchange(sock, host, https=False):
+    # HPACK: :method GET (static 2), :scheme http (6) or https (7), :path / (4),
+    # then :authority (static name 1) as a literal with incremental indexing.
+    scheme = b"\x87" if https else b"\x86"
+    block = b"\x82" + scheme + b"\x84\x41" + bytes([len(host)]) + host.encode()
     sock.sendall(PREFACE + frame(SETTINGS, 0, 0) + frame(HEADERS, END_STREAM | END_HEADERS, 1, block))
     status_seen = False
     while True:
@@ -89,16 +94,23 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--connections", type=int, default=10000)
-    p.add_argument("--proto", choices=["h1", "h2c"], default="h1")
-    p.add_argument("--tls", action="store_true", help="TLS without verification (h1 only)")
+    p.add_argument("--proto", choices=["h1", "h2c", "h2"], default="h1",
+                   help="h2c: HTTP/2 by prior knowledge; h2: HTTP/2 over TLS")
+    p.add_argument("--tls", action="store_true", help="TLS without verification (h1 or h2)")
     a = p.parse_args()
-    tls = None
-    if a.tls:
+    if a.proto == "h2c" and a.tls:
+        p.error("h2c is cleartext; HTTP/2 over TLS is --proto h2")
+    tls = alpn = None
+    if a.tls or a.proto == "h2":
+        alpn = "h2" if a.proto == "h2" else "http/1.1"
         tls = ssl.create_default_context()
         tls.check_hostname = False
         tls.verify_mode = ssl.CERT_NONE
-        tls.set_alpn_protocols(["http/1.1"])
-    exchange = h2_exchange if a.proto == "h2c" else h1_exchange
+        tls.set_alpn_protocols([alpn])
+    if a.proto == "h1":
+        exchange = h1_exchange
+    else:
+        exchange = functools.partial(h2_exchange, https=tls is not None)
     host = f"127.0.0.1:{a.port}"
     held = []
     for i in range(a.connections):
@@ -106,6 +118,8 @@ def main():
             s = socket.create_connection(("127.0.0.1", a.port), timeout=30)
             if tls is not None:
                 s = tls.wrap_socket(s)
+                if s.selected_alpn_protocol() != alpn:
+                    raise ConnectionError(f"ALPN chose {s.selected_alpn_protocol()}, not {alpn}")
             exchange(s, host)
         except (OSError, ValueError, IndexError) as e:
             print(f"connection {i + 1}: {e}", file=sys.stderr)

@@ -194,7 +194,7 @@ def idle(path):
            "before and after the connections opened (one request each, then held).", "",
            "| proxy | protocol | connections | RSS growth | KiB per connection |",
            "|---|---|---:|---:|---:|"]
-    for proto in ("h1", "h2c", "tls"):
+    for proto in ("h1", "h2c", "tls", "tls-h2"):
         for who in order:
             runs = per.get((proto, who))
             if not runs:

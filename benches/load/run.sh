@@ -14,7 +14,8 @@
 #     the default list) is HTTP/1.1 with a new connection per request: wrk with
 #     `Connection: close` over CLOSE_CONNECTIONS [32] connections
 #   IDLE_CONNECTIONS [10000] and IDLE_ROUNDS [1] for the idle-connection memory test
-#     (HTTP/1.1, h2c, and HTTP/1.1 over TLS with a certificate made per run)
+#     (HTTP/1.1, h2c, HTTP/1.1 over TLS and HTTP/2 over TLS (ALPN h2), with a
+#     certificate made per run)
 #   PROXY_CPU [0] (the proxies)  LOAD_CPU [1] (load generator and origin)
 #   WORKERS [1]: proxy workers (attache --concurrency, NGINX worker_processes,
 #     HAProxy nbthread) and load-generator threads (wrk -t, h2load -t). For the
@@ -282,10 +283,12 @@ else
 fi
 
 start_nginx() {
-	local port=$1 h2port=$2 h2listen="listen 127.0.0.1:$2 http2;" tls=""
+	local port=$1 h2port=$2 h2listen="listen 127.0.0.1:$2 http2;" tls="" tls_h1=""
 	if [[ $TLS_ON == yes ]]; then
 		TLSPORT[nginx]=$(free_ports 1)
-		tls="listen 127.0.0.1:${TLSPORT[nginx]} ssl; ssl_certificate $CERTS/server.pem; ssl_certificate_key $CERTS/server.key;"
+		# HTTP/1.1 and HTTP/2 (ALPN) on the TLS port; HTTP/1.1 only without h2 support.
+		tls_h1="listen 127.0.0.1:${TLSPORT[nginx]} ssl; ssl_certificate $CERTS/server.pem; ssl_certificate_key $CERTS/server.key;"
+		tls="listen 127.0.0.1:${TLSPORT[nginx]} ssl http2; ssl_certificate $CERTS/server.pem; ssl_certificate_key $CERTS/server.key;"
 	fi
 	mkdir -p "$WORK/nginx-tmp"
 	render "$HERE/nginx.conf.in" "$WORK/nginx.conf" DIR="$WORK" ORIGIN_PORT="$ORIGIN_PORT" MAX_CONN="$MAX_CONN" \
@@ -293,9 +296,9 @@ start_nginx() {
 	if nginx -t -p "$WORK" -c "$WORK/nginx.conf" -e "$WORK/nginx-error.log" >/dev/null 2>&1; then
 		NGINX_H2=yes
 	else
-		log "this nginx cannot serve h2c on a cleartext listener; skipping it for h2load"
+		log "this nginx cannot serve HTTP/2; skipping it for h2load and the idle h2 rows"
 		render "$HERE/nginx.conf.in" "$WORK/nginx.conf" DIR="$WORK" ORIGIN_PORT="$ORIGIN_PORT" MAX_CONN="$MAX_CONN" \
-			WORKERS="$WORKERS" PROXY_PORT="$port" H2_LISTEN="" TLS_LISTEN="$tls" USER="$USER_LINE" FWD_HEADERS="$NGINX_FWD" FWD_NOTE="$FWD_NOTE"
+			WORKERS="$WORKERS" PROXY_PORT="$port" H2_LISTEN="" TLS_LISTEN="$tls_h1" USER="$USER_LINE" FWD_HEADERS="$NGINX_FWD" FWD_NOTE="$FWD_NOTE"
 	fi
 	taskset -c "$PROXY_CPU" nginx -p "$WORK" -c "$WORK/nginx.conf" -e "$WORK/nginx-error.log" 2>>"$WORK/nginx-error.log" &
 	local master=$!
@@ -317,7 +320,7 @@ start_haproxy() {
 	local port=$1 h2port=$2 tls=""
 	if [[ $TLS_ON == yes ]]; then
 		TLSPORT[haproxy]=$(free_ports 1)
-		tls="bind 127.0.0.1:${TLSPORT[haproxy]} ssl crt $CERTS/server-combined.pem alpn http/1.1"
+		tls="bind 127.0.0.1:${TLSPORT[haproxy]} ssl crt $CERTS/server-combined.pem alpn h2,http/1.1"
 	fi
 	render "$HERE/haproxy.cfg.in" "$WORK/haproxy.cfg" WORKERS="$WORKERS" ORIGIN_PORT="$ORIGIN_PORT" PROXY_PORT="$port" H2_PORT="$h2port" MAX_CONN="$HAPROXY_MAX_CONN" \
 		TLS_BIND="$tls" FWD_HEADERS="$HAPROXY_FWD" FWD_NOTE="$FWD_NOTE"
@@ -468,14 +471,15 @@ rss_sum_kib() { # VmRSS summed over the given pids
 
 IDLE_RESULTS="$OUT/idle.tsv"
 
-# measure_idle ROUND CONTENDER PROTO (h1 | h2c | tls): memory per idle keep-alive
+# measure_idle ROUND CONTENDER PROTO (h1 | h2c | tls | tls-h2): memory per idle keep-alive
 # connection. The contender is restarted first: memory an earlier run left in its
 # allocator would otherwise absorb the new connections and hide their cost.
 # benches/load/idle.py opens IDLE_CONNECTIONS connections, one request each, and
 # holds them; the cost is the RSS growth of all the contender's processes.
 measure_idle() {
 	local round=$1 who=$2 proto=$3 args
-	if [[ $proto == h2c && -z ${H2PORT[$who]:-} ]]; then
+	# (NGINX without HTTP/2 support has neither h2 row.)
+	if [[ $proto == h2c || $proto == tls-h2 ]] && [[ -z ${H2PORT[$who]:-} ]]; then
 		return 0
 	fi
 	stop_contender "$who"
@@ -484,6 +488,7 @@ measure_idle() {
 	h1) args=(--port "${PORT[$who]}") ;;
 	h2c) args=(--port "${H2PORT[$who]}" --proto h2c) ;;
 	tls) args=(--port "${TLSPORT[$who]}" --tls) ;;
+	tls-h2) args=(--port "${TLSPORT[$who]}" --proto h2) ;;
 	esac
 	local f="$WORK/idle$round-$proto-$who.out" before after client deadline=$((SECONDS + 300))
 	local n=${IDLE_N[$who]:-$IDLE_CONNECTIONS}
@@ -590,6 +595,7 @@ if [[ " $TESTS " == *" idle "* ]]; then
 			measure_idle "$round" "$who" h1
 			measure_idle "$round" "$who" h2c
 			measure_idle "$round" "$who" tls
+			measure_idle "$round" "$who" tls-h2
 		done
 	done
 fi
