@@ -661,11 +661,11 @@ fn build(
     if (raw[ps] != b'/' || method == Method::CONNECT) && !form_fits(&method, &uri) {
         return Err(ErrorKind::BadRequest(Reject::Target));
     }
-    // The map is filled in place (no empty one made and dropped), with room for
+    // The map (a spare one of this worker's, see `head::recycle`) has room for
     // the headers the proxy adds (x-request-id, x-forwarded-*): growing the map
     // rehashes it.
     let (mut parts, ()) = Request::new(()).into_parts();
-    parts.headers.reserve(spans.len() + 4);
+    parts.headers = head::new_map(spans.len() + 4);
     let mut framing = Fields::default();
     let (mut expect_continue, mut upgrade) = (false, false);
     head::into_map(raw, spans, &mut parts.headers, |name, value| {
@@ -1188,7 +1188,14 @@ async fn write_response<W: AsyncWrite + Unpin>(
     let (mut parts, mut body) = rsp.into_parts();
     let mut out = spare::out_buf();
     let (framing, close) = put_head(&mut out, &mut parts, &mut body, asked);
-    drop(parts);
+    let http::response::Parts {
+        headers,
+        extensions,
+        ..
+    } = parts;
+    drop(extensions);
+    // Written out: the map goes back to the worker's spares.
+    head::recycle(headers);
     if let Framing::None = framing {
         drop(body);
         send_all(wr, &out, stall).await?;

@@ -786,7 +786,7 @@ fn upstream_response(
     let switched = match (status, call.fwd.upgrade, incoming) {
         (101, Some((_, on)), UpstreamBody::H1(b)) => {
             let proto = rp.headers.get(header::UPGRADE).cloned();
-            match (b.into_upgraded(), proto) {
+            match ((*b).into_upgraded(), proto) {
                 (Some(up), Some(proto)) => {
                     // The tunnel keeps the attempt: it stays active on its endpoint.
                     let attempt = st.active.take();

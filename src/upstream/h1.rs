@@ -75,8 +75,15 @@ impl Conn {
         if !self.rbuf.is_empty() {
             return false;
         }
-        let mut cx = Context::from_waker(std::task::Waker::noop());
         let mut probe = [0u8; 1];
+        // A plain socket is asked without registering a waker: `try_read` reads
+        // only when the runtime saw it readable (a close or stray bytes), and
+        // otherwise answers `WouldBlock` from the readiness it already has.
+        if let Stream::Plain(tcp) = &self.io {
+            return matches!(tcp.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+        }
+        // TLS: the stream may hold records of its own, so it is polled.
+        let mut cx = Context::from_waker(std::task::Waker::noop());
         let mut buf = ReadBuf::new(&mut probe);
         matches!(
             Pin::new(&mut self.io).poll_read(&mut cx, &mut buf),
@@ -164,14 +171,17 @@ pub fn encode_head(
 ) -> RequestHead {
     let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     // The exact size, so the buffer becomes `Bytes` without another allocation.
+    // One pass for the size and whether the request has a `Content-Length`.
     let mut len = parts.method.as_str().len() + 1 + pq.len() + 11 + 2;
+    let mut has_length = false;
     for (k, v) in parts.headers.iter() {
         if k != header::EXPECT {
             len += k.as_str().len() + v.len() + 4;
+            has_length |= k == header::CONTENT_LENGTH;
         }
     }
     let mut digits = itoa::Buffer::new();
-    let framing: &[&[u8]] = if parts.headers.contains_key(header::CONTENT_LENGTH) {
+    let framing: &[&[u8]] = if has_length {
         &[]
     } else {
         match body {
@@ -481,7 +491,7 @@ fn parse_head(
         } else {
             rbuf.split_to(n).freeze()
         };
-        let mut headers = HeaderMap::with_capacity(spans.len());
+        let mut headers = head::new_map(spans.len());
         let mut fields = Fields::default();
         head::into_map(&raw, spans, &mut headers, |name, value| {
             Ok::<_, ExchangeError>(note(&mut fields, name, value))

@@ -281,7 +281,7 @@ pub async fn send_with(
 ) -> Result<Response<UpstreamBody>, SendError> {
     match s.protocol {
         UpstreamProtocol::Http1 => {
-            let (parts, ()) = req.into_parts();
+            let (mut parts, ()) = req.into_parts();
             // A copy to send again when a pooled connection turns out to be closed.
             let replay = body.as_ref().and_then(UpBody::try_clone);
             let idempotent = parts.method.is_idempotent();
@@ -311,12 +311,18 @@ pub async fn send_with(
                 let head = h1::encode_head(&parts, &b, headers_outlive);
                 match h1::exchange(&mut conn, head, b).await {
                     Ok((parsed, writer)) => {
+                        // Sent: the request's map goes back to the worker's spares.
+                        crate::http1::head::recycle(std::mem::take(&mut parts.headers));
                         let home = h1::Home {
                             pool: ep.pool.clone(),
                             idle_timeout: s.idle_timeout,
                             max_idle: s.max_idle,
                         };
-                        let body = h1::H1Body::new(conn, &parsed, writer, home);
+                        // Allocated first, written in place.
+                        let body = Box::write(
+                            Box::new_uninit(),
+                            h1::H1Body::new(conn, &parsed, writer, home),
+                        );
                         let mut rsp = Response::new(UpstreamBody::H1(body));
                         *rsp.status_mut() = parsed.status;
                         *rsp.version_mut() = parsed.version;
