@@ -26,6 +26,8 @@ pub enum Flag {
     DownstreamProtocolError,
     /// `RBAC`: an `rbac` policy denied the request.
     Rbac,
+    /// `RL`: the `local_rate_limit` filter refused the request (429).
+    RateLimited,
     /// `UPE`: the upstream's answer broke the protocol (a Thrift reply that does
     /// not decode, does not answer the call, or cannot be translated).
     UpstreamProtocolError,
@@ -39,7 +41,7 @@ pub enum Flag {
 
 impl Flag {
     /// Every flag, in label order.
-    pub const ALL: [Flag; 14] = [
+    pub const ALL: [Flag; 15] = [
         Flag::NoRoute,
         Flag::NoCluster,
         Flag::NoHealthyUpstream,
@@ -50,11 +52,18 @@ impl Flag {
         Flag::RetriesExhausted,
         Flag::DownstreamProtocolError,
         Flag::Rbac,
+        Flag::RateLimited,
         Flag::UpstreamProtocolError,
         Flag::DownstreamDisconnect,
         Flag::DrainTimeout,
         Flag::StreamIdle,
     ];
+
+    /// The flag named `s` (what a filter that answered sets in
+    /// `StreamCtx::response_flag`).
+    pub fn from_name(s: &str) -> Option<Flag> {
+        Flag::ALL.into_iter().find(|f| f.as_str() == s)
+    }
 
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -68,6 +77,7 @@ impl Flag {
             Flag::RetriesExhausted => "URX",
             Flag::DownstreamProtocolError => "DPE",
             Flag::Rbac => "RBAC",
+            Flag::RateLimited => "RL",
             Flag::UpstreamProtocolError => "UPE",
             Flag::DownstreamDisconnect => "DC",
             Flag::DrainTimeout => "DT",
@@ -95,5 +105,9 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), Flag::ALL.len());
+        for f in Flag::ALL {
+            assert_eq!(Flag::from_name(f.as_str()), Some(f));
+        }
+        assert_eq!(Flag::from_name("nope"), None);
     }
 }

@@ -7,7 +7,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::grpc_peer::{self, Echo, GrpcClient, GrpcServer};
+use support::grpc_peer::{self, frames, message_frame, post_web, Echo, GrpcClient, GrpcServer};
 use support::yaml::Routes;
 use support::{dead_port, eventually, Proxy};
 use tonic::{Code, Request};
@@ -459,17 +459,7 @@ fn fleet_config(server: &GrpcServer) -> String {
 - name: checked
   match: { prefix: /test.Echo/ }
   route: { cluster: checked, timeout: 0s }";
-    let checked = format!(
-        "protocol: http2
-panic_threshold: 0
-health_check:
-  grpc: {{ service: {} }}
-  interval: 100ms
-  timeout: 1s
-  unhealthy_threshold: 1
-  healthy_threshold: 1",
-        grpc_peer::SERVICE
-    );
+    let checked = grpc_peer::checked_cluster_keys("1s");
     Routes::new(routes)
         .names("grpc", "all")
         .cluster("backend", &[server.addr], "protocol: http2")
@@ -502,13 +492,7 @@ async fn grpc_health_checks_eject_a_not_serving_endpoint_and_bring_it_back() {
         GrpcClient::new(addr).unary(echo("hi")).await.ok()
     })
     .await;
-    let checks = server
-        .seen
-        .lock()
-        .expect("seen")
-        .iter()
-        .filter(|(path, _, _)| path == "/grpc.health.v1.Health/Check")
-        .count();
+    let checks = server.calls(grpc_peer::HEALTH_CHECK);
     assert!(checks >= 3, "{checks} health checks");
 }
 
@@ -528,13 +512,7 @@ async fn trailers_only_unavailable_is_retried_when_retry_on_names_it() {
         .await
         .expect_err("internal");
     assert_eq!(e.code(), Code::Internal);
-    let calls = server
-        .seen
-        .lock()
-        .expect("seen")
-        .iter()
-        .filter(|(path, _, _)| path == grpc_peer::UNARY)
-        .count();
+    let calls = server.calls(grpc_peer::UNARY);
     assert_eq!(calls, 3 + 1);
     assert_eq!(
         p.stat("attache_upstream_rq_retry_total{cluster=\"backend\"}")
@@ -589,38 +567,6 @@ fn web_config(server: &GrpcServer) -> String {
         .yaml()
 }
 
-/// A browser's gRPC-Web POST from `https://app.example`.
-async fn post_web(url: &str, content_type: &str, body: Vec<u8>) -> support::Resp {
-    let headers = [
-        ("content-type", content_type),
-        ("x-grpc-web", "1"),
-        ("origin", "https://app.example"),
-    ];
-    support::send("POST", url, &headers, body.into()).await
-}
-
-/// A gRPC message frame: flag 0, big-endian length, the protobuf bytes.
-fn message_frame(m: &Echo) -> Vec<u8> {
-    let msg = prost::Message::encode_to_vec(m);
-    let mut f = vec![0u8];
-    f.extend_from_slice(&(msg.len() as u32).to_be_bytes());
-    f.extend_from_slice(&msg);
-    f
-}
-
-/// Split a gRPC-Web response body into (flag, payload) frames.
-fn web_frames(mut b: &[u8]) -> Vec<(u8, Vec<u8>)> {
-    let mut out = Vec::new();
-    while b.len() >= 5 {
-        let len = u32::from_be_bytes([b[1], b[2], b[3], b[4]]) as usize;
-        assert!(b.len() >= 5 + len, "truncated frame in {b:?}");
-        out.push((b[0], b[5..5 + len].to_vec()));
-        b = &b[5 + len..];
-    }
-    assert!(b.is_empty(), "trailing bytes {b:?}");
-    out
-}
-
 #[tokio::test]
 async fn grpc_web_calls_reach_a_grpc_server_with_trailers_in_the_body() {
     use base64::Engine as _;
@@ -642,13 +588,13 @@ async fn grpc_web_calls_reach_a_grpc_server_with_trailers_in_the_body() {
         r.header("access-control-expose-headers").as_deref(),
         Some("grpc-status, grpc-message")
     );
-    let frames = web_frames(&r.body);
-    assert_eq!(frames.len(), 2, "{frames:?}");
-    assert_eq!(frames[0].0, 0);
-    let reply: Echo = prost::Message::decode(&frames[0].1[..]).expect("echo");
+    let got = frames(&r.body);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0].0, 0);
+    let reply: Echo = prost::Message::decode(&got[0].1[..]).expect("echo");
     assert_eq!(reply.text, "web");
-    assert_eq!(frames[1].0, 0x80);
-    let trailers = String::from_utf8(frames[1].1.clone()).expect("ascii");
+    assert_eq!(got[1].0, 0x80);
+    let trailers = String::from_utf8(got[1].1.clone()).expect("ascii");
     assert!(trailers.contains("grpc-status: 0\r\n"), "{trailers:?}");
     // The server saw plain gRPC.
     let seen = server.seen.lock().expect("seen").clone();
@@ -663,10 +609,10 @@ async fn grpc_web_calls_reach_a_grpc_server_with_trailers_in_the_body() {
         Some("application/grpc-web-text+proto")
     );
     let raw = b64.decode(&r.body).expect("base64 body");
-    let frames = web_frames(&raw);
-    let reply: Echo = prost::Message::decode(&frames[0].1[..]).expect("echo");
+    let got = frames(&raw);
+    let reply: Echo = prost::Message::decode(&got[0].1[..]).expect("echo");
     assert_eq!(reply.text, "text");
-    assert_eq!(frames[1].0, 0x80);
+    assert_eq!(got[1].0, 0x80);
 
     // An error before any message: trailers-only, the status in the head (exposed).
     let body = message_frame(&failing(Code::PermissionDenied, "no"));

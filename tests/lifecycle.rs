@@ -38,11 +38,24 @@ async fn sigterm_finishes_an_in_flight_slow_request_then_exits_zero() {
         }
     })
     .await;
+    // /ready turns 503 when the drain starts; the listener closes right after, so
+    // wait for the refusal rather than race it, but see it while the slow request
+    // is still in flight (after that, an exiting proxy refuses anyway).
+    let main = p.addr("main");
+    support::eventually(
+        Duration::from_secs(5),
+        "listener closed while draining",
+        || async move {
+            tokio::net::TcpStream::connect(main)
+                .await
+                .is_err()
+                .then_some(())
+        },
+    )
+    .await;
     assert!(
-        tokio::net::TcpStream::connect(p.addr("main"))
-            .await
-            .is_err(),
-        "listener closed while draining"
+        !inflight.is_finished(),
+        "the listener closed only after the in-flight request ended"
     );
     let r = tokio::time::timeout(Duration::from_secs(10), inflight)
         .await

@@ -140,6 +140,8 @@ pub struct StreamCtx {
     /// The response was produced by the proxy (no route, upstream failure, a filter).
     pub local_reply: bool,
     /// Short response flag (NR, UH, UF, UO, UT, UR, URX, DC) when the proxy answered.
+    /// A filter that answers a request may name its own (`local_rate_limit`: `RL`);
+    /// the core logs and counts it when it is one of attache's flags.
     pub response_flag: Option<&'static str>,
     /// Host (or :authority) of the request, lower case, without port.
     pub host: Option<Host>,
@@ -270,6 +272,11 @@ pub trait HttpFilter: Send + Sync + std::fmt::Debug {
     fn on_request(&self, _req: &mut request::Parts, _cx: &mut StreamCtx) -> Action {
         Action::Continue
     }
+    /// A request the proxy refuses before the chain's `on_request` ran (an `rbac`
+    /// denial), in chain order: look, do not act or count, so that `on_response`
+    /// can still shape the refusal (`cors`: the headers that let a browser read
+    /// it).
+    fn on_refused_request(&self, _req: &request::Parts, _cx: &mut StreamCtx) {}
     /// Response head phase, reverse chain order.
     fn on_response(&self, _rsp: &mut response::Parts, _cx: &mut StreamCtx) -> Action {
         Action::Continue

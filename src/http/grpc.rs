@@ -67,9 +67,10 @@ pub fn parse_timeout(v: &[u8]) -> Option<Duration> {
 /// The whole-call limit of a gRPC request: its `grpc-timeout`, capped by the route's
 /// `max_grpc_timeout`, and the route's `max_stream_duration`, whichever is shorter.
 ///
-/// The header is normalized on the way: a malformed one is removed (an upstream
-/// could read it differently), and one longer than the cap is rewritten to the cap
-/// so the upstream's deadline is the one the proxy enforces.
+/// The header is normalized on the way, so the upstream's deadline is the one the
+/// proxy enforces: a malformed one is removed (an upstream could read it
+/// differently), one longer than the cap is rewritten to the cap, and of several
+/// `grpc-timeout` fields only the first (the one read here) is kept.
 pub fn call_limit(
     headers: &mut HeaderMap,
     grpc: bool,
@@ -77,29 +78,38 @@ pub fn call_limit(
     max_stream_duration: Option<Duration>,
 ) -> Option<Duration> {
     let asked = if grpc {
-        match headers
-            .get(&GRPC_TIMEOUT)
-            .map(|v| parse_timeout(v.as_bytes()))
-        {
-            None => None,
-            Some(None) => {
-                headers.remove(&GRPC_TIMEOUT);
-                None
-            }
-            Some(Some(t)) => match max_grpc_timeout {
-                Some(cap) if t > cap => {
-                    headers.insert(GRPC_TIMEOUT.clone(), timeout_value(cap));
-                    Some(cap)
-                }
-                _ => Some(t),
-            },
-        }
+        deadline_asked(headers, max_grpc_timeout)
     } else {
         None
     };
     match (asked, max_stream_duration) {
         (Some(a), Some(m)) => Some(a.min(m)),
         (a, m) => a.or(m),
+    }
+}
+
+/// The call's `grpc-timeout`, capped, with the header normalized (see
+/// [`call_limit`]).
+fn deadline_asked(headers: &mut HeaderMap, cap: Option<Duration>) -> Option<Duration> {
+    let mut fields = headers.get_all(&GRPC_TIMEOUT).iter();
+    let first = fields.next()?;
+    let several = fields.next().is_some();
+    let Some(t) = parse_timeout(first.as_bytes()) else {
+        headers.remove(&GRPC_TIMEOUT);
+        return None;
+    };
+    match cap {
+        Some(cap) if t > cap => {
+            headers.insert(GRPC_TIMEOUT.clone(), timeout_value(cap));
+            Some(cap)
+        }
+        _ => {
+            if several {
+                let first = first.clone();
+                headers.insert(GRPC_TIMEOUT.clone(), first);
+            }
+            Some(t)
+        }
     }
 }
 
@@ -466,6 +476,25 @@ mod tests {
         );
         assert_eq!(h[&GRPC_TIMEOUT], "100m");
         h.insert(&GRPC_TIMEOUT, HeaderValue::from_static("soon"));
+        assert_eq!(call_limit(&mut h, true, cap, None), None);
+        assert!(h.get(&GRPC_TIMEOUT).is_none());
+        // Several fields: the first is the call's deadline, and the only one sent.
+        h.insert(&GRPC_TIMEOUT, HeaderValue::from_static("1S"));
+        h.append(&GRPC_TIMEOUT, HeaderValue::from_static("1H"));
+        assert_eq!(
+            call_limit(&mut h, true, None, None),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(h.get_all(&GRPC_TIMEOUT).iter().count(), 1);
+        assert_eq!(h[&GRPC_TIMEOUT], "1S");
+        h.append(&GRPC_TIMEOUT, HeaderValue::from_static("1H"));
+        assert_eq!(
+            call_limit(&mut h, true, cap, None),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(h.get_all(&GRPC_TIMEOUT).iter().count(), 1);
+        h.insert(&GRPC_TIMEOUT, HeaderValue::from_static("soon"));
+        h.append(&GRPC_TIMEOUT, HeaderValue::from_static("1S"));
         assert_eq!(call_limit(&mut h, true, cap, None), None);
         assert!(h.get(&GRPC_TIMEOUT).is_none());
         // Not a gRPC call: the header is not ours to read.

@@ -277,6 +277,11 @@ fn route_phase<'a>(
     if let Some(rbac) = route.rbac.as_ref().or(rt.listener.rbac.as_ref()) {
         let rq = crate::rbac::Request::Http(&view);
         if rbac.check(&conn.rbac_peer(), &rq, &rt.listener.name).deny() {
+            // The filters never saw the request; they may still shape the 403
+            // (`cors`: so a browser can read it).
+            for f in route.filters.iter() {
+                f.on_refused_request(parts, &mut st.sc);
+            }
             return Err(ErrorKind::Forbidden.into());
         }
     }
@@ -818,7 +823,14 @@ fn respond(reply: Reply, mut st: Box<Stream>) -> Response<RespBody> {
             }
             rsp
         }
-        Reply::Local(rsp) => rsp,
+        Reply::Local(rsp) => {
+            // A filter that answered may name its flag (`RL`).
+            if let Some(flag) = st.sc.response_flag.and_then(crate::flag::Flag::from_name) {
+                st.flag = flag.as_str();
+                st.listener_stats().count_flag(flag);
+            }
+            rsp
+        }
     };
     st.sc.local_reply = true;
     response_phases(rsp.map(RespBody::full), st)
@@ -879,7 +891,9 @@ fn listener_chain(st: &Stream) -> Chain {
 }
 
 /// A gRPC call's response head: a local reply (the proxy's, a filter's, a direct
-/// response) reshaped for a gRPC client, and the status of a trailers-only answer.
+/// response) reshaped for a gRPC client, an upstream's answer translated for a
+/// gRPC-Web client (one that is not gRPC becomes a status), and the status of a
+/// trailers-only answer.
 fn grpc_head(
     parts: &mut http::response::Parts,
     body: &mut RespBody,
@@ -888,17 +902,21 @@ fn grpc_head(
 ) {
     if st.sc.local_reply {
         let text = body.full_bytes().cloned().unwrap_or_default();
-        if super::respond::grpc_from_http(parts, &text, kind) {
+        if super::respond::grpc_from_http(parts, &text, kind, st.flag) {
             *body = RespBody::full(Bytes::new());
         }
     }
     let local = st.sc.local_reply;
     if let Some(call) = st.grpc.as_mut() {
-        call.observe(&parts.headers);
         if let (Some(web), false) = (call.web, local) {
-            super::grpc_web::response_head(&mut parts.headers, web.text);
-            body.set_web(web.text);
+            if super::respond::grpc_web_from_foreign(parts, kind) {
+                *body = RespBody::full(Bytes::new());
+            } else {
+                super::grpc_web::response_head(&mut parts.headers, web.text);
+                body.set_web(web.text);
+            }
         }
+        call.observe(&parts.headers);
     }
 }
 

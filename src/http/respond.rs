@@ -107,20 +107,60 @@ pub fn grpc_reply(kind: Kind, code: Code, message: &str) -> Response<Bytes> {
 }
 
 /// Reshape another local reply (a filter's 403 or 429, a `direct_response`) for a
-/// gRPC client: the status mapped to a code, the plain-text body as `grpc-message`,
+/// gRPC client: the status mapped to a code, the plain-text body as `grpc-message`
+/// (with the reply's response flag, when a filter named one: `rate limited (RL)`),
 /// and the reply's other headers (`retry-after`, CORS) kept. A 2xx reply, or one
 /// that already carries `grpc-status`, is left as it is.
-pub fn grpc_from_http(parts: &mut http::response::Parts, body: &Bytes, kind: Kind) -> bool {
+pub fn grpc_from_http(
+    parts: &mut http::response::Parts,
+    body: &Bytes,
+    kind: Kind,
+    flag: &str,
+) -> bool {
     if parts.status.is_success() || parts.headers.contains_key(&grpc::GRPC_STATUS) {
         return false;
     }
     let code = Code::from_http(parts.status.as_u16());
     let text = std::str::from_utf8(body).unwrap_or("").trim();
-    let msg = if text.is_empty() {
+    let text = if text.is_empty() {
         parts.status.canonical_reason().unwrap_or("local reply")
     } else {
         text
     };
+    if flag.is_empty() {
+        trailers_only(parts, kind, code, text);
+    } else {
+        trailers_only(parts, kind, code, &format!("{text} ({flag})"));
+    }
+    true
+}
+
+/// An upstream's answer to a gRPC-Web call that is not gRPC (an HTTP error page, a
+/// 200 of another content type, no `grpc-status`): a gRPC-Web client cannot read
+/// its body as frames, so it becomes a trailers-only answer with the HTTP status
+/// mapped as the gRPC spec says (`UNKNOWN` for a 2xx), as Envoy's `grpc_web` filter
+/// does. The caller drops the body.
+pub fn grpc_web_from_foreign(parts: &mut http::response::Parts, kind: Kind) -> bool {
+    let grpc_head =
+        parts.status == StatusCode::OK && grpc::classify(&parts.headers) == Some(Kind::Grpc);
+    if grpc_head || parts.headers.contains_key(&grpc::GRPC_STATUS) {
+        return false;
+    }
+    let status = parts.status.as_u16();
+    let code = if parts.status.is_success() {
+        Code::Unknown
+    } else {
+        Code::from_http(status)
+    };
+    let msg = format!("upstream answered HTTP {status} without a gRPC status");
+    parts.headers.remove(http::header::CONTENT_ENCODING);
+    trailers_only(parts, kind, code, &msg);
+    true
+}
+
+/// Make `parts` a trailers-only gRPC answer of `kind`: HTTP 200, the code and
+/// message in the head, no length (the body is empty); other headers kept.
+fn trailers_only(parts: &mut http::response::Parts, kind: Kind, code: Code, msg: &str) {
     let h = &mut parts.headers;
     h.remove(http::header::CONTENT_LENGTH);
     h.insert(http::header::CONTENT_TYPE, grpc::content_type(kind));
@@ -130,7 +170,6 @@ pub fn grpc_from_http(parts: &mut http::response::Parts, body: &Bytes, kind: Kin
     );
     h.insert(grpc::GRPC_MESSAGE.clone(), grpc::message_value(msg));
     parts.status = StatusCode::OK;
-    true
 }
 
 #[cfg(test)]
@@ -209,13 +248,43 @@ mod tests {
             .insert("retry-after", HeaderValue::from_static("1"));
         let (mut parts, ()) = rsp.into_parts();
         let body = Bytes::from_static(b"rate limited\n");
-        assert!(grpc_from_http(&mut parts, &body, Kind::Grpc));
+        assert!(grpc_from_http(&mut parts, &body, Kind::Grpc, "RL"));
         assert_eq!(parts.status, StatusCode::OK);
         assert_eq!(parts.headers["grpc-status"], "8");
-        assert_eq!(parts.headers["grpc-message"], "rate limited");
+        assert_eq!(parts.headers["grpc-message"], "rate limited (RL)");
         assert_eq!(parts.headers["retry-after"], "1");
         // Done once: a reply that is gRPC already stays as it is.
-        assert!(!grpc_from_http(&mut parts, &body, Kind::Grpc));
+        assert!(!grpc_from_http(&mut parts, &body, Kind::Grpc, ""));
+    }
+
+    #[test]
+    fn foreign_answers_to_grpc_web_calls_become_statuses() {
+        let cases: [(u16, &str, Option<&str>, Option<&str>); 5] = [
+            (200, "application/grpc", None, None),
+            (200, "application/grpc+proto", Some("7"), None),
+            (404, "text/html", Some("5"), None),
+            (503, "text/plain", None, Some("14")),
+            (200, "text/html", None, Some("2")),
+        ];
+        for (status, ct, grpc_status, want) in cases {
+            let mut b = Response::builder()
+                .status(status)
+                .header("content-type", ct);
+            if let Some(g) = grpc_status {
+                b = b.header("grpc-status", g);
+            }
+            let (mut parts, ()) = b.body(()).expect("response").into_parts();
+            let changed = grpc_web_from_foreign(&mut parts, Kind::WebText);
+            assert_eq!(changed, want.is_some(), "{status} {ct}");
+            if let Some(code) = want {
+                assert_eq!(parts.status, StatusCode::OK);
+                assert_eq!(parts.headers["grpc-status"], code);
+                assert_eq!(
+                    parts.headers["content-type"],
+                    "application/grpc-web-text+proto"
+                );
+            }
+        }
     }
 
     #[test]

@@ -49,6 +49,8 @@ pub const UNARY: &str = "/test.Echo/Unary";
 pub const SERVER_STREAM: &str = "/test.Echo/ServerStream";
 pub const CLIENT_STREAM: &str = "/test.Echo/ClientStream";
 pub const BIDI: &str = "/test.Echo/Bidi";
+/// The standard health check method.
+pub const HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
 /// The service name the health service reports on.
 pub const SERVICE: &str = "test.Echo";
 
@@ -133,7 +135,8 @@ fn bidi(req: Request<Streaming<Echo>>) -> BoxFut<Response<EchoStream>> {
     Box::pin(async move { Ok(Response::new(Box::pin(out) as EchoStream)) })
 }
 
-/// What the server records of a request: (path, grpc-timeout, content-type).
+/// What the server records of a request: (path, grpc-timeout, content-type), each
+/// header's fields joined with `, `.
 pub type Head = (String, Option<String>, Option<String>);
 
 /// A running test gRPC server.
@@ -169,6 +172,12 @@ impl GrpcServer {
         GrpcServer { addr, health, seen }
     }
 
+    /// How many requests to `path` the server received.
+    pub fn calls(&self, path: &str) -> usize {
+        let seen = self.seen.lock().expect("seen");
+        seen.iter().filter(|(p, _, _)| p == path).count()
+    }
+
     pub async fn set_serving(&self, serving: bool) {
         let status = if serving {
             tonic_health::ServingStatus::Serving
@@ -180,11 +189,15 @@ impl GrpcServer {
 }
 
 fn record(seen: &Mutex<Vec<Head>>, req: &http::Request<hyper::body::Incoming>) {
+    // Every field of the name, joined: a test sees a duplicate the proxy let through.
     let h = |n: &str| {
-        req.headers()
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
+        let all: Vec<&str> = req
+            .headers()
+            .get_all(n)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        (!all.is_empty()).then(|| all.join(", "))
     };
     let head = (
         req.uri().path().to_string(),
@@ -345,4 +358,54 @@ impl GrpcClient {
         }
         Ok(got)
     }
+}
+
+/// A gRPC message frame: flag 0, big-endian length, the protobuf bytes.
+pub fn message_frame(m: &Echo) -> Vec<u8> {
+    let msg = prost::Message::encode_to_vec(m);
+    let mut f = vec![0u8];
+    f.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    f.extend_from_slice(&msg);
+    f
+}
+
+/// Split a gRPC or gRPC-Web body into (flag, payload) frames; panics on a
+/// truncated frame or trailing bytes.
+pub fn frames(mut b: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    while b.len() >= 5 {
+        let len = u32::from_be_bytes([b[1], b[2], b[3], b[4]]) as usize;
+        assert!(b.len() >= 5 + len, "truncated frame in {b:?}");
+        out.push((b[0], b[5..5 + len].to_vec()));
+        b = &b[5 + len..];
+    }
+    assert!(b.is_empty(), "trailing bytes {b:?}");
+    out
+}
+
+/// A browser's gRPC-Web POST from `https://app.example` over HTTP/1.1, with this
+/// `content-type`.
+pub async fn post_web(url: &str, content_type: &str, body: Vec<u8>) -> crate::client::Resp {
+    let headers = [
+        ("content-type", content_type),
+        ("x-grpc-web", "1"),
+        ("origin", "https://app.example"),
+    ];
+    crate::client::send("POST", url, &headers, body.into()).await
+}
+
+/// Keys of an HTTP/2 cluster health checked with `grpc.health.v1.Health/Check` on
+/// [`SERVICE`] every 100ms, each check giving up after `timeout`; one result flips
+/// an endpoint, and there is no panic mode (unhealthy endpoints get no calls).
+pub fn checked_cluster_keys(timeout: &str) -> String {
+    format!(
+        "protocol: http2
+panic_threshold: 0
+health_check:
+  grpc: {{ service: {SERVICE} }}
+  interval: 100ms
+  timeout: {timeout}
+  unhealthy_threshold: 1
+  healthy_threshold: 1"
+    )
 }

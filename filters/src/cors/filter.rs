@@ -295,11 +295,12 @@ impl Filter {
     }
 }
 
-impl HttpFilter for Filter {
-    fn on_request(&self, req: &mut http::request::Parts, cx: &mut StreamCtx) -> Action {
-        let Some(origin) = req.headers.get(header::ORIGIN) else {
-            return Action::Continue;
-        };
+impl Filter {
+    /// The request's `Origin`, whether that origin is allowed, whether the request
+    /// is cross-origin (a same-origin request the list does not name is not), and
+    /// whether it is a preflight. None without an `Origin`.
+    fn classify(&self, req: &http::request::Parts) -> Option<Seen> {
+        let origin = req.headers.get(header::ORIGIN)?;
         let host = req
             .headers
             .get(header::HOST)
@@ -314,8 +315,30 @@ impl HttpFilter for Filter {
             && req
                 .headers
                 .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
-        if preflight {
-            let ok = allowed && self.preflight_ok(req);
+        Some(Seen {
+            origin: origin.clone(),
+            allowed,
+            cross_origin: allowed || !same_origin,
+            preflight,
+        })
+    }
+}
+
+/// What [`Filter::classify`] saw of a request.
+struct Seen {
+    origin: HeaderValue,
+    allowed: bool,
+    cross_origin: bool,
+    preflight: bool,
+}
+
+impl HttpFilter for Filter {
+    fn on_request(&self, req: &mut http::request::Parts, cx: &mut StreamCtx) -> Action {
+        let Some(seen) = self.classify(req) else {
+            return Action::Continue;
+        };
+        if seen.preflight {
+            let ok = seen.allowed && self.preflight_ok(req);
             self.count(if ok {
                 Result::PreflightAllowed
             } else {
@@ -324,23 +347,39 @@ impl HttpFilter for Filter {
             if self.shadow {
                 return Action::Continue;
             }
-            return Action::Respond(self.preflight_response(req, origin, ok));
+            return Action::Respond(self.preflight_response(req, &seen.origin, ok));
         }
-        if same_origin && !allowed {
+        if !seen.cross_origin {
             return Action::Continue; // not a cross-origin request
         }
-        self.count(if allowed {
+        self.count(if seen.allowed {
             Result::Allowed
         } else {
             Result::Denied
         });
         if !self.shadow {
             cx.extensions.insert(Decision {
-                origin: origin.clone(),
-                allowed,
+                origin: seen.origin,
+                allowed: seen.allowed,
             });
         }
         Action::Continue
+    }
+
+    /// A refused request (an `rbac` denial) gets the CORS headers of an allowed
+    /// origin too, so the browser can read the refusal (a gRPC-Web client its
+    /// `grpc-status`) instead of reporting a network error. Not counted: the
+    /// request was not served.
+    fn on_refused_request(&self, req: &http::request::Parts, cx: &mut StreamCtx) {
+        match self.classify(req) {
+            Some(seen) if seen.cross_origin && !seen.preflight && !self.shadow => {
+                cx.extensions.insert(Decision {
+                    origin: seen.origin,
+                    allowed: seen.allowed,
+                });
+            }
+            _ => {}
+        }
     }
 
     fn on_response(&self, rsp: &mut http::response::Parts, cx: &mut StreamCtx) -> Action {

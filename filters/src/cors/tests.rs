@@ -182,3 +182,38 @@ fn star_with_credentials_and_other_mistakes_are_reported_together() {
         ]
     );
 }
+
+#[test]
+fn a_refused_request_still_gets_the_headers_of_an_allowed_origin() {
+    let h = Harness::default();
+    let f = h.build("cors", CFG);
+    let refuse = |origin: &str| {
+        let (req, ()) = http::Request::builder()
+            .method(Method::POST)
+            .uri("/api")
+            .header("host", "api.example.com")
+            .header("origin", origin)
+            .body(())
+            .expect("request")
+            .into_parts();
+        let mut cx = StreamCtx::default();
+        f.on_refused_request(&req, &mut cx);
+        let (mut rsp, ()) = http::Response::builder()
+            .status(StatusCode::FORBIDDEN)
+            .body(())
+            .expect("response")
+            .into_parts();
+        f.on_response(&mut rsp, &mut cx);
+        rsp.headers
+    };
+    let allowed = refuse("https://app.example.com");
+    assert_eq!(
+        allowed["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    assert_eq!(allowed["access-control-expose-headers"], "x-request-id");
+    let other = refuse("https://evil.example");
+    assert!(other.get("access-control-allow-origin").is_none());
+    // Looked at, not counted: the request was not served.
+    assert_eq!(cors(&h, "allowed") + cors(&h, "denied"), 0);
+}

@@ -11,6 +11,9 @@ use super::config::Config;
 use super::stats;
 use crate::api::{Action, ConfigError, FactoryContext, HttpFilter, HttpFilterFactory, StreamCtx};
 
+/// The response flag of a refused request (Envoy's `RL`).
+pub const RATE_LIMITED_FLAG: &str = "RL";
+
 /// A token bucket in one atomic word: high 32 bits tokens, low 32 bits the fill
 /// period (number of `fill_interval`s since creation) they were counted at.
 #[derive(Debug)]
@@ -102,7 +105,7 @@ impl HttpFilterFactory for Factory {
 }
 
 impl HttpFilter for Filter {
-    fn on_request(&self, _req: &mut request::Parts, _cx: &mut StreamCtx) -> Action {
+    fn on_request(&self, _req: &mut request::Parts, cx: &mut StreamCtx) -> Action {
         match self.bucket.try_take_at(Instant::now()) {
             Ok(()) => {
                 self.allowed.inc();
@@ -120,6 +123,9 @@ impl HttpFilter for Filter {
                 );
                 rsp.headers_mut()
                     .insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+                // Envoy's flag for a local rate limit: logged, counted, and named in
+                // a gRPC client's `grpc-message`.
+                cx.response_flag = Some(RATE_LIMITED_FLAG);
                 Action::Respond(rsp)
             }
         }

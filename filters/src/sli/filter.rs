@@ -80,8 +80,10 @@ impl Classifier {
     }
 
     fn is_error(&self, cx: &StreamCtx) -> bool {
-        let proxy_failure =
-            cx.local_reply && matches!(cx.response_flag, Some(flag) if flag != "DC");
+        // A rate limit (`RL`) is a refusal, classified by its status like a
+        // filter's other replies; the client leaving (`DC`) is not the service's.
+        let proxy_failure = cx.local_reply
+            && matches!(cx.response_flag, Some(flag) if flag != "DC" && flag != "RL");
         if self.local_replies && proxy_failure {
             return true;
         }

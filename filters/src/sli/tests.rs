@@ -57,8 +57,13 @@ fn proxy_failures_are_errors_but_client_disconnects_are_not() {
     let mut preflight = done("api", Some(204));
     preflight.local_reply = true;
     f.on_complete(&preflight);
+    // A rate limit (`RL`) is classified by its status (429: success by default).
+    let mut limited = done("api", Some(429));
+    limited.local_reply = true;
+    limited.response_flag = Some("RL");
+    f.on_complete(&limited);
     assert_eq!(outcome(&h, "api", "error"), 1);
-    assert_eq!(outcome(&h, "api", "success"), 2);
+    assert_eq!(outcome(&h, "api", "success"), 3);
     assert_eq!(outcome(&h, NO_ROUTE, "error"), 1);
 }
 
