@@ -321,16 +321,19 @@ done
 
 # ------------------------------------------------------------------ report ---
 MD="$OUT/results.md"
+# The median of the numbers on stdin (0 when there are none).
+mid() {
+	sort -g | awk '{v[NR]=$1} END { if (NR == 0) print 0; else if (NR % 2) print v[(NR+1)/2]; else print (v[NR/2] + v[NR/2+1]) / 2 }'
+}
 # Median over rounds of one contender's test.
 median() {
-	awk -F'\t' -v c="$1" -v t="$2" '$2==c && $3==t {print $4}' "$TSV" | sort -g |
-		awk '{v[NR]=$1} END { if (NR == 0) print 0; else if (NR % 2) print v[(NR+1)/2]; else print (v[NR/2] + v[NR/2+1]) / 2 }'
+	awk -F'\t' -v c="$1" -v t="$2" '$2==c && $3==t {print $4}' "$TSV" | mid
 }
 # Median over rounds of one contender's CPU-s per 100k requests in one test.
 median_cpu() {
-	awk -F'\t' -v c="$1" -v t="$2" -v d="$DURATION" '$2==c && $3==t && $4 > 0 {print $6 / ($4 * d) * 100000}' "$TSV" |
-		sort -g | awk '{v[NR]=$1} END { if (NR == 0) print 0; else if (NR % 2) print v[(NR+1)/2]; else print (v[NR/2] + v[NR/2+1]) / 2 }'
+	awk -F'\t' -v c="$1" -v t="$2" -v d="$DURATION" '$2==c && $3==t && $4 > 0 {print $6 / ($4 * d) * 100000}' "$TSV" | mid
 }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 {
 	b_head="" b_rule=""
 	[[ -n $BASELINE ]] && b_head=" baseline | attache / baseline |" b_rule=" ---: | ---: |"
@@ -341,11 +344,10 @@ median_cpu() {
 		n=$(median nginx "$t")
 		h=$(median haproxy "$t")
 		u=$(awk -F'\t' -v t="$t" '$3==t {print $5; exit}' "$TSV")
-		r=$(awk -v a="$a" -v n="$n" 'BEGIN { if (n > 0) printf "%.2f", a / n; else print "-" }')
-		printf '| %s (%s) | %.0f | %.0f | %.0f | %s |' "$t" "$u" "$a" "$n" "$h" "$r"
+		printf '| %s (%s) | %.0f | %.0f | %.0f | %s |' "$t" "$u" "$a" "$n" "$h" "$(ratio "$a" "$n")"
 		if [[ -n $BASELINE ]]; then
 			b=$(median baseline "$t")
-			printf ' %.0f | %s |' "$b" "$(awk -v a="$a" -v b="$b" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')"
+			printf ' %.0f | %s |' "$b" "$(ratio "$a" "$b")"
 		fi
 		echo
 	done
@@ -358,9 +360,7 @@ median_cpu() {
 		a=$(median_cpu attache "$t")
 		n=$(median_cpu nginx "$t")
 		h=$(median_cpu haproxy "$t")
-		printf '| %s | %.2f | %.2f | %.2f | %s | %s |\n' "$t" "$a" "$n" "$h" \
-			"$(awk -v a="$a" -v b="$n" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')" \
-			"$(awk -v a="$a" -v b="$h" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')"
+		printf '| %s | %.2f | %.2f | %.2f | %s | %s |\n' "$t" "$a" "$n" "$h" "$(ratio "$a" "$n")" "$(ratio "$a" "$h")"
 	done
 } >"$MD"
 cat "$MD"
