@@ -32,17 +32,7 @@ fn copy_with(dir: &Path, file: &str, from: &str, to: &str) {
 
 /// Whether `python3` can import `kubernetes_validate`; says what to install when not.
 fn kubernetes_validate() -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "import kubernetes_validate"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        eprintln!(
-            "SKIPPED: python3 with the `kubernetes-validate` package is not installed; \
-             `pip install kubernetes-validate==1.37.0` runs these tests (.ci/run does)"
-        );
-    }
-    ok
+    support::python_module("kubernetes_validate", "kubernetes-validate==1.37.0")
 }
 
 /// `python3 deploy/check.py` on the copy in `dir`: (success, what it printed).

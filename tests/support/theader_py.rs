@@ -18,19 +18,7 @@ pub fn script() -> PathBuf {
 
 /// Whether the Python THeader implementation is there; says why not when it is not.
 pub fn python_thrift() -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "import thrift.protocol.THeaderProtocol"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!(
-            "SKIPPED: python3 with the `thrift` package (THeaderProtocol) is not installed; \
-             `pip install thrift==0.22.0` runs these tests"
-        );
-    }
-    ok
+    super::python_module("thrift.protocol.THeaderProtocol", "thrift==0.22.0")
 }
 
 /// A Python THeader (or framed) server; killed and reaped on drop.
